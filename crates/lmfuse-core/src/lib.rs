@@ -1,0 +1,255 @@
+//! Core types and traits shared by every lmfuse crate.
+//!
+//! This crate does no I/O. It defines what an embedding matrix is, how token vectors are pooled
+//! into one sentence vector, what identifies an encoder (so caches and bundles can tell two
+//! encoders apart), and the [`TextEncoder`] trait that every backend implements.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How token vectors are reduced to one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over the tokens of the attention mask (sentence-transformers' default).
+    Mean,
+    /// The vector of the first (`[CLS]`) token.
+    Cls,
+    /// Element-wise maximum over the tokens of the attention mask.
+    Max,
+    /// Sum over the tokens divided by the square root of their count.
+    MeanSqrtLen,
+}
+
+impl Pooling {
+    /// The name used on the command line and in cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Max => "max",
+            Pooling::MeanSqrtLen => "mean_sqrt_len",
+        }
+    }
+}
+
+impl fmt::Display for Pooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pooling name that is none of `mean`, `cls`, `max`, `mean_sqrt_len`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown pooling {0:?}: expected one of mean, cls, max, mean_sqrt_len")]
+pub struct UnknownPooling(pub String);
+
+impl FromStr for Pooling {
+    type Err = UnknownPooling;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "max" => Ok(Pooling::Max),
+            "mean_sqrt_len" => Ok(Pooling::MeanSqrtLen),
+            other => Err(UnknownPooling(other.to_string())),
+        }
+    }
+}
+
+/// Everything that changes the vector an encoder gives for a text.
+///
+/// Two encoders with equal fingerprints give equal embeddings, so the fingerprint is the
+/// model part of every cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EncoderFingerprint {
+    /// Hex sha256 of the weights file.
+    pub weights_sha256: String,
+    /// Pooling over tokens.
+    pub pooling: Pooling,
+    /// Whether sentence vectors are L2-normalised.
+    pub normalize: bool,
+    /// Maximum tokens per text, special tokens included; longer texts are truncated.
+    pub max_seq_length: usize,
+}
+
+impl EncoderFingerprint {
+    /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`.
+    pub fn cache_key(&self) -> String {
+        format!(
+            "sha256:{}|{}|{}|{}",
+            self.weights_sha256,
+            self.pooling,
+            if self.normalize { "norm" } else { "raw" },
+            self.max_seq_length
+        )
+    }
+}
+
+/// A row-major matrix of sentence embeddings: one row per text, `dim` columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+/// The data length is not a multiple of the dimension.
+#[derive(Debug, thiserror::Error)]
+#[error("embedding data of length {len} is not a whole number of rows of dimension {dim}")]
+pub struct ShapeError {
+    /// Length of the data given.
+    pub len: usize,
+    /// Dimension asked for.
+    pub dim: usize,
+}
+
+impl Embeddings {
+    /// Wraps row-major data of `rows × dim` values.
+    pub fn from_vec(dim: usize, data: Vec<f32>) -> Result<Self, ShapeError> {
+        if dim == 0 || data.len() % dim != 0 {
+            return Err(ShapeError {
+                len: data.len(),
+                dim,
+            });
+        }
+        Ok(Self { dim, data })
+    }
+
+    /// An empty matrix with `dim` columns.
+    pub fn empty(dim: usize) -> Self {
+        Self {
+            dim,
+            data: Vec::new(),
+        }
+    }
+
+    /// Number of columns.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of rows (texts).
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Row `i`.
+    ///
+    /// # Panics
+    /// If `i >= self.rows()`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Iterates over the rows.
+    pub fn iter(&self) -> std::slice::ChunksExact<'_, f32> {
+        self.data.chunks_exact(self.dim)
+    }
+
+    /// The row-major data.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Takes the row-major data.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+}
+
+/// Per-text statistics of one encoding call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextStats {
+    /// Tokens fed to the model, special tokens included, after truncation.
+    pub tokens: usize,
+    /// Whether the text was longer than the maximum and cut.
+    pub truncated: bool,
+}
+
+/// The result of encoding a batch of texts.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// One row per input text, in input order.
+    pub embeddings: Embeddings,
+    /// One entry per input text, in input order.
+    pub stats: Vec<TextStats>,
+}
+
+/// A model that turns texts into fixed-size vectors.
+///
+/// Implementations must be deterministic: the same texts give the same vectors, whatever the
+/// batch they are encoded in (within float tolerance).
+pub trait TextEncoder: Send + Sync {
+    /// The error type of this backend.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Dimension of the sentence vectors.
+    fn dim(&self) -> usize;
+
+    /// What identifies this encoder's output.
+    fn fingerprint(&self) -> &EncoderFingerprint;
+
+    /// Encodes `texts`, returning one vector per text in input order.
+    fn encode(&self, texts: &[&str]) -> Result<Encoded, Self::Error>;
+
+    /// Checks that the model can run, with a real forward pass on a short text.
+    fn health(&self) -> Result<(), Self::Error> {
+        self.encode(&["health check"]).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_round_trips_through_its_name() {
+        for p in [
+            Pooling::Mean,
+            Pooling::Cls,
+            Pooling::Max,
+            Pooling::MeanSqrtLen,
+        ] {
+            assert_eq!(p.as_str().parse::<Pooling>().unwrap(), p);
+        }
+        assert!("avg".parse::<Pooling>().is_err());
+    }
+
+    #[test]
+    fn embeddings_reject_ragged_data() {
+        assert!(Embeddings::from_vec(3, vec![0.0; 7]).is_err());
+        assert!(Embeddings::from_vec(0, vec![]).is_err());
+        let e = Embeddings::from_vec(2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(e.rows(), 2);
+        assert_eq!(e.row(1), &[3.0, 4.0]);
+        assert_eq!(Embeddings::empty(4).rows(), 0);
+    }
+
+    #[test]
+    fn cache_key_changes_with_every_field() {
+        let base = EncoderFingerprint {
+            weights_sha256: "ab".into(),
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_seq_length: 256,
+        };
+        let mut keys = vec![base.cache_key()];
+        let mut f = base.clone();
+        f.weights_sha256 = "cd".into();
+        keys.push(f.cache_key());
+        let mut f = base.clone();
+        f.pooling = Pooling::Cls;
+        keys.push(f.cache_key());
+        let mut f = base.clone();
+        f.normalize = false;
+        keys.push(f.cache_key());
+        let mut f = base.clone();
+        f.max_seq_length = 128;
+        keys.push(f.cache_key());
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n);
+    }
+}

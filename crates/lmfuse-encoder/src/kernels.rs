@@ -1,0 +1,329 @@
+//! Element-wise and small dense kernels of the forward pass.
+//!
+//! Each kernel is written as plain loops over slices that LLVM vectorises, and compiled twice:
+//! for the baseline target and with AVX2 + FMA, chosen at run time. This keeps one portable
+//! binary while using the full width of the machines lmfuse targets. Large matrix products go
+//! to the `gemm` crate, which has its own run-time dispatch.
+
+use gemm::Parallelism;
+
+/// Defines `pub(crate) fn $name` that runs `$body` compiled for AVX2+FMA when the CPU has it.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `fast` is compiled for.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+const LANES: usize = 8;
+
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ac, ar) = a.split_at(a.len() / LANES * LANES);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] = x[l].mul_add(y[l], acc[l]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s = x.mul_add(*y, s);
+    }
+    s
+}
+
+#[inline(always)]
+fn sum_body(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ac, ar) = a.split_at(a.len() / LANES * LANES);
+    for x in ac.chunks_exact(LANES) {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + ar.iter().sum::<f32>()
+}
+
+/// `e^x` for `x` in about [-87, 88], relative error about 2e-7; branch-free so it vectorises.
+/// Cephes' range reduction and polynomial.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5e-1);
+    let y = (p * r).mul_add(r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// `erf(x)`, max abs error about 2e-7: Abramowitz & Stegun 7.1.26 with the vectorisable
+/// [`exp_approx`], branch-free.
+#[inline(always)]
+fn erf_approx(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
+    let mut p = 1.061_405_4f32;
+    p = p.mul_add(t, -1.453_152_1);
+    p = p.mul_add(t, 1.421_413_8);
+    p = p.mul_add(t, -0.284_496_74);
+    p = p.mul_add(t, 0.254_829_6);
+    let y = 1.0 - p * t * exp_approx(-a * a);
+    y.copysign(x)
+}
+
+dispatch! {
+    /// Exact GELU in place: `x·½(1 + erf(x/√2))`.
+    fn gelu(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            let a = *v;
+            *v = 0.5 * a * (1.0 + erf_approx(a * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+dispatch! {
+    /// GELU with the tanh approximation in place.
+    fn gelu_tanh(x: &mut [f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2/pi)
+        for v in x.iter_mut() {
+            let a = *v;
+            let u = C * a.mul_add(0.044_715 * a * a, a);
+            // tanh(u) = 1 - 2 / (e^{2u} + 1)
+            let t = 1.0 - 2.0 / (exp_approx(2.0 * u) + 1.0);
+            *v = 0.5 * a * (1.0 + t);
+        }
+    }
+}
+
+dispatch! {
+    /// ReLU in place.
+    fn relu(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+dispatch! {
+    /// LayerNorm of each `gamma.len()`-wide row of `x`, in place.
+    fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let n = gamma.len();
+        for row in x.chunks_exact_mut(n) {
+            let mean = sum_body(row) / n as f32;
+            let mut acc = [0.0f32; LANES];
+            let (rc, rr) = row.split_at(n / LANES * LANES);
+            for c in rc.chunks_exact(LANES) {
+                for l in 0..LANES {
+                    let d = c[l] - mean;
+                    acc[l] = d.mul_add(d, acc[l]);
+                }
+            }
+            let var = (acc.iter().sum::<f32>() + rr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>())
+                / n as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = ((*v - mean) * inv).mul_add(*g, *b);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Self-attention of one sequence for every head.
+    ///
+    /// `qkv` holds `len` rows of `[q | k | v]` (each `hidden` wide, heads side by side);
+    /// writes `len` rows of `hidden` context values to `ctx`. `scores` is scratch of at least
+    /// `len` values.
+    fn attention(qkv: &[f32], ctx: &mut [f32], len: usize, hidden: usize, heads: usize, scores: &mut [f32]) {
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let row = 3 * hidden;
+        let scores = &mut scores[..len];
+        for h in 0..heads {
+            let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
+            for i in 0..len {
+                let q = &qkv[i * row + qo..i * row + qo + d];
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let k = &qkv[j * row + ko..j * row + ko + d];
+                    *s = dot_body(q, k) * scale;
+                    max = max.max(*s);
+                }
+                for s in scores.iter_mut() {
+                    *s = exp_approx(*s - max);
+                }
+                let inv = 1.0 / sum_body(scores);
+                let out = &mut ctx[i * hidden + h * d..i * hidden + (h + 1) * d];
+                out.fill(0.0);
+                for (j, s) in scores.iter().enumerate() {
+                    let w = s * inv;
+                    let v = &qkv[j * row + vo..j * row + vo + d];
+                    for (o, x) in out.iter_mut().zip(v) {
+                        *o = w.mul_add(*x, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills each `bias.len()`-wide row of `dst` with `bias`.
+pub(crate) fn fill_rows(dst: &mut [f32], bias: &[f32]) {
+    for row in dst.chunks_exact_mut(bias.len()) {
+        row.copy_from_slice(bias);
+    }
+}
+
+/// Adds `bias` to each `bias.len()`-wide row of `dst`.
+pub(crate) fn add_rows(dst: &mut [f32], bias: &[f32]) {
+    for row in dst.chunks_exact_mut(bias.len()) {
+        for (d, b) in row.iter_mut().zip(bias) {
+            *d += b;
+        }
+    }
+}
+
+/// `dst (m×n) += a (m×k) · b (k×n)`, all row-major and contiguous.
+pub(crate) fn matmul_acc(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    // SAFETY: the asserts above keep every access in bounds for the given row-major strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0f32, 0.0f64),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (-1.5, -0.966_105_146_475_310_7),
+            (2.0, 0.995_322_265_018_952_7),
+            (3.5, 0.999_999_256_901_627_7),
+            (9.0, 1.0),
+        ] {
+            assert!(
+                (erf_approx(x) as f64 - want).abs() < 3e-7,
+                "erf({x}) = {} want {want}",
+                erf_approx(x)
+            );
+        }
+    }
+
+    #[test]
+    fn exp_matches_std() {
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let rel = ((exp_approx(x) - x.exp()) / x.exp()).abs();
+            assert!(rel < 1e-6, "exp({x}) rel err {rel}");
+            x += 0.173;
+        }
+        assert!(exp_approx(-200.0) < 1e-37);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_formula() {
+        let xs: Vec<f32> = (-40..40).map(|i| i as f32 * 0.2).collect();
+        let mut y = xs.clone();
+        gelu_tanh(&mut y);
+        for (x, y) in xs.iter().zip(&y) {
+            let want = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
+            assert!((y - want).abs() < 1e-5, "gelu_tanh({x}) = {y} want {want}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_normalises_rows() {
+        let mut x: Vec<f32> = (0..20).map(|i| (i * i) as f32 * 0.3 - 2.0).collect();
+        let gamma = vec![1.0; 10];
+        let beta = vec![0.0; 10];
+        layer_norm(&mut x, &gamma, &beta, 1e-12);
+        for row in x.chunks(10) {
+            let mean: f32 = row.iter().sum::<f32>() / 10.0;
+            let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 10.0;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut c = vec![1.0f32; m * n];
+        matmul_acc(&mut c, &a, &b, m, k, n, Parallelism::None);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
+                assert!((c[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_of_one_token_copies_its_value() {
+        // One token: softmax over one score is 1, so the context is v.
+        let hidden = 4;
+        let qkv: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut ctx = vec![0.0; 4];
+        let mut scores = vec![0.0; 1];
+        attention(&qkv, &mut ctx, 1, hidden, 2, &mut scores);
+        assert_eq!(ctx, vec![8.0, 9.0, 10.0, 11.0]);
+    }
+}

