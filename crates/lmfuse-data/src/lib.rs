@@ -1,1 +1,10 @@
-//! placeholder
+//! Reading and writing lmfuse's data files.
+//!
+//! [`read`] reads texts from JSON Lines, CSV, TSV and plain text, with errors that name the
+//! file, line and field. [`write`] writes embeddings as `.npy` or JSON Lines, always atomically.
+
+pub mod read;
+pub mod write;
+
+pub use read::{read_texts, read_texts_from, DataError, Format};
+pub use write::{atomic_write, write_embeddings, OutputFormat};

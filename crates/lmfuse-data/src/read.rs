@@ -1,0 +1,374 @@
+//! Text readers.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A file format lmfuse reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Tab-separated values with a header row.
+    Tsv,
+    /// One text per line.
+    Text,
+}
+
+impl Format {
+    /// Guesses the format from the file extension: `.jsonl`/`.ndjson`/`.json`, `.csv`, `.tsv`;
+    /// anything else is plain text.
+    pub fn from_path(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+            Some("csv") => Format::Csv,
+            Some("tsv" | "tab") => Format::Tsv,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// A format name that is none of `jsonl`, `csv`, `tsv`, `text`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown input format {0:?}: expected jsonl, csv, tsv or text")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jsonl" => Ok(Format::Jsonl),
+            "csv" => Ok(Format::Csv),
+            "tsv" => Ok(Format::Tsv),
+            "text" | "txt" => Ok(Format::Text),
+            other => Err(UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// Why a data file could not be read. Every variant names the file; those about content name
+/// the line (1-based) and, where there is one, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file does not exist.
+    #[error("input file {path} does not exist")]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Reading failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not valid UTF-8.
+    #[error("{path}:{line}: invalid UTF-8 (byte offset {offset} of the line)")]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// Offset of the first invalid byte within the line.
+        offset: usize,
+    },
+    /// A JSON Lines line is not a JSON object.
+    #[error("{path}:{line}: invalid JSON: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A record lacks the text field.
+    #[error("{path}:{line}: field {field:?} is missing{hint}")]
+    MissingField {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The field asked for.
+        field: String,
+        /// Fields that are there.
+        hint: String,
+    },
+    /// The text field is not a string.
+    #[error("{path}:{line}: field {field:?} is {found}, expected a string")]
+    NotAString {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The field.
+        field: String,
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// The header of a CSV/TSV file lacks the text column.
+    #[error("{path}: no column {column:?} in the header (columns: {available})")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The columns there are.
+        available: String,
+    },
+    /// A CSV/TSV record is malformed.
+    #[error("{path}:{line}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// Reads the texts of `path`: the `text_col` field of each JSON object or CSV/TSV row, or each
+/// line of a plain text file. `format` defaults to [`Format::from_path`].
+pub fn read_texts(path: &Path, format: Option<Format>, text_col: &str) -> Result<Vec<String>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    parse_texts(&bytes, path, format.unwrap_or_else(|| Format::from_path(path)), text_col)
+}
+
+/// Reads texts from `reader` (standard input, say); `name` is used in error messages.
+pub fn read_texts_from(
+    mut reader: impl Read,
+    name: &Path,
+    format: Format,
+    text_col: &str,
+) -> Result<Vec<String>, DataError> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(|e| DataError::Io {
+        path: name.to_path_buf(),
+        source: e,
+    })?;
+    parse_texts(&bytes, name, format, text_col)
+}
+
+/// Parses texts from the bytes of a file.
+pub fn parse_texts(bytes: &[u8], path: &Path, format: Format, text_col: &str) -> Result<Vec<String>, DataError> {
+    match format {
+        Format::Text => lines(bytes, path)
+            .map(|r| r.map(|(_, l)| l.to_string()))
+            .collect(),
+        Format::Jsonl => parse_jsonl(bytes, path, text_col),
+        Format::Csv => parse_delimited(bytes, path, b',', text_col),
+        Format::Tsv => parse_delimited(bytes, path, b'\t', text_col),
+    }
+}
+
+/// Splits into lines (`\n` or `\r\n`), checking UTF-8; no final empty line after a trailing
+/// newline. Yields (1-based line number, line).
+fn lines<'a>(bytes: &'a [u8], path: &'a Path) -> impl Iterator<Item = Result<(usize, &'a str), DataError>> + 'a {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let body = if bytes.is_empty() { None } else { Some(body) };
+    body.into_iter()
+        .flat_map(|b| b.split(|&c| c == b'\n'))
+        .enumerate()
+        .map(move |(i, raw)| {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let raw = if i == 0 { raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw) } else { raw };
+            std::str::from_utf8(raw)
+                .map(|s| (i + 1, s))
+                .map_err(|e| DataError::InvalidUtf8 {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    offset: e.valid_up_to(),
+                })
+        })
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn parse_jsonl(bytes: &[u8], path: &Path, field: &str) -> Result<Vec<String>, DataError> {
+    let mut out = Vec::new();
+    for item in lines(bytes, path) {
+        let (line, text) = item?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DataError::Json {
+            path: path.to_path_buf(),
+            line,
+            message: e.to_string(),
+        })?;
+        let serde_json::Value::Object(obj) = value else {
+            return Err(DataError::Json {
+                path: path.to_path_buf(),
+                line,
+                message: format!("expected an object, found {}", json_type(&value)),
+            });
+        };
+        match obj.get(field) {
+            Some(serde_json::Value::String(s)) => out.push(s.clone()),
+            Some(other) => {
+                return Err(DataError::NotAString {
+                    path: path.to_path_buf(),
+                    line,
+                    field: field.to_string(),
+                    found: json_type(other),
+                })
+            }
+            None => {
+                let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+                return Err(DataError::MissingField {
+                    path: path.to_path_buf(),
+                    line,
+                    field: field.to_string(),
+                    hint: format!(" (fields: {}; choose one with --text-col)", keys.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_delimited(bytes: &[u8], path: &Path, delimiter: u8, column: &str) -> Result<Vec<String>, DataError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes);
+    let csv_err = |e: csv::Error, fallback_line: usize| {
+        let line = e
+            .position()
+            .map(|p| p.line() as usize)
+            .unwrap_or(fallback_line);
+        DataError::Csv {
+            path: path.to_path_buf(),
+            line,
+            message: match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("record has {len} fields, the header has {expected_len}"),
+                _ => e.to_string(),
+            },
+        }
+    };
+    let headers = reader.byte_headers().map_err(|e| csv_err(e, 1))?.clone();
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .collect();
+    let Some(index) = names.iter().position(|h| h == column) else {
+        return Err(DataError::MissingColumn {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            available: names.join(", "),
+        });
+    };
+    let mut out = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_err(e, 0)),
+        }
+        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+        let field = record.get(index).unwrap_or_default();
+        let text = std::str::from_utf8(field).map_err(|e| DataError::InvalidUtf8 {
+            path: path.to_path_buf(),
+            line,
+            offset: e.valid_up_to(),
+        })?;
+        out.push(text.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], format: Format) -> Result<Vec<String>, DataError> {
+        parse_texts(bytes, Path::new("in.x"), format, "text")
+    }
+
+    #[test]
+    fn reads_every_format() {
+        assert_eq!(parse(b"a\r\n\nb c\n", Format::Text).unwrap(), ["a", "", "b c"]);
+        assert!(parse(b"", Format::Text).unwrap().is_empty());
+        assert_eq!(
+            parse(b"{\"text\":\"x\",\"label\":1}\n\n{\"text\":\"y\"}", Format::Jsonl).unwrap(),
+            ["x", "y"]
+        );
+        assert_eq!(
+            parse(b"id,text\n1,\"hello, world\"\n2,\"multi\nline\"\n", Format::Csv).unwrap(),
+            ["hello, world", "multi\nline"]
+        );
+        assert_eq!(parse(b"text\tlabel\nx y\t1\n", Format::Tsv).unwrap(), ["x y"]);
+        assert_eq!(parse(b"\xEF\xBB\xBFtext\nbom\n", Format::Csv).unwrap(), ["bom"]);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse(b"{\"text\":\"ok\"}\n{\"body\":\"x\"}\n", Format::Jsonl).unwrap_err().to_string();
+        assert!(e.contains("in.x:2") && e.contains("\"text\"") && e.contains("body"), "{e}");
+        let e = parse(b"{\"text\":3}\n", Format::Jsonl).unwrap_err().to_string();
+        assert!(e.contains("in.x:1") && e.contains("a number"), "{e}");
+        let e = parse(b"{\"text\":\"a\"}\n{broken\n", Format::Jsonl).unwrap_err().to_string();
+        assert!(e.contains("in.x:2: invalid JSON"), "{e}");
+        let e = parse(b"[1]\n", Format::Jsonl).unwrap_err().to_string();
+        assert!(e.contains("expected an object"), "{e}");
+        let e = parse(b"ok\nbad \xff byte\n", Format::Text).unwrap_err().to_string();
+        assert!(e.contains("in.x:2: invalid UTF-8"), "{e}");
+        let e = parse(b"id,body\n1,x\n", Format::Csv).unwrap_err().to_string();
+        assert!(e.contains("no column \"text\"") && e.contains("id, body"), "{e}");
+        let e = parse(b"id,text\n1,x\n2,y,z\n", Format::Csv).unwrap_err().to_string();
+        assert!(e.contains("in.x:3") && e.contains("3 fields"), "{e}");
+        let e = parse(b"text\nfine\n\"\xff\"\n", Format::Csv).unwrap_err().to_string();
+        assert!(e.contains("in.x:3: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = read_texts(Path::new("/no/such.jsonl"), None, "text").unwrap_err().to_string();
+        assert_eq!(e, "input file /no/such.jsonl does not exist");
+    }
+
+    #[test]
+    fn format_from_extension() {
+        assert_eq!(Format::from_path(Path::new("a.JSONL")), Format::Jsonl);
+        assert_eq!(Format::from_path(Path::new("a.csv")), Format::Csv);
+        assert_eq!(Format::from_path(Path::new("a.tsv")), Format::Tsv);
+        assert_eq!(Format::from_path(Path::new("a.txt")), Format::Text);
+        assert!("parquet".parse::<Format>().is_err());
+    }
+}
