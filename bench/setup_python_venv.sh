@@ -30,9 +30,8 @@ say() { echo "[setup_python_venv] $*"; }
 die() { echo "[setup_python_venv] error: $*" >&2; exit 1; }
 
 if [[ $FORCE == 0 && -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "${REQUIREMENTS[*]}" ]] \
-   && "$VENV/bin/python" -c "$IMPORT_CHECK" >/dev/null 2>&1; then
-    say "$VENV already works, nothing to do (use --force to rebuild):"
-    "$VENV/bin/python" -c "$IMPORT_CHECK" 2>/dev/null
+   && versions="$("$VENV/bin/python" -c "$IMPORT_CHECK" 2>/dev/null)"; then
+    say "$VENV already works, nothing to do (use --force to rebuild): $versions"
     exit 0
 fi
 

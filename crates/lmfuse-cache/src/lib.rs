@@ -255,6 +255,14 @@ impl EmbeddingCache {
             .map_err(|e| self.sql(e))
     }
 
+    /// Number of vectors stored, over all encoders.
+    pub fn total_rows(&self) -> Result<usize, CacheError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM embeddings", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.sql(e))
+    }
+
     /// Runs SQLite's integrity check; `Ok(true)` when the file is sound.
     pub fn integrity_ok(&self) -> Result<bool, CacheError> {
         let result: String = self
@@ -290,6 +298,8 @@ mod tests {
         assert_eq!(got[2].as_ref().unwrap().stats.tokens, 2);
         assert!(cache.get_many("m2", &["a"]).unwrap()[0].is_none());
         assert_eq!(cache.count("m1").unwrap(), 2);
+        cache.put_many("m2", &[("a", &[0.5, 0.5], stats(1))]).unwrap();
+        assert_eq!(cache.total_rows().unwrap(), 3);
         drop(cache);
         let cache = EmbeddingCache::open(dir.path()).unwrap();
         assert_eq!(cache.count("m1").unwrap(), 2);

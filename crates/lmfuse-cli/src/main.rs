@@ -1,1 +1,126 @@
-fn main() {}
+//! `lmfuse`: train, evaluate and serve text models that fuse pretrained encoders with
+//! classical machine learning.
+
+mod bench;
+mod embed;
+mod progress;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Pretrained encoders + classical ML, in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "lmfuse", version, about, propagate_version = true)]
+struct Cli {
+    /// Worker threads for encoding (default: all CPUs).
+    #[arg(long, global = true, env = "LMFUSE_THREADS")]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Encode texts into sentence embeddings (.npy or .jsonl), with a persistent cache.
+    Embed(embed::EmbedArgs),
+    /// Measure performance.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Encoding throughput (sentences/s, tokens/s, share of FLOP peak) and cache speed-up.
+    Embed(bench::BenchEmbedArgs),
+}
+
+/// Options that choose and configure the encoder, shared by every command that encodes.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a local folder, a Hugging Face id (owner/name), or by default
+    /// models/all-MiniLM-L6-v2 (fetched by scripts/fetch-models.sh).
+    #[arg(long, env = "LMFUSE_MODEL")]
+    model: Option<String>,
+    /// Pooling instead of the model's own: mean, cls, max, mean_sqrt_len.
+    #[arg(long)]
+    pooling: Option<lmfuse_core::Pooling>,
+    /// Maximum tokens per text instead of the model's max_seq_length.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// L2-normalise the vectors (default: as the model says).
+    #[arg(long, overrides_with = "no_normalize")]
+    normalize: bool,
+    /// Do not L2-normalise the vectors.
+    #[arg(long)]
+    no_normalize: bool,
+    /// Tokens per forward batch.
+    #[arg(long, default_value_t = lmfuse_encoder::DEFAULT_BATCH_TOKENS)]
+    batch_tokens: usize,
+}
+
+impl ModelArgs {
+    fn spec(&self) -> lmfuse_encoder::ModelSpec {
+        match &self.model {
+            None => lmfuse_encoder::ModelSpec::Default,
+            Some(m) => lmfuse_encoder::ModelSpec::parse(m),
+        }
+    }
+
+    fn load_options(&self) -> lmfuse_encoder::LoadOptions {
+        lmfuse_encoder::LoadOptions {
+            pooling: self.pooling,
+            normalize: match (self.normalize, self.no_normalize) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            max_seq_length: self.max_length,
+            batch_tokens: Some(self.batch_tokens),
+        }
+    }
+
+    /// Resolves the model and hashes its weights.
+    fn resolve(&self) -> anyhow::Result<lmfuse_encoder::ModelFiles> {
+        let spec = self.spec();
+        lmfuse_encoder::ModelFiles::resolve(&spec).context("cannot open the model")
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let threads = match cli.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("cannot start the worker threads")?;
+    match cli.command {
+        Command::Embed(args) => embed::run(&args, cli.quiet),
+        Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`lmfuse embed ... | head`) is not a failure.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "lmfuse: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -37,6 +37,34 @@ pub struct LoadOptions {
     pub batch_tokens: Option<usize>,
 }
 
+impl LoadOptions {
+    /// The fingerprint the encoder of `files` will have with these options, without loading
+    /// it (so a cache can be consulted first). Checks the maximum length against the model.
+    pub fn fingerprint(&self, files: &ModelFiles) -> Result<EncoderFingerprint, EncoderError> {
+        let config = &files.config;
+        let max_seq_length = self
+            .max_seq_length
+            .or(files.sentence.max_seq_length)
+            .unwrap_or(config.max_position_embeddings);
+        if max_seq_length < 2 || max_seq_length > config.max_position_embeddings {
+            return Err(EncoderError::Unsupported {
+                path: files.dir.join("config.json"),
+                message: format!(
+                    "max sequence length {max_seq_length} must be between 2 and the model's \
+                     max_position_embeddings ({})",
+                    config.max_position_embeddings
+                ),
+            });
+        }
+        Ok(EncoderFingerprint {
+            weights_sha256: files.weights_sha256.clone(),
+            pooling: self.pooling.unwrap_or(files.sentence.pooling),
+            normalize: self.normalize.unwrap_or(files.sentence.normalize),
+            max_seq_length,
+        })
+    }
+}
+
 /// Tokens per forward batch: large enough for efficient matrix products, small enough that
 /// batch buffers stay in a few MiB.
 pub const DEFAULT_BATCH_TOKENS: usize = 2048;
@@ -65,20 +93,8 @@ impl SentenceEncoder {
     /// Loads the tokenizer and weights of `files`.
     pub fn load(files: &ModelFiles, options: &LoadOptions) -> Result<Self, EncoderError> {
         let config = &files.config;
-        let max_seq_length = options
-            .max_seq_length
-            .or(files.sentence.max_seq_length)
-            .unwrap_or(config.max_position_embeddings);
-        if max_seq_length < 2 || max_seq_length > config.max_position_embeddings {
-            return Err(EncoderError::Unsupported {
-                path: files.dir.join("config.json"),
-                message: format!(
-                    "max sequence length {max_seq_length} must be between 2 and the model's \
-                     max_position_embeddings ({})",
-                    config.max_position_embeddings
-                ),
-            });
-        }
+        let fingerprint = options.fingerprint(files)?;
+        let max_seq_length = fingerprint.max_seq_length;
         let tok_ctx = files.tokenizer_path.display().to_string();
         let mut tokenizer =
             Tokenizer::from_file(&files.tokenizer_path).map_err(|e| EncoderError::Tokenizer {
@@ -110,12 +126,6 @@ impl SentenceEncoder {
             });
         }
         let model = BertModel::load(config, &files.weights_path)?;
-        let fingerprint = EncoderFingerprint {
-            weights_sha256: files.weights_sha256.clone(),
-            pooling: options.pooling.unwrap_or(files.sentence.pooling),
-            normalize: options.normalize.unwrap_or(files.sentence.normalize),
-            max_seq_length,
-        };
         Ok(Self {
             tokenizer,
             model,
