@@ -245,6 +245,8 @@ def main():
         raise SystemExit("error: --threads, --batch-size and --repeat must be >= 1")
 
     import tempfile
+    # Other work on the machine skews the numbers (torch's OpenMP pool suffers most): record it.
+    host = {"cpus": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}
     results, embs = [], {}
     with tempfile.TemporaryDirectory(prefix="python_peers-") as tmp:
         for engine in engines:
@@ -264,7 +266,8 @@ def main():
                 embs[engine] = emb_file
             results.append(res)
 
-        out = {"engines": results}
+        host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        out = {"engines": results, "host": host}
         if len(embs) == 2:
             import numpy as np
             a, b = (np.load(embs[e]) for e in ("st", "ort"))

@@ -117,8 +117,10 @@ impl EmbeddingCache {
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
         // WAL: readers never block the writer, and a killed writer loses at most its open
         // transaction. synchronous=NORMAL is corruption-safe in WAL mode.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
@@ -159,7 +161,11 @@ impl EmbeddingCache {
     }
 
     /// Looks up `texts` under encoder key `model`; one entry per text, `None` for misses.
-    pub fn get_many(&self, model: &str, texts: &[&str]) -> Result<Vec<Option<CachedEmbedding>>, CacheError> {
+    pub fn get_many(
+        &self,
+        model: &str,
+        texts: &[&str],
+    ) -> Result<Vec<Option<CachedEmbedding>>, CacheError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -208,7 +214,11 @@ impl EmbeddingCache {
     }
 
     /// Stores `items` (text, vector, stats) under encoder key `model` in one transaction.
-    pub fn put_many(&mut self, model: &str, items: &[(&str, &[f32], TextStats)]) -> Result<(), CacheError> {
+    pub fn put_many(
+        &mut self,
+        model: &str,
+        items: &[(&str, &[f32], TextStats)],
+    ) -> Result<(), CacheError> {
         let path = self.path.clone();
         let sql = |source| CacheError::Sqlite {
             path: path.clone(),
@@ -258,7 +268,9 @@ impl EmbeddingCache {
     /// Number of vectors stored, over all encoders.
     pub fn total_rows(&self) -> Result<usize, CacheError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM embeddings", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM embeddings", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as usize)
             .map_err(|e| self.sql(e))
     }
@@ -289,7 +301,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cache = EmbeddingCache::open(dir.path()).unwrap();
         cache
-            .put_many("m1", &[("a", &[1.0, 2.0], stats(2)), ("b", &[3.0, -4.5], stats(5))])
+            .put_many(
+                "m1",
+                &[("a", &[1.0, 2.0], stats(2)), ("b", &[3.0, -4.5], stats(5))],
+            )
             .unwrap();
         let got = cache.get_many("m1", &["b", "zz", "a"]).unwrap();
         assert_eq!(got[0].as_ref().unwrap().vector, vec![3.0, -4.5]);
@@ -298,7 +313,9 @@ mod tests {
         assert_eq!(got[2].as_ref().unwrap().stats.tokens, 2);
         assert!(cache.get_many("m2", &["a"]).unwrap()[0].is_none());
         assert_eq!(cache.count("m1").unwrap(), 2);
-        cache.put_many("m2", &[("a", &[0.5, 0.5], stats(1))]).unwrap();
+        cache
+            .put_many("m2", &[("a", &[0.5, 0.5], stats(1))])
+            .unwrap();
         assert_eq!(cache.total_rows().unwrap(), 3);
         drop(cache);
         let cache = EmbeddingCache::open(dir.path()).unwrap();
@@ -320,7 +337,11 @@ mod tests {
     #[test]
     fn garbage_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(DB_FILE), b"this is not a database, just text").unwrap();
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            b"this is not a database, just text",
+        )
+        .unwrap();
         let e = EmbeddingCache::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains(DB_FILE), "{e}");
     }

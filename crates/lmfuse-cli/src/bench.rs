@@ -154,7 +154,11 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
         );
         println!(
             "  {} sentences, {} tokens (mean {:.1}), {} truncated; model load {:.2} s",
-            report.sentences, report.tokens, report.mean_tokens, report.truncated, report.load_seconds
+            report.sentences,
+            report.tokens,
+            report.mean_tokens,
+            report.truncated,
+            report.load_seconds
         );
         println!(
             "  best of {}: {:.3} s  {:.1} sentences/s  {:.0} tokens/s  {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s peak",

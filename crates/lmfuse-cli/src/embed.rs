@@ -119,7 +119,9 @@ pub fn embed_texts(
             .collect::<anyhow::Result<_>>()?,
         None => vec![None; unique.len()],
     };
-    let misses: Vec<usize> = (0..unique.len()).filter(|&i| vectors[i].is_none()).collect();
+    let misses: Vec<usize> = (0..unique.len())
+        .filter(|&i| vectors[i].is_none())
+        .collect();
     let cache_hits = unique.len() - misses.len();
 
     if !misses.is_empty() {
@@ -172,7 +174,11 @@ pub fn embed_texts(
 }
 
 /// Reads the texts of `input` (`-` is standard input).
-pub fn read_input(input: &Path, format: Option<Format>, text_col: &str) -> anyhow::Result<Vec<String>> {
+pub fn read_input(
+    input: &Path,
+    format: Option<Format>,
+    text_col: &str,
+) -> anyhow::Result<Vec<String>> {
     let texts = if input == Path::new("-") {
         lmfuse_data::read_texts_from(
             std::io::stdin().lock(),
@@ -199,7 +205,10 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> anyhow::Result<()> {
     let mut cache = if args.no_cache {
         None
     } else {
-        let dir = args.cache_dir.clone().unwrap_or_else(lmfuse_cache::default_dir);
+        let dir = args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(lmfuse_cache::default_dir);
         Some(EmbeddingCache::open(&dir)?)
     };
     let (embeddings, mut summary) = embed_texts(
@@ -211,7 +220,12 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> anyhow::Result<()> {
     )?;
     if to_stdout {
         let mut out = std::io::stdout().lock();
-        lmfuse_data::write_embeddings(&mut out, OutputFormat::Jsonl, embeddings.dim(), embeddings.as_slice())?;
+        lmfuse_data::write_embeddings(
+            &mut out,
+            OutputFormat::Jsonl,
+            embeddings.dim(),
+            embeddings.as_slice(),
+        )?;
     } else {
         let format = OutputFormat::from_path(&args.output);
         lmfuse_data::atomic_write(&args.output, |w| {

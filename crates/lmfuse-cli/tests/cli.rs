@@ -122,7 +122,16 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
 
     let out_jsonl = dir.path().join("a.jsonl");
     let s = ok_json(
-        &["embed", "--model", model, "-i", jsonl_in.to_str().unwrap(), "-o", out_jsonl.to_str().unwrap(), "--json"],
+        &[
+            "embed",
+            "--model",
+            model,
+            "-i",
+            jsonl_in.to_str().unwrap(),
+            "-o",
+            out_jsonl.to_str().unwrap(),
+            "--json",
+        ],
         &cache,
     );
     assert_eq!(s["count"], 6);
@@ -138,8 +147,16 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
     let out_npy = dir.path().join("b.npy");
     let s = ok_json(
         &[
-            "embed", "--model", model, "-i", csv_in.to_str().unwrap(), "--text-col", "body",
-            "-o", out_npy.to_str().unwrap(), "--json",
+            "embed",
+            "--model",
+            model,
+            "-i",
+            csv_in.to_str().unwrap(),
+            "--text-col",
+            "body",
+            "-o",
+            out_npy.to_str().unwrap(),
+            "--json",
         ],
         &cache,
     );
@@ -154,23 +171,36 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
     let out_rev = dir.path().join("c.jsonl");
     let s = ok_json(
         &[
-            "embed", "--model", model, "-i", reversed_in.to_str().unwrap(), "-o",
-            out_rev.to_str().unwrap(), "--no-cache", "--json",
+            "embed",
+            "--model",
+            model,
+            "-i",
+            reversed_in.to_str().unwrap(),
+            "-o",
+            out_rev.to_str().unwrap(),
+            "--no-cache",
+            "--json",
         ],
         &dir.path().join("unused-cache"),
     );
     assert_eq!(s["encoded"], 5);
-    assert!(!dir.path().join("unused-cache").exists(), "--no-cache created a cache");
+    assert!(
+        !dir.path().join("unused-cache").exists(),
+        "--no-cache created a cache"
+    );
     let mut c = read_jsonl(&out_rev);
     c.reverse();
     assert!(max_diff(&a, &c) <= 1e-5);
 
     // Standard input to standard output.
-    let mut child = lmfuse(&["embed", "--model", model, "-i", "-", "-o", "-", "-q"], &cache)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = lmfuse(
+        &["embed", "--model", model, "-i", "-", "-o", "-", "-q"],
+        &cache,
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     use std::io::Write;
     child
         .stdin
@@ -197,7 +227,16 @@ fn killed_run_leaves_a_cache_that_opens_and_agrees() {
     std::fs::write(&input, text).unwrap();
     let out1 = dir.path().join("killed.npy");
     let mut child = lmfuse(
-        &["embed", "--model", model, "-i", input.to_str().unwrap(), "-o", out1.to_str().unwrap(), "-q"],
+        &[
+            "embed",
+            "--model",
+            model,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out1.to_str().unwrap(),
+            "-q",
+        ],
         &cache,
     )
     .stderr(Stdio::null())
@@ -231,20 +270,43 @@ fn killed_run_leaves_a_cache_that_opens_and_agrees() {
 
     let resumed = dir.path().join("resumed.npy");
     let s = ok_json(
-        &["embed", "--model", model, "-i", input.to_str().unwrap(), "-o", resumed.to_str().unwrap(), "--json"],
+        &[
+            "embed",
+            "--model",
+            model,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            resumed.to_str().unwrap(),
+            "--json",
+        ],
         &cache,
     );
     assert_eq!(s["cache_hits"].as_u64().unwrap() as usize, after_kill);
     assert_eq!(s["count"].as_u64().unwrap() as usize, n);
     let fresh = dir.path().join("fresh.npy");
     ok_json(
-        &["embed", "--model", model, "-i", input.to_str().unwrap(), "-o", fresh.to_str().unwrap(), "--no-cache", "--json"],
+        &[
+            "embed",
+            "--model",
+            model,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            fresh.to_str().unwrap(),
+            "--no-cache",
+            "--json",
+        ],
         &cache,
     );
     let (r1, d1, a) = read_npy(&resumed);
     let (r2, d2, b) = read_npy(&fresh);
     assert_eq!((r1, d1), (r2, d2));
-    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst <= 1e-5, "cached vs fresh: {worst}");
 }
 
@@ -278,7 +340,9 @@ fn assert_one_line_error(args: &[&str], needles: &[&str]) {
 }
 
 /// Copies splade-tiny to a temp folder with its weights rewritten by `edit`.
-fn broken_model(edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> Option<tempfile::TempDir> {
+fn broken_model(
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Option<tempfile::TempDir> {
     let src = tiny_model()?;
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "tokenizer.json"] {
@@ -297,7 +361,8 @@ fn broken_model(edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> O
         .map(|(n, s, d)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
             )
         })
         .collect();
@@ -317,38 +382,100 @@ fn bad_inputs_give_one_clear_error_line() {
     let o = out.to_str().unwrap();
 
     // Missing input file.
-    assert_one_line_error(&["embed", "--model", m, "-i", "/no/such/input.txt", "-o", o], &["/no/such/input.txt", "does not exist"]);
+    assert_one_line_error(
+        &["embed", "--model", m, "-i", "/no/such/input.txt", "-o", o],
+        &["/no/such/input.txt", "does not exist"],
+    );
     // Invalid UTF-8.
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, b"fine\nbroken \xff\xfe here\n").unwrap();
-    assert_one_line_error(&["embed", "--model", m, "-i", bad.to_str().unwrap(), "-o", o], &["bad.txt:2", "invalid UTF-8"]);
+    assert_one_line_error(
+        &["embed", "--model", m, "-i", bad.to_str().unwrap(), "-o", o],
+        &["bad.txt:2", "invalid UTF-8"],
+    );
     // Missing text column / field.
     let csv = dir.path().join("d.csv");
     std::fs::write(&csv, "id,body\n1,hi\n").unwrap();
-    assert_one_line_error(&["embed", "--model", m, "-i", csv.to_str().unwrap(), "-o", o], &["d.csv", "no column \"text\"", "id, body"]);
+    assert_one_line_error(
+        &["embed", "--model", m, "-i", csv.to_str().unwrap(), "-o", o],
+        &["d.csv", "no column \"text\"", "id, body"],
+    );
     let jl = dir.path().join("d.jsonl");
     std::fs::write(&jl, "{\"sentence\": \"hi\"}\n").unwrap();
-    assert_one_line_error(&["embed", "--model", m, "-i", jl.to_str().unwrap(), "-o", o], &["d.jsonl:1", "\"text\" is missing", "--text-col"]);
+    assert_one_line_error(
+        &["embed", "--model", m, "-i", jl.to_str().unwrap(), "-o", o],
+        &["d.jsonl:1", "\"text\" is missing", "--text-col"],
+    );
     // Model folder that does not exist, or holds no model.
-    assert_one_line_error(&["embed", "--model", "/no/such/model", "-i", g, "-o", o], &["/no/such/model", "does not exist"]);
+    assert_one_line_error(
+        &["embed", "--model", "/no/such/model", "-i", g, "-o", o],
+        &["/no/such/model", "does not exist"],
+    );
     let empty = tempfile::tempdir().unwrap();
-    assert_one_line_error(&["embed", "--model", empty.path().to_str().unwrap(), "-i", g, "-o", o], &["config.json", "missing"]);
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            empty.path().to_str().unwrap(),
+            "-i",
+            g,
+            "-o",
+            o,
+        ],
+        &["config.json", "missing"],
+    );
     // Unreadable model folder.
     let locked = tempfile::tempdir().unwrap();
     std::fs::copy(model.join("config.json"), locked.path().join("config.json")).unwrap();
     if unsafe { libc::geteuid() } != 0 {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(locked.path().join("config.json"), std::fs::Permissions::from_mode(0o000)).unwrap();
-        assert_one_line_error(&["embed", "--model", locked.path().to_str().unwrap(), "-i", g, "-o", o], &["config.json", "cannot read"]);
+        std::fs::set_permissions(
+            locked.path().join("config.json"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        assert_one_line_error(
+            &[
+                "embed",
+                "--model",
+                locked.path().to_str().unwrap(),
+                "-i",
+                g,
+                "-o",
+                o,
+            ],
+            &["config.json", "cannot read"],
+        );
     }
     // Broken config.json.
     let garbled = tempfile::tempdir().unwrap();
     std::fs::write(garbled.path().join("config.json"), "{\"hidden_size\": ").unwrap();
-    assert_one_line_error(&["embed", "--model", garbled.path().to_str().unwrap(), "-i", g, "-o", o], &["config.json", "invalid JSON"]);
-    // Missing tensor.
-    let missing = broken_model(|t| t.retain(|(n, _, _)| !n.ends_with("layer.1.intermediate.dense.weight"))).unwrap();
     assert_one_line_error(
-        &["embed", "--model", missing.path().to_str().unwrap(), "-i", g, "-o", o],
+        &[
+            "embed",
+            "--model",
+            garbled.path().to_str().unwrap(),
+            "-i",
+            g,
+            "-o",
+            o,
+        ],
+        &["config.json", "invalid JSON"],
+    );
+    // Missing tensor.
+    let missing =
+        broken_model(|t| t.retain(|(n, _, _)| !n.ends_with("layer.1.intermediate.dense.weight")))
+            .unwrap();
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            missing.path().to_str().unwrap(),
+            "-i",
+            g,
+            "-o",
+            o,
+        ],
         &["encoder.layer.1.intermediate.dense.weight", "missing"],
     );
     // Wrong shape.
@@ -361,7 +488,15 @@ fn bad_inputs_give_one_clear_error_line() {
     })
     .unwrap();
     assert_one_line_error(
-        &["embed", "--model", reshaped.path().to_str().unwrap(), "-i", g, "-o", o],
+        &[
+            "embed",
+            "--model",
+            reshaped.path().to_str().unwrap(),
+            "-i",
+            g,
+            "-o",
+            o,
+        ],
         &["attention.self.query.weight", "[64, 256]", "[128, 128]"],
     );
     // Truncated weights file.
@@ -370,7 +505,18 @@ fn bad_inputs_give_one_clear_error_line() {
     let len = std::fs::metadata(&w).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&w).unwrap();
     f.set_len(len / 2).unwrap();
-    assert_one_line_error(&["embed", "--model", truncated.path().to_str().unwrap(), "-i", g, "-o", o], &["model.safetensors", "invalid safetensors"]);
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            truncated.path().to_str().unwrap(),
+            "-i",
+            g,
+            "-o",
+            o,
+        ],
+        &["model.safetensors", "invalid safetensors"],
+    );
     // Nothing was written by any failed run.
     assert!(!out.exists());
 }
@@ -381,7 +527,15 @@ fn hub_id_offline_says_how_to_use_a_local_folder() {
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "hello\n").unwrap();
     let out = lmfuse(
-        &["embed", "--model", "sentence-transformers/all-MiniLM-L6-v2", "-i", input.to_str().unwrap(), "-o", "x.jsonl"],
+        &[
+            "embed",
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            "x.jsonl",
+        ],
         &dir.path().join("cache"),
     )
     .env("HF_HOME", dir.path().join("hf"))
@@ -392,7 +546,10 @@ fn hub_id_offline_says_how_to_use_a_local_folder() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("sentence-transformers/all-MiniLM-L6-v2"), "{stderr}");
+    assert!(
+        stderr.contains("sentence-transformers/all-MiniLM-L6-v2"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--model /path/to/folder"), "{stderr}");
 }
 
@@ -412,13 +569,26 @@ fn hub_id_found_in_the_local_hf_cache_needs_no_network() {
     std::fs::write(&input, "hello\n").unwrap();
     let out_path = dir.path().join("o.jsonl");
     let out = lmfuse(
-        &["embed", "--model", "lmfuse-test/tiny", "-i", input.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--json"],
+        &[
+            "embed",
+            "--model",
+            "lmfuse-test/tiny",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--json",
+        ],
         &dir.path().join("cache"),
     )
     .env("HF_HOME", dir.path().join("hf"))
     .env("HF_ENDPOINT", "http://127.0.0.1:9")
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_jsonl(&out_path).len(), 1);
 }

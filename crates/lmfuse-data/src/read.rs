@@ -140,7 +140,11 @@ pub enum DataError {
 
 /// Reads the texts of `path`: the `text_col` field of each JSON object or CSV/TSV row, or each
 /// line of a plain text file. `format` defaults to [`Format::from_path`].
-pub fn read_texts(path: &Path, format: Option<Format>, text_col: &str) -> Result<Vec<String>, DataError> {
+pub fn read_texts(
+    path: &Path,
+    format: Option<Format>,
+    text_col: &str,
+) -> Result<Vec<String>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             DataError::NotFound {
@@ -153,7 +157,12 @@ pub fn read_texts(path: &Path, format: Option<Format>, text_col: &str) -> Result
             }
         }
     })?;
-    parse_texts(&bytes, path, format.unwrap_or_else(|| Format::from_path(path)), text_col)
+    parse_texts(
+        &bytes,
+        path,
+        format.unwrap_or_else(|| Format::from_path(path)),
+        text_col,
+    )
 }
 
 /// Reads texts from `reader` (standard input, say); `name` is used in error messages.
@@ -172,7 +181,12 @@ pub fn read_texts_from(
 }
 
 /// Parses texts from the bytes of a file.
-pub fn parse_texts(bytes: &[u8], path: &Path, format: Format, text_col: &str) -> Result<Vec<String>, DataError> {
+pub fn parse_texts(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    text_col: &str,
+) -> Result<Vec<String>, DataError> {
     match format {
         Format::Text => lines(bytes, path)
             .map(|r| r.map(|(_, l)| l.to_string()))
@@ -185,7 +199,10 @@ pub fn parse_texts(bytes: &[u8], path: &Path, format: Format, text_col: &str) ->
 
 /// Splits into lines (`\n` or `\r\n`), checking UTF-8; no final empty line after a trailing
 /// newline. Yields (1-based line number, line).
-fn lines<'a>(bytes: &'a [u8], path: &'a Path) -> impl Iterator<Item = Result<(usize, &'a str), DataError>> + 'a {
+fn lines<'a>(
+    bytes: &'a [u8],
+    path: &'a Path,
+) -> impl Iterator<Item = Result<(usize, &'a str), DataError>> + 'a {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let body = if bytes.is_empty() { None } else { Some(body) };
     body.into_iter()
@@ -193,7 +210,11 @@ fn lines<'a>(bytes: &'a [u8], path: &'a Path) -> impl Iterator<Item = Result<(us
         .enumerate()
         .map(move |(i, raw)| {
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let raw = if i == 0 { raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw) } else { raw };
+            let raw = if i == 0 {
+                raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+            } else {
+                raw
+            };
             std::str::from_utf8(raw)
                 .map(|s| (i + 1, s))
                 .map_err(|e| DataError::InvalidUtf8 {
@@ -258,7 +279,12 @@ fn parse_jsonl(bytes: &[u8], path: &Path, field: &str) -> Result<Vec<String>, Da
     Ok(out)
 }
 
-fn parse_delimited(bytes: &[u8], path: &Path, delimiter: u8, column: &str) -> Result<Vec<String>, DataError> {
+fn parse_delimited(
+    bytes: &[u8],
+    path: &Path,
+    delimiter: u8,
+    column: &str,
+) -> Result<Vec<String>, DataError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -323,43 +349,82 @@ mod tests {
 
     #[test]
     fn reads_every_format() {
-        assert_eq!(parse(b"a\r\n\nb c\n", Format::Text).unwrap(), ["a", "", "b c"]);
+        assert_eq!(
+            parse(b"a\r\n\nb c\n", Format::Text).unwrap(),
+            ["a", "", "b c"]
+        );
         assert!(parse(b"", Format::Text).unwrap().is_empty());
         assert_eq!(
-            parse(b"{\"text\":\"x\",\"label\":1}\n\n{\"text\":\"y\"}", Format::Jsonl).unwrap(),
+            parse(
+                b"{\"text\":\"x\",\"label\":1}\n\n{\"text\":\"y\"}",
+                Format::Jsonl
+            )
+            .unwrap(),
             ["x", "y"]
         );
         assert_eq!(
-            parse(b"id,text\n1,\"hello, world\"\n2,\"multi\nline\"\n", Format::Csv).unwrap(),
+            parse(
+                b"id,text\n1,\"hello, world\"\n2,\"multi\nline\"\n",
+                Format::Csv
+            )
+            .unwrap(),
             ["hello, world", "multi\nline"]
         );
-        assert_eq!(parse(b"text\tlabel\nx y\t1\n", Format::Tsv).unwrap(), ["x y"]);
-        assert_eq!(parse(b"\xEF\xBB\xBFtext\nbom\n", Format::Csv).unwrap(), ["bom"]);
+        assert_eq!(
+            parse(b"text\tlabel\nx y\t1\n", Format::Tsv).unwrap(),
+            ["x y"]
+        );
+        assert_eq!(
+            parse(b"\xEF\xBB\xBFtext\nbom\n", Format::Csv).unwrap(),
+            ["bom"]
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_field() {
-        let e = parse(b"{\"text\":\"ok\"}\n{\"body\":\"x\"}\n", Format::Jsonl).unwrap_err().to_string();
-        assert!(e.contains("in.x:2") && e.contains("\"text\"") && e.contains("body"), "{e}");
-        let e = parse(b"{\"text\":3}\n", Format::Jsonl).unwrap_err().to_string();
+        let e = parse(b"{\"text\":\"ok\"}\n{\"body\":\"x\"}\n", Format::Jsonl)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("in.x:2") && e.contains("\"text\"") && e.contains("body"),
+            "{e}"
+        );
+        let e = parse(b"{\"text\":3}\n", Format::Jsonl)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in.x:1") && e.contains("a number"), "{e}");
-        let e = parse(b"{\"text\":\"a\"}\n{broken\n", Format::Jsonl).unwrap_err().to_string();
+        let e = parse(b"{\"text\":\"a\"}\n{broken\n", Format::Jsonl)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in.x:2: invalid JSON"), "{e}");
         let e = parse(b"[1]\n", Format::Jsonl).unwrap_err().to_string();
         assert!(e.contains("expected an object"), "{e}");
-        let e = parse(b"ok\nbad \xff byte\n", Format::Text).unwrap_err().to_string();
+        let e = parse(b"ok\nbad \xff byte\n", Format::Text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in.x:2: invalid UTF-8"), "{e}");
-        let e = parse(b"id,body\n1,x\n", Format::Csv).unwrap_err().to_string();
-        assert!(e.contains("no column \"text\"") && e.contains("id, body"), "{e}");
-        let e = parse(b"id,text\n1,x\n2,y,z\n", Format::Csv).unwrap_err().to_string();
+        let e = parse(b"id,body\n1,x\n", Format::Csv)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no column \"text\"") && e.contains("id, body"),
+            "{e}"
+        );
+        let e = parse(b"id,text\n1,x\n2,y,z\n", Format::Csv)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in.x:3") && e.contains("3 fields"), "{e}");
-        let e = parse(b"text\nfine\n\"\xff\"\n", Format::Csv).unwrap_err().to_string();
+        let e = parse(b"text\nfine\n\"\xff\"\n", Format::Csv)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in.x:3: invalid UTF-8"), "{e}");
     }
 
     #[test]
     fn missing_file_is_named() {
-        let e = read_texts(Path::new("/no/such.jsonl"), None, "text").unwrap_err().to_string();
+        let e = read_texts(Path::new("/no/such.jsonl"), None, "text")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "input file /no/such.jsonl does not exist");
     }
 

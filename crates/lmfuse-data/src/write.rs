@@ -57,7 +57,8 @@ pub fn write_embeddings(
     let rows = data.len().checked_div(dim).unwrap_or(0);
     match format {
         OutputFormat::Npy => {
-            let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+            let dict =
+                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
             // Magic (6) + version (2) + header length (2) + dict + padding + '\n', to 64 bytes.
             let unpadded = 10 + dict.len() + 1;
             let pad = (64 - unpadded % 64) % 64;
@@ -89,7 +90,13 @@ mod tests {
     #[test]
     fn npy_header_is_aligned_and_parsable() {
         let mut buf = Vec::new();
-        write_embeddings(&mut buf, OutputFormat::Npy, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        write_embeddings(
+            &mut buf,
+            OutputFormat::Npy,
+            3,
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        )
+        .unwrap();
         assert_eq!(&buf[..8], b"\x93NUMPY\x01\x00");
         let hl = u16::from_le_bytes([buf[8], buf[9]]) as usize;
         assert_eq!((10 + hl) % 64, 0);
@@ -105,7 +112,10 @@ mod tests {
         let mut buf = Vec::new();
         write_embeddings(&mut buf, OutputFormat::Jsonl, 2, &[0.5, -1.25, 3.0, 0.1]).unwrap();
         let text = String::from_utf8(buf).unwrap();
-        let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1]["embedding"][1].as_f64().unwrap() as f32, 0.1f32);
     }

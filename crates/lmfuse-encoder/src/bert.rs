@@ -78,11 +78,12 @@ impl BertModel {
                 beta: wf.tensor(&format!("{prefix}.LayerNorm.bias"), &[h])?,
             })
         };
-        let linear = |name: &str, out: usize, inp: usize| -> Result<(Vec<f32>, Vec<f32>), EncoderError> {
-            let w = wf.tensor(&format!("{name}.weight"), &[out, inp])?;
-            let b = wf.tensor(&format!("{name}.bias"), &[out])?;
-            Ok((transpose(&w, out, inp), b))
-        };
+        let linear =
+            |name: &str, out: usize, inp: usize| -> Result<(Vec<f32>, Vec<f32>), EncoderError> {
+                let w = wf.tensor(&format!("{name}.weight"), &[out, inp])?;
+                let b = wf.tensor(&format!("{name}.bias"), &[out])?;
+                Ok((transpose(&w, out, inp), b))
+            };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
@@ -155,7 +156,13 @@ impl BertModel {
     /// guarantee ids are in range and no sequence exceeds `max_position_embeddings` (the
     /// tokenizer layer checks both). With `threads > 1` the work of this one batch is split
     /// across the rayon pool; with 1 it runs on the calling thread.
-    pub fn forward(&self, tokens: &[u32], token_types: &[u32], spans: &[Span], threads: usize) -> Vec<f32> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        token_types: &[u32],
+        spans: &[Span],
+        threads: usize,
+    ) -> Vec<f32> {
         let c = &self.config;
         let (h, inter) = (c.hidden_size, c.intermediate_size);
         let eps = c.layer_norm_eps as f32;
@@ -200,7 +207,11 @@ impl BertModel {
             for span in spans {
                 let (piece, tail) = rest.split_at_mut(span.len * h);
                 rest = tail;
-                pieces.push((&qkv[span.start * 3 * h..(span.start + span.len) * 3 * h], piece, span.len));
+                pieces.push((
+                    &qkv[span.start * 3 * h..(span.start + span.len) * 3 * h],
+                    piece,
+                    span.len,
+                ));
             }
             let heads = c.num_attention_heads;
             let run = |(q, out, len): (&[f32], &mut [f32], usize), scores: &mut Vec<f32>| {
@@ -245,7 +256,12 @@ impl BertModel {
 }
 
 /// Applies `f` to blocks of whole `width`-wide rows of `data`, in parallel when asked.
-fn rows_apply(parallel: bool, data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+fn rows_apply(
+    parallel: bool,
+    data: &mut [f32],
+    width: usize,
+    f: impl Fn(&mut [f32]) + Sync + Send,
+) {
     const BLOCK_ROWS: usize = 32;
     if parallel {
         data.par_chunks_mut(width * BLOCK_ROWS).for_each(&f);

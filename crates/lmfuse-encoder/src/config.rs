@@ -219,7 +219,10 @@ fn pooling_from_file(file: &PoolingFile, path: &Path) -> Result<Pooling, Encoder
             path: path.to_path_buf(),
             message: format!(
                 "several pooling modes at once ({}); lmfuse supports exactly one",
-                many.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }),
     }
@@ -271,7 +274,11 @@ mod tests {
             "1_Pooling/config.json",
             r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
         );
-        write(dir.path(), "sentence_bert_config.json", r#"{"max_seq_length": 128}"#);
+        write(
+            dir.path(),
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 128}"#,
+        );
         let c = SentenceConfig::from_dir(dir.path()).unwrap();
         assert_eq!(c.pooling, Pooling::Cls);
         assert!(c.normalize);
@@ -300,7 +307,9 @@ mod tests {
             "1_Pooling/config.json",
             r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}"#,
         );
-        let e = SentenceConfig::from_dir(dir.path()).unwrap_err().to_string();
+        let e = SentenceConfig::from_dir(dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("several pooling modes"), "{e}");
     }
 
@@ -323,6 +332,9 @@ mod tests {
         let e = BertConfig::from_file(&dir.path().join("config.json"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("invalid JSON") && e.contains("config.json"), "{e}");
+        assert!(
+            e.contains("invalid JSON") && e.contains("config.json"),
+            "{e}"
+        );
     }
 }

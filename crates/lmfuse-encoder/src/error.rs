@@ -71,7 +71,9 @@ pub enum EncoderError {
         tried: String,
     },
     /// A tensor has another shape than the configuration implies.
-    #[error("tensor {name:?} in {path} has shape {actual:?}, expected {expected:?} from config.json")]
+    #[error(
+        "tensor {name:?} in {path} has shape {actual:?}, expected {expected:?} from config.json"
+    )]
     TensorShape {
         /// Tensor name as stored.
         name: String,

@@ -20,7 +20,7 @@ pub use source::{
     MODELS_DIR_ENV,
 };
 
-use lmfuse_core::{Encoded, EncoderFingerprint, Embeddings, Pooling, TextEncoder, TextStats};
+use lmfuse_core::{Embeddings, Encoded, EncoderFingerprint, Pooling, TextEncoder, TextStats};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 

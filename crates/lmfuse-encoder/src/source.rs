@@ -244,7 +244,10 @@ mod tests {
             ModelSpec::parse("./no/such/dir"),
             ModelSpec::Dir("./no/such/dir".into())
         );
-        assert_eq!(ModelSpec::parse("plainname"), ModelSpec::Dir("plainname".into()));
+        assert_eq!(
+            ModelSpec::parse("plainname"),
+            ModelSpec::Dir("plainname".into())
+        );
     }
 
     #[test]
@@ -252,7 +255,10 @@ mod tests {
         let e = ModelFiles::resolve(&ModelSpec::Dir("/no/such/model".into()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("/no/such/model") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("/no/such/model") && e.contains("does not exist"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -265,7 +271,12 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("pytorch_model.bin"), b"x").unwrap();
-        let e = ModelFiles::from_dir(dir.path(), "x").unwrap_err().to_string();
-        assert!(e.contains("model.safetensors") && e.contains("pickle"), "{e}");
+        let e = ModelFiles::from_dir(dir.path(), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("pickle"),
+            "{e}"
+        );
     }
 }

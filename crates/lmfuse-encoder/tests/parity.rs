@@ -50,7 +50,10 @@ fn minilm_matches_sentence_transformers() {
         assert!(c >= 0.9999, "sentence {i} {:?}: cosine {c}", texts[i]);
         worst = worst.min(c);
     }
-    eprintln!("min cosine to sentence-transformers over {} sentences: {worst:.8}", texts.len());
+    eprintln!(
+        "min cosine to sentence-transformers over {} sentences: {worst:.8}",
+        texts.len()
+    );
     // Something in the fixture is longer than 256 tokens and must have been truncated there.
     let longest = tokenized.iter().map(|t| t.ids.len()).max().unwrap();
     assert!(longest <= 256);
@@ -118,7 +121,12 @@ fn many_batches_equal_one_batch() {
         return;
     };
     let texts: Vec<String> = (0..400)
-        .map(|i| format!("sentence number {i} with {} extra words", "more ".repeat(i % 37)))
+        .map(|i| {
+            format!(
+                "sentence number {i} with {} extra words",
+                "more ".repeat(i % 37)
+            )
+        })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let all = encoder.encode(&refs).unwrap().embeddings;
