@@ -13,7 +13,10 @@ sentence per line. Engines:
        mean pooling + L2 normalisation in numpy.
 Each engine runs in its own subprocess (so torch's and onnxruntime's thread pools never
 compete), is warmed up on a small slice, then encodes all lines --repeat times; the best
-time is reported. Exactly one JSON object goes to stdout; progress goes to stderr.
+time is reported ("seconds"; every pass in "pass_seconds"). Exactly one JSON object goes
+to stdout; progress goes to stderr. With both engines, "sanity" gives the cosine distance
+between their embeddings. "host.other_cpu_seconds" is CPU time used by other processes
+during the run: if it is not near 0, the numbers are skewed.
 An engine that fails (e.g. cannot be imported) is reported as {"engine", "error"}.
 The exit status is 0 when at least one engine succeeded.
 """
@@ -80,14 +83,13 @@ def onnx_path(model_dir, cache_dir):
 
 def timed(encode, sentences, batch_size, repeat):
     encode(sentences[:WARMUP_SENTENCES], batch_size)  # warm-up
-    best, emb = None, None
+    passes, emb = [], None
     for i in range(repeat):
         t0 = time.perf_counter()
         emb = encode(sentences, batch_size)
-        dt = time.perf_counter() - t0
-        log(f"  pass {i + 1}/{repeat}: {dt:.3f} s ({len(sentences) / dt:.1f} sentences/s)")
-        best = dt if best is None else min(best, dt)
-    return best, emb
+        passes.append(time.perf_counter() - t0)
+        log(f"  pass {i + 1}/{repeat}: {passes[-1]:.3f} s ({len(sentences) / passes[-1]:.1f} sentences/s)")
+    return passes, emb
 
 
 # ---------------------------------------------------------------- workers (subprocesses)
@@ -106,9 +108,9 @@ def worker_st(args, sentences):
         return model.encode(batch, batch_size=bs, show_progress_bar=False,
                             convert_to_numpy=True, normalize_embeddings=True)
 
-    seconds, emb = timed(encode, sentences, args.batch_size, args.repeat)
+    passes, emb = timed(encode, sentences, args.batch_size, args.repeat)
     info = {"version": sentence_transformers.__version__, "torch_version": torch.__version__}
-    return info, seconds, emb
+    return info, passes, emb
 
 
 def worker_export(args):
@@ -183,8 +185,8 @@ def worker_ort(args, sentences):
         out[order] = np.concatenate(chunks)
         return out
 
-    seconds, emb = timed(encode, sentences, args.batch_size, args.repeat)
-    return {"version": ort.__version__, "onnx": str(model_file)}, seconds, emb
+    passes, emb = timed(encode, sentences, args.batch_size, args.repeat)
+    return {"version": ort.__version__, "onnx": str(model_file)}, passes, emb
 
 
 def run_worker(args):
@@ -196,19 +198,47 @@ def run_worker(args):
             import numpy as np
             sentences = read_sentences(args.input)
             fn = worker_st if args.worker == "st" else worker_ort
-            info, seconds, emb = fn(args, sentences)
+            info, passes, emb = fn(args, sentences)
+            seconds = min(passes)
             np.save(args.emb_out, emb.astype(np.float32))
             result = {"engine": ENGINE_NAMES[args.worker], **info, "threads": args.threads,
                       "batch_size": args.batch_size, "max_seq_length": MAX_SEQ_LENGTH,
                       "sentences": len(sentences), "repeat": args.repeat,
                       "seconds": round(seconds, 4),
-                      "sentences_per_s": round(len(sentences) / seconds, 2)}
+                      "sentences_per_s": round(len(sentences) / seconds, 2),
+                      "pass_seconds": [round(p, 4) for p in passes]}
     except Exception as e:  # reported, not fatal
         result = {"engine": ENGINE_NAMES.get(args.worker, args.worker), "error": f"{type(e).__name__}: {e}"}
     print(json.dumps(result), flush=True)
 
 
 # ---------------------------------------------------------------- driver
+
+def cpu_busy_seconds():
+    """CPU seconds the whole machine has spent busy (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def own_cpu_seconds():
+    """CPU seconds of this process and its finished workers."""
+    return sum(os.times()[:4])
+
+
+def host_info(busy0, own0, t0):
+    """Other work on the machine skews the numbers (torch's OpenMP pool suffers most):
+    report how many CPU seconds processes other than ours used during the run."""
+    info = {"cpus": os.cpu_count(), "wall_seconds": round(time.time() - t0, 1)}
+    busy1 = cpu_busy_seconds()
+    if busy0 is not None and busy1 is not None:
+        others = (busy1 - busy0) - (own_cpu_seconds() - own0)
+        info["other_cpu_seconds"] = round(max(0.0, others), 1)
+    return info
+
 
 def spawn(args, worker, emb_out=None):
     """Run this script as a worker subprocess; returns its JSON result."""
@@ -245,8 +275,7 @@ def main():
         raise SystemExit("error: --threads, --batch-size and --repeat must be >= 1")
 
     import tempfile
-    # Other work on the machine skews the numbers (torch's OpenMP pool suffers most): record it.
-    host = {"cpus": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}
+    busy0, own0, t0 = cpu_busy_seconds(), own_cpu_seconds(), time.time()
     results, embs = [], {}
     with tempfile.TemporaryDirectory(prefix="python_peers-") as tmp:
         for engine in engines:
@@ -266,12 +295,12 @@ def main():
                 embs[engine] = emb_file
             results.append(res)
 
-        host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        out = {"engines": results, "host": host}
+        out = {"engines": results, "host": host_info(busy0, own0, t0)}
         if len(embs) == 2:
             import numpy as np
             a, b = (np.load(embs[e]) for e in ("st", "ort"))
-            cos_dist = 1.0 - np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            cos_dist = np.clip(1.0 - cos, 0.0, None)  # float rounding can give -1e-8
             out["sanity"] = {"max_cosine_distance_st_vs_ort": float(cos_dist.max()),
                              "mean_cosine_distance_st_vs_ort": float(cos_dist.mean()),
                              "agree": bool(cos_dist.max() < 1e-4)}

@@ -194,9 +194,13 @@ impl BertModel {
 
         let mut qkv = vec![0.0f32; t * 3 * h];
         let mut ctx = vec![0.0f32; t * h];
-        let mut mid = vec![0.0f32; t * h];
         let mut ffn = vec![0.0f32; t * inter];
-        let max_len = spans.iter().map(|s| s.len).max().unwrap_or(0);
+        let heads = c.num_attention_heads;
+        let scratch_len = spans
+            .iter()
+            .map(|s| kernels::attention_scratch_len(s.len, c.head_dim()))
+            .max()
+            .unwrap_or(0);
         for layer in &self.layers {
             kernels::fill_rows(&mut qkv, &layer.qkv_b);
             kernels::matmul_acc(&mut qkv, &x, &layer.qkv_w, t, h, 3 * h, par);
@@ -213,38 +217,35 @@ impl BertModel {
                     span.len,
                 ));
             }
-            let heads = c.num_attention_heads;
-            let run = |(q, out, len): (&[f32], &mut [f32], usize), scores: &mut Vec<f32>| {
-                kernels::attention(q, out, len, h, heads, scores)
+            let run = |(q, out, len): (&[f32], &mut [f32], usize), scratch: &mut Vec<f32>| {
+                kernels::attention(q, out, len, h, heads, scratch)
             };
             if parallel {
                 pieces
                     .into_par_iter()
-                    .for_each_init(|| vec![0.0f32; max_len], |s, p| run(p, s));
+                    .for_each_init(|| vec![0.0f32; scratch_len], |s, p| run(p, s));
             } else {
-                let mut scores = vec![0.0f32; max_len];
+                let mut scratch = vec![0.0f32; scratch_len];
                 for p in pieces {
-                    run(p, &mut scores);
+                    run(p, &mut scratch);
                 }
             }
 
-            // mid = LayerNorm(x + ctx·Wo + bo)
-            mid.copy_from_slice(&x);
-            kernels::add_rows(&mut mid, &layer.attn_out_b);
-            kernels::matmul_acc(&mut mid, &ctx, &layer.attn_out_w, t, h, h, par);
-            rows_apply(parallel, &mut mid, h, |r| {
+            // x = LayerNorm(x + ctx·Wo + bo), accumulated in place: the old x is the residual.
+            kernels::add_rows(&mut x, &layer.attn_out_b);
+            kernels::matmul_acc(&mut x, &ctx, &layer.attn_out_w, t, h, h, par);
+            rows_apply(parallel, &mut x, h, |r| {
                 kernels::layer_norm(r, &layer.attn_ln.gamma, &layer.attn_ln.beta, eps)
             });
 
-            // x = LayerNorm(mid + act(mid·Wi + bi)·Wout + bout)
+            // x = LayerNorm(x + act(x·Wi + bi)·Wout + bout), again in place.
             kernels::fill_rows(&mut ffn, &layer.ffn_in_b);
-            kernels::matmul_acc(&mut ffn, &mid, &layer.ffn_in_w, t, h, inter, par);
+            kernels::matmul_acc(&mut ffn, &x, &layer.ffn_in_w, t, h, inter, par);
             rows_apply(parallel, &mut ffn, inter, |r| match c.hidden_act {
                 Activation::Gelu => kernels::gelu(r),
                 Activation::GeluTanh => kernels::gelu_tanh(r),
                 Activation::Relu => kernels::relu(r),
             });
-            x.copy_from_slice(&mid);
             kernels::add_rows(&mut x, &layer.ffn_out_b);
             kernels::matmul_acc(&mut x, &ffn, &layer.ffn_out_w, t, inter, h, par);
             rows_apply(parallel, &mut x, h, |r| {
