@@ -43,13 +43,14 @@ peers = []
 if os.path.exists("bench/out/peers.json") and os.path.getsize("bench/out/peers.json"):
     peers = json.load(open("bench/out/peers.json")).get("engines", [])
 best = max(l1["sentences_per_s"], l2["sentences_per_s"])
+worst = min(l1["sentences_per_s"], l2["sentences_per_s"])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rows = [("lmfuse (pass 1)", l1["sentences_per_s"], l1["tokens_per_s"]),
         ("lmfuse (pass 2)", l2["sentences_per_s"], l2["tokens_per_s"])]
 lines = [f"# Embedding speed: {l1['model']}, {l1['sentences']} sentences, {threads} threads", "",
          f"{datetime.date.today()}, {cpu}, {os.cpu_count()} CPUs; input `{inp}` "
          f"({l1['tokens']} tokens, mean {l1['mean_tokens']:.1f}). Command: `bash bench/embed.sh`.", "",
-         "| engine | sentences/s | tokens/s | lmfuse best ÷ engine |", "|---|---|---|---|"]
+         "| engine | sentences/s | tokens/s | lmfuse ÷ engine (slower–faster lmfuse pass) |", "|---|---|---|---|"]
 for name, sps, tps in rows:
     lines.append(f"| {name} | {sps:.1f} | {tps:.0f} | |")
 for e in peers:
@@ -57,9 +58,15 @@ for e in peers:
         lines.append(f"| {e['engine']} | failed: {e['error'][:80]} | | |")
         continue
     name = f"{e['engine']} {e.get('version', '')} (batch {e.get('batch_size', '?')})"
-    lines.append(f"| {name} | {e['sentences_per_s']:.1f} | | **{best / e['sentences_per_s']:.2f}×** |")
+    lines.append(f"| {name} | {e['sentences_per_s']:.1f} | | **{worst / e['sentences_per_s']:.2f}–{best / e['sentences_per_s']:.2f}×** |")
 lines += ["", f"lmfuse: {l1['gflops_per_s']:.1f} GFLOP/s = {l1['peak_percent']:.0f}% of an assumed "
-          f"{l1['peak_gflops']:.0f} GFLOP/s fp32 peak (pass 1); {l1['truncated']} texts truncated.", ""]
+          f"{l1['peak_gflops']:.0f} GFLOP/s fp32 peak, {l1['ceiling_percent']:.0f}% of the "
+          f"{l1['gemm_ceiling_gflops']:.0f} GFLOP/s its matrix-product kernel reaches here on large "
+          f"products (pass 1); {l1['truncated']} texts truncated.", ""]
+other = json.load(open("bench/out/peers.json")).get("host", {}).get("other_cpu_seconds") if peers else None
+if other is not None:
+    lines.append(f"CPU seconds used by other processes during the Python runs: {other:.1f} (near 0 = quiet machine).")
+    lines.append("")
 c = l1.get("cache")
 if c:
     lines.append(f"Cache: cold run {c['cold_seconds']:.2f} s, warm run {c['warm_seconds']:.3f} s "

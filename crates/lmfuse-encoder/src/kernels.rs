@@ -139,7 +139,10 @@ const QUERY_BLOCK: usize = 4;
 
 /// Scratch floats [`attention`] needs for a sequence of `len` tokens and heads of width `d`.
 pub(crate) fn attention_scratch_len(len: usize, d: usize) -> usize {
-    let (rows, cols) = (len.div_ceil(QUERY_BLOCK) * QUERY_BLOCK, len.div_ceil(LANES) * LANES);
+    let (rows, cols) = (
+        len.div_ceil(QUERY_BLOCK) * QUERY_BLOCK,
+        len.div_ceil(LANES) * LANES,
+    );
     rows * d + d * cols + rows * cols
 }
 
@@ -350,7 +353,9 @@ mod tests {
     fn attention_matches_naive_softmax() {
         let (len, hidden, heads) = (11, 8, 2);
         let d = hidden / heads;
-        let qkv: Vec<f32> = (0..len * 3 * hidden).map(|i| (i as f32 * 0.731).sin()).collect();
+        let qkv: Vec<f32> = (0..len * 3 * hidden)
+            .map(|i| (i as f32 * 0.731).sin())
+            .collect();
         let mut ctx = vec![0.0; len * hidden];
         let mut scratch = vec![0.0; attention_scratch_len(len, d)];
         attention(&qkv, &mut ctx, len, hidden, heads, &mut scratch);
@@ -359,7 +364,9 @@ mod tests {
             for i in 0..len {
                 let s: Vec<f64> = (0..len)
                     .map(|j| {
-                        (0..d).map(|c| at(i, h * d + c) as f64 * at(j, hidden + h * d + c) as f64).sum::<f64>()
+                        (0..d)
+                            .map(|c| at(i, h * d + c) as f64 * at(j, hidden + h * d + c) as f64)
+                            .sum::<f64>()
                             / (d as f64).sqrt()
                     })
                     .collect();
@@ -367,9 +374,14 @@ mod tests {
                 let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for c in 0..d {
-                    let want: f64 = (0..len).map(|j| e[j] / z * at(j, 2 * hidden + h * d + c) as f64).sum();
+                    let want: f64 = (0..len)
+                        .map(|j| e[j] / z * at(j, 2 * hidden + h * d + c) as f64)
+                        .sum();
                     let got = ctx[i * hidden + h * d + c] as f64;
-                    assert!((got - want).abs() < 1e-5, "head {h} row {i} col {c}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "head {h} row {i} col {c}: {got} vs {want}"
+                    );
                 }
             }
         }

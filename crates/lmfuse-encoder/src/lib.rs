@@ -250,6 +250,29 @@ impl SentenceEncoder {
     }
 }
 
+/// Measures the FLOP/s the matrix-product kernel reaches on this machine: `threads` threads,
+/// each multiplying BERT-sized matrices (2048×384 by 384×1536) for about `seconds`. This is the
+/// practical ceiling of the forward pass, against which its efficiency is reported.
+pub fn gemm_ceiling_gflops(threads: usize, seconds: f64) -> f64 {
+    let (m, k, n) = (2048, 384, 1536);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let started = std::time::Instant::now();
+    let products: usize = (0..threads.max(1))
+        .into_par_iter()
+        .map(|_| {
+            let mut c = vec![0.0f32; m * n];
+            let mut count = 0;
+            while count == 0 || started.elapsed().as_secs_f64() < seconds {
+                kernels::matmul_acc(&mut c, &a, &b, m, k, n, gemm::Parallelism::None);
+                count += 1;
+            }
+            count
+        })
+        .sum();
+    2.0 * (m * k * n) as f64 * products as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
 /// Pools `len` rows of `dim` token vectors into `out`.
 fn pool(hidden: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
     let rows = hidden.len() / dim;

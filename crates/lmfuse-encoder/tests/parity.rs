@@ -144,3 +144,49 @@ fn many_batches_equal_one_batch() {
         }
     }
 }
+
+#[test]
+fn truncated_or_corrupt_weights_are_typed_errors() {
+    let Some(src) = common::require(
+        common::workspace().join("models/splade-tiny"),
+        "splade-tiny",
+    ) else {
+        return;
+    };
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut cases: Vec<(String, Vec<u8>)> = [
+        0usize,
+        4,
+        8,
+        8 + header_len / 2,
+        8 + header_len + 100,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ]
+    .iter()
+    .map(|&n| (format!("truncated at {n} bytes"), bytes[..n].to_vec()))
+    .collect();
+    let mut huge_header = bytes.clone();
+    huge_header[..8].copy_from_slice(&(bytes.len() as u64 * 2).to_le_bytes());
+    cases.push(("header length beyond the file".into(), huge_header));
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 0xff;
+    cases.push(("flipped byte in the header".into(), flipped));
+    for (what, data) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::write(dir.path().join("model.safetensors"), &data).unwrap();
+        let files = lmfuse_encoder::ModelFiles::from_dir(dir.path(), "broken").unwrap();
+        let err = SentenceEncoder::load(&files, &Default::default())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: loaded"))
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("invalid safetensors"),
+            "{what}: {err}"
+        );
+    }
+}
