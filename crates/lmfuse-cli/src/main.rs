@@ -2,6 +2,7 @@
 //! classical machine learning.
 
 mod bench;
+mod classify;
 mod embed;
 mod progress;
 
@@ -28,6 +29,12 @@ struct Cli {
 enum Command {
     /// Encode texts into sentence embeddings (.npy or .jsonl), with a persistent cache.
     Embed(embed::EmbedArgs),
+    /// Train a classifier (encoder embeddings + classical head), evaluate it, save a bundle.
+    Train(classify::TrainArgs),
+    /// Evaluate a bundle on labelled data.
+    Eval(classify::EvalArgs),
+    /// Predict labels and probabilities with a bundle.
+    Predict(classify::PredictArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -103,6 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the worker threads")?;
     match cli.command {
         Command::Embed(args) => embed::run(&args, cli.quiet),
+        Command::Train(args) => classify::train(&args, cli.quiet),
+        Command::Eval(args) => classify::eval(&args, cli.quiet),
+        Command::Predict(args) => classify::predict(&args, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
     }
 }

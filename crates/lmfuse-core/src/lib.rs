@@ -4,6 +4,12 @@
 //! into one sentence vector, what identifies an encoder (so caches and bundles can tell two
 //! encoders apart), and the [`TextEncoder`] trait that every backend implements.
 
+mod labels;
+mod matrix;
+
+pub use labels::{LabelSet, SeededRng};
+pub use matrix::{CsrMatrix, DenseMatrix, Features, MatrixShapeError};
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,9 @@
 //! file, line and field. [`write`] writes embeddings as `.npy` or JSON Lines, always atomically.
 
 pub mod read;
+pub mod split;
 pub mod write;
 
-pub use read::{read_texts, read_texts_from, DataError, Format};
+pub use read::{read_labelled, read_texts, read_texts_from, DataError, Format, LabelledTexts};
+pub use split::stratified_split;
 pub use write::{atomic_write, write_embeddings, OutputFormat};

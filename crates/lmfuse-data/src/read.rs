@@ -126,6 +126,22 @@ pub enum DataError {
         /// The columns there are.
         available: String,
     },
+    /// Labels were asked of a plain-text file.
+    #[error("{path}: plain-text input has no label column; use JSONL, CSV or TSV")]
+    NoLabels {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A record's label is empty.
+    #[error("{path}:{line}: label field {field:?} is empty")]
+    EmptyLabel {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The label field.
+        field: String,
+    },
     /// A CSV/TSV record is malformed.
     #[error("{path}:{line}: {message}")]
     Csv {
@@ -145,18 +161,7 @@ pub fn read_texts(
     format: Option<Format>,
     text_col: &str,
 ) -> Result<Vec<String>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            }
-        }
-    })?;
+    let bytes = read_file(path)?;
     parse_texts(
         &bytes,
         path,
@@ -187,13 +192,123 @@ pub fn parse_texts(
     format: Format,
     text_col: &str,
 ) -> Result<Vec<String>, DataError> {
-    match format {
-        Format::Text => lines(bytes, path)
+    if format == Format::Text {
+        return lines(bytes, path)
             .map(|r| r.map(|(_, l)| l.to_string()))
-            .collect(),
-        Format::Jsonl => parse_jsonl(bytes, path, text_col),
-        Format::Csv => parse_delimited(bytes, path, b',', text_col),
-        Format::Tsv => parse_delimited(bytes, path, b'\t', text_col),
+            .collect();
+    }
+    Ok(parse_rows(bytes, path, format, &[(text_col, Kind::Text)])?
+        .into_iter()
+        .map(|mut r| r.values.swap_remove(0))
+        .collect())
+}
+
+/// Texts with their labels, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LabelledTexts {
+    /// The texts.
+    pub texts: Vec<String>,
+    /// The label of each text, as written in the file (numbers in their JSON form).
+    pub labels: Vec<String>,
+    /// The 1-based line where each record starts.
+    pub lines: Vec<usize>,
+}
+
+/// Reads texts and labels: the `text_col` and `label_col` fields of each JSON object or
+/// CSV/TSV row. Labels may be strings or numbers (JSONL); empty labels are errors.
+pub fn read_labelled(
+    path: &Path,
+    format: Option<Format>,
+    text_col: &str,
+    label_col: &str,
+) -> Result<LabelledTexts, DataError> {
+    let bytes = read_file(path)?;
+    parse_labelled(
+        &bytes,
+        path,
+        format.unwrap_or_else(|| Format::from_path(path)),
+        text_col,
+        label_col,
+    )
+}
+
+/// Parses texts and labels from the bytes of a file.
+pub fn parse_labelled(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    text_col: &str,
+    label_col: &str,
+) -> Result<LabelledTexts, DataError> {
+    if format == Format::Text {
+        return Err(DataError::NoLabels {
+            path: path.to_path_buf(),
+        });
+    }
+    let rows = parse_rows(
+        bytes,
+        path,
+        format,
+        &[(text_col, Kind::Text), (label_col, Kind::Label)],
+    )?;
+    let mut out = LabelledTexts::default();
+    for mut row in rows {
+        let label = row.values.pop().expect("two columns asked");
+        if label.trim().is_empty() {
+            return Err(DataError::EmptyLabel {
+                path: path.to_path_buf(),
+                line: row.line,
+                field: label_col.to_string(),
+            });
+        }
+        out.labels.push(label);
+        out.texts.push(row.values.pop().expect("two columns asked"));
+        out.lines.push(row.line);
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// What a requested column must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A string.
+    Text,
+    /// A string, a number or a boolean (kept in its JSON form).
+    Label,
+}
+
+/// One record: its line and the requested columns' values.
+struct Row {
+    line: usize,
+    values: Vec<String>,
+}
+
+fn parse_rows(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    cols: &[(&str, Kind)],
+) -> Result<Vec<Row>, DataError> {
+    match format {
+        Format::Jsonl => parse_jsonl(bytes, path, cols),
+        Format::Csv => parse_delimited(bytes, path, b',', cols),
+        Format::Tsv => parse_delimited(bytes, path, b'\t', cols),
+        Format::Text => unreachable!("plain text has no columns"),
     }
 }
 
@@ -236,7 +351,7 @@ fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn parse_jsonl(bytes: &[u8], path: &Path, field: &str) -> Result<Vec<String>, DataError> {
+fn parse_jsonl(bytes: &[u8], path: &Path, cols: &[(&str, Kind)]) -> Result<Vec<Row>, DataError> {
     let mut out = Vec::new();
     for item in lines(bytes, path) {
         let (line, text) = item?;
@@ -255,26 +370,40 @@ fn parse_jsonl(bytes: &[u8], path: &Path, field: &str) -> Result<Vec<String>, Da
                 message: format!("expected an object, found {}", json_type(&value)),
             });
         };
-        match obj.get(field) {
-            Some(serde_json::Value::String(s)) => out.push(s.clone()),
-            Some(other) => {
-                return Err(DataError::NotAString {
-                    path: path.to_path_buf(),
-                    line,
-                    field: field.to_string(),
-                    found: json_type(other),
-                })
-            }
-            None => {
-                let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-                return Err(DataError::MissingField {
-                    path: path.to_path_buf(),
-                    line,
-                    field: field.to_string(),
-                    hint: format!(" (fields: {}; choose one with --text-col)", keys.join(", ")),
-                });
-            }
+        let mut values = Vec::with_capacity(cols.len());
+        for &(field, kind) in cols {
+            let v = match (obj.get(field), kind) {
+                (Some(serde_json::Value::String(s)), _) => s.clone(),
+                (
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))),
+                    Kind::Label,
+                ) => v.to_string(),
+                (Some(other), _) => {
+                    return Err(DataError::NotAString {
+                        path: path.to_path_buf(),
+                        line,
+                        field: field.to_string(),
+                        found: json_type(other),
+                    })
+                }
+                (None, _) => {
+                    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+                    let flag = if kind == Kind::Text {
+                        "--text-col"
+                    } else {
+                        "--label-col"
+                    };
+                    return Err(DataError::MissingField {
+                        path: path.to_path_buf(),
+                        line,
+                        field: field.to_string(),
+                        hint: format!(" (fields: {}; choose one with {flag})", keys.join(", ")),
+                    });
+                }
+            };
+            values.push(v);
         }
+        out.push(Row { line, values });
     }
     Ok(out)
 }
@@ -283,8 +412,8 @@ fn parse_delimited(
     bytes: &[u8],
     path: &Path,
     delimiter: u8,
-    column: &str,
-) -> Result<Vec<String>, DataError> {
+    cols: &[(&str, Kind)],
+) -> Result<Vec<Row>, DataError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -312,13 +441,19 @@ fn parse_delimited(
         .iter()
         .map(|h| String::from_utf8_lossy(h).into_owned())
         .collect();
-    let Some(index) = names.iter().position(|h| h == column) else {
-        return Err(DataError::MissingColumn {
-            path: path.to_path_buf(),
-            column: column.to_string(),
-            available: names.join(", "),
-        });
-    };
+    let mut index = Vec::with_capacity(cols.len());
+    for &(column, _) in cols {
+        match names.iter().position(|h| h == column) {
+            Some(i) => index.push(i),
+            None => {
+                return Err(DataError::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: column.to_string(),
+                    available: names.join(", "),
+                })
+            }
+        }
+    }
     let mut out = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
@@ -328,13 +463,17 @@ fn parse_delimited(
             Err(e) => return Err(csv_err(e, 0)),
         }
         let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        let field = record.get(index).unwrap_or_default();
-        let text = std::str::from_utf8(field).map_err(|e| DataError::InvalidUtf8 {
-            path: path.to_path_buf(),
-            line,
-            offset: e.valid_up_to(),
-        })?;
-        out.push(text.to_string());
+        let mut values = Vec::with_capacity(cols.len());
+        for &i in &index {
+            let field = record.get(i).unwrap_or_default();
+            let text = std::str::from_utf8(field).map_err(|e| DataError::InvalidUtf8 {
+                path: path.to_path_buf(),
+                line,
+                offset: e.valid_up_to(),
+            })?;
+            values.push(text.to_string());
+        }
+        out.push(Row { line, values });
     }
     Ok(out)
 }
@@ -418,6 +557,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("in.x:3: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn reads_labels_of_every_kind() {
+        let p = Path::new("l.jsonl");
+        let l = parse_labelled(
+            b"{\"text\":\"a\",\"label\":\"pos\"}\n{\"text\":\"b\",\"label\":3}\n\n{\"text\":\"c\",\"label\":true}\n",
+            p,
+            Format::Jsonl,
+            "text",
+            "label",
+        )
+        .unwrap();
+        assert_eq!(l.texts, ["a", "b", "c"]);
+        assert_eq!(l.labels, ["pos", "3", "true"]);
+        assert_eq!(l.lines, [1, 2, 4]);
+        let l = parse_labelled(
+            b"text,category\n\"x, y\",card\nz,atm\n",
+            Path::new("b.csv"),
+            Format::Csv,
+            "text",
+            "category",
+        )
+        .unwrap();
+        assert_eq!(l.labels, ["card", "atm"]);
+        assert_eq!(l.lines, [2, 3]);
+        let e = parse_labelled(b"{\"text\":\"a\"}\n", p, Format::Jsonl, "text", "label")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("l.jsonl:1") && e.contains("--label-col"), "{e}");
+        let e = parse_labelled(
+            b"{\"text\":\"a\",\"label\":null}\n",
+            p,
+            Format::Jsonl,
+            "text",
+            "label",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("null"), "{e}");
+        let e = parse_labelled(
+            b"{\"text\":\"a\",\"label\":\" \"}\n",
+            p,
+            Format::Jsonl,
+            "text",
+            "label",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("l.jsonl:1: label field \"label\" is empty"),
+            "{e}"
+        );
+        let e = parse_labelled(b"x\n", Path::new("t.txt"), Format::Text, "text", "label")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no label column"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,538 @@
+//! Model bundles: a folder with `manifest.json` (versioned metadata) and `weights.safetensors`
+//! (every tensor of the featurisers and the head, f32). No pickle, no opaque blobs.
+//!
+//! [`save`] writes the whole folder beside the destination, fsyncs it, and swaps it in with one
+//! atomic rename (`renameat2(RENAME_EXCHANGE)` when a bundle is already there), so an
+//! interrupted save leaves either the old bundle or the new one, never a mix. [`load`] checks the
+//! format version, every file's sha256 and every tensor before anything is used.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Version of the bundle layout written by this lmfuse.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+/// The weights' file name.
+pub const WEIGHTS: &str = "weights.safetensors";
+
+/// Why a bundle could not be saved or loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file is missing.
+    #[error("bundle file {path} is missing")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("{path}: invalid manifest: {message}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The bundle was written in a layout this lmfuse does not read.
+    #[error("{path}: bundle format version {found} is not supported (this lmfuse reads version {FORMAT_VERSION}); retrain or use the lmfuse that wrote it ({writer})")]
+    Version {
+        /// The manifest.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// lmfuse version that wrote it.
+        writer: String,
+    },
+    /// A file's content differs from the sha256 in the manifest.
+    #[error("{path}: sha256 {actual} differs from {expected} in the manifest; the file is corrupt or was changed")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Expected digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// The weights file is not valid safetensors, or holds an unexpected tensor.
+    #[error("{path}: {message}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The metadata of a bundle. `created_at` is the one field that differs between two bundles
+/// trained from the same data with the same seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Version of the lmfuse that wrote the bundle.
+    pub lmfuse_version: String,
+    /// When the bundle was written (RFC 3339, UTC).
+    pub created_at: String,
+    /// What the bundle does and how, as written by the trainer (encoder, labels, features,
+    /// head, training data hash, metrics).
+    pub model: serde_json::Value,
+    /// sha256 of each file of the bundle but the manifest.
+    pub files: BTreeMap<String, String>,
+}
+
+/// One named f32 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// A loaded bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BundleError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Serialises `tensors` to safetensors bytes (sorted by name, so equal input gives equal bytes).
+fn weights_bytes(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, String> {
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            if t.shape.iter().product::<usize>() != t.data.len() {
+                return Err(format!(
+                    "tensor {name:?}: shape {:?} does not hold {} values",
+                    t.shape,
+                    t.data.len()
+                ));
+            }
+            Ok((
+                name.clone(),
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    let views = raw
+        .iter()
+        .map(|(n, s, d)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, None).map_err(|e| e.to_string())
+}
+
+/// Writes a bundle to folder `dir` atomically; `manifest.files` is filled in here.
+pub fn save(
+    dir: &Path,
+    mut manifest: Manifest,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<(), BundleError> {
+    let weights = weights_bytes(tensors).map_err(|message| BundleError::Weights {
+        path: dir.join(WEIGHTS),
+        message,
+    })?;
+    manifest.format_version = FORMAT_VERSION;
+    manifest.files = BTreeMap::from([(WEIGHTS.to_string(), sha256_hex(&weights))]);
+    let mut manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest {
+            path: dir.join(MANIFEST),
+            message: e.to_string(),
+        })?;
+    manifest_bytes.push(b'\n');
+
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| BundleError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("the bundle path has no folder name"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = parent.join(format!(".{name}.tmp-{}-{stamp}", std::process::id()));
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let staged = (|| {
+        write_synced(&tmp.join(WEIGHTS), &weights)?;
+        write_synced(&tmp.join(MANIFEST), &manifest_bytes)?;
+        sync_dir(&tmp)
+    })();
+    if let Err(e) = staged {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        exchange(&tmp, dir)?;
+        // `tmp` now holds the previous bundle.
+        sync_dir(&parent)?;
+        let _ = std::fs::remove_dir_all(&tmp);
+    } else {
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        sync_dir(&parent)?;
+    }
+    remove_stale_temps(&parent, &name);
+    Ok(())
+}
+
+/// Swaps two paths in one atomic step.
+fn exchange(a: &Path, b: &Path) -> Result<(), BundleError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let ca = CString::new(a.as_os_str().as_bytes()).map_err(|e| BundleError::Io {
+            path: a.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        let cb = CString::new(b.as_os_str().as_bytes()).map_err(|e| BundleError::Io {
+            path: b.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(BundleError::Io {
+                path: b.to_path_buf(),
+                source: err,
+            });
+        }
+    }
+    // Without an atomic exchange: move the old bundle aside, then the new one in. A crash
+    // between the two renames leaves the old bundle under its aside name, never destroyed.
+    let aside = a.with_extension("old");
+    std::fs::rename(b, &aside).map_err(io(b))?;
+    std::fs::rename(a, b).map_err(io(b))?;
+    std::fs::rename(&aside, a).map_err(io(a))
+}
+
+/// Removes temp folders left by saves of `name` that were killed.
+fn remove_stale_temps(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let own = format!("{prefix}{}-", std::process::id());
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && !n.starts_with(&own) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Loads and verifies the bundle in `dir`.
+pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+    let manifest_path = dir.join(MANIFEST);
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BundleError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                BundleError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })
+    };
+    let bytes = read(&manifest_path)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| BundleError::Manifest {
+            path: manifest_path.clone(),
+            message: e.to_string(),
+        })?;
+    let found = value.get("format_version").and_then(|v| v.as_u64());
+    match found {
+        Some(v) if v == FORMAT_VERSION as u64 => {}
+        Some(v) => {
+            return Err(BundleError::Version {
+                path: manifest_path,
+                found: v as u32,
+                writer: value
+                    .get("lmfuse_version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            })
+        }
+        None => {
+            return Err(BundleError::Manifest {
+                path: manifest_path,
+                message: "no format_version".into(),
+            })
+        }
+    }
+    let manifest: Manifest = serde_json::from_value(value).map_err(|e| BundleError::Manifest {
+        path: manifest_path.clone(),
+        message: e.to_string(),
+    })?;
+    let weights_path = dir.join(WEIGHTS);
+    let expected = manifest
+        .files
+        .get(WEIGHTS)
+        .ok_or_else(|| BundleError::Manifest {
+            path: manifest_path.clone(),
+            message: format!("no sha256 for {WEIGHTS}"),
+        })?;
+    let weights = read(&weights_path)?;
+    let actual = sha256_hex(&weights);
+    if &actual != expected {
+        return Err(BundleError::Checksum {
+            path: weights_path,
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    let st = safetensors::SafeTensors::deserialize(&weights).map_err(|e| BundleError::Weights {
+        path: weights_path.clone(),
+        message: format!("invalid safetensors: {e}"),
+    })?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(BundleError::Weights {
+                path: weights_path,
+                message: format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype()),
+            });
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(Bundle { manifest, tensors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(version: &str) -> (Manifest, BTreeMap<String, Tensor>) {
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            lmfuse_version: version.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            model: serde_json::json!({"head": {"kind": "logreg"}, "labels": ["neg", "pos"]}),
+            files: BTreeMap::new(),
+        };
+        let tensors = BTreeMap::from([
+            (
+                "head.coef".to_string(),
+                Tensor {
+                    shape: vec![3, 2],
+                    data: vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0],
+                },
+            ),
+            (
+                "head.intercept".to_string(),
+                Tensor {
+                    shape: vec![2],
+                    data: vec![0.5, -0.5],
+                },
+            ),
+        ]);
+        (manifest, tensors)
+    }
+
+    #[test]
+    fn round_trip_and_identical_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, t) = sample("a");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        save(&a, m.clone(), &t).unwrap();
+        save(&b, m.clone(), &t).unwrap();
+        for f in [MANIFEST, WEIGHTS] {
+            assert_eq!(
+                std::fs::read(a.join(f)).unwrap(),
+                std::fs::read(b.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        let loaded = load(&a).unwrap();
+        assert_eq!(loaded.tensors, t);
+        assert_eq!(loaded.manifest.model, m.model);
+        // Overwrite in place: the new one is there, no temp folders left.
+        let (m2, mut t2) = sample("b");
+        t2.get_mut("head.intercept").unwrap().data = vec![7.0, 8.0];
+        save(&a, m2, &t2).unwrap();
+        assert_eq!(load(&a).unwrap().tensors, t2);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    fn corrupt_case(edit: impl FnOnce(&Path)) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, t) = sample("x");
+        let b = dir.path().join("bundle");
+        save(&b, m, &t).unwrap();
+        edit(&b);
+        load(&b).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn corrupt_bundles_are_typed_errors_naming_the_file() {
+        let e = corrupt_case(|b| std::fs::remove_file(b.join(WEIGHTS)).unwrap());
+        assert!(e.contains(WEIGHTS) && e.contains("missing"), "{e}");
+        let e = corrupt_case(|b| std::fs::remove_file(b.join(MANIFEST)).unwrap());
+        assert!(e.contains(MANIFEST) && e.contains("missing"), "{e}");
+        for cut in [0usize, 4, 8, 50] {
+            let e = corrupt_case(|b| {
+                let w = b.join(WEIGHTS);
+                let bytes = std::fs::read(&w).unwrap();
+                std::fs::write(&w, &bytes[..cut.min(bytes.len())]).unwrap();
+            });
+            assert!(
+                e.contains(WEIGHTS) && e.contains("sha256"),
+                "cut {cut}: {e}"
+            );
+        }
+        let e = corrupt_case(|b| {
+            let w = b.join(WEIGHTS);
+            let mut bytes = std::fs::read(&w).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x55;
+            std::fs::write(&w, &bytes).unwrap();
+        });
+        assert!(e.contains("sha256") && e.contains("corrupt"), "{e}");
+        let e = corrupt_case(|b| {
+            let p = b.join(MANIFEST);
+            let s = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"format_version\": 1", "\"format_version\": 99");
+            std::fs::write(&p, s).unwrap();
+        });
+        assert!(
+            e.contains("format version 99") && e.contains(MANIFEST),
+            "{e}"
+        );
+        let e =
+            corrupt_case(|b| std::fs::write(b.join(MANIFEST), "{\"format_version\": 1,").unwrap());
+        assert!(e.contains("invalid manifest"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_tensor_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, mut t) = sample("x");
+        t.get_mut("head.coef").unwrap().shape = vec![4, 4];
+        let b = dir.path().join("bundle");
+        let e = save(&b, m, &t).unwrap_err().to_string();
+        assert!(e.contains("head.coef"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Child side of the kill test: saves bundles in a loop until killed.
+    #[test]
+    #[ignore = "run by kill_during_save_keeps_a_loadable_bundle"]
+    fn save_forever() {
+        let Ok(dir) = std::env::var("LMFUSE_BUNDLE_SAVE_FOREVER") else {
+            return;
+        };
+        let (m, mut t) = sample("loop");
+        let big = Tensor {
+            shape: vec![512, 512],
+            data: vec![0.25; 512 * 512],
+        };
+        t.insert("big".into(), big);
+        for i in 0.. {
+            t.get_mut("head.intercept").unwrap().data = vec![i as f32, -(i as f32)];
+            save(Path::new(&dir), m.clone(), &t).unwrap();
+        }
+    }
+
+    #[test]
+    fn kill_during_save_keeps_a_loadable_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("bundle");
+        let (m, t) = sample("first");
+        save(&b, m, &t).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        for round in 0..20u64 {
+            let mut child = std::process::Command::new(&exe)
+                .args(["--ignored", "--exact", "tests::save_forever", "--nocapture"])
+                .env("LMFUSE_BUNDLE_SAVE_FOREVER", &b)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30 + (round * 37) % 120));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let loaded = load(&b).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(loaded.tensors["head.intercept"].data.len(), 2);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Classical heads of lmfuse, fit on dense (embeddings, tabular) or sparse (TF-IDF) features.
+//!
+//! Hyperparameters and fitted models are separate types: `*Params` is validated by `check()`
+//! and consumed by `fit`, which returns the fitted model with `predict_proba`.
+
+mod lbfgs;
+pub mod logreg;
+
+pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
+pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
+
+use lmfuse_core::Features;
+
+/// Why a head could not be fit or used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ClassicError {
+    /// A hyperparameter is out of its range.
+    #[error("invalid hyperparameter {name} = {value}: {reason}")]
+    InvalidParam {
+        /// Parameter name.
+        name: &'static str,
+        /// Value given.
+        value: String,
+        /// Allowed range.
+        reason: &'static str,
+    },
+    /// Features and labels disagree in length.
+    #[error("{rows} feature rows but {labels} labels")]
+    LengthMismatch {
+        /// Feature rows.
+        rows: usize,
+        /// Labels.
+        labels: usize,
+    },
+    /// No training rows.
+    #[error("no training examples")]
+    Empty,
+    /// Fewer than two classes among the labels.
+    #[error("the training labels hold only {present} distinct class(es); at least 2 are needed")]
+    TooFewClasses {
+        /// Distinct classes present.
+        present: usize,
+    },
+    /// A label index is out of range.
+    #[error("label index {label} at row {row} is not below the class count {classes}")]
+    LabelOutOfRange {
+        /// Row.
+        row: usize,
+        /// Label.
+        label: usize,
+        /// Classes.
+        classes: usize,
+    },
+    /// A feature is NaN or infinite.
+    #[error("feature at row {row}, column {col} is NaN or infinite")]
+    NotFinite {
+        /// Row.
+        row: usize,
+        /// Column.
+        col: usize,
+    },
+    /// Features of another width than the model was fit on.
+    #[error("features have {got} columns, the model was fit on {expected}")]
+    Width {
+        /// Columns expected.
+        expected: usize,
+        /// Columns given.
+        got: usize,
+    },
+}
+
+/// Checks a training set before any fitting work.
+pub fn check_training_data(
+    x: &Features,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<(), ClassicError> {
+    if x.rows() != y.len() {
+        return Err(ClassicError::LengthMismatch {
+            rows: x.rows(),
+            labels: y.len(),
+        });
+    }
+    if y.is_empty() {
+        return Err(ClassicError::Empty);
+    }
+    let mut seen = vec![false; n_classes];
+    for (row, &label) in y.iter().enumerate() {
+        if label >= n_classes {
+            return Err(ClassicError::LabelOutOfRange {
+                row,
+                label,
+                classes: n_classes,
+            });
+        }
+        seen[label] = true;
+    }
+    let present = seen.iter().filter(|s| **s).count();
+    if present < 2 {
+        return Err(ClassicError::TooFewClasses { present });
+    }
+    if let Some((row, col)) = x.first_non_finite() {
+        return Err(ClassicError::NotFinite { row, col });
+    }
+    Ok(())
+}

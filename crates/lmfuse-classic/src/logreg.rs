@@ -1,0 +1,552 @@
+//! Multinomial logistic regression with L2 regularisation, fit by L-BFGS.
+//!
+//! The objective is scikit-learn's (`LogisticRegression(penalty="l2", solver="lbfgs")`): the
+//! sample-weighted mean cross-entropy plus `‖W‖² / (2·C·Σw)`, intercepts unpenalised, so the
+//! same `C` gives the same model. Our own code rather than linfa-logistic because the heads must
+//! also train on sparse TF-IDF rows, which linfa's dense ndarray interface cannot take.
+
+use crate::lbfgs::{minimize, LbfgsOptions};
+use crate::{check_training_data, ClassicError};
+use gemm::Parallelism;
+use lmfuse_core::{DenseMatrix, Features};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// How training examples are weighted by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeight {
+    /// Every example weighs 1.
+    #[default]
+    Uniform,
+    /// Example weight `n / (classes · count(class))`, as scikit-learn's `"balanced"`.
+    Balanced,
+}
+
+/// Hyperparameters of [`LogisticRegression`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LogisticRegressionParams {
+    /// Inverse regularisation strength (> 0); larger fits the training data more closely.
+    pub c: f64,
+    /// L-BFGS iterations at most.
+    pub max_iter: usize,
+    /// Stop when the largest gradient component is at most this.
+    pub tol: f64,
+    /// Class weighting.
+    pub class_weight: ClassWeight,
+}
+
+impl Default for LogisticRegressionParams {
+    fn default() -> Self {
+        Self {
+            c: 1.0,
+            max_iter: 1000,
+            tol: 1e-5,
+            class_weight: ClassWeight::Uniform,
+        }
+    }
+}
+
+/// A fitted multinomial logistic regression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticRegression {
+    n_features: usize,
+    n_classes: usize,
+    /// `n_features × n_classes`, row-major.
+    coef: Vec<f32>,
+    intercept: Vec<f32>,
+    iterations: usize,
+    converged: bool,
+}
+
+impl LogisticRegressionParams {
+    /// Validates the hyperparameters.
+    pub fn check(&self) -> Result<(), ClassicError> {
+        if !(self.c.is_finite() && self.c > 0.0) {
+            return Err(ClassicError::InvalidParam {
+                name: "c",
+                value: self.c.to_string(),
+                reason: "must be a positive finite number",
+            });
+        }
+        if self.max_iter == 0 {
+            return Err(ClassicError::InvalidParam {
+                name: "max_iter",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if !(self.tol.is_finite() && self.tol > 0.0) {
+            return Err(ClassicError::InvalidParam {
+                name: "tol",
+                value: self.tol.to_string(),
+                reason: "must be a positive finite number",
+            });
+        }
+        Ok(())
+    }
+
+    /// Fits on features `x` with class indices `y` in `0..n_classes`.
+    pub fn fit(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+    ) -> Result<LogisticRegression, ClassicError> {
+        self.check()?;
+        check_training_data(x, y, n_classes)?;
+        let (n, d, k) = (x.rows(), x.cols(), n_classes);
+        let mut counts = vec![0usize; k];
+        for &c in y {
+            counts[c] += 1;
+        }
+        let weights: Vec<f64> = y
+            .iter()
+            .map(|&c| match self.class_weight {
+                ClassWeight::Uniform => 1.0,
+                ClassWeight::Balanced => n as f64 / (k as f64 * counts[c] as f64),
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let design = Design::new(x);
+        let reg = 1.0 / (self.c * total);
+        let mut z = vec![0.0f64; n * k];
+        let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
+            let (w, b) = theta.split_at(d * k);
+            design.scores(w, b, k, &mut z);
+            // z becomes the residual (p - onehot) · weight / total.
+            let loss: f64 = z
+                .par_chunks_mut(k)
+                .zip(y.par_iter().zip(weights.par_iter()))
+                .map(|(row, (&t, &wt))| {
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let mut sum = 0.0;
+                    for v in row.iter_mut() {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    }
+                    let log_p_true = (row[t] / sum).max(f64::MIN_POSITIVE).ln();
+                    for (c, v) in row.iter_mut().enumerate() {
+                        let p = *v / sum;
+                        *v = (p - if c == t { 1.0 } else { 0.0 }) * wt / total;
+                    }
+                    -log_p_true * wt
+                })
+                .sum::<f64>()
+                / total;
+            let (gw, gb) = grad.split_at_mut(d * k);
+            design.transpose_times(&z, k, gw);
+            let mut penalty = 0.0;
+            for (g, wv) in gw.iter_mut().zip(w) {
+                *g += reg * wv;
+                penalty += wv * wv;
+            }
+            gb.fill(0.0);
+            for row in z.chunks_exact(k) {
+                for (g, r) in gb.iter_mut().zip(row) {
+                    *g += r;
+                }
+            }
+            loss + 0.5 * reg * penalty
+        };
+        let result = minimize(
+            objective,
+            vec![0.0; d * k + k],
+            LbfgsOptions {
+                max_iter: self.max_iter,
+                gtol: self.tol,
+                memory: 10,
+            },
+        );
+        let (w, b) = result.x.split_at(d * k);
+        Ok(LogisticRegression {
+            n_features: d,
+            n_classes: k,
+            coef: w.iter().map(|&v| v as f32).collect(),
+            intercept: b.iter().map(|&v| v as f32).collect(),
+            iterations: result.iterations,
+            converged: result.converged,
+        })
+    }
+}
+
+impl LogisticRegression {
+    /// Rebuilds a model from stored parts: `coef` is `n_features × n_classes` row-major.
+    pub fn from_parts(
+        n_features: usize,
+        n_classes: usize,
+        coef: Vec<f32>,
+        intercept: Vec<f32>,
+    ) -> Result<Self, ClassicError> {
+        if coef.len() != n_features * n_classes || intercept.len() != n_classes || n_classes < 2 {
+            return Err(ClassicError::Width {
+                expected: n_features * n_classes,
+                got: coef.len(),
+            });
+        }
+        Ok(Self {
+            n_features,
+            n_classes,
+            coef,
+            intercept,
+            iterations: 0,
+            converged: true,
+        })
+    }
+
+    /// Feature columns the model takes.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Classes.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    /// Weights, `n_features × n_classes` row-major.
+    pub fn coef(&self) -> &[f32] {
+        &self.coef
+    }
+
+    /// Intercepts, one per class.
+    pub fn intercept(&self) -> &[f32] {
+        &self.intercept
+    }
+
+    /// L-BFGS iterations of the fit.
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+
+    /// Whether the fit met its gradient tolerance.
+    pub fn converged(&self) -> bool {
+        self.converged
+    }
+
+    /// Class probabilities, `rows × n_classes` row-major.
+    pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        if x.cols() != self.n_features {
+            return Err(ClassicError::Width {
+                expected: self.n_features,
+                got: x.cols(),
+            });
+        }
+        if let Some((row, col)) = x.first_non_finite() {
+            return Err(ClassicError::NotFinite { row, col });
+        }
+        let k = self.n_classes;
+        let w: Vec<f64> = self.coef.iter().map(|&v| v as f64).collect();
+        let b: Vec<f64> = self.intercept.iter().map(|&v| v as f64).collect();
+        let mut z = vec![0.0f64; x.rows() * k];
+        Design::new(x).scores(&w, &b, k, &mut z);
+        Ok(z.chunks_exact(k)
+            .flat_map(|row| {
+                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                e.into_iter().map(move |v| (v / sum) as f32)
+            })
+            .collect())
+    }
+}
+
+/// Features in the form the solver multiplies: dense rows widened to f64 once, or CSR.
+enum Design<'a> {
+    Dense {
+        rows: usize,
+        cols: usize,
+        data: Vec<f64>,
+    },
+    Sparse(&'a lmfuse_core::CsrMatrix),
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work > 1 << 20 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+impl<'a> Design<'a> {
+    fn new(x: &'a Features) -> Self {
+        match x {
+            Features::Dense(m) => Self::dense(m),
+            Features::Sparse(m) => Design::Sparse(m),
+        }
+    }
+
+    fn dense(m: &DenseMatrix) -> Self {
+        Design::Dense {
+            rows: m.rows(),
+            cols: m.cols(),
+            data: m.as_slice().iter().map(|&v| v as f64).collect(),
+        }
+    }
+
+    /// `z (n×k) = X·W + b`, `W` being `d×k` row-major.
+    fn scores(&self, w: &[f64], b: &[f64], k: usize, z: &mut [f64]) {
+        for row in z.chunks_exact_mut(k) {
+            row.copy_from_slice(b);
+        }
+        match self {
+            Design::Dense { rows, cols, data } => {
+                let (n, d) = (*rows, *cols);
+                // SAFETY: z is n×k, data n×d, w d×k, all row-major; strides match.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        k,
+                        d,
+                        z.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        true,
+                        data.as_ptr(),
+                        1,
+                        d as isize,
+                        w.as_ptr(),
+                        1,
+                        k as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(n * d * k),
+                    );
+                }
+            }
+            Design::Sparse(m) => {
+                z.par_chunks_mut(k).enumerate().for_each(|(i, row)| {
+                    let (cols, vals) = m.row(i);
+                    for (&c, &v) in cols.iter().zip(vals) {
+                        let wr = &w[c as usize * k..(c as usize + 1) * k];
+                        for (o, wv) in row.iter_mut().zip(wr) {
+                            *o += v as f64 * wv;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// `g (d×k) = Xᵀ·r`, `r` being `n×k` row-major.
+    fn transpose_times(&self, r: &[f64], k: usize, g: &mut [f64]) {
+        match self {
+            Design::Dense { rows, cols, data } => {
+                let (n, d) = (*rows, *cols);
+                // SAFETY: g is d×k; Xᵀ is read from the n×d data with swapped strides.
+                unsafe {
+                    gemm::gemm(
+                        d,
+                        k,
+                        n,
+                        g.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        false,
+                        data.as_ptr(),
+                        d as isize,
+                        1,
+                        r.as_ptr(),
+                        1,
+                        k as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(n * d * k),
+                    );
+                }
+            }
+            Design::Sparse(m) => {
+                g.fill(0.0);
+                for i in 0..m.rows() {
+                    let (cols, vals) = m.row(i);
+                    let rr = &r[i * k..(i + 1) * k];
+                    for (&c, &v) in cols.iter().zip(vals) {
+                        let gr = &mut g[c as usize * k..(c as usize + 1) * k];
+                        for (o, x) in gr.iter_mut().zip(rr) {
+                            *o += v as f64 * x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lmfuse_core::CsrMatrix;
+
+    /// Three Gaussian-ish blobs in 2-D, deterministic.
+    fn blobs() -> (Features, Vec<usize>) {
+        let centers = [(0.0, 0.0), (3.0, 0.5), (0.5, 3.0)];
+        let mut data = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..90 {
+            let c = i % 3;
+            let jitter = ((i as f32 * 12.9898).sin() * 43758.545).fract() - 0.5;
+            let jitter2 = ((i as f32 * 78.233).sin() * 12345.678).fract() - 0.5;
+            data.push(centers[c].0 + 1.2 * jitter);
+            data.push(centers[c].1 + 1.2 * jitter2);
+            y.push(c);
+        }
+        (Features::Dense(DenseMatrix::new(90, 2, data).unwrap()), y)
+    }
+
+    #[test]
+    fn separates_blobs_and_probabilities_sum_to_one() {
+        let (x, y) = blobs();
+        let m = LogisticRegressionParams::default().fit(&x, &y, 3).unwrap();
+        assert!(m.converged());
+        let p = m.predict_proba(&x).unwrap();
+        let correct = p
+            .chunks(3)
+            .zip(&y)
+            .filter(|(r, &t)| lmfuse_core_argmax(r) == t)
+            .count();
+        assert!(correct >= 85, "{correct}/90");
+        for r in p.chunks(3) {
+            assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    fn lmfuse_core_argmax(r: &[f32]) -> usize {
+        r.iter()
+            .enumerate()
+            .fold(0, |b, (i, v)| if *v > r[b] { i } else { b })
+    }
+
+    #[test]
+    fn gradient_vanishes_at_the_optimum_of_the_scikit_objective() {
+        // At the optimum of mean CE + ‖W‖²/(2Cn), the gradient is W/(Cn) + Xᵀ(P−Y)/n = 0, so
+        // Xᵀ(Y−P) = W/C: check that identity on the fitted model.
+        let (x, y) = blobs();
+        let c = 0.5;
+        let m = LogisticRegressionParams {
+            c,
+            tol: 1e-9,
+            ..Default::default()
+        }
+        .fit(&x, &y, 3)
+        .unwrap();
+        let p = m.predict_proba(&x).unwrap();
+        let Features::Dense(dm) = &x else {
+            unreachable!()
+        };
+        for j in 0..2 {
+            for k in 0..3 {
+                let lhs: f64 = (0..90)
+                    .map(|i| dm.row(i)[j] as f64 * ((y[i] == k) as u8 as f64 - p[i * 3 + k] as f64))
+                    .sum();
+                let rhs = m.coef()[j * 3 + k] as f64 / c;
+                assert!(
+                    (lhs - rhs).abs() < 1e-3,
+                    "feature {j} class {k}: {lhs} vs {rhs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_and_dense_give_the_same_model() {
+        let (x, y) = blobs();
+        let Features::Dense(dm) = &x else {
+            unreachable!()
+        };
+        let mut indptr = vec![0];
+        let (mut idx, mut val) = (Vec::new(), Vec::new());
+        for i in 0..dm.rows() {
+            for (j, v) in dm.row(i).iter().enumerate() {
+                idx.push(j as u32);
+                val.push(*v);
+            }
+            indptr.push(idx.len());
+        }
+        let xs = Features::Sparse(CsrMatrix::new(90, 2, indptr, idx, val).unwrap());
+        let params = LogisticRegressionParams {
+            tol: 1e-8,
+            ..Default::default()
+        };
+        let a = params.fit(&x, &y, 3).unwrap();
+        let b = params.fit(&xs, &y, 3).unwrap();
+        for (u, v) in a.coef().iter().zip(b.coef()) {
+            assert!((u - v).abs() < 1e-4, "{u} vs {v}");
+        }
+    }
+
+    #[test]
+    fn bad_params_and_data_are_rejected_before_fitting() {
+        let (x, y) = blobs();
+        for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = LogisticRegressionParams {
+                c,
+                ..Default::default()
+            }
+            .fit(&x, &y, 3);
+            assert!(
+                matches!(e, Err(ClassicError::InvalidParam { name: "c", .. })),
+                "{c}"
+            );
+        }
+        let one_class = vec![0; 90];
+        assert_eq!(
+            LogisticRegressionParams::default()
+                .fit(&x, &one_class, 3)
+                .unwrap_err(),
+            ClassicError::TooFewClasses { present: 1 }
+        );
+        assert!(matches!(
+            LogisticRegressionParams::default().fit(&x, &y[..10], 3),
+            Err(ClassicError::LengthMismatch { .. })
+        ));
+        let nan = Features::Dense(DenseMatrix::new(2, 1, vec![0.0, f32::NAN]).unwrap());
+        assert_eq!(
+            LogisticRegressionParams::default()
+                .fit(&nan, &[0, 1], 2)
+                .unwrap_err(),
+            ClassicError::NotFinite { row: 1, col: 0 }
+        );
+        let m = LogisticRegressionParams::default().fit(&x, &y, 3).unwrap();
+        let narrow = Features::Dense(DenseMatrix::new(1, 1, vec![0.0]).unwrap());
+        assert_eq!(
+            m.predict_proba(&narrow).unwrap_err(),
+            ClassicError::Width {
+                expected: 2,
+                got: 1
+            }
+        );
+    }
+
+    #[test]
+    fn balanced_weights_raise_minority_recall() {
+        // 80 of class 0 around 0, 10 of class 1 around 1.2: balanced weights move the boundary.
+        let mut data = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..90 {
+            let c = usize::from(i >= 80);
+            let jitter = ((i as f32 * 12.9898).sin() * 43758.545).fract() - 0.5;
+            data.push(c as f32 * 1.2 + 1.5 * jitter);
+            y.push(c);
+        }
+        let x = Features::Dense(DenseMatrix::new(90, 1, data).unwrap());
+        let recall = |cw| {
+            let m = LogisticRegressionParams {
+                class_weight: cw,
+                ..Default::default()
+            }
+            .fit(&x, &y, 2)
+            .unwrap();
+            let p = m.predict_proba(&x).unwrap();
+            (80..90).filter(|&i| p[i * 2 + 1] > 0.5).count()
+        };
+        assert!(recall(ClassWeight::Balanced) > recall(ClassWeight::Uniform));
+    }
+}

@@ -1,0 +1,610 @@
+//! `lmfuse train`, `lmfuse eval` and `lmfuse predict`: classifiers over encoder embeddings.
+
+use crate::embed::{embed_texts, read_input};
+use crate::ModelArgs;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use lmfuse_cache::EmbeddingCache;
+use lmfuse_classic::{ClassWeight, LogisticRegressionParams};
+use lmfuse_core::{DenseMatrix, Features, LabelSet};
+use lmfuse_data::{Format, LabelledTexts};
+use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
+use lmfuse_metrics::Report;
+use lmfuse_train::{Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TrainOptions};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where data comes from and which columns hold text and label.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Input format instead of guessing from the extension: jsonl, csv, tsv.
+    #[arg(long)]
+    format: Option<Format>,
+    /// Field (JSONL) or column (CSV/TSV) holding the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Field or column holding the label.
+    #[arg(long, default_value = "label")]
+    label_col: String,
+}
+
+/// Embedding cache options.
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Neither read nor write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Cache folder (default: $LMFUSE_CACHE_DIR, else ~/.cache/lmfuse).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    fn open(&self) -> anyhow::Result<Option<EmbeddingCache>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        let dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(lmfuse_cache::default_dir);
+        Ok(Some(EmbeddingCache::open(&dir)?))
+    }
+}
+
+/// Heads `--head` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HeadArg {
+    /// Multinomial logistic regression (L2, C chosen on dev).
+    Logreg,
+}
+
+/// Feature blocks `--features` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FeatureArg {
+    /// Sentence embeddings of the encoder.
+    Emb,
+}
+
+/// Class weighting `--class-weight` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassWeightArg {
+    /// Every example weighs 1.
+    Uniform,
+    /// Weights inversely proportional to class frequency.
+    Balanced,
+}
+
+/// Arguments of `lmfuse train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Training data (JSONL, CSV or TSV with a text and a label column).
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev data for model selection (default: a stratified 10% of --train).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test data (default: a stratified 10% of --train).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// The classical head.
+    #[arg(long, value_enum, default_value = "logreg")]
+    head: HeadArg,
+    /// Feature blocks, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "emb")]
+    features: Vec<FeatureArg>,
+    /// Values of C (inverse regularisation) tried on dev, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,1,10,100")]
+    c_grid: Vec<f64>,
+    /// Class weighting.
+    #[arg(long, value_enum, default_value = "uniform")]
+    class_weight: ClassWeightArg,
+    /// Seed of the dev/test splits.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Bundle folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the data looked like.
+#[derive(Debug, Serialize)]
+struct DataReport {
+    train: usize,
+    dev: usize,
+    test: usize,
+    dev_source: String,
+    test_source: String,
+    label_counts: BTreeMap<String, usize>,
+    empty_texts: usize,
+    duplicate_texts: usize,
+    train_test_overlap: usize,
+}
+
+/// The JSON report of `lmfuse train`.
+#[derive(Debug, Serialize)]
+struct TrainReport {
+    bundle: String,
+    encoder: String,
+    head: &'static str,
+    features: Vec<&'static str>,
+    labels: Vec<String>,
+    data: DataReport,
+    c: f64,
+    trials: Vec<lmfuse_train::Trial>,
+    dev: Report,
+    test: Report,
+    seconds: BTreeMap<&'static str, f64>,
+}
+
+fn read_labelled(path: &Path, data: &DataArgs) -> anyhow::Result<LabelledTexts> {
+    Ok(lmfuse_data::read_labelled(
+        path,
+        data.format,
+        &data.text_col,
+        &data.label_col,
+    )?)
+}
+
+fn subset(data: &LabelledTexts, idx: &[usize]) -> LabelledTexts {
+    LabelledTexts {
+        texts: idx.iter().map(|&i| data.texts[i].clone()).collect(),
+        labels: idx.iter().map(|&i| data.labels[i].clone()).collect(),
+        lines: idx.iter().map(|&i| data.lines[i]).collect(),
+    }
+}
+
+/// Encodes `texts` to a dense feature matrix through the cache.
+fn featurize(
+    texts: &[String],
+    files: &ModelFiles,
+    options: &LoadOptions,
+    cache: Option<&mut EmbeddingCache>,
+    quiet: bool,
+) -> anyhow::Result<Features> {
+    let (emb, _) = embed_texts(texts, files, options, cache, quiet)?;
+    Ok(Features::Dense(DenseMatrix::from(emb)))
+}
+
+/// Runs `lmfuse train`.
+pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let quiet = quiet || args.json;
+    let mut train = read_labelled(&args.train, &args.data)?;
+    anyhow::ensure!(
+        !train.texts.is_empty(),
+        "{} holds no examples",
+        args.train.display()
+    );
+    let labels = LabelSet::from_labels(train.labels.iter().map(String::as_str));
+    anyhow::ensure!(
+        labels.len() >= 2,
+        "{}: every example has the label {:?}; a classifier needs at least two classes",
+        args.train.display(),
+        labels.names()[0]
+    );
+    let train_name = args.train.display().to_string();
+    let y_all = lmfuse_train::encode_labels(&labels, &train.labels, &train_name, &train.lines)?;
+
+    // Held-out parts: given files, else stratified slices of train (test first, then dev).
+    let mut remaining: Vec<usize> = (0..train.texts.len()).collect();
+    let mut carve = |what: &str, seed: u64| -> LabelledTexts {
+        let y: Vec<usize> = remaining.iter().map(|&i| y_all[i]).collect();
+        let (keep, held) = lmfuse_data::stratified_split(&y, 0.1, seed);
+        let held_rows: Vec<usize> = held.iter().map(|&k| remaining[k]).collect();
+        remaining = keep.iter().map(|&k| remaining[k]).collect();
+        let _ = what;
+        subset(&train, &held_rows)
+    };
+    let (test, test_source) = match &args.test {
+        Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
+        None => (
+            carve("test", args.seed),
+            format!("10% of {train_name} (seed {})", args.seed),
+        ),
+    };
+    let (dev, dev_source) = match &args.dev {
+        Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
+        None => (
+            carve("dev", args.seed.wrapping_add(1)),
+            format!("10% of {train_name} (seed {})", args.seed.wrapping_add(1)),
+        ),
+    };
+    if remaining.len() != train.texts.len() {
+        train = subset(&train, &remaining);
+    }
+    anyhow::ensure!(!dev.texts.is_empty(), "the dev set is empty");
+    anyhow::ensure!(!test.texts.is_empty(), "the test set is empty");
+    let y_train = lmfuse_train::encode_labels(&labels, &train.labels, &train_name, &train.lines)?;
+    let y_dev = lmfuse_train::encode_labels(&labels, &dev.labels, &dev_source, &dev.lines)?;
+    let y_test = lmfuse_train::encode_labels(&labels, &test.labels, &test_source, &test.lines)?;
+
+    let mut label_counts = BTreeMap::new();
+    for l in &train.labels {
+        *label_counts.entry(l.clone()).or_insert(0) += 1;
+    }
+    let train_set: HashSet<&str> = train.texts.iter().map(String::as_str).collect();
+    let data_report = DataReport {
+        train: train.texts.len(),
+        dev: dev.texts.len(),
+        test: test.texts.len(),
+        dev_source,
+        test_source,
+        label_counts,
+        empty_texts: train
+            .texts
+            .iter()
+            .chain(&dev.texts)
+            .chain(&test.texts)
+            .filter(|t| t.trim().is_empty())
+            .count(),
+        duplicate_texts: train.texts.len() - train_set.len(),
+        train_test_overlap: test
+            .texts
+            .iter()
+            .filter(|t| train_set.contains(t.as_str()))
+            .count(),
+    };
+
+    let files = args.model.resolve()?;
+    let options = args.model.load_options();
+    let fingerprint = options.fingerprint(&files)?;
+    let mut cache = args.cache.open()?;
+    let t = Instant::now();
+    let x_train = featurize(&train.texts, &files, &options, cache.as_mut(), quiet)?;
+    let x_dev = featurize(&dev.texts, &files, &options, cache.as_mut(), quiet)?;
+    let x_test = featurize(&test.texts, &files, &options, cache.as_mut(), quiet)?;
+    let embed_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let train_options = TrainOptions {
+        head: HeadKind::Logreg,
+        c_grid: args.c_grid.clone(),
+        class_weight: match args.class_weight {
+            ClassWeightArg::Uniform => ClassWeight::Uniform,
+            ClassWeightArg::Balanced => ClassWeight::Balanced,
+        },
+    };
+    let selection = lmfuse_train::fit_selecting_c(
+        (&x_train, &y_train),
+        (&x_dev, &y_dev),
+        &labels,
+        &train_options,
+    )?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let test_proba = selection.model.predict_proba(&x_test)?;
+    let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
+
+    let card = ModelCard {
+        task: "text-classification".into(),
+        encoder: EncoderInfo {
+            reference: files.reference.clone(),
+            fingerprint,
+            dim: files.config.hidden_size,
+        },
+        labels: labels.names().to_vec(),
+        features: vec!["emb".into()],
+        head: HeadCard {
+            kind: HeadKind::Logreg,
+            params: LogisticRegressionParams {
+                c: selection.c,
+                class_weight: train_options.class_weight,
+                ..Default::default()
+            },
+            n_features: x_train.cols(),
+        },
+        training: serde_json::json!({
+            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+            "n_train": train.texts.len(),
+            "seed": args.seed,
+            "c_grid": args.c_grid,
+            "dev": data_report.dev_source,
+            "test": data_report.test_source,
+        }),
+        metrics: serde_json::json!({
+            "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
+            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
+        }),
+    };
+    let classifier = Classifier {
+        card,
+        labels: labels.clone(),
+        head: selection.model,
+    };
+    let (manifest, tensors) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
+    lmfuse_bundle::save(&args.out, manifest, &tensors)
+        .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
+
+    let report = TrainReport {
+        bundle: args.out.display().to_string(),
+        encoder: files.reference.clone(),
+        head: "logreg",
+        features: vec!["emb"],
+        labels: labels.names().to_vec(),
+        data: data_report,
+        c: selection.c,
+        trials: selection.trials,
+        dev: selection.dev,
+        test: test_report,
+        seconds: BTreeMap::from([
+            ("embed", embed_seconds),
+            ("fit", fit_seconds),
+            ("total", started.elapsed().as_secs_f64()),
+        ]),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!(
+            "trained logreg on {} texts ({} classes) with {}; C = {} chosen on dev ({})",
+            report.data.train,
+            labels.len(),
+            report.encoder,
+            report.c,
+            report.data.dev_source
+        );
+        print_reports(&[("dev", &report.dev), ("test", &report.test)]);
+        print_details("test", &report.test);
+        eprintln!(
+            "saved bundle to {} ({:.1} s: embed {:.1} s, fit {:.1} s)",
+            report.bundle, report.seconds["total"], embed_seconds, fit_seconds
+        );
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn print_reports(rows: &[(&str, &Report)]) {
+    eprintln!(
+        "  {:<8} {:>6} {:>9} {:>9} {:>12} {:>9} {:>7} {:>7}",
+        "split", "n", "accuracy", "macro-F1", "weighted-F1", "log-loss", "MCC", "ECE"
+    );
+    for (name, r) in rows {
+        eprintln!(
+            "  {:<8} {:>6} {:>8.2}% {:>9.4} {:>12.4} {:>9.4} {:>7.4} {:>7.4}",
+            name,
+            r.n,
+            100.0 * r.accuracy,
+            r.macro_f1,
+            r.weighted_avg.f1,
+            r.log_loss,
+            r.mcc,
+            r.ece
+        );
+    }
+}
+
+fn print_details(name: &str, r: &Report) {
+    if r.per_class.len() > 20 {
+        return;
+    }
+    eprintln!("  per class ({name}):");
+    eprintln!(
+        "    {:<20} {:>9} {:>9} {:>9} {:>8}",
+        "label", "precision", "recall", "F1", "support"
+    );
+    for c in &r.per_class {
+        eprintln!(
+            "    {:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    if let Some(auc) = r.roc_auc {
+        eprintln!("  ROC-AUC ({name}): {auc:.4}");
+    }
+    eprintln!("  confusion ({name}; rows true, columns predicted):");
+    for (label, row) in r.per_class.iter().zip(&r.confusion) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
+        eprintln!("    {:<20} {}", label.label, cells.join(""));
+    }
+}
+
+/// A bundle with its encoder resolved and checked.
+struct Loaded {
+    classifier: Classifier,
+    files: ModelFiles,
+    options: LoadOptions,
+}
+
+/// Loads the bundle in `dir` and the encoder it was trained with (or `encoder`, which must
+/// have the same weights).
+fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<Loaded> {
+    let bundle = lmfuse_bundle::load(dir)
+        .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
+    let classifier = Classifier::from_bundle(&bundle)
+        .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
+    let info = &classifier.card.encoder;
+    let spec = match encoder {
+        Some(e) => ModelSpec::parse(e),
+        None if info.reference == lmfuse_encoder::DEFAULT_MODEL_NAME => ModelSpec::Default,
+        None => ModelSpec::parse(&info.reference),
+    };
+    let files = ModelFiles::resolve(&spec).with_context(|| {
+        format!(
+            "cannot open the encoder {:?} of bundle {} (pass --encoder with its folder)",
+            info.reference,
+            dir.display()
+        )
+    })?;
+    anyhow::ensure!(
+        files.weights_sha256 == info.fingerprint.weights_sha256,
+        "encoder mismatch: bundle {} was trained with weights sha256 {}, but {} has {}",
+        dir.display(),
+        info.fingerprint.weights_sha256,
+        files.weights_path.display(),
+        files.weights_sha256
+    );
+    let options = LoadOptions {
+        pooling: Some(info.fingerprint.pooling),
+        normalize: Some(info.fingerprint.normalize),
+        max_seq_length: Some(info.fingerprint.max_seq_length),
+        batch_tokens: None,
+    };
+    Ok(Loaded {
+        classifier,
+        files,
+        options,
+    })
+}
+
+/// Arguments of `lmfuse eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Bundle folder written by `lmfuse train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled data to evaluate on.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    columns: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
+    #[arg(long)]
+    encoder: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `lmfuse eval`.
+pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
+    let loaded = load_bundle(&args.model, args.encoder.as_deref())?;
+    let data = read_labelled(&args.data, &args.columns)?;
+    anyhow::ensure!(
+        !data.texts.is_empty(),
+        "{} holds no examples",
+        args.data.display()
+    );
+    let name = args.data.display().to_string();
+    let y =
+        lmfuse_train::encode_labels(&loaded.classifier.labels, &data.labels, &name, &data.lines)?;
+    let mut cache = args.cache.open()?;
+    let x = featurize(
+        &data.texts,
+        &loaded.files,
+        &loaded.options,
+        cache.as_mut(),
+        quiet || args.json,
+    )?;
+    let proba = loaded.classifier.predict_proba(&x)?;
+    let report = lmfuse_metrics::evaluate(&y, &proba, loaded.classifier.labels.names())?;
+    if args.json {
+        println!("{}", serde_json::json!({ "data": name, "test": report }));
+    } else {
+        print_reports(&[("eval", &report)]);
+        print_details("eval", &report);
+    }
+    Ok(())
+}
+
+/// Arguments of `lmfuse predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Bundle folder written by `lmfuse train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Texts: JSONL/CSV/TSV (--text-col) or plain text, one a line; `-` for standard input.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Output JSON Lines, one {"label", "probabilities"} object per input, in input order;
+    /// `-` for standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Input format instead of guessing from the extension.
+    #[arg(long)]
+    format: Option<Format>,
+    /// Field or column holding the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
+    #[arg(long)]
+    encoder: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Prediction<'a> {
+    label: &'a str,
+    probabilities: BTreeMap<&'a str, f32>,
+}
+
+/// Runs `lmfuse predict`.
+pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
+    let loaded = load_bundle(&args.model, args.encoder.as_deref())?;
+    let texts = read_input(&args.input, args.format, &args.text_col)?;
+    let mut cache = args.cache.open()?;
+    let to_stdout = args.output == Path::new("-");
+    let x = featurize(
+        &texts,
+        &loaded.files,
+        &loaded.options,
+        cache.as_mut(),
+        quiet || to_stdout,
+    )?;
+    let proba = loaded.classifier.predict_proba(&x)?;
+    let labels = &loaded.classifier.labels;
+    let k = labels.len();
+    let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
+        for row in proba.chunks_exact(k) {
+            let best = lmfuse_metrics::argmax(row);
+            let p = Prediction {
+                label: labels.name(best),
+                probabilities: labels
+                    .names()
+                    .iter()
+                    .map(String::as_str)
+                    .zip(row.iter().copied())
+                    .collect(),
+            };
+            serde_json::to_writer(&mut *w, &p)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    if to_stdout {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        write(&mut out)?;
+        std::io::Write::flush(&mut out)?;
+    } else {
+        lmfuse_data::atomic_write(&args.output, write)
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Training, evaluating and storing lmfuse classifiers.
+//!
+//! The caller turns texts into [`Features`] (embeddings through the cache); this crate maps
+//! labels to classes, selects the head's regularisation on a dev set, fits, evaluates and
+//! converts the fitted classifier to and from a bundle.
+
+use lmfuse_bundle::{Bundle, Manifest, Tensor};
+use lmfuse_classic::{ClassWeight, ClassicError, LogisticRegression, LogisticRegressionParams};
+use lmfuse_core::{EncoderFingerprint, Features, LabelSet};
+use lmfuse_metrics::{MetricsError, Report};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Why training, evaluation or loading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A head could not be fit or applied.
+    #[error(transparent)]
+    Classic(#[from] ClassicError),
+    /// Metrics could not be computed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A label of an evaluation set does not occur in the training data.
+    #[error(
+        "{file}:{line}: label {label:?} does not occur in the training data (classes: {classes})"
+    )]
+    UnknownLabel {
+        /// The file.
+        file: String,
+        /// Its line.
+        line: usize,
+        /// The label.
+        label: String,
+        /// Known classes.
+        classes: String,
+    },
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    Option(String),
+    /// The bundle's model description does not fit this lmfuse.
+    #[error("bundle {what}: {message}")]
+    Bundle {
+        /// What part.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The classical head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// Multinomial logistic regression.
+    Logreg,
+}
+
+/// Training options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// The head.
+    pub head: HeadKind,
+    /// Values of the inverse regularisation `C` tried on the dev set.
+    pub c_grid: Vec<f64>,
+    /// Class weighting.
+    pub class_weight: ClassWeight,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            head: HeadKind::Logreg,
+            c_grid: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+            class_weight: ClassWeight::Uniform,
+        }
+    }
+}
+
+/// Class indices of `labels` under `set`; an unknown label is an error naming file and line.
+pub fn encode_labels(
+    set: &LabelSet,
+    labels: &[String],
+    file: &str,
+    lines: &[usize],
+) -> Result<Vec<usize>, TrainError> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            set.index(l).ok_or_else(|| TrainError::UnknownLabel {
+                file: file.to_string(),
+                line: lines.get(i).copied().unwrap_or(0),
+                label: l.clone(),
+                classes: set.names().join(", "),
+            })
+        })
+        .collect()
+}
+
+/// One `C` tried during selection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// Inverse regularisation.
+    pub c: f64,
+    /// Dev accuracy.
+    pub dev_accuracy: f64,
+}
+
+/// Outcome of [`fit_selecting_c`].
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The model fit with the chosen `C`.
+    pub model: LogisticRegression,
+    /// The chosen `C`.
+    pub c: f64,
+    /// Every `C` tried, in grid order.
+    pub trials: Vec<Trial>,
+    /// Dev metrics of the chosen model.
+    pub dev: Report,
+}
+
+/// Fits one model per `C` of the grid on the training rows, keeps the one with the best dev
+/// accuracy (the smaller `C` on ties: more regularisation), and returns it with its dev report.
+pub fn fit_selecting_c(
+    train: (&Features, &[usize]),
+    dev: (&Features, &[usize]),
+    labels: &LabelSet,
+    options: &TrainOptions,
+) -> Result<Selection, TrainError> {
+    if options.c_grid.is_empty() {
+        return Err(TrainError::Option("the C grid is empty".into()));
+    }
+    let mut best: Option<(LogisticRegression, f64, Report)> = None;
+    let mut trials = Vec::new();
+    let mut grid = options.c_grid.clone();
+    grid.sort_by(f64::total_cmp);
+    for &c in &grid {
+        let params = LogisticRegressionParams {
+            c,
+            class_weight: options.class_weight,
+            ..Default::default()
+        };
+        let model = params.fit(train.0, train.1, labels.len())?;
+        let proba = model.predict_proba(dev.0)?;
+        let report = lmfuse_metrics::evaluate(dev.1, &proba, labels.names())?;
+        trials.push(Trial {
+            c,
+            dev_accuracy: report.accuracy,
+        });
+        if best.as_ref().is_none_or(|b| report.accuracy > b.2.accuracy) {
+            best = Some((model, c, report));
+        }
+    }
+    let (model, c, dev) = best.expect("grid is not empty");
+    Ok(Selection {
+        model,
+        c,
+        trials,
+        dev,
+    })
+}
+
+/// Hex sha256 identifying a training set: every (text, label) pair in order.
+pub fn data_hash(texts: &[String], labels: &[String]) -> String {
+    let mut h = Sha256::new();
+    for (t, l) in texts.iter().zip(labels) {
+        h.update((t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+        h.update((l.len() as u64).to_le_bytes());
+        h.update(l.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The encoder a classifier was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderInfo {
+    /// How the model was named (path, hub id or the default's name).
+    pub reference: String,
+    /// Everything that fixes its output.
+    pub fingerprint: EncoderFingerprint,
+    /// Vector dimension.
+    pub dim: usize,
+}
+
+/// The model description stored in a bundle's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Task kind.
+    pub task: String,
+    /// The encoder.
+    pub encoder: EncoderInfo,
+    /// Class names in index order.
+    pub labels: Vec<String>,
+    /// Feature blocks, in concatenation order.
+    pub features: Vec<String>,
+    /// The head and its hyperparameters.
+    pub head: HeadCard,
+    /// Where the model came from.
+    pub training: serde_json::Value,
+    /// Dev and test metrics at training time.
+    pub metrics: serde_json::Value,
+}
+
+/// The head part of a [`ModelCard`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadCard {
+    /// The head.
+    pub kind: HeadKind,
+    /// Its hyperparameters.
+    pub params: LogisticRegressionParams,
+    /// Input width.
+    pub n_features: usize,
+}
+
+/// A trained text classifier: encoder reference, labels and head.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    /// Description (stored as the manifest's `model`).
+    pub card: ModelCard,
+    /// Classes.
+    pub labels: LabelSet,
+    /// The head.
+    pub head: LogisticRegression,
+}
+
+const COEF: &str = "head.coef";
+const INTERCEPT: &str = "head.intercept";
+
+impl Classifier {
+    /// Class probabilities for feature rows, `rows × classes`.
+    pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, TrainError> {
+        Ok(self.head.predict_proba(x)?)
+    }
+
+    /// The manifest and tensors of this classifier's bundle; `created_at` is the only field
+    /// that depends on the clock.
+    pub fn to_bundle(
+        &self,
+        lmfuse_version: &str,
+        created_at: &str,
+    ) -> (Manifest, BTreeMap<String, Tensor>) {
+        let manifest = Manifest {
+            format_version: lmfuse_bundle::FORMAT_VERSION,
+            lmfuse_version: lmfuse_version.to_string(),
+            created_at: created_at.to_string(),
+            model: serde_json::to_value(&self.card).expect("card serialises"),
+            files: BTreeMap::new(),
+        };
+        let (d, k) = (self.head.n_features(), self.head.n_classes());
+        let tensors = BTreeMap::from([
+            (
+                COEF.to_string(),
+                Tensor {
+                    shape: vec![d, k],
+                    data: self.head.coef().to_vec(),
+                },
+            ),
+            (
+                INTERCEPT.to_string(),
+                Tensor {
+                    shape: vec![k],
+                    data: self.head.intercept().to_vec(),
+                },
+            ),
+        ]);
+        (manifest, tensors)
+    }
+
+    /// Rebuilds a classifier from a loaded bundle, checking that its parts agree.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, TrainError> {
+        let card: ModelCard =
+            serde_json::from_value(bundle.manifest.model.clone()).map_err(|e| {
+                TrainError::Bundle {
+                    what: "manifest model",
+                    message: e.to_string(),
+                }
+            })?;
+        let labels = LabelSet::from_names(card.labels.clone());
+        if labels.len() < 2 {
+            return Err(TrainError::Bundle {
+                what: "labels",
+                message: format!("{} classes; at least 2 are needed", labels.len()),
+            });
+        }
+        let tensor = |name: &str, shape: Vec<usize>| -> Result<Vec<f32>, TrainError> {
+            let t = bundle.tensors.get(name).ok_or_else(|| TrainError::Bundle {
+                what: "weights",
+                message: format!("tensor {name:?} is missing"),
+            })?;
+            if t.shape != shape {
+                return Err(TrainError::Bundle {
+                    what: "weights",
+                    message: format!(
+                        "tensor {name:?} has shape {:?}, the manifest implies {shape:?}",
+                        t.shape
+                    ),
+                });
+            }
+            if t.data.iter().any(|v| !v.is_finite()) {
+                return Err(TrainError::Bundle {
+                    what: "weights",
+                    message: format!("tensor {name:?} holds NaN or infinite values"),
+                });
+            }
+            Ok(t.data.clone())
+        };
+        let (d, k) = (card.head.n_features, labels.len());
+        if d != card.encoder.dim || card.features != ["emb"] {
+            return Err(TrainError::Bundle {
+                what: "features",
+                message: format!(
+                    "features {:?} of width {d} do not match encoder dimension {}",
+                    card.features, card.encoder.dim
+                ),
+            });
+        }
+        let head = LogisticRegression::from_parts(
+            d,
+            k,
+            tensor(COEF, vec![d, k])?,
+            tensor(INTERCEPT, vec![k])?,
+        )?;
+        Ok(Self { card, labels, head })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lmfuse_core::{DenseMatrix, Pooling};
+
+    fn toy() -> (Features, Vec<usize>, LabelSet) {
+        let mut data = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..60 {
+            let c = i % 2;
+            let j = ((i as f32 * 12.9898).sin() * 43758.545).fract() - 0.5;
+            data.extend_from_slice(&[c as f32 + j, 1.0 - c as f32 + 0.5 * j]);
+            y.push(c);
+        }
+        (
+            Features::Dense(DenseMatrix::new(60, 2, data).unwrap()),
+            y,
+            LabelSet::from_labels(["neg", "pos"]),
+        )
+    }
+
+    #[test]
+    fn selection_picks_the_best_dev_accuracy_and_round_trips_through_a_bundle() {
+        let (x, y, labels) = toy();
+        let sel = fit_selecting_c((&x, &y), (&x, &y), &labels, &TrainOptions::default()).unwrap();
+        assert_eq!(sel.trials.len(), 5);
+        let best = sel
+            .trials
+            .iter()
+            .map(|t| t.dev_accuracy)
+            .fold(0.0, f64::max);
+        assert_eq!(sel.dev.accuracy, best);
+        let card = ModelCard {
+            task: "text-classification".into(),
+            encoder: EncoderInfo {
+                reference: "toy".into(),
+                fingerprint: EncoderFingerprint {
+                    weights_sha256: "ab".into(),
+                    pooling: Pooling::Mean,
+                    normalize: true,
+                    max_seq_length: 8,
+                },
+                dim: 2,
+            },
+            labels: labels.names().to_vec(),
+            features: vec!["emb".into()],
+            head: HeadCard {
+                kind: HeadKind::Logreg,
+                params: LogisticRegressionParams {
+                    c: sel.c,
+                    ..Default::default()
+                },
+                n_features: 2,
+            },
+            training: serde_json::json!({}),
+            metrics: serde_json::json!({}),
+        };
+        let clf = Classifier {
+            card,
+            labels,
+            head: sel.model,
+        };
+        let (m, t) = clf.to_bundle("0.1.0", "now");
+        let dir = tempfile::tempdir().unwrap();
+        lmfuse_bundle::save(&dir.path().join("b"), m, &t).unwrap();
+        let back =
+            Classifier::from_bundle(&lmfuse_bundle::load(&dir.path().join("b")).unwrap()).unwrap();
+        assert_eq!(
+            back.predict_proba(&x).unwrap(),
+            clf.predict_proba(&x).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_labels_name_file_and_line() {
+        let set = LabelSet::from_labels(["a", "b"]);
+        let e = encode_labels(&set, &["a".into(), "c".into()], "dev.jsonl", &[1, 7])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dev.jsonl:7") && e.contains("\"c\""), "{e}");
+    }
+
+    #[test]
+    fn data_hash_depends_on_every_pair() {
+        let a = data_hash(&["x".into(), "y".into()], &["1".into(), "2".into()]);
+        assert_ne!(
+            a,
+            data_hash(&["x".into(), "y".into()], &["2".into(), "1".into()])
+        );
+        assert_ne!(a, data_hash(&["xy".into()], &["12".into()]));
+    }
+}
