@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Set-up and main job: fetch the offline models, build lmfuse, and run it on the example data
-# that ships in the repo (examples/reviews.jsonl -> out/reviews.npy).
+# Set-up and main job: fetch the offline models, build lmfuse, then train and evaluate a
+# classifier on the example data that ships in the repo (examples/reviews.jsonl: 300 labelled
+# reviews, English and a few Chinese) and predict with the saved bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh
 cargo build --release --locked
 mkdir -p out
-./target/release/lmfuse embed --input examples/reviews.jsonl --output out/reviews.npy
-echo "setup: done; embeddings of examples/reviews.jsonl are in out/reviews.npy"
+./target/release/lmfuse train --train examples/reviews.jsonl --out out/reviews-model
+printf '%s\n' "The battery is fantastic and setup was easy." "It broke after one day, awful support." \
+  | ./target/release/lmfuse predict --model out/reviews-model --input - --output -
+echo "setup: done; the bundle is in out/reviews-model"

@@ -102,7 +102,11 @@ pub struct TrainArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "emb")]
     features: Vec<FeatureArg>,
     /// Values of C (inverse regularisation) tried on dev, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,1,10,100")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
+    )]
     c_grid: Vec<f64>,
     /// Class weighting.
     #[arg(long, value_enum, default_value = "uniform")]

@@ -1,52 +1,11 @@
 //! End-to-end tests of the `lmfuse` binary: embedding outputs, the cache (including a process
 //! killed mid-run), and one clear error line for each kind of bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `models/splade-tiny`, or `None` (with a message; a failure under LMFUSE_REQUIRE_ASSETS=1).
-fn tiny_model() -> Option<PathBuf> {
-    let dir = workspace().join("models/splade-tiny");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "splade-tiny not found at {}: run `bash scripts/fetch-models.sh`",
-        dir.display()
-    );
-    if std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-fn lmfuse(args: &[&str], cache: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lmfuse"));
-    cmd.args(args)
-        .env("LMFUSE_CACHE_DIR", cache)
-        .env("LMFUSE_THREADS", "2")
-        .env_remove("LMFUSE_MODEL");
-    cmd
-}
-
-fn run(args: &[&str], cache: &Path) -> Output {
-    lmfuse(args, cache).output().expect("run lmfuse")
-}
-
-fn ok_json(args: &[&str], cache: &Path) -> serde_json::Value {
-    let out = run(args, cache);
-    assert!(
-        out.status.success(),
-        "lmfuse {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json output")
-}
+use common::{assert_one_line_error, embed_json, lmfuse, tiny_model};
+use std::path::Path;
+use std::process::Stdio;
 
 fn read_jsonl(path: &Path) -> Vec<Vec<f32>> {
     std::fs::read_to_string(path)
@@ -121,19 +80,7 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
     std::fs::write(&reversed_in, rev.join("\n") + "\n").unwrap();
 
     let out_jsonl = dir.path().join("a.jsonl");
-    let s = ok_json(
-        &[
-            "embed",
-            "--model",
-            model,
-            "-i",
-            jsonl_in.to_str().unwrap(),
-            "-o",
-            out_jsonl.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    let s = embed_json(model, &jsonl_in, &out_jsonl, &[], &cache);
     assert_eq!(s["count"], 6);
     assert_eq!(s["unique"], 5);
     assert_eq!(s["encoded"], 5);
@@ -145,21 +92,7 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
 
     // Same texts from CSV into .npy: all from the cache now.
     let out_npy = dir.path().join("b.npy");
-    let s = ok_json(
-        &[
-            "embed",
-            "--model",
-            model,
-            "-i",
-            csv_in.to_str().unwrap(),
-            "--text-col",
-            "body",
-            "-o",
-            out_npy.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    let s = embed_json(model, &csv_in, &out_npy, &["--text-col", "body"], &cache);
     assert_eq!(s["cache_hits"], 5);
     assert_eq!(s["encoded"], 0);
     let (rows, dim, data) = read_npy(&out_npy);
@@ -169,18 +102,11 @@ fn embed_keeps_input_order_in_every_format_and_caches() {
 
     // Reversed plain-text input without the cache: rows come back reversed.
     let out_rev = dir.path().join("c.jsonl");
-    let s = ok_json(
-        &[
-            "embed",
-            "--model",
-            model,
-            "-i",
-            reversed_in.to_str().unwrap(),
-            "-o",
-            out_rev.to_str().unwrap(),
-            "--no-cache",
-            "--json",
-        ],
+    let s = embed_json(
+        model,
+        &reversed_in,
+        &out_rev,
+        &["--no-cache"],
         &dir.path().join("unused-cache"),
     );
     assert_eq!(s["encoded"], 5);
@@ -269,36 +195,11 @@ fn killed_run_leaves_a_cache_that_opens_and_agrees() {
     assert!(after_kill >= before);
 
     let resumed = dir.path().join("resumed.npy");
-    let s = ok_json(
-        &[
-            "embed",
-            "--model",
-            model,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            resumed.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    let s = embed_json(model, &input, &resumed, &[], &cache);
     assert_eq!(s["cache_hits"].as_u64().unwrap() as usize, after_kill);
     assert_eq!(s["count"].as_u64().unwrap() as usize, n);
     let fresh = dir.path().join("fresh.npy");
-    ok_json(
-        &[
-            "embed",
-            "--model",
-            model,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            fresh.to_str().unwrap(),
-            "--no-cache",
-            "--json",
-        ],
-        &cache,
-    );
+    embed_json(model, &input, &fresh, &["--no-cache"], &cache);
     let (r1, d1, a) = read_npy(&resumed);
     let (r2, d2, b) = read_npy(&fresh);
     assert_eq!((r1, d1), (r2, d2));
@@ -321,22 +222,6 @@ fn rows_in(cache: &Path) -> usize {
         Err(_) => return 0,
     };
     c.total_rows().unwrap_or(0)
-}
-
-/// Asserts that `args` fails with exit code 1 and exactly one stderr line that starts with
-/// `lmfuse: error:` and contains every one of `needles`.
-fn assert_one_line_error(args: &[&str], needles: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = run(args, &dir.path().join("cache"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "lmfuse {args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
-    assert!(lines[0].starts_with("lmfuse: error: "), "{stderr}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} not in: {stderr}");
-    }
 }
 
 /// Copies splade-tiny to a temp folder with its weights rewritten by `edit`.

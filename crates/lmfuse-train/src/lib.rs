@@ -71,7 +71,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             head: HeadKind::Logreg,
-            c_grid: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+            c_grid: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
             class_weight: ClassWeight::Uniform,
         }
     }
@@ -351,7 +351,7 @@ mod tests {
     fn selection_picks_the_best_dev_accuracy_and_round_trips_through_a_bundle() {
         let (x, y, labels) = toy();
         let sel = fit_selecting_c((&x, &y), (&x, &y), &labels, &TrainOptions::default()).unwrap();
-        assert_eq!(sel.trials.len(), 5);
+        assert_eq!(sel.trials.len(), 9);
         let best = sel
             .trials
             .iter()

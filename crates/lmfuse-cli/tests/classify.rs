@@ -1,0 +1,279 @@
+//! End-to-end tests of `lmfuse train`, `eval` and `predict` with the tiny test encoder.
+
+mod common;
+
+use common::{assert_one_line_error, ok_json, run, tiny_model};
+use std::path::{Path, PathBuf};
+
+/// A small two-class set where the words decide the label.
+fn write_set(path: &Path, n: usize, offset: usize) {
+    let good = ["great", "excellent", "lovely", "wonderful", "superb"];
+    let bad = ["awful", "terrible", "broken", "horrible", "useless"];
+    let items = [
+        "phone", "hotel", "pizza", "laptop", "movie", "chair", "course",
+    ];
+    let mut s = String::new();
+    for i in offset..offset + n {
+        let (words, label) = if i % 2 == 0 {
+            (&good, "pos")
+        } else {
+            (&bad, "neg")
+        };
+        let text = format!(
+            "the {} was {} and {}",
+            items[i % items.len()],
+            words[i % 5],
+            words[(i / 5) % 5]
+        );
+        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn train_eval_predict_round_trip_and_determinism() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    let t = train.to_str().unwrap();
+    let b1 = dir.path().join("b1");
+    let b2 = dir.path().join("b2");
+    let r1 = ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            t,
+            "--test",
+            test.to_str().unwrap(),
+            "--out",
+            b1.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    assert!(r1["test"]["accuracy"].as_f64().unwrap() >= 0.9, "{r1}");
+    assert!(r1["dev"]["macro_f1"].is_number());
+    assert_eq!(r1["data"]["dev"], 12);
+    assert_eq!(r1["labels"], serde_json::json!(["neg", "pos"]));
+    // Same data, same seed: identical bundle but for created_at.
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            t,
+            "--test",
+            test.to_str().unwrap(),
+            "--out",
+            b2.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(
+        std::fs::read(b1.join("weights.safetensors")).unwrap(),
+        std::fs::read(b2.join("weights.safetensors")).unwrap()
+    );
+    let strip = |p: PathBuf| {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("created_at");
+        v
+    };
+    assert_eq!(
+        strip(b1.join("manifest.json")),
+        strip(b2.join("manifest.json"))
+    );
+
+    // Reload: eval on the test file gives exactly the figures reported at training.
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            b1.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["accuracy"], r1["test"]["accuracy"]);
+    assert_eq!(e["test"]["log_loss"], r1["test"]["log_loss"]);
+
+    // Predict keeps input order and gives probabilities that sum to one.
+    let input = dir.path().join("in.txt");
+    std::fs::write(
+        &input,
+        "the hotel was great and lovely\nthe phone was awful and broken\n",
+    )
+    .unwrap();
+    let out = dir.path().join("pred.jsonl");
+    let o = run(
+        &[
+            "predict",
+            "--model",
+            b1.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(preds.len(), 2);
+    assert_eq!(preds[0]["label"], "pos");
+    assert_eq!(preds[1]["label"], "neg");
+    for p in &preds {
+        let sum: f64 = p["probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn bad_training_data_gives_one_clear_error_line() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let o = out.to_str().unwrap();
+    let file = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let empty = file("empty.jsonl", b"");
+    assert_one_line_error(
+        &["train", "--model", m, "--train", &empty, "--out", o],
+        &["empty.jsonl", "no examples"],
+    );
+    let one = file(
+        "one.jsonl",
+        b"{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"x\"}\n",
+    );
+    assert_one_line_error(
+        &["train", "--model", m, "--train", &one, "--out", o],
+        &["one.jsonl", "at least two classes"],
+    );
+    let nolabel = file("nolabel.jsonl", b"{\"text\":\"a\",\"y\":\"x\"}\n");
+    assert_one_line_error(
+        &["train", "--model", m, "--train", &nolabel, "--out", o],
+        &["nolabel.jsonl:1", "\"label\" is missing", "--label-col"],
+    );
+    let csv = file("d.csv", b"body,label\nhi,x\n");
+    assert_one_line_error(
+        &["train", "--model", m, "--train", &csv, "--out", o],
+        &["d.csv", "no column \"text\""],
+    );
+    let utf = file(
+        "u.jsonl",
+        b"{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"\xff\",\"label\":\"y\"}\n",
+    );
+    assert_one_line_error(
+        &["train", "--model", m, "--train", &utf, "--out", o],
+        &["u.jsonl:2", "invalid UTF-8"],
+    );
+    // A label in the test file that training never saw.
+    let train = dir.path().join("train.jsonl");
+    write_set(&train, 40, 0);
+    let unseen = file(
+        "unseen.jsonl",
+        b"{\"text\":\"a\",\"label\":\"pos\"}\n{\"text\":\"b\",\"label\":\"maybe\"}\n",
+    );
+    assert_one_line_error(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--test",
+            &unseen,
+            "--out",
+            o,
+        ],
+        &[
+            "unseen.jsonl:2",
+            "\"maybe\"",
+            "does not occur in the training data",
+        ],
+    );
+    assert!(!out.exists(), "a failed run wrote a bundle");
+    // A bundle that is not there, or is corrupt.
+    assert_one_line_error(
+        &["eval", "--model", "/no/such/bundle", "--data", &unseen],
+        &["/no/such/bundle", "manifest.json", "missing"],
+    );
+}
+
+#[test]
+fn empty_texts_and_a_10_mb_line_are_handled() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let train = dir.path().join("train.jsonl");
+    write_set(&train, 60, 0);
+    let b = dir.path().join("b");
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    // Empty texts are valid inputs (the encoder sees [CLS] [SEP]); a 10 MB line is truncated
+    // at the model's maximum length.
+    let big = "word ".repeat(2_000_000);
+    let input = dir.path().join("odd.jsonl");
+    let body = format!(
+        "{}\n{}\n",
+        serde_json::json!({"text": ""}),
+        serde_json::json!({"text": big})
+    );
+    std::fs::write(&input, body).unwrap();
+    let out = run(
+        &[
+            "predict",
+            "--model",
+            b.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            "-",
+        ],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+}
