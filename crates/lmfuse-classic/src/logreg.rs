@@ -455,6 +455,69 @@ mod tests {
         }
     }
 
+    /// Reference values from scikit-learn 1.9.1:
+    /// `LogisticRegression(C=0.5, tol=1e-12, max_iter=100000).fit(X, y)` with
+    /// `X = round(RandomState(0).randn(24, 3), 2)` shifted per class, `y = [0, 1, 2] * 8`;
+    /// and `C=2, class_weight="balanced"` on the first 20 rows.
+    #[test]
+    fn matches_scikit_learn_coefficients() {
+        let x: Vec<f32> = vec![
+            1.76, 0.4, 0.98, 3.74, 1.87, -0.98, 0.95, 1.35, -0.1, 0.41, 0.14, 1.45, 2.26, 0.12,
+            0.44, 0.33, 2.99, -0.21, 0.31, -0.85, -2.55, 2.15, 0.86, -0.74, 2.27, 0.05, 0.05,
+            -0.19, 1.53, 1.47, 1.65, 0.38, -0.89, -1.98, 1.15, 0.16, 1.23, 1.2, -0.39, 1.2, -1.05,
+            -1.42, -1.71, 3.45, -0.51, -0.44, -1.25, 0.78, -0.11, -0.21, -0.9, 0.39, 0.99, -1.18,
+            -0.03, 0.43, 0.07, 1.8, -0.63, -0.36, -0.67, 1.14, -0.81, -1.73, 0.18, -0.4, -0.13,
+            0.46, -0.91, 0.05, 2.23, 0.13,
+        ];
+        let y: Vec<usize> = (0..24).map(|i| i % 3).collect();
+        let features = Features::Dense(DenseMatrix::new(24, 3, x.clone()).unwrap());
+        let tight = LogisticRegressionParams {
+            c: 0.5,
+            tol: 1e-10,
+            max_iter: 10_000,
+            ..Default::default()
+        };
+        let m = tight.fit(&features, &y, 3).unwrap();
+        let coef = [
+            -0.296946, 0.567779, -0.270832, -0.410931, -0.333108, 0.74404, 0.481742, -0.358798,
+            -0.122945,
+        ];
+        let intercept = [0.697612, -0.325298, -0.372314];
+        for (got, want) in m
+            .coef()
+            .iter()
+            .zip(coef)
+            .chain(m.intercept().iter().zip(intercept))
+        {
+            assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+        }
+        let p = m.predict_proba(&features).unwrap();
+        let proba = [0.485255, 0.361796, 0.152949, 0.032271, 0.776341, 0.191388];
+        for (got, want) in p.iter().zip(proba) {
+            assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+        }
+        let first20 = Features::Dense(DenseMatrix::new(20, 3, x[..60].to_vec()).unwrap());
+        let balanced = LogisticRegressionParams {
+            c: 2.0,
+            class_weight: ClassWeight::Balanced,
+            ..tight
+        };
+        let m = balanced.fit(&first20, &y[..20], 3).unwrap();
+        let coef = [
+            -0.409784, 0.867713, -0.457929, -0.376378, -0.508222, 0.8846, 0.591173, -0.406254,
+            -0.184919,
+        ];
+        let intercept = [0.956507, -0.821277, -0.13523];
+        for (got, want) in m
+            .coef()
+            .iter()
+            .zip(coef)
+            .chain(m.intercept().iter().zip(intercept))
+        {
+            assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+        }
+    }
+
     #[test]
     fn sparse_and_dense_give_the_same_model() {
         let (x, y) = blobs();
