@@ -219,6 +219,52 @@ fn bad_training_data_gives_one_clear_error_line() {
         ],
     );
     assert!(!out.exists(), "a failed run wrote a bundle");
+    // A bundle used with an encoder other than the one it was trained with.
+    let b = dir.path().join("good-bundle");
+    let cache = dir.path().join("cache");
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    let other = common::workspace().join("models/all-MiniLM-L6-v2");
+    if other.is_dir() {
+        assert_one_line_error(
+            &[
+                "eval",
+                "--model",
+                b.to_str().unwrap(),
+                "--data",
+                train.to_str().unwrap(),
+                "--encoder",
+                other.to_str().unwrap(),
+            ],
+            &["encoder mismatch", "sha256"],
+        );
+    }
+    let manifest = b.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 7");
+    std::fs::write(&manifest, text).unwrap();
+    assert_one_line_error(
+        &[
+            "eval",
+            "--model",
+            b.to_str().unwrap(),
+            "--data",
+            train.to_str().unwrap(),
+        ],
+        &["manifest.json", "format version 7"],
+    );
     // A bundle that is not there, or is corrupt.
     assert_one_line_error(
         &["eval", "--model", "/no/such/bundle", "--data", &unseen],

@@ -1,0 +1,446 @@
+//! Featurisers fit on the training texts only and stored with the model.
+//!
+//! [`TfidfParams`] → [`TfidfParams::fit`] → [`Tfidf`], whose [`Tfidf::transform`] gives sparse
+//! rows. The definitions follow scikit-learn's `TfidfVectorizer` so results compare one to one:
+//! lower-casing, word tokens of two or more word characters (`(?u)\b\w\w+\b`), character n-grams
+//! over the text with runs of white space folded to one space (`analyzer="char"`), smoothed idf
+//! `ln((1 + n) / (1 + df)) + 1`, optional sublinear tf `1 + ln(tf)`, and L2-normalised rows.
+
+use lmfuse_core::CsrMatrix;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which units n-grams are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Analyzer {
+    /// Word tokens.
+    Word,
+    /// Characters.
+    Char,
+}
+
+/// Hyperparameters of a TF-IDF vectoriser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TfidfParams {
+    /// Word or character n-grams.
+    pub analyzer: Analyzer,
+    /// Smallest n.
+    pub ngram_min: usize,
+    /// Largest n.
+    pub ngram_max: usize,
+    /// `1 + ln(tf)` instead of raw counts.
+    pub sublinear_tf: bool,
+    /// Terms in fewer training documents than this are dropped.
+    pub min_df: usize,
+}
+
+/// Invalid TF-IDF hyperparameters or input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FeatureError {
+    /// An n-gram range or count is out of bounds.
+    #[error("invalid TF-IDF parameter: {0}")]
+    Param(String),
+    /// Nothing to fit on.
+    #[error("no training texts to fit the TF-IDF vocabulary on")]
+    Empty,
+    /// Stored parts that do not fit together.
+    #[error("stored TF-IDF vocabulary has {terms} terms but {idf} idf weights")]
+    Stored {
+        /// Terms.
+        terms: usize,
+        /// Weights.
+        idf: usize,
+    },
+}
+
+impl TfidfParams {
+    /// Word 1-2 grams with sublinear tf (the issue's scikit-learn baseline).
+    pub fn words() -> Self {
+        Self {
+            analyzer: Analyzer::Word,
+            ngram_min: 1,
+            ngram_max: 2,
+            sublinear_tf: true,
+            min_df: 1,
+        }
+    }
+
+    /// Character 2-5 grams with sublinear tf.
+    pub fn chars() -> Self {
+        Self {
+            analyzer: Analyzer::Char,
+            ngram_min: 2,
+            ngram_max: 5,
+            sublinear_tf: true,
+            min_df: 1,
+        }
+    }
+
+    /// Validates the hyperparameters.
+    pub fn check(&self) -> Result<(), FeatureError> {
+        if self.ngram_min == 0 || self.ngram_min > self.ngram_max || self.ngram_max > 10 {
+            return Err(FeatureError::Param(format!(
+                "n-gram range {}..={} must satisfy 1 <= min <= max <= 10",
+                self.ngram_min, self.ngram_max
+            )));
+        }
+        if self.min_df == 0 {
+            return Err(FeatureError::Param("min_df must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The n-grams of one text, with repeats, per these parameters.
+    fn terms(&self, text: &str) -> Vec<String> {
+        let lower = text.to_lowercase();
+        let mut out = Vec::new();
+        match self.analyzer {
+            Analyzer::Word => {
+                let tokens = word_tokens(&lower);
+                for n in self.ngram_min..=self.ngram_max {
+                    for w in tokens.windows(n) {
+                        out.push(w.join(" "));
+                    }
+                }
+            }
+            Analyzer::Char => {
+                let chars: Vec<char> = fold_white_space(&lower).chars().collect();
+                for n in self.ngram_min..=self.ngram_max {
+                    for w in chars.windows(n) {
+                        out.push(w.iter().collect());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Learns the vocabulary and idf weights from `texts`.
+    pub fn fit(&self, texts: &[&str]) -> Result<Tfidf, FeatureError> {
+        self.check()?;
+        if texts.is_empty() {
+            return Err(FeatureError::Empty);
+        }
+        let per_doc: Vec<Vec<String>> = texts
+            .par_iter()
+            .map(|t| {
+                let mut terms = self.terms(t);
+                terms.sort_unstable();
+                terms.dedup();
+                terms
+            })
+            .collect();
+        let mut df: HashMap<String, usize> = HashMap::new();
+        for terms in per_doc {
+            for t in terms {
+                *df.entry(t).or_insert(0) += 1;
+            }
+        }
+        let mut terms: Vec<(String, usize)> =
+            df.into_iter().filter(|(_, d)| *d >= self.min_df).collect();
+        terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let n = texts.len() as f64;
+        let idf = terms
+            .iter()
+            .map(|(_, d)| (((1.0 + n) / (1.0 + *d as f64)).ln() + 1.0) as f32)
+            .collect();
+        let vocab = terms.into_iter().map(|(t, _)| t).collect();
+        Tfidf::from_parts(*self, vocab, idf)
+    }
+}
+
+/// Maximal runs of word characters (letters, digits, marks, `_`) of length two or more, as
+/// Python's `(?u)\b\w\w+\b`.
+fn word_tokens(text: &str) -> Vec<&str> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || is_mark(c);
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (is_word(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if text[s..i].chars().nth(1).is_some() {
+                    out.push(&text[s..i]);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        if text[s..].chars().nth(1).is_some() {
+            out.push(&text[s..]);
+        }
+    }
+    out
+}
+
+/// Combining marks count as word characters in Python's `\w` (for accents written apart).
+fn is_mark(c: char) -> bool {
+    matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+}
+
+/// Replaces every run of two or more white-space characters by one space, as scikit-learn's
+/// character analyzer (`re.sub(r"\s\s+", " ", text)`); single white-space characters stay.
+fn fold_white_space(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_whitespace() {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            if j - i >= 2 {
+                out.push(' ');
+            } else {
+                out.push(chars[i]);
+            }
+            i = j;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A fitted TF-IDF vectoriser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tfidf {
+    params: TfidfParams,
+    vocab: Vec<String>,
+    index: HashMap<String, u32>,
+    idf: Vec<f32>,
+}
+
+impl Tfidf {
+    /// Rebuilds a vectoriser from its stored vocabulary (in column order) and idf weights.
+    pub fn from_parts(
+        params: TfidfParams,
+        vocab: Vec<String>,
+        idf: Vec<f32>,
+    ) -> Result<Self, FeatureError> {
+        params.check()?;
+        if vocab.len() != idf.len() {
+            return Err(FeatureError::Stored {
+                terms: vocab.len(),
+                idf: idf.len(),
+            });
+        }
+        let index = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Ok(Self {
+            params,
+            vocab,
+            index,
+            idf,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn params(&self) -> &TfidfParams {
+        &self.params
+    }
+
+    /// Terms in column order.
+    pub fn vocab(&self) -> &[String] {
+        &self.vocab
+    }
+
+    /// Idf weight of each column.
+    pub fn idf(&self) -> &[f32] {
+        &self.idf
+    }
+
+    /// Number of columns.
+    pub fn dim(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// TF-IDF rows of `texts`, L2-normalised; unknown terms are ignored.
+    pub fn transform(&self, texts: &[&str]) -> CsrMatrix {
+        let rows: Vec<Vec<(u32, f32)>> = texts
+            .par_iter()
+            .map(|t| {
+                let mut counts: HashMap<u32, u32> = HashMap::new();
+                for term in self.params.terms(t) {
+                    if let Some(&col) = self.index.get(&term) {
+                        *counts.entry(col).or_insert(0) += 1;
+                    }
+                }
+                let mut row: Vec<(u32, f32)> = counts
+                    .into_iter()
+                    .map(|(col, tf)| {
+                        let tf = if self.params.sublinear_tf {
+                            1.0 + (tf as f64).ln()
+                        } else {
+                            tf as f64
+                        };
+                        (col, (tf * self.idf[col as usize] as f64) as f32)
+                    })
+                    .collect();
+                row.sort_unstable_by_key(|e| e.0);
+                let norm = row.iter().map(|e| (e.1 as f64).powi(2)).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    for e in row.iter_mut() {
+                        e.1 = (e.1 as f64 / norm) as f32;
+                    }
+                }
+                row
+            })
+            .collect();
+        let mut indptr = Vec::with_capacity(rows.len() + 1);
+        indptr.push(0);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for row in rows {
+            for (c, v) in row {
+                indices.push(c);
+                values.push(v);
+            }
+            indptr.push(indices.len());
+        }
+        CsrMatrix::new(texts.len(), self.dim(), indptr, indices, values)
+            .expect("rows built in range")
+    }
+}
+
+/// Places several sparse blocks side by side (scikit-learn's `FeatureUnion` / `hstack`).
+pub fn hstack(blocks: &[&CsrMatrix]) -> CsrMatrix {
+    let rows = blocks.first().map_or(0, |b| b.rows());
+    let cols: usize = blocks.iter().map(|b| b.cols()).sum();
+    let mut indptr = Vec::with_capacity(rows + 1);
+    indptr.push(0);
+    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let mut offset = 0u32;
+        for b in blocks {
+            let (c, v) = b.row(r);
+            indices.extend(c.iter().map(|&i| i + offset));
+            values.extend_from_slice(v);
+            offset += b.cols() as u32;
+        }
+        indptr.push(indices.len());
+    }
+    CsrMatrix::new(rows, cols, indptr, indices, values).expect("blocks of equal rows")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_char_grams_follow_scikit_learn() {
+        assert_eq!(
+            word_tokens("a cat's 2nd-best, x_y 中文"),
+            ["cat", "2nd", "best", "x_y", "中文"]
+        );
+        assert_eq!(fold_white_space("a  b\tc \n d"), "a b\tc d");
+        let p = TfidfParams {
+            ngram_min: 2,
+            ngram_max: 3,
+            ..TfidfParams::chars()
+        };
+        assert_eq!(p.terms("Ab c"), ["ab", "b ", " c", "ab ", "b c"]);
+        assert_eq!(
+            TfidfParams::words().terms("The cat sat"),
+            ["the", "cat", "sat", "the cat", "cat sat"]
+        );
+    }
+
+    /// Reference values from scikit-learn 1.9.1 `TfidfVectorizer(sublinear_tf=True)` with
+    /// `analyzer="word", ngram_range=(1, 2)` and `analyzer="char", ngram_range=(2, 5)`.
+    #[test]
+    fn matches_scikit_learn_tfidf() {
+        let docs = [
+            "The cat sat on the mat.",
+            "The dog  sat on the log!",
+            "Cats and dogs: friends?",
+            "一只猫 and 一只狗",
+        ];
+        let queries = ["the cat and the dog sat", "猫 sat"];
+        let check = |params: TfidfParams, dim: usize, want: &[&[(&str, f32)]]| {
+            let v = params.fit(&docs).unwrap();
+            assert_eq!(v.dim(), dim);
+            let x = v.transform(&queries);
+            for (r, expected) in want.iter().enumerate() {
+                let (cols, vals) = x.row(r);
+                let got: HashMap<&str, f32> = cols
+                    .iter()
+                    .zip(vals)
+                    .map(|(c, x)| (v_term(&v, *c), *x))
+                    .collect();
+                for (term, value) in expected.iter() {
+                    let g = got.get(term).copied().unwrap_or(f32::NAN);
+                    assert!((g - value).abs() < 1e-5, "{term:?}: {g} vs {value}");
+                }
+            }
+        };
+        fn v_term(v: &Tfidf, c: u32) -> &str {
+            &v.vocab()[c as usize]
+        }
+        check(
+            TfidfParams::words(),
+            26,
+            &[
+                &[
+                    ("and", 0.278309),
+                    ("cat", 0.352999),
+                    ("dog sat", 0.352999),
+                    ("sat", 0.278309),
+                    ("the", 0.471218),
+                    ("the dog", 0.352999),
+                ],
+                &[("sat", 1.0)],
+            ],
+        );
+        check(
+            TfidfParams::chars(),
+            204,
+            &[
+                &[
+                    (" a", 0.104532),
+                    (" and ", 0.104532),
+                    (" c", 0.132586),
+                    (" cat ", 0.132586),
+                ],
+                &[
+                    (" s", 0.371027),
+                    ("at", 0.300379),
+                    ("sat", 0.371027),
+                    ("猫 ", 0.470601),
+                ],
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_params_are_rejected() {
+        let p = TfidfParams {
+            ngram_min: 3,
+            ngram_max: 2,
+            ..TfidfParams::words()
+        };
+        assert!(p.fit(&["x"]).is_err());
+        assert_eq!(
+            TfidfParams::words().fit(&[]).unwrap_err(),
+            FeatureError::Empty
+        );
+    }
+
+    #[test]
+    fn hstack_offsets_columns() {
+        let a = CsrMatrix::new(2, 2, vec![0, 1, 2], vec![1, 0], vec![1.0, 2.0]).unwrap();
+        let b = CsrMatrix::new(2, 3, vec![0, 1, 1], vec![2], vec![3.0]).unwrap();
+        let h = hstack(&[&a, &b]);
+        assert_eq!(h.cols(), 5);
+        assert_eq!(h.row(0), (&[1u32, 4][..], &[1.0f32, 3.0][..]));
+        assert_eq!(h.row(1), (&[0u32][..], &[2.0f32][..]));
+    }
+}
