@@ -147,6 +147,15 @@ impl LogisticRegressionParams {
                     *g += r;
                 }
             }
+            if k == 2 {
+                // Two classes: class 0's weights and intercept stay at zero, which turns the
+                // softmax into scikit-learn's binomial model (one weight vector penalised
+                // once); a free two-class softmax would halve the effective penalty.
+                for g in gw.iter_mut().step_by(2) {
+                    *g = 0.0;
+                }
+                gb[0] = 0.0;
+            }
             loss + 0.5 * reg * penalty
         };
         let result = minimize(
@@ -514,6 +523,39 @@ mod tests {
             .zip(coef)
             .chain(m.intercept().iter().zip(intercept))
         {
+            assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+        }
+    }
+
+    /// scikit-learn 1.9.1 on the rows of classes 0 and 1 of the data above (binomial model):
+    /// `coef_ = [[0.717408, -0.095207, -0.531159]]`, `intercept_ = [-0.754239]`.
+    #[test]
+    fn two_classes_match_scikit_learns_binomial_model() {
+        let x: Vec<f32> = vec![
+            1.76, 0.4, 0.98, 3.74, 1.87, -0.98, 0.41, 0.14, 1.45, 2.26, 0.12, 0.44, 0.31, -0.85,
+            -2.55, 2.15, 0.86, -0.74, -0.19, 1.53, 1.47, 1.65, 0.38, -0.89, 1.23, 1.2, -0.39, 1.2,
+            -1.05, -1.42, -0.44, -1.25, 0.78, -0.11, -0.21, -0.9, -0.03, 0.43, 0.07, 1.8, -0.63,
+            -0.36, -1.73, 0.18, -0.4, -0.13, 0.46, -0.91,
+        ];
+        let y: Vec<usize> = (0..16).map(|i| i % 2).collect();
+        let features = Features::Dense(DenseMatrix::new(16, 3, x).unwrap());
+        let m = LogisticRegressionParams {
+            c: 0.5,
+            tol: 1e-10,
+            max_iter: 10_000,
+            ..Default::default()
+        }
+        .fit(&features, &y, 2)
+        .unwrap();
+        // Class 0 holds zeros; class 1 holds scikit-learn's single vector.
+        let want = [0.717408, -0.095207, -0.531159];
+        for (pair, want) in m.coef().chunks(2).zip(want) {
+            assert_eq!(pair[0], 0.0);
+            assert!((pair[1] as f64 - want).abs() < 1e-4, "{:?}", m.coef());
+        }
+        assert!((m.intercept()[1] - m.intercept()[0] - -0.754239f32).abs() < 1e-4);
+        let p = m.predict_proba(&features).unwrap();
+        for (got, want) in p.iter().zip([0.512552, 0.487448, 0.093523, 0.906477]) {
             assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
         }
     }
