@@ -1,5 +1,6 @@
-//! Model bundles: a folder with `manifest.json` (versioned metadata) and `weights.safetensors`
-//! (every tensor of the featurisers and the head, f32). No pickle, no opaque blobs.
+//! Model bundles: a folder with `manifest.json` (versioned metadata), `weights.safetensors`
+//! (every tensor of the featurisers and the head, f32) and named JSON files for what is not a
+//! tensor (vocabularies). No pickle, no opaque blobs.
 //!
 //! [`save`] writes the whole folder beside the destination, fsyncs it, and swaps it in with one
 //! atomic rename (`renameat2(RENAME_EXCHANGE)` when a bundle is already there), so an
@@ -115,6 +116,8 @@ pub struct Bundle {
     pub manifest: Manifest,
     /// Tensors by name.
     pub tensors: BTreeMap<String, Tensor>,
+    /// JSON files by name (checksummed like the weights).
+    pub json: BTreeMap<String, serde_json::Value>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -163,18 +166,47 @@ fn weights_bytes(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, String> 
     safetensors::serialize(views, None).map_err(|e| e.to_string())
 }
 
-/// Writes a bundle to folder `dir` atomically; `manifest.files` is filled in here.
+/// Whether `name` can be a JSON file of a bundle: `*.json`, a plain file name, not the manifest.
+fn valid_json_name(name: &str) -> bool {
+    name.ends_with(".json")
+        && name != MANIFEST
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Writes a bundle to folder `dir` atomically: `tensors` into the weights file, each entry of
+/// `json` into its own file. `manifest.files` is filled in here.
 pub fn save(
     dir: &Path,
     mut manifest: Manifest,
     tensors: &BTreeMap<String, Tensor>,
+    json: &BTreeMap<String, serde_json::Value>,
 ) -> Result<(), BundleError> {
     let weights = weights_bytes(tensors).map_err(|message| BundleError::Weights {
         path: dir.join(WEIGHTS),
         message,
     })?;
+    let mut extra_files = Vec::with_capacity(json.len());
+    for (name, value) in json {
+        if !valid_json_name(name) {
+            return Err(BundleError::Manifest {
+                path: dir.join(MANIFEST),
+                message: format!("{name:?} is not a valid name for a bundle JSON file"),
+            });
+        }
+        let bytes = serde_json::to_vec(value).map_err(|e| BundleError::Manifest {
+            path: dir.join(name),
+            message: e.to_string(),
+        })?;
+        extra_files.push((name.clone(), bytes));
+    }
     manifest.format_version = FORMAT_VERSION;
     manifest.files = BTreeMap::from([(WEIGHTS.to_string(), sha256_hex(&weights))]);
+    for (name, bytes) in &extra_files {
+        manifest.files.insert(name.clone(), sha256_hex(bytes));
+    }
     let mut manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest {
             path: dir.join(MANIFEST),
@@ -202,6 +234,9 @@ pub fn save(
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
     let staged = (|| {
         write_synced(&tmp.join(WEIGHTS), &weights)?;
+        for (name, bytes) in &extra_files {
+            write_synced(&tmp.join(name), bytes)?;
+        }
         write_synced(&tmp.join(MANIFEST), &manifest_bytes)?;
         sync_dir(&tmp)
     })();
@@ -369,12 +404,47 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
             },
         );
     }
-    Ok(Bundle { manifest, tensors })
+    let mut json = BTreeMap::new();
+    for (name, expected) in manifest.files.iter().filter(|(n, _)| n.as_str() != WEIGHTS) {
+        let path = dir.join(name);
+        if !valid_json_name(name) {
+            return Err(BundleError::Manifest {
+                path: manifest_path.clone(),
+                message: format!("file {name:?} is not a valid bundle file name"),
+            });
+        }
+        let bytes = read(&path)?;
+        let actual = sha256_hex(&bytes);
+        if &actual != expected {
+            return Err(BundleError::Checksum {
+                path,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| BundleError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        json.insert(name.clone(), value);
+    }
+    Ok(Bundle {
+        manifest,
+        tensors,
+        json,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json() -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([(
+            "vocab.json".to_string(),
+            serde_json::json!(["a", "b c", "中"]),
+        )])
+    }
 
     fn sample(version: &str) -> (Manifest, BTreeMap<String, Tensor>) {
         let manifest = Manifest {
@@ -409,8 +479,8 @@ mod tests {
         let (m, t) = sample("a");
         let a = dir.path().join("a");
         let b = dir.path().join("b");
-        save(&a, m.clone(), &t).unwrap();
-        save(&b, m.clone(), &t).unwrap();
+        save(&a, m.clone(), &t, &json()).unwrap();
+        save(&b, m.clone(), &t, &json()).unwrap();
         for f in [MANIFEST, WEIGHTS] {
             assert_eq!(
                 std::fs::read(a.join(f)).unwrap(),
@@ -420,24 +490,32 @@ mod tests {
         }
         let loaded = load(&a).unwrap();
         assert_eq!(loaded.tensors, t);
+        assert_eq!(loaded.json, json());
         assert_eq!(loaded.manifest.model, m.model);
         // Overwrite in place: the new one is there, no temp folders left.
         let (m2, mut t2) = sample("b");
         t2.get_mut("head.intercept").unwrap().data = vec![7.0, 8.0];
-        save(&a, m2, &t2).unwrap();
+        save(&a, m2, &t2, &json()).unwrap();
         assert_eq!(load(&a).unwrap().tensors, t2);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        // A JSON file that was changed or removed is caught.
+        std::fs::write(a.join("vocab.json"), "[\"x\"]").unwrap();
+        let e = load(&a).unwrap_err().to_string();
+        assert!(e.contains("vocab.json") && e.contains("sha256"), "{e}");
+        std::fs::remove_file(a.join("vocab.json")).unwrap();
+        let e = load(&a).unwrap_err().to_string();
+        assert!(e.contains("vocab.json") && e.contains("missing"), "{e}");
     }
 
     fn corrupt_case(edit: impl FnOnce(&Path)) -> String {
         let dir = tempfile::tempdir().unwrap();
         let (m, t) = sample("x");
         let b = dir.path().join("bundle");
-        save(&b, m, &t).unwrap();
+        save(&b, m, &t, &json()).unwrap();
         edit(&b);
         load(&b).unwrap_err().to_string()
     }
@@ -489,7 +567,7 @@ mod tests {
         let (m, mut t) = sample("x");
         t.get_mut("head.coef").unwrap().shape = vec![4, 4];
         let b = dir.path().join("bundle");
-        let e = save(&b, m, &t).unwrap_err().to_string();
+        let e = save(&b, m, &t, &json()).unwrap_err().to_string();
         assert!(e.contains("head.coef"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -509,7 +587,7 @@ mod tests {
         t.insert("big".into(), big);
         for i in 0.. {
             t.get_mut("head.intercept").unwrap().data = vec![i as f32, -(i as f32)];
-            save(Path::new(&dir), m.clone(), &t).unwrap();
+            save(Path::new(&dir), m.clone(), &t, &json()).unwrap();
         }
     }
 
@@ -518,7 +596,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = dir.path().join("bundle");
         let (m, t) = sample("first");
-        save(&b, m, &t).unwrap();
+        save(&b, m, &t, &json()).unwrap();
         let exe = std::env::current_exe().unwrap();
         for round in 0..20u64 {
             let mut child = std::process::Command::new(&exe)

@@ -10,7 +10,9 @@ use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::{Format, LabelledTexts};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
 use lmfuse_metrics::Report;
-use lmfuse_train::{Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TrainOptions};
+use lmfuse_train::{
+    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer, TrainOptions,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -66,6 +68,8 @@ pub enum HeadArg {
 pub enum FeatureArg {
     /// Sentence embeddings of the encoder.
     Emb,
+    /// TF-IDF of word 1-2-grams and of character 2-5-grams (sublinear tf), fit on train.
+    Tfidf,
 }
 
 /// Class weighting `--class-weight` accepts.
@@ -142,7 +146,7 @@ struct TrainReport {
     bundle: String,
     encoder: String,
     head: &'static str,
-    features: Vec<&'static str>,
+    features: Vec<String>,
     labels: Vec<String>,
     data: DataReport,
     c: f64,
@@ -169,16 +173,23 @@ fn subset(data: &LabelledTexts, idx: &[usize]) -> LabelledTexts {
     }
 }
 
-/// Encodes `texts` to a dense feature matrix through the cache.
+/// The feature rows of `texts`: the TF-IDF blocks of `text_features`, then the encoder's
+/// embeddings (through the cache) when `emb` is set.
 fn featurize(
     texts: &[String],
-    files: &ModelFiles,
-    options: &LoadOptions,
+    text_features: &TextFeaturizer,
+    emb: Option<(&ModelFiles, &LoadOptions)>,
     cache: Option<&mut EmbeddingCache>,
     quiet: bool,
 ) -> anyhow::Result<Features> {
-    let (emb, _) = embed_texts(texts, files, options, cache, quiet)?;
-    Ok(Features::Dense(DenseMatrix::from(emb)))
+    let dense = match emb {
+        Some((files, options)) => Some(DenseMatrix::from(
+            embed_texts(texts, files, options, cache, quiet)?.0,
+        )),
+        None => None,
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(text_features.features(&refs, dense)?)
 }
 
 /// Runs `lmfuse train`.
@@ -266,10 +277,27 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let fingerprint = options.fingerprint(&files)?;
     let mut cache = args.cache.open()?;
     let t = Instant::now();
-    let x_train = featurize(&train.texts, &files, &options, cache.as_mut(), quiet)?;
-    let x_dev = featurize(&dev.texts, &files, &options, cache.as_mut(), quiet)?;
-    let x_test = featurize(&test.texts, &files, &options, cache.as_mut(), quiet)?;
+    let use_emb = args.features.contains(&FeatureArg::Emb);
+    let text_features = if args.features.contains(&FeatureArg::Tfidf) {
+        let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
+        TextFeaturizer::fit(&refs)?
+    } else {
+        TextFeaturizer::default()
+    };
+    let emb = use_emb.then_some((&files, &options));
+    let x_train = featurize(&train.texts, &text_features, emb, cache.as_mut(), quiet)?;
+    let x_dev = featurize(&dev.texts, &text_features, emb, cache.as_mut(), quiet)?;
+    let x_test = featurize(&test.texts, &text_features, emb, cache.as_mut(), quiet)?;
     let embed_seconds = t.elapsed().as_secs_f64();
+    let mut feature_names: Vec<String> =
+        text_features.blocks().map(|(n, _)| n.to_string()).collect();
+    if use_emb {
+        feature_names.push("emb".into());
+    }
+    let tfidf_params = text_features
+        .blocks()
+        .map(|(n, t)| (n.to_string(), *t.params()))
+        .collect();
 
     let t = Instant::now();
     let train_options = TrainOptions {
@@ -298,7 +326,8 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             dim: files.config.hidden_size,
         },
         labels: labels.names().to_vec(),
-        features: vec!["emb".into()],
+        features: feature_names.clone(),
+        tfidf: tfidf_params,
         head: HeadCard {
             kind: HeadKind::Logreg,
             params: LogisticRegressionParams {
@@ -325,16 +354,17 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         card,
         labels: labels.clone(),
         head: selection.model,
+        text_features,
     };
-    let (manifest, tensors) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
-    lmfuse_bundle::save(&args.out, manifest, &tensors)
+    let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
+    lmfuse_bundle::save(&args.out, manifest, &tensors, &json)
         .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
 
     let report = TrainReport {
         bundle: args.out.display().to_string(),
         encoder: files.reference.clone(),
         head: "logreg",
-        features: vec!["emb"],
+        features: feature_names,
         labels: labels.names().to_vec(),
         data: data_report,
         c: selection.c,
@@ -342,7 +372,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         dev: selection.dev,
         test: test_report,
         seconds: BTreeMap::from([
-            ("embed", embed_seconds),
+            ("features", embed_seconds),
             ("fit", fit_seconds),
             ("total", started.elapsed().as_secs_f64()),
         ]),
@@ -351,9 +381,10 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
-            "trained logreg on {} texts ({} classes) with {}; C = {} chosen on dev ({})",
+            "trained logreg on {} texts ({} classes), features {} ({}); C = {} chosen on dev ({})",
             report.data.train,
             labels.len(),
+            report.features.join("+"),
             report.encoder,
             report.c,
             report.data.dev_source
@@ -361,7 +392,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         print_reports(&[("dev", &report.dev), ("test", &report.test)]);
         print_details("test", &report.test);
         eprintln!(
-            "saved bundle to {} ({:.1} s: embed {:.1} s, fit {:.1} s)",
+            "saved bundle to {} ({:.1} s: features {:.1} s, fit {:.1} s)",
             report.bundle, report.seconds["total"], embed_seconds, fit_seconds
         );
     }
@@ -444,6 +475,25 @@ struct Loaded {
     options: LoadOptions,
 }
 
+impl Loaded {
+    /// The feature rows of `texts` for this classifier.
+    fn features(
+        &self,
+        texts: &[String],
+        cache: Option<&mut EmbeddingCache>,
+        quiet: bool,
+    ) -> anyhow::Result<Features> {
+        let emb = self.classifier.card.features.iter().any(|f| f == "emb");
+        featurize(
+            texts,
+            &self.classifier.text_features,
+            emb.then_some((&self.files, &self.options)),
+            cache,
+            quiet,
+        )
+    }
+}
+
 /// Loads the bundle in `dir` and the encoder it was trained with (or `encoder`, which must
 /// have the same weights).
 fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<Loaded> {
@@ -519,13 +569,7 @@ pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let y =
         lmfuse_train::encode_labels(&loaded.classifier.labels, &data.labels, &name, &data.lines)?;
     let mut cache = args.cache.open()?;
-    let x = featurize(
-        &data.texts,
-        &loaded.files,
-        &loaded.options,
-        cache.as_mut(),
-        quiet || args.json,
-    )?;
+    let x = loaded.features(&data.texts, cache.as_mut(), quiet || args.json)?;
     let proba = loaded.classifier.predict_proba(&x)?;
     let report = lmfuse_metrics::evaluate(&y, &proba, loaded.classifier.labels.names())?;
     if args.json {
@@ -575,13 +619,7 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
     let texts = read_input(&args.input, args.format, &args.text_col)?;
     let mut cache = args.cache.open()?;
     let to_stdout = args.output == Path::new("-");
-    let x = featurize(
-        &texts,
-        &loaded.files,
-        &loaded.options,
-        cache.as_mut(),
-        quiet || to_stdout,
-    )?;
+    let x = loaded.features(&texts, cache.as_mut(), quiet || to_stdout)?;
     let proba = loaded.classifier.predict_proba(&x)?;
     let labels = &loaded.classifier.labels;
     let k = labels.len();

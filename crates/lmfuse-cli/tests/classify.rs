@@ -151,6 +151,74 @@ fn train_eval_predict_round_trip_and_determinism() {
 }
 
 #[test]
+fn tfidf_and_fused_features_round_trip_through_a_bundle() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    for features in ["tfidf", "tfidf,emb"] {
+        let b = dir.path().join(features.replace(',', "-"));
+        let args = [
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--test",
+            test.to_str().unwrap(),
+            "--features",
+            features,
+            "--out",
+            b.to_str().unwrap(),
+            "--json",
+        ];
+        let r = ok_json(&args, &cache);
+        assert!(
+            r["test"]["accuracy"].as_f64().unwrap() >= 0.9,
+            "{features}: {r}"
+        );
+        assert!(
+            b.join("tfidf_word.vocab.json").is_file() && b.join("tfidf_char.vocab.json").is_file()
+        );
+        let e = ok_json(
+            &[
+                "eval",
+                "--model",
+                b.to_str().unwrap(),
+                "--data",
+                test.to_str().unwrap(),
+                "--json",
+            ],
+            &cache,
+        );
+        assert_eq!(e["test"]["log_loss"], r["test"]["log_loss"], "{features}");
+        // Determinism with sparse features too.
+        let b2 = dir.path().join("again");
+        let mut again = args;
+        let b2s = b2.to_str().unwrap().to_string();
+        again[10] = &b2s;
+        ok_json(&again, &cache);
+        for f in [
+            "weights.safetensors",
+            "tfidf_word.vocab.json",
+            "tfidf_char.vocab.json",
+        ] {
+            assert_eq!(
+                std::fs::read(b.join(f)).unwrap(),
+                std::fs::read(b2.join(f)).unwrap(),
+                "{features}: {f}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_training_data_gives_one_clear_error_line() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();

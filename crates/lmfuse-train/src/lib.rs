@@ -6,7 +6,8 @@
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{ClassWeight, ClassicError, LogisticRegression, LogisticRegressionParams};
-use lmfuse_core::{EncoderFingerprint, Features, LabelSet};
+use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
+use lmfuse_features::{Tfidf, TfidfParams};
 use lmfuse_metrics::{MetricsError, Report};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -193,8 +194,11 @@ pub struct ModelCard {
     pub encoder: EncoderInfo,
     /// Class names in index order.
     pub labels: Vec<String>,
-    /// Feature blocks, in concatenation order.
+    /// Feature blocks, in concatenation order: `tfidf_word`, `tfidf_char`, `emb`.
     pub features: Vec<String>,
+    /// TF-IDF settings, by block name.
+    #[serde(default)]
+    pub tfidf: BTreeMap<String, TfidfParams>,
     /// The head and its hyperparameters.
     pub head: HeadCard,
     /// Where the model came from.
@@ -214,6 +218,77 @@ pub struct HeadCard {
     pub n_features: usize,
 }
 
+/// The TF-IDF blocks of a classifier, fit on its training texts.
+#[derive(Debug, Clone, Default)]
+pub struct TextFeaturizer {
+    /// Word n-grams.
+    pub word: Option<Tfidf>,
+    /// Character n-grams.
+    pub char: Option<Tfidf>,
+}
+
+impl TextFeaturizer {
+    /// Fits word 1-2-gram and character 2-5-gram TF-IDF (sublinear tf) on `texts`.
+    pub fn fit(texts: &[&str]) -> Result<Self, TrainError> {
+        let fit = |p: TfidfParams| p.fit(texts).map_err(|e| TrainError::Option(e.to_string()));
+        Ok(Self {
+            word: Some(fit(TfidfParams::words())?),
+            char: Some(fit(TfidfParams::chars())?),
+        })
+    }
+
+    /// Whether there is any TF-IDF block.
+    pub fn is_empty(&self) -> bool {
+        self.word.is_none() && self.char.is_none()
+    }
+
+    /// The blocks present, with their names, in column order.
+    pub fn blocks(&self) -> impl Iterator<Item = (&'static str, &Tfidf)> {
+        [
+            ("tfidf_word", self.word.as_ref()),
+            ("tfidf_char", self.char.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(n, t)| t.map(|t| (n, t)))
+    }
+
+    /// The feature rows of `texts`: TF-IDF blocks then `emb` (when given), side by side; dense
+    /// when there is no TF-IDF block.
+    pub fn features(
+        &self,
+        texts: &[&str],
+        emb: Option<DenseMatrix>,
+    ) -> Result<Features, TrainError> {
+        if self.is_empty() {
+            return emb
+                .map(Features::Dense)
+                .ok_or_else(|| TrainError::Option("no feature block".into()));
+        }
+        let mut blocks: Vec<CsrMatrix> = self.blocks().map(|(_, t)| t.transform(texts)).collect();
+        if let Some(e) = emb {
+            blocks.push(dense_to_csr(&e));
+        }
+        let refs: Vec<&CsrMatrix> = blocks.iter().collect();
+        Ok(Features::Sparse(lmfuse_features::hstack(&refs)))
+    }
+}
+
+fn dense_to_csr(m: &DenseMatrix) -> CsrMatrix {
+    let mut indptr = Vec::with_capacity(m.rows() + 1);
+    indptr.push(0);
+    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    for r in 0..m.rows() {
+        for (c, v) in m.row(r).iter().enumerate() {
+            if *v != 0.0 {
+                indices.push(c as u32);
+                values.push(*v);
+            }
+        }
+        indptr.push(indices.len());
+    }
+    CsrMatrix::new(m.rows(), m.cols(), indptr, indices, values).expect("built in range")
+}
+
 /// A trained text classifier: encoder reference, labels and head.
 #[derive(Debug, Clone)]
 pub struct Classifier {
@@ -223,6 +298,8 @@ pub struct Classifier {
     pub labels: LabelSet,
     /// The head.
     pub head: LogisticRegression,
+    /// TF-IDF blocks.
+    pub text_features: TextFeaturizer,
 }
 
 const COEF: &str = "head.coef";
@@ -240,7 +317,11 @@ impl Classifier {
         &self,
         lmfuse_version: &str,
         created_at: &str,
-    ) -> (Manifest, BTreeMap<String, Tensor>) {
+    ) -> (
+        Manifest,
+        BTreeMap<String, Tensor>,
+        BTreeMap<String, serde_json::Value>,
+    ) {
         let manifest = Manifest {
             format_version: lmfuse_bundle::FORMAT_VERSION,
             lmfuse_version: lmfuse_version.to_string(),
@@ -249,7 +330,7 @@ impl Classifier {
             files: BTreeMap::new(),
         };
         let (d, k) = (self.head.n_features(), self.head.n_classes());
-        let tensors = BTreeMap::from([
+        let mut tensors = BTreeMap::from([
             (
                 COEF.to_string(),
                 Tensor {
@@ -265,7 +346,18 @@ impl Classifier {
                 },
             ),
         ]);
-        (manifest, tensors)
+        let mut json = BTreeMap::new();
+        for (name, t) in self.text_features.blocks() {
+            tensors.insert(
+                format!("{name}.idf"),
+                Tensor {
+                    shape: vec![t.dim()],
+                    data: t.idf().to_vec(),
+                },
+            );
+            json.insert(format!("{name}.vocab.json"), serde_json::json!(t.vocab()));
+        }
+        (manifest, tensors, json)
     }
 
     /// Rebuilds a classifier from a loaded bundle, checking that its parts agree.
@@ -306,15 +398,47 @@ impl Classifier {
             }
             Ok(t.data.clone())
         };
+        let mut text_features = TextFeaturizer::default();
+        let mut width = 0;
+        let bad = |message: String| TrainError::Bundle {
+            what: "features",
+            message,
+        };
+        for name in &card.features {
+            match name.as_str() {
+                "emb" => width += card.encoder.dim,
+                "tfidf_word" | "tfidf_char" => {
+                    let params = *card
+                        .tfidf
+                        .get(name)
+                        .ok_or_else(|| bad(format!("no settings for feature block {name:?}")))?;
+                    let file = format!("{name}.vocab.json");
+                    let value = bundle
+                        .json
+                        .get(&file)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("{file} is missing")))?;
+                    let vocab: Vec<String> =
+                        serde_json::from_value(value).map_err(|e| bad(format!("{file}: {e}")))?;
+                    let idf = tensor(&format!("{name}.idf"), vec![vocab.len()])?;
+                    let t =
+                        Tfidf::from_parts(params, vocab, idf).map_err(|e| bad(e.to_string()))?;
+                    width += t.dim();
+                    if name == "tfidf_word" {
+                        text_features.word = Some(t);
+                    } else {
+                        text_features.char = Some(t);
+                    }
+                }
+                other => return Err(bad(format!("unknown feature block {other:?}"))),
+            }
+        }
         let (d, k) = (card.head.n_features, labels.len());
-        if d != card.encoder.dim || card.features != ["emb"] {
-            return Err(TrainError::Bundle {
-                what: "features",
-                message: format!(
-                    "features {:?} of width {d} do not match encoder dimension {}",
-                    card.features, card.encoder.dim
-                ),
-            });
+        if d != width {
+            return Err(bad(format!(
+                "the head takes {d} features but the blocks {:?} give {width}",
+                card.features
+            )));
         }
         let head = LogisticRegression::from_parts(
             d,
@@ -322,7 +446,12 @@ impl Classifier {
             tensor(COEF, vec![d, k])?,
             tensor(INTERCEPT, vec![k])?,
         )?;
-        Ok(Self { card, labels, head })
+        Ok(Self {
+            card,
+            labels,
+            head,
+            text_features,
+        })
     }
 }
 
@@ -372,6 +501,7 @@ mod tests {
             },
             labels: labels.names().to_vec(),
             features: vec!["emb".into()],
+            tfidf: BTreeMap::new(),
             head: HeadCard {
                 kind: HeadKind::Logreg,
                 params: LogisticRegressionParams {
@@ -387,10 +517,11 @@ mod tests {
             card,
             labels,
             head: sel.model,
+            text_features: TextFeaturizer::default(),
         };
-        let (m, t) = clf.to_bundle("0.1.0", "now");
+        let (m, t, j) = clf.to_bundle("0.1.0", "now");
         let dir = tempfile::tempdir().unwrap();
-        lmfuse_bundle::save(&dir.path().join("b"), m, &t).unwrap();
+        lmfuse_bundle::save(&dir.path().join("b"), m, &t, &j).unwrap();
         let back =
             Classifier::from_bundle(&lmfuse_bundle::load(&dir.path().join("b")).unwrap()).unwrap();
         assert_eq!(
