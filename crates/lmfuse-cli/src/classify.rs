@@ -214,25 +214,24 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
 
     // Held-out parts: given files, else stratified slices of train (test first, then dev).
     let mut remaining: Vec<usize> = (0..train.texts.len()).collect();
-    let mut carve = |what: &str, seed: u64| -> LabelledTexts {
+    let mut carve = |seed: u64| -> LabelledTexts {
         let y: Vec<usize> = remaining.iter().map(|&i| y_all[i]).collect();
         let (keep, held) = lmfuse_data::stratified_split(&y, 0.1, seed);
         let held_rows: Vec<usize> = held.iter().map(|&k| remaining[k]).collect();
         remaining = keep.iter().map(|&k| remaining[k]).collect();
-        let _ = what;
         subset(&train, &held_rows)
     };
     let (test, test_source) = match &args.test {
         Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
         None => (
-            carve("test", args.seed),
+            carve(args.seed),
             format!("10% of {train_name} (seed {})", args.seed),
         ),
     };
     let (dev, dev_source) = match &args.dev {
         Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
         None => (
-            carve("dev", args.seed.wrapping_add(1)),
+            carve(args.seed.wrapping_add(1)),
             format!("10% of {train_name} (seed {})", args.seed.wrapping_add(1)),
         ),
     };
