@@ -5,6 +5,28 @@ mod common;
 use common::{assert_one_line_error, ok_json, run, tiny_model};
 use std::path::{Path, PathBuf};
 
+/// `lmfuse train --model MODEL --train TRAIN --out OUT --json EXTRA...`, parsed.
+fn train_json(
+    model: &str,
+    train: &Path,
+    out: &Path,
+    extra: &[&str],
+    cache: &Path,
+) -> serde_json::Value {
+    let mut args = vec![
+        "train",
+        "--model",
+        model,
+        "--train",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    ok_json(&args, cache)
+}
+
 /// A small two-class set where the words decide the label.
 fn write_set(path: &Path, n: usize, offset: usize) {
     let good = ["great", "excellent", "lovely", "wonderful", "superb"];
@@ -43,44 +65,15 @@ fn train_eval_predict_round_trip_and_determinism() {
     );
     write_set(&train, 120, 0);
     write_set(&test, 40, 1000);
-    let t = train.to_str().unwrap();
     let b1 = dir.path().join("b1");
     let b2 = dir.path().join("b2");
-    let r1 = ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            t,
-            "--test",
-            test.to_str().unwrap(),
-            "--out",
-            b1.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    let r1 = train_json(m, &train, &b1, &["--test", test.to_str().unwrap()], &cache);
     assert!(r1["test"]["accuracy"].as_f64().unwrap() >= 0.9, "{r1}");
     assert!(r1["dev"]["macro_f1"].is_number());
     assert_eq!(r1["data"]["dev"], 12);
     assert_eq!(r1["labels"], serde_json::json!(["neg", "pos"]));
     // Same data, same seed: identical bundle but for created_at.
-    ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            t,
-            "--test",
-            test.to_str().unwrap(),
-            "--out",
-            b2.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    train_json(m, &train, &b2, &["--test", test.to_str().unwrap()], &cache);
     assert_eq!(
         std::fs::read(b1.join("weights.safetensors")).unwrap(),
         std::fs::read(b2.join("weights.safetensors")).unwrap()
@@ -290,19 +283,7 @@ fn bad_training_data_gives_one_clear_error_line() {
     // A bundle used with an encoder other than the one it was trained with.
     let b = dir.path().join("good-bundle");
     let cache = dir.path().join("cache");
-    ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            train.to_str().unwrap(),
-            "--out",
-            b.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    train_json(m, &train, &b, &[], &cache);
     let other = common::workspace().join("models/all-MiniLM-L6-v2");
     if other.is_dir() {
         assert_one_line_error(
@@ -349,19 +330,7 @@ fn empty_texts_and_a_10_mb_line_are_handled() {
     let train = dir.path().join("train.jsonl");
     write_set(&train, 60, 0);
     let b = dir.path().join("b");
-    ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            train.to_str().unwrap(),
-            "--out",
-            b.to_str().unwrap(),
-            "--json",
-        ],
-        &cache,
-    );
+    train_json(m, &train, &b, &[], &cache);
     // Empty texts are valid inputs (the encoder sees [CLS] [SEP]); a 10 MB line is truncated
     // at the model's maximum length.
     let big = "word ".repeat(2_000_000);
