@@ -284,9 +284,18 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         TextFeaturizer::default()
     };
     let emb = use_emb.then_some((&files, &options));
-    let x_train = featurize(&train.texts, &text_features, emb, cache.as_mut(), quiet)?;
-    let x_dev = featurize(&dev.texts, &text_features, emb, cache.as_mut(), quiet)?;
-    let x_test = featurize(&test.texts, &text_features, emb, cache.as_mut(), quiet)?;
+    // One pass over all three splits: the encoder is loaded at most once.
+    let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let x_all = featurize(&all_texts, &text_features, emb, cache.as_mut(), quiet)?;
+    let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
+    let rows = |range: std::ops::Range<usize>| x_all.select_rows(&range.collect::<Vec<_>>());
+    let x_train = rows(0..n_train);
+    let x_dev = rows(n_train..n_train + n_dev);
+    let x_test = rows(n_train + n_dev..all_texts.len());
     let embed_seconds = t.elapsed().as_secs_f64();
     let mut feature_names: Vec<String> =
         text_features.blocks().map(|(n, _)| n.to_string()).collect();

@@ -157,21 +157,8 @@ fn tfidf_and_fused_features_round_trip_through_a_bundle() {
     write_set(&test, 40, 1000);
     for features in ["tfidf", "tfidf,emb"] {
         let b = dir.path().join(features.replace(',', "-"));
-        let args = [
-            "train",
-            "--model",
-            m,
-            "--train",
-            train.to_str().unwrap(),
-            "--test",
-            test.to_str().unwrap(),
-            "--features",
-            features,
-            "--out",
-            b.to_str().unwrap(),
-            "--json",
-        ];
-        let r = ok_json(&args, &cache);
+        let extra = ["--test", test.to_str().unwrap(), "--features", features];
+        let r = train_json(m, &train, &b, &extra, &cache);
         assert!(
             r["test"]["accuracy"].as_f64().unwrap() >= 0.9,
             "{features}: {r}"
@@ -193,10 +180,7 @@ fn tfidf_and_fused_features_round_trip_through_a_bundle() {
         assert_eq!(e["test"]["log_loss"], r["test"]["log_loss"], "{features}");
         // Determinism with sparse features too.
         let b2 = dir.path().join("again");
-        let mut again = args;
-        let b2s = b2.to_str().unwrap().to_string();
-        again[10] = &b2s;
-        ok_json(&again, &cache);
+        train_json(m, &train, &b2, &extra, &cache);
         for f in [
             "weights.safetensors",
             "tfidf_word.vocab.json",
