@@ -3,9 +3,11 @@
 //! Hyperparameters and fitted models are separate types: `*Params` is validated by `check()`
 //! and consumed by `fit`, which returns the fitted model with `predict_proba`.
 
+pub mod head;
 mod lbfgs;
 pub mod logreg;
 
+pub use head::{check_width, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
 
@@ -58,6 +60,22 @@ pub enum ClassicError {
         row: usize,
         /// Column.
         col: usize,
+    },
+    /// A stored model tensor is missing or does not fit the model.
+    #[error("stored tensor {tensor:?}: {reason}")]
+    Stored {
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The head needs dense features but got sparse ones.
+    #[error("the {head} head needs dense features (emb, tab); got {cols} sparse columns (TF-IDF)")]
+    NeedsDense {
+        /// Head name.
+        head: &'static str,
+        /// Sparse columns given.
+        cols: usize,
     },
     /// Features of another width than the model was fit on.
     #[error("features have {got} columns, the model was fit on {expected}")]

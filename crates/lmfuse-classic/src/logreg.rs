@@ -6,11 +6,13 @@
 //! also train on sparse TF-IDF rows, which linfa's dense ndarray interface cannot take.
 
 use crate::lbfgs::{minimize, LbfgsOptions};
-use crate::{check_training_data, ClassicError};
+use crate::{check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
 use gemm::Parallelism;
+use lmfuse_core::Tensor;
 use lmfuse_core::{DenseMatrix, Features};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How training examples are weighted by class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -260,8 +262,63 @@ impl LogisticRegression {
     }
 }
 
+impl FitHead for LogisticRegressionParams {
+    type Model = LogisticRegression;
+
+    fn check(&self) -> Result<(), ClassicError> {
+        LogisticRegressionParams::check(self)
+    }
+
+    fn fit(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+    ) -> Result<LogisticRegression, ClassicError> {
+        LogisticRegressionParams::fit(self, x, y, n_classes)
+    }
+
+    fn restore(
+        &self,
+        n_features: usize,
+        n_classes: usize,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<LogisticRegression, ClassicError> {
+        let coef = stored_f32(tensors, "coef", Some(&[n_features, n_classes]))?;
+        let intercept = stored_f32(tensors, "intercept", Some(&[n_classes]))?;
+        LogisticRegression::from_parts(n_features, n_classes, coef.to_vec(), intercept.to_vec())
+    }
+}
+
+impl ProbaHead for LogisticRegression {
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        LogisticRegression::predict_proba(self, x)
+    }
+
+    fn to_tensors(&self) -> BTreeMap<String, Tensor> {
+        BTreeMap::from([
+            (
+                "coef".to_string(),
+                Tensor::f32(vec![self.n_features, self.n_classes], self.coef.clone()),
+            ),
+            (
+                "intercept".to_string(),
+                Tensor::f32(vec![self.n_classes], self.intercept.clone()),
+            ),
+        ])
+    }
+}
+
 /// Features in the form the solver multiplies: dense rows widened to f64 once, or CSR.
-enum Design<'a> {
+pub(crate) enum Design<'a> {
     Dense {
         rows: usize,
         cols: usize,
@@ -280,7 +337,7 @@ fn parallelism(work: usize) -> Parallelism {
 }
 
 impl<'a> Design<'a> {
-    fn new(x: &'a Features) -> Self {
+    pub(crate) fn new(x: &'a Features) -> Self {
         match x {
             Features::Dense(m) => Self::dense(m),
             Features::Sparse(m) => Design::Sparse(m),
@@ -296,7 +353,7 @@ impl<'a> Design<'a> {
     }
 
     /// `z (n×k) = X·W + b`, `W` being `d×k` row-major.
-    fn scores(&self, w: &[f64], b: &[f64], k: usize, z: &mut [f64]) {
+    pub(crate) fn scores(&self, w: &[f64], b: &[f64], k: usize, z: &mut [f64]) {
         for row in z.chunks_exact_mut(k) {
             row.copy_from_slice(b);
         }
@@ -343,7 +400,7 @@ impl<'a> Design<'a> {
     }
 
     /// `g (d×k) = Xᵀ·r`, `r` being `n×k` row-major.
-    fn transpose_times(&self, r: &[f64], k: usize, g: &mut [f64]) {
+    pub(crate) fn transpose_times(&self, r: &[f64], k: usize, g: &mut [f64]) {
         match self {
             Design::Dense { rows, cols, data } => {
                 let (n, d) = (*rows, *cols);

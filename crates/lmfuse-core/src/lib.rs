@@ -6,9 +6,11 @@
 
 mod labels;
 mod matrix;
+mod tensor;
 
 pub use labels::{LabelSet, SeededRng};
 pub use matrix::{CsrMatrix, DenseMatrix, Features, MatrixShapeError};
+pub use tensor::{Tensor, TensorData};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
