@@ -33,33 +33,7 @@ for s in $sets; do
   d="$out/$s"
   mkdir -p "$d"
   # Normalise to JSONL text/label and make the dev slice where there is none.
-  python3 - "$data/$s" "$d" <<'PY'
-import csv, json, os, random, sys
-src, dst = sys.argv[1], sys.argv[2]
-def load(name):
-    if os.path.exists(f"{src}/{name}.jsonl"):
-        return [json.loads(l) for l in open(f"{src}/{name}.jsonl", encoding="utf-8") if l.strip()]
-    if os.path.exists(f"{src}/{name}.csv"):
-        return [{"text": r["text"], "label": r["category"]} for r in csv.DictReader(open(f"{src}/{name}.csv", encoding="utf-8"))]
-    return None
-def save(name, rows):
-    with open(f"{dst}/{name}.jsonl", "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({"text": r["text"], "label": str(r["label"])}, ensure_ascii=False) + "\n")
-train, dev, test = load("train"), load("dev"), load("test")
-if dev is None:
-    rng = random.Random(13)
-    by = {}
-    for i, r in enumerate(train):
-        by.setdefault(str(r["label"]), []).append(i)
-    held = set()
-    for label in sorted(by):
-        idx = by[label]; rng.shuffle(idx)
-        held.update(idx[:max(1, round(0.1 * len(idx)))] if len(idx) > 1 else [])
-    dev = [r for i, r in enumerate(train) if i in held]
-    train = [r for i, r in enumerate(train) if i not in held]
-save("train", train); save("dev", dev); save("test", test)
-PY
+  python3 bench/prepare_sets.py "$data/$s" "$d"
   $lm -q train --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
     --features "$features" --c-grid "$grid" --out "$d/bundle-$tag" --json > "$d/lmfuse-$tag.json"
   if [ "$py" != python3 ] && [ "$features" = emb ]; then
@@ -107,7 +81,7 @@ for s in sets:
     dside = f"{acc - 100 * sk['test_accuracy']:+.2f}" if sk else "-"
     skfit = f"{sk['fit_seconds']:.1f}" if sk else "-"
     lines.append(f"| {s} | {len(r['labels'])} | {r['data']['train']} | {r['data']['dev']} | {r['data']['test']} | "
-                 f"{r['c']:g} | {acc:.2f} | {side} | {dside} | {ref.get(s, '-')} | {(f'{acc - ref[s]:+.2f}' if s in ref else '-')} | "
+                 f"{r['selected']['value']:g} | {acc:.2f} | {side} | {dside} | {ref.get(s, '-')} | {(f'{acc - ref[s]:+.2f}' if s in ref else '-')} | "
                  f"{r['seconds']['fit']:.1f} | {skfit} |")
 text = "\n".join(lines) + "\n"
 open(results, "w").write(text)

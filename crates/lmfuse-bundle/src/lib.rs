@@ -100,14 +100,7 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
-/// One named f32 tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub data: Vec<f32>,
-}
+pub use lmfuse_core::{Tensor, TensorData};
 
 /// A loaded bundle.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,27 +131,33 @@ fn sync_dir(dir: &Path) -> Result<(), BundleError> {
 
 /// Serialises `tensors` to safetensors bytes (sorted by name, so equal input gives equal bytes).
 fn weights_bytes(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, String> {
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let raw: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
-            if t.shape.iter().product::<usize>() != t.data.len() {
+            if t.shape.iter().product::<usize>() != t.len() {
                 return Err(format!(
                     "tensor {name:?}: shape {:?} does not hold {} values",
                     t.shape,
-                    t.data.len()
+                    t.len()
                 ));
             }
-            Ok((
-                name.clone(),
-                t.shape.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ))
+            let (dtype, bytes) = match &t.data {
+                TensorData::F32(v) => (
+                    safetensors::Dtype::F32,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                TensorData::I32(v) => (
+                    safetensors::Dtype::I32,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+            };
+            Ok((name.clone(), dtype, t.shape.clone(), bytes))
         })
         .collect::<Result<_, _>>()?;
     let views = raw
         .iter()
-        .map(|(n, s, d)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+        .map(|(n, dtype, s, d)| {
+            safetensors::tensor::TensorView::new(*dtype, s.clone(), d)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| e.to_string())
         })
@@ -385,17 +384,20 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
     })?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(BundleError::Weights {
-                path: weights_path,
-                message: format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype()),
-            });
-        }
-        let data = view
+        let words = view
             .data()
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+            .map(|b| [b[0], b[1], b[2], b[3]]);
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+            safetensors::Dtype::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
+            other => {
+                return Err(BundleError::Weights {
+                    path: weights_path,
+                    message: format!("tensor {name:?} has dtype {other:?}, expected F32 or I32"),
+                })
+            }
+        };
         tensors.insert(
             name,
             Tensor {
@@ -457,17 +459,11 @@ mod tests {
         let tensors = BTreeMap::from([
             (
                 "head.coef".to_string(),
-                Tensor {
-                    shape: vec![3, 2],
-                    data: vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0],
-                },
+                Tensor::f32(vec![3, 2], vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0]),
             ),
             (
                 "head.intercept".to_string(),
-                Tensor {
-                    shape: vec![2],
-                    data: vec![0.5, -0.5],
-                },
+                Tensor::f32(vec![2], vec![0.5, -0.5]),
             ),
         ]);
         (manifest, tensors)
@@ -494,7 +490,7 @@ mod tests {
         assert_eq!(loaded.manifest.model, m.model);
         // Overwrite in place: the new one is there, no temp folders left.
         let (m2, mut t2) = sample("b");
-        t2.get_mut("head.intercept").unwrap().data = vec![7.0, 8.0];
+        t2.get_mut("head.intercept").unwrap().data = TensorData::F32(vec![7.0, 8.0]);
         save(&a, m2, &t2, &json()).unwrap();
         assert_eq!(load(&a).unwrap().tensors, t2);
         let names: Vec<String> = std::fs::read_dir(dir.path())
@@ -580,13 +576,11 @@ mod tests {
             return;
         };
         let (m, mut t) = sample("loop");
-        let big = Tensor {
-            shape: vec![512, 512],
-            data: vec![0.25; 512 * 512],
-        };
+        let big = Tensor::f32(vec![512, 512], vec![0.25; 512 * 512]);
         t.insert("big".into(), big);
         for i in 0.. {
-            t.get_mut("head.intercept").unwrap().data = vec![i as f32, -(i as f32)];
+            t.get_mut("head.intercept").unwrap().data =
+                TensorData::F32(vec![i as f32, -(i as f32)]);
             save(Path::new(&dir), m.clone(), &t, &json()).unwrap();
         }
     }
@@ -610,7 +604,7 @@ mod tests {
             child.kill().unwrap();
             child.wait().unwrap();
             let loaded = load(&b).unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert_eq!(loaded.tensors["head.intercept"].data.len(), 2);
+            assert_eq!(loaded.tensors["head.intercept"].len(), 2);
         }
     }
 }

@@ -3,13 +3,21 @@
 //! Hyperparameters and fitted models are separate types: `*Params` is validated by `check()`
 //! and consumed by `fit`, which returns the fitted model with `predict_proba`.
 
+pub mod any;
 pub mod head;
+pub mod knn;
 mod lbfgs;
 pub mod logreg;
+pub mod nb;
+pub mod svm;
 
+pub use any::{Head, HeadParams};
 pub use head::{check_width, stored_f32, stored_i32, FitHead, ProbaHead};
+pub use knn::{Knn, KnnParams, KnnWeighting};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
+pub use nb::{NaiveBayes, NaiveBayesParams, NbVariant};
+pub use svm::{LinearSvm, LinearSvmParams};
 
 use lmfuse_core::Features;
 
@@ -121,4 +129,54 @@ pub fn check_training_data(
         return Err(ClassicError::NotFinite { row, col });
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    use lmfuse_core::{CsrMatrix, DenseMatrix, Features, SeededRng};
+
+    /// `n` points in 2-D around `k` centres on a circle of radius 3, uniform noise of
+    /// half-width `noise`; labels cycle through the classes.
+    pub fn blobs(n: usize, k: usize, noise: f32, seed: u64) -> (Features, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let mut u = || (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0;
+        let (mut data, mut y) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let c = i % k;
+            let a = c as f32 * std::f32::consts::TAU / k as f32;
+            data.push(3.0 * a.cos() + noise * u());
+            data.push(3.0 * a.sin() + noise * u());
+            y.push(c);
+        }
+        (Features::Dense(DenseMatrix::new(n, 2, data).unwrap()), y)
+    }
+
+    /// The same rows as CSR.
+    pub fn to_sparse(x: &Features) -> Features {
+        let Features::Dense(m) = x else {
+            return x.clone();
+        };
+        let mut indptr = vec![0];
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for r in 0..m.rows() {
+            for (c, &v) in m.row(r).iter().enumerate() {
+                if v != 0.0 {
+                    indices.push(c as u32);
+                    values.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        Features::Sparse(CsrMatrix::new(m.rows(), m.cols(), indptr, indices, values).unwrap())
+    }
+
+    /// Share of rows whose most probable class is the label.
+    pub fn accuracy(proba: &[f32], y: &[usize], k: usize) -> f64 {
+        let hits = proba
+            .chunks(k)
+            .zip(y)
+            .filter(|(row, &t)| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(t))
+            .count();
+        hits as f64 / y.len() as f64
+    }
 }

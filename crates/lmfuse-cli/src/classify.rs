@@ -5,7 +5,7 @@ use crate::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lmfuse_cache::EmbeddingCache;
-use lmfuse_classic::{ClassWeight, LogisticRegressionParams};
+use lmfuse_classic::{ClassWeight, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::{Format, LabelledTexts};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
@@ -61,6 +61,23 @@ impl CacheArgs {
 pub enum HeadArg {
     /// Multinomial logistic regression (L2, C chosen on dev).
     Logreg,
+    /// Linear SVM, probabilities calibrated by Platt scaling on 3 folds (C chosen on dev).
+    Svm,
+    /// Naive Bayes: multinomial on non-negative features, else Gaussian (smoothing on dev).
+    Nb,
+    /// Cosine k-nearest neighbours (k chosen on dev).
+    Knn,
+}
+
+impl HeadArg {
+    fn kind(self) -> HeadKind {
+        match self {
+            HeadArg::Logreg => HeadKind::Logreg,
+            HeadArg::Svm => HeadKind::Svm,
+            HeadArg::Nb => HeadKind::Nb,
+            HeadArg::Knn => HeadKind::Knn,
+        }
+    }
 }
 
 /// Feature blocks `--features` accepts.
@@ -105,7 +122,7 @@ pub struct TrainArgs {
     /// Feature blocks, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "emb")]
     features: Vec<FeatureArg>,
-    /// Values of C (inverse regularisation) tried on dev, comma-separated.
+    /// Values of C (inverse regularisation) tried on dev by logreg and svm, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
@@ -115,7 +132,7 @@ pub struct TrainArgs {
     /// Class weighting.
     #[arg(long, value_enum, default_value = "uniform")]
     class_weight: ClassWeightArg,
-    /// Seed of the dev/test splits.
+    /// Seed of the dev/test splits and of the head's random choices.
     #[arg(long, default_value_t = 13)]
     seed: u64,
     /// Bundle folder to write.
@@ -140,6 +157,13 @@ struct DataReport {
     train_test_overlap: usize,
 }
 
+/// The hyperparameter setting model selection kept.
+#[derive(Debug, Serialize)]
+struct Selected {
+    param: &'static str,
+    value: f64,
+}
+
 /// The JSON report of `lmfuse train`.
 #[derive(Debug, Serialize)]
 struct TrainReport {
@@ -149,7 +173,7 @@ struct TrainReport {
     features: Vec<String>,
     labels: Vec<String>,
     data: DataReport,
-    c: f64,
+    selected: Selected,
     trials: Vec<lmfuse_train::Trial>,
     dev: Report,
     test: Report,
@@ -309,18 +333,19 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
 
     let t = Instant::now();
     let train_options = TrainOptions {
-        head: HeadKind::Logreg,
+        head: args.head.kind(),
         c_grid: args.c_grid.clone(),
         class_weight: match args.class_weight {
             ClassWeightArg::Uniform => ClassWeight::Uniform,
             ClassWeightArg::Balanced => ClassWeight::Balanced,
         },
+        seed: args.seed,
     };
-    let selection = lmfuse_train::fit_selecting_c(
+    let selection = lmfuse_train::fit_selecting(
         (&x_train, &y_train),
         (&x_dev, &y_dev),
         &labels,
-        &train_options,
+        &train_options.candidates(),
     )?;
     let fit_seconds = t.elapsed().as_secs_f64();
     let test_proba = selection.model.predict_proba(&x_test)?;
@@ -337,19 +362,14 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         features: feature_names.clone(),
         tfidf: tfidf_params,
         head: HeadCard {
-            kind: HeadKind::Logreg,
-            params: LogisticRegressionParams {
-                c: selection.c,
-                class_weight: train_options.class_weight,
-                ..Default::default()
-            },
+            params: selection.params,
             n_features: x_train.cols(),
         },
         training: serde_json::json!({
             "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
             "n_train": train.texts.len(),
             "seed": args.seed,
-            "c_grid": args.c_grid,
+            "candidates": selection.trials.iter().map(|t| t.value).collect::<Vec<_>>(),
             "dev": data_report.dev_source,
             "test": data_report.test_source,
         }),
@@ -368,14 +388,18 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     lmfuse_bundle::save(&args.out, manifest, &tensors, &json)
         .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
 
+    let tuned = selection.params.tuned();
     let report = TrainReport {
         bundle: args.out.display().to_string(),
         encoder: files.reference.clone(),
-        head: "logreg",
+        head: selection.params.name(),
         features: feature_names,
         labels: labels.names().to_vec(),
         data: data_report,
-        c: selection.c,
+        selected: Selected {
+            param: tuned.0,
+            value: tuned.1,
+        },
         trials: selection.trials,
         dev: selection.dev,
         test: test_report,
@@ -389,12 +413,14 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
-            "trained logreg on {} texts ({} classes), features {} ({}); C = {} chosen on dev ({})",
+            "trained {} on {} texts ({} classes), features {} ({}); {} = {} chosen on dev ({})",
+            report.head,
             report.data.train,
             labels.len(),
             report.features.join("+"),
             report.encoder,
-            report.c,
+            report.selected.param,
+            report.selected.value,
             report.data.dev_source
         );
         print_reports(&[("dev", &report.dev), ("test", &report.test)]);

@@ -5,7 +5,10 @@
 //! converts the fitted classifier to and from a bundle.
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
-use lmfuse_classic::{ClassWeight, ClassicError, LogisticRegression, LogisticRegressionParams};
+use lmfuse_classic::{
+    ClassWeight, ClassicError, Head, HeadParams, KnnParams, LinearSvmParams,
+    LogisticRegressionParams, NaiveBayesParams, ProbaHead,
+};
 use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
 use lmfuse_features::{Tfidf, TfidfParams};
 use lmfuse_metrics::{MetricsError, Report};
@@ -49,12 +52,18 @@ pub enum TrainError {
     },
 }
 
-/// The classical head.
+/// The classical head `lmfuse train --head` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeadKind {
-    /// Multinomial logistic regression.
+    /// Multinomial logistic regression; `C` chosen on dev.
     Logreg,
+    /// Linear SVM with calibrated probabilities; `C` chosen on dev.
+    Svm,
+    /// Naive Bayes (multinomial or Gaussian); smoothing chosen on dev.
+    Nb,
+    /// Cosine k-nearest neighbours; `k` chosen on dev.
+    Knn,
 }
 
 /// Training options.
@@ -62,10 +71,12 @@ pub enum HeadKind {
 pub struct TrainOptions {
     /// The head.
     pub head: HeadKind,
-    /// Values of the inverse regularisation `C` tried on the dev set.
+    /// Values of the inverse regularisation `C` tried on the dev set (logreg, svm).
     pub c_grid: Vec<f64>,
-    /// Class weighting.
+    /// Class weighting (logreg, svm).
     pub class_weight: ClassWeight,
+    /// Seed of every random choice of the head (folds, bootstrap samples).
+    pub seed: u64,
 }
 
 impl Default for TrainOptions {
@@ -74,6 +85,65 @@ impl Default for TrainOptions {
             head: HeadKind::Logreg,
             c_grid: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
             class_weight: ClassWeight::Uniform,
+            seed: 13,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// The hyperparameter settings tried on the dev set, in order.
+    pub fn candidates(&self) -> Vec<HeadParams> {
+        let mut grid = self.c_grid.clone();
+        grid.sort_by(f64::total_cmp);
+        match self.head {
+            HeadKind::Logreg => grid
+                .iter()
+                .map(|&c| {
+                    HeadParams::Logreg(LogisticRegressionParams {
+                        c,
+                        class_weight: self.class_weight,
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            HeadKind::Svm => grid
+                .iter()
+                .map(|&c| {
+                    HeadParams::Svm(LinearSvmParams {
+                        c,
+                        class_weight: self.class_weight,
+                        seed: self.seed,
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            // Multinomial smoothing and Gaussian variance smoothing move together; the variant
+            // is chosen from the features at fit time.
+            HeadKind::Nb => [
+                (0.01, 1e-9),
+                (0.03, 1e-6),
+                (0.1, 1e-3),
+                (0.3, 1e-2),
+                (1.0, 1e-1),
+            ]
+            .into_iter()
+            .map(|(alpha, var_smoothing)| {
+                HeadParams::Nb(NaiveBayesParams {
+                    alpha,
+                    var_smoothing,
+                    ..Default::default()
+                })
+            })
+            .collect(),
+            HeadKind::Knn => [1, 3, 5, 10, 20, 50]
+                .into_iter()
+                .map(|k| {
+                    HeadParams::Knn(KnnParams {
+                        k,
+                        ..Default::default()
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -99,64 +169,71 @@ pub fn encode_labels(
         .collect()
 }
 
-/// One `C` tried during selection.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One hyperparameter setting tried during selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
-    /// Inverse regularisation.
-    pub c: f64,
+    /// The hyperparameter varied (`c`, `alpha`, `k`, ...).
+    pub param: String,
+    /// Its value.
+    pub value: f64,
     /// Dev accuracy.
     pub dev_accuracy: f64,
+    /// Seconds the fit took.
+    pub fit_seconds: f64,
 }
 
-/// Outcome of [`fit_selecting_c`].
+/// Outcome of [`fit_selecting`].
 #[derive(Debug, Clone)]
 pub struct Selection {
-    /// The model fit with the chosen `C`.
-    pub model: LogisticRegression,
-    /// The chosen `C`.
-    pub c: f64,
-    /// Every `C` tried, in grid order.
+    /// The model fit with the chosen setting.
+    pub model: Head,
+    /// The chosen setting.
+    pub params: HeadParams,
+    /// Every setting tried, in order.
     pub trials: Vec<Trial>,
     /// Dev metrics of the chosen model.
     pub dev: Report,
 }
 
-/// Fits one model per `C` of the grid on the training rows, keeps the one with the best dev
-/// accuracy (the smaller `C` on ties: more regularisation), and returns it with its dev report.
-pub fn fit_selecting_c(
+/// Fits one model per candidate on the training rows and keeps the one with the best dev
+/// accuracy (the earlier candidate on ties: candidates run from most to least regularised).
+pub fn fit_selecting(
     train: (&Features, &[usize]),
     dev: (&Features, &[usize]),
     labels: &LabelSet,
-    options: &TrainOptions,
+    candidates: &[HeadParams],
 ) -> Result<Selection, TrainError> {
-    if options.c_grid.is_empty() {
-        return Err(TrainError::Option("the C grid is empty".into()));
+    if candidates.is_empty() {
+        return Err(TrainError::Option(
+            "no hyperparameter setting to try".into(),
+        ));
     }
-    let mut best: Option<(LogisticRegression, f64, Report)> = None;
+    for c in candidates {
+        c.check()?;
+    }
+    let mut best: Option<(Head, HeadParams, Report)> = None;
     let mut trials = Vec::new();
-    let mut grid = options.c_grid.clone();
-    grid.sort_by(f64::total_cmp);
-    for &c in &grid {
-        let params = LogisticRegressionParams {
-            c,
-            class_weight: options.class_weight,
-            ..Default::default()
-        };
+    for params in candidates {
+        let t = std::time::Instant::now();
         let model = params.fit(train.0, train.1, labels.len())?;
+        let fit_seconds = t.elapsed().as_secs_f64();
         let proba = model.predict_proba(dev.0)?;
         let report = lmfuse_metrics::evaluate(dev.1, &proba, labels.names())?;
+        let (param, value) = params.tuned();
         trials.push(Trial {
-            c,
+            param: param.to_string(),
+            value,
             dev_accuracy: report.accuracy,
+            fit_seconds,
         });
         if best.as_ref().is_none_or(|b| report.accuracy > b.2.accuracy) {
-            best = Some((model, c, report));
+            best = Some((model, *params, report));
         }
     }
-    let (model, c, dev) = best.expect("grid is not empty");
+    let (model, params, dev) = best.expect("candidates are not empty");
     Ok(Selection {
         model,
-        c,
+        params,
         trials,
         dev,
     })
@@ -207,13 +284,12 @@ pub struct ModelCard {
     pub metrics: serde_json::Value,
 }
 
-/// The head part of a [`ModelCard`].
+/// The head part of a [`ModelCard`]: `{"kind": ..., "params": {...}, "n_features": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadCard {
-    /// The head.
-    pub kind: HeadKind,
-    /// Its hyperparameters.
-    pub params: LogisticRegressionParams,
+    /// The head and its hyperparameters.
+    #[serde(flatten)]
+    pub params: HeadParams,
     /// Input width.
     pub n_features: usize,
 }
@@ -297,13 +373,13 @@ pub struct Classifier {
     /// Classes.
     pub labels: LabelSet,
     /// The head.
-    pub head: LogisticRegression,
+    pub head: Head,
     /// TF-IDF blocks.
     pub text_features: TextFeaturizer,
 }
 
-const COEF: &str = "head.coef";
-const INTERCEPT: &str = "head.intercept";
+/// Prefix of the head's tensors in the bundle.
+const HEAD_PREFIX: &str = "head.";
 
 impl Classifier {
     /// Class probabilities for feature rows, `rows × classes`.
@@ -329,31 +405,17 @@ impl Classifier {
             model: serde_json::to_value(&self.card).expect("card serialises"),
             files: BTreeMap::new(),
         };
-        let (d, k) = (self.head.n_features(), self.head.n_classes());
-        let mut tensors = BTreeMap::from([
-            (
-                COEF.to_string(),
-                Tensor {
-                    shape: vec![d, k],
-                    data: self.head.coef().to_vec(),
-                },
-            ),
-            (
-                INTERCEPT.to_string(),
-                Tensor {
-                    shape: vec![k],
-                    data: self.head.intercept().to_vec(),
-                },
-            ),
-        ]);
+        let mut tensors: BTreeMap<String, Tensor> = self
+            .head
+            .to_tensors()
+            .into_iter()
+            .map(|(name, t)| (format!("{HEAD_PREFIX}{name}"), t))
+            .collect();
         let mut json = BTreeMap::new();
         for (name, t) in self.text_features.blocks() {
             tensors.insert(
                 format!("{name}.idf"),
-                Tensor {
-                    shape: vec![t.dim()],
-                    data: t.idf().to_vec(),
-                },
+                Tensor::f32(vec![t.dim()], t.idf().to_vec()),
             );
             json.insert(format!("{name}.vocab.json"), serde_json::json!(t.vocab()));
         }
@@ -377,26 +439,12 @@ impl Classifier {
             });
         }
         let tensor = |name: &str, shape: Vec<usize>| -> Result<Vec<f32>, TrainError> {
-            let t = bundle.tensors.get(name).ok_or_else(|| TrainError::Bundle {
-                what: "weights",
-                message: format!("tensor {name:?} is missing"),
-            })?;
-            if t.shape != shape {
-                return Err(TrainError::Bundle {
+            lmfuse_classic::stored_f32(&bundle.tensors, name, Some(&shape))
+                .map(<[f32]>::to_vec)
+                .map_err(|e| TrainError::Bundle {
                     what: "weights",
-                    message: format!(
-                        "tensor {name:?} has shape {:?}, the manifest implies {shape:?}",
-                        t.shape
-                    ),
-                });
-            }
-            if t.data.iter().any(|v| !v.is_finite()) {
-                return Err(TrainError::Bundle {
-                    what: "weights",
-                    message: format!("tensor {name:?} holds NaN or infinite values"),
-                });
-            }
-            Ok(t.data.clone())
+                    message: e.to_string(),
+                })
         };
         let mut text_features = TextFeaturizer::default();
         let mut width = 0;
@@ -440,12 +488,22 @@ impl Classifier {
                 card.features
             )));
         }
-        let head = LogisticRegression::from_parts(
-            d,
-            k,
-            tensor(COEF, vec![d, k])?,
-            tensor(INTERCEPT, vec![k])?,
-        )?;
+        let head_tensors: BTreeMap<String, Tensor> = bundle
+            .tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                name.strip_prefix(HEAD_PREFIX)
+                    .map(|local| (local.to_string(), t.clone()))
+            })
+            .collect();
+        let head =
+            card.head
+                .params
+                .restore(d, k, &head_tensors)
+                .map_err(|e| TrainError::Bundle {
+                    what: "head",
+                    message: format!("{} head: {e}", card.head.params.name()),
+                })?;
         Ok(Self {
             card,
             labels,
@@ -478,9 +536,22 @@ mod tests {
 
     #[test]
     fn selection_picks_the_best_dev_accuracy_and_round_trips_through_a_bundle() {
+        for head in ALL_HEADS {
+            selects_and_round_trips(head);
+        }
+    }
+
+    const ALL_HEADS: [HeadKind; 4] = [HeadKind::Logreg, HeadKind::Svm, HeadKind::Nb, HeadKind::Knn];
+
+    fn selects_and_round_trips(head: HeadKind) {
         let (x, y, labels) = toy();
-        let sel = fit_selecting_c((&x, &y), (&x, &y), &labels, &TrainOptions::default()).unwrap();
-        assert_eq!(sel.trials.len(), 9);
+        let options = TrainOptions {
+            head,
+            ..Default::default()
+        };
+        let candidates = options.candidates();
+        let sel = fit_selecting((&x, &y), (&x, &y), &labels, &candidates).unwrap();
+        assert_eq!(sel.trials.len(), candidates.len());
         let best = sel
             .trials
             .iter()
@@ -503,11 +574,7 @@ mod tests {
             features: vec!["emb".into()],
             tfidf: BTreeMap::new(),
             head: HeadCard {
-                kind: HeadKind::Logreg,
-                params: LogisticRegressionParams {
-                    c: sel.c,
-                    ..Default::default()
-                },
+                params: sel.params,
                 n_features: 2,
             },
             training: serde_json::json!({}),
@@ -526,8 +593,10 @@ mod tests {
             Classifier::from_bundle(&lmfuse_bundle::load(&dir.path().join("b")).unwrap()).unwrap();
         assert_eq!(
             back.predict_proba(&x).unwrap(),
-            clf.predict_proba(&x).unwrap()
+            clf.predict_proba(&x).unwrap(),
+            "{head:?}"
         );
+        assert_eq!(back.card, clf.card);
     }
 
     #[test]

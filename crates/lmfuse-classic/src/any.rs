@@ -1,0 +1,153 @@
+//! Every head behind one pair of enums, for callers that pick the head at run time (the CLI,
+//! bundles): [`HeadParams`] serialises as `{"kind": ..., "params": {...}}`.
+
+use crate::{
+    ClassicError, FitHead, Knn, KnnParams, LinearSvm, LinearSvmParams, LogisticRegression,
+    LogisticRegressionParams, NaiveBayes, NaiveBayesParams, ProbaHead,
+};
+use lmfuse_core::{Features, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The hyperparameters of any head.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", rename_all = "snake_case")]
+pub enum HeadParams {
+    /// Multinomial logistic regression.
+    Logreg(LogisticRegressionParams),
+    /// Linear SVM with sigmoid-calibrated probabilities.
+    Svm(LinearSvmParams),
+    /// Naive Bayes.
+    Nb(NaiveBayesParams),
+    /// Cosine k-nearest neighbours.
+    Knn(KnnParams),
+}
+
+/// A fitted head of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Head {
+    /// Multinomial logistic regression.
+    Logreg(LogisticRegression),
+    /// Linear SVM.
+    Svm(LinearSvm),
+    /// Naive Bayes.
+    Nb(NaiveBayes),
+    /// k-nearest neighbours.
+    Knn(Knn),
+}
+
+impl HeadParams {
+    /// The head's short name, as on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HeadParams::Logreg(_) => "logreg",
+            HeadParams::Svm(_) => "svm",
+            HeadParams::Nb(_) => "nb",
+            HeadParams::Knn(_) => "knn",
+        }
+    }
+
+    /// The hyperparameter that model selection varies for this head, and its value.
+    pub fn tuned(&self) -> (&'static str, f64) {
+        match self {
+            HeadParams::Logreg(p) => ("c", p.c),
+            HeadParams::Svm(p) => ("c", p.c),
+            HeadParams::Nb(p) => ("alpha", p.alpha),
+            HeadParams::Knn(p) => ("k", p.k as f64),
+        }
+    }
+
+    /// Validates the hyperparameters.
+    pub fn check(&self) -> Result<(), ClassicError> {
+        match self {
+            HeadParams::Logreg(p) => FitHead::check(p),
+            HeadParams::Svm(p) => p.check(),
+            HeadParams::Nb(p) => p.check(),
+            HeadParams::Knn(p) => p.check(),
+        }
+    }
+
+    /// Fits the head.
+    pub fn fit(&self, x: &Features, y: &[usize], n_classes: usize) -> Result<Head, ClassicError> {
+        Ok(match self {
+            HeadParams::Logreg(p) => Head::Logreg(FitHead::fit(p, x, y, n_classes)?),
+            HeadParams::Svm(p) => Head::Svm(p.fit(x, y, n_classes)?),
+            HeadParams::Nb(p) => Head::Nb(p.fit(x, y, n_classes)?),
+            HeadParams::Knn(p) => Head::Knn(p.fit(x, y, n_classes)?),
+        })
+    }
+
+    /// Rebuilds a fitted head from its tensors.
+    pub fn restore(
+        &self,
+        n_features: usize,
+        n_classes: usize,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Head, ClassicError> {
+        Ok(match self {
+            HeadParams::Logreg(p) => Head::Logreg(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Svm(p) => Head::Svm(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Nb(p) => Head::Nb(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Knn(p) => Head::Knn(p.restore(n_features, n_classes, tensors)?),
+        })
+    }
+}
+
+impl Head {
+    fn inner(&self) -> &dyn ProbaHead {
+        match self {
+            Head::Logreg(m) => m,
+            Head::Svm(m) => m,
+            Head::Nb(m) => m,
+            Head::Knn(m) => m,
+        }
+    }
+}
+
+impl ProbaHead for Head {
+    fn n_features(&self) -> usize {
+        self.inner().n_features()
+    }
+
+    fn n_classes(&self) -> usize {
+        self.inner().n_classes()
+    }
+
+    fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        self.inner().predict_proba(x)
+    }
+
+    fn to_tensors(&self) -> BTreeMap<String, Tensor> {
+        self.inner().to_tensors()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_data::blobs;
+
+    #[test]
+    fn every_head_fits_round_trips_and_serialises_its_params() {
+        let (x, y) = blobs(90, 3, 0.8, 9);
+        for params in [
+            HeadParams::Logreg(Default::default()),
+            HeadParams::Svm(Default::default()),
+            HeadParams::Nb(Default::default()),
+            HeadParams::Knn(Default::default()),
+        ] {
+            let json = serde_json::to_value(params).unwrap();
+            assert_eq!(json["kind"], params.name());
+            let back: HeadParams = serde_json::from_value(json).unwrap();
+            assert_eq!(back, params);
+            let head = params.fit(&x, &y, 3).unwrap();
+            let restored = back.restore(2, 3, &head.to_tensors()).unwrap();
+            assert_eq!(
+                restored.predict_proba(&x).unwrap(),
+                head.predict_proba(&x).unwrap(),
+                "{}",
+                params.name()
+            );
+        }
+    }
+}
