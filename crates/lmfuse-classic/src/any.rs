@@ -57,6 +57,18 @@ impl HeadParams {
         }
     }
 
+    /// A cheaper setting that ranks like this one, for fitting every point of a selection
+    /// grid (the SVM without its calibration folds); the chosen point is then refit as is.
+    pub fn for_selection(&self) -> HeadParams {
+        match self {
+            HeadParams::Svm(p) => HeadParams::Svm(LinearSvmParams {
+                calibration_folds: 0,
+                ..*p
+            }),
+            other => *other,
+        }
+    }
+
     /// Validates the hyperparameters.
     pub fn check(&self) -> Result<(), ClassicError> {
         match self {

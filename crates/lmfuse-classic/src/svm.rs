@@ -33,7 +33,8 @@ pub struct LinearSvmParams {
     pub tol: f64,
     /// Class weighting.
     pub class_weight: ClassWeight,
-    /// Folds whose out-of-fold decision values fit the probability sigmoids (≥ 2).
+    /// Folds whose out-of-fold decision values fit the probability sigmoids (≥ 2), or 0 for
+    /// no calibration (probabilities ∝ σ(decision value); cheaper, for model selection).
     pub calibration_folds: usize,
     /// Seed of the fold assignment.
     pub seed: u64,
@@ -230,11 +231,11 @@ impl FitHead for LinearSvmParams {
                 "must be a positive finite number",
             );
         }
-        if self.calibration_folds < 2 {
+        if self.calibration_folds == 1 {
             return bad(
                 "calibration_folds",
-                self.calibration_folds.to_string(),
-                "must be at least 2",
+                "1".into(),
+                "must be 0 (no calibration) or at least 2",
             );
         }
         Ok(())
@@ -243,6 +244,16 @@ impl FitHead for LinearSvmParams {
     fn fit(&self, x: &Features, y: &[usize], k: usize) -> Result<LinearSvm, ClassicError> {
         self.check()?;
         check_training_data(x, y, k)?;
+        if self.calibration_folds == 0 {
+            let (w, b) = self.fit_raw(x, y, k)?;
+            return Ok(LinearSvm {
+                n_features: x.cols(),
+                n_classes: k,
+                coef: w.iter().map(|&v| v as f32).collect(),
+                intercept: b.iter().map(|&v| v as f32).collect(),
+                sigmoid: [-1.0, 0.0].repeat(k),
+            });
+        }
         let folds = stratified_folds(y, k, self.calibration_folds, self.seed);
         let mut oof = vec![0.0f64; y.len() * k];
         for fold in 0..self.calibration_folds {

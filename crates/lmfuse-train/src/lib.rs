@@ -197,9 +197,11 @@ pub struct Selection {
 
 /// Fits one model per candidate on the training rows and keeps the one with the best dev
 /// accuracy (the earlier candidate on ties: candidates run from most to least regularised).
+/// Candidates are fit in their cheaper [`HeadParams::for_selection`] form; when that differs,
+/// the winner is refit as given and its dev report recomputed.
 pub fn fit_selecting(
     train: (&Features, &[usize]),
-    dev: (&Features, &[usize]),
+    dev_rows: (&Features, &[usize]),
     labels: &LabelSet,
     candidates: &[HeadParams],
 ) -> Result<Selection, TrainError> {
@@ -215,10 +217,10 @@ pub fn fit_selecting(
     let mut trials = Vec::new();
     for params in candidates {
         let t = std::time::Instant::now();
-        let model = params.fit(train.0, train.1, labels.len())?;
+        let model = params.for_selection().fit(train.0, train.1, labels.len())?;
         let fit_seconds = t.elapsed().as_secs_f64();
-        let proba = model.predict_proba(dev.0)?;
-        let report = lmfuse_metrics::evaluate(dev.1, &proba, labels.names())?;
+        let proba = model.predict_proba(dev_rows.0)?;
+        let report = lmfuse_metrics::evaluate(dev_rows.1, &proba, labels.names())?;
         let (param, value) = params.tuned();
         trials.push(Trial {
             param: param.to_string(),
@@ -230,7 +232,12 @@ pub fn fit_selecting(
             best = Some((model, *params, report));
         }
     }
-    let (model, params, dev) = best.expect("candidates are not empty");
+    let (mut model, params, mut dev) = best.expect("candidates are not empty");
+    if params.for_selection() != params {
+        model = params.fit(train.0, train.1, labels.len())?;
+        let proba = model.predict_proba(dev_rows.0)?;
+        dev = lmfuse_metrics::evaluate(dev_rows.1, &proba, labels.names())?;
+    }
     Ok(Selection {
         model,
         params,
