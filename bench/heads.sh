@@ -18,10 +18,11 @@ tag="${features//,/+}"
 results=bench/results/heads.md
 [ "$features" = emb ] || results="bench/results/heads-$tag.md"
 bash scripts/fetch-models.sh >&2
-cargo build --release --locked --quiet
+# LMFUSE_BIN: a prebuilt binary (a copy, so rebuilding during the run changes nothing).
+lm="${LMFUSE_BIN:-./target/release/lmfuse}"
+[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 out=bench/out/classic
 mkdir -p bench/results
-lm=./target/release/lmfuse
 for s in $sets; do
   d="$out/$s"
   mkdir -p "$d"

@@ -2,8 +2,9 @@
 //! bundles): [`HeadParams`] serialises as `{"kind": ..., "params": {...}}`.
 
 use crate::{
-    ClassicError, FitHead, Knn, KnnParams, LinearSvm, LinearSvmParams, LogisticRegression,
-    LogisticRegressionParams, NaiveBayes, NaiveBayesParams, ProbaHead,
+    ClassicError, FitHead, Gbdt, GbdtParams, Knn, KnnParams, LinearSvm, LinearSvmParams,
+    LogisticRegression, LogisticRegressionParams, NaiveBayes, NaiveBayesParams, ProbaHead,
+    RandomForest, RandomForestParams,
 };
 use lmfuse_core::{Features, Tensor};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ pub enum HeadParams {
     Nb(NaiveBayesParams),
     /// Cosine k-nearest neighbours.
     Knn(KnnParams),
+    /// Random forest.
+    Rf(RandomForestParams),
+    /// Histogram gradient-boosted trees.
+    Gbdt(GbdtParams),
 }
 
 /// A fitted head of any kind.
@@ -34,6 +39,10 @@ pub enum Head {
     Nb(NaiveBayes),
     /// k-nearest neighbours.
     Knn(Knn),
+    /// Random forest.
+    Rf(RandomForest),
+    /// Gradient-boosted trees.
+    Gbdt(Gbdt),
 }
 
 impl HeadParams {
@@ -44,6 +53,8 @@ impl HeadParams {
             HeadParams::Svm(_) => "svm",
             HeadParams::Nb(_) => "nb",
             HeadParams::Knn(_) => "knn",
+            HeadParams::Rf(_) => "rf",
+            HeadParams::Gbdt(_) => "gbdt",
         }
     }
 
@@ -54,6 +65,8 @@ impl HeadParams {
             HeadParams::Svm(p) => ("c", p.c),
             HeadParams::Nb(p) => ("alpha", p.alpha),
             HeadParams::Knn(p) => ("k", p.k as f64),
+            HeadParams::Rf(p) => ("n_trees", p.n_trees as f64),
+            HeadParams::Gbdt(p) => ("learning_rate", p.learning_rate),
         }
     }
 
@@ -76,6 +89,8 @@ impl HeadParams {
             HeadParams::Svm(p) => p.check(),
             HeadParams::Nb(p) => p.check(),
             HeadParams::Knn(p) => p.check(),
+            HeadParams::Rf(p) => p.check(),
+            HeadParams::Gbdt(p) => p.check(),
         }
     }
 
@@ -86,6 +101,8 @@ impl HeadParams {
             HeadParams::Svm(p) => Head::Svm(p.fit(x, y, n_classes)?),
             HeadParams::Nb(p) => Head::Nb(p.fit(x, y, n_classes)?),
             HeadParams::Knn(p) => Head::Knn(p.fit(x, y, n_classes)?),
+            HeadParams::Rf(p) => Head::Rf(p.fit(x, y, n_classes)?),
+            HeadParams::Gbdt(p) => Head::Gbdt(p.fit(x, y, n_classes)?),
         })
     }
 
@@ -101,6 +118,8 @@ impl HeadParams {
             HeadParams::Svm(p) => Head::Svm(p.restore(n_features, n_classes, tensors)?),
             HeadParams::Nb(p) => Head::Nb(p.restore(n_features, n_classes, tensors)?),
             HeadParams::Knn(p) => Head::Knn(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Rf(p) => Head::Rf(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Gbdt(p) => Head::Gbdt(p.restore(n_features, n_classes, tensors)?),
         })
     }
 }
@@ -112,6 +131,8 @@ impl Head {
             Head::Svm(m) => m,
             Head::Nb(m) => m,
             Head::Knn(m) => m,
+            Head::Rf(m) => m,
+            Head::Gbdt(m) => m,
         }
     }
 }
@@ -147,6 +168,15 @@ mod tests {
             HeadParams::Svm(Default::default()),
             HeadParams::Nb(Default::default()),
             HeadParams::Knn(Default::default()),
+            HeadParams::Rf(RandomForestParams {
+                n_trees: 10,
+                ..Default::default()
+            }),
+            HeadParams::Gbdt(GbdtParams {
+                max_rounds: 20,
+                min_samples_leaf: 5,
+                ..Default::default()
+            }),
         ] {
             let json = serde_json::to_value(params).unwrap();
             assert_eq!(json["kind"], params.name());

@@ -4,6 +4,8 @@
 //! and consumed by `fit`, which returns the fitted model with `predict_proba`.
 
 pub mod any;
+pub mod forest;
+pub mod gbdt;
 pub mod head;
 pub mod knn;
 mod lbfgs;
@@ -12,6 +14,8 @@ pub mod nb;
 pub mod svm;
 
 pub use any::{Head, HeadParams};
+pub use forest::{MaxFeatures, RandomForest, RandomForestParams};
+pub use gbdt::{Gbdt, GbdtParams};
 pub use head::{check_width, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use knn::{Knn, KnnParams, KnnWeighting};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use lmfuse_cache::EmbeddingCache;
 use lmfuse_classic::{ClassWeight, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
-use lmfuse_data::{Format, LabelledTexts};
+use lmfuse_data::{Cell, Format, LabelledTexts};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
@@ -21,7 +21,7 @@ use std::time::Instant;
 /// Where data comes from and which columns hold text and label.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Input format instead of guessing from the extension: jsonl, csv, tsv.
+    /// Input format instead of guessing from the extension: jsonl, csv, tsv, parquet.
     #[arg(long)]
     format: Option<Format>,
     /// Field (JSONL) or column (CSV/TSV) holding the text.
@@ -30,6 +30,10 @@ pub struct DataArgs {
     /// Field or column holding the label.
     #[arg(long, default_value = "label")]
     label_col: String,
+    /// Side columns for the `tab` feature block, comma-separated: numeric ones are
+    /// standardised, the others one-hot encoded (fit on train).
+    #[arg(long, value_delimiter = ',')]
+    feature_cols: Vec<String>,
 }
 
 /// Embedding cache options.
@@ -67,6 +71,10 @@ pub enum HeadArg {
     Nb,
     /// Cosine k-nearest neighbours (k chosen on dev).
     Knn,
+    /// Random forest: 100 Gini trees, √d features a split, bootstrap (dense features).
+    Rf,
+    /// Histogram gradient-boosted trees, early stopping on a 10% holdout (dense features).
+    Gbdt,
 }
 
 impl HeadArg {
@@ -76,6 +84,8 @@ impl HeadArg {
             HeadArg::Svm => HeadKind::Svm,
             HeadArg::Nb => HeadKind::Nb,
             HeadArg::Knn => HeadKind::Knn,
+            HeadArg::Rf => HeadKind::Rf,
+            HeadArg::Gbdt => HeadKind::Gbdt,
         }
     }
 }
@@ -87,6 +97,8 @@ pub enum FeatureArg {
     Emb,
     /// TF-IDF of word 1-2-grams and of character 2-5-grams (sublinear tf), fit on train.
     Tfidf,
+    /// The --feature-cols side columns (standardised numbers, one-hot categories).
+    Tab,
 }
 
 /// Class weighting `--class-weight` accepts.
@@ -180,27 +192,44 @@ struct TrainReport {
     seconds: BTreeMap<&'static str, f64>,
 }
 
-fn read_labelled(path: &Path, data: &DataArgs) -> anyhow::Result<LabelledTexts> {
+fn read_labelled(
+    path: &Path,
+    data: &DataArgs,
+    feature_cols: &[String],
+) -> anyhow::Result<LabelledTexts> {
     Ok(lmfuse_data::read_labelled(
         path,
         data.format,
         &data.text_col,
         &data.label_col,
+        feature_cols,
     )?)
 }
 
-fn subset(data: &LabelledTexts, idx: &[usize]) -> LabelledTexts {
-    LabelledTexts {
-        texts: idx.iter().map(|&i| data.texts[i].clone()).collect(),
-        labels: idx.iter().map(|&i| data.labels[i].clone()).collect(),
-        lines: idx.iter().map(|&i| data.lines[i]).collect(),
-    }
+/// The side columns of several row sets, concatenated in order.
+fn concat_columns(parts: &[&LabelledTexts]) -> Vec<(String, Vec<Cell>)> {
+    let Some(first) = parts.first() else {
+        return Vec::new();
+    };
+    first
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(c, (name, _))| {
+            let cells = parts
+                .iter()
+                .flat_map(|p| p.columns[c].1.iter().cloned())
+                .collect();
+            (name.clone(), cells)
+        })
+        .collect()
 }
 
 /// The feature rows of `texts`: the TF-IDF blocks of `text_features`, then the encoder's
-/// embeddings (through the cache) when `emb` is set.
+/// embeddings (through the cache) when `emb` is set, then the side columns.
 fn featurize(
     texts: &[String],
+    columns: &[(String, Vec<Cell>)],
     text_features: &TextFeaturizer,
     emb: Option<(&ModelFiles, &LoadOptions)>,
     cache: Option<&mut EmbeddingCache>,
@@ -213,14 +242,20 @@ fn featurize(
         None => None,
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    Ok(text_features.features(&refs, dense)?)
+    Ok(text_features.features(&refs, dense, columns)?)
 }
 
 /// Runs `lmfuse train`.
 pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.json;
-    let mut train = read_labelled(&args.train, &args.data)?;
+    let use_tab = args.features.contains(&FeatureArg::Tab);
+    anyhow::ensure!(
+        use_tab == !args.data.feature_cols.is_empty(),
+        "--features tab and --feature-cols go together: name the side columns with \
+         --feature-cols and add `tab` to --features"
+    );
+    let mut train = read_labelled(&args.train, &args.data, &args.data.feature_cols)?;
     anyhow::ensure!(
         !train.texts.is_empty(),
         "{} holds no examples",
@@ -243,24 +278,30 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         let (keep, held) = lmfuse_data::stratified_split(&y, 0.1, seed);
         let held_rows: Vec<usize> = held.iter().map(|&k| remaining[k]).collect();
         remaining = keep.iter().map(|&k| remaining[k]).collect();
-        subset(&train, &held_rows)
+        train.select(&held_rows)
     };
     let (test, test_source) = match &args.test {
-        Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
+        Some(p) => (
+            read_labelled(p, &args.data, &args.data.feature_cols)?,
+            p.display().to_string(),
+        ),
         None => (
             carve(args.seed),
             format!("10% of {train_name} (seed {})", args.seed),
         ),
     };
     let (dev, dev_source) = match &args.dev {
-        Some(p) => (read_labelled(p, &args.data)?, p.display().to_string()),
+        Some(p) => (
+            read_labelled(p, &args.data, &args.data.feature_cols)?,
+            p.display().to_string(),
+        ),
         None => (
             carve(args.seed.wrapping_add(1)),
             format!("10% of {train_name} (seed {})", args.seed.wrapping_add(1)),
         ),
     };
     if remaining.len() != train.texts.len() {
-        train = subset(&train, &remaining);
+        train = train.select(&remaining);
     }
     anyhow::ensure!(!dev.texts.is_empty(), "the dev set is empty");
     anyhow::ensure!(!test.texts.is_empty(), "the test set is empty");
@@ -301,12 +342,17 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let mut cache = args.cache.open()?;
     let t = Instant::now();
     let use_emb = args.features.contains(&FeatureArg::Emb);
-    let text_features = if args.features.contains(&FeatureArg::Tfidf) {
+    let mut text_features = if args.features.contains(&FeatureArg::Tfidf) {
         let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
         TextFeaturizer::fit(&refs)?
     } else {
         TextFeaturizer::default()
     };
+    if use_tab {
+        text_features
+            .fit_tabular(&train.columns)
+            .with_context(|| format!("cannot use --feature-cols of {train_name}"))?;
+    }
     let emb = use_emb.then_some((&files, &options));
     // One pass over all three splits: the encoder is loaded at most once.
     let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]
@@ -314,7 +360,15 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         .flatten()
         .cloned()
         .collect();
-    let x_all = featurize(&all_texts, &text_features, emb, cache.as_mut(), quiet)?;
+    let all_columns = concat_columns(&[&train, &dev, &test]);
+    let x_all = featurize(
+        &all_texts,
+        &all_columns,
+        &text_features,
+        emb,
+        cache.as_mut(),
+        quiet,
+    )?;
     let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
     let rows = |range: std::ops::Range<usize>| x_all.select_rows(&range.collect::<Vec<_>>());
     let x_train = rows(0..n_train);
@@ -325,6 +379,9 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         text_features.blocks().map(|(n, _)| n.to_string()).collect();
     if use_emb {
         feature_names.push("emb".into());
+    }
+    if use_tab {
+        feature_names.push("tab".into());
     }
     let tfidf_params = text_features
         .blocks()
@@ -510,16 +567,34 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// The feature rows of `texts` for this classifier.
+    /// The side columns the classifier reads (empty without a `tab` block).
+    fn feature_cols(&self) -> Vec<String> {
+        self.classifier
+            .text_features
+            .tabular
+            .as_ref()
+            .map(|t| {
+                t.spec()
+                    .columns
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The feature rows of `texts` (and side `columns`) for this classifier.
     fn features(
         &self,
         texts: &[String],
+        columns: &[(String, Vec<Cell>)],
         cache: Option<&mut EmbeddingCache>,
         quiet: bool,
     ) -> anyhow::Result<Features> {
         let emb = self.classifier.card.features.iter().any(|f| f == "emb");
         featurize(
             texts,
+            columns,
             &self.classifier.text_features,
             emb.then_some((&self.files, &self.options)),
             cache,
@@ -593,7 +668,7 @@ pub struct EvalArgs {
 /// Runs `lmfuse eval`.
 pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let loaded = load_bundle(&args.model, args.encoder.as_deref())?;
-    let data = read_labelled(&args.data, &args.columns)?;
+    let data = read_labelled(&args.data, &args.columns, &loaded.feature_cols())?;
     anyhow::ensure!(
         !data.texts.is_empty(),
         "{} holds no examples",
@@ -603,7 +678,12 @@ pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let y =
         lmfuse_train::encode_labels(&loaded.classifier.labels, &data.labels, &name, &data.lines)?;
     let mut cache = args.cache.open()?;
-    let x = loaded.features(&data.texts, cache.as_mut(), quiet || args.json)?;
+    let x = loaded.features(
+        &data.texts,
+        &data.columns,
+        cache.as_mut(),
+        quiet || args.json,
+    )?;
     let proba = loaded.classifier.predict_proba(&x)?;
     let report = lmfuse_metrics::evaluate(&y, &proba, loaded.classifier.labels.names())?;
     if args.json {
@@ -647,13 +727,51 @@ struct Prediction<'a> {
     probabilities: BTreeMap<&'a str, f32>,
 }
 
+/// Texts and side columns of a file or of standard input (`-`, JSONL unless `format`).
+fn read_input_with_columns(
+    input: &Path,
+    format: Option<Format>,
+    text_col: &str,
+    feature_cols: &[String],
+) -> anyhow::Result<(Vec<String>, Vec<(String, Vec<Cell>)>)> {
+    let (bytes, name, format) = if input == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
+        (
+            bytes,
+            PathBuf::from("<stdin>"),
+            format.unwrap_or(Format::Jsonl),
+        )
+    } else {
+        let bytes =
+            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let format = format.unwrap_or_else(|| Format::from_path(input));
+        (bytes, input.to_path_buf(), format)
+    };
+    Ok(lmfuse_data::parse_texts_with_columns(
+        &bytes,
+        &name,
+        format,
+        text_col,
+        feature_cols,
+    )?)
+}
+
 /// Runs `lmfuse predict`.
 pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
     let loaded = load_bundle(&args.model, args.encoder.as_deref())?;
-    let texts = read_input(&args.input, args.format, &args.text_col)?;
+    let feature_cols = loaded.feature_cols();
+    let (texts, columns) = if feature_cols.is_empty() {
+        (
+            read_input(&args.input, args.format, &args.text_col)?,
+            Vec::new(),
+        )
+    } else {
+        read_input_with_columns(&args.input, args.format, &args.text_col, &feature_cols)?
+    };
     let mut cache = args.cache.open()?;
     let to_stdout = args.output == Path::new("-");
-    let x = loaded.features(&texts, cache.as_mut(), quiet || to_stdout)?;
+    let x = loaded.features(&texts, &columns, cache.as_mut(), quiet || to_stdout)?;
     let proba = loaded.classifier.predict_proba(&x)?;
     let labels = &loaded.classifier.labels;
     let k = labels.len();

@@ -344,3 +344,66 @@ fn empty_texts_and_a_10_mb_line_are_handled() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
 }
+
+#[test]
+fn every_head_is_deterministic_and_reloads_to_the_same_probabilities() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 160, 0);
+    write_set(&test, 40, 1000);
+    let cases = [
+        ("logreg", "emb"),
+        ("svm", "emb"),
+        ("svm", "tfidf"),
+        ("nb", "emb"),
+        ("nb", "tfidf"),
+        ("knn", "emb"),
+        ("knn", "tfidf,emb"),
+        ("rf", "emb"),
+        ("gbdt", "emb"),
+    ];
+    for (head, features) in cases {
+        let name = format!("{head}-{}", features.replace(',', "+"));
+        let extra = [
+            "--test",
+            test.to_str().unwrap(),
+            "--head",
+            head,
+            "--features",
+            features,
+        ];
+        let (b1, b2) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
+        let r = train_json(m, &train, &b1, &extra, &cache);
+        assert_eq!(r["head"], head);
+        assert!(
+            r["test"]["accuracy"].as_f64().unwrap() >= 0.8,
+            "{name}: {}",
+            r["test"]
+        );
+        train_json(m, &train, &b2, &extra, &cache);
+        assert_eq!(
+            std::fs::read(b1.join("weights.safetensors")).unwrap(),
+            std::fs::read(b2.join("weights.safetensors")).unwrap(),
+            "{name}: same seed and data, different weights"
+        );
+        let e = ok_json(
+            &[
+                "eval",
+                "--model",
+                b1.to_str().unwrap(),
+                "--data",
+                test.to_str().unwrap(),
+                "--json",
+            ],
+            &cache,
+        );
+        assert_eq!(e["test"]["log_loss"], r["test"]["log_loss"], "{name}");
+        assert_eq!(e["test"]["accuracy"], r["test"]["accuracy"], "{name}");
+    }
+}

@@ -1,12 +1,15 @@
 //! Reading and writing lmfuse's data files.
 //!
-//! [`read`] reads texts from JSON Lines, CSV, TSV and plain text, with errors that name the
-//! file, line and field. [`write`] writes embeddings as `.npy` or JSON Lines, always atomically.
+//! [`read`] reads texts from JSON Lines, CSV, TSV, Parquet and plain text, with errors that name the
+//! file, line and field. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
 
 pub mod read;
 pub mod split;
 pub mod write;
 
-pub use read::{read_labelled, read_texts, read_texts_from, DataError, Format, LabelledTexts};
+pub use read::{
+    parse_labelled, parse_texts_with_columns, read_labelled, read_texts, read_texts_from, Cell,
+    DataError, Format, LabelledTexts,
+};
 pub use split::stratified_split;
 pub use write::{atomic_write, write_embeddings, OutputFormat};

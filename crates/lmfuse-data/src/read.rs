@@ -1,4 +1,10 @@
 //! Text readers.
+//!
+//! JSON Lines, CSV and TSV are parsed here; Parquet in the private `pq` module, through the
+//! `parquet` crate's record API. Every reader yields the same rows (1-based line or row number,
+//! then the requested columns), so texts, labels and side columns behave alike across formats.
+
+mod pq;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,11 +21,13 @@ pub enum Format {
     Tsv,
     /// One text per line.
     Text,
+    /// Apache Parquet (uncompressed or snappy-compressed); "lines" are 1-based row numbers.
+    Parquet,
 }
 
 impl Format {
-    /// Guesses the format from the file extension: `.jsonl`/`.ndjson`/`.json`, `.csv`, `.tsv`;
-    /// anything else is plain text.
+    /// Guesses the format from the file extension: `.jsonl`/`.ndjson`/`.json`, `.csv`, `.tsv`,
+    /// `.parquet`; anything else is plain text.
     pub fn from_path(path: &Path) -> Self {
         match path
             .extension()
@@ -30,14 +38,15 @@ impl Format {
             Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
             Some("csv") => Format::Csv,
             Some("tsv" | "tab") => Format::Tsv,
+            Some("parquet") => Format::Parquet,
             _ => Format::Text,
         }
     }
 }
 
-/// A format name that is none of `jsonl`, `csv`, `tsv`, `text`.
+/// A format name that is none of `jsonl`, `csv`, `tsv`, `parquet`, `text`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown input format {0:?}: expected jsonl, csv, tsv or text")]
+#[error("unknown input format {0:?}: expected jsonl, csv, tsv, parquet or text")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -48,6 +57,7 @@ impl FromStr for Format {
             "csv" => Ok(Format::Csv),
             "tsv" => Ok(Format::Tsv),
             "text" | "txt" => Ok(Format::Text),
+            "parquet" => Ok(Format::Parquet),
             other => Err(UnknownFormat(other.to_string())),
         }
     }
@@ -116,8 +126,8 @@ pub enum DataError {
         /// The JSON type found.
         found: &'static str,
     },
-    /// The header of a CSV/TSV file lacks the text column.
-    #[error("{path}: no column {column:?} in the header (columns: {available})")]
+    /// The header of a CSV/TSV file, or the schema of a Parquet file, lacks a column.
+    #[error("{path}: no column {column:?} (columns: {available})")]
     MissingColumn {
         /// The file.
         path: PathBuf,
@@ -150,6 +160,50 @@ pub enum DataError {
         /// Line number.
         line: usize,
         /// The parser's message.
+        message: String,
+    },
+    /// A JSON Lines side column holds a value that is no cell (an array or an object).
+    #[error(
+        "{path}:{line}: field {field:?} is {found}, expected a number, string, boolean or null"
+    )]
+    NotACell {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The field.
+        field: String,
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// A Parquet column's type does not suit its use (text, label or side column).
+    #[error("{path}: column {column:?} holds {found}, expected {expected}")]
+    ColumnType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Its Parquet type.
+        found: String,
+        /// What its use needs.
+        expected: &'static str,
+    },
+    /// A Parquet text or label cell is null.
+    #[error("{path}: row {row}: column {column:?} is null")]
+    Null {
+        /// The file.
+        path: PathBuf,
+        /// Row number (1-based).
+        row: usize,
+        /// The column.
+        column: String,
+    },
+    /// A Parquet file is corrupt, truncated or uses an unsupported feature.
+    #[error("{path}: cannot read Parquet data: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
         message: String,
     },
 }
@@ -199,28 +253,111 @@ pub fn parse_texts(
     }
     Ok(parse_rows(bytes, path, format, &[(text_col, Kind::Text)])?
         .into_iter()
-        .map(|mut r| r.values.swap_remove(0))
+        .map(|mut r| r.texts.swap_remove(0))
         .collect())
 }
 
+/// Parses texts and the side columns `feature_cols` (each an error when absent), for
+/// predicting with a model that uses side columns; plain text has no columns.
+pub fn parse_texts_with_columns(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    text_col: &str,
+    feature_cols: &[String],
+) -> Result<(Vec<String>, Vec<(String, Vec<Cell>)>), DataError> {
+    if feature_cols.is_empty() {
+        return Ok((parse_texts(bytes, path, format, text_col)?, Vec::new()));
+    }
+    if format == Format::Text {
+        return Err(DataError::NoLabels {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut cols = vec![(text_col, Kind::Text)];
+    cols.extend(feature_cols.iter().map(|f| (f.as_str(), Kind::Cell)));
+    let rows = parse_rows(bytes, path, format, &cols)?;
+    let mut columns: Vec<(String, Vec<Cell>)> = feature_cols
+        .iter()
+        .map(|f| (f.clone(), Vec::with_capacity(rows.len())))
+        .collect();
+    let mut texts = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        texts.push(row.texts.swap_remove(0));
+        for ((_, column), cell) in columns.iter_mut().zip(row.cells) {
+            column.push(cell);
+        }
+    }
+    Ok((texts, columns))
+}
+
+/// One value of a side column (see [`LabelledTexts::columns`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// A number: a JSON number or boolean (`true` = 1, `false` = 0), a CSV/TSV field that
+    /// parses as a finite `f64` (surrounding white space ignored), a Parquet integer, float or
+    /// boolean.
+    Number(f64),
+    /// Any other string, as written.
+    Text(String),
+    /// No value: an empty (or all white-space) CSV/TSV field, JSON `null`, a Parquet null.
+    Missing,
+}
+
 /// Texts with their labels, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabelledTexts {
     /// The texts.
     pub texts: Vec<String>,
     /// The label of each text, as written in the file (numbers in their JSON form).
     pub labels: Vec<String>,
-    /// The 1-based line where each record starts.
+    /// The 1-based line where each record starts (the 1-based row number for Parquet).
     pub lines: Vec<usize>,
+    /// The side columns asked for, in the order asked (repeats dropped): name, then one cell
+    /// per record in record order.
+    pub columns: Vec<(String, Vec<Cell>)>,
 }
 
-/// Reads texts and labels: the `text_col` and `label_col` fields of each JSON object or
-/// CSV/TSV row. Labels may be strings or numbers (JSONL); empty labels are errors.
+impl LabelledTexts {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Whether there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// The records at `idx`, in that order, with their side-column cells.
+    pub fn select(&self, idx: &[usize]) -> Self {
+        Self {
+            texts: idx.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: idx.iter().map(|&i| self.labels[i].clone()).collect(),
+            lines: idx.iter().map(|&i| self.lines[i]).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|(name, cells)| {
+                    (
+                        name.clone(),
+                        idx.iter().map(|&i| cells[i].clone()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads texts and labels: the `text_col` and `label_col` fields of each JSON object, CSV/TSV
+/// row or Parquet row, plus the side columns `feature_cols` (each an error when absent). Labels
+/// may be strings or numbers (JSONL, Parquet integers); empty or null labels are errors.
 pub fn read_labelled(
     path: &Path,
     format: Option<Format>,
     text_col: &str,
     label_col: &str,
+    feature_cols: &[String],
 ) -> Result<LabelledTexts, DataError> {
     let bytes = read_file(path)?;
     parse_labelled(
@@ -229,31 +366,45 @@ pub fn read_labelled(
         format.unwrap_or_else(|| Format::from_path(path)),
         text_col,
         label_col,
+        feature_cols,
     )
 }
 
-/// Parses texts and labels from the bytes of a file.
+/// Parses texts, labels and the side columns `feature_cols` from the bytes of a file.
 pub fn parse_labelled(
     bytes: &[u8],
     path: &Path,
     format: Format,
     text_col: &str,
     label_col: &str,
+    feature_cols: &[String],
 ) -> Result<LabelledTexts, DataError> {
     if format == Format::Text {
         return Err(DataError::NoLabels {
             path: path.to_path_buf(),
         });
     }
-    let rows = parse_rows(
-        bytes,
-        path,
-        format,
-        &[(text_col, Kind::Text), (label_col, Kind::Label)],
-    )?;
-    let mut out = LabelledTexts::default();
-    for mut row in rows {
-        let label = row.values.pop().expect("two columns asked");
+    let mut features: Vec<&str> = Vec::with_capacity(feature_cols.len());
+    for f in feature_cols {
+        if !features.contains(&f.as_str()) {
+            features.push(f);
+        }
+    }
+    let mut cols = vec![(text_col, Kind::Text), (label_col, Kind::Label)];
+    cols.extend(features.iter().map(|&f| (f, Kind::Cell)));
+    let rows = parse_rows(bytes, path, format, &cols)?;
+    let mut out = LabelledTexts {
+        columns: features
+            .iter()
+            .map(|&f| (f.to_string(), Vec::with_capacity(rows.len())))
+            .collect(),
+        ..LabelledTexts::default()
+    };
+    for row in rows {
+        let mut texts = row.texts.into_iter();
+        let (Some(text), Some(label)) = (texts.next(), texts.next()) else {
+            unreachable!("a text and a label column asked");
+        };
         if label.trim().is_empty() {
             return Err(DataError::EmptyLabel {
                 path: path.to_path_buf(),
@@ -262,8 +413,11 @@ pub fn parse_labelled(
             });
         }
         out.labels.push(label);
-        out.texts.push(row.values.pop().expect("two columns asked"));
+        out.texts.push(text);
         out.lines.push(row.line);
+        for ((_, column), cell) in out.columns.iter_mut().zip(row.cells) {
+            column.push(cell);
+        }
     }
     Ok(out)
 }
@@ -290,12 +444,38 @@ enum Kind {
     Text,
     /// A string, a number or a boolean (kept in its JSON form).
     Label,
+    /// Any [`Cell`].
+    Cell,
 }
 
-/// One record: its line and the requested columns' values.
+impl Kind {
+    /// The command-line flag that names a column of this kind.
+    fn flag(self) -> &'static str {
+        match self {
+            Kind::Text => "--text-col",
+            Kind::Label => "--label-col",
+            Kind::Cell => "--feature-cols",
+        }
+    }
+}
+
+/// One record: its line, the requested text and label columns' values, then the requested
+/// side columns' cells, each in the order asked.
 struct Row {
     line: usize,
-    values: Vec<String>,
+    texts: Vec<String>,
+    cells: Vec<Cell>,
+}
+
+impl Row {
+    fn new(line: usize, cols: &[(&str, Kind)]) -> Self {
+        let cells = cols.iter().filter(|c| c.1 == Kind::Cell).count();
+        Self {
+            line,
+            texts: Vec::with_capacity(cols.len() - cells),
+            cells: Vec::with_capacity(cells),
+        }
+    }
 }
 
 fn parse_rows(
@@ -308,6 +488,7 @@ fn parse_rows(
         Format::Jsonl => parse_jsonl(bytes, path, cols),
         Format::Csv => parse_delimited(bytes, path, b',', cols),
         Format::Tsv => parse_delimited(bytes, path, b'\t', cols),
+        Format::Parquet => pq::parse_parquet(bytes, path, cols),
         Format::Text => unreachable!("plain text has no columns"),
     }
 }
@@ -370,15 +551,46 @@ fn parse_jsonl(bytes: &[u8], path: &Path, cols: &[(&str, Kind)]) -> Result<Vec<R
                 message: format!("expected an object, found {}", json_type(&value)),
             });
         };
-        let mut values = Vec::with_capacity(cols.len());
+        let mut row = Row::new(line, cols);
         for &(field, kind) in cols {
-            let v = match (obj.get(field), kind) {
-                (Some(serde_json::Value::String(s)), _) => s.clone(),
-                (
-                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))),
-                    Kind::Label,
-                ) => v.to_string(),
-                (Some(other), _) => {
+            use serde_json::Value;
+            let Some(value) = obj.get(field) else {
+                let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+                return Err(DataError::MissingField {
+                    path: path.to_path_buf(),
+                    line,
+                    field: field.to_string(),
+                    hint: format!(
+                        " (fields: {}; choose one with {})",
+                        keys.join(", "),
+                        kind.flag()
+                    ),
+                });
+            };
+            match (value, kind) {
+                (Value::String(s), Kind::Cell) => row.cells.push(Cell::Text(s.clone())),
+                (Value::String(s), _) => row.texts.push(s.clone()),
+                (v @ (Value::Number(_) | Value::Bool(_)), Kind::Label) => {
+                    row.texts.push(v.to_string())
+                }
+                (Value::Number(n), Kind::Cell) => {
+                    // Without serde_json's arbitrary_precision every number is an f64.
+                    row.cells
+                        .push(n.as_f64().map_or(Cell::Missing, Cell::Number))
+                }
+                (Value::Bool(b), Kind::Cell) => {
+                    row.cells.push(Cell::Number(f64::from(u8::from(*b))))
+                }
+                (Value::Null, Kind::Cell) => row.cells.push(Cell::Missing),
+                (other, Kind::Cell) => {
+                    return Err(DataError::NotACell {
+                        path: path.to_path_buf(),
+                        line,
+                        field: field.to_string(),
+                        found: json_type(other),
+                    })
+                }
+                (other, _) => {
                     return Err(DataError::NotAString {
                         path: path.to_path_buf(),
                         line,
@@ -386,24 +598,9 @@ fn parse_jsonl(bytes: &[u8], path: &Path, cols: &[(&str, Kind)]) -> Result<Vec<R
                         found: json_type(other),
                     })
                 }
-                (None, _) => {
-                    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-                    let flag = if kind == Kind::Text {
-                        "--text-col"
-                    } else {
-                        "--label-col"
-                    };
-                    return Err(DataError::MissingField {
-                        path: path.to_path_buf(),
-                        line,
-                        field: field.to_string(),
-                        hint: format!(" (fields: {}; choose one with {flag})", keys.join(", ")),
-                    });
-                }
-            };
-            values.push(v);
+            }
         }
-        out.push(Row { line, values });
+        out.push(row);
     }
     Ok(out)
 }
@@ -463,19 +660,36 @@ fn parse_delimited(
             Err(e) => return Err(csv_err(e, 0)),
         }
         let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        let mut values = Vec::with_capacity(cols.len());
-        for &i in &index {
+        let mut row = Row::new(line, cols);
+        for (&i, &(_, kind)) in index.iter().zip(cols) {
             let field = record.get(i).unwrap_or_default();
             let text = std::str::from_utf8(field).map_err(|e| DataError::InvalidUtf8 {
                 path: path.to_path_buf(),
                 line,
                 offset: e.valid_up_to(),
             })?;
-            values.push(text.to_string());
+            if kind == Kind::Cell {
+                row.cells.push(csv_cell(text));
+            } else {
+                row.texts.push(text.to_string());
+            }
         }
-        out.push(Row { line, values });
+        out.push(row);
     }
     Ok(out)
+}
+
+/// A CSV/TSV field as a side-column cell: empty or white space → missing, a finite number →
+/// number, anything else → text as written.
+fn csv_cell(field: &str) -> Cell {
+    let trimmed = field.trim();
+    if trimmed.is_empty() {
+        return Cell::Missing;
+    }
+    match trimmed.parse::<f64>() {
+        Ok(x) if x.is_finite() => Cell::Number(x),
+        _ => Cell::Text(field.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -568,6 +782,7 @@ mod tests {
             Format::Jsonl,
             "text",
             "label",
+            &[],
         )
         .unwrap();
         assert_eq!(l.texts, ["a", "b", "c"]);
@@ -579,13 +794,21 @@ mod tests {
             Format::Csv,
             "text",
             "category",
+            &[],
         )
         .unwrap();
         assert_eq!(l.labels, ["card", "atm"]);
         assert_eq!(l.lines, [2, 3]);
-        let e = parse_labelled(b"{\"text\":\"a\"}\n", p, Format::Jsonl, "text", "label")
-            .unwrap_err()
-            .to_string();
+        let e = parse_labelled(
+            b"{\"text\":\"a\"}\n",
+            p,
+            Format::Jsonl,
+            "text",
+            "label",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("l.jsonl:1") && e.contains("--label-col"), "{e}");
         let e = parse_labelled(
             b"{\"text\":\"a\",\"label\":null}\n",
@@ -593,6 +816,7 @@ mod tests {
             Format::Jsonl,
             "text",
             "label",
+            &[],
         )
         .unwrap_err()
         .to_string();
@@ -603,6 +827,7 @@ mod tests {
             Format::Jsonl,
             "text",
             "label",
+            &[],
         )
         .unwrap_err()
         .to_string();
@@ -610,10 +835,117 @@ mod tests {
             e.contains("l.jsonl:1: label field \"label\" is empty"),
             "{e}"
         );
-        let e = parse_labelled(b"x\n", Path::new("t.txt"), Format::Text, "text", "label")
-            .unwrap_err()
-            .to_string();
+        let e = parse_labelled(
+            b"x\n",
+            Path::new("t.txt"),
+            Format::Text,
+            "text",
+            "label",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no label column"), "{e}");
+    }
+
+    #[test]
+    fn reads_side_columns() {
+        let cols: Vec<String> = ["age", "city", "ok", "age"].map(String::from).to_vec();
+        let l = parse_labelled(
+            b"{\"text\":\"a\",\"label\":\"x\",\"age\":3,\"city\":\"Oslo\",\"ok\":true}\n\
+              {\"text\":\"b\",\"label\":\"y\",\"age\":null,\"city\":\"\",\"ok\":false}\n",
+            Path::new("s.jsonl"),
+            Format::Jsonl,
+            "text",
+            "label",
+            &cols,
+        )
+        .unwrap();
+        assert_eq!(
+            l.columns,
+            [
+                ("age".to_string(), vec![Cell::Number(3.0), Cell::Missing]),
+                (
+                    "city".to_string(),
+                    vec![Cell::Text("Oslo".into()), Cell::Text(String::new())]
+                ),
+                ("ok".to_string(), vec![Cell::Number(1.0), Cell::Number(0.0)]),
+            ]
+        );
+        let l = parse_labelled(
+            b"text,label,age,city\na,x,3.5,Oslo\nb,y,,  \nc,z,nan,1e3\nd,z, -2 ,inf\n",
+            Path::new("s.csv"),
+            Format::Csv,
+            "text",
+            "label",
+            &cols[..2],
+        )
+        .unwrap();
+        assert_eq!(l.lines, [2, 3, 4, 5]);
+        assert_eq!(
+            l.columns[0].1,
+            [
+                Cell::Number(3.5),
+                Cell::Missing,
+                Cell::Text("nan".into()),
+                Cell::Number(-2.0)
+            ]
+        );
+        assert_eq!(
+            l.columns[1].1,
+            [
+                Cell::Text("Oslo".into()),
+                Cell::Missing,
+                Cell::Number(1000.0),
+                Cell::Text("inf".into())
+            ]
+        );
+        let picked = l.select(&[3, 0]);
+        assert_eq!(picked.texts, ["d", "a"]);
+        assert_eq!(picked.lines, [5, 2]);
+        assert_eq!(picked.columns[0].1, [Cell::Number(-2.0), Cell::Number(3.5)]);
+        assert_eq!(picked.len(), 2);
+    }
+
+    #[test]
+    fn missing_or_bad_side_columns_are_named() {
+        let cols = ["age".to_string()];
+        let e = parse_labelled(
+            b"{\"text\":\"a\",\"label\":1,\"age\":1}\n{\"text\":\"b\",\"label\":1}\n",
+            Path::new("m.jsonl"),
+            Format::Jsonl,
+            "text",
+            "label",
+            &cols,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "m.jsonl:2: field \"age\" is missing (fields: label, text; choose one with --feature-cols)"
+        );
+        let e = parse_labelled(
+            b"{\"text\":\"a\",\"label\":1,\"age\":[1]}\n",
+            Path::new("m.jsonl"),
+            Format::Jsonl,
+            "text",
+            "label",
+            &cols,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("m.jsonl:1: field \"age\" is an array"), "{e}");
+        let e = parse_labelled(
+            b"text,label\na,1\n",
+            Path::new("m.csv"),
+            Format::Csv,
+            "text",
+            "label",
+            &cols,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "m.csv: no column \"age\" (columns: text, label)");
     }
 
     #[test]
@@ -630,6 +962,8 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("a.csv")), Format::Csv);
         assert_eq!(Format::from_path(Path::new("a.tsv")), Format::Tsv);
         assert_eq!(Format::from_path(Path::new("a.txt")), Format::Text);
-        assert!("parquet".parse::<Format>().is_err());
+        assert_eq!(Format::from_path(Path::new("a.Parquet")), Format::Parquet);
+        assert_eq!("parquet".parse::<Format>().unwrap(), Format::Parquet);
+        assert!("feather".parse::<Format>().is_err());
     }
 }

@@ -6,7 +6,13 @@ use lmfuse_data::Format;
 use proptest::prelude::*;
 use std::path::Path;
 
-const FORMATS: [Format; 4] = [Format::Jsonl, Format::Csv, Format::Tsv, Format::Text];
+const FORMATS: [Format; 5] = [
+    Format::Jsonl,
+    Format::Csv,
+    Format::Tsv,
+    Format::Text,
+    Format::Parquet,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
@@ -16,6 +22,17 @@ proptest! {
         for format in FORMATS {
             let _ = parse_texts(&bytes, Path::new("fuzz"), format, "text");
         }
+    }
+
+    #[test]
+    fn parquet_like_noise_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256), footer in any::<u32>()) {
+        // Magic at both ends and a footer length, so the reader gets past its first checks.
+        let mut bytes = b"PAR1".to_vec();
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&(footer % 300).to_le_bytes());
+        bytes.extend_from_slice(b"PAR1");
+        let e = parse_texts(&bytes, Path::new("fuzz.parquet"), Format::Parquet, "text").unwrap_err();
+        prop_assert!(e.to_string().starts_with("fuzz.parquet: "));
     }
 
     #[test]

@@ -1,15 +1,29 @@
-//! Featurisers fit on the training texts only and stored with the model.
+//! Featurisers fit on the training data only and stored with the model.
 //!
 //! [`TfidfParams`] → [`TfidfParams::fit`] → [`Tfidf`], whose [`Tfidf::transform`] gives sparse
 //! rows. The definitions follow scikit-learn's `TfidfVectorizer` so results compare one to one:
 //! lower-casing, word tokens of two or more word characters (`(?u)\b\w\w+\b`), character n-grams
 //! over the text with runs of white space folded to one space (`analyzer="char"`), smoothed idf
 //! `ln((1 + n) / (1 + df)) + 1`, optional sublinear tf `1 + ln(tf)`, and L2-normalised rows.
+//!
+//! One departure, on by default for word n-grams ([`TfidfParams::segment_cjk`]): Chinese has no
+//! spaces, so scikit-learn's pattern makes a whole clause one token. Runs of Han characters are
+//! instead cut into words by jieba (default dictionary, no HMM, so deterministic), and every
+//! word is kept, one-character words included (猫 "cat", 在 "at" are words in Chinese). Text
+//! without Han characters tokenises exactly as before.
+//!
+//! [`tabular`] turns side columns (numbers and categories) into dense features.
 
+pub mod tabular;
+
+pub use tabular::{Cell, ColumnSpec, Tabular, TabularError, TabularParams, TabularSpec};
+
+use jieba_rs::Jieba;
 use lmfuse_core::CsrMatrix;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Which units n-grams are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +48,12 @@ pub struct TfidfParams {
     pub sublinear_tf: bool,
     /// Terms in fewer training documents than this are dropped.
     pub min_df: usize,
+    /// Word analyzer only: cut runs of Han (Chinese) characters into words with jieba instead
+    /// of keeping each run whole, and keep one-character Chinese words. Absent (false) in
+    /// settings stored before it existed, so those vocabularies keep tokenising as they were
+    /// fit; omitted from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub segment_cjk: bool,
 }
 
 /// Invalid TF-IDF hyperparameters or input.
@@ -56,7 +76,8 @@ pub enum FeatureError {
 }
 
 impl TfidfParams {
-    /// Word 1-2 grams with sublinear tf (the issue's scikit-learn baseline).
+    /// Word 1-2 grams with sublinear tf (the issue's scikit-learn baseline), Chinese segmented
+    /// with jieba.
     pub fn words() -> Self {
         Self {
             analyzer: Analyzer::Word,
@@ -64,6 +85,7 @@ impl TfidfParams {
             ngram_max: 2,
             sublinear_tf: true,
             min_df: 1,
+            segment_cjk: true,
         }
     }
 
@@ -75,6 +97,7 @@ impl TfidfParams {
             ngram_max: 5,
             sublinear_tf: true,
             min_df: 1,
+            segment_cjk: false,
         }
     }
 
@@ -98,7 +121,7 @@ impl TfidfParams {
         let mut out = Vec::new();
         match self.analyzer {
             Analyzer::Word => {
-                let tokens = word_tokens(&lower);
+                let tokens = word_tokens(&lower, self.segment_cjk);
                 for n in self.ngram_min..=self.ngram_max {
                     for w in tokens.windows(n) {
                         out.push(w.join(" "));
@@ -151,9 +174,52 @@ impl TfidfParams {
     }
 }
 
-/// Maximal runs of word characters (letters, digits, marks, `_`) of length two or more, as
-/// Python's `(?u)\b\w\w+\b`.
-fn word_tokens(text: &str) -> Vec<&str> {
+/// Word tokens of `text`: maximal runs of word characters (letters, digits, marks, `_`) of
+/// length two or more, as Python's `(?u)\b\w\w+\b`. With `segment_cjk`, a run holding Han
+/// characters is split into its Han and other stretches (a combining mark stays with the
+/// stretch before it): Han stretches are cut by [`jieba`] and all their words kept, the other
+/// stretches kept when two characters or longer. So `"nlp课程2024年"` gives `nlp`, `课程`,
+/// `2024`, `年`.
+fn word_tokens(text: &str, segment_cjk: bool) -> Vec<&str> {
+    let mut out = Vec::new();
+    let keep = |s: &str| s.chars().nth(1).is_some();
+    for run in word_runs(text) {
+        if !(segment_cjk && run.chars().any(is_han)) {
+            if keep(run) {
+                out.push(run);
+            }
+            continue;
+        }
+        let mut start = 0;
+        let mut han = None;
+        for (i, c) in run.char_indices() {
+            if is_mark(c) {
+                continue;
+            }
+            let h = is_han(c);
+            if han.is_some_and(|was| was != h) {
+                push_stretch(&run[start..i], han == Some(true), &mut out);
+                start = i;
+            }
+            han = Some(h);
+        }
+        push_stretch(&run[start..], han == Some(true), &mut out);
+    }
+    out
+}
+
+/// Appends the words of one stretch of a word run: jieba's for Han, else the stretch itself
+/// when it has two characters or more.
+fn push_stretch<'a>(stretch: &'a str, han: bool, out: &mut Vec<&'a str>) {
+    if han {
+        out.extend(jieba().cut(stretch, false).into_iter().map(|t| t.word));
+    } else if stretch.chars().nth(1).is_some() {
+        out.push(stretch);
+    }
+}
+
+/// Maximal runs of word characters (letters, digits, marks, `_`), as Python's `\w+`.
+fn word_runs(text: &str) -> Vec<&str> {
     let is_word = |c: char| c.is_alphanumeric() || c == '_' || is_mark(c);
     let mut out = Vec::new();
     let mut start = None;
@@ -161,20 +227,37 @@ fn word_tokens(text: &str) -> Vec<&str> {
         match (is_word(c), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
-                if text[s..i].chars().nth(1).is_some() {
-                    out.push(&text[s..i]);
-                }
+                out.push(&text[s..i]);
                 start = None;
             }
             _ => {}
         }
     }
     if let Some(s) = start {
-        if text[s..].chars().nth(1).is_some() {
-            out.push(&text[s..]);
-        }
+        out.push(&text[s..]);
     }
     out
+}
+
+/// The jieba segmenter with its default dictionary, loaded on first use (about 0.1 s) and
+/// shared by all threads.
+fn jieba() -> &'static Jieba {
+    static JIEBA: OnceLock<Jieba> = OnceLock::new();
+    JIEBA.get_or_init(Jieba::new)
+}
+
+/// Han ideographs (CJK Unified Ideographs and extensions A-I, compatibility ideographs, and
+/// the ideographic zero 〇): the characters jieba segments. Kana and Hangul are not included.
+fn is_han(c: char) -> bool {
+    matches!(c as u32,
+        0x3007
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xF900..=0xFAFF
+        | 0x20000..=0x2A6DF
+        | 0x2A700..=0x2EE5F
+        | 0x2F800..=0x2FA1F
+        | 0x30000..=0x323AF)
 }
 
 /// Combining marks count as word characters in Python's `\w` (for accents written apart).
@@ -338,7 +421,7 @@ mod tests {
     #[test]
     fn tokens_and_char_grams_follow_scikit_learn() {
         assert_eq!(
-            word_tokens("a cat's 2nd-best, x_y 中文"),
+            word_tokens("a cat's 2nd-best, x_y 中文", false),
             ["cat", "2nd", "best", "x_y", "中文"]
         );
         assert_eq!(fold_white_space("a  b\tc \n d"), "a b\tc d");
@@ -385,8 +468,13 @@ mod tests {
         fn v_term(v: &Tfidf, c: u32) -> &str {
             &v.vocab()[c as usize]
         }
+        // scikit-learn keeps each run of Han characters whole.
+        let sklearn_words = TfidfParams {
+            segment_cjk: false,
+            ..TfidfParams::words()
+        };
         check(
-            TfidfParams::words(),
+            sklearn_words,
             26,
             &[
                 &[
@@ -418,6 +506,78 @@ mod tests {
                 ],
             ],
         );
+    }
+
+    #[test]
+    fn chinese_is_segmented_with_jieba() {
+        assert_eq!(
+            word_tokens("我们在北京大学学习", true),
+            ["我们", "在", "北京大学", "学习"]
+        );
+        // Mixed text: non-Han stretches keep the two-character rule ("i" goes), Han words of
+        // one character stay (年), punctuation of either script separates.
+        assert_eq!(
+            word_tokens("i like 北京大学的nlp课程，2024年!", true),
+            ["like", "北京大学", "的", "nlp", "课程", "2024", "年"]
+        );
+        assert_eq!(
+            word_tokens("我们在北京大学学习", false),
+            ["我们在北京大学学习"]
+        );
+        let p = TfidfParams::words();
+        assert_eq!(
+            p.terms("我在北京"),
+            ["我", "在", "北京", "我 在", "在 北京"]
+        );
+        let v = p.fit(&["我们在北京大学学习", "他在上海学习"]).unwrap();
+        assert_eq!(
+            v.vocab(),
+            [
+                "上海",
+                "上海 学习",
+                "他",
+                "他 在",
+                "北京大学",
+                "北京大学 学习",
+                "在",
+                "在 上海",
+                "在 北京大学",
+                "学习",
+                "我们",
+                "我们 在"
+            ]
+        );
+        let x = v.transform(&["学习在北京大学"]);
+        assert_eq!(x.row(0).0, [4, 6, 8, 9]);
+    }
+
+    #[test]
+    fn segmentation_leaves_other_text_alone() {
+        let docs = [
+            "The cat sat on the mat.",
+            "Ünïcödé wörds, x_y and 2nd-best!",
+            "Кошки и собаки; 고양이와 개",
+            "a b c d e",
+        ];
+        let on = TfidfParams::words().fit(&docs).unwrap();
+        let off = TfidfParams {
+            segment_cjk: false,
+            ..TfidfParams::words()
+        }
+        .fit(&docs)
+        .unwrap();
+        assert_eq!(on.vocab(), off.vocab());
+        assert_eq!(on.idf(), off.idf());
+        assert_eq!(on.transform(&docs), off.transform(&docs));
+        // Stored settings without the field read as "off"; "off" is not written.
+        let old =
+            r#"{"analyzer":"word","ngram_min":1,"ngram_max":2,"sublinear_tf":true,"min_df":1}"#;
+        let p: TfidfParams = serde_json::from_str(old).unwrap();
+        assert!(!p.segment_cjk);
+        assert_eq!(serde_json::to_string(&p).unwrap(), old);
+        let on: TfidfParams =
+            serde_json::from_str(&serde_json::to_string(&TfidfParams::words()).unwrap()).unwrap();
+        assert!(on.segment_cjk);
     }
 
     #[test]

@@ -6,11 +6,11 @@
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{
-    ClassWeight, ClassicError, Head, HeadParams, KnnParams, LinearSvmParams,
-    LogisticRegressionParams, NaiveBayesParams, ProbaHead,
+    ClassWeight, ClassicError, GbdtParams, Head, HeadParams, KnnParams, LinearSvmParams,
+    LogisticRegressionParams, NaiveBayesParams, ProbaHead, RandomForestParams,
 };
 use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
-use lmfuse_features::{Tfidf, TfidfParams};
+use lmfuse_features::{Cell, Tabular, TabularSpec, Tfidf, TfidfParams};
 use lmfuse_metrics::{MetricsError, Report};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,6 +64,10 @@ pub enum HeadKind {
     Nb,
     /// Cosine k-nearest neighbours; `k` chosen on dev.
     Knn,
+    /// Random forest (defaults; nothing to choose on dev).
+    Rf,
+    /// Gradient-boosted trees (rounds by early stopping on an internal holdout).
+    Gbdt,
 }
 
 /// Training options.
@@ -144,6 +148,14 @@ impl TrainOptions {
                     })
                 })
                 .collect(),
+            HeadKind::Rf => vec![HeadParams::Rf(RandomForestParams {
+                seed: self.seed,
+                ..Default::default()
+            })],
+            HeadKind::Gbdt => vec![HeadParams::Gbdt(GbdtParams {
+                seed: self.seed,
+                ..Default::default()
+            })],
         }
     }
 }
@@ -278,7 +290,7 @@ pub struct ModelCard {
     pub encoder: EncoderInfo,
     /// Class names in index order.
     pub labels: Vec<String>,
-    /// Feature blocks, in concatenation order: `tfidf_word`, `tfidf_char`, `emb`.
+    /// Feature blocks, in concatenation order: `tfidf_word`, `tfidf_char`, `emb`, `tab`.
     pub features: Vec<String>,
     /// TF-IDF settings, by block name.
     #[serde(default)]
@@ -301,13 +313,16 @@ pub struct HeadCard {
     pub n_features: usize,
 }
 
-/// The TF-IDF blocks of a classifier, fit on its training texts.
+/// The feature blocks fit on a classifier's training rows: TF-IDF of the texts and the
+/// standardised / one-hot side columns.
 #[derive(Debug, Clone, Default)]
 pub struct TextFeaturizer {
     /// Word n-grams.
     pub word: Option<Tfidf>,
     /// Character n-grams.
     pub char: Option<Tfidf>,
+    /// Side columns (`--feature-cols`).
+    pub tabular: Option<Tabular>,
 }
 
 impl TextFeaturizer {
@@ -317,12 +332,22 @@ impl TextFeaturizer {
         Ok(Self {
             word: Some(fit(TfidfParams::words())?),
             char: Some(fit(TfidfParams::chars())?),
+            tabular: None,
         })
     }
 
     /// Whether there is any TF-IDF block.
     pub fn is_empty(&self) -> bool {
         self.word.is_none() && self.char.is_none()
+    }
+
+    /// Fits the side-column block (standardised numbers, one-hot categories) on `columns`.
+    pub fn fit_tabular(&mut self, columns: &[(String, Vec<Cell>)]) -> Result<(), TrainError> {
+        let t = lmfuse_features::TabularParams::default()
+            .fit(columns)
+            .map_err(|e| TrainError::Option(e.to_string()))?;
+        self.tabular = Some(t);
+        Ok(())
     }
 
     /// The blocks present, with their names, in column order.
@@ -335,25 +360,48 @@ impl TextFeaturizer {
         .filter_map(|(n, t)| t.map(|t| (n, t)))
     }
 
-    /// The feature rows of `texts`: TF-IDF blocks then `emb` (when given), side by side; dense
-    /// when there is no TF-IDF block.
+    /// The feature rows of `texts`: TF-IDF blocks, then `emb` (when given), then the side
+    /// columns (when fit; read from `columns`), side by side; dense when there is no TF-IDF
+    /// block.
     pub fn features(
         &self,
         texts: &[&str],
         emb: Option<DenseMatrix>,
+        columns: &[(String, Vec<Cell>)],
     ) -> Result<Features, TrainError> {
+        let tab = match &self.tabular {
+            Some(t) => Some(
+                t.transform(columns)
+                    .map_err(|e| TrainError::Option(e.to_string()))?,
+            ),
+            None => None,
+        };
         if self.is_empty() {
-            return emb
-                .map(Features::Dense)
-                .ok_or_else(|| TrainError::Option("no feature block".into()));
+            return match (emb, tab) {
+                (Some(e), Some(t)) => Ok(Features::Dense(dense_hstack(&e, &t))),
+                (Some(m), None) | (None, Some(m)) => Ok(Features::Dense(m)),
+                (None, None) => Err(TrainError::Option("no feature block".into())),
+            };
         }
         let mut blocks: Vec<CsrMatrix> = self.blocks().map(|(_, t)| t.transform(texts)).collect();
         if let Some(e) = emb {
             blocks.push(dense_to_csr(&e));
         }
+        if let Some(t) = tab {
+            blocks.push(dense_to_csr(&t));
+        }
         let refs: Vec<&CsrMatrix> = blocks.iter().collect();
         Ok(Features::Sparse(lmfuse_features::hstack(&refs)))
     }
+}
+
+fn dense_hstack(a: &DenseMatrix, b: &DenseMatrix) -> DenseMatrix {
+    let mut data = Vec::with_capacity(a.rows() * (a.cols() + b.cols()));
+    for r in 0..a.rows() {
+        data.extend_from_slice(a.row(r));
+        data.extend_from_slice(b.row(r));
+    }
+    DenseMatrix::new(a.rows(), a.cols() + b.cols(), data).expect("built to shape")
 }
 
 fn dense_to_csr(m: &DenseMatrix) -> CsrMatrix {
@@ -384,6 +432,11 @@ pub struct Classifier {
     /// TF-IDF blocks.
     pub text_features: TextFeaturizer,
 }
+
+/// Prefix of the side-column block's tensors in the bundle.
+const TAB_PREFIX: &str = "tab.";
+/// The side-column block's description in the bundle.
+const TAB_SPEC: &str = "tab.spec.json";
 
 /// Prefix of the head's tensors in the bundle.
 const HEAD_PREFIX: &str = "head.";
@@ -426,6 +479,15 @@ impl Classifier {
             );
             json.insert(format!("{name}.vocab.json"), serde_json::json!(t.vocab()));
         }
+        if let Some(tab) = &self.text_features.tabular {
+            for (name, t) in tab.to_tensors() {
+                tensors.insert(format!("{TAB_PREFIX}{name}"), t);
+            }
+            json.insert(
+                TAB_SPEC.to_string(),
+                serde_json::to_value(tab.spec()).expect("spec serialises"),
+            );
+        }
         (manifest, tensors, json)
     }
 
@@ -462,6 +524,27 @@ impl Classifier {
         for name in &card.features {
             match name.as_str() {
                 "emb" => width += card.encoder.dim,
+                "tab" => {
+                    let value = bundle
+                        .json
+                        .get(TAB_SPEC)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("{TAB_SPEC} is missing")))?;
+                    let spec: TabularSpec = serde_json::from_value(value)
+                        .map_err(|e| bad(format!("{TAB_SPEC}: {e}")))?;
+                    let tensors: BTreeMap<String, Tensor> = bundle
+                        .tensors
+                        .iter()
+                        .filter_map(|(n, t)| {
+                            n.strip_prefix(TAB_PREFIX)
+                                .map(|l| (l.to_string(), t.clone()))
+                        })
+                        .collect();
+                    let t = Tabular::from_parts(spec, &tensors)
+                        .map_err(|e| bad(format!("tab: {e}")))?;
+                    width += t.dim();
+                    text_features.tabular = Some(t);
+                }
                 "tfidf_word" | "tfidf_char" => {
                     let params = *card
                         .tfidf
@@ -548,7 +631,14 @@ mod tests {
         }
     }
 
-    const ALL_HEADS: [HeadKind; 4] = [HeadKind::Logreg, HeadKind::Svm, HeadKind::Nb, HeadKind::Knn];
+    const ALL_HEADS: [HeadKind; 6] = [
+        HeadKind::Logreg,
+        HeadKind::Svm,
+        HeadKind::Nb,
+        HeadKind::Knn,
+        HeadKind::Rf,
+        HeadKind::Gbdt,
+    ];
 
     fn selects_and_round_trips(head: HeadKind) {
         let (x, y, labels) = toy();

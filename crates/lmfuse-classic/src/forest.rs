@@ -1,0 +1,1125 @@
+//! Random forest classifier: CART trees on Gini impurity, each grown on a bootstrap sample with
+//! a random subset of features tried at every split; `predict_proba` is the mean over the trees
+//! of the leaf's class distribution, as scikit-learn's `RandomForestClassifier`.
+//!
+//! Our own code rather than a crate: linfa-ensemble needs ndarray 0.16 and only takes dense
+//! ndarray input, and lightgbm3 needs cmake ≥ 3.28 and libclang, which the build machine lacks.
+//! Our own code keeps one binary, stores the model as tensors of our bundle format, and makes a
+//! seed give the same forest on any number of threads: every tree draws from its own generator,
+//! derived from the seed and the tree's index, and no float sum depends on scheduling.
+//!
+//! Split search sorts the node's samples by each candidate feature and sweeps the sorted order
+//! with running class counts; the running sums of squared counts on both sides update in O(1)
+//! per position, so a split costs O(m log m) for m samples whatever the class count.
+
+use crate::{check_training_data, check_width, stored_f32, stored_i32, ClassicError};
+use crate::{FitHead, ProbaHead};
+use lmfuse_core::{DenseMatrix, Features, SeededRng, Tensor};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How many features a split tries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxFeatures {
+    /// `⌊√d⌋`, at least 1 (scikit-learn's default for classifiers).
+    #[default]
+    Sqrt,
+    /// `⌊log₂ d⌋`, at least 1.
+    Log2,
+    /// All `d` features (plain bagging).
+    All,
+    /// This many (≥ 1), at most `d`.
+    Count(usize),
+    /// This share of `d` in `(0, 1]`, rounded down, at least 1.
+    Fraction(f64),
+}
+
+impl MaxFeatures {
+    /// The number of features tried per split for `d` features.
+    pub fn resolve(self, d: usize) -> usize {
+        let m = match self {
+            MaxFeatures::Sqrt => (d as f64).sqrt() as usize,
+            MaxFeatures::Log2 => (d as f64).log2() as usize,
+            MaxFeatures::All => d,
+            MaxFeatures::Count(c) => c,
+            MaxFeatures::Fraction(f) => (f * d as f64) as usize,
+        };
+        m.clamp(1, d.max(1))
+    }
+}
+
+/// Hyperparameters of [`RandomForest`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RandomForestParams {
+    /// Trees (≥ 1).
+    pub n_trees: usize,
+    /// Features tried per split.
+    pub max_features: MaxFeatures,
+    /// Fewest distinct training rows in a leaf (≥ 1).
+    pub min_samples_leaf: usize,
+    /// Deepest a leaf may lie (root at depth 0; ≥ 1), or `None` to grow until leaves are pure.
+    pub max_depth: Option<usize>,
+    /// Grow each tree on a bootstrap sample (rows drawn with replacement) rather than all rows.
+    pub bootstrap: bool,
+    /// Seed of the bootstrap samples and feature draws.
+    pub seed: u64,
+}
+
+impl Default for RandomForestParams {
+    fn default() -> Self {
+        Self {
+            n_trees: 100,
+            max_features: MaxFeatures::Sqrt,
+            min_samples_leaf: 1,
+            max_depth: None,
+            bootstrap: true,
+            seed: 0,
+        }
+    }
+}
+
+/// A node of a stored tree: `feature < 0` marks a leaf; rows with `x[feature] <= threshold` go
+/// to `left`. Children are absolute indices into the forest's node array.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Node {
+    pub(crate) feature: i32,
+    pub(crate) threshold: f32,
+    pub(crate) left: u32,
+    pub(crate) right: u32,
+}
+
+impl Node {
+    pub(crate) const LEAF: Node = Node {
+        feature: -1,
+        threshold: 0.0,
+        left: 0,
+        right: 0,
+    };
+}
+
+/// The leaf that `row` reaches from node `root`; links are checked to point forward within the
+/// tree, so the walk ends.
+#[inline]
+pub(crate) fn leaf_of(nodes: &[Node], root: u32, row: &[f32]) -> usize {
+    let mut i = root as usize;
+    loop {
+        let n = nodes[i];
+        if n.feature < 0 {
+            return i;
+        }
+        i = if row[n.feature as usize] <= n.threshold {
+            n.left
+        } else {
+            n.right
+        } as usize;
+    }
+}
+
+/// An independent generator for `stream` (a tree, a split) under `seed`.
+pub(crate) fn stream_rng(seed: u64, stream: u64) -> SeededRng {
+    // Hash the stream index first: SplitMix states of seeds a fixed step apart would otherwise
+    // give shifted copies of one sequence.
+    let mut h = SeededRng::new(stream ^ 0x6A09_E667_F3BC_C909);
+    SeededRng::new(seed ^ h.next_u64())
+}
+
+/// A fitted random forest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomForest {
+    n_features: usize,
+    n_classes: usize,
+    /// Index of each tree's root in `nodes`; tree `t` spans `roots[t]..roots[t + 1]`.
+    roots: Vec<u32>,
+    nodes: Vec<Node>,
+    /// Node `i`'s class distribution is entries `leaf_ptr[i]..leaf_ptr[i + 1]` (empty for
+    /// internal nodes).
+    leaf_ptr: Vec<u32>,
+    leaf_class: Vec<u32>,
+    leaf_prob: Vec<f32>,
+}
+
+impl RandomForestParams {
+    /// Validates the hyperparameters.
+    pub fn check(&self) -> Result<(), ClassicError> {
+        let bad = |name, value: String, reason| {
+            Err(ClassicError::InvalidParam {
+                name,
+                value,
+                reason,
+            })
+        };
+        if self.n_trees == 0 {
+            return bad("n_trees", "0".into(), "must be at least 1");
+        }
+        if self.n_trees > i32::MAX as usize {
+            return bad("n_trees", self.n_trees.to_string(), "must fit in i32");
+        }
+        if self.min_samples_leaf == 0 {
+            return bad("min_samples_leaf", "0".into(), "must be at least 1");
+        }
+        if self.max_depth == Some(0) {
+            return bad("max_depth", "0".into(), "must be at least 1 (or none)");
+        }
+        match self.max_features {
+            MaxFeatures::Count(0) => {
+                return bad("max_features", "count 0".into(), "must be at least 1");
+            }
+            MaxFeatures::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
+                return bad(
+                    "max_features",
+                    format!("fraction {f}"),
+                    "must lie in (0, 1]",
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Fits on dense features `x` with class indices `y` in `0..n_classes`.
+    pub fn fit(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+    ) -> Result<RandomForest, ClassicError> {
+        self.check()?;
+        check_training_data(x, y, n_classes)?;
+        let m = dense(x, "rf")?;
+        let (n, d) = (m.rows(), m.cols());
+        if n > i32::MAX as usize || n_classes > i32::MAX as usize {
+            return Err(ClassicError::InvalidParam {
+                name: "rows",
+                value: n.to_string(),
+                reason: "rows and classes must fit in i32",
+            });
+        }
+        // Column-major copy: a split gathers one feature of the node's rows.
+        let mut cols = vec![0.0f32; n * d];
+        for (i, row) in m.as_slice().chunks_exact(d.max(1)).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                // +0.0 turns -0.0 into 0.0, so equal values get equal sort keys.
+                cols[j * n + i] = v + 0.0;
+            }
+        }
+        let data = TrainData {
+            cols: &cols,
+            n,
+            d,
+            y: &y.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+            k: n_classes,
+        };
+        let mtry = self.max_features.resolve(d);
+        let trees: Vec<Grown> = (0..self.n_trees)
+            .into_par_iter()
+            .map(|t| grow(&data, self, mtry, stream_rng(self.seed, t as u64)))
+            .collect();
+        let mut forest = RandomForest {
+            n_features: d,
+            n_classes,
+            roots: Vec::with_capacity(trees.len()),
+            nodes: Vec::with_capacity(trees.iter().map(|t| t.nodes.len()).sum()),
+            leaf_ptr: vec![0],
+            leaf_class: Vec::new(),
+            leaf_prob: Vec::new(),
+        };
+        for t in trees {
+            let base = forest.nodes.len() as u32;
+            let entries = forest.leaf_class.len() as u32;
+            forest.roots.push(base);
+            forest.nodes.extend(t.nodes.iter().map(|n| {
+                if n.feature < 0 {
+                    *n
+                } else {
+                    Node {
+                        left: n.left + base,
+                        right: n.right + base,
+                        ..*n
+                    }
+                }
+            }));
+            forest
+                .leaf_ptr
+                .extend(t.leaf_ptr[1..].iter().map(|p| p + entries));
+            forest.leaf_class.extend(t.leaf_class);
+            forest.leaf_prob.extend(t.leaf_prob);
+        }
+        if forest.nodes.len() > i32::MAX as usize || forest.leaf_class.len() > i32::MAX as usize {
+            return Err(ClassicError::InvalidParam {
+                name: "n_trees",
+                value: self.n_trees.to_string(),
+                reason: "the forest outgrows i32 indices; use fewer or shallower trees",
+            });
+        }
+        Ok(forest)
+    }
+}
+
+/// The dense matrix of `x`, or [`ClassicError::NeedsDense`].
+pub(crate) fn dense<'a>(
+    x: &'a Features,
+    head: &'static str,
+) -> Result<&'a DenseMatrix, ClassicError> {
+    match x {
+        Features::Dense(m) => Ok(m),
+        Features::Sparse(m) => Err(ClassicError::NeedsDense {
+            head,
+            cols: m.cols(),
+        }),
+    }
+}
+
+/// Training data shared by all trees.
+struct TrainData<'a> {
+    /// `d × n`, column-major, -0.0 normalised to 0.0.
+    cols: &'a [f32],
+    n: usize,
+    d: usize,
+    y: &'a [u32],
+    k: usize,
+}
+
+/// One tree with tree-local node indices.
+struct Grown {
+    nodes: Vec<Node>,
+    leaf_ptr: Vec<u32>,
+    leaf_class: Vec<u32>,
+    leaf_prob: Vec<f32>,
+}
+
+/// An f32 as a u32 whose unsigned order is the float order (no NaN here).
+#[inline]
+fn sort_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+#[inline]
+fn from_sort_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7FFF_FFFF } else { !k })
+}
+
+/// A threshold `t` with `a <= t < b` for `a < b`, near their midpoint.
+pub(crate) fn midpoint(a: f32, b: f32) -> f32 {
+    let t = ((a as f64 + b as f64) / 2.0) as f32;
+    if t >= b || t < a {
+        a
+    } else {
+        t
+    }
+}
+
+/// Work left: grow the node for rows `start..end` at `depth`, linked from `parent`.
+struct Task {
+    start: usize,
+    end: usize,
+    depth: usize,
+    parent: Option<(usize, bool)>,
+}
+
+/// Scratch of one tree's split search.
+struct Splitter {
+    keys: Vec<u64>,
+    left: Vec<i64>,
+    perm: Vec<usize>,
+}
+
+/// Grows one tree, depth first; nodes are numbered in visiting order, so children follow
+/// their parent and each leaf's distribution is appended in node order.
+fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRng) -> Grown {
+    let n = data.n;
+    let mut weight = vec![0u32; n];
+    if p.bootstrap {
+        for _ in 0..n {
+            weight[rng.below(n)] += 1;
+        }
+    } else {
+        weight.fill(1);
+    }
+    let mut samples: Vec<u32> = (0..n as u32).filter(|&i| weight[i as usize] > 0).collect();
+    let max_depth = p.max_depth.unwrap_or(usize::MAX);
+    let msl = p.min_samples_leaf;
+    let mut g = Grown {
+        nodes: Vec::new(),
+        leaf_ptr: vec![0],
+        leaf_class: Vec::new(),
+        leaf_prob: Vec::new(),
+    };
+    let mut total = vec![0i64; data.k];
+    let mut touched: Vec<u32> = Vec::new();
+    let mut right_rows: Vec<u32> = Vec::new();
+    let mut sp = Splitter {
+        keys: Vec::new(),
+        left: vec![0; data.k],
+        perm: (0..data.d).collect(),
+    };
+    let mut stack = vec![Task {
+        start: 0,
+        end: samples.len(),
+        depth: 0,
+        parent: None,
+    }];
+    while let Some(t) = stack.pop() {
+        let id = g.nodes.len();
+        if let Some((parent, is_left)) = t.parent {
+            let link = if is_left {
+                &mut g.nodes[parent].left
+            } else {
+                &mut g.nodes[parent].right
+            };
+            *link = id as u32;
+        }
+        let rows = &mut samples[t.start..t.end];
+        let mut w_sum = 0i64;
+        for &s in rows.iter() {
+            let c = data.y[s as usize] as usize;
+            if total[c] == 0 {
+                touched.push(c as u32);
+            }
+            let w = weight[s as usize] as i64;
+            total[c] += w;
+            w_sum += w;
+        }
+        let split = if touched.len() > 1 && rows.len() >= 2 * msl && t.depth < max_depth {
+            let sq: i64 = touched.iter().map(|&c| total[c as usize].pow(2)).sum();
+            sp.best(data, rows, &weight, &total, w_sum, sq, msl, mtry, &mut rng)
+        } else {
+            None
+        };
+        match split {
+            Some((f, thr)) => {
+                // A stable partition keeps every node's rows ascending, so gathering a
+                // feature of them walks its column forwards.
+                let col = &data.cols[f * n..(f + 1) * n];
+                let mut i = 0;
+                right_rows.clear();
+                for j in 0..rows.len() {
+                    let s = rows[j];
+                    if col[s as usize] <= thr {
+                        rows[i] = s;
+                        i += 1;
+                    } else {
+                        right_rows.push(s);
+                    }
+                }
+                rows[i..].copy_from_slice(&right_rows);
+                let mid = t.start + i;
+                g.nodes.push(Node {
+                    feature: f as i32,
+                    threshold: thr,
+                    left: 0,
+                    right: 0,
+                });
+                g.leaf_ptr.push(g.leaf_class.len() as u32);
+                for (start, end, is_left) in [(mid, t.end, false), (t.start, mid, true)] {
+                    stack.push(Task {
+                        start,
+                        end,
+                        depth: t.depth + 1,
+                        parent: Some((id, is_left)),
+                    });
+                }
+            }
+            None => {
+                touched.sort_unstable();
+                for &c in &touched {
+                    g.leaf_class.push(c);
+                    g.leaf_prob
+                        .push((total[c as usize] as f64 / w_sum as f64) as f32);
+                }
+                g.nodes.push(Node::LEAF);
+                g.leaf_ptr.push(g.leaf_class.len() as u32);
+            }
+        }
+        for &c in &touched {
+            total[c as usize] = 0;
+        }
+        touched.clear();
+    }
+    g
+}
+
+impl Splitter {
+    /// The best Gini split of `rows` as (feature, threshold), trying features in random order
+    /// until `mtry` non-constant ones have been tried (scikit-learn's rule), or `None`.
+    #[allow(clippy::too_many_arguments)]
+    fn best(
+        &mut self,
+        data: &TrainData,
+        rows: &[u32],
+        weight: &[u32],
+        total: &[i64],
+        w_sum: i64,
+        sq_sum: i64,
+        msl: usize,
+        mtry: usize,
+        rng: &mut SeededRng,
+    ) -> Option<(usize, f32)> {
+        let (n, d, m) = (data.n, data.d, rows.len());
+        let mut best: Option<(f64, usize, f32)> = None;
+        let (mut visited, mut tried) = (0, 0);
+        while visited < d && tried < mtry {
+            let j = visited + rng.below(d - visited);
+            self.perm.swap(visited, j);
+            let f = self.perm[visited];
+            visited += 1;
+            let col = &data.cols[f * n..(f + 1) * n];
+            self.keys.clear();
+            self.keys.extend(
+                rows.iter()
+                    .map(|&s| (sort_key(col[s as usize]) as u64) << 32 | s as u64),
+            );
+            self.keys.sort_unstable();
+            if self.keys[0] >> 32 == self.keys[m - 1] >> 32 {
+                continue;
+            }
+            tried += 1;
+            // Minimising the weighted Gini impurity of the children is maximising
+            // Σ_side (Σ_c count²) / weight.
+            let (mut w_left, mut sq_left, mut sq_right) = (0i64, 0i64, sq_sum);
+            for p in 0..m - 1 {
+                let s = (self.keys[p] & 0xFFFF_FFFF) as usize;
+                let c = data.y[s] as usize;
+                let w = weight[s] as i64;
+                let l = self.left[c];
+                let r = total[c] - l;
+                sq_left += (2 * l + w) * w;
+                sq_right += (w - 2 * r) * w;
+                self.left[c] = l + w;
+                w_left += w;
+                let n_left = p + 1;
+                if n_left < msl {
+                    continue;
+                }
+                if m - n_left < msl {
+                    break;
+                }
+                let (a, b) = (self.keys[p] >> 32, self.keys[p + 1] >> 32);
+                if a == b {
+                    continue;
+                }
+                let score =
+                    sq_left as f64 / w_left as f64 + sq_right as f64 / (w_sum - w_left) as f64;
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    let thr = midpoint(from_sort_key(a as u32), from_sort_key(b as u32));
+                    best = Some((score, f, thr));
+                }
+            }
+            for &s in rows {
+                self.left[data.y[s as usize] as usize] = 0;
+            }
+        }
+        best.map(|(_, f, thr)| (f, thr))
+    }
+}
+
+impl RandomForest {
+    /// Feature columns the model takes.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Classes.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    /// Trees.
+    pub fn n_trees(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// Nodes over all trees.
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Class probabilities, `rows × n_classes` row-major: the mean of the trees' leaf
+    /// distributions.
+    pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        let m = dense(x, "rf")?;
+        check_width(x, self.n_features)?;
+        if let Some((row, col)) = x.first_non_finite() {
+            return Err(ClassicError::NotFinite { row, col });
+        }
+        let (k, d) = (self.n_classes, self.n_features);
+        let mut out = vec![0.0f32; m.rows() * k];
+        out.par_chunks_mut(k)
+            .enumerate()
+            .with_min_len(16)
+            .for_each_init(
+                || vec![0.0f64; k],
+                |acc, (i, o)| {
+                    acc.fill(0.0);
+                    let row = &m.as_slice()[i * d..(i + 1) * d];
+                    for &root in &self.roots {
+                        let leaf = leaf_of(&self.nodes, root, row);
+                        let (a, b) = (
+                            self.leaf_ptr[leaf] as usize,
+                            self.leaf_ptr[leaf + 1] as usize,
+                        );
+                        for (&c, &p) in self.leaf_class[a..b].iter().zip(&self.leaf_prob[a..b]) {
+                            acc[c as usize] += p as f64;
+                        }
+                    }
+                    let sum: f64 = acc.iter().sum();
+                    for (o, a) in o.iter_mut().zip(acc.iter()) {
+                        *o = (a / sum) as f32;
+                    }
+                },
+            );
+        Ok(out)
+    }
+
+    /// Rebuilds a forest from [`ProbaHead::to_tensors`]' output, checking every value.
+    pub fn from_tensors(
+        n_features: usize,
+        n_classes: usize,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Self, ClassicError> {
+        if n_classes < 2 {
+            return Err(stored(
+                "leaf_class",
+                format!("{n_classes} classes; at least 2 needed"),
+            ));
+        }
+        let (roots, nodes) = stored_trees(tensors, n_features)?;
+        if roots.is_empty() {
+            return Err(stored(
+                "tree_root",
+                "a forest needs at least one tree".into(),
+            ));
+        }
+        let entries = vec_len(tensors, "leaf_class")?;
+        let leaf_ptr = stored_i32(
+            tensors,
+            "leaf_ptr",
+            Some(&[nodes.len() + 1]),
+            0..entries as i64 + 1,
+        )?;
+        let leaf_class = stored_i32(tensors, "leaf_class", Some(&[entries]), 0..n_classes as i64)?;
+        let leaf_prob = stored_f32(tensors, "leaf_prob", Some(&[entries]))?;
+        if leaf_ptr[0] != 0 || leaf_ptr[nodes.len()] as usize != entries {
+            return Err(stored("leaf_ptr", format!("must run from 0 to {entries}")));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let (a, b) = (leaf_ptr[i] as usize, leaf_ptr[i + 1] as usize);
+            if a > b {
+                return Err(stored("leaf_ptr", format!("decreases at node {i}")));
+            }
+            if (node.feature < 0) != (a < b) {
+                return Err(stored(
+                    "leaf_ptr",
+                    format!("node {i}: leaves need a distribution, split nodes none"),
+                ));
+            }
+            if leaf_class[a..b].windows(2).any(|w| w[0] >= w[1]) {
+                return Err(stored(
+                    "leaf_class",
+                    format!("classes of node {i} are not strictly increasing"),
+                ));
+            }
+            let probs = &leaf_prob[a..b];
+            if probs.iter().any(|p| !(0.0..=1.0).contains(p)) {
+                return Err(stored("leaf_prob", format!("node {i}: outside [0, 1]")));
+            }
+            let sum: f64 = probs.iter().map(|&p| p as f64).sum();
+            if a < b && (sum - 1.0).abs() > 1e-3 {
+                return Err(stored("leaf_prob", format!("node {i}: sums to {sum}")));
+            }
+        }
+        Ok(Self {
+            n_features,
+            n_classes,
+            roots,
+            nodes,
+            leaf_ptr: leaf_ptr.iter().map(|&v| v as u32).collect(),
+            leaf_class: leaf_class.iter().map(|&v| v as u32).collect(),
+            leaf_prob: leaf_prob.to_vec(),
+        })
+    }
+}
+
+pub(crate) fn stored(tensor: &str, reason: String) -> ClassicError {
+    ClassicError::Stored {
+        tensor: tensor.to_string(),
+        reason,
+    }
+}
+
+/// Length of the 1-D tensor `name`.
+pub(crate) fn vec_len(
+    tensors: &BTreeMap<String, Tensor>,
+    name: &str,
+) -> Result<usize, ClassicError> {
+    let t = tensors
+        .get(name)
+        .ok_or_else(|| stored(name, "missing".into()))?;
+    match t.shape[..] {
+        [len] => Ok(len),
+        _ => Err(stored(name, format!("shape {:?}, expected 1-D", t.shape))),
+    }
+}
+
+/// The checked trees of tensors `tree_root`, `node_feature`, `node_threshold`, `node_left`,
+/// `node_right`: roots strictly increasing from 0, tree `t` spanning `root[t]..root[t + 1]`,
+/// leaves (`feature == -1`) with both links -1, split nodes with `feature < n_features` and both
+/// links after the node and inside its tree, so every walk ends at a leaf.
+pub(crate) fn stored_trees(
+    tensors: &BTreeMap<String, Tensor>,
+    n_features: usize,
+) -> Result<(Vec<u32>, Vec<Node>), ClassicError> {
+    let n_trees = vec_len(tensors, "tree_root")?;
+    let n = vec_len(tensors, "node_feature")?;
+    if n > i32::MAX as usize {
+        return Err(stored("node_feature", "more nodes than i32 indexes".into()));
+    }
+    let shape = [n];
+    let roots = stored_i32(tensors, "tree_root", Some(&[n_trees]), 0..n as i64)?;
+    let feature = stored_i32(tensors, "node_feature", Some(&shape), -1..n_features as i64)?;
+    let threshold = stored_f32(tensors, "node_threshold", Some(&shape))?;
+    let left = stored_i32(tensors, "node_left", Some(&shape), -1..n as i64)?;
+    let right = stored_i32(tensors, "node_right", Some(&shape), -1..n as i64)?;
+    if roots.first().is_some_and(|&r| r != 0) || (roots.is_empty() && n > 0) {
+        return Err(stored(
+            "tree_root",
+            "the first tree must start at node 0".into(),
+        ));
+    }
+    if roots.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(stored("tree_root", "roots must strictly increase".into()));
+    }
+    let mut nodes = Vec::with_capacity(n);
+    for (t, &start) in roots.iter().enumerate() {
+        let end = roots.get(t + 1).map_or(n, |&r| r as usize);
+        for i in start as usize..end {
+            let (l, r) = (left[i], right[i]);
+            let node = if feature[i] < 0 {
+                if l != -1 || r != -1 {
+                    return Err(stored("node_left", format!("leaf {i} has children")));
+                }
+                Node::LEAF
+            } else {
+                let inside = |c: i32| c as usize > i && (c as usize) < end && c >= 0;
+                if !inside(l) {
+                    return Err(stored(
+                        "node_left",
+                        format!("node {i} links to {l}, outside {}..{end}", i + 1),
+                    ));
+                }
+                if !inside(r) {
+                    return Err(stored(
+                        "node_right",
+                        format!("node {i} links to {r}, outside {}..{end}", i + 1),
+                    ));
+                }
+                Node {
+                    feature: feature[i],
+                    threshold: threshold[i],
+                    left: l as u32,
+                    right: r as u32,
+                }
+            };
+            nodes.push(node);
+        }
+    }
+    Ok((roots.iter().map(|&r| r as u32).collect(), nodes))
+}
+
+/// The tensors of [`stored_trees`].
+pub(crate) fn tree_tensors(roots: &[u32], nodes: &[Node]) -> BTreeMap<String, Tensor> {
+    let n = nodes.len();
+    let link = |f: fn(&Node) -> u32| -> Vec<i32> {
+        nodes
+            .iter()
+            .map(|nd| if nd.feature < 0 { -1 } else { f(nd) as i32 })
+            .collect()
+    };
+    BTreeMap::from([
+        (
+            "tree_root".to_string(),
+            Tensor::i32(vec![roots.len()], roots.iter().map(|&r| r as i32).collect()),
+        ),
+        (
+            "node_feature".to_string(),
+            Tensor::i32(vec![n], nodes.iter().map(|nd| nd.feature).collect()),
+        ),
+        (
+            "node_threshold".to_string(),
+            Tensor::f32(vec![n], nodes.iter().map(|nd| nd.threshold).collect()),
+        ),
+        (
+            "node_left".to_string(),
+            Tensor::i32(vec![n], link(|nd| nd.left)),
+        ),
+        (
+            "node_right".to_string(),
+            Tensor::i32(vec![n], link(|nd| nd.right)),
+        ),
+    ])
+}
+
+impl FitHead for RandomForestParams {
+    type Model = RandomForest;
+
+    fn check(&self) -> Result<(), ClassicError> {
+        RandomForestParams::check(self)
+    }
+
+    fn fit(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+    ) -> Result<RandomForest, ClassicError> {
+        RandomForestParams::fit(self, x, y, n_classes)
+    }
+
+    fn restore(
+        &self,
+        n_features: usize,
+        n_classes: usize,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<RandomForest, ClassicError> {
+        RandomForest::from_tensors(n_features, n_classes, tensors)
+    }
+}
+
+impl ProbaHead for RandomForest {
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        RandomForest::predict_proba(self, x)
+    }
+
+    /// Tensors `tree_root` `[trees]`, `node_feature` / `node_left` / `node_right` (i32) and
+    /// `node_threshold` (f32) `[nodes]`, and the leaves' sparse class distributions as CSR:
+    /// `leaf_ptr` `[nodes + 1]`, `leaf_class` (i32) and `leaf_prob` (f32) `[entries]`.
+    fn to_tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut t = tree_tensors(&self.roots, &self.nodes);
+        let e = self.leaf_class.len();
+        t.insert(
+            "leaf_ptr".into(),
+            Tensor::i32(
+                vec![self.leaf_ptr.len()],
+                self.leaf_ptr.iter().map(|&v| v as i32).collect(),
+            ),
+        );
+        t.insert(
+            "leaf_class".into(),
+            Tensor::i32(vec![e], self.leaf_class.iter().map(|&v| v as i32).collect()),
+        );
+        t.insert(
+            "leaf_prob".into(),
+            Tensor::f32(vec![e], self.leaf_prob.clone()),
+        );
+        t
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use lmfuse_core::CsrMatrix;
+
+    /// `n` rows in `d` dimensions around `k` random centres (uniform in ±`spread`), uniform
+    /// noise of half-width 1; labels cycle through the classes.
+    pub(crate) fn blobs(
+        n: usize,
+        d: usize,
+        k: usize,
+        spread: f32,
+        seed: u64,
+    ) -> (Features, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let mut u = || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        let centres: Vec<f32> = (0..k * d).map(|_| spread * u()).collect();
+        let mut data = Vec::with_capacity(n * d);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % k;
+            for j in 0..d {
+                data.push(centres[c * d + j] + u());
+            }
+            y.push(c);
+        }
+        (Features::Dense(DenseMatrix::new(n, d, data).unwrap()), y)
+    }
+
+    pub(crate) fn accuracy(p: &[f32], y: &[usize], k: usize) -> f64 {
+        let hits = p
+            .chunks(k)
+            .zip(y)
+            .filter(|(r, &t)| (0..k).max_by(|&a, &b| r[a].total_cmp(&r[b])) == Some(t))
+            .count();
+        hits as f64 / y.len() as f64
+    }
+
+    fn small() -> RandomForestParams {
+        RandomForestParams {
+            n_trees: 20,
+            seed: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn separates_noisy_blobs_and_rows_sum_to_one() {
+        let (all, y_all) = blobs(1000, 8, 4, 1.0, 1);
+        let (train, test): (Vec<usize>, Vec<usize>) = ((0..600).collect(), (600..1000).collect());
+        let (xtr, xte, y) = (
+            all.select_rows(&train),
+            all.select_rows(&test),
+            &y_all[..600],
+        );
+        let m = small().fit(&xtr, y, 4).unwrap();
+        let p = m.predict_proba(&xte).unwrap();
+        let acc = accuracy(&p, &y_all[600..], 4);
+        assert!(acc > 0.85, "held-out accuracy {acc}");
+        for r in p.chunks(4) {
+            assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            assert!(r.iter().all(|v| v.is_finite()));
+        }
+        let p_train = m.predict_proba(&xtr).unwrap();
+        assert!(accuracy(&p_train, y, 4) > 0.99);
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_forest_on_any_thread_count() {
+        let (x, y) = blobs(300, 6, 3, 1.0, 2);
+        let fit_on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| small().fit(&x, &y, 3).unwrap())
+        };
+        let (a, b) = (fit_on(1), fit_on(3));
+        assert_eq!(a, b);
+        let bits = |m: &RandomForest| -> Vec<u32> {
+            m.predict_proba(&x)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&a), bits(&b));
+        let other = RandomForestParams { seed: 8, ..small() }
+            .fit(&x, &y, 3)
+            .unwrap();
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn depth_and_leaf_size_limits_hold() {
+        let (x, y) = blobs(300, 4, 3, 0.5, 3);
+        let m = RandomForestParams {
+            max_depth: Some(1),
+            ..small()
+        }
+        .fit(&x, &y, 3)
+        .unwrap();
+        // A stump has at most 3 nodes.
+        assert!(m.n_nodes() <= 3 * m.n_trees());
+        let full = small().fit(&x, &y, 3).unwrap();
+        let coarse = RandomForestParams {
+            min_samples_leaf: 40,
+            ..small()
+        }
+        .fit(&x, &y, 3)
+        .unwrap();
+        assert!(coarse.n_nodes() < full.n_nodes());
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let bad = [
+            RandomForestParams {
+                n_trees: 0,
+                ..Default::default()
+            },
+            RandomForestParams {
+                min_samples_leaf: 0,
+                ..Default::default()
+            },
+            RandomForestParams {
+                max_depth: Some(0),
+                ..Default::default()
+            },
+            RandomForestParams {
+                max_features: MaxFeatures::Count(0),
+                ..Default::default()
+            },
+            RandomForestParams {
+                max_features: MaxFeatures::Fraction(1.5),
+                ..Default::default()
+            },
+            RandomForestParams {
+                max_features: MaxFeatures::Fraction(f64::NAN),
+                ..Default::default()
+            },
+        ];
+        for p in bad {
+            assert!(
+                matches!(p.check(), Err(ClassicError::InvalidParam { .. })),
+                "{p:?}"
+            );
+        }
+        assert!(RandomForestParams::default().check().is_ok());
+        assert_eq!(MaxFeatures::Sqrt.resolve(384), 19);
+        assert_eq!(MaxFeatures::Count(1000).resolve(384), 384);
+        assert_eq!(MaxFeatures::Fraction(0.001).resolve(384), 1);
+    }
+
+    #[test]
+    fn sparse_input_and_bad_rows_are_refused() {
+        let sparse = Features::Sparse(
+            CsrMatrix::new(2, 5, vec![0, 1, 2], vec![0, 3], vec![1.0, 2.0]).unwrap(),
+        );
+        assert_eq!(
+            small().fit(&sparse, &[0, 1], 2).unwrap_err(),
+            ClassicError::NeedsDense {
+                head: "rf",
+                cols: 5
+            }
+        );
+        let (x, y) = blobs(60, 3, 3, 1.0, 4);
+        let m = small().fit(&x, &y, 3).unwrap();
+        assert!(matches!(
+            m.predict_proba(&sparse),
+            Err(ClassicError::NeedsDense { head: "rf", .. })
+        ));
+        let narrow = Features::Dense(DenseMatrix::new(1, 2, vec![0.0; 2]).unwrap());
+        assert!(matches!(
+            m.predict_proba(&narrow),
+            Err(ClassicError::Width { .. })
+        ));
+        let nan = Features::Dense(DenseMatrix::new(1, 3, vec![0.0, f32::NAN, 0.0]).unwrap());
+        assert_eq!(
+            m.predict_proba(&nan).unwrap_err(),
+            ClassicError::NotFinite { row: 0, col: 1 }
+        );
+    }
+
+    #[test]
+    fn tensors_round_trip_and_corruption_is_an_error() {
+        let (x, y) = blobs(200, 5, 3, 1.0, 5);
+        let params = small();
+        let m = params.fit(&x, &y, 3).unwrap();
+        let t = m.to_tensors();
+        let back = params.restore(5, 3, &t).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            back.predict_proba(&x).unwrap(),
+            m.predict_proba(&x).unwrap()
+        );
+
+        let split = m.nodes.iter().position(|n| n.feature >= 0).unwrap();
+        let corrupt = |name: &str, f: &dyn Fn(&mut Tensor)| {
+            let mut t = t.clone();
+            f(t.get_mut(name).unwrap());
+            params.restore(5, 3, &t)
+        };
+        let set_i32 = |i: usize, v: i32| {
+            move |t: &mut Tensor| {
+                if let lmfuse_core::TensorData::I32(d) = &mut t.data {
+                    d[i] = v;
+                }
+            }
+        };
+        let cases: Vec<(&str, Box<dyn Fn(&mut Tensor)>)> = vec![
+            ("node_left", Box::new(set_i32(split, split as i32))),
+            ("node_left", Box::new(set_i32(split, 0))),
+            (
+                "node_right",
+                Box::new(set_i32(split, m.nodes.len() as i32 + 5)),
+            ),
+            ("node_right", Box::new(set_i32(split, -1))),
+            ("node_feature", Box::new(set_i32(split, 5))),
+            ("node_feature", Box::new(set_i32(split, -7))),
+            ("leaf_class", Box::new(set_i32(0, 3))),
+            ("tree_root", Box::new(set_i32(1, 0))),
+            (
+                "leaf_prob",
+                Box::new(|t: &mut Tensor| {
+                    if let lmfuse_core::TensorData::F32(d) = &mut t.data {
+                        d[0] = 2.0;
+                    }
+                }),
+            ),
+            (
+                "node_threshold",
+                Box::new(|t: &mut Tensor| {
+                    if let lmfuse_core::TensorData::F32(d) = &mut t.data {
+                        d[0] = f32::NAN;
+                    }
+                }),
+            ),
+            (
+                "leaf_ptr",
+                Box::new(|t: &mut Tensor| *t = Tensor::i32(vec![1], vec![0])),
+            ),
+            (
+                "node_left",
+                Box::new(|t: &mut Tensor| *t = Tensor::f32(t.shape.clone(), vec![0.0; t.len()])),
+            ),
+        ];
+        for (name, f) in &cases {
+            assert!(
+                matches!(corrupt(name, f.as_ref()), Err(ClassicError::Stored { .. })),
+                "{name}"
+            );
+        }
+        for name in t.keys() {
+            let mut missing = t.clone();
+            missing.remove(name);
+            assert!(matches!(
+                params.restore(5, 3, &missing),
+                Err(ClassicError::Stored { .. })
+            ));
+        }
+        // A leaf turned into a split node.
+        let leaf = m.nodes.iter().position(|n| n.feature < 0).unwrap();
+        assert!(corrupt("node_feature", &set_i32(leaf, 0)).is_err());
+    }
+
+    /// Manual timing on embedding-sized data: `cargo test --release -p lmfuse-classic --
+    /// --ignored --nocapture forest::tests::timing_150_classes`.
+    #[test]
+    #[ignore]
+    fn timing_150_classes() {
+        let (all, y) = blobs(15_000, 384, 150, 0.35, 42);
+        let train: Vec<usize> = (0..13_500).collect();
+        let test: Vec<usize> = (13_500..15_000).collect();
+        let (xtr, xte) = (all.select_rows(&train), all.select_rows(&test));
+        let t0 = std::time::Instant::now();
+        let m = RandomForestParams::default()
+            .fit(&xtr, &y[..13_500], 150)
+            .unwrap();
+        let fit = t0.elapsed();
+        let t1 = std::time::Instant::now();
+        let p = m.predict_proba(&xte).unwrap();
+        let predict = t1.elapsed();
+        let bytes: usize = m.to_tensors().values().map(|t| t.len() * 4).sum();
+        println!(
+            "rf: fit {fit:.2?}, predict 1500 rows {predict:.2?}, {} nodes, {:.1} MB stored, \
+             held-out accuracy {:.3}",
+            m.n_nodes(),
+            bytes as f64 / 1e6,
+            accuracy(&p, &y[13_500..], 150)
+        );
+    }
+}

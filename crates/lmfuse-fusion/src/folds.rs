@@ -1,0 +1,84 @@
+//! Stratified k-fold assignment and out-of-fold member predictions.
+
+use crate::FusionError;
+use lmfuse_classic::{HeadParams, ProbaHead};
+use lmfuse_core::{Features, SeededRng};
+
+/// The fold (`0..folds`) of every row: each class's rows are shuffled with `seed` and dealt
+/// round-robin, continuing across classes, so every fold gets a near-equal share of each class.
+pub fn stratified_folds(y: &[usize], folds: usize, seed: u64) -> Vec<usize> {
+    let classes = y.iter().copied().max().map_or(0, |m| m + 1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &c) in y.iter().enumerate() {
+        by_class[c].push(i);
+    }
+    let mut rng = SeededRng::new(seed);
+    let mut fold = vec![0; y.len()];
+    let mut next = 0;
+    for rows in &mut by_class {
+        rng.shuffle(rows);
+        for &r in rows.iter() {
+            fold[r] = next % folds.max(1);
+            next += 1;
+        }
+    }
+    fold
+}
+
+/// Out-of-fold class probabilities of `params` on `(x, y)`: the rows of fold `f` are predicted
+/// by a model fit on every other fold. Returns `rows × n_classes`, row-major.
+pub fn out_of_fold(
+    x: &Features,
+    y: &[usize],
+    n_classes: usize,
+    params: &HeadParams,
+    folds: &[usize],
+) -> Result<Vec<f32>, FusionError> {
+    if folds.len() != y.len() || x.rows() != y.len() {
+        return Err(FusionError::Shape(format!(
+            "{} feature rows, {} labels, {} fold ids",
+            x.rows(),
+            y.len(),
+            folds.len()
+        )));
+    }
+    let n_folds = folds.iter().copied().max().map_or(0, |m| m + 1);
+    if n_folds < 2 {
+        return Err(FusionError::Option(
+            "out-of-fold predictions need ≥ 2 folds".into(),
+        ));
+    }
+    let mut out = vec![0.0f32; y.len() * n_classes];
+    for f in 0..n_folds {
+        let (train, held): (Vec<usize>, Vec<usize>) = (0..y.len()).partition(|&i| folds[i] != f);
+        if held.is_empty() {
+            continue;
+        }
+        let ty: Vec<usize> = train.iter().map(|&i| y[i]).collect();
+        let model = params.fit(&x.select_rows(&train), &ty, n_classes)?;
+        let p = model.predict_proba(&x.select_rows(&held))?;
+        for (j, &i) in held.iter().enumerate() {
+            out[i * n_classes..(i + 1) * n_classes]
+                .copy_from_slice(&p[j * n_classes..(j + 1) * n_classes]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_stratified_balanced_and_seeded() {
+        let y: Vec<usize> = (0..100).map(|i| usize::from(i % 4 == 0)).collect();
+        let f = stratified_folds(&y, 5, 3);
+        for fold in 0..5 {
+            let rows: Vec<usize> = (0..100).filter(|&i| f[i] == fold).collect();
+            assert_eq!(rows.len(), 20);
+            assert_eq!(rows.iter().filter(|&&i| y[i] == 1).count(), 5);
+        }
+        assert_eq!(f, stratified_folds(&y, 5, 3));
+        assert_ne!(f, stratified_folds(&y, 5, 4));
+    }
+}
