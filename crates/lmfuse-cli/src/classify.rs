@@ -26,14 +26,14 @@ pub struct DataArgs {
     format: Option<Format>,
     /// Field (JSONL) or column (CSV/TSV) holding the text.
     #[arg(long, default_value = "text")]
-    text_col: String,
+    pub(crate) text_col: String,
     /// Field or column holding the label.
     #[arg(long, default_value = "label")]
     label_col: String,
     /// Side columns for the `tab` feature block, comma-separated: numeric ones are
     /// standardised, the others one-hot encoded (fit on train).
     #[arg(long, value_delimiter = ',')]
-    feature_cols: Vec<String>,
+    pub(crate) feature_cols: Vec<String>,
 }
 
 /// Embedding cache options.
@@ -48,7 +48,7 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
-    fn open(&self) -> anyhow::Result<Option<EmbeddingCache>> {
+    pub(crate) fn open(&self) -> anyhow::Result<Option<EmbeddingCache>> {
         if self.no_cache {
             return Ok(None);
         }
@@ -78,7 +78,7 @@ pub enum HeadArg {
 }
 
 impl HeadArg {
-    fn kind(self) -> HeadKind {
+    pub(crate) fn kind(self) -> HeadKind {
         match self {
             HeadArg::Logreg => HeadKind::Logreg,
             HeadArg::Svm => HeadKind::Svm,
@@ -157,7 +157,7 @@ pub struct TrainArgs {
 
 /// What the data looked like.
 #[derive(Debug, Serialize)]
-struct DataReport {
+pub(crate) struct DataReport {
     train: usize,
     dev: usize,
     test: usize,
@@ -245,30 +245,41 @@ fn featurize(
     Ok(text_features.features(&refs, dense, columns)?)
 }
 
-/// Runs `lmfuse train`.
-pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let quiet = quiet || args.json;
-    let use_tab = args.features.contains(&FeatureArg::Tab);
-    anyhow::ensure!(
-        use_tab == !args.data.feature_cols.is_empty(),
-        "--features tab and --feature-cols go together: name the side columns with \
-         --feature-cols and add `tab` to --features"
-    );
-    let mut train = read_labelled(&args.train, &args.data, &args.data.feature_cols)?;
+/// Train, dev and test rows with their class indices, and what they looked like.
+pub(crate) struct Splits {
+    pub train: LabelledTexts,
+    pub dev: LabelledTexts,
+    pub test: LabelledTexts,
+    pub labels: LabelSet,
+    pub y_train: Vec<usize>,
+    pub y_dev: Vec<usize>,
+    pub y_test: Vec<usize>,
+    pub report: DataReport,
+}
+
+/// Reads the training file and the dev/test files, or carves stratified 10% slices of train
+/// for the ones not given (test first, then dev; seeded).
+pub(crate) fn load_splits(
+    train_path: &Path,
+    dev_path: Option<&Path>,
+    test_path: Option<&Path>,
+    data: &DataArgs,
+    seed: u64,
+) -> anyhow::Result<Splits> {
+    let mut train = read_labelled(&train_path, &data, &data.feature_cols)?;
     anyhow::ensure!(
         !train.texts.is_empty(),
         "{} holds no examples",
-        args.train.display()
+        train_path.display()
     );
     let labels = LabelSet::from_labels(train.labels.iter().map(String::as_str));
     anyhow::ensure!(
         labels.len() >= 2,
         "{}: every example has the label {:?}; a classifier needs at least two classes",
-        args.train.display(),
+        train_path.display(),
         labels.names()[0]
     );
-    let train_name = args.train.display().to_string();
+    let train_name = train_path.display().to_string();
     let y_all = lmfuse_train::encode_labels(&labels, &train.labels, &train_name, &train.lines)?;
 
     // Held-out parts: given files, else stratified slices of train (test first, then dev).
@@ -280,24 +291,21 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         remaining = keep.iter().map(|&k| remaining[k]).collect();
         train.select(&held_rows)
     };
-    let (test, test_source) = match &args.test {
+    let (test, test_source) = match test_path {
         Some(p) => (
-            read_labelled(p, &args.data, &args.data.feature_cols)?,
+            read_labelled(p, &data, &data.feature_cols)?,
             p.display().to_string(),
         ),
-        None => (
-            carve(args.seed),
-            format!("10% of {train_name} (seed {})", args.seed),
-        ),
+        None => (carve(seed), format!("10% of {train_name} (seed {})", seed)),
     };
-    let (dev, dev_source) = match &args.dev {
+    let (dev, dev_source) = match dev_path {
         Some(p) => (
-            read_labelled(p, &args.data, &args.data.feature_cols)?,
+            read_labelled(p, &data, &data.feature_cols)?,
             p.display().to_string(),
         ),
         None => (
-            carve(args.seed.wrapping_add(1)),
-            format!("10% of {train_name} (seed {})", args.seed.wrapping_add(1)),
+            carve(seed.wrapping_add(1)),
+            format!("10% of {train_name} (seed {})", seed.wrapping_add(1)),
         ),
     };
     if remaining.len() != train.texts.len() {
@@ -335,6 +343,46 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             .filter(|t| train_set.contains(t.as_str()))
             .count(),
     };
+
+    Ok(Splits {
+        train,
+        dev,
+        test,
+        labels,
+        y_train,
+        y_dev,
+        y_test,
+        report: data_report,
+    })
+}
+
+/// Runs `lmfuse train`.
+pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let quiet = quiet || args.json;
+    let use_tab = args.features.contains(&FeatureArg::Tab);
+    anyhow::ensure!(
+        use_tab == !args.data.feature_cols.is_empty(),
+        "--features tab and --feature-cols go together: name the side columns with \
+         --feature-cols and add `tab` to --features"
+    );
+    let Splits {
+        train,
+        dev,
+        test,
+        labels,
+        y_train,
+        y_dev,
+        y_test,
+        report: data_report,
+    } = load_splits(
+        &args.train,
+        args.dev.as_deref(),
+        args.test.as_deref(),
+        &args.data,
+        args.seed,
+    )?;
+    let train_name = args.train.display().to_string();
 
     let files = args.model.resolve()?;
     let options = args.model.load_options();

@@ -3,6 +3,7 @@
 
 mod bench;
 mod classify;
+mod compare;
 mod embed;
 mod progress;
 
@@ -35,6 +36,8 @@ enum Command {
     Eval(classify::EvalArgs),
     /// Predict labels and probabilities with a bundle.
     Predict(classify::PredictArgs),
+    /// Rank single heads, feature fusion and ensembles by cross-validation on one data set.
+    Compare(compare::CompareArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => classify::train(&args, cli.quiet),
         Command::Eval(args) => classify::eval(&args, cli.quiet),
         Command::Predict(args) => classify::predict(&args, cli.quiet),
+        Command::Compare(args) => compare::run(&args, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
     }
 }

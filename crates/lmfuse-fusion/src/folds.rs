@@ -68,6 +68,39 @@ pub fn out_of_fold(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lmfuse_classic::KnnParams;
+    use lmfuse_core::DenseMatrix;
+
+    #[test]
+    fn out_of_fold_rows_are_never_predicted_by_a_model_that_saw_them() {
+        // Random labels on distinct points: a 1-nearest-neighbour model recalls every row it
+        // was fit on (accuracy 1) and knows nothing about the others (accuracy near 1/2). So
+        // out-of-fold accuracy near 1/2 shows no row was predicted by a model fit on it.
+        let n = 400;
+        let mut rng = SeededRng::new(5);
+        let data: Vec<f32> = (0..n * 4)
+            .map(|_| rng.below(1000) as f32 / 1000.0)
+            .collect();
+        let y: Vec<usize> = (0..n).map(|_| rng.below(2)).collect();
+        let x = Features::Dense(DenseMatrix::new(n, 4, data).unwrap());
+        let params = HeadParams::Knn(KnnParams {
+            k: 1,
+            ..Default::default()
+        });
+        let accuracy = |p: &[f32]| {
+            p.chunks(2)
+                .zip(&y)
+                .filter(|(r, &t)| usize::from(r[1] > r[0]) == t)
+                .count() as f64
+                / n as f64
+        };
+        let in_sample = params.fit(&x, &y, 2).unwrap().predict_proba(&x).unwrap();
+        assert_eq!(accuracy(&in_sample), 1.0);
+        let folds = stratified_folds(&y, 5, 1);
+        let oof = out_of_fold(&x, &y, 2, &params, &folds).unwrap();
+        let a = accuracy(&oof);
+        assert!((0.4..0.6).contains(&a), "out-of-fold accuracy {a}");
+    }
 
     #[test]
     fn folds_are_stratified_balanced_and_seeded() {

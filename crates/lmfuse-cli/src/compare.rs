@@ -1,0 +1,433 @@
+//! `lmfuse compare`: a leaderboard of single heads, feature fusion and ensembles on one data
+//! set, ranked by k-fold cross-validation on train (never by test).
+
+use crate::classify::{load_splits, CacheArgs, DataArgs, HeadArg, Splits};
+use crate::embed::embed_texts;
+use crate::ModelArgs;
+use clap::Args;
+use lmfuse_classic::ProbaHead;
+use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_fusion::{CombinerParams, Strategy};
+use lmfuse_metrics::Report;
+use lmfuse_train::{TextFeaturizer, TrainOptions};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `lmfuse compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Training data.
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev data, for each member's hyperparameter (default: a stratified 10% of --train).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test data, reported only (default: a stratified 10% of --train).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Single models as FEATURES:HEAD (features joined by `+`, e.g. `tfidf+emb:logreg` is
+    /// feature fusion), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "emb:logreg,tfidf:logreg,tfidf+emb:logreg"
+    )]
+    singles: Vec<String>,
+    /// The members the ensembles fuse, FEATURES:HEAD, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "emb:logreg,tfidf:logreg,tfidf+emb:logreg"
+    )]
+    members: Vec<String>,
+    /// Ensemble strategies, comma-separated (hard_vote, soft_vote, weighted, stacking,
+    /// adaptive); empty for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hard_vote,soft_vote,weighted,stacking,adaptive"
+    )]
+    ensembles: Vec<String>,
+    /// Cross-validation folds on train.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the splits and folds.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Values of C tried on dev by logreg and svm members.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
+    )]
+    c_grid: Vec<f64>,
+    /// Print the leaderboard as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A single model: which feature blocks and which head.
+#[derive(Debug, Clone, PartialEq)]
+struct ModelSpec {
+    name: String,
+    emb: bool,
+    tfidf: bool,
+    head: HeadArg,
+}
+
+fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
+    let (features, head) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("model {s:?}: expected FEATURES:HEAD, e.g. emb:logreg"))?;
+    let head = <HeadArg as clap::ValueEnum>::from_str(head, true)
+        .map_err(|_| anyhow::anyhow!("model {s:?}: unknown head {head:?}"))?;
+    let (mut emb, mut tfidf) = (false, false);
+    for f in features.split('+') {
+        match f {
+            "emb" => emb = true,
+            "tfidf" => tfidf = true,
+            other => anyhow::bail!("model {s:?}: unknown feature block {other:?} (emb, tfidf)"),
+        }
+    }
+    Ok(ModelSpec {
+        name: s.to_string(),
+        emb,
+        tfidf,
+        head,
+    })
+}
+
+fn parse_strategy(s: &str) -> anyhow::Result<Strategy> {
+    Strategy::ALL
+        .into_iter()
+        .find(|st| st.name() == s)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown ensemble {s:?}: expected one of hard_vote, soft_vote, weighted, \
+                 stacking, adaptive"
+            )
+        })
+}
+
+/// One leaderboard row.
+#[derive(Debug, Serialize)]
+struct Entry {
+    name: String,
+    kind: &'static str,
+    /// Mean and standard deviation of the per-fold accuracies on train.
+    cv_accuracy: f64,
+    cv_std: f64,
+    selected: Option<(String, f64)>,
+    dev: Report,
+    test: Report,
+    fit_seconds: f64,
+    predict_seconds: f64,
+}
+
+/// A fitted single model's probabilities: out-of-fold on train, and on dev and test.
+struct Fitted {
+    oof: Vec<f32>,
+    dev: Vec<f32>,
+    test: Vec<f32>,
+}
+
+fn fold_accuracies(
+    proba: &[f32],
+    y: &[usize],
+    folds: &[usize],
+    n_folds: usize,
+    k: usize,
+) -> Vec<f64> {
+    (0..n_folds)
+        .map(|f| {
+            let rows: Vec<usize> = (0..y.len()).filter(|&i| folds[i] == f).collect();
+            let hits = rows
+                .iter()
+                .filter(|&&i| lmfuse_metrics::argmax(&proba[i * k..(i + 1) * k]) == y[i])
+                .count();
+            hits as f64 / rows.len().max(1) as f64
+        })
+        .collect()
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// Runs `lmfuse compare`.
+pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let quiet = quiet || args.json;
+    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    anyhow::ensure!(
+        args.data.feature_cols.is_empty(),
+        "compare does not take --feature-cols yet; use lmfuse train --features tab"
+    );
+    let singles: Vec<ModelSpec> = args
+        .singles
+        .iter()
+        .map(|s| parse_model(s))
+        .collect::<anyhow::Result<_>>()?;
+    let members: Vec<ModelSpec> = args
+        .members
+        .iter()
+        .map(|s| parse_model(s))
+        .collect::<anyhow::Result<_>>()?;
+    let strategies: Vec<Strategy> = args
+        .ensembles
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_strategy(s))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        strategies.is_empty() || members.len() >= 2,
+        "an ensemble needs at least two --members"
+    );
+    let Splits {
+        train,
+        dev,
+        test,
+        labels,
+        y_train,
+        y_dev,
+        y_test,
+        report: _,
+    } = load_splits(
+        &args.train,
+        args.dev.as_deref(),
+        args.test.as_deref(),
+        &args.data,
+        args.seed,
+    )?;
+    let k = labels.len();
+    let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
+    let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
+    let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
+    let emb = if needs_emb {
+        let files = args.model.resolve()?;
+        let options = args.model.load_options();
+        let mut cache = args.cache.open()?;
+        Some(DenseMatrix::from(
+            embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
+        ))
+    } else {
+        None
+    };
+    let tfidf = if needs_tfidf {
+        let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
+        TextFeaturizer::fit(&refs)?
+    } else {
+        TextFeaturizer::default()
+    };
+    let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
+    let features_of = |m: &ModelSpec| -> anyhow::Result<Features> {
+        let text = if m.tfidf {
+            tfidf.clone()
+        } else {
+            TextFeaturizer::default()
+        };
+        Ok(text.features(&refs, m.emb.then(|| emb.clone()).flatten(), &[])?)
+    };
+    let lengths: Vec<f32> = all_texts.iter().map(|t| t.chars().count() as f32).collect();
+    let folds = lmfuse_fusion::stratified_folds(&y_train, args.folds, args.seed);
+    let train_rows: Vec<usize> = (0..n_train).collect();
+    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
+    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
+
+    let mut entries = Vec::new();
+    let mut fitted: Vec<(String, Fitted, f64)> = Vec::new();
+    let mut specs: Vec<&ModelSpec> = singles.iter().collect();
+    specs.extend(members.iter().filter(|m| !singles.contains(m)));
+    for spec in specs {
+        if !quiet {
+            eprintln!("compare: {}", spec.name);
+        }
+        let x = features_of(spec)?;
+        let (xt, xd, xs) = (
+            x.select_rows(&train_rows),
+            x.select_rows(&dev_rows),
+            x.select_rows(&test_rows),
+        );
+        let t = Instant::now();
+        let options = TrainOptions {
+            head: spec.head.kind(),
+            c_grid: args.c_grid.clone(),
+            seed: args.seed,
+            ..Default::default()
+        };
+        let selection = lmfuse_train::fit_selecting(
+            (&xt, &y_train),
+            (&xd, &y_dev),
+            &labels,
+            &options.candidates(),
+        )?;
+        let fit_seconds = t.elapsed().as_secs_f64();
+        let oof = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
+        let t = Instant::now();
+        let test_p = selection.model.predict_proba(&xs)?;
+        let predict_seconds = t.elapsed().as_secs_f64();
+        let dev_p = selection.model.predict_proba(&xd)?;
+        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.folds, k));
+        if singles.contains(spec) {
+            let (param, value) = selection.params.tuned();
+            entries.push(Entry {
+                name: spec.name.clone(),
+                kind: if spec.emb && spec.tfidf {
+                    "feature_fusion"
+                } else {
+                    "single"
+                },
+                cv_accuracy: cv,
+                cv_std,
+                selected: Some((param.to_string(), value)),
+                dev: lmfuse_metrics::evaluate(&y_dev, &dev_p, labels.names())?,
+                test: lmfuse_metrics::evaluate(&y_test, &test_p, labels.names())?,
+                fit_seconds,
+                predict_seconds,
+            });
+        }
+        fitted.push((
+            spec.name.clone(),
+            Fitted {
+                oof,
+                dev: dev_p,
+                test: test_p,
+            },
+            fit_seconds + predict_seconds,
+        ));
+    }
+
+    let member_fits: Vec<&Fitted> = members
+        .iter()
+        .map(|m| {
+            &fitted
+                .iter()
+                .find(|(n, _, _)| *n == m.name)
+                .expect("fitted")
+                .1
+        })
+        .collect();
+    let member_seconds: f64 = members
+        .iter()
+        .map(|m| {
+            fitted
+                .iter()
+                .find(|(n, _, _)| *n == m.name)
+                .expect("fitted")
+                .2
+        })
+        .sum();
+    let oof: Vec<&[f32]> = member_fits.iter().map(|f| f.oof.as_slice()).collect();
+    let dev_p: Vec<&[f32]> = member_fits.iter().map(|f| f.dev.as_slice()).collect();
+    let test_p: Vec<&[f32]> = member_fits.iter().map(|f| f.test.as_slice()).collect();
+    let len_train = &lengths[..n_train];
+    for strategy in strategies {
+        let params = CombinerParams {
+            strategy,
+            ..Default::default()
+        };
+        // Cross-validated: the combiner of fold f learns from the out-of-fold probabilities
+        // of the other folds' rows only.
+        let mut cv_p = vec![0.0f32; n_train * k];
+        for f in 0..args.folds {
+            let (fit_rows, held): (Vec<usize>, Vec<usize>) =
+                (0..n_train).partition(|&i| folds[i] != f);
+            let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
+                rows.iter()
+                    .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
+                    .collect()
+            };
+            let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, &fit_rows)).collect();
+            let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, &held)).collect();
+            let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
+            let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
+            let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
+            let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
+            let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
+            let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
+            let p = c.combine(&held_refs, k, &held_len)?;
+            for (j, &i) in held.iter().enumerate() {
+                cv_p[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
+            }
+        }
+        let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.folds, k));
+        let t = Instant::now();
+        let combiner = params.fit(&oof, &y_train, k, len_train)?;
+        let fit_seconds = t.elapsed().as_secs_f64();
+        let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
+        let t = Instant::now();
+        let test_f = combiner.combine(&test_p, k, &lengths[n_train + n_dev..])?;
+        let predict_seconds = t.elapsed().as_secs_f64();
+        entries.push(Entry {
+            name: format!("{}({})", strategy.name(), args.members.join(",")),
+            kind: "ensemble",
+            cv_accuracy: cv,
+            cv_std,
+            selected: None,
+            dev: lmfuse_metrics::evaluate(&y_dev, &dev_f, labels.names())?,
+            test: lmfuse_metrics::evaluate(&y_test, &test_f, labels.names())?,
+            fit_seconds: fit_seconds + member_seconds,
+            predict_seconds,
+        });
+    }
+    // The winner: best cross-validated accuracy; the earlier candidate on ties.
+    let winner = entries
+        .iter()
+        .enumerate()
+        .fold(None::<usize>, |best, (i, e)| match best {
+            Some(b) if entries[b].cv_accuracy >= e.cv_accuracy => Some(b),
+            _ => Some(i),
+        })
+        .ok_or_else(|| anyhow::anyhow!("no candidate to compare"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "labels": labels.names(),
+                "train": n_train, "dev": n_dev, "test": test_rows.len(),
+                "folds": args.folds, "seed": args.seed,
+                "candidates": entries,
+                "winner": entries[winner],
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    } else {
+        eprintln!(
+            "{:<44} {:>16} {:>7} {:>7} {:>8} {:>9}",
+            "candidate", "cv acc (± std)", "dev", "test", "fit s", "predict s"
+        );
+        for (i, e) in entries.iter().enumerate() {
+            eprintln!(
+                "{:<44} {:>8.2} ± {:<5.2} {:>7.2} {:>7.2} {:>8.1} {:>9.3}{}",
+                e.name,
+                100.0 * e.cv_accuracy,
+                100.0 * e.cv_std,
+                100.0 * e.dev.accuracy,
+                100.0 * e.test.accuracy,
+                e.fit_seconds,
+                e.predict_seconds,
+                if i == winner {
+                    "  ← winner (by cv)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
