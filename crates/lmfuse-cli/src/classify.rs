@@ -11,7 +11,7 @@ use lmfuse_data::{Cell, Format, LabelledTexts};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
-    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer, TrainOptions,
+    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, Predictor, TextFeaturizer, TrainOptions,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -539,7 +539,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -609,45 +609,60 @@ fn print_details(name: &str, r: &Report) {
 
 /// A bundle with its encoder resolved and checked.
 struct Loaded {
-    classifier: Classifier,
+    predictor: Predictor,
     files: ModelFiles,
     options: LoadOptions,
 }
 
 impl Loaded {
-    /// The side columns the classifier reads (empty without a `tab` block).
+    /// The side columns the classifier(s) read (empty without a `tab` block).
     fn feature_cols(&self) -> Vec<String> {
-        self.classifier
-            .text_features
-            .tabular
-            .as_ref()
-            .map(|t| {
-                t.spec()
-                    .columns
-                    .iter()
-                    .map(|c| c.name().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut cols: Vec<String> = Vec::new();
+        for c in self.predictor.classifiers() {
+            if let Some(t) = &c.text_features.tabular {
+                for col in &t.spec().columns {
+                    if !cols.iter().any(|n| n == col.name()) {
+                        cols.push(col.name().to_string());
+                    }
+                }
+            }
+        }
+        cols
     }
 
-    /// The feature rows of `texts` (and side `columns`) for this classifier.
-    fn features(
+    /// Class probabilities of `texts` (with side `columns`): the encoder runs at most once,
+    /// whatever the number of members that use its embeddings.
+    fn predict_proba(
         &self,
         texts: &[String],
         columns: &[(String, Vec<Cell>)],
         cache: Option<&mut EmbeddingCache>,
         quiet: bool,
-    ) -> anyhow::Result<Features> {
-        let emb = self.classifier.card.features.iter().any(|f| f == "emb");
-        featurize(
-            texts,
-            columns,
-            &self.classifier.text_features,
-            emb.then_some((&self.files, &self.options)),
-            cache,
-            quiet,
-        )
+    ) -> anyhow::Result<Vec<f32>> {
+        let classifiers = self.predictor.classifiers();
+        let uses_emb = |c: &Classifier| c.card.features.iter().any(|f| f == "emb");
+        let emb = if classifiers.iter().any(|c| uses_emb(c)) {
+            Some(DenseMatrix::from(
+                embed_texts(texts, &self.files, &self.options, cache, quiet)?.0,
+            ))
+        } else {
+            None
+        };
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut probas = Vec::with_capacity(classifiers.len());
+        for c in &classifiers {
+            let own_emb = if uses_emb(c) { emb.clone() } else { None };
+            let x = c.text_features.features(&refs, own_emb, columns)?;
+            probas.push(c.predict_proba(&x)?);
+        }
+        match &self.predictor {
+            Predictor::Single(_) => Ok(probas.pop().expect("one classifier")),
+            Predictor::Ensemble(e) => {
+                let lengths: Vec<f32> = texts.iter().map(|t| t.chars().count() as f32).collect();
+                let refs: Vec<&[f32]> = probas.iter().map(Vec::as_slice).collect();
+                Ok(e.combine(&refs, &lengths)?)
+            }
+        }
     }
 }
 
@@ -656,9 +671,9 @@ impl Loaded {
 fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<Loaded> {
     let bundle = lmfuse_bundle::load(dir)
         .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
-    let classifier = Classifier::from_bundle(&bundle)
+    let predictor = Predictor::from_bundle(&bundle)
         .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
-    let info = &classifier.card.encoder;
+    let info = predictor.encoder();
     let spec = match encoder {
         Some(e) => ModelSpec::parse(e),
         None if info.reference == lmfuse_encoder::DEFAULT_MODEL_NAME => ModelSpec::Default,
@@ -686,7 +701,7 @@ fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<Loaded> {
         batch_tokens: None,
     };
     Ok(Loaded {
-        classifier,
+        predictor,
         files,
         options,
     })
@@ -724,16 +739,15 @@ pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     );
     let name = args.data.display().to_string();
     let y =
-        lmfuse_train::encode_labels(&loaded.classifier.labels, &data.labels, &name, &data.lines)?;
+        lmfuse_train::encode_labels(loaded.predictor.labels(), &data.labels, &name, &data.lines)?;
     let mut cache = args.cache.open()?;
-    let x = loaded.features(
+    let proba = loaded.predict_proba(
         &data.texts,
         &data.columns,
         cache.as_mut(),
         quiet || args.json,
     )?;
-    let proba = loaded.classifier.predict_proba(&x)?;
-    let report = lmfuse_metrics::evaluate(&y, &proba, loaded.classifier.labels.names())?;
+    let report = lmfuse_metrics::evaluate(&y, &proba, loaded.predictor.labels().names())?;
     if args.json {
         println!("{}", serde_json::json!({ "data": name, "test": report }));
     } else {
@@ -819,9 +833,8 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
     };
     let mut cache = args.cache.open()?;
     let to_stdout = args.output == Path::new("-");
-    let x = loaded.features(&texts, &columns, cache.as_mut(), quiet || to_stdout)?;
-    let proba = loaded.classifier.predict_proba(&x)?;
-    let labels = &loaded.classifier.labels;
+    let proba = loaded.predict_proba(&texts, &columns, cache.as_mut(), quiet || to_stdout)?;
+    let labels = loaded.predictor.labels();
     let k = labels.len();
     let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
         for row in proba.chunks_exact(k) {

@@ -4,12 +4,16 @@
 use crate::classify::{load_splits, CacheArgs, DataArgs, HeadArg, Splits};
 use crate::embed::embed_texts;
 use crate::ModelArgs;
+use anyhow::Context;
 use clap::Args;
 use lmfuse_classic::ProbaHead;
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_fusion::{CombinerParams, Strategy};
 use lmfuse_metrics::Report;
-use lmfuse_train::{TextFeaturizer, TrainOptions};
+use lmfuse_train::{
+    Classifier, EncoderInfo, Ensemble, EnsembleCard, HeadCard, ModelCard, TextFeaturizer,
+    TrainOptions,
+};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,7 +37,7 @@ pub struct CompareArgs {
     #[arg(long)]
     test: Option<PathBuf>,
     /// Single models as FEATURES:HEAD (features joined by `+`, e.g. `tfidf+emb:logreg` is
-    /// feature fusion), comma-separated.
+    /// feature fusion), comma-separated; empty for none.
     #[arg(
         long,
         value_delimiter = ',',
@@ -68,6 +72,9 @@ pub struct CompareArgs {
         default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
     )]
     c_grid: Vec<f64>,
+    /// Save the winner's bundle (a classifier, or an ensemble holding all its members) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Print the leaderboard as JSON.
     #[arg(long)]
     json: bool,
@@ -131,6 +138,14 @@ struct Entry {
     predict_seconds: f64,
 }
 
+/// What a leaderboard entry deploys as.
+enum Deployable {
+    /// The classifier at this index of the fitted ones.
+    Single(usize),
+    /// A combiner over the members.
+    Ensemble(CombinerParams, lmfuse_fusion::Combiner),
+}
+
 /// A fitted single model's probabilities: out-of-fold on train, and on dev and test.
 struct Fitted {
     oof: Vec<f32>,
@@ -176,6 +191,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let singles: Vec<ModelSpec> = args
         .singles
         .iter()
+        .filter(|s| !s.is_empty())
         .map(|s| parse_model(s))
         .collect::<anyhow::Result<_>>()?;
     let members: Vec<ModelSpec> = args
@@ -218,9 +234,14 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         .collect();
     let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
     let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
+    let files = args.model.resolve()?;
+    let options = args.model.load_options();
+    let encoder = EncoderInfo {
+        reference: files.reference.clone(),
+        fingerprint: options.fingerprint(&files)?,
+        dim: files.config.hidden_size,
+    };
     let emb = if needs_emb {
-        let files = args.model.resolve()?;
-        let options = args.model.load_options();
         let mut cache = args.cache.open()?;
         Some(DenseMatrix::from(
             embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
@@ -250,6 +271,9 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
 
     let mut entries = Vec::new();
+    // The deployable model of each entry: a classifier, or the index of a combiner.
+    let mut models: Vec<Deployable> = Vec::new();
+    let mut classifiers: Vec<(String, Classifier)> = Vec::new();
     let mut fitted: Vec<(String, Fitted, f64)> = Vec::new();
     let mut specs: Vec<&ModelSpec> = singles.iter().collect();
     specs.extend(members.iter().filter(|m| !singles.contains(m)));
@@ -283,7 +307,46 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let predict_seconds = t.elapsed().as_secs_f64();
         let dev_p = selection.model.predict_proba(&xd)?;
         let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.folds, k));
+        let text = if spec.tfidf {
+            tfidf.clone()
+        } else {
+            TextFeaturizer::default()
+        };
+        let mut feature_names: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
+        if spec.emb {
+            feature_names.push("emb".into());
+        }
+        let classifier = Classifier {
+            card: ModelCard {
+                task: "text-classification".into(),
+                encoder: encoder.clone(),
+                labels: labels.names().to_vec(),
+                features: feature_names,
+                tfidf: text
+                    .blocks()
+                    .map(|(n, t)| (n.to_string(), *t.params()))
+                    .collect(),
+                head: HeadCard {
+                    params: selection.params,
+                    n_features: xt.cols(),
+                },
+                training: serde_json::json!({
+                    "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                    "n_train": n_train,
+                    "seed": args.seed,
+                    "selected_by": "dev accuracy",
+                }),
+                metrics: serde_json::json!({
+                    "cv_accuracy": cv,
+                    "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
+                }),
+            },
+            labels: labels.clone(),
+            head: selection.model.clone(),
+            text_features: text,
+        };
         if singles.contains(spec) {
+            models.push(Deployable::Single(classifiers.len()));
             let (param, value) = selection.params.tuned();
             entries.push(Entry {
                 name: spec.name.clone(),
@@ -301,6 +364,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 predict_seconds,
             });
         }
+        classifiers.push((spec.name.clone(), classifier));
         fitted.push((
             spec.name.clone(),
             Fitted {
@@ -373,6 +437,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let t = Instant::now();
         let test_f = combiner.combine(&test_p, k, &lengths[n_train + n_dev..])?;
         let predict_seconds = t.elapsed().as_secs_f64();
+        models.push(Deployable::Ensemble(params, combiner.clone()));
         entries.push(Entry {
             name: format!("{}({})", strategy.name(), args.members.join(",")),
             kind: "ensemble",
@@ -394,6 +459,57 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             _ => Some(i),
         })
         .ok_or_else(|| anyhow::anyhow!("no candidate to compare"))?;
+    if let Some(out) = &args.out {
+        let w = &entries[winner];
+        let metrics = serde_json::json!({
+            "cv_accuracy": w.cv_accuracy,
+            "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
+            "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
+        });
+        let (manifest, tensors, json) = match &models[winner] {
+            Deployable::Single(i) => {
+                let mut c = classifiers[*i].1.clone();
+                c.card.metrics = metrics;
+                c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
+            }
+            Deployable::Ensemble(params, combiner) => {
+                let member_classifiers: Vec<Classifier> = members
+                    .iter()
+                    .map(|m| {
+                        classifiers
+                            .iter()
+                            .find(|(n, _)| *n == m.name)
+                            .expect("every member was fit")
+                            .1
+                            .clone()
+                    })
+                    .collect();
+                let ensemble = Ensemble {
+                    card: EnsembleCard {
+                        task: lmfuse_train::ENSEMBLE_TASK.into(),
+                        encoder: encoder.clone(),
+                        labels: labels.names().to_vec(),
+                        members: member_classifiers.iter().map(|c| c.card.clone()).collect(),
+                        combiner: *params,
+                        training: serde_json::json!({
+                            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                            "n_train": n_train,
+                            "seed": args.seed,
+                            "folds": args.folds,
+                            "combiner_fit_on": "out-of-fold member probabilities",
+                        }),
+                        metrics,
+                    },
+                    labels: labels.clone(),
+                    members: member_classifiers,
+                    combiner: combiner.clone(),
+                };
+                ensemble.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
+            }
+        };
+        lmfuse_bundle::save(out, manifest, &tensors, &json)
+            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
+    }
     if args.json {
         println!(
             "{}",

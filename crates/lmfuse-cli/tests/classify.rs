@@ -407,3 +407,187 @@ fn every_head_is_deterministic_and_reloads_to_the_same_probabilities() {
         assert_eq!(e["test"]["accuracy"], r["test"]["accuracy"], "{name}");
     }
 }
+
+#[test]
+fn side_columns_feed_the_tab_block_through_train_eval_and_predict() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // The text says nothing; the side columns decide the label.
+    let write = |path: &Path, n: usize, offset: usize| {
+        let mut s = String::from("text,amount,channel,label\n");
+        for i in offset..offset + n {
+            let fraud = i % 2 == 0;
+            let amount = if fraud { 900 + i % 50 } else { 10 + i % 50 };
+            let channel = if fraud {
+                "web"
+            } else {
+                ["shop", "phone"][i % 2]
+            };
+            let label = if fraud { "fraud" } else { "ok" };
+            s.push_str(&format!("payment number {i},{amount},{channel},{label}\n"));
+        }
+        std::fs::write(path, s).unwrap();
+    };
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write(&train, 120, 0);
+    write(&test, 40, 1000);
+    let b = dir.path().join("tab");
+    let r = train_json(
+        m,
+        &train,
+        &b,
+        &[
+            "--test",
+            test.to_str().unwrap(),
+            "--features",
+            "emb,tab",
+            "--feature-cols",
+            "amount,channel",
+        ],
+        &cache,
+    );
+    assert_eq!(r["features"], serde_json::json!(["emb", "tab"]));
+    assert!(
+        r["test"]["accuracy"].as_f64().unwrap() >= 0.95,
+        "{}",
+        r["test"]
+    );
+    // eval reads the side columns the bundle names, without being told.
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            b.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["log_loss"], r["test"]["log_loss"]);
+    // predict needs them too; a file without them is an error naming the column.
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "text,amount,channel\nx,950,web\ny,12,shop\n").unwrap();
+    let out = dir.path().join("pred.jsonl");
+    let o = run(
+        &[
+            "predict",
+            "--model",
+            b.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let preds = std::fs::read_to_string(&out).unwrap();
+    let labels: Vec<String> = preds
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].to_string())
+        .collect();
+    assert_eq!(labels, ["\"fraud\"", "\"ok\""]);
+    std::fs::write(&input, "text,amount\nx,950\n").unwrap();
+    assert_one_line_error(
+        &[
+            "predict",
+            "--model",
+            b.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+        ],
+        &["channel"],
+    );
+    // tab without --feature-cols (and the reverse) is refused up front.
+    assert_one_line_error(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--features",
+            "emb,tab",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        &["--feature-cols"],
+    );
+}
+
+#[test]
+fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 150, 0);
+    write_set(&test, 40, 1000);
+    let t = test.to_str().unwrap();
+    let base = [
+        "compare",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        t,
+        "--folds",
+        "3",
+        "--c-grid",
+        "0.1,1,10",
+        "--json",
+    ];
+    let r = ok_json(&base, &cache);
+    let candidates = r["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 8, "{r}");
+    let best = candidates
+        .iter()
+        .map(|c| c["cv_accuracy"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(r["winner"]["cv_accuracy"].as_f64().unwrap(), best);
+    assert!(
+        r["winner"]["test"]["accuracy"].is_number() && r["winner"]["dev"]["macro_f1"].is_number()
+    );
+
+    // Only ensembles: the winner is one, saved with all its members, and reloads to the
+    // very probabilities compare measured.
+    let b = dir.path().join("ensemble");
+    let mut args = base.to_vec();
+    args.extend([
+        "--singles",
+        "",
+        "--members",
+        "emb:logreg,tfidf:nb",
+        "--ensembles",
+        "stacking,adaptive",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    let r = ok_json(&args, &cache);
+    assert_eq!(r["winner"]["kind"], "ensemble");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["task"], "text-classification-ensemble");
+    assert_eq!(manifest["model"]["members"].as_array().unwrap().len(), 2);
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            b.to_str().unwrap(),
+            "--data",
+            t,
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["log_loss"], r["winner"]["test"]["log_loss"]);
+    assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
+}

@@ -4,8 +4,10 @@ use crate::FusionError;
 use lmfuse_classic::{
     minimize, FitHead, LbfgsOptions, LogisticRegression, LogisticRegressionParams,
 };
-use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_classic::{stored_f32, ProbaHead};
+use lmfuse_core::{DenseMatrix, Features, Tensor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How member probabilities are fused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -309,6 +311,59 @@ impl CombinerParams {
 }
 
 impl Combiner {
+    /// The fitted state as named tensors (none for the votes).
+    pub fn to_tensors(&self) -> BTreeMap<String, Tensor> {
+        match self {
+            Combiner::HardVote | Combiner::SoftVote => BTreeMap::new(),
+            Combiner::Weighted(w) => {
+                BTreeMap::from([("weights".into(), Tensor::f32(vec![w.len()], w.clone()))])
+            }
+            Combiner::Stacking(meta) => meta.to_tensors(),
+            Combiner::Adaptive { w, b } => BTreeMap::from([
+                (
+                    "gate_w".into(),
+                    Tensor::f32(vec![w.len() / b.len().max(1), b.len()], w.clone()),
+                ),
+                ("gate_b".into(), Tensor::f32(vec![b.len()], b.clone())),
+            ]),
+        }
+    }
+
+    /// Rebuilds the combiner of `params` for `members` members and `k` classes from
+    /// [`Combiner::to_tensors`]' output, checking names and shapes.
+    pub fn restore(
+        params: &CombinerParams,
+        members: usize,
+        k: usize,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Self, FusionError> {
+        Ok(match params.strategy {
+            Strategy::HardVote => Combiner::HardVote,
+            Strategy::SoftVote => Combiner::SoftVote,
+            Strategy::Weighted => {
+                let w = stored_f32(tensors, "weights", Some(&[members]))?;
+                if w.iter().any(|v| *v < 0.0) || (w.iter().sum::<f32>() - 1.0).abs() > 1e-3 {
+                    return Err(FusionError::Shape(format!(
+                        "stored weights {w:?} are not a distribution"
+                    )));
+                }
+                Combiner::Weighted(w.to_vec())
+            }
+            Strategy::Stacking => Combiner::Stacking(LogisticRegressionParams::default().restore(
+                members * k,
+                k,
+                tensors,
+            )?),
+            Strategy::Adaptive => {
+                let width = GATE_FEATURES_PER_MEMBER * members + 1;
+                Combiner::Adaptive {
+                    w: stored_f32(tensors, "gate_w", Some(&[width, members]))?.to_vec(),
+                    b: stored_f32(tensors, "gate_b", Some(&[members]))?.to_vec(),
+                }
+            }
+        })
+    }
+
     /// The strategy.
     pub fn strategy(&self) -> Strategy {
         match self {
@@ -484,6 +539,25 @@ mod tests {
         .unwrap();
         let Combiner::Weighted(w) = c else { panic!() };
         assert!(w[0] > 0.9, "{w:?}");
+    }
+
+    #[test]
+    fn every_combiner_round_trips_through_tensors() {
+        let (a, b, y, len) = complementary(60);
+        let members = [a.as_slice(), b.as_slice()];
+        for strategy in Strategy::ALL {
+            let params = CombinerParams { strategy, c: 1.0 };
+            let c = params.fit(&members, &y, 3, &len).unwrap();
+            let back = Combiner::restore(&params, 2, 3, &c.to_tensors()).unwrap();
+            assert_eq!(
+                back.combine(&members, 3, &len).unwrap(),
+                c.combine(&members, 3, &len).unwrap(),
+                "{strategy:?}"
+            );
+            if !c.to_tensors().is_empty() {
+                assert!(Combiner::restore(&params, 3, 3, &c.to_tensors()).is_err());
+            }
+        }
     }
 
     #[test]

@@ -715,3 +715,195 @@ mod tests {
         assert_ne!(a, data_hash(&["xy".into()], &["12".into()]));
     }
 }
+
+/// The model description of an ensemble bundle: every member's own card, and the combiner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleCard {
+    /// Task kind: [`ENSEMBLE_TASK`].
+    pub task: String,
+    /// The encoder the members share.
+    pub encoder: EncoderInfo,
+    /// Class names in index order.
+    pub labels: Vec<String>,
+    /// The members, in the combiner's order.
+    pub members: Vec<ModelCard>,
+    /// How their probabilities are fused.
+    pub combiner: lmfuse_fusion::CombinerParams,
+    /// Where the model came from.
+    pub training: serde_json::Value,
+    /// Metrics at training time.
+    pub metrics: serde_json::Value,
+}
+
+/// The `task` of an ensemble bundle's card.
+pub const ENSEMBLE_TASK: &str = "text-classification-ensemble";
+
+/// Several classifiers and the combiner that fuses their probabilities.
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    /// Description (stored as the manifest's `model`).
+    pub card: EnsembleCard,
+    /// Classes.
+    pub labels: LabelSet,
+    /// The members.
+    pub members: Vec<Classifier>,
+    /// The fitted combiner.
+    pub combiner: lmfuse_fusion::Combiner,
+}
+
+/// A classifier or an ensemble, as a bundle holds it.
+#[derive(Debug, Clone)]
+pub enum Predictor {
+    /// One head.
+    Single(Classifier),
+    /// Several heads fused.
+    Ensemble(Ensemble),
+}
+
+fn member_prefix(i: usize) -> String {
+    format!("member{i}.")
+}
+
+const COMBINER_PREFIX: &str = "combiner.";
+
+impl Ensemble {
+    /// The manifest, tensors and JSON files of this ensemble's bundle: each member's parts
+    /// under `member{i}.`, the combiner's under `combiner.`.
+    pub fn to_bundle(
+        &self,
+        lmfuse_version: &str,
+        created_at: &str,
+    ) -> (
+        Manifest,
+        BTreeMap<String, Tensor>,
+        BTreeMap<String, serde_json::Value>,
+    ) {
+        let (mut tensors, mut json) = (BTreeMap::new(), BTreeMap::new());
+        for (i, m) in self.members.iter().enumerate() {
+            let (_, t, j) = m.to_bundle(lmfuse_version, created_at);
+            let p = member_prefix(i);
+            tensors.extend(t.into_iter().map(|(n, v)| (format!("{p}{n}"), v)));
+            json.extend(j.into_iter().map(|(n, v)| (format!("{p}{n}"), v)));
+        }
+        tensors.extend(
+            self.combiner
+                .to_tensors()
+                .into_iter()
+                .map(|(n, v)| (format!("{COMBINER_PREFIX}{n}"), v)),
+        );
+        let manifest = Manifest {
+            format_version: lmfuse_bundle::FORMAT_VERSION,
+            lmfuse_version: lmfuse_version.to_string(),
+            created_at: created_at.to_string(),
+            model: serde_json::to_value(&self.card).expect("card serialises"),
+            files: BTreeMap::new(),
+        };
+        (manifest, tensors, json)
+    }
+
+    /// Fused class probabilities from each member's probabilities for the same rows (in member
+    /// order) and the texts' lengths in characters.
+    pub fn combine(&self, members: &[&[f32]], lengths: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.combiner
+            .combine(members, self.labels.len(), lengths)
+            .map_err(|e| TrainError::Option(e.to_string()))
+    }
+}
+
+impl Predictor {
+    /// Rebuilds a classifier or an ensemble from a loaded bundle, by the card's `task`.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, TrainError> {
+        let task = bundle.manifest.model.get("task").and_then(|t| t.as_str());
+        if task != Some(ENSEMBLE_TASK) {
+            return Ok(Predictor::Single(Classifier::from_bundle(bundle)?));
+        }
+        let card: EnsembleCard =
+            serde_json::from_value(bundle.manifest.model.clone()).map_err(|e| {
+                TrainError::Bundle {
+                    what: "manifest model",
+                    message: e.to_string(),
+                }
+            })?;
+        let labels = LabelSet::from_names(card.labels.clone());
+        let mut members = Vec::with_capacity(card.members.len());
+        for (i, member) in card.members.iter().enumerate() {
+            let p = member_prefix(i);
+            let strip = |name: &String| name.strip_prefix(&p).map(str::to_string);
+            let sub = Bundle {
+                manifest: Manifest {
+                    model: serde_json::to_value(member).expect("card serialises"),
+                    ..bundle.manifest.clone()
+                },
+                tensors: bundle
+                    .tensors
+                    .iter()
+                    .filter_map(|(n, t)| strip(n).map(|n| (n, t.clone())))
+                    .collect(),
+                json: bundle
+                    .json
+                    .iter()
+                    .filter_map(|(n, v)| strip(n).map(|n| (n, v.clone())))
+                    .collect(),
+            };
+            let m = Classifier::from_bundle(&sub).map_err(|e| TrainError::Bundle {
+                what: "ensemble member",
+                message: format!("member {i}: {e}"),
+            })?;
+            if m.labels.names() != labels.names() || m.card.encoder != card.encoder {
+                return Err(TrainError::Bundle {
+                    what: "ensemble member",
+                    message: format!("member {i} has other labels or another encoder"),
+                });
+            }
+            members.push(m);
+        }
+        let combiner_tensors: BTreeMap<String, Tensor> = bundle
+            .tensors
+            .iter()
+            .filter_map(|(n, t)| {
+                n.strip_prefix(COMBINER_PREFIX)
+                    .map(|l| (l.to_string(), t.clone()))
+            })
+            .collect();
+        let combiner = lmfuse_fusion::Combiner::restore(
+            &card.combiner,
+            members.len(),
+            labels.len(),
+            &combiner_tensors,
+        )
+        .map_err(|e| TrainError::Bundle {
+            what: "combiner",
+            message: e.to_string(),
+        })?;
+        Ok(Predictor::Ensemble(Ensemble {
+            card,
+            labels,
+            members,
+            combiner,
+        }))
+    }
+
+    /// Classes.
+    pub fn labels(&self) -> &LabelSet {
+        match self {
+            Predictor::Single(c) => &c.labels,
+            Predictor::Ensemble(e) => &e.labels,
+        }
+    }
+
+    /// The classifiers whose features must be computed, in order.
+    pub fn classifiers(&self) -> Vec<&Classifier> {
+        match self {
+            Predictor::Single(c) => vec![c],
+            Predictor::Ensemble(e) => e.members.iter().collect(),
+        }
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &EncoderInfo {
+        match self {
+            Predictor::Single(c) => &c.card.encoder,
+            Predictor::Ensemble(e) => &e.card.encoder,
+        }
+    }
+}
