@@ -266,7 +266,7 @@ pub(crate) fn load_splits(
     data: &DataArgs,
     seed: u64,
 ) -> anyhow::Result<Splits> {
-    let mut train = read_labelled(&train_path, &data, &data.feature_cols)?;
+    let mut train = read_labelled(train_path, data, &data.feature_cols)?;
     anyhow::ensure!(
         !train.texts.is_empty(),
         "{} holds no examples",
@@ -293,14 +293,14 @@ pub(crate) fn load_splits(
     };
     let (test, test_source) = match test_path {
         Some(p) => (
-            read_labelled(p, &data, &data.feature_cols)?,
+            read_labelled(p, data, &data.feature_cols)?,
             p.display().to_string(),
         ),
         None => (carve(seed), format!("10% of {train_name} (seed {})", seed)),
     };
     let (dev, dev_source) = match dev_path {
         Some(p) => (
-            read_labelled(p, &data, &data.feature_cols)?,
+            read_labelled(p, data, &data.feature_cols)?,
             p.display().to_string(),
         ),
         None => (
@@ -362,7 +362,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let quiet = quiet || args.json;
     let use_tab = args.features.contains(&FeatureArg::Tab);
     anyhow::ensure!(
-        use_tab == !args.data.feature_cols.is_empty(),
+        use_tab != args.data.feature_cols.is_empty(),
         "--features tab and --feature-cols go together: name the side columns with \
          --feature-cols and add `tab` to --features"
     );
@@ -795,7 +795,7 @@ fn read_input_with_columns(
     format: Option<Format>,
     text_col: &str,
     feature_cols: &[String],
-) -> anyhow::Result<(Vec<String>, Vec<(String, Vec<Cell>)>)> {
+) -> anyhow::Result<(Vec<String>, lmfuse_data::SideColumns)> {
     let (bytes, name, format) = if input == Path::new("-") {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;

@@ -9,7 +9,7 @@ pub mod write;
 
 pub use read::{
     parse_labelled, parse_texts_with_columns, read_labelled, read_texts, read_texts_from, Cell,
-    DataError, Format, LabelledTexts,
+    DataError, Format, LabelledTexts, SideColumns,
 };
 pub use split::stratified_split;
 pub use write::{atomic_write, write_embeddings, OutputFormat};

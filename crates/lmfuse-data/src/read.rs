@@ -257,6 +257,9 @@ pub fn parse_texts(
         .collect())
 }
 
+/// Side columns by name, one cell per row (see [`LabelledTexts::columns`]).
+pub type SideColumns = Vec<(String, Vec<Cell>)>;
+
 /// Parses texts and the side columns `feature_cols` (each an error when absent), for
 /// predicting with a model that uses side columns; plain text has no columns.
 pub fn parse_texts_with_columns(
@@ -265,7 +268,7 @@ pub fn parse_texts_with_columns(
     format: Format,
     text_col: &str,
     feature_cols: &[String],
-) -> Result<(Vec<String>, Vec<(String, Vec<Cell>)>), DataError> {
+) -> Result<(Vec<String>, SideColumns), DataError> {
     if feature_cols.is_empty() {
         return Ok((parse_texts(bytes, path, format, text_col)?, Vec::new()));
     }

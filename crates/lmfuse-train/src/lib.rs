@@ -755,9 +755,9 @@ pub struct Ensemble {
 #[derive(Debug, Clone)]
 pub enum Predictor {
     /// One head.
-    Single(Classifier),
+    Single(Box<Classifier>),
     /// Several heads fused.
-    Ensemble(Ensemble),
+    Ensemble(Box<Ensemble>),
 }
 
 fn member_prefix(i: usize) -> String {
@@ -815,7 +815,9 @@ impl Predictor {
     pub fn from_bundle(bundle: &Bundle) -> Result<Self, TrainError> {
         let task = bundle.manifest.model.get("task").and_then(|t| t.as_str());
         if task != Some(ENSEMBLE_TASK) {
-            return Ok(Predictor::Single(Classifier::from_bundle(bundle)?));
+            return Ok(Predictor::Single(Box::new(Classifier::from_bundle(
+                bundle,
+            )?)));
         }
         let card: EnsembleCard =
             serde_json::from_value(bundle.manifest.model.clone()).map_err(|e| {
@@ -875,12 +877,12 @@ impl Predictor {
             what: "combiner",
             message: e.to_string(),
         })?;
-        Ok(Predictor::Ensemble(Ensemble {
+        Ok(Predictor::Ensemble(Box::new(Ensemble {
             card,
             labels,
             members,
             combiner,
-        }))
+        })))
     }
 
     /// Classes.
@@ -894,7 +896,7 @@ impl Predictor {
     /// The classifiers whose features must be computed, in order.
     pub fn classifiers(&self) -> Vec<&Classifier> {
         match self {
-            Predictor::Single(c) => vec![c],
+            Predictor::Single(c) => vec![c.as_ref()],
             Predictor::Ensemble(e) => e.members.iter().collect(),
         }
     }
