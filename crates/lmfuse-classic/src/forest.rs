@@ -833,7 +833,7 @@ impl ProbaHead for RandomForest {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use lmfuse_core::CsrMatrix;
+    use lmfuse_core::{CsrMatrix, TensorData};
 
     /// `n` rows in `d` dimensions around `k` random centres (uniform in ±`spread`), uniform
     /// noise of half-width 1; labels cycle through the classes.
@@ -1028,61 +1028,47 @@ pub(crate) mod tests {
         );
 
         let split = m.nodes.iter().position(|n| n.feature >= 0).unwrap();
-        let corrupt = |name: &str, f: &dyn Fn(&mut Tensor)| {
+        let leaf = m.nodes.iter().position(|n| n.feature < 0).unwrap();
+        let n = m.nodes.len() as i32;
+        let with = |name: &str, i: usize, v: TensorData| {
             let mut t = t.clone();
-            f(t.get_mut(name).unwrap());
+            match (&mut t.get_mut(name).unwrap().data, v) {
+                (TensorData::I32(d), TensorData::I32(v)) => d[i] = v[0],
+                (TensorData::F32(d), TensorData::F32(v)) => d[i] = v[0],
+                _ => unreachable!(),
+            }
             params.restore(5, 3, &t)
         };
-        let set_i32 = |i: usize, v: i32| {
-            move |t: &mut Tensor| {
-                if let lmfuse_core::TensorData::I32(d) = &mut t.data {
-                    d[i] = v;
-                }
-            }
-        };
-        let cases: Vec<(&str, Box<dyn Fn(&mut Tensor)>)> = vec![
-            ("node_left", Box::new(set_i32(split, split as i32))),
-            ("node_left", Box::new(set_i32(split, 0))),
-            (
-                "node_right",
-                Box::new(set_i32(split, m.nodes.len() as i32 + 5)),
-            ),
-            ("node_right", Box::new(set_i32(split, -1))),
-            ("node_feature", Box::new(set_i32(split, 5))),
-            ("node_feature", Box::new(set_i32(split, -7))),
-            ("leaf_class", Box::new(set_i32(0, 3))),
-            ("tree_root", Box::new(set_i32(1, 0))),
-            (
-                "leaf_prob",
-                Box::new(|t: &mut Tensor| {
-                    if let lmfuse_core::TensorData::F32(d) = &mut t.data {
-                        d[0] = 2.0;
-                    }
-                }),
-            ),
-            (
-                "node_threshold",
-                Box::new(|t: &mut Tensor| {
-                    if let lmfuse_core::TensorData::F32(d) = &mut t.data {
-                        d[0] = f32::NAN;
-                    }
-                }),
-            ),
-            (
-                "leaf_ptr",
-                Box::new(|t: &mut Tensor| *t = Tensor::i32(vec![1], vec![0])),
-            ),
-            (
-                "node_left",
-                Box::new(|t: &mut Tensor| *t = Tensor::f32(t.shape.clone(), vec![0.0; t.len()])),
-            ),
-        ];
-        for (name, f) in &cases {
+        let int = |v: i32| TensorData::I32(vec![v]);
+        let float = |v: f32| TensorData::F32(vec![v]);
+        for (name, i, v) in [
+            ("node_left", split, int(split as i32)),
+            ("node_left", split, int(0)),
+            ("node_right", split, int(n)),
+            ("node_right", split, int(-1)),
+            ("node_feature", split, int(5)),
+            ("node_feature", split, int(-7)),
+            ("node_feature", leaf, int(0)),
+            ("node_left", leaf, int(leaf as i32 + 1)),
+            ("tree_root", 1, int(0)),
+            ("leaf_class", 0, int(3)),
+            ("leaf_ptr", leaf + 1, int(m.leaf_ptr[leaf] as i32)),
+            ("leaf_prob", 0, float(2.0)),
+            ("leaf_prob", 0, float(0.5)),
+            ("node_threshold", 0, float(f32::NAN)),
+        ] {
             assert!(
-                matches!(corrupt(name, f.as_ref()), Err(ClassicError::Stored { .. })),
-                "{name}"
+                matches!(with(name, i, v), Err(ClassicError::Stored { .. })),
+                "{name}[{i}]"
             );
         }
+        let mut bad = t.clone();
+        bad.insert("leaf_ptr".into(), Tensor::i32(vec![1], vec![0]));
+        assert!(params.restore(5, 3, &bad).is_err());
+        let mut bad = t.clone();
+        let len = t["node_left"].len();
+        bad.insert("node_left".into(), Tensor::f32(vec![len], vec![0.0; len]));
+        assert!(params.restore(5, 3, &bad).is_err());
         for name in t.keys() {
             let mut missing = t.clone();
             missing.remove(name);
@@ -1091,9 +1077,7 @@ pub(crate) mod tests {
                 Err(ClassicError::Stored { .. })
             ));
         }
-        // A leaf turned into a split node.
-        let leaf = m.nodes.iter().position(|n| n.feature < 0).unwrap();
-        assert!(corrupt("node_feature", &set_i32(leaf, 0)).is_err());
+        assert!(params.restore(5, 1, &t).is_err());
     }
 
     /// Manual timing on embedding-sized data: `cargo test --release -p lmfuse-classic --

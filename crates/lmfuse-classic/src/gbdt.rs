@@ -4,8 +4,8 @@
 //! Every feature is binned once into at most `max_bins` quantile bins of the training rows
 //! (u8 codes). Each boosting round grows one tree per class on the softmax gradients and
 //! hessians, depth-wise up to `max_depth`; a node's split comes from per-feature histograms of
-//! gradient sums, built for all its features in one pass over its rows, and only for the
-//! smaller child: the larger child's histogram is the parent's minus the smaller one's. Leaves
+//! gradient sums, built two features per pass over the node's rows, and only for the smaller
+//! child: the larger child's histogram is the parent's minus the smaller one's. Leaves
 //! hold `-learning_rate · G / (H + l2)`. Split thresholds are stored as raw f32 values, so
 //! prediction needs no bins. A seeded, per-class stratified holdout drives early stopping on
 //! its log loss; the model keeps the rounds up to the best one.
@@ -23,6 +23,7 @@ use lmfuse_core::{DenseMatrix, Features, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 /// Hyperparameters of [`Gbdt`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,8 +91,8 @@ const MIN_ROW_HESSIAN: f32 = 1e-16;
 const TOL: f64 = 1e-7;
 /// Histogram slots per feature (u8 codes).
 const NB: usize = 256;
-pub static ROOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static OTHER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Most training rows: f32 counts them exactly up to here.
+const MAX_ROWS: usize = 1 << 24;
 
 impl GbdtParams {
     /// Validates the hyperparameters.
@@ -147,13 +148,18 @@ impl GbdtParams {
         check_training_data(x, y, n_classes)?;
         let m = dense(x, "gbdt")?;
         let (d, k) = (m.cols(), n_classes);
-        let too_big = m.rows() > u32::MAX as usize / 2
-            || self.max_rounds.saturating_mul(k) > i32::MAX as usize;
-        if too_big {
+        if m.rows() > MAX_ROWS {
+            return Err(ClassicError::InvalidParam {
+                name: "rows",
+                value: m.rows().to_string(),
+                reason: "at most 2^24 training rows (histogram row counts are f32)",
+            });
+        }
+        if self.max_rounds.saturating_mul(k) > i32::MAX as usize {
             return Err(ClassicError::InvalidParam {
                 name: "max_rounds",
                 value: self.max_rounds.to_string(),
-                reason: "rounds × classes and rows must fit in i32",
+                reason: "rounds × classes must fit in i32",
             });
         }
         let (train, val) = holdout(y, k, self.validation_fraction, self.seed);
@@ -170,11 +176,11 @@ impl GbdtParams {
             .iter()
             .map(|&c| ((c as f64 / nt as f64).max(1e-12)).ln() as f32)
             .collect();
+        // Training scores and gradients are class-major: a class's tree reads and updates one
+        // contiguous run.
         let mut f_train: Vec<f64> = init
             .iter()
-            .map(|&v| v as f64)
-            .cycle()
-            .take(nt * k)
+            .flat_map(|&v| std::iter::repeat_n(v as f64, nt))
             .collect();
         let mut f_val: Vec<f64> = init
             .iter()
@@ -186,12 +192,14 @@ impl GbdtParams {
         let mut best_round = 0;
         let mut trees: Vec<Tree> = Vec::new();
         let mut grad = vec![[0.0f32; 2]; nt * k];
-        let n_cols = ((self.colsample * d as f64).round() as usize).clamp(1, d.max(1));
+        let scratches: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
+        let n_cols = ((self.colsample * d as f64).round() as usize).max(1).min(d);
         for round in 0..self.max_rounds {
             gradients(&f_train, &y_train, k, &mut grad);
+            let grad = &grad;
             let grown: Vec<Grown> = (0..k)
                 .into_par_iter()
-                .map_init(Scratch::default, |scratch, c| {
+                .map(|c| {
                     let mut rng = stream_rng(self.seed, (round * k + c) as u64);
                     let mut feats: Vec<u32> = (0..d as u32).collect();
                     for i in 0..n_cols {
@@ -203,18 +211,27 @@ impl GbdtParams {
                     let job = TreeJob {
                         data: &binned,
                         params: self,
-                        grad: &grad,
-                        k,
-                        class: c,
+                        grad: &grad[c * nt..(c + 1) * nt],
                         feats: &feats,
                     };
-                    job.grow(scratch)
+                    // Buffers live across rounds: a worker takes one set per tree.
+                    let mut scratch = scratches
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop()
+                        .unwrap_or_default();
+                    let grown = job.grow(&mut scratch);
+                    scratches
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(scratch);
+                    grown
                 })
                 .collect();
             for (c, g) in grown.iter().enumerate() {
                 for &(start, end, value) in &g.leaves {
                     for &r in &g.rows[start..end] {
-                        f_train[r as usize * k + c] += value as f64;
+                        f_train[c * nt + r as usize] += value as f64;
                     }
                 }
             }
@@ -235,7 +252,6 @@ impl GbdtParams {
                     }
                 });
             let loss = log_loss(&f_val, &y_val, k);
-            eprintln!("round {round} loss {loss:.4} root {} other {}", ROOT.load(std::sync::atomic::Ordering::Relaxed), OTHER.load(std::sync::atomic::Ordering::Relaxed));
             if loss < best_loss - TOL {
                 best_loss = loss;
                 best_round = round + 1;
@@ -321,18 +337,27 @@ fn log_loss(f: &[f64], y: &[u32], k: usize) -> f64 {
     per_row.iter().sum::<f64>() / y.len() as f64
 }
 
-/// Softmax gradient and hessian `[p - 1{y = c}, p (1 - p)]` of every row and class, row-major.
+/// Softmax gradient and hessian `[p - 1{y = c}, p (1 - p)]` of every class and row, from
+/// scores `f`; both class-major.
 fn gradients(f: &[f64], y: &[u32], k: usize, grad: &mut [[f32; 2]]) {
-    grad.par_chunks_mut(k)
-        .zip(f.par_chunks(k).zip(y.par_iter()))
-        .with_min_len(16)
-        .for_each(|(g, (row, &t))| {
-            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
-            for (c, (gc, v)) in g.iter_mut().zip(row).enumerate() {
-                let p = (v - max).exp() / sum;
-                let target = if c == t as usize { 1.0 } else { 0.0 };
-                *gc = [
+    let n = y.len();
+    let log_norm: Vec<f64> = (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|i| {
+            let score = |c: usize| f[c * n + i];
+            let max = (0..k).map(score).fold(f64::NEG_INFINITY, f64::max);
+            max + (0..k).map(|c| (score(c) - max).exp()).sum::<f64>().ln()
+        })
+        .collect();
+    grad.par_chunks_mut(n)
+        .zip(f.par_chunks(n))
+        .enumerate()
+        .for_each(|(c, (g, fc))| {
+            for (((gi, &fi), &norm), &t) in g.iter_mut().zip(fc).zip(&log_norm).zip(y) {
+                let p = (fi - norm).exp();
+                let target = if t as usize == c { 1.0 } else { 0.0 };
+                *gi = [
                     (p - target) as f32,
                     ((p * (1.0 - p)) as f32).max(MIN_ROW_HESSIAN),
                 ];
@@ -375,10 +400,6 @@ impl Binned {
             thresholds,
         }
     }
-
-    fn n_bins(&self, f: usize) -> usize {
-        self.thresholds[f].len() + 1
-    }
 }
 
 /// At most `max_bins - 1` ascending thresholds splitting `values` into near-equal-count bins:
@@ -405,13 +426,11 @@ fn bin_thresholds(values: &[f32], max_bins: usize) -> Vec<f32> {
     thr
 }
 
-/// One histogram slot: sums of gradients and hessians, and the row count.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bin {
-    g: f64,
-    h: f64,
-    n: u32,
-}
+/// One histogram slot: the sums `[g, h, rows, 0]` of its rows, in four f32 lanes so one SIMD
+/// add counts a row. A slot sums one bin of one node (about `rows / bins` values), ample
+/// precision for ranking splits; row counts stay exact below 2^24, and leaf values are summed
+/// in f64 from the rows themselves.
+type Bin = [f32; 4];
 
 /// A tree with tree-local node indices.
 struct Tree {
@@ -427,11 +446,12 @@ struct Grown {
     leaves: Vec<(usize, usize, f32)>,
 }
 
-/// Reusable buffers of a worker.
+/// Buffers reused from tree to tree (a tree takes one set from a pool shared by the round).
 #[derive(Default)]
 struct Scratch {
     hists: Vec<Vec<Bin>>,
-    gh: Vec<[f32; 2]>,
+    gh: Vec<Bin>,
+    right: Vec<u32>,
 }
 
 /// The best split of a node.
@@ -457,44 +477,158 @@ struct Pending {
     h: f64,
 }
 
+/// Adds row sums `v` to slot `b`, lane by lane so it compiles to one SIMD add.
+#[inline(always)]
+fn add(slots: &mut [Bin; NB], b: u8, v: &Bin) {
+    let s = &mut slots[b as usize];
+    *s = [s[0] + v[0], s[1] + v[1], s[2] + v[2], s[3] + v[3]];
+}
+
+/// `s` as one feature's block of slots.
+fn block(s: &[Bin]) -> &[Bin; NB] {
+    s.try_into().expect("blocks of NB slots")
+}
+
+/// A node's sums and the split constraints.
+struct Totals {
+    g: f64,
+    h: f64,
+    n: f32,
+    l2: f64,
+    msl: f32,
+}
+
+impl Totals {
+    /// The best boundary `(bin, num, den)` of one feature's histogram: rows with codes
+    /// `<= bin` go left. Candidates run from the first boundary with `min_samples_leaf` rows
+    /// and the least hessian on the left to the last with both on the right. A split's score
+    /// `gl²/(hl + l2) + gr²/(hr + l2)` is kept as the fraction `num / den` and compared by
+    /// cross-multiplying, so the scan never divides; it must beat the parent's `g²/(h + l2)`.
+    /// An empty bin repeats the previous boundary, which keeps the tie.
+    #[inline(always)]
+    fn scan(&self, slots: &[Bin; NB]) -> Option<(usize, f64, f64)> {
+        let (g, h, l2) = (self.g, self.h, self.l2);
+        let (mut gl, mut hl, mut nl) = (0.0f64, 0.0f64, 0.0f32);
+        let mut b = 0;
+        loop {
+            let s = slots[b];
+            gl += s[0] as f64;
+            hl += s[1] as f64;
+            nl += s[2];
+            if nl >= self.msl && hl >= MIN_CHILD_HESSIAN {
+                break;
+            }
+            b += 1;
+            if b == NB - 1 {
+                return None;
+            }
+        }
+        let (max_left, max_hl) = (self.n - self.msl, h - MIN_CHILD_HESSIAN);
+        let mut best = None;
+        let (mut best_num, mut best_den) = (g * g, h + l2);
+        while nl <= max_left && hl <= max_hl {
+            let (dl, dr) = (hl + l2, h - hl + l2);
+            let gr = g - gl;
+            let (num, den) = (gl * gl * dr + gr * gr * dl, dl * dr);
+            if num * best_den > best_num * den {
+                (best_num, best_den) = (num, den);
+                best = Some((b, num, den));
+            }
+            b += 1;
+            if b == NB - 1 {
+                break;
+            }
+            let s = slots[b];
+            gl += s[0] as f64;
+            hl += s[1] as f64;
+            nl += s[2];
+        }
+        best
+    }
+
+    /// The split at boundary `bin` of histogram `slots` (feature `fi`), if its gain is
+    /// positive.
+    fn split(&self, slots: &[Bin], fi: usize, (bin, num, den): (usize, f64, f64)) -> Option<Split> {
+        let (mut g_left, mut h_left, mut n_left) = (0.0f64, 0.0f64, 0.0f32);
+        for s in &slots[..=bin] {
+            g_left += s[0] as f64;
+            h_left += s[1] as f64;
+            n_left += s[2];
+        }
+        let gain = num / den - self.g * self.g / (self.h + self.l2);
+        (gain > 0.0).then_some(Split {
+            gain,
+            fi,
+            bin,
+            g_left,
+            h_left,
+            n_left: n_left as u32,
+        })
+    }
+}
+
 /// Everything one class's tree of one round needs.
 struct TreeJob<'a> {
     data: &'a Binned,
     params: &'a GbdtParams,
+    /// This class's gradient and hessian per training row.
     grad: &'a [[f32; 2]],
-    k: usize,
-    class: usize,
     feats: &'a [u32],
 }
 
 impl TreeJob<'_> {
     fn gh(&self, r: u32) -> [f32; 2] {
-        self.grad[r as usize * self.k + self.class]
+        self.grad[r as usize]
     }
 
-    /// Histograms of `rows` for every feature of the tree, one `NB` slot block per feature.
+    /// Histograms of `rows` (ascending) for every feature of the tree, one `NB` slot block per
+    /// feature. Features go in pairs: one pass over the rows fills both, and each column is
+    /// read forwards.
     fn build_hist(&self, rows: &[u32], scratch: &mut Scratch) -> Vec<Bin> {
         let mut hist = scratch
             .hists
             .pop()
-            .unwrap_or_else(|| vec![Bin::default(); self.feats.len() * NB]);
-        scratch.gh.clear();
-        if rows.len() == self.data.n { ROOT.fetch_add((rows.len() * self.feats.len()) as u64, std::sync::atomic::Ordering::Relaxed); } else { OTHER.fetch_add((rows.len() * self.feats.len()) as u64, std::sync::atomic::Ordering::Relaxed); }
-        scratch.gh.extend(rows.iter().map(|&r| self.gh(r)));
-        let gh = &scratch.gh;
+            .unwrap_or_else(|| vec![[0.0; 4]; self.feats.len() * NB]);
         let n = self.data.n;
-        hist.par_chunks_mut(NB)
-            .zip(self.feats.par_iter())
-            .with_min_len(8)
-            .for_each(|(slots, &f)| {
-                let slots: &mut [Bin; NB] = slots.try_into().expect("blocks of NB slots");
-                slots.fill(Bin::default());
-                let col = &self.data.codes[f as usize * n..(f as usize + 1) * n];
-                for (&r, &[g, h]) in rows.iter().zip(gh) {
-                    let s = &mut slots[col[r as usize] as usize];
-                    s.g += g as f64;
-                    s.h += h as f64;
-                    s.n += 1;
+        let all = rows.len() == n;
+        scratch.gh.clear();
+        scratch.gh.extend(rows.iter().map(|&r| {
+            let [g, h] = self.gh(r);
+            [g, h, 1.0, 0.0]
+        }));
+        let gh = &scratch.gh;
+        let col = |f: u32| &self.data.codes[f as usize * n..(f as usize + 1) * n];
+        hist.par_chunks_mut(2 * NB)
+            .zip(self.feats.par_chunks(2))
+            .with_min_len(4)
+            .for_each(|(slots, fs)| {
+                slots.fill([0.0; 4]);
+                let (a, b) = slots.split_at_mut(NB);
+                let a: &mut [Bin; NB] = a.try_into().expect("blocks of NB slots");
+                match *fs {
+                    [fa, fb] => {
+                        let b: &mut [Bin; NB] = b.try_into().expect("blocks of NB slots");
+                        let (ca, cb) = (col(fa), col(fb));
+                        if all {
+                            // The root: every row, in order.
+                            for ((&x, &y), v) in ca.iter().zip(cb).zip(gh) {
+                                add(a, x, v);
+                                add(b, y, v);
+                            }
+                        } else {
+                            for (&r, v) in rows.iter().zip(gh) {
+                                add(a, ca[r as usize], v);
+                                add(b, cb[r as usize], v);
+                            }
+                        }
+                    }
+                    [fa] => {
+                        let ca = col(fa);
+                        for (&r, v) in rows.iter().zip(gh) {
+                            add(a, ca[r as usize], v);
+                        }
+                    }
+                    _ => unreachable!("features come in pairs"),
                 }
             });
         hist
@@ -503,46 +637,20 @@ impl TreeJob<'_> {
     /// The split of largest positive gain, or `None`.
     fn best_split(&self, hist: &[Bin], g: f64, h: f64, n: u32) -> Option<Split> {
         let p = self.params;
-        let (l2, msl) = (p.l2, p.min_samples_leaf as u32);
-        let parent = g * g / (h + l2);
+        let t = Totals {
+            g,
+            h,
+            n: n as f32,
+            l2: p.l2,
+            msl: p.min_samples_leaf as f32,
+        };
         let per_feature: Vec<Option<Split>> = hist
             .par_chunks(NB)
-            .zip(self.feats.par_iter())
             .enumerate()
             .with_min_len(16)
-            .map(|(fi, (slots, &f))| {
-                let mut best: Option<Split> = None;
-                let (mut gl, mut hl, mut nl) = (0.0f64, 0.0f64, 0u32);
-                for (b, s) in slots[..self.data.n_bins(f as usize) - 1].iter().enumerate() {
-                    if s.n == 0 {
-                        continue;
-                    }
-                    gl += s.g;
-                    hl += s.h;
-                    nl += s.n;
-                    if nl < msl {
-                        continue;
-                    }
-                    if n - nl < msl {
-                        break;
-                    }
-                    let (gr, hr) = (g - gl, h - hl);
-                    if hl < MIN_CHILD_HESSIAN || hr < MIN_CHILD_HESSIAN {
-                        continue;
-                    }
-                    let gain = gl * gl / (hl + l2) + gr * gr / (hr + l2) - parent;
-                    if gain > best.as_ref().map_or(0.0, |s| s.gain) {
-                        best = Some(Split {
-                            gain,
-                            fi,
-                            bin: b,
-                            g_left: gl,
-                            h_left: hl,
-                            n_left: nl,
-                        });
-                    }
-                }
-                best
+            .map(|(fi, slots)| {
+                t.scan(block(slots))
+                    .and_then(|found| t.split(slots, fi, found))
             })
             .collect();
         per_feature
@@ -590,30 +698,39 @@ impl TreeJob<'_> {
                 .hist
                 .as_ref()
                 .and_then(|hist| self.best_split(hist, t.g, t.h, count));
-            let (Some(s), Some(mut parent)) = (split, t.hist) else {
-                let (mut g, mut h) = (0.0f64, 0.0f64);
-                for &r in &rows[t.start..t.end] {
-                    let [gr, hr] = self.gh(r);
-                    g += gr as f64;
-                    h += hr as f64;
+            let (s, mut parent) = match (split, t.hist) {
+                (Some(s), Some(hist)) => (s, hist),
+                (_, hist) => {
+                    scratch.hists.extend(hist);
+                    let (mut g, mut h) = (0.0f64, 0.0f64);
+                    for &r in &rows[t.start..t.end] {
+                        let [gr, hr] = self.gh(r);
+                        g += gr as f64;
+                        h += hr as f64;
+                    }
+                    let value = (-p.learning_rate * g / (h + p.l2)) as f32;
+                    tree.values[t.node] = value;
+                    leaves.push((t.start, t.end, value));
+                    continue;
                 }
-                let value = (-p.learning_rate * g / (h + p.l2)) as f32;
-                tree.values[t.node] = value;
-                leaves.push((t.start, t.end, value));
-                continue;
             };
             let f = self.feats[s.fi] as usize;
             let col = &self.data.codes[f * n..(f + 1) * n];
+            // A stable partition keeps every node's rows ascending, so histograms read the
+            // feature columns forwards.
             let part = &mut rows[t.start..t.end];
-            let (mut i, mut j) = (0, part.len());
-            while i < j {
-                if col[part[i] as usize] as usize <= s.bin {
+            let mut i = 0;
+            scratch.right.clear();
+            for j in 0..part.len() {
+                let r = part[j];
+                if col[r as usize] as usize <= s.bin {
+                    part[i] = r;
                     i += 1;
                 } else {
-                    j -= 1;
-                    part.swap(i, j);
+                    scratch.right.push(r);
                 }
             }
+            part[i..].copy_from_slice(&scratch.right);
             debug_assert_eq!(i, s.n_left as usize);
             let mid = t.start + i;
             let (left, right) = (tree.nodes.len(), tree.nodes.len() + 1);
@@ -644,15 +761,8 @@ impl TreeJob<'_> {
                     (right_wants, left_wants)
                 };
                 let large = if large_wants {
-                    for ((ps, ss), &f) in
-                        parent.chunks_mut(NB).zip(small.chunks(NB)).zip(self.feats)
-                    {
-                        let nb = self.data.n_bins(f as usize);
-                        for (a, b) in ps[..nb].iter_mut().zip(&ss[..nb]) {
-                            a.g -= b.g;
-                            a.h -= b.h;
-                            a.n -= b.n;
-                        }
+                    for (a, b) in parent.iter_mut().zip(&small) {
+                        *a = [a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3]];
                     }
                     Some(parent)
                 } else {
@@ -877,6 +987,93 @@ mod tests {
         for r in p.chunks(4) {
             assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-5);
             assert!(r.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    /// The first round's trees against an exhaustive search on raw values: histogram
+    /// subtraction, the split scan and the leaf values must give the same trees.
+    #[test]
+    fn first_round_matches_an_exhaustive_search() {
+        let (x, y) = blobs(90, 3, 3, 0.7, 21);
+        let Features::Dense(dm) = &x else {
+            unreachable!()
+        };
+        let p = GbdtParams {
+            max_rounds: 1,
+            max_depth: 2,
+            min_samples_leaf: 7,
+            learning_rate: 0.5,
+            l2: 0.3,
+            colsample: 1.0,
+            validation_fraction: 0.0,
+            ..Default::default()
+        };
+        let m = p.fit(&x, &y, 3).unwrap();
+        let (g, h): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (0..3)
+            .map(|c| {
+                let p = 1.0 / 3.0;
+                let g = y.iter().map(|&t| p - (t == c) as u8 as f64).collect();
+                (g, vec![p * (1.0 - p); 90])
+            })
+            .unzip();
+        let score = |rows: &[usize], c: usize| {
+            let gs: f64 = rows.iter().map(|&r| g[c][r]).sum();
+            let hs: f64 = rows.iter().map(|&r| h[c][r]).sum();
+            (gs * gs / (hs + p.l2), -p.learning_rate * gs / (hs + p.l2))
+        };
+        /// (Gain term, leaf value) of rows for class c.
+        type Score<'a> = dyn Fn(&[usize], usize) -> (f64, f64) + 'a;
+        // Raw score added by class c's tree to each row, grown exhaustively.
+        fn grow(
+            rows: Vec<usize>,
+            depth: usize,
+            c: usize,
+            dm: &DenseMatrix,
+            score: &Score<'_>,
+            out: &mut [f64],
+        ) {
+            let mut best: Option<(f64, Vec<usize>, Vec<usize>)> = None;
+            if depth < 2 && rows.len() >= 14 {
+                for f in 0..3 {
+                    let mut vals: Vec<f32> = rows.iter().map(|&r| dm.row(r)[f]).collect();
+                    vals.sort_by(f32::total_cmp);
+                    vals.dedup();
+                    for w in vals.windows(2) {
+                        let (l, r): (Vec<usize>, Vec<usize>) =
+                            rows.iter().partition(|&&i| dm.row(i)[f] <= w[0]);
+                        if l.len() < 7 || r.len() < 7 {
+                            continue;
+                        }
+                        let gain = score(&l, c).0 + score(&r, c).0 - score(&rows, c).0;
+                        if gain > 1e-12 && best.as_ref().is_none_or(|b| gain > b.0 + 1e-9) {
+                            best = Some((gain, l, r));
+                        }
+                    }
+                }
+            }
+            match best {
+                Some((_, l, r)) => {
+                    grow(l, depth + 1, c, dm, score, out);
+                    grow(r, depth + 1, c, dm, score, out);
+                }
+                None => {
+                    let v = score(&rows, c).1;
+                    for r in rows {
+                        out[r] = v;
+                    }
+                }
+            }
+        }
+        assert_eq!(m.n_trees(), 3);
+        // Some tree splits twice (7 nodes), so a subtracted histogram was used.
+        assert!(m.n_nodes() > 3 * 5, "{} nodes", m.n_nodes());
+        for c in 0..3 {
+            let mut want = vec![0.0; 90];
+            grow((0..90).collect(), 0, c, dm, &score, &mut want);
+            for (i, w) in want.iter().enumerate() {
+                let got = m.values[leaf_of(&m.nodes, m.roots[c], dm.row(i))] as f64;
+                assert!((got - w).abs() < 1e-4, "class {c} row {i}: {got} vs {w}");
+            }
         }
     }
 
@@ -1110,7 +1307,13 @@ mod tests {
         let test: Vec<usize> = (13_500..15_000).collect();
         let (xtr, xte) = (all.select_rows(&train), all.select_rows(&test));
         let t0 = std::time::Instant::now();
-        let m = GbdtParams::default().fit(&xtr, &y[..13_500], 150).unwrap();
+        let max_rounds = std::env::var("GBDT_ROUNDS").map_or(300, |v| v.parse().unwrap());
+        let m = GbdtParams {
+            max_rounds,
+            ..Default::default()
+        }
+        .fit(&xtr, &y[..13_500], 150)
+        .unwrap();
         let fit = t0.elapsed();
         let t1 = std::time::Instant::now();
         let p = m.predict_proba(&xte).unwrap();
