@@ -274,7 +274,7 @@ impl ProbaHead for Knn {
             (Memory::Dense(train), _) => {
                 let q = match x {
                     Features::Dense(m) => normalize_dense(m),
-                    Features::Sparse(m) => normalize_dense(&sparse_to_dense(m)),
+                    Features::Sparse(m) => normalize_dense(&m.to_dense()),
                 };
                 let d = train.cols();
                 for (start, block) in (0..q.rows()).step_by(CHUNK).zip(out.chunks_mut(CHUNK * kc)) {
@@ -324,7 +324,7 @@ impl ProbaHead for Knn {
             ) => {
                 let q = match x {
                     Features::Sparse(m) => normalize_sparse(m),
-                    Features::Dense(m) => normalize_sparse(&dense_to_sparse(m)),
+                    Features::Dense(m) => normalize_sparse(&CsrMatrix::from_dense(m)),
                 };
                 out.par_chunks_mut(kc).enumerate().for_each_init(
                     || vec![0.0f32; n],
@@ -379,32 +379,6 @@ impl ProbaHead for Knn {
         }
         t
     }
-}
-
-fn sparse_to_dense(m: &CsrMatrix) -> DenseMatrix {
-    let mut data = vec![0.0; m.rows() * m.cols()];
-    for r in 0..m.rows() {
-        let (c, v) = m.row(r);
-        for (&j, &x) in c.iter().zip(v) {
-            data[r * m.cols() + j as usize] = x;
-        }
-    }
-    DenseMatrix::new(m.rows(), m.cols(), data).expect("same shape")
-}
-
-fn dense_to_sparse(m: &DenseMatrix) -> CsrMatrix {
-    let mut indptr = vec![0];
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
-    for r in 0..m.rows() {
-        for (c, &v) in m.row(r).iter().enumerate() {
-            if v != 0.0 {
-                indices.push(c as u32);
-                values.push(v);
-            }
-        }
-        indptr.push(indices.len());
-    }
-    CsrMatrix::new(m.rows(), m.cols(), indptr, indices, values).expect("built in range")
 }
 
 #[cfg(test)]

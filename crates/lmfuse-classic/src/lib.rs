@@ -157,21 +157,10 @@ pub(crate) mod test_data {
 
     /// The same rows as CSR.
     pub fn to_sparse(x: &Features) -> Features {
-        let Features::Dense(m) = x else {
-            return x.clone();
-        };
-        let mut indptr = vec![0];
-        let (mut indices, mut values) = (Vec::new(), Vec::new());
-        for r in 0..m.rows() {
-            for (c, &v) in m.row(r).iter().enumerate() {
-                if v != 0.0 {
-                    indices.push(c as u32);
-                    values.push(v);
-                }
-            }
-            indptr.push(indices.len());
+        match x {
+            Features::Dense(m) => Features::Sparse(CsrMatrix::from_dense(m)),
+            Features::Sparse(_) => x.clone(),
         }
-        Features::Sparse(CsrMatrix::new(m.rows(), m.cols(), indptr, indices, values).unwrap())
     }
 
     /// Share of rows whose most probable class is the label.

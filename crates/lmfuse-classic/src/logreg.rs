@@ -98,17 +98,7 @@ impl LogisticRegressionParams {
         self.check()?;
         check_training_data(x, y, n_classes)?;
         let (n, d, k) = (x.rows(), x.cols(), n_classes);
-        let mut counts = vec![0usize; k];
-        for &c in y {
-            counts[c] += 1;
-        }
-        let weights: Vec<f64> = y
-            .iter()
-            .map(|&c| match self.class_weight {
-                ClassWeight::Uniform => 1.0,
-                ClassWeight::Balanced => n as f64 / (k as f64 * counts[c] as f64),
-            })
-            .collect();
+        let weights = sample_weights(y, k, self.class_weight);
         let total: f64 = weights.iter().sum();
         let design = Design::new(x);
         let reg = 1.0 / (self.c * total);
@@ -251,14 +241,7 @@ impl LogisticRegression {
         let b: Vec<f64> = self.intercept.iter().map(|&v| v as f64).collect();
         let mut z = vec![0.0f64; x.rows() * k];
         Design::new(x).scores(&w, &b, k, &mut z);
-        Ok(z.chunks_exact(k)
-            .flat_map(|row| {
-                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                e.into_iter().map(move |v| (v / sum) as f32)
-            })
-            .collect())
+        Ok(softmax_rows(&z, k))
     }
 }
 
@@ -315,6 +298,32 @@ impl ProbaHead for LogisticRegression {
             ),
         ])
     }
+}
+
+/// Per-row weights: 1, or `n / (classes · count(class))` for [`ClassWeight::Balanced`].
+pub(crate) fn sample_weights(y: &[usize], k: usize, class_weight: ClassWeight) -> Vec<f64> {
+    let mut counts = vec![0usize; k];
+    for &c in y {
+        counts[c] += 1;
+    }
+    y.iter()
+        .map(|&c| match class_weight {
+            ClassWeight::Uniform => 1.0,
+            ClassWeight::Balanced => y.len() as f64 / (k as f64 * counts[c] as f64),
+        })
+        .collect()
+}
+
+/// Softmax of every row of `z` (rows of `k` scores), as f32 probabilities.
+pub(crate) fn softmax_rows(z: &[f64], k: usize) -> Vec<f32> {
+    z.chunks_exact(k)
+        .flat_map(|row| {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.into_iter().map(move |v| (v / sum) as f32)
+        })
+        .collect()
 }
 
 /// Features in the form the solver multiplies: dense rows widened to f64 once, or CSR.

@@ -1,7 +1,7 @@
 //! Naive Bayes: multinomial for non-negative features (TF-IDF, counts), Gaussian otherwise
 //! (embeddings), as scikit-learn's `MultinomialNB` and `GaussianNB`.
 
-use crate::logreg::Design;
+use crate::logreg::{softmax_rows, Design};
 use crate::{check_training_data, check_width, stored_f32, ClassicError, FitHead, ProbaHead};
 use lmfuse_core::{CsrMatrix, DenseMatrix, Features, Tensor};
 use serde::{Deserialize, Serialize};
@@ -280,14 +280,7 @@ impl ProbaHead for NaiveBayes {
                 *a += b;
             }
         }
-        Ok(z.chunks_exact(k)
-            .flat_map(|row| {
-                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                e.into_iter().map(move |v| (v / sum) as f32)
-            })
-            .collect())
+        Ok(softmax_rows(&z, k))
     }
 
     fn to_tensors(&self) -> BTreeMap<String, Tensor> {

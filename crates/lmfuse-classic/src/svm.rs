@@ -13,7 +13,7 @@
 //! the per-class sigmoids are normalised to sum to 1.
 
 use crate::lbfgs::{minimize, LbfgsOptions};
-use crate::logreg::Design;
+use crate::logreg::{sample_weights, Design};
 use crate::{
     check_training_data, check_width, stored_f32, ClassWeight, ClassicError, FitHead, ProbaHead,
 };
@@ -74,17 +74,7 @@ impl LinearSvmParams {
     ) -> Result<(Vec<f64>, Vec<f64>), ClassicError> {
         check_training_data(x, y, k)?;
         let (n, d) = (x.rows(), x.cols());
-        let mut counts = vec![0usize; k];
-        for &c in y {
-            counts[c] += 1;
-        }
-        let weights: Vec<f64> = y
-            .iter()
-            .map(|&c| match self.class_weight {
-                ClassWeight::Uniform => 1.0,
-                ClassWeight::Balanced => n as f64 / (k as f64 * counts[c] as f64),
-            })
-            .collect();
+        let weights = sample_weights(y, k, self.class_weight);
         let total: f64 = weights.iter().sum();
         let design = Design::new(x);
         let reg = 1.0 / (self.c * total);

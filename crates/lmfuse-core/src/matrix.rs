@@ -131,6 +131,45 @@ impl CsrMatrix {
         self.cols
     }
 
+    /// The non-zero entries of a dense matrix.
+    pub fn from_dense(m: &DenseMatrix) -> Self {
+        let mut indptr = Vec::with_capacity(m.rows() + 1);
+        indptr.push(0);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for r in 0..m.rows() {
+            for (c, &v) in m.row(r).iter().enumerate() {
+                if v != 0.0 {
+                    indices.push(c as u32);
+                    values.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        Self {
+            rows: m.rows(),
+            cols: m.cols(),
+            indptr,
+            indices,
+            values,
+        }
+    }
+
+    /// The same matrix with its zeros written out.
+    pub fn to_dense(&self) -> DenseMatrix {
+        let mut data = vec![0.0; self.rows * self.cols];
+        for r in 0..self.rows {
+            let (c, v) = self.row(r);
+            for (&j, &x) in c.iter().zip(v) {
+                data[r * self.cols + j as usize] = x;
+            }
+        }
+        DenseMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+
     /// Stored entries.
     pub fn nnz(&self) -> usize {
         self.values.len()
@@ -226,6 +265,15 @@ mod tests {
         assert!(CsrMatrix::new(2, 3, vec![0, 2, 1], vec![0, 1], vec![1.0, 2.0]).is_err());
         assert!(CsrMatrix::new(1, 3, vec![0, 1], vec![3], vec![1.0]).is_err());
         assert!(CsrMatrix::new(1, 3, vec![0, 1], vec![0], vec![]).is_err());
+    }
+
+    #[test]
+    fn dense_and_csr_convert_both_ways() {
+        let d = DenseMatrix::new(2, 3, vec![0.0, 1.5, 0.0, -2.0, 0.0, 3.0]).unwrap();
+        let c = CsrMatrix::from_dense(&d);
+        assert_eq!(c.nnz(), 3);
+        assert_eq!(c.row(1), (&[0u32, 2][..], &[-2.0f32, 3.0][..]));
+        assert_eq!(c.to_dense(), d);
     }
 
     #[test]

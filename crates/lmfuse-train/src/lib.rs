@@ -385,10 +385,10 @@ impl TextFeaturizer {
         }
         let mut blocks: Vec<CsrMatrix> = self.blocks().map(|(_, t)| t.transform(texts)).collect();
         if let Some(e) = emb {
-            blocks.push(dense_to_csr(&e));
+            blocks.push(CsrMatrix::from_dense(&e));
         }
         if let Some(t) = tab {
-            blocks.push(dense_to_csr(&t));
+            blocks.push(CsrMatrix::from_dense(&t));
         }
         let refs: Vec<&CsrMatrix> = blocks.iter().collect();
         Ok(Features::Sparse(lmfuse_features::hstack(&refs)))
@@ -402,22 +402,6 @@ fn dense_hstack(a: &DenseMatrix, b: &DenseMatrix) -> DenseMatrix {
         data.extend_from_slice(b.row(r));
     }
     DenseMatrix::new(a.rows(), a.cols() + b.cols(), data).expect("built to shape")
-}
-
-fn dense_to_csr(m: &DenseMatrix) -> CsrMatrix {
-    let mut indptr = Vec::with_capacity(m.rows() + 1);
-    indptr.push(0);
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
-    for r in 0..m.rows() {
-        for (c, v) in m.row(r).iter().enumerate() {
-            if *v != 0.0 {
-                indices.push(c as u32);
-                values.push(*v);
-            }
-        }
-        indptr.push(indices.len());
-    }
-    CsrMatrix::new(m.rows(), m.cols(), indptr, indices, values).expect("built in range")
 }
 
 /// A trained text classifier: encoder reference, labels and head.
