@@ -12,7 +12,7 @@
 //! with running class counts; the running sums of squared counts on both sides update in O(1)
 //! per position, so a split costs O(m log m) for m samples whatever the class count.
 
-use crate::{check_training_data, check_width, stored_f32, stored_i32, ClassicError};
+use crate::{check_input, check_training_data, stored_f32, stored_i32, ClassicError};
 use crate::{FitHead, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, SeededRng, Tensor};
 use rayon::prelude::*;
@@ -545,10 +545,7 @@ impl RandomForest {
     /// distributions.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
         let m = dense(x, "rf")?;
-        check_width(x, self.n_features)?;
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features)?;
         let (k, d) = (self.n_classes, self.n_features);
         let mut out = vec![0.0f32; m.rows() * k];
         out.par_chunks_mut(k)

@@ -18,7 +18,7 @@
 
 use crate::forest::{dense, leaf_of, midpoint, stored, stored_trees, stream_rng, tree_tensors};
 use crate::forest::{vec_len, Node};
-use crate::{check_training_data, check_width, stored_f32, ClassicError, FitHead, ProbaHead};
+use crate::{check_input, check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -854,10 +854,7 @@ impl Gbdt {
     /// Class probabilities, `rows × n_classes` row-major: the softmax of the raw scores.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
         let m = dense(x, "gbdt")?;
-        check_width(x, self.n_features)?;
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features)?;
         let mut z = self.raw_scores(m);
         for row in z.chunks_exact_mut(self.n_classes) {
             let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);

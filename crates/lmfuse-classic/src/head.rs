@@ -43,13 +43,16 @@ pub trait ProbaHead {
     fn to_tensors(&self) -> BTreeMap<String, Tensor>;
 }
 
-/// Fails unless `x` has `expected` columns.
-pub fn check_width(x: &Features, expected: usize) -> Result<(), ClassicError> {
+/// Checks rows given for prediction: `expected` columns, every value finite.
+pub fn check_input(x: &Features, expected: usize) -> Result<(), ClassicError> {
     if x.cols() != expected {
         return Err(ClassicError::Width {
             expected,
             got: x.cols(),
         });
+    }
+    if let Some((row, col)) = x.first_non_finite() {
+        return Err(ClassicError::NotFinite { row, col });
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! `k` most similar vote for their class.
 
 use crate::{
-    check_training_data, check_width, stored_f32, stored_i32, ClassicError, FitHead, ProbaHead,
+    check_input, check_training_data, stored_f32, stored_i32, ClassicError, FitHead, ProbaHead,
 };
 use lmfuse_core::{CsrMatrix, DenseMatrix, Features, Tensor};
 use rayon::prelude::*;
@@ -264,10 +264,7 @@ impl ProbaHead for Knn {
     }
 
     fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
-        check_width(x, self.n_features())?;
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features())?;
         let (kc, n) = (self.n_classes, self.n_train());
         let mut out = vec![0.0f32; x.rows() * kc];
         match (&self.memory, x) {

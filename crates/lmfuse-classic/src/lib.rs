@@ -16,7 +16,7 @@ pub mod svm;
 pub use any::{Head, HeadParams};
 pub use forest::{MaxFeatures, RandomForest, RandomForestParams};
 pub use gbdt::{Gbdt, GbdtParams};
-pub use head::{check_width, stored_f32, stored_i32, FitHead, ProbaHead};
+pub use head::{check_input, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use knn::{Knn, KnnParams, KnnWeighting};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};

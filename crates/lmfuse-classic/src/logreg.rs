@@ -6,7 +6,7 @@
 //! also train on sparse TF-IDF rows, which linfa's dense ndarray interface cannot take.
 
 use crate::lbfgs::{minimize, LbfgsOptions};
-use crate::{check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
+use crate::{check_input, check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
 use gemm::Parallelism;
 use lmfuse_core::Tensor;
 use lmfuse_core::{DenseMatrix, Features};
@@ -126,20 +126,9 @@ impl LogisticRegressionParams {
                 })
                 .sum::<f64>()
                 / total;
-            let (gw, gb) = grad.split_at_mut(d * k);
-            design.transpose_times(&z, k, gw);
-            let mut penalty = 0.0;
-            for (g, wv) in gw.iter_mut().zip(w) {
-                *g += reg * wv;
-                penalty += wv * wv;
-            }
-            gb.fill(0.0);
-            for row in z.chunks_exact(k) {
-                for (g, r) in gb.iter_mut().zip(row) {
-                    *g += r;
-                }
-            }
+            let penalty = design.linear_gradient(&z, k, w, reg, grad);
             if k == 2 {
+                let (gw, gb) = grad.split_at_mut(d * k);
                 // Two classes: class 0's weights and intercept stay at zero, which turns the
                 // softmax into scikit-learn's binomial model (one weight vector penalised
                 // once); a free two-class softmax would halve the effective penalty.
@@ -148,7 +137,7 @@ impl LogisticRegressionParams {
                 }
                 gb[0] = 0.0;
             }
-            loss + 0.5 * reg * penalty
+            loss + penalty
         };
         let result = minimize(
             objective,
@@ -227,15 +216,7 @@ impl LogisticRegression {
 
     /// Class probabilities, `rows × n_classes` row-major.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
-        if x.cols() != self.n_features {
-            return Err(ClassicError::Width {
-                expected: self.n_features,
-                got: x.cols(),
-            });
-        }
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features)?;
         let k = self.n_classes;
         let w: Vec<f64> = self.coef.iter().map(|&v| v as f64).collect();
         let b: Vec<f64> = self.intercept.iter().map(|&v| v as f64).collect();
@@ -406,6 +387,33 @@ impl<'a> Design<'a> {
                 });
             }
         }
+    }
+
+    /// The gradient of a linear model `X·W + b` whose loss has residuals `r` (`n×k`, the
+    /// derivative of the loss by each score) plus `reg/2 · ‖W‖²`: writes `[Xᵀ·r + reg·W, Σᵢ rᵢ]`
+    /// into `grad` (`d·k + k`) and returns the penalty `reg/2 · ‖W‖²`.
+    pub(crate) fn linear_gradient(
+        &self,
+        r: &[f64],
+        k: usize,
+        w: &[f64],
+        reg: f64,
+        grad: &mut [f64],
+    ) -> f64 {
+        let (gw, gb) = grad.split_at_mut(w.len());
+        self.transpose_times(r, k, gw);
+        let mut penalty = 0.0;
+        for (g, wv) in gw.iter_mut().zip(w) {
+            *g += reg * wv;
+            penalty += wv * wv;
+        }
+        gb.fill(0.0);
+        for row in r.chunks_exact(k) {
+            for (g, v) in gb.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+        0.5 * reg * penalty
     }
 
     /// `g (d×k) = Xᵀ·r`, `r` being `n×k` row-major.

@@ -2,7 +2,7 @@
 //! (embeddings), as scikit-learn's `MultinomialNB` and `GaussianNB`.
 
 use crate::logreg::{softmax_rows, Design};
-use crate::{check_training_data, check_width, stored_f32, ClassicError, FitHead, ProbaHead};
+use crate::{check_input, check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
 use lmfuse_core::{CsrMatrix, DenseMatrix, Features, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -266,10 +266,7 @@ impl ProbaHead for NaiveBayes {
     }
 
     fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
-        check_width(x, self.n_features)?;
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features)?;
         let k = self.n_classes;
         let mut z = vec![0.0f64; x.rows() * k];
         Design::new(x).scores(&self.lin, &self.bias, k, &mut z);

@@ -15,7 +15,7 @@
 use crate::lbfgs::{minimize, LbfgsOptions};
 use crate::logreg::{sample_weights, Design};
 use crate::{
-    check_training_data, check_width, stored_f32, ClassWeight, ClassicError, FitHead, ProbaHead,
+    check_input, check_training_data, stored_f32, ClassWeight, ClassicError, FitHead, ProbaHead,
 };
 use lmfuse_core::{Features, SeededRng, Tensor};
 use rayon::prelude::*;
@@ -99,20 +99,7 @@ impl LinearSvmParams {
                 })
                 .sum::<f64>()
                 / total;
-            let (gw, gb) = grad.split_at_mut(d * k);
-            design.transpose_times(&z, k, gw);
-            let mut penalty = 0.0;
-            for (g, wv) in gw.iter_mut().zip(w) {
-                *g += reg * wv;
-                penalty += wv * wv;
-            }
-            gb.fill(0.0);
-            for row in z.chunks_exact(k) {
-                for (g, r) in gb.iter_mut().zip(row) {
-                    *g += r;
-                }
-            }
-            loss + 0.5 * reg * penalty
+            loss + design.linear_gradient(&z, k, w, reg, grad)
         };
         let result = minimize(
             objective,
@@ -304,10 +291,7 @@ impl FitHead for LinearSvmParams {
 impl LinearSvm {
     /// Decision values `X·W + b`, `rows × classes` row-major.
     pub fn decision_function(&self, x: &Features) -> Result<Vec<f64>, ClassicError> {
-        check_width(x, self.n_features)?;
-        if let Some((row, col)) = x.first_non_finite() {
-            return Err(ClassicError::NotFinite { row, col });
-        }
+        check_input(x, self.n_features)?;
         let w: Vec<f64> = self.coef.iter().map(|&v| v as f64).collect();
         let b: Vec<f64> = self.intercept.iter().map(|&v| v as f64).collect();
         Ok(decisions(x, &w, &b, self.n_classes))
