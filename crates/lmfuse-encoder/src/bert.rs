@@ -46,6 +46,29 @@ pub struct BertModel {
     layers: Vec<Layer>,
 }
 
+/// A named f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Checkpoint name.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    /// A tensor; `data.len()` must be the product of `shape`.
+    pub fn new(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
+        Self {
+            name: name.to_string(),
+            shape,
+            data,
+        }
+    }
+}
+
 /// One sequence of a packed batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Span {
@@ -128,6 +151,97 @@ impl BertModel {
             layers,
             config: config.clone(),
         })
+    }
+
+    /// Every weight under its Hugging Face name (without the `bert.` prefix) in PyTorch's
+    /// layout (Linear weights `[out, in]`), as [`BertModel::load`] reads them back.
+    pub fn export(&self) -> Vec<NamedTensor> {
+        let h = self.config.hidden_size;
+        let inter = self.config.intermediate_size;
+        let mut out = vec![
+            NamedTensor::new(
+                "embeddings.word_embeddings.weight",
+                vec![self.config.vocab_size, h],
+                self.word.clone(),
+            ),
+            NamedTensor::new(
+                "embeddings.position_embeddings.weight",
+                vec![self.config.max_position_embeddings, h],
+                self.position.clone(),
+            ),
+            NamedTensor::new(
+                "embeddings.token_type_embeddings.weight",
+                vec![self.config.type_vocab_size, h],
+                self.token_type.clone(),
+            ),
+        ];
+        let ln = |out: &mut Vec<NamedTensor>, prefix: &str, ln: &LayerNorm| {
+            out.push(NamedTensor::new(
+                &format!("{prefix}.LayerNorm.weight"),
+                vec![h],
+                ln.gamma.clone(),
+            ));
+            out.push(NamedTensor::new(
+                &format!("{prefix}.LayerNorm.bias"),
+                vec![h],
+                ln.beta.clone(),
+            ));
+        };
+        ln(&mut out, "embeddings", &self.emb_ln);
+        let linear =
+            |out: &mut Vec<NamedTensor>, name: &str, w: &[f32], b: &[f32], inp: usize, o: usize| {
+                out.push(NamedTensor::new(
+                    &format!("{name}.weight"),
+                    vec![o, inp],
+                    transpose(w, inp, o),
+                ));
+                out.push(NamedTensor::new(
+                    &format!("{name}.bias"),
+                    vec![o],
+                    b.to_vec(),
+                ));
+            };
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("encoder.layer.{l}");
+            for (part, name) in ["query", "key", "value"].iter().enumerate() {
+                let w: Vec<f32> = (0..h)
+                    .flat_map(|i| {
+                        layer.qkv_w[i * 3 * h + part * h..i * 3 * h + (part + 1) * h]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                let b = &layer.qkv_b[part * h..(part + 1) * h];
+                linear(&mut out, &format!("{p}.attention.self.{name}"), &w, b, h, h);
+            }
+            linear(
+                &mut out,
+                &format!("{p}.attention.output.dense"),
+                &layer.attn_out_w,
+                &layer.attn_out_b,
+                h,
+                h,
+            );
+            ln(&mut out, &format!("{p}.attention.output"), &layer.attn_ln);
+            linear(
+                &mut out,
+                &format!("{p}.intermediate.dense"),
+                &layer.ffn_in_w,
+                &layer.ffn_in_b,
+                h,
+                inter,
+            );
+            linear(
+                &mut out,
+                &format!("{p}.output.dense"),
+                &layer.ffn_out_w,
+                &layer.ffn_out_b,
+                inter,
+                h,
+            );
+            ln(&mut out, &format!("{p}.output"), &layer.ffn_ln);
+        }
+        out
     }
 
     /// The configuration the weights were loaded for.

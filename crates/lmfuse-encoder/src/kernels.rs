@@ -102,6 +102,40 @@ dispatch! {
 }
 
 dispatch! {
+    /// Multiplies `grad` by the derivative of exact GELU at `pre`.
+    fn gelu_backward(pre: &[f32], grad: &mut [f32]) {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for (g, &x) in grad.iter_mut().zip(pre) {
+            let cdf = 0.5 * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp_approx(-0.5 * x * x);
+            *g *= x.mul_add(pdf, cdf);
+        }
+    }
+}
+
+dispatch! {
+    /// Multiplies `grad` by the derivative of tanh-approximated GELU at `pre`.
+    fn gelu_tanh_backward(pre: &[f32], grad: &mut [f32]) {
+        const C: f32 = 0.797_884_6;
+        for (g, &x) in grad.iter_mut().zip(pre) {
+            let u = C * x.mul_add(0.044_715 * x * x, x);
+            let t = 1.0 - 2.0 / (exp_approx(2.0 * u) + 1.0);
+            let du = C * (3.0 * 0.044_715 * x).mul_add(x, 1.0);
+            *g *= 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
+        }
+    }
+}
+
+/// Multiplies `grad` by the derivative of ReLU at `pre`.
+pub(crate) fn relu_backward(pre: &[f32], grad: &mut [f32]) {
+    for (g, &x) in grad.iter_mut().zip(pre) {
+        if x <= 0.0 {
+            *g = 0.0;
+        }
+    }
+}
+
+dispatch! {
     /// ReLU in place.
     fn relu(x: &mut [f32]) {
         for v in x.iter_mut() {
@@ -129,6 +163,139 @@ dispatch! {
             let inv = 1.0 / (var + eps).sqrt();
             for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
                 *v = ((*v - mean) * inv).mul_add(*g, *b);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// LayerNorm of each row of `x` in place, keeping what the backward pass needs: the
+    /// normalised rows in `xhat` and each row's inverse standard deviation in `inv_std`.
+    fn layer_norm_train(x: &mut [f32], xhat: &mut [f32], inv_std: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let n = gamma.len();
+        for ((row, hat), inv_out) in x.chunks_exact_mut(n).zip(xhat.chunks_exact_mut(n)).zip(inv_std.iter_mut()) {
+            let mean = sum_body(row) / n as f32;
+            let mut var = 0.0f32;
+            for v in row.iter() {
+                let d = v - mean;
+                var = d.mul_add(d, var);
+            }
+            let inv = 1.0 / (var / n as f32 + eps).sqrt();
+            *inv_out = inv;
+            for (((v, h), g), b) in row.iter_mut().zip(hat.iter_mut()).zip(gamma).zip(beta) {
+                *h = (*v - mean) * inv;
+                *v = h.mul_add(*g, *b);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// LayerNorm backward: turns the output gradients in `dy` into input gradients in place and
+    /// adds the gradients of `gamma` and `beta` into `dgamma` and `dbeta`.
+    fn layer_norm_backward(dy: &mut [f32], xhat: &[f32], inv_std: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+        let n = gamma.len();
+        let nf = n as f32;
+        for ((row, hat), &inv) in dy.chunks_exact_mut(n).zip(xhat.chunks_exact(n)).zip(inv_std) {
+            let mut sum_g = 0.0f32;
+            let mut sum_gx = 0.0f32;
+            for ((((d, h), g), dg), db) in row.iter().zip(hat).zip(gamma).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+                *dg = d.mul_add(*h, *dg);
+                *db += d;
+                let gd = d * g;
+                sum_g += gd;
+                sum_gx = gd.mul_add(*h, sum_gx);
+            }
+            let (mg, mgx) = (sum_g / nf, sum_gx / nf);
+            for ((d, h), g) in row.iter_mut().zip(hat).zip(gamma) {
+                *d = inv * ((*d * g - mg) - h * mgx);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Self-attention of one sequence for training: like [`attention`], and keeps the
+    /// attention probabilities, `heads × len × len`, in `probs`.
+    fn attention_train(qkv: &[f32], ctx: &mut [f32], probs: &mut [f32], len: usize, hidden: usize, heads: usize) {
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let row = 3 * hidden;
+        for h in 0..heads {
+            let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
+            for i in 0..len {
+                let q = &qkv[i * row + qo..i * row + qo + d];
+                let p = &mut probs[(h * len + i) * len..(h * len + i + 1) * len];
+                for (j, s) in p.iter_mut().enumerate() {
+                    let k = &qkv[j * row + ko..j * row + ko + d];
+                    let mut acc = 0.0f32;
+                    for (a, b) in q.iter().zip(k) {
+                        acc = a.mul_add(*b, acc);
+                    }
+                    *s = acc * scale;
+                }
+                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for s in p.iter_mut() {
+                    *s = exp_approx(*s - max);
+                }
+                let inv = 1.0 / sum_body(p);
+                let out = &mut ctx[i * hidden + h * d..i * hidden + (h + 1) * d];
+                out.fill(0.0);
+                for (j, s) in p.iter_mut().enumerate() {
+                    *s *= inv;
+                    let v = &qkv[j * row + vo..j * row + vo + d];
+                    for (o, x) in out.iter_mut().zip(v) {
+                        *o = s.mul_add(*x, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Attention backward of one sequence: from the context gradients `dctx` (`len × hidden`)
+    /// and the kept `probs`, writes the gradients of queries, keys and values into `dqkv`
+    /// (`len × 3·hidden`, overwritten). `scratch` holds at least `len` values.
+    fn attention_backward(qkv: &[f32], probs: &[f32], dctx: &[f32], dqkv: &mut [f32], len: usize, hidden: usize, heads: usize, scratch: &mut [f32]) {
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let row = 3 * hidden;
+        dqkv[..len * row].fill(0.0);
+        let ds = &mut scratch[..len];
+        for h in 0..heads {
+            let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
+            for i in 0..len {
+                let p = &probs[(h * len + i) * len..(h * len + i + 1) * len];
+                let dc = &dctx[i * hidden + h * d..i * hidden + (h + 1) * d];
+                // dP[i, j] = dctx[i] · v[j]; dV[j] += P[i, j] · dctx[i].
+                let mut dot = 0.0f32;
+                for (j, (s, pj)) in ds.iter_mut().zip(p).enumerate() {
+                    let v = &qkv[j * row + vo..j * row + vo + d];
+                    let mut acc = 0.0f32;
+                    for (a, b) in dc.iter().zip(v) {
+                        acc = a.mul_add(*b, acc);
+                    }
+                    *s = acc;
+                    dot = acc.mul_add(*pj, dot);
+                    let dv = &mut dqkv[j * row + vo..j * row + vo + d];
+                    for (o, c) in dv.iter_mut().zip(dc) {
+                        *o = pj.mul_add(*c, *o);
+                    }
+                }
+                // dS = P ⊙ (dP − Σ P·dP), scaled as the scores were.
+                for (s, pj) in ds.iter_mut().zip(p) {
+                    *s = pj * (*s - dot) * scale;
+                }
+                // dQ[i] = Σ_j dS[i, j] k[j]; dK[j] += dS[i, j] q[i].
+                for (j, &s) in ds.iter().enumerate() {
+                    for c in 0..d {
+                        let k = qkv[j * row + ko + c];
+                        dqkv[i * row + qo + c] = s.mul_add(k, dqkv[i * row + qo + c]);
+                        let q = qkv[i * row + qo + c];
+                        dqkv[j * row + ko + c] = s.mul_add(q, dqkv[j * row + ko + c]);
+                    }
+                }
             }
         }
     }
@@ -236,6 +403,58 @@ pub(crate) fn add_rows(dst: &mut [f32], bias: &[f32]) {
         for (d, b) in row.iter_mut().zip(bias) {
             *d += b;
         }
+    }
+}
+
+/// `dst (m×n) = [dst +] op(a) · op(b)`, where `op(a)` is `a` (`m×k`, row-major) or, with
+/// `trans_a`, the transpose of `a` stored as `k×m`; likewise `op(b)` from `k×n` or `n×k`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_t(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // (column stride, row stride) of each operand as gemm sees it.
+    let (a_cs, a_rs) = if trans_a { (m, 1) } else { (1, k) };
+    let (b_cs, b_rs) = if trans_b { (k, 1) } else { (1, n) };
+    // SAFETY: the asserts above keep every access in bounds for these strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 

@@ -9,10 +9,11 @@ mod bert;
 mod config;
 mod error;
 mod kernels;
+pub mod ops;
 mod source;
 mod weights;
 
-pub use bert::{BertModel, Span};
+pub use bert::{BertModel, NamedTensor, Span};
 pub use config::{Activation, BertConfig, SentenceConfig};
 pub use error::EncoderError;
 pub use source::{

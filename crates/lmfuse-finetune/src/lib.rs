@@ -1,0 +1,64 @@
+//! Fine-tuning for lmfuse: encoder and head trained together.
+//!
+//! [`Network`] is a BERT encoder with a linear head whose forward pass keeps its activations
+//! and whose backward pass gives the gradient of every trainable tensor. [`fit`] trains it
+//! with AdamW (decoupled weight decay), linear warm-up and decay, dropout, gradient clipping
+//! and accumulation, optional freezing, layer-wise learning rates, LoRA adapters and FGM
+//! adversarial training; it evaluates on dev, stops early, restores the best weights, logs
+//! metrics as JSON Lines and checkpoints atomically so that a killed run can be resumed.
+
+mod export;
+mod lora;
+mod network;
+mod optim;
+mod train;
+
+pub use export::{encoder_files, save_encoder};
+pub use lora::{Lora, LoraParams, LoraTarget};
+pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
+pub use optim::{AdamW, Schedule};
+pub use train::{
+    fit, predict_proba, EvalRecord, Event, FinetuneParams, FitSummary, Metric, CHECKPOINT_DIR,
+    METRICS_LOG,
+};
+
+use std::path::PathBuf;
+
+/// What can go wrong while fine-tuning.
+#[derive(Debug, thiserror::Error)]
+pub enum FinetuneError {
+    /// A hyperparameter or input is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A checkpoint cannot be used.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The loss or a gradient became NaN or infinite.
+    #[error("training diverged at step {step}: the loss is {loss} (lower the learning rate)")]
+    Diverged {
+        /// Optimiser step.
+        step: usize,
+        /// The loss.
+        loss: f32,
+    },
+}
+
+/// Fills each `bias.len()`-wide row of `dst` with `bias`.
+pub(crate) fn kernels_fill(dst: &mut [f32], bias: &[f32]) {
+    for row in dst.chunks_exact_mut(bias.len()) {
+        row.copy_from_slice(bias);
+    }
+}

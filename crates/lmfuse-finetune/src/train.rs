@@ -1,0 +1,815 @@
+//! The training loop: epochs of shuffled mini-batches, AdamW, dev evaluation, early stopping,
+//! metrics log and resumable checkpoints.
+
+use crate::lora::LoraParams;
+use crate::network::{Batch, Dropout, Network};
+use crate::optim::{AdamW, Schedule};
+use crate::FinetuneError;
+use lmfuse_core::SeededRng;
+use lmfuse_encoder::TokenizedText;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Checkpoint folder inside a run folder.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// Metrics log inside a run folder: one JSON object a line, one line per evaluation.
+pub const METRICS_LOG: &str = "metrics.jsonl";
+const STATE_JSON: &str = "state.json";
+const CHECKPOINT_VERSION: u32 = 1;
+
+/// The dev metric that early stopping follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Accuracy.
+    Accuracy,
+    /// Macro-averaged F1.
+    MacroF1,
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "accuracy" => Ok(Metric::Accuracy),
+            "macro_f1" | "f1" => Ok(Metric::MacroF1),
+            _ => Err(format!("unknown metric {s:?} (accuracy, macro_f1)")),
+        }
+    }
+}
+
+/// Fine-tuning hyperparameters. [`FinetuneParams::check`] validates them once, up front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneParams {
+    /// Passes over the training set (at most).
+    pub epochs: usize,
+    /// Texts per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Peak learning rate of the encoder.
+    pub lr: f32,
+    /// Peak learning rate of the head.
+    pub head_lr: f32,
+    /// Layer-wise decay: layer `l` of `L` gets `lr · decay^(L − l)`, the embeddings
+    /// `lr · decay^L`. 1 means one rate for the whole encoder.
+    pub layer_lr_decay: f32,
+    /// Decoupled weight decay (not on biases and LayerNorm).
+    pub weight_decay: f32,
+    /// Share of the optimiser steps spent warming up.
+    pub warmup: f32,
+    /// Dropout rate (embeddings, after attention and feed-forward blocks, head input).
+    pub dropout: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
+    /// Freeze the embedding tables and their LayerNorm.
+    pub freeze_embeddings: bool,
+    /// Freeze the lowest N transformer layers.
+    pub freeze_layers: usize,
+    /// Evaluate on dev every N optimiser steps (`None`: at the end of each epoch).
+    pub eval_every: Option<usize>,
+    /// Stop after this many evaluations without improvement (0: never stop early).
+    pub patience: usize,
+    /// The metric that picks the best weights.
+    pub metric: Metric,
+    /// Seed of the head's initialisation, the batch order and dropout.
+    pub seed: u64,
+    /// FGM adversarial training: perturb the word embeddings by ε along the gradient.
+    pub fgm: Option<f32>,
+    /// LoRA adapters instead of full fine-tuning.
+    pub lora: Option<LoraParams>,
+}
+
+impl Default for FinetuneParams {
+    fn default() -> Self {
+        Self {
+            epochs: 4,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 5e-5,
+            head_lr: 1e-3,
+            layer_lr_decay: 1.0,
+            weight_decay: 0.01,
+            warmup: 0.1,
+            dropout: 0.1,
+            max_grad_norm: 1.0,
+            freeze_embeddings: false,
+            freeze_layers: 0,
+            eval_every: None,
+            patience: 2,
+            metric: Metric::Accuracy,
+            seed: 13,
+            fgm: None,
+            lora: None,
+        }
+    }
+}
+
+impl FinetuneParams {
+    /// Validates every value.
+    pub fn check(&self) -> Result<(), FinetuneError> {
+        let bad = |m: String| Err(FinetuneError::Invalid(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch size and gradient accumulation must be at least 1".into());
+        }
+        for (name, v) in [
+            ("learning rate", self.lr),
+            ("head learning rate", self.head_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be positive, got {v}"));
+            }
+        }
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            return bad(format!(
+                "layer-wise decay must be in (0, 1], got {}",
+                self.layer_lr_decay
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!(
+                "weight decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&self.warmup) {
+            return bad(format!(
+                "warm-up share must be in [0, 1), got {}",
+                self.warmup
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(format!(
+                "max gradient norm must be ≥ 0, got {}",
+                self.max_grad_norm
+            ));
+        }
+        if self.eval_every == Some(0) {
+            return bad("evaluation interval must be at least 1 step".into());
+        }
+        if let Some(eps) = self.fgm {
+            if !(eps.is_finite() && eps > 0.0) {
+                return bad(format!("FGM epsilon must be positive, got {eps}"));
+            }
+            if self.freeze_embeddings || self.lora.is_some() {
+                return bad("FGM perturbs the word embeddings along their gradient: it needs them trainable (not with --freeze-embeddings or LoRA)".into());
+            }
+        }
+        if let Some(l) = &self.lora {
+            l.check()?;
+        }
+        Ok(())
+    }
+}
+
+/// One evaluation, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Epoch (1-based) the evaluation happened in.
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub step: usize,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f32,
+    /// Dev accuracy.
+    pub dev_accuracy: f64,
+    /// Dev macro-F1.
+    pub dev_macro_f1: f64,
+    /// Dev log loss.
+    pub dev_log_loss: f64,
+    /// Learning-rate factor of the schedule at this step.
+    pub lr_factor: f32,
+    /// Seconds of training so far (this process).
+    pub seconds: f64,
+    /// Whether this is the best so far.
+    pub best: bool,
+}
+
+/// Progress reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An optimiser step finished.
+    Step {
+        /// Optimiser steps so far.
+        step: usize,
+        /// Total optimiser steps of the run.
+        total: usize,
+        /// The step's mean loss.
+        loss: f32,
+    },
+    /// An evaluation finished.
+    Eval(EvalRecord),
+    /// Resumed from a checkpoint after this many steps.
+    Resumed {
+        /// Optimiser steps already done.
+        step: usize,
+    },
+}
+
+/// The outcome of [`fit`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FitSummary {
+    /// Every evaluation, in order (including those before a resume).
+    pub evals: Vec<EvalRecord>,
+    /// The best evaluation, whose weights the network now holds.
+    pub best: EvalRecord,
+    /// Optimiser steps taken in all.
+    pub steps: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Trainable values.
+    pub trainable: usize,
+    /// All parameter values.
+    pub total: usize,
+    /// Seconds spent in this process.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    version: u32,
+    params: FinetuneParams,
+    n_values: usize,
+    step: usize,
+    epochs_done: usize,
+    rng_state: u64,
+    adam_steps: usize,
+    best: Option<EvalRecord>,
+    bad_evals: usize,
+    evals: Vec<EvalRecord>,
+    /// The file of weights and moments this state goes with.
+    tensors: String,
+    /// The file of the best weights, if any evaluation ran.
+    best_tensors: Option<String>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FinetuneError + '_ {
+    move |source| FinetuneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Writes named 1-D f32 vectors as a safetensors file, atomically.
+fn write_vectors(path: &Path, vectors: &[(&str, &[f32])]) -> Result<(), FinetuneError> {
+    let bytes: Vec<(String, Vec<u8>, usize)> = vectors
+        .iter()
+        .map(|(n, v)| (n.to_string(), to_bytes(v), v.len()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, len)| {
+            TensorView::new(Dtype::F32, vec![*len], b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| FinetuneError::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = safetensors::serialize(views, None).map_err(|e| FinetuneError::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    lmfuse_data::atomic_write(path, |w| w.write_all(&data)).map_err(io_err(path))
+}
+
+/// Reads the named 1-D f32 vectors of a safetensors file, each of length `len`.
+fn read_vectors(path: &Path, names: &[&str], len: usize) -> Result<Vec<Vec<f32>>, FinetuneError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bad = |message: String| FinetuneError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    names
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).map_err(|e| bad(format!("{n}: {e}")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != [len] {
+                return Err(bad(format!(
+                    "{n} has shape {:?} {:?}, expected [{len}] F32",
+                    t.shape(),
+                    t.dtype()
+                )));
+            }
+            let v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(bad(format!("{n} holds NaN or infinite values")));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The texts' order for `epoch`: a permutation fixed by the seed and the epoch alone, so a
+/// resumed run sees the very batches an uninterrupted one would.
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SeededRng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .shuffle(&mut order);
+    order
+}
+
+/// Class probabilities of `texts` in evaluation mode, `texts × classes`.
+pub fn predict_proba(net: &Network, texts: &[TokenizedText], threads: usize) -> Vec<f32> {
+    let k = net.n_classes();
+    let mut out = vec![0.0f32; texts.len() * k];
+    // Batches of similar lengths, about 2,048 tokens each.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].ids.len());
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < order.len() && (end == start || tokens + texts[order[end]].ids.len() <= 2048) {
+            tokens += texts[order[end]].ids.len();
+            end += 1;
+        }
+        let idx = &order[start..end];
+        let batch = Batch::pack(
+            idx.iter()
+                .map(|&i| (texts[i].ids.as_slice(), texts[i].type_ids.as_slice())),
+        );
+        let fwd = net.forward(&batch, None, threads);
+        for (row, &i) in fwd.logits.chunks_exact(k).zip(idx) {
+            out[i * k..(i + 1) * k].copy_from_slice(&softmax(row));
+        }
+        start = end;
+    }
+    out
+}
+
+fn softmax(z: &[f32]) -> Vec<f32> {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// Mean cross-entropy of `logits` against `labels` and its gradient (scaled by `scale`).
+fn cross_entropy(logits: &[f32], labels: &[usize], k: usize, scale: f32) -> (f32, Vec<f32>) {
+    let n = labels.len();
+    let mut grad = vec![0.0f32; logits.len()];
+    let mut loss = 0.0f64;
+    for ((row, g), &y) in logits
+        .chunks_exact(k)
+        .zip(grad.chunks_exact_mut(k))
+        .zip(labels)
+    {
+        let p = softmax(row);
+        loss -= (p[y].max(1e-30) as f64).ln();
+        for (j, (gj, pj)) in g.iter_mut().zip(&p).enumerate() {
+            *gj = (pj - if j == y { 1.0 } else { 0.0 }) * scale / n as f32;
+        }
+    }
+    ((loss / n as f64) as f32, grad)
+}
+
+fn evaluate(
+    net: &Network,
+    dev: &[TokenizedText],
+    y_dev: &[usize],
+    threads: usize,
+) -> Result<(f64, f64, f64), FinetuneError> {
+    let proba = predict_proba(net, dev, threads);
+    let labels: Vec<String> = (0..net.n_classes()).map(|i| i.to_string()).collect();
+    let r = lmfuse_metrics::evaluate(y_dev, &proba, &labels)
+        .map_err(|e| FinetuneError::Invalid(format!("dev evaluation: {e}")))?;
+    Ok((r.accuracy, r.macro_f1, r.log_loss))
+}
+
+/// Fine-tunes `net` on `train` (tokenized texts and class indices), evaluating on `dev`; at
+/// the end `net` holds the best weights by `params.metric`.
+///
+/// With `run_dir`, a checkpoint is written there atomically after every epoch (weights,
+/// optimiser moments, generator state, step, evaluations) together with the metrics log; with
+/// `resume`, training continues from that checkpoint and ends where an uninterrupted run with
+/// the same seed ends.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    net: &mut Network,
+    params: &FinetuneParams,
+    train: &[TokenizedText],
+    y: &[usize],
+    dev: &[TokenizedText],
+    y_dev: &[usize],
+    run_dir: Option<&Path>,
+    resume: bool,
+    observer: &mut dyn FnMut(&Event),
+) -> Result<FitSummary, FinetuneError> {
+    params.check()?;
+    if train.is_empty() || dev.is_empty() {
+        return Err(FinetuneError::Invalid(
+            "fine-tuning needs training and dev texts".into(),
+        ));
+    }
+    if train.len() != y.len() || dev.len() != y_dev.len() {
+        return Err(FinetuneError::Invalid(
+            "texts and labels differ in number".into(),
+        ));
+    }
+    let k = net.n_classes();
+    if let Some(bad) = y.iter().chain(y_dev).find(|&&c| c >= k) {
+        return Err(FinetuneError::Invalid(format!(
+            "class index {bad} is out of range for {k} classes"
+        )));
+    }
+    let threads = rayon::current_num_threads();
+    let started = Instant::now();
+    let n_values = net.params.values.len();
+    let trainable: usize = net
+        .params
+        .specs
+        .iter()
+        .filter(|s| !s.frozen)
+        .map(|s| s.len())
+        .sum();
+
+    let steps_per_epoch = train.len().div_ceil(params.batch_size * params.grad_accum);
+    let schedule = Schedule {
+        warmup: (params.warmup * (steps_per_epoch * params.epochs) as f32).round() as usize,
+        total: steps_per_epoch * params.epochs,
+    };
+    let n_layers = net.config().num_hidden_layers;
+    // Depth 0 is the embeddings, 1..=L the layers, L + 1 the head.
+    let lr_of = |spec: &crate::TensorSpec| -> f32 {
+        let below_top = match spec.depth {
+            0 => n_layers,
+            d if d <= n_layers => n_layers - d,
+            _ => return params.head_lr,
+        };
+        params.lr * params.layer_lr_decay.powi(below_top as i32)
+    };
+
+    let mut opt = AdamW::new(n_values);
+    let mut rng = SeededRng::new(params.seed ^ 0xD0_0D);
+    let mut step = 0usize;
+    let mut epochs_done = 0usize;
+    let mut best: Option<EvalRecord> = None;
+    let mut best_values = net.params.values.clone();
+    let mut bad_evals = 0usize;
+    let mut evals: Vec<EvalRecord> = Vec::new();
+
+    let ckpt_dir = run_dir.map(|d| d.join(CHECKPOINT_DIR));
+    if let Some(dir) = &ckpt_dir {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    if resume {
+        let dir = ckpt_dir
+            .as_ref()
+            .ok_or_else(|| FinetuneError::Invalid("resuming needs a run folder".into()))?;
+        let state_path = dir.join(STATE_JSON);
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+        let state: CheckpointState =
+            serde_json::from_str(&text).map_err(|e| FinetuneError::Checkpoint {
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?;
+        let mismatch = |m: String| FinetuneError::Checkpoint {
+            path: state_path.clone(),
+            message: m,
+        };
+        if state.version != CHECKPOINT_VERSION {
+            return Err(mismatch(format!(
+                "version {} (this build reads {CHECKPOINT_VERSION})",
+                state.version
+            )));
+        }
+        if state.params != *params {
+            return Err(mismatch(
+                "it was written with other hyperparameters; resume with the same options".into(),
+            ));
+        }
+        if state.n_values != n_values {
+            return Err(mismatch(format!(
+                "{} parameter values, this network has {n_values}",
+                state.n_values
+            )));
+        }
+        let mut v = read_vectors(
+            &dir.join(&state.tensors),
+            &["values", "adam_m", "adam_v"],
+            n_values,
+        )?;
+        opt.v = v.pop().expect("three vectors");
+        opt.m = v.pop().expect("three vectors");
+        net.params.values = v.pop().expect("three vectors");
+        opt.steps = state.adam_steps;
+        best_values = match &state.best_tensors {
+            Some(f) => read_vectors(&dir.join(f), &["values"], n_values)?
+                .pop()
+                .expect("one vector"),
+            None => net.params.values.clone(),
+        };
+        rng = SeededRng::new(state.rng_state);
+        step = state.step;
+        epochs_done = state.epochs_done;
+        best = state.best;
+        bad_evals = state.bad_evals;
+        evals = state.evals;
+        observer(&Event::Resumed { step });
+        // The log keeps exactly the evaluations the checkpoint knows.
+        if let Some(run) = run_dir {
+            let log = run.join(METRICS_LOG);
+            let mut text = String::new();
+            for e in &evals {
+                text.push_str(&serde_json::to_string(e).expect("plain record"));
+                text.push('\n');
+            }
+            lmfuse_data::atomic_write(&log, |w| w.write_all(text.as_bytes()))
+                .map_err(io_err(&log))?;
+        }
+    } else if let Some(run) = run_dir {
+        let log = run.join(METRICS_LOG);
+        lmfuse_data::atomic_write(&log, |_| Ok(())).map_err(io_err(&log))?;
+    }
+
+    let mut grads = vec![0.0f32; n_values];
+    let mut loss_sum = 0.0f64;
+    let mut loss_count = 0usize;
+    let mut stopped_early = bad_evals >= params.patience && params.patience > 0 && best.is_some();
+    let word_range = net.word_embeddings_range();
+
+    'epochs: for epoch in epochs_done..params.epochs {
+        if stopped_early {
+            break;
+        }
+        let order = epoch_order(train.len(), params.seed, epoch);
+        let micro: Vec<&[usize]> = order.chunks(params.batch_size).collect();
+        let n_groups = micro.len().div_ceil(params.grad_accum);
+        for (group_no, group) in micro.chunks(params.grad_accum).enumerate() {
+            grads.iter_mut().for_each(|g| *g = 0.0);
+            let mut step_loss = 0.0f32;
+            let scale = 1.0 / group.len() as f32;
+            for idx in group {
+                let batch = Batch::pack(
+                    idx.iter()
+                        .map(|&i| (train[i].ids.as_slice(), train[i].type_ids.as_slice())),
+                );
+                let labels: Vec<usize> = idx.iter().map(|&i| y[i]).collect();
+                let fwd = net.forward(
+                    &batch,
+                    Some(Dropout {
+                        rate: params.dropout,
+                        rng: &mut rng,
+                    }),
+                    threads,
+                );
+                let (loss, dlogits) = cross_entropy(&fwd.logits, &labels, k, scale);
+                if !loss.is_finite() {
+                    return Err(FinetuneError::Diverged { step, loss });
+                }
+                net.backward(&batch, &fwd, &dlogits, &mut grads, threads);
+                drop(fwd);
+                step_loss += loss * scale;
+                if let Some(eps) = params.fgm {
+                    // FGM: move the word embeddings by ε along the normalised gradient, add
+                    // the gradient of the loss there, move them back.
+                    let g = &grads[word_range.clone()];
+                    let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                    if norm > 0.0 && norm.is_finite() {
+                        let saved = net.params.values[word_range.clone()].to_vec();
+                        for (w, gv) in net.params.values[word_range.clone()]
+                            .iter_mut()
+                            .zip(&grads[word_range.clone()])
+                        {
+                            *w += eps * gv / norm;
+                        }
+                        let fwd = net.forward(
+                            &batch,
+                            Some(Dropout {
+                                rate: params.dropout,
+                                rng: &mut rng,
+                            }),
+                            threads,
+                        );
+                        let (_, dadv) = cross_entropy(&fwd.logits, &labels, k, scale);
+                        net.backward(&batch, &fwd, &dadv, &mut grads, threads);
+                        net.params.values[word_range.clone()].copy_from_slice(&saved);
+                    }
+                }
+            }
+            if params.max_grad_norm > 0.0 {
+                let norm = net
+                    .params
+                    .specs
+                    .iter()
+                    .filter(|s| !s.frozen)
+                    .map(|s| grads[s.range()].iter().map(|v| (v * v) as f64).sum::<f64>())
+                    .sum::<f64>()
+                    .sqrt() as f32;
+                if !norm.is_finite() {
+                    return Err(FinetuneError::Diverged { step, loss: norm });
+                }
+                if norm > params.max_grad_norm {
+                    let c = params.max_grad_norm / norm;
+                    grads.iter_mut().for_each(|g| *g *= c);
+                }
+            }
+            let factor = schedule.factor(step);
+            opt.step(
+                &mut net.params,
+                &grads,
+                |s| lr_of(s) * factor,
+                params.weight_decay,
+            );
+            step += 1;
+            loss_sum += step_loss as f64;
+            loss_count += 1;
+            observer(&Event::Step {
+                step,
+                total: schedule.total,
+                loss: step_loss,
+            });
+
+            let end_of_epoch = group_no + 1 == n_groups;
+            let due = match params.eval_every {
+                Some(n) => step % n == 0 || end_of_epoch,
+                None => end_of_epoch,
+            };
+            if due {
+                let (acc, f1, ll) = evaluate(net, dev, y_dev, threads)?;
+                let value = match params.metric {
+                    Metric::Accuracy => acc,
+                    Metric::MacroF1 => f1,
+                };
+                let improved = best.as_ref().is_none_or(|b| {
+                    value
+                        > match params.metric {
+                            Metric::Accuracy => b.dev_accuracy,
+                            Metric::MacroF1 => b.dev_macro_f1,
+                        } + 1e-12
+                });
+                let record = EvalRecord {
+                    epoch: epoch + 1,
+                    step,
+                    train_loss: (loss_sum / loss_count.max(1) as f64) as f32,
+                    dev_accuracy: acc,
+                    dev_macro_f1: f1,
+                    dev_log_loss: ll,
+                    lr_factor: factor,
+                    seconds: started.elapsed().as_secs_f64(),
+                    best: improved,
+                };
+                loss_sum = 0.0;
+                loss_count = 0;
+                if improved {
+                    best = Some(record.clone());
+                    best_values.copy_from_slice(&net.params.values);
+                    bad_evals = 0;
+                } else {
+                    bad_evals += 1;
+                }
+                if let Some(run) = run_dir {
+                    let log = run.join(METRICS_LOG);
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&log)
+                        .map_err(io_err(&log))?;
+                    writeln!(
+                        f,
+                        "{}",
+                        serde_json::to_string(&record).expect("plain record")
+                    )
+                    .map_err(io_err(&log))?;
+                }
+                evals.push(record.clone());
+                observer(&Event::Eval(record));
+                if params.patience > 0 && bad_evals >= params.patience {
+                    stopped_early = true;
+                }
+            }
+            if stopped_early && !end_of_epoch {
+                // Finish nothing more of this epoch; the checkpoint below records the stop.
+                epochs_done = epoch + 1;
+                save_checkpoint(
+                    ckpt_dir.as_deref(),
+                    params,
+                    net,
+                    &opt,
+                    (step, epochs_done),
+                    &rng,
+                    (&best, &best_values),
+                    bad_evals,
+                    &evals,
+                )?;
+                break 'epochs;
+            }
+        }
+        epochs_done = epoch + 1;
+        save_checkpoint(
+            ckpt_dir.as_deref(),
+            params,
+            net,
+            &opt,
+            (step, epochs_done),
+            &rng,
+            (&best, &best_values),
+            bad_evals,
+            &evals,
+        )?;
+    }
+    net.params.values.copy_from_slice(&best_values);
+    let best = best.ok_or_else(|| FinetuneError::Invalid("no evaluation ran".into()))?;
+    Ok(FitSummary {
+        evals,
+        best,
+        steps: step,
+        stopped_early,
+        trainable,
+        total: n_values,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes the checkpoint: the tensors under names of their own (`state-<epochs>`,
+/// `best-<step>`), then `state.json` naming them, then removes older tensor files. A kill at
+/// any point leaves a `state.json` whose files are complete.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    dir: Option<&Path>,
+    params: &FinetuneParams,
+    net: &Network,
+    opt: &AdamW,
+    (step, epochs_done): (usize, usize),
+    rng: &SeededRng,
+    (best, best_values): (&Option<EvalRecord>, &[f32]),
+    bad_evals: usize,
+    evals: &[EvalRecord],
+) -> Result<(), FinetuneError> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    let tensors = format!("state-{epochs_done}.safetensors");
+    write_vectors(
+        &dir.join(&tensors),
+        &[
+            ("values", &net.params.values),
+            ("adam_m", &opt.m),
+            ("adam_v", &opt.v),
+        ],
+    )?;
+    let best_tensors = match best {
+        Some(b) => {
+            let name = format!("best-{}.safetensors", b.step);
+            if !dir.join(&name).exists() {
+                write_vectors(&dir.join(&name), &[("values", best_values)])?;
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    let state = CheckpointState {
+        version: CHECKPOINT_VERSION,
+        params: params.clone(),
+        n_values: net.params.values.len(),
+        step,
+        epochs_done,
+        rng_state: rng.state(),
+        adam_steps: opt.steps,
+        best: best.clone(),
+        bad_evals,
+        evals: evals.to_vec(),
+        tensors: tensors.clone(),
+        best_tensors: best_tensors.clone(),
+    };
+    let path: PathBuf = dir.join(STATE_JSON);
+    let text = serde_json::to_vec_pretty(&state).expect("plain state");
+    lmfuse_data::atomic_write(&path, |w| w.write_all(&text)).map_err(io_err(&path))?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == tensors || Some(&name) == best_tensors.as_ref();
+            if !ours
+                && name.ends_with(".safetensors")
+                && (name.starts_with("state-") || name.starts_with("best-"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}

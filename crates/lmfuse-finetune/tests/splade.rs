@@ -1,0 +1,496 @@
+//! Fine-tuning checks on the small SPLADE-tiny BERT (2 layers, hidden 128): gradients against
+//! finite differences, which tensors receive gradients, LoRA, the loss going down, resume after
+//! a kill, and the exported encoder reproducing the network's vectors.
+
+use lmfuse_core::{Pooling, SeededRng, TextEncoder};
+use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
+use lmfuse_finetune::{
+    fit, save_encoder, Batch, Dropout, Event, FinetuneParams, LoraParams, Network,
+};
+use std::path::PathBuf;
+
+fn tiny() -> Option<ModelFiles> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/splade-tiny");
+    if dir.join("model.safetensors").is_file() {
+        return Some(ModelFiles::from_dir(&dir, "splade-tiny").expect("splade-tiny loads"));
+    }
+    let msg = format!(
+        "splade-tiny not found at {}: run `bash scripts/fetch-models.sh`",
+        dir.display()
+    );
+    if std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        pooling: Some(Pooling::Mean),
+        normalize: Some(false),
+        max_seq_length: Some(64),
+        batch_tokens: None,
+    }
+}
+
+fn setup(n_classes: usize) -> Option<(ModelFiles, SentenceEncoder, Network)> {
+    let files = tiny()?;
+    let enc = SentenceEncoder::load(&files, &options()).expect("encoder");
+    let net = Network::new(
+        &files.config,
+        enc.model().export(),
+        Pooling::Mean,
+        n_classes,
+        7,
+    )
+    .expect("network");
+    Some((files, enc, net))
+}
+
+fn tokenize(enc: &SentenceEncoder, texts: &[&str]) -> Vec<TokenizedText> {
+    enc.tokenize(texts).expect("tokenize")
+}
+
+fn batch_of(t: &[TokenizedText]) -> Batch {
+    Batch::pack(t.iter().map(|x| (x.ids.as_slice(), x.type_ids.as_slice())))
+}
+
+/// Mean cross-entropy of the logits and its gradient.
+fn loss_and_grad(logits: &[f32], labels: &[usize], k: usize) -> (f64, Vec<f32>) {
+    let n = labels.len();
+    let mut g = vec![0.0f32; logits.len()];
+    let mut loss = 0.0;
+    for (i, &y) in labels.iter().enumerate() {
+        let row: Vec<f64> = logits[i * k..(i + 1) * k]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        for j in 0..k {
+            let p = (row[j] - max).exp() / z;
+            g[i * k + j] = ((p - (j == y) as u8 as f64) / n as f64) as f32;
+        }
+        loss -= (row[y] - max) - z.ln();
+    }
+    (loss / n as f64, g)
+}
+
+#[test]
+fn gradients_match_finite_differences_with_and_without_dropout() {
+    let Some((_, enc, mut net)) = setup(3) else {
+        return;
+    };
+    let texts = tokenize(
+        &enc,
+        &["a quiet film", "the plot never lands at all", "great"],
+    );
+    let labels = [0usize, 2, 1];
+    let batch = batch_of(&texts);
+    for rate in [0.0f32, 0.1] {
+        let loss_at = |net: &Network| -> f64 {
+            let mut rng = SeededRng::new(99);
+            let dropout = (rate > 0.0).then(|| Dropout {
+                rate,
+                rng: &mut rng,
+            });
+            let fwd = net.forward(&batch, dropout, 1);
+            loss_and_grad(&fwd.logits, &labels, 3).0
+        };
+        let mut rng = SeededRng::new(99);
+        let dropout = (rate > 0.0).then(|| Dropout {
+            rate,
+            rng: &mut rng,
+        });
+        let fwd = net.forward(&batch, dropout, 1);
+        let (_, dlogits) = loss_and_grad(&fwd.logits, &labels, 3);
+        let mut grads = vec![0.0f32; net.params.values.len()];
+        net.backward(&batch, &fwd, &dlogits, &mut grads, 1);
+        drop(fwd);
+
+        let specs = net.params.specs.clone();
+        let mut checked = 0;
+        let mut pick = SeededRng::new(5);
+        for spec in &specs {
+            // Entries that matter: for the embedding tables, rows the batch uses.
+            let candidates: Vec<usize> = match spec.name.as_str() {
+                "embeddings.word_embeddings.weight" => {
+                    let h = spec.shape[1];
+                    batch
+                        .tokens
+                        .iter()
+                        .flat_map(|&t| (0..h).map(move |j| t as usize * h + j))
+                        .collect()
+                }
+                "embeddings.position_embeddings.weight"
+                | "embeddings.token_type_embeddings.weight" => (0..spec.shape[1] * 2).collect(),
+                _ => (0..spec.len()).collect(),
+            };
+            // The entries with the largest gradients are the informative ones; plus random ones.
+            let mut by_size = candidates.clone();
+            by_size.sort_by(|&a, &b| {
+                grads[spec.offset + b]
+                    .abs()
+                    .total_cmp(&grads[spec.offset + a].abs())
+            });
+            let mut entries: Vec<usize> = by_size.into_iter().take(2).collect();
+            entries.push(candidates[pick.below(candidates.len())]);
+            for e in entries {
+                let i = spec.offset + e;
+                let h = 1e-2f32;
+                let orig = net.params.values[i];
+                net.params.values[i] = orig + h;
+                let up = loss_at(&net);
+                net.params.values[i] = orig - h;
+                let down = loss_at(&net);
+                net.params.values[i] = orig;
+                let numeric = (up - down) / (2.0 * h as f64);
+                let analytic = grads[i] as f64;
+                assert!(
+                    (numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+                    "dropout {rate}: {}[{e}]: numeric {numeric:.6} vs analytic {analytic:.6}",
+                    spec.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3 * specs.len());
+    }
+}
+
+#[test]
+fn gradients_reach_every_trainable_tensor_and_no_frozen_one() {
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let texts = tokenize(&enc, &["one text here", "and another, longer text to read"]);
+    let batch = batch_of(&texts);
+    for (freeze_emb, freeze_layers) in [(false, 0), (true, 1), (true, 2)] {
+        for s in &mut net.params.specs {
+            s.frozen = false;
+        }
+        net.freeze(freeze_emb, freeze_layers);
+        let fwd = net.forward(&batch, None, 2);
+        let (_, dlogits) = loss_and_grad(&fwd.logits, &[0, 1], 2);
+        let mut grads = vec![0.0f32; net.params.values.len()];
+        net.backward(&batch, &fwd, &dlogits, &mut grads, 2);
+        for s in &net.params.specs {
+            let norm: f64 = grads[s.range()].iter().map(|v| (*v as f64).powi(2)).sum();
+            if s.frozen {
+                assert_eq!(norm, 0.0, "frozen {} got a gradient", s.name);
+            } else {
+                assert!(
+                    norm > 0.0,
+                    "{} got no gradient (freeze {freeze_emb} {freeze_layers})",
+                    s.name
+                );
+            }
+        }
+        let frozen = net.params.specs.iter().filter(|s| s.frozen).count();
+        match (freeze_emb, freeze_layers) {
+            (false, 0) => assert_eq!(frozen, 0),
+            (true, 2) => assert_eq!(frozen, net.params.specs.len() - 2, "only the head trains"),
+            _ => assert!(frozen > 0),
+        }
+    }
+}
+
+/// A toy task the tiny model can learn: positive vs negative words.
+fn toy(enc: &SentenceEncoder, n: usize, seed: u64) -> (Vec<TokenizedText>, Vec<usize>) {
+    let pos = ["good", "great", "wonderful", "fine", "lovely", "superb"];
+    let neg = ["bad", "awful", "terrible", "poor", "horrible", "dreadful"];
+    let fill = ["the", "film", "was", "really", "quite", "a", "story", "and"];
+    let mut rng = SeededRng::new(seed);
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let y = i % 2;
+        let words = if y == 0 { &pos } else { &neg };
+        let mut t: Vec<&str> = (0..4).map(|_| fill[rng.below(fill.len())]).collect();
+        t.insert(rng.below(5), words[rng.below(words.len())]);
+        texts.push(t.join(" "));
+        labels.push(y);
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    (tokenize(enc, &refs), labels)
+}
+
+fn small_params() -> FinetuneParams {
+    FinetuneParams {
+        epochs: 3,
+        batch_size: 8,
+        lr: 5e-4,
+        head_lr: 5e-3,
+        patience: 0,
+        seed: 3,
+        ..FinetuneParams::default()
+    }
+}
+
+#[test]
+fn loss_decreases_and_the_toy_task_is_learnt() {
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let (train, y) = toy(&enc, 96, 1);
+    let (dev, y_dev) = toy(&enc, 32, 2);
+    let mut losses = Vec::new();
+    let summary = fit(
+        &mut net,
+        &small_params(),
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        None,
+        false,
+        &mut |e| {
+            if let Event::Step { loss, .. } = e {
+                losses.push(*loss);
+            }
+        },
+    )
+    .expect("fit");
+    let first: f32 = losses[..4].iter().sum::<f32>() / 4.0;
+    let last: f32 = losses[losses.len() - 4..].iter().sum::<f32>() / 4.0;
+    assert!(last < 0.5 * first, "loss {first} → {last}");
+    assert!(
+        summary.best.dev_accuracy >= 0.9,
+        "dev accuracy {}",
+        summary.best.dev_accuracy
+    );
+    assert_eq!(summary.evals.len(), 3);
+}
+
+#[test]
+fn lora_trains_adapters_only_and_merges_into_the_same_function() {
+    let Some((files, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let base: Vec<f32> = net.params.values.clone();
+    net.add_lora(&LoraParams::default(), 11).expect("lora");
+    let lora_values = net.lora().expect("adapters").n_values(&net.params);
+    let trainable: usize = net
+        .params
+        .specs
+        .iter()
+        .filter(|s| !s.frozen)
+        .map(|s| s.len())
+        .sum();
+    assert!(
+        (trainable as f64) < 0.02 * base.len() as f64,
+        "{trainable} of {}",
+        base.len()
+    );
+    assert!(lora_values > 0 && lora_values < trainable);
+    let (train, y) = toy(&enc, 64, 4);
+    let (dev, y_dev) = toy(&enc, 16, 5);
+    let params = FinetuneParams {
+        lora: Some(LoraParams::default()),
+        ..small_params()
+    };
+    fit(
+        &mut net,
+        &params,
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        None,
+        false,
+        &mut |_| {},
+    )
+    .expect("fit");
+    // Every encoder value is bit-for-bit the pretrained one; adapters and head moved.
+    let head_start = net
+        .params
+        .specs
+        .iter()
+        .find(|s| s.name == "classifier.weight")
+        .expect("head")
+        .offset;
+    assert_eq!(
+        &net.params.values[..head_start],
+        &base[..head_start],
+        "base weights changed"
+    );
+    let b_moved = net
+        .params
+        .specs
+        .iter()
+        .filter(|s| s.name.ends_with("lora_B"))
+        .any(|s| net.params.values[s.range()].iter().any(|v| *v != 0.0));
+    assert!(b_moved, "the adapters did not train");
+
+    // The merged export computes what the network with adapters computes.
+    let dir = tempfile::tempdir().expect("tmp");
+    save_encoder(&net, &files.dir, dir.path()).expect("save");
+    let merged = ModelFiles::from_dir(dir.path(), "merged").expect("merged folder");
+    let merged_enc = SentenceEncoder::load(&merged, &options()).expect("merged encoder");
+    let texts = ["the film was good", "a dreadful story and a poor one"];
+    let got = merged_enc.encode(&texts).expect("encode").embeddings;
+    let fwd = net.forward(&batch_of(&tokenize(&enc, &texts)), None, 1);
+    for (a, b) in got.as_slice().iter().zip(&fwd.pooled) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn saved_encoder_reproduces_the_network_vectors() {
+    let Some((files, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let (train, y) = toy(&enc, 32, 8);
+    let (dev, y_dev) = toy(&enc, 8, 9);
+    let params = FinetuneParams {
+        epochs: 1,
+        ..small_params()
+    };
+    fit(
+        &mut net,
+        &params,
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        None,
+        false,
+        &mut |_| {},
+    )
+    .expect("fit");
+    let dir = tempfile::tempdir().expect("tmp");
+    save_encoder(&net, &files.dir, dir.path()).expect("save");
+    let loaded = SentenceEncoder::load(
+        &ModelFiles::from_dir(dir.path(), "tuned").expect("folder"),
+        &options(),
+    )
+    .expect("load");
+    let texts = ["good", "the story was really quite awful and a bad film"];
+    let got = loaded.encode(&texts).expect("encode").embeddings;
+    let fwd = net.forward(&batch_of(&tokenize(&enc, &texts)), None, 2);
+    let mut changed = false;
+    let before = enc.encode(&texts).expect("base").embeddings;
+    for ((a, b), c) in got
+        .as_slice()
+        .iter()
+        .zip(&fwd.pooled)
+        .zip(before.as_slice())
+    {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        changed |= (a - c).abs() > 1e-4;
+    }
+    assert!(changed, "fine-tuning left the encoder unchanged");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result() {
+    let Some((_, enc, net0)) = setup(2) else {
+        return;
+    };
+    drop(net0);
+    let (train, y) = toy(&enc, 48, 10);
+    let (dev, y_dev) = toy(&enc, 16, 11);
+    let params = FinetuneParams {
+        epochs: 3,
+        ..small_params()
+    };
+    let new_net = || setup(2).expect("model").2;
+
+    let whole = tempfile::tempdir().expect("tmp");
+    let mut a = new_net();
+    let sa = fit(
+        &mut a,
+        &params,
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        Some(whole.path()),
+        false,
+        &mut |_| {},
+    )
+    .expect("fit");
+
+    // Second run: "killed" (a panic out of the observer) in the middle of epoch 2.
+    let killed = tempfile::tempdir().expect("tmp");
+    let steps_per_epoch = 48 / 8;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut b = new_net();
+        let _ = fit(
+            &mut b,
+            &params,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            Some(killed.path()),
+            false,
+            &mut |e| {
+                if let Event::Step { step, .. } = e {
+                    if *step == steps_per_epoch + 2 {
+                        panic!("killed");
+                    }
+                }
+            },
+        );
+    }));
+    assert!(result.is_err(), "the run should have been interrupted");
+    let mut c = new_net();
+    let mut resumed_at = None;
+    let sc = fit(
+        &mut c,
+        &params,
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        Some(killed.path()),
+        true,
+        &mut |e| {
+            if let Event::Resumed { step } = e {
+                resumed_at = Some(*step);
+            }
+        },
+    )
+    .expect("resume");
+    assert_eq!(resumed_at, Some(steps_per_epoch));
+    assert_eq!(sa.best, EvalRecordCmp::strip(&sc.best, &sa.best));
+    assert_eq!(a.params.values, c.params.values, "resumed weights differ");
+    let log =
+        std::fs::read_to_string(killed.path().join(lmfuse_finetune::METRICS_LOG)).expect("log");
+    assert_eq!(log.lines().count(), 3, "{log}");
+    // A changed hyperparameter is refused, not silently mixed.
+    let other = FinetuneParams {
+        lr: 1e-3,
+        ..params.clone()
+    };
+    let err = fit(
+        &mut new_net(),
+        &other,
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        Some(killed.path()),
+        true,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("other hyperparameters"), "{err}");
+}
+
+/// Compares evaluation records without the wall-clock field.
+struct EvalRecordCmp;
+
+impl EvalRecordCmp {
+    fn strip(
+        r: &lmfuse_finetune::EvalRecord,
+        like: &lmfuse_finetune::EvalRecord,
+    ) -> lmfuse_finetune::EvalRecord {
+        lmfuse_finetune::EvalRecord {
+            seconds: like.seconds,
+            ..r.clone()
+        }
+    }
+}
