@@ -111,6 +111,54 @@ pub struct Bundle {
     pub tensors: BTreeMap<String, Tensor>,
     /// JSON files by name (checksummed like the weights).
     pub json: BTreeMap<String, serde_json::Value>,
+    /// Other files (a fine-tuned encoder under [`ENCODER_DIR`]), checked against their
+    /// sha256 but not read into memory: paths relative to the bundle folder.
+    pub files: Vec<String>,
+}
+
+/// The folder inside a bundle that holds a fine-tuned encoder's model files.
+pub const ENCODER_DIR: &str = "encoder";
+
+/// Whether `name` can be an extra file of a bundle: `encoder/<file>` or
+/// `encoder/<folder>/<file>`, plain names without leading dots.
+fn valid_file_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() >= 2
+        && parts.len() <= 3
+        && parts[0] == ENCODER_DIR
+        && parts[1..].iter().all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+        })
+}
+
+/// sha256 of a file, read in 1 MiB blocks.
+fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BundleError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            BundleError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -179,10 +227,30 @@ fn valid_json_name(name: &str) -> bool {
 /// `json` into its own file. `manifest.files` is filled in here.
 pub fn save(
     dir: &Path,
-    mut manifest: Manifest,
+    manifest: Manifest,
     tensors: &BTreeMap<String, Tensor>,
     json: &BTreeMap<String, serde_json::Value>,
 ) -> Result<(), BundleError> {
+    save_with_files(dir, manifest, tensors, json, &[])
+}
+
+/// [`save`], plus extra files given as (path relative to the bundle, bytes): a fine-tuned
+/// encoder's model folder under [`ENCODER_DIR`]. Everything lands in one atomic step.
+pub fn save_with_files(
+    dir: &Path,
+    mut manifest: Manifest,
+    tensors: &BTreeMap<String, Tensor>,
+    json: &BTreeMap<String, serde_json::Value>,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), BundleError> {
+    for (name, _) in files {
+        if !valid_file_name(name) {
+            return Err(BundleError::Manifest {
+                path: dir.join(MANIFEST),
+                message: format!("{name:?} is not a valid name for a bundle file (encoder/...)"),
+            });
+        }
+    }
     let weights = weights_bytes(tensors).map_err(|message| BundleError::Weights {
         path: dir.join(WEIGHTS),
         message,
@@ -204,6 +272,9 @@ pub fn save(
     manifest.format_version = FORMAT_VERSION;
     manifest.files = BTreeMap::from([(WEIGHTS.to_string(), sha256_hex(&weights))]);
     for (name, bytes) in &extra_files {
+        manifest.files.insert(name.clone(), sha256_hex(bytes));
+    }
+    for (name, bytes) in files {
         manifest.files.insert(name.clone(), sha256_hex(bytes));
     }
     let mut manifest_bytes =
@@ -235,6 +306,16 @@ pub fn save(
         write_synced(&tmp.join(WEIGHTS), &weights)?;
         for (name, bytes) in &extra_files {
             write_synced(&tmp.join(name), bytes)?;
+        }
+        for (name, bytes) in files {
+            let path = tmp.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            write_synced(&path, bytes)?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent)?;
+            }
         }
         write_synced(&tmp.join(MANIFEST), &manifest_bytes)?;
         sync_dir(&tmp)
@@ -407,8 +488,21 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         );
     }
     let mut json = BTreeMap::new();
+    let mut files = Vec::new();
     for (name, expected) in manifest.files.iter().filter(|(n, _)| n.as_str() != WEIGHTS) {
         let path = dir.join(name);
+        if valid_file_name(name) {
+            let actual = sha256_file(&path)?;
+            if &actual != expected {
+                return Err(BundleError::Checksum {
+                    path,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            files.push(name.clone());
+            continue;
+        }
         if !valid_json_name(name) {
             return Err(BundleError::Manifest {
                 path: manifest_path.clone(),
@@ -434,6 +528,7 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         manifest,
         tensors,
         json,
+        files,
     })
 }
 

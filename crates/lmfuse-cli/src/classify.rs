@@ -1,6 +1,7 @@
 //! `lmfuse train`, `lmfuse eval` and `lmfuse predict`: classifiers over encoder embeddings.
 
 use crate::embed::{embed_texts, read_input};
+use crate::loaded::load_bundle;
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -8,10 +9,10 @@ use lmfuse_cache::EmbeddingCache;
 use lmfuse_classic::{ClassWeight, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::{Cell, Format, LabelledTexts};
-use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
+use lmfuse_encoder::{LoadOptions, ModelFiles};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
-    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, Predictor, TextFeaturizer, TrainOptions,
+    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer, TrainOptions,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -158,11 +159,11 @@ pub struct TrainArgs {
 /// What the data looked like.
 #[derive(Debug, Serialize)]
 pub(crate) struct DataReport {
-    train: usize,
+    pub(crate) train: usize,
     dev: usize,
     test: usize,
-    dev_source: String,
-    test_source: String,
+    pub(crate) dev_source: String,
+    pub(crate) test_source: String,
     label_counts: BTreeMap<String, usize>,
     empty_texts: usize,
     duplicate_texts: usize,
@@ -462,6 +463,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             reference: files.reference.clone(),
             fingerprint,
             dim: files.config.hidden_size,
+            in_bundle: false,
         },
         labels: labels.names().to_vec(),
         features: feature_names.clone(),
@@ -562,7 +564,7 @@ pub(crate) fn now_rfc3339() -> String {
     )
 }
 
-fn print_reports(rows: &[(&str, &Report)]) {
+pub(crate) fn print_reports(rows: &[(&str, &Report)]) {
     eprintln!(
         "  {:<8} {:>6} {:>9} {:>9} {:>12} {:>9} {:>7} {:>7}",
         "split", "n", "accuracy", "macro-F1", "weighted-F1", "log-loss", "MCC", "ECE"
@@ -582,7 +584,7 @@ fn print_reports(rows: &[(&str, &Report)]) {
     }
 }
 
-fn print_details(name: &str, r: &Report) {
+pub(crate) fn print_details(name: &str, r: &Report) {
     if r.per_class.len() > 20 {
         return;
     }
@@ -605,106 +607,6 @@ fn print_details(name: &str, r: &Report) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
         eprintln!("    {:<20} {}", label.label, cells.join(""));
     }
-}
-
-/// A bundle with its encoder resolved and checked.
-struct Loaded {
-    predictor: Predictor,
-    files: ModelFiles,
-    options: LoadOptions,
-}
-
-impl Loaded {
-    /// The side columns the classifier(s) read (empty without a `tab` block).
-    fn feature_cols(&self) -> Vec<String> {
-        let mut cols: Vec<String> = Vec::new();
-        for c in self.predictor.classifiers() {
-            if let Some(t) = &c.text_features.tabular {
-                for col in &t.spec().columns {
-                    if !cols.iter().any(|n| n == col.name()) {
-                        cols.push(col.name().to_string());
-                    }
-                }
-            }
-        }
-        cols
-    }
-
-    /// Class probabilities of `texts` (with side `columns`): the encoder runs at most once,
-    /// whatever the number of members that use its embeddings.
-    fn predict_proba(
-        &self,
-        texts: &[String],
-        columns: &[(String, Vec<Cell>)],
-        cache: Option<&mut EmbeddingCache>,
-        quiet: bool,
-    ) -> anyhow::Result<Vec<f32>> {
-        let classifiers = self.predictor.classifiers();
-        let uses_emb = |c: &Classifier| c.card.features.iter().any(|f| f == "emb");
-        let emb = if classifiers.iter().any(|c| uses_emb(c)) {
-            Some(DenseMatrix::from(
-                embed_texts(texts, &self.files, &self.options, cache, quiet)?.0,
-            ))
-        } else {
-            None
-        };
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut probas = Vec::with_capacity(classifiers.len());
-        for c in &classifiers {
-            let own_emb = if uses_emb(c) { emb.clone() } else { None };
-            let x = c.text_features.features(&refs, own_emb, columns)?;
-            probas.push(c.predict_proba(&x)?);
-        }
-        match &self.predictor {
-            Predictor::Single(_) => Ok(probas.pop().expect("one classifier")),
-            Predictor::Ensemble(e) => {
-                let lengths: Vec<f32> = texts.iter().map(|t| t.chars().count() as f32).collect();
-                let refs: Vec<&[f32]> = probas.iter().map(Vec::as_slice).collect();
-                Ok(e.combine(&refs, &lengths)?)
-            }
-        }
-    }
-}
-
-/// Loads the bundle in `dir` and the encoder it was trained with (or `encoder`, which must
-/// have the same weights).
-fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<Loaded> {
-    let bundle = lmfuse_bundle::load(dir)
-        .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
-    let predictor = Predictor::from_bundle(&bundle)
-        .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
-    let info = predictor.encoder();
-    let spec = match encoder {
-        Some(e) => ModelSpec::parse(e),
-        None if info.reference == lmfuse_encoder::DEFAULT_MODEL_NAME => ModelSpec::Default,
-        None => ModelSpec::parse(&info.reference),
-    };
-    let files = ModelFiles::resolve(&spec).with_context(|| {
-        format!(
-            "cannot open the encoder {:?} of bundle {} (pass --encoder with its folder)",
-            info.reference,
-            dir.display()
-        )
-    })?;
-    anyhow::ensure!(
-        files.weights_sha256 == info.fingerprint.weights_sha256,
-        "encoder mismatch: bundle {} was trained with weights sha256 {}, but {} has {}",
-        dir.display(),
-        info.fingerprint.weights_sha256,
-        files.weights_path.display(),
-        files.weights_sha256
-    );
-    let options = LoadOptions {
-        pooling: Some(info.fingerprint.pooling),
-        normalize: Some(info.fingerprint.normalize),
-        max_seq_length: Some(info.fingerprint.max_seq_length),
-        batch_tokens: None,
-    };
-    Ok(Loaded {
-        predictor,
-        files,
-        options,
-    })
 }
 
 /// Arguments of `lmfuse eval`.

@@ -240,6 +240,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         reference: files.reference.clone(),
         fingerprint: options.fingerprint(&files)?,
         dim: files.config.hidden_size,
+        in_bundle: false,
     };
     let emb = if needs_emb {
         let mut cache = args.cache.open()?;

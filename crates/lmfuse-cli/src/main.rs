@@ -2,10 +2,15 @@
 //! classical machine learning.
 
 mod bench;
+mod bench_finetune;
+mod bench_serve;
 mod classify;
 mod compare;
 mod embed;
+mod finetune;
+mod loaded;
 mod progress;
+mod serve;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +43,12 @@ enum Command {
     Predict(classify::PredictArgs),
     /// Rank single heads, feature fusion and ensembles by cross-validation on one data set.
     Compare(compare::CompareArgs),
+    /// Fine-tune the encoder and a classification head together (full, LoRA, FGM), with early
+    /// stopping on dev and resumable checkpoints; save a bundle.
+    Finetune(finetune::FinetuneArgs),
+    /// Serve a bundle over HTTP: /predict, /embed, /v1/embeddings, /health, /ready, /metrics,
+    /// /info and a playground page at /.
+    Serve(serve::ServeArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -47,6 +58,12 @@ enum Command {
 enum BenchCommand {
     /// Encoding throughput (sentences/s, tokens/s, share of FLOP peak) and cache speed-up.
     Embed(bench::BenchEmbedArgs),
+    /// Time of one fine-tuning step (forward, backward, AdamW) on a fixed batch.
+    TrainStep(bench_finetune::BenchTrainStepArgs),
+    /// Load a running `lmfuse serve` (loopback only): throughput, p50/p90/p99, errors.
+    Serve(bench_serve::BenchServeArgs),
+    /// Send malformed HTTP to a running `lmfuse serve` (loopback only) and check it survives.
+    Fuzz(bench_serve::BenchFuzzArgs),
 }
 
 /// Options that choose and configure the encoder, shared by every command that encodes.
@@ -117,7 +134,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => classify::eval(&args, cli.quiet),
         Command::Predict(args) => classify::predict(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),
+        Command::Finetune(args) => finetune::run(&args, cli.quiet),
+        Command::Serve(args) => serve::run(&args),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
+        Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
+        Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),
+        Command::Bench(BenchCommand::Fuzz(args)) => bench_serve::fuzz(&args),
     }
 }
 

@@ -279,6 +279,10 @@ pub struct EncoderInfo {
     pub fingerprint: EncoderFingerprint,
     /// Vector dimension.
     pub dim: usize,
+    /// Whether the encoder's model files are inside the bundle (a fine-tuned encoder, under
+    /// `lmfuse_bundle::ENCODER_DIR`) rather than found through `reference`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_bundle: bool,
 }
 
 /// The model description stored in a bundle's manifest.
@@ -650,6 +654,7 @@ mod tests {
                     max_seq_length: 8,
                 },
                 dim: 2,
+                in_bundle: false,
             },
             labels: labels.names().to_vec(),
             features: vec!["emb".into()],
@@ -830,6 +835,7 @@ impl Predictor {
                     .iter()
                     .filter_map(|(n, v)| strip(n).map(|n| (n, v.clone())))
                     .collect(),
+                files: bundle.files.clone(),
             };
             let m = Classifier::from_bundle(&sub).map_err(|e| TrainError::Bundle {
                 what: "ensemble member",

@@ -1,0 +1,217 @@
+//! End-to-end tests of `lmfuse finetune` with the tiny test encoder: the bundle carries the
+//! fine-tuned encoder and reloads to the reported figures, and a run killed with SIGKILL in
+//! epoch 2 resumes to the result of an uninterrupted run.
+
+mod common;
+
+use common::{lmfuse, ok_json, run, tiny_model};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A two-class set where the words decide the label.
+fn write_set(path: &Path, n: usize, offset: usize) {
+    let good = ["great", "excellent", "lovely", "wonderful", "superb"];
+    let bad = ["awful", "terrible", "broken", "horrible", "useless"];
+    let items = [
+        "phone", "hotel", "pizza", "laptop", "movie", "chair", "course",
+    ];
+    let mut s = String::new();
+    for i in offset..offset + n {
+        let (words, label) = if i % 2 == 0 {
+            (&good, "pos")
+        } else {
+            (&bad, "neg")
+        };
+        let text = format!(
+            "the {} was {} and {}",
+            items[i % items.len()],
+            words[i % 5],
+            words[(i / 5) % 5]
+        );
+        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn finetune_args<'a>(
+    model: &'a str,
+    train: &'a str,
+    dev: &'a str,
+    test: &'a str,
+    out: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "finetune",
+        "--model",
+        model,
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--test",
+        test,
+        "--out",
+        out,
+        "--lr",
+        "3e-4",
+        "--head-lr",
+        "3e-3",
+        "--batch-size",
+        "4",
+        "--patience",
+        "0",
+        "--json",
+    ]
+}
+
+#[test]
+fn finetuned_bundle_carries_its_encoder_and_reloads_to_the_reported_figures() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 80, 0);
+    write_set(&dev, 20, 100);
+    write_set(&test, 20, 200);
+    let out = dir.path().join("ft");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (m, tr, dv, te, o) = (s(&model), s(&train), s(&dev), s(&test), s(&out));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &o);
+    args.extend(["--epochs", "3"]);
+    let report = ok_json(&args, dir.path());
+    assert_eq!(report["head"], "finetune");
+    assert_eq!(
+        report["trials"].as_array().unwrap().len(),
+        3,
+        "one evaluation per epoch"
+    );
+    assert!(
+        report["test"]["accuracy"].as_f64().unwrap() >= 0.9,
+        "{report}"
+    );
+    assert!(out.join("encoder/model.safetensors").is_file());
+    assert!(dir.path().join("ft.run/metrics.jsonl").is_file());
+
+    // `eval` loads the encoder from inside the bundle and reproduces the test figures.
+    let eval = ok_json(
+        &["eval", "--model", &o, "--data", &te, "--json"],
+        dir.path(),
+    );
+    for key in ["accuracy", "log_loss"] {
+        let (a, b) = (
+            eval["test"][key].as_f64().unwrap(),
+            report["test"][key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{key}: eval {a} vs finetune {b}");
+    }
+    // A damaged encoder inside the bundle is refused by name.
+    let weights = out.join("encoder/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&weights, bytes).unwrap();
+    let bad = run(&["eval", "--model", &o, "--data", &te], dir.path());
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("encoder/model.safetensors"), "{err}");
+
+    // LoRA: a small share of the parameters trains.
+    let lora_out = s(&dir.path().join("ft-lora"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &lora_out);
+    args.extend(["--epochs", "2", "--lora"]);
+    let lora = ok_json(&args, dir.path());
+    assert_eq!(lora["head"], "finetune-lora");
+    let share =
+        lora["trainable_parameters"].as_f64().unwrap() / lora["total_parameters"].as_f64().unwrap();
+    assert!(share < 0.02, "trainable share {share}");
+    let eval = ok_json(
+        &["eval", "--model", &lora_out, "--data", &te, "--json"],
+        dir.path(),
+    );
+    assert!(
+        (eval["test"]["log_loss"].as_f64().unwrap() - lora["test"]["log_loss"].as_f64().unwrap()).abs()
+            < 1e-4
+    );
+}
+
+#[test]
+fn a_run_killed_in_epoch_two_resumes_to_the_uninterrupted_result() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 400, 0);
+    write_set(&dev, 40, 1000);
+    write_set(&test, 40, 2000);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (m, tr, dv, te) = (s(&model), s(&train), s(&dev), s(&test));
+
+    let whole = s(&dir.path().join("whole"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &whole);
+    args.extend(["--epochs", "3"]);
+    let uninterrupted = ok_json(&args, dir.path());
+
+    let killed = s(&dir.path().join("killed"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &killed);
+    args.extend(["--epochs", "3"]);
+    let mut child = lmfuse(&args, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the end of epoch 1 (its checkpoint), then kill -9 inside epoch 2.
+    let state = dir.path().join("killed.run/checkpoint/state.json");
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&state) {
+            if text.contains("\"epochs_done\": 1") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "epoch 1 never finished"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run was not killed");
+    assert!(
+        !dir.path().join("killed").exists(),
+        "a killed run must not leave a bundle"
+    );
+
+    args.push("--resume");
+    let resumed = ok_json(&args, dir.path());
+    for key in ["accuracy", "macro_f1", "log_loss"] {
+        let (a, b) = (
+            uninterrupted["dev"][key].as_f64().unwrap(),
+            resumed["dev"][key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-9,
+            "dev {key}: uninterrupted {a}, resumed {b}"
+        );
+    }
+    assert_eq!(uninterrupted["steps"], resumed["steps"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("whole/encoder/model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("killed/encoder/model.safetensors")).unwrap(),
+        "resumed weights differ"
+    );
+}

@@ -1,0 +1,297 @@
+//! End-to-end tests of `lmfuse serve` with the MiniLM encoder and a logistic-regression bundle:
+//! readiness after warm-up, predictions equal to `lmfuse predict`, embeddings equal to
+//! `lmfuse embed`, reload, graceful SIGTERM under load, and a broken bundle at startup.
+
+mod common;
+
+use common::{lmfuse, ok_json, workspace};
+use lmfuse_server::client::{self, Target};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// `models/all-MiniLM-L6-v2`, or `None` (with a message; a failure under LMFUSE_REQUIRE_ASSETS=1).
+fn minilm() -> Option<PathBuf> {
+    let dir = workspace().join("models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "all-MiniLM-L6-v2 not found at {}: run `bash scripts/fetch-models.sh`",
+        dir.display()
+    );
+    if std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A running `lmfuse serve` and the address it printed.
+struct Served {
+    child: Child,
+    base: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(bundle: &Path, cache: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["serve", "--model", bundle.to_str().unwrap(), "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut child = lmfuse(&args, cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lmfuse serve");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("lmfuse serve printed nothing");
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Self {
+            child,
+            base,
+            stderr: rx,
+        }
+    }
+
+    fn target(&self, path: &str) -> Target {
+        Target::parse(&format!("{}{path}", self.base)).unwrap()
+    }
+
+    fn get(&self, path: &str) -> client::Response {
+        client::request(&self.target(path), "GET", &[], b"").unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> client::Response {
+        client::request(&self.target(path), "POST", &[], body.to_string().as_bytes()).unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if self.get("/ready").status == 200 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "not ready after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&self) {
+        // SAFETY: kill(2) on the pid of our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("lmfuse serve did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bundle = dir.path().join("bundle");
+    let reviews = workspace().join("examples/reviews.jsonl");
+    let report = ok_json(
+        &[
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            reviews.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+            "--c-grid",
+            "1,10",
+            "--json",
+        ],
+        &cache,
+    );
+    let labels = report["labels"].clone();
+
+    let mut s = Served::start(&bundle, &cache, &["--max-queue", "64"]);
+    assert_eq!(s.get("/health").status, 200, "live as soon as it listens");
+    s.wait_ready();
+
+    // /predict equals `lmfuse predict` on the same texts.
+    let texts = [
+        "The battery died after two days. Avoid.",
+        "Lovely hotel, friendly staff, would stay again!",
+    ];
+    let r = s.post("/predict", json!({ "inputs": texts }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let served = r.json();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    let out = common::run(
+        &[
+            "predict",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (a, b) in served.as_array().unwrap().iter().zip(&offline) {
+        assert_eq!(a["label"], b["label"]);
+        for l in labels.as_array().unwrap() {
+            let l = l.as_str().unwrap();
+            let (x, y) = (
+                a["probabilities"][l].as_f64().unwrap(),
+                b["probabilities"][l].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() < 1e-4, "{l}: served {x}, offline {y}");
+        }
+    }
+    assert_eq!(served[0]["label"], "negative");
+    assert_eq!(served[1]["label"], "positive");
+    let one = s.post("/predict", json!({"inputs": texts[1]}));
+    assert_eq!(
+        one.json()["label"],
+        "positive",
+        "a single text gives one object"
+    );
+
+    // /embed and /v1/embeddings: MiniLM vectors (384, unit norm), the same from both.
+    let e = s.post("/embed", json!({"inputs": texts[0]})).json();
+    let v: Vec<f64> = e[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(v.len(), 384);
+    assert!((v.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
+    let o = s
+        .post("/v1/embeddings", json!({"input": [texts[0]]}))
+        .json();
+    assert_eq!(o["data"][0]["embedding"], e[0]);
+    assert!(o["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+
+    let info = s.get("/info").json();
+    assert_eq!(info["model"]["model"]["labels"], labels);
+    assert_eq!(info["model"]["max_input_tokens"], 256);
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics.contains("lmfuse_requests_total{route=\"/predict\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(s.get("/").text().contains("<textarea"));
+    // Reload in place: same bundle, new model object, still serving.
+    let r = s.post("/admin/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.post("/predict", json!({"inputs": texts[0]})).json()["label"],
+        "negative"
+    );
+
+    // SIGTERM under load: requests in flight get their answers, then exit code 0.
+    let long = "This phone is wonderful but the battery is not great. ".repeat(20);
+    let batch: Vec<String> = (0..32).map(|i| format!("{i} {long}")).collect();
+    let t = s.target("/predict");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (t, body) = (t.clone(), json!({"inputs": batch}).to_string());
+            std::thread::spawn(move || client::request(&t, "POST", &[], body.as_bytes()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    s.sigterm();
+    for c in clients {
+        let r = c
+            .join()
+            .unwrap()
+            .expect("an in-flight request got its response");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json().as_array().unwrap().len(), 32);
+    }
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{:?}", s.stderr_lines());
+    let lines = s.stderr_lines();
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
+}
+
+#[test]
+fn a_broken_bundle_at_startup_exits_non_zero_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("not-a-bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("manifest.json"), "{ nope").unwrap();
+    let mut child = lmfuse(
+        &["serve", "--model", bundle.to_str().unwrap(), "--port", "0"],
+        &dir.path().join("cache"),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("lmfuse: error: cannot serve"), "{stderr}");
+    assert!(last.contains("not-a-bundle"), "{stderr}");
+}

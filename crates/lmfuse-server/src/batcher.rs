@@ -1,0 +1,181 @@
+//! Dynamic batching: requests wait in a bounded queue; one worker thread, off the async
+//! runtime, merges consecutive requests of the same kind up to a token budget and runs them
+//! through the model as one batch.
+
+use crate::backend::{Backend, Prediction};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a job asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    Predict,
+    Embed,
+}
+
+/// What the model returned for one job.
+#[derive(Debug)]
+pub(crate) enum JobOutput {
+    Predictions(Vec<Prediction>),
+    Embeddings(Vec<Vec<f32>>),
+}
+
+/// One request's texts, waiting for the model.
+pub(crate) struct Job {
+    pub kind: JobKind,
+    pub texts: Vec<String>,
+    pub tokens: usize,
+    pub admitted: Instant,
+    pub reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+}
+
+/// The serving backend, swapped atomically by a reload: a batch clones the `Arc` when it
+/// starts, so batches in flight finish on the model they started with.
+#[derive(Default)]
+pub(crate) struct BackendSlot(RwLock<Option<Arc<dyn Backend>>>);
+
+impl BackendSlot {
+    pub fn get(&self) -> Option<Arc<dyn Backend>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, backend: Arc<dyn Backend>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+    }
+}
+
+/// Starts the worker thread; it stops when every sender of `rx` is gone and the queue is empty.
+pub(crate) fn spawn_worker(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    slot: Arc<BackendSlot>,
+    metrics: Arc<Metrics>,
+    max_batch_tokens: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("lmfuse-batcher".into())
+        .spawn(move || {
+            let mut pending: Option<Job> = None;
+            loop {
+                let first = match pending.take() {
+                    Some(job) => job,
+                    None => match rx.blocking_recv() {
+                        Some(job) => {
+                            metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                            job
+                        }
+                        None => break,
+                    },
+                };
+                if first.reply.is_closed() {
+                    metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let kind = first.kind;
+                let mut tokens = first.tokens;
+                let mut batch = vec![first];
+                while tokens < max_batch_tokens {
+                    let Ok(job) = rx.try_recv() else { break };
+                    metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    if job.reply.is_closed() {
+                        metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if job.kind != kind || tokens + job.tokens > max_batch_tokens {
+                        pending = Some(job);
+                        break;
+                    }
+                    tokens += job.tokens;
+                    batch.push(job);
+                }
+                run_batch(kind, batch, tokens, &slot, &metrics);
+            }
+        })
+}
+
+fn run_batch(kind: JobKind, batch: Vec<Job>, tokens: usize, slot: &BackendSlot, metrics: &Metrics) {
+    let started = Instant::now();
+    for job in &batch {
+        metrics
+            .queue_seconds
+            .observe(started.duration_since(job.admitted).as_secs_f64());
+    }
+    let Some(backend) = slot.get() else {
+        for job in batch {
+            let _ = job.reply.send(Err(ApiError::NotReady(
+                "the model is not loaded yet".into(),
+            )));
+        }
+        return;
+    };
+    let texts: Vec<&str> = batch
+        .iter()
+        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .collect();
+    let n = texts.len();
+    // A panic in the model fails this batch, not the server.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
+        JobKind::Predict => backend.predict(&texts).map(JobOutput::Predictions),
+        JobKind::Embed => backend.embed(&texts).map(JobOutput::Embeddings),
+    }));
+    metrics
+        .inference_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(n as f64);
+    metrics.batch_tokens.observe(tokens as f64);
+    metrics.texts.fetch_add(n as u64, Ordering::Relaxed);
+    let failure = match result {
+        Ok(Ok(out)) if out.len() == n => {
+            let sizes: Vec<usize> = batch.iter().map(|j| j.texts.len()).collect();
+            for (job, part) in batch.into_iter().zip(out.split(&sizes)) {
+                let _ = job.reply.send(Ok(part));
+            }
+            return;
+        }
+        Ok(Ok(out)) => ApiError::Backend(format!(
+            "the model returned {} results for {n} texts",
+            out.len()
+        )),
+        // The request asks what this model cannot do: the client's to change.
+        Ok(Err(crate::BackendError::Unsupported(m))) => ApiError::InvalidInput(m),
+        Ok(Err(e)) => ApiError::Backend(e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            ApiError::Backend(format!("the model panicked: {msg}"))
+        }
+    };
+    for job in batch {
+        let _ = job.reply.send(Err(failure.clone()));
+    }
+}
+
+impl JobOutput {
+    fn len(&self) -> usize {
+        match self {
+            JobOutput::Predictions(p) => p.len(),
+            JobOutput::Embeddings(e) => e.len(),
+        }
+    }
+
+    /// Cuts the merged output into consecutive parts of `sizes`.
+    fn split(self, sizes: &[usize]) -> Vec<JobOutput> {
+        fn cut<T>(v: Vec<T>, sizes: &[usize], wrap: fn(Vec<T>) -> JobOutput) -> Vec<JobOutput> {
+            let mut it = v.into_iter();
+            sizes
+                .iter()
+                .map(|&k| wrap(it.by_ref().take(k).collect()))
+                .collect()
+        }
+        match self {
+            JobOutput::Predictions(p) => cut(p, sizes, JobOutput::Predictions),
+            JobOutput::Embeddings(e) => cut(e, sizes, JobOutput::Embeddings),
+        }
+    }
+}

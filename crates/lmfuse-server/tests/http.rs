@@ -1,0 +1,691 @@
+//! Every route and every status of the error map, against a fake backend (no model, fast).
+
+use lmfuse_server::client::{self, Connection, Target};
+use lmfuse_server::{
+    Backend, BackendError, Oos, OverLength, Prediction, Reloader, Server, ServerConfig, TokenCount,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Tokens: words + 2, at most 12 (longer texts are truncated). Predicts `pos` when the text says
+/// "good". `sleep:MS` sleeps; `fail` errs; `panic` panics; `zzz` is out of scope.
+struct Fake {
+    name: &'static str,
+    batches: Mutex<Vec<usize>>,
+}
+
+impl Fake {
+    fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            batches: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Backend for Fake {
+    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let n = t.split_whitespace().count() + 2;
+                TokenCount {
+                    tokens: n.min(12),
+                    truncated: n > 12,
+                }
+            })
+            .collect())
+    }
+
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
+        self.batches.lock().unwrap().push(texts.len());
+        let mut out = Vec::new();
+        for t in texts {
+            if let Some(ms) = t.strip_prefix("sleep:") {
+                std::thread::sleep(Duration::from_millis(ms.trim().parse().unwrap()));
+            }
+            if *t == "fail" {
+                return Err(BackendError::Inference("the fake failed".into()));
+            }
+            if *t == "panic" {
+                panic!("the fake panicked");
+            }
+            let p = if t.contains("good") { 0.9 } else { 0.2 };
+            let (pos, neg) = (format!("{}pos", self.name), format!("{}neg", self.name));
+            out.push(Prediction {
+                label: if p > 0.5 { pos.clone() } else { neg.clone() },
+                probabilities: BTreeMap::from([(neg, 1.0 - p), (pos, p)]),
+                oos: t.contains("zzz").then_some(Oos {
+                    out_of_scope: true,
+                    score: 3.5,
+                }),
+            });
+        }
+        Ok(out)
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Ok(texts
+            .iter()
+            .map(|t| vec![t.len() as f32, t.split_whitespace().count() as f32, 1.0])
+            .collect())
+    }
+
+    fn info(&self) -> Value {
+        json!({"model": {"labels": ["neg", "pos"]}, "name": self.name})
+    }
+
+    fn model_name(&self) -> String {
+        format!("fake{}", self.name)
+    }
+}
+
+/// A server on an ephemeral loopback port, stopped on drop.
+struct Running {
+    addr: SocketAddr,
+    server: Server,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(config: ServerConfig, backend: Option<Arc<dyn Backend>>) -> Self {
+        Self::start_with(config, backend, None)
+    }
+
+    fn start_with(
+        config: ServerConfig,
+        backend: Option<Arc<dyn Backend>>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Self {
+        let server = Server::new(config, reloader).unwrap();
+        if let Some(b) = backend {
+            server.set_backend(b);
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let s = server.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                s.serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            addr,
+            server,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn target(&self, path: &str) -> Target {
+        Target::parse(&format!("http://{}{path}", self.addr)).unwrap()
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> client::Response {
+        client::request(&self.target(path), method, &[], body).unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> client::Response {
+        self.call("POST", path, body.to_string().as_bytes())
+    }
+
+    /// Stops the server and waits until `serve` returns.
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.shutdown();
+        }
+    }
+}
+
+fn fast() -> ServerConfig {
+    ServerConfig {
+        shutdown_grace: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// Asserts the status and the JSON error body `{error, type}`.
+fn assert_error(r: &client::Response, status: u16, kind: &str) -> String {
+    let j = r.json();
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(j["type"], kind, "{}", r.text());
+    let msg = j["error"].as_str().expect("an error message").to_string();
+    assert!(!msg.is_empty());
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
+    msg
+}
+
+#[test]
+fn every_endpoint_answers() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let h = s.call("GET", "/health", b"");
+    assert_eq!((h.status, h.json()), (200, json!({"status": "ok"})));
+    let r = s.call("GET", "/ready", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "ready");
+
+    let one = s.post("/predict", json!({"inputs": "a good phone"}));
+    assert_eq!(one.status, 200, "{}", one.text());
+    let j = one.json();
+    assert_eq!(j["label"], "pos");
+    assert!((j["probabilities"]["pos"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    assert!(
+        j.get("oos").is_none(),
+        "no oos unless the bundle has it: {j}"
+    );
+    let many = s.post("/predict", json!({"inputs": ["good", "bad", "zzz"]}));
+    let j = many.json();
+    assert_eq!(many.status, 200);
+    assert_eq!(j.as_array().unwrap().len(), 3);
+    assert_eq!(j[1]["label"], "neg");
+    assert_eq!(j[2]["oos"], json!({"out_of_scope": true, "score": 3.5}));
+
+    let e = s.post("/embed", json!({"inputs": ["ab c", "x"]}));
+    assert_eq!(e.status, 200);
+    assert_eq!(e.json(), json!([[4.0, 2.0, 1.0], [1.0, 1.0, 1.0]]));
+    let e1 = s.post("/embed", json!({"inputs": "ab c"}));
+    assert_eq!(e1.json(), json!([[4.0, 2.0, 1.0]]));
+
+    let o = s.post(
+        "/v1/embeddings",
+        json!({"input": ["ab c", "x"], "model": "any"}),
+    );
+    assert_eq!(o.status, 200, "{}", o.text());
+    let j = o.json();
+    assert_eq!(j["object"], "list");
+    assert_eq!(j["model"], "fake");
+    assert_eq!(j["data"][1]["index"], 1);
+    assert_eq!(j["data"][1]["object"], "embedding");
+    assert_eq!(j["data"][0]["embedding"], json!([4.0, 2.0, 1.0]));
+    assert_eq!(j["usage"]["prompt_tokens"], 4 + 3);
+    let bad = s.post(
+        "/v1/embeddings",
+        json!({"input": "x", "encoding_format": "base64"}),
+    );
+    assert_error(&bad, 422, "invalid_input");
+
+    let i = s.call("GET", "/info", b"");
+    assert_eq!(i.status, 200);
+    let j = i.json();
+    assert_eq!(j["model"]["model"]["labels"], json!(["neg", "pos"]));
+    assert_eq!(j["server"]["limits"]["max_batch_size"], 32);
+
+    let page = s.call("GET", "/", b"");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text();
+    assert!(html.contains("<textarea") && html.contains("/predict"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no external assets"
+    );
+
+    let m = s.call("GET", "/metrics", b"");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for needle in [
+        "lmfuse_requests_total{route=\"/predict\",status=\"200\"} 2",
+        "lmfuse_request_failures_total{reason=\"invalid_input\"} 1",
+        "lmfuse_queue_seconds_count",
+        "lmfuse_inference_seconds_bucket{le=\"+Inf\"}",
+        "lmfuse_batch_size_count",
+        "lmfuse_ready 1",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+}
+
+#[test]
+fn bad_input_table_gets_4xx_json_and_the_server_stays_healthy() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let big_text = "a".repeat(1_000_000);
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "malformed JSON",
+            b"{\"inputs\": ".to_vec(),
+            400,
+            "invalid_json",
+            "JSON",
+        ),
+        ("not JSON", b"hello".to_vec(), 400, "invalid_json", "JSON"),
+        ("empty body", Vec::new(), 400, "invalid_json", "JSON"),
+        (
+            "wrong JSON type",
+            br#"{"inputs": 5}"#.to_vec(),
+            422,
+            "invalid_input",
+            "a number",
+        ),
+        (
+            "top-level list",
+            br#"["a"]"#.to_vec(),
+            422,
+            "invalid_input",
+            "object",
+        ),
+        (
+            "list of numbers",
+            br#"{"inputs": ["a", 1]}"#.to_vec(),
+            422,
+            "invalid_input",
+            "inputs[1]",
+        ),
+        (
+            "missing field",
+            br#"{"text": "a"}"#.to_vec(),
+            422,
+            "invalid_input",
+            "missing",
+        ),
+        (
+            "empty batch",
+            br#"{"inputs": []}"#.to_vec(),
+            400,
+            "empty_batch",
+            "empty",
+        ),
+        (
+            "1 MB text",
+            json!({"inputs": big_text}).to_string().into_bytes(),
+            413,
+            "text_too_long",
+            "max_input_chars",
+        ),
+        (
+            "batch over the limit",
+            json!({"inputs": vec!["x"; 33]}).to_string().into_bytes(),
+            413,
+            "batch_too_large",
+            "max_batch_size",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"inputs\": \"caf\xe9\"}".to_vec(),
+            400,
+            "invalid_utf8",
+            "UTF-8",
+        ),
+    ];
+    for (name, body, status, kind, needle) in cases {
+        for path in ["/predict", "/embed"] {
+            let r = s.call("POST", path, &body);
+            let msg = assert_error(&r, status, kind);
+            assert!(
+                msg.contains(needle),
+                "{name} on {path}: {msg:?} lacks {needle:?}"
+            );
+        }
+    }
+    // Body over the limit, declared by Content-Length.
+    let huge = json!({"inputs": "a".repeat(3_000_000)}).to_string();
+    let r = s.call("POST", "/predict", huge.as_bytes());
+    let msg = assert_error(&r, 413, "payload_too_large");
+    assert!(msg.contains("max_body_bytes"), "{msg}");
+    // Body over the limit, chunked (no length up front): found while reading.
+    let mut chunked =
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..40 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 100_000).as_bytes());
+        chunked.extend_from_slice(&vec![b'a'; 100_000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let raw = client::raw(s.addr, chunked, Duration::from_secs(10)).unwrap();
+    let r = client::parse_response(&raw).unwrap();
+    assert_error(&r, 413, "payload_too_large");
+    // Unknown route, unknown method.
+    let r = s.call("GET", "/nope", b"");
+    assert!(assert_error(&r, 404, "not_found").contains("/nope"));
+    let r = s.call("POST", "/predict/extra", b"{}");
+    assert_error(&r, 404, "not_found");
+    let r = s.call("GET", "/predict", b"");
+    assert!(assert_error(&r, 405, "method_not_allowed").contains("GET"));
+    let r = s.call("DELETE", "/health", b"");
+    assert_error(&r, 405, "method_not_allowed");
+    // Model failures: 500 with a message, and the server carries on.
+    let r = s.post("/predict", json!({"inputs": ["ok", "fail"]}));
+    assert!(assert_error(&r, 500, "backend_error").contains("the fake failed"));
+    let r = s.post("/predict", json!({"inputs": "panic"}));
+    assert!(assert_error(&r, 500, "backend_error").contains("panicked"));
+
+    let h = s.call("GET", "/health", b"");
+    assert_eq!(h.status, 200);
+    let ok = s.post("/predict", json!({"inputs": "good"}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // The failure counter has each reason.
+    let metrics = s.call("GET", "/metrics", b"").text();
+    assert!(
+        metrics.contains("lmfuse_request_failures_total{reason=\"invalid_utf8\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lmfuse_request_failures_total{reason=\"payload_too_large\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn malformed_http_does_not_kill_the_server() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let garbage: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\xff\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /predict HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"in".to_vec(),
+        format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+        format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(200_000)).into_bytes(),
+    ];
+    for g in garbage {
+        let _ = client::raw(s.addr, g, Duration::from_millis(500));
+    }
+    assert_eq!(s.call("GET", "/health", b"").status, 200);
+    assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+}
+
+#[test]
+fn token_limit_truncates_or_rejects() {
+    let long = "w ".repeat(30);
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let r = s.post("/predict", json!({"inputs": long}));
+    assert_eq!(r.status, 200, "truncate is the default: {}", r.text());
+    let o = s.post("/v1/embeddings", json!({"input": long}));
+    assert_eq!(
+        o.json()["usage"]["prompt_tokens"],
+        12,
+        "counted after truncation"
+    );
+
+    let s = Running::start(
+        ServerConfig {
+            over_length: OverLength::Reject,
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let r = s.post("/predict", json!({"inputs": ["short", long]}));
+    let msg = assert_error(&r, 413, "too_many_tokens");
+    assert!(msg.contains("text 1") && msg.contains("12"), "{msg}");
+    assert_eq!(s.post("/predict", json!({"inputs": "short"})).status, 200);
+}
+
+#[test]
+fn api_key_guards_everything_but_health_ready_and_the_page() {
+    let s = Running::start(
+        ServerConfig {
+            api_key: Some("s3cret".into()),
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    for (method, path) in [
+        ("POST", "/predict"),
+        ("POST", "/embed"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/info"),
+        ("GET", "/metrics"),
+        ("POST", "/admin/reload"),
+    ] {
+        let r = s.call(method, path, b"{\"inputs\": \"x\"}");
+        assert_error(&r, 401, "unauthorized");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        let t = s.target(path);
+        let wrong =
+            client::request(&t, method, &[("Authorization", "Bearer nope")], b"{}").unwrap();
+        assert_error(&wrong, 401, "unauthorized");
+    }
+    let t = s.target("/predict");
+    let ok = client::request(
+        &t,
+        "POST",
+        &[("Authorization", "Bearer s3cret")],
+        br#"{"inputs": "good"}"#,
+    )
+    .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for path in ["/health", "/ready", "/"] {
+        assert_eq!(s.call("GET", path, b"").status, 200, "{path}");
+    }
+}
+
+#[test]
+fn not_ready_until_a_backend_is_installed() {
+    let s = Running::start(fast(), None);
+    assert_eq!(s.call("GET", "/health", b"").status, 200);
+    assert_error(&s.call("GET", "/ready", b""), 503, "not_ready");
+    assert_error(
+        &s.post("/predict", json!({"inputs": "x"})),
+        503,
+        "not_ready",
+    );
+    assert_error(&s.call("GET", "/info", b""), 503, "not_ready");
+    s.server.set_backend(Fake::new(""));
+    assert_eq!(s.call("GET", "/ready", b"").status, 200);
+    assert_eq!(s.post("/predict", json!({"inputs": "x"})).status, 200);
+}
+
+/// Runs `n` concurrent POSTs of `body` to `path`; returns the responses.
+fn concurrent(s: &Running, path: &str, bodies: Vec<Value>) -> Vec<client::Response> {
+    let target = s.target(path);
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let t = target.clone();
+            std::thread::spawn(move || {
+                client::request(&t, "POST", &[], b.to_string().as_bytes()).unwrap()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn a_full_queue_answers_429_and_nothing_else() {
+    let s = Running::start(
+        ServerConfig {
+            max_queue: 2,
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let responses = concurrent(
+        &s,
+        "/predict",
+        (0..16).map(|_| json!({"inputs": "sleep:150"})).collect(),
+    );
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    let busy: Vec<_> = responses.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(ok + busy.len(), 16, "only 200 and 429");
+    assert!(ok >= 2 && !busy.is_empty(), "ok {ok}, 429 {}", busy.len());
+    let msg = assert_error(busy[0], 429, "overloaded");
+    assert!(msg.contains("max_queue"), "{msg}");
+    // The failure counter matches what the clients saw, and the server serves again.
+    assert_eq!(s.server.metrics().failures("overloaded"), busy.len() as u64);
+    assert_eq!(s.call("GET", "/health", b"").status, 200);
+    assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+}
+
+#[test]
+fn a_slow_request_times_out_with_504_and_the_worker_moves_on() {
+    let s = Running::start(
+        ServerConfig {
+            request_timeout: Duration::from_millis(150),
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let started = Instant::now();
+    let r = s.post("/predict", json!({"inputs": "sleep:600"}));
+    let msg = assert_error(&r, 504, "timeout");
+    assert!(msg.contains("150 ms"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "answered at the deadline"
+    );
+    // Queued behind the slow one: also out of time, and dropped before it runs.
+    let rs = concurrent(
+        &s,
+        "/predict",
+        vec![json!({"inputs": "sleep:300"}), json!({"inputs": "x"})],
+    );
+    assert!(rs.iter().all(|r| r.status == 200 || r.status == 504));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+}
+
+#[test]
+fn concurrent_requests_are_merged_into_batches() {
+    let fake = Fake::new("");
+    let s = Running::start(fast(), Some(fake.clone()));
+    // The first request holds the worker; the others queue and then run as one batch.
+    let mut bodies = vec![json!({"inputs": "sleep:300"})];
+    bodies.extend((0..8).map(|i| json!({"inputs": [format!("text {i}"), "good"]})));
+    let target = s.target("/predict");
+    let first = {
+        let t = target.clone();
+        let b = bodies.remove(0);
+        std::thread::spawn(move || {
+            client::request(&t, "POST", &[], b.to_string().as_bytes()).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let rs = concurrent(&s, "/predict", bodies);
+    assert_eq!(first.join().unwrap().status, 200);
+    for (i, r) in rs.iter().enumerate() {
+        assert_eq!(r.status, 200);
+        // Each request gets its own texts back, in order.
+        let j = r.json();
+        assert_eq!(j.as_array().unwrap().len(), 2);
+        assert_eq!(j[1]["label"], "pos", "request {i}");
+    }
+    let batches = fake.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 1 + 16);
+    assert!(
+        batches.iter().any(|&b| b >= 4),
+        "no merged batch: {batches:?}"
+    );
+}
+
+#[test]
+fn reload_swaps_the_model_without_dropping_requests() {
+    let reloader: Arc<Reloader> = Arc::new(|model: Option<&str>| match model {
+        Some("broken") => Err(BackendError::Load("no such bundle".into())),
+        _ => {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(Fake::new("v2-") as Arc<dyn Backend>)
+        }
+    });
+    let s = Running::start_with(fast(), Some(Fake::new("v1-")), Some(reloader));
+    assert_eq!(
+        s.post("/predict", json!({"inputs": "good"})).json()["label"],
+        "v1-pos"
+    );
+    // Requests keep flowing while the new model loads.
+    let target = s.target("/predict");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (t, stop) = (target.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = Connection::open(t.addr, &t.host, Duration::from_secs(10)).unwrap();
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c
+                    .send("POST", "/predict", &[], br#"{"inputs": "good"}"#)
+                    .unwrap();
+                statuses.push((
+                    r.status,
+                    r.json()["label"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+            statuses
+        })
+    };
+    let r = s.post("/admin/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"]["name"], "v2-");
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.join().unwrap();
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(statuses.iter().any(|(_, l)| l == "v1-pos"));
+    assert_eq!(statuses.last().unwrap().1, "v2-pos");
+    // A failed reload keeps the serving model.
+    let r = s.post("/admin/reload", json!({"model": "broken"}));
+    assert!(assert_error(&r, 422, "reload_failed").contains("no such bundle"));
+    let r = s.post("/admin/reload", json!({"model": 3}));
+    assert_error(&r, 422, "invalid_input");
+    assert_eq!(
+        s.post("/predict", json!({"inputs": "good"})).json()["label"],
+        "v2-pos"
+    );
+    let m = s.call("GET", "/metrics", b"").text();
+    assert!(m.contains("lmfuse_reloads_total{result=\"ok\"} 1"), "{m}");
+    assert!(
+        m.contains("lmfuse_reloads_total{result=\"failed\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn shutdown_lets_in_flight_requests_finish() {
+    let mut s = Running::start(fast(), Some(Fake::new("")));
+    let t = s.target("/predict");
+    let in_flight = std::thread::spawn(move || {
+        client::request(&t, "POST", &[], br#"{"inputs": "sleep:400"}"#).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    s.shutdown();
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "serve waited for it"
+    );
+    // The listener is closed afterwards.
+    assert!(std::net::TcpStream::connect_timeout(&s.addr, Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn target_refuses_non_loopback_hosts() {
+    assert!(Target::parse("http://127.0.0.1:8080/predict").is_ok());
+    assert!(Target::parse("http://localhost:8080").is_ok());
+    let e = Target::parse("http://10.1.2.3:80/").unwrap_err();
+    assert!(e.to_string().contains("loopback"), "{e}");
+    assert!(Target::parse("https://127.0.0.1/").is_err());
+}
