@@ -9,7 +9,8 @@
 #   5. raw HTTP fuzz for FUZZ_S s: the server stays alive, no panic in its log.
 #
 #   bash bench/serve.sh                                   # full length (about 14 minutes)
-#   STEADY_S=5 OVERLOAD_S=3 FUZZ_S=5 SEQ_REQUESTS=200 bash bench/serve.sh   # a quick check
+#   STEADY_S=5 OVERLOAD_S=3 FUZZ_S=5 SEQ_REQUESTS=200 RESULTS=bench/out/serve/quick.md \
+#     bash bench/serve.sh                                 # a quick check (about 1 minute)
 #   TEXTS=../shared/bench/sentences2000.txt (default when present; else the reviews' texts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ FUZZ_S="${FUZZ_S:-600}"
 SEQ_REQUESTS="${SEQ_REQUESTS:-2000}"
 SIGTERM_LOAD_S="${SIGTERM_LOAD_S:-6}"
 THREADS="${THREADS:-2}"
+RESULTS="${RESULTS:-bench/results/serve.md}"   # quick checks: RESULTS=bench/out/serve/quick.md
 bash scripts/fetch-models.sh >&2
 cargo build --release --locked --quiet -p lmfuse-cli
 bin=./target/release/lmfuse
@@ -118,9 +120,9 @@ fuzz_health="$(curl -s -o /dev/null -w '%{http_code}' "$url/health")"
 fuzz_panics="$(grep -c panicked "$work/serve4.log" || true)"
 stop_server || true
 
-python3 - "$out" "$texts" "$THREADS" <<PY
+python3 - "$out" "$texts" "$THREADS" "$RESULTS" <<PY
 import json, sys, re, platform, datetime
-out, texts, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+out, texts, threads, results = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 j = lambda n: json.load(open(f"{out}/{n}.json"))
 off, seq, st, ov, tl, fz = j("offline"), j("sequential"), j("steady"), j("overload"), j("sigterm-load"), j("fuzz")
 ratio = st["texts_per_s"] / off["sentences_per_s"]
@@ -142,7 +144,7 @@ rows = [
   ("Raw HTTP fuzz, $FUZZ_S s", f"{fz['cases']} malformed requests, responses {fz['responses']}, 5xx faults {fz['server_errors']}, health {fz['health_checks']-fz['health_failures']}/{fz['health_checks']}; /health {'$fuzz_health'} at the end; panics in log: $fuzz_panics", "alive, no panic", ok(fz['alive_at_end'] and '$fuzz_health' == '200' and $fuzz_panics == 0 and fz['server_errors'] == 0)),
 ]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-with open("bench/results/serve.md", "w") as f:
+with open(results, "w") as f:
     f.write("# Serving: lmfuse serve under load\n\n")
     f.write(f"MiniLM-L6 + logistic regression (examples/reviews.jsonl), {threads} threads, {cpu}; "
             f"texts: {texts} ({off['sentences']} texts); load tool: \`lmfuse bench serve\` on the same machine "
@@ -153,5 +155,5 @@ with open("bench/results/serve.md", "w") as f:
         f.write("| " + " | ".join(r) + " |\n")
     f.write(f"\nOffline reference: \`lmfuse bench embed\` best of 3, {off['sentences_per_s']:.1f} sentences/s. "
             f"Steady run: {st['requests']} requests in {st['seconds']:.1f} s. Raw JSON: bench/out/serve/.\n")
-print(open("bench/results/serve.md").read())
+print(open(results).read())
 PY

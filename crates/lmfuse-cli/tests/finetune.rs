@@ -133,7 +133,8 @@ fn finetuned_bundle_carries_its_encoder_and_reloads_to_the_reported_figures() {
         dir.path(),
     );
     assert!(
-        (eval["test"]["log_loss"].as_f64().unwrap() - lora["test"]["log_loss"].as_f64().unwrap()).abs()
+        (eval["test"]["log_loss"].as_f64().unwrap() - lora["test"]["log_loss"].as_f64().unwrap())
+            .abs()
             < 1e-4
     );
 }

@@ -214,93 +214,6 @@ dispatch! {
     }
 }
 
-dispatch! {
-    /// Self-attention of one sequence for training: like [`attention`], and keeps the
-    /// attention probabilities, `heads × len × len`, in `probs`.
-    fn attention_train(qkv: &[f32], ctx: &mut [f32], probs: &mut [f32], len: usize, hidden: usize, heads: usize) {
-        let d = hidden / heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        let row = 3 * hidden;
-        for h in 0..heads {
-            let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
-            for i in 0..len {
-                let q = &qkv[i * row + qo..i * row + qo + d];
-                let p = &mut probs[(h * len + i) * len..(h * len + i + 1) * len];
-                for (j, s) in p.iter_mut().enumerate() {
-                    let k = &qkv[j * row + ko..j * row + ko + d];
-                    let mut acc = 0.0f32;
-                    for (a, b) in q.iter().zip(k) {
-                        acc = a.mul_add(*b, acc);
-                    }
-                    *s = acc * scale;
-                }
-                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for s in p.iter_mut() {
-                    *s = exp_approx(*s - max);
-                }
-                let inv = 1.0 / sum_body(p);
-                let out = &mut ctx[i * hidden + h * d..i * hidden + (h + 1) * d];
-                out.fill(0.0);
-                for (j, s) in p.iter_mut().enumerate() {
-                    *s *= inv;
-                    let v = &qkv[j * row + vo..j * row + vo + d];
-                    for (o, x) in out.iter_mut().zip(v) {
-                        *o = s.mul_add(*x, *o);
-                    }
-                }
-            }
-        }
-    }
-}
-
-dispatch! {
-    /// Attention backward of one sequence: from the context gradients `dctx` (`len × hidden`)
-    /// and the kept `probs`, writes the gradients of queries, keys and values into `dqkv`
-    /// (`len × 3·hidden`, overwritten). `scratch` holds at least `len` values.
-    fn attention_backward(qkv: &[f32], probs: &[f32], dctx: &[f32], dqkv: &mut [f32], len: usize, hidden: usize, heads: usize, scratch: &mut [f32]) {
-        let d = hidden / heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        let row = 3 * hidden;
-        dqkv[..len * row].fill(0.0);
-        let ds = &mut scratch[..len];
-        for h in 0..heads {
-            let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
-            for i in 0..len {
-                let p = &probs[(h * len + i) * len..(h * len + i + 1) * len];
-                let dc = &dctx[i * hidden + h * d..i * hidden + (h + 1) * d];
-                // dP[i, j] = dctx[i] · v[j]; dV[j] += P[i, j] · dctx[i].
-                let mut dot = 0.0f32;
-                for (j, (s, pj)) in ds.iter_mut().zip(p).enumerate() {
-                    let v = &qkv[j * row + vo..j * row + vo + d];
-                    let mut acc = 0.0f32;
-                    for (a, b) in dc.iter().zip(v) {
-                        acc = a.mul_add(*b, acc);
-                    }
-                    *s = acc;
-                    dot = acc.mul_add(*pj, dot);
-                    let dv = &mut dqkv[j * row + vo..j * row + vo + d];
-                    for (o, c) in dv.iter_mut().zip(dc) {
-                        *o = pj.mul_add(*c, *o);
-                    }
-                }
-                // dS = P ⊙ (dP − Σ P·dP), scaled as the scores were.
-                for (s, pj) in ds.iter_mut().zip(p) {
-                    *s = pj * (*s - dot) * scale;
-                }
-                // dQ[i] = Σ_j dS[i, j] k[j]; dK[j] += dS[i, j] q[i].
-                for (j, &s) in ds.iter().enumerate() {
-                    for c in 0..d {
-                        let k = qkv[j * row + ko + c];
-                        dqkv[i * row + qo + c] = s.mul_add(k, dqkv[i * row + qo + c]);
-                        let q = qkv[i * row + qo + c];
-                        dqkv[j * row + ko + c] = s.mul_add(q, dqkv[j * row + ko + c]);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Query rows scored together by the attention kernel.
 const QUERY_BLOCK: usize = 4;
 
@@ -455,6 +368,95 @@ pub(crate) fn matmul_t(
             false,
             parallelism,
         );
+    }
+}
+
+/// A matrix view for [`matmul_strided`]: a slice, the offset of element (0, 0), and the
+/// strides between rows and between columns.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// `dst = [dst +] scale · a (m×k) · b (k×n)` on strided views, single-threaded. `dst` starts
+/// at `dst_offset` with rows `dst_row_stride` apart and contiguous columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    dst_offset: usize,
+    dst_row_stride: usize,
+    a: View<'_>,
+    b: View<'_>,
+    (m, k, n): (usize, usize, usize),
+    scale: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |v: &View<'_>, rows: usize, cols: usize| {
+        v.offset + (rows - 1) * v.row_stride + (cols - 1) * v.col_stride
+    };
+    assert!(last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len());
+    assert!(dst_offset + (m - 1) * dst_row_stride + n - 1 < dst.len());
+    // SAFETY: the asserts above bound every element each view addresses.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_offset),
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0f32,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+dispatch! {
+    /// Softmax of each `width`-wide row of `x` in place.
+    fn softmax_rows(x: &mut [f32], width: usize) {
+        for row in x.chunks_exact_mut(width) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for v in row.iter_mut() {
+                *v = exp_approx(*v - max);
+            }
+            let inv = 1.0 / sum_body(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Softmax backward in place: `dp` (gradients of the probabilities `p`, rows of `width`)
+    /// becomes `scale · p ⊙ (dp − Σ p·dp)`, the gradients of the scores.
+    fn softmax_rows_backward(p: &[f32], dp: &mut [f32], width: usize, scale: f32) {
+        for (pr, dr) in p.chunks_exact(width).zip(dp.chunks_exact_mut(width)) {
+            let mut dot = 0.0f32;
+            for (a, b) in pr.iter().zip(dr.iter()) {
+                dot = a.mul_add(*b, dot);
+            }
+            for (a, b) in pr.iter().zip(dr.iter_mut()) {
+                *b = a * (*b - dot) * scale;
+            }
+        }
     }
 }
 

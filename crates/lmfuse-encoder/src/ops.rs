@@ -4,7 +4,7 @@
 //! do not depend on scheduling.
 
 use crate::config::Activation;
-use crate::kernels;
+use crate::kernels::{self, View};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -129,9 +129,19 @@ pub fn layer_norm_backward(
     }
 }
 
+/// A strided view of `data`.
+fn view(data: &[f32], offset: usize, row_stride: usize, col_stride: usize) -> View<'_> {
+    View {
+        data,
+        offset,
+        row_stride,
+        col_stride,
+    }
+}
+
 /// Self-attention of one sequence (`len` rows of `[q | k | v]`, each `hidden` wide) for
 /// training: writes the context rows to `ctx` and keeps the probabilities,
-/// `heads × len × len`, in `probs`.
+/// `heads × len × len`, in `probs`. Each product is a strided matrix product.
 pub fn attention_train(
     qkv: &[f32],
     ctx: &mut [f32],
@@ -140,12 +150,41 @@ pub fn attention_train(
     hidden: usize,
     heads: usize,
 ) {
-    kernels::attention_train(qkv, ctx, probs, len, hidden, heads);
+    let d = hidden / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let row = 3 * hidden;
+    for h in 0..heads {
+        let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
+        let p = &mut probs[h * len * len..(h + 1) * len * len];
+        // S = scale · Q Kᵀ
+        kernels::matmul_strided(
+            p,
+            0,
+            len,
+            view(qkv, qo, row, 1),
+            view(qkv, ko, 1, row),
+            (len, d, len),
+            scale,
+            false,
+        );
+        kernels::softmax_rows(p, len);
+        // ctx = P V
+        kernels::matmul_strided(
+            ctx,
+            h * d,
+            hidden,
+            view(p, 0, len, 1),
+            view(qkv, vo, row, 1),
+            (len, len, d),
+            1.0,
+            false,
+        );
+    }
 }
 
 /// Attention backward of one sequence: from `dctx` (`len × hidden`) and the kept `probs`,
 /// overwrites `dqkv` (`len × 3·hidden`) with the gradients of the queries, keys and values.
-/// `scratch` holds at least `len` values.
+/// `scratch` holds at least `len²` values.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     qkv: &[f32],
@@ -157,7 +196,58 @@ pub fn attention_backward(
     heads: usize,
     scratch: &mut [f32],
 ) {
-    kernels::attention_backward(qkv, probs, dctx, dqkv, len, hidden, heads, scratch);
+    let d = hidden / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let row = 3 * hidden;
+    let ds = &mut scratch[..len * len];
+    for h in 0..heads {
+        let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
+        let p = &probs[h * len * len..(h + 1) * len * len];
+        // dV = Pᵀ dctx
+        kernels::matmul_strided(
+            dqkv,
+            vo,
+            row,
+            view(p, 0, 1, len),
+            view(dctx, h * d, hidden, 1),
+            (len, len, d),
+            1.0,
+            false,
+        );
+        // dP = dctx Vᵀ, then dS = scale · P ⊙ (dP − Σ P·dP)
+        kernels::matmul_strided(
+            ds,
+            0,
+            len,
+            view(dctx, h * d, hidden, 1),
+            view(qkv, vo, 1, row),
+            (len, d, len),
+            1.0,
+            false,
+        );
+        kernels::softmax_rows_backward(p, ds, len, scale);
+        // dQ = dS K, dK = dSᵀ Q
+        kernels::matmul_strided(
+            dqkv,
+            qo,
+            row,
+            view(ds, 0, len, 1),
+            view(qkv, ko, row, 1),
+            (len, len, d),
+            1.0,
+            false,
+        );
+        kernels::matmul_strided(
+            dqkv,
+            ko,
+            row,
+            view(ds, 0, 1, len),
+            view(qkv, qo, row, 1),
+            (len, len, d),
+            1.0,
+            false,
+        );
+    }
 }
 
 /// Adds each `bias.len()`-wide row of `rows` into `bias_grad` (the gradient of a bias added
@@ -240,13 +330,9 @@ mod tests {
         let mut d = w.clone();
         let (mut dg, mut db) = (vec![0.0; n], vec![0.0; n]);
         layer_norm_backward(&mut d, &h, &i, &gamma, &mut dg, &mut db, 1);
-        for j in 0..2 * n {
+        for (j, dj) in d.iter().enumerate() {
             let num = numeric_grad(&loss, &x, j);
-            assert!(
-                (num - d[j] as f64).abs() < 2e-3,
-                "dx[{j}] {num} vs {}",
-                d[j]
-            );
+            assert!((num - *dj as f64).abs() < 2e-3, "dx[{j}] {num} vs {dj}");
         }
     }
 
@@ -265,7 +351,7 @@ mod tests {
         let mut probs = vec![0.0; heads * len * len];
         attention_train(&qkv, &mut ctx, &mut probs, len, hidden, heads);
         let mut dqkv = vec![0.0; len * 3 * hidden];
-        let mut scratch = vec![0.0; len];
+        let mut scratch = vec![0.0; len * len];
         attention_backward(
             &qkv,
             &probs,
@@ -276,13 +362,9 @@ mod tests {
             heads,
             &mut scratch,
         );
-        for j in 0..qkv.len() {
+        for (j, dj) in dqkv.iter().enumerate() {
             let num = numeric_grad(&loss, &qkv, j);
-            assert!(
-                (num - dqkv[j] as f64).abs() < 2e-3,
-                "dqkv[{j}] {num} vs {}",
-                dqkv[j]
-            );
+            assert!((num - *dj as f64).abs() < 2e-3, "dqkv[{j}] {num} vs {dj}");
         }
     }
 

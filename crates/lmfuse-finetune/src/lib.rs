@@ -18,8 +18,8 @@ pub use lora::{Lora, LoraParams, LoraTarget};
 pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
 pub use optim::{AdamW, Schedule};
 pub use train::{
-    fit, predict_proba, EvalRecord, Event, FinetuneParams, FitSummary, Metric, CHECKPOINT_DIR,
-    METRICS_LOG,
+    contrastive_pairs, embed, fit, fit_contrastive, predict_proba, ContrastiveParams, EvalRecord,
+    Event, FinetuneParams, FitSummary, Metric, CHECKPOINT_DIR, METRICS_LOG,
 };
 
 use std::path::PathBuf;

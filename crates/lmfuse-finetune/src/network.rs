@@ -1041,11 +1041,12 @@ impl Network {
                     ops::attention_backward(q, pr, dc, dq, len, h, heads, scratch)
                 };
                 if threads > 1 {
-                    pieces
-                        .into_par_iter()
-                        .for_each_init(|| vec![0.0f32; max_len], |s, piece| run(piece, s));
+                    pieces.into_par_iter().for_each_init(
+                        || vec![0.0f32; max_len * max_len],
+                        |s, piece| run(piece, s),
+                    );
                 } else {
-                    let mut scratch = vec![0.0f32; max_len];
+                    let mut scratch = vec![0.0f32; max_len * max_len];
                     for piece in pieces {
                         run(piece, &mut scratch);
                     }

@@ -552,7 +552,8 @@ pub fn fit(
     let mut stopped_early = bad_evals >= params.patience && params.patience > 0 && best.is_some();
     let word_range = net.word_embeddings_range();
 
-    'epochs: for epoch in epochs_done..params.epochs {
+    let first_epoch = epochs_done;
+    'epochs: for epoch in first_epoch..params.epochs {
         if stopped_early {
             break;
         }
@@ -812,4 +813,239 @@ fn save_checkpoint(
         }
     }
     Ok(())
+}
+
+/// SetFit-style contrastive fine-tuning hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContrastiveParams {
+    /// Rounds of pair sampling: each round draws one same-class and one other-class partner
+    /// for every example (SetFit's `num_iterations`).
+    pub iterations: usize,
+    /// At most this many pairs in all (memory and time stay bounded on large sets).
+    pub max_pairs: usize,
+    /// Passes over the pairs.
+    pub epochs: usize,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Decoupled weight decay.
+    pub weight_decay: f32,
+    /// Warm-up share of the steps.
+    pub warmup: f32,
+    /// Dropout rate.
+    pub dropout: f32,
+    /// Seed of the pairs, their order and dropout.
+    pub seed: u64,
+}
+
+impl Default for ContrastiveParams {
+    fn default() -> Self {
+        Self {
+            iterations: 20,
+            max_pairs: 20_000,
+            epochs: 1,
+            batch_size: 16,
+            lr: 2e-5,
+            weight_decay: 0.01,
+            warmup: 0.1,
+            dropout: 0.1,
+            seed: 13,
+        }
+    }
+}
+
+impl ContrastiveParams {
+    /// Validates every value.
+    pub fn check(&self) -> Result<(), FinetuneError> {
+        let bad = |m: &str| Err(FinetuneError::Invalid(m.to_string()));
+        if self.iterations == 0 || self.max_pairs == 0 || self.epochs == 0 || self.batch_size == 0 {
+            return bad("contrastive iterations, pairs, epochs and batch size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("the contrastive learning rate must be positive");
+        }
+        if !(0.0..1.0).contains(&self.warmup) || !(0.0..1.0).contains(&self.dropout) {
+            return bad("warm-up share and dropout must be in [0, 1)");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight decay must be ≥ 0");
+        }
+        Ok(())
+    }
+}
+
+/// Pairs `(a, b, target)` with target 1 for the same class and 0 otherwise: per round, every
+/// example gets a random same-class partner (when its class has another example) and a random
+/// other-class partner; capped at `max_pairs` and shuffled.
+pub fn contrastive_pairs(y: &[usize], params: &ContrastiveParams) -> Vec<(usize, usize, f32)> {
+    let k = y.iter().max().map_or(0, |m| m + 1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, &c) in y.iter().enumerate() {
+        by_class[c].push(i);
+    }
+    let mut rng = SeededRng::new(params.seed ^ 0x005E_7F17);
+    let mut pairs = Vec::new();
+    'rounds: for _ in 0..params.iterations {
+        for (i, &c) in y.iter().enumerate() {
+            let same = &by_class[c];
+            if same.len() > 1 {
+                let mut j = same[rng.below(same.len())];
+                while j == i {
+                    j = same[rng.below(same.len())];
+                }
+                pairs.push((i, j, 1.0));
+            }
+            if same.len() < y.len() {
+                let mut j = rng.below(y.len());
+                while y[j] == c {
+                    j = rng.below(y.len());
+                }
+                pairs.push((i, j, 0.0));
+            }
+            if pairs.len() >= params.max_pairs {
+                break 'rounds;
+            }
+        }
+    }
+    pairs.truncate(params.max_pairs);
+    rng.shuffle(&mut pairs);
+    pairs
+}
+
+/// Contrastive fine-tuning of the encoder (the SetFit recipe): for pairs of training texts,
+/// the cosine similarity of their pooled vectors is pulled to 1 for the same class and to 0
+/// otherwise (squared error). The head is not trained; fit a classical head on the new
+/// embeddings afterwards. Returns the mean loss of each epoch.
+pub fn fit_contrastive(
+    net: &mut Network,
+    params: &ContrastiveParams,
+    train: &[TokenizedText],
+    y: &[usize],
+    observer: &mut dyn FnMut(&Event),
+) -> Result<Vec<f32>, FinetuneError> {
+    params.check()?;
+    if train.len() != y.len() || train.len() < 2 {
+        return Err(FinetuneError::Invalid(
+            "contrastive training needs at least two labelled texts".into(),
+        ));
+    }
+    let pairs = contrastive_pairs(y, params);
+    if pairs.is_empty() {
+        return Err(FinetuneError::Invalid(
+            "no pairs: every class has a single example and there is one class".into(),
+        ));
+    }
+    let threads = rayon::current_num_threads();
+    let n_layers = net.config().num_hidden_layers;
+    for s in &mut net.params.specs {
+        if s.depth > n_layers {
+            s.frozen = true;
+        }
+    }
+    let h = net.config().hidden_size;
+    let n_values = net.params.values.len();
+    let mut opt = AdamW::new(n_values);
+    let mut grads = vec![0.0f32; n_values];
+    let steps_per_epoch = pairs.len().div_ceil(params.batch_size);
+    let schedule = Schedule {
+        warmup: (params.warmup * (steps_per_epoch * params.epochs) as f32).round() as usize,
+        total: steps_per_epoch * params.epochs,
+    };
+    let mut rng = SeededRng::new(params.seed ^ 0xC0_5E);
+    let mut step = 0;
+    let mut epoch_losses = Vec::new();
+    for epoch in 0..params.epochs {
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        SeededRng::new(params.seed ^ (epoch as u64 + 7)).shuffle(&mut order);
+        let mut sum = 0.0f64;
+        for chunk in order.chunks(params.batch_size) {
+            let b = chunk.len();
+            // One packed batch: the first texts of the pairs, then the second ones.
+            let texts: Vec<&TokenizedText> = chunk
+                .iter()
+                .map(|&p| &train[pairs[p].0])
+                .chain(chunk.iter().map(|&p| &train[pairs[p].1]))
+                .collect();
+            let batch = Batch::pack(
+                texts
+                    .iter()
+                    .map(|t| (t.ids.as_slice(), t.type_ids.as_slice())),
+            );
+            let fwd = net.forward(
+                &batch,
+                Some(Dropout {
+                    rate: params.dropout,
+                    rng: &mut rng,
+                }),
+                threads,
+            );
+            let mut dpooled = vec![0.0f32; 2 * b * h];
+            let mut loss = 0.0f32;
+            for (r, &p) in chunk.iter().enumerate() {
+                let u = &fwd.pooled[r * h..(r + 1) * h];
+                let v = &fwd.pooled[(b + r) * h..(b + r + 1) * h];
+                let nu = u.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-8);
+                let nv = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-8);
+                let dot: f32 = u.iter().zip(v).map(|(a, c)| a * c).sum();
+                let cos = dot / (nu * nv);
+                let diff = cos - pairs[p].2;
+                loss += diff * diff / b as f32;
+                let g = 2.0 * diff / b as f32;
+                let (du, dv) = dpooled.split_at_mut(b * h);
+                let (du, dv) = (&mut du[r * h..(r + 1) * h], &mut dv[r * h..(r + 1) * h]);
+                for j in 0..h {
+                    du[j] = g * (v[j] / (nu * nv) - cos * u[j] / (nu * nu));
+                    dv[j] = g * (u[j] / (nu * nv) - cos * v[j] / (nv * nv));
+                }
+            }
+            if !loss.is_finite() {
+                return Err(FinetuneError::Diverged { step, loss });
+            }
+            grads.iter_mut().for_each(|g| *g = 0.0);
+            net.backward_from_pooled(&batch, &fwd, &dpooled, &mut grads, threads);
+            drop(fwd);
+            let factor = schedule.factor(step);
+            opt.step(
+                &mut net.params,
+                &grads,
+                |_| params.lr * factor,
+                params.weight_decay,
+            );
+            step += 1;
+            sum += loss as f64;
+            observer(&Event::Step {
+                step,
+                total: schedule.total,
+                loss,
+            });
+        }
+        epoch_losses.push((sum / steps_per_epoch as f64) as f32);
+    }
+    Ok(epoch_losses)
+}
+
+/// Pooled vectors of `texts` in evaluation mode, `texts × hidden`, L2-normalised when
+/// `normalize` (as the sentence encoder does for models that say so).
+pub fn embed(net: &Network, texts: &[TokenizedText], normalize: bool, threads: usize) -> Vec<f32> {
+    let h = net.config().hidden_size;
+    let mut out = vec![0.0f32; texts.len() * h];
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].ids.len());
+    for idx in order.chunks(64) {
+        let batch = Batch::pack(
+            idx.iter()
+                .map(|&i| (texts[i].ids.as_slice(), texts[i].type_ids.as_slice())),
+        );
+        let fwd = net.forward(&batch, None, threads);
+        for (row, &i) in fwd.pooled.chunks_exact(h).zip(idx) {
+            let dst = &mut out[i * h..(i + 1) * h];
+            dst.copy_from_slice(row);
+            if normalize {
+                let n = dst.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                dst.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+    }
+    out
 }

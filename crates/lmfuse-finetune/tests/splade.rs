@@ -91,7 +91,7 @@ fn gradients_match_finite_differences_with_and_without_dropout() {
     for rate in [0.0f32, 0.1] {
         let loss_at = |net: &Network| -> f64 {
             let mut rng = SeededRng::new(99);
-            let dropout = (rate > 0.0).then(|| Dropout {
+            let dropout = (rate > 0.0).then_some(Dropout {
                 rate,
                 rng: &mut rng,
             });
@@ -99,7 +99,7 @@ fn gradients_match_finite_differences_with_and_without_dropout() {
             loss_and_grad(&fwd.logits, &labels, 3).0
         };
         let mut rng = SeededRng::new(99);
-        let dropout = (rate > 0.0).then(|| Dropout {
+        let dropout = (rate > 0.0).then_some(Dropout {
             rate,
             rng: &mut rng,
         });
@@ -493,4 +493,81 @@ impl EvalRecordCmp {
             ..r.clone()
         }
     }
+}
+
+#[test]
+fn contrastive_pairs_are_capped_balanced_and_seeded() {
+    use lmfuse_finetune::{contrastive_pairs, ContrastiveParams};
+    // 100,000 examples: the cap bounds the pairs (SetFit's memory complaint).
+    let y: Vec<usize> = (0..100_000).map(|i| i % 3).collect();
+    let p = ContrastiveParams {
+        max_pairs: 5_000,
+        ..ContrastiveParams::default()
+    };
+    let pairs = contrastive_pairs(&y, &p);
+    assert_eq!(pairs.len(), 5_000);
+    let pos = pairs.iter().filter(|x| x.2 == 1.0).count();
+    assert!((2_000..=3_000).contains(&pos), "{pos} positive pairs");
+    for &(a, b, t) in &pairs {
+        assert_ne!(a, b);
+        assert_eq!(t == 1.0, y[a] == y[b]);
+    }
+    assert_eq!(pairs, contrastive_pairs(&y, &p));
+    // 8 per class, 20 rounds: one positive and one negative per example per round.
+    let y: Vec<usize> = (0..16).map(|i| i % 2).collect();
+    assert_eq!(
+        contrastive_pairs(&y, &ContrastiveParams::default()).len(),
+        16 * 2 * 20
+    );
+}
+
+#[test]
+fn contrastive_training_pulls_classes_apart() {
+    use lmfuse_finetune::{embed, fit_contrastive, ContrastiveParams};
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let (train, y) = toy(&enc, 32, 21);
+    let head_before = net.head_tensors().0.to_vec();
+    let gap = |net: &Network| -> f32 {
+        let e = embed(net, &train, true, 2);
+        let h = net.config().hidden_size;
+        let (mut same, mut diff, mut ns, mut nd) = (0.0, 0.0, 0, 0);
+        for i in 0..train.len() {
+            for j in i + 1..train.len() {
+                let c: f32 = e[i * h..(i + 1) * h]
+                    .iter()
+                    .zip(&e[j * h..(j + 1) * h])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                if y[i] == y[j] {
+                    same += c;
+                    ns += 1;
+                } else {
+                    diff += c;
+                    nd += 1;
+                }
+            }
+        }
+        same / ns as f32 - diff / nd as f32
+    };
+    let before = gap(&net);
+    let params = ContrastiveParams {
+        iterations: 5,
+        lr: 2e-4,
+        seed: 4,
+        ..ContrastiveParams::default()
+    };
+    let losses = fit_contrastive(&mut net, &params, &train, &y, &mut |_| {}).expect("contrastive");
+    assert_eq!(losses.len(), 1);
+    let after = gap(&net);
+    assert!(
+        after > before + 0.2,
+        "same-minus-different cosine {before} → {after}"
+    );
+    assert_eq!(
+        net.head_tensors().0,
+        head_before.as_slice(),
+        "the head must not train"
+    );
 }
