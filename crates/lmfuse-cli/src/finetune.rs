@@ -7,7 +7,7 @@ use crate::classify::{
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lmfuse_classic::{Head, HeadParams, LogisticRegression, LogisticRegressionParams};
+use lmfuse_classic::{Head, HeadParams, LogisticRegression, LogisticRegressionParams, ProbaHead};
 use lmfuse_core::{EncoderFingerprint, SeededRng};
 use lmfuse_encoder::{LoadOptions, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{Event, FinetuneParams, LoraParams, LoraTarget, Metric, Network};
@@ -130,12 +130,44 @@ pub struct FinetuneArgs {
     /// Projections with adapters.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "query,value")]
     lora_targets: Vec<LoraTargetArg>,
+    /// Few-shot contrastive mode (the SetFit recipe): tune the encoder on same/other-class
+    /// pairs with a cosine-similarity loss, then fit logistic regression (C chosen on dev) on
+    /// its embeddings.
+    #[arg(long)]
+    contrastive: bool,
+    /// Contrastive: rounds of pair sampling (one same-class and one other-class pair per
+    /// example per round).
+    #[arg(long, default_value_t = 20)]
+    pair_iterations: usize,
+    /// Contrastive: at most this many pairs.
+    #[arg(long, default_value_t = 20_000)]
+    max_pairs: usize,
+    /// Contrastive: learning rate of the encoder.
+    #[arg(long, default_value_t = 2e-5)]
+    contrastive_lr: f32,
+    /// Contrastive: passes over the pairs.
+    #[arg(long, default_value_t = 1)]
+    contrastive_epochs: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
 
 impl FinetuneArgs {
+    fn contrastive_params(&self) -> lmfuse_finetune::ContrastiveParams {
+        lmfuse_finetune::ContrastiveParams {
+            iterations: self.pair_iterations,
+            max_pairs: self.max_pairs,
+            epochs: self.contrastive_epochs,
+            batch_size: self.batch_size,
+            lr: self.contrastive_lr,
+            weight_decay: self.weight_decay,
+            warmup: self.warmup,
+            dropout: self.dropout,
+            seed: self.seed,
+        }
+    }
+
     fn params(&self) -> FinetuneParams {
         FinetuneParams {
             epochs: self.epochs,
@@ -267,6 +299,21 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         net.add_lora(l, args.seed)?;
     }
 
+    if args.contrastive {
+        return run_contrastive(
+            args,
+            net,
+            &files,
+            base_fp,
+            started,
+            quiet,
+            (train, dev, test),
+            (tok_train, tok_dev, tok_test),
+            (y_train, y_dev, y_test),
+            labels,
+            data_report,
+        );
+    }
     let run_dir = args
         .run_dir
         .clone()
@@ -432,6 +479,154 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             "saved bundle to {} ({:.1} s); checkpoints and metrics.jsonl in {}",
             report.bundle, report.seconds["total"], report.run_dir
         );
+    }
+    Ok(())
+}
+
+/// `lmfuse finetune --contrastive`: contrastive encoder tuning, then logistic regression with
+/// C chosen on dev, saved with the tuned encoder inside the bundle.
+#[allow(clippy::too_many_arguments)]
+fn run_contrastive(
+    args: &FinetuneArgs,
+    mut net: Network,
+    files: &lmfuse_encoder::ModelFiles,
+    base_fp: EncoderFingerprint,
+    started: Instant,
+    quiet: bool,
+    (train, _dev, _test): (
+        lmfuse_data::LabelledTexts,
+        lmfuse_data::LabelledTexts,
+        lmfuse_data::LabelledTexts,
+    ),
+    (tok_train, tok_dev, tok_test): (Vec<TokenizedText>, Vec<TokenizedText>, Vec<TokenizedText>),
+    (y_train, y_dev, y_test): (Vec<usize>, Vec<usize>, Vec<usize>),
+    labels: lmfuse_core::LabelSet,
+    data_report: DataReport,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.lora && args.fgm.is_none() && !args.resume, "--contrastive trains the whole encoder in one short run: it does not combine with --lora, --fgm or --resume");
+    let cparams = args.contrastive_params();
+    let bar = crate::progress::bar(0, "contrastive tuning", quiet);
+    let t = Instant::now();
+    let losses =
+        lmfuse_finetune::fit_contrastive(&mut net, &cparams, &tok_train, &y_train, &mut |e| {
+            if let Event::Step { step, total, loss } = e {
+                bar.set_length(*total as u64);
+                bar.set_position(*step as u64);
+                bar.set_message(format!("contrastive tuning, loss {loss:.4}"));
+            }
+        })?;
+    bar.finish_and_clear();
+    let tune_seconds = t.elapsed().as_secs_f64();
+    let pairs = lmfuse_finetune::contrastive_pairs(&y_train, &cparams).len();
+
+    let t = Instant::now();
+    let threads = rayon::current_num_threads();
+    let hidden = files.config.hidden_size;
+    let features = |tok: &[TokenizedText]| -> anyhow::Result<lmfuse_core::Features> {
+        let v = lmfuse_finetune::embed(&net, tok, base_fp.normalize, threads);
+        Ok(lmfuse_core::Features::Dense(lmfuse_core::DenseMatrix::new(
+            tok.len(),
+            hidden,
+            v,
+        )?))
+    };
+    let (x_train, x_dev, x_test) = (
+        features(&tok_train)?,
+        features(&tok_dev)?,
+        features(&tok_test)?,
+    );
+    let options = lmfuse_train::TrainOptions {
+        head: lmfuse_train::HeadKind::Logreg,
+        seed: args.seed,
+        ..lmfuse_train::TrainOptions::default()
+    };
+    let selection = lmfuse_train::fit_selecting(
+        (&x_train, &y_train),
+        (&x_dev, &y_dev),
+        &labels,
+        &options.candidates(),
+    )?;
+    let test_proba = selection.model.predict_proba(&x_test)?;
+    let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
+    let head_seconds = t.elapsed().as_secs_f64();
+
+    let encoder_files = lmfuse_finetune::encoder_files(&net, &files.dir)?;
+    let weights_sha256 = hex::encode(sha2::Sha256::digest(&encoder_files[0].1));
+    let bundle_files: Vec<(String, Vec<u8>)> = encoder_files
+        .into_iter()
+        .map(|(name, bytes)| (format!("{}/{name}", lmfuse_bundle::ENCODER_DIR), bytes))
+        .collect();
+    let tuned = selection.params.tuned();
+    let card = ModelCard {
+        task: "text-classification".into(),
+        encoder: EncoderInfo {
+            reference: lmfuse_bundle::ENCODER_DIR.into(),
+            fingerprint: EncoderFingerprint {
+                weights_sha256,
+                ..base_fp
+            },
+            dim: hidden,
+            in_bundle: true,
+        },
+        labels: labels.names().to_vec(),
+        features: vec!["emb".into()],
+        tfidf: BTreeMap::new(),
+        head: HeadCard {
+            params: selection.params.clone(),
+            n_features: hidden,
+        },
+        training: serde_json::json!({
+            "method": "contrastive",
+            "base_encoder": files.reference,
+            "base_weights_sha256": files.weights_sha256,
+            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+            "n_train": train.texts.len(),
+            "seed": args.seed,
+            "contrastive": cparams,
+            "pairs": pairs,
+            "dev": data_report.dev_source,
+            "test": data_report.test_source,
+        }),
+        metrics: serde_json::json!({
+            "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
+            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
+        }),
+    };
+    let classifier = Classifier {
+        card,
+        labels: labels.clone(),
+        head: selection.model,
+        text_features: TextFeaturizer::default(),
+    };
+    let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
+    lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
+        .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
+    let report = serde_json::json!({
+        "bundle": args.out.display().to_string(),
+        "encoder": files.reference,
+        "head": "contrastive+logreg",
+        "features": ["emb"],
+        "labels": labels.names(),
+        "data": data_report,
+        "selected": {"param": tuned.0, "value": tuned.1},
+        "trials": selection.trials,
+        "dev": selection.dev,
+        "test": test_report,
+        "contrastive": cparams,
+        "pairs": pairs,
+        "epoch_losses": losses,
+        "seconds": {"tune": tune_seconds, "head": head_seconds, "total": started.elapsed().as_secs_f64()},
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!(
+            "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then logreg with {} = {} chosen on dev",
+            files.reference, pairs, train.texts.len(), tune_seconds, tuned.0, tuned.1
+        );
+        print_reports(&[("dev", &selection.dev), ("test", &test_report)]);
+        print_details("test", &test_report);
+        eprintln!("saved bundle to {}", args.out.display());
     }
     Ok(())
 }

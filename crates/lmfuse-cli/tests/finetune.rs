@@ -216,3 +216,51 @@ fn a_run_killed_in_epoch_two_resumes_to_the_uninterrupted_result() {
         "resumed weights differ"
     );
 }
+
+#[test]
+fn contrastive_mode_tunes_the_encoder_then_fits_logreg_and_reloads() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 16, 0);
+    write_set(&dev, 20, 100);
+    write_set(&test, 20, 200);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = s(&dir.path().join("setfit"));
+    let report = ok_json(
+        &[
+            "finetune",
+            "--contrastive",
+            "--model",
+            &s(&model),
+            "--train",
+            &s(&train),
+            "--dev",
+            &s(&dev),
+            "--test",
+            &s(&test),
+            "--out",
+            &out,
+            "--contrastive-lr",
+            "2e-4",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(report["head"], "contrastive+logreg");
+    assert_eq!(report["pairs"], 16 * 2 * 20, "{report}");
+    assert!(report["selected"]["param"].as_str().is_some());
+    let eval = ok_json(
+        &["eval", "--model", &out, "--data", &s(&test), "--json"],
+        dir.path(),
+    );
+    let (a, b) = (
+        eval["test"]["log_loss"].as_f64().unwrap(),
+        report["test"]["log_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-4, "eval {a} vs report {b}");
+}

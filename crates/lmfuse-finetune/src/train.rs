@@ -69,7 +69,8 @@ pub struct FinetuneParams {
     pub freeze_embeddings: bool,
     /// Freeze the lowest N transformer layers.
     pub freeze_layers: usize,
-    /// Evaluate on dev every N optimiser steps (`None`: at the end of each epoch).
+    /// Evaluate on dev every N optimiser steps and after the last one (`None`: at the end of
+    /// each epoch).
     pub eval_every: Option<usize>,
     /// Stop after this many evaluations without improvement (0: never stop early).
     pub patience: usize,
@@ -646,8 +647,9 @@ pub fn fit(
             });
 
             let end_of_epoch = group_no + 1 == n_groups;
+            // Every N steps and at the very end when N is set; else at the end of each epoch.
             let due = match params.eval_every {
-                Some(n) => step % n == 0 || end_of_epoch,
+                Some(n) => step % n == 0 || step == schedule.total,
                 None => end_of_epoch,
             };
             if due {
