@@ -572,7 +572,7 @@ fn run_contrastive(
         features: vec!["emb".into()],
         tfidf: BTreeMap::new(),
         head: HeadCard {
-            params: selection.params.clone(),
+            params: selection.params,
             n_features: hidden,
         },
         training: serde_json::json!({
