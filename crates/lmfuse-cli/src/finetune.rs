@@ -68,7 +68,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     resume: bool,
     /// Passes over the training data (at most; early stopping may end sooner).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Texts per batch.
     #[arg(long, default_value_t = 16)]
@@ -77,7 +77,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
     /// Peak learning rate of the encoder.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 3e-5)]
     lr: f32,
     /// Peak learning rate of the head.
     #[arg(long, default_value_t = 1e-3)]
@@ -115,6 +115,15 @@ pub struct FinetuneArgs {
     /// FGM adversarial training with this ε on the word embeddings.
     #[arg(long)]
     fgm: Option<f32>,
+    /// PGD adversarial training: ε (radius), with --pgd-alpha and --pgd-steps.
+    #[arg(long)]
+    pgd: Option<f32>,
+    /// PGD step size.
+    #[arg(long, default_value_t = 0.3)]
+    pgd_alpha: f32,
+    /// PGD ascent steps.
+    #[arg(long, default_value_t = 3)]
+    pgd_steps: usize,
     /// Train LoRA adapters (and the head) instead of the whole encoder.
     #[arg(long)]
     lora: bool,
@@ -190,6 +199,11 @@ impl FinetuneArgs {
             },
             seed: self.seed,
             fgm: self.fgm,
+            pgd: self.pgd.map(|epsilon| lmfuse_finetune::Pgd {
+                epsilon,
+                alpha: self.pgd_alpha,
+                steps: self.pgd_steps,
+            }),
             lora: self.lora.then(|| LoraParams {
                 rank: self.lora_rank,
                 alpha: self.lora_alpha,
@@ -503,7 +517,7 @@ fn run_contrastive(
     labels: lmfuse_core::LabelSet,
     data_report: DataReport,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(!args.lora && args.fgm.is_none() && !args.resume, "--contrastive trains the whole encoder in one short run: it does not combine with --lora, --fgm or --resume");
+    anyhow::ensure!(!args.lora && args.fgm.is_none() && args.pgd.is_none() && !args.resume, "--contrastive trains the whole encoder in one short run: it does not combine with --lora, --fgm, --pgd or --resume");
     let cparams = args.contrastive_params();
     let bar = crate::progress::bar(0, "contrastive tuning", quiet);
     let t = Instant::now();

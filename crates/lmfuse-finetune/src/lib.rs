@@ -19,7 +19,7 @@ pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
 pub use optim::{AdamW, Schedule};
 pub use train::{
     contrastive_pairs, embed, fit, fit_contrastive, predict_proba, ContrastiveParams, EvalRecord,
-    Event, FinetuneParams, FitSummary, Metric, CHECKPOINT_DIR, METRICS_LOG,
+    Event, FinetuneParams, FitSummary, Metric, Pgd, CHECKPOINT_DIR, METRICS_LOG,
 };
 
 use std::path::PathBuf;

@@ -80,6 +80,10 @@ pub struct FinetuneParams {
     pub seed: u64,
     /// FGM adversarial training: perturb the word embeddings by ε along the gradient.
     pub fgm: Option<f32>,
+    /// PGD adversarial training: `steps` ascent steps of size `alpha` on the word embeddings,
+    /// projected onto the ball of radius `epsilon`.
+    #[serde(default)]
+    pub pgd: Option<Pgd>,
     /// LoRA adapters instead of full fine-tuning.
     pub lora: Option<LoraParams>,
 }
@@ -87,10 +91,10 @@ pub struct FinetuneParams {
 impl Default for FinetuneParams {
     fn default() -> Self {
         Self {
-            epochs: 4,
+            epochs: 3,
             batch_size: 16,
             grad_accum: 1,
-            lr: 5e-5,
+            lr: 3e-5,
             head_lr: 1e-3,
             layer_lr_decay: 1.0,
             weight_decay: 0.01,
@@ -104,6 +108,7 @@ impl Default for FinetuneParams {
             metric: Metric::Accuracy,
             seed: 13,
             fgm: None,
+            pgd: None,
             lora: None,
         }
     }
@@ -165,11 +170,37 @@ impl FinetuneParams {
                 return bad("FGM perturbs the word embeddings along their gradient: it needs them trainable (not with --freeze-embeddings or LoRA)".into());
             }
         }
+        if let Some(p) = &self.pgd {
+            if !(p.epsilon.is_finite()
+                && p.epsilon > 0.0
+                && p.alpha.is_finite()
+                && p.alpha > 0.0
+                && p.steps > 0)
+            {
+                return bad(format!(
+                    "PGD needs positive epsilon, alpha and steps, got {p:?}"
+                ));
+            }
+            if self.fgm.is_some() || self.freeze_embeddings || self.lora.is_some() {
+                return bad("PGD perturbs the trainable word embeddings: not with FGM, --freeze-embeddings or LoRA".into());
+            }
+        }
         if let Some(l) = &self.lora {
             l.check()?;
         }
         Ok(())
     }
+}
+
+/// Projected gradient descent adversarial training (Madry et al.) on the word embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pgd {
+    /// Radius of the perturbation ball.
+    pub epsilon: f32,
+    /// Size of each ascent step.
+    pub alpha: f32,
+    /// Ascent steps.
+    pub steps: usize,
 }
 
 /// One evaluation, as logged.
@@ -611,6 +642,51 @@ pub fn fit(
                         net.backward(&batch, &fwd, &dadv, &mut grads, threads);
                         net.params.values[word_range.clone()].copy_from_slice(&saved);
                     }
+                }
+                if let Some(pgd) = params.pgd {
+                    // PGD: `steps` ascent steps on a perturbation r of the word embeddings,
+                    // each along the latest gradient and projected onto ‖r‖ ≤ ε; the gradient
+                    // of the last one is added to the clean gradient.
+                    let clean = grads.clone();
+                    let saved = net.params.values[word_range.clone()].to_vec();
+                    let mut r = vec![0.0f32; word_range.len()];
+                    for t in 0..pgd.steps {
+                        let g = &grads[word_range.clone()];
+                        let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                        if !(norm > 0.0 && norm.is_finite()) {
+                            break;
+                        }
+                        for (ri, gi) in r.iter_mut().zip(g) {
+                            *ri += pgd.alpha * gi / norm;
+                        }
+                        let rn = r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                        if rn > pgd.epsilon {
+                            r.iter_mut().for_each(|v| *v *= pgd.epsilon / rn);
+                        }
+                        for ((w, s0), ri) in net.params.values[word_range.clone()]
+                            .iter_mut()
+                            .zip(&saved)
+                            .zip(&r)
+                        {
+                            *w = s0 + ri;
+                        }
+                        if t + 1 < pgd.steps {
+                            grads.iter_mut().for_each(|g| *g = 0.0);
+                        } else {
+                            grads.copy_from_slice(&clean);
+                        }
+                        let fwd = net.forward(
+                            &batch,
+                            Some(Dropout {
+                                rate: params.dropout,
+                                rng: &mut rng,
+                            }),
+                            threads,
+                        );
+                        let (_, dadv) = cross_entropy(&fwd.logits, &labels, k, scale);
+                        net.backward(&batch, &fwd, &dadv, &mut grads, threads);
+                    }
+                    net.params.values[word_range.clone()].copy_from_slice(&saved);
                 }
             }
             if params.max_grad_norm > 0.0 {
