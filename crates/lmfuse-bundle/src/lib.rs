@@ -134,10 +134,9 @@ fn valid_file_name(name: &str) -> bool {
         })
 }
 
-/// sha256 of a file, read in 1 MiB blocks.
-fn sha256_file(path: &Path) -> Result<String, BundleError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| {
+/// A missing file is [`BundleError::Missing`]; other failures are I/O errors.
+fn open_error(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             BundleError::Missing {
                 path: path.to_path_buf(),
@@ -148,7 +147,13 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
                 source: e,
             }
         }
-    })?;
+    }
+}
+
+/// sha256 of a file, read in 1 MiB blocks.
+fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(open_error(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -397,20 +402,7 @@ fn remove_stale_temps(parent: &Path, name: &str) {
 /// Loads and verifies the bundle in `dir`.
 pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
     let manifest_path = dir.join(MANIFEST);
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                BundleError::Missing {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                BundleError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })
-    };
+    let read = |path: &Path| std::fs::read(path).map_err(open_error(path));
     let bytes = read(&manifest_path)?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| BundleError::Manifest {

@@ -386,12 +386,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
 
     // The bundle: the fine-tuned encoder's model folder inside it, and the linear head as a
     // softmax-linear model over its (unnormalised) pooled vectors.
-    let encoder_files = lmfuse_finetune::encoder_files(&net, &files.dir)?;
-    let weights_sha256 = hex::encode(sha2::Sha256::digest(&encoder_files[0].1));
-    let bundle_files: Vec<(String, Vec<u8>)> = encoder_files
-        .into_iter()
-        .map(|(name, bytes)| (format!("{}/{name}", lmfuse_bundle::ENCODER_DIR), bytes))
-        .collect();
+    let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
     let (head_w, head_b) = net.head_tensors();
     let hidden = files.config.hidden_size;
     let head =
@@ -497,6 +492,24 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file of a bundle: path relative to the bundle folder, bytes.
+type BundleFile = (String, Vec<u8>);
+
+/// The fine-tuned encoder's model folder as bundle files under
+/// [`lmfuse_bundle::ENCODER_DIR`], and the sha256 of its weights (the bundle's fingerprint).
+fn encoder_bundle_files(
+    net: &Network,
+    files: &lmfuse_encoder::ModelFiles,
+) -> anyhow::Result<(String, Vec<BundleFile>)> {
+    let encoder_files = lmfuse_finetune::encoder_files(net, &files.dir)?;
+    let weights_sha256 = hex::encode(sha2::Sha256::digest(&encoder_files[0].1));
+    let bundle_files = encoder_files
+        .into_iter()
+        .map(|(name, bytes)| (format!("{}/{name}", lmfuse_bundle::ENCODER_DIR), bytes))
+        .collect();
+    Ok((weights_sha256, bundle_files))
+}
+
 /// `lmfuse finetune --contrastive`: contrastive encoder tuning, then logistic regression with
 /// C chosen on dev, saved with the tuned encoder inside the bundle.
 #[allow(clippy::too_many_arguments)]
@@ -564,12 +577,7 @@ fn run_contrastive(
     let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
     let head_seconds = t.elapsed().as_secs_f64();
 
-    let encoder_files = lmfuse_finetune::encoder_files(&net, &files.dir)?;
-    let weights_sha256 = hex::encode(sha2::Sha256::digest(&encoder_files[0].1));
-    let bundle_files: Vec<(String, Vec<u8>)> = encoder_files
-        .into_iter()
-        .map(|(name, bytes)| (format!("{}/{name}", lmfuse_bundle::ENCODER_DIR), bytes))
-        .collect();
+    let (weights_sha256, bundle_files) = encoder_bundle_files(&net, files)?;
     let tuned = selection.params.tuned();
     let card = ModelCard {
         task: "text-classification".into(),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_one_line_error, ok_json, run, tiny_model};
+use common::{assert_one_line_error, ok_json, run, tiny_model, write_set};
 use std::path::{Path, PathBuf};
 
 /// `lmfuse train --model MODEL --train TRAIN --out OUT --json EXTRA...`, parsed.
@@ -25,32 +25,6 @@ fn train_json(
     ];
     args.extend_from_slice(extra);
     ok_json(&args, cache)
-}
-
-/// A small two-class set where the words decide the label.
-fn write_set(path: &Path, n: usize, offset: usize) {
-    let good = ["great", "excellent", "lovely", "wonderful", "superb"];
-    let bad = ["awful", "terrible", "broken", "horrible", "useless"];
-    let items = [
-        "phone", "hotel", "pizza", "laptop", "movie", "chair", "course",
-    ];
-    let mut s = String::new();
-    for i in offset..offset + n {
-        let (words, label) = if i % 2 == 0 {
-            (&good, "pos")
-        } else {
-            (&bad, "neg")
-        };
-        let text = format!(
-            "the {} was {} and {}",
-            items[i % items.len()],
-            words[i % 5],
-            words[(i / 5) % 5]
-        );
-        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
-        s.push('\n');
-    }
-    std::fs::write(path, s).unwrap();
 }
 
 #[test]

@@ -585,7 +585,7 @@ pub fn fit(
     let word_range = net.word_embeddings_range();
 
     let first_epoch = epochs_done;
-    'epochs: for epoch in first_epoch..params.epochs {
+    for epoch in first_epoch..params.epochs {
         if stopped_early {
             break;
         }
@@ -781,21 +781,9 @@ pub fn fit(
                     stopped_early = true;
                 }
             }
-            if stopped_early && !end_of_epoch {
-                // Finish nothing more of this epoch; the checkpoint below records the stop.
-                epochs_done = epoch + 1;
-                save_checkpoint(
-                    ckpt_dir.as_deref(),
-                    params,
-                    net,
-                    &opt,
-                    (step, epochs_done),
-                    &rng,
-                    (&best, &best_values),
-                    bad_evals,
-                    &evals,
-                )?;
-                break 'epochs;
+            if stopped_early {
+                // Nothing more of this epoch; the checkpoint below records the stop.
+                break;
             }
         }
         epochs_done = epoch + 1;

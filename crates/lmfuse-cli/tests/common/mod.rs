@@ -90,3 +90,29 @@ pub fn assert_one_line_error(args: &[&str], needles: &[&str]) {
         assert!(lines[0].contains(n), "{n:?} not in: {stderr}");
     }
 }
+
+/// A small two-class set where the words decide the label.
+pub fn write_set(path: &Path, n: usize, offset: usize) {
+    let good = ["great", "excellent", "lovely", "wonderful", "superb"];
+    let bad = ["awful", "terrible", "broken", "horrible", "useless"];
+    let items = [
+        "phone", "hotel", "pizza", "laptop", "movie", "chair", "course",
+    ];
+    let mut s = String::new();
+    for i in offset..offset + n {
+        let (words, label) = if i % 2 == 0 {
+            (&good, "pos")
+        } else {
+            (&bad, "neg")
+        };
+        let text = format!(
+            "the {} was {} and {}",
+            items[i % items.len()],
+            words[i % 5],
+            words[(i / 5) % 5]
+        );
+        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
