@@ -645,6 +645,52 @@ mod tests {
     }
 
     #[test]
+    fn encoder_files_travel_inside_the_bundle_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (manifest, tensors) = sample("0.1.0");
+        let files = vec![
+            ("encoder/model.safetensors".to_string(), vec![1u8, 2, 3]),
+            ("encoder/1_Pooling/config.json".to_string(), b"{}".to_vec()),
+        ];
+        save_with_files(&path, manifest.clone(), &tensors, &json(), &files).unwrap();
+        let b = load(&path).unwrap();
+        assert_eq!(
+            b.files,
+            vec!["encoder/1_Pooling/config.json", "encoder/model.safetensors"]
+        );
+        assert_eq!(
+            std::fs::read(path.join("encoder/model.safetensors")).unwrap(),
+            [1, 2, 3]
+        );
+        std::fs::write(path.join("encoder/model.safetensors"), [1u8, 2, 4]).unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, BundleError::Checksum { .. }), "{err}");
+        std::fs::remove_file(path.join("encoder/model.safetensors")).unwrap();
+        assert!(matches!(
+            load(&path).unwrap_err(),
+            BundleError::Missing { .. }
+        ));
+        for bad in [
+            "../x",
+            "encoder/../x",
+            "encoder/.hidden",
+            "other/file",
+            "encoder/a/b/c",
+            "encoder",
+        ] {
+            let r = save_with_files(
+                &path,
+                manifest.clone(),
+                &tensors,
+                &json(),
+                &[(bad.to_string(), vec![0])],
+            );
+            assert!(r.is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn a_bad_tensor_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let (m, mut t) = sample("x");
