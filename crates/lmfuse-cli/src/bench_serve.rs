@@ -67,8 +67,12 @@ struct LoadReport {
     latency_ms: BTreeMap<&'static str, f64>,
     /// Responses by HTTP status.
     statuses: BTreeMap<u16, usize>,
-    /// Requests that got no HTTP response (connection refused, reset, timed out).
+    /// Requests that could not be sent (connection refused or reset before the request was
+    /// written whole): not seen by the server.
     transport_errors: usize,
+    /// Requests written whole that got no (complete) response: the server closed, reset or
+    /// stalled with the request in flight. A graceful stop must leave this at 0.
+    dropped: usize,
     /// Requests that got something other than 200.
     errors: usize,
     first_errors: Vec<String>,
@@ -87,6 +91,7 @@ struct ClientLog {
     latencies_ms: Vec<f64>,
     statuses: BTreeMap<u16, usize>,
     transport_errors: usize,
+    dropped: usize,
     first_errors: Vec<String>,
 }
 
@@ -186,9 +191,15 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
                             }
                         }
                         Err(e) => {
-                            log.transport_errors += 1;
+                            let kind = if client::is_no_response(&e) {
+                                log.dropped += 1;
+                                "dropped"
+                            } else {
+                                log.transport_errors += 1;
+                                "transport"
+                            };
                             if log.first_errors.len() < 3 {
-                                log.first_errors.push(format!("transport: {e}"));
+                                log.first_errors.push(format!("{kind}: {e}"));
                             }
                             conn = None;
                             // A stopped or restarting server: do not spin on refused connects.
@@ -210,6 +221,7 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
             *all.statuses.entry(s).or_default() += n;
         }
         all.transport_errors += log.transport_errors;
+        all.dropped += log.dropped;
         for e in log.first_errors {
             if all.first_errors.len() < 5 {
                 all.first_errors.push(e);
@@ -240,6 +252,7 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
         errors: requests - ok,
         statuses: all.statuses,
         transport_errors: all.transport_errors,
+        dropped: all.dropped,
         first_errors: all.first_errors,
     };
     if args.json {
@@ -262,8 +275,8 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
             report.latency_ms["max"]
         );
         eprintln!(
-            "statuses: {:?}; transport errors: {}",
-            report.statuses, report.transport_errors
+            "statuses: {:?}; transport errors: {}; dropped in flight: {}",
+            report.statuses, report.transport_errors, report.dropped
         );
         for e in &report.first_errors {
             eprintln!("  e.g. {e}");
@@ -320,7 +333,8 @@ const ROUTES: &[&str] = &[
     "/predict",
     "/embed",
     "/v1/embeddings",
-    "/admin/reload",
+    // Not /admin/reload: a fuzz case that passes its checks would reload the model, again and
+    // again (its refusals are tested in lmfuse-server's tests/http.rs).
     "/nope",
 ];
 const METHODS: &[&str] = &[

@@ -148,6 +148,16 @@ pub struct TrainArgs {
     /// Seed of the dev/test splits and of the head's random choices.
     #[arg(long, default_value_t = 13)]
     seed: u64,
+    /// Out-of-scope detection on top of the head: max_prob, mahalanobis or knn (on the
+    /// encoder embeddings); threshold tuned on dev.
+    #[arg(long)]
+    oos: Option<lmfuse_train::OosMethod>,
+    /// The label of out-of-scope examples in the data (a class of its own when train has it).
+    #[arg(long, default_value = "oos")]
+    oos_label: String,
+    /// Neighbours for `--oos knn`.
+    #[arg(long, default_value_t = 10)]
+    oos_k: usize,
     /// Bundle folder to write.
     #[arg(long)]
     out: PathBuf,
@@ -190,6 +200,8 @@ struct TrainReport {
     trials: Vec<lmfuse_train::Trial>,
     dev: Report,
     test: Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oos: Option<BTreeMap<&'static str, lmfuse_train::OosMetrics>>,
     seconds: BTreeMap<&'static str, f64>,
 }
 
@@ -457,6 +469,53 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let test_proba = selection.model.predict_proba(&x_test)?;
     let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
 
+    // Out-of-scope detection: fit on the in-scope training embeddings, threshold on dev.
+    let (detector, oos_metrics) = match args.oos {
+        None => (None, None),
+        Some(method) => {
+            let emb = DenseMatrix::from(
+                embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
+            );
+            let emb_rows =
+                |range: std::ops::Range<usize>| emb.select_rows(&range.collect::<Vec<_>>());
+            let (e_train, e_dev, e_test) = (
+                emb_rows(0..n_train),
+                emb_rows(n_train..n_train + n_dev),
+                emb_rows(n_train + n_dev..all_texts.len()),
+            );
+            let oos_class = labels
+                .index(&args.oos_label)
+                .map(|i| (i, args.oos_label.clone()));
+            let mut det = lmfuse_train::OosDetector::fit(
+                method,
+                &e_train,
+                &y_train,
+                labels.len(),
+                oos_class,
+                args.oos_k,
+            )?;
+            let k = labels.len();
+            let dev_proba = selection.model.predict_proba(&x_dev)?;
+            let is_oos = |set: &LabelledTexts| -> Vec<bool> {
+                set.labels.iter().map(|l| *l == args.oos_label).collect()
+            };
+            let dev_scores = det.score(&e_dev, &dev_proba, k);
+            det.tune(&dev_scores, &dev_proba, k, &y_dev, &is_oos(&dev));
+            let test_scores = det.score(&e_test, &test_proba, k);
+            let metrics = BTreeMap::from([
+                (
+                    "dev",
+                    det.metrics(&dev_scores, &dev_proba, k, &y_dev, &is_oos(&dev)),
+                ),
+                (
+                    "test",
+                    det.metrics(&test_scores, &test_proba, k, &y_test, &is_oos(&test)),
+                ),
+            ]);
+            (Some(det), Some(metrics))
+        }
+    };
+
     let card = ModelCard {
         task: "text-classification".into(),
         encoder: EncoderInfo {
@@ -490,6 +549,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         labels: labels.clone(),
         head: selection.model,
         text_features,
+        oos: detector,
     };
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save(&args.out, manifest, &tensors, &json)
@@ -510,6 +570,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         trials: selection.trials,
         dev: selection.dev,
         test: test_report,
+        oos: oos_metrics,
         seconds: BTreeMap::from([
             ("features", embed_seconds),
             ("fit", fit_seconds),
@@ -532,6 +593,11 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         );
         print_reports(&[("dev", &report.dev), ("test", &report.test)]);
         print_details("test", &report.test);
+        if let Some(m) = &report.oos {
+            for (split, metrics) in m {
+                print_oos(split, metrics);
+            }
+        }
         eprintln!(
             "saved bundle to {} ({:.1} s: features {:.1} s, fit {:.1} s)",
             report.bundle, report.seconds["total"], embed_seconds, fit_seconds
@@ -643,18 +709,45 @@ pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let y =
         lmfuse_train::encode_labels(loaded.predictor.labels(), &data.labels, &name, &data.lines)?;
     let mut cache = args.cache.open()?;
-    let proba = loaded.predict_proba(
+    let (proba, oos) = loaded.predict_proba(
         &data.texts,
         &data.columns,
         cache.as_mut(),
         quiet || args.json,
     )?;
     let report = lmfuse_metrics::evaluate(&y, &proba, loaded.predictor.labels().names())?;
+    // With a detector: in-scope accuracy and out-of-scope recall (rows labelled with the
+    // detector's out-of-scope label are the out-of-scope ones).
+    let oos_metrics = match (loaded.detector(), &oos) {
+        (Some(det), Some(decisions)) => {
+            let is_oos: Vec<bool> = data
+                .labels
+                .iter()
+                .map(|l| det.card.label.as_deref() == Some(l.as_str()))
+                .collect();
+            let scores: Vec<f32> = decisions.iter().map(|d| d.score).collect();
+            Some(det.metrics(
+                &scores,
+                &proba,
+                loaded.predictor.labels().len(),
+                &y,
+                &is_oos,
+            ))
+        }
+        _ => None,
+    };
     if args.json {
-        println!("{}", serde_json::json!({ "data": name, "test": report }));
+        let mut out = serde_json::json!({ "data": name, "test": report });
+        if let Some(m) = &oos_metrics {
+            out["oos"] = serde_json::to_value(m)?;
+        }
+        println!("{out}");
     } else {
         print_reports(&[("eval", &report)]);
         print_details("eval", &report);
+        if let Some(m) = &oos_metrics {
+            print_oos("eval", m);
+        }
     }
     Ok(())
 }
@@ -689,6 +782,24 @@ pub struct PredictArgs {
 struct Prediction<'a> {
     label: &'a str,
     probabilities: BTreeMap<&'a str, f32>,
+    /// Out-of-scope decision and score, for bundles with a detector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oos: Option<crate::loaded::OosDecision>,
+}
+
+/// Prints out-of-scope detection figures.
+pub(crate) fn print_oos(name: &str, m: &lmfuse_train::OosMetrics) {
+    eprintln!(
+        "  out-of-scope ({name}, {:?}, threshold {:.4}): in-scope accuracy {:.4} ({} texts), \
+         out-of-scope recall {:.4} ({} texts), precision {:.4}",
+        m.method,
+        m.threshold,
+        m.in_scope_accuracy,
+        m.in_scope,
+        m.oos_recall,
+        m.out_of_scope,
+        m.oos_precision
+    );
 }
 
 /// Texts and side columns of a file or of standard input (`-`, JSONL unless `format`).
@@ -735,11 +846,12 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
     };
     let mut cache = args.cache.open()?;
     let to_stdout = args.output == Path::new("-");
-    let proba = loaded.predict_proba(&texts, &columns, cache.as_mut(), quiet || to_stdout)?;
+    let (proba, oos) =
+        loaded.predict_proba(&texts, &columns, cache.as_mut(), quiet || to_stdout)?;
     let labels = loaded.predictor.labels();
     let k = labels.len();
     let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
-        for row in proba.chunks_exact(k) {
+        for (i, row) in proba.chunks_exact(k).enumerate() {
             let best = lmfuse_metrics::argmax(row);
             let p = Prediction {
                 label: labels.name(best),
@@ -749,6 +861,7 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
                     .map(String::as_str)
                     .zip(row.iter().copied())
                     .collect(),
+                oos: oos.as_ref().map(|d| d[i]),
             };
             serde_json::to_writer(&mut *w, &p)?;
             w.write_all(b"\n")?;

@@ -345,6 +345,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             labels: labels.clone(),
             head: selection.model.clone(),
             text_features: text,
+            oos: None,
         };
         if singles.contains(spec) {
             models.push(Deployable::Single(classifiers.len()));

@@ -434,6 +434,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         labels: labels.clone(),
         head: Head::Logreg(head),
         text_features: TextFeaturizer::default(),
+        oos: None,
     };
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
@@ -619,6 +620,7 @@ fn run_contrastive(
         labels: labels.clone(),
         head: selection.model,
         text_features: TextFeaturizer::default(),
+        oos: None,
     };
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)

@@ -7,7 +7,7 @@ use lmfuse_cache::EmbeddingCache;
 use lmfuse_core::DenseMatrix;
 use lmfuse_data::Cell;
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
-use lmfuse_train::{Classifier, EncoderInfo, Predictor};
+use lmfuse_train::{Classifier, EncoderInfo, OosDetector, Predictor};
 use std::path::Path;
 
 /// A bundle with its encoder resolved and checked.
@@ -43,16 +43,30 @@ impl Loaded {
         self.predictor.classifiers().iter().any(|c| uses_emb(c))
     }
 
-    /// Class probabilities of `texts` (with side `columns`), row-major: the encoder runs at
-    /// most once (through the cache), whatever the number of members that use its embeddings.
+    /// Whether some classifier reads encoder embeddings, or the out-of-scope detector does.
+    fn needs_embeddings(&self) -> bool {
+        self.uses_embeddings() || self.detector().is_some()
+    }
+
+    /// The out-of-scope detector of a single-classifier bundle trained with one.
+    pub fn detector(&self) -> Option<&OosDetector> {
+        match &self.predictor {
+            Predictor::Single(c) => c.oos.as_ref(),
+            Predictor::Ensemble(_) => None,
+        }
+    }
+
+    /// Class probabilities of `texts` (with side `columns`), row-major, and the out-of-scope
+    /// decisions where the bundle has a detector: the encoder runs at most once (through the
+    /// cache), whatever the number of members that use its embeddings.
     pub fn predict_proba(
         &self,
         texts: &[String],
         columns: &[(String, Vec<Cell>)],
         cache: Option<&mut EmbeddingCache>,
         quiet: bool,
-    ) -> anyhow::Result<Vec<f32>> {
-        let emb = if self.uses_embeddings() {
+    ) -> anyhow::Result<(Vec<f32>, Option<Vec<OosDecision>>)> {
+        let emb = if self.needs_embeddings() {
             Some(DenseMatrix::from(
                 embed_texts(texts, &self.files, &self.options, cache, quiet)?.0,
             ))
@@ -60,7 +74,34 @@ impl Loaded {
             None
         };
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        self.predict_proba_embedded(&refs, columns, emb)
+        let proba = self.predict_proba_embedded(&refs, columns, emb.clone())?;
+        let oos = self.oos(emb.as_ref(), &proba)?;
+        Ok((proba, oos))
+    }
+
+    /// Out-of-scope decisions for rows with embeddings `emb` and class probabilities `proba`,
+    /// or `None` when the bundle has no detector.
+    pub fn oos(
+        &self,
+        emb: Option<&DenseMatrix>,
+        proba: &[f32],
+    ) -> anyhow::Result<Option<Vec<OosDecision>>> {
+        let Some(det) = self.detector() else {
+            return Ok(None);
+        };
+        let emb = emb.context("embeddings are missing for the out-of-scope detector")?;
+        let k = self.predictor.labels().len();
+        let scores = det.score(emb, proba, k);
+        Ok(Some(
+            scores
+                .iter()
+                .zip(proba.chunks_exact(k))
+                .map(|(&score, p)| OosDecision {
+                    is_oos: det.is_oos(score, p),
+                    score,
+                })
+                .collect(),
+        ))
     }
 
     /// Class probabilities of `texts` whose embeddings `emb` were computed by the caller (with
@@ -95,6 +136,15 @@ impl Loaded {
             }
         }
     }
+}
+
+/// Whether an input is out of scope, and its score (higher = further from the known classes).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub(crate) struct OosDecision {
+    /// Out of scope.
+    pub is_oos: bool,
+    /// The detector's score.
+    pub score: f32,
 }
 
 fn uses_emb(c: &Classifier) -> bool {

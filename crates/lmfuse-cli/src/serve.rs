@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use lmfuse_core::{DenseMatrix, TextEncoder};
 use lmfuse_encoder::{SentenceEncoder, TokenizedText};
 use lmfuse_server::{
-    Backend, BackendError, OverLength, Prediction, Reloader, Server, ServerConfig, TokenCount,
+    Backend, BackendError, Oos, OverLength, Prediction, Reloader, Server, ServerConfig, TokenCount,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,8 @@ pub struct ServeArgs {
 /// A bundle and its encoder, loaded once, serving requests.
 struct BundleBackend {
     loaded: Loaded,
-    /// `None` when no classifier of the bundle reads embeddings (TF-IDF only).
+    /// `None` when neither a classifier of the bundle nor its out-of-scope detector reads
+    /// embeddings (TF-IDF only).
     encoder: Option<SentenceEncoder>,
     max_tokens: usize,
     dir: PathBuf,
@@ -110,7 +111,7 @@ impl BundleBackend {
             "--max-input-tokens {max_tokens} must be between 3 and the bundle's maximum \
              sequence length ({model_max})"
         );
-        let encoder = if loaded.uses_embeddings() {
+        let encoder = if loaded.uses_embeddings() || loaded.detector().is_some() {
             Some(
                 SentenceEncoder::load(&loaded.files, &loaded.options)
                     .context("cannot load the encoder")?,
@@ -194,14 +195,23 @@ impl Backend for BundleBackend {
 
     fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
         let emb = self.embeddings(texts)?;
+        let failed = |e: anyhow::Error| BackendError::Inference(format!("{e:#}"));
+        // The detector reads the same embeddings: keep them only when there is one.
+        let (for_heads, for_oos) = if self.loaded.detector().is_some() {
+            (emb.clone(), emb)
+        } else {
+            (emb, None)
+        };
         let proba = self
             .loaded
-            .predict_proba_embedded(texts, &[], emb)
-            .map_err(|e| BackendError::Inference(format!("{e:#}")))?;
+            .predict_proba_embedded(texts, &[], for_heads)
+            .map_err(failed)?;
+        let oos = self.loaded.oos(for_oos.as_ref(), &proba).map_err(failed)?;
         let labels = self.loaded.predictor.labels();
         Ok(proba
             .chunks_exact(labels.len())
-            .map(|row| Prediction {
+            .enumerate()
+            .map(|(i, row)| Prediction {
                 label: labels.name(lmfuse_metrics::argmax(row)).to_string(),
                 probabilities: labels
                     .names()
@@ -209,7 +219,10 @@ impl Backend for BundleBackend {
                     .cloned()
                     .zip(row.iter().copied())
                     .collect::<BTreeMap<_, _>>(),
-                oos: None,
+                oos: oos.as_ref().map(|d| Oos {
+                    out_of_scope: d[i].is_oos,
+                    score: d[i].score,
+                }),
             })
             .collect())
     }
@@ -298,17 +311,24 @@ async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
         args.max_input_tokens,
     );
     let reloader: Arc<Reloader> = Arc::new(move |model: Option<&str>| {
-        let dir = model.map_or_else(|| dir.clone(), PathBuf::from);
-        BundleBackend::load(&dir, encoder.as_deref(), max_tokens)
+        // --encoder names the encoder of the --model bundle (same weights, another place): it
+        // says nothing of another bundle, which loads the encoder it records.
+        let (path, encoder) = match model {
+            Some(m) if Path::new(m) != dir => (PathBuf::from(m), None),
+            _ => (dir.clone(), encoder.as_deref()),
+        };
+        BundleBackend::load(&path, encoder, max_tokens)
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| BackendError::Load(format!("{e:#}")))
     });
+    // From the effective configuration: an empty --api-key is no key.
+    let has_key = config.api_key.is_some();
     let server = Server::new(config, Some(reloader.clone()))?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() && args.api_key.is_none() {
+    if !addr.ip().is_loopback() && !has_key {
         eprintln!("lmfuse: warning: serving {addr} beyond this machine without --api-key");
     }
     eprintln!(

@@ -565,3 +565,126 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     assert_eq!(e["test"]["log_loss"], r["winner"]["test"]["log_loss"]);
     assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
 }
+
+/// Two in-scope intents and out-of-scope texts about something else, labelled `oos`.
+fn write_intents(path: &Path, n: usize, offset: usize) {
+    let mut s = String::new();
+    for i in offset..offset + n {
+        let (text, label) = match i % 3 {
+            0 => (
+                format!("please book a flight to city {i} for me"),
+                "book_flight",
+            ),
+            1 => (
+                format!("what is the weather like in town {i} today"),
+                "weather",
+            ),
+            _ => (
+                format!("my cat number {i} likes to sleep on the warm sofa"),
+                "oos",
+            ),
+        };
+        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_intents(&train, 60, 0);
+    write_intents(&dev, 30, 100);
+    write_intents(&test, 30, 200);
+    for method in ["max_prob", "mahalanobis", "knn"] {
+        let out = dir.path().join(format!("oos-{method}"));
+        let report = ok_json(
+            &[
+                "train",
+                "--model",
+                m,
+                "--train",
+                train.to_str().unwrap(),
+                "--dev",
+                dev.to_str().unwrap(),
+                "--test",
+                test.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--oos",
+                method,
+                "--oos-k",
+                "3",
+                "--json",
+            ],
+            dir.path(),
+        );
+        let test_oos = &report["oos"]["test"];
+        assert_eq!(test_oos["method"], method);
+        assert_eq!(test_oos["out_of_scope"], 10);
+        assert!(
+            test_oos["oos_recall"].as_f64().unwrap() >= 0.9,
+            "{method}: {test_oos}"
+        );
+        assert!(
+            test_oos["in_scope_accuracy"].as_f64().unwrap() >= 0.9,
+            "{method}: {test_oos}"
+        );
+        // eval on the saved bundle reproduces the figures.
+        let eval = ok_json(
+            &[
+                "eval",
+                "--model",
+                out.to_str().unwrap(),
+                "--data",
+                test.to_str().unwrap(),
+                "--json",
+            ],
+            dir.path(),
+        );
+        assert_eq!(
+            eval["oos"]["oos_recall"], test_oos["oos_recall"],
+            "{method}"
+        );
+        assert_eq!(
+            eval["oos"]["in_scope_accuracy"], test_oos["in_scope_accuracy"],
+            "{method}"
+        );
+        // predict marks each row.
+        let texts = dir.path().join("texts.txt");
+        std::fs::write(
+            &texts,
+            "book a flight to city 7 please\nmy cat number 3 likes the warm sofa\n",
+        )
+        .unwrap();
+        let pred = run(
+            &[
+                "predict",
+                "--model",
+                out.to_str().unwrap(),
+                "--input",
+                texts.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        assert!(
+            pred.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pred.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&pred.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows[0]["oos"]["is_oos"], false, "{method}: {}", rows[0]);
+        assert_eq!(rows[1]["oos"]["is_oos"], true, "{method}: {}", rows[1]);
+        assert!(rows[1]["oos"]["score"].as_f64().is_some());
+    }
+}

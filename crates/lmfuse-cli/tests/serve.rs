@@ -295,3 +295,31 @@ fn a_broken_bundle_at_startup_exits_non_zero_with_a_message() {
     assert!(last.starts_with("lmfuse: error: cannot serve"), "{stderr}");
     assert!(last.contains("not-a-bundle"), "{stderr}");
 }
+
+#[test]
+fn an_empty_api_key_is_no_key_for_the_exposure_warning() {
+    // The warning comes right after binding, before the (here broken) bundle is read.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("not-a-bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let out = common::run(
+        &[
+            "serve",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--api-key",
+            "",
+        ],
+        &dir.path().join("cache"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("beyond this machine without --api-key"),
+        "{stderr}"
+    );
+}

@@ -142,8 +142,32 @@ impl Connection {
         let mut message = head.into_bytes();
         message.extend_from_slice(body);
         self.reader.get_mut().write_all(&message)?;
-        read_response(&mut self.reader)
+        read_response(&mut self.reader).map_err(|e| io::Error::new(e.kind(), NoResponse(e)))
     }
+}
+
+/// The error of [`Connection::send`] when the request was written whole but no complete
+/// response came back (the server closed, reset or stalled): a request dropped in flight, as
+/// opposed to one that could not be sent at all. Test with [`is_no_response`].
+#[derive(Debug)]
+pub struct NoResponse(pub io::Error);
+
+impl std::fmt::Display for NoResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sent, but no response: {}", self.0)
+    }
+}
+
+impl std::error::Error for NoResponse {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e`, from [`Connection::send`] or [`request`], means that the request was written
+/// whole and no response came back.
+pub fn is_no_response(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NoResponse>())
 }
 
 /// One request on a fresh connection.

@@ -7,12 +7,17 @@
 //! | 400 | `invalid_body` | the body could not be read (broken chunked encoding) |
 //! | 400 | `empty_batch` | `inputs: []` |
 //! | 401 | `unauthorized` | API key missing or wrong |
+//! | 403 | `forbidden` | `/admin/reload` with a `model` folder on a server without an API key |
 //! | 404 | `not_found` | unknown route |
 //! | 405 | `method_not_allowed` | known route, wrong method |
+//! | 408 | `body_timeout` | the body did not arrive within `--request-timeout-ms` |
+//! | 409 | `reload_in_progress` | `/admin/reload` (or SIGHUP) while another reload runs |
 //! | 413 | `payload_too_large` | body over `--max-body-bytes` |
 //! | 413 | `batch_too_large` | more texts than `--max-batch-size` |
 //! | 413 | `text_too_long` | a text over `--max-input-chars` |
 //! | 413 | `too_many_tokens` | a text over the model's token limit with `--over-length reject` |
+//! | 413 | `too_many_batch_tokens` | one request's tokens over `--max-batch-tokens` |
+//! | 415 | `unsupported_media_type` | `/admin/reload` without `Content-Type: application/json` |
 //! | 422 | `invalid_input` | well-formed JSON of the wrong shape or type |
 //! | 422 | `reload_failed` | `/admin/reload` could not load the bundle (the old one keeps serving) |
 //! | 429 | `overloaded` | the queue is full |
@@ -92,9 +97,37 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// One request's tokens are over the token budget of a batch.
+    #[error("the request has {tokens} tokens, over the token budget of one batch, {limit} (max_batch_tokens)")]
+    TooManyBatchTokens {
+        /// Tokens of the request (after truncation).
+        tokens: usize,
+        /// The budget.
+        limit: usize,
+    },
     /// Well-formed JSON of the wrong shape.
     #[error("{0}")]
     InvalidInput(String),
+    /// The body did not arrive in time.
+    #[error("the body did not arrive within {ms} ms (request_timeout_ms)")]
+    BodyTimeout {
+        /// The limit in milliseconds.
+        ms: u128,
+    },
+    /// The route wants another `Content-Type`.
+    #[error("{route} wants `Content-Type: {expected}`")]
+    UnsupportedMediaType {
+        /// The route.
+        route: &'static str,
+        /// The content type it takes.
+        expected: &'static str,
+    },
+    /// Allowed only with more trust (an API key).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Another reload is running.
+    #[error("a reload is already in progress; retry when it has finished")]
+    ReloadInProgress,
     /// A reload failed; the previous model keeps serving.
     #[error("reload failed, still serving the previous model: {0}")]
     ReloadFailed(String),
@@ -135,7 +168,12 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::TextTooLong { .. } => "text_too_long",
             ApiError::TooManyTokens { .. } => "too_many_tokens",
+            ApiError::TooManyBatchTokens { .. } => "too_many_batch_tokens",
             ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::ReloadInProgress => "reload_in_progress",
             ApiError::ReloadFailed(_) => "reload_failed",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Backend(_) => "backend_error",
@@ -157,7 +195,12 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. }
             | ApiError::BatchTooLarge { .. }
             | ApiError::TextTooLong { .. }
-            | ApiError::TooManyTokens { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::TooManyTokens { .. }
+            | ApiError::TooManyBatchTokens { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ReloadInProgress => StatusCode::CONFLICT,
             ApiError::InvalidInput(_) | ApiError::ReloadFailed(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -216,7 +259,18 @@ mod tests {
                 limit: 1,
             },
             ApiError::TooManyTokens { index: 0, limit: 1 },
+            ApiError::TooManyBatchTokens {
+                tokens: 2,
+                limit: 1,
+            },
             ApiError::InvalidInput(s()),
+            ApiError::BodyTimeout { ms: 1 },
+            ApiError::UnsupportedMediaType {
+                route: "/admin/reload",
+                expected: "application/json",
+            },
+            ApiError::Forbidden(s()),
+            ApiError::ReloadInProgress,
             ApiError::ReloadFailed(s()),
             ApiError::Overloaded { limit: 1 },
             ApiError::Backend(s()),
@@ -246,15 +300,20 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_named_in_the_messages() {
-        for (e, name) in [
-            (ApiError::PayloadTooLarge { limit: 9 }, "max_body_bytes"),
+    fn limits_are_named_in_the_messages_with_their_status() {
+        for (e, name, status) in [
+            (
+                ApiError::PayloadTooLarge { limit: 9 },
+                "max_body_bytes",
+                413,
+            ),
             (
                 ApiError::BatchTooLarge {
                     count: 40,
                     limit: 32,
                 },
                 "max_batch_size",
+                413,
             ),
             (
                 ApiError::TextTooLong {
@@ -263,6 +322,7 @@ mod tests {
                     limit: 5,
                 },
                 "max_input_chars",
+                413,
             ),
             (
                 ApiError::TooManyTokens {
@@ -270,12 +330,34 @@ mod tests {
                     limit: 256,
                 },
                 "max_input_tokens",
+                413,
             ),
-            (ApiError::Overloaded { limit: 4 }, "max_queue"),
-            (ApiError::Timeout { ms: 100 }, "request_timeout_ms"),
+            (
+                ApiError::TooManyBatchTokens {
+                    tokens: 20_000,
+                    limit: 16_384,
+                },
+                "max_batch_tokens",
+                413,
+            ),
+            (ApiError::Overloaded { limit: 4 }, "max_queue", 429),
+            (ApiError::Timeout { ms: 100 }, "request_timeout_ms", 504),
+            (ApiError::BodyTimeout { ms: 100 }, "request_timeout_ms", 408),
         ] {
             assert!(e.to_string().contains(name), "{e}");
-            assert!(e.status().is_client_error() || e.status().is_server_error());
+            assert_eq!(e.status().as_u16(), status, "{e}");
+        }
+    }
+
+    #[test]
+    fn client_faults_are_4xx_and_server_faults_5xx() {
+        for e in every_error() {
+            let server_side = matches!(
+                e,
+                ApiError::Backend(_) | ApiError::NotReady(_) | ApiError::Timeout { .. }
+            );
+            assert_eq!(e.status().is_server_error(), server_side, "{e:?}");
+            assert_eq!(e.status().is_client_error(), !server_side, "{e:?}");
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod backend;
 mod batcher;
+mod body;
 pub mod client;
 mod config;
 mod error;
@@ -22,7 +23,7 @@ pub use config::{
 pub use error::ApiError;
 pub use metrics::Metrics;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
@@ -32,10 +33,10 @@ use axum::{Json, Router};
 use batcher::{BackendSlot, Job, JobKind, JobOutput};
 use serde_json::{json, Value};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedMutexGuard, Semaphore, SemaphorePermit};
 
 /// What can stop the server from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,14 @@ pub enum ServerError {
         /// The failure.
         source: std::io::Error,
     },
+    /// The shutdown grace period ran out while requests were still open (they were cut).
+    #[error("the shutdown grace period ({grace_s} s) expired with {open_requests} request(s) still open")]
+    GraceExpired {
+        /// Requests that had not finished.
+        open_requests: usize,
+        /// The grace period in seconds.
+        grace_s: f64,
+    },
 }
 
 /// Shared state of the routes.
@@ -61,8 +70,12 @@ struct AppState {
     admission: Semaphore,
     metrics: Arc<Metrics>,
     reloader: Option<Arc<Reloader>>,
-    reload_lock: tokio::sync::Mutex<()>,
+    /// Held by the task that runs a reload (not by the request that asked for it), so that
+    /// a client going away cannot let a second load start beside the first.
+    reload_lock: Arc<tokio::sync::Mutex<()>>,
     stopping: AtomicBool,
+    /// Requests inside the router (headers read, response not yet produced).
+    open_requests: AtomicUsize,
 }
 
 /// A server: state, batching worker and routes. Cheap to clone (shared state).
@@ -94,8 +107,9 @@ impl Server {
                 queue: tx,
                 metrics,
                 reloader,
-                reload_lock: tokio::sync::Mutex::new(()),
+                reload_lock: Arc::new(tokio::sync::Mutex::new(())),
                 stopping: AtomicBool::new(false),
+                open_requests: AtomicUsize::new(0),
             }),
         })
     }
@@ -111,17 +125,52 @@ impl Server {
         &self.state.metrics
     }
 
+    /// Requests being handled now (headers read, response not yet produced).
+    pub fn open_requests(&self) -> usize {
+        self.state.open_requests.load(Ordering::SeqCst)
+    }
+
     /// Loads a model beside the serving one (the one the server started with, or the bundle
     /// folder `model`), checks it with a forward pass, and swaps it in. Requests keep being
-    /// served throughout; on failure the previous model stays.
+    /// served throughout; on failure the previous model stays. One reload at a time: another
+    /// one meanwhile fails at once with [`ApiError::ReloadInProgress`]. The load runs in its
+    /// own task, so dropping this future (a client going away) neither stops it nor lets
+    /// another load start beside it.
     pub async fn reload(&self, model: Option<String>) -> Result<Value, ApiError> {
+        let guard = self.try_lock_reload()?;
+        self.reload_locked(guard, model).await
+    }
+
+    fn try_lock_reload(&self) -> Result<OwnedMutexGuard<()>, ApiError> {
+        self.state
+            .reload_lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| ApiError::ReloadInProgress)
+    }
+
+    async fn reload_locked(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        model: Option<String>,
+    ) -> Result<Value, ApiError> {
+        let server = self.clone();
+        tokio::spawn(async move {
+            let result = server.load_and_swap(model).await;
+            drop(guard);
+            result
+        })
+        .await
+        .map_err(|e| ApiError::ReloadFailed(format!("the reload task failed: {e}")))?
+    }
+
+    async fn load_and_swap(&self, model: Option<String>) -> Result<Value, ApiError> {
         let state = &self.state;
         let Some(reloader) = state.reloader.clone() else {
             return Err(ApiError::ReloadFailed(
                 "this server was started without a reloadable model".into(),
             ));
         };
-        let _guard = state.reload_lock.lock().await;
         let started = Instant::now();
         let loaded = tokio::task::spawn_blocking(move || {
             let backend = reloader(model.as_deref())?;
@@ -178,7 +227,8 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests finish (for at most the configured grace period) and returns.
+    /// requests finish (for at most the configured grace period) and returns. When the grace
+    /// period runs out with requests still open, returns [`ServerError::GraceExpired`].
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
@@ -202,9 +252,17 @@ impl Server {
             }
             tokio::time::sleep(grace).await;
         };
+        let state = self.state.clone();
         tokio::select! {
             r = server => r.map_err(|source| ServerError::Io { context: "the server failed", source }),
-            () = deadline => Ok(()),
+            () = deadline => match state.open_requests.load(Ordering::SeqCst) {
+                // Only connections that never sent a whole request head are left.
+                0 => Ok(()),
+                open_requests => Err(ServerError::GraceExpired {
+                    open_requests,
+                    grace_s: grace.as_secs_f64(),
+                }),
+            },
         }
     }
 }
@@ -248,9 +306,27 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// Counts a request as open while it lives (also when its future is dropped).
+struct OpenRequest<'a>(&'a AtomicUsize);
+
+impl<'a> OpenRequest<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for OpenRequest<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = route_label(req.uri().path());
+    let open = OpenRequest::new(&state.open_requests);
     let response = next.run(req).await;
+    drop(open);
     state.metrics.request(route, response.status().as_u16());
     if let Some(kind) = response.extensions().get::<error::FailureKind>() {
         state.metrics.failure(kind.0);
@@ -348,35 +424,51 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+/// Whether the request says its body is JSON (`application/json`, parameters allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `/admin/reload`. A web page can POST a form or `text/plain` to any address without asking,
+/// so the route wants `Content-Type: application/json` (which a browser only sends cross-site
+/// after a CORS preflight this server never grants), and loads another folder than the one it
+/// started with only when an API key guards it.
 async fn reload(State(state): State<Arc<AppState>>, req: Request) -> Result<Json<Value>, ApiError> {
     let (parts, body) = req.into_parts();
-    let value = read_json(&parts.headers, body, state.config.max_body_bytes, true).await?;
-    let model = match value.as_ref().and_then(|v| v.get("model")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(ApiError::InvalidInput(format!(
-                "`model` must be a bundle folder (a string), found {}",
-                type_name(other)
-            )))
-        }
+    if !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType {
+            route: "/admin/reload",
+            expected: "application/json",
+        });
+    }
+    let server = Server {
+        state: state.clone(),
     };
-    let server = Server { state };
-    server.reload(model).await.map(Json)
+    // Locked before reading the body: one reload body in memory at a time.
+    let guard = server.try_lock_reload()?;
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout;
+    let bytes = read_body(&state, &parts.headers, body, deadline).await?;
+    let model = body::reload_model(&bytes)?;
+    if model.is_some() && state.config.api_key.is_none() {
+        return Err(ApiError::Forbidden(
+            "`model` is accepted only when the server has an API key (--api-key): without one, \
+             /admin/reload only reloads the bundle the server started with (send `{}`)"
+                .into(),
+        ));
+    }
+    server.reload_locked(guard, model).await.map(Json)
 }
 
 fn not_ready() -> ApiError {
     ApiError::NotReady("the model is not loaded and warmed up yet".into())
 }
 
-/// Reads the body (at most `limit` bytes) and parses it as JSON; with `optional`, an empty
-/// body is `None`.
-async fn read_json(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    optional: bool,
-) -> Result<Option<Value>, ApiError> {
+/// Refuses a body declared over the limit before anything else.
+fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -384,7 +476,25 @@ async fn read_json(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    Ok(())
+}
+
+/// Reads the body (at most `max_body_bytes`) before `deadline`: a client that stops sending
+/// gets `408` instead of holding the request forever.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    check_declared_length(headers, limit)?;
+    let read = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            ms: state.config.request_timeout.as_millis(),
+        })?;
+    read.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if s.is::<http_body_util::LengthLimitError>() {
@@ -393,115 +503,57 @@ async fn read_json(
             source = s.source();
         }
         ApiError::InvalidBody(e.to_string())
-    })?;
-    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::InvalidUtf8(e.to_string()))?;
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|e| ApiError::InvalidJson(e.to_string()))
+    })
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
+/// A request admitted to the queue: it holds a place (of `max_queue`) from before its body is
+/// read until its answer, so bodies in memory are bounded by `max_queue × max_body_bytes`.
+struct Admitted<'a> {
+    _permit: SemaphorePermit<'a>,
+    started: Instant,
+    deadline: tokio::time::Instant,
 }
 
-/// The texts of `field` (a string or a list of strings), checked against the limits. The flag
-/// says whether a single string was sent.
-fn texts_of(
-    value: &Value,
-    field: &'static str,
-    config: &ServerConfig,
-) -> Result<(Vec<String>, bool), ApiError> {
-    let Value::Object(map) = value else {
-        return Err(ApiError::InvalidInput(format!(
-            "the body must be a JSON object like {{\"{field}\": \"text\"}}, found {}",
-            type_name(value)
-        )));
-    };
-    let (texts, single) = match map.get(field) {
-        None => {
-            return Err(ApiError::InvalidInput(format!(
-                "field `{field}` is missing: send {{\"{field}\": \"text\"}} or {{\"{field}\": [\"text\", ...]}}"
-            )))
-        }
-        Some(Value::String(s)) => (vec![s.clone()], true),
-        Some(Value::Array(items)) => {
-            if items.is_empty() {
-                return Err(ApiError::EmptyBatch { field });
-            }
-            if items.len() > config.max_batch_size {
-                return Err(ApiError::BatchTooLarge {
-                    count: items.len(),
-                    limit: config.max_batch_size,
-                });
-            }
-            let texts = items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(ApiError::InvalidInput(format!(
-                        "`{field}[{i}]` must be a string, found {}",
-                        type_name(other)
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (texts, false)
-        }
-        Some(other) => {
-            return Err(ApiError::InvalidInput(format!(
-                "`{field}` must be a string or a list of strings, found {}",
-                type_name(other)
-            )))
-        }
-    };
-    for (index, t) in texts.iter().enumerate() {
-        // Bytes bound characters from above: count only when it can matter.
-        if t.len() > config.max_input_chars {
-            let chars = t.chars().count();
-            if chars > config.max_input_chars {
-                return Err(ApiError::TextTooLong {
-                    index,
-                    chars,
-                    limit: config.max_input_chars,
-                });
-            }
-        }
-    }
-    Ok((texts, single))
-}
-
-/// Admits, tokenizes, queues and awaits one request's texts. Returns the model output and the
-/// token count.
-async fn infer(
-    state: &AppState,
-    kind: JobKind,
-    texts: Vec<String>,
-) -> Result<(JobOutput, usize), ApiError> {
+/// Checks readiness, takes a place in the queue (or `429`), then reads the body.
+async fn admit<'a>(state: &'a AppState, req: Request) -> Result<(Admitted<'a>, Bytes), ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
-    let timeout = || ApiError::Timeout {
-        ms: state.config.request_timeout.as_millis(),
-    };
-    if state.stopping.load(Ordering::Relaxed) {
-        return Err(ApiError::NotReady("the server is shutting down".into()));
+    let (parts, body) = req.into_parts();
+    check_declared_length(&parts.headers, state.config.max_body_bytes)?;
+    if state.slot.get().is_none() {
+        return Err(not_ready());
     }
-    let backend = state.slot.get().ok_or_else(not_ready)?;
-    let _permit = state
+    let permit = state
         .admission
         .try_acquire()
         .map_err(|_| ApiError::Overloaded {
             limit: state.config.max_queue,
         })?;
+    let bytes = read_body(state, &parts.headers, body, deadline).await?;
+    Ok((
+        Admitted {
+            _permit: permit,
+            started,
+            deadline,
+        },
+        bytes,
+    ))
+}
+
+/// Tokenizes, queues and awaits one admitted request's texts. Returns the model output and the
+/// token count.
+async fn infer(
+    state: &AppState,
+    admitted: Admitted<'_>,
+    kind: JobKind,
+    texts: Vec<String>,
+) -> Result<(JobOutput, usize), ApiError> {
+    let deadline = admitted.deadline;
+    let timeout = || ApiError::Timeout {
+        ms: state.config.request_timeout.as_millis(),
+    };
+    // No `stopping` check here: after SIGTERM, requests already accepted are served.
+    let backend = state.slot.get().ok_or_else(not_ready)?;
     // Tokenizing costs CPU: off the async threads.
     let counted = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -522,6 +574,13 @@ async fn infer(
         }
     }
     let tokens: usize = counts.iter().map(|c| c.tokens).sum();
+    // The batcher never splits a request: one over the budget would run as a batch over it.
+    if tokens > state.config.max_batch_tokens {
+        return Err(ApiError::TooManyBatchTokens {
+            tokens,
+            limit: state.config.max_batch_tokens,
+        });
+    }
     let (reply, response) = oneshot::channel();
     state.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     if state
@@ -545,7 +604,7 @@ async fn infer(
     state
         .metrics
         .request_seconds
-        .observe(started.elapsed().as_secs_f64());
+        .observe(admitted.started.elapsed().as_secs_f64());
     Ok((out, tokens))
 }
 
@@ -553,19 +612,17 @@ async fn predict(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let value = read_json(&parts.headers, body, state.config.max_body_bytes, false)
-        .await?
-        .unwrap_or(Value::Null);
-    let (texts, single) = texts_of(&value, "inputs", &state.config)?;
-    let (out, _) = infer(&state, JobKind::Predict, texts).await?;
+    let (admitted, bytes) = admit(&state, req).await?;
+    let parsed = body::texts(&bytes, "inputs", &state.config)?;
+    drop(bytes);
+    let (out, _) = infer(&state, admitted, JobKind::Predict, parsed.texts).await?;
     let JobOutput::Predictions(mut p) = out else {
         return Err(ApiError::Backend(
             "the model returned embeddings for /predict".into(),
         ));
     };
     Ok(Json(
-        if single {
+        if parsed.single {
             serde_json::to_value(p.pop())
         } else {
             serde_json::to_value(p)
@@ -579,23 +636,25 @@ async fn embeddings(
     req: Request,
     field: &'static str,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    let (parts, body) = req.into_parts();
-    let value = read_json(&parts.headers, body, state.config.max_body_bytes, false)
-        .await?
-        .unwrap_or(Value::Null);
+    let (admitted, bytes) = admit(state, req).await?;
+    let parsed = body::texts(&bytes, field, &state.config)?;
+    drop(bytes);
     if field == "input" {
-        match value.get("encoding_format") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "float" => {}
+        match &parsed.encoding_format {
+            None => {}
+            Some(body::Item::Text(s)) if s == "float" => {}
             Some(other) => {
+                let shown = match other {
+                    body::Item::Text(s) => Value::from(s.as_str()).to_string(),
+                    body::Item::Other(kind) => (*kind).to_string(),
+                };
                 return Err(ApiError::InvalidInput(format!(
-                    "`encoding_format` {other} is not supported: only \"float\""
-                )))
+                    "`encoding_format` {shown} is not supported: only \"float\""
+                )));
             }
         }
     }
-    let (texts, _) = texts_of(&value, field, &state.config)?;
-    let (out, tokens) = infer(state, JobKind::Embed, texts).await?;
+    let (out, tokens) = infer(state, admitted, JobKind::Embed, parsed.texts).await?;
     match out {
         JobOutput::Embeddings(e) => Ok((e, tokens)),
         JobOutput::Predictions(_) => Err(ApiError::Backend(

@@ -7,6 +7,7 @@ use lmfuse_server::{
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,7 @@ struct Running {
     addr: SocketAddr,
     server: Server,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl Running {
@@ -121,8 +122,8 @@ impl Running {
                     let _ = stopped.await;
                 })
                 .await
-                .unwrap();
-            });
+                .map_err(|e| e.to_string())
+            })
         });
         let addr = addr_rx.recv().unwrap();
         Self {
@@ -145,13 +146,19 @@ impl Running {
         self.call("POST", path, body.to_string().as_bytes())
     }
 
-    /// Stops the server and waits until `serve` returns.
-    fn shutdown(&mut self) {
+    /// Sends the shutdown signal without waiting.
+    fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
+    }
+
+    /// Stops the server and waits until `serve` returns; its result.
+    fn shutdown(&mut self) -> Result<(), String> {
+        self.signal_stop();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap(),
+            None => Ok(()),
         }
     }
 }
@@ -159,9 +166,36 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            self.shutdown();
+            let _ = self.shutdown();
         }
     }
+}
+
+/// Opens a connection and sends `head` (a request head, blank line included) and the first
+/// `sent` bytes of `body`; the rest is for the caller to send (or not).
+fn partial(addr: SocketAddr, head: &str, body: &[u8], sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body[..sent]).unwrap();
+    c.flush().unwrap();
+    c
+}
+
+/// Reads one response from `c` (the server closes or keeps the connection: both fine).
+fn read_one(c: std::net::TcpStream) -> client::Response {
+    let mut r = std::io::BufReader::new(c);
+    let mut bytes = Vec::new();
+    // Read until the server closes or the timeout; then parse what came.
+    let _ = std::io::Read::read_to_end(&mut r, &mut bytes);
+    client::parse_response(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"))
+}
+
+fn post_head(path: &str, len: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
 }
 
 fn fast() -> ServerConfig {
@@ -414,6 +448,19 @@ fn malformed_http_does_not_kill_the_server() {
     for g in garbage {
         let _ = client::raw(s.addr, g, Duration::from_millis(500));
     }
+    // Refused with a 4xx, not just survived.
+    let overflow =
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n";
+    let raw = client::raw(s.addr, overflow.to_vec(), Duration::from_secs(2)).unwrap();
+    let r = client::parse_response(&raw).unwrap();
+    assert!((400..500).contains(&r.status), "{}", r.status);
+    let bad_chunk =
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    let raw = client::raw(s.addr, bad_chunk.to_vec(), Duration::from_secs(2)).unwrap();
+    let r = client::parse_response(&raw).unwrap();
+    let msg = assert_error(&r, 400, "invalid_body");
+    assert!(msg.contains("cannot read the body"), "{msg}");
+    assert!(s.server.metrics().failures("invalid_body") >= 1);
     assert_eq!(s.call("GET", "/health", b"").status, 200);
     assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
 }
@@ -542,12 +589,13 @@ fn a_full_queue_answers_429_and_nothing_else() {
 
 #[test]
 fn a_slow_request_times_out_with_504_and_the_worker_moves_on() {
+    let fake = Fake::new("");
     let s = Running::start(
         ServerConfig {
             request_timeout: Duration::from_millis(150),
             ..fast()
         },
-        Some(Fake::new("")),
+        Some(fake.clone()),
     );
     let started = Instant::now();
     let r = s.post("/predict", json!({"inputs": "sleep:600"}));
@@ -557,15 +605,41 @@ fn a_slow_request_times_out_with_504_and_the_worker_moves_on() {
         started.elapsed() < Duration::from_millis(550),
         "answered at the deadline"
     );
-    // Queued behind the slow one: also out of time, and dropped before it runs.
-    let rs = concurrent(
-        &s,
-        "/predict",
-        vec![json!({"inputs": "sleep:300"}), json!({"inputs": "x"})],
-    );
-    assert!(rs.iter().all(|r| r.status == 200 || r.status == 504));
-    std::thread::sleep(Duration::from_millis(700));
+    // Let the worker finish the abandoned 600 ms batch.
+    std::thread::sleep(Duration::from_millis(600));
+    let dropped_before = s.server.metrics().dropped.load(Ordering::Relaxed);
+    // Queued behind a slow one: out of time before it runs, then dropped unrun.
+    let t = s.target("/predict");
+    let slow = std::thread::spawn(move || {
+        client::request(&t, "POST", &[], br#"{"inputs": "sleep:400"}"#).unwrap()
+    });
+    // Once the slow one runs (the fake logs a batch as it starts), queue another behind it.
+    let batches = fake.batches.lock().unwrap().len();
+    let waiting = Instant::now();
+    while fake.batches.lock().unwrap().len() == batches {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "the slow one never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let queued = s.post("/predict", json!({"inputs": "x"}));
+    assert_error(&queued, 504, "timeout");
+    assert_error(&slow.join().unwrap(), 504, "timeout");
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+    let dropped = s.server.metrics().dropped.load(Ordering::Relaxed);
+    assert!(
+        dropped > dropped_before,
+        "the queued request was not dropped"
+    );
+    let m = s.call("GET", "/metrics", b"").text();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("lmfuse_dropped_total "))
+        .unwrap_or_else(|| panic!("{m}"));
+    let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 1, "{line}");
 }
 
 #[test]
@@ -644,11 +718,10 @@ fn reload_swaps_the_model_without_dropping_requests() {
     assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
     assert!(statuses.iter().any(|(_, l)| l == "v1-pos"));
     assert_eq!(statuses.last().unwrap().1, "v2-pos");
-    // A failed reload keeps the serving model.
+    // Without an API key, another folder is refused before anything is loaded.
     let r = s.post("/admin/reload", json!({"model": "broken"}));
-    assert!(assert_error(&r, 422, "reload_failed").contains("no such bundle"));
-    let r = s.post("/admin/reload", json!({"model": 3}));
-    assert_error(&r, 422, "invalid_input");
+    let msg = assert_error(&r, 403, "forbidden");
+    assert!(msg.contains("--api-key"), "{msg}");
     assert_eq!(
         s.post("/predict", json!({"inputs": "good"})).json()["label"],
         "v2-pos"
@@ -656,9 +729,192 @@ fn reload_swaps_the_model_without_dropping_requests() {
     let m = s.call("GET", "/metrics", b"").text();
     assert!(m.contains("lmfuse_reloads_total{result=\"ok\"} 1"), "{m}");
     assert!(
-        m.contains("lmfuse_reloads_total{result=\"failed\"} 1"),
+        m.contains("lmfuse_reloads_total{result=\"failed\"} 0"),
         "{m}"
     );
+}
+
+#[test]
+fn reload_wants_json_a_key_for_other_folders_and_runs_one_at_a_time() {
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reloader: Arc<Reloader> = {
+        let (running, most, seen) = (running.clone(), most.clone(), seen.clone());
+        Arc::new(move |model: Option<&str>| {
+            seen.lock().unwrap().push(model.map(str::to_string));
+            if model == Some("broken") {
+                return Err(BackendError::Load("no such bundle".into()));
+            }
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(400));
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(Fake::new("v2-") as Arc<dyn Backend>)
+        })
+    };
+    let s = Running::start_with(
+        ServerConfig {
+            api_key: Some("k".into()),
+            ..fast()
+        },
+        Some(Fake::new("v1-")),
+        Some(reloader),
+    );
+    let t = s.target("/admin/reload");
+    let key = ("Authorization", "Bearer k");
+    let send = |ct: &str, body: &[u8]| {
+        client::request(&t, "POST", &[key, ("Content-Type", ct)], body).unwrap()
+    };
+    // What a web page can send without a preflight: refused, nothing loaded.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let r = send(ct, br#"{"model": "/tmp/evil"}"#);
+        assert!(assert_error(&r, 415, "unsupported_media_type").contains("application/json"));
+    }
+    let r = client::request(&t, "POST", &[key], b"").unwrap();
+    assert_error(&r, 415, "unsupported_media_type");
+    // With a key, another folder is allowed; a failed reload keeps the serving model.
+    let r = send("application/json; charset=utf-8", br#"{"model": "broken"}"#);
+    assert!(assert_error(&r, 422, "reload_failed").contains("no such bundle"));
+    let r = send("application/json", br#"{"model": 3}"#);
+    assert_error(&r, 422, "invalid_input");
+    assert_eq!(*seen.lock().unwrap(), vec![Some("broken".to_string())]);
+
+    // A client that goes away during a load does not let a second load start beside it.
+    let head = format!(
+        "POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    );
+    let gone = partial(s.addr, &head, b"{}", 2);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(50));
+    let r = send("application/json", b"{}");
+    assert!(assert_error(&r, 409, "reload_in_progress").contains("in progress"));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two loads ran at once");
+    // The abandoned reload still completed and swapped the model in.
+    let p = client::request(
+        &s.target("/predict"),
+        "POST",
+        &[key],
+        br#"{"inputs": "good"}"#,
+    )
+    .unwrap();
+    assert_eq!(p.json()["label"], "v2-pos");
+    let r = send("application/json", b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.server.metrics().failures("reload_in_progress"), 1);
+}
+
+#[test]
+fn admission_is_taken_before_the_body_is_read() {
+    let s = Running::start(
+        ServerConfig {
+            max_queue: 2,
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let body = br#"{"inputs": "good"}"#;
+    // Two clients send their heads and half their bodies, then stall: they hold both places.
+    let stalled: Vec<_> = (0..2)
+        .map(|_| partial(s.addr, &post_head("/predict", body.len()), body, 5))
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let r = s.post("/predict", json!({"inputs": "good"}));
+    assert_error(&r, 429, "overloaded");
+    // Once they finish, they are served and the places are free again.
+    for mut c in stalled {
+        std::io::Write::write_all(&mut c, &body[5..]).unwrap();
+        assert_eq!(read_one(c).status, 200);
+    }
+    assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+}
+
+#[test]
+fn a_body_that_never_arrives_gets_408() {
+    let s = Running::start(
+        ServerConfig {
+            request_timeout: Duration::from_millis(300),
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let started = Instant::now();
+    // Content-Length: 10, four bytes sent, then nothing.
+    let c = partial(s.addr, &post_head("/predict", 10), b"{\"in", 4);
+    let r = read_one(c);
+    let msg = assert_error(&r, 408, "body_timeout");
+    assert!(
+        msg.contains("300 ms") && msg.contains("request_timeout_ms"),
+        "{msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(s.server.open_requests(), 0);
+    assert_eq!(s.post("/predict", json!({"inputs": "good"})).status, 200);
+}
+
+#[test]
+fn a_request_over_the_batch_token_budget_gets_413() {
+    let s = Running::start(
+        ServerConfig {
+            max_batch_tokens: 20,
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    // 3 texts of 10 tokens each (8 words + 2).
+    let text = "w w w w w w w w";
+    let r = s.post("/predict", json!({"inputs": [text, text, text]}));
+    let msg = assert_error(&r, 413, "too_many_batch_tokens");
+    assert!(
+        msg.contains("30 tokens") && msg.contains("max_batch_tokens"),
+        "{msg}"
+    );
+    let r = s.post("/embed", json!({"inputs": [text, text, text]}));
+    assert_error(&r, 413, "too_many_batch_tokens");
+    assert_eq!(
+        s.post("/predict", json!({"inputs": [text, text]})).status,
+        200
+    );
+}
+
+#[test]
+fn a_request_still_arriving_at_shutdown_is_served() {
+    let mut s = Running::start(fast(), Some(Fake::new("")));
+    let body = br#"{"inputs": "good"}"#;
+    let mut c = partial(s.addr, &post_head("/predict", body.len()), body, 5);
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal_stop();
+    std::thread::sleep(Duration::from_millis(100));
+    std::io::Write::write_all(&mut c, &body[5..]).unwrap();
+    let r = read_one(c);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["label"], "pos");
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn an_expired_grace_period_is_an_error() {
+    let mut s = Running::start(
+        ServerConfig {
+            shutdown_grace: Duration::from_millis(200),
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    let t = s.target("/predict");
+    let slow = std::thread::spawn(move || {
+        client::request(&t, "POST", &[], br#"{"inputs": "sleep:1500"}"#)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(s.server.open_requests(), 1);
+    let e = s.shutdown().unwrap_err();
+    assert!(e.contains("grace period") && e.contains("1 request"), "{e}");
+    let _ = slow.join();
 }
 
 #[test]
@@ -670,7 +926,8 @@ fn shutdown_lets_in_flight_requests_finish() {
     });
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    s.shutdown();
+    s.shutdown()
+        .expect("everything finished within the grace period");
     let r = in_flight.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
@@ -688,4 +945,29 @@ fn target_refuses_non_loopback_hosts() {
     let e = Target::parse("http://10.1.2.3:80/").unwrap_err();
     assert!(e.to_string().contains("loopback"), "{e}");
     assert!(Target::parse("https://127.0.0.1/").is_err());
+}
+
+#[test]
+fn the_client_tells_a_dropped_request_from_one_never_sent() {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A server that reads a whole request head, then hangs up without answering.
+    let server = std::thread::spawn(move || {
+        let (c, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+    });
+    let mut c = Connection::open(addr, "x", Duration::from_secs(5)).unwrap();
+    let e = c.send("GET", "/", &[], b"").unwrap_err();
+    assert!(client::is_no_response(&e), "{e}");
+    server.join().unwrap();
+    // Nothing listens any more: refused, not dropped.
+    let e = Connection::open(addr, "x", Duration::from_secs(5))
+        .and_then(|mut c| c.send("GET", "/", &[], b""))
+        .unwrap_err();
+    assert!(!client::is_no_response(&e), "{e}");
 }

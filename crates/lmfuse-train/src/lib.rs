@@ -4,6 +4,10 @@
 //! labels to classes, selects the head's regularisation on a dev set, fits, evaluates and
 //! converts the fitted classifier to and from a bundle.
 
+mod oos;
+
+pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics};
+
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{
     ClassWeight, ClassicError, GbdtParams, Head, HeadParams, KnnParams, LinearSvmParams,
@@ -419,7 +423,14 @@ pub struct Classifier {
     pub head: Head,
     /// TF-IDF blocks.
     pub text_features: TextFeaturizer,
+    /// Out-of-scope detection on top of the head, if trained with it.
+    pub oos: Option<OosDetector>,
 }
+
+/// Prefix of the out-of-scope detector's tensors in the bundle.
+const OOS_PREFIX: &str = "oos.";
+/// The out-of-scope detector's description in the bundle.
+const OOS_CARD: &str = "oos.json";
 
 /// Prefix of the side-column block's tensors in the bundle.
 const TAB_PREFIX: &str = "tab.";
@@ -474,6 +485,15 @@ impl Classifier {
             json.insert(
                 TAB_SPEC.to_string(),
                 serde_json::to_value(tab.spec()).expect("spec serialises"),
+            );
+        }
+        if let Some(oos) = &self.oos {
+            for (name, t) in oos.to_tensors() {
+                tensors.insert(format!("{OOS_PREFIX}{name}"), t);
+            }
+            json.insert(
+                OOS_CARD.to_string(),
+                serde_json::to_value(&oos.card).expect("card serialises"),
             );
         }
         (manifest, tensors, json)
@@ -582,11 +602,40 @@ impl Classifier {
                     what: "head",
                     message: format!("{} head: {e}", card.head.params.name()),
                 })?;
+        let oos = match bundle.json.get(OOS_CARD) {
+            None => None,
+            Some(value) => {
+                let oos_card: OosCard =
+                    serde_json::from_value(value.clone()).map_err(|e| TrainError::Bundle {
+                        what: "out-of-scope detector",
+                        message: format!("{OOS_CARD}: {e}"),
+                    })?;
+                if oos_card.dim != card.encoder.dim {
+                    return Err(TrainError::Bundle {
+                        what: "out-of-scope detector",
+                        message: format!(
+                            "fit on {}-dimensional embeddings, the encoder gives {}",
+                            oos_card.dim, card.encoder.dim
+                        ),
+                    });
+                }
+                let tensors: BTreeMap<String, Tensor> = bundle
+                    .tensors
+                    .iter()
+                    .filter_map(|(n, t)| {
+                        n.strip_prefix(OOS_PREFIX)
+                            .map(|l| (l.to_string(), t.clone()))
+                    })
+                    .collect();
+                Some(OosDetector::restore(oos_card, labels.names(), &tensors)?)
+            }
+        };
         Ok(Self {
             card,
             labels,
             head,
             text_features,
+            oos,
         })
     }
 }
@@ -671,6 +720,7 @@ mod tests {
             labels,
             head: sel.model,
             text_features: TextFeaturizer::default(),
+            oos: None,
         };
         let (m, t, j) = clf.to_bundle("0.1.0", "now");
         let dir = tempfile::tempdir().unwrap();

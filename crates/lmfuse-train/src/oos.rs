@@ -1,0 +1,553 @@
+//! Out-of-scope detection: reject inputs that belong to no known class (intent routing).
+//!
+//! A detector scores each input (higher = further from the known classes) from the
+//! classifier's probabilities (`max_prob`) or from the encoder embeddings: the Mahalanobis
+//! distance to the nearest class mean under one shared covariance (`mahalanobis`, Lee et al.
+//! 2018), or the cosine distance to the k-th nearest training text (`knn`, Sun et al. 2022).
+//! The threshold is tuned on dev: with out-of-scope examples there, the one that maximises the
+//! mean of in-scope accuracy and out-of-scope recall; without them, the one that keeps 95% of
+//! the in-scope dev texts.
+
+use crate::TrainError;
+use lmfuse_core::{DenseMatrix, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How inputs are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OosMethod {
+    /// 1 − the largest class probability.
+    MaxProb,
+    /// Squared Mahalanobis distance to the nearest class mean (shared, shrunk covariance).
+    Mahalanobis,
+    /// 1 − cosine similarity to the k-th nearest in-scope training text.
+    Knn,
+}
+
+impl std::str::FromStr for OosMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "max_prob" | "maxprob" => Ok(OosMethod::MaxProb),
+            "mahalanobis" => Ok(OosMethod::Mahalanobis),
+            "knn" => Ok(OosMethod::Knn),
+            _ => Err(format!(
+                "unknown out-of-scope method {s:?} (max_prob, mahalanobis, knn)"
+            )),
+        }
+    }
+}
+
+/// The detector's description in a bundle's model card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OosCard {
+    /// Scoring method.
+    pub method: OosMethod,
+    /// Inputs scoring above this are out of scope.
+    pub threshold: f32,
+    /// The label of out-of-scope examples in the data (e.g. `oos`), if the classifier has it
+    /// as a class: predicting it also counts as out of scope.
+    pub label: Option<String>,
+    /// Neighbours for `knn`.
+    pub k: usize,
+    /// Embedding width the detector was fit on.
+    pub dim: usize,
+}
+
+/// A fitted out-of-scope detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OosDetector {
+    /// Settings and threshold.
+    pub card: OosCard,
+    /// Index of `card.label` among the classes.
+    oos_class: Option<usize>,
+    /// Class means, `classes × dim` (`mahalanobis`).
+    means: Vec<f32>,
+    /// Shared precision matrix, `dim × dim` (`mahalanobis`).
+    precision: Vec<f32>,
+    /// Unit-length in-scope training embeddings, `rows × dim` (`knn`).
+    bank: Vec<f32>,
+}
+
+/// Shrinkage of the covariance towards its mean variance (a well-conditioned inverse with
+/// 384 dimensions and a few thousand texts).
+const SHRINK: f64 = 0.1;
+
+fn unit_rows(x: &DenseMatrix) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.rows() * x.cols());
+    for r in 0..x.rows() {
+        let row = x.row(r);
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        out.extend(row.iter().map(|v| v / n));
+    }
+    out
+}
+
+/// Inverse of a symmetric positive-definite matrix by Cholesky (f64).
+fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0f64; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut s = a[i * d + j];
+            for k in 0..j {
+                s -= l[i * d + k] * l[j * d + k];
+            }
+            if i == j {
+                if s <= 0.0 {
+                    return None;
+                }
+                l[i * d + i] = s.sqrt();
+            } else {
+                l[i * d + j] = s / l[j * d + j];
+            }
+        }
+    }
+    // Invert L, then A⁻¹ = L⁻ᵀ L⁻¹.
+    let mut li = vec![0.0f64; d * d];
+    for i in 0..d {
+        li[i * d + i] = 1.0 / l[i * d + i];
+        for j in 0..i {
+            let mut s = 0.0;
+            for k in j..i {
+                s -= l[i * d + k] * li[k * d + j];
+            }
+            li[i * d + j] = s / l[i * d + i];
+        }
+    }
+    let mut inv = vec![0.0f64; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (i.max(j)..d).map(|k| li[k * d + i] * li[k * d + j]).sum();
+            inv[i * d + j] = s;
+            inv[j * d + i] = s;
+        }
+    }
+    Some(inv)
+}
+
+impl OosDetector {
+    /// Fits a detector on in-scope training embeddings `x` with classes `y` (rows whose class
+    /// is `oos_class` are left out). The threshold is set by [`OosDetector::tune`].
+    pub fn fit(
+        method: OosMethod,
+        x: &DenseMatrix,
+        y: &[usize],
+        n_classes: usize,
+        oos: Option<(usize, String)>,
+        k: usize,
+    ) -> Result<Self, TrainError> {
+        let d = x.cols();
+        let oos_class = oos.as_ref().map(|o| o.0);
+        let keep: Vec<usize> = (0..x.rows()).filter(|&i| Some(y[i]) != oos_class).collect();
+        if keep.len() < 2 {
+            return Err(TrainError::Option(
+                "out-of-scope detection needs at least two in-scope training texts".into(),
+            ));
+        }
+        if method == OosMethod::Knn && (k == 0 || k > keep.len()) {
+            return Err(TrainError::Option(format!(
+                "knn needs 1 ≤ k ≤ {} in-scope training texts, got {k}",
+                keep.len()
+            )));
+        }
+        let (mut means, mut precision, mut bank) = (Vec::new(), Vec::new(), Vec::new());
+        match method {
+            OosMethod::MaxProb => {}
+            OosMethod::Mahalanobis => {
+                let mut sums = vec![0.0f64; n_classes * d];
+                let mut counts = vec![0usize; n_classes];
+                for &i in &keep {
+                    counts[y[i]] += 1;
+                    for (s, v) in sums[y[i] * d..(y[i] + 1) * d].iter_mut().zip(x.row(i)) {
+                        *s += *v as f64;
+                    }
+                }
+                for c in 0..n_classes {
+                    for s in &mut sums[c * d..(c + 1) * d] {
+                        *s /= counts[c].max(1) as f64;
+                    }
+                }
+                let mut cov = vec![0.0f64; d * d];
+                for &i in &keep {
+                    let m = &sums[y[i] * d..(y[i] + 1) * d];
+                    let diff: Vec<f64> =
+                        x.row(i).iter().zip(m).map(|(v, m)| *v as f64 - m).collect();
+                    for a in 0..d {
+                        let da = diff[a];
+                        for b in 0..=a {
+                            cov[a * d + b] += da * diff[b];
+                        }
+                    }
+                }
+                let n = keep.len() as f64;
+                let mean_var = (0..d).map(|a| cov[a * d + a] / n).sum::<f64>() / d as f64;
+                for a in 0..d {
+                    for b in 0..=a {
+                        let mut v = cov[a * d + b] / n * (1.0 - SHRINK);
+                        if a == b {
+                            v += SHRINK * mean_var.max(1e-12);
+                        }
+                        cov[a * d + b] = v;
+                        cov[b * d + a] = v;
+                    }
+                }
+                let inv = spd_inverse(&cov, d).ok_or_else(|| {
+                    TrainError::Option("the embeddings' covariance is singular".into())
+                })?;
+                precision = inv.into_iter().map(|v| v as f32).collect();
+                means = sums.into_iter().map(|v| v as f32).collect();
+                // Classes without in-scope rows (the oos class) get no mean: mark them NaN-free
+                // by copying a real class, and skip them when scoring.
+            }
+            OosMethod::Knn => {
+                let rows: Vec<f32> = keep.iter().flat_map(|&i| x.row(i).to_vec()).collect();
+                let m = DenseMatrix::new(keep.len(), d, rows).expect("rows × d");
+                bank = unit_rows(&m);
+            }
+        }
+        Ok(Self {
+            card: OosCard {
+                method,
+                threshold: f32::INFINITY,
+                label: oos.map(|o| o.1),
+                k,
+                dim: d,
+            },
+            oos_class,
+            means,
+            precision,
+            bank,
+        })
+    }
+
+    /// Scores rows (higher = more out of scope) from their embeddings `x` and the classifier's
+    /// probabilities `proba` (`rows × classes`).
+    pub fn score(&self, x: &DenseMatrix, proba: &[f32], n_classes: usize) -> Vec<f32> {
+        let d = self.card.dim;
+        match self.card.method {
+            OosMethod::MaxProb => proba
+                .chunks_exact(n_classes)
+                .map(|p| 1.0 - p.iter().copied().fold(0.0, f32::max))
+                .collect(),
+            OosMethod::Mahalanobis => (0..x.rows())
+                .map(|r| {
+                    let row = x.row(r);
+                    let mut best = f32::INFINITY;
+                    for c in 0..n_classes {
+                        if Some(c) == self.oos_class {
+                            continue;
+                        }
+                        let diff: Vec<f32> = row
+                            .iter()
+                            .zip(&self.means[c * d..(c + 1) * d])
+                            .map(|(a, b)| a - b)
+                            .collect();
+                        let mut q = 0.0f32;
+                        for (a, da) in diff.iter().enumerate() {
+                            let p = &self.precision[a * d..(a + 1) * d];
+                            q += da * p.iter().zip(&diff).map(|(pv, db)| pv * db).sum::<f32>();
+                        }
+                        best = best.min(q);
+                    }
+                    best
+                })
+                .collect(),
+            OosMethod::Knn => {
+                let q = unit_rows(x);
+                let n = self.bank.len() / d;
+                let k = self.card.k;
+                (0..x.rows())
+                    .map(|r| {
+                        let qr = &q[r * d..(r + 1) * d];
+                        let mut sims: Vec<f32> = (0..n)
+                            .map(|i| {
+                                self.bank[i * d..(i + 1) * d]
+                                    .iter()
+                                    .zip(qr)
+                                    .map(|(a, b)| a * b)
+                                    .sum()
+                            })
+                            .collect();
+                        sims.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                        1.0 - sims[k - 1]
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Whether a row with this score and these probabilities is out of scope.
+    pub fn is_oos(&self, score: f32, proba_row: &[f32]) -> bool {
+        score > self.card.threshold
+            || self
+                .oos_class
+                .is_some_and(|c| lmfuse_metrics::argmax(proba_row) == c)
+    }
+
+    /// Sets the threshold from dev scores: `y_dev` holds class indices and `is_oos_dev` marks
+    /// the out-of-scope rows. With out-of-scope rows, maximises the mean of in-scope accuracy
+    /// and out-of-scope recall; without, keeps 95% of the in-scope rows.
+    pub fn tune(
+        &mut self,
+        scores: &[f32],
+        proba: &[f32],
+        n_classes: usize,
+        y_dev: &[usize],
+        is_oos_dev: &[bool],
+    ) {
+        let n_oos = is_oos_dev.iter().filter(|&&o| o).count();
+        let in_scope: Vec<usize> = (0..scores.len()).filter(|&i| !is_oos_dev[i]).collect();
+        if n_oos == 0 || in_scope.is_empty() {
+            let mut s: Vec<f32> = in_scope.iter().map(|&i| scores[i]).collect();
+            s.sort_by(f32::total_cmp);
+            self.card.threshold = s
+                .get(((s.len() as f64) * 0.95).ceil() as usize)
+                .or(s.last())
+                .copied()
+                .unwrap_or(f32::INFINITY);
+            return;
+        }
+        let mut candidates: Vec<f32> = scores.to_vec();
+        candidates.push(f32::INFINITY);
+        candidates.sort_by(f32::total_cmp);
+        candidates.dedup();
+        let mut best = (f64::MIN, f32::INFINITY);
+        for &t in &candidates {
+            self.card.threshold = t;
+            let m = self.metrics(scores, proba, n_classes, y_dev, is_oos_dev);
+            let value = (m.in_scope_accuracy + m.oos_recall) / 2.0;
+            if value > best.0 {
+                best = (value, t);
+            }
+        }
+        self.card.threshold = best.1;
+    }
+
+    /// In-scope accuracy and out-of-scope recall/precision of the decisions on labelled rows.
+    pub fn metrics(
+        &self,
+        scores: &[f32],
+        proba: &[f32],
+        n_classes: usize,
+        y: &[usize],
+        is_oos: &[bool],
+    ) -> OosMetrics {
+        let (mut in_ok, mut in_n, mut oos_hit, mut oos_n, mut flagged) =
+            (0usize, 0usize, 0usize, 0usize, 0usize);
+        for (i, (&s, p)) in scores.iter().zip(proba.chunks_exact(n_classes)).enumerate() {
+            let says_oos = self.is_oos(s, p);
+            flagged += says_oos as usize;
+            if is_oos[i] {
+                oos_n += 1;
+                oos_hit += says_oos as usize;
+            } else {
+                in_n += 1;
+                in_ok += (!says_oos && lmfuse_metrics::argmax(p) == y[i]) as usize;
+            }
+        }
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        OosMetrics {
+            method: self.card.method,
+            threshold: self.card.threshold,
+            in_scope_accuracy: ratio(in_ok, in_n),
+            oos_recall: ratio(oos_hit, oos_n),
+            oos_precision: ratio(oos_hit, flagged),
+            in_scope: in_n,
+            out_of_scope: oos_n,
+        }
+    }
+
+    /// The tensors to store (`means`, `precision` or `bank`).
+    pub fn to_tensors(&self) -> BTreeMap<String, Tensor> {
+        let d = self.card.dim;
+        let mut t = BTreeMap::new();
+        if !self.means.is_empty() {
+            t.insert(
+                "means".into(),
+                Tensor::f32(vec![self.means.len() / d, d], self.means.clone()),
+            );
+            t.insert(
+                "precision".into(),
+                Tensor::f32(vec![d, d], self.precision.clone()),
+            );
+        }
+        if !self.bank.is_empty() {
+            t.insert(
+                "bank".into(),
+                Tensor::f32(vec![self.bank.len() / d, d], self.bank.clone()),
+            );
+        }
+        t
+    }
+
+    /// Rebuilds a detector from its card and tensors, checking shapes.
+    pub fn restore(
+        card: OosCard,
+        labels: &[String],
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Self, TrainError> {
+        let bad = |m: String| TrainError::Bundle {
+            what: "out-of-scope detector",
+            message: m,
+        };
+        let d = card.dim;
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, TrainError> {
+            lmfuse_classic::stored_f32(tensors, name, Some(shape))
+                .map(<[f32]>::to_vec)
+                .map_err(|e| bad(e.to_string()))
+        };
+        let (mut means, mut precision, mut bank) = (Vec::new(), Vec::new(), Vec::new());
+        match card.method {
+            OosMethod::MaxProb => {}
+            OosMethod::Mahalanobis => {
+                means = get("means", &[labels.len(), d])?;
+                precision = get("precision", &[d, d])?;
+            }
+            OosMethod::Knn => {
+                let t = tensors
+                    .get("bank")
+                    .ok_or_else(|| bad("bank is missing".into()))?;
+                let rows = t.shape.first().copied().unwrap_or(0);
+                if rows < card.k || card.k == 0 {
+                    return Err(bad(format!(
+                        "knn with k = {} over {rows} stored texts",
+                        card.k
+                    )));
+                }
+                bank = get("bank", &[rows, d])?;
+            }
+        }
+        let oos_class = match &card.label {
+            Some(l) => Some(
+                labels
+                    .iter()
+                    .position(|x| x == l)
+                    .ok_or_else(|| bad(format!("label {l:?} is not a class")))?,
+            ),
+            None => None,
+        };
+        if !card.threshold.is_finite() && card.threshold != f32::INFINITY {
+            return Err(bad(format!("threshold {}", card.threshold)));
+        }
+        Ok(Self {
+            card,
+            oos_class,
+            means,
+            precision,
+            bank,
+        })
+    }
+}
+
+/// How well a detector separates in-scope from out-of-scope rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OosMetrics {
+    /// Scoring method.
+    pub method: OosMethod,
+    /// Threshold used.
+    pub threshold: f32,
+    /// Share of in-scope rows given their true class (and not flagged).
+    pub in_scope_accuracy: f64,
+    /// Share of out-of-scope rows flagged.
+    pub oos_recall: f64,
+    /// Share of flagged rows that are out of scope.
+    pub oos_precision: f64,
+    /// In-scope rows.
+    pub in_scope: usize,
+    /// Out-of-scope rows.
+    pub out_of_scope: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lmfuse_core::SeededRng;
+
+    /// Three tight in-scope clusters and far-away out-of-scope points.
+    fn data(n: usize, seed: u64) -> (DenseMatrix, Vec<usize>, Vec<bool>) {
+        let mut rng = SeededRng::new(seed);
+        let mut u = || (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+        let centres = [[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]];
+        let (mut rows, mut y, mut oos) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            if i % 4 == 3 {
+                rows.extend([-3.0 + u(), -3.0 + u(), -3.0 + u()]);
+                y.push(3);
+                oos.push(true);
+            } else {
+                let c = i % 4;
+                rows.extend(centres[c].iter().map(|v| v + u()));
+                y.push(c);
+                oos.push(false);
+            }
+        }
+        (DenseMatrix::new(n, 3, rows).unwrap(), y, oos)
+    }
+
+    /// Probabilities that know the three in-scope classes well and say "class 0" for the rest.
+    fn proba(y: &[usize]) -> Vec<f32> {
+        y.iter()
+            .flat_map(|&c| {
+                let mut p = vec![0.01f32; 4];
+                p[if c == 3 { 0 } else { c }] = 0.97;
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn embedding_detectors_separate_far_points_and_round_trip() {
+        let (x, y, _) = data(200, 1);
+        let (xd, yd, od) = data(80, 2);
+        for method in [OosMethod::Mahalanobis, OosMethod::Knn] {
+            // The oos examples are not a class here: fit on in-scope rows only.
+            let keep: Vec<usize> = (0..y.len()).filter(|&i| y[i] < 3).collect();
+            let xi = x.select_rows(&keep);
+            let yi: Vec<usize> = keep.iter().map(|&i| y[i]).collect();
+            let mut det = OosDetector::fit(method, &xi, &yi, 4, None, 5).unwrap();
+            let pd = proba(&yd);
+            let s = det.score(&xd, &pd, 4);
+            det.tune(&s, &pd, 4, &yd, &od);
+            let m = det.metrics(&s, &pd, 4, &yd, &od);
+            assert!(
+                m.oos_recall == 1.0 && m.in_scope_accuracy == 1.0,
+                "{method:?}: {m:?}"
+            );
+            let labels: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+            let back = OosDetector::restore(det.card.clone(), &labels, &det.to_tensors()).unwrap();
+            assert_eq!(back.score(&xd, &pd, 4), s);
+        }
+    }
+
+    #[test]
+    fn max_prob_cannot_see_confident_mistakes_and_without_dev_oos_keeps_95_percent() {
+        let (xd, yd, od) = data(80, 3);
+        let pd = proba(&yd);
+        let mut det = OosDetector::fit(OosMethod::MaxProb, &xd, &yd, 4, None, 1).unwrap();
+        let s = det.score(&xd, &pd, 4);
+        det.tune(&s, &pd, 4, &yd, &od);
+        // Every row is equally confident: max-prob cannot tell the far points apart.
+        assert!(
+            det.metrics(&s, &pd, 4, &yd, &od).oos_recall < 1.0
+                || det.metrics(&s, &pd, 4, &yd, &od).in_scope_accuracy < 1.0
+        );
+        let no_oos = vec![false; yd.len()];
+        det.tune(&s, &pd, 4, &yd, &no_oos);
+        let kept = s.iter().filter(|&&v| v <= det.card.threshold).count();
+        assert!(kept as f64 >= 0.95 * s.len() as f64);
+    }
+
+    #[test]
+    fn inverse_is_an_inverse() {
+        let a = [4.0, 1.0, 0.5, 1.0, 3.0, 0.2, 0.5, 0.2, 2.0];
+        let inv = spd_inverse(&a, 3).unwrap();
+        for i in 0..3 {
+            for j in 0..3 {
+                let v: f64 = (0..3).map(|k| a[i * 3 + k] * inv[k * 3 + j]).sum();
+                assert!((v - (i == j) as u8 as f64).abs() < 1e-12);
+            }
+        }
+        assert!(spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+}
