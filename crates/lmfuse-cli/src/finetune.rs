@@ -173,6 +173,7 @@ impl FinetuneArgs {
             weight_decay: self.weight_decay,
             warmup: self.warmup,
             dropout: self.dropout,
+            max_grad_norm: self.max_grad_norm,
             seed: self.seed,
         }
     }
@@ -308,10 +309,11 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         SeededRng::new(args.seed).next_u64(),
     )?;
     drop(encoder);
-    net.freeze(params.freeze_embeddings, params.freeze_layers);
+    // Adapters first, so that --freeze-layers also freezes the adapters of those layers.
     if let Some(l) = &params.lora {
         net.add_lora(l, args.seed)?;
     }
+    net.freeze(params.freeze_embeddings, params.freeze_layers);
 
     if args.contrastive {
         return run_contrastive(

@@ -166,6 +166,11 @@ fn a_run_killed_in_epoch_two_resumes_to_the_uninterrupted_result() {
     }
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run was not killed");
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        text.contains("\"epochs_done\": 1"),
+        "the kill did not land in epoch 2: {text}"
+    );
     assert!(
         !dir.path().join("killed").exists(),
         "a killed run must not leave a bundle"

@@ -141,21 +141,29 @@ fn view(data: &[f32], offset: usize, row_stride: usize, col_stride: usize) -> Vi
 
 /// Self-attention of one sequence (`len` rows of `[q | k | v]`, each `hidden` wide) for
 /// training: writes the context rows to `ctx` and keeps the probabilities,
-/// `heads × len × len`, in `probs`. Each product is a strided matrix product.
+/// `heads × len × len`, in `probs` (before dropout). With `mask` (same shape: 0 or the
+/// inverse keep rate), attention dropout multiplies the probabilities by it before they weigh
+/// the values. `scratch` holds at least `len²` values. Each product is a strided matrix
+/// product.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_train(
     qkv: &[f32],
     ctx: &mut [f32],
     probs: &mut [f32],
+    mask: Option<&[f32]>,
     len: usize,
     hidden: usize,
     heads: usize,
+    scratch: &mut [f32],
 ) {
     let d = hidden / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let row = 3 * hidden;
+    let dropped = &mut scratch[..len * len];
     for h in 0..heads {
         let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
-        let p = &mut probs[h * len * len..(h + 1) * len * len];
+        let hp = h * len * len..(h + 1) * len * len;
+        let p = &mut probs[hp.clone()];
         // S = scale · Q Kᵀ
         kernels::matmul_strided(
             p,
@@ -168,12 +176,21 @@ pub fn attention_train(
             false,
         );
         kernels::softmax_rows(p, len);
-        // ctx = P V
+        // ctx = drop(P) V
+        let weights: &[f32] = match mask {
+            Some(m) => {
+                for ((o, a), b) in dropped.iter_mut().zip(p.iter()).zip(&m[hp]) {
+                    *o = a * b;
+                }
+                dropped
+            }
+            None => p,
+        };
         kernels::matmul_strided(
             ctx,
             h * d,
             hidden,
-            view(p, 0, len, 1),
+            view(weights, 0, len, 1),
             view(qkv, vo, row, 1),
             (len, len, d),
             1.0,
@@ -182,13 +199,14 @@ pub fn attention_train(
     }
 }
 
-/// Attention backward of one sequence: from `dctx` (`len × hidden`) and the kept `probs`,
-/// overwrites `dqkv` (`len × 3·hidden`) with the gradients of the queries, keys and values.
-/// `scratch` holds at least `len²` values.
+/// Attention backward of one sequence: from `dctx` (`len × hidden`), the kept `probs` and the
+/// dropout `mask` used in the forward pass, overwrites `dqkv` (`len × 3·hidden`) with the
+/// gradients of the queries, keys and values. `scratch` holds at least `2·len²` values.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     qkv: &[f32],
     probs: &[f32],
+    mask: Option<&[f32]>,
     dctx: &[f32],
     dqkv: &mut [f32],
     len: usize,
@@ -199,22 +217,32 @@ pub fn attention_backward(
     let d = hidden / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let row = 3 * hidden;
-    let ds = &mut scratch[..len * len];
+    let (ds, dropped) = scratch[..2 * len * len].split_at_mut(len * len);
     for h in 0..heads {
         let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
-        let p = &probs[h * len * len..(h + 1) * len * len];
-        // dV = Pᵀ dctx
+        let hp = h * len * len..(h + 1) * len * len;
+        let p = &probs[hp.clone()];
+        let weights: &[f32] = match mask {
+            Some(m) => {
+                for ((o, a), b) in dropped.iter_mut().zip(p).zip(&m[hp.clone()]) {
+                    *o = a * b;
+                }
+                dropped
+            }
+            None => p,
+        };
+        // dV = drop(P)ᵀ dctx
         kernels::matmul_strided(
             dqkv,
             vo,
             row,
-            view(p, 0, 1, len),
+            view(weights, 0, 1, len),
             view(dctx, h * d, hidden, 1),
             (len, len, d),
             1.0,
             false,
         );
-        // dP = dctx Vᵀ, then dS = scale · P ⊙ (dP − Σ P·dP)
+        // d drop(P) = dctx Vᵀ; dP = mask ⊙ that; dS = scale · P ⊙ (dP − Σ P·dP)
         kernels::matmul_strided(
             ds,
             0,
@@ -225,6 +253,11 @@ pub fn attention_backward(
             1.0,
             false,
         );
+        if let Some(m) = mask {
+            for (g, b) in ds.iter_mut().zip(&m[hp]) {
+                *g *= b;
+            }
+        }
         kernels::softmax_rows_backward(p, ds, len, scale);
         // dQ = dS K, dK = dSᵀ Q
         kernels::matmul_strided(
@@ -341,30 +374,60 @@ mod tests {
         let (len, hidden, heads) = (3, 4, 2);
         let qkv = wave(len * 3 * hidden, 0.77, 0.3);
         let w = wave(len * hidden, 1.7, 0.9);
-        let loss = |qkv: &[f32]| -> f64 {
+        // Without and with an attention-dropout mask (zeros and 1/(1 - 0.25) values).
+        let masked: Vec<f32> = (0..heads * len * len)
+            .map(|i| if i % 4 == 1 { 0.0 } else { 1.0 / 0.75 })
+            .collect();
+        for mask in [None, Some(masked)] {
+            let loss = |qkv: &[f32]| -> f64 {
+                let mut ctx = vec![0.0; len * hidden];
+                let mut probs = vec![0.0; heads * len * len];
+                let mut scratch = vec![0.0; len * len];
+                attention_train(
+                    qkv,
+                    &mut ctx,
+                    &mut probs,
+                    mask.as_deref(),
+                    len,
+                    hidden,
+                    heads,
+                    &mut scratch,
+                );
+                ctx.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum()
+            };
             let mut ctx = vec![0.0; len * hidden];
             let mut probs = vec![0.0; heads * len * len];
-            attention_train(qkv, &mut ctx, &mut probs, len, hidden, heads);
-            ctx.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum()
-        };
-        let mut ctx = vec![0.0; len * hidden];
-        let mut probs = vec![0.0; heads * len * len];
-        attention_train(&qkv, &mut ctx, &mut probs, len, hidden, heads);
-        let mut dqkv = vec![0.0; len * 3 * hidden];
-        let mut scratch = vec![0.0; len * len];
-        attention_backward(
-            &qkv,
-            &probs,
-            &w,
-            &mut dqkv,
-            len,
-            hidden,
-            heads,
-            &mut scratch,
-        );
-        for (j, dj) in dqkv.iter().enumerate() {
-            let num = numeric_grad(&loss, &qkv, j);
-            assert!((num - *dj as f64).abs() < 2e-3, "dqkv[{j}] {num} vs {dj}");
+            let mut scratch = vec![0.0; 2 * len * len];
+            attention_train(
+                &qkv,
+                &mut ctx,
+                &mut probs,
+                mask.as_deref(),
+                len,
+                hidden,
+                heads,
+                &mut scratch,
+            );
+            let mut dqkv = vec![0.0; len * 3 * hidden];
+            attention_backward(
+                &qkv,
+                &probs,
+                mask.as_deref(),
+                &w,
+                &mut dqkv,
+                len,
+                hidden,
+                heads,
+                &mut scratch,
+            );
+            for (j, dj) in dqkv.iter().enumerate() {
+                let num = numeric_grad(&loss, &qkv, j);
+                assert!(
+                    (num - *dj as f64).abs() < 2e-3,
+                    "dqkv[{j}] {num} vs {dj} (mask {})",
+                    mask.is_some()
+                );
+            }
         }
     }
 

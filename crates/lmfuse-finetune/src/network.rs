@@ -204,6 +204,7 @@ struct LayerCache {
     x_in: Vec<f32>,
     qkv: Vec<f32>,
     probs: Vec<f32>,
+    mask_probs: Option<Vec<f32>>,
     ctx: Vec<f32>,
     mask_attn: Option<Vec<f32>>,
     x1: Vec<f32>,
@@ -630,29 +631,56 @@ impl Network {
             }
             let mut ctx = vec![0.0f32; t * h];
             let mut probs = vec![0.0f32; prob_total];
+            // Attention dropout: one mask over every sequence's probabilities.
+            let mask_probs = match drop.as_mut() {
+                Some(d) if d.rate > 0.0 => {
+                    let mut ones = vec![1.0f32; prob_total];
+                    dropout_mask(&mut ones, d.rate, d.rng)
+                }
+                _ => None,
+            };
             {
                 let mut pieces = Vec::with_capacity(batch.spans.len());
                 let mut ctx_rest = ctx.as_mut_slice();
                 let mut prob_rest = probs.as_mut_slice();
+                let mut prob_at = 0;
                 for s in &batch.spans {
+                    let plen = heads * s.len * s.len;
                     let (c_piece, c_tail) = ctx_rest.split_at_mut(s.len * h);
-                    let (p_piece, p_tail) = prob_rest.split_at_mut(heads * s.len * s.len);
+                    let (p_piece, p_tail) = prob_rest.split_at_mut(plen);
                     ctx_rest = c_tail;
                     prob_rest = p_tail;
+                    let m = mask_probs.as_ref().map(|m| &m[prob_at..prob_at + plen]);
+                    prob_at += plen;
                     pieces.push((
                         &qkv[s.start * 3 * h..(s.start + s.len) * 3 * h],
                         c_piece,
                         p_piece,
+                        m,
                         s.len,
                     ));
                 }
-                let run = |(q, c, pr, len): (&[f32], &mut [f32], &mut [f32], usize)| {
-                    ops::attention_train(q, c, pr, len, h, heads)
+                let max_len = batch.spans.iter().map(|s| s.len).max().unwrap_or(0);
+                type Piece<'a> = (
+                    &'a [f32],
+                    &'a mut [f32],
+                    &'a mut [f32],
+                    Option<&'a [f32]>,
+                    usize,
+                );
+                let run = |(q, c, pr, m, len): Piece<'_>, scratch: &mut Vec<f32>| {
+                    ops::attention_train(q, c, pr, m, len, h, heads, scratch)
                 };
                 if threads > 1 {
-                    pieces.into_par_iter().for_each(run);
+                    pieces.into_par_iter().for_each_init(
+                        || vec![0.0f32; max_len * max_len],
+                        |sc, piece| run(piece, sc),
+                    );
                 } else {
-                    pieces.into_iter().for_each(run);
+                    let mut scratch = vec![0.0f32; max_len * max_len];
+                    for piece in pieces {
+                        run(piece, &mut scratch);
+                    }
                 }
             }
             let mut a = vec![0.0f32; t * h];
@@ -726,6 +754,7 @@ impl Network {
                 x_in,
                 qkv,
                 probs,
+                mask_probs,
                 ctx,
                 mask_attn,
                 x1,
@@ -1029,6 +1058,7 @@ impl Network {
                     pieces.push((
                         &lc.qkv[s.start * 3 * h..(s.start + s.len) * 3 * h],
                         &lc.probs[prob_at..prob_at + plen],
+                        lc.mask_probs.as_ref().map(|m| &m[prob_at..prob_at + plen]),
                         &dctx[s.start * h..(s.start + s.len) * h],
                         piece,
                         s.len,
@@ -1036,17 +1066,24 @@ impl Network {
                     prob_at += plen;
                 }
                 let max_len = batch.spans.iter().map(|s| s.len).max().unwrap_or(0);
-                let run = |(q, pr, dc, dq, len): (&[f32], &[f32], &[f32], &mut [f32], usize),
-                           scratch: &mut Vec<f32>| {
-                    ops::attention_backward(q, pr, dc, dq, len, h, heads, scratch)
+                type Piece<'a> = (
+                    &'a [f32],
+                    &'a [f32],
+                    Option<&'a [f32]>,
+                    &'a [f32],
+                    &'a mut [f32],
+                    usize,
+                );
+                let run = |(q, pr, m, dc, dq, len): Piece<'_>, scratch: &mut Vec<f32>| {
+                    ops::attention_backward(q, pr, m, dc, dq, len, h, heads, scratch)
                 };
                 if threads > 1 {
                     pieces.into_par_iter().for_each_init(
-                        || vec![0.0f32; max_len * max_len],
+                        || vec![0.0f32; 2 * max_len * max_len],
                         |s, piece| run(piece, s),
                     );
                 } else {
-                    let mut scratch = vec![0.0f32; max_len * max_len];
+                    let mut scratch = vec![0.0f32; 2 * max_len * max_len];
                     for piece in pieces {
                         run(piece, &mut scratch);
                     }

@@ -282,6 +282,132 @@ struct CheckpointState {
     tensors: String,
     /// The file of the best weights, if any evaluation ran.
     best_tensors: Option<String>,
+    /// Hash of the training and dev tokens and labels and of the initial weights: a resume
+    /// must see the same data and starting point.
+    fingerprint: String,
+    /// Loss accumulated since the last evaluation (sum, count).
+    loss_sum: f64,
+    loss_count: usize,
+}
+
+/// FNV-1a over the data and the initial weights (cheap, stable across platforms).
+fn run_fingerprint(
+    train: &[TokenizedText],
+    y: &[usize],
+    dev: &[TokenizedText],
+    y_dev: &[usize],
+    values: &[f32],
+) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: u64| {
+        for b in v.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (set, labels) in [(train, y), (dev, y_dev)] {
+        eat(set.len() as u64);
+        for (t, &l) in set.iter().zip(labels) {
+            eat(t.ids.len() as u64);
+            t.ids.iter().chain(&t.type_ids).for_each(|&i| eat(i as u64));
+            eat(l as u64);
+        }
+    }
+    // Every 997th weight is enough to tell two starting points apart.
+    values
+        .iter()
+        .step_by(997)
+        .for_each(|v| eat(v.to_bits() as u64));
+    format!("{h:016x}")
+}
+
+/// Checks that every text fits the network: non-empty, within the positions, ids in range.
+fn check_texts(net: &Network, sets: &[(&str, &[TokenizedText])]) -> Result<(), FinetuneError> {
+    let c = net.config();
+    for (name, set) in sets {
+        for (i, t) in set.iter().enumerate() {
+            let bad = |m: String| {
+                Err(FinetuneError::Invalid(format!(
+                    "{name} text {}: {m}",
+                    i + 1
+                )))
+            };
+            if t.ids.is_empty() || t.ids.len() != t.type_ids.len() {
+                return bad("no tokens (or token and segment ids differ in number)".into());
+            }
+            if t.ids.len() > c.max_position_embeddings {
+                return bad(format!(
+                    "{} tokens, the model has {} positions",
+                    t.ids.len(),
+                    c.max_position_embeddings
+                ));
+            }
+            if let Some(id) = t.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return bad(format!(
+                    "token id {id} is outside the vocabulary ({})",
+                    c.vocab_size
+                ));
+            }
+            if let Some(id) = t
+                .type_ids
+                .iter()
+                .find(|&&id| id as usize >= c.type_vocab_size)
+            {
+                return bad(format!(
+                    "segment id {id} is outside the type vocabulary ({})",
+                    c.type_vocab_size
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scales `grads` so that the global norm over the trainable tensors is at most `max_norm`
+/// (0: no clipping); a non-finite norm is an error naming the step.
+fn clip_grad_norm(
+    net: &Network,
+    grads: &mut [f32],
+    max_norm: f32,
+    step: usize,
+) -> Result<(), FinetuneError> {
+    if max_norm <= 0.0 {
+        return Ok(());
+    }
+    let norm = net
+        .params
+        .specs
+        .iter()
+        .filter(|s| !s.frozen)
+        .map(|s| grads[s.range()].iter().map(|v| (v * v) as f64).sum::<f64>())
+        .sum::<f64>()
+        .sqrt() as f32;
+    if !norm.is_finite() {
+        return Err(FinetuneError::Invalid(format!(
+            "training diverged at step {step}: the gradient norm is {norm} (lower the learning rate)"
+        )));
+    }
+    if norm > max_norm {
+        let c = max_norm / norm;
+        grads.iter_mut().for_each(|g| *g *= c);
+    }
+    Ok(())
+}
+
+/// Removes a previous run's checkpoint files (and temp files of killed writes) from `dir`.
+fn clear_checkpoints(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == STATE_JSON
+                || name.starts_with(".lmfuse-tmp-")
+                || (name.ends_with(".safetensors")
+                    && (name.starts_with("state-") || name.starts_with("best-")));
+            if ours {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FinetuneError + '_ {
@@ -468,9 +594,11 @@ pub fn fit(
             "class index {bad} is out of range for {k} classes"
         )));
     }
+    check_texts(net, &[("training", train), ("dev", dev)])?;
     let threads = rayon::current_num_threads();
     let started = Instant::now();
     let n_values = net.params.values.len();
+    let fingerprint = run_fingerprint(train, y, dev, y_dev, &net.params.values);
     let trainable: usize = net
         .params
         .specs
@@ -505,6 +633,7 @@ pub fn fit(
     let mut evals: Vec<EvalRecord> = Vec::new();
 
     let ckpt_dir = run_dir.map(|d| d.join(CHECKPOINT_DIR));
+    let mut resumed_loss = (0.0f64, 0usize);
     if let Some(dir) = &ckpt_dir {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
@@ -513,6 +642,12 @@ pub fn fit(
             .as_ref()
             .ok_or_else(|| FinetuneError::Invalid("resuming needs a run folder".into()))?;
         let state_path = dir.join(STATE_JSON);
+        if !state_path.is_file() {
+            return Err(FinetuneError::Checkpoint {
+                path: state_path,
+                message: "no checkpoint yet (the run ended before its first epoch); start again without --resume".into(),
+            });
+        }
         let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
         let state: CheckpointState =
             serde_json::from_str(&text).map_err(|e| FinetuneError::Checkpoint {
@@ -532,6 +667,11 @@ pub fn fit(
         if state.params != *params {
             return Err(mismatch(
                 "it was written with other hyperparameters; resume with the same options".into(),
+            ));
+        }
+        if state.fingerprint != fingerprint {
+            return Err(mismatch(
+                "it was written for other data or another model; resume with the same files".into(),
             ));
         }
         if state.n_values != n_values {
@@ -573,14 +713,18 @@ pub fn fit(
             lmfuse_data::atomic_write(&log, |w| w.write_all(text.as_bytes()))
                 .map_err(io_err(&log))?;
         }
+        resumed_loss = (state.loss_sum, state.loss_count);
     } else if let Some(run) = run_dir {
+        // A fresh run never picks up an earlier run's files.
+        if let Some(dir) = &ckpt_dir {
+            clear_checkpoints(dir);
+        }
         let log = run.join(METRICS_LOG);
         lmfuse_data::atomic_write(&log, |_| Ok(())).map_err(io_err(&log))?;
     }
 
     let mut grads = vec![0.0f32; n_values];
-    let mut loss_sum = 0.0f64;
-    let mut loss_count = 0usize;
+    let (mut loss_sum, mut loss_count) = resumed_loss;
     let mut stopped_early = bad_evals >= params.patience && params.patience > 0 && best.is_some();
     let word_range = net.word_embeddings_range();
 
@@ -614,20 +758,31 @@ pub fn fit(
                 if !loss.is_finite() {
                     return Err(FinetuneError::Diverged { step, loss });
                 }
+                let adversarial = params.fgm.is_some() || params.pgd.is_some();
+                // With accumulation, `grads` already holds earlier micro-batches: the
+                // adversarial direction must be this batch's own word-embedding gradient.
+                let word_before =
+                    (adversarial && group.len() > 1).then(|| grads[word_range.clone()].to_vec());
                 net.backward(&batch, &fwd, &dlogits, &mut grads, threads);
                 drop(fwd);
                 step_loss += loss * scale;
+                let own_word_grad: Vec<f32> = if adversarial {
+                    let mut g = grads[word_range.clone()].to_vec();
+                    if let Some(before) = &word_before {
+                        g.iter_mut().zip(before).for_each(|(a, b)| *a -= b);
+                    }
+                    g
+                } else {
+                    Vec::new()
+                };
                 if let Some(eps) = params.fgm {
                     // FGM: move the word embeddings by ε along the normalised gradient, add
                     // the gradient of the loss there, move them back.
-                    let g = &grads[word_range.clone()];
+                    let g = &own_word_grad;
                     let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
                     if norm > 0.0 && norm.is_finite() {
                         let saved = net.params.values[word_range.clone()].to_vec();
-                        for (w, gv) in net.params.values[word_range.clone()]
-                            .iter_mut()
-                            .zip(&grads[word_range.clone()])
-                        {
+                        for (w, gv) in net.params.values[word_range.clone()].iter_mut().zip(g) {
                             *w += eps * gv / norm;
                         }
                         let fwd = net.forward(
@@ -651,7 +806,13 @@ pub fn fit(
                     let saved = net.params.values[word_range.clone()].to_vec();
                     let mut r = vec![0.0f32; word_range.len()];
                     for t in 0..pgd.steps {
-                        let g = &grads[word_range.clone()];
+                        // Step 0 follows the clean gradient of this batch; later steps the
+                        // gradient at the perturbed point (`grads` was zeroed for them).
+                        let g = if t == 0 {
+                            &own_word_grad[..]
+                        } else {
+                            &grads[word_range.clone()]
+                        };
                         let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
                         if !(norm > 0.0 && norm.is_finite()) {
                             break;
@@ -689,23 +850,7 @@ pub fn fit(
                     net.params.values[word_range.clone()].copy_from_slice(&saved);
                 }
             }
-            if params.max_grad_norm > 0.0 {
-                let norm = net
-                    .params
-                    .specs
-                    .iter()
-                    .filter(|s| !s.frozen)
-                    .map(|s| grads[s.range()].iter().map(|v| (v * v) as f64).sum::<f64>())
-                    .sum::<f64>()
-                    .sqrt() as f32;
-                if !norm.is_finite() {
-                    return Err(FinetuneError::Diverged { step, loss: norm });
-                }
-                if norm > params.max_grad_norm {
-                    let c = params.max_grad_norm / norm;
-                    grads.iter_mut().for_each(|g| *g *= c);
-                }
-            }
+            clip_grad_norm(net, &mut grads, params.max_grad_norm, step)?;
             let factor = schedule.factor(step);
             opt.step(
                 &mut net.params,
@@ -797,6 +942,7 @@ pub fn fit(
             (&best, &best_values),
             bad_evals,
             &evals,
+            (&fingerprint, loss_sum, loss_count),
         )?;
     }
     net.params.values.copy_from_slice(&best_values);
@@ -826,6 +972,7 @@ fn save_checkpoint(
     (best, best_values): (&Option<EvalRecord>, &[f32]),
     bad_evals: usize,
     evals: &[EvalRecord],
+    (fingerprint, loss_sum, loss_count): (&str, f64, usize),
 ) -> Result<(), FinetuneError> {
     let Some(dir) = dir else {
         return Ok(());
@@ -841,10 +988,9 @@ fn save_checkpoint(
     )?;
     let best_tensors = match best {
         Some(b) => {
+            // Always written: a file of that name may be left from a killed write.
             let name = format!("best-{}.safetensors", b.step);
-            if !dir.join(&name).exists() {
-                write_vectors(&dir.join(&name), &[("values", best_values)])?;
-            }
+            write_vectors(&dir.join(&name), &[("values", best_values)])?;
             Some(name)
         }
         None => None,
@@ -862,6 +1008,9 @@ fn save_checkpoint(
         evals: evals.to_vec(),
         tensors: tensors.clone(),
         best_tensors: best_tensors.clone(),
+        fingerprint: fingerprint.to_string(),
+        loss_sum,
+        loss_count,
     };
     let path: PathBuf = dir.join(STATE_JSON);
     let text = serde_json::to_vec_pretty(&state).expect("plain state");
@@ -901,6 +1050,8 @@ pub struct ContrastiveParams {
     pub warmup: f32,
     /// Dropout rate.
     pub dropout: f32,
+    /// Clip the global gradient norm to this (0: no clipping; sentence-transformers uses 1).
+    pub max_grad_norm: f32,
     /// Seed of the pairs, their order and dropout.
     pub seed: u64,
 }
@@ -916,6 +1067,7 @@ impl Default for ContrastiveParams {
             weight_decay: 0.01,
             warmup: 0.1,
             dropout: 0.1,
+            max_grad_norm: 1.0,
             seed: 13,
         }
     }
@@ -996,6 +1148,7 @@ pub fn fit_contrastive(
             "contrastive training needs at least two labelled texts".into(),
         ));
     }
+    check_texts(net, &[("training", train)])?;
     let pairs = contrastive_pairs(y, params);
     if pairs.is_empty() {
         return Err(FinetuneError::Invalid(
@@ -1071,6 +1224,7 @@ pub fn fit_contrastive(
             grads.iter_mut().for_each(|g| *g = 0.0);
             net.backward_from_pooled(&batch, &fwd, &dpooled, &mut grads, threads);
             drop(fwd);
+            clip_grad_norm(net, &mut grads, params.max_grad_norm, step)?;
             let factor = schedule.factor(step);
             opt.step(
                 &mut net.params,

@@ -391,93 +391,224 @@ fn a_killed_run_resumes_to_the_same_result() {
     drop(net0);
     let (train, y) = toy(&enc, 48, 10);
     let (dev, y_dev) = toy(&enc, 16, 11);
-    let params = FinetuneParams {
-        epochs: 3,
-        ..small_params()
-    };
     let new_net = || setup(2).expect("model").2;
-
-    let whole = tempfile::tempdir().expect("tmp");
-    let mut a = new_net();
-    let sa = fit(
-        &mut a,
-        &params,
-        &train,
-        &y,
-        &dev,
-        &y_dev,
-        Some(whole.path()),
-        false,
-        &mut |_| {},
-    )
-    .expect("fit");
-
-    // Second run: "killed" (a panic out of the observer) in the middle of epoch 2.
-    let killed = tempfile::tempdir().expect("tmp");
     let steps_per_epoch = 48 / 8;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut b = new_net();
-        let _ = fit(
-            &mut b,
+    // Evaluations at each epoch's end, and every 4 steps (not a divisor of the epoch, so a
+    // checkpoint falls between evaluations and must carry the running loss).
+    for eval_every in [None, Some(4)] {
+        let params = FinetuneParams {
+            epochs: 3,
+            eval_every,
+            ..small_params()
+        };
+        let whole = tempfile::tempdir().expect("tmp");
+        let mut a = new_net();
+        let sa = fit(
+            &mut a,
+            &params,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            Some(whole.path()),
+            false,
+            &mut |_| {},
+        )
+        .expect("fit");
+
+        // Second run: "killed" (a panic out of the observer) in the middle of epoch 2.
+        let killed = tempfile::tempdir().expect("tmp");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut b = new_net();
+            let _ = fit(
+                &mut b,
+                &params,
+                &train,
+                &y,
+                &dev,
+                &y_dev,
+                Some(killed.path()),
+                false,
+                &mut |e| {
+                    if let Event::Step { step, .. } = e {
+                        if *step == steps_per_epoch + 2 {
+                            panic!("killed");
+                        }
+                    }
+                },
+            );
+        }));
+        assert!(result.is_err(), "the run should have been interrupted");
+        let mut c = new_net();
+        let mut resumed_at = None;
+        let sc = fit(
+            &mut c,
             &params,
             &train,
             &y,
             &dev,
             &y_dev,
             Some(killed.path()),
-            false,
+            true,
             &mut |e| {
-                if let Event::Step { step, .. } = e {
-                    if *step == steps_per_epoch + 2 {
-                        panic!("killed");
-                    }
+                if let Event::Resumed { step } = e {
+                    resumed_at = Some(*step);
                 }
             },
+        )
+        .expect("resume");
+        assert_eq!(resumed_at, Some(steps_per_epoch));
+        let strip = |v: &[lmfuse_finetune::EvalRecord]| -> Vec<lmfuse_finetune::EvalRecord> {
+            v.iter()
+                .map(|r| lmfuse_finetune::EvalRecord {
+                    seconds: 0.0,
+                    ..r.clone()
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip(&sa.evals),
+            strip(&sc.evals),
+            "evaluations differ ({eval_every:?})"
         );
-    }));
-    assert!(result.is_err(), "the run should have been interrupted");
-    let mut c = new_net();
-    let mut resumed_at = None;
-    let sc = fit(
-        &mut c,
-        &params,
-        &train,
-        &y,
-        &dev,
-        &y_dev,
-        Some(killed.path()),
-        true,
-        &mut |e| {
-            if let Event::Resumed { step } = e {
-                resumed_at = Some(*step);
-            }
-        },
-    )
-    .expect("resume");
-    assert_eq!(resumed_at, Some(steps_per_epoch));
-    assert_eq!(sa.best, EvalRecordCmp::strip(&sc.best, &sa.best));
-    assert_eq!(a.params.values, c.params.values, "resumed weights differ");
-    let log =
-        std::fs::read_to_string(killed.path().join(lmfuse_finetune::METRICS_LOG)).expect("log");
-    assert_eq!(log.lines().count(), 3, "{log}");
-    // A changed hyperparameter is refused, not silently mixed.
-    let other = FinetuneParams {
-        lr: 1e-3,
-        ..params.clone()
+        assert_eq!(
+            a.params.values, c.params.values,
+            "resumed weights differ ({eval_every:?})"
+        );
+        let log =
+            std::fs::read_to_string(killed.path().join(lmfuse_finetune::METRICS_LOG)).expect("log");
+        assert_eq!(log.lines().count(), sa.evals.len(), "{log}");
+        // A changed hyperparameter is refused, not silently mixed.
+        let other = FinetuneParams {
+            lr: 1e-3,
+            ..params.clone()
+        };
+        let err = fit(
+            &mut new_net(),
+            &other,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            Some(killed.path()),
+            true,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("other hyperparameters"), "{err}");
+        // So are other data.
+        let err = fit(
+            &mut new_net(),
+            &params,
+            &dev,
+            &y_dev,
+            &dev,
+            &y_dev,
+            Some(killed.path()),
+            true,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("other data"), "{err}");
+        // A fresh run in the same folder starts clean: resuming right after it (killed before its
+        // first checkpoint) finds nothing instead of the earlier run's state.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = fit(
+                &mut new_net(),
+                &params,
+                &train,
+                &y,
+                &dev,
+                &y_dev,
+                Some(killed.path()),
+                false,
+                &mut |e| {
+                    if matches!(e, Event::Step { step: 1, .. }) {
+                        panic!("killed");
+                    }
+                },
+            );
+        }));
+        let err = fit(
+            &mut new_net(),
+            &params,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            Some(killed.path()),
+            true,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no checkpoint yet"), "{err}");
+    }
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
     };
-    let err = fit(
-        &mut new_net(),
-        &other,
-        &train,
-        &y,
-        &dev,
-        &y_dev,
-        Some(killed.path()),
-        true,
-        &mut |_| {},
+    net.add_lora(
+        &LoraParams {
+            dropout: 0.0,
+            ..LoraParams::default()
+        },
+        3,
     )
-    .unwrap_err();
-    assert!(err.to_string().contains("other hyperparameters"), "{err}");
+    .expect("lora");
+    // B starts at zero (then A gets no gradient): give it values to check both.
+    let mut rng = SeededRng::new(8);
+    for s in net.params.specs.clone() {
+        if s.name.ends_with("lora_B") {
+            for v in &mut net.params.values[s.range()] {
+                *v = ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
+            }
+        }
+    }
+    let texts = tokenize(&enc, &["a quiet film", "the plot never lands"]);
+    let labels = [0usize, 1];
+    let batch = batch_of(&texts);
+    let fwd = net.forward(&batch, None, 1);
+    let (_, dlogits) = loss_and_grad(&fwd.logits, &labels, 2);
+    let mut grads = vec![0.0f32; net.params.values.len()];
+    net.backward(&batch, &fwd, &dlogits, &mut grads, 1);
+    drop(fwd);
+    let mut checked = 0;
+    for s in net
+        .params
+        .specs
+        .clone()
+        .iter()
+        .filter(|s| s.name.contains("lora_"))
+    {
+        let mut by_size: Vec<usize> = (0..s.len()).collect();
+        by_size.sort_by(|&a, &b| {
+            grads[s.offset + b]
+                .abs()
+                .total_cmp(&grads[s.offset + a].abs())
+        });
+        for e in by_size.into_iter().take(2) {
+            let i = s.offset + e;
+            let orig = net.params.values[i];
+            let at = |net: &mut Network, v: f32| {
+                net.params.values[i] = v;
+                let fwd = net.forward(&batch, None, 1);
+                loss_and_grad(&fwd.logits, &labels, 2).0
+            };
+            let numeric = (at(&mut net, orig + 1e-2) - at(&mut net, orig - 1e-2)) / 2e-2;
+            net.params.values[i] = orig;
+            let analytic = grads[i] as f64;
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+                "{}[{e}]: {numeric} vs {analytic}",
+                s.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "{checked}");
 }
 
 /// Compares evaluation records without the wall-clock field.

@@ -784,10 +784,8 @@ fn reload_wants_json_a_key_for_other_folders_and_runs_one_at_a_time() {
     assert_eq!(*seen.lock().unwrap(), vec![Some("broken".to_string())]);
 
     // A client that goes away during a load does not let a second load start beside it.
-    let head = format!(
-        "POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
-    );
-    let gone = partial(s.addr, &head, b"{}", 2);
+    let head = "POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+    let gone = partial(s.addr, head, b"{}", 2);
     std::thread::sleep(Duration::from_millis(100));
     drop(gone);
     std::thread::sleep(Duration::from_millis(50));
