@@ -611,21 +611,6 @@ fn lora_gradients_match_finite_differences() {
     assert!(checked >= 8, "{checked}");
 }
 
-/// Compares evaluation records without the wall-clock field.
-struct EvalRecordCmp;
-
-impl EvalRecordCmp {
-    fn strip(
-        r: &lmfuse_finetune::EvalRecord,
-        like: &lmfuse_finetune::EvalRecord,
-    ) -> lmfuse_finetune::EvalRecord {
-        lmfuse_finetune::EvalRecord {
-            seconds: like.seconds,
-            ..r.clone()
-        }
-    }
-}
-
 #[test]
 fn contrastive_pairs_are_capped_balanced_and_seeded() {
     use lmfuse_finetune::{contrastive_pairs, ContrastiveParams};
