@@ -220,7 +220,7 @@ impl Backend for BundleBackend {
                     .zip(row.iter().copied())
                     .collect::<BTreeMap<_, _>>(),
                 oos: oos.as_ref().map(|d| Oos {
-                    out_of_scope: d[i].is_oos,
+                    is_oos: d[i].is_oos,
                     score: d[i].score,
                 }),
             })

@@ -323,3 +323,97 @@ fn an_empty_api_key_is_no_key_for_the_exposure_warning() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
+    let Some(tiny) = common::tiny_model() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, range: std::ops::Range<usize>| -> String {
+        let mut s = String::new();
+        for i in range {
+            let (text, label) = match i % 3 {
+                0 => (
+                    format!("please book a flight to city {i} for me"),
+                    "book_flight",
+                ),
+                1 => (
+                    format!("what is the weather like in town {i} today"),
+                    "weather",
+                ),
+                _ => (
+                    format!("my cat number {i} likes to sleep on the warm sofa"),
+                    "oos",
+                ),
+            };
+            s.push_str(&json!({"text": text, "label": label}).to_string());
+            s.push('\n');
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, &s).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (d, dv) = (write("train.jsonl", 0..60), write("dev.jsonl", 100..130));
+    let (d, dv) = (d.as_str(), dv.as_str());
+    let m = tiny.to_str().unwrap();
+    let oos_bundle = dir.path().join("oos");
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            d,
+            "--dev",
+            dv,
+            "--test",
+            dv,
+            "--oos",
+            "mahalanobis",
+            "--out",
+            oos_bundle.to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    let server = Served::start(&oos_bundle, dir.path(), &[]);
+    server.wait_ready();
+    let r = server.post("/predict", json!({"inputs": ["please book a flight to city 7 for me", "my cat number 8 likes to sleep on the warm sofa"]}));
+    assert_eq!(r.status, 200);
+    let j: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(j[0]["oos"]["is_oos"], false, "{j}");
+    assert_eq!(j[1]["oos"]["is_oos"], true, "{j}");
+    drop(server);
+
+    // A fine-tuned bundle carries its encoder: the server loads it from inside the bundle.
+    let ft = dir.path().join("ft");
+    ok_json(
+        &[
+            "finetune",
+            "--model",
+            m,
+            "--train",
+            d,
+            "--dev",
+            d,
+            "--test",
+            d,
+            "--epochs",
+            "1",
+            "--out",
+            ft.to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    let server = Served::start(&ft, dir.path(), &[]);
+    server.wait_ready();
+    let r = server.post(
+        "/predict",
+        json!({"inputs": "what is the weather in town 3 today"}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(j["label"].is_string() && j.get("oos").is_none(), "{j}");
+}

@@ -44,7 +44,7 @@ pub struct Prediction {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Oos {
     /// Whether the text is out of scope.
-    pub out_of_scope: bool,
+    pub is_oos: bool,
     /// The detector's score (higher: more out of scope).
     pub score: f32,
 }

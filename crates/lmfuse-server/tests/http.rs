@@ -60,7 +60,7 @@ impl Backend for Fake {
                 label: if p > 0.5 { pos.clone() } else { neg.clone() },
                 probabilities: BTreeMap::from([(neg, 1.0 - p), (pos, p)]),
                 oos: t.contains("zzz").then_some(Oos {
-                    out_of_scope: true,
+                    is_oos: true,
                     score: 3.5,
                 }),
             });
@@ -241,7 +241,7 @@ fn every_endpoint_answers() {
     assert_eq!(many.status, 200);
     assert_eq!(j.as_array().unwrap().len(), 3);
     assert_eq!(j[1]["label"], "neg");
-    assert_eq!(j[2]["oos"], json!({"out_of_scope": true, "score": 3.5}));
+    assert_eq!(j[2]["oos"], json!({"is_oos": true, "score": 3.5}));
 
     let e = s.post("/embed", json!({"inputs": ["ab c", "x"]}));
     assert_eq!(e.status, 200);
