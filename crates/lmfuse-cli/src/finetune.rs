@@ -141,7 +141,7 @@ pub struct FinetuneArgs {
     lora_targets: Vec<LoraTargetArg>,
     /// Few-shot contrastive mode (the SetFit recipe): tune the encoder on same/other-class
     /// pairs with a cosine-similarity loss, then fit logistic regression (C chosen on dev) on
-    /// its embeddings.
+    /// its embeddings (or --contrastive-head).
     #[arg(long)]
     contrastive: bool,
     /// Contrastive: rounds of pair sampling (one same-class and one other-class pair per
@@ -157,6 +157,9 @@ pub struct FinetuneArgs {
     /// Contrastive: passes over the pairs.
     #[arg(long, default_value_t = 1)]
     contrastive_epochs: usize,
+    /// Contrastive: the classical head fit on the tuned embeddings (hyperparameter on dev).
+    #[arg(long, value_enum, default_value = "logreg")]
+    contrastive_head: crate::classify::HeadArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -566,7 +569,7 @@ fn run_contrastive(
         features(&tok_test)?,
     );
     let options = lmfuse_train::TrainOptions {
-        head: lmfuse_train::HeadKind::Logreg,
+        head: args.contrastive_head.kind(),
         seed: args.seed,
         ..lmfuse_train::TrainOptions::default()
     };
@@ -630,7 +633,7 @@ fn run_contrastive(
     let report = serde_json::json!({
         "bundle": args.out.display().to_string(),
         "encoder": files.reference,
-        "head": "contrastive+logreg",
+        "head": format!("contrastive+{}", selection.params.name()),
         "features": ["emb"],
         "labels": labels.names(),
         "data": data_report,
@@ -647,8 +650,8 @@ fn run_contrastive(
         println!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
-            "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then logreg with {} = {} chosen on dev",
-            files.reference, pairs, train.texts.len(), tune_seconds, tuned.0, tuned.1
+            "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then {} with {} = {} chosen on dev",
+            files.reference, pairs, train.texts.len(), tune_seconds, selection.params.name(), tuned.0, tuned.1
         );
         print_reports(&[("dev", &selection.dev), ("test", &test_report)]);
         print_details("test", &test_report);
