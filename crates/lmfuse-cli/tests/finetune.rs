@@ -233,6 +233,31 @@ fn contrastive_mode_tunes_the_encoder_then_fits_logreg_and_reloads() {
     assert_eq!(report["head"], "contrastive+logreg");
     assert_eq!(report["pairs"], 16 * 2 * 20, "{report}");
     assert!(report["selected"]["param"].as_str().is_some());
+    // Any classical head on the tuned embeddings.
+    let knn_out = s(&dir.path().join("setfit-knn"));
+    let knn = ok_json(
+        &[
+            "finetune",
+            "--contrastive",
+            "--contrastive-head",
+            "knn",
+            "--model",
+            &s(&model),
+            "--train",
+            &s(&train),
+            "--dev",
+            &s(&dev),
+            "--test",
+            &s(&test),
+            "--out",
+            &knn_out,
+            "--contrastive-lr",
+            "2e-4",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(knn["head"], "contrastive+knn");
     let eval = ok_json(
         &["eval", "--model", &out, "--data", &s(&test), "--json"],
         dir.path(),
