@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_one_line_error, ok_json, run, tiny_model, write_set};
+use common::{assert_one_line_error, ok_json, run, tiny_model, write_intents, write_set};
 use std::path::{Path, PathBuf};
 
 /// `lmfuse train --model MODEL --train TRAIN --out OUT --json EXTRA...`, parsed.
@@ -564,30 +564,6 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     );
     assert_eq!(e["test"]["log_loss"], r["winner"]["test"]["log_loss"]);
     assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
-}
-
-/// Two in-scope intents and out-of-scope texts about something else, labelled `oos`.
-fn write_intents(path: &Path, n: usize, offset: usize) {
-    let mut s = String::new();
-    for i in offset..offset + n {
-        let (text, label) = match i % 3 {
-            0 => (
-                format!("please book a flight to city {i} for me"),
-                "book_flight",
-            ),
-            1 => (
-                format!("what is the weather like in town {i} today"),
-                "weather",
-            ),
-            _ => (
-                format!("my cat number {i} likes to sleep on the warm sofa"),
-                "oos",
-            ),
-        };
-        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
-        s.push('\n');
-    }
-    std::fs::write(path, s).unwrap();
 }
 
 #[test]

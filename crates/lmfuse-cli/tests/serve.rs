@@ -331,27 +331,8 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     };
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, range: std::ops::Range<usize>| -> String {
-        let mut s = String::new();
-        for i in range {
-            let (text, label) = match i % 3 {
-                0 => (
-                    format!("please book a flight to city {i} for me"),
-                    "book_flight",
-                ),
-                1 => (
-                    format!("what is the weather like in town {i} today"),
-                    "weather",
-                ),
-                _ => (
-                    format!("my cat number {i} likes to sleep on the warm sofa"),
-                    "oos",
-                ),
-            };
-            s.push_str(&json!({"text": text, "label": label}).to_string());
-            s.push('\n');
-        }
         let path = dir.path().join(name);
-        std::fs::write(&path, &s).unwrap();
+        common::write_intents(&path, range.len(), range.start);
         path.to_str().unwrap().to_string()
     };
     let (d, dv) = (write("train.jsonl", 0..60), write("dev.jsonl", 100..130));

@@ -139,6 +139,20 @@ fn view(data: &[f32], offset: usize, row_stride: usize, col_stride: usize) -> Vi
     }
 }
 
+/// The attention weights after dropout: `p ⊙ mask` written to `out`, or `p` itself without a
+/// mask.
+fn dropped_probs<'a>(p: &'a [f32], mask: Option<&[f32]>, out: &'a mut [f32]) -> &'a [f32] {
+    match mask {
+        Some(m) => {
+            for ((o, a), b) in out.iter_mut().zip(p).zip(m) {
+                *o = a * b;
+            }
+            out
+        }
+        None => p,
+    }
+}
+
 /// Self-attention of one sequence (`len` rows of `[q | k | v]`, each `hidden` wide) for
 /// training: writes the context rows to `ctx` and keeps the probabilities,
 /// `heads × len × len`, in `probs` (before dropout). With `mask` (same shape: 0 or the
@@ -177,15 +191,7 @@ pub fn attention_train(
         );
         kernels::softmax_rows(p, len);
         // ctx = drop(P) V
-        let weights: &[f32] = match mask {
-            Some(m) => {
-                for ((o, a), b) in dropped.iter_mut().zip(p.iter()).zip(&m[hp]) {
-                    *o = a * b;
-                }
-                dropped
-            }
-            None => p,
-        };
+        let weights = dropped_probs(p, mask.map(|m| &m[hp]), dropped);
         kernels::matmul_strided(
             ctx,
             h * d,
@@ -222,15 +228,7 @@ pub fn attention_backward(
         let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
         let hp = h * len * len..(h + 1) * len * len;
         let p = &probs[hp.clone()];
-        let weights: &[f32] = match mask {
-            Some(m) => {
-                for ((o, a), b) in dropped.iter_mut().zip(p).zip(&m[hp.clone()]) {
-                    *o = a * b;
-                }
-                dropped
-            }
-            None => p,
-        };
+        let weights = dropped_probs(p, mask.map(|m| &m[hp.clone()]), dropped);
         // dV = drop(P)ᵀ dctx
         kernels::matmul_strided(
             dqkv,

@@ -363,6 +363,23 @@ fn check_texts(net: &Network, sets: &[(&str, &[TokenizedText])]) -> Result<(), F
     Ok(())
 }
 
+/// Adds the gradient of the (scaled) cross-entropy of one training-mode pass over `batch` to
+/// `grads`: the adversarial passes of FGM and PGD.
+fn add_loss_gradient(
+    net: &Network,
+    batch: &Batch,
+    labels: &[usize],
+    scale: f32,
+    dropout: f32,
+    rng: &mut SeededRng,
+    grads: &mut [f32],
+) {
+    let threads = rayon::current_num_threads();
+    let fwd = net.forward(batch, Some(Dropout { rate: dropout, rng }), threads);
+    let (_, d) = cross_entropy(&fwd.logits, labels, net.n_classes(), scale);
+    net.backward(batch, &fwd, &d, grads, threads);
+}
+
 /// Scales `grads` so that the global norm over the trainable tensors is at most `max_norm`
 /// (0: no clipping); a non-finite norm is an error naming the step.
 fn clip_grad_norm(
@@ -785,16 +802,15 @@ pub fn fit(
                         for (w, gv) in net.params.values[word_range.clone()].iter_mut().zip(g) {
                             *w += eps * gv / norm;
                         }
-                        let fwd = net.forward(
+                        add_loss_gradient(
+                            net,
                             &batch,
-                            Some(Dropout {
-                                rate: params.dropout,
-                                rng: &mut rng,
-                            }),
-                            threads,
+                            &labels,
+                            scale,
+                            params.dropout,
+                            &mut rng,
+                            &mut grads,
                         );
-                        let (_, dadv) = cross_entropy(&fwd.logits, &labels, k, scale);
-                        net.backward(&batch, &fwd, &dadv, &mut grads, threads);
                         net.params.values[word_range.clone()].copy_from_slice(&saved);
                     }
                 }
@@ -836,16 +852,15 @@ pub fn fit(
                         } else {
                             grads.copy_from_slice(&clean);
                         }
-                        let fwd = net.forward(
+                        add_loss_gradient(
+                            net,
                             &batch,
-                            Some(Dropout {
-                                rate: params.dropout,
-                                rng: &mut rng,
-                            }),
-                            threads,
+                            &labels,
+                            scale,
+                            params.dropout,
+                            &mut rng,
+                            &mut grads,
                         );
-                        let (_, dadv) = cross_entropy(&fwd.logits, &labels, k, scale);
-                        net.backward(&batch, &fwd, &dadv, &mut grads, threads);
                     }
                     net.params.values[word_range.clone()].copy_from_slice(&saved);
                 }

@@ -116,3 +116,27 @@ pub fn write_set(path: &Path, n: usize, offset: usize) {
     }
     std::fs::write(path, s).unwrap();
 }
+
+/// Two in-scope intents and out-of-scope texts about something else, labelled `oos`.
+pub fn write_intents(path: &Path, n: usize, offset: usize) {
+    let mut s = String::new();
+    for i in offset..offset + n {
+        let (text, label) = match i % 3 {
+            0 => (
+                format!("please book a flight to city {i} for me"),
+                "book_flight",
+            ),
+            1 => (
+                format!("what is the weather like in town {i} today"),
+                "weather",
+            ),
+            _ => (
+                format!("my cat number {i} likes to sleep on the warm sofa"),
+                "oos",
+            ),
+        };
+        s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
