@@ -363,6 +363,11 @@ fn check_texts(net: &Network, sets: &[(&str, &[TokenizedText])]) -> Result<(), F
     Ok(())
 }
 
+/// Euclidean norm, accumulated in f64 (the adversarial perturbations' step directions).
+fn l2_norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt() as f32
+}
+
 /// Adds the gradient of the (scaled) cross-entropy of one training-mode pass over `batch` to
 /// `grads`: the adversarial passes of FGM and PGD.
 fn add_loss_gradient(
@@ -796,7 +801,7 @@ pub fn fit(
                     // FGM: move the word embeddings by ε along the normalised gradient, add
                     // the gradient of the loss there, move them back.
                     let g = &own_word_grad;
-                    let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                    let norm = l2_norm(g);
                     if norm > 0.0 && norm.is_finite() {
                         let saved = net.params.values[word_range.clone()].to_vec();
                         for (w, gv) in net.params.values[word_range.clone()].iter_mut().zip(g) {
@@ -829,14 +834,14 @@ pub fn fit(
                         } else {
                             &grads[word_range.clone()]
                         };
-                        let norm = g.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                        let norm = l2_norm(g);
                         if !(norm > 0.0 && norm.is_finite()) {
                             break;
                         }
                         for (ri, gi) in r.iter_mut().zip(g) {
                             *ri += pgd.alpha * gi / norm;
                         }
-                        let rn = r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt() as f32;
+                        let rn = l2_norm(&r);
                         if rn > pgd.epsilon {
                             r.iter_mut().for_each(|v| *v *= pgd.epsilon / rn);
                         }
