@@ -141,7 +141,21 @@ impl Connection {
         head.push_str("\r\n");
         let mut message = head.into_bytes();
         message.extend_from_slice(body);
-        self.reader.get_mut().write_all(&message)?;
+        if let Err(write_error) = self.reader.get_mut().write_all(&message) {
+            // A server may answer before the body has arrived (413 for a body over its
+            // limit) and close; the write then fails with a broken pipe or a reset, but
+            // the answer already sits in the receive buffer. Read it, as curl does; if
+            // there is none, the write error is the one to report.
+            if matches!(
+                write_error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                if let Ok(response) = read_response(&mut self.reader) {
+                    return Ok(response);
+                }
+            }
+            return Err(write_error);
+        }
         read_response(&mut self.reader).map_err(|e| io::Error::new(e.kind(), NoResponse(e)))
     }
 }
