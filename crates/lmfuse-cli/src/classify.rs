@@ -158,6 +158,12 @@ pub struct TrainArgs {
     /// Neighbours for `--oos knn`.
     #[arg(long, default_value_t = 10)]
     oos_k: usize,
+    /// What the out-of-scope threshold is tuned for on dev: `accuracy` (every dev row, out of
+    /// scope counted as a class), `balanced` (mean of in-scope accuracy and out-of-scope
+    /// recall) or `recall:R` (the loosest threshold rejecting a share R of dev's
+    /// out-of-scope texts).
+    #[arg(long, default_value = "accuracy")]
+    oos_objective: lmfuse_train::OosObjective,
     /// Bundle folder to write.
     #[arg(long)]
     out: PathBuf,
@@ -500,7 +506,14 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
                 set.labels.iter().map(|l| *l == args.oos_label).collect()
             };
             let dev_scores = det.score(&e_dev, &dev_proba, k);
-            det.tune(&dev_scores, &dev_proba, k, &y_dev, &is_oos(&dev));
+            det.tune(
+                &dev_scores,
+                &dev_proba,
+                k,
+                &y_dev,
+                &is_oos(&dev),
+                args.oos_objective,
+            );
             let test_scores = det.score(&e_test, &test_proba, k);
             let metrics = BTreeMap::from([
                 (

@@ -598,6 +598,13 @@ fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict
                 method,
                 "--oos-k",
                 "3",
+                // Every objective, one per method.
+                "--oos-objective",
+                match method {
+                    "max_prob" => "balanced",
+                    "mahalanobis" => "accuracy",
+                    _ => "recall:0.9",
+                },
                 "--json",
             ],
             dir.path(),

@@ -6,7 +6,7 @@
 
 mod oos;
 
-pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics};
+pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics, OosObjective};
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{

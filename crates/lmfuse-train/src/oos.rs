@@ -4,9 +4,8 @@
 //! classifier's probabilities (`max_prob`) or from the encoder embeddings: the Mahalanobis
 //! distance to the nearest class mean under one shared covariance (`mahalanobis`, Lee et al.
 //! 2018), or the cosine distance to the k-th nearest training text (`knn`, Sun et al. 2022).
-//! The threshold is tuned on dev: with out-of-scope examples there, the one that maximises the
-//! mean of in-scope accuracy and out-of-scope recall; without them, the one that keeps 95% of
-//! the in-scope dev texts.
+//! The threshold is tuned on dev for an [`OosObjective`] when dev has out-of-scope examples;
+//! without them, it keeps 95% of the in-scope dev texts.
 
 use crate::TrainError;
 use lmfuse_core::{DenseMatrix, Tensor};
@@ -39,6 +38,39 @@ impl std::str::FromStr for OosMethod {
     }
 }
 
+/// What the threshold is tuned for on dev (when dev has out-of-scope examples).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OosObjective {
+    /// Accuracy over every dev row, out of scope counted as one more class (right when
+    /// rejected): the usual clinc150 measure. Follows dev's share of out-of-scope texts.
+    Accuracy,
+    /// The mean of in-scope accuracy and out-of-scope recall, whatever their shares.
+    Balanced,
+    /// The loosest threshold that still rejects at least this share of dev's out-of-scope
+    /// texts (an operating point chosen by recall).
+    Recall(f64),
+}
+
+impl std::str::FromStr for OosObjective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "accuracy" => Ok(OosObjective::Accuracy),
+            "balanced" => Ok(OosObjective::Balanced),
+            _ => match s.strip_prefix("recall:").map(str::parse::<f64>) {
+                Some(Ok(r)) if r > 0.0 && r <= 1.0 => Ok(OosObjective::Recall(r)),
+                Some(_) => Err(format!(
+                    "out-of-scope objective {s:?}: the recall must be a number in (0, 1]"
+                )),
+                None => Err(format!(
+                    "unknown out-of-scope objective {s:?} (accuracy, balanced, recall:R)"
+                )),
+            },
+        }
+    }
+}
+
 /// The detector's description in a bundle's model card.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OosCard {
@@ -53,6 +85,10 @@ pub struct OosCard {
     pub k: usize,
     /// Embedding width the detector was fit on.
     pub dim: usize,
+    /// What the threshold was tuned for (absent in bundles from before the choice existed,
+    /// and when dev had no out-of-scope texts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<OosObjective>,
 }
 
 /// A fitted out-of-scope detector.
@@ -213,6 +249,7 @@ impl OosDetector {
                 label: oos.map(|o| o.1),
                 k,
                 dim: d,
+                objective: None,
             },
             oos_class,
             means,
@@ -286,8 +323,9 @@ impl OosDetector {
     }
 
     /// Sets the threshold from dev scores: `y_dev` holds class indices and `is_oos_dev` marks
-    /// the out-of-scope rows. With out-of-scope rows, maximises the mean of in-scope accuracy
-    /// and out-of-scope recall; without, keeps 95% of the in-scope rows.
+    /// the out-of-scope rows. With out-of-scope rows, the threshold that best meets
+    /// `objective` (the stricter one on ties); without, the one that keeps 95% of the
+    /// in-scope rows.
     pub fn tune(
         &mut self,
         scores: &[f32],
@@ -295,10 +333,12 @@ impl OosDetector {
         n_classes: usize,
         y_dev: &[usize],
         is_oos_dev: &[bool],
+        objective: OosObjective,
     ) {
         let n_oos = is_oos_dev.iter().filter(|&&o| o).count();
         let in_scope: Vec<usize> = (0..scores.len()).filter(|&i| !is_oos_dev[i]).collect();
         if n_oos == 0 || in_scope.is_empty() {
+            self.card.objective = None;
             let mut s: Vec<f32> = in_scope.iter().map(|&i| scores[i]).collect();
             s.sort_by(f32::total_cmp);
             self.card.threshold = s
@@ -308,16 +348,30 @@ impl OosDetector {
                 .unwrap_or(f32::INFINITY);
             return;
         }
+        self.card.objective = Some(objective);
         let mut candidates: Vec<f32> = scores.to_vec();
         candidates.push(f32::INFINITY);
         candidates.sort_by(f32::total_cmp);
         candidates.dedup();
+        let n_in = in_scope.len() as f64;
         let mut best = (f64::MIN, f32::INFINITY);
         for &t in &candidates {
             self.card.threshold = t;
             let m = self.metrics(scores, proba, n_classes, y_dev, is_oos_dev);
-            let value = (m.in_scope_accuracy + m.oos_recall) / 2.0;
-            if value > best.0 {
+            let value = match objective {
+                OosObjective::Balanced => (m.in_scope_accuracy + m.oos_recall) / 2.0,
+                OosObjective::Accuracy => {
+                    (m.in_scope_accuracy * n_in + m.oos_recall * n_oos as f64)
+                        / (n_in + n_oos as f64)
+                }
+                // Among thresholds reaching the recall, the loosest (largest) one: later
+                // candidates win ties. Those missing it rank by recall, so an unreachable
+                // target gives the strictest threshold.
+                OosObjective::Recall(r) if m.oos_recall + 1e-12 >= r => 2.0,
+                OosObjective::Recall(_) => m.oos_recall,
+            };
+            let loosest_wins = matches!(objective, OosObjective::Recall(_)) && value >= 2.0;
+            if value > best.0 || (loosest_wins && value >= best.0) {
                 best = (value, t);
             }
         }
@@ -508,7 +562,7 @@ mod tests {
             let mut det = OosDetector::fit(method, &xi, &yi, 4, None, 5).unwrap();
             let pd = proba(&yd);
             let s = det.score(&xd, &pd, 4);
-            det.tune(&s, &pd, 4, &yd, &od);
+            det.tune(&s, &pd, 4, &yd, &od, OosObjective::Balanced);
             let m = det.metrics(&s, &pd, 4, &yd, &od);
             assert!(
                 m.oos_recall == 1.0 && m.in_scope_accuracy == 1.0,
@@ -526,16 +580,55 @@ mod tests {
         let pd = proba(&yd);
         let mut det = OosDetector::fit(OosMethod::MaxProb, &xd, &yd, 4, None, 1).unwrap();
         let s = det.score(&xd, &pd, 4);
-        det.tune(&s, &pd, 4, &yd, &od);
+        det.tune(&s, &pd, 4, &yd, &od, OosObjective::Balanced);
         // Every row is equally confident: max-prob cannot tell the far points apart.
         assert!(
             det.metrics(&s, &pd, 4, &yd, &od).oos_recall < 1.0
                 || det.metrics(&s, &pd, 4, &yd, &od).in_scope_accuracy < 1.0
         );
         let no_oos = vec![false; yd.len()];
-        det.tune(&s, &pd, 4, &yd, &no_oos);
+        det.tune(&s, &pd, 4, &yd, &no_oos, OosObjective::Balanced);
         let kept = s.iter().filter(|&&v| v <= det.card.threshold).count();
         assert!(kept as f64 >= 0.95 * s.len() as f64);
+    }
+
+    #[test]
+    fn each_objective_picks_its_threshold() {
+        // Eight in-scope dev rows (all classified right) scoring 1..=8 and two out-of-scope
+        // rows scoring 5.5 and 9, so thresholds trade one against the other.
+        let scores = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 5.5, 9.0];
+        let is_oos = [false, false, false, false, false, false, false, false, true, true];
+        let y = vec![0usize; 10];
+        let proba: Vec<f32> = (0..10).flat_map(|_| [0.9f32, 0.1]).collect();
+        let (x, yx, _) = data(40, 4);
+        let keep: Vec<usize> = (0..yx.len()).filter(|&i| yx[i] < 2).collect();
+        let xi = x.select_rows(&keep);
+        let yi: Vec<usize> = keep.iter().map(|&i| yx[i]).collect();
+        let mut det = OosDetector::fit(OosMethod::MaxProb, &xi, &yi, 2, None, 1).unwrap();
+        let tuned = |det: &mut OosDetector, objective| {
+            det.tune(&scores, &proba, 2, &y, &is_oos, objective);
+            assert_eq!(det.card.objective, Some(objective));
+            det.card.threshold
+        };
+        // Accuracy over all 10 rows: t = 8 rejects only the 9 (9/10 right); t = 5 rejects
+        // 5.5, 6, 7, 8, 9 (2 oos + 5 in-scope kept = 7/10). Best: 8.
+        assert_eq!(tuned(&mut det, OosObjective::Accuracy), 8.0);
+        // Balanced: t = 5 gives (5/8 + 2/2) / 2 = 0.8125; t = 8 gives (1 + 1/2) / 2 = 0.75.
+        assert_eq!(tuned(&mut det, OosObjective::Balanced), 5.0);
+        // Recall 1: the loosest threshold below 5.5 is 5; recall 0.5: anything below 9, the
+        // loosest being 8.
+        assert_eq!(tuned(&mut det, OosObjective::Recall(1.0)), 5.0);
+        assert_eq!(tuned(&mut det, OosObjective::Recall(0.5)), 8.0);
+        for (text, want) in [
+            ("accuracy", Ok(OosObjective::Accuracy)),
+            ("balanced", Ok(OosObjective::Balanced)),
+            ("recall:0.9", Ok(OosObjective::Recall(0.9))),
+        ] {
+            assert_eq!(text.parse::<OosObjective>(), want);
+        }
+        for bad in ["recall:0", "recall:1.5", "recall:x", "f1"] {
+            assert!(bad.parse::<OosObjective>().is_err(), "{bad}");
+        }
     }
 
     #[test]
