@@ -597,7 +597,9 @@ mod tests {
         // Eight in-scope dev rows (all classified right) scoring 1..=8 and two out-of-scope
         // rows scoring 5.5 and 9, so thresholds trade one against the other.
         let scores = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 5.5, 9.0];
-        let is_oos = [false, false, false, false, false, false, false, false, true, true];
+        let is_oos = [
+            false, false, false, false, false, false, false, false, true, true,
+        ];
         let y = vec![0usize; 10];
         let proba: Vec<f32> = (0..10).flat_map(|_| [0.9f32, 0.1]).collect();
         let (x, yx, _) = data(40, 4);
