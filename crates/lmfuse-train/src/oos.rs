@@ -38,6 +38,10 @@ impl std::str::FromStr for OosMethod {
     }
 }
 
+/// The threshold that rejects no finite score. Not `f32::INFINITY`: JSON has no infinity
+/// (serde_json writes it as `null`, which would not load back).
+const NEVER: f32 = f32::MAX;
+
 /// What the threshold is tuned for on dev (when dev has out-of-scope examples).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -245,7 +249,7 @@ impl OosDetector {
         Ok(Self {
             card: OosCard {
                 method,
-                threshold: f32::INFINITY,
+                threshold: NEVER,
                 label: oos.map(|o| o.1),
                 k,
                 dim: d,
@@ -345,16 +349,16 @@ impl OosDetector {
                 .get(((s.len() as f64) * 0.95).ceil() as usize)
                 .or(s.last())
                 .copied()
-                .unwrap_or(f32::INFINITY);
+                .unwrap_or(NEVER);
             return;
         }
         self.card.objective = Some(objective);
         let mut candidates: Vec<f32> = scores.to_vec();
-        candidates.push(f32::INFINITY);
+        candidates.push(NEVER);
         candidates.sort_by(f32::total_cmp);
         candidates.dedup();
         let n_in = in_scope.len() as f64;
-        let mut best = (f64::MIN, f32::INFINITY);
+        let mut best = (f64::MIN, NEVER);
         for &t in &candidates {
             self.card.threshold = t;
             let m = self.metrics(scores, proba, n_classes, y_dev, is_oos_dev);
@@ -631,6 +635,28 @@ mod tests {
         for bad in ["recall:0", "recall:1.5", "recall:x", "f1"] {
             assert!(bad.parse::<OosObjective>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_threshold_that_rejects_nothing_by_score_survives_json() {
+        // The classifier's own `oos` class (index 1) catches every out-of-scope row, so
+        // no score threshold is needed: the loosest one is chosen and must round-trip.
+        let scores = [0.1f32, 0.2, 0.3, 0.4];
+        let is_oos = [false, false, true, true];
+        let y = vec![0usize, 0, 1, 1];
+        let proba = [0.9f32, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9];
+        let (x, yx, _) = data(40, 5);
+        let keep: Vec<usize> = (0..yx.len()).filter(|&i| yx[i] < 2).collect();
+        let xi = x.select_rows(&keep);
+        let yi: Vec<usize> = keep.iter().map(|&i| yx[i]).collect();
+        let mut det =
+            OosDetector::fit(OosMethod::MaxProb, &xi, &yi, 2, Some((1, "oos".into())), 1).unwrap();
+        det.tune(&scores, &proba, 2, &y, &is_oos, OosObjective::Recall(0.9));
+        assert!(det.card.threshold.is_finite());
+        let json = serde_json::to_string(&det.card).unwrap();
+        let back: OosCard = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, det.card);
+        assert_eq!(det.metrics(&scores, &proba, 2, &y, &is_oos).oos_recall, 1.0);
     }
 
     #[test]
