@@ -358,7 +358,10 @@ impl OosDetector {
         candidates.sort_by(f32::total_cmp);
         candidates.dedup();
         let n_in = in_scope.len() as f64;
+        // Candidates run from strict to loose. `best` keeps the first (strictest) of equal
+        // values; `loosest_reaching` the last threshold that reaches a recall target.
         let mut best = (f64::MIN, NEVER);
+        let mut loosest_reaching = None;
         for &t in &candidates {
             self.card.threshold = t;
             let m = self.metrics(scores, proba, n_classes, y_dev, is_oos_dev);
@@ -368,18 +371,19 @@ impl OosDetector {
                     (m.in_scope_accuracy * n_in + m.oos_recall * n_oos as f64)
                         / (n_in + n_oos as f64)
                 }
-                // Among thresholds reaching the recall, the loosest (largest) one: later
-                // candidates win ties. Those missing it rank by recall, so an unreachable
-                // target gives the strictest threshold.
-                OosObjective::Recall(r) if m.oos_recall + 1e-12 >= r => 2.0,
-                OosObjective::Recall(_) => m.oos_recall,
+                OosObjective::Recall(r) => {
+                    if m.oos_recall + 1e-12 >= r {
+                        loosest_reaching = Some(t);
+                    }
+                    // Ranks the thresholds in case none reaches the target.
+                    m.oos_recall
+                }
             };
-            let loosest_wins = matches!(objective, OosObjective::Recall(_)) && value >= 2.0;
-            if value > best.0 || (loosest_wins && value >= best.0) {
+            if value > best.0 {
                 best = (value, t);
             }
         }
-        self.card.threshold = best.1;
+        self.card.threshold = loosest_reaching.unwrap_or(best.1);
     }
 
     /// In-scope accuracy and out-of-scope recall/precision of the decisions on labelled rows.
@@ -596,6 +600,22 @@ mod tests {
         assert!(kept as f64 >= 0.95 * s.len() as f64);
     }
 
+    /// A `max_prob` detector over two classes (the tests below give it scores directly).
+    fn two_class_max_prob(oos_class: Option<(usize, String)>) -> OosDetector {
+        let (x, y, _) = data(40, 4);
+        let keep: Vec<usize> = (0..y.len()).filter(|&i| y[i] < 2).collect();
+        let y: Vec<usize> = keep.iter().map(|&i| y[i]).collect();
+        OosDetector::fit(
+            OosMethod::MaxProb,
+            &x.select_rows(&keep),
+            &y,
+            2,
+            oos_class,
+            1,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn each_objective_picks_its_threshold() {
         // Eight in-scope dev rows (all classified right) scoring 1..=8 and two out-of-scope
@@ -606,11 +626,7 @@ mod tests {
         ];
         let y = vec![0usize; 10];
         let proba: Vec<f32> = (0..10).flat_map(|_| [0.9f32, 0.1]).collect();
-        let (x, yx, _) = data(40, 4);
-        let keep: Vec<usize> = (0..yx.len()).filter(|&i| yx[i] < 2).collect();
-        let xi = x.select_rows(&keep);
-        let yi: Vec<usize> = keep.iter().map(|&i| yx[i]).collect();
-        let mut det = OosDetector::fit(OosMethod::MaxProb, &xi, &yi, 2, None, 1).unwrap();
+        let mut det = two_class_max_prob(None);
         let tuned = |det: &mut OosDetector, objective| {
             det.tune(&scores, &proba, 2, &y, &is_oos, objective);
             assert_eq!(det.card.objective, Some(objective));
@@ -645,12 +661,7 @@ mod tests {
         let is_oos = [false, false, true, true];
         let y = vec![0usize, 0, 1, 1];
         let proba = [0.9f32, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9];
-        let (x, yx, _) = data(40, 5);
-        let keep: Vec<usize> = (0..yx.len()).filter(|&i| yx[i] < 2).collect();
-        let xi = x.select_rows(&keep);
-        let yi: Vec<usize> = keep.iter().map(|&i| yx[i]).collect();
-        let mut det =
-            OosDetector::fit(OosMethod::MaxProb, &xi, &yi, 2, Some((1, "oos".into())), 1).unwrap();
+        let mut det = two_class_max_prob(Some((1, "oos".into())));
         det.tune(&scores, &proba, 2, &y, &is_oos, OosObjective::Recall(0.9));
         assert!(det.card.threshold.is_finite());
         let json = serde_json::to_string(&det.card).unwrap();
