@@ -46,6 +46,35 @@ impl Strategy {
             Strategy::Adaptive => "adaptive",
         }
     }
+
+    /// Whether [`CombinerParams::c`] changes the fit: only the stacking meta-learner and the
+    /// adaptive gate have regularised weights.
+    pub fn uses_c(self) -> bool {
+        matches!(self, Strategy::Stacking | Strategy::Adaptive)
+    }
+}
+
+/// Member probabilities, labels and text lengths of one set of rows, for
+/// [`CombinerParams::fit_selecting_c`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRows<'a> {
+    /// One `rows × classes` probability matrix per member.
+    pub members: &'a [&'a [f32]],
+    /// The rows' labels.
+    pub y: &'a [usize],
+    /// The rows' text lengths in characters (the adaptive gate's input).
+    pub lengths: &'a [f32],
+}
+
+/// A combiner whose `c` was chosen on dev rows.
+#[derive(Debug, Clone)]
+pub struct CombinerSelection {
+    /// The hyperparameters with the chosen `c`.
+    pub params: CombinerParams,
+    /// The combiner fit with them.
+    pub combiner: Combiner,
+    /// Its accuracy on the dev rows.
+    pub dev_accuracy: f64,
 }
 
 /// Hyperparameters of a combiner.
@@ -310,6 +339,53 @@ impl CombinerParams {
     }
 }
 
+impl CombinerParams {
+    /// Fits on `train` (out-of-fold member probabilities) once per `c` of `grid` and keeps the
+    /// fit most accurate on `dev` (ties: the earlier `c` in `grid`). Strategies for which
+    /// [`Strategy::uses_c`] is false fit once, with `self.c`.
+    pub fn fit_selecting_c(
+        &self,
+        train: MemberRows<'_>,
+        dev: MemberRows<'_>,
+        k: usize,
+        grid: &[f64],
+    ) -> Result<CombinerSelection, FusionError> {
+        let own = [self.c];
+        let grid = if self.strategy.uses_c() { grid } else { &own };
+        if grid.is_empty() {
+            return Err(FusionError::Option("the combiner's c grid is empty".into()));
+        }
+        let mut best: Option<CombinerSelection> = None;
+        for &c in grid {
+            let params = CombinerParams { c, ..*self };
+            let combiner = params.fit(train.members, train.y, k, train.lengths)?;
+            let p = combiner.combine(dev.members, k, dev.lengths)?;
+            if p.len() != dev.y.len() * k {
+                return Err(FusionError::Shape(format!(
+                    "{} dev rows of probabilities, {} dev labels",
+                    p.len() / k.max(1),
+                    dev.y.len()
+                )));
+            }
+            let hits = dev
+                .y
+                .iter()
+                .enumerate()
+                .filter(|&(i, &y)| lmfuse_metrics_argmax(&p[i * k..(i + 1) * k]) == y)
+                .count();
+            let dev_accuracy = hits as f64 / dev.y.len().max(1) as f64;
+            if best.as_ref().is_none_or(|b| dev_accuracy > b.dev_accuracy) {
+                best = Some(CombinerSelection {
+                    params,
+                    combiner,
+                    dev_accuracy,
+                });
+            }
+        }
+        Ok(best.expect("grid is not empty"))
+    }
+}
+
 impl Combiner {
     /// The fitted state as named tensors (none for the votes).
     pub fn to_tensors(&self) -> BTreeMap<String, Tensor> {
@@ -520,6 +596,57 @@ mod tests {
                 Strategy::HardVote => {}
             }
         }
+    }
+
+    #[test]
+    fn the_combiner_c_is_chosen_on_dev_and_only_where_it_matters() {
+        let (a, b, y, len) = complementary(120);
+        let (da, db, dy, dlen) = complementary(60);
+        let (tm, dm) = ([a.as_slice(), b.as_slice()], [da.as_slice(), db.as_slice()]);
+        let train = MemberRows {
+            members: &tm,
+            y: &y,
+            lengths: &len,
+        };
+        let dev = MemberRows {
+            members: &dm,
+            y: &dy,
+            lengths: &dlen,
+        };
+        let grid = [10.0, 1e-7, 20.0];
+        let adaptive = CombinerParams {
+            strategy: Strategy::Adaptive,
+            c: 1.0,
+        };
+        let s = adaptive.fit_selecting_c(train, dev, 3, &grid).unwrap();
+        for &c in &grid {
+            let p = CombinerParams { c, ..adaptive }
+                .fit(&tm, &y, 3, &len)
+                .unwrap()
+                .combine(&dm, 3, &dlen)
+                .unwrap();
+            assert!(s.dev_accuracy >= accuracy(&p, &dy), "c = {c}");
+        }
+        assert!(s.dev_accuracy > 0.99, "{}", s.dev_accuracy);
+        // Ties go to the earlier c; the returned combiner is the fit with the chosen c.
+        assert_eq!(s.params.c, 10.0);
+        let again = CombinerParams {
+            c: 10.0,
+            ..adaptive
+        }
+        .fit(&tm, &y, 3, &len)
+        .unwrap();
+        assert_eq!(s.combiner, again);
+        // Votes have no c: one fit with the given one, whatever the grid.
+        let soft = CombinerParams {
+            strategy: Strategy::SoftVote,
+            c: 3.0,
+        };
+        assert_eq!(
+            soft.fit_selecting_c(train, dev, 3, &grid).unwrap().params.c,
+            3.0
+        );
+        assert!(adaptive.fit_selecting_c(train, dev, 3, &[]).is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 mod combine;
 mod folds;
 
-pub use combine::{Combiner, CombinerParams, Strategy, GATE_FEATURES_PER_MEMBER};
+pub use combine::{
+    Combiner, CombinerParams, CombinerSelection, MemberRows, Strategy, GATE_FEATURES_PER_MEMBER,
+};
 pub use folds::{out_of_fold, stratified_folds};
 
 use lmfuse_classic::ClassicError;
