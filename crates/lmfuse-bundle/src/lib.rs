@@ -14,7 +14,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Version of the bundle layout written by this lmfuse.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first layout.
+/// - 2: model cards may carry `block_weights` (feature blocks scaled before the head) and the
+///   `mlp`/`shared` heads. A version-1 lmfuse would ignore the weights and predict wrongly, so
+///   it must refuse these bundles; version-1 bundles still load here (weights default to 1).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest bundle layout this lmfuse reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// The weights' file name.
@@ -47,7 +54,7 @@ pub enum BundleError {
         message: String,
     },
     /// The bundle was written in a layout this lmfuse does not read.
-    #[error("{path}: bundle format version {found} is not supported (this lmfuse reads version {FORMAT_VERSION}); retrain or use the lmfuse that wrote it ({writer})")]
+    #[error("{path}: bundle format version {found} is not supported (this lmfuse reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}); retrain or use the lmfuse that wrote it ({writer})")]
     Version {
         /// The manifest.
         path: PathBuf,
@@ -411,7 +418,7 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         })?;
     let found = value.get("format_version").and_then(|v| v.as_u64());
     match found {
-        Some(v) if v == FORMAT_VERSION as u64 => {}
+        Some(v) if (OLDEST_READABLE_VERSION as u64..=FORMAT_VERSION as u64).contains(&v) => {}
         Some(v) => {
             return Err(BundleError::Version {
                 path: manifest_path,
@@ -630,9 +637,10 @@ mod tests {
         assert!(e.contains("sha256") && e.contains("corrupt"), "{e}");
         let e = corrupt_case(|b| {
             let p = b.join(MANIFEST);
-            let s = std::fs::read_to_string(&p)
-                .unwrap()
-                .replace("\"format_version\": 1", "\"format_version\": 99");
+            let s = std::fs::read_to_string(&p).unwrap().replace(
+                &format!("\"format_version\": {FORMAT_VERSION}"),
+                "\"format_version\": 99",
+            );
             std::fs::write(&p, s).unwrap();
         });
         assert!(

@@ -3,8 +3,8 @@
 
 use crate::{
     ClassicError, FitHead, Gbdt, GbdtParams, Knn, KnnParams, LinearSvm, LinearSvmParams,
-    LogisticRegression, LogisticRegressionParams, NaiveBayes, NaiveBayesParams, ProbaHead,
-    RandomForest, RandomForestParams,
+    LogisticRegression, LogisticRegressionParams, Mlp, MlpParams, NaiveBayes, NaiveBayesParams,
+    ProbaHead, RandomForest, RandomForestParams,
 };
 use lmfuse_core::{Features, Tensor};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,8 @@ pub enum HeadParams {
     Rf(RandomForestParams),
     /// Histogram gradient-boosted trees.
     Gbdt(GbdtParams),
+    /// Small MLP: deep fusion or a shared hidden layer.
+    Mlp(MlpParams),
 }
 
 /// A fitted head of any kind.
@@ -43,6 +45,8 @@ pub enum Head {
     Rf(RandomForest),
     /// Gradient-boosted trees.
     Gbdt(Gbdt),
+    /// Multilayer perceptron.
+    Mlp(Mlp),
 }
 
 impl HeadParams {
@@ -55,6 +59,7 @@ impl HeadParams {
             HeadParams::Knn(_) => "knn",
             HeadParams::Rf(_) => "rf",
             HeadParams::Gbdt(_) => "gbdt",
+            HeadParams::Mlp(_) => "mlp",
         }
     }
 
@@ -67,6 +72,7 @@ impl HeadParams {
             HeadParams::Knn(p) => ("k", p.k as f64),
             HeadParams::Rf(p) => ("n_trees", p.n_trees as f64),
             HeadParams::Gbdt(p) => ("learning_rate", p.learning_rate),
+            HeadParams::Mlp(p) => ("alpha", p.alpha),
         }
     }
 
@@ -91,6 +97,7 @@ impl HeadParams {
             HeadParams::Knn(p) => p.check(),
             HeadParams::Rf(p) => p.check(),
             HeadParams::Gbdt(p) => p.check(),
+            HeadParams::Mlp(p) => p.check(),
         }
     }
 
@@ -103,6 +110,7 @@ impl HeadParams {
             HeadParams::Knn(p) => Head::Knn(p.fit(x, y, n_classes)?),
             HeadParams::Rf(p) => Head::Rf(p.fit(x, y, n_classes)?),
             HeadParams::Gbdt(p) => Head::Gbdt(p.fit(x, y, n_classes)?),
+            HeadParams::Mlp(p) => Head::Mlp(p.fit(x, y, n_classes)?),
         })
     }
 
@@ -120,6 +128,7 @@ impl HeadParams {
             HeadParams::Knn(p) => Head::Knn(p.restore(n_features, n_classes, tensors)?),
             HeadParams::Rf(p) => Head::Rf(p.restore(n_features, n_classes, tensors)?),
             HeadParams::Gbdt(p) => Head::Gbdt(p.restore(n_features, n_classes, tensors)?),
+            HeadParams::Mlp(p) => Head::Mlp(p.restore(n_features, n_classes, tensors)?),
         })
     }
 }
@@ -133,6 +142,7 @@ impl Head {
             Head::Knn(m) => m,
             Head::Rf(m) => m,
             Head::Gbdt(m) => m,
+            Head::Mlp(m) => m,
         }
     }
 }
@@ -175,6 +185,20 @@ mod tests {
             HeadParams::Gbdt(GbdtParams {
                 max_rounds: 20,
                 min_samples_leaf: 5,
+                ..Default::default()
+            }),
+            HeadParams::Mlp(MlpParams {
+                hidden: 16,
+                epochs: 10,
+                ..Default::default()
+            }),
+            HeadParams::Mlp(MlpParams {
+                hidden: 16,
+                projection: 8,
+                dense_tail: 1,
+                alpha: 1e-3,
+                epochs: 10,
+                seed: 5,
                 ..Default::default()
             }),
         ] {

@@ -297,7 +297,7 @@ impl GbdtParams {
 
 /// Row indices of the training part and of the early-stopping holdout, both ascending: each
 /// class gives `round(fraction · count)` random rows to the holdout but keeps at least one.
-fn holdout(y: &[usize], k: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn holdout(y: &[usize], k: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     if fraction == 0.0 {
         return ((0..y.len()).collect(), Vec::new());
     }

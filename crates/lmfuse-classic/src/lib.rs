@@ -1,4 +1,5 @@
-//! Classical heads of lmfuse, fit on dense (embeddings, tabular) or sparse (TF-IDF) features.
+//! Classical heads of lmfuse, fit on dense (embeddings, tabular) or sparse (TF-IDF) features,
+//! and a small MLP that fuses the two (see [`mlp`]).
 //!
 //! Hyperparameters and fitted models are separate types: `*Params` is validated by `check()`
 //! and consumed by `fit`, which returns the fitted model with `predict_proba`.
@@ -10,6 +11,7 @@ pub mod head;
 pub mod knn;
 mod lbfgs;
 pub mod logreg;
+pub mod mlp;
 pub mod nb;
 pub mod svm;
 
@@ -20,6 +22,7 @@ pub use head::{check_input, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use knn::{Knn, KnnParams, KnnWeighting};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
+pub use mlp::{Mlp, MlpParams};
 pub use nb::{NaiveBayes, NaiveBayesParams, NbVariant};
 pub use svm::{LinearSvm, LinearSvmParams};
 
@@ -88,6 +91,12 @@ pub enum ClassicError {
         head: &'static str,
         /// Sparse columns given.
         cols: usize,
+    },
+    /// Training produced NaN or infinite weights.
+    #[error("training diverged: the {head} head's weights are NaN or infinite (lower the learning rate or raise the weight decay)")]
+    Diverged {
+        /// Head name.
+        head: &'static str,
     },
     /// Features of another width than the model was fit on.
     #[error("features have {got} columns, the model was fit on {expected}")]

@@ -151,21 +151,23 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
         cache,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        println!(
+        outln!(
             "lmfuse embed bench: {} ({} threads, {} tokens/batch)",
-            report.model, report.threads, report.batch_tokens
-        );
-        println!(
+            report.model,
+            report.threads,
+            report.batch_tokens
+        )?;
+        outln!(
             "  {} sentences, {} tokens (mean {:.1}), {} truncated; model load {:.2} s",
             report.sentences,
             report.tokens,
             report.mean_tokens,
             report.truncated,
             report.load_seconds
-        );
-        println!(
+        )?;
+        outln!(
             "  best of {}: {:.3} s  {:.1} sentences/s  {:.0} tokens/s  {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s peak",
             runs.len(),
             report.best_seconds,
@@ -174,16 +176,19 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
             report.gflops_per_s,
             report.peak_percent,
             report.peak_gflops
-        );
-        println!(
+        )?;
+        outln!(
             "  matrix-product ceiling measured here: {:.1} GFLOP/s; the forward pass reaches {:.0}% of it",
             report.gemm_ceiling_gflops, report.ceiling_percent
-        );
+        )?;
         if let Some(c) = &report.cache {
-            println!(
+            outln!(
                 "  cache: cold {:.3} s, warm {:.3} s ({} hits): {:.1}x faster",
-                c.cold_seconds, c.warm_seconds, c.warm_cache_hits, c.speedup
-            );
+                c.cold_seconds,
+                c.warm_seconds,
+                c.warm_cache_hits,
+                c.speedup
+            )?;
         }
     }
     Ok(())

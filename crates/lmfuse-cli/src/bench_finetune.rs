@@ -150,7 +150,7 @@ pub fn run(args: &BenchTrainStepArgs) -> anyhow::Result<()> {
         step: median(&mut all),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "{}: batch {} × {} tokens, {} threads: step {:.3} s (forward {:.3}, backward {:.3}, AdamW {:.3}), median of {}",

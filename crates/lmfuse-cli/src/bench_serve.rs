@@ -256,7 +256,7 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
         first_errors: all.first_errors,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "{} requests ({} texts) in {:.1} s from {} clients: {:.1} req/s, {:.1} texts/s",
@@ -474,7 +474,7 @@ pub fn fuzz(args: &BenchFuzzArgs) -> anyhow::Result<()> {
         alive_at_end,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "{} malformed requests in {:.1} s: responses {:?}, server errors {}, health {}/{} ok, alive at the end: {}",

@@ -12,7 +12,8 @@ use lmfuse_data::{Cell, Format, LabelledTexts};
 use lmfuse_encoder::{LoadOptions, ModelFiles};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
-    Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer, TrainOptions,
+    BlockWeights, Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer,
+    TrainOptions,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -76,6 +77,13 @@ pub enum HeadArg {
     Rf,
     /// Histogram gradient-boosted trees, early stopping on a 10% holdout (dense features).
     Gbdt,
+    /// Small MLP, deep fusion: every feature column into one ReLU hidden layer of 256 units
+    /// (AdamW, dropout, early stopping on a 10% holdout; weight decay chosen on dev).
+    Mlp,
+    /// MLP with a shared hidden layer: the TF-IDF block and the embedding are each projected
+    /// to 128 units, then share the hidden layer. Needs `tfidf` and `emb` features; side
+    /// columns (`tab`), which come after the embedding, join the embedding's projection.
+    Shared,
 }
 
 impl HeadArg {
@@ -87,8 +95,26 @@ impl HeadArg {
             HeadArg::Knn => HeadKind::Knn,
             HeadArg::Rf => HeadKind::Rf,
             HeadArg::Gbdt => HeadKind::Gbdt,
+            HeadArg::Mlp => HeadKind::Mlp,
+            HeadArg::Shared => HeadKind::Shared,
         }
     }
+}
+
+/// The trailing dense columns the `shared` head projects apart from the classical block:
+/// every column after the TF-IDF blocks (the embedding, then any side columns).
+pub(crate) fn shared_dense_tail(
+    text_features: &TextFeaturizer,
+    emb: bool,
+    n_features: usize,
+) -> anyhow::Result<usize> {
+    let classical: usize = text_features.blocks().map(|(_, t)| t.dim()).sum();
+    anyhow::ensure!(
+        emb && classical > 0 && classical < n_features,
+        "--head shared projects the TF-IDF block and the embedding apart: it needs \
+         --features tfidf,emb (use --head mlp for other feature sets)"
+    );
+    Ok(n_features - classical)
 }
 
 /// Feature blocks `--features` accepts.
@@ -145,6 +171,11 @@ pub struct TrainArgs {
     /// Class weighting.
     #[arg(long, value_enum, default_value = "uniform")]
     class_weight: ClassWeightArg,
+    /// Weight multiplying the embedding columns (> 0): with `--features tfidf,emb`, how much
+    /// the embeddings count against the TF-IDF blocks (`lmfuse compare` and `lmfuse tune`
+    /// choose it). Stored in the bundle; predict and serve apply it.
+    #[arg(long, default_value_t = 1.0)]
+    emb_weight: f32,
     /// Seed of the dev/test splits and of the head's random choices.
     #[arg(long, default_value_t = 13)]
     seed: u64,
@@ -200,6 +231,8 @@ struct TrainReport {
     encoder: String,
     head: &'static str,
     features: Vec<String>,
+    /// The embedding block's weight (`--emb-weight`).
+    emb_weight: f32,
     labels: Vec<String>,
     data: DataReport,
     selected: Selected,
@@ -381,6 +414,22 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let quiet = quiet || args.json;
     let use_tab = args.features.contains(&FeatureArg::Tab);
     anyhow::ensure!(
+        args.emb_weight.is_finite() && args.emb_weight > 0.0,
+        "--emb-weight must be a positive number, got {}",
+        args.emb_weight
+    );
+    anyhow::ensure!(
+        args.emb_weight == 1.0 || args.features.contains(&FeatureArg::Emb),
+        "--emb-weight weighs the embedding columns: it needs --features with emb"
+    );
+    anyhow::ensure!(
+        args.head != HeadArg::Shared
+            || (args.features.contains(&FeatureArg::Tfidf)
+                && args.features.contains(&FeatureArg::Emb)),
+        "--head shared projects the TF-IDF block and the embedding apart: it needs \
+         --features tfidf,emb (use --head mlp for other feature sets)"
+    );
+    anyhow::ensure!(
         use_tab != args.data.feature_cols.is_empty(),
         "--features tab and --feature-cols go together: name the side columns with \
          --feature-cols and add `tab` to --features"
@@ -420,6 +469,8 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             .fit_tabular(&train.columns)
             .with_context(|| format!("cannot use --feature-cols of {train_name}"))?;
     }
+    text_features.weights = BlockWeights::with_emb(args.emb_weight);
+    text_features.weights.check().context("--emb-weight")?;
     let emb = use_emb.then_some((&files, &options));
     // One pass over all three splits: the encoder is loaded at most once.
     let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]
@@ -464,6 +515,10 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             ClassWeightArg::Balanced => ClassWeight::Balanced,
         },
         seed: args.seed,
+        dense_tail: match args.head {
+            HeadArg::Shared => shared_dense_tail(&text_features, use_emb, x_train.cols())?,
+            _ => 0,
+        },
     };
     let selection = lmfuse_train::fit_selecting(
         (&x_train, &y_train),
@@ -540,6 +595,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         labels: labels.names().to_vec(),
         features: feature_names.clone(),
         tfidf: tfidf_params,
+        block_weights: text_features.weights,
         head: HeadCard {
             params: selection.params,
             n_features: x_train.cols(),
@@ -574,6 +630,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         encoder: files.reference.clone(),
         head: selection.params.name(),
         features: feature_names,
+        emb_weight: args.emb_weight,
         labels: labels.names().to_vec(),
         data: data_report,
         selected: Selected {
@@ -591,7 +648,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         ]),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "trained {} on {} texts ({} classes), features {} ({}); {} = {} chosen on dev ({})",
@@ -754,7 +811,7 @@ pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         if let Some(m) = &oos_metrics {
             out["oos"] = serde_json::to_value(m)?;
         }
-        println!("{out}");
+        outln!("{out}")?;
     } else {
         print_reports(&[("eval", &report)]);
         print_details("eval", &report);

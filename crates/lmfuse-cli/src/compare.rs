@@ -8,13 +8,14 @@ use anyhow::Context;
 use clap::Args;
 use lmfuse_classic::ProbaHead;
 use lmfuse_core::{DenseMatrix, Features};
-use lmfuse_fusion::{CombinerParams, Strategy};
+use lmfuse_fusion::{CombinerParams, MemberRows, Strategy};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
-    Classifier, EncoderInfo, Ensemble, EnsembleCard, HeadCard, ModelCard, TextFeaturizer,
-    TrainOptions,
+    BlockWeights, Blocks, Classifier, EncoderInfo, Ensemble, EnsembleCard, HeadCard, ModelCard,
+    TextFeaturizer, TrainOptions,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,8 +29,8 @@ pub struct CompareArgs {
     #[command(flatten)]
     cache: CacheArgs,
     /// Training data.
-    #[arg(long)]
-    train: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    train: Option<PathBuf>,
     /// Dev data, for each member's hyperparameter (default: a stratified 10% of --train).
     #[arg(long)]
     dev: Option<PathBuf>,
@@ -65,19 +66,31 @@ pub struct CompareArgs {
     /// Seed of the splits and folds.
     #[arg(long, default_value_t = 13)]
     seed: u64,
-    /// Values of C tried on dev by logreg and svm members.
+    /// Values of C tried on dev by logreg and svm members, and by the stacking meta-learner
+    /// and the adaptive gate.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
     )]
     c_grid: Vec<f64>,
+    /// Weights of the embedding block tried by feature-fusion models (tfidf+emb): like every
+    /// member hyperparameter, chosen on dev (together with the head's C, k, ...; ties go to
+    /// the weight nearest 1), then cross-validated on train. Off by default (`1`): chosen on
+    /// dev it did not help (bench/results/compare.md); `lmfuse tune` chooses it by CV.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    emb_weights: Vec<f32>,
     /// Save the winner's bundle (a classifier, or an ensemble holding all its members) here.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the leaderboard as JSON.
     #[arg(long)]
     json: bool,
+    /// Experiment file (TOML, or JSON for `.json`) whose keys are these flags' names with
+    /// underscores (`singles = ["emb:logreg"]`, `folds = 5`, `train = "data/train.jsonl"`;
+    /// paths relative to the file's folder); flags on the command line override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// A single model: which feature blocks and which head.
@@ -103,6 +116,11 @@ fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
             other => anyhow::bail!("model {s:?}: unknown feature block {other:?} (emb, tfidf)"),
         }
     }
+    anyhow::ensure!(
+        head != HeadArg::Shared || (emb && tfidf),
+        "model {s:?}: the shared head projects TF-IDF and the embedding apart; it needs \
+         tfidf+emb features"
+    );
     Ok(ModelSpec {
         name: s.to_string(),
         emb,
@@ -131,7 +149,9 @@ struct Entry {
     /// Mean and standard deviation of the per-fold accuracies on train.
     cv_accuracy: f64,
     cv_std: f64,
-    selected: Option<(String, f64)>,
+    /// What was chosen on dev: the head's hyperparameter (`c`, `k`, ...) and, for feature
+    /// fusion, `emb_weight`.
+    selected: Option<BTreeMap<String, f64>>,
     dev: Report,
     test: Report,
     fit_seconds: f64,
@@ -153,7 +173,7 @@ struct Fitted {
     test: Vec<f32>,
 }
 
-fn fold_accuracies(
+pub(crate) fn fold_accuracies(
     proba: &[f32],
     y: &[usize],
     folds: &[usize],
@@ -172,7 +192,7 @@ fn fold_accuracies(
         .collect()
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
@@ -183,7 +203,20 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.json;
+    let train_path = args
+        .train
+        .as_deref()
+        .context("--train is required (on the command line or in the --config file)")?;
     anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    let positive = args.emb_weights.iter().all(|w| w.is_finite() && *w > 0.0);
+    anyhow::ensure!(
+        !args.emb_weights.is_empty() && positive,
+        "--emb-weights must be positive numbers"
+    );
+    // Weight 1 first, then by distance from 1 on a log scale: ties on dev keep the earlier.
+    let mut emb_weights = args.emb_weights.clone();
+    emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
+    emb_weights.dedup();
     anyhow::ensure!(
         args.data.feature_cols.is_empty(),
         "compare does not take --feature-cols yet; use lmfuse train --features tab"
@@ -219,7 +252,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         y_test,
         report: _,
     } = load_splits(
-        &args.train,
+        train_path,
         args.dev.as_deref(),
         args.test.as_deref(),
         &args.data,
@@ -257,13 +290,16 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         TextFeaturizer::default()
     };
     let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
-    let features_of = |m: &ModelSpec| -> anyhow::Result<Features> {
-        let text = if m.tfidf {
-            tfidf.clone()
-        } else {
-            TextFeaturizer::default()
+    // Every block of every text, transformed once; each model weighs and joins its own.
+    let blocks = tfidf.transform(&refs, emb, &[])?;
+    let features_of = |m: &ModelSpec, weights: &BlockWeights| -> anyhow::Result<Features> {
+        let b = Blocks {
+            word: if m.tfidf { blocks.word.clone() } else { None },
+            char: if m.tfidf { blocks.char.clone() } else { None },
+            emb: if m.emb { blocks.emb.clone() } else { None },
+            tab: None,
         };
-        Ok(text.features(&refs, m.emb.then(|| emb.clone()).flatten(), &[])?)
+        Ok(b.fuse(weights)?)
     };
     let lengths: Vec<f32> = all_texts.iter().map(|t| t.chars().count() as f32).collect();
     let folds = lmfuse_fusion::stratified_folds(&y_train, args.folds, args.seed);
@@ -282,25 +318,48 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         if !quiet {
             eprintln!("compare: {}", spec.name);
         }
-        let x = features_of(spec)?;
-        let (xt, xd, xs) = (
-            x.select_rows(&train_rows),
-            x.select_rows(&dev_rows),
-            x.select_rows(&test_rows),
-        );
         let t = Instant::now();
         let options = TrainOptions {
             head: spec.head.kind(),
             c_grid: args.c_grid.clone(),
             seed: args.seed,
+            // The shared head's dense block: the embedding, last after the TF-IDF blocks.
+            dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
             ..Default::default()
         };
-        let selection = lmfuse_train::fit_selecting(
-            (&xt, &y_train),
-            (&xd, &y_dev),
-            &labels,
-            &options.candidates(),
-        )?;
+        // Feature fusion: the embedding weight is chosen on dev with the head's
+        // hyperparameter (a strictly better dev accuracy replaces an earlier weight).
+        let weights: &[f32] = if spec.emb && spec.tfidf {
+            &emb_weights
+        } else {
+            &[1.0]
+        };
+        let mut best = None;
+        for &w in weights {
+            let weights = BlockWeights::with_emb(w);
+            let x = features_of(spec, &weights)?;
+            let (xt, xd) = (x.select_rows(&train_rows), x.select_rows(&dev_rows));
+            let selection = lmfuse_train::fit_selecting(
+                (&xt, &y_train),
+                (&xd, &y_dev),
+                &labels,
+                &options.candidates(),
+            )?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, _, s): &(_, _, lmfuse_train::Selection)| {
+                    selection.dev.accuracy > s.dev.accuracy
+                })
+            {
+                best = Some((weights, x, selection));
+            }
+        }
+        let (weights, x, selection) = best.expect("at least one weight");
+        let (xt, xd, xs) = (
+            x.select_rows(&train_rows),
+            x.select_rows(&dev_rows),
+            x.select_rows(&test_rows),
+        );
         let fit_seconds = t.elapsed().as_secs_f64();
         let oof = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
         let t = Instant::now();
@@ -308,11 +367,12 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let predict_seconds = t.elapsed().as_secs_f64();
         let dev_p = selection.model.predict_proba(&xd)?;
         let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.folds, k));
-        let text = if spec.tfidf {
+        let mut text = if spec.tfidf {
             tfidf.clone()
         } else {
             TextFeaturizer::default()
         };
+        text.weights = weights;
         let mut feature_names: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
         if spec.emb {
             feature_names.push("emb".into());
@@ -327,6 +387,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                     .blocks()
                     .map(|(n, t)| (n.to_string(), *t.params()))
                     .collect(),
+                block_weights: weights,
                 head: HeadCard {
                     params: selection.params,
                     n_features: xt.cols(),
@@ -350,6 +411,10 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         if singles.contains(spec) {
             models.push(Deployable::Single(classifiers.len()));
             let (param, value) = selection.params.tuned();
+            let mut selected = BTreeMap::from([(param.to_string(), value)]);
+            if spec.emb && spec.tfidf {
+                selected.insert("emb_weight".into(), f64::from(weights.emb));
+            }
             entries.push(Entry {
                 name: spec.name.clone(),
                 kind: if spec.emb && spec.tfidf {
@@ -359,7 +424,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 },
                 cv_accuracy: cv,
                 cv_std,
-                selected: Some((param.to_string(), value)),
+                selected: Some(selected),
                 dev: lmfuse_metrics::evaluate(&y_dev, &dev_p, labels.names())?,
                 test: lmfuse_metrics::evaluate(&y_test, &test_p, labels.names())?,
                 fit_seconds,
@@ -403,10 +468,29 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let test_p: Vec<&[f32]> = member_fits.iter().map(|f| f.test.as_slice()).collect();
     let len_train = &lengths[..n_train];
     for strategy in strategies {
-        let params = CombinerParams {
+        // The meta-learner's and the gate's C: fit on the members' out-of-fold probabilities
+        // of train, chosen on dev (as each member's own hyperparameter is).
+        let t = Instant::now();
+        let selection = CombinerParams {
             strategy,
             ..Default::default()
-        };
+        }
+        .fit_selecting_c(
+            MemberRows {
+                members: &oof,
+                y: &y_train,
+                lengths: len_train,
+            },
+            MemberRows {
+                members: &dev_p,
+                y: &y_dev,
+                lengths: &lengths[n_train..n_train + n_dev],
+            },
+            k,
+            &args.c_grid,
+        )?;
+        let fit_seconds = t.elapsed().as_secs_f64();
+        let params = selection.params;
         // Cross-validated: the combiner of fold f learns from the out-of-fold probabilities
         // of the other folds' rows only.
         let mut cv_p = vec![0.0f32; n_train * k];
@@ -432,9 +516,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             }
         }
         let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.folds, k));
-        let t = Instant::now();
-        let combiner = params.fit(&oof, &y_train, k, len_train)?;
-        let fit_seconds = t.elapsed().as_secs_f64();
+        let combiner = selection.combiner;
         let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
         let t = Instant::now();
         let test_f = combiner.combine(&test_p, k, &lengths[n_train + n_dev..])?;
@@ -445,7 +527,9 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             kind: "ensemble",
             cv_accuracy: cv,
             cv_std,
-            selected: None,
+            selected: strategy
+                .uses_c()
+                .then(|| BTreeMap::from([("c".to_string(), params.c)])),
             dev: lmfuse_metrics::evaluate(&y_dev, &dev_f, labels.names())?,
             test: lmfuse_metrics::evaluate(&y_test, &test_f, labels.names())?,
             fit_seconds: fit_seconds + member_seconds,
@@ -513,7 +597,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "labels": labels.names(),
@@ -523,16 +607,20 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 "winner": entries[winner],
                 "seconds": started.elapsed().as_secs_f64(),
             })
-        );
+        )?;
     } else {
         eprintln!(
             "{:<44} {:>16} {:>7} {:>7} {:>8} {:>9}",
             "candidate", "cv acc (± std)", "dev", "test", "fit s", "predict s"
         );
         for (i, e) in entries.iter().enumerate() {
+            let name = match e.selected.as_ref().and_then(|s| s.get("emb_weight")) {
+                Some(w) => format!("{} (emb ×{w})", e.name),
+                None => e.name.clone(),
+            };
             eprintln!(
                 "{:<44} {:>8.2} ± {:<5.2} {:>7.2} {:>7.2} {:>8.1} {:>9.3}{}",
-                e.name,
+                name,
                 100.0 * e.cv_accuracy,
                 100.0 * e.cv_std,
                 100.0 * e.dev.accuracy,

@@ -237,7 +237,7 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> anyhow::Result<()> {
     summary.sentences_per_s = summary.count as f64 / summary.seconds.max(1e-9);
     summary.tokens_per_s = summary.tokens as f64 / summary.seconds.max(1e-9);
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?)?;
     } else {
         eprintln!(
             "embedded {} texts ({} unique, {} from cache, {} encoded) with {}: {} tokens, {} \

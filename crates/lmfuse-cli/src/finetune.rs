@@ -413,6 +413,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         labels: labels.names().to_vec(),
         features: vec!["emb".into()],
         tfidf: BTreeMap::new(),
+        block_weights: Default::default(),
         head: HeadCard {
             params: HeadParams::Logreg(LogisticRegressionParams::default()),
             n_features: hidden,
@@ -475,7 +476,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         ]),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "fine-tuned {} on {} texts ({} classes): {} of {} parameters trained, {} steps{}; best dev at step {}",
@@ -599,6 +600,7 @@ fn run_contrastive(
         labels: labels.names().to_vec(),
         features: vec!["emb".into()],
         tfidf: BTreeMap::new(),
+        block_weights: Default::default(),
         head: HeadCard {
             params: selection.params,
             n_features: hidden,
@@ -647,7 +649,7 @@ fn run_contrastive(
         "seconds": {"tune": tune_seconds, "head": head_seconds, "total": started.elapsed().as_secs_f64()},
     });
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         eprintln!(
             "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then {} with {} = {} chosen on dev",

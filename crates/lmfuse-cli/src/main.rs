@@ -1,19 +1,31 @@
 //! `lmfuse`: train, evaluate and serve text models that fuse pretrained encoders with
 //! classical machine learning.
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`lmfuse train --json | head -c 10`) ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod bench_finetune;
 mod bench_serve;
 mod classify;
 mod compare;
+mod config;
 mod embed;
 mod finetune;
 mod loaded;
 mod progress;
 mod serve;
+mod tune;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -43,6 +55,10 @@ enum Command {
     Predict(classify::PredictArgs),
     /// Rank single heads, feature fusion and ensembles by cross-validation on one data set.
     Compare(compare::CompareArgs),
+    /// Search feature sets, heads, their hyperparameters and the fusion weight by k-fold
+    /// cross-validation on train (random or grid, optionally successive halving); refit and
+    /// save the best.
+    Tune(tune::TuneArgs),
     /// Fine-tune the encoder and a classification head together (full, LoRA, FGM), with early
     /// stopping on dev and resumable checkpoints; save a bundle.
     Finetune(finetune::FinetuneArgs),
@@ -134,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => classify::eval(&args, cli.quiet),
         Command::Predict(args) => classify::predict(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),
+        Command::Tune(args) => tune::run(&args, cli.quiet),
         Command::Finetune(args) => finetune::run(&args, cli.quiet),
         Command::Serve(args) => serve::run(&args),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
@@ -143,8 +160,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Parses the command line, with the settings of a `--config` experiment file (compare,
+/// tune) added for the flags the command line does not give. A clap error of the command line
+/// itself comes back as a `clap::Error` (help, version, usage); one caused by the file names it.
+fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
+    let mut command = Cli::command();
+    command.build();
+    let matches = command.clone().try_get_matches_from(&argv)?;
+    let (argv, file) = config::expand(argv, &command, &matches)?;
+    let Some(file) = file else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let matches = command.try_get_matches_from(&argv).map_err(|e| {
+        let msg = e.to_string();
+        let line = msg.lines().next().unwrap_or_default();
+        anyhow::anyhow!(
+            "{}: {}",
+            file.display(),
+            line.strip_prefix("error: ").unwrap_or(line)
+        )
+    })?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(err) => match err.downcast::<clap::Error>() {
+            Ok(e) => e.exit(),
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "lmfuse: error: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -237,6 +237,21 @@ fn bad_training_data_gives_one_clear_error_line() {
             "does not occur in the training data",
         ],
     );
+    // The shared head needs a TF-IDF block and the embedding.
+    assert_one_line_error(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            train.to_str().unwrap(),
+            "--head",
+            "shared",
+            "--out",
+            o,
+        ],
+        &["--head shared", "--features tfidf,emb"],
+    );
     assert!(!out.exists(), "a failed run wrote a bundle");
     // A bundle used with an encoder other than the one it was trained with.
     let b = dir.path().join("good-bundle");
@@ -258,9 +273,10 @@ fn bad_training_data_gives_one_clear_error_line() {
         );
     }
     let manifest = b.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest)
-        .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 7");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        &format!("\"format_version\": {}", lmfuse_bundle::FORMAT_VERSION),
+        "\"format_version\": 7",
+    );
     std::fs::write(&manifest, text).unwrap();
     assert_one_line_error(
         &[
@@ -341,6 +357,9 @@ fn every_head_is_deterministic_and_reloads_to_the_same_probabilities() {
         ("knn", "tfidf,emb"),
         ("rf", "emb"),
         ("gbdt", "emb"),
+        ("mlp", "emb"),
+        ("mlp", "tfidf,emb"),
+        ("shared", "tfidf,emb"),
     ];
     for (head, features) in cases {
         let name = format!("{head}-{}", features.replace(',', "+"));
@@ -354,7 +373,8 @@ fn every_head_is_deterministic_and_reloads_to_the_same_probabilities() {
         ];
         let (b1, b2) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
         let r = train_json(m, &train, &b1, &extra, &cache);
-        assert_eq!(r["head"], head);
+        // `shared` is the mlp head with a projection per block.
+        assert_eq!(r["head"], if head == "shared" { "mlp" } else { head });
         assert!(
             r["test"]["accuracy"].as_f64().unwrap() >= 0.8,
             "{name}: {}",

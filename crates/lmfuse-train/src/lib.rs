@@ -5,13 +5,14 @@
 //! converts the fitted classifier to and from a bundle.
 
 mod oos;
+pub mod search;
 
 pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics, OosObjective};
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{
     ClassWeight, ClassicError, GbdtParams, Head, HeadParams, KnnParams, LinearSvmParams,
-    LogisticRegressionParams, NaiveBayesParams, ProbaHead, RandomForestParams,
+    LogisticRegressionParams, MlpParams, NaiveBayesParams, ProbaHead, RandomForestParams,
 };
 use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
 use lmfuse_features::{Cell, Tabular, TabularSpec, Tfidf, TfidfParams};
@@ -72,6 +73,43 @@ pub enum HeadKind {
     Rf,
     /// Gradient-boosted trees (rounds by early stopping on an internal holdout).
     Gbdt,
+    /// MLP over all columns, one hidden layer (deep fusion); weight decay chosen on dev.
+    Mlp,
+    /// MLP whose classical block and trailing dense block ([`TrainOptions::dense_tail`]
+    /// columns, the embedding) are projected apart into a shared hidden layer; weight decay
+    /// chosen on dev.
+    Shared,
+}
+
+/// Units each block is projected to by the `shared` head.
+pub const SHARED_PROJECTION: usize = 128;
+
+/// Naive Bayes' grid: multinomial smoothing `alpha` paired with the Gaussian variance
+/// smoothing (which one counts is chosen from the features at fit time).
+const NB_GRID: [(f64, f64); 5] = [
+    (0.01, 1e-9),
+    (0.03, 1e-6),
+    (0.1, 1e-3),
+    (0.3, 1e-2),
+    (1.0, 1e-1),
+];
+
+/// The Gaussian variance smoothing paired with multinomial `alpha`: [`NB_GRID`]'s pairs,
+/// interpolated log-linearly between them and clamped at its ends.
+pub fn nb_var_smoothing(alpha: f64) -> f64 {
+    let a = alpha.log10();
+    let (first, last) = (NB_GRID[0], NB_GRID[NB_GRID.len() - 1]);
+    if a <= first.0.log10() {
+        return first.1;
+    }
+    for w in NB_GRID.windows(2) {
+        let ((a0, v0), (a1, v1)) = (w[0], w[1]);
+        if a <= a1.log10() {
+            let t = (a - a0.log10()) / (a1.log10() - a0.log10());
+            return 10f64.powf(v0.log10() + t * (v1.log10() - v0.log10()));
+        }
+    }
+    last.1
 }
 
 /// Training options.
@@ -85,6 +123,10 @@ pub struct TrainOptions {
     pub class_weight: ClassWeight,
     /// Seed of every random choice of the head (folds, bootstrap samples).
     pub seed: u64,
+    /// Trailing dense columns (the embedding, then any side columns) that the `shared` head
+    /// projects apart from the leading classical block; unused by the other heads.
+    #[serde(default)]
+    pub dense_tail: usize,
 }
 
 impl Default for TrainOptions {
@@ -94,6 +136,7 @@ impl Default for TrainOptions {
             c_grid: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
             class_weight: ClassWeight::Uniform,
             seed: 13,
+            dense_tail: 0,
         }
     }
 }
@@ -127,22 +170,16 @@ impl TrainOptions {
                 .collect(),
             // Multinomial smoothing and Gaussian variance smoothing move together; the variant
             // is chosen from the features at fit time.
-            HeadKind::Nb => [
-                (0.01, 1e-9),
-                (0.03, 1e-6),
-                (0.1, 1e-3),
-                (0.3, 1e-2),
-                (1.0, 1e-1),
-            ]
-            .into_iter()
-            .map(|(alpha, var_smoothing)| {
-                HeadParams::Nb(NaiveBayesParams {
-                    alpha,
-                    var_smoothing,
-                    ..Default::default()
+            HeadKind::Nb => NB_GRID
+                .into_iter()
+                .map(|(alpha, var_smoothing)| {
+                    HeadParams::Nb(NaiveBayesParams {
+                        alpha,
+                        var_smoothing,
+                        ..Default::default()
+                    })
                 })
-            })
-            .collect(),
+                .collect(),
             HeadKind::Knn => [1, 3, 5, 10, 20, 50]
                 .into_iter()
                 .map(|k| {
@@ -160,6 +197,26 @@ impl TrainOptions {
                 seed: self.seed,
                 ..Default::default()
             })],
+            HeadKind::Mlp | HeadKind::Shared => {
+                // Strongest decay first, as the C grids run from most regularised. The shared
+                // head's extra layer lets its TF-IDF projection memorise faster: it needs
+                // stronger decay (both grids chosen on the dev sets of sst2 and trec).
+                let (projection, dense_tail, grid) = match self.head {
+                    HeadKind::Shared => (SHARED_PROJECTION, self.dense_tail, [30.0, 10.0, 3.0]),
+                    _ => (0, 0, [10.0, 3.0, 1.0]),
+                };
+                grid.into_iter()
+                    .map(|alpha| {
+                        HeadParams::Mlp(MlpParams {
+                            alpha,
+                            projection,
+                            dense_tail,
+                            seed: self.seed,
+                            ..Default::default()
+                        })
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -303,6 +360,11 @@ pub struct ModelCard {
     /// TF-IDF settings, by block name.
     #[serde(default)]
     pub tfidf: BTreeMap<String, TfidfParams>,
+    /// The weight multiplying each block's columns before they are put side by side (the
+    /// classifier's [`TextFeaturizer::weights`]); 1 for every block in bundles saved before
+    /// weights existed.
+    #[serde(default)]
+    pub block_weights: BlockWeights,
     /// The head and its hyperparameters.
     pub head: HeadCard,
     /// Where the model came from.
@@ -321,8 +383,66 @@ pub struct HeadCard {
     pub n_features: usize,
 }
 
+/// The weight multiplying the columns of each feature block before the blocks are put side by
+/// side. TF-IDF rows and (most) sentence embeddings have unit length, so a weight sets how much
+/// a block counts against the others: for an L2-regularised linear head, weight `w` on a block
+/// is the same as multiplying its regularisation strength by `1 / w²`; for cosine kNN it sets
+/// the block's share of the similarity. Trees do not see it (they split on order).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BlockWeights {
+    /// Word n-gram TF-IDF.
+    #[serde(default = "one")]
+    pub tfidf_word: f32,
+    /// Character n-gram TF-IDF.
+    #[serde(default = "one")]
+    pub tfidf_char: f32,
+    /// Encoder embeddings.
+    #[serde(default = "one")]
+    pub emb: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl Default for BlockWeights {
+    fn default() -> Self {
+        Self {
+            tfidf_word: 1.0,
+            tfidf_char: 1.0,
+            emb: 1.0,
+        }
+    }
+}
+
+impl BlockWeights {
+    /// Weight 1 for every block but the embeddings, which get `emb`.
+    pub fn with_emb(emb: f32) -> Self {
+        Self {
+            emb,
+            ..Self::default()
+        }
+    }
+
+    /// Every weight must be finite and positive.
+    pub fn check(&self) -> Result<(), TrainError> {
+        for (name, w) in [
+            ("tfidf_word", self.tfidf_word),
+            ("tfidf_char", self.tfidf_char),
+            ("emb", self.emb),
+        ] {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(TrainError::Option(format!(
+                    "the weight of feature block {name} must be a positive number, not {w}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The feature blocks fit on a classifier's training rows: TF-IDF of the texts and the
-/// standardised / one-hot side columns.
+/// standardised / one-hot side columns, and the weight of every block.
 #[derive(Debug, Clone, Default)]
 pub struct TextFeaturizer {
     /// Word n-grams.
@@ -331,6 +451,97 @@ pub struct TextFeaturizer {
     pub char: Option<Tfidf>,
     /// Side columns (`--feature-cols`).
     pub tabular: Option<Tabular>,
+    /// The weight of each block; a classifier's card records the same
+    /// ([`ModelCard::block_weights`]), and loading a bundle sets them from it.
+    pub weights: BlockWeights,
+}
+
+/// The blocks of some rows, transformed but neither weighted nor put side by side
+/// ([`TextFeaturizer::transform`], [`Blocks::fuse`]): callers that try several weights on the
+/// same rows transform once.
+#[derive(Debug, Clone, Default)]
+pub struct Blocks {
+    /// Word n-gram TF-IDF.
+    pub word: Option<CsrMatrix>,
+    /// Character n-gram TF-IDF.
+    pub char: Option<CsrMatrix>,
+    /// Encoder embeddings.
+    pub emb: Option<DenseMatrix>,
+    /// Side columns.
+    pub tab: Option<DenseMatrix>,
+}
+
+impl Blocks {
+    /// Keeps the rows listed in `idx`, in that order, in every block.
+    pub fn select_rows(&self, idx: &[usize]) -> Self {
+        Self {
+            word: self.word.as_ref().map(|m| m.select_rows(idx)),
+            char: self.char.as_ref().map(|m| m.select_rows(idx)),
+            emb: self.emb.as_ref().map(|m| m.select_rows(idx)),
+            tab: self.tab.as_ref().map(|m| m.select_rows(idx)),
+        }
+    }
+
+    /// The feature rows: TF-IDF blocks (word, then character), then `emb`, then the side
+    /// columns, each multiplied by its weight, side by side; dense when there is no TF-IDF
+    /// block. A weight of 1 leaves its block's values exactly as they are.
+    pub fn fuse(&self, weights: &BlockWeights) -> Result<Features, TrainError> {
+        weights.check()?;
+        let emb = self.emb.as_ref().map(|e| scale_dense(e, weights.emb));
+        if self.word.is_none() && self.char.is_none() {
+            return match (emb, self.tab.clone()) {
+                (Some(e), Some(t)) => Ok(Features::Dense(dense_hstack(&e, &t))),
+                (Some(m), None) | (None, Some(m)) => Ok(Features::Dense(m)),
+                (None, None) => Err(TrainError::Option("no feature block".into())),
+            };
+        }
+        let emb = emb.map(|e| CsrMatrix::from_dense(&e));
+        let tab = self.tab.as_ref().map(CsrMatrix::from_dense);
+        let blocks: Vec<(&CsrMatrix, f32)> = [
+            (self.word.as_ref(), weights.tfidf_word),
+            (self.char.as_ref(), weights.tfidf_char),
+            (emb.as_ref(), 1.0),
+            (tab.as_ref(), 1.0),
+        ]
+        .into_iter()
+        .filter_map(|(m, w)| m.map(|m| (m, w)))
+        .collect();
+        Ok(Features::Sparse(scaled_hstack(&blocks)))
+    }
+}
+
+/// `m` with every value multiplied by `w` (a copy of `m` when `w` is 1).
+fn scale_dense(m: &DenseMatrix, w: f32) -> DenseMatrix {
+    if w == 1.0 {
+        return m.clone();
+    }
+    let data = m.as_slice().iter().map(|v| v * w).collect();
+    DenseMatrix::new(m.rows(), m.cols(), data).expect("same shape")
+}
+
+/// Sparse blocks of equal rows side by side, each block's values multiplied by its weight.
+fn scaled_hstack(blocks: &[(&CsrMatrix, f32)]) -> CsrMatrix {
+    let rows = blocks.first().map_or(0, |(b, _)| b.rows());
+    let cols: usize = blocks.iter().map(|(b, _)| b.cols()).sum();
+    let nnz: usize = blocks.iter().map(|(b, _)| b.nnz()).sum();
+    let mut indptr = Vec::with_capacity(rows + 1);
+    indptr.push(0);
+    let (mut indices, mut values) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+    for r in 0..rows {
+        let mut offset = 0u32;
+        for (b, w) in blocks {
+            let (c, v) = b.row(r);
+            indices.extend(c.iter().map(|&i| i + offset));
+            if *w == 1.0 {
+                values.extend_from_slice(v);
+            } else {
+                values.extend(v.iter().map(|x| x * w));
+            }
+            offset += b.cols() as u32;
+        }
+        indptr.push(indices.len());
+    }
+    CsrMatrix::new(rows, cols, indptr, indices, values).expect("blocks of equal rows")
 }
 
 impl TextFeaturizer {
@@ -341,6 +552,7 @@ impl TextFeaturizer {
             word: Some(fit(TfidfParams::words())?),
             char: Some(fit(TfidfParams::chars())?),
             tabular: None,
+            weights: BlockWeights::default(),
         })
     }
 
@@ -368,15 +580,14 @@ impl TextFeaturizer {
         .filter_map(|(n, t)| t.map(|t| (n, t)))
     }
 
-    /// The feature rows of `texts`: TF-IDF blocks, then `emb` (when given), then the side
-    /// columns (when fit; read from `columns`), side by side; dense when there is no TF-IDF
-    /// block.
-    pub fn features(
+    /// The blocks of `texts`, unweighted: TF-IDF, `emb` (when given) and the side columns
+    /// (when fit; read from `columns`).
+    pub fn transform(
         &self,
         texts: &[&str],
         emb: Option<DenseMatrix>,
         columns: &[(String, Vec<Cell>)],
-    ) -> Result<Features, TrainError> {
+    ) -> Result<Blocks, TrainError> {
         let tab = match &self.tabular {
             Some(t) => Some(
                 t.transform(columns)
@@ -384,22 +595,24 @@ impl TextFeaturizer {
             ),
             None => None,
         };
-        if self.is_empty() {
-            return match (emb, tab) {
-                (Some(e), Some(t)) => Ok(Features::Dense(dense_hstack(&e, &t))),
-                (Some(m), None) | (None, Some(m)) => Ok(Features::Dense(m)),
-                (None, None) => Err(TrainError::Option("no feature block".into())),
-            };
-        }
-        let mut blocks: Vec<CsrMatrix> = self.blocks().map(|(_, t)| t.transform(texts)).collect();
-        if let Some(e) = emb {
-            blocks.push(CsrMatrix::from_dense(&e));
-        }
-        if let Some(t) = tab {
-            blocks.push(CsrMatrix::from_dense(&t));
-        }
-        let refs: Vec<&CsrMatrix> = blocks.iter().collect();
-        Ok(Features::Sparse(lmfuse_features::hstack(&refs)))
+        Ok(Blocks {
+            word: self.word.as_ref().map(|t| t.transform(texts)),
+            char: self.char.as_ref().map(|t| t.transform(texts)),
+            emb,
+            tab,
+        })
+    }
+
+    /// The feature rows of `texts`: TF-IDF blocks, then `emb` (when given), then the side
+    /// columns (when fit; read from `columns`), each multiplied by its weight in
+    /// [`Self::weights`], side by side; dense when there is no TF-IDF block.
+    pub fn features(
+        &self,
+        texts: &[&str],
+        emb: Option<DenseMatrix>,
+        columns: &[(String, Vec<Cell>)],
+    ) -> Result<Features, TrainError> {
+        self.transform(texts, emb, columns)?.fuse(&self.weights)
     }
 }
 
@@ -529,6 +742,10 @@ impl Classifier {
             what: "features",
             message,
         };
+        card.block_weights
+            .check()
+            .map_err(|e| bad(format!("block_weights: {e}")))?;
+        text_features.weights = card.block_weights;
         for name in &card.features {
             match name.as_str() {
                 "emb" => width += card.encoder.dim,
@@ -642,6 +859,21 @@ impl Classifier {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nb_var_smoothing_meets_the_train_grid_at_its_points() {
+        for (alpha, v) in NB_GRID {
+            let got = nb_var_smoothing(alpha);
+            assert!(
+                (got.log10() - v.log10()).abs() < 1e-9,
+                "{alpha}: {got} vs {v}"
+            );
+        }
+        let mid = nb_var_smoothing(0.05);
+        assert!(mid > 1e-6 && mid < 1e-3, "{mid}");
+        assert_eq!(nb_var_smoothing(1e-4), 1e-9);
+        assert_eq!(nb_var_smoothing(5.0), 1e-1);
+    }
+
     use super::*;
     use lmfuse_core::{DenseMatrix, Pooling};
 
@@ -668,19 +900,23 @@ mod tests {
         }
     }
 
-    const ALL_HEADS: [HeadKind; 6] = [
+    const ALL_HEADS: [HeadKind; 8] = [
         HeadKind::Logreg,
         HeadKind::Svm,
         HeadKind::Nb,
         HeadKind::Knn,
         HeadKind::Rf,
         HeadKind::Gbdt,
+        HeadKind::Mlp,
+        HeadKind::Shared,
     ];
 
     fn selects_and_round_trips(head: HeadKind) {
         let (x, y, labels) = toy();
         let options = TrainOptions {
             head,
+            // The toy's second column stands for the embedding.
+            dense_tail: usize::from(head == HeadKind::Shared),
             ..Default::default()
         };
         let candidates = options.candidates();
@@ -708,6 +944,7 @@ mod tests {
             labels: labels.names().to_vec(),
             features: vec!["emb".into()],
             tfidf: BTreeMap::new(),
+            block_weights: BlockWeights::default(),
             head: HeadCard {
                 params: sel.params,
                 n_features: 2,
@@ -733,6 +970,171 @@ mod tests {
             "{head:?}"
         );
         assert_eq!(back.card, clf.card);
+    }
+
+    /// Texts whose words and two-column "embeddings" both carry the label.
+    fn fused_toy() -> (Vec<String>, DenseMatrix, Vec<usize>, LabelSet) {
+        let (x, y, labels) = toy();
+        let Features::Dense(emb) = x else {
+            unreachable!()
+        };
+        let texts = y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let w = if c == 1 { "good" } else { "bad" };
+                // Every fifth text has the other class's word: the blocks disagree there.
+                let w = if i % 5 == 0 { ["good", "bad"][c] } else { w };
+                format!("a {w} thing number {}", i % 7)
+            })
+            .collect();
+        (texts, emb, y, labels)
+    }
+
+    fn card_for(features: &[&str], tfidf: &TextFeaturizer, head: HeadCard) -> ModelCard {
+        ModelCard {
+            task: "text-classification".into(),
+            encoder: EncoderInfo {
+                reference: "toy".into(),
+                fingerprint: EncoderFingerprint {
+                    weights_sha256: "ab".into(),
+                    pooling: Pooling::Mean,
+                    normalize: true,
+                    max_seq_length: 8,
+                },
+                dim: 2,
+                in_bundle: false,
+            },
+            labels: vec!["neg".into(), "pos".into()],
+            features: features.iter().map(|f| f.to_string()).collect(),
+            tfidf: tfidf
+                .blocks()
+                .map(|(n, t)| (n.to_string(), *t.params()))
+                .collect(),
+            block_weights: tfidf.weights,
+            head,
+            training: serde_json::json!({}),
+            metrics: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn block_weights_multiply_their_columns_only() {
+        let (texts, emb, _, _) = fused_toy();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut f = TextFeaturizer::fit(&refs).unwrap();
+        let base = f.features(&refs, Some(emb.clone()), &[]).unwrap();
+        f.weights = BlockWeights {
+            tfidf_word: 0.5,
+            tfidf_char: 1.0,
+            emb: 3.0,
+        };
+        let scaled = f.features(&refs, Some(emb.clone()), &[]).unwrap();
+        let (Features::Sparse(a), Features::Sparse(b)) = (&base, &scaled) else {
+            panic!("fused features are sparse")
+        };
+        let (word, char) = (
+            f.word.as_ref().unwrap().dim(),
+            f.char.as_ref().unwrap().dim(),
+        );
+        assert_eq!(a.cols(), word + char + 2);
+        for r in 0..a.rows() {
+            let (ca, va) = a.row(r);
+            let (cb, vb) = b.row(r);
+            assert_eq!(ca, cb);
+            for ((&c, &x), &z) in ca.iter().zip(va).zip(vb) {
+                let w = match c as usize {
+                    c if c < word => 0.5,
+                    c if c < word + char => 1.0,
+                    _ => 3.0,
+                };
+                assert_eq!(z, x * w, "row {r} column {c}");
+            }
+        }
+        // Embeddings alone (dense) are weighted too; weight 1 is the identity.
+        let alone = TextFeaturizer {
+            weights: BlockWeights::with_emb(2.0),
+            ..Default::default()
+        };
+        let Features::Dense(d) = alone.features(&refs, Some(emb.clone()), &[]).unwrap() else {
+            panic!("embeddings alone are dense")
+        };
+        let doubled: Vec<f32> = emb.as_slice().iter().map(|v| 2.0 * v).collect();
+        assert_eq!(d.as_slice(), doubled.as_slice());
+        let Features::Dense(d) = TextFeaturizer::default()
+            .features(&refs, Some(emb.clone()), &[])
+            .unwrap()
+        else {
+            panic!("embeddings alone are dense")
+        };
+        assert_eq!(d, emb);
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let f = TextFeaturizer {
+                weights: BlockWeights::with_emb(bad),
+                ..Default::default()
+            };
+            let e = f.features(&refs, Some(emb.clone()), &[]).unwrap_err();
+            assert!(e.to_string().contains("emb"), "{e}");
+        }
+    }
+
+    #[test]
+    fn block_weights_round_trip_through_a_bundle_and_default_to_one() {
+        let (texts, emb, y, labels) = fused_toy();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut f = TextFeaturizer::fit(&refs).unwrap();
+        f.weights = BlockWeights::with_emb(4.0);
+        let x = f.features(&refs, Some(emb.clone()), &[]).unwrap();
+        let params = HeadParams::Logreg(LogisticRegressionParams {
+            c: 0.3,
+            ..Default::default()
+        });
+        let head = params.fit(&x, &y, 2).unwrap();
+        let clf = Classifier {
+            card: card_for(
+                &["tfidf_word", "tfidf_char", "emb"],
+                &f,
+                HeadCard {
+                    params,
+                    n_features: x.cols(),
+                },
+            ),
+            labels,
+            head,
+            text_features: f,
+            oos: None,
+        };
+        let (m, t, j) = clf.to_bundle("0.1.0", "now");
+        assert_eq!(m.model["block_weights"]["emb"], 4.0);
+        let dir = tempfile::tempdir().unwrap();
+        lmfuse_bundle::save(&dir.path().join("b"), m.clone(), &t, &j).unwrap();
+        let back =
+            Classifier::from_bundle(&lmfuse_bundle::load(&dir.path().join("b")).unwrap()).unwrap();
+        assert_eq!(back.card, clf.card);
+        assert_eq!(back.text_features.weights, BlockWeights::with_emb(4.0));
+        let predict = |c: &Classifier| {
+            let x = c
+                .text_features
+                .features(&refs, Some(emb.clone()), &[])
+                .unwrap();
+            c.predict_proba(&x).unwrap()
+        };
+        let p = predict(&clf);
+        assert_eq!(predict(&back), p);
+
+        // A card written before block weights existed (no `block_weights` key) loads with
+        // weight 1 for every block, which here predicts differently.
+        let mut old = m;
+        old.model.as_object_mut().unwrap().remove("block_weights");
+        lmfuse_bundle::save(&dir.path().join("old"), old, &t, &j).unwrap();
+        let back = Classifier::from_bundle(&lmfuse_bundle::load(&dir.path().join("old")).unwrap())
+            .unwrap();
+        assert_eq!(back.card.block_weights, BlockWeights::default());
+        assert_eq!(back.text_features.weights, BlockWeights::default());
+        assert_ne!(predict(&back), p);
+        // A partial object fills in the blocks it leaves out with 1.
+        let w: BlockWeights = serde_json::from_value(serde_json::json!({"emb": 2.0})).unwrap();
+        assert_eq!(w, BlockWeights::with_emb(2.0));
     }
 
     #[test]

@@ -1,0 +1,570 @@
+//! `lmfuse tune`: hyperparameter and strategy search (feature set, head, the head's main
+//! hyperparameter, the embedding weight of feature fusion), every configuration scored by
+//! stratified k-fold cross-validation on train, optionally with successive halving. Dev and
+//! test are reported for the winner only, never used to choose.
+//!
+//! As in `lmfuse compare`, TF-IDF is fit once on all of train and the folds reuse it: the
+//! held-out fold's n-grams are in the vocabulary and count in the idf, a small leak that makes
+//! CV of TF-IDF configurations slightly optimistic (the same for every configuration of one
+//! run, so rankings are barely touched).
+
+use crate::classify::{load_splits, now_rfc3339, print_reports, CacheArgs, DataArgs, HeadArg};
+use crate::compare::{fold_accuracies, mean_std};
+use crate::embed::embed_texts;
+use crate::ModelArgs;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use lmfuse_classic::ProbaHead;
+use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_metrics::Report;
+use lmfuse_train::search::{self, Config, FeatureSet, Rung, SearchSpace};
+use lmfuse_train::{
+    BlockWeights, Blocks, Classifier, EncoderInfo, HeadCard, ModelCard, TextFeaturizer,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How configurations are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchArg {
+    /// `--trials` draws: a (feature set, head) pair uniformly, its hyperparameter and the
+    /// fusion weight log-uniformly over their ranges.
+    Random,
+    /// Every combination of feature set, head, the head's grid and the fusion weights.
+    Grid,
+}
+
+/// Arguments of `lmfuse tune`.
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Training data: every configuration is scored by k-fold cross-validation on it.
+    #[arg(long, required_unless_present = "config")]
+    train: Option<PathBuf>,
+    /// Dev data, reported for the winner only (default: a stratified 10% of --train).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test data, reported for the winner only, never used to choose (default: a stratified
+    /// 10% of --train).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Feature sets searched, comma-separated: emb, tfidf, tfidf+emb.
+    #[arg(long, value_delimiter = ',', default_value = "emb,tfidf,tfidf+emb")]
+    feature_sets: Vec<String>,
+    /// Heads searched, comma-separated (rf and gbdt read emb only; `mlp` may be added, `shared`
+    /// is not searched). Ranges of their main hyperparameter (random search, log-uniform):
+    /// logreg C 0.01-100, svm C 0.01-10, nb alpha 0.01-1, knn k 1-50, rf n_trees 50-300, gbdt
+    /// learning_rate 0.02-0.3, mlp weight decay alpha 0.3-30.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "logreg,svm,nb,knn,rf,gbdt"
+    )]
+    heads: Vec<HeadArg>,
+    /// Random draws or the full grid.
+    #[arg(long, value_enum, default_value = "random")]
+    search: SearchArg,
+    /// Configurations drawn by random search.
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    /// Cross-validation folds on train.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the draws, splits, folds, subsamples and heads: same seed, same trials and
+    /// leaderboard.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Successive halving: the first rung cross-validates every configuration on a seeded
+    /// stratified subsample of train, each rung keeps the best 1/eta on an eta times larger
+    /// one, the last uses all of train (the first rung has at least 2 × folds × classes and
+    /// 50 rows; fewer rungs otherwise).
+    #[arg(long)]
+    halving: bool,
+    /// Halving rate.
+    #[arg(long, default_value_t = 3)]
+    eta: usize,
+    /// Values of C of logreg and svm for grid search.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
+    )]
+    c_grid: Vec<f64>,
+    /// Weights of the embedding block of tfidf+emb configurations: the grid, and for random
+    /// search the log-uniform range from the smallest to the largest.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4")]
+    emb_weights: Vec<f32>,
+    /// Save the winner, refit on all of train, as a bundle here (as `lmfuse train` does).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print every trial and the winner as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Experiment file (TOML, or JSON for `.json`) whose keys are these flags' names with
+    /// underscores (`heads = ["logreg", "svm"]`, `trials = 30`, `train = "data/train.jsonl"`;
+    /// paths relative to the file's folder); flags on the command line override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// One configuration's cross-validated score on one rung.
+#[derive(Debug, Clone, Serialize)]
+struct RungScore {
+    rung: usize,
+    rows: usize,
+    cv_accuracy: f64,
+    cv_std: f64,
+    seconds: f64,
+}
+
+/// One configuration tried.
+#[derive(Debug, Clone, Serialize)]
+struct Trial {
+    id: usize,
+    config: String,
+    features: &'static str,
+    head: &'static str,
+    param: &'static str,
+    value: f64,
+    emb_weight: Option<f32>,
+    params: lmfuse_classic::HeadParams,
+    /// The last rung it was scored on, and its score there.
+    rung: usize,
+    rows: usize,
+    cv_accuracy: f64,
+    cv_std: f64,
+    /// Seconds of all its cross-validation fits.
+    fit_seconds: f64,
+    scores: Vec<RungScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The winner, refit on all of train (keys as `lmfuse train --json`, plus the CV score).
+#[derive(Debug, Serialize)]
+struct Best {
+    bundle: Option<String>,
+    encoder: String,
+    config: String,
+    head: &'static str,
+    features: Vec<String>,
+    emb_weight: f32,
+    labels: Vec<String>,
+    data: crate::classify::DataReport,
+    selected: BTreeMap<&'static str, serde_json::Value>,
+    cv_accuracy: f64,
+    cv_std: f64,
+    dev: Report,
+    test: Report,
+    seconds: BTreeMap<&'static str, f64>,
+}
+
+/// The blocks a feature set reads.
+fn blocks_of(all: &Blocks, set: FeatureSet) -> Blocks {
+    Blocks {
+        word: if set.tfidf() { all.word.clone() } else { None },
+        char: if set.tfidf() { all.char.clone() } else { None },
+        emb: if set.emb() { all.emb.clone() } else { None },
+        tab: None,
+    }
+}
+
+fn weights_of(c: &Config) -> BlockWeights {
+    BlockWeights::with_emb(c.emb_weight.unwrap_or(1.0))
+}
+
+/// Cross-validated accuracy (mean, std over folds) of `config` on the rows of `blocks`. The
+/// head is fit in its cheaper [`lmfuse_classic::HeadParams::for_selection`] form (the SVM
+/// without its probability calibration folds), as `lmfuse train` selects on dev; the winner is
+/// refit as configured.
+fn cross_validate(
+    config: &Config,
+    blocks: &Blocks,
+    y: &[usize],
+    k: usize,
+    folds: &[usize],
+    n_folds: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let x = blocks_of(blocks, config.features).fuse(&weights_of(config))?;
+    let params = config.params.for_selection();
+    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
+    Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
+}
+
+/// Runs `lmfuse tune`.
+pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let quiet = quiet || args.json;
+    let train_path = args
+        .train
+        .as_deref()
+        .context("--train is required (on the command line or in the --config file)")?;
+    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    anyhow::ensure!(args.eta >= 2, "--eta must be at least 2");
+    anyhow::ensure!(args.trials >= 1, "--trials must be at least 1");
+    anyhow::ensure!(
+        args.data.feature_cols.is_empty(),
+        "tune does not take --feature-cols yet; use lmfuse train --features tab"
+    );
+    let mut feature_sets: Vec<FeatureSet> = Vec::new();
+    for s in &args.feature_sets {
+        let f = FeatureSet::parse(s.trim())?;
+        if !feature_sets.contains(&f) {
+            feature_sets.push(f);
+        }
+    }
+    let mut heads = Vec::new();
+    for h in &args.heads {
+        if !heads.contains(&h.kind()) {
+            heads.push(h.kind());
+        }
+    }
+    let space = SearchSpace {
+        feature_sets,
+        heads,
+        c_grid: args.c_grid.clone(),
+        emb_weights: args.emb_weights.clone(),
+        head_seed: args.seed,
+    };
+    let configs = match args.search {
+        SearchArg::Random => space.random(args.trials, args.seed)?,
+        SearchArg::Grid => space.grid()?,
+    };
+
+    // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
+    let splits = load_splits(
+        train_path,
+        args.dev.as_deref(),
+        args.test.as_deref(),
+        &args.data,
+        args.seed,
+    )?;
+    let labels = &splits.labels;
+    let k = labels.len();
+    let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
+    let all_texts: Vec<String> = [&splits.train.texts, &splits.dev.texts, &splits.test.texts]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let needs_emb = configs.iter().any(|c| c.features.emb());
+    let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
+    let t = Instant::now();
+    let files = args.model.resolve()?;
+    let options = args.model.load_options();
+    let encoder = EncoderInfo {
+        reference: files.reference.clone(),
+        fingerprint: options.fingerprint(&files)?,
+        dim: files.config.hidden_size,
+        in_bundle: false,
+    };
+    let emb = if needs_emb {
+        let mut cache = args.cache.open()?;
+        Some(DenseMatrix::from(
+            embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
+        ))
+    } else {
+        None
+    };
+    let tfidf = if needs_tfidf {
+        let refs: Vec<&str> = splits.train.texts.iter().map(String::as_str).collect();
+        TextFeaturizer::fit(&refs)?
+    } else {
+        TextFeaturizer::default()
+    };
+    let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
+    let blocks = tfidf.transform(&refs, emb, &[])?;
+    let train_rows: Vec<usize> = (0..n_train).collect();
+    let blocks_train = blocks.select_rows(&train_rows);
+    let features_seconds = t.elapsed().as_secs_f64();
+
+    // The schedule: one rung on all of train, or successive halving.
+    let schedule: Vec<Rung> = if args.halving {
+        let min_rows = (2 * args.folds * k).max(50);
+        search::halving_schedule(n_train, configs.len(), args.eta, min_rows)
+    } else {
+        vec![Rung {
+            rows: n_train,
+            configs: configs.len(),
+        }]
+    };
+    let order = search::stratified_order(&splits.y_train, args.seed);
+    let mut trials: Vec<Trial> = configs
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            let (param, value) = c.params.tuned();
+            Trial {
+                id,
+                config: c.label(),
+                features: c.features.name(),
+                head: c.params.name(),
+                param,
+                value,
+                emb_weight: c.emb_weight,
+                params: c.params,
+                rung: 0,
+                rows: 0,
+                cv_accuracy: f64::NAN,
+                cv_std: f64::NAN,
+                fit_seconds: 0.0,
+                scores: Vec::new(),
+                error: None,
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    let mut alive: Vec<usize> = (0..configs.len()).collect();
+    for (r, rung) in schedule.iter().enumerate() {
+        let mut rows: Vec<usize> = order[..rung.rows].to_vec();
+        rows.sort_unstable();
+        let y: Vec<usize> = rows.iter().map(|&i| splits.y_train[i]).collect();
+        let folds = lmfuse_fusion::stratified_folds(&y, args.folds, args.seed);
+        let sub = if rung.rows == n_train {
+            blocks_train.clone()
+        } else {
+            blocks_train.select_rows(&rows)
+        };
+        if !quiet {
+            eprintln!(
+                "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
+                schedule.len() - 1,
+                alive.len(),
+                args.folds,
+                rung.rows,
+                n_train
+            );
+        }
+        for &i in &alive {
+            let ts = Instant::now();
+            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.folds);
+            let seconds = ts.elapsed().as_secs_f64();
+            let trial = &mut trials[i];
+            trial.rung = r;
+            trial.rows = rung.rows;
+            trial.fit_seconds += seconds;
+            match result {
+                Ok((mean, std)) => {
+                    trial.cv_accuracy = mean;
+                    trial.cv_std = std;
+                    trial.scores.push(RungScore {
+                        rung: r,
+                        rows: rung.rows,
+                        cv_accuracy: mean,
+                        cv_std: std,
+                        seconds,
+                    });
+                    if !quiet {
+                        eprintln!(
+                            "  {:<48} {:>7.2} ± {:<5.2} {:>7.1} s",
+                            trial.config,
+                            100.0 * mean,
+                            100.0 * std,
+                            seconds
+                        );
+                    }
+                }
+                Err(e) => {
+                    trial.cv_accuracy = f64::NAN;
+                    trial.error = Some(format!("{e:#}"));
+                    if !quiet {
+                        eprintln!("  {:<48} failed: {e:#}", trial.config);
+                    }
+                }
+            }
+        }
+        // Best first (a failed trial last); the earlier trial on ties.
+        alive.retain(|&i| trials[i].error.is_none());
+        anyhow::ensure!(
+            !alive.is_empty(),
+            "every configuration failed; the first: {}",
+            trials
+                .iter()
+                .find_map(|t| t.error.clone())
+                .unwrap_or_default()
+        );
+        alive.sort_by(|&a, &b| {
+            trials[b]
+                .cv_accuracy
+                .total_cmp(&trials[a].cv_accuracy)
+                .then(a.cmp(&b))
+        });
+        if let Some(next) = schedule.get(r + 1) {
+            alive.truncate(next.configs);
+        }
+    }
+    let search_seconds = t.elapsed().as_secs_f64();
+    let best_id = alive[0];
+    let best_config = &configs[best_id];
+
+    // The winner refit on all of train, then evaluated on dev and test (reported only).
+    let t = Instant::now();
+    let weights = weights_of(best_config);
+    let x = blocks_of(&blocks, best_config.features).fuse(&weights)?;
+    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
+    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
+    let (xt, xd, xs): (Features, Features, Features) = (
+        x.select_rows(&train_rows),
+        x.select_rows(&dev_rows),
+        x.select_rows(&test_rows),
+    );
+    let model = best_config.params.fit(&xt, &splits.y_train, k)?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let dev = lmfuse_metrics::evaluate(&splits.y_dev, &model.predict_proba(&xd)?, labels.names())?;
+    let test =
+        lmfuse_metrics::evaluate(&splits.y_test, &model.predict_proba(&xs)?, labels.names())?;
+    let mut text = if best_config.features.tfidf() {
+        tfidf.clone()
+    } else {
+        TextFeaturizer::default()
+    };
+    text.weights = weights;
+    let mut feature_names: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
+    if best_config.features.emb() {
+        feature_names.push("emb".into());
+    }
+    let bt = &trials[best_id];
+    let (param, value) = best_config.params.tuned();
+    if let Some(out) = &args.out {
+        let train_sha256 = lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels);
+        let classifier = Classifier {
+            card: ModelCard {
+                task: "text-classification".into(),
+                encoder: encoder.clone(),
+                labels: labels.names().to_vec(),
+                features: feature_names.clone(),
+                tfidf: text
+                    .blocks()
+                    .map(|(n, t)| (n.to_string(), *t.params()))
+                    .collect(),
+                block_weights: weights,
+                head: HeadCard {
+                    params: best_config.params,
+                    n_features: xt.cols(),
+                },
+                training: serde_json::json!({
+                    "train_sha256": train_sha256,
+                    "n_train": n_train,
+                    "seed": args.seed,
+                    "selected_by": format!("{}-fold cross-validated accuracy on train", args.folds),
+                    "search": format!("{:?}", args.search).to_lowercase(),
+                    "trials": configs.len(),
+                    "halving": args.halving.then_some(args.eta),
+                    "dev": splits.report.dev_source,
+                    "test": splits.report.test_source,
+                }),
+                metrics: serde_json::json!({
+                    "cv_accuracy": bt.cv_accuracy,
+                    "dev": {"accuracy": dev.accuracy, "macro_f1": dev.macro_f1},
+                    "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
+                }),
+            },
+            labels: labels.clone(),
+            head: model,
+            text_features: text,
+            oos: None,
+        };
+        let (manifest, tensors, json) =
+            classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
+        lmfuse_bundle::save(out, manifest, &tensors, &json)
+            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
+    }
+
+    // The leaderboard: furthest rung first, then by its score there, then by trial id.
+    let mut board: Vec<&Trial> = trials.iter().collect();
+    board.sort_by(|a, b| {
+        (a.error.is_some())
+            .cmp(&b.error.is_some())
+            .then(b.rung.cmp(&a.rung))
+            .then(b.cv_accuracy.total_cmp(&a.cv_accuracy))
+            .then(a.id.cmp(&b.id))
+    });
+    let best = Best {
+        bundle: args.out.as_ref().map(|p| p.display().to_string()),
+        encoder: files.reference.clone(),
+        config: bt.config.clone(),
+        head: best_config.params.name(),
+        features: feature_names,
+        emb_weight: weights.emb,
+        labels: labels.names().to_vec(),
+        data: splits.report,
+        selected: BTreeMap::from([
+            ("param", serde_json::json!(param)),
+            ("value", serde_json::json!(value)),
+        ]),
+        cv_accuracy: bt.cv_accuracy,
+        cv_std: bt.cv_std,
+        dev,
+        test,
+        seconds: BTreeMap::from([
+            ("features", features_seconds),
+            ("search", search_seconds),
+            ("fit", fit_seconds),
+            ("total", started.elapsed().as_secs_f64()),
+        ]),
+    };
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "labels": labels.names(),
+                "train": n_train, "dev": n_dev, "test": test_rows.len(),
+                "search": format!("{:?}", args.search).to_lowercase(),
+                "folds": args.folds, "seed": args.seed,
+                "halving": args.halving, "eta": args.eta,
+                "rungs": schedule,
+                "trials": board,
+                "best": best,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        )?;
+    } else {
+        eprintln!(
+            "{:>4} {:<48} {:>16} {:>6} {:>7} {:>8}",
+            "rank", "configuration", "cv acc (± std)", "rung", "rows", "fit s"
+        );
+        for (i, t) in board.iter().enumerate() {
+            match &t.error {
+                None => eprintln!(
+                    "{:>4} {:<48} {:>8.2} ± {:<5.2} {:>6} {:>7} {:>8.1}",
+                    i + 1,
+                    t.config,
+                    100.0 * t.cv_accuracy,
+                    100.0 * t.cv_std,
+                    format!("{}/{}", t.rung, schedule.len() - 1),
+                    t.rows,
+                    t.fit_seconds
+                ),
+                Some(e) => eprintln!("{:>4} {:<48} failed: {e}", i + 1, t.config),
+            }
+        }
+        eprintln!(
+            "best by {}-fold CV on train: {} ({:.2} ± {:.2}); refit on all {} training rows:",
+            args.folds,
+            best.config,
+            100.0 * best.cv_accuracy,
+            100.0 * best.cv_std,
+            n_train
+        );
+        print_reports(&[("dev", &best.dev), ("test", &best.test)]);
+        match &best.bundle {
+            Some(b) => eprintln!(
+                "saved bundle to {b} ({:.1} s: features {:.1} s, search {:.1} s)",
+                best.seconds["total"], features_seconds, search_seconds
+            ),
+            None => eprintln!(
+                "{:.1} s: features {:.1} s, search {:.1} s (no --out: nothing saved)",
+                best.seconds["total"], features_seconds, search_seconds
+            ),
+        }
+    }
+    Ok(())
+}
