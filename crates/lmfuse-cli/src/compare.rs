@@ -19,24 +19,140 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Flags `lmfuse compare` and `lmfuse tune` share: the encoder, the data and its splits, the
+/// cross-validation, the output.
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    /// Training data: every candidate is scored by k-fold cross-validation on it.
+    #[arg(long, required_unless_present = "config")]
+    pub(crate) train: Option<PathBuf>,
+    /// Dev data: compare chooses each model's hyperparameter on it, tune only reports it
+    /// (default: a stratified 10% of --train).
+    #[arg(long)]
+    pub(crate) dev: Option<PathBuf>,
+    /// Test data, reported only, never used to choose (default: a stratified 10% of --train).
+    #[arg(long)]
+    pub(crate) test: Option<PathBuf>,
+    /// Cross-validation folds on train.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) folds: usize,
+    /// Seed of the splits, folds, draws and heads: same seed, same leaderboard.
+    #[arg(long, default_value_t = 13)]
+    pub(crate) seed: u64,
+    /// Values of C of logreg and svm (compare: tried on dev by those members and by the
+    /// stacking meta-learner and the adaptive gate; tune: the grid of grid search).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
+    )]
+    pub(crate) c_grid: Vec<f64>,
+    /// Save the winner's bundle here (an ensemble holds all its members; tune refits the
+    /// winner on all of train, as `lmfuse train` does).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Print every candidate and the winner as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Experiment file (TOML, or JSON for `.json`) whose keys are the command's flag names
+    /// with underscores (`folds = 5`, `train = "data/train.jsonl"`, `heads = ["logreg"]`;
+    /// paths relative to the file's folder); flags on the command line override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl ExperimentArgs {
+    /// Checks what clap cannot and returns the training data's path.
+    pub(crate) fn check(&self) -> anyhow::Result<&std::path::Path> {
+        anyhow::ensure!(self.folds >= 2, "--folds must be at least 2");
+        self.train
+            .as_deref()
+            .context("--train is required (on the command line or in the --config file)")
+    }
+}
+
+/// The texts of the three splits (train, dev, test, in that order) and every feature block
+/// of them, computed once for all candidates.
+pub(crate) struct SplitFeatures {
+    /// Train, dev and test texts.
+    pub all_texts: Vec<String>,
+    /// The encoder that made the embeddings.
+    pub encoder: EncoderInfo,
+    /// TF-IDF fit on train (empty when no candidate reads TF-IDF).
+    pub tfidf: TextFeaturizer,
+    /// Every block of every text.
+    pub blocks: Blocks,
+}
+
+impl ExperimentArgs {
+    /// Embeds the texts of `splits` (through the cache) when `needs_emb`, fits TF-IDF on
+    /// train when `needs_tfidf`, and transforms every text once.
+    pub(crate) fn features(
+        &self,
+        splits: &Splits,
+        needs_emb: bool,
+        needs_tfidf: bool,
+        quiet: bool,
+    ) -> anyhow::Result<SplitFeatures> {
+        let all_texts: Vec<String> = [&splits.train.texts, &splits.dev.texts, &splits.test.texts]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let files = self.model.resolve()?;
+        let options = self.model.load_options();
+        let encoder = EncoderInfo {
+            reference: files.reference.clone(),
+            fingerprint: options.fingerprint(&files)?,
+            dim: files.config.hidden_size,
+            in_bundle: false,
+        };
+        let emb = if needs_emb {
+            let mut cache = self.cache.open()?;
+            Some(DenseMatrix::from(
+                embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
+            ))
+        } else {
+            None
+        };
+        let tfidf = if needs_tfidf {
+            let refs: Vec<&str> = splits.train.texts.iter().map(String::as_str).collect();
+            TextFeaturizer::fit(&refs)?
+        } else {
+            TextFeaturizer::default()
+        };
+        let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
+        let blocks = tfidf.transform(&refs, emb, &[])?;
+        Ok(SplitFeatures {
+            all_texts,
+            encoder,
+            tfidf,
+            blocks,
+        })
+    }
+}
+
+/// The TF-IDF blocks and/or the embedding block of `all`.
+pub(crate) fn blocks_of(all: &Blocks, tfidf: bool, emb: bool) -> Blocks {
+    Blocks {
+        word: if tfidf { all.word.clone() } else { None },
+        char: if tfidf { all.char.clone() } else { None },
+        emb: if emb { all.emb.clone() } else { None },
+        tab: None,
+    }
+}
+
 /// Arguments of `lmfuse compare`.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    cache: CacheArgs,
-    /// Training data.
-    #[arg(long, required_unless_present = "config")]
-    train: Option<PathBuf>,
-    /// Dev data, for each member's hyperparameter (default: a stratified 10% of --train).
-    #[arg(long)]
-    dev: Option<PathBuf>,
-    /// Test data, reported only (default: a stratified 10% of --train).
-    #[arg(long)]
-    test: Option<PathBuf>,
+    pub(crate) exp: ExperimentArgs,
     /// Single models as FEATURES:HEAD (features joined by `+`, e.g. `tfidf+emb:logreg` is
     /// feature fusion), comma-separated; empty for none.
     #[arg(
@@ -60,37 +176,12 @@ pub struct CompareArgs {
         default_value = "hard_vote,soft_vote,weighted,stacking,adaptive"
     )]
     ensembles: Vec<String>,
-    /// Cross-validation folds on train.
-    #[arg(long, default_value_t = 5)]
-    folds: usize,
-    /// Seed of the splits and folds.
-    #[arg(long, default_value_t = 13)]
-    seed: u64,
-    /// Values of C tried on dev by logreg and svm members, and by the stacking meta-learner
-    /// and the adaptive gate.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
-    )]
-    c_grid: Vec<f64>,
     /// Weights of the embedding block tried by feature-fusion models (tfidf+emb): like every
     /// member hyperparameter, chosen on dev (together with the head's C, k, ...; ties go to
     /// the weight nearest 1), then cross-validated on train. Off by default (`1`): chosen on
     /// dev it did not help (bench/results/compare.md); `lmfuse tune` chooses it by CV.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     emb_weights: Vec<f32>,
-    /// Save the winner's bundle (a classifier, or an ensemble holding all its members) here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print the leaderboard as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Experiment file (TOML, or JSON for `.json`) whose keys are these flags' names with
-    /// underscores (`singles = ["emb:logreg"]`, `folds = 5`, `train = "data/train.jsonl"`;
-    /// paths relative to the file's folder); flags on the command line override it.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
 }
 
 /// A single model: which feature blocks and which head.
@@ -202,12 +293,8 @@ pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
 /// Runs `lmfuse compare`.
 pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let quiet = quiet || args.json;
-    let train_path = args
-        .train
-        .as_deref()
-        .context("--train is required (on the command line or in the --config file)")?;
-    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    let quiet = quiet || args.exp.json;
+    let train_path = args.exp.check()?;
     let positive = args.emb_weights.iter().all(|w| w.is_finite() && *w > 0.0);
     anyhow::ensure!(
         !args.emb_weights.is_empty() && positive,
@@ -218,7 +305,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
     emb_weights.dedup();
     anyhow::ensure!(
-        args.data.feature_cols.is_empty(),
+        args.exp.data.feature_cols.is_empty(),
         "compare does not take --feature-cols yet; use lmfuse train --features tab"
     );
     let singles: Vec<ModelSpec> = args
@@ -242,67 +329,37 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         strategies.is_empty() || members.len() >= 2,
         "an ensemble needs at least two --members"
     );
+    let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
+    let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
+    let splits = load_splits(
+        train_path,
+        args.exp.dev.as_deref(),
+        args.exp.test.as_deref(),
+        &args.exp.data,
+        args.exp.seed,
+    )?;
+    let SplitFeatures {
+        all_texts,
+        encoder,
+        tfidf,
+        blocks,
+    } = args.exp.features(&splits, needs_emb, needs_tfidf, quiet)?;
     let Splits {
         train,
         dev,
-        test,
         labels,
         y_train,
         y_dev,
         y_test,
-        report: _,
-    } = load_splits(
-        train_path,
-        args.dev.as_deref(),
-        args.test.as_deref(),
-        &args.data,
-        args.seed,
-    )?;
+        ..
+    } = splits;
     let k = labels.len();
     let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
-    let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
-    let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
-    let files = args.model.resolve()?;
-    let options = args.model.load_options();
-    let encoder = EncoderInfo {
-        reference: files.reference.clone(),
-        fingerprint: options.fingerprint(&files)?,
-        dim: files.config.hidden_size,
-        in_bundle: false,
-    };
-    let emb = if needs_emb {
-        let mut cache = args.cache.open()?;
-        Some(DenseMatrix::from(
-            embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
-        ))
-    } else {
-        None
-    };
-    let tfidf = if needs_tfidf {
-        let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
-        TextFeaturizer::fit(&refs)?
-    } else {
-        TextFeaturizer::default()
-    };
-    let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
-    // Every block of every text, transformed once; each model weighs and joins its own.
-    let blocks = tfidf.transform(&refs, emb, &[])?;
     let features_of = |m: &ModelSpec, weights: &BlockWeights| -> anyhow::Result<Features> {
-        let b = Blocks {
-            word: if m.tfidf { blocks.word.clone() } else { None },
-            char: if m.tfidf { blocks.char.clone() } else { None },
-            emb: if m.emb { blocks.emb.clone() } else { None },
-            tab: None,
-        };
-        Ok(b.fuse(weights)?)
+        Ok(blocks_of(&blocks, m.tfidf, m.emb).fuse(weights)?)
     };
     let lengths: Vec<f32> = all_texts.iter().map(|t| t.chars().count() as f32).collect();
-    let folds = lmfuse_fusion::stratified_folds(&y_train, args.folds, args.seed);
+    let folds = lmfuse_fusion::stratified_folds(&y_train, args.exp.folds, args.exp.seed);
     let train_rows: Vec<usize> = (0..n_train).collect();
     let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
     let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
@@ -321,8 +378,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let t = Instant::now();
         let options = TrainOptions {
             head: spec.head.kind(),
-            c_grid: args.c_grid.clone(),
-            seed: args.seed,
+            c_grid: args.exp.c_grid.clone(),
+            seed: args.exp.seed,
             // The shared head's dense block: the embedding, last after the TF-IDF blocks.
             dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
             ..Default::default()
@@ -366,7 +423,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let test_p = selection.model.predict_proba(&xs)?;
         let predict_seconds = t.elapsed().as_secs_f64();
         let dev_p = selection.model.predict_proba(&xd)?;
-        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.folds, k));
+        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.exp.folds, k));
         let mut text = if spec.tfidf {
             tfidf.clone()
         } else {
@@ -395,7 +452,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 training: serde_json::json!({
                     "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
                     "n_train": n_train,
-                    "seed": args.seed,
+                    "seed": args.exp.seed,
                     "selected_by": "dev accuracy",
                 }),
                 metrics: serde_json::json!({
@@ -487,14 +544,14 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 lengths: &lengths[n_train..n_train + n_dev],
             },
             k,
-            &args.c_grid,
+            &args.exp.c_grid,
         )?;
         let fit_seconds = t.elapsed().as_secs_f64();
         let params = selection.params;
         // Cross-validated: the combiner of fold f learns from the out-of-fold probabilities
         // of the other folds' rows only.
         let mut cv_p = vec![0.0f32; n_train * k];
-        for f in 0..args.folds {
+        for f in 0..args.exp.folds {
             let (fit_rows, held): (Vec<usize>, Vec<usize>) =
                 (0..n_train).partition(|&i| folds[i] != f);
             let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
@@ -515,7 +572,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 cv_p[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
             }
         }
-        let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.folds, k));
+        let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.exp.folds, k));
         let combiner = selection.combiner;
         let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
         let t = Instant::now();
@@ -545,7 +602,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             _ => Some(i),
         })
         .ok_or_else(|| anyhow::anyhow!("no candidate to compare"))?;
-    if let Some(out) = &args.out {
+    if let Some(out) = &args.exp.out {
         let w = &entries[winner];
         let metrics = serde_json::json!({
             "cv_accuracy": w.cv_accuracy,
@@ -580,8 +637,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                         training: serde_json::json!({
                             "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
                             "n_train": n_train,
-                            "seed": args.seed,
-                            "folds": args.folds,
+                            "seed": args.exp.seed,
+                            "folds": args.exp.folds,
                             "combiner_fit_on": "out-of-fold member probabilities",
                         }),
                         metrics,
@@ -596,13 +653,13 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         lmfuse_bundle::save(out, manifest, &tensors, &json)
             .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
     }
-    if args.json {
+    if args.exp.json {
         outln!(
             "{}",
             serde_json::json!({
                 "labels": labels.names(),
                 "train": n_train, "dev": n_dev, "test": test_rows.len(),
-                "folds": args.folds, "seed": args.seed,
+                "folds": args.exp.folds, "seed": args.exp.seed,
                 "candidates": entries,
                 "winner": entries[winner],
                 "seconds": started.elapsed().as_secs_f64(),

@@ -8,22 +8,17 @@
 //! CV of TF-IDF configurations slightly optimistic (the same for every configuration of one
 //! run, so rankings are barely touched).
 
-use crate::classify::{load_splits, now_rfc3339, print_reports, CacheArgs, DataArgs, HeadArg};
-use crate::compare::{fold_accuracies, mean_std};
-use crate::embed::embed_texts;
-use crate::ModelArgs;
+use crate::classify::{load_splits, now_rfc3339, print_reports, HeadArg};
+use crate::compare::{blocks_of, fold_accuracies, mean_std, ExperimentArgs, SplitFeatures};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lmfuse_classic::ProbaHead;
-use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_core::Features;
 use lmfuse_metrics::Report;
 use lmfuse_train::search::{self, Config, FeatureSet, Rung, SearchSpace};
-use lmfuse_train::{
-    BlockWeights, Blocks, Classifier, EncoderInfo, HeadCard, ModelCard, TextFeaturizer,
-};
+use lmfuse_train::{BlockWeights, Blocks, Classifier, HeadCard, ModelCard, TextFeaturizer};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// How configurations are drawn.
@@ -40,21 +35,7 @@ pub enum SearchArg {
 #[derive(Args, Debug)]
 pub struct TuneArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    cache: CacheArgs,
-    /// Training data: every configuration is scored by k-fold cross-validation on it.
-    #[arg(long, required_unless_present = "config")]
-    train: Option<PathBuf>,
-    /// Dev data, reported for the winner only (default: a stratified 10% of --train).
-    #[arg(long)]
-    dev: Option<PathBuf>,
-    /// Test data, reported for the winner only, never used to choose (default: a stratified
-    /// 10% of --train).
-    #[arg(long)]
-    test: Option<PathBuf>,
+    pub(crate) exp: ExperimentArgs,
     /// Feature sets searched, comma-separated: emb, tfidf, tfidf+emb.
     #[arg(long, value_delimiter = ',', default_value = "emb,tfidf,tfidf+emb")]
     feature_sets: Vec<String>,
@@ -75,13 +56,6 @@ pub struct TuneArgs {
     /// Configurations drawn by random search.
     #[arg(long, default_value_t = 20)]
     trials: usize,
-    /// Cross-validation folds on train.
-    #[arg(long, default_value_t = 5)]
-    folds: usize,
-    /// Seed of the draws, splits, folds, subsamples and heads: same seed, same trials and
-    /// leaderboard.
-    #[arg(long, default_value_t = 13)]
-    seed: u64,
     /// Successive halving: the first rung cross-validates every configuration on a seeded
     /// stratified subsample of train, each rung keeps the best 1/eta on an eta times larger
     /// one, the last uses all of train (the first rung has at least 2 × folds × classes and
@@ -91,28 +65,10 @@ pub struct TuneArgs {
     /// Halving rate.
     #[arg(long, default_value_t = 3)]
     eta: usize,
-    /// Values of C of logreg and svm for grid search.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100"
-    )]
-    c_grid: Vec<f64>,
     /// Weights of the embedding block of tfidf+emb configurations: the grid, and for random
     /// search the log-uniform range from the smallest to the largest.
     #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4")]
     emb_weights: Vec<f32>,
-    /// Save the winner, refit on all of train, as a bundle here (as `lmfuse train` does).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print every trial and the winner as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Experiment file (TOML, or JSON for `.json`) whose keys are these flags' names with
-    /// underscores (`heads = ["logreg", "svm"]`, `trials = 30`, `train = "data/train.jsonl"`;
-    /// paths relative to the file's folder); flags on the command line override it.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
 }
 
 /// One configuration's cross-validated score on one rung.
@@ -167,16 +123,6 @@ struct Best {
     seconds: BTreeMap<&'static str, f64>,
 }
 
-/// The blocks a feature set reads.
-fn blocks_of(all: &Blocks, set: FeatureSet) -> Blocks {
-    Blocks {
-        word: if set.tfidf() { all.word.clone() } else { None },
-        char: if set.tfidf() { all.char.clone() } else { None },
-        emb: if set.emb() { all.emb.clone() } else { None },
-        tab: None,
-    }
-}
-
 fn weights_of(c: &Config) -> BlockWeights {
     BlockWeights::with_emb(c.emb_weight.unwrap_or(1.0))
 }
@@ -193,7 +139,8 @@ fn cross_validate(
     folds: &[usize],
     n_folds: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let x = blocks_of(blocks, config.features).fuse(&weights_of(config))?;
+    let x = blocks_of(blocks, config.features.tfidf(), config.features.emb())
+        .fuse(&weights_of(config))?;
     let params = config.params.for_selection();
     let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
     Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
@@ -202,16 +149,12 @@ fn cross_validate(
 /// Runs `lmfuse tune`.
 pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let quiet = quiet || args.json;
-    let train_path = args
-        .train
-        .as_deref()
-        .context("--train is required (on the command line or in the --config file)")?;
-    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    let quiet = quiet || args.exp.json;
+    let train_path = args.exp.check()?;
     anyhow::ensure!(args.eta >= 2, "--eta must be at least 2");
     anyhow::ensure!(args.trials >= 1, "--trials must be at least 1");
     anyhow::ensure!(
-        args.data.feature_cols.is_empty(),
+        args.exp.data.feature_cols.is_empty(),
         "tune does not take --feature-cols yet; use lmfuse train --features tab"
     );
     let mut feature_sets: Vec<FeatureSet> = Vec::new();
@@ -230,65 +173,42 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     let space = SearchSpace {
         feature_sets,
         heads,
-        c_grid: args.c_grid.clone(),
+        c_grid: args.exp.c_grid.clone(),
         emb_weights: args.emb_weights.clone(),
-        head_seed: args.seed,
+        head_seed: args.exp.seed,
     };
     let configs = match args.search {
-        SearchArg::Random => space.random(args.trials, args.seed)?,
+        SearchArg::Random => space.random(args.trials, args.exp.seed)?,
         SearchArg::Grid => space.grid()?,
     };
 
     // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
     let splits = load_splits(
         train_path,
-        args.dev.as_deref(),
-        args.test.as_deref(),
-        &args.data,
-        args.seed,
+        args.exp.dev.as_deref(),
+        args.exp.test.as_deref(),
+        &args.exp.data,
+        args.exp.seed,
     )?;
     let labels = &splits.labels;
     let k = labels.len();
     let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
-    let all_texts: Vec<String> = [&splits.train.texts, &splits.dev.texts, &splits.test.texts]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
     let needs_emb = configs.iter().any(|c| c.features.emb());
     let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
     let t = Instant::now();
-    let files = args.model.resolve()?;
-    let options = args.model.load_options();
-    let encoder = EncoderInfo {
-        reference: files.reference.clone(),
-        fingerprint: options.fingerprint(&files)?,
-        dim: files.config.hidden_size,
-        in_bundle: false,
-    };
-    let emb = if needs_emb {
-        let mut cache = args.cache.open()?;
-        Some(DenseMatrix::from(
-            embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
-        ))
-    } else {
-        None
-    };
-    let tfidf = if needs_tfidf {
-        let refs: Vec<&str> = splits.train.texts.iter().map(String::as_str).collect();
-        TextFeaturizer::fit(&refs)?
-    } else {
-        TextFeaturizer::default()
-    };
-    let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
-    let blocks = tfidf.transform(&refs, emb, &[])?;
+    let SplitFeatures {
+        all_texts,
+        encoder,
+        tfidf,
+        blocks,
+    } = args.exp.features(&splits, needs_emb, needs_tfidf, quiet)?;
     let train_rows: Vec<usize> = (0..n_train).collect();
     let blocks_train = blocks.select_rows(&train_rows);
     let features_seconds = t.elapsed().as_secs_f64();
 
     // The schedule: one rung on all of train, or successive halving.
     let schedule: Vec<Rung> = if args.halving {
-        let min_rows = (2 * args.folds * k).max(50);
+        let min_rows = (2 * args.exp.folds * k).max(50);
         search::halving_schedule(n_train, configs.len(), args.eta, min_rows)
     } else {
         vec![Rung {
@@ -296,7 +216,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
             configs: configs.len(),
         }]
     };
-    let order = search::stratified_order(&splits.y_train, args.seed);
+    let order = search::stratified_order(&splits.y_train, args.exp.seed);
     let mut trials: Vec<Trial> = configs
         .iter()
         .enumerate()
@@ -327,7 +247,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
         let mut rows: Vec<usize> = order[..rung.rows].to_vec();
         rows.sort_unstable();
         let y: Vec<usize> = rows.iter().map(|&i| splits.y_train[i]).collect();
-        let folds = lmfuse_fusion::stratified_folds(&y, args.folds, args.seed);
+        let folds = lmfuse_fusion::stratified_folds(&y, args.exp.folds, args.exp.seed);
         let sub = if rung.rows == n_train {
             blocks_train.clone()
         } else {
@@ -338,14 +258,14 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
                 "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
                 schedule.len() - 1,
                 alive.len(),
-                args.folds,
+                args.exp.folds,
                 rung.rows,
                 n_train
             );
         }
         for &i in &alive {
             let ts = Instant::now();
-            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.folds);
+            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.exp.folds);
             let seconds = ts.elapsed().as_secs_f64();
             let trial = &mut trials[i];
             trial.rung = r;
@@ -408,7 +328,12 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     // The winner refit on all of train, then evaluated on dev and test (reported only).
     let t = Instant::now();
     let weights = weights_of(best_config);
-    let x = blocks_of(&blocks, best_config.features).fuse(&weights)?;
+    let x = blocks_of(
+        &blocks,
+        best_config.features.tfidf(),
+        best_config.features.emb(),
+    )
+    .fuse(&weights)?;
     let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
     let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
     let (xt, xd, xs): (Features, Features, Features) = (
@@ -433,7 +358,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     }
     let bt = &trials[best_id];
     let (param, value) = best_config.params.tuned();
-    if let Some(out) = &args.out {
+    if let Some(out) = &args.exp.out {
         let train_sha256 = lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels);
         let classifier = Classifier {
             card: ModelCard {
@@ -453,8 +378,8 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
                 training: serde_json::json!({
                     "train_sha256": train_sha256,
                     "n_train": n_train,
-                    "seed": args.seed,
-                    "selected_by": format!("{}-fold cross-validated accuracy on train", args.folds),
+                    "seed": args.exp.seed,
+                    "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
                     "search": format!("{:?}", args.search).to_lowercase(),
                     "trials": configs.len(),
                     "halving": args.halving.then_some(args.eta),
@@ -488,8 +413,8 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
             .then(a.id.cmp(&b.id))
     });
     let best = Best {
-        bundle: args.out.as_ref().map(|p| p.display().to_string()),
-        encoder: files.reference.clone(),
+        bundle: args.exp.out.as_ref().map(|p| p.display().to_string()),
+        encoder: encoder.reference.clone(),
         config: bt.config.clone(),
         head: best_config.params.name(),
         features: feature_names,
@@ -511,14 +436,14 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
             ("total", started.elapsed().as_secs_f64()),
         ]),
     };
-    if args.json {
+    if args.exp.json {
         outln!(
             "{}",
             serde_json::json!({
                 "labels": labels.names(),
                 "train": n_train, "dev": n_dev, "test": test_rows.len(),
                 "search": format!("{:?}", args.search).to_lowercase(),
-                "folds": args.folds, "seed": args.seed,
+                "folds": args.exp.folds, "seed": args.exp.seed,
                 "halving": args.halving, "eta": args.eta,
                 "rungs": schedule,
                 "trials": board,
@@ -548,7 +473,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
         }
         eprintln!(
             "best by {}-fold CV on train: {} ({:.2} ± {:.2}); refit on all {} training rows:",
-            args.folds,
+            args.exp.folds,
             best.config,
             100.0 * best.cv_accuracy,
             100.0 * best.cv_std,
