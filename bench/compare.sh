@@ -36,7 +36,7 @@ short = {"hard_vote": "hard", "soft_vote": "soft", "weighted": "weighted", "stac
          "adaptive": "adaptive"}
 lines = [f"# Fusion leaderboard ({datetime.date.today()}, {os.cpu_count()} cores)", "",
          "`bash bench/compare.sh`: `lmfuse compare` with its defaults: singles emb:logreg, "
-         "tfidf:logreg and tfidf+emb:logreg (feature fusion), and the five ensembles of those three; C of each member chosen on dev; every candidate scored "
+         "tfidf:logreg and tfidf+emb:logreg (feature fusion), and the five ensembles of those three; C of each member, and of the stacking meta-learner and the adaptive gate, chosen on dev; every candidate scored "
          "by 5-fold CV accuracy on train (ensembles: combiner fit on out-of-fold member "
          "probabilities of the other folds). *winner* is the best CV candidate; its test "
          "accuracy is what counts. Test accuracy % of every candidate is shown for reference.", "",
