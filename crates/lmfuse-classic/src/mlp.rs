@@ -17,9 +17,10 @@
 //!
 //! A first layer over sparse rows (TF-IDF can have 10⁵+ columns) multiplies the CSR rows by
 //! its weights directly and gets gradient rows only for the columns the batch holds; Adam
-//! updates those rows alone (lazy Adam, as TensorFlow's `LazyAdam`), while the decoupled decay
-//! of the rows a batch skips is applied exactly when they are next touched (and at the end of
-//! each epoch), so it equals dense AdamW's decay. Dense layers use `gemm` on one thread. Work
+//! updates those rows alone (lazy Adam, as TensorFlow's `LazyAdam`: the moments of a skipped
+//! row do not decay meanwhile), while the decoupled decay of the rows a batch skips is applied
+//! exactly when they are next touched (and at the end of each epoch), so the decay equals
+//! dense AdamW's. Dense layers use `gemm` on one thread. Work
 //! runs in parallel only where every value has one fixed summation order (rows of a batch,
 //! columns of a gradient, elements of an update), so a seed gives the same weights on any
 //! number of threads.
@@ -88,8 +89,9 @@ impl Default for MlpParams {
 
 /// Most weights one layer may hold (16 GiB of f32 with its Adam moments).
 const MAX_LAYER_WEIGHTS: usize = 1 << 30;
-/// Rows a prediction chunk: fixed, so a row's probabilities never depend on the thread count
-/// or on the other rows asked for.
+/// Rows a prediction chunk: fixed, so a row's probabilities never depend on the thread count.
+/// They may differ in the last bits with the number of rows asked for (`gemm` picks its kernel
+/// by the matrix shape, and a last chunk is shorter).
 const CHUNK: usize = 256;
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
