@@ -394,19 +394,25 @@ impl Tfidf {
     }
 }
 
-/// Places several sparse blocks side by side (scikit-learn's `FeatureUnion` / `hstack`).
-pub fn hstack(blocks: &[&CsrMatrix]) -> CsrMatrix {
-    let rows = blocks.first().map_or(0, |b| b.rows());
-    let cols: usize = blocks.iter().map(|b| b.cols()).sum();
+/// Places several sparse blocks side by side (scikit-learn's `FeatureUnion` / `hstack`), each
+/// block's values multiplied by its weight (a weight of 1 copies them exactly).
+pub fn hstack(blocks: &[(&CsrMatrix, f32)]) -> CsrMatrix {
+    let rows = blocks.first().map_or(0, |(b, _)| b.rows());
+    let cols: usize = blocks.iter().map(|(b, _)| b.cols()).sum();
+    let nnz: usize = blocks.iter().map(|(b, _)| b.nnz()).sum();
     let mut indptr = Vec::with_capacity(rows + 1);
     indptr.push(0);
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    let (mut indices, mut values) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
     for r in 0..rows {
         let mut offset = 0u32;
-        for b in blocks {
+        for (b, w) in blocks {
             let (c, v) = b.row(r);
             indices.extend(c.iter().map(|&i| i + offset));
-            values.extend_from_slice(v);
+            if *w == 1.0 {
+                values.extend_from_slice(v);
+            } else {
+                values.extend(v.iter().map(|x| x * w));
+            }
             offset += b.cols() as u32;
         }
         indptr.push(indices.len());
@@ -598,7 +604,7 @@ mod tests {
     fn hstack_offsets_columns() {
         let a = CsrMatrix::new(2, 2, vec![0, 1, 2], vec![1, 0], vec![1.0, 2.0]).unwrap();
         let b = CsrMatrix::new(2, 3, vec![0, 1, 1], vec![2], vec![3.0]).unwrap();
-        let h = hstack(&[&a, &b]);
+        let h = hstack(&[(&a, 1.0), (&b, 1.0)]);
         assert_eq!(h.cols(), 5);
         assert_eq!(h.row(0), (&[1u32, 4][..], &[1.0f32, 3.0][..]));
         assert_eq!(h.row(1), (&[0u32][..], &[2.0f32][..]));

@@ -487,26 +487,26 @@ impl Blocks {
     /// block. A weight of 1 leaves its block's values exactly as they are.
     pub fn fuse(&self, weights: &BlockWeights) -> Result<Features, TrainError> {
         weights.check()?;
-        let emb = self.emb.as_ref().map(|e| scale_dense(e, weights.emb));
         if self.word.is_none() && self.char.is_none() {
+            let emb = self.emb.as_ref().map(|e| scale_dense(e, weights.emb));
             return match (emb, self.tab.clone()) {
                 (Some(e), Some(t)) => Ok(Features::Dense(dense_hstack(&e, &t))),
                 (Some(m), None) | (None, Some(m)) => Ok(Features::Dense(m)),
                 (None, None) => Err(TrainError::Option("no feature block".into())),
             };
         }
-        let emb = emb.map(|e| CsrMatrix::from_dense(&e));
+        let emb = self.emb.as_ref().map(CsrMatrix::from_dense);
         let tab = self.tab.as_ref().map(CsrMatrix::from_dense);
         let blocks: Vec<(&CsrMatrix, f32)> = [
             (self.word.as_ref(), weights.tfidf_word),
             (self.char.as_ref(), weights.tfidf_char),
-            (emb.as_ref(), 1.0),
+            (emb.as_ref(), weights.emb),
             (tab.as_ref(), 1.0),
         ]
         .into_iter()
         .filter_map(|(m, w)| m.map(|m| (m, w)))
         .collect();
-        Ok(Features::Sparse(scaled_hstack(&blocks)))
+        Ok(Features::Sparse(lmfuse_features::hstack(&blocks)))
     }
 }
 
@@ -517,31 +517,6 @@ fn scale_dense(m: &DenseMatrix, w: f32) -> DenseMatrix {
     }
     let data = m.as_slice().iter().map(|v| v * w).collect();
     DenseMatrix::new(m.rows(), m.cols(), data).expect("same shape")
-}
-
-/// Sparse blocks of equal rows side by side, each block's values multiplied by its weight.
-fn scaled_hstack(blocks: &[(&CsrMatrix, f32)]) -> CsrMatrix {
-    let rows = blocks.first().map_or(0, |(b, _)| b.rows());
-    let cols: usize = blocks.iter().map(|(b, _)| b.cols()).sum();
-    let nnz: usize = blocks.iter().map(|(b, _)| b.nnz()).sum();
-    let mut indptr = Vec::with_capacity(rows + 1);
-    indptr.push(0);
-    let (mut indices, mut values) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
-    for r in 0..rows {
-        let mut offset = 0u32;
-        for (b, w) in blocks {
-            let (c, v) = b.row(r);
-            indices.extend(c.iter().map(|&i| i + offset));
-            if *w == 1.0 {
-                values.extend_from_slice(v);
-            } else {
-                values.extend(v.iter().map(|x| x * w));
-            }
-            offset += b.cols() as u32;
-        }
-        indptr.push(indices.len());
-    }
-    CsrMatrix::new(rows, cols, indptr, indices, values).expect("blocks of equal rows")
 }
 
 impl TextFeaturizer {
