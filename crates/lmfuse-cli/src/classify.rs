@@ -493,18 +493,6 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let x_dev = rows(n_train..n_train + n_dev);
     let x_test = rows(n_train + n_dev..all_texts.len());
     let embed_seconds = t.elapsed().as_secs_f64();
-    let mut feature_names: Vec<String> =
-        text_features.blocks().map(|(n, _)| n.to_string()).collect();
-    if use_emb {
-        feature_names.push("emb".into());
-    }
-    if use_tab {
-        feature_names.push("tab".into());
-    }
-    let tfidf_params = text_features
-        .blocks()
-        .map(|(n, t)| (n.to_string(), *t.params()))
-        .collect();
 
     let t = Instant::now();
     let train_options = TrainOptions {
@@ -584,23 +572,21 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         }
     };
 
-    let card = ModelCard {
-        task: "text-classification".into(),
-        encoder: EncoderInfo {
+    let card = ModelCard::new(
+        EncoderInfo {
             reference: files.reference.clone(),
             fingerprint,
             dim: files.config.hidden_size,
             in_bundle: false,
         },
-        labels: labels.names().to_vec(),
-        features: feature_names.clone(),
-        tfidf: tfidf_params,
-        block_weights: text_features.weights,
-        head: HeadCard {
+        &labels,
+        &text_features,
+        use_emb,
+        HeadCard {
             params: selection.params,
             n_features: x_train.cols(),
         },
-        training: serde_json::json!({
+        serde_json::json!({
             "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
             "n_train": train.texts.len(),
             "seed": args.seed,
@@ -608,11 +594,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             "dev": data_report.dev_source,
             "test": data_report.test_source,
         }),
-        metrics: serde_json::json!({
+        serde_json::json!({
             "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
             "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
         }),
-    };
+    );
+    let feature_names = card.features.clone();
     let classifier = Classifier {
         card,
         labels: labels.clone(),

@@ -430,36 +430,27 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             TextFeaturizer::default()
         };
         text.weights = weights;
-        let mut feature_names: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
-        if spec.emb {
-            feature_names.push("emb".into());
-        }
         let classifier = Classifier {
-            card: ModelCard {
-                task: "text-classification".into(),
-                encoder: encoder.clone(),
-                labels: labels.names().to_vec(),
-                features: feature_names,
-                tfidf: text
-                    .blocks()
-                    .map(|(n, t)| (n.to_string(), *t.params()))
-                    .collect(),
-                block_weights: weights,
-                head: HeadCard {
+            card: ModelCard::new(
+                encoder.clone(),
+                &labels,
+                &text,
+                spec.emb,
+                HeadCard {
                     params: selection.params,
                     n_features: xt.cols(),
                 },
-                training: serde_json::json!({
+                serde_json::json!({
                     "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
                     "n_train": n_train,
                     "seed": args.exp.seed,
                     "selected_by": "dev accuracy",
                 }),
-                metrics: serde_json::json!({
+                serde_json::json!({
                     "cv_accuracy": cv,
                     "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
                 }),
-            },
+            ),
             labels: labels.clone(),
             head: selection.model.clone(),
             text_features: text,

@@ -352,46 +352,38 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
         TextFeaturizer::default()
     };
     text.weights = weights;
-    let mut feature_names: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
-    if best_config.features.emb() {
-        feature_names.push("emb".into());
-    }
     let bt = &trials[best_id];
     let (param, value) = best_config.params.tuned();
+    let card = ModelCard::new(
+        encoder.clone(),
+        labels,
+        &text,
+        best_config.features.emb(),
+        HeadCard {
+            params: best_config.params,
+            n_features: xt.cols(),
+        },
+        serde_json::json!({
+            "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
+            "n_train": n_train,
+            "seed": args.exp.seed,
+            "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
+            "search": format!("{:?}", args.search).to_lowercase(),
+            "trials": configs.len(),
+            "halving": args.halving.then_some(args.eta),
+            "dev": splits.report.dev_source,
+            "test": splits.report.test_source,
+        }),
+        serde_json::json!({
+            "cv_accuracy": bt.cv_accuracy,
+            "dev": {"accuracy": dev.accuracy, "macro_f1": dev.macro_f1},
+            "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
+        }),
+    );
+    let feature_names = card.features.clone();
     if let Some(out) = &args.exp.out {
-        let train_sha256 = lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels);
         let classifier = Classifier {
-            card: ModelCard {
-                task: "text-classification".into(),
-                encoder: encoder.clone(),
-                labels: labels.names().to_vec(),
-                features: feature_names.clone(),
-                tfidf: text
-                    .blocks()
-                    .map(|(n, t)| (n.to_string(), *t.params()))
-                    .collect(),
-                block_weights: weights,
-                head: HeadCard {
-                    params: best_config.params,
-                    n_features: xt.cols(),
-                },
-                training: serde_json::json!({
-                    "train_sha256": train_sha256,
-                    "n_train": n_train,
-                    "seed": args.exp.seed,
-                    "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
-                    "search": format!("{:?}", args.search).to_lowercase(),
-                    "trials": configs.len(),
-                    "halving": args.halving.then_some(args.eta),
-                    "dev": splits.report.dev_source,
-                    "test": splits.report.test_source,
-                }),
-                metrics: serde_json::json!({
-                    "cv_accuracy": bt.cv_accuracy,
-                    "dev": {"accuracy": dev.accuracy, "macro_f1": dev.macro_f1},
-                    "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
-                }),
-            },
+            card,
             labels: labels.clone(),
             head: model,
             text_features: text,

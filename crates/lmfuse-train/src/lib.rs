@@ -383,6 +383,43 @@ pub struct HeadCard {
     pub n_features: usize,
 }
 
+impl ModelCard {
+    /// The card of a text classifier over `text`'s blocks (TF-IDF, then the embedding when
+    /// `emb`, then side columns when fit): block names, TF-IDF settings and block weights are
+    /// read from `text`.
+    pub fn new(
+        encoder: EncoderInfo,
+        labels: &LabelSet,
+        text: &TextFeaturizer,
+        emb: bool,
+        head: HeadCard,
+        training: serde_json::Value,
+        metrics: serde_json::Value,
+    ) -> Self {
+        let mut features: Vec<String> = text.blocks().map(|(n, _)| n.to_string()).collect();
+        if emb {
+            features.push("emb".into());
+        }
+        if text.tabular.is_some() {
+            features.push("tab".into());
+        }
+        Self {
+            task: "text-classification".into(),
+            encoder,
+            labels: labels.names().to_vec(),
+            features,
+            tfidf: text
+                .blocks()
+                .map(|(n, t)| (n.to_string(), *t.params()))
+                .collect(),
+            block_weights: text.weights,
+            head,
+            training,
+            metrics,
+        }
+    }
+}
+
 /// The weight multiplying the columns of each feature block before the blocks are put side by
 /// side. TF-IDF rows and (most) sentence embeddings have unit length, so a weight sets how much
 /// a block counts against the others: for an L2-regularised linear head, weight `w` on a block
@@ -903,30 +940,18 @@ mod tests {
             .map(|t| t.dev_accuracy)
             .fold(0.0, f64::max);
         assert_eq!(sel.dev.accuracy, best);
-        let card = ModelCard {
-            task: "text-classification".into(),
-            encoder: EncoderInfo {
-                reference: "toy".into(),
-                fingerprint: EncoderFingerprint {
-                    weights_sha256: "ab".into(),
-                    pooling: Pooling::Mean,
-                    normalize: true,
-                    max_seq_length: 8,
-                },
-                dim: 2,
-                in_bundle: false,
-            },
-            labels: labels.names().to_vec(),
-            features: vec!["emb".into()],
-            tfidf: BTreeMap::new(),
-            block_weights: BlockWeights::default(),
-            head: HeadCard {
+        let card = ModelCard::new(
+            toy_encoder(),
+            &labels,
+            &TextFeaturizer::default(),
+            true,
+            HeadCard {
                 params: sel.params,
                 n_features: 2,
             },
-            training: serde_json::json!({}),
-            metrics: serde_json::json!({}),
-        };
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
         let clf = Classifier {
             card,
             labels,
@@ -966,30 +991,17 @@ mod tests {
         (texts, emb, y, labels)
     }
 
-    fn card_for(features: &[&str], tfidf: &TextFeaturizer, head: HeadCard) -> ModelCard {
-        ModelCard {
-            task: "text-classification".into(),
-            encoder: EncoderInfo {
-                reference: "toy".into(),
-                fingerprint: EncoderFingerprint {
-                    weights_sha256: "ab".into(),
-                    pooling: Pooling::Mean,
-                    normalize: true,
-                    max_seq_length: 8,
-                },
-                dim: 2,
-                in_bundle: false,
+    fn toy_encoder() -> EncoderInfo {
+        EncoderInfo {
+            reference: "toy".into(),
+            fingerprint: EncoderFingerprint {
+                weights_sha256: "ab".into(),
+                pooling: Pooling::Mean,
+                normalize: true,
+                max_seq_length: 8,
             },
-            labels: vec!["neg".into(), "pos".into()],
-            features: features.iter().map(|f| f.to_string()).collect(),
-            tfidf: tfidf
-                .blocks()
-                .map(|(n, t)| (n.to_string(), *t.params()))
-                .collect(),
-            block_weights: tfidf.weights,
-            head,
-            training: serde_json::json!({}),
-            metrics: serde_json::json!({}),
+            dim: 2,
+            in_bundle: false,
         }
     }
 
@@ -1066,19 +1078,24 @@ mod tests {
         });
         let head = params.fit(&x, &y, 2).unwrap();
         let clf = Classifier {
-            card: card_for(
-                &["tfidf_word", "tfidf_char", "emb"],
+            card: ModelCard::new(
+                toy_encoder(),
+                &labels,
                 &f,
+                true,
                 HeadCard {
                     params,
                     n_features: x.cols(),
                 },
+                serde_json::json!({}),
+                serde_json::json!({}),
             ),
             labels,
             head,
             text_features: f,
             oos: None,
         };
+        assert_eq!(clf.card.features, ["tfidf_word", "tfidf_char", "emb"]);
         let (m, t, j) = clf.to_bundle("0.1.0", "now");
         assert_eq!(m.model["block_weights"]["emb"], 4.0);
         let dir = tempfile::tempdir().unwrap();
