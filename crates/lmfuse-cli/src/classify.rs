@@ -99,22 +99,24 @@ impl HeadArg {
             HeadArg::Shared => HeadKind::Shared,
         }
     }
+
+    /// Whether the head can read these feature blocks: `shared` projects the TF-IDF block and
+    /// the embedding apart, so it needs both.
+    pub(crate) fn check_features(self, tfidf: bool, emb: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self != HeadArg::Shared || (tfidf && emb),
+            "--head shared projects the TF-IDF block and the embedding apart: it needs \
+             --features tfidf,emb (use --head mlp for other feature sets)"
+        );
+        Ok(())
+    }
 }
 
 /// The trailing dense columns the `shared` head projects apart from the classical block:
 /// every column after the TF-IDF blocks (the embedding, then any side columns).
-pub(crate) fn shared_dense_tail(
-    text_features: &TextFeaturizer,
-    emb: bool,
-    n_features: usize,
-) -> anyhow::Result<usize> {
+fn shared_dense_tail(text_features: &TextFeaturizer, n_features: usize) -> usize {
     let classical: usize = text_features.blocks().map(|(_, t)| t.dim()).sum();
-    anyhow::ensure!(
-        emb && classical > 0 && classical < n_features,
-        "--head shared projects the TF-IDF block and the embedding apart: it needs \
-         --features tfidf,emb (use --head mlp for other feature sets)"
-    );
-    Ok(n_features - classical)
+    n_features - classical
 }
 
 /// Feature blocks `--features` accepts.
@@ -422,13 +424,10 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         args.emb_weight == 1.0 || args.features.contains(&FeatureArg::Emb),
         "--emb-weight weighs the embedding columns: it needs --features with emb"
     );
-    anyhow::ensure!(
-        args.head != HeadArg::Shared
-            || (args.features.contains(&FeatureArg::Tfidf)
-                && args.features.contains(&FeatureArg::Emb)),
-        "--head shared projects the TF-IDF block and the embedding apart: it needs \
-         --features tfidf,emb (use --head mlp for other feature sets)"
-    );
+    args.head.check_features(
+        args.features.contains(&FeatureArg::Tfidf),
+        args.features.contains(&FeatureArg::Emb),
+    )?;
     anyhow::ensure!(
         use_tab != args.data.feature_cols.is_empty(),
         "--features tab and --feature-cols go together: name the side columns with \
@@ -504,7 +503,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         },
         seed: args.seed,
         dense_tail: match args.head {
-            HeadArg::Shared => shared_dense_tail(&text_features, use_emb, x_train.cols())?,
+            HeadArg::Shared => shared_dense_tail(&text_features, x_train.cols()),
             _ => 0,
         },
     };

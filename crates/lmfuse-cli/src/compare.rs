@@ -67,16 +67,6 @@ pub struct ExperimentArgs {
     pub(crate) config: Option<PathBuf>,
 }
 
-impl ExperimentArgs {
-    /// Checks what clap cannot and returns the training data's path.
-    pub(crate) fn check(&self) -> anyhow::Result<&std::path::Path> {
-        anyhow::ensure!(self.folds >= 2, "--folds must be at least 2");
-        self.train
-            .as_deref()
-            .context("--train is required (on the command line or in the --config file)")
-    }
-}
-
 /// The texts of the three splits (train, dev, test, in that order) and every feature block
 /// of them, computed once for all candidates.
 pub(crate) struct SplitFeatures {
@@ -91,6 +81,30 @@ pub(crate) struct SplitFeatures {
 }
 
 impl ExperimentArgs {
+    /// Checks what clap cannot for `lmfuse <command>` and returns the training data's path.
+    pub(crate) fn check(&self, command: &str) -> anyhow::Result<&std::path::Path> {
+        anyhow::ensure!(self.folds >= 2, "--folds must be at least 2");
+        anyhow::ensure!(
+            self.data.feature_cols.is_empty(),
+            "{command} does not take --feature-cols yet; use lmfuse train --features tab"
+        );
+        self.train
+            .as_deref()
+            .context("--train is required (on the command line or in the --config file)")
+    }
+
+    /// Reads `train` (the path [`Self::check`] returned) and the dev and test files, or
+    /// carves them from train.
+    pub(crate) fn splits(&self, train: &std::path::Path) -> anyhow::Result<Splits> {
+        load_splits(
+            train,
+            self.dev.as_deref(),
+            self.test.as_deref(),
+            &self.data,
+            self.seed,
+        )
+    }
+
     /// Embeds the texts of `splits` (through the cache) when `needs_emb`, fits TF-IDF on
     /// train when `needs_tfidf`, and transforms every text once.
     pub(crate) fn features(
@@ -207,11 +221,8 @@ fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
             other => anyhow::bail!("model {s:?}: unknown feature block {other:?} (emb, tfidf)"),
         }
     }
-    anyhow::ensure!(
-        head != HeadArg::Shared || (emb && tfidf),
-        "model {s:?}: the shared head projects TF-IDF and the embedding apart; it needs \
-         tfidf+emb features"
-    );
+    head.check_features(tfidf, emb)
+        .with_context(|| format!("model {s:?}"))?;
     Ok(ModelSpec {
         name: s.to_string(),
         emb,
@@ -294,7 +305,7 @@ pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.exp.json;
-    let train_path = args.exp.check()?;
+    let train_path = args.exp.check("compare")?;
     let positive = args.emb_weights.iter().all(|w| w.is_finite() && *w > 0.0);
     anyhow::ensure!(
         !args.emb_weights.is_empty() && positive,
@@ -304,10 +315,6 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let mut emb_weights = args.emb_weights.clone();
     emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
     emb_weights.dedup();
-    anyhow::ensure!(
-        args.exp.data.feature_cols.is_empty(),
-        "compare does not take --feature-cols yet; use lmfuse train --features tab"
-    );
     let singles: Vec<ModelSpec> = args
         .singles
         .iter()
@@ -331,13 +338,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     );
     let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
     let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
-    let splits = load_splits(
-        train_path,
-        args.exp.dev.as_deref(),
-        args.exp.test.as_deref(),
-        &args.exp.data,
-        args.exp.seed,
-    )?;
+    let splits = args.exp.splits(train_path)?;
     let SplitFeatures {
         all_texts,
         encoder,

@@ -8,7 +8,7 @@
 //! CV of TF-IDF configurations slightly optimistic (the same for every configuration of one
 //! run, so rankings are barely touched).
 
-use crate::classify::{load_splits, now_rfc3339, print_reports, HeadArg};
+use crate::classify::{now_rfc3339, print_reports, HeadArg};
 use crate::compare::{blocks_of, fold_accuracies, mean_std, ExperimentArgs, SplitFeatures};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -150,13 +150,9 @@ fn cross_validate(
 pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.exp.json;
-    let train_path = args.exp.check()?;
+    let train_path = args.exp.check("tune")?;
     anyhow::ensure!(args.eta >= 2, "--eta must be at least 2");
     anyhow::ensure!(args.trials >= 1, "--trials must be at least 1");
-    anyhow::ensure!(
-        args.exp.data.feature_cols.is_empty(),
-        "tune does not take --feature-cols yet; use lmfuse train --features tab"
-    );
     let mut feature_sets: Vec<FeatureSet> = Vec::new();
     for s in &args.feature_sets {
         let f = FeatureSet::parse(s.trim())?;
@@ -183,13 +179,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     };
 
     // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
-    let splits = load_splits(
-        train_path,
-        args.exp.dev.as_deref(),
-        args.exp.test.as_deref(),
-        &args.exp.data,
-        args.exp.seed,
-    )?;
+    let splits = args.exp.splits(train_path)?;
     let labels = &splits.labels;
     let k = labels.len();
     let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
