@@ -337,9 +337,7 @@ impl CombinerParams {
             }
         })
     }
-}
 
-impl CombinerParams {
     /// Fits on `train` (out-of-fold member probabilities) once per `c` of `grid` and keeps the
     /// fit most accurate on `dev` (ties: the earlier `c` in `grid`). Strategies for which
     /// [`Strategy::uses_c`] is false fit once, with `self.c`.
@@ -367,13 +365,7 @@ impl CombinerParams {
                     dev.y.len()
                 )));
             }
-            let hits = dev
-                .y
-                .iter()
-                .enumerate()
-                .filter(|&(i, &y)| lmfuse_metrics_argmax(&p[i * k..(i + 1) * k]) == y)
-                .count();
-            let dev_accuracy = hits as f64 / dev.y.len().max(1) as f64;
+            let dev_accuracy = accuracy(&p, dev.y, k);
             if best.as_ref().is_none_or(|b| dev_accuracy > b.dev_accuracy) {
                 best = Some(CombinerSelection {
                     params,
@@ -525,6 +517,16 @@ impl Combiner {
     }
 }
 
+/// Share of rows whose largest probability (of `k` per row) is at their label.
+fn accuracy(p: &[f32], y: &[usize], k: usize) -> f64 {
+    let hits = p
+        .chunks(k)
+        .zip(y)
+        .filter(|(row, &t)| lmfuse_metrics_argmax(row) == t)
+        .count();
+    hits as f64 / y.len().max(1) as f64
+}
+
 /// Index of the largest value (the first on ties).
 fn lmfuse_metrics_argmax(row: &[f32]) -> usize {
     let mut best = 0;
@@ -566,14 +568,6 @@ mod tests {
         (a, b, y, len)
     }
 
-    fn accuracy(p: &[f32], y: &[usize]) -> f64 {
-        p.chunks(3)
-            .zip(y)
-            .filter(|(r, &t)| lmfuse_metrics_argmax(r) == t)
-            .count() as f64
-            / y.len() as f64
-    }
-
     #[test]
     fn every_strategy_gives_distributions_and_the_gate_learns_who_to_trust() {
         let (a, b, y, len) = complementary(120);
@@ -586,7 +580,7 @@ mod tests {
             for row in p.chunks(3) {
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{strategy:?}");
             }
-            let acc = accuracy(&p, &y);
+            let acc = accuracy(&p, &y, 3);
             match strategy {
                 // The sharp member wins the average on every row.
                 Strategy::SoftVote | Strategy::Weighted | Strategy::Stacking => {
@@ -625,7 +619,7 @@ mod tests {
                 .unwrap()
                 .combine(&dm, 3, &dlen)
                 .unwrap();
-            assert!(s.dev_accuracy >= accuracy(&p, &dy), "c = {c}");
+            assert!(s.dev_accuracy >= accuracy(&p, &dy, 3), "c = {c}");
         }
         assert!(s.dev_accuracy > 0.99, "{}", s.dev_accuracy);
         // Ties go to the earlier c; the returned combiner is the fit with the chosen c.
