@@ -151,6 +151,8 @@ struct Tape {
     logits: Vec<f32>,
     /// Class probabilities.
     p: Vec<f32>,
+    /// `log Σ exp(logits)` of each row, from the softmax (the loss needs it).
+    lse: Vec<f64>,
 }
 
 /// The gradient of one weight matrix.
@@ -367,16 +369,6 @@ fn reborrow<'a>(d: &'a mut Option<(f32, &mut SeededRng)>) -> Option<(f32, &'a mu
     d.as_mut().map(|(rate, rng)| (*rate, &mut **rng))
 }
 
-/// `log Σ exp(logits)`, in f64.
-fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    max + logits
-        .iter()
-        .map(|&l| (l as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
-}
-
 /// Softmax of one row (in f64); returns `log Σ exp(logits)`.
 fn softmax_row(logits: &[f32], p: &mut [f32]) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
@@ -519,8 +511,9 @@ impl Net {
         );
         t.p.clear();
         t.p.resize(b * k, 0.0);
+        t.lse.clear();
         for (l, p) in t.logits.chunks_exact(k).zip(t.p.chunks_exact_mut(k)) {
-            softmax_row(l, p);
+            t.lse.push(softmax_row(l, p));
         }
     }
 
@@ -539,7 +532,7 @@ impl Net {
         let mut dlogits = t.p.clone();
         for (r, &c) in y.iter().enumerate() {
             let l = &t.logits[r * k..(r + 1) * k];
-            loss += log_sum_exp(l) - l[c] as f64;
+            loss += t.lse[r] - l[c] as f64;
             dlogits[r * k + c] -= 1.0;
         }
         dlogits.iter_mut().for_each(|v| *v *= inv);
@@ -1102,8 +1095,9 @@ impl MlpParams {
         };
         // A diverged net scores like any other on the holdout (its NaN probabilities lose
         // every comparison) but could never be stored and loaded again: refuse it here.
-        let layers = net.inputs.iter().chain(&net.hidden).chain([&net.out]);
-        if !layers
+        if !net
+            .layers()
+            .iter()
             .flat_map(|l| l.w.iter().chain(&l.b))
             .all(|v| v.is_finite())
         {
@@ -1552,28 +1546,21 @@ mod tests {
         }
         let dense = Features::Dense(DenseMatrix::new(n, d, data).unwrap());
         let sparse = to_sparse(&dense);
-        for params in [
-            MlpParams {
-                hidden: 16,
-                alpha: 0.1,
-                lr: 1e-2,
-                epochs: 8,
-                dropout: 0.0,
-                validation_fraction: 0.0,
-                ..Default::default()
-            },
-            MlpParams {
-                hidden: 16,
-                projection: 6,
-                dense_tail: 2,
-                alpha: 0.1,
-                lr: 1e-2,
-                epochs: 8,
-                dropout: 0.0,
-                validation_fraction: 0.0,
-                ..Default::default()
-            },
-        ] {
+        let deep = MlpParams {
+            hidden: 16,
+            alpha: 0.1,
+            lr: 1e-2,
+            epochs: 8,
+            dropout: 0.0,
+            validation_fraction: 0.0,
+            ..Default::default()
+        };
+        let shared = MlpParams {
+            projection: 6,
+            dense_tail: 2,
+            ..deep
+        };
+        for params in [deep, shared] {
             let a = params.fit(&dense, &y, 3).unwrap();
             let b = params.fit(&sparse, &y, 3).unwrap();
             let (ta, tb) = (a.to_tensors(), b.to_tensors());
@@ -1586,12 +1573,8 @@ mod tests {
                 }
             }
             // The untouched row decayed by (1 - lr·alpha)^steps from its initial value.
-            let init = Net::init(
-                &params.layout(d).unwrap().0,
-                params.layout(d).unwrap().1,
-                3,
-                params.seed,
-            );
+            let (inputs, hidden) = params.layout(d).unwrap();
+            let init = Net::init(&inputs, hidden, 3, params.seed);
             let steps = 8 * n.div_ceil(32);
             let w = init.inputs[0].outputs;
             let decayed = ta["in0.weight"].as_f32().unwrap()[3 * w];
@@ -1609,20 +1592,17 @@ mod tests {
     #[test]
     fn tensors_round_trip_and_stored_faults_are_named() {
         let (x, y) = blobs(90, 3, 0.8, 3);
-        for params in [
-            MlpParams {
-                hidden: 8,
-                epochs: 5,
-                ..Default::default()
-            },
-            MlpParams {
-                hidden: 8,
-                projection: 4,
-                dense_tail: 1,
-                epochs: 5,
-                ..Default::default()
-            },
-        ] {
+        let deep = MlpParams {
+            hidden: 8,
+            epochs: 5,
+            ..Default::default()
+        };
+        let shared = MlpParams {
+            projection: 4,
+            dense_tail: 1,
+            ..deep
+        };
+        for params in [deep, shared] {
             let m = params.fit(&x, &y, 3).unwrap();
             let tensors = m.to_tensors();
             let back = params.restore(2, 3, &tensors).unwrap();
@@ -1649,20 +1629,8 @@ mod tests {
             ));
         }
         // The deep topology's tensors do not load as the shared one.
-        let deep = MlpParams {
-            hidden: 8,
-            epochs: 2,
-            ..Default::default()
-        }
-        .fit(&x, &y, 3)
-        .unwrap();
-        let shared = MlpParams {
-            hidden: 8,
-            projection: 4,
-            dense_tail: 1,
-            ..Default::default()
-        };
-        assert!(shared.restore(2, 3, &deep.to_tensors()).is_err());
+        let deep_tensors = deep.fit(&x, &y, 3).unwrap().to_tensors();
+        assert!(shared.restore(2, 3, &deep_tensors).is_err());
     }
 
     #[test]
