@@ -402,23 +402,21 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         normalize: false,
         max_seq_length: base_fp.max_seq_length,
     };
-    let card = ModelCard {
-        task: "text-classification".into(),
-        encoder: EncoderInfo {
+    let card = ModelCard::new(
+        EncoderInfo {
             reference: lmfuse_bundle::ENCODER_DIR.into(),
             fingerprint,
             dim: hidden,
             in_bundle: true,
         },
-        labels: labels.names().to_vec(),
-        features: vec!["emb".into()],
-        tfidf: BTreeMap::new(),
-        block_weights: Default::default(),
-        head: HeadCard {
+        &labels,
+        &TextFeaturizer::default(),
+        true,
+        HeadCard {
             params: HeadParams::Logreg(LogisticRegressionParams::default()),
             n_features: hidden,
         },
-        training: serde_json::json!({
+        serde_json::json!({
             "method": "finetune",
             "base_encoder": files.reference,
             "base_weights_sha256": files.weights_sha256,
@@ -430,11 +428,11 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             "dev": data_report.dev_source,
             "test": data_report.test_source,
         }),
-        metrics: serde_json::json!({
+        serde_json::json!({
             "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
             "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
         }),
-    };
+    );
     let classifier = Classifier {
         card,
         labels: labels.clone(),
@@ -586,9 +584,8 @@ fn run_contrastive(
 
     let (weights_sha256, bundle_files) = encoder_bundle_files(&net, files)?;
     let tuned = selection.params.tuned();
-    let card = ModelCard {
-        task: "text-classification".into(),
-        encoder: EncoderInfo {
+    let card = ModelCard::new(
+        EncoderInfo {
             reference: lmfuse_bundle::ENCODER_DIR.into(),
             fingerprint: EncoderFingerprint {
                 weights_sha256,
@@ -597,15 +594,14 @@ fn run_contrastive(
             dim: hidden,
             in_bundle: true,
         },
-        labels: labels.names().to_vec(),
-        features: vec!["emb".into()],
-        tfidf: BTreeMap::new(),
-        block_weights: Default::default(),
-        head: HeadCard {
+        &labels,
+        &TextFeaturizer::default(),
+        true,
+        HeadCard {
             params: selection.params,
             n_features: hidden,
         },
-        training: serde_json::json!({
+        serde_json::json!({
             "method": "contrastive",
             "base_encoder": files.reference,
             "base_weights_sha256": files.weights_sha256,
@@ -617,11 +613,11 @@ fn run_contrastive(
             "dev": data_report.dev_source,
             "test": data_report.test_source,
         }),
-        metrics: serde_json::json!({
+        serde_json::json!({
             "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
             "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
         }),
-    };
+    );
     let classifier = Classifier {
         card,
         labels: labels.clone(),

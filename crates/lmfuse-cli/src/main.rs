@@ -166,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let mut command = Cli::command();
     command.build();
-    let matches = command.clone().try_get_matches_from(&argv)?;
+    let matches = command.try_get_matches_from_mut(&argv)?;
     let (argv, file) = config::expand(argv, &command, &matches)?;
     let Some(file) = file else {
         return Ok(Cli::from_arg_matches(&matches)?);
