@@ -415,11 +415,8 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.json;
     let use_tab = args.features.contains(&FeatureArg::Tab);
-    anyhow::ensure!(
-        args.emb_weight.is_finite() && args.emb_weight > 0.0,
-        "--emb-weight must be a positive number, got {}",
-        args.emb_weight
-    );
+    let block_weights = BlockWeights::with_emb(args.emb_weight);
+    block_weights.check().context("--emb-weight")?;
     anyhow::ensure!(
         args.emb_weight == 1.0 || args.features.contains(&FeatureArg::Emb),
         "--emb-weight weighs the embedding columns: it needs --features with emb"
@@ -468,8 +465,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             .fit_tabular(&train.columns)
             .with_context(|| format!("cannot use --feature-cols of {train_name}"))?;
     }
-    text_features.weights = BlockWeights::with_emb(args.emb_weight);
-    text_features.weights.check().context("--emb-weight")?;
+    text_features.weights = block_weights;
     let emb = use_emb.then_some((&files, &options));
     // One pass over all three splits: the encoder is loaded at most once.
     let all_texts: Vec<String> = [&train.texts, &dev.texts, &test.texts]

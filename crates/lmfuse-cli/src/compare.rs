@@ -306,11 +306,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = quiet || args.exp.json;
     let train_path = args.exp.check("compare")?;
-    let positive = args.emb_weights.iter().all(|w| w.is_finite() && *w > 0.0);
-    anyhow::ensure!(
-        !args.emb_weights.is_empty() && positive,
-        "--emb-weights must be positive numbers"
-    );
+    BlockWeights::check_emb_choices(&args.emb_weights).context("--emb-weights")?;
     // Weight 1 first, then by distance from 1 on a log scale: ties on dev keep the earlier.
     let mut emb_weights = args.emb_weights.clone();
     emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));

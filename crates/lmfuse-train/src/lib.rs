@@ -461,6 +461,15 @@ impl BlockWeights {
         }
     }
 
+    /// Checks the embedding weights to try (`compare`, `tune`): at least one, each one a
+    /// weight [`BlockWeights::check`] accepts.
+    pub fn check_emb_choices(weights: &[f32]) -> Result<(), TrainError> {
+        if weights.is_empty() {
+            return Err(TrainError::Option("no embedding weight to try".into()));
+        }
+        weights.iter().try_for_each(|&w| Self::with_emb(w).check())
+    }
+
     /// Every weight must be finite and positive.
     pub fn check(&self) -> Result<(), TrainError> {
         for (name, w) in [

@@ -222,16 +222,7 @@ impl SearchSpace {
                 "no feature set and head fit together (rf and gbdt take emb only)".into(),
             ));
         }
-        if self.emb_weights.is_empty()
-            || self
-                .emb_weights
-                .iter()
-                .any(|w| !(w.is_finite() && *w > 0.0))
-        {
-            return Err(TrainError::Option(
-                "embedding weights must be positive numbers, at least one".into(),
-            ));
-        }
+        crate::BlockWeights::check_emb_choices(&self.emb_weights)?;
         Ok(out)
     }
 
