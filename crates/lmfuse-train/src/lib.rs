@@ -94,9 +94,12 @@ const NB_GRID: [(f64, f64); 5] = [
     (1.0, 1e-1),
 ];
 
-/// The Gaussian variance smoothing paired with multinomial `alpha`: [`NB_GRID`]'s pairs,
-/// interpolated log-linearly between them and clamped at its ends.
+/// The Gaussian variance smoothing paired with multinomial `alpha`: [`NB_GRID`]'s pairs
+/// (exactly, at its points), interpolated log-linearly between them and clamped at its ends.
 pub fn nb_var_smoothing(alpha: f64) -> f64 {
+    if let Some(&(_, v)) = NB_GRID.iter().find(|&&(a, _)| a == alpha) {
+        return v;
+    }
     let a = alpha.log10();
     let (first, last) = (NB_GRID[0], NB_GRID[NB_GRID.len() - 1]);
     if a <= first.0.log10() {
@@ -144,79 +147,76 @@ impl Default for TrainOptions {
 impl TrainOptions {
     /// The hyperparameter settings tried on the dev set, in order.
     pub fn candidates(&self) -> Vec<HeadParams> {
-        let mut grid = self.c_grid.clone();
-        grid.sort_by(f64::total_cmp);
+        let values: Vec<f64> = match self.head {
+            HeadKind::Logreg | HeadKind::Svm => {
+                let mut grid = self.c_grid.clone();
+                grid.sort_by(f64::total_cmp);
+                grid
+            }
+            HeadKind::Nb => NB_GRID.iter().map(|&(alpha, _)| alpha).collect(),
+            HeadKind::Knn => vec![1.0, 3.0, 5.0, 10.0, 20.0, 50.0],
+            HeadKind::Rf => vec![RandomForestParams::default().n_trees as f64],
+            HeadKind::Gbdt => vec![GbdtParams::default().learning_rate],
+            // Strongest decay first, as the C grids run from most regularised. The shared
+            // head's extra layer lets its TF-IDF projection memorise faster: it needs
+            // stronger decay (both grids chosen on the dev sets of sst2 and trec).
+            HeadKind::Mlp => vec![10.0, 3.0, 1.0],
+            HeadKind::Shared => vec![30.0, 10.0, 3.0],
+        };
+        values.into_iter().map(|v| self.params_with(v)).collect()
+    }
+
+    /// The head's hyperparameters with its main one (logreg and svm `C`, nb `alpha`, knn `k`,
+    /// rf `n_trees`, gbdt `learning_rate`, the MLP's weight decay `alpha`) at `value`, the
+    /// others from these options (class weight, seed, the shared head's dense tail) or their
+    /// defaults.
+    pub fn params_with(&self, value: f64) -> HeadParams {
+        let seed = self.seed;
         match self.head {
-            HeadKind::Logreg => grid
-                .iter()
-                .map(|&c| {
-                    HeadParams::Logreg(LogisticRegressionParams {
-                        c,
-                        class_weight: self.class_weight,
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-            HeadKind::Svm => grid
-                .iter()
-                .map(|&c| {
-                    HeadParams::Svm(LinearSvmParams {
-                        c,
-                        class_weight: self.class_weight,
-                        seed: self.seed,
-                        ..Default::default()
-                    })
-                })
-                .collect(),
+            HeadKind::Logreg => HeadParams::Logreg(LogisticRegressionParams {
+                c: value,
+                class_weight: self.class_weight,
+                ..Default::default()
+            }),
+            HeadKind::Svm => HeadParams::Svm(LinearSvmParams {
+                c: value,
+                class_weight: self.class_weight,
+                seed,
+                ..Default::default()
+            }),
             // Multinomial smoothing and Gaussian variance smoothing move together; the variant
             // is chosen from the features at fit time.
-            HeadKind::Nb => NB_GRID
-                .into_iter()
-                .map(|(alpha, var_smoothing)| {
-                    HeadParams::Nb(NaiveBayesParams {
-                        alpha,
-                        var_smoothing,
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-            HeadKind::Knn => [1, 3, 5, 10, 20, 50]
-                .into_iter()
-                .map(|k| {
-                    HeadParams::Knn(KnnParams {
-                        k,
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-            HeadKind::Rf => vec![HeadParams::Rf(RandomForestParams {
-                seed: self.seed,
+            HeadKind::Nb => HeadParams::Nb(NaiveBayesParams {
+                alpha: value,
+                var_smoothing: nb_var_smoothing(value),
                 ..Default::default()
-            })],
-            HeadKind::Gbdt => vec![HeadParams::Gbdt(GbdtParams {
-                seed: self.seed,
+            }),
+            HeadKind::Knn => HeadParams::Knn(KnnParams {
+                k: value.round().max(1.0) as usize,
                 ..Default::default()
-            })],
-            HeadKind::Mlp | HeadKind::Shared => {
-                // Strongest decay first, as the C grids run from most regularised. The shared
-                // head's extra layer lets its TF-IDF projection memorise faster: it needs
-                // stronger decay (both grids chosen on the dev sets of sst2 and trec).
-                let (projection, dense_tail, grid) = match self.head {
-                    HeadKind::Shared => (SHARED_PROJECTION, self.dense_tail, [30.0, 10.0, 3.0]),
-                    _ => (0, 0, [10.0, 3.0, 1.0]),
-                };
-                grid.into_iter()
-                    .map(|alpha| {
-                        HeadParams::Mlp(MlpParams {
-                            alpha,
-                            projection,
-                            dense_tail,
-                            seed: self.seed,
-                            ..Default::default()
-                        })
-                    })
-                    .collect()
-            }
+            }),
+            HeadKind::Rf => HeadParams::Rf(RandomForestParams {
+                n_trees: value.round().max(1.0) as usize,
+                seed,
+                ..Default::default()
+            }),
+            HeadKind::Gbdt => HeadParams::Gbdt(GbdtParams {
+                learning_rate: value,
+                seed,
+                ..Default::default()
+            }),
+            HeadKind::Mlp => HeadParams::Mlp(MlpParams {
+                alpha: value,
+                seed,
+                ..Default::default()
+            }),
+            HeadKind::Shared => HeadParams::Mlp(MlpParams {
+                alpha: value,
+                projection: SHARED_PROJECTION,
+                dense_tail: self.dense_tail,
+                seed,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -884,10 +884,7 @@ mod tests {
     fn nb_var_smoothing_meets_the_train_grid_at_its_points() {
         for (alpha, v) in NB_GRID {
             let got = nb_var_smoothing(alpha);
-            assert!(
-                (got.log10() - v.log10()).abs() < 1e-9,
-                "{alpha}: {got} vs {v}"
-            );
+            assert_eq!(got, v, "{alpha}");
         }
         let mid = nb_var_smoothing(0.05);
         assert!(mid > 1e-6 && mid < 1e-3, "{mid}");

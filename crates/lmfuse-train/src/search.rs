@@ -3,10 +3,7 @@
 //! subsamples. Scoring is the caller's (k-fold cross-validation on train).
 
 use crate::{HeadKind, TrainError};
-use lmfuse_classic::{
-    GbdtParams, HeadParams, KnnParams, LinearSvmParams, LogisticRegressionParams, MlpParams,
-    NaiveBayesParams, RandomForestParams,
-};
+use lmfuse_classic::HeadParams;
 use lmfuse_core::SeededRng;
 use serde::{Deserialize, Serialize};
 
@@ -109,46 +106,16 @@ pub fn accepts(head: HeadKind, set: FeatureSet) -> bool {
 }
 
 /// The head's hyperparameters with its main one set to `value` (the others at their
-/// defaults; `seed` for the random ones).
+/// defaults; `seed` for the random ones), as `lmfuse train` builds them; `None` for the
+/// shared head, which is not searched.
 pub fn head_params(head: HeadKind, value: f64, seed: u64) -> Option<HeadParams> {
-    #[allow(unreachable_patterns)]
-    Some(match head {
-        HeadKind::Logreg => HeadParams::Logreg(LogisticRegressionParams {
-            c: value,
-            ..Default::default()
-        }),
-        HeadKind::Svm => HeadParams::Svm(LinearSvmParams {
-            c: value,
+    (head != HeadKind::Shared).then(|| {
+        crate::TrainOptions {
+            head,
             seed,
             ..Default::default()
-        }),
-        // The Gaussian variance smoothing follows alpha as `lmfuse train`'s grid pairs them;
-        // which one counts depends on the features (multinomial when all are ≥ 0).
-        HeadKind::Nb => HeadParams::Nb(NaiveBayesParams {
-            alpha: value,
-            var_smoothing: crate::nb_var_smoothing(value),
-            ..Default::default()
-        }),
-        HeadKind::Knn => HeadParams::Knn(KnnParams {
-            k: value.round().max(1.0) as usize,
-            ..Default::default()
-        }),
-        HeadKind::Rf => HeadParams::Rf(RandomForestParams {
-            n_trees: value.round().max(1.0) as usize,
-            seed,
-            ..Default::default()
-        }),
-        HeadKind::Gbdt => HeadParams::Gbdt(GbdtParams {
-            learning_rate: value,
-            seed,
-            ..Default::default()
-        }),
-        HeadKind::Mlp => HeadParams::Mlp(MlpParams {
-            alpha: value,
-            seed,
-            ..Default::default()
-        }),
-        _ => return None,
+        }
+        .params_with(value)
     })
 }
 
