@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 /// - 2: model cards may carry `block_weights` (feature blocks scaled before the head) and the
 ///   `mlp`/`shared` heads. A version-1 lmfuse would ignore the weights and predict wrongly, so
 ///   it must refuse these bundles; version-1 bundles still load here (weights default to 1).
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: a head may be a bag of fold models (`"bagged": k` in its card, tensors under
+///   `head.fold{j}.`), as ensemble members that predict with their out-of-fold models are.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest bundle layout this lmfuse reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// The manifest's file name.

@@ -2,7 +2,7 @@
 //! bundles): [`HeadParams`] serialises as `{"kind": ..., "params": {...}}`.
 
 use crate::{
-    ClassicError, FitHead, Gbdt, GbdtParams, Knn, KnnParams, LinearSvm, LinearSvmParams,
+    Bag, ClassicError, FitHead, Gbdt, GbdtParams, Knn, KnnParams, LinearSvm, LinearSvmParams,
     LogisticRegression, LogisticRegressionParams, Mlp, MlpParams, NaiveBayes, NaiveBayesParams,
     ProbaHead, RandomForest, RandomForestParams,
 };
@@ -47,6 +47,8 @@ pub enum Head {
     Gbdt(Gbdt),
     /// Multilayer perceptron.
     Mlp(Mlp),
+    /// Fold models of one kind, averaged (see [`crate::bag`]).
+    Bag(Bag),
 }
 
 impl HeadParams {
@@ -143,6 +145,7 @@ impl Head {
             Head::Rf(m) => m,
             Head::Gbdt(m) => m,
             Head::Mlp(m) => m,
+            Head::Bag(m) => m,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! and consumed by `fit`, which returns the fitted model with `predict_proba`.
 
 pub mod any;
+pub mod bag;
 pub mod forest;
 pub mod gbdt;
 pub mod head;
@@ -16,6 +17,7 @@ pub mod nb;
 pub mod svm;
 
 pub use any::{Head, HeadParams};
+pub use bag::Bag;
 pub use forest::{MaxFeatures, RandomForest, RandomForestParams};
 pub use gbdt::{Gbdt, GbdtParams};
 pub use head::{check_input, stored_f32, stored_i32, FitHead, ProbaHead};

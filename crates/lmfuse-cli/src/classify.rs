@@ -577,10 +577,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         &labels,
         &text_features,
         use_emb,
-        HeadCard {
-            params: selection.params,
-            n_features: x_train.cols(),
-        },
+        HeadCard::new(selection.params, x_train.cols()),
         serde_json::json!({
             "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
             "n_train": train.texts.len(),

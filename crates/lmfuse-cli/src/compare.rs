@@ -196,6 +196,32 @@ pub struct CompareArgs {
     /// dev it did not help (bench/results/compare.md); `lmfuse tune` chooses it by CV.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     emb_weights: Vec<f32>,
+    /// What the members of the combiners that learn from out-of-fold probabilities
+    /// (weighted, stacking, adaptive) predict with: `bagged` averages the k fold models that
+    /// made those probabilities, so the combiner sees at prediction time the kind of input it
+    /// learnt from (the bundle holds k models per member); `refit` uses each member refit on
+    /// all of train, as the votes always do.
+    #[arg(long, value_enum, default_value_t = OofMembers::Bagged)]
+    oof_members: OofMembers,
+}
+
+/// See [`CompareArgs::oof_members`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OofMembers {
+    /// The mean of the fold models.
+    Bagged,
+    /// One model refit on all of train.
+    Refit,
+}
+
+impl OofMembers {
+    /// The name in reports and cards.
+    fn name(self) -> &'static str {
+        match self {
+            OofMembers::Bagged => "bagged",
+            OofMembers::Refit => "refit",
+        }
+    }
 }
 
 /// A single model: which feature blocks and which head.
@@ -254,6 +280,10 @@ struct Entry {
     /// What was chosen on dev: the head's hyperparameter (`c`, `k`, ...) and, for feature
     /// fusion, `emb_weight`.
     selected: Option<BTreeMap<String, f64>>,
+    /// Ensembles: whether the members predict as one model refit on all of train (`refit`)
+    /// or as the mean of their fold models (`bagged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_models: Option<&'static str>,
     dev: Report,
     test: Report,
     fit_seconds: f64,
@@ -264,15 +294,40 @@ struct Entry {
 enum Deployable {
     /// The classifier at this index of the fitted ones.
     Single(usize),
-    /// A combiner over the members.
-    Ensemble(CombinerParams, lmfuse_fusion::Combiner),
+    /// A combiner over the members, which predict bagged or refit.
+    Ensemble(CombinerParams, lmfuse_fusion::Combiner, OofMembers),
 }
 
-/// A fitted single model's probabilities: out-of-fold on train, and on dev and test.
+/// A fitted single model: the classifier refit on all of train and, for a member that
+/// predicts bagged, the bag of its fold models; their probabilities (out-of-fold on train, on
+/// dev and on test).
 struct Fitted {
+    name: String,
+    classifier: Classifier,
     oof: Vec<f32>,
+    refit: Predicted,
+    bagged: Option<(Classifier, Predicted)>,
+    /// Seconds to fit: hyperparameter selection, refit and the out-of-fold models.
+    fit_seconds: f64,
+}
+
+impl Fitted {
+    /// The classifier and its probabilities as a member predicts with `how`.
+    fn predicting(&self, how: OofMembers) -> (&Classifier, &Predicted) {
+        match (how, &self.bagged) {
+            (OofMembers::Refit, _) => (&self.classifier, &self.refit),
+            (OofMembers::Bagged, Some((c, p))) => (c, p),
+            (OofMembers::Bagged, None) => unreachable!("every member is bagged when asked"),
+        }
+    }
+}
+
+/// Dev and test probabilities of one way a member predicts.
+struct Predicted {
     dev: Vec<f32>,
     test: Vec<f32>,
+    /// Seconds to predict test.
+    test_seconds: f64,
 }
 
 pub(crate) fn fold_accuracies(
@@ -364,8 +419,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let mut entries = Vec::new();
     // The deployable model of each entry: a classifier, or the index of a combiner.
     let mut models: Vec<Deployable> = Vec::new();
-    let mut classifiers: Vec<(String, Classifier)> = Vec::new();
-    let mut fitted: Vec<(String, Fitted, f64)> = Vec::new();
+    let mut fitted: Vec<Fitted> = Vec::new();
     let mut specs: Vec<&ModelSpec> = singles.iter().collect();
     specs.extend(members.iter().filter(|m| !singles.contains(m)));
     for spec in specs {
@@ -415,12 +469,27 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             x.select_rows(&test_rows),
         );
         let fit_seconds = t.elapsed().as_secs_f64();
-        let oof = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
         let t = Instant::now();
-        let test_p = selection.model.predict_proba(&xs)?;
-        let predict_seconds = t.elapsed().as_secs_f64();
-        let dev_p = selection.model.predict_proba(&xd)?;
-        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.exp.folds, k));
+        let oof = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
+        let oof_seconds = t.elapsed().as_secs_f64();
+        let predicted = |head: &dyn ProbaHead| -> anyhow::Result<Predicted> {
+            let t = Instant::now();
+            let test = head.predict_proba(&xs)?;
+            let test_seconds = t.elapsed().as_secs_f64();
+            Ok(Predicted {
+                dev: head.predict_proba(&xd)?,
+                test,
+                test_seconds,
+            })
+        };
+        let refit = predicted(&selection.model)?;
+        let (cv, cv_std) = mean_std(&fold_accuracies(
+            &oof.proba,
+            &y_train,
+            &folds,
+            args.exp.folds,
+            k,
+        ));
         let mut text = if spec.tfidf {
             tfidf.clone()
         } else {
@@ -433,10 +502,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 &labels,
                 &text,
                 spec.emb,
-                HeadCard {
-                    params: selection.params,
-                    n_features: xt.cols(),
-                },
+                HeadCard::new(selection.params, xt.cols()),
                 serde_json::json!({
                     "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
                     "n_train": n_train,
@@ -454,7 +520,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             oos: None,
         };
         if singles.contains(spec) {
-            models.push(Deployable::Single(classifiers.len()));
+            models.push(Deployable::Single(fitted.len()));
             let (param, value) = selection.params.tuned();
             let mut selected = BTreeMap::from([(param.to_string(), value)]);
             if spec.emb && spec.tfidf {
@@ -470,49 +536,54 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 cv_accuracy: cv,
                 cv_std,
                 selected: Some(selected),
-                dev: lmfuse_metrics::evaluate(&y_dev, &dev_p, labels.names())?,
-                test: lmfuse_metrics::evaluate(&y_test, &test_p, labels.names())?,
+                member_models: None,
+                dev: lmfuse_metrics::evaluate(&y_dev, &refit.dev, labels.names())?,
+                test: lmfuse_metrics::evaluate(&y_test, &refit.test, labels.names())?,
                 fit_seconds,
-                predict_seconds,
+                predict_seconds: refit.test_seconds,
             });
         }
-        classifiers.push((spec.name.clone(), classifier));
-        fitted.push((
-            spec.name.clone(),
-            Fitted {
-                oof,
-                dev: dev_p,
-                test: test_p,
-            },
-            fit_seconds + predict_seconds,
-        ));
+        // A member of the combiners that learn from out-of-fold rows: its fold models, bagged.
+        let bagged = if args.oof_members == OofMembers::Bagged && members.contains(spec) {
+            let bag = lmfuse_classic::Bag::new(oof.models)?;
+            let n_models = bag.heads().len();
+            let p = predicted(&bag)?;
+            let mut c = Classifier {
+                head: lmfuse_classic::Head::Bag(bag),
+                ..classifier.clone()
+            };
+            c.card.head.bagged = Some(n_models);
+            Some((c, p))
+        } else {
+            None
+        };
+        fitted.push(Fitted {
+            name: spec.name.clone(),
+            classifier,
+            oof: oof.proba,
+            refit,
+            bagged,
+            fit_seconds: fit_seconds + oof_seconds,
+        });
     }
 
     let member_fits: Vec<&Fitted> = members
         .iter()
-        .map(|m| {
-            &fitted
-                .iter()
-                .find(|(n, _, _)| *n == m.name)
-                .expect("fitted")
-                .1
-        })
+        .map(|m| fitted.iter().find(|f| f.name == m.name).expect("fitted"))
         .collect();
-    let member_seconds: f64 = members
-        .iter()
-        .map(|m| {
-            fitted
-                .iter()
-                .find(|(n, _, _)| *n == m.name)
-                .expect("fitted")
-                .2
-        })
-        .sum();
+    let member_seconds: f64 = member_fits.iter().map(|f| f.fit_seconds).sum();
     let oof: Vec<&[f32]> = member_fits.iter().map(|f| f.oof.as_slice()).collect();
-    let dev_p: Vec<&[f32]> = member_fits.iter().map(|f| f.dev.as_slice()).collect();
-    let test_p: Vec<&[f32]> = member_fits.iter().map(|f| f.test.as_slice()).collect();
     let len_train = &lengths[..n_train];
     for strategy in strategies {
+        let how = if strategy.learns_from_out_of_fold() {
+            args.oof_members
+        } else {
+            OofMembers::Refit
+        };
+        let used: Vec<&Predicted> = member_fits.iter().map(|f| f.predicting(how).1).collect();
+        let dev_p: Vec<&[f32]> = used.iter().map(|p| p.dev.as_slice()).collect();
+        let test_p: Vec<&[f32]> = used.iter().map(|p| p.test.as_slice()).collect();
+        let members_predict_seconds: f64 = used.iter().map(|p| p.test_seconds).sum();
         // The meta-learner's and the gate's C: fit on the members' out-of-fold probabilities
         // of train, chosen on dev (as each member's own hyperparameter is).
         let t = Instant::now();
@@ -565,8 +636,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
         let t = Instant::now();
         let test_f = combiner.combine(&test_p, k, &lengths[n_train + n_dev..])?;
-        let predict_seconds = t.elapsed().as_secs_f64();
-        models.push(Deployable::Ensemble(params, combiner.clone()));
+        let predict_seconds = t.elapsed().as_secs_f64() + members_predict_seconds;
+        models.push(Deployable::Ensemble(params, combiner.clone(), how));
         entries.push(Entry {
             name: format!("{}({})", strategy.name(), args.members.join(",")),
             kind: "ensemble",
@@ -575,6 +646,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             selected: strategy
                 .uses_c()
                 .then(|| BTreeMap::from([("c".to_string(), params.c)])),
+            member_models: Some(how.name()),
             dev: lmfuse_metrics::evaluate(&y_dev, &dev_f, labels.names())?,
             test: lmfuse_metrics::evaluate(&y_test, &test_f, labels.names())?,
             fit_seconds: fit_seconds + member_seconds,
@@ -599,21 +671,14 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         });
         let (manifest, tensors, json) = match &models[winner] {
             Deployable::Single(i) => {
-                let mut c = classifiers[*i].1.clone();
+                let mut c = fitted[*i].classifier.clone();
                 c.card.metrics = metrics;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
-            Deployable::Ensemble(params, combiner) => {
-                let member_classifiers: Vec<Classifier> = members
+            Deployable::Ensemble(params, combiner, how) => {
+                let member_classifiers: Vec<Classifier> = member_fits
                     .iter()
-                    .map(|m| {
-                        classifiers
-                            .iter()
-                            .find(|(n, _)| *n == m.name)
-                            .expect("every member was fit")
-                            .1
-                            .clone()
-                    })
+                    .map(|f| f.predicting(*how).0.clone())
                     .collect();
                 let ensemble = Ensemble {
                     card: EnsembleCard {
@@ -628,6 +693,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                             "seed": args.exp.seed,
                             "folds": args.exp.folds,
                             "combiner_fit_on": "out-of-fold member probabilities",
+                            "member_models": how.name(),
                         }),
                         metrics,
                     },

@@ -412,10 +412,10 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         &labels,
         &TextFeaturizer::default(),
         true,
-        HeadCard {
-            params: HeadParams::Logreg(LogisticRegressionParams::default()),
-            n_features: hidden,
-        },
+        HeadCard::new(
+            HeadParams::Logreg(LogisticRegressionParams::default()),
+            hidden,
+        ),
         serde_json::json!({
             "method": "finetune",
             "base_encoder": files.reference,
@@ -597,10 +597,7 @@ fn run_contrastive(
         &labels,
         &TextFeaturizer::default(),
         true,
-        HeadCard {
-            params: selection.params,
-            n_features: hidden,
-        },
+        HeadCard::new(selection.params, hidden),
         serde_json::json!({
             "method": "contrastive",
             "base_encoder": files.reference,

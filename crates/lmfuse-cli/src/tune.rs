@@ -142,7 +142,7 @@ fn cross_validate(
     let x = blocks_of(blocks, config.features.tfidf(), config.features.emb())
         .fuse(&weights_of(config))?;
     let params = config.params.for_selection();
-    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
+    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?.proba;
     Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
 }
 
@@ -349,10 +349,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
         labels,
         &text,
         best_config.features.emb(),
-        HeadCard {
-            params: best_config.params,
-            n_features: xt.cols(),
-        },
+        HeadCard::new(best_config.params, xt.cols()),
         serde_json::json!({
             "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
             "n_train": n_train,

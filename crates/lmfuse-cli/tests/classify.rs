@@ -584,6 +584,46 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     );
     assert_eq!(e["test"]["log_loss"], r["winner"]["test"]["log_loss"]);
     assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
+    // By default the members of a learnt combiner predict with their 3 fold models (the
+    // models that made the out-of-fold rows the combiner learnt from).
+    assert_eq!(r["winner"]["member_models"], "bagged");
+    for member in manifest["model"]["members"].as_array().unwrap() {
+        assert_eq!(member["head"]["bagged"], 3, "{member}");
+    }
+    assert_eq!(manifest["format_version"], lmfuse_bundle::FORMAT_VERSION);
+
+    // `--oof-members refit`: one model per member, refit on all of train; it too reloads to
+    // what compare measured, and its test probabilities are not the bagged ones.
+    let refit_dir = dir.path().join("ensemble-refit");
+    let mut args = args.clone();
+    let at = args.iter().position(|a| *a == "--out").unwrap();
+    args[at + 1] = refit_dir.to_str().unwrap();
+    args.extend(["--oof-members", "refit"]);
+    let refit = ok_json(&args, &cache);
+    assert_eq!(refit["winner"]["member_models"], "refit");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(refit_dir.join("manifest.json")).unwrap()).unwrap();
+    for member in manifest["model"]["members"].as_array().unwrap() {
+        assert!(member["head"].get("bagged").is_none(), "{member}");
+    }
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            refit_dir.to_str().unwrap(),
+            "--data",
+            t,
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["log_loss"], refit["winner"]["test"]["log_loss"]);
+    assert_ne!(
+        refit["winner"]["test"]["log_loss"],
+        r["winner"]["test"]["log_loss"]
+    );
+    // Cross-validation does not depend on how members predict new rows.
+    assert_eq!(refit["winner"]["cv_accuracy"], r["winner"]["cv_accuracy"]);
 }
 
 #[test]

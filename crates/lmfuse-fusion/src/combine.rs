@@ -52,6 +52,12 @@ impl Strategy {
     pub fn uses_c(self) -> bool {
         matches!(self, Strategy::Stacking | Strategy::Adaptive)
     }
+
+    /// Whether the combiner learns from the members' out-of-fold probabilities (the votes
+    /// learn nothing).
+    pub fn learns_from_out_of_fold(self) -> bool {
+        !matches!(self, Strategy::HardVote | Strategy::SoftVote)
+    }
 }
 
 /// Member probabilities, labels and text lengths of one set of rows, for

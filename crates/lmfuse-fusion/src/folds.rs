@@ -1,7 +1,7 @@
 //! Stratified k-fold assignment and out-of-fold member predictions.
 
 use crate::FusionError;
-use lmfuse_classic::{HeadParams, ProbaHead};
+use lmfuse_classic::{Head, HeadParams, ProbaHead};
 use lmfuse_core::{Features, SeededRng};
 
 /// The fold (`0..folds`) of every row: each class's rows are shuffled with `seed` and dealt
@@ -25,15 +25,26 @@ pub fn stratified_folds(y: &[usize], folds: usize, seed: u64) -> Vec<usize> {
     fold
 }
 
+/// What [`out_of_fold`] computes.
+#[derive(Debug, Clone)]
+pub struct OutOfFold {
+    /// Class probabilities of every row from the model that did not see it, `rows × classes`,
+    /// row-major.
+    pub proba: Vec<f32>,
+    /// The fold models, in fold order (a fold with no rows has none); averaged, they predict
+    /// new rows as the out-of-fold probabilities were predicted ([`lmfuse_classic::Bag`]).
+    pub models: Vec<Head>,
+}
+
 /// Out-of-fold class probabilities of `params` on `(x, y)`: the rows of fold `f` are predicted
-/// by a model fit on every other fold. Returns `rows × n_classes`, row-major.
+/// by a model fit on every other fold.
 pub fn out_of_fold(
     x: &Features,
     y: &[usize],
     n_classes: usize,
     params: &HeadParams,
     folds: &[usize],
-) -> Result<Vec<f32>, FusionError> {
+) -> Result<OutOfFold, FusionError> {
     if folds.len() != y.len() || x.rows() != y.len() {
         return Err(FusionError::Shape(format!(
             "{} feature rows, {} labels, {} fold ids",
@@ -49,6 +60,7 @@ pub fn out_of_fold(
         ));
     }
     let mut out = vec![0.0f32; y.len() * n_classes];
+    let mut models = Vec::with_capacity(n_folds);
     for f in 0..n_folds {
         let (train, held): (Vec<usize>, Vec<usize>) = (0..y.len()).partition(|&i| folds[i] != f);
         if held.is_empty() {
@@ -61,8 +73,9 @@ pub fn out_of_fold(
             out[i * n_classes..(i + 1) * n_classes]
                 .copy_from_slice(&p[j * n_classes..(j + 1) * n_classes]);
         }
+        models.push(model);
     }
-    Ok(out)
+    Ok(OutOfFold { proba: out, models })
 }
 
 #[cfg(test)]
@@ -98,8 +111,19 @@ mod tests {
         assert_eq!(accuracy(&in_sample), 1.0);
         let folds = stratified_folds(&y, 5, 1);
         let oof = out_of_fold(&x, &y, 2, &params, &folds).unwrap();
-        let a = accuracy(&oof);
+        let a = accuracy(&oof.proba);
         assert!((0.4..0.6).contains(&a), "out-of-fold accuracy {a}");
+        // Each fold model recalls its own training rows and predicts the held fold as above.
+        assert_eq!(oof.models.len(), 5);
+        for (f, m) in oof.models.iter().enumerate() {
+            let held: Vec<usize> = (0..n).filter(|&i| folds[i] == f).collect();
+            let p = m.predict_proba(&x.select_rows(&held)).unwrap();
+            let want: Vec<f32> = held
+                .iter()
+                .flat_map(|&i| oof.proba[i * 2..i * 2 + 2].to_vec())
+                .collect();
+            assert_eq!(p, want, "fold {f}");
+        }
     }
 
     #[test]

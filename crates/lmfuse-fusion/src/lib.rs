@@ -12,7 +12,7 @@ mod folds;
 pub use combine::{
     Combiner, CombinerParams, CombinerSelection, MemberRows, Strategy, GATE_FEATURES_PER_MEMBER,
 };
-pub use folds::{out_of_fold, stratified_folds};
+pub use folds::{out_of_fold, stratified_folds, OutOfFold};
 
 use lmfuse_classic::ClassicError;
 

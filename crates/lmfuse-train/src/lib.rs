@@ -11,7 +11,7 @@ pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics, OosObjective};
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{
-    ClassWeight, ClassicError, GbdtParams, Head, HeadParams, KnnParams, LinearSvmParams,
+    Bag, ClassWeight, ClassicError, GbdtParams, Head, HeadParams, KnnParams, LinearSvmParams,
     LogisticRegressionParams, MlpParams, NaiveBayesParams, ProbaHead, RandomForestParams,
 };
 use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
@@ -381,6 +381,21 @@ pub struct HeadCard {
     pub params: HeadParams,
     /// Input width.
     pub n_features: usize,
+    /// When set, the head is a [`Bag`] of this many fold models of `params` (tensors under
+    /// `fold{j}.`), whose probabilities it averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bagged: Option<usize>,
+}
+
+impl HeadCard {
+    /// The card of one head of `params` over `n_features` columns.
+    pub fn new(params: HeadParams, n_features: usize) -> Self {
+        Self {
+            params,
+            n_features,
+            bagged: None,
+        }
+    }
 }
 
 impl ModelCard {
@@ -832,14 +847,15 @@ impl Classifier {
                     .map(|local| (local.to_string(), t.clone()))
             })
             .collect();
-        let head =
-            card.head
-                .params
-                .restore(d, k, &head_tensors)
-                .map_err(|e| TrainError::Bundle {
-                    what: "head",
-                    message: format!("{} head: {e}", card.head.params.name()),
-                })?;
+        let params = &card.head.params;
+        let head = match card.head.bagged {
+            None => params.restore(d, k, &head_tensors),
+            Some(folds) => Bag::restore(params, folds, d, k, &head_tensors).map(Head::Bag),
+        }
+        .map_err(|e| TrainError::Bundle {
+            what: "head",
+            message: format!("{} head: {e}", params.name()),
+        })?;
         let oos = match bundle.json.get(OOS_CARD) {
             None => None,
             Some(value) => {
@@ -951,10 +967,7 @@ mod tests {
             &labels,
             &TextFeaturizer::default(),
             true,
-            HeadCard {
-                params: sel.params,
-                n_features: 2,
-            },
+            HeadCard::new(sel.params, 2),
             serde_json::json!({}),
             serde_json::json!({}),
         );
@@ -1089,10 +1102,7 @@ mod tests {
                 &labels,
                 &f,
                 true,
-                HeadCard {
-                    params,
-                    n_features: x.cols(),
-                },
+                HeadCard::new(params, x.cols()),
                 serde_json::json!({}),
                 serde_json::json!({}),
             ),
