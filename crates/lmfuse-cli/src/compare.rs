@@ -3,11 +3,15 @@
 
 use crate::classify::{load_splits, CacheArgs, DataArgs, HeadArg, Splits};
 use crate::embed::embed_texts;
+use crate::finetune::{finetuned_classifier, BundleFile, FinetuneBase};
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use lmfuse_classic::ProbaHead;
+use lmfuse_core::LabelSet;
 use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_encoder::TokenizedText;
+use lmfuse_finetune::{Event, FinetuneParams, Network};
 use lmfuse_fusion::{CombinerParams, MemberRows, Strategy};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
@@ -203,6 +207,18 @@ pub struct CompareArgs {
     /// all of train, as the votes always do.
     #[arg(long, value_enum, default_value_t = OofMembers::Bagged)]
     oof_members: OofMembers,
+    /// Also fine-tune the encoder with a linear head as a candidate, `finetuned` (the recipe of
+    /// `lmfuse finetune`: AdamW, warm-up, dropout, early stopping on dev): once per fold for
+    /// its CV score and once on all of train, so k + 1 runs, minutes to hours on a CPU. Its
+    /// bundle holds the fine-tuned encoder.
+    #[arg(long)]
+    finetune: bool,
+    /// Fine-tuning: passes over the training rows (at most; early stopping may end sooner).
+    #[arg(long, default_value_t = 3)]
+    finetune_epochs: usize,
+    /// Fine-tuning: peak learning rate of the encoder.
+    #[arg(long, default_value_t = 3e-5)]
+    finetune_lr: f32,
 }
 
 /// See [`CompareArgs::oof_members`].
@@ -234,6 +250,11 @@ struct ModelSpec {
 }
 
 fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
+    anyhow::ensure!(
+        s != FINETUNED,
+        "model {s:?}: the fine-tuned encoder is a candidate of its own (--finetune), not a \
+         single or a member (the members of an ensemble share one encoder)"
+    );
     let (features, head) = s
         .split_once(':')
         .ok_or_else(|| anyhow::anyhow!("model {s:?}: expected FEATURES:HEAD, e.g. emb:logreg"))?;
@@ -290,10 +311,15 @@ struct Entry {
     predict_seconds: f64,
 }
 
+/// The name of the fine-tuned candidate.
+const FINETUNED: &str = "finetuned";
+
 /// What a leaderboard entry deploys as.
 enum Deployable {
     /// The classifier at this index of the fitted ones.
     Single(usize),
+    /// A classifier over its own fine-tuned encoder, and the encoder's bundle files.
+    Finetuned(Box<Classifier>, Vec<BundleFile>),
     /// A combiner over the members, which predict bagged or refit.
     Ensemble(CombinerParams, lmfuse_fusion::Combiner, OofMembers),
 }
@@ -372,16 +398,18 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(|s| parse_model(s))
         .collect::<anyhow::Result<_>>()?;
-    let members: Vec<ModelSpec> = args
-        .members
-        .iter()
-        .map(|s| parse_model(s))
-        .collect::<anyhow::Result<_>>()?;
     let strategies: Vec<Strategy> = args
         .ensembles
         .iter()
         .filter(|s| !s.is_empty())
         .map(|s| parse_strategy(s))
+        .collect::<anyhow::Result<_>>()?;
+    // Members are fit only for the ensembles.
+    let members: Vec<ModelSpec> = args
+        .members
+        .iter()
+        .filter(|_| !strategies.is_empty())
+        .map(|s| parse_model(s))
         .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(
         strategies.is_empty() || members.len() >= 2,
@@ -653,6 +681,23 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             predict_seconds,
         });
     }
+    if args.finetune {
+        let texts = (
+            &all_texts[..n_train],
+            &all_texts[n_train..n_train + n_dev],
+            &all_texts[n_train + n_dev..],
+        );
+        let (entry, classifier, files) = finetuned_candidate(
+            args,
+            texts,
+            (&y_train, &y_dev, &y_test),
+            &labels,
+            &folds,
+            quiet,
+        )?;
+        entries.push(entry);
+        models.push(Deployable::Finetuned(Box::new(classifier), files));
+    }
     // The winner: best cross-validated accuracy; the earlier candidate on ties.
     let winner = entries
         .iter()
@@ -669,9 +714,16 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
             "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
         });
+        let mut files: &[BundleFile] = &[];
         let (manifest, tensors, json) = match &models[winner] {
             Deployable::Single(i) => {
                 let mut c = fitted[*i].classifier.clone();
+                c.card.metrics = metrics;
+                c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
+            }
+            Deployable::Finetuned(c, encoder_files) => {
+                files = encoder_files;
+                let mut c = c.as_ref().clone();
                 c.card.metrics = metrics;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
@@ -704,7 +756,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 ensemble.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
         };
-        lmfuse_bundle::save(out, manifest, &tensors, &json)
+        lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, files)
             .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
     }
     if args.exp.json {
@@ -747,4 +799,128 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Texts of train, dev and test.
+type SplitTexts<'a> = (&'a [String], &'a [String], &'a [String]);
+
+/// The `finetuned` candidate: the encoder and a linear head fine-tuned on every fold but one
+/// (early stopping on dev) for the held fold's out-of-fold probabilities, then on all of train
+/// for the model that is scored on dev and test and deployed.
+fn finetuned_candidate(
+    args: &CompareArgs,
+    (train, dev, test): SplitTexts<'_>,
+    (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
+    labels: &LabelSet,
+    folds: &[usize],
+    quiet: bool,
+) -> anyhow::Result<(Entry, Classifier, Vec<BundleFile>)> {
+    let params = FinetuneParams {
+        epochs: args.finetune_epochs,
+        lr: args.finetune_lr,
+        seed: args.exp.seed,
+        ..Default::default()
+    };
+    params
+        .check()
+        .context("--finetune-epochs / --finetune-lr")?;
+    let base = FinetuneBase::load(&args.exp.model)?;
+    let (tok_train, tok_dev, tok_test) = (
+        base.tokenize(train)?,
+        base.tokenize(dev)?,
+        base.tokenize(test)?,
+    );
+    let k = labels.len();
+    let threads = rayon::current_num_threads();
+    let n_folds = args.exp.folds;
+    let bar = crate::progress::bar(0, "fine-tuning", quiet);
+    let fit = |rows: &[usize], what: &str| -> anyhow::Result<(Network, usize)> {
+        let mut net = base.network(k, args.exp.seed)?;
+        let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
+        let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
+        let summary = lmfuse_finetune::fit(
+            &mut net,
+            &params,
+            &tok,
+            &y,
+            &tok_dev,
+            y_dev,
+            None,
+            false,
+            &mut |e| {
+                if let Event::Step { step, total, loss } = e {
+                    bar.set_length(*total as u64);
+                    bar.set_position(*step as u64);
+                    bar.set_message(format!("fine-tuning ({what}), loss {loss:.4}"));
+                }
+            },
+        )
+        .with_context(|| format!("fine-tuning ({what}) failed"))?;
+        Ok((net, summary.best.step))
+    };
+    let mut oof = vec![0.0f32; train.len() * k];
+    for f in 0..n_folds {
+        if !quiet {
+            bar.suspend(|| eprintln!("compare: {FINETUNED}, fold {}/{n_folds}", f + 1));
+        }
+        let (fit_rows, held): (Vec<usize>, Vec<usize>) =
+            (0..train.len()).partition(|&i| folds[i] != f);
+        let (net, _) = fit(&fit_rows, &format!("fold {}/{n_folds}", f + 1))?;
+        let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
+        let p = lmfuse_finetune::predict_proba(&net, &held_tok, threads);
+        for (j, &i) in held.iter().enumerate() {
+            oof[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
+        }
+    }
+    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
+    if !quiet {
+        bar.suspend(|| eprintln!("compare: {FINETUNED}, all of train"));
+    }
+    let t = Instant::now();
+    let all: Vec<usize> = (0..train.len()).collect();
+    let (net, best_step) = fit(&all, "all of train")?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let dev_p = lmfuse_finetune::predict_proba(&net, &tok_dev, threads);
+    let t = Instant::now();
+    let test_p = lmfuse_finetune::predict_proba(&net, &tok_test, threads);
+    let predict_seconds = t.elapsed().as_secs_f64();
+    let dev_report = lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?;
+    let test_report = lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?;
+    let (classifier, files) = finetuned_classifier(
+        &net,
+        &base.files,
+        base.fingerprint,
+        labels,
+        serde_json::json!({
+            "method": "finetune",
+            "base_encoder": base.files.reference,
+            "base_weights_sha256": base.files.weights_sha256,
+            "n_train": train.len(),
+            "seed": args.exp.seed,
+            "finetune": params,
+            "best_step": best_step,
+            "selected_by": "dev accuracy (early stopping)",
+        }),
+        serde_json::json!({
+            "cv_accuracy": cv,
+            "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
+        }),
+    )?;
+    let entry = Entry {
+        name: FINETUNED.into(),
+        kind: FINETUNED,
+        cv_accuracy: cv,
+        cv_std,
+        selected: Some(BTreeMap::from([(
+            "best_step".to_string(),
+            best_step as f64,
+        )])),
+        member_models: None,
+        dev: dev_report,
+        test: test_report,
+        fit_seconds,
+        predict_seconds,
+    };
+    Ok((entry, classifier, files))
 }

@@ -8,8 +8,8 @@ use crate::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lmfuse_classic::{Head, HeadParams, LogisticRegression, LogisticRegressionParams, ProbaHead};
-use lmfuse_core::{EncoderFingerprint, SeededRng};
-use lmfuse_encoder::{LoadOptions, SentenceEncoder, TokenizedText};
+use lmfuse_core::{EncoderFingerprint, LabelSet, SeededRng};
+use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{Event, FinetuneParams, LoraParams, LoraTarget, Metric, Network};
 use lmfuse_metrics::Report;
 use lmfuse_train::{Classifier, EncoderInfo, HeadCard, ModelCard, TextFeaturizer};
@@ -257,9 +257,101 @@ struct Selected {
     value: f64,
 }
 
-fn tokenize(encoder: &SentenceEncoder, texts: &[String]) -> anyhow::Result<Vec<TokenizedText>> {
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    Ok(encoder.tokenize(&refs)?)
+/// The encoder fine-tuning starts from: its files, its fingerprint (pooling, and the token
+/// limit fine-tuning uses) and the loaded model (the weights to copy, the tokenizer).
+pub(crate) struct FinetuneBase {
+    pub files: ModelFiles,
+    pub fingerprint: EncoderFingerprint,
+    encoder: SentenceEncoder,
+}
+
+impl FinetuneBase {
+    /// Loads the encoder `model` names, with at most 128 tokens a text unless
+    /// `--max-seq-length` says otherwise.
+    pub(crate) fn load(model: &ModelArgs) -> anyhow::Result<Self> {
+        let files = model.resolve()?;
+        let mut options: LoadOptions = model.load_options();
+        options.max_seq_length = Some(
+            options
+                .max_seq_length
+                .unwrap_or(DEFAULT_MAX_LENGTH)
+                .min(files.config.max_position_embeddings),
+        );
+        let fingerprint = options.fingerprint(&files)?;
+        let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
+        Ok(Self {
+            files,
+            fingerprint,
+            encoder,
+        })
+    }
+
+    /// `texts` as token ids.
+    pub(crate) fn tokenize(&self, texts: &[String]) -> anyhow::Result<Vec<TokenizedText>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Ok(self.encoder.tokenize(&refs)?)
+    }
+
+    /// A network with the base encoder's weights and a new head for `n_classes`, drawn with
+    /// `seed`.
+    pub(crate) fn network(&self, n_classes: usize, seed: u64) -> anyhow::Result<Network> {
+        Ok(Network::new(
+            &self.files.config,
+            self.encoder.model().export(),
+            self.fingerprint.pooling,
+            n_classes,
+            SeededRng::new(seed).next_u64(),
+        )?)
+    }
+}
+
+/// The fine-tuned `net` as a classifier over its own encoder, and that encoder's files for the
+/// bundle: the linear head becomes a softmax-linear model over the (unnormalised) pooled
+/// vectors.
+pub(crate) fn finetuned_classifier(
+    net: &Network,
+    files: &ModelFiles,
+    base_fp: EncoderFingerprint,
+    labels: &LabelSet,
+    training: serde_json::Value,
+    metrics: serde_json::Value,
+) -> anyhow::Result<(Classifier, Vec<BundleFile>)> {
+    let (weights_sha256, bundle_files) = encoder_bundle_files(net, files)?;
+    let (head_w, head_b) = net.head_tensors();
+    let hidden = files.config.hidden_size;
+    let head =
+        LogisticRegression::from_parts(hidden, labels.len(), head_w.to_vec(), head_b.to_vec())?;
+    let fingerprint = EncoderFingerprint {
+        weights_sha256,
+        pooling: base_fp.pooling,
+        normalize: false,
+        max_seq_length: base_fp.max_seq_length,
+    };
+    let card = ModelCard::new(
+        EncoderInfo {
+            reference: lmfuse_bundle::ENCODER_DIR.into(),
+            fingerprint,
+            dim: hidden,
+            in_bundle: true,
+        },
+        labels,
+        &TextFeaturizer::default(),
+        true,
+        HeadCard::new(
+            HeadParams::Logreg(LogisticRegressionParams::default()),
+            hidden,
+        ),
+        training,
+        metrics,
+    );
+    let classifier = Classifier {
+        card,
+        labels: labels.clone(),
+        head: Head::Logreg(head),
+        text_features: TextFeaturizer::default(),
+        oos: None,
+    };
+    Ok((classifier, bundle_files))
 }
 
 /// Runs `lmfuse finetune`.
@@ -289,29 +381,18 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         args.seed,
     )?;
 
-    let files = args.model.resolve()?;
-    let mut options: LoadOptions = args.model.load_options();
-    options.max_seq_length = Some(
-        options
-            .max_seq_length
-            .unwrap_or(DEFAULT_MAX_LENGTH)
-            .min(files.config.max_position_embeddings),
-    );
-    let base_fp = options.fingerprint(&files)?;
-    let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
+    let base = FinetuneBase::load(&args.model)?;
     let (tok_train, tok_dev, tok_test) = (
-        tokenize(&encoder, &train.texts)?,
-        tokenize(&encoder, &dev.texts)?,
-        tokenize(&encoder, &test.texts)?,
+        base.tokenize(&train.texts)?,
+        base.tokenize(&dev.texts)?,
+        base.tokenize(&test.texts)?,
     );
-    let mut net = Network::new(
-        &files.config,
-        encoder.model().export(),
-        base_fp.pooling,
-        labels.len(),
-        SeededRng::new(args.seed).next_u64(),
-    )?;
-    drop(encoder);
+    let mut net = base.network(labels.len(), args.seed)?;
+    let FinetuneBase {
+        files,
+        fingerprint: base_fp,
+        ..
+    } = base;
     // Adapters first, so that --freeze-layers also freezes the adapters of those layers.
     if let Some(l) = &params.lora {
         net.add_lora(l, args.seed)?;
@@ -389,33 +470,12 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     let dev_report = lmfuse_metrics::evaluate(&y_dev, &dev_proba, labels.names())?;
     let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
 
-    // The bundle: the fine-tuned encoder's model folder inside it, and the linear head as a
-    // softmax-linear model over its (unnormalised) pooled vectors.
-    let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
-    let (head_w, head_b) = net.head_tensors();
-    let hidden = files.config.hidden_size;
-    let head =
-        LogisticRegression::from_parts(hidden, labels.len(), head_w.to_vec(), head_b.to_vec())?;
-    let fingerprint = EncoderFingerprint {
-        weights_sha256,
-        pooling: base_fp.pooling,
-        normalize: false,
-        max_seq_length: base_fp.max_seq_length,
-    };
-    let card = ModelCard::new(
-        EncoderInfo {
-            reference: lmfuse_bundle::ENCODER_DIR.into(),
-            fingerprint,
-            dim: hidden,
-            in_bundle: true,
-        },
+    // The bundle: the fine-tuned encoder's model folder inside it, and the linear head.
+    let (classifier, bundle_files) = finetuned_classifier(
+        &net,
+        &files,
+        base_fp,
         &labels,
-        &TextFeaturizer::default(),
-        true,
-        HeadCard::new(
-            HeadParams::Logreg(LogisticRegressionParams::default()),
-            hidden,
-        ),
         serde_json::json!({
             "method": "finetune",
             "base_encoder": files.reference,
@@ -432,14 +492,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
             "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
         }),
-    );
-    let classifier = Classifier {
-        card,
-        labels: labels.clone(),
-        head: Head::Logreg(head),
-        text_features: TextFeaturizer::default(),
-        oos: None,
-    };
+    )?;
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
         .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
@@ -498,7 +551,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 /// A file of a bundle: path relative to the bundle folder, bytes.
-type BundleFile = (String, Vec<u8>);
+pub(crate) type BundleFile = (String, Vec<u8>);
 
 /// The fine-tuned encoder's model folder as bundle files under
 /// [`lmfuse_bundle::ENCODER_DIR`], and the sha256 of its weights (the bundle's fingerprint).

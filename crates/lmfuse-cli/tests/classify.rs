@@ -627,6 +627,87 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
 }
 
 #[test]
+fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_when_it_wins() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    let t = test.to_str().unwrap();
+    let out = dir.path().join("winner");
+    let args = [
+        "compare",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        t,
+        "--folds",
+        "2",
+        "--singles",
+        "emb:logreg",
+        "--ensembles",
+        "",
+        "--finetune",
+        "--finetune-epochs",
+        "1",
+        "--json",
+    ];
+    let r = ok_json(&args, &cache);
+    let candidates = r["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2, "{r}");
+    let ft = &candidates[1];
+    assert_eq!(ft["name"], "finetuned");
+    assert_eq!(ft["kind"], "finetuned");
+    let cv = ft["cv_accuracy"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&cv) && ft["cv_std"].is_number(),
+        "{ft}"
+    );
+    assert!(ft["test"]["accuracy"].is_number() && ft["selected"]["best_step"].is_number());
+
+    // The fine-tuned encoder alone: it wins, and its bundle (encoder inside) reloads to the
+    // test metrics compare measured.
+    let mut alone = args.to_vec();
+    let at = alone.iter().position(|a| *a == "emb:logreg").unwrap();
+    alone[at] = "";
+    alone.extend(["--out", out.to_str().unwrap()]);
+    let r = ok_json(&alone, &cache);
+    assert_eq!(r["winner"]["name"], "finetuned");
+    assert!(out.join("encoder").join("model.safetensors").is_file());
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            t,
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
+    let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
+    assert!((lp(&e) - lp(&r["winner"])).abs() < 1e-4, "{e} vs {r}");
+
+    // It cannot be an ensemble member: the members share one encoder.
+    let mut member = args.to_vec();
+    member.extend([
+        "--members",
+        "emb:logreg,finetuned",
+        "--ensembles",
+        "stacking",
+    ]);
+    assert_one_line_error(&member, &["finetuned", "--finetune"]);
+}
+
+#[test]
 fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
