@@ -21,7 +21,13 @@ use std::path::{Path, PathBuf};
 ///   it must refuse these bundles; version-1 bundles still load here (weights default to 1).
 /// - 3: a head may be a bag of fold models (`"bagged": k` in its card, tensors under
 ///   `head.fold{j}.`), as ensemble members that predict with their out-of-fold models are.
+///   Only bundles with such a head are written as version 3 ([`BAGGED_HEADS_VERSION`]); the
+///   others stay version 2, which the lmfuse before bags reads. Versions 1 and 2 load here.
 pub const FORMAT_VERSION: u32 = 3;
+/// The version of a bundle that holds a bag of fold models as a head.
+pub const BAGGED_HEADS_VERSION: u32 = 3;
+/// The version of every other bundle written now.
+pub const PLAIN_VERSION: u32 = 2;
 /// The oldest bundle layout this lmfuse reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// The manifest's file name.
@@ -238,7 +244,8 @@ fn valid_json_name(name: &str) -> bool {
 }
 
 /// Writes a bundle to folder `dir` atomically: `tensors` into the weights file, each entry of
-/// `json` into its own file. `manifest.files` is filled in here.
+/// `json` into its own file. `manifest.files` is filled in here; `manifest.format_version`
+/// must be one this lmfuse reads (the writer sets the oldest that holds its model).
 pub fn save(
     dir: &Path,
     manifest: Manifest,
@@ -283,7 +290,15 @@ pub fn save_with_files(
         })?;
         extra_files.push((name.clone(), bytes));
     }
-    manifest.format_version = FORMAT_VERSION;
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
+        return Err(BundleError::Manifest {
+            path: dir.join(MANIFEST),
+            message: format!(
+                "format version {} is not one this lmfuse writes ({OLDEST_READABLE_VERSION} to {FORMAT_VERSION})",
+                manifest.format_version
+            ),
+        });
+    }
     manifest.files = BTreeMap::from([(WEIGHTS.to_string(), sha256_hex(&weights))]);
     for (name, bytes) in &extra_files {
         manifest.files.insert(name.clone(), sha256_hex(bytes));

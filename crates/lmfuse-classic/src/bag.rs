@@ -22,10 +22,20 @@ fn fold_prefix(j: usize) -> String {
 }
 
 impl Bag {
-    /// A bag of `heads`, which must be non-empty and agree on input width and class count.
+    /// A bag of `heads`: at least one, all of one kind (and none a bag), agreeing on input
+    /// width and class count.
     pub fn new(heads: Vec<Head>) -> Result<Self, ClassicError> {
         let first = heads.first().ok_or(ClassicError::Empty)?;
         let (d, k) = (first.n_features(), first.n_classes());
+        let kind = std::mem::discriminant(first);
+        if matches!(first, Head::Bag(_)) || heads.iter().any(|h| std::mem::discriminant(h) != kind)
+        {
+            return Err(ClassicError::InvalidParam {
+                name: "bag",
+                value: format!("{} heads", heads.len()),
+                reason: "the fold models must be of one kind, and not bags themselves",
+            });
+        }
         if let Some(other) = heads.iter().find(|h| h.n_features() != d) {
             return Err(ClassicError::Width {
                 expected: d,
@@ -81,6 +91,16 @@ impl Bag {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Tensors of a model the card does not count would be ignored: refuse them.
+        if let Some(stray) = tensors
+            .keys()
+            .find(|n| !(0..folds).any(|j| n.starts_with(&fold_prefix(j))))
+        {
+            return Err(ClassicError::Stored {
+                tensor: stray.clone(),
+                reason: format!("not a tensor of the bag's {folds} fold models"),
+            });
+        }
         Self::new(heads)
     }
 }
@@ -163,5 +183,16 @@ mod tests {
         assert!(e.to_string().contains("fold1."), "{e}");
         assert!(Bag::new(Vec::new()).is_err());
         assert!(Bag::restore(&params, 0, 2, 2, &bag.to_tensors()).is_err());
+        // A tensor of a model beyond the card's count is refused, not ignored.
+        let two = Bag::new(vec![params.fit(&x, &y, 2).unwrap(); 2]).unwrap();
+        let e = Bag::restore(&params, 1, 2, 2, &two.to_tensors()).unwrap_err();
+        assert!(
+            e.to_string().contains("fold1.") && e.to_string().contains("1 fold models"),
+            "{e}"
+        );
+        // One kind, no nesting.
+        let nb = HeadParams::Nb(Default::default()).fit(&x, &y, 2).unwrap();
+        assert!(Bag::new(vec![bag.heads()[0].clone(), nb]).is_err());
+        assert!(Bag::new(vec![Head::Bag(bag.clone())]).is_err());
     }
 }

@@ -214,11 +214,38 @@ pub struct CompareArgs {
     #[arg(long)]
     finetune: bool,
     /// Fine-tuning: passes over the training rows (at most; early stopping may end sooner).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, requires = "finetune")]
     finetune_epochs: usize,
     /// Fine-tuning: peak learning rate of the encoder.
-    #[arg(long, default_value_t = 3e-5)]
+    #[arg(long, default_value_t = 3e-5, requires = "finetune")]
     finetune_lr: f32,
+}
+
+impl CompareArgs {
+    /// The settings of `--finetune`'s runs, checked (before anything is fit); `None` without
+    /// it.
+    fn finetune_params(&self) -> anyhow::Result<Option<FinetuneParams>> {
+        if !self.finetune {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.finetune_epochs >= 1,
+            "--finetune-epochs must be at least 1"
+        );
+        anyhow::ensure!(
+            self.finetune_lr.is_finite() && self.finetune_lr > 0.0,
+            "--finetune-lr must be a positive number, not {}",
+            self.finetune_lr
+        );
+        let params = FinetuneParams {
+            epochs: self.finetune_epochs,
+            lr: self.finetune_lr,
+            seed: self.exp.seed,
+            ..Default::default()
+        };
+        params.check()?;
+        Ok(Some(params))
+    }
 }
 
 /// See [`CompareArgs::oof_members`].
@@ -318,8 +345,8 @@ const FINETUNED: &str = "finetuned";
 enum Deployable {
     /// The classifier at this index of the fitted ones.
     Single(usize),
-    /// A classifier over its own fine-tuned encoder, and the encoder's bundle files.
-    Finetuned(Box<Classifier>, Vec<BundleFile>),
+    /// The fine-tuned encoder and head.
+    Finetuned(Box<FinetunedModel>),
     /// A combiner over the members, which predict bagged or refit.
     Ensemble(CombinerParams, lmfuse_fusion::Combiner, OofMembers),
 }
@@ -333,8 +360,10 @@ struct Fitted {
     oof: Vec<f32>,
     refit: Predicted,
     bagged: Option<(Classifier, Predicted)>,
-    /// Seconds to fit: hyperparameter selection, refit and the out-of-fold models.
+    /// Seconds to choose the hyperparameter and refit.
     fit_seconds: f64,
+    /// Seconds to fit the out-of-fold models.
+    oof_seconds: f64,
 }
 
 impl Fitted {
@@ -404,17 +433,23 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(|s| parse_strategy(s))
         .collect::<anyhow::Result<_>>()?;
-    // Members are fit only for the ensembles.
-    let members: Vec<ModelSpec> = args
+    let mut members: Vec<ModelSpec> = args
         .members
         .iter()
-        .filter(|_| !strategies.is_empty())
         .map(|s| parse_model(s))
         .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(
         strategies.is_empty() || members.len() >= 2,
         "an ensemble needs at least two --members"
     );
+    if strategies.is_empty() {
+        // Members are fit only for the ensembles.
+        members.clear();
+    }
+    // Members predict with their fold models only for a combiner that learns from them.
+    let bag_members = args.oof_members == OofMembers::Bagged
+        && strategies.iter().any(|s| s.learns_from_out_of_fold());
+    let finetune = args.finetune_params()?;
     let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
     let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
     let splits = args.exp.splits(train_path)?;
@@ -498,7 +533,13 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         );
         let fit_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let oof = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
+        let bag_this = bag_members && members.contains(spec);
+        let (oof, fold_models) = if bag_this {
+            lmfuse_fusion::out_of_fold_models(&xt, &y_train, k, &selection.params, &folds)?
+        } else {
+            let p = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
+            (p, Vec::new())
+        };
         let oof_seconds = t.elapsed().as_secs_f64();
         let predicted = |head: &dyn ProbaHead| -> anyhow::Result<Predicted> {
             let t = Instant::now();
@@ -511,13 +552,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             })
         };
         let refit = predicted(&selection.model)?;
-        let (cv, cv_std) = mean_std(&fold_accuracies(
-            &oof.proba,
-            &y_train,
-            &folds,
-            args.exp.folds,
-            k,
-        ));
+        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, args.exp.folds, k));
         let mut text = if spec.tfidf {
             tfidf.clone()
         } else {
@@ -572,15 +607,21 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             });
         }
         // A member of the combiners that learn from out-of-fold rows: its fold models, bagged.
-        let bagged = if args.oof_members == OofMembers::Bagged && members.contains(spec) {
-            let bag = lmfuse_classic::Bag::new(oof.models)?;
+        let bagged = if bag_this {
+            let bag = lmfuse_classic::Bag::new(fold_models)?;
             let n_models = bag.heads().len();
             let p = predicted(&bag)?;
-            let mut c = Classifier {
+            let mut card = classifier.card.clone();
+            card.head.bagged = Some(n_models);
+            card.training["bagged_from"] =
+                format!("{n_models} out-of-fold models, each fit on the other folds").into();
+            let c = Classifier {
+                card,
+                labels: labels.clone(),
                 head: lmfuse_classic::Head::Bag(bag),
-                ..classifier.clone()
+                text_features: classifier.text_features.clone(),
+                oos: None,
             };
-            c.card.head.bagged = Some(n_models);
             Some((c, p))
         } else {
             None
@@ -588,10 +629,11 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         fitted.push(Fitted {
             name: spec.name.clone(),
             classifier,
-            oof: oof.proba,
+            oof,
             refit,
             bagged,
-            fit_seconds: fit_seconds + oof_seconds,
+            fit_seconds,
+            oof_seconds,
         });
     }
 
@@ -599,7 +641,6 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         .iter()
         .map(|m| fitted.iter().find(|f| f.name == m.name).expect("fitted"))
         .collect();
-    let member_seconds: f64 = member_fits.iter().map(|f| f.fit_seconds).sum();
     let oof: Vec<&[f32]> = member_fits.iter().map(|f| f.oof.as_slice()).collect();
     let len_train = &lengths[..n_train];
     for strategy in strategies {
@@ -612,6 +653,18 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let dev_p: Vec<&[f32]> = used.iter().map(|p| p.dev.as_slice()).collect();
         let test_p: Vec<&[f32]> = used.iter().map(|p| p.test.as_slice()).collect();
         let members_predict_seconds: f64 = used.iter().map(|p| p.test_seconds).sum();
+        // A learnt combiner needs the members' out-of-fold models; a vote only the refits.
+        let member_seconds: f64 = member_fits
+            .iter()
+            .map(|f| {
+                f.fit_seconds
+                    + if strategy.learns_from_out_of_fold() {
+                        f.oof_seconds
+                    } else {
+                        0.0
+                    }
+            })
+            .sum();
         // The meta-learner's and the gate's C: fit on the members' out-of-fold probabilities
         // of train, chosen on dev (as each member's own hyperparameter is).
         let t = Instant::now();
@@ -637,28 +690,22 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let params = selection.params;
         // Cross-validated: the combiner of fold f learns from the out-of-fold probabilities
         // of the other folds' rows only.
-        let mut cv_p = vec![0.0f32; n_train * k];
-        for f in 0..args.exp.folds {
-            let (fit_rows, held): (Vec<usize>, Vec<usize>) =
-                (0..n_train).partition(|&i| folds[i] != f);
-            let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
-                rows.iter()
-                    .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
-                    .collect()
-            };
-            let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, &fit_rows)).collect();
-            let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, &held)).collect();
+        let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
+            rows.iter()
+                .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
+                .collect()
+        };
+        let (cv_p, _) = lmfuse_fusion::out_of_fold_by(&folds, k, |fit_rows, held| {
+            let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
+            let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
             let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
             let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
             let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
             let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
             let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
             let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
-            let p = c.combine(&held_refs, k, &held_len)?;
-            for (j, &i) in held.iter().enumerate() {
-                cv_p[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
-            }
-        }
+            anyhow::Ok((c.combine(&held_refs, k, &held_len)?, ()))
+        })?;
         let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.exp.folds, k));
         let combiner = selection.combiner;
         let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
@@ -681,14 +728,15 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             predict_seconds,
         });
     }
-    if args.finetune {
+    if let Some(params) = &finetune {
         let texts = (
             &all_texts[..n_train],
             &all_texts[n_train..n_train + n_dev],
             &all_texts[n_train + n_dev..],
         );
-        let (entry, classifier, files) = finetuned_candidate(
+        let (entry, model) = finetuned_candidate(
             args,
+            params,
             texts,
             (&y_train, &y_dev, &y_test),
             &labels,
@@ -696,7 +744,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             quiet,
         )?;
         entries.push(entry);
-        models.push(Deployable::Finetuned(Box::new(classifier), files));
+        models.push(Deployable::Finetuned(Box::new(model)));
     }
     // The winner: best cross-validated accuracy; the earlier candidate on ties.
     let winner = entries
@@ -714,17 +762,23 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
             "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
         });
-        let mut files: &[BundleFile] = &[];
+        let mut files: Vec<BundleFile> = Vec::new();
         let (manifest, tensors, json) = match &models[winner] {
             Deployable::Single(i) => {
                 let mut c = fitted[*i].classifier.clone();
                 c.card.metrics = metrics;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
-            Deployable::Finetuned(c, encoder_files) => {
+            Deployable::Finetuned(m) => {
+                let (c, encoder_files) = finetuned_classifier(
+                    &m.net,
+                    &m.base.files,
+                    m.base.fingerprint.clone(),
+                    &labels,
+                    m.training.clone(),
+                    metrics,
+                )?;
                 files = encoder_files;
-                let mut c = c.as_ref().clone();
-                c.card.metrics = metrics;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
             Deployable::Ensemble(params, combiner, how) => {
@@ -756,7 +810,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 ensemble.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
         };
-        lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, files)
+        lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, &files)
             .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
     }
     if args.exp.json {
@@ -804,26 +858,26 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
 /// Texts of train, dev and test.
 type SplitTexts<'a> = (&'a [String], &'a [String], &'a [String]);
 
+/// The fine-tuned candidate's deployable parts: the network, the encoder it started from and
+/// its card's `training`; the bundle (which holds the encoder's files) is built only to save.
+struct FinetunedModel {
+    net: Network,
+    base: FinetuneBase,
+    training: serde_json::Value,
+}
+
 /// The `finetuned` candidate: the encoder and a linear head fine-tuned on every fold but one
 /// (early stopping on dev) for the held fold's out-of-fold probabilities, then on all of train
 /// for the model that is scored on dev and test and deployed.
 fn finetuned_candidate(
     args: &CompareArgs,
+    params: &FinetuneParams,
     (train, dev, test): SplitTexts<'_>,
     (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
     labels: &LabelSet,
     folds: &[usize],
     quiet: bool,
-) -> anyhow::Result<(Entry, Classifier, Vec<BundleFile>)> {
-    let params = FinetuneParams {
-        epochs: args.finetune_epochs,
-        lr: args.finetune_lr,
-        seed: args.exp.seed,
-        ..Default::default()
-    };
-    params
-        .check()
-        .context("--finetune-epochs / --finetune-lr")?;
+) -> anyhow::Result<(Entry, FinetunedModel)> {
     let base = FinetuneBase::load(&args.exp.model)?;
     let (tok_train, tok_dev, tok_test) = (
         base.tokenize(train)?,
@@ -834,13 +888,19 @@ fn finetuned_candidate(
     let threads = rayon::current_num_threads();
     let n_folds = args.exp.folds;
     let bar = crate::progress::bar(0, "fine-tuning", quiet);
+    let say = |what: &str| {
+        if !quiet {
+            bar.suspend(|| eprintln!("compare: {FINETUNED}, {what}"));
+        }
+    };
     let fit = |rows: &[usize], what: &str| -> anyhow::Result<(Network, usize)> {
+        say(what);
         let mut net = base.network(k, args.exp.seed)?;
         let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
         let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
         let summary = lmfuse_finetune::fit(
             &mut net,
-            &params,
+            params,
             &tok,
             &y,
             &tok_dev,
@@ -858,24 +918,13 @@ fn finetuned_candidate(
         .with_context(|| format!("fine-tuning ({what}) failed"))?;
         Ok((net, summary.best.step))
     };
-    let mut oof = vec![0.0f32; train.len() * k];
-    for f in 0..n_folds {
-        if !quiet {
-            bar.suspend(|| eprintln!("compare: {FINETUNED}, fold {}/{n_folds}", f + 1));
-        }
-        let (fit_rows, held): (Vec<usize>, Vec<usize>) =
-            (0..train.len()).partition(|&i| folds[i] != f);
-        let (net, _) = fit(&fit_rows, &format!("fold {}/{n_folds}", f + 1))?;
+    let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
+        let fold = folds[held[0]] + 1;
+        let (net, _) = fit(fit_rows, &format!("fold {fold}/{n_folds}"))?;
         let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
-        let p = lmfuse_finetune::predict_proba(&net, &held_tok, threads);
-        for (j, &i) in held.iter().enumerate() {
-            oof[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
-        }
-    }
+        anyhow::Ok((lmfuse_finetune::predict_proba(&net, &held_tok, threads), ()))
+    })?;
     let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
-    if !quiet {
-        bar.suspend(|| eprintln!("compare: {FINETUNED}, all of train"));
-    }
     let t = Instant::now();
     let all: Vec<usize> = (0..train.len()).collect();
     let (net, best_step) = fit(&all, "all of train")?;
@@ -885,28 +934,18 @@ fn finetuned_candidate(
     let t = Instant::now();
     let test_p = lmfuse_finetune::predict_proba(&net, &tok_test, threads);
     let predict_seconds = t.elapsed().as_secs_f64();
-    let dev_report = lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?;
-    let test_report = lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?;
-    let (classifier, files) = finetuned_classifier(
-        &net,
-        &base.files,
-        base.fingerprint,
-        labels,
-        serde_json::json!({
-            "method": "finetune",
-            "base_encoder": base.files.reference,
-            "base_weights_sha256": base.files.weights_sha256,
-            "n_train": train.len(),
-            "seed": args.exp.seed,
-            "finetune": params,
-            "best_step": best_step,
-            "selected_by": "dev accuracy (early stopping)",
-        }),
-        serde_json::json!({
-            "cv_accuracy": cv,
-            "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
-        }),
-    )?;
+    let training = serde_json::json!({
+        "method": "finetune",
+        "base_encoder": base.files.reference,
+        "base_weights_sha256": base.files.weights_sha256,
+        "train_sha256": lmfuse_train::data_hash(train, &labels_of(y_train, labels)),
+        "n_train": train.len(),
+        "seed": args.exp.seed,
+        "folds": n_folds,
+        "finetune": params,
+        "best_step": best_step,
+        "selected_by": "dev accuracy (early stopping)",
+    });
     let entry = Entry {
         name: FINETUNED.into(),
         kind: FINETUNED,
@@ -917,10 +956,22 @@ fn finetuned_candidate(
             best_step as f64,
         )])),
         member_models: None,
-        dev: dev_report,
-        test: test_report,
+        dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
+        test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,
         fit_seconds,
         predict_seconds,
     };
-    Ok((entry, classifier, files))
+    Ok((
+        entry,
+        FinetunedModel {
+            net,
+            base,
+            training,
+        },
+    ))
+}
+
+/// The class names of class indices `y`.
+fn labels_of(y: &[usize], labels: &LabelSet) -> Vec<String> {
+    y.iter().map(|&c| labels.names()[c].clone()).collect()
 }

@@ -142,7 +142,7 @@ fn cross_validate(
     let x = blocks_of(blocks, config.features.tfidf(), config.features.emb())
         .fuse(&weights_of(config))?;
     let params = config.params.for_selection();
-    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?.proba;
+    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
     Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
 }
 

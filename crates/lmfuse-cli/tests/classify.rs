@@ -274,7 +274,7 @@ fn bad_training_data_gives_one_clear_error_line() {
     }
     let manifest = b.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap().replace(
-        &format!("\"format_version\": {}", lmfuse_bundle::FORMAT_VERSION),
+        &format!("\"format_version\": {}", lmfuse_bundle::PLAIN_VERSION),
         "\"format_version\": 7",
     );
     std::fs::write(&manifest, text).unwrap();
@@ -542,6 +542,19 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     let r = ok_json(&base, &cache);
     let candidates = r["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 8, "{r}");
+    // The votes learn nothing and use the refit members; the learnt combiners the bagged ones.
+    for c in candidates {
+        let name = c["name"].as_str().unwrap();
+        let want = match name.split('(').next().unwrap() {
+            "hard_vote" | "soft_vote" => "refit",
+            "weighted" | "stacking" | "adaptive" => "bagged",
+            _ => {
+                assert!(c.get("member_models").is_none(), "{c}");
+                continue;
+            }
+        };
+        assert_eq!(c["member_models"], want, "{name}");
+    }
     let best = candidates
         .iter()
         .map(|c| c["cv_accuracy"].as_f64().unwrap())
@@ -590,7 +603,11 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     for member in manifest["model"]["members"].as_array().unwrap() {
         assert_eq!(member["head"]["bagged"], 3, "{member}");
     }
-    assert_eq!(manifest["format_version"], lmfuse_bundle::FORMAT_VERSION);
+    // Bags need format 3; a bundle without one stays at 2, which the lmfuse before bags reads.
+    assert_eq!(
+        manifest["format_version"],
+        lmfuse_bundle::BAGGED_HEADS_VERSION
+    );
 
     // `--oof-members refit`: one model per member, refit on all of train; it too reloads to
     // what compare measured, and its test probabilities are not the bagged ones.
@@ -606,6 +623,7 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     for member in manifest["model"]["members"].as_array().unwrap() {
         assert!(member["head"].get("bagged").is_none(), "{member}");
     }
+    assert_eq!(manifest["format_version"], lmfuse_bundle::PLAIN_VERSION);
     let e = ok_json(
         &[
             "eval",
@@ -627,7 +645,7 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
 }
 
 #[test]
-fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_when_it_wins() {
+fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ mod folds;
 pub use combine::{
     Combiner, CombinerParams, CombinerSelection, MemberRows, Strategy, GATE_FEATURES_PER_MEMBER,
 };
-pub use folds::{out_of_fold, stratified_folds, OutOfFold};
+pub use folds::{out_of_fold, out_of_fold_by, out_of_fold_models, stratified_folds};
 
 use lmfuse_classic::ClassicError;
 

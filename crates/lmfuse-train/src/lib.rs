@@ -689,6 +689,16 @@ const TAB_SPEC: &str = "tab.spec.json";
 /// Prefix of the head's tensors in the bundle.
 const HEAD_PREFIX: &str = "head.";
 
+/// The bundle format version of a model: the oldest that holds it, so that an older lmfuse
+/// reads every bundle it can.
+fn format_version(bagged: bool) -> u32 {
+    if bagged {
+        lmfuse_bundle::BAGGED_HEADS_VERSION
+    } else {
+        lmfuse_bundle::PLAIN_VERSION
+    }
+}
+
 impl Classifier {
     /// Class probabilities for feature rows, `rows × classes`.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, TrainError> {
@@ -707,7 +717,7 @@ impl Classifier {
         BTreeMap<String, serde_json::Value>,
     ) {
         let manifest = Manifest {
-            format_version: lmfuse_bundle::FORMAT_VERSION,
+            format_version: format_version(self.card.head.bagged.is_some()),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
             model: serde_json::to_value(&self.card).expect("card serialises"),
@@ -1146,6 +1156,101 @@ mod tests {
     }
 
     #[test]
+    fn bagged_members_round_trip_through_an_ensemble_bundle_at_format_3() {
+        let (texts, emb, y, labels) = fused_toy();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let f = TextFeaturizer::fit(&refs).unwrap();
+        let x = f.features(&refs, Some(emb.clone()), &[]).unwrap();
+        let params = HeadParams::Logreg(LogisticRegressionParams::default());
+        let folds = lmfuse_fusion::stratified_folds(&y, 3, 1);
+        let (_, models) = lmfuse_fusion::out_of_fold_models(&x, &y, 2, &params, &folds).unwrap();
+        let card = |bagged: Option<usize>| {
+            let mut head = HeadCard::new(params, x.cols());
+            head.bagged = bagged;
+            ModelCard::new(
+                toy_encoder(),
+                &labels,
+                &f,
+                true,
+                head,
+                serde_json::json!({}),
+                serde_json::json!({}),
+            )
+        };
+        let bagged = Classifier {
+            card: card(Some(3)),
+            labels: labels.clone(),
+            head: Head::Bag(Bag::new(models).unwrap()),
+            text_features: f.clone(),
+            oos: None,
+        };
+        let refit = Classifier {
+            card: card(None),
+            labels: labels.clone(),
+            head: params.fit(&x, &y, 2).unwrap(),
+            text_features: f.clone(),
+            oos: None,
+        };
+        let (p_bag, p_refit) = (
+            bagged.predict_proba(&x).unwrap(),
+            refit.predict_proba(&x).unwrap(),
+        );
+        assert_ne!(p_bag, p_refit);
+        let dir = tempfile::tempdir().unwrap();
+        let save_load = |name: &str, (m, t, j): (Manifest, _, _)| {
+            lmfuse_bundle::save(&dir.path().join(name), m, &t, &j).unwrap();
+            let bundle = lmfuse_bundle::load(&dir.path().join(name)).unwrap();
+            (
+                bundle.manifest.format_version,
+                Predictor::from_bundle(&bundle).unwrap(),
+            )
+        };
+        // A single bagged classifier: format 3; a refit one stays at 2.
+        let (v, back) = save_load("bag", bagged.to_bundle("0.1.0", "now"));
+        assert_eq!(v, lmfuse_bundle::BAGGED_HEADS_VERSION);
+        assert_eq!(back.classifiers()[0].predict_proba(&x).unwrap(), p_bag);
+        let (v, _) = save_load("refit", refit.to_bundle("0.1.0", "now"));
+        assert_eq!(v, lmfuse_bundle::PLAIN_VERSION);
+
+        // An ensemble of a bagged and a refit member, as compare saves a stacking winner.
+        let members = [&p_bag[..], &p_refit[..]];
+        let lengths: Vec<f32> = texts.iter().map(|t| t.chars().count() as f32).collect();
+        let cparams = lmfuse_fusion::CombinerParams {
+            strategy: lmfuse_fusion::Strategy::Stacking,
+            ..Default::default()
+        };
+        let combiner = cparams.fit(&members, &y, 2, &lengths).unwrap();
+        let ensemble = Ensemble {
+            card: EnsembleCard {
+                task: ENSEMBLE_TASK.into(),
+                encoder: toy_encoder(),
+                labels: labels.names().to_vec(),
+                members: vec![bagged.card.clone(), refit.card.clone()],
+                combiner: cparams,
+                training: serde_json::json!({}),
+                metrics: serde_json::json!({}),
+            },
+            labels: labels.clone(),
+            members: vec![bagged, refit],
+            combiner,
+        };
+        let want = ensemble.combine(&members, &lengths).unwrap();
+        let (v, back) = save_load("ensemble", ensemble.to_bundle("0.1.0", "now"));
+        assert_eq!(v, lmfuse_bundle::BAGGED_HEADS_VERSION);
+        let Predictor::Ensemble(back) = back else {
+            panic!("an ensemble")
+        };
+        let p: Vec<Vec<f32>> = back
+            .members
+            .iter()
+            .map(|m| m.predict_proba(&x).unwrap())
+            .collect();
+        assert_eq!(p, vec![p_bag, p_refit]);
+        let refs: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+        assert_eq!(back.combine(&refs, &lengths).unwrap(), want);
+    }
+
+    #[test]
     fn unknown_labels_name_file_and_line() {
         let set = LabelSet::from_labels(["a", "b"]);
         let e = encode_labels(&set, &["a".into(), "c".into()], "dev.jsonl", &[1, 7])
@@ -1241,7 +1346,9 @@ impl Ensemble {
                 .map(|(n, v)| (format!("{COMBINER_PREFIX}{n}"), v)),
         );
         let manifest = Manifest {
-            format_version: lmfuse_bundle::FORMAT_VERSION,
+            format_version: format_version(
+                self.card.members.iter().any(|m| m.head.bagged.is_some()),
+            ),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
             model: serde_json::to_value(&self.card).expect("card serialises"),
