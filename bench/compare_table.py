@@ -1,0 +1,88 @@
+"""Writes bench/results/compare.md from `lmfuse compare --json` outputs.
+
+    python3 bench/compare_table.py bench/results/compare.md sst2 trec ...
+
+Reads bench/out/classic/<set>/compare.json (the defaults: members of the learnt combiners
+bagged) and, where present, compare-refit.json (`--oof-members refit`) for a second table.
+"""
+import datetime
+import json
+import os
+import sys
+
+results, sets = sys.argv[1], sys.argv[2:]
+# scikit-learn soft vote of (embeddings + LR, TF-IDF + LR), test accuracy %, from issue 5.
+REF = {"sst2": 84.6, "trec": 93.6, "subj": 93.3, "cr": 82.5, "banking77": 94.1,
+       "tweeteval_emotion": 76.6, "tweeteval_irony": 69.5, "sms_spam": 98.9}
+COLUMNS = ["emb:logreg", "tfidf:logreg", "tfidf+emb:logreg", "hard_vote", "soft_vote",
+           "weighted", "stacking", "adaptive", "finetuned"]
+HEAD = ["emb", "tfidf", "tfidf+emb", "hard", "soft", "weighted", "stacking", "adaptive",
+        "finetuned"]
+
+
+def load(s, name):
+    path = f"bench/out/classic/{s}/{name}"
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def table(runs):
+    """The leaderboard rows of `runs` ({set: compare JSON}) and the two counts."""
+    rows = ["| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
+            "member test % | beats best member | " + " | ".join(HEAD) + " |",
+            "|---" * (7 + len(HEAD)) + "|"]
+    wins = met = 0
+    for s, r in runs.items():
+        by = {c["name"].split("(")[0]: c for c in r["candidates"]}
+        w = r["winner"]
+        acc = 100 * w["test"]["accuracy"]
+        best_single = max(100 * c["test"]["accuracy"]
+                          for c in r["candidates"] if c["kind"] == "single")
+        beats = acc > best_single
+        wins += beats
+        met += s in REF and acc >= REF[s] - 1e-9
+
+        def cell(n):
+            return f"{100 * by[n]['test']['accuracy']:.2f}" if n in by else "-"
+        delta = f"{acc - REF[s]:+.2f}" if s in REF else "-"
+        rows.append(f"| {s} | {w['name'].split('(')[0]} | {acc:.2f} | {REF.get(s, '-')} | {delta} "
+                    f"| {best_single:.2f} | {'yes' if beats else 'no'} | "
+                    + " | ".join(cell(n) for n in COLUMNS) + " |")
+    return rows, met, wins
+
+
+bagged = {s: load(s, "compare.json") for s in sets}
+refit = {s: load(s, "compare-refit.json") for s in sets}
+lines = [f"# Fusion leaderboard ({datetime.date.today()}, {os.cpu_count()} cores)", "",
+         "`bash bench/compare.sh`: `lmfuse compare` with its defaults: singles emb:logreg, "
+         "tfidf:logreg and tfidf+emb:logreg (feature fusion), and the five ensembles of those "
+         "three; C of each member, and of the stacking meta-learner and the adaptive gate, "
+         "chosen on dev; the members of the learnt combiners (weighted, stacking, adaptive) "
+         "predict with the mean of their 5 fold models (`--oof-members bagged`); every "
+         "candidate scored by 5-fold CV accuracy on train (ensembles: combiner fit on "
+         "out-of-fold member probabilities of the other folds). *winner* is the best CV "
+         "candidate; its test accuracy is what counts. Test accuracy % of every candidate is "
+         "shown for reference.", ""]
+rows, met, wins = table(bagged)
+lines += rows + ["", f"Winner ≥ the scikit-learn soft vote on {met} of {len(sets)} sets; beats "
+                 f"the best single member on {wins} of {len(sets)}."]
+if all(refit.values()):
+    rows, met, wins = table(refit)
+    lines += ["", "## Members refit on all of train (`--oof-members refit`)", "",
+              "`REFIT=1 bash bench/compare.sh` also runs `compare --oof-members refit` "
+              "(bench/out/classic/<set>/compare-refit.json): every member of every ensemble "
+              "refit on all of train, as before bagging. Cross-validated accuracy of a "
+              "candidate does not depend on this; the combiner's C, chosen on dev with the "
+              "members' dev probabilities, can, and with it the CV score and the winner.", ""]
+    lines += rows + ["", f"Winner ≥ the scikit-learn soft vote on {met} of {len(sets)} sets; "
+                     f"beats the best single member on {wins} of {len(sets)}."]
+    lines += ["", "Bagged − refit, test accuracy pp of the learnt combiners:", "",
+              "| set | weighted | stacking | adaptive |", "|---|---|---|---|"]
+    for s in sets:
+        b = {c["name"].split("(")[0]: c for c in bagged[s]["candidates"]}
+        r = {c["name"].split("(")[0]: c for c in refit[s]["candidates"]}
+        lines.append(f"| {s} | " + " | ".join(
+            f"{100 * (b[n]['test']['accuracy'] - r[n]['test']['accuracy']):+.2f}"
+            for n in ["weighted", "stacking", "adaptive"]) + " |")
+text = "\n".join(lines) + "\n"
+open(results, "w").write(text)
+print(text)
