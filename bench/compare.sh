@@ -8,6 +8,8 @@
 #   SETS="trec cr" bash bench/compare.sh
 #   LMFUSE_BIN=/tmp/lmfuse bash bench/compare.sh   # a prebuilt binary; no cargo build
 #   REFIT=1 bash bench/compare.sh                   # also --oof-members refit (twice the time)
+#   FINETUNE_SETS="trec" bash bench/compare.sh      # also compare --finetune on these sets
+#                                                   # (6 fine-tuning runs each: ~30 min on trec)
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,11 @@ for s in $sets; do
   python3 bench/prepare_sets.py "$data/$s" "$d"
   $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
     --json > "$d/compare.json"
+  case " ${FINETUNE_SETS:-} " in
+    *" $s "*)
+      $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
+        --finetune --json > "$d/compare-finetune.json" ;;
+  esac
   if [ "${REFIT:-0}" = 1 ]; then
     $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
       --oof-members refit --json > "$d/compare-refit.json"

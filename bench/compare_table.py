@@ -83,6 +83,29 @@ if all(refit.values()):
         lines.append(f"| {s} | " + " | ".join(
             f"{100 * (b[n]['test']['accuracy'] - r[n]['test']['accuracy']):+.2f}"
             for n in ["weighted", "stacking", "adaptive"]) + " |")
+finetuned = {s: load(s, "compare-finetune.json") for s in sets}
+finetuned = {s: r for s, r in finetuned.items() if r}
+if finetuned:
+    lines += ["", "## The fine-tuned encoder as a candidate (`--finetune`)", "",
+              "`FINETUNE_SETS=\"...\" bash bench/compare.sh` also runs `compare --finetune` on "
+              "those sets (bench/out/classic/<set>/compare-finetune.json): the same candidates "
+              "plus `finetuned`, all-MiniLM-L6-v2 fine-tuned with a linear head (3 epochs, lr "
+              "3e-5, early stopping on dev), once per fold for its CV score and once on all of "
+              "train. Fit seconds: the run on all of train; the CV runs come on top.", "",
+              "| set | winner (by CV) | winner test % | sklearn soft vote % | finetuned CV % | "
+              "finetuned dev % | finetuned test % | best fusion by CV | its CV % | its test % | "
+              "finetuned fit s |", "|---" * 11 + "|"]
+    for s, r in finetuned.items():
+        w = r["winner"]
+        ft = next(c for c in r["candidates"] if c["kind"] == "finetuned")
+        fusion = max((c for c in r["candidates"] if c["kind"] != "finetuned"
+                      and c["kind"] != "single"), key=lambda c: c["cv_accuracy"])
+        lines.append(
+            f"| {s} | {w['name'].split('(')[0]} | {100 * w['test']['accuracy']:.2f} | "
+            f"{REF.get(s, '-')} | {100 * ft['cv_accuracy']:.2f} ± {100 * ft['cv_std']:.2f} | "
+            f"{100 * ft['dev']['accuracy']:.2f} | {100 * ft['test']['accuracy']:.2f} | "
+            f"{fusion['name'].split('(')[0]} | {100 * fusion['cv_accuracy']:.2f} | "
+            f"{100 * fusion['test']['accuracy']:.2f} | {ft['fit_seconds']:.0f} |")
 text = "\n".join(lines) + "\n"
 open(results, "w").write(text)
 print(text)

@@ -320,6 +320,19 @@ pub(crate) fn load_splits(
     data: &DataArgs,
     seed: u64,
 ) -> anyhow::Result<Splits> {
+    load_splits_with(train_path, dev_path, test_path, data, seed, true)
+}
+
+/// [`load_splits`]; without `carve_dev`, no dev file means no dev rows (for a command that
+/// chooses by cross-validation on train and would only report dev).
+pub(crate) fn load_splits_with(
+    train_path: &Path,
+    dev_path: Option<&Path>,
+    test_path: Option<&Path>,
+    data: &DataArgs,
+    seed: u64,
+    carve_dev: bool,
+) -> anyhow::Result<Splits> {
     let mut train = read_labelled(train_path, data, &data.feature_cols)?;
     anyhow::ensure!(
         !train.texts.is_empty(),
@@ -357,15 +370,19 @@ pub(crate) fn load_splits(
             read_labelled(p, data, &data.feature_cols)?,
             p.display().to_string(),
         ),
-        None => (
+        None if carve_dev => (
             carve(seed.wrapping_add(1)),
             format!("10% of {train_name} (seed {})", seed.wrapping_add(1)),
         ),
+        None => (LabelledTexts::default(), "none".to_string()),
     };
     if remaining.len() != train.texts.len() {
         train = train.select(&remaining);
     }
-    anyhow::ensure!(!dev.texts.is_empty(), "the dev set is empty");
+    anyhow::ensure!(
+        !dev.texts.is_empty() || (!carve_dev && dev_path.is_none()),
+        "the dev set is empty"
+    );
     anyhow::ensure!(!test.texts.is_empty(), "the test set is empty");
     let y_train = lmfuse_train::encode_labels(&labels, &train.labels, &train_name, &train.lines)?;
     let y_dev = lmfuse_train::encode_labels(&labels, &dev.labels, &dev_source, &dev.lines)?;

@@ -1,7 +1,7 @@
 //! `lmfuse compare`: a leaderboard of single heads, feature fusion and ensembles on one data
 //! set, ranked by k-fold cross-validation on train (never by test).
 
-use crate::classify::{load_splits, CacheArgs, DataArgs, HeadArg, Splits};
+use crate::classify::{load_splits_with, CacheArgs, DataArgs, HeadArg, Splits};
 use crate::embed::embed_texts;
 use crate::finetune::{finetuned_classifier, BundleFile, FinetuneBase};
 use crate::ModelArgs;
@@ -98,14 +98,20 @@ impl ExperimentArgs {
     }
 
     /// Reads `train` (the path [`Self::check`] returned) and the dev and test files, or
-    /// carves them from train.
-    pub(crate) fn splits(&self, train: &std::path::Path) -> anyhow::Result<Splits> {
-        load_splits(
+    /// carves them from train; dev only when `carve_dev` (tune chooses by cross-validation
+    /// alone, so a dev slice would only take rows from it).
+    pub(crate) fn splits(
+        &self,
+        train: &std::path::Path,
+        carve_dev: bool,
+    ) -> anyhow::Result<Splits> {
+        load_splits_with(
             train,
             self.dev.as_deref(),
             self.test.as_deref(),
             &self.data,
             self.seed,
+            carve_dev,
         )
     }
 
@@ -452,7 +458,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let finetune = args.finetune_params()?;
     let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
     let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
-    let splits = args.exp.splits(train_path)?;
+    let splits = args.exp.splits(train_path, true)?;
     let SplitFeatures {
         all_texts,
         encoder,

@@ -118,7 +118,8 @@ struct Best {
     selected: BTreeMap<&'static str, serde_json::Value>,
     cv_accuracy: f64,
     cv_std: f64,
-    dev: Report,
+    /// `null` without a dev file: tune carves none.
+    dev: Option<Report>,
     test: Report,
     seconds: BTreeMap<&'static str, f64>,
 }
@@ -179,7 +180,8 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     };
 
     // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
-    let splits = args.exp.splits(train_path)?;
+    // No --dev: no dev rows; the search never reads dev, so a slice would only cost train rows.
+    let splits = args.exp.splits(train_path, false)?;
     let labels = &splits.labels;
     let k = labels.len();
     let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
@@ -333,7 +335,15 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
     );
     let model = best_config.params.fit(&xt, &splits.y_train, k)?;
     let fit_seconds = t.elapsed().as_secs_f64();
-    let dev = lmfuse_metrics::evaluate(&splits.y_dev, &model.predict_proba(&xd)?, labels.names())?;
+    let dev = if n_dev == 0 {
+        None
+    } else {
+        Some(lmfuse_metrics::evaluate(
+            &splits.y_dev,
+            &model.predict_proba(&xd)?,
+            labels.names(),
+        )?)
+    };
     let test =
         lmfuse_metrics::evaluate(&splits.y_test, &model.predict_proba(&xs)?, labels.names())?;
     let mut text = if best_config.features.tfidf() {
@@ -363,7 +373,7 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
         }),
         serde_json::json!({
             "cv_accuracy": bt.cv_accuracy,
-            "dev": {"accuracy": dev.accuracy, "macro_f1": dev.macro_f1},
+            "dev": dev.as_ref().map(|d| serde_json::json!({"accuracy": d.accuracy, "macro_f1": d.macro_f1})),
             "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
         }),
     );
@@ -458,7 +468,10 @@ pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
             100.0 * best.cv_std,
             n_train
         );
-        print_reports(&[("dev", &best.dev), ("test", &best.test)]);
+        match &best.dev {
+            Some(dev) => print_reports(&[("dev", dev), ("test", &best.test)]),
+            None => print_reports(&[("test", &best.test)]),
+        }
         match &best.bundle {
             Some(b) => eprintln!(
                 "saved bundle to {b} ({:.1} s: features {:.1} s, search {:.1} s)",

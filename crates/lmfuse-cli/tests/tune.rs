@@ -180,6 +180,37 @@ fn tune_halves_is_seeded_and_saves_a_bundle_that_eval_reproduces() {
 }
 
 #[test]
+fn tune_without_dev_keeps_every_training_row() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let sets = Sets::new();
+    let (train, test) = (sets.path("train.jsonl"), sets.path("test.jsonl"));
+    let r = ok_json(
+        &[
+            "tune", "--model", m, "--train", &train, "--test", &test, "--folds", "3", "--trials",
+            "3", "--seed", "1", "--json",
+        ],
+        &sets.dir.path().join("cache"),
+    );
+    // All 300 training rows are searched and refit on; dev is absent, not carved.
+    assert_eq!(r["train"], 300, "{r}");
+    assert_eq!(r["dev"], 0);
+    assert!(r["best"]["dev"].is_null(), "{}", r["best"]);
+    assert!(r["best"]["test"]["accuracy"].is_number());
+    assert_eq!(r["best"]["data"]["dev_source"], "none");
+    // With --dev, dev is reported as before.
+    let r = tune(
+        m,
+        &sets,
+        "test.jsonl",
+        "dev.jsonl",
+        &["--trials", "3", "--seed", "1"],
+    );
+    assert_eq!(r["train"], 300);
+    assert!(r["best"]["dev"]["accuracy"].is_number());
+}
+
+#[test]
 fn tune_never_chooses_by_dev_or_test_labels() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
