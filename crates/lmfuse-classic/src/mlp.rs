@@ -1591,13 +1591,13 @@ mod tests {
         let tail = 5;
         let mut rng = SeededRng::new(8);
         let (mut indptr, mut idx, mut val) = (vec![0], Vec::new(), Vec::new());
-        for r in 0..m.rows() {
+        for (r, &label) in y.iter().enumerate() {
             let (cols, vals) = m.row(r);
             idx.extend_from_slice(cols);
             val.extend_from_slice(vals);
             for j in 0..tail {
                 idx.push((m.cols() + j) as u32);
-                val.push(2.0 * unit(&mut rng) - 1.0 + if y[r] == j % 3 { 0.5 } else { 0.0 });
+                val.push(2.0 * unit(&mut rng) - 1.0 + if label == j % 3 { 0.5 } else { 0.0 });
             }
             indptr.push(idx.len());
         }
@@ -1723,10 +1723,10 @@ mod tests {
 
     #[test]
     fn lazy_adam_applies_the_skipped_decay_when_a_row_returns() {
-        let x = Features::Sparse(CsrMatrix::new(1, 2, vec![0, 1], vec![0], vec![1.0]).unwrap());
         let mut net = Net::init(&[(2, 1)], None, 2, 0);
         let w0 = net.inputs[0].w.clone();
         let (lr, alpha) = (0.1f64, 0.5f64);
+        // The first layer reads sparse rows: its rows update lazily.
         let mut opt = Adam::new(&net, true, lr, alpha);
         // One batch row of value 1 in each touched column: the row gradients are `g`.
         let grads = |rows: Vec<u32>, g: Vec<f32>| {
