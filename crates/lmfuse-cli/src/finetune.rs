@@ -181,7 +181,7 @@ pub struct FinetuneArgs {
     /// multiplies them by 1 - head_lr · alpha; `lmfuse train --head shared`'s `alpha`). The
     /// default, 3 at --head-lr 1e-3, decays as much a step as `train`'s middle grid value (10
     /// at its rate 3e-4).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, requires = "shared_head")]
     shared_head_alpha: f64,
     /// Print the report as JSON.
     #[arg(long)]

@@ -372,6 +372,30 @@ fn shared_head_trains_end_to_end_and_eval_reproduces_the_reported_figures() {
         std::fs::read(Path::new(&o).join("weights.safetensors")).unwrap()
             != std::fs::read(Path::new(&o3).join("weights.safetensors")).unwrap()
     );
+
+    // With LoRA, the adapters (merged into the saved encoder) train with the head.
+    let lora_out = s(&dir.path().join("ft-shared-lora"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &lora_out);
+    args.extend(["--shared-head", "--lora", "--epochs", "2"]);
+    let lora = ok_json(&args, dir.path());
+    assert_eq!(lora["head"], "finetune-shared-lora");
+    assert!(
+        lora["trainable_parameters"].as_u64() < report["trainable_parameters"].as_u64(),
+        "{} vs {}",
+        lora["trainable_parameters"],
+        report["trainable_parameters"]
+    );
+    let eval = ok_json(
+        &["eval", "--model", &lora_out, "--data", &te, "--json"],
+        dir.path(),
+    );
+    for key in ["accuracy", "log_loss"] {
+        let (a, b) = (
+            eval["test"][key].as_f64().unwrap(),
+            lora["test"][key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "LoRA {key}: eval {a} vs finetune {b}");
+    }
 }
 
 #[test]
@@ -407,4 +431,23 @@ fn shared_head_refuses_options_it_does_not_combine_with() {
         args.push(&flag);
         assert_one_line_error(&args, &["hyperparameter alpha", reason]);
     }
+    // The head's option alone is a usage error, not silently ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "finetune",
+            "--model",
+            "m",
+            "--train",
+            "t.jsonl",
+            "--out",
+            "o",
+            "--shared-head-alpha",
+            "10",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--shared-head"), "{err}");
 }
