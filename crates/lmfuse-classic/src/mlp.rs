@@ -8,6 +8,10 @@
 //!   projected apart, each to `projection` units; both projections, concatenated, go through
 //!   ReLU and dropout into the shared hidden layer, then the classes.
 //!
+//! [`MlpTrainer`] takes the shared topology's training steps one mini-batch at a time and
+//! hands back the loss gradient with respect to the dense tail, for a caller that trains the
+//! tail's source too (`lmfuse finetune --shared-head`: the encoder, end to end).
+//!
 //! Training minimises the mean cross-entropy of mini-batches with AdamW (decoupled weight
 //! decay `alpha` on the weight matrices, none on biases) and stops early like scikit-learn's
 //! `MLPClassifier(early_stopping=True)`: a seeded, stratified share of the training rows is
