@@ -24,7 +24,7 @@ pub use head::{check_input, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use knn::{Knn, KnnParams, KnnWeighting};
 pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
-pub use mlp::{Mlp, MlpParams};
+pub use mlp::{Mlp, MlpParams, MlpTrainer};
 pub use nb::{NaiveBayes, NaiveBayesParams, NbVariant};
 pub use svm::{LinearSvm, LinearSvmParams};
 
@@ -99,6 +99,14 @@ pub enum ClassicError {
     Diverged {
         /// Head name.
         head: &'static str,
+    },
+    /// Rows of another storage (dense or sparse) than a step-wise trainer was set up for.
+    #[error("the trainer was set up for {expected} rows, got {got} rows")]
+    InputKind {
+        /// The storage the trainer was set up for (`dense` or `sparse`).
+        expected: &'static str,
+        /// The storage given.
+        got: &'static str,
     },
     /// Features of another width than the model was fit on.
     #[error("features have {got} columns, the model was fit on {expected}")]

@@ -8,6 +8,10 @@
 //!   projected apart, each to `projection` units; both projections, concatenated, go through
 //!   ReLU and dropout into the shared hidden layer, then the classes.
 //!
+//! [`MlpTrainer`] takes the shared topology's training steps one mini-batch at a time and
+//! hands back the loss gradient with respect to the dense tail, for a caller that trains the
+//! tail's source too (`lmfuse finetune --shared-head`: the encoder, end to end).
+//!
 //! Training minimises the mean cross-entropy of mini-batches with AdamW (decoupled weight
 //! decay `alpha` on the weight matrices, none on biases) and stops early like scikit-learn's
 //! `MLPClassifier(early_stopping=True)`: a seeded, stratified share of the training rows is
@@ -517,7 +521,9 @@ impl Net {
         }
     }
 
-    /// The mean cross-entropy of the listed rows after [`Net::forward`] and its gradient.
+    /// The mean cross-entropy of the listed rows after [`Net::forward`] and its gradient;
+    /// with `tail_grad` (shared topology), also its gradient with respect to the dense tail's
+    /// input columns (`rows × dense_tail`, row-major).
     fn backward(
         &self,
         x: &Features,
@@ -525,7 +531,8 @@ impl Net {
         y: &[usize],
         t: &Tape,
         scratch: &mut SparseScratch,
-    ) -> (f64, Grads) {
+        tail_grad: bool,
+    ) -> (f64, Grads, Option<Vec<f32>>) {
         let (b, s, k) = (rows.len(), self.concat(), self.n_classes());
         let inv = 1.0 / b as f32;
         let mut loss = 0.0f64;
@@ -607,9 +614,23 @@ impl Net {
         }
         // Input layers.
         let (mut lo, mut off) = (0, 0);
+        let mut dtail = None;
         for (i, layer) in self.inputs.iter().enumerate() {
             let hi = lo + layer.inputs;
             let width = layer.outputs;
+            if tail_grad && self.hidden.is_some() && i + 1 == self.inputs.len() {
+                // The tail is never read sparse (only input layer 0 is), so its layer's input
+                // is a dense block: ∂loss/∂x = ∂loss/∂pre · Wᵀ.
+                let mut dx = vec![0.0f32; b * layer.inputs];
+                matmul(
+                    &mut dx,
+                    layer.inputs,
+                    View::strided(&dpre[off..], b, width, s),
+                    View::rows(&layer.w, layer.inputs, width).t(),
+                    false,
+                );
+                dtail = Some(dx);
+            }
             let mut gb = vec![0.0f32; width];
             column_sums(&dpre[off..], b, width, s, &mut gb);
             let w = match x {
@@ -638,7 +659,7 @@ impl Net {
         }
         grads.extend(hidden_grad);
         grads.push(out_grad);
-        (loss, Grads(grads))
+        (loss, Grads(grads), dtail)
     }
 
     /// Class probabilities of the listed rows, in fixed chunks of [`CHUNK`] rows.
@@ -795,6 +816,7 @@ fn adam_dense(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], decay: f32
 
 /// Adam moments of one layer; `last` (sparse-read layers) holds, per weight row, the step up
 /// to which its weight decay has been applied.
+#[derive(Debug)]
 struct LayerState {
     mw: Vec<f32>,
     vw: Vec<f32>,
@@ -806,6 +828,7 @@ struct LayerState {
 }
 
 /// AdamW over a [`Net`], lazy for sparse-read layers.
+#[derive(Debug)]
 struct Adam {
     layers: Vec<LayerState>,
     t: u32,
@@ -815,9 +838,10 @@ struct Adam {
 }
 
 impl Adam {
-    fn new(net: &Net, x: &Features, lr: f64, alpha: f64) -> Self {
+    /// Moments for `net`, whose first layer reads sparse rows when `sparse_input`.
+    fn new(net: &Net, sparse_input: bool, lr: f64, alpha: f64) -> Self {
         let lazy: Vec<bool> = (0..net.layers().len())
-            .map(|i| i < net.inputs.len() && Net::reads_sparse(i, x))
+            .map(|i| i == 0 && sparse_input)
             .collect();
         let layers = net
             .layers()
@@ -1050,7 +1074,7 @@ impl MlpParams {
         let (inputs, hidden) = self.layout(x.cols())?;
         let (train, val) = holdout(y, n_classes, self.validation_fraction, self.seed);
         let mut net = Net::init(&inputs, hidden, n_classes, self.seed);
-        let mut opt = Adam::new(&net, x, self.lr, self.alpha);
+        let mut opt = Adam::new(&net, matches!(x, Features::Sparse(_)), self.lr, self.alpha);
         let mut order = train;
         let mut shuffle = stream_rng(self.seed, 200);
         let mut drop_rng = stream_rng(self.seed, 201);
@@ -1066,7 +1090,7 @@ impl MlpParams {
                 yb.extend(batch.iter().map(|&r| y[r]));
                 let dropout = (rate > 0.0).then_some((rate, &mut drop_rng));
                 net.forward(x, batch, dropout, &mut tape);
-                let (_, grads) = net.backward(x, batch, &yb, &tape, &mut scratch);
+                let (_, grads, _) = net.backward(x, batch, &yb, &tape, &mut scratch, false);
                 opt.step(&mut net, &grads);
             }
             opt.flush(&mut net);
@@ -1127,6 +1151,154 @@ impl Mlp {
     /// without a holdout or for a restored model.
     pub fn best_validation(&self) -> Option<(f64, f64)> {
         self.best_validation
+    }
+}
+
+/// The shared-hidden-layer MLP (`projection > 0`) trained one mini-batch at a time by a caller
+/// that also trains what produces its dense tail: each [`MlpTrainer::step`] returns the loss
+/// gradient with respect to the tail columns, so an encoder whose pooled vectors form the tail
+/// can be fine-tuned end to end with the head.
+///
+/// A step is one of [`MlpParams::fit`]'s: the same initial weights for a seed, the same
+/// forward pass with dropout, the same (lazy, for a sparse classical block) AdamW with
+/// decoupled decay `alpha`. What `fit` does around the steps (holdout, epochs, batch order,
+/// early stopping) is the caller's.
+#[derive(Debug)]
+pub struct MlpTrainer {
+    net: Net,
+    opt: Adam,
+    sparse: bool,
+    dropout: f32,
+    drop_rng: SeededRng,
+    tape: Tape,
+    scratch: SparseScratch,
+    dense_tail: usize,
+}
+
+/// `"sparse"` or `"dense"`: the storage of `x`.
+fn storage(x: &Features) -> &'static str {
+    match x {
+        Features::Sparse(_) => "sparse",
+        Features::Dense(_) => "dense",
+    }
+}
+
+impl MlpParams {
+    /// A step-wise trainer of the shared topology over `n_features` columns (the last
+    /// `dense_tail` of them the tail) and `n_classes` classes, for rows stored sparse
+    /// (`sparse_input`: the classical block's layer then updates lazily) or dense. `epochs`,
+    /// `batch_size`, `patience` and `validation_fraction` are the caller's business.
+    pub fn trainer(
+        &self,
+        n_features: usize,
+        n_classes: usize,
+        sparse_input: bool,
+    ) -> Result<MlpTrainer, ClassicError> {
+        self.check()?;
+        if self.projection == 0 {
+            return Err(ClassicError::InvalidParam {
+                name: "projection",
+                value: "0".into(),
+                reason: "step-wise training returns the gradient of the dense tail: it needs \
+                         the shared hidden layer (projection > 0)",
+            });
+        }
+        if n_classes < 2 {
+            return Err(ClassicError::TooFewClasses { present: n_classes });
+        }
+        let (inputs, hidden) = self.layout(n_features)?;
+        let net = Net::init(&inputs, hidden, n_classes, self.seed);
+        let opt = Adam::new(&net, sparse_input, self.lr, self.alpha);
+        Ok(MlpTrainer {
+            net,
+            opt,
+            sparse: sparse_input,
+            dropout: self.dropout as f32,
+            drop_rng: stream_rng(self.seed, 201),
+            tape: Tape::default(),
+            scratch: SparseScratch::default(),
+            dense_tail: self.dense_tail,
+        })
+    }
+}
+
+impl MlpTrainer {
+    /// One AdamW step on the mean cross-entropy of the rows of `x` (a mini-batch, dropout
+    /// on) with class indices `y`. Returns that loss and its gradient with respect to the
+    /// trailing `dense_tail` columns of `x` (`rows × dense_tail`, row-major), taken at the
+    /// weights before the step.
+    pub fn step(&mut self, x: &Features, y: &[usize]) -> Result<(f64, Vec<f32>), ClassicError> {
+        let k = self.net.n_classes();
+        if storage(x) != if self.sparse { "sparse" } else { "dense" } {
+            return Err(ClassicError::InputKind {
+                expected: if self.sparse { "sparse" } else { "dense" },
+                got: storage(x),
+            });
+        }
+        check_input(x, self.net.n_features())?;
+        if x.rows() != y.len() {
+            return Err(ClassicError::LengthMismatch {
+                rows: x.rows(),
+                labels: y.len(),
+            });
+        }
+        if y.is_empty() {
+            return Err(ClassicError::Empty);
+        }
+        if let Some((row, &label)) = y.iter().enumerate().find(|(_, &c)| c >= k) {
+            return Err(ClassicError::LabelOutOfRange {
+                row,
+                label,
+                classes: k,
+            });
+        }
+        let rows: Vec<usize> = (0..x.rows()).collect();
+        let dropout = (self.dropout > 0.0).then_some((self.dropout, &mut self.drop_rng));
+        self.net.forward(x, &rows, dropout, &mut self.tape);
+        let (loss, grads, dtail) =
+            self.net
+                .backward(x, &rows, y, &self.tape, &mut self.scratch, true);
+        self.opt.step(&mut self.net, &grads);
+        let dtail = dtail.expect("the shared topology has a dense tail");
+        debug_assert_eq!(dtail.len(), rows.len() * self.dense_tail);
+        Ok((loss, dtail))
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> usize {
+        self.opt.t as usize
+    }
+
+    /// Class probabilities of the rows of `x` at the current weights (no dropout).
+    pub fn predict_proba(&mut self, x: &Features) -> Result<Vec<f32>, ClassicError> {
+        check_input(x, self.net.n_features())?;
+        self.opt.flush(&mut self.net);
+        let rows: Vec<usize> = (0..x.rows()).collect();
+        Ok(self.net.predict_rows(x, &rows))
+    }
+
+    /// The model at the current weights, as [`MlpParams::fit`] would return it (its epoch
+    /// counters 0 and no holdout score, as a restored model); NaN or infinite weights are
+    /// [`ClassicError::Diverged`].
+    pub fn model(&mut self) -> Result<Mlp, ClassicError> {
+        // The lazily skipped decay is due now; applying it early changes nothing later (each
+        // row remembers the step its decay has reached).
+        self.opt.flush(&mut self.net);
+        if !self
+            .net
+            .layers()
+            .iter()
+            .flat_map(|l| l.w.iter().chain(&l.b))
+            .all(|v| v.is_finite())
+        {
+            return Err(ClassicError::Diverged { head: "mlp" });
+        }
+        Ok(Mlp {
+            net: self.net.clone(),
+            epochs_run: 0,
+            best_epoch: 0,
+            best_validation: None,
+        })
     }
 }
 
@@ -1273,7 +1445,8 @@ mod tests {
             (dropout > 0.0).then_some((dropout, &mut rng)),
             &mut t,
         );
-        net.backward(x, &rows, y, &t, &mut SparseScratch::default())
+        let (loss, grads, _) = net.backward(x, &rows, y, &t, &mut SparseScratch::default(), false);
+        (loss, grads)
     }
 
     fn dense_grad(w: &WeightGrad, inputs: usize, outputs: usize) -> Vec<f32> {
@@ -1346,6 +1519,193 @@ mod tests {
         }
     }
 
+    /// The loss of `x` with dropout seeded as in [`loss_and_grads`], and its gradient with
+    /// respect to the dense tail.
+    fn loss_and_tail_grad(net: &Net, x: &Features, y: &[usize], dropout: f32) -> (f64, Vec<f32>) {
+        let rows: Vec<usize> = (0..x.rows()).collect();
+        let mut rng = SeededRng::new(42);
+        let mut t = Tape::default();
+        net.forward(
+            x,
+            &rows,
+            (dropout > 0.0).then_some((dropout, &mut rng)),
+            &mut t,
+        );
+        let (loss, _, dtail) = net.backward(x, &rows, y, &t, &mut SparseScratch::default(), true);
+        (loss, dtail.expect("shared topology"))
+    }
+
+    #[test]
+    fn tail_gradient_matches_finite_differences_of_the_input() {
+        // 4 classical columns then a tail of 3 (as TF-IDF then the pooled vector); the tail's
+        // gradient is what end-to-end training sends into the encoder.
+        let (n, d, tail) = (6, 7, 3);
+        let dense = random_rows(n, d, 1, 5);
+        let y = [0, 1, 2, 0, 1, 2];
+        let mut net = Net::init(&[(d - tail, 4), (tail, 4)], Some(5), 3, 9);
+        for l in net.layers_mut() {
+            for (i, b) in l.b.iter_mut().enumerate() {
+                *b = 0.1 * (i as f32 % 3.0) - 0.05;
+            }
+        }
+        let as_sparse = |m: &DenseMatrix| Features::Sparse(CsrMatrix::from_dense(m));
+        for sparse in [false, true] {
+            for dropout in [0.0, 0.3] {
+                let wrap = |m: &DenseMatrix| {
+                    if sparse {
+                        as_sparse(m)
+                    } else {
+                        Features::Dense(m.clone())
+                    }
+                };
+                let (_, g) = loss_and_tail_grad(&net, &wrap(&dense), &y, dropout);
+                assert_eq!(g.len(), n * tail);
+                let eps = 1e-3f32;
+                for r in 0..n {
+                    for j in 0..tail {
+                        let at = |delta: f32| {
+                            let mut data = dense.as_slice().to_vec();
+                            data[r * d + d - tail + j] += delta;
+                            let m = DenseMatrix::new(n, d, data).unwrap();
+                            loss_and_tail_grad(&net, &wrap(&m), &y, dropout).0
+                        };
+                        let fd = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
+                        let a = g[r * tail + j];
+                        assert!(
+                            (fd - a).abs() <= 5e-4 + 1e-2 * fd.abs().max(a.abs()),
+                            "sparse {sparse} dropout {dropout} row {r} tail {j}: numeric {fd}, \
+                             backward {a}"
+                        );
+                    }
+                }
+                // Zero entries of the tail are skipped by CSR storage but still get a
+                // gradient (they are inputs like any other).
+                assert!(g.iter().filter(|v| v.abs() > 1e-6).count() > n * tail / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn trainer_steps_reproduce_fit_and_hand_back_the_tail_gradient() {
+        let (x, y) = sparse_text_like(120, 300, 12, 4);
+        // The sparse rows with a dense 5-column tail appended, as TF-IDF then an embedding.
+        let Features::Sparse(m) = &x else {
+            unreachable!()
+        };
+        let tail = 5;
+        let mut rng = SeededRng::new(8);
+        let (mut indptr, mut idx, mut val) = (vec![0], Vec::new(), Vec::new());
+        for (r, &label) in y.iter().enumerate() {
+            let (cols, vals) = m.row(r);
+            idx.extend_from_slice(cols);
+            val.extend_from_slice(vals);
+            for j in 0..tail {
+                idx.push((m.cols() + j) as u32);
+                val.push(2.0 * unit(&mut rng) - 1.0 + if label == j % 3 { 0.5 } else { 0.0 });
+            }
+            indptr.push(idx.len());
+        }
+        let xs =
+            Features::Sparse(CsrMatrix::new(m.rows(), m.cols() + tail, indptr, idx, val).unwrap());
+        let params = MlpParams {
+            hidden: 16,
+            projection: 8,
+            dense_tail: tail,
+            epochs: 10,
+            lr: 1e-2,
+            alpha: 0.5,
+            validation_fraction: 0.0,
+            ..Default::default()
+        };
+        let fitted = params.fit(&xs, &y, 3).unwrap();
+        // The same batches as fit: its shuffle stream, epoch after epoch.
+        let mut trainer = params.trainer(xs.cols(), 3, true).unwrap();
+        let mut order: Vec<usize> = (0..y.len()).collect();
+        let mut shuffle = stream_rng(params.seed, 200);
+        let mut losses = Vec::new();
+        for _ in 0..params.epochs {
+            shuffle.shuffle(&mut order);
+            for batch in order.chunks(params.batch_size) {
+                let xb = xs.select_rows(batch);
+                let yb: Vec<usize> = batch.iter().map(|&r| y[r]).collect();
+                let (loss, dtail) = trainer.step(&xb, &yb).unwrap();
+                assert_eq!(dtail.len(), batch.len() * tail);
+                assert!(dtail.iter().all(|v| v.is_finite()) && dtail.iter().any(|&v| v != 0.0));
+                losses.push(loss);
+            }
+            // fit brings the lazy decay up to date at the end of each epoch; so does model().
+            trainer.model().unwrap();
+        }
+        assert_eq!(trainer.steps(), losses.len());
+        assert!(losses[losses.len() - 1] < losses[0], "{losses:?}");
+        let stepped = trainer.model().unwrap();
+        let (a, b) = (stepped.to_tensors(), fitted.to_tensors());
+        for (name, t) in &a {
+            for (u, v) in t.as_f32().unwrap().iter().zip(b[name].as_f32().unwrap()) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + u.abs()),
+                    "{name}: {u} vs {v}"
+                );
+            }
+        }
+        let p = trainer.predict_proba(&xs).unwrap();
+        assert_eq!(p, stepped.predict_proba(&xs).unwrap());
+        let acc = accuracy(&p, &y, 3);
+        assert!(acc > 0.8, "training accuracy {acc}");
+    }
+
+    #[test]
+    fn trainer_refuses_what_it_cannot_train() {
+        let d = MlpParams {
+            projection: 4,
+            dense_tail: 2,
+            ..Default::default()
+        };
+        let name_of = |r: Result<MlpTrainer, ClassicError>| match r {
+            Err(ClassicError::InvalidParam { name, .. }) => name,
+            other => panic!("{other:?}"),
+        };
+        let deep = MlpParams {
+            projection: 0,
+            dense_tail: 0,
+            ..d
+        };
+        assert_eq!(name_of(deep.trainer(6, 3, true)), "projection");
+        assert_eq!(name_of(d.trainer(2, 3, true)), "dense_tail");
+        assert!(matches!(
+            d.trainer(6, 1, true),
+            Err(ClassicError::TooFewClasses { present: 1 })
+        ));
+        let mut t = d.trainer(4, 3, true).unwrap();
+        let dense = random_rows(3, 4, 0, 1);
+        assert_eq!(
+            t.step(&Features::Dense(dense.clone()), &[0, 1, 2])
+                .unwrap_err(),
+            ClassicError::InputKind {
+                expected: "sparse",
+                got: "dense"
+            }
+        );
+        let x = to_sparse(&Features::Dense(dense));
+        assert!(matches!(
+            t.step(&x, &[0, 1]),
+            Err(ClassicError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            t.step(&x, &[0, 1, 3]),
+            Err(ClassicError::LabelOutOfRange { label: 3, .. })
+        ));
+        let nan =
+            Features::Sparse(CsrMatrix::new(1, 4, vec![0, 1], vec![3], vec![f32::NAN]).unwrap());
+        assert_eq!(
+            t.step(&nan, &[0]).unwrap_err(),
+            ClassicError::NotFinite { row: 0, col: 3 }
+        );
+        assert_eq!(t.steps(), 0, "a refused step changes nothing");
+        // A single-class batch is a valid step (mini-batches often are).
+        assert!(t.step(&x.select_rows(&[0]), &[2]).is_ok());
+    }
+
     #[test]
     fn sparse_reads_skip_absent_columns_and_never_touch_the_tail_rows() {
         let dense = random_rows(5, 6, 1, 8);
@@ -1367,11 +1727,11 @@ mod tests {
 
     #[test]
     fn lazy_adam_applies_the_skipped_decay_when_a_row_returns() {
-        let x = Features::Sparse(CsrMatrix::new(1, 2, vec![0, 1], vec![0], vec![1.0]).unwrap());
         let mut net = Net::init(&[(2, 1)], None, 2, 0);
         let w0 = net.inputs[0].w.clone();
         let (lr, alpha) = (0.1f64, 0.5f64);
-        let mut opt = Adam::new(&net, &x, lr, alpha);
+        // The first layer reads sparse rows: its rows update lazily.
+        let mut opt = Adam::new(&net, true, lr, alpha);
         // One batch row of value 1 in each touched column: the row gradients are `g`.
         let grads = |rows: Vec<u32>, g: Vec<f32>| {
             let sg = SparseGrad {

@@ -7,12 +7,20 @@ use crate::classify::{
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lmfuse_classic::{Head, HeadParams, LogisticRegression, LogisticRegressionParams, ProbaHead};
+use lmfuse_classic::{
+    Head, HeadParams, LogisticRegression, LogisticRegressionParams, Mlp, MlpParams, MlpTrainer,
+    ProbaHead,
+};
 use lmfuse_core::{EncoderFingerprint, LabelSet, SeededRng};
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
-use lmfuse_finetune::{Event, FinetuneParams, LoraParams, LoraTarget, Metric, Network};
+use lmfuse_finetune::{
+    Event, FinetuneParams, HeadError, LoraParams, LoraTarget, Metric, Network, PooledHead,
+};
 use lmfuse_metrics::Report;
-use lmfuse_train::{Classifier, EncoderInfo, HeadCard, ModelCard, TextFeaturizer};
+use lmfuse_train::{
+    BlockWeights, Blocks, Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, TextFeaturizer,
+    TrainOptions,
+};
 use serde::Serialize;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -160,6 +168,21 @@ pub struct FinetuneArgs {
     /// Contrastive: the classical head fit on the tuned embeddings (hyperparameter on dev).
     #[arg(long, value_enum, default_value = "logreg")]
     contrastive_head: crate::classify::HeadArg,
+    /// End to end with the `shared` head of `lmfuse train --head shared --features tfidf,emb`:
+    /// word and character TF-IDF (fit on --train) and the pooled encoder output are each
+    /// projected to 128 units into one shared ReLU hidden layer of 256 units, then the
+    /// classes; the encoder and that head train together (the head with AdamW at --head-lr,
+    /// decay --shared-head-alpha). The bundle is a `shared`-head classifier over tfidf and
+    /// emb whose encoder, inside it, is the fine-tuned one. Not with --contrastive, --resume,
+    /// --grad-accum > 1, --fgm or --pgd.
+    #[arg(long)]
+    shared_head: bool,
+    /// --shared-head: decoupled weight decay of the head's weight matrices (each step
+    /// multiplies them by 1 - head_lr · alpha; `lmfuse train --head shared`'s `alpha`). The
+    /// default, 3 at --head-lr 1e-3, decays as much a step as `train`'s middle grid value (10
+    /// at its rate 3e-4).
+    #[arg(long, default_value_t = 3.0, requires = "shared_head")]
+    shared_head_alpha: f64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -243,6 +266,9 @@ struct FinetuneReport {
     dev: Report,
     test: Report,
     finetune: FinetuneParams,
+    /// `--shared-head`: the head's hyperparameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_head: Option<MlpParams>,
     trainable_parameters: usize,
     total_parameters: usize,
     steps: usize,
@@ -305,6 +331,28 @@ impl FinetuneBase {
     }
 }
 
+/// The fine-tuned encoder of `net` as a classifier's encoder (inside the bundle; its pooled
+/// vectors unnormalised, as the network's heads read them) and its bundle files.
+fn finetuned_encoder(
+    net: &Network,
+    files: &ModelFiles,
+    base_fp: EncoderFingerprint,
+) -> anyhow::Result<(EncoderInfo, Vec<BundleFile>)> {
+    let (weights_sha256, bundle_files) = encoder_bundle_files(net, files)?;
+    let info = EncoderInfo {
+        reference: lmfuse_bundle::ENCODER_DIR.into(),
+        fingerprint: EncoderFingerprint {
+            weights_sha256,
+            pooling: base_fp.pooling,
+            normalize: false,
+            max_seq_length: base_fp.max_seq_length,
+        },
+        dim: files.config.hidden_size,
+        in_bundle: true,
+    };
+    Ok((info, bundle_files))
+}
+
 /// The fine-tuned `net` as a classifier over its own encoder, and that encoder's files for the
 /// bundle: the linear head becomes a softmax-linear model over the (unnormalised) pooled
 /// vectors.
@@ -316,24 +364,13 @@ pub(crate) fn finetuned_classifier(
     training: serde_json::Value,
     metrics: serde_json::Value,
 ) -> anyhow::Result<(Classifier, Vec<BundleFile>)> {
-    let (weights_sha256, bundle_files) = encoder_bundle_files(net, files)?;
+    let (encoder, bundle_files) = finetuned_encoder(net, files, base_fp)?;
     let (head_w, head_b) = net.head_tensors();
     let hidden = files.config.hidden_size;
     let head =
         LogisticRegression::from_parts(hidden, labels.len(), head_w.to_vec(), head_b.to_vec())?;
-    let fingerprint = EncoderFingerprint {
-        weights_sha256,
-        pooling: base_fp.pooling,
-        normalize: false,
-        max_seq_length: base_fp.max_seq_length,
-    };
     let card = ModelCard::new(
-        EncoderInfo {
-            reference: lmfuse_bundle::ENCODER_DIR.into(),
-            fingerprint,
-            dim: hidden,
-            in_bundle: true,
-        },
+        encoder,
         labels,
         &TextFeaturizer::default(),
         true,
@@ -364,6 +401,19 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     );
     let params = args.params();
     params.check()?;
+    if args.shared_head {
+        anyhow::ensure!(
+            !args.contrastive
+                && !args.resume
+                && args.grad_accum == 1
+                && args.fgm.is_none()
+                && args.pgd.is_none(),
+            "--shared-head trains the encoder and its head one batch a step, without \
+             checkpoints: it does not combine with --contrastive, --resume, --grad-accum > 1, \
+             --fgm or --pgd"
+        );
+        shared_head_params(args, 1).check()?;
+    }
     let Splits {
         train,
         dev,
@@ -420,34 +470,21 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("{}.run", args.out.display())));
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    if args.shared_head {
+        return run_shared(
+            args,
+            &mut net,
+            (&files, base_fp, &run_dir),
+            (started, quiet),
+            (train, dev, test),
+            (tok_train, tok_dev, tok_test),
+            (y_train, y_dev, y_test),
+            labels,
+            data_report,
+        );
+    }
     let bar = crate::progress::bar(0, "fine-tuning", quiet);
-    let mut observer = |e: &Event| match e {
-        Event::Step { step, total, loss } => {
-            bar.set_length(*total as u64);
-            bar.set_position(*step as u64);
-            bar.set_message(format!("fine-tuning, loss {loss:.4}"));
-        }
-        Event::Eval(r) => {
-            if !quiet {
-                bar.suspend(|| {
-                    eprintln!(
-                        "epoch {} step {}: train loss {:.4}, dev accuracy {:.4}, macro-F1 {:.4}{}",
-                        r.epoch,
-                        r.step,
-                        r.train_loss,
-                        r.dev_accuracy,
-                        r.dev_macro_f1,
-                        if r.best { " (best)" } else { "" }
-                    )
-                });
-            }
-        }
-        Event::Resumed { step } => {
-            if !quiet {
-                bar.suspend(|| eprintln!("resumed from {} after step {step}", run_dir.display()));
-            }
-        }
-    };
+    let mut observer = progress_observer(&bar, quiet, &run_dir);
     let t = Instant::now();
     let summary = lmfuse_finetune::fit(
         &mut net,
@@ -516,6 +553,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         dev: dev_report,
         test: test_report,
         finetune: params,
+        shared_head: None,
         trainable_parameters: summary.trainable,
         total_parameters: summary.total,
         steps: summary.steps,
@@ -548,6 +586,42 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reports fine-tuning's steps on `bar` and (unless `quiet`) its evaluations and resumes on
+/// stderr.
+fn progress_observer<'a>(
+    bar: &'a indicatif::ProgressBar,
+    quiet: bool,
+    run_dir: &'a std::path::Path,
+) -> impl FnMut(&Event) + 'a {
+    move |e: &Event| match e {
+        Event::Step { step, total, loss } => {
+            bar.set_length(*total as u64);
+            bar.set_position(*step as u64);
+            bar.set_message(format!("fine-tuning, loss {loss:.4}"));
+        }
+        Event::Eval(r) => {
+            if !quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "epoch {} step {}: train loss {:.4}, dev accuracy {:.4}, macro-F1 {:.4}{}",
+                        r.epoch,
+                        r.step,
+                        r.train_loss,
+                        r.dev_accuracy,
+                        r.dev_macro_f1,
+                        if r.best { " (best)" } else { "" }
+                    )
+                });
+            }
+        }
+        Event::Resumed { step } => {
+            if !quiet {
+                bar.suspend(|| eprintln!("resumed from {} after step {step}", run_dir.display()));
+            }
+        }
+    }
 }
 
 /// A file of a bundle: path relative to the bundle folder, bytes.
@@ -704,6 +778,275 @@ fn run_contrastive(
         print_reports(&[("dev", &selection.dev), ("test", &test_report)]);
         print_details("test", &test_report);
         eprintln!("saved bundle to {}", args.out.display());
+    }
+    Ok(())
+}
+
+/// `--shared-head`'s hyperparameters for a head whose dense tail (the pooled vector) has
+/// `hidden` columns: `lmfuse train --head shared`'s topology and dropout, the decay and rate
+/// of the options. Its epochs, batch size and patience are fine-tuning's (the head sees the
+/// same batches; patience, which `MlpParams` wants ≥ 1, counts dev evaluations there); no
+/// share of train is held out, as dev stops the run.
+fn shared_head_params(args: &FinetuneArgs, hidden: usize) -> MlpParams {
+    let options = TrainOptions {
+        head: HeadKind::Shared,
+        seed: args.seed,
+        dense_tail: hidden,
+        ..TrainOptions::default()
+    };
+    let HeadParams::Mlp(p) = options.params_with(args.shared_head_alpha) else {
+        unreachable!("the shared head is an MLP")
+    };
+    MlpParams {
+        // The f32 option's shortest decimal (1e-3, not 0.0010000000474974513), which turns
+        // back into the same f32 the head steps with.
+        lr: args
+            .head_lr
+            .to_string()
+            .parse()
+            .unwrap_or(args.head_lr as f64),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        patience: args.patience.max(1),
+        validation_fraction: 0.0,
+        ..p
+    }
+}
+
+/// The `shared` MLP head trained end to end with the encoder: the feature rows are the
+/// TF-IDF blocks of the texts (fit on train) and the pooled vectors, put side by side by
+/// [`Blocks::fuse`] exactly as `lmfuse eval` will put them for the saved classifier.
+///
+/// The head keeps the MLP's own optimiser (lazy AdamW over the TF-IDF projection, which has
+/// 10⁵+ rows of which a batch touches a few hundred) rather than joining the encoder's
+/// `ParamStore`: a dense AdamW pass over that projection every step would cost more than the
+/// encoder's, and the head trains exactly as `lmfuse train --head shared` trains it (same
+/// initialisation, updates and decay), so the two modes differ only in the encoder.
+struct SharedHead {
+    trainer: MlpTrainer,
+    train: Blocks,
+    dev: Blocks,
+    weights: BlockWeights,
+    hidden: usize,
+    best: Option<Mlp>,
+}
+
+impl SharedHead {
+    /// The feature rows of `blocks` (TF-IDF only) with the pooled vectors `pooled` as `emb`.
+    fn rows(
+        blocks: Blocks,
+        pooled: &[f32],
+        hidden: usize,
+        weights: &BlockWeights,
+    ) -> Result<lmfuse_core::Features, HeadError> {
+        let n = pooled.len() / hidden;
+        let emb = lmfuse_core::DenseMatrix::new(n, hidden, pooled.to_vec())?;
+        Ok(Blocks {
+            emb: Some(emb),
+            ..blocks
+        }
+        .fuse(weights)?)
+    }
+}
+
+impl PooledHead for SharedHead {
+    fn train_step(
+        &mut self,
+        rows: &[usize],
+        pooled: &[f32],
+        labels: &[usize],
+    ) -> Result<(f32, Vec<f32>), HeadError> {
+        let x = Self::rows(
+            self.train.select_rows(rows),
+            pooled,
+            self.hidden,
+            &self.weights,
+        )?;
+        let (loss, dpooled) = self.trainer.step(&x, labels)?;
+        Ok((loss as f32, dpooled))
+    }
+
+    fn predict_dev(&mut self, pooled: &[f32]) -> Result<Vec<f32>, HeadError> {
+        let x = Self::rows(self.dev.clone(), pooled, self.hidden, &self.weights)?;
+        Ok(self.trainer.predict_proba(&x)?)
+    }
+
+    fn keep_best(&mut self) -> Result<(), HeadError> {
+        self.best = Some(self.trainer.model()?);
+        Ok(())
+    }
+}
+
+/// The texts of `t` as string slices.
+fn refs(t: &lmfuse_data::LabelledTexts) -> Vec<&str> {
+    t.texts.iter().map(String::as_str).collect()
+}
+
+/// `lmfuse finetune --shared-head`: the encoder trained end to end with the `shared` MLP
+/// head over TF-IDF and its pooled output, saved as a `shared`-head classifier whose encoder
+/// is the fine-tuned one inside the bundle.
+#[allow(clippy::too_many_arguments)]
+fn run_shared(
+    args: &FinetuneArgs,
+    net: &mut Network,
+    (files, base_fp, run_dir): (&ModelFiles, EncoderFingerprint, &std::path::Path),
+    (started, quiet): (Instant, bool),
+    (train, dev, test): (
+        lmfuse_data::LabelledTexts,
+        lmfuse_data::LabelledTexts,
+        lmfuse_data::LabelledTexts,
+    ),
+    (tok_train, tok_dev, tok_test): (Vec<TokenizedText>, Vec<TokenizedText>, Vec<TokenizedText>),
+    (y_train, y_dev, y_test): (Vec<usize>, Vec<usize>, Vec<usize>),
+    labels: LabelSet,
+    data_report: DataReport,
+) -> anyhow::Result<()> {
+    let params = args.params();
+    let hidden = files.config.hidden_size;
+    let t = Instant::now();
+    let text_features = TextFeaturizer::fit(&refs(&train))?;
+    let blocks = |t: &lmfuse_data::LabelledTexts| text_features.transform(&refs(t), None, &[]);
+    let (b_train, b_dev, b_test) = (blocks(&train)?, blocks(&dev)?, blocks(&test)?);
+    let tfidf_seconds = t.elapsed().as_secs_f64();
+    let n_tfidf: usize = text_features.blocks().map(|(_, t)| t.dim()).sum();
+    let n_features = n_tfidf + hidden;
+    let mlp_params = shared_head_params(args, hidden);
+    let mut head = SharedHead {
+        // TF-IDF blocks make the rows sparse (`Blocks::fuse`).
+        trainer: mlp_params.trainer(n_features, labels.len(), true)?,
+        train: b_train,
+        dev: b_dev,
+        weights: text_features.weights,
+        hidden,
+        best: None,
+    };
+
+    let bar = crate::progress::bar(0, "fine-tuning", quiet);
+    let mut observer = progress_observer(&bar, quiet, run_dir);
+    let t = Instant::now();
+    let summary = lmfuse_finetune::fit_with_head(
+        net,
+        &mut head,
+        &params,
+        &tok_train,
+        &y_train,
+        &tok_dev,
+        &y_dev,
+        Some(run_dir),
+        &mut observer,
+    )
+    .with_context(|| format!("fine-tuning failed (run folder {})", run_dir.display()))?;
+    bar.finish_and_clear();
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let mlp = head
+        .best
+        .take()
+        .context("fine-tuning kept no head (no dev evaluation improved)")?;
+
+    // Dev and test as `eval` will see them: TF-IDF and the fine-tuned encoder's vectors.
+    let threads = rayon::current_num_threads();
+    let proba = |tok: &[TokenizedText], b: &Blocks| -> anyhow::Result<Vec<f32>> {
+        let pooled = lmfuse_finetune::embed(net, tok, false, threads);
+        let x = SharedHead::rows(b.clone(), &pooled, hidden, &text_features.weights)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(mlp.predict_proba(&x)?)
+    };
+    let dev_report =
+        lmfuse_metrics::evaluate(&y_dev, &proba(&tok_dev, &head.dev)?, labels.names())?;
+    let test_report =
+        lmfuse_metrics::evaluate(&y_test, &proba(&tok_test, &b_test)?, labels.names())?;
+
+    let head_values: usize = mlp.to_tensors().values().map(|t| t.len()).sum();
+    let linear_values: usize = {
+        let (w, b) = net.head_tensors();
+        w.len() + b.len()
+    };
+    let (encoder, bundle_files) = finetuned_encoder(net, files, base_fp)?;
+    let card = ModelCard::new(
+        encoder,
+        &labels,
+        &text_features,
+        true,
+        HeadCard::new(HeadParams::Mlp(mlp_params), n_features),
+        serde_json::json!({
+            "method": "finetune-shared",
+            "base_encoder": files.reference,
+            "base_weights_sha256": files.weights_sha256,
+            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+            "n_train": train.texts.len(),
+            "seed": args.seed,
+            "finetune": params,
+            "best_step": summary.best.step,
+            "dev": data_report.dev_source,
+            "test": data_report.test_source,
+        }),
+        serde_json::json!({
+            "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
+            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
+        }),
+    );
+    let classifier = Classifier {
+        card,
+        labels: labels.clone(),
+        head: Head::Mlp(mlp),
+        text_features,
+        oos: None,
+    };
+    let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
+    lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
+        .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;
+
+    let report = FinetuneReport {
+        bundle: args.out.display().to_string(),
+        encoder: files.reference.clone(),
+        head: if params.lora.is_some() {
+            "finetune-shared-lora"
+        } else {
+            "finetune-shared"
+        },
+        features: classifier.card.features.clone(),
+        labels: labels.names().to_vec(),
+        data: data_report,
+        selected: Selected {
+            param: "step",
+            value: summary.best.step as f64,
+        },
+        trials: summary.evals.clone(),
+        dev: dev_report,
+        test: test_report,
+        finetune: params,
+        shared_head: Some(mlp_params),
+        // The encoder's trainable values and the head's; the unused linear head is neither.
+        trainable_parameters: summary.trainable + head_values,
+        total_parameters: summary.total - linear_values + head_values,
+        steps: summary.steps,
+        stopped_early: summary.stopped_early,
+        run_dir: run_dir.display().to_string(),
+        seconds: BTreeMap::from([
+            ("tfidf", tfidf_seconds),
+            ("fit", fit_seconds),
+            ("total", started.elapsed().as_secs_f64()),
+        ]),
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?)?;
+    } else {
+        eprintln!(
+            "fine-tuned {} end to end with the shared head over {} TF-IDF columns on {} texts ({} classes): {} steps{}; best dev at step {}",
+            report.encoder,
+            n_tfidf,
+            report.data.train,
+            labels.len(),
+            report.steps,
+            if report.stopped_early { " (stopped early)" } else { "" },
+            summary.best.step
+        );
+        print_reports(&[("dev", &report.dev), ("test", &report.test)]);
+        print_details("test", &report.test);
+        eprintln!(
+            "saved bundle to {} ({:.1} s); metrics.jsonl in {}",
+            report.bundle, report.seconds["total"], report.run_dir
+        );
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{lmfuse, ok_json, run, tiny_model, write_set};
+use common::{assert_one_line_error, lmfuse, ok_json, run, tiny_model, write_set};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -267,4 +267,187 @@ fn contrastive_mode_tunes_the_encoder_then_fits_logreg_and_reloads() {
         report["test"]["log_loss"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-4, "eval {a} vs report {b}");
+}
+
+/// The manifest's model card of the bundle in `dir`.
+fn model_card(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["model"].clone()
+}
+
+#[test]
+fn shared_head_trains_end_to_end_and_eval_reproduces_the_reported_figures() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 80, 0);
+    write_set(&dev, 20, 100);
+    write_set(&test, 20, 200);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (m, tr, dv, te) = (s(&model), s(&train), s(&dev), s(&test));
+    let shared = |out: &str, seed: &str| {
+        let mut args = finetune_args(&m, &tr, &dv, &te, out);
+        args.extend(["--shared-head", "--epochs", "3", "--seed", seed]);
+        ok_json(&args, dir.path())
+    };
+    let o = s(&dir.path().join("ft-shared"));
+    let report = shared(&o, "5");
+    assert_eq!(report["head"], "finetune-shared");
+    assert_eq!(
+        report["features"],
+        serde_json::json!(["tfidf_word", "tfidf_char", "emb"])
+    );
+    assert_eq!(report["shared_head"]["projection"], 128);
+    assert_eq!(
+        report["shared_head"]["dense_tail"], 128,
+        "splade-tiny's width"
+    );
+    assert_eq!(report["shared_head"]["lr"], 3e-3, "--head-lr");
+    assert_eq!(report["trials"].as_array().unwrap().len(), 3);
+    assert!(
+        report["test"]["accuracy"].as_f64().unwrap() >= 0.9,
+        "{report}"
+    );
+    assert!(dir.path().join("ft-shared.run/metrics.jsonl").is_file());
+    let logged = std::fs::read_to_string(dir.path().join("ft-shared.run/metrics.jsonl")).unwrap();
+    assert_eq!(logged.lines().count(), 3);
+
+    // The bundle: a `shared` MLP over TF-IDF and the fine-tuned encoder's unnormalised
+    // vectors, that encoder inside it (trained: its weights are not the base model's).
+    let card = model_card(Path::new(&o));
+    assert_eq!(card["head"]["kind"], "mlp");
+    assert_eq!(card["head"]["params"]["projection"], 128);
+    assert_eq!(card["head"]["params"]["dense_tail"], 128);
+    assert_eq!(card["features"], report["features"]);
+    assert_eq!(card["encoder"]["in_bundle"], true);
+    assert_eq!(card["encoder"]["fingerprint"]["normalize"], false);
+    assert_ne!(
+        card["encoder"]["fingerprint"]["weights_sha256"],
+        card["training"]["base_weights_sha256"]
+    );
+    assert!(Path::new(&o).join("encoder/model.safetensors").is_file());
+
+    // `eval` reads the bundle with no code of this mode and reproduces the test figures.
+    let eval = ok_json(
+        &["eval", "--model", &o, "--data", &te, "--json"],
+        dir.path(),
+    );
+    for key in ["accuracy", "log_loss"] {
+        let (a, b) = (
+            eval["test"][key].as_f64().unwrap(),
+            report["test"][key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{key}: eval {a} vs finetune {b}");
+    }
+
+    // The same seed gives the same run and the same weights; another seed does not.
+    let o2 = s(&dir.path().join("ft-shared-again"));
+    let again = shared(&o2, "5");
+    assert_eq!(again["trials"].as_array().unwrap().len(), 3);
+    for (a, b) in report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(again["trials"].as_array().unwrap())
+    {
+        for key in ["train_loss", "dev_accuracy", "dev_log_loss"] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+    }
+    assert_eq!(report["test"], again["test"]);
+    for file in ["weights.safetensors", "encoder/model.safetensors"] {
+        assert!(
+            std::fs::read(Path::new(&o).join(file)).unwrap()
+                == std::fs::read(Path::new(&o2).join(file)).unwrap(),
+            "{file} differs between two runs with one seed"
+        );
+    }
+    let o3 = s(&dir.path().join("ft-shared-other"));
+    shared(&o3, "6");
+    assert!(
+        std::fs::read(Path::new(&o).join("weights.safetensors")).unwrap()
+            != std::fs::read(Path::new(&o3).join("weights.safetensors")).unwrap()
+    );
+
+    // With LoRA, the adapters (merged into the saved encoder) train with the head.
+    let lora_out = s(&dir.path().join("ft-shared-lora"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &lora_out);
+    args.extend(["--shared-head", "--lora", "--epochs", "2"]);
+    let lora = ok_json(&args, dir.path());
+    assert_eq!(lora["head"], "finetune-shared-lora");
+    assert!(
+        lora["trainable_parameters"].as_u64() < report["trainable_parameters"].as_u64(),
+        "{} vs {}",
+        lora["trainable_parameters"],
+        report["trainable_parameters"]
+    );
+    let eval = ok_json(
+        &["eval", "--model", &lora_out, "--data", &te, "--json"],
+        dir.path(),
+    );
+    for key in ["accuracy", "log_loss"] {
+        let (a, b) = (
+            eval["test"][key].as_f64().unwrap(),
+            lora["test"][key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "LoRA {key}: eval {a} vs finetune {b}");
+    }
+}
+
+#[test]
+fn shared_head_refuses_options_it_does_not_combine_with() {
+    let base = [
+        "finetune",
+        "--shared-head",
+        "--model",
+        "m",
+        "--train",
+        "no-such-train.jsonl",
+        "--out",
+        "o",
+    ];
+    for extra in [
+        &["--contrastive"][..],
+        &["--resume"],
+        &["--grad-accum", "2"],
+        &["--fgm", "0.1"],
+        &["--pgd", "0.5"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        assert_one_line_error(&args, &["--shared-head", "does not combine with", extra[0]]);
+    }
+    // The head's decay is checked before any data or model is read.
+    for (alpha, reason) in [
+        ("-1", "at least 0"),
+        ("1000", "lr · alpha must stay below 1"),
+    ] {
+        let flag = format!("--shared-head-alpha={alpha}");
+        let mut args = base.to_vec();
+        args.push(&flag);
+        assert_one_line_error(&args, &["hyperparameter alpha", reason]);
+    }
+    // The head's option alone is a usage error, not silently ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "finetune",
+            "--model",
+            "m",
+            "--train",
+            "t.jsonl",
+            "--out",
+            "o",
+            "--shared-head-alpha",
+            "10",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--shared-head"), "{err}");
 }

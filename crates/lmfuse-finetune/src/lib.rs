@@ -6,14 +6,18 @@
 //! and accumulation, optional freezing, layer-wise learning rates, LoRA adapters and FGM
 //! adversarial training; it evaluates on dev, stops early, restores the best weights, logs
 //! metrics as JSON Lines and checkpoints atomically so that a killed run can be resumed.
+//! [`fit_with_head`] trains the encoder end to end with a head of the caller's
+//! ([`PooledHead`]) in place of the linear one.
 
 mod export;
+mod joint;
 mod lora;
 mod network;
 mod optim;
 mod train;
 
 pub use export::{encoder_files, save_encoder};
+pub use joint::{fit_with_head, HeadError, PooledHead};
 pub use lora::{Lora, LoraParams, LoraTarget};
 pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
 pub use optim::{AdamW, Schedule};
@@ -46,6 +50,9 @@ pub enum FinetuneError {
         /// What is wrong.
         message: String,
     },
+    /// A [`PooledHead`] failed.
+    #[error("the head failed")]
+    Head(#[source] HeadError),
     /// The loss or a gradient became NaN or infinite.
     #[error("training diverged at step {step}: the loss is {loss} (lower the learning rate)")]
     Diverged {

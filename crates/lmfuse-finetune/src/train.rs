@@ -322,7 +322,10 @@ fn run_fingerprint(
 }
 
 /// Checks that every text fits the network: non-empty, within the positions, ids in range.
-fn check_texts(net: &Network, sets: &[(&str, &[TokenizedText])]) -> Result<(), FinetuneError> {
+pub(crate) fn check_texts(
+    net: &Network,
+    sets: &[(&str, &[TokenizedText])],
+) -> Result<(), FinetuneError> {
     let c = net.config();
     for (name, set) in sets {
         for (i, t) in set.iter().enumerate() {
@@ -387,7 +390,7 @@ fn add_loss_gradient(
 
 /// Scales `grads` so that the global norm over the trainable tensors is at most `max_norm`
 /// (0: no clipping); a non-finite norm is an error naming the step.
-fn clip_grad_norm(
+pub(crate) fn clip_grad_norm(
     net: &Network,
     grads: &mut [f32],
     max_norm: f32,
@@ -432,7 +435,7 @@ fn clear_checkpoints(dir: &Path) {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FinetuneError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FinetuneError + '_ {
     move |source| FinetuneError::Io {
         path: path.to_path_buf(),
         source,
@@ -505,7 +508,7 @@ fn read_vectors(path: &Path, names: &[&str], len: usize) -> Result<Vec<Vec<f32>>
 
 /// The texts' order for `epoch`: a permutation fixed by the seed and the epoch alone, so a
 /// resumed run sees the very batches an uninterrupted one would.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     SeededRng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .shuffle(&mut order);

@@ -5,7 +5,8 @@
 use lmfuse_core::{Pooling, SeededRng, TextEncoder};
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{
-    fit, save_encoder, Batch, Dropout, Event, FinetuneParams, LoraParams, Network,
+    embed, fit, fit_with_head, save_encoder, Batch, Dropout, Event, FinetuneError, FinetuneParams,
+    HeadError, LoraParams, Network, PooledHead,
 };
 use std::path::PathBuf;
 
@@ -754,4 +755,252 @@ fn adversarial_training_runs_learns_and_restores_the_embeddings() {
         ..small_params()
     };
     assert!(frozen.check().is_err());
+}
+
+/// A softmax-linear head over the pooled vectors with plain SGD at `lr` (0: a fixed head), for
+/// [`fit_with_head`]; optionally misbehaving.
+struct SgdHead {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    h: usize,
+    k: usize,
+    lr: f32,
+    best: Option<(Vec<f32>, Vec<f32>)>,
+    kept: usize,
+    fault: Option<&'static str>,
+}
+
+impl SgdHead {
+    fn new(h: usize, k: usize, lr: f32, seed: u64) -> Self {
+        let mut rng = SeededRng::new(seed);
+        let w = (0..h * k)
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5)
+            .collect();
+        Self {
+            w,
+            b: vec![0.0; k],
+            h,
+            k,
+            lr,
+            best: None,
+            kept: 0,
+            fault: None,
+        }
+    }
+
+    fn proba(&self, w: &[f32], b: &[f32], pooled: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        for x in pooled.chunks_exact(self.h) {
+            let z: Vec<f32> = (0..self.k)
+                .map(|c| b[c] + (0..self.h).map(|j| x[j] * w[j * self.k + c]).sum::<f32>())
+                .collect();
+            let m = z.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            out.extend(e.iter().map(|v| v / s));
+        }
+        out
+    }
+}
+
+impl PooledHead for SgdHead {
+    fn train_step(
+        &mut self,
+        rows: &[usize],
+        pooled: &[f32],
+        labels: &[usize],
+    ) -> Result<(f32, Vec<f32>), HeadError> {
+        match self.fault {
+            Some("error") => return Err("the head is broken".into()),
+            Some("short") => return Ok((0.5, vec![0.0; 3])),
+            _ => {}
+        }
+        assert_eq!(rows.len() * self.h, pooled.len());
+        let (h, k, n) = (self.h, self.k, labels.len());
+        let p = self.proba(&self.w, &self.b, pooled);
+        let mut loss = 0.0f32;
+        let mut d = p.clone();
+        for (r, &y) in labels.iter().enumerate() {
+            loss -= p[r * k + y].max(1e-30).ln() / n as f32;
+            d[r * k + y] -= 1.0;
+        }
+        d.iter_mut().for_each(|v| *v /= n as f32);
+        let mut dpooled = vec![0.0f32; n * h];
+        for r in 0..n {
+            for j in 0..h {
+                dpooled[r * h + j] = (0..k).map(|c| d[r * k + c] * self.w[j * k + c]).sum();
+            }
+        }
+        for r in 0..n {
+            for c in 0..k {
+                self.b[c] -= self.lr * d[r * k + c];
+                for j in 0..h {
+                    self.w[j * k + c] -= self.lr * d[r * k + c] * pooled[r * h + j];
+                }
+            }
+        }
+        Ok((loss, dpooled))
+    }
+
+    fn predict_dev(&mut self, pooled: &[f32]) -> Result<Vec<f32>, HeadError> {
+        Ok(self.proba(&self.w, &self.b, pooled))
+    }
+
+    fn keep_best(&mut self) -> Result<(), HeadError> {
+        self.best = Some((self.w.clone(), self.b.clone()));
+        self.kept += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_head_of_its_own_trains_the_encoder_end_to_end() {
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let (train, y) = toy(&enc, 96, 1);
+    let (dev, y_dev) = toy(&enc, 32, 2);
+    let h = net.config().hidden_size;
+    let linear_before = {
+        let (w, b) = net.head_tensors();
+        (w.to_vec(), b.to_vec())
+    };
+    let encoder_before = net.params.values.clone();
+    let accuracy = |p: &[f32], y: &[usize]| {
+        let hits = y
+            .iter()
+            .enumerate()
+            .filter(|&(r, &c)| p[r * 2 + c] > p[r * 2 + 1 - c])
+            .count();
+        hits as f64 / y.len() as f64
+    };
+    // A fixed random head: only the encoder learns, so learning shows that the head's
+    // gradient reaches it with the right sign.
+    let mut fixed = SgdHead::new(h, 2, 0.0, 5);
+    let start = accuracy(
+        &fixed.proba(&fixed.w, &fixed.b, &embed(&net, &dev, false, 2)),
+        &y_dev,
+    );
+    let mut losses = Vec::new();
+    let summary = fit_with_head(
+        &mut net,
+        &mut fixed,
+        &small_params(),
+        &train,
+        &y,
+        &dev,
+        &y_dev,
+        None,
+        &mut |e| {
+            if let Event::Step { loss, .. } = e {
+                losses.push(*loss);
+            }
+        },
+    )
+    .expect("fit_with_head");
+    let first: f32 = losses[..4].iter().sum::<f32>() / 4.0;
+    let last: f32 = losses[losses.len() - 4..].iter().sum::<f32>() / 4.0;
+    assert!(last < 0.5 * first, "loss {first} → {last}");
+    assert!(
+        summary.best.dev_accuracy >= 0.9 && start < 0.8,
+        "dev accuracy {start} → {}",
+        summary.best.dev_accuracy
+    );
+    assert_eq!(summary.evals.len(), 3);
+    assert_eq!(fixed.kept, summary.evals.iter().filter(|e| e.best).count());
+    // The network's linear head is frozen and untouched; the encoder moved.
+    let (w, b) = net.head_tensors();
+    assert_eq!((w.to_vec(), b.to_vec()), linear_before);
+    assert_ne!(net.params.values, encoder_before);
+    assert!(summary.trainable < summary.total);
+
+    // A learning head with early stopping: the network and the kept head are those of the
+    // best evaluation, and a seed gives the same run.
+    let run = |seed: u64| {
+        let (_, _, mut net) = setup(2).unwrap();
+        let mut head = SgdHead::new(h, 2, 0.5, 9);
+        let params = FinetuneParams {
+            epochs: 4,
+            patience: 1,
+            eval_every: Some(3),
+            seed,
+            ..small_params()
+        };
+        let summary = fit_with_head(
+            &mut net,
+            &mut head,
+            &params,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            None,
+            &mut |_| {},
+        )
+        .expect("fit_with_head");
+        (net, head, summary)
+    };
+    let (net, head, summary) = run(3);
+    let (bw, bb) = head.best.clone().expect("a best head");
+    let p = head.proba(&bw, &bb, &embed(&net, &dev, false, 2));
+    assert_eq!(accuracy(&p, &y_dev), summary.best.dev_accuracy);
+    let (net2, head2, _) = run(3);
+    assert_eq!(net.params.values, net2.params.values);
+    assert_eq!(head.best, head2.best);
+    let (net3, _, _) = run(4);
+    assert_ne!(net.params.values, net3.params.values);
+}
+
+#[test]
+fn fit_with_head_refuses_what_it_cannot_do_and_reports_head_faults() {
+    let Some((_, enc, mut net)) = setup(2) else {
+        return;
+    };
+    let (train, y) = toy(&enc, 16, 1);
+    let (dev, y_dev) = toy(&enc, 8, 2);
+    let h = net.config().hidden_size;
+    let mut go = |params: FinetuneParams, fault: Option<&'static str>| {
+        let mut head = SgdHead::new(h, 2, 0.1, 1);
+        head.fault = fault;
+        fit_with_head(
+            &mut net,
+            &mut head,
+            &params,
+            &train,
+            &y,
+            &dev,
+            &y_dev,
+            None,
+            &mut |_| {},
+        )
+        .map(|_| ())
+        .unwrap_err()
+    };
+    for params in [
+        FinetuneParams {
+            grad_accum: 2,
+            ..small_params()
+        },
+        FinetuneParams {
+            fgm: Some(0.1),
+            ..small_params()
+        },
+    ] {
+        let e = go(params, None);
+        assert!(
+            matches!(&e, FinetuneError::Invalid(m) if m.contains("gradient accumulation, FGM and PGD")),
+            "{e}"
+        );
+    }
+    let e = go(small_params(), Some("error"));
+    assert!(matches!(e, FinetuneError::Head(_)), "{e}");
+    assert_eq!(
+        std::error::Error::source(&e).unwrap().to_string(),
+        "the head is broken"
+    );
+    let e = go(small_params(), Some("short"));
+    assert!(
+        matches!(&e, FinetuneError::Head(m) if m.to_string().contains("3 values for")),
+        "{e}"
+    );
 }
