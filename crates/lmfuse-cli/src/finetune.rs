@@ -169,9 +169,9 @@ pub struct FinetuneArgs {
     #[arg(long, value_enum, default_value = "logreg")]
     contrastive_head: crate::classify::HeadArg,
     /// End to end with the `shared` head of `lmfuse train --head shared --features tfidf,emb`:
-    /// word and character TF-IDF (fit on --train) and the pooled encoder output are each
-    /// projected to 128 units into one shared ReLU hidden layer of 256 units, then the
-    /// classes; the encoder and that head train together (the head with AdamW at --head-lr,
+    /// the TF-IDF block (word and character n-grams, fit on --train) and the pooled encoder
+    /// output (unnormalised) are each projected to 128 units into one shared ReLU hidden layer
+    /// of 256 units, then the classes; the encoder and that head train together (the head with AdamW at --head-lr,
     /// decay --shared-head-alpha). The bundle is a `shared`-head classifier over tfidf and
     /// emb whose encoder, inside it, is the fine-tuned one. Not with --contrastive, --resume,
     /// --grad-accum > 1, --fgm or --pgd.
@@ -412,7 +412,9 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
              checkpoints: it does not combine with --contrastive, --resume, --grad-accum > 1, \
              --fgm or --pgd"
         );
-        shared_head_params(args, 1).check()?;
+        shared_head_params(args, 1)
+            .check()
+            .context("--shared-head-alpha with --head-lr")?;
     }
     let Splits {
         train,
@@ -820,8 +822,10 @@ fn shared_head_params(args: &FinetuneArgs, hidden: usize) -> MlpParams {
 /// The head keeps the MLP's own optimiser (lazy AdamW over the TF-IDF projection, which has
 /// 10⁵+ rows of which a batch touches a few hundred) rather than joining the encoder's
 /// `ParamStore`: a dense AdamW pass over that projection every step would cost more than the
-/// encoder's, and the head trains exactly as `lmfuse train --head shared` trains it (same
-/// initialisation, updates and decay), so the two modes differ only in the encoder.
+/// encoder's. Its topology, initialisation and update rule are `lmfuse train --head shared`'s;
+/// its settings are not all the same: the rate is --head-lr and the batch fine-tuning's, alpha
+/// is given (not chosen on dev), dev evaluations stop it, and the pooled vectors are not
+/// L2-normalised (train's embeddings are, for models with a Normalize module).
 struct SharedHead {
     trainer: MlpTrainer,
     train: Blocks,
@@ -862,7 +866,12 @@ impl PooledHead for SharedHead {
             self.hidden,
             &self.weights,
         )?;
-        let (loss, dpooled) = self.trainer.step(&x, labels)?;
+        let (loss, mut dpooled) = self.trainer.step(&x, labels)?;
+        // The trainer's gradient is with respect to the fused columns, `emb weight × pooled`.
+        let w = self.weights.emb;
+        if w != 1.0 {
+            dpooled.iter_mut().for_each(|g| *g *= w);
+        }
         Ok((loss as f32, dpooled))
     }
 

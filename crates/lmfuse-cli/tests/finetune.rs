@@ -373,6 +373,29 @@ fn shared_head_trains_end_to_end_and_eval_reproduces_the_reported_figures() {
             != std::fs::read(Path::new(&o3).join("weights.safetensors")).unwrap()
     );
 
+    // The report's dev figures are the best evaluation's: encoder and head restored together.
+    let trials = report["trials"].as_array().unwrap();
+    // (the last evaluation marked best: each improvement is marked when it happens)
+    let best = trials.iter().rev().find(|t| t["best"] == true).unwrap();
+    assert_eq!(report["dev"]["accuracy"], best["dev_accuracy"], "{report}");
+    let (a, b) = (
+        report["dev"]["log_loss"].as_f64().unwrap(),
+        best["dev_log_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "dev log loss {a} vs best trial {b}");
+
+    // The loss gradient reaches the encoder through the pooled vectors: without weight decay
+    // (which moves weights on its own), the encoder still changes.
+    let no_decay = s(&dir.path().join("ft-shared-no-decay"));
+    let mut args = finetune_args(&m, &tr, &dv, &te, &no_decay);
+    args.extend(["--shared-head", "--epochs", "1", "--weight-decay", "0"]);
+    ok_json(&args, dir.path());
+    let card = model_card(Path::new(&no_decay));
+    assert_ne!(
+        card["encoder"]["fingerprint"]["weights_sha256"],
+        card["training"]["base_weights_sha256"]
+    );
+
     // With LoRA, the adapters (merged into the saved encoder) train with the head.
     let lora_out = s(&dir.path().join("ft-shared-lora"));
     let mut args = finetune_args(&m, &tr, &dv, &te, &lora_out);
