@@ -5,7 +5,7 @@
 
 use crate::network::{Batch, Dropout, Network};
 use crate::optim::{AdamW, Schedule};
-use crate::train::{check_texts, clip_grad_norm, epoch_order, io_err};
+use crate::train::{clip_grad_norm, epoch_order, io_err};
 use crate::{embed, EvalRecord, Event, FinetuneError, FinetuneParams, FitSummary, Metric};
 use lmfuse_core::SeededRng;
 use lmfuse_encoder::TokenizedText;
@@ -71,23 +71,8 @@ pub fn fit_with_head(
                 .into(),
         ));
     }
-    if train.is_empty() || dev.is_empty() {
-        return Err(FinetuneError::Invalid(
-            "fine-tuning needs training and dev texts".into(),
-        ));
-    }
-    if train.len() != y.len() || dev.len() != y_dev.len() {
-        return Err(FinetuneError::Invalid(
-            "texts and labels differ in number".into(),
-        ));
-    }
+    crate::train::check_fit_inputs(net, train, y, dev, y_dev)?;
     let k = net.n_classes();
-    if let Some(bad) = y.iter().chain(y_dev).find(|&&c| c >= k) {
-        return Err(FinetuneError::Invalid(format!(
-            "class index {bad} is out of range for {k} classes"
-        )));
-    }
-    check_texts(net, &[("training", train), ("dev", dev)])?;
     let threads = rayon::current_num_threads();
     let started = Instant::now();
     let n_layers = net.config().num_hidden_layers;
@@ -110,13 +95,7 @@ pub fn fit_with_head(
         warmup: (params.warmup * (steps_per_epoch * params.epochs) as f32).round() as usize,
         total: steps_per_epoch * params.epochs,
     };
-    let lr_of = |spec: &crate::TensorSpec| -> f32 {
-        let below_top = match spec.depth {
-            0 => n_layers,
-            d => n_layers.saturating_sub(d),
-        };
-        params.lr * params.layer_lr_decay.powi(below_top as i32)
-    };
+    let lr_of = |spec: &crate::TensorSpec| crate::train::peak_lr(params, n_layers, spec.depth);
     let mut opt = AdamW::new(n_values);
     // The same streams as `fit`: one seed gives the same batches and dropout masks.
     let mut rng = SeededRng::new(params.seed ^ 0xD0_0D);

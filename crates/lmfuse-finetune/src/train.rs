@@ -515,6 +515,46 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Checks what [`fit`] and [`crate::fit_with_head`] are given: texts in train and dev, one
+/// label a text, labels within the network's classes, texts the encoder can read.
+pub(crate) fn check_fit_inputs(
+    net: &Network,
+    train: &[TokenizedText],
+    y: &[usize],
+    dev: &[TokenizedText],
+    y_dev: &[usize],
+) -> Result<(), FinetuneError> {
+    if train.is_empty() || dev.is_empty() {
+        return Err(FinetuneError::Invalid(
+            "fine-tuning needs training and dev texts".into(),
+        ));
+    }
+    if train.len() != y.len() || dev.len() != y_dev.len() {
+        return Err(FinetuneError::Invalid(
+            "texts and labels differ in number".into(),
+        ));
+    }
+    let k = net.n_classes();
+    if let Some(bad) = y.iter().chain(y_dev).find(|&&c| c >= k) {
+        return Err(FinetuneError::Invalid(format!(
+            "class index {bad} is out of range for {k} classes"
+        )));
+    }
+    check_texts(net, &[("training", train), ("dev", dev)])?;
+    Ok(())
+}
+
+/// The peak learning rate of a tensor at `depth`: 0 is the embeddings, 1..=L the layers (each
+/// layer below the top gets `layer_lr_decay` times the one above), L + 1 the head.
+pub(crate) fn peak_lr(params: &FinetuneParams, n_layers: usize, depth: usize) -> f32 {
+    let below_top = match depth {
+        0 => n_layers,
+        d if d <= n_layers => n_layers - d,
+        _ => return params.head_lr,
+    };
+    params.lr * params.layer_lr_decay.powi(below_top as i32)
+}
+
 /// Class probabilities of `texts` in evaluation mode, `texts × classes`.
 pub fn predict_proba(net: &Network, texts: &[TokenizedText], threads: usize) -> Vec<f32> {
     let k = net.n_classes();
@@ -603,23 +643,8 @@ pub fn fit(
     observer: &mut dyn FnMut(&Event),
 ) -> Result<FitSummary, FinetuneError> {
     params.check()?;
-    if train.is_empty() || dev.is_empty() {
-        return Err(FinetuneError::Invalid(
-            "fine-tuning needs training and dev texts".into(),
-        ));
-    }
-    if train.len() != y.len() || dev.len() != y_dev.len() {
-        return Err(FinetuneError::Invalid(
-            "texts and labels differ in number".into(),
-        ));
-    }
+    check_fit_inputs(net, train, y, dev, y_dev)?;
     let k = net.n_classes();
-    if let Some(bad) = y.iter().chain(y_dev).find(|&&c| c >= k) {
-        return Err(FinetuneError::Invalid(format!(
-            "class index {bad} is out of range for {k} classes"
-        )));
-    }
-    check_texts(net, &[("training", train), ("dev", dev)])?;
     let threads = rayon::current_num_threads();
     let started = Instant::now();
     let n_values = net.params.values.len();
@@ -638,15 +663,7 @@ pub fn fit(
         total: steps_per_epoch * params.epochs,
     };
     let n_layers = net.config().num_hidden_layers;
-    // Depth 0 is the embeddings, 1..=L the layers, L + 1 the head.
-    let lr_of = |spec: &crate::TensorSpec| -> f32 {
-        let below_top = match spec.depth {
-            0 => n_layers,
-            d if d <= n_layers => n_layers - d,
-            _ => return params.head_lr,
-        };
-        params.lr * params.layer_lr_decay.powi(below_top as i32)
-    };
+    let lr_of = |spec: &crate::TensorSpec| peak_lr(params, n_layers, spec.depth);
 
     let mut opt = AdamW::new(n_values);
     let mut rng = SeededRng::new(params.seed ^ 0xD0_0D);
