@@ -515,22 +515,14 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         &files,
         base_fp,
         &labels,
-        serde_json::json!({
-            "method": "finetune",
-            "base_encoder": files.reference,
-            "base_weights_sha256": files.weights_sha256,
-            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
-            "n_train": train.texts.len(),
-            "seed": args.seed,
-            "finetune": params,
-            "best_step": summary.best.step,
-            "dev": data_report.dev_source,
-            "test": data_report.test_source,
-        }),
-        serde_json::json!({
-            "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
-            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
-        }),
+        card_training(
+            "finetune",
+            (args, &params, &files),
+            &train,
+            &data_report,
+            summary.best.step,
+        ),
+        card_metrics(&dev_report, &test_report),
     )?;
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
@@ -624,6 +616,36 @@ fn progress_observer<'a>(
             }
         }
     }
+}
+
+/// The card's `training` of a fine-tuned bundle (`method`: `finetune`, `finetune-shared`).
+fn card_training(
+    method: &str,
+    (args, params, files): (&FinetuneArgs, &FinetuneParams, &ModelFiles),
+    train: &lmfuse_data::LabelledTexts,
+    data: &DataReport,
+    best_step: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "method": method,
+        "base_encoder": files.reference,
+        "base_weights_sha256": files.weights_sha256,
+        "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+        "n_train": train.texts.len(),
+        "seed": args.seed,
+        "finetune": params,
+        "best_step": best_step,
+        "dev": data.dev_source,
+        "test": data.test_source,
+    })
+}
+
+/// The card's `metrics`: dev and test accuracy and macro-F1.
+fn card_metrics(dev: &Report, test: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "dev": {"accuracy": dev.accuracy, "macro_f1": dev.macro_f1},
+        "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
+    })
 }
 
 /// A file of a bundle: path relative to the bundle folder, bytes.
@@ -977,22 +999,14 @@ fn run_shared(
         &text_features,
         true,
         HeadCard::new(HeadParams::Mlp(mlp_params), n_features),
-        serde_json::json!({
-            "method": "finetune-shared",
-            "base_encoder": files.reference,
-            "base_weights_sha256": files.weights_sha256,
-            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
-            "n_train": train.texts.len(),
-            "seed": args.seed,
-            "finetune": params,
-            "best_step": summary.best.step,
-            "dev": data_report.dev_source,
-            "test": data_report.test_source,
-        }),
-        serde_json::json!({
-            "dev": {"accuracy": dev_report.accuracy, "macro_f1": dev_report.macro_f1},
-            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
-        }),
+        card_training(
+            "finetune-shared",
+            (args, &params, files),
+            &train,
+            &data_report,
+            summary.best.step,
+        ),
+        card_metrics(&dev_report, &test_report),
     );
     let classifier = Classifier {
         card,
