@@ -5,11 +5,10 @@
 
 use crate::network::{Batch, Dropout, Network};
 use crate::optim::{AdamW, Schedule};
-use crate::train::{clip_grad_norm, epoch_order, io_err};
-use crate::{embed, EvalRecord, Event, FinetuneError, FinetuneParams, FitSummary, Metric};
+use crate::train::{clip_grad_norm, epoch_order, io_err, record_eval};
+use crate::{embed, EvalRecord, Event, FinetuneError, FinetuneParams, FitSummary};
 use lmfuse_core::SeededRng;
 use lmfuse_encoder::TokenizedText;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -174,11 +173,6 @@ pub fn fit_with_head(
             let proba = head.predict_dev(&pooled).map_err(FinetuneError::Head)?;
             let r = lmfuse_metrics::evaluate(y_dev, &proba, &class_names)
                 .map_err(|e| FinetuneError::Invalid(format!("dev evaluation: {e}")))?;
-            let (value, best_value) = match params.metric {
-                Metric::Accuracy => (r.accuracy, best.as_ref().map(|b| b.dev_accuracy)),
-                Metric::MacroF1 => (r.macro_f1, best.as_ref().map(|b| b.dev_macro_f1)),
-            };
-            let improved = best_value.is_none_or(|b| value > b + 1e-12);
             let record = EvalRecord {
                 epoch: epoch + 1,
                 step,
@@ -188,32 +182,21 @@ pub fn fit_with_head(
                 dev_log_loss: r.log_loss,
                 lr_factor: factor,
                 seconds: started.elapsed().as_secs_f64(),
-                best: improved,
+                best: false,
             };
             (loss_sum, loss_count) = (0.0, 0);
-            if improved {
-                best = Some(record.clone());
-                best_values.copy_from_slice(&net.params.values);
-                head.keep_best().map_err(FinetuneError::Head)?;
-                bad_evals = 0;
-            } else {
-                bad_evals += 1;
-            }
-            if let Some(log) = &log {
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(log)
-                    .map_err(io_err(log))?;
-                writeln!(
-                    f,
-                    "{}",
-                    serde_json::to_string(&record).expect("plain record")
-                )
-                .map_err(io_err(log))?;
-            }
-            evals.push(record.clone());
-            observer(&Event::Eval(record));
-            if params.patience > 0 && bad_evals >= params.patience {
+            let out_of_patience = record_eval(
+                params,
+                record,
+                (&mut best, &mut bad_evals, &mut evals),
+                log.as_deref(),
+                observer,
+                || {
+                    best_values.copy_from_slice(&net.params.values);
+                    head.keep_best().map_err(FinetuneError::Head)
+                },
+            )?;
+            if out_of_patience {
                 stopped_early = true;
                 break 'epochs;
             }

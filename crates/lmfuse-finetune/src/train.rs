@@ -515,6 +515,51 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// One dev evaluation's book-keeping, shared by [`fit`] and [`crate::fit_with_head`]: `record`
+/// is marked best when it beats `best` by `params.metric` (by more than 1e-12); then `keep`
+/// runs (to keep the weights) and the patience count restarts, else the count grows. The
+/// record is appended to the metrics log `log` and to `evals`, and `observer` hears of it.
+/// Returns whether patience has run out.
+pub(crate) fn record_eval(
+    params: &FinetuneParams,
+    mut record: EvalRecord,
+    (best, bad_evals, evals): (&mut Option<EvalRecord>, &mut usize, &mut Vec<EvalRecord>),
+    log: Option<&Path>,
+    observer: &mut dyn FnMut(&Event),
+    keep: impl FnOnce() -> Result<(), FinetuneError>,
+) -> Result<bool, FinetuneError> {
+    let value = |r: &EvalRecord| match params.metric {
+        Metric::Accuracy => r.dev_accuracy,
+        Metric::MacroF1 => r.dev_macro_f1,
+    };
+    record.best = best
+        .as_ref()
+        .is_none_or(|b| value(&record) > value(b) + 1e-12);
+    if record.best {
+        *best = Some(record.clone());
+        keep()?;
+        *bad_evals = 0;
+    } else {
+        *bad_evals += 1;
+    }
+    if let Some(log) = log {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .map_err(io_err(log))?;
+        writeln!(
+            f,
+            "{}",
+            serde_json::to_string(&record).expect("plain record")
+        )
+        .map_err(io_err(log))?;
+    }
+    evals.push(record.clone());
+    observer(&Event::Eval(record));
+    Ok(params.patience > 0 && *bad_evals >= params.patience)
+}
+
 /// Checks what [`fit`] and [`crate::fit_with_head`] are given: texts in train and dev, one
 /// label a text, labels within the network's classes, texts the encoder can read.
 pub(crate) fn check_fit_inputs(
@@ -915,17 +960,6 @@ pub fn fit(
             };
             if due {
                 let (acc, f1, ll) = evaluate(net, dev, y_dev, threads)?;
-                let value = match params.metric {
-                    Metric::Accuracy => acc,
-                    Metric::MacroF1 => f1,
-                };
-                let improved = best.as_ref().is_none_or(|b| {
-                    value
-                        > match params.metric {
-                            Metric::Accuracy => b.dev_accuracy,
-                            Metric::MacroF1 => b.dev_macro_f1,
-                        } + 1e-12
-                });
                 let record = EvalRecord {
                     epoch: epoch + 1,
                     step,
@@ -935,36 +969,22 @@ pub fn fit(
                     dev_log_loss: ll,
                     lr_factor: factor,
                     seconds: started.elapsed().as_secs_f64(),
-                    best: improved,
+                    best: false,
                 };
                 loss_sum = 0.0;
                 loss_count = 0;
-                if improved {
-                    best = Some(record.clone());
-                    best_values.copy_from_slice(&net.params.values);
-                    bad_evals = 0;
-                } else {
-                    bad_evals += 1;
-                }
-                if let Some(run) = run_dir {
-                    let log = run.join(METRICS_LOG);
-                    let mut f = std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .open(&log)
-                        .map_err(io_err(&log))?;
-                    writeln!(
-                        f,
-                        "{}",
-                        serde_json::to_string(&record).expect("plain record")
-                    )
-                    .map_err(io_err(&log))?;
-                }
-                evals.push(record.clone());
-                observer(&Event::Eval(record));
-                if params.patience > 0 && bad_evals >= params.patience {
-                    stopped_early = true;
-                }
+                let log = run_dir.map(|run| run.join(METRICS_LOG));
+                stopped_early = record_eval(
+                    params,
+                    record,
+                    (&mut best, &mut bad_evals, &mut evals),
+                    log.as_deref(),
+                    observer,
+                    || {
+                        best_values.copy_from_slice(&net.params.values);
+                        Ok(())
+                    },
+                )?;
             }
             if stopped_early {
                 // Nothing more of this epoch; the checkpoint below records the stop.
