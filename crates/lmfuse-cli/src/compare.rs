@@ -3,11 +3,14 @@
 
 use crate::classify::{load_splits_with, CacheArgs, DataArgs, HeadArg, Splits};
 use crate::embed::embed_texts;
-use crate::finetune::{finetuned_classifier, BundleFile, FinetuneBase};
+use crate::finetune::{
+    finetuned_classifier, fit_shared, shared_classifier, shared_head_params, shared_proba,
+    text_refs, BundleFile, FinetuneBase,
+};
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
-use lmfuse_classic::ProbaHead;
+use lmfuse_classic::{Mlp, MlpParams, ProbaHead};
 use lmfuse_core::LabelSet;
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_encoder::TokenizedText;
@@ -174,6 +177,11 @@ pub(crate) fn blocks_of(all: &Blocks, tfidf: bool, emb: bool) -> Blocks {
 
 /// Arguments of `lmfuse compare`.
 #[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("finetuning")
+        .multiple(true)
+        .args(["finetune", "finetune_shared"])
+))]
 pub struct CompareArgs {
     #[command(flatten)]
     pub(crate) exp: ExperimentArgs,
@@ -219,11 +227,23 @@ pub struct CompareArgs {
     /// bundle holds the fine-tuned encoder.
     #[arg(long)]
     finetune: bool,
-    /// Fine-tuning: passes over the training rows (at most; early stopping may end sooner).
-    #[arg(long, default_value_t = 3, requires = "finetune")]
+    /// Also train the shared hidden layer end to end with the encoder as a candidate,
+    /// `finetuned_shared`: the fusion strategy of a shared layer over TF-IDF (fit on train)
+    /// and the encoder's pooled output, trained jointly (the recipe of `lmfuse finetune
+    /// --shared-head`). k + 1 runs, as with --finetune; its bundle holds the fine-tuned
+    /// encoder.
+    #[arg(long)]
+    finetune_shared: bool,
+    /// --finetune-shared: the head's decoupled weight decay (`lmfuse finetune
+    /// --shared-head-alpha`).
+    #[arg(long, default_value_t = 3.0, requires = "finetune_shared")]
+    finetune_shared_alpha: f64,
+    /// Fine-tuning (--finetune, --finetune-shared): passes over the training rows (at most;
+    /// early stopping may end sooner).
+    #[arg(long, default_value_t = 3, requires = "finetuning")]
     finetune_epochs: usize,
-    /// Fine-tuning: peak learning rate of the encoder.
-    #[arg(long, default_value_t = 3e-5, requires = "finetune")]
+    /// Fine-tuning (--finetune, --finetune-shared): peak learning rate of the encoder.
+    #[arg(long, default_value_t = 3e-5, requires = "finetuning")]
     finetune_lr: f32,
 }
 
@@ -231,7 +251,7 @@ impl CompareArgs {
     /// The settings of `--finetune`'s runs, checked (before anything is fit); `None` without
     /// it.
     fn finetune_params(&self) -> anyhow::Result<Option<FinetuneParams>> {
-        if !self.finetune {
+        if !self.finetune && !self.finetune_shared {
             return Ok(None);
         }
         anyhow::ensure!(
@@ -250,7 +270,54 @@ impl CompareArgs {
             ..Default::default()
         };
         params.check()?;
+        if self.finetune_shared {
+            shared_head_params(&params, self.finetune_shared_alpha, 1)
+                .check()
+                .context("--finetune-shared-alpha")?;
+        }
         Ok(Some(params))
+    }
+
+    /// The heads fine-tuned with the encoder, one candidate each.
+    fn tuned_heads(&self) -> Vec<TunedHead> {
+        let mut heads = Vec::new();
+        if self.finetune {
+            heads.push(TunedHead::Linear);
+        }
+        if self.finetune_shared {
+            heads.push(TunedHead::Shared {
+                alpha: self.finetune_shared_alpha,
+            });
+        }
+        heads
+    }
+}
+
+/// The head a fine-tuned candidate trains together with the encoder.
+#[derive(Debug, Clone, Copy)]
+enum TunedHead {
+    /// A linear head over the pooled output (`finetuned`).
+    Linear,
+    /// The shared hidden layer over TF-IDF and the pooled output (`finetuned_shared`), with
+    /// weight decay `alpha`.
+    Shared { alpha: f64 },
+}
+
+impl TunedHead {
+    /// The candidate's name.
+    fn name(self) -> &'static str {
+        match self {
+            TunedHead::Linear => FINETUNED,
+            TunedHead::Shared { .. } => FINETUNED_SHARED,
+        }
+    }
+
+    /// The candidate's kind in the leaderboard.
+    fn kind(self) -> &'static str {
+        match self {
+            TunedHead::Linear => FINETUNED,
+            TunedHead::Shared { .. } => "shared_hidden_layer",
+        }
     }
 }
 
@@ -284,9 +351,10 @@ struct ModelSpec {
 
 fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
     anyhow::ensure!(
-        s != FINETUNED,
-        "model {s:?}: the fine-tuned encoder is a candidate of its own (--finetune), not a \
-         single or a member (the members of an ensemble share one encoder)"
+        s != FINETUNED && s != FINETUNED_SHARED,
+        "model {s:?}: a fine-tuned encoder is a candidate of its own (--finetune, \
+         --finetune-shared), not a single or a member (the members of an ensemble share one \
+         encoder)"
     );
     let (features, head) = s
         .split_once(':')
@@ -344,14 +412,16 @@ struct Entry {
     predict_seconds: f64,
 }
 
-/// The name of the fine-tuned candidate.
+/// The name of the fine-tuned candidate with a linear head.
 const FINETUNED: &str = "finetuned";
+/// The name of the candidate whose shared hidden layer is trained with the encoder.
+const FINETUNED_SHARED: &str = "finetuned_shared";
 
 /// What a leaderboard entry deploys as.
 enum Deployable {
     /// The classifier at this index of the fitted ones.
     Single(usize),
-    /// The fine-tuned encoder and head.
+    /// A fine-tuned encoder and its head.
     Finetuned(Box<FinetunedModel>),
     /// A combiner over the members, which predict bagged or refit.
     Ensemble(CombinerParams, lmfuse_fusion::Combiner, OofMembers),
@@ -734,7 +804,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             predict_seconds,
         });
     }
-    if let Some(params) = &finetune {
+    for head in args.tuned_heads() {
+        let params = finetune.as_ref().expect("checked with the heads");
         let texts = (
             &all_texts[..n_train],
             &all_texts[n_train..n_train + n_dev],
@@ -742,7 +813,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         );
         let (entry, model) = finetuned_candidate(
             args,
-            params,
+            (params, head),
             texts,
             (&y_train, &y_dev, &y_test),
             &labels,
@@ -776,14 +847,28 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
             Deployable::Finetuned(m) => {
-                let (c, encoder_files) = finetuned_classifier(
-                    &m.net,
-                    &m.base.files,
-                    m.base.fingerprint.clone(),
-                    &labels,
-                    m.training.clone(),
-                    metrics,
-                )?;
+                let (c, encoder_files) = match &m.shared {
+                    None => finetuned_classifier(
+                        &m.net,
+                        &m.base.files,
+                        m.base.fingerprint.clone(),
+                        &labels,
+                        m.training.clone(),
+                        metrics,
+                    )?,
+                    Some(shared) => shared_classifier(
+                        &m.net,
+                        (&m.base.files, m.base.fingerprint.clone()),
+                        &labels,
+                        (
+                            shared.text_features.clone(),
+                            shared.mlp.clone(),
+                            shared.params,
+                        ),
+                        m.training.clone(),
+                        metrics,
+                    )?,
+                };
                 files = encoder_files;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
@@ -864,26 +949,38 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
 /// Texts of train, dev and test.
 type SplitTexts<'a> = (&'a [String], &'a [String], &'a [String]);
 
-/// The fine-tuned candidate's deployable parts: the network, the encoder it started from and
-/// its card's `training`; the bundle (which holds the encoder's files) is built only to save.
+/// A fine-tuned candidate's deployable parts: the network, its shared head if it has one,
+/// the encoder it started from and its card's `training`; the bundle (which holds the
+/// encoder's files) is built only to save.
 struct FinetunedModel {
     net: Network,
+    shared: Option<SharedModel>,
     base: FinetuneBase,
     training: serde_json::Value,
 }
 
-/// The `finetuned` candidate: the encoder and a linear head fine-tuned on every fold but one
-/// (early stopping on dev) for the held fold's out-of-fold probabilities, then on all of train
-/// for the model that is scored on dev and test and deployed.
+/// The shared head of a `finetuned_shared` candidate and what its rows are built from.
+struct SharedModel {
+    mlp: Mlp,
+    params: MlpParams,
+    text_features: TextFeaturizer,
+}
+
+/// A fine-tuned candidate (`finetuned`, `finetuned_shared`): the encoder and `head`
+/// fine-tuned on every fold but one (early stopping on dev) for the held fold's out-of-fold
+/// probabilities, then on all of train for the model that is scored on dev and test and
+/// deployed. The shared head's TF-IDF is fit on all of train, as for the other candidates'
+/// cross-validation.
 fn finetuned_candidate(
     args: &CompareArgs,
-    params: &FinetuneParams,
+    (params, head): (&FinetuneParams, TunedHead),
     (train, dev, test): SplitTexts<'_>,
     (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
     labels: &LabelSet,
     folds: &[usize],
     quiet: bool,
 ) -> anyhow::Result<(Entry, FinetunedModel)> {
+    let name = head.name();
     let base = FinetuneBase::load(&args.exp.model)?;
     let (tok_train, tok_dev, tok_test) = (
         base.tokenize(train)?,
@@ -893,55 +990,106 @@ fn finetuned_candidate(
     let k = labels.len();
     let threads = rayon::current_num_threads();
     let n_folds = args.exp.folds;
+    // The shared head's inputs: TF-IDF blocks of every split, and its hyperparameters.
+    let shared = match head {
+        TunedHead::Linear => None,
+        TunedHead::Shared { alpha } => {
+            let text_features = TextFeaturizer::fit(&text_refs(train))?;
+            let blocks = |t: &[String]| text_features.transform(&text_refs(t), None, &[]);
+            let b = (blocks(train)?, blocks(dev)?, blocks(test)?);
+            let hidden = base.files.config.hidden_size;
+            Some((text_features, b, shared_head_params(params, alpha, hidden)))
+        }
+    };
     let bar = crate::progress::bar(0, "fine-tuning", quiet);
     let say = |what: &str| {
         if !quiet {
-            bar.suspend(|| eprintln!("compare: {FINETUNED}, {what}"));
+            bar.suspend(|| eprintln!("compare: {name}, {what}"));
         }
     };
-    let fit = |rows: &[usize], what: &str| -> anyhow::Result<(Network, usize)> {
+    // Fine-tunes on the train rows `rows`: the network, the shared head if any, the best step.
+    let fit = |rows: &[usize], what: &str| -> anyhow::Result<(Network, Option<Mlp>, usize)> {
         say(what);
         let mut net = base.network(k, args.exp.seed)?;
         let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
         let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
-        let summary = lmfuse_finetune::fit(
-            &mut net,
-            params,
-            &tok,
-            &y,
-            &tok_dev,
-            y_dev,
-            None,
-            false,
-            &mut |e| {
-                if let Event::Step { step, total, loss } = e {
-                    bar.set_length(*total as u64);
-                    bar.set_position(*step as u64);
-                    bar.set_message(format!("fine-tuning ({what}), loss {loss:.4}"));
-                }
-            },
-        )
-        .with_context(|| format!("fine-tuning ({what}) failed"))?;
-        Ok((net, summary.best.step))
+        let mut observer = |e: &Event| {
+            if let Event::Step { step, total, loss } = e {
+                bar.set_length(*total as u64);
+                bar.set_position(*step as u64);
+                bar.set_message(format!("fine-tuning ({what}), loss {loss:.4}"));
+            }
+        };
+        let (mlp, best) = match &shared {
+            None => {
+                let summary = lmfuse_finetune::fit(
+                    &mut net,
+                    params,
+                    &tok,
+                    &y,
+                    &tok_dev,
+                    y_dev,
+                    None,
+                    false,
+                    &mut observer,
+                )
+                .with_context(|| format!("fine-tuning ({what}) failed"))?;
+                (None, summary.best)
+            }
+            Some((text_features, (b_train, b_dev, _), mlp_params)) => {
+                let (mlp, summary) = fit_shared(
+                    &mut net,
+                    (params, mlp_params),
+                    text_features,
+                    (b_train.select_rows(rows), &tok, &y),
+                    (b_dev.clone(), &tok_dev, y_dev),
+                    None,
+                    &mut observer,
+                )
+                .with_context(|| format!("fine-tuning ({what}) failed"))?;
+                (Some(mlp), summary.best)
+            }
+        };
+        Ok((net, mlp, best.step))
+    };
+    // Probabilities of the texts `tok`, whose TF-IDF blocks (for the shared head) `blocks`
+    // gives.
+    let proba = |net: &Network,
+                 mlp: &Option<Mlp>,
+                 tok: &[TokenizedText],
+                 blocks: &dyn Fn(&(Blocks, Blocks, Blocks)) -> Blocks|
+     -> anyhow::Result<Vec<f32>> {
+        match (mlp, &shared) {
+            (Some(mlp), Some((text_features, b, _))) => {
+                shared_proba(net, mlp, tok, blocks(b), text_features)
+            }
+            _ => Ok(lmfuse_finetune::predict_proba(net, tok, threads)),
+        }
     };
     let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
         let fold = folds[held[0]] + 1;
-        let (net, _) = fit(fit_rows, &format!("fold {fold}/{n_folds}"))?;
+        let (net, mlp, _) = fit(fit_rows, &format!("fold {fold}/{n_folds}"))?;
         let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
-        anyhow::Ok((lmfuse_finetune::predict_proba(&net, &held_tok, threads), ()))
+        anyhow::Ok((
+            proba(&net, &mlp, &held_tok, &|b| b.0.select_rows(held))?,
+            (),
+        ))
     })?;
     let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
     let t = Instant::now();
     let all: Vec<usize> = (0..train.len()).collect();
-    let (net, best_step) = fit(&all, "all of train")?;
+    let (net, mlp, best_step) = fit(&all, "all of train")?;
     let fit_seconds = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let dev_p = lmfuse_finetune::predict_proba(&net, &tok_dev, threads);
+    let dev_p = proba(&net, &mlp, &tok_dev, &|b| b.1.clone())?;
     let t = Instant::now();
-    let test_p = lmfuse_finetune::predict_proba(&net, &tok_test, threads);
+    let test_p = proba(&net, &mlp, &tok_test, &|b| b.2.clone())?;
     let predict_seconds = t.elapsed().as_secs_f64();
-    let training = serde_json::json!({
-        "method": "finetune",
+    let mut training = serde_json::json!({
+        "method": match head {
+            TunedHead::Linear => "finetune",
+            TunedHead::Shared { .. } => "finetune-shared",
+        },
         "base_encoder": base.files.reference,
         "base_weights_sha256": base.files.weights_sha256,
         "train_sha256": lmfuse_train::data_hash(train, &labels_of(y_train, labels)),
@@ -952,15 +1100,25 @@ fn finetuned_candidate(
         "best_step": best_step,
         "selected_by": "dev accuracy (early stopping)",
     });
+    let mut selected = BTreeMap::from([("best_step".to_string(), best_step as f64)]);
+    let shared = match (shared, mlp) {
+        (Some((text_features, _, mlp_params)), Some(mlp)) => {
+            training["shared_head"] = serde_json::to_value(mlp_params)?;
+            selected.insert("alpha".into(), mlp_params.alpha);
+            Some(SharedModel {
+                mlp,
+                params: mlp_params,
+                text_features,
+            })
+        }
+        _ => None,
+    };
     let entry = Entry {
-        name: FINETUNED.into(),
-        kind: FINETUNED,
+        name: name.into(),
+        kind: head.kind(),
         cv_accuracy: cv,
         cv_std,
-        selected: Some(BTreeMap::from([(
-            "best_step".to_string(),
-            best_step as f64,
-        )])),
+        selected: Some(selected),
         member_models: None,
         dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
         test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,
@@ -971,6 +1129,7 @@ fn finetuned_candidate(
         entry,
         FinetunedModel {
             net,
+            shared,
             base,
             training,
         },

@@ -14,7 +14,8 @@ use lmfuse_classic::{
 use lmfuse_core::{EncoderFingerprint, LabelSet, SeededRng};
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{
-    Event, FinetuneParams, HeadError, LoraParams, LoraTarget, Metric, Network, PooledHead,
+    Event, FinetuneParams, FitSummary, HeadError, LoraParams, LoraTarget, Metric, Network,
+    PooledHead,
 };
 use lmfuse_metrics::Report;
 use lmfuse_train::{
@@ -412,7 +413,7 @@ pub fn run(args: &FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
              checkpoints: it does not combine with --contrastive, --resume, --grad-accum > 1, \
              --fgm or --pgd"
         );
-        shared_head_params(args, 1)
+        shared_head_params(&args.params(), args.shared_head_alpha, 1)
             .check()
             .context("--shared-head-alpha with --head-lr")?;
     }
@@ -806,32 +807,33 @@ fn run_contrastive(
     Ok(())
 }
 
-/// `--shared-head`'s hyperparameters for a head whose dense tail (the pooled vector) has
-/// `hidden` columns: `lmfuse train --head shared`'s topology and dropout, the decay and rate
-/// of the options. Its epochs, batch size and patience are fine-tuning's (the head sees the
-/// same batches; patience, which `MlpParams` wants ≥ 1, counts dev evaluations there); no
-/// share of train is held out, as dev stops the run.
-fn shared_head_params(args: &FinetuneArgs, hidden: usize) -> MlpParams {
+/// The shared head's hyperparameters for a run with `params` over an encoder whose pooled
+/// vector (the head's dense tail) has `hidden` columns: `lmfuse train --head shared`'s
+/// topology and dropout, weight decay `alpha`, the rate `params.head_lr`. Its epochs, batch
+/// size and patience are fine-tuning's (the head sees the same batches; patience, which
+/// `MlpParams` wants ≥ 1, counts dev evaluations there); no share of train is held out, as
+/// dev stops the run.
+pub(crate) fn shared_head_params(params: &FinetuneParams, alpha: f64, hidden: usize) -> MlpParams {
     let options = TrainOptions {
         head: HeadKind::Shared,
-        seed: args.seed,
+        seed: params.seed,
         dense_tail: hidden,
         ..TrainOptions::default()
     };
-    let HeadParams::Mlp(p) = options.params_with(args.shared_head_alpha) else {
+    let HeadParams::Mlp(p) = options.params_with(alpha) else {
         unreachable!("the shared head is an MLP")
     };
     MlpParams {
-        // The f32 option's shortest decimal (1e-3, not 0.0010000000474974513), which turns
+        // The f32 rate's shortest decimal (1e-3, not 0.0010000000474974513), which turns
         // back into the same f32 the head steps with.
-        lr: args
+        lr: params
             .head_lr
             .to_string()
             .parse()
-            .unwrap_or(args.head_lr as f64),
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        patience: args.patience.max(1),
+            .unwrap_or(params.head_lr as f64),
+        epochs: params.epochs,
+        batch_size: params.batch_size,
+        patience: params.patience.max(1),
         validation_fraction: 0.0,
         ..p
     }
@@ -908,9 +910,101 @@ impl PooledHead for SharedHead {
     }
 }
 
-/// The texts of `t` as string slices.
-fn refs(t: &lmfuse_data::LabelledTexts) -> Vec<&str> {
-    t.texts.iter().map(String::as_str).collect()
+/// Columns of the shared head's rows: the TF-IDF blocks of `text_features`, then `hidden`
+/// pooled values.
+fn shared_columns(text_features: &TextFeaturizer, hidden: usize) -> usize {
+    text_features.blocks().map(|(_, t)| t.dim()).sum::<usize>() + hidden
+}
+
+/// The shared head (hyperparameters `mlp_params`) trained end to end with `net` (`params`)
+/// on `train`'s rows: their TF-IDF blocks of `text_features` (fit on train), token ids and
+/// classes. Dev evaluations stop the run and pick the best step; `net` ends holding that
+/// step's encoder, and the head of that step is returned with the run's summary.
+pub(crate) fn fit_shared(
+    net: &mut Network,
+    (params, mlp_params): (&FinetuneParams, &MlpParams),
+    text_features: &TextFeaturizer,
+    (b_train, tok_train, y_train): (Blocks, &[TokenizedText], &[usize]),
+    (b_dev, tok_dev, y_dev): (Blocks, &[TokenizedText], &[usize]),
+    run_dir: Option<&std::path::Path>,
+    observer: &mut dyn FnMut(&Event),
+) -> anyhow::Result<(Mlp, FitSummary)> {
+    let hidden = net.config().hidden_size;
+    let mut head = SharedHead {
+        // TF-IDF blocks make the rows sparse (`Blocks::fuse`).
+        trainer: mlp_params.trainer(
+            shared_columns(text_features, hidden),
+            net.n_classes(),
+            true,
+        )?,
+        train: b_train,
+        dev: b_dev,
+        weights: text_features.weights,
+        hidden,
+        best: None,
+    };
+    let summary = lmfuse_finetune::fit_with_head(
+        net, &mut head, params, tok_train, y_train, tok_dev, y_dev, run_dir, observer,
+    )?;
+    let mlp = head
+        .best
+        .take()
+        .context("fine-tuning kept no head (no dev evaluation improved)")?;
+    Ok((mlp, summary))
+}
+
+/// Class probabilities of the shared head `mlp` for the texts `tok` whose TF-IDF blocks (of
+/// `text_features`) are `blocks`: the rows `lmfuse eval` builds for the saved classifier.
+pub(crate) fn shared_proba(
+    net: &Network,
+    mlp: &Mlp,
+    tok: &[TokenizedText],
+    blocks: Blocks,
+    text_features: &TextFeaturizer,
+) -> anyhow::Result<Vec<f32>> {
+    let hidden = net.config().hidden_size;
+    let pooled = lmfuse_finetune::embed(net, tok, false, rayon::current_num_threads());
+    let x = SharedHead::rows(blocks, &pooled, hidden, &text_features.weights)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(mlp.predict_proba(&x)?)
+}
+
+/// The fine-tuned `net` with its shared head `mlp` as a `shared`-head classifier over tfidf
+/// and emb whose encoder is `net`'s (inside the bundle), and that encoder's bundle files.
+pub(crate) fn shared_classifier(
+    net: &Network,
+    (files, base_fp): (&ModelFiles, EncoderFingerprint),
+    labels: &LabelSet,
+    (text_features, mlp, mlp_params): (TextFeaturizer, Mlp, MlpParams),
+    training: serde_json::Value,
+    metrics: serde_json::Value,
+) -> anyhow::Result<(Classifier, Vec<BundleFile>)> {
+    let (encoder, bundle_files) = finetuned_encoder(net, files, base_fp)?;
+    let card = ModelCard::new(
+        encoder,
+        labels,
+        &text_features,
+        true,
+        HeadCard::new(
+            HeadParams::Mlp(mlp_params),
+            shared_columns(&text_features, files.config.hidden_size),
+        ),
+        training,
+        metrics,
+    );
+    let classifier = Classifier {
+        card,
+        labels: labels.clone(),
+        head: Head::Mlp(mlp),
+        text_features,
+        oos: None,
+    };
+    Ok((classifier, bundle_files))
+}
+
+/// The texts `t` as string slices.
+pub(crate) fn text_refs(t: &[String]) -> Vec<&str> {
+    t.iter().map(String::as_str).collect()
 }
 
 /// `lmfuse finetune --shared-head`: the encoder trained end to end with the `shared` MLP
@@ -935,70 +1029,46 @@ fn run_shared(
     let params = args.params();
     let hidden = files.config.hidden_size;
     let t = Instant::now();
-    let text_features = TextFeaturizer::fit(&refs(&train))?;
-    let blocks = |t: &lmfuse_data::LabelledTexts| text_features.transform(&refs(t), None, &[]);
+    let text_features = TextFeaturizer::fit(&text_refs(&train.texts))?;
+    let blocks =
+        |t: &lmfuse_data::LabelledTexts| text_features.transform(&text_refs(&t.texts), None, &[]);
     let (b_train, b_dev, b_test) = (blocks(&train)?, blocks(&dev)?, blocks(&test)?);
     let tfidf_seconds = t.elapsed().as_secs_f64();
-    let n_tfidf: usize = text_features.blocks().map(|(_, t)| t.dim()).sum();
-    let n_features = n_tfidf + hidden;
-    let mlp_params = shared_head_params(args, hidden);
-    let mut head = SharedHead {
-        // TF-IDF blocks make the rows sparse (`Blocks::fuse`).
-        trainer: mlp_params.trainer(n_features, labels.len(), true)?,
-        train: b_train,
-        dev: b_dev,
-        weights: text_features.weights,
-        hidden,
-        best: None,
-    };
+    let mlp_params = shared_head_params(&params, args.shared_head_alpha, hidden);
 
     let bar = crate::progress::bar(0, "fine-tuning", quiet);
     let mut observer = progress_observer(&bar, quiet, run_dir);
     let t = Instant::now();
-    let summary = lmfuse_finetune::fit_with_head(
+    let (mlp, summary) = fit_shared(
         net,
-        &mut head,
-        &params,
-        &tok_train,
-        &y_train,
-        &tok_dev,
-        &y_dev,
+        (&params, &mlp_params),
+        &text_features,
+        (b_train, &tok_train, &y_train),
+        (b_dev.clone(), &tok_dev, &y_dev),
         Some(run_dir),
         &mut observer,
     )
     .with_context(|| format!("fine-tuning failed (run folder {})", run_dir.display()))?;
     bar.finish_and_clear();
     let fit_seconds = t.elapsed().as_secs_f64();
-    let mlp = head
-        .best
-        .take()
-        .context("fine-tuning kept no head (no dev evaluation improved)")?;
 
     // Dev and test as `eval` will see them: TF-IDF and the fine-tuned encoder's vectors.
-    let threads = rayon::current_num_threads();
-    let proba = |tok: &[TokenizedText], b: &Blocks| -> anyhow::Result<Vec<f32>> {
-        let pooled = lmfuse_finetune::embed(net, tok, false, threads);
-        let x = SharedHead::rows(b.clone(), &pooled, hidden, &text_features.weights)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(mlp.predict_proba(&x)?)
-    };
-    let dev_report =
-        lmfuse_metrics::evaluate(&y_dev, &proba(&tok_dev, &head.dev)?, labels.names())?;
+    let proba = |tok: &[TokenizedText], b: Blocks| shared_proba(net, &mlp, tok, b, &text_features);
+    let dev_report = lmfuse_metrics::evaluate(&y_dev, &proba(&tok_dev, b_dev)?, labels.names())?;
     let test_report =
-        lmfuse_metrics::evaluate(&y_test, &proba(&tok_test, &b_test)?, labels.names())?;
+        lmfuse_metrics::evaluate(&y_test, &proba(&tok_test, b_test)?, labels.names())?;
 
     let head_values: usize = mlp.to_tensors().values().map(|t| t.len()).sum();
     let linear_values: usize = {
         let (w, b) = net.head_tensors();
         w.len() + b.len()
     };
-    let (encoder, bundle_files) = finetuned_encoder(net, files, base_fp)?;
-    let card = ModelCard::new(
-        encoder,
+    let n_tfidf = shared_columns(&text_features, 0);
+    let (classifier, bundle_files) = shared_classifier(
+        net,
+        (files, base_fp),
         &labels,
-        &text_features,
-        true,
-        HeadCard::new(HeadParams::Mlp(mlp_params), n_features),
+        (text_features, mlp, mlp_params),
         card_training(
             "finetune-shared",
             (args, &params, files),
@@ -1007,14 +1077,7 @@ fn run_shared(
             summary.best.step,
         ),
         card_metrics(&dev_report, &test_report),
-    );
-    let classifier = Classifier {
-        card,
-        labels: labels.clone(),
-        head: Head::Mlp(mlp),
-        text_features,
-        oos: None,
-    };
+    )?;
     let (manifest, tensors, json) = classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
     lmfuse_bundle::save_with_files(&args.out, manifest, &tensors, &json, &bundle_files)
         .with_context(|| format!("cannot save the bundle to {}", args.out.display()))?;

@@ -726,6 +726,114 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
 }
 
 #[test]
+fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_encoder() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    let t = test.to_str().unwrap();
+    let out = dir.path().join("winner");
+    let args = [
+        "compare",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        t,
+        "--folds",
+        "2",
+        "--singles",
+        "",
+        "--ensembles",
+        "",
+        "--finetune",
+        "--finetune-shared",
+        "--finetune-shared-alpha",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--json",
+    ];
+    let r = ok_json(&args, &cache);
+    let candidates = r["candidates"].as_array().unwrap();
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["finetuned", "finetuned_shared"], "{r}");
+    let shared = &candidates[1];
+    assert_eq!(shared["kind"], "shared_hidden_layer");
+    assert_eq!(shared["selected"]["alpha"], 1.0);
+    assert!(shared["selected"]["best_step"].is_number(), "{shared}");
+    let cv = shared["cv_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&cv) && shared["cv_std"].is_number());
+
+    // Alone it wins; its bundle (a shared-head classifier over tfidf and the fine-tuned
+    // encoder inside) reloads to the test metrics compare measured.
+    let mut alone: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--finetune")
+        .collect();
+    alone.extend(["--out", out.to_str().unwrap()]);
+    let r = ok_json(&alone, &cache);
+    assert_eq!(r["candidates"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["winner"]["name"], "finetuned_shared");
+    // Same seed, same folds, same runs: the same figures as beside the linear candidate.
+    assert_eq!(r["winner"]["cv_accuracy"], shared["cv_accuracy"]);
+    assert_eq!(r["winner"]["test"], shared["test"]);
+    assert!(out.join("encoder").join("model.safetensors").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let training = &manifest["model"]["training"];
+    assert_eq!(training["method"], "finetune-shared", "{manifest}");
+    assert_eq!(training["shared_head"]["alpha"], 1.0, "{manifest}");
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            t,
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
+    let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
+    assert!((lp(&e) - lp(&r["winner"])).abs() < 1e-4, "{e} vs {r}");
+
+    // Fine-tuning settings without a fine-tuned candidate are a usage error; the shared
+    // candidate as an ensemble member is refused.
+    let epochs_alone = [
+        "compare",
+        "--train",
+        train.to_str().unwrap(),
+        "--finetune-epochs",
+        "1",
+    ];
+    let usage = run(&epochs_alone, &cache);
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--finetune-shared"), "{stderr}");
+    let mut member = args.to_vec();
+    member.extend([
+        "--members",
+        "emb:logreg,finetuned_shared",
+        "--ensembles",
+        "stacking",
+    ]);
+    assert_one_line_error(&member, &["finetuned_shared", "--finetune-shared"]);
+}
+
+#[test]
 fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
