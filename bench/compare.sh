@@ -10,6 +10,8 @@
 #   REFIT=1 bash bench/compare.sh                   # also --oof-members refit (twice the time)
 #   FINETUNE_SETS="trec" bash bench/compare.sh      # also compare --finetune on these sets
 #                                                   # (6 fine-tuning runs each: ~30 min on trec)
+#   SHARED_SETS="trec" bash bench/compare.sh        # also compare --finetune-shared (2 epochs)
+#                                                   # on these sets (6 runs each)
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,11 @@ for s in $sets; do
     *" $s "*)
       $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
         --finetune --json > "$d/compare-finetune.json" ;;
+  esac
+  case " ${SHARED_SETS:-} " in
+    *" $s "*)
+      $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
+        --finetune-shared --finetune-epochs 2 --json > "$d/compare-shared.json" ;;
   esac
   if [ "${REFIT:-0}" = 1 ]; then
     $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
