@@ -25,6 +25,11 @@ def load(s, name):
     return json.load(open(path)) if os.path.exists(path) else None
 
 
+def best_single(r):
+    """Test accuracy % of the best single (non-fusion) model of run `r`."""
+    return max(100 * c["test"]["accuracy"] for c in r["candidates"] if c["kind"] == "single")
+
+
 def table(runs):
     """The leaderboard rows of `runs` ({set: compare JSON}) and the two counts."""
     rows = ["| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
@@ -35,9 +40,7 @@ def table(runs):
         by = {c["name"].split("(")[0]: c for c in r["candidates"]}
         w = r["winner"]
         acc = 100 * w["test"]["accuracy"]
-        best_single = max(100 * c["test"]["accuracy"]
-                          for c in r["candidates"] if c["kind"] == "single")
-        beats = acc > best_single
+        beats = acc > best_single(r)
         wins += beats
         met += s in REF and acc >= REF[s] - 1e-9
 
@@ -45,7 +48,7 @@ def table(runs):
             return f"{100 * by[n]['test']['accuracy']:.2f}" if n in by else "-"
         delta = f"{acc - REF[s]:+.2f}" if s in REF else "-"
         rows.append(f"| {s} | {w['name'].split('(')[0]} | {acc:.2f} | {REF.get(s, '-')} | {delta} "
-                    f"| {best_single:.2f} | {'yes' if beats else 'no'} | "
+                    f"| {best_single(r):.2f} | {'yes' if beats else 'no'} | "
                     + " | ".join(cell(n) for n in COLUMNS) + " |")
     return rows, met, wins
 
@@ -83,6 +86,28 @@ if all(refit.values()):
         lines.append(f"| {s} | " + " | ".join(
             f"{100 * (b[n]['test']['accuracy'] - r[n]['test']['accuracy']):+.2f}"
             for n in ["weighted", "stacking", "adaptive"]) + " |")
+def candidate_table(runs, name):
+    """Rows of one fine-tuned candidate `name` in `runs` ({set: compare JSON})."""
+    rows = [f"| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
+            f"member test % | {name} CV % | its dev % | its test % | best other by CV | its CV "
+            f"% | its test % | {name} fit s | run s |", "|---" * 14 + "|"]
+    for s, r in runs.items():
+        w = r["winner"]
+        acc = 100 * w["test"]["accuracy"]
+        c = next(c for c in r["candidates"] if c["name"] == name)
+        other = max((c for c in r["candidates"] if c["name"] != name),
+                    key=lambda c: c["cv_accuracy"])
+        rows.append(
+            f"| {s} | {w['name'].split('(')[0]} | {acc:.2f} | {REF.get(s, '-')} | "
+            f"{acc - REF[s]:+.2f} | {best_single(r):.2f} | "
+            f"{100 * c['cv_accuracy']:.2f} ± {100 * c['cv_std']:.2f} | "
+            f"{100 * c['dev']['accuracy']:.2f} | {100 * c['test']['accuracy']:.2f} | "
+            f"{other['name'].split('(')[0]} | {100 * other['cv_accuracy']:.2f} | "
+            f"{100 * other['test']['accuracy']:.2f} | {c['fit_seconds']:.0f} | "
+            f"{r['seconds']:.0f} |")
+    return rows
+
+
 finetuned = {s: load(s, "compare-finetune.json") for s in sets}
 finetuned = {s: r for s, r in finetuned.items() if r}
 if finetuned:
@@ -91,21 +116,8 @@ if finetuned:
               "those sets (bench/out/classic/<set>/compare-finetune.json): the same candidates "
               "plus `finetuned`, all-MiniLM-L6-v2 fine-tuned with a linear head (3 epochs, lr "
               "3e-5, early stopping on dev), once per fold for its CV score and once on all of "
-              "train. Fit seconds: the run on all of train; the CV runs come on top.", "",
-              "| set | winner (by CV) | winner test % | sklearn soft vote % | finetuned CV % | "
-              "finetuned dev % | finetuned test % | best fusion by CV | its CV % | its test % | "
-              "finetuned fit s |", "|---" * 11 + "|"]
-    for s, r in finetuned.items():
-        w = r["winner"]
-        ft = next(c for c in r["candidates"] if c["kind"] == "finetuned")
-        fusion = max((c for c in r["candidates"] if c["kind"] != "finetuned"
-                      and c["kind"] != "single"), key=lambda c: c["cv_accuracy"])
-        lines.append(
-            f"| {s} | {w['name'].split('(')[0]} | {100 * w['test']['accuracy']:.2f} | "
-            f"{REF.get(s, '-')} | {100 * ft['cv_accuracy']:.2f} ± {100 * ft['cv_std']:.2f} | "
-            f"{100 * ft['dev']['accuracy']:.2f} | {100 * ft['test']['accuracy']:.2f} | "
-            f"{fusion['name'].split('(')[0]} | {100 * fusion['cv_accuracy']:.2f} | "
-            f"{100 * fusion['test']['accuracy']:.2f} | {ft['fit_seconds']:.0f} |")
+              "train. Fit seconds: the run on all of train; the CV runs come on top.", ""]
+    lines += candidate_table(finetuned, "finetuned")
 shared = {s: load(s, "compare-shared.json") for s in sets}
 shared = {s: r for s, r in shared.items() if r}
 if shared:
@@ -118,34 +130,15 @@ if shared:
               "`lmfuse finetune --shared-head`: lr 3e-5, head lr 1e-3, alpha 3, early stopping "
               "on dev), once per fold for its CV score and once on all of train. The winner is "
               "the best CV candidate of the whole run. Fit seconds: the run on all of train; "
-              "the CV runs come on top.", "",
-              "| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
-              "member test % | finetuned_shared CV % | its dev % | its test % | best other by "
-              "CV | its CV % | its test % | finetuned_shared fit s | run s |", "|---" * 14 + "|"]
-    for s, r in shared.items():
-        w = r["winner"]
-        acc = 100 * w["test"]["accuracy"]
-        sh = next(c for c in r["candidates"] if c["name"] == "finetuned_shared")
-        other = max((c for c in r["candidates"] if c["name"] != "finetuned_shared"),
-                    key=lambda c: c["cv_accuracy"])
-        best_single = max(100 * c["test"]["accuracy"]
-                          for c in r["candidates"] if c["kind"] == "single")
-        lines.append(
-            f"| {s} | {w['name'].split('(')[0]} | {acc:.2f} | {REF.get(s, '-')} | "
-            f"{acc - REF[s]:+.2f} | {best_single:.2f} | "
-            f"{100 * sh['cv_accuracy']:.2f} ± {100 * sh['cv_std']:.2f} | "
-            f"{100 * sh['dev']['accuracy']:.2f} | {100 * sh['test']['accuracy']:.2f} | "
-            f"{other['name'].split('(')[0]} | {100 * other['cv_accuracy']:.2f} | "
-            f"{100 * other['test']['accuracy']:.2f} | {sh['fit_seconds']:.0f} | "
-            f"{r['seconds']:.0f} |")
+              "the CV runs come on top.", ""]
+    lines += candidate_table(shared, "finetuned_shared")
     # The bar with every fusion candidate lmfuse offers: the shared run where there is one.
     met = wins = 0
     for s in sets:
         r = shared.get(s) or bagged[s]
         acc = 100 * r["winner"]["test"]["accuracy"]
         met += acc >= REF[s] - 1e-9
-        wins += acc > max(100 * c["test"]["accuracy"]
-                          for c in r["candidates"] if c["kind"] == "single")
+        wins += acc > best_single(r)
     lines += ["", f"With `--finetune-shared` where it ran ({', '.join(shared)}) and the default "
               f"candidates elsewhere: winner ≥ the scikit-learn soft vote on {met} of "
               f"{len(sets)} sets; beats the best single member on {wins} of {len(sets)}."]

@@ -644,20 +644,41 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
     assert_eq!(refit["winner"]["cv_accuracy"], r["winner"]["cv_accuracy"]);
 }
 
+/// Train (120 rows) and test (40 other rows) files of the small two-class set in `dir`.
+fn small_train_test(dir: &Path) -> (PathBuf, PathBuf) {
+    let (train, test) = (dir.join("train.jsonl"), dir.join("test.jsonl"));
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    (train, test)
+}
+
+/// `lmfuse eval` of the bundle `out` on `data` reports `winner`'s test accuracy and, to 1e-4,
+/// its log loss.
+fn assert_eval_reproduces(out: &Path, data: &Path, winner: &serde_json::Value, cache: &Path) {
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        cache,
+    );
+    assert_eq!(e["test"]["accuracy"], winner["test"]["accuracy"]);
+    let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
+    assert!((lp(&e) - lp(winner)).abs() < 1e-4, "{e} vs {winner}");
+}
+
 #[test]
 fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (train, test) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("test.jsonl"),
-    );
-    write_set(&train, 120, 0);
-    write_set(&test, 40, 1000);
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("winner"));
+    let (train, test) = small_train_test(dir.path());
     let t = test.to_str().unwrap();
-    let out = dir.path().join("winner");
     let args = [
         "compare",
         "--model",
@@ -699,20 +720,7 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
     let r = ok_json(&alone, &cache);
     assert_eq!(r["winner"]["name"], "finetuned");
     assert!(out.join("encoder").join("model.safetensors").is_file());
-    let e = ok_json(
-        &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
-            "--data",
-            t,
-            "--json",
-        ],
-        &cache,
-    );
-    assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
-    let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
-    assert!((lp(&e) - lp(&r["winner"])).abs() < 1e-4, "{e} vs {r}");
+    assert_eval_reproduces(&out, &test, &r["winner"], &cache);
 
     // It cannot be an ensemble member: the members share one encoder.
     let mut member = args.to_vec();
@@ -730,15 +738,9 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (train, test) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("test.jsonl"),
-    );
-    write_set(&train, 120, 0);
-    write_set(&test, 40, 1000);
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("winner"));
+    let (train, test) = small_train_test(dir.path());
     let t = test.to_str().unwrap();
-    let out = dir.path().join("winner");
     let args = [
         "compare",
         "--model",
@@ -795,20 +797,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     let training = &manifest["model"]["training"];
     assert_eq!(training["method"], "finetune-shared", "{manifest}");
     assert_eq!(training["shared_head"]["alpha"], 1.0, "{manifest}");
-    let e = ok_json(
-        &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
-            "--data",
-            t,
-            "--json",
-        ],
-        &cache,
-    );
-    assert_eq!(e["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
-    let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
-    assert!((lp(&e) - lp(&r["winner"])).abs() < 1e-4, "{e} vs {r}");
+    assert_eval_reproduces(&out, &test, &r["winner"], &cache);
 
     // Fine-tuning settings without a fine-tuned candidate are a usage error; the shared
     // candidate as an ensemble member is refused.
