@@ -1015,9 +1015,8 @@ fn finetuned_candidate(
         let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
         let mut observer = |e: &Event| {
             if let Event::Step { step, total, loss } = e {
-                bar.set_length(*total as u64);
-                bar.set_position(*step as u64);
-                bar.set_message(format!("fine-tuning ({what}), loss {loss:.4}"));
+                let what = format!("fine-tuning ({what})");
+                crate::progress::show_step(&bar, &what, *step, *total, *loss);
             }
         };
         let (mlp, best) = match &shared {

@@ -592,9 +592,7 @@ fn progress_observer<'a>(
 ) -> impl FnMut(&Event) + 'a {
     move |e: &Event| match e {
         Event::Step { step, total, loss } => {
-            bar.set_length(*total as u64);
-            bar.set_position(*step as u64);
-            bar.set_message(format!("fine-tuning, loss {loss:.4}"));
+            crate::progress::show_step(bar, "fine-tuning", *step, *total, *loss)
         }
         Event::Eval(r) => {
             if !quiet {
@@ -694,9 +692,7 @@ fn run_contrastive(
     let losses =
         lmfuse_finetune::fit_contrastive(&mut net, &cparams, &tok_train, &y_train, &mut |e| {
             if let Event::Step { step, total, loss } = e {
-                bar.set_length(*total as u64);
-                bar.set_position(*step as u64);
-                bar.set_message(format!("contrastive tuning, loss {loss:.4}"));
+                crate::progress::show_step(&bar, "contrastive tuning", *step, *total, *loss);
             }
         })?;
     bar.finish_and_clear();

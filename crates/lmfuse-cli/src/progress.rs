@@ -18,3 +18,10 @@ pub fn bar(len: u64, message: &'static str, quiet: bool) -> ProgressBar {
     bar.set_message(message);
     bar
 }
+
+/// Moves `bar` to optimiser step `step` of `total`, its message `what` and the last `loss`.
+pub fn show_step(bar: &ProgressBar, what: &str, step: usize, total: usize, loss: f32) {
+    bar.set_length(total as u64);
+    bar.set_position(step as u64);
+    bar.set_message(format!("{what}, loss {loss:.4}"));
+}
