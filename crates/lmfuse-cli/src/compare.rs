@@ -14,7 +14,7 @@ use lmfuse_classic::{Mlp, MlpParams, ProbaHead};
 use lmfuse_core::LabelSet;
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_encoder::TokenizedText;
-use lmfuse_finetune::{Event, FinetuneParams, Network};
+use lmfuse_finetune::{EvalRecord, Event, FinetuneParams, Network};
 use lmfuse_fusion::{CombinerParams, MemberRows, Strategy};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
@@ -235,9 +235,16 @@ pub struct CompareArgs {
     #[arg(long)]
     finetune_shared: bool,
     /// --finetune-shared: the head's decoupled weight decay (`lmfuse finetune
-    /// --shared-head-alpha`).
-    #[arg(long, default_value_t = 3.0, requires = "finetune_shared")]
-    finetune_shared_alpha: f64,
+    /// --shared-head-alpha`). With several, comma-separated, each is trained on all of train
+    /// and the best dev accuracy chooses (ties: the earlier), as it chooses the members' C;
+    /// the folds then run with that one only (n + k runs for n values).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "3",
+        requires = "finetune_shared"
+    )]
+    finetune_shared_alpha: Vec<f64>,
     /// Fine-tuning (--finetune, --finetune-shared): passes over the training rows (at most;
     /// early stopping may end sooner).
     #[arg(long, default_value_t = 3, requires = "finetuning")]
@@ -271,9 +278,11 @@ impl CompareArgs {
         };
         params.check()?;
         if self.finetune_shared {
-            shared_head_params(&params, self.finetune_shared_alpha, 1)
-                .check()
-                .context("--finetune-shared-alpha")?;
+            for &alpha in &self.finetune_shared_alpha {
+                shared_head_params(&params, alpha, 1)
+                    .check()
+                    .with_context(|| format!("--finetune-shared-alpha {alpha}"))?;
+            }
         }
         Ok(Some(params))
     }
@@ -286,7 +295,7 @@ impl CompareArgs {
         }
         if self.finetune_shared {
             heads.push(TunedHead::Shared {
-                alpha: self.finetune_shared_alpha,
+                alphas: self.finetune_shared_alpha.clone(),
             });
         }
         heads
@@ -294,18 +303,18 @@ impl CompareArgs {
 }
 
 /// The head a fine-tuned candidate trains together with the encoder.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum TunedHead {
     /// A linear head over the pooled output (`finetuned`).
     Linear,
     /// The shared hidden layer over TF-IDF and the pooled output (`finetuned_shared`), with
-    /// weight decay `alpha`.
-    Shared { alpha: f64 },
+    /// the weight decay chosen on dev among `alphas`.
+    Shared { alphas: Vec<f64> },
 }
 
 impl TunedHead {
     /// The candidate's name.
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             TunedHead::Linear => FINETUNED,
             TunedHead::Shared { .. } => FINETUNED_SHARED,
@@ -313,7 +322,7 @@ impl TunedHead {
     }
 
     /// The candidate's kind in the leaderboard.
-    fn kind(self) -> &'static str {
+    fn kind(&self) -> &'static str {
         match self {
             TunedHead::Linear => FINETUNED,
             TunedHead::Shared { .. } => "shared_hidden_layer",
@@ -406,6 +415,10 @@ struct Entry {
     /// or as the mean of their fold models (`bagged`).
     #[serde(skip_serializing_if = "Option::is_none")]
     member_models: Option<&'static str>,
+    /// A fine-tuned candidate with several settings: each one's dev accuracy on all of train
+    /// (`selected` holds the one chosen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tried: Vec<Tried>,
     dev: Report,
     test: Report,
     fit_seconds: f64,
@@ -676,6 +689,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 cv_std,
                 selected: Some(selected),
                 member_models: None,
+                tried: Vec::new(),
                 dev: lmfuse_metrics::evaluate(&y_dev, &refit.dev, labels.names())?,
                 test: lmfuse_metrics::evaluate(&y_test, &refit.test, labels.names())?,
                 fit_seconds,
@@ -798,6 +812,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 .uses_c()
                 .then(|| BTreeMap::from([("c".to_string(), params.c)])),
             member_models: Some(how.name()),
+            tried: Vec::new(),
             dev: lmfuse_metrics::evaluate(&y_dev, &dev_f, labels.names())?,
             test: lmfuse_metrics::evaluate(&y_test, &test_f, labels.names())?,
             fit_seconds: fit_seconds + member_seconds,
@@ -813,7 +828,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         );
         let (entry, model) = finetuned_candidate(
             args,
-            (params, head),
+            (params, &head),
             texts,
             (&y_train, &y_dev, &y_test),
             &labels,
@@ -949,6 +964,17 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
 /// Texts of train, dev and test.
 type SplitTexts<'a> = (&'a [String], &'a [String], &'a [String]);
 
+/// TF-IDF blocks of train, dev and test.
+type SplitBlocks = (Blocks, Blocks, Blocks);
+
+/// One setting of a fine-tuned candidate tried on all of train, and its dev accuracy.
+#[derive(Debug, Serialize)]
+struct Tried {
+    alpha: f64,
+    dev_accuracy: f64,
+    best_step: usize,
+}
+
 /// A fine-tuned candidate's deployable parts: the network, its shared head if it has one,
 /// the encoder it started from and its card's `training`; the bundle (which holds the
 /// encoder's files) is built only to save.
@@ -967,13 +993,15 @@ struct SharedModel {
 }
 
 /// A fine-tuned candidate (`finetuned`, `finetuned_shared`): the encoder and `head`
-/// fine-tuned on every fold but one (early stopping on dev) for the held fold's out-of-fold
-/// probabilities, then on all of train for the model that is scored on dev and test and
-/// deployed. The shared head's TF-IDF is fit on all of train, as for the other candidates'
+/// fine-tuned on all of train (early stopping on dev) for the model that is scored on dev and
+/// test and deployed, then on every fold but one for the held fold's out-of-fold
+/// probabilities. With several values of the shared head's alpha, each is fine-tuned on all of
+/// train and the best dev accuracy chooses (ties: the earlier); the folds run with that one.
+/// The shared head's TF-IDF is fit on all of train, as for the other candidates'
 /// cross-validation.
 fn finetuned_candidate(
     args: &CompareArgs,
-    (params, head): (&FinetuneParams, TunedHead),
+    (params, head): (&FinetuneParams, &TunedHead),
     (train, dev, test): SplitTexts<'_>,
     (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
     labels: &LabelSet,
@@ -990,16 +1018,29 @@ fn finetuned_candidate(
     let k = labels.len();
     let threads = rayon::current_num_threads();
     let n_folds = args.exp.folds;
-    // The shared head's inputs: TF-IDF blocks of every split, and its hyperparameters.
-    let shared = match head {
-        TunedHead::Linear => None,
-        TunedHead::Shared { alpha } => {
+    // The shared head's inputs (TF-IDF and its blocks of every split) and the settings to
+    // try: the shared head's hyperparameters, one per alpha, or `None` for the linear head.
+    let (shared_inputs, settings): (
+        Option<(TextFeaturizer, SplitBlocks)>,
+        Vec<Option<MlpParams>>,
+    ) = match head {
+        TunedHead::Linear => (None, vec![None]),
+        TunedHead::Shared { alphas } => {
             let text_features = TextFeaturizer::fit(&text_refs(train))?;
             let blocks = |t: &[String]| text_features.transform(&text_refs(t), None, &[]);
             let b = (blocks(train)?, blocks(dev)?, blocks(test)?);
             let hidden = base.files.config.hidden_size;
-            Some((text_features, b, shared_head_params(params, alpha, hidden)))
+            let settings = alphas
+                .iter()
+                .map(|&a| Some(shared_head_params(params, a, hidden)))
+                .collect();
+            (Some((text_features, b)), settings)
         }
+    };
+    let shared_of = || {
+        shared_inputs
+            .as_ref()
+            .expect("the shared head's settings come with its inputs")
     };
     let bar = crate::progress::bar(0, "fine-tuning", quiet);
     let say = |what: &str| {
@@ -1007,8 +1048,12 @@ fn finetuned_candidate(
             bar.suspend(|| eprintln!("compare: {name}, {what}"));
         }
     };
-    // Fine-tunes on the train rows `rows`: the network, the shared head if any, the best step.
-    let fit = |rows: &[usize], what: &str| -> anyhow::Result<(Network, Option<Mlp>, usize)> {
+    // Fine-tunes on the train rows `rows` with `setting`: the network, the shared head if
+    // any, and the best dev evaluation.
+    let fit = |rows: &[usize],
+               what: &str,
+               setting: Option<&MlpParams>|
+     -> anyhow::Result<(Network, Option<Mlp>, EvalRecord)> {
         say(what);
         let mut net = base.network(k, args.exp.seed)?;
         let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
@@ -1019,7 +1064,7 @@ fn finetuned_candidate(
                 crate::progress::show_step(&bar, &what, *step, *total, *loss);
             }
         };
-        let (mlp, best) = match &shared {
+        let (mlp, best) = match setting {
             None => {
                 let summary = lmfuse_finetune::fit(
                     &mut net,
@@ -1035,7 +1080,8 @@ fn finetuned_candidate(
                 .with_context(|| format!("fine-tuning ({what}) failed"))?;
                 (None, summary.best)
             }
-            Some((text_features, (b_train, b_dev, _), mlp_params)) => {
+            Some(mlp_params) => {
+                let (text_features, (b_train, b_dev, _)) = shared_of();
                 let (mlp, summary) = fit_shared(
                     &mut net,
                     (params, mlp_params),
@@ -1049,40 +1095,76 @@ fn finetuned_candidate(
                 (Some(mlp), summary.best)
             }
         };
-        Ok((net, mlp, best.step))
+        Ok((net, mlp, best))
     };
-    // Probabilities of the texts `tok`, whose TF-IDF blocks (for the shared head) `blocks`
-    // gives.
+    // Probabilities of the texts `tok` (with `setting`'s head `mlp`), whose TF-IDF blocks
+    // (for the shared head) `blocks` picks.
     let proba = |net: &Network,
-                 mlp: &Option<Mlp>,
+                 (setting, mlp): (Option<&MlpParams>, &Option<Mlp>),
                  tok: &[TokenizedText],
-                 blocks: &dyn Fn(&(Blocks, Blocks, Blocks)) -> Blocks|
+                 blocks: &dyn Fn(&SplitBlocks) -> Blocks|
      -> anyhow::Result<Vec<f32>> {
-        match (mlp, &shared) {
-            (Some(mlp), Some((text_features, b, _))) => {
+        match (setting, mlp) {
+            (Some(_), Some(mlp)) => {
+                let (text_features, b) = shared_of();
                 shared_proba(net, mlp, tok, blocks(b), text_features)
             }
-            _ => Ok(lmfuse_finetune::predict_proba(net, tok, threads)),
+            (None, None) => Ok(lmfuse_finetune::predict_proba(net, tok, threads)),
+            _ => unreachable!("a shared head comes with its setting"),
         }
     };
+
+    // The model that is deployed, and the choice of setting: each on all of train.
+    let all: Vec<usize> = (0..train.len()).collect();
+    let t = Instant::now();
+    let mut tried = Vec::new();
+    let mut chosen: Option<(Option<MlpParams>, Network, Option<Mlp>, EvalRecord)> = None;
+    for setting in &settings {
+        let what = match setting {
+            Some(p) if settings.len() > 1 => format!("all of train, alpha {}", p.alpha),
+            _ => "all of train".to_string(),
+        };
+        let (net, mlp, best) = fit(&all, &what, setting.as_ref())?;
+        if let Some(p) = setting {
+            tried.push(Tried {
+                alpha: p.alpha,
+                dev_accuracy: best.dev_accuracy,
+                best_step: best.step,
+            });
+        }
+        if chosen
+            .as_ref()
+            .is_none_or(|c| best.dev_accuracy > c.3.dev_accuracy)
+        {
+            chosen = Some((*setting, net, mlp, best));
+        }
+    }
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let (setting, net, mlp, best) = chosen.expect("at least one setting");
+    if settings.len() == 1 {
+        // Nothing was chosen.
+        tried.clear();
+    }
     let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
         let fold = folds[held[0]] + 1;
-        let (net, mlp, _) = fit(fit_rows, &format!("fold {fold}/{n_folds}"))?;
+        let (net, mlp, _) = fit(
+            fit_rows,
+            &format!("fold {fold}/{n_folds}"),
+            setting.as_ref(),
+        )?;
         let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
         anyhow::Ok((
-            proba(&net, &mlp, &held_tok, &|b| b.0.select_rows(held))?,
+            proba(&net, (setting.as_ref(), &mlp), &held_tok, &|b| {
+                b.0.select_rows(held)
+            })?,
             (),
         ))
     })?;
-    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
-    let t = Instant::now();
-    let all: Vec<usize> = (0..train.len()).collect();
-    let (net, mlp, best_step) = fit(&all, "all of train")?;
-    let fit_seconds = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let dev_p = proba(&net, &mlp, &tok_dev, &|b| b.1.clone())?;
+    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
+    let dev_p = proba(&net, (setting.as_ref(), &mlp), &tok_dev, &|b| b.1.clone())?;
     let t = Instant::now();
-    let test_p = proba(&net, &mlp, &tok_test, &|b| b.2.clone())?;
+    let test_p = proba(&net, (setting.as_ref(), &mlp), &tok_test, &|b| b.2.clone())?;
     let predict_seconds = t.elapsed().as_secs_f64();
     let mut training = serde_json::json!({
         "method": match head {
@@ -1096,12 +1178,16 @@ fn finetuned_candidate(
         "seed": args.exp.seed,
         "folds": n_folds,
         "finetune": params,
-        "best_step": best_step,
+        "best_step": best.step,
         "selected_by": "dev accuracy (early stopping)",
     });
-    let mut selected = BTreeMap::from([("best_step".to_string(), best_step as f64)]);
-    let shared = match (shared, mlp) {
-        (Some((text_features, _, mlp_params)), Some(mlp)) => {
+    if !tried.is_empty() {
+        training["alpha_tried"] = serde_json::to_value(&tried)?;
+        training["alpha_selected_by"] = "dev accuracy".into();
+    }
+    let mut selected = BTreeMap::from([("best_step".to_string(), best.step as f64)]);
+    let shared = match (shared_inputs, setting, mlp) {
+        (Some((text_features, _)), Some(mlp_params), Some(mlp)) => {
             training["shared_head"] = serde_json::to_value(mlp_params)?;
             selected.insert("alpha".into(), mlp_params.alpha);
             Some(SharedModel {
@@ -1118,6 +1204,7 @@ fn finetuned_candidate(
         cv_accuracy: cv,
         cv_std,
         selected: Some(selected),
+        tried,
         member_models: None,
         dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
         test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,

@@ -799,6 +799,43 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     assert_eq!(training["shared_head"]["alpha"], 1.0, "{manifest}");
     assert_eval_reproduces(&out, &test, &r["winner"], &cache);
 
+    // Several alphas: each trained on all of train, the best dev accuracy chooses (ties: the
+    // earlier), and the folds run with that one: the figures of a run given only it.
+    let with_alphas = |alphas: &'static str| -> serde_json::Value {
+        let mut a: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != "--finetune")
+            .collect();
+        let at = a
+            .iter()
+            .position(|a| *a == "--finetune-shared-alpha")
+            .unwrap();
+        a[at + 1] = alphas;
+        ok_json(&a, &cache)
+    };
+    let chose = with_alphas("1,200");
+    let w = &chose["winner"];
+    let tried = w["tried"].as_array().unwrap();
+    let alphas: Vec<f64> = tried.iter().map(|t| t["alpha"].as_f64().unwrap()).collect();
+    assert_eq!(alphas, [1.0, 200.0], "{w}");
+    let dev = |t: &serde_json::Value| t["dev_accuracy"].as_f64().unwrap();
+    let best = if dev(&tried[1]) > dev(&tried[0]) {
+        1
+    } else {
+        0
+    };
+    assert_eq!(w["selected"]["alpha"], tried[best]["alpha"], "{w}");
+    assert_eq!(w["dev"]["accuracy"], tried[best]["dev_accuracy"], "{w}");
+    let only = if best == 0 {
+        r.clone()
+    } else {
+        with_alphas("200")
+    };
+    assert!(only["winner"].get("tried").is_none(), "{only}");
+    assert_eq!(w["cv_accuracy"], only["winner"]["cv_accuracy"]);
+    assert_eq!(w["test"], only["winner"]["test"]);
+
     // Fine-tuning settings without a fine-tuned candidate are a usage error; the shared
     // candidate as an ensemble member is refused.
     let epochs_alone = [
