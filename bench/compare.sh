@@ -12,6 +12,8 @@
 #                                                   # (6 fine-tuning runs each: ~30 min on trec)
 #   SHARED_SETS="trec" bash bench/compare.sh        # also compare --finetune-shared (2 epochs)
 #                                                   # on these sets (6 runs each)
+#   SHARED_ALPHAS="0.3,3" ...                       # its head's alphas, chosen on dev
+#                                                   # (default 3; n + 5 runs for n values)
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +40,8 @@ for s in $sets; do
   case " ${SHARED_SETS:-} " in
     *" $s "*)
       $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-        --finetune-shared --finetune-epochs 2 --json > "$d/compare-shared.json" ;;
+        --finetune-shared --finetune-shared-alpha "${SHARED_ALPHAS:-3}" --finetune-epochs 2 \
+        --json > "$d/compare-shared.json" ;;
   esac
   if [ "${REFIT:-0}" = 1 ]; then
     $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
