@@ -5,7 +5,7 @@
 
 use crate::network::{Batch, Dropout, Network};
 use crate::optim::{AdamW, Schedule};
-use crate::train::{clip_grad_norm, epoch_order, io_err, record_eval};
+use crate::train::{clip_grad_norm, epoch_order, eval_due, io_err, record_eval, EvalPoint};
 use crate::{embed, EvalRecord, Event, FinetuneError, FinetuneParams, FitSummary};
 use lmfuse_core::SeededRng;
 use lmfuse_encoder::TokenizedText;
@@ -162,32 +162,28 @@ pub fn fit_with_head(
                 total: schedule.total,
                 loss,
             });
-            let due = match params.eval_every {
-                Some(n) => step % n == 0 || step == schedule.total,
-                None => batch_no + 1 == n_batches,
-            };
-            if !due {
+            if !eval_due(
+                params.eval_every,
+                step,
+                schedule.total,
+                batch_no + 1 == n_batches,
+            ) {
                 continue;
             }
             let pooled = embed(net, dev, false, threads);
             let proba = head.predict_dev(&pooled).map_err(FinetuneError::Head)?;
             let r = lmfuse_metrics::evaluate(y_dev, &proba, &class_names)
                 .map_err(|e| FinetuneError::Invalid(format!("dev evaluation: {e}")))?;
-            let record = EvalRecord {
-                epoch: epoch + 1,
-                step,
-                train_loss: (loss_sum / loss_count.max(1) as f64) as f32,
-                dev_accuracy: r.accuracy,
-                dev_macro_f1: r.macro_f1,
-                dev_log_loss: r.log_loss,
-                lr_factor: factor,
-                seconds: started.elapsed().as_secs_f64(),
-                best: false,
-            };
-            (loss_sum, loss_count) = (0.0, 0);
             let out_of_patience = record_eval(
                 params,
-                record,
+                EvalPoint {
+                    epoch: epoch + 1,
+                    step,
+                    lr_factor: factor,
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+                (r.accuracy, r.macro_f1, r.log_loss),
+                (&mut loss_sum, &mut loss_count),
                 (&mut best, &mut bad_evals, &mut evals),
                 log.as_deref(),
                 observer,

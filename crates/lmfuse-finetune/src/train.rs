@@ -515,19 +515,63 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// One dev evaluation's book-keeping, shared by [`fit`] and [`crate::fit_with_head`]: `record`
-/// is marked best when it beats `best` by `params.metric` (by more than 1e-12); then `keep`
-/// runs (to keep the weights) and the patience count restarts, else the count grows. The
-/// record is appended to the metrics log `log` and to `evals`, and `observer` hears of it.
-/// Returns whether patience has run out.
+/// Whether a dev evaluation is due after `step` of `total`: every `eval_every` steps and at the
+/// last step when it is set, else at the end of each epoch.
+pub(crate) fn eval_due(
+    eval_every: Option<usize>,
+    step: usize,
+    total: usize,
+    end_of_epoch: bool,
+) -> bool {
+    match eval_every {
+        Some(n) => step % n == 0 || step == total,
+        None => end_of_epoch,
+    }
+}
+
+/// Where in a run a dev evaluation happens.
+pub(crate) struct EvalPoint {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub step: usize,
+    /// The schedule's learning-rate factor.
+    pub lr_factor: f32,
+    /// Seconds of training so far.
+    pub seconds: f64,
+}
+
+/// One dev evaluation's book-keeping, shared by [`fit`] and [`crate::fit_with_head`]: the
+/// record of the evaluation at `at` with dev `(accuracy, macro-F1, log loss)` and the mean of
+/// the training losses `(sum, count)` since the previous one (which restart at zero). It is
+/// marked best when it beats `best` by `params.metric` (by more than 1e-12); then `keep` runs
+/// (to keep the weights) and the patience count restarts, else the count grows. The record
+/// is appended to the metrics log `log` and to `evals`, and `observer` hears of it. Returns
+/// whether patience has run out.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_eval(
     params: &FinetuneParams,
-    mut record: EvalRecord,
+    at: EvalPoint,
+    (dev_accuracy, dev_macro_f1, dev_log_loss): (f64, f64, f64),
+    train_loss: (&mut f64, &mut usize),
     (best, bad_evals, evals): (&mut Option<EvalRecord>, &mut usize, &mut Vec<EvalRecord>),
     log: Option<&Path>,
     observer: &mut dyn FnMut(&Event),
     keep: impl FnOnce() -> Result<(), FinetuneError>,
 ) -> Result<bool, FinetuneError> {
+    let (loss_sum, loss_count) = train_loss;
+    let mut record = EvalRecord {
+        epoch: at.epoch,
+        step: at.step,
+        train_loss: (*loss_sum / (*loss_count).max(1) as f64) as f32,
+        dev_accuracy,
+        dev_macro_f1,
+        dev_log_loss,
+        lr_factor: at.lr_factor,
+        seconds: at.seconds,
+        best: false,
+    };
+    (*loss_sum, *loss_count) = (0.0, 0);
     let value = |r: &EvalRecord| match params.metric {
         Metric::Accuracy => r.dev_accuracy,
         Metric::MacroF1 => r.dev_macro_f1,
@@ -953,30 +997,19 @@ pub fn fit(
             });
 
             let end_of_epoch = group_no + 1 == n_groups;
-            // Every N steps and at the very end when N is set; else at the end of each epoch.
-            let due = match params.eval_every {
-                Some(n) => step % n == 0 || step == schedule.total,
-                None => end_of_epoch,
-            };
-            if due {
-                let (acc, f1, ll) = evaluate(net, dev, y_dev, threads)?;
-                let record = EvalRecord {
-                    epoch: epoch + 1,
-                    step,
-                    train_loss: (loss_sum / loss_count.max(1) as f64) as f32,
-                    dev_accuracy: acc,
-                    dev_macro_f1: f1,
-                    dev_log_loss: ll,
-                    lr_factor: factor,
-                    seconds: started.elapsed().as_secs_f64(),
-                    best: false,
-                };
-                loss_sum = 0.0;
-                loss_count = 0;
+            if eval_due(params.eval_every, step, schedule.total, end_of_epoch) {
+                let dev_scores = evaluate(net, dev, y_dev, threads)?;
                 let log = run_dir.map(|run| run.join(METRICS_LOG));
                 stopped_early = record_eval(
                     params,
-                    record,
+                    EvalPoint {
+                        epoch: epoch + 1,
+                        step,
+                        lr_factor: factor,
+                        seconds: started.elapsed().as_secs_f64(),
+                    },
+                    dev_scores,
+                    (&mut loss_sum, &mut loss_count),
                     (&mut best, &mut bad_evals, &mut evals),
                     log.as_deref(),
                     observer,
