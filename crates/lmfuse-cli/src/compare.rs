@@ -245,6 +245,17 @@ pub struct CompareArgs {
         requires = "finetune_shared"
     )]
     finetune_shared_alpha: Vec<f64>,
+    /// Also run every ensemble with each fine-tuned candidate (--finetune, --finetune-shared)
+    /// as one more member: its out-of-fold probabilities come from its fold runs, and it
+    /// predicts with its run on all of train (whose dev rows stopped it early: the combiner's
+    /// C is chosen on them too). The bundle of such an ensemble holds the fine-tuned encoder
+    /// beside the members' shared one.
+    #[arg(long, requires = "finetuning")]
+    finetuned_members: bool,
+    /// Save this candidate's bundle to --out instead of the winner's (its leaderboard name,
+    /// e.g. `stacking(emb:logreg,tfidf:logreg)`): a faster or smaller model than the winner.
+    #[arg(long, requires = "out")]
+    save_candidate: Option<String>,
     /// Fine-tuning (--finetune, --finetune-shared): passes over the training rows (at most;
     /// early stopping may end sooner).
     #[arg(long, default_value_t = 3, requires = "finetuning")]
@@ -362,8 +373,8 @@ fn parse_model(s: &str) -> anyhow::Result<ModelSpec> {
     anyhow::ensure!(
         s != FINETUNED && s != FINETUNED_SHARED,
         "model {s:?}: a fine-tuned encoder is a candidate of its own (--finetune, \
-         --finetune-shared), not a single or a member (the members of an ensemble share one \
-         encoder)"
+         --finetune-shared), not a single or one of --members; --finetuned-members adds it to \
+         every ensemble"
     );
     let (features, head) = s
         .split_once(':')
@@ -434,10 +445,16 @@ const FINETUNED_SHARED: &str = "finetuned_shared";
 enum Deployable {
     /// The classifier at this index of the fitted ones.
     Single(usize),
-    /// A fine-tuned encoder and its head.
-    Finetuned(Box<FinetunedModel>),
-    /// A combiner over the members, which predict bagged or refit.
-    Ensemble(CombinerParams, lmfuse_fusion::Combiner, OofMembers),
+    /// The fine-tuned encoder and head at this index of the fine-tuned candidates.
+    Finetuned(usize),
+    /// A combiner over the members, which predict bagged or refit, and, with `tuned`, the
+    /// fine-tuned candidate at that index as one more (last) member.
+    Ensemble {
+        params: CombinerParams,
+        combiner: lmfuse_fusion::Combiner,
+        how: OofMembers,
+        tuned: Option<usize>,
+    },
 }
 
 /// A fitted single model: the classifier refit on all of train and, for a member that
@@ -456,6 +473,17 @@ struct Fitted {
 }
 
 impl Fitted {
+    /// This model as a member that predicts with `how`, of a combiner that learns from
+    /// out-of-fold probabilities (`learnt`: its fit time counts the fold models) or not.
+    fn view(&self, how: OofMembers, learnt: bool) -> MemberView<'_> {
+        MemberView {
+            name: &self.name,
+            oof: &self.oof,
+            predicted: self.predicting(how).1,
+            fit_seconds: self.fit_seconds + if learnt { self.oof_seconds } else { 0.0 },
+        }
+    }
+
     /// The classifier and its probabilities as a member predicts with `how`.
     fn predicting(&self, how: OofMembers) -> (&Classifier, &Predicted) {
         match (how, &self.bagged) {
@@ -464,6 +492,120 @@ impl Fitted {
             (OofMembers::Bagged, None) => unreachable!("every member is bagged when asked"),
         }
     }
+}
+
+/// A member as a combiner sees it: its out-of-fold probabilities on train, and the dev and
+/// test probabilities of the model it predicts with.
+struct MemberView<'a> {
+    name: &'a str,
+    oof: &'a [f32],
+    predicted: &'a Predicted,
+    /// Seconds to fit what the combiner needs of it.
+    fit_seconds: f64,
+}
+
+/// What every ensemble candidate is fit and scored on: classes of train, dev and test; the
+/// texts' lengths in characters (train, dev, test in a row); the folds and their number; the
+/// grid of C for the meta-learner and the gate.
+struct EnsembleContext<'a> {
+    y: (&'a [usize], &'a [usize], &'a [usize]),
+    lengths: &'a [f32],
+    labels: &'a LabelSet,
+    folds: (&'a [usize], usize),
+    c_grid: &'a [f64],
+}
+
+/// The ensemble candidate of `strategy` over `members` (predicting with `how`): the
+/// meta-learner's and the gate's C fit on the members' out-of-fold probabilities of train and
+/// chosen on dev (as each member's own hyperparameter is); cross-validated with the combiner
+/// of fold f learning from the out-of-fold probabilities of the other folds' rows only.
+/// Returns the leaderboard entry, the combiner's settings and the combiner fit on all of
+/// train.
+fn ensemble_entry(
+    ctx: &EnsembleContext<'_>,
+    strategy: Strategy,
+    how: OofMembers,
+    members: &[MemberView<'_>],
+) -> anyhow::Result<(Entry, CombinerParams, lmfuse_fusion::Combiner)> {
+    let (y_train, y_dev, y_test) = ctx.y;
+    let (folds, n_folds) = ctx.folds;
+    let k = ctx.labels.len();
+    let (n_train, n_dev) = (y_train.len(), y_dev.len());
+    let len_train = &ctx.lengths[..n_train];
+    let len_dev = &ctx.lengths[n_train..n_train + n_dev];
+    let oof: Vec<&[f32]> = members.iter().map(|m| m.oof).collect();
+    let dev_p: Vec<&[f32]> = members.iter().map(|m| m.predicted.dev.as_slice()).collect();
+    let test_p: Vec<&[f32]> = members
+        .iter()
+        .map(|m| m.predicted.test.as_slice())
+        .collect();
+    let members_predict_seconds: f64 = members.iter().map(|m| m.predicted.test_seconds).sum();
+    let member_seconds: f64 = members.iter().map(|m| m.fit_seconds).sum();
+    let t = Instant::now();
+    let selection = CombinerParams {
+        strategy,
+        ..Default::default()
+    }
+    .fit_selecting_c(
+        MemberRows {
+            members: &oof,
+            y: y_train,
+            lengths: len_train,
+        },
+        MemberRows {
+            members: &dev_p,
+            y: y_dev,
+            lengths: len_dev,
+        },
+        k,
+        ctx.c_grid,
+    )?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let params = selection.params;
+    let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
+            .collect()
+    };
+    let (cv_p, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
+        let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
+        let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
+        let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
+        let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
+        let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
+        let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
+        let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
+        let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
+        anyhow::Ok((c.combine(&held_refs, k, &held_len)?, ()))
+    })?;
+    let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, y_train, folds, n_folds, k));
+    let combiner = selection.combiner;
+    let dev_f = combiner.combine(&dev_p, k, len_dev)?;
+    let t = Instant::now();
+    let test_f = combiner.combine(&test_p, k, &ctx.lengths[n_train + n_dev..])?;
+    let predict_seconds = t.elapsed().as_secs_f64() + members_predict_seconds;
+    let names: Vec<&str> = members.iter().map(|m| m.name).collect();
+    let entry = Entry {
+        name: ensemble_name(strategy, &names),
+        kind: "ensemble",
+        cv_accuracy: cv,
+        cv_std,
+        selected: strategy
+            .uses_c()
+            .then(|| BTreeMap::from([("c".to_string(), params.c)])),
+        member_models: Some(how.name()),
+        tried: Vec::new(),
+        dev: lmfuse_metrics::evaluate(y_dev, &dev_f, ctx.labels.names())?,
+        test: lmfuse_metrics::evaluate(y_test, &test_f, ctx.labels.names())?,
+        fit_seconds: fit_seconds + member_seconds,
+        predict_seconds,
+    };
+    Ok((entry, params, combiner))
+}
+
+/// The leaderboard name of the ensemble of `strategy` over the members named `members`.
+fn ensemble_name(strategy: Strategy, members: &[&str]) -> String {
+    format!("{}({})", strategy.name(), members.join(","))
 }
 
 /// Dev and test probabilities of one way a member predicts.
@@ -531,9 +673,38 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         strategies.is_empty() || members.len() >= 2,
         "an ensemble needs at least two --members"
     );
+    anyhow::ensure!(
+        !args.finetuned_members || !strategies.is_empty(),
+        "--finetuned-members adds the fine-tuned candidates to the ensembles, but --ensembles \
+         is empty"
+    );
     if strategies.is_empty() {
         // Members are fit only for the ensembles.
         members.clear();
+    }
+    if let Some(name) = &args.save_candidate {
+        // Every candidate's name, known before anything is fit.
+        let member_names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let mut names: Vec<String> = singles.iter().map(|m| m.name.clone()).collect();
+        names.extend(
+            strategies
+                .iter()
+                .map(|&st| ensemble_name(st, &member_names)),
+        );
+        let tuned = args.tuned_heads();
+        names.extend(tuned.iter().map(|h| h.name().to_string()));
+        if args.finetuned_members {
+            for h in &tuned {
+                let mut with = member_names.clone();
+                with.push(h.name());
+                names.extend(strategies.iter().map(|&st| ensemble_name(st, &with)));
+            }
+        }
+        anyhow::ensure!(
+            names.contains(name),
+            "--save-candidate {name:?} is not a candidate of this run ({})",
+            names.join("; ")
+        );
     }
     // Members predict with their fold models only for a combiner that learns from them.
     let bag_members = args.oof_members == OofMembers::Bagged
@@ -731,94 +902,39 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         .iter()
         .map(|m| fitted.iter().find(|f| f.name == m.name).expect("fitted"))
         .collect();
-    let oof: Vec<&[f32]> = member_fits.iter().map(|f| f.oof.as_slice()).collect();
-    let len_train = &lengths[..n_train];
-    for strategy in strategies {
-        let how = if strategy.learns_from_out_of_fold() {
+    let ctx = EnsembleContext {
+        y: (&y_train, &y_dev, &y_test),
+        lengths: &lengths,
+        labels: &labels,
+        folds: (&folds, args.exp.folds),
+        c_grid: &args.exp.c_grid,
+    };
+    // How the members of `strategy` predict.
+    let how_of = |strategy: Strategy| {
+        if strategy.learns_from_out_of_fold() {
             args.oof_members
         } else {
             OofMembers::Refit
-        };
-        let used: Vec<&Predicted> = member_fits.iter().map(|f| f.predicting(how).1).collect();
-        let dev_p: Vec<&[f32]> = used.iter().map(|p| p.dev.as_slice()).collect();
-        let test_p: Vec<&[f32]> = used.iter().map(|p| p.test.as_slice()).collect();
-        let members_predict_seconds: f64 = used.iter().map(|p| p.test_seconds).sum();
-        // A learnt combiner needs the members' out-of-fold models; a vote only the refits.
-        let member_seconds: f64 = member_fits
-            .iter()
-            .map(|f| {
-                f.fit_seconds
-                    + if strategy.learns_from_out_of_fold() {
-                        f.oof_seconds
-                    } else {
-                        0.0
-                    }
-            })
-            .sum();
-        // The meta-learner's and the gate's C: fit on the members' out-of-fold probabilities
-        // of train, chosen on dev (as each member's own hyperparameter is).
-        let t = Instant::now();
-        let selection = CombinerParams {
-            strategy,
-            ..Default::default()
         }
-        .fit_selecting_c(
-            MemberRows {
-                members: &oof,
-                y: &y_train,
-                lengths: len_train,
-            },
-            MemberRows {
-                members: &dev_p,
-                y: &y_dev,
-                lengths: &lengths[n_train..n_train + n_dev],
-            },
-            k,
-            &args.exp.c_grid,
-        )?;
-        let fit_seconds = t.elapsed().as_secs_f64();
-        let params = selection.params;
-        // Cross-validated: the combiner of fold f learns from the out-of-fold probabilities
-        // of the other folds' rows only.
-        let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
-            rows.iter()
-                .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
-                .collect()
-        };
-        let (cv_p, _) = lmfuse_fusion::out_of_fold_by(&folds, k, |fit_rows, held| {
-            let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
-            let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
-            let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
-            let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
-            let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
-            let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
-            let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
-            let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
-            anyhow::Ok((c.combine(&held_refs, k, &held_len)?, ()))
-        })?;
-        let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, &y_train, &folds, args.exp.folds, k));
-        let combiner = selection.combiner;
-        let dev_f = combiner.combine(&dev_p, k, &lengths[n_train..n_train + n_dev])?;
-        let t = Instant::now();
-        let test_f = combiner.combine(&test_p, k, &lengths[n_train + n_dev..])?;
-        let predict_seconds = t.elapsed().as_secs_f64() + members_predict_seconds;
-        models.push(Deployable::Ensemble(params, combiner.clone(), how));
-        entries.push(Entry {
-            name: format!("{}({})", strategy.name(), args.members.join(",")),
-            kind: "ensemble",
-            cv_accuracy: cv,
-            cv_std,
-            selected: strategy
-                .uses_c()
-                .then(|| BTreeMap::from([("c".to_string(), params.c)])),
-            member_models: Some(how.name()),
-            tried: Vec::new(),
-            dev: lmfuse_metrics::evaluate(&y_dev, &dev_f, labels.names())?,
-            test: lmfuse_metrics::evaluate(&y_test, &test_f, labels.names())?,
-            fit_seconds: fit_seconds + member_seconds,
-            predict_seconds,
+    };
+    let classic_views = |strategy: Strategy| -> Vec<MemberView<'_>> {
+        member_fits
+            .iter()
+            .map(|f| f.view(how_of(strategy), strategy.learns_from_out_of_fold()))
+            .collect()
+    };
+    for &strategy in &strategies {
+        let (entry, params, combiner) =
+            ensemble_entry(&ctx, strategy, how_of(strategy), &classic_views(strategy))?;
+        models.push(Deployable::Ensemble {
+            params,
+            combiner,
+            how: how_of(strategy),
+            tuned: None,
         });
+        entries.push(entry);
     }
+    let mut tuned: Vec<FinetunedModel> = Vec::new();
     for head in args.tuned_heads() {
         let params = finetune.as_ref().expect("checked with the heads");
         let texts = (
@@ -836,7 +952,27 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             quiet,
         )?;
         entries.push(entry);
-        models.push(Deployable::Finetuned(Box::new(model)));
+        models.push(Deployable::Finetuned(tuned.len()));
+        tuned.push(model);
+    }
+    // Each fine-tuned candidate as one more member of every ensemble: its out-of-fold
+    // probabilities come from its fold runs, and it predicts with its run on all of train.
+    if args.finetuned_members {
+        for (t, model) in tuned.iter().enumerate() {
+            for &strategy in &strategies {
+                let mut views = classic_views(strategy);
+                views.push(model.view(strategy.learns_from_out_of_fold()));
+                let (entry, params, combiner) =
+                    ensemble_entry(&ctx, strategy, how_of(strategy), &views)?;
+                models.push(Deployable::Ensemble {
+                    params,
+                    combiner,
+                    how: how_of(strategy),
+                    tuned: Some(t),
+                });
+                entries.push(entry);
+            }
+        }
     }
     // The winner: best cross-validated accuracy; the earlier candidate on ties.
     let winner = entries
@@ -847,51 +983,49 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             _ => Some(i),
         })
         .ok_or_else(|| anyhow::anyhow!("no candidate to compare"))?;
+    // The candidate whose bundle goes to --out: the winner unless --save-candidate names one.
+    let saved = match &args.save_candidate {
+        None => winner,
+        Some(name) => entries
+            .iter()
+            .position(|e| &e.name == name)
+            .expect("checked before fitting"),
+    };
     if let Some(out) = &args.exp.out {
-        let w = &entries[winner];
+        let w = &entries[saved];
         let metrics = serde_json::json!({
             "cv_accuracy": w.cv_accuracy,
             "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
             "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
         });
         let mut files: Vec<BundleFile> = Vec::new();
-        let (manifest, tensors, json) = match &models[winner] {
+        let (manifest, tensors, json) = match &models[saved] {
             Deployable::Single(i) => {
                 let mut c = fitted[*i].classifier.clone();
                 c.card.metrics = metrics;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
-            Deployable::Finetuned(m) => {
-                let (c, encoder_files) = match &m.shared {
-                    None => finetuned_classifier(
-                        &m.net,
-                        &m.base.files,
-                        m.base.fingerprint.clone(),
-                        &labels,
-                        m.training.clone(),
-                        metrics,
-                    )?,
-                    Some(shared) => shared_classifier(
-                        &m.net,
-                        (&m.base.files, m.base.fingerprint.clone()),
-                        &labels,
-                        (
-                            shared.text_features.clone(),
-                            shared.mlp.clone(),
-                            shared.params,
-                        ),
-                        m.training.clone(),
-                        metrics,
-                    )?,
-                };
+            Deployable::Finetuned(t) => {
+                let (c, encoder_files) = tuned[*t].classifier(&labels, metrics)?;
                 files = encoder_files;
                 c.to_bundle(env!("CARGO_PKG_VERSION"), &crate::classify::now_rfc3339())
             }
-            Deployable::Ensemble(params, combiner, how) => {
-                let member_classifiers: Vec<Classifier> = member_fits
+            Deployable::Ensemble {
+                params,
+                combiner,
+                how,
+                tuned: with_tuned,
+            } => {
+                let mut member_classifiers: Vec<Classifier> = member_fits
                     .iter()
                     .map(|f| f.predicting(*how).0.clone())
                     .collect();
+                if let Some(t) = with_tuned {
+                    let (c, encoder_files) =
+                        tuned[*t].classifier(&labels, serde_json::json!({}))?;
+                    member_classifiers.push(c);
+                    files = encoder_files;
+                }
                 let ensemble = Ensemble {
                     card: EnsembleCard {
                         task: lmfuse_train::ENSEMBLE_TASK.into(),
@@ -906,6 +1040,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                             "folds": args.exp.folds,
                             "combiner_fit_on": "out-of-fold member probabilities",
                             "member_models": how.name(),
+                            "finetuned_member_model": with_tuned.map(|_| "refit"),
                         }),
                         metrics,
                     },
@@ -928,6 +1063,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 "folds": args.exp.folds, "seed": args.exp.seed,
                 "candidates": entries,
                 "winner": entries[winner],
+                "saved": args.exp.out.as_ref().map(|_| &entries[saved].name),
                 "seconds": started.elapsed().as_secs_f64(),
             })
         )?;
@@ -979,10 +1115,62 @@ struct Tried {
 /// the encoder it started from and its card's `training`; the bundle (which holds the
 /// encoder's files) is built only to save.
 struct FinetunedModel {
+    name: &'static str,
     net: Network,
     shared: Option<SharedModel>,
     base: FinetuneBase,
     training: serde_json::Value,
+    /// Out-of-fold probabilities on train (from the fold runs).
+    oof: Vec<f32>,
+    /// Dev and test probabilities of the run on all of train.
+    predicted: Predicted,
+    /// Seconds of the runs on all of train, and of the fold runs.
+    fit_seconds: f64,
+    oof_seconds: f64,
+}
+
+impl FinetunedModel {
+    /// This candidate as an ensemble member (it predicts with its run on all of train), of a
+    /// combiner that learns from out-of-fold probabilities (`learnt`) or not.
+    fn view(&self, learnt: bool) -> MemberView<'_> {
+        MemberView {
+            name: self.name,
+            oof: &self.oof,
+            predicted: &self.predicted,
+            fit_seconds: self.fit_seconds + if learnt { self.oof_seconds } else { 0.0 },
+        }
+    }
+
+    /// The deployable classifier (its fine-tuned encoder inside the bundle, with `metrics`
+    /// on its card) and the encoder's bundle files.
+    fn classifier(
+        &self,
+        labels: &LabelSet,
+        metrics: serde_json::Value,
+    ) -> anyhow::Result<(Classifier, Vec<BundleFile>)> {
+        match &self.shared {
+            None => finetuned_classifier(
+                &self.net,
+                &self.base.files,
+                self.base.fingerprint.clone(),
+                labels,
+                self.training.clone(),
+                metrics,
+            ),
+            Some(shared) => shared_classifier(
+                &self.net,
+                (&self.base.files, self.base.fingerprint.clone()),
+                labels,
+                (
+                    shared.text_features.clone(),
+                    shared.mlp.clone(),
+                    shared.params,
+                ),
+                self.training.clone(),
+                metrics,
+            ),
+        }
+    }
 }
 
 /// The shared head of a `finetuned_shared` candidate and what its rows are built from.
@@ -1145,6 +1333,7 @@ fn finetuned_candidate(
         // Nothing was chosen.
         tried.clear();
     }
+    let t = Instant::now();
     let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
         let fold = folds[held[0]] + 1;
         let (net, mlp, _) = fit(
@@ -1160,6 +1349,7 @@ fn finetuned_candidate(
             (),
         ))
     })?;
+    let oof_seconds = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
     let dev_p = proba(&net, (setting.as_ref(), &mlp), &tok_dev, &|b| b.1.clone())?;
@@ -1214,10 +1404,19 @@ fn finetuned_candidate(
     Ok((
         entry,
         FinetunedModel {
+            name,
             net,
             shared,
             base,
             training,
+            oof,
+            predicted: Predicted {
+                dev: dev_p,
+                test: test_p,
+                test_seconds: predict_seconds,
+            },
+            fit_seconds,
+            oof_seconds,
         },
     ))
 }

@@ -10,16 +10,25 @@ use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
 use lmfuse_train::{Classifier, EncoderInfo, OosDetector, Predictor};
 use std::path::Path;
 
-/// A bundle with its encoder resolved and checked.
+/// A bundle with its encoder(s) resolved and checked.
 pub(crate) struct Loaded {
     /// The classifier, or the ensemble of classifiers.
     pub predictor: Predictor,
-    /// The encoder's files (same weights as at training).
+    /// The encoders the classifiers read, in [`Predictor::encoders`]' order: the predictor's
+    /// own first, then (in an ensemble) one fine-tuned for a member inside the bundle.
+    pub encoders: Vec<LoadedEncoder>,
+    /// The bundle's manifest.
+    pub manifest: lmfuse_bundle::Manifest,
+}
+
+/// One encoder of a bundle, resolved.
+pub(crate) struct LoadedEncoder {
+    /// As the classifiers' cards record it.
+    pub info: EncoderInfo,
+    /// Its files (same weights as at training).
     pub files: ModelFiles,
     /// Pooling, normalisation and maximum length as at training.
     pub options: LoadOptions,
-    /// The bundle's manifest.
-    pub manifest: lmfuse_bundle::Manifest,
 }
 
 impl Loaded {
@@ -38,14 +47,28 @@ impl Loaded {
         cols
     }
 
-    /// Whether some classifier reads encoder embeddings.
-    pub fn uses_embeddings(&self) -> bool {
-        self.predictor.classifiers().iter().any(|c| uses_emb(c))
+    /// The predictor's own encoder (of an ensemble: the one its members share).
+    pub fn main_encoder(&self) -> &LoadedEncoder {
+        &self.encoders[0]
     }
 
-    /// Whether some classifier reads encoder embeddings, or the out-of-scope detector does.
-    fn needs_embeddings(&self) -> bool {
-        self.uses_embeddings() || self.detector().is_some()
+    /// Index in [`Loaded::encoders`] of the encoder `c` reads.
+    fn encoder_of(&self, c: &Classifier) -> usize {
+        self.encoders
+            .iter()
+            .position(|e| e.info == c.card.encoder)
+            .expect("every classifier's encoder is loaded")
+    }
+
+    /// Whether some classifier reads the embeddings of encoder `i`, or (for the main one)
+    /// the out-of-scope detector does.
+    pub fn needs_encoder(&self, i: usize) -> bool {
+        (i == 0 && self.detector().is_some())
+            || self
+                .predictor
+                .classifiers()
+                .iter()
+                .any(|c| uses_emb(c) && self.encoder_of(c) == i)
     }
 
     /// The out-of-scope detector of a single-classifier bundle trained with one.
@@ -57,25 +80,28 @@ impl Loaded {
     }
 
     /// Class probabilities of `texts` (with side `columns`), row-major, and the out-of-scope
-    /// decisions where the bundle has a detector: the encoder runs at most once (through the
-    /// cache), whatever the number of members that use its embeddings.
+    /// decisions where the bundle has a detector: each encoder runs at most once (through
+    /// the cache), whatever the number of members that use its embeddings.
     pub fn predict_proba(
         &self,
         texts: &[String],
         columns: &[(String, Vec<Cell>)],
-        cache: Option<&mut EmbeddingCache>,
+        mut cache: Option<&mut EmbeddingCache>,
         quiet: bool,
     ) -> anyhow::Result<(Vec<f32>, Option<Vec<OosDecision>>)> {
-        let emb = if self.needs_embeddings() {
-            Some(DenseMatrix::from(
-                embed_texts(texts, &self.files, &self.options, cache, quiet)?.0,
-            ))
-        } else {
-            None
-        };
+        let mut embs = Vec::with_capacity(self.encoders.len());
+        for (i, e) in self.encoders.iter().enumerate() {
+            embs.push(if self.needs_encoder(i) {
+                let (emb, _) =
+                    embed_texts(texts, &e.files, &e.options, cache.as_deref_mut(), quiet)?;
+                Some(DenseMatrix::from(emb))
+            } else {
+                None
+            });
+        }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let proba = self.predict_proba_embedded(&refs, columns, emb.clone())?;
-        let oos = self.oos(emb.as_ref(), &proba)?;
+        let proba = self.predict_proba_embedded(&refs, columns, &embs)?;
+        let oos = self.oos(embs[0].as_ref(), &proba)?;
         Ok((proba, oos))
     }
 
@@ -104,23 +130,26 @@ impl Loaded {
         ))
     }
 
-    /// Class probabilities of `texts` whose embeddings `emb` were computed by the caller (with
-    /// an encoder loaded once, as the server does); `emb` may be `None` when no classifier
-    /// uses embeddings.
+    /// Class probabilities of `texts` whose embeddings `embs` (one per encoder of
+    /// [`Loaded::encoders`], `None` where no classifier reads it) were computed by the caller
+    /// (with encoders loaded once, as the server does).
     pub fn predict_proba_embedded(
         &self,
         texts: &[&str],
         columns: &[(String, Vec<Cell>)],
-        emb: Option<DenseMatrix>,
+        embs: &[Option<DenseMatrix>],
     ) -> anyhow::Result<Vec<f32>> {
         let classifiers = self.predictor.classifiers();
         let mut probas = Vec::with_capacity(classifiers.len());
         for c in &classifiers {
             let own_emb = if uses_emb(c) {
-                Some(
-                    emb.clone()
-                        .context("embeddings are missing for a classifier that uses them")?,
-                )
+                let i = self.encoder_of(c);
+                Some(embs.get(i).cloned().flatten().with_context(|| {
+                    format!(
+                        "embeddings of encoder {:?} are missing for a classifier that uses them",
+                        self.encoders[i].info.reference
+                    )
+                })?)
             } else {
                 None
             };
@@ -158,18 +187,26 @@ pub(crate) fn load_bundle(dir: &Path, encoder: Option<&str>) -> anyhow::Result<L
         .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
     let predictor = Predictor::from_bundle(&bundle)
         .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
-    let info = predictor.encoder();
-    let files = resolve_encoder(dir, info, encoder)?;
-    let options = LoadOptions {
-        pooling: Some(info.fingerprint.pooling),
-        normalize: Some(info.fingerprint.normalize),
-        max_seq_length: Some(info.fingerprint.max_seq_length),
-        batch_tokens: None,
-    };
+    let mut encoders = Vec::new();
+    for (i, info) in predictor.encoders().into_iter().enumerate() {
+        // `encoder` stands in for the predictor's own; a member's fine-tuned encoder is in
+        // the bundle.
+        let files = resolve_encoder(dir, info, if i == 0 { encoder } else { None })?;
+        let options = LoadOptions {
+            pooling: Some(info.fingerprint.pooling),
+            normalize: Some(info.fingerprint.normalize),
+            max_seq_length: Some(info.fingerprint.max_seq_length),
+            batch_tokens: None,
+        };
+        encoders.push(LoadedEncoder {
+            info: info.clone(),
+            files,
+            options,
+        });
+    }
     Ok(Loaded {
         predictor,
-        files,
-        options,
+        encoders,
         manifest: bundle.manifest,
     })
 }

@@ -81,12 +81,16 @@ pub struct ServeArgs {
     shutdown_grace_s: u64,
 }
 
-/// A bundle and its encoder, loaded once, serving requests.
+/// A bundle and its encoder(s), loaded once, serving requests.
 struct BundleBackend {
     loaded: Loaded,
-    /// `None` when neither a classifier of the bundle nor its out-of-scope detector reads
-    /// embeddings (TF-IDF only).
+    /// The bundle's main encoder: `None` when neither a classifier of the bundle nor its
+    /// out-of-scope detector reads its embeddings (TF-IDF only). `/embed` and the token
+    /// counts use it.
     encoder: Option<SentenceEncoder>,
+    /// The other encoders of [`Loaded::encoders`], in order (an ensemble member's fine-tuned
+    /// one), loaded where a classifier reads them.
+    member_encoders: Vec<Option<SentenceEncoder>>,
     max_tokens: usize,
     dir: PathBuf,
     info: serde_json::Value,
@@ -104,21 +108,32 @@ impl BundleBackend {
             dir.display(),
             cols.join(", ")
         );
-        let model_max = loaded.predictor.encoder().fingerprint.max_seq_length;
+        let model_max = loaded
+            .encoders
+            .iter()
+            .map(|e| e.info.fingerprint.max_seq_length)
+            .min()
+            .expect("a bundle has an encoder");
         let max_tokens = max_tokens.unwrap_or(model_max);
         anyhow::ensure!(
             (3..=model_max).contains(&max_tokens),
             "--max-input-tokens {max_tokens} must be between 3 and the bundle's maximum \
              sequence length ({model_max})"
         );
-        let encoder = if loaded.uses_embeddings() || loaded.detector().is_some() {
-            Some(
-                SentenceEncoder::load(&loaded.files, &loaded.options)
-                    .context("cannot load the encoder")?,
-            )
-        } else {
-            None
+        let load = |i: usize| -> anyhow::Result<Option<SentenceEncoder>> {
+            if !loaded.needs_encoder(i) {
+                return Ok(None);
+            }
+            let e = &loaded.encoders[i];
+            Ok(Some(
+                SentenceEncoder::load(&e.files, &e.options)
+                    .with_context(|| format!("cannot load the encoder {:?}", e.info.reference))?,
+            ))
         };
+        let encoder = load(0)?;
+        let member_encoders = (1..loaded.encoders.len())
+            .map(load)
+            .collect::<anyhow::Result<_>>()?;
         let mut info = serde_json::to_value(&loaded.manifest)?;
         if let serde_json::Value::Object(m) = &mut info {
             m.insert("bundle_dir".into(), dir.display().to_string().into());
@@ -128,6 +143,7 @@ impl BundleBackend {
         Ok(Self {
             loaded,
             encoder,
+            member_encoders,
             max_tokens,
             dir: dir.to_path_buf(),
             info,
@@ -158,16 +174,20 @@ impl BundleBackend {
         Ok(tokenized)
     }
 
-    fn embeddings(&self, texts: &[&str]) -> Result<Option<DenseMatrix>, BackendError> {
-        match &self.encoder {
-            Some(encoder) => {
-                let tokenized = self.tokenize(encoder, texts)?;
-                Ok(Some(DenseMatrix::from(
-                    encoder.encode_tokenized(&tokenized),
-                )))
-            }
-            None => Ok(None),
-        }
+    /// The embeddings of `texts` by every loaded encoder, in [`Loaded::encoders`]' order.
+    fn embeddings(&self, texts: &[&str]) -> Result<Vec<Option<DenseMatrix>>, BackendError> {
+        std::iter::once(&self.encoder)
+            .chain(&self.member_encoders)
+            .map(|encoder| match encoder {
+                Some(encoder) => {
+                    let tokenized = self.tokenize(encoder, texts)?;
+                    Ok(Some(DenseMatrix::from(
+                        encoder.encode_tokenized(&tokenized),
+                    )))
+                }
+                None => Ok(None),
+            })
+            .collect()
     }
 }
 
@@ -194,19 +214,14 @@ impl Backend for BundleBackend {
     }
 
     fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
-        let emb = self.embeddings(texts)?;
+        let embs = self.embeddings(texts)?;
         let failed = |e: anyhow::Error| BackendError::Inference(format!("{e:#}"));
-        // The detector reads the same embeddings: keep them only when there is one.
-        let (for_heads, for_oos) = if self.loaded.detector().is_some() {
-            (emb.clone(), emb)
-        } else {
-            (emb, None)
-        };
         let proba = self
             .loaded
-            .predict_proba_embedded(texts, &[], for_heads)
+            .predict_proba_embedded(texts, &[], &embs)
             .map_err(failed)?;
-        let oos = self.loaded.oos(for_oos.as_ref(), &proba).map_err(failed)?;
+        // The detector reads the main encoder's embeddings.
+        let oos = self.loaded.oos(embs[0].as_ref(), &proba).map_err(failed)?;
         let labels = self.loaded.predictor.labels();
         Ok(proba
             .chunks_exact(labels.len())
@@ -246,7 +261,7 @@ impl Backend for BundleBackend {
     fn model_name(&self) -> String {
         match &self.encoder {
             Some(e) => e.reference().to_string(),
-            None => self.loaded.files.reference.clone(),
+            None => self.loaded.main_encoder().files.reference.clone(),
         }
     }
 

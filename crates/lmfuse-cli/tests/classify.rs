@@ -860,6 +860,113 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
 }
 
 #[test]
+fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_both_encoders() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("mixed"));
+    let (train, test) = small_train_test(dir.path());
+    let t = test.to_str().unwrap();
+    let args = [
+        "compare",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        t,
+        "--folds",
+        "2",
+        "--singles",
+        "",
+        "--members",
+        "emb:logreg,tfidf:logreg",
+        "--ensembles",
+        "soft_vote,stacking",
+        "--finetune-shared",
+        "--finetune-shared-alpha",
+        "1",
+        "--finetune-epochs",
+        "1",
+        // A rate that moves the encoder far from its base (see the serve test).
+        "--finetune-lr",
+        "1e-3",
+        "--finetuned-members",
+        "--json",
+    ];
+    let r = ok_json(&args, &cache);
+    let names: Vec<&str> = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let mixed = "stacking(emb:logreg,tfidf:logreg,finetuned_shared)";
+    assert_eq!(
+        names,
+        [
+            "soft_vote(emb:logreg,tfidf:logreg)",
+            "stacking(emb:logreg,tfidf:logreg)",
+            "finetuned_shared",
+            "soft_vote(emb:logreg,tfidf:logreg,finetuned_shared)",
+            mixed,
+        ],
+        "{r}"
+    );
+    assert!(
+        r.get("saved").unwrap().is_null(),
+        "nothing saved without --out"
+    );
+
+    // The ensemble with the fine-tuned member, saved in place of the winner: the bundle holds
+    // the fine-tuned encoder for that member and reloads to what compare measured.
+    let mut save = args.to_vec();
+    save.extend(["--out", out.to_str().unwrap(), "--save-candidate", mixed]);
+    let s = ok_json(&save, &cache);
+    assert_eq!(s["saved"], mixed);
+    assert_eq!(
+        s["winner"]["name"], r["winner"]["name"],
+        "the winner is still named"
+    );
+    let entry = s["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == mixed)
+        .unwrap();
+    assert!(out.join("encoder").join("model.safetensors").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let model_card = &manifest["model"];
+    assert_eq!(
+        model_card["task"], "text-classification-ensemble",
+        "{manifest}"
+    );
+    let members = model_card["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[2]["encoder"]["in_bundle"], true, "{manifest}");
+    assert!(
+        members[0]["encoder"].get("in_bundle").is_none(),
+        "{manifest}"
+    );
+    assert_eq!(model_card["training"]["finetuned_member_model"], "refit");
+    assert_eval_reproduces(&out, &test, entry, &cache);
+
+    // A name that is no candidate is refused before anything is fit; so are fine-tuned
+    // members without ensembles.
+    let mut bad = args.to_vec();
+    bad.extend(["--out", out.to_str().unwrap(), "--save-candidate", "nope"]);
+    assert_one_line_error(&bad, &["\"nope\"", "--save-candidate", mixed]);
+    let mut no_ensembles = args.to_vec();
+    let at = no_ensembles
+        .iter()
+        .position(|a| *a == "--ensembles")
+        .unwrap();
+    no_ensembles[at + 1] = "";
+    assert_one_line_error(&no_ensembles, &["--finetuned-members", "--ensembles"]);
+}
+
+#[test]
 fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();

@@ -397,4 +397,85 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let j: Value = serde_json::from_slice(&r.body).unwrap();
     assert!(j["label"].is_string() && j.get("oos").is_none(), "{j}");
+    drop(server);
+
+    // An ensemble whose last member reads an encoder fine-tuned inside the bundle, the
+    // others the base encoder: the server loads both and predicts as `lmfuse predict` does.
+    let mixed = dir.path().join("mixed");
+    let name = "soft_vote(emb:logreg,tfidf:logreg,finetuned_shared)";
+    ok_json(
+        &[
+            "compare",
+            "--model",
+            m,
+            "--train",
+            d,
+            "--dev",
+            dv,
+            "--folds",
+            "2",
+            "--singles",
+            "",
+            "--members",
+            "emb:logreg,tfidf:logreg",
+            "--ensembles",
+            "soft_vote",
+            "--finetune-shared",
+            "--finetune-epochs",
+            "1",
+            // A rate that moves the encoder far from its base: a member given the base
+            // encoder's embeddings would predict visibly otherwise.
+            "--finetune-lr",
+            "1e-3",
+            "--finetuned-members",
+            "--out",
+            mixed.to_str().unwrap(),
+            "--save-candidate",
+            name,
+            "--json",
+        ],
+        dir.path(),
+    );
+    let texts = [
+        "what is the weather in town 3 today",
+        "please book a flight to city 7 for me",
+    ];
+    let server = Served::start(&mixed, dir.path(), &[]);
+    server.wait_ready();
+    let r = server.post("/predict", json!({ "inputs": texts }));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let served: Value = serde_json::from_slice(&r.body).unwrap();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    let out = common::run(
+        &[
+            "predict",
+            "--model",
+            mixed.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--no-cache",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(offline.len(), texts.len());
+    for (a, b) in served.as_array().unwrap().iter().zip(&offline) {
+        assert_eq!(a["label"], b["label"]);
+        let probs = b["probabilities"].as_object().unwrap();
+        assert!(probs.len() >= 2, "{b}");
+        for (l, y) in probs {
+            let (x, y) = (a["probabilities"][l].as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "{l}: served {x}, offline {y}");
+        }
+    }
 }

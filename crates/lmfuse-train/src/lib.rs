@@ -1248,6 +1248,47 @@ mod tests {
         assert_eq!(p, vec![p_bag, p_refit]);
         let refs: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
         assert_eq!(back.combine(&refs, &lengths).unwrap(), want);
+
+        // A member may read an encoder fine-tuned inside the bundle, not any other one; and
+        // the bundle holds one fine-tuned encoder, so two members cannot name two.
+        let with_encoder = |e: &Ensemble, i: usize, encoder: EncoderInfo| {
+            let mut e = e.clone();
+            e.members[i].card.encoder = encoder.clone();
+            e.card.members[i].encoder = encoder;
+            e
+        };
+        let tuned = |sha: &str| EncoderInfo {
+            reference: lmfuse_bundle::ENCODER_DIR.into(),
+            fingerprint: EncoderFingerprint {
+                weights_sha256: sha.into(),
+                ..toy_encoder().fingerprint
+            },
+            in_bundle: true,
+            ..toy_encoder()
+        };
+        let mixed = with_encoder(&ensemble, 1, tuned("cd"));
+        let (_, back) = save_load("mixed", mixed.to_bundle("0.1.0", "now"));
+        let encoders: Vec<&str> = back
+            .encoders()
+            .iter()
+            .map(|e| e.fingerprint.weights_sha256.as_str())
+            .collect();
+        assert_eq!(encoders, ["ab", "cd"]);
+        let load_err = |name: &str, e: Ensemble| {
+            let (m, t, j) = e.to_bundle("0.1.0", "now");
+            lmfuse_bundle::save(&dir.path().join(name), m, &t, &j).unwrap();
+            let bundle = lmfuse_bundle::load(&dir.path().join(name)).unwrap();
+            Predictor::from_bundle(&bundle).unwrap_err().to_string()
+        };
+        let other = EncoderInfo {
+            in_bundle: false,
+            ..tuned("cd")
+        };
+        let e = load_err("other", with_encoder(&ensemble, 1, other));
+        assert!(e.contains("member 1") && e.contains("encoder"), "{e}");
+        let two = with_encoder(&with_encoder(&ensemble, 0, tuned("cd")), 1, tuned("ef"));
+        let e = load_err("two", two);
+        assert!(e.contains("member 1") && e.contains("encoder"), "{e}");
     }
 
     #[test]
@@ -1408,10 +1449,21 @@ impl Predictor {
                 what: "ensemble member",
                 message: format!("member {i}: {e}"),
             })?;
-            if m.labels.names() != labels.names() || m.card.encoder != card.encoder {
+            // A member reads the encoder the members share, or one fine-tuned for it that
+            // travels in the bundle (its folder holds one: every such member must name it).
+            let in_bundle = members
+                .iter()
+                .map(|m: &Classifier| &m.card.encoder)
+                .find(|e| e.in_bundle);
+            let encoder_ok = m.card.encoder == card.encoder
+                || (m.card.encoder.in_bundle && in_bundle.is_none_or(|e| *e == m.card.encoder));
+            if m.labels.names() != labels.names() || !encoder_ok {
                 return Err(TrainError::Bundle {
                     what: "ensemble member",
-                    message: format!("member {i} has other labels or another encoder"),
+                    message: format!(
+                        "member {i} has other labels or another encoder than the members' \
+                         shared one (or the one fine-tuned in the bundle)"
+                    ),
                 });
             }
             members.push(m);
@@ -1458,11 +1510,23 @@ impl Predictor {
         }
     }
 
-    /// The encoder.
+    /// The encoder (of an ensemble: the one its members share).
     pub fn encoder(&self) -> &EncoderInfo {
         match self {
             Predictor::Single(c) => &c.card.encoder,
             Predictor::Ensemble(e) => &e.card.encoder,
         }
+    }
+
+    /// Every encoder the classifiers read, [`Predictor::encoder`] first: an ensemble may
+    /// also hold a member whose encoder was fine-tuned (inside the bundle).
+    pub fn encoders(&self) -> Vec<&EncoderInfo> {
+        let mut all = vec![self.encoder()];
+        for c in self.classifiers() {
+            if !all.contains(&&c.card.encoder) {
+                all.push(&c.card.encoder);
+            }
+        }
+        all
     }
 }
