@@ -14,6 +14,8 @@
 #                                                   # on these sets (6 runs each)
 #   SHARED_ALPHAS="0.3,3" ...                       # its head's alphas, chosen on dev
 #                                                   # (default 3; n + 5 runs for n values)
+#   SHARED_MEMBERS=1 ...                            # and --finetuned-members: every ensemble
+#                                                   # also with finetuned_shared as a member
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +43,7 @@ for s in $sets; do
     *" $s "*)
       $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
         --finetune-shared --finetune-shared-alpha "${SHARED_ALPHAS:-3}" --finetune-epochs 2 \
+        $([ "${SHARED_MEMBERS:-0}" = 1 ] && echo --finetuned-members) \
         --json > "$d/compare-shared.json" ;;
   esac
   if [ "${REFIT:-0}" = 1 ]; then
