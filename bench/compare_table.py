@@ -86,6 +86,41 @@ if all(refit.values()):
         lines.append(f"| {s} | " + " | ".join(
             f"{100 * (b[n]['test']['accuracy'] - r[n]['test']['accuracy']):+.2f}"
             for n in ["weighted", "stacking", "adaptive"]) + " |")
+def short(name):
+    """A candidate's name without its member list; `+finetuned_shared` (or `+finetuned`) where
+    a fine-tuned candidate is one of its members."""
+    base = name.split("(")[0]
+    members = name[len(base) + 1:-1].split(",") if "(" in name else []
+    tuned = [m for m in members if m.startswith("finetuned")]
+    return base + "".join("+" + m for m in tuned)
+
+
+def mixed_table(runs, name):
+    """Rows of the runs in `runs` whose ensembles also took the fine-tuned candidate `name`
+    as a member (`--finetuned-members`): its alpha (chosen on dev where several were tried),
+    and the best such ensemble by CV."""
+    rows = [f"| set | alphas tried (dev %) | alpha | {name} CV % | its test % | best ensemble "
+            f"with it (by CV) | its CV % | its test % | winner (by CV) | winner test % | "
+            f"sklearn soft vote % | Δ pp | run s |", "|---" * 13 + "|"]
+    for s, r in runs.items():
+        c = next(c for c in r["candidates"] if c["name"] == name)
+        mixed = [m for m in r["candidates"] if m["kind"] == "ensemble" and name in m["name"]]
+        if not mixed:
+            continue
+        m = max(mixed, key=lambda m: m["cv_accuracy"])
+        w = r["winner"]
+        acc = 100 * w["test"]["accuracy"]
+        tried = ", ".join(f"{t['alpha']:g} ({100 * t['dev_accuracy']:.2f})"
+                          for t in c.get("tried", [])) or "-"
+        rows.append(
+            f"| {s} | {tried} | {c['selected']['alpha']:g} | "
+            f"{100 * c['cv_accuracy']:.2f} | {100 * c['test']['accuracy']:.2f} | "
+            f"{short(m['name'])} | {100 * m['cv_accuracy']:.2f} | "
+            f"{100 * m['test']['accuracy']:.2f} | {short(w['name'])} | {acc:.2f} | "
+            f"{REF.get(s, '-')} | {acc - REF[s]:+.2f} | {r['seconds']:.0f} |")
+    return rows
+
+
 def candidate_table(runs, name):
     """Rows of one fine-tuned candidate `name` in `runs` ({set: compare JSON})."""
     rows = [f"| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
@@ -98,11 +133,11 @@ def candidate_table(runs, name):
         other = max((c for c in r["candidates"] if c["name"] != name),
                     key=lambda c: c["cv_accuracy"])
         rows.append(
-            f"| {s} | {w['name'].split('(')[0]} | {acc:.2f} | {REF.get(s, '-')} | "
+            f"| {s} | {short(w['name'])} | {acc:.2f} | {REF.get(s, '-')} | "
             f"{acc - REF[s]:+.2f} | {best_single(r):.2f} | "
             f"{100 * c['cv_accuracy']:.2f} ± {100 * c['cv_std']:.2f} | "
             f"{100 * c['dev']['accuracy']:.2f} | {100 * c['test']['accuracy']:.2f} | "
-            f"{other['name'].split('(')[0]} | {100 * other['cv_accuracy']:.2f} | "
+            f"{short(other['name'])} | {100 * other['cv_accuracy']:.2f} | "
             f"{100 * other['test']['accuracy']:.2f} | {c['fit_seconds']:.0f} | "
             f"{r['seconds']:.0f} |")
     return rows
@@ -132,6 +167,14 @@ if shared:
               "the best CV candidate of the whole run. Fit seconds: the run on all of train; "
               "the CV runs come on top.", ""]
     lines += candidate_table(shared, "finetuned_shared")
+    mixed = mixed_table(shared, "finetuned_shared")
+    if len(mixed) > 2:
+        lines += ["", "Where the run had `--finetuned-members` (`SHARED_MEMBERS=1`) and "
+                  "several alphas (`SHARED_ALPHAS`): every ensemble also with "
+                  "`finetuned_shared` as a member (its out-of-fold probabilities from its "
+                  "fold runs; it predicts with its run on all of train), and the head's alpha "
+                  "chosen on dev among those tried, each trained on all of train.", ""]
+        lines += mixed
     # The bar with every fusion candidate lmfuse offers: the shared run where there is one.
     met = wins = 0
     for s in sets:

@@ -23,7 +23,13 @@ use std::path::{Path, PathBuf};
 ///   `head.fold{j}.`), as ensemble members that predict with their out-of-fold models are.
 ///   Only bundles with such a head are written as version 3 ([`BAGGED_HEADS_VERSION`]); the
 ///   others stay version 2, which the lmfuse before bags reads. Versions 1 and 2 load here.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: an ensemble member may read an encoder fine-tuned inside the bundle (under
+///   [`ENCODER_DIR`]) instead of the one the members share. Only such ensembles are written
+///   as version 4 ([`MIXED_ENCODERS_VERSION`]), which an lmfuse that reads up to 3 refuses
+///   by its version rather than by a member's encoder.
+pub const FORMAT_VERSION: u32 = 4;
+/// The version of an ensemble with a member whose encoder is fine-tuned inside the bundle.
+pub const MIXED_ENCODERS_VERSION: u32 = 4;
 /// The version of a bundle that holds a bag of fold models as a head.
 pub const BAGGED_HEADS_VERSION: u32 = 3;
 /// The version of every other bundle written now.

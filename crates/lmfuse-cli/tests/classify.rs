@@ -671,24 +671,58 @@ fn assert_eval_reproduces(out: &Path, data: &Path, winner: &serde_json::Value, c
     assert!((lp(&e) - lp(winner)).abs() < 1e-4, "{e} vs {winner}");
 }
 
+/// The set-up of compare's fine-tuning tests: the tiny model and the small set (train and
+/// test) in a temporary folder.
+struct FinetuneCompare {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    train: PathBuf,
+    test: PathBuf,
+    cache: PathBuf,
+}
+
+impl FinetuneCompare {
+    /// `None` (skipped) without the tiny model.
+    fn new() -> Option<Self> {
+        let model = tiny_model()?;
+        let dir = tempfile::tempdir().unwrap();
+        let (train, test) = small_train_test(dir.path());
+        let cache = dir.path().join("cache");
+        Some(Self {
+            dir,
+            model,
+            train,
+            test,
+            cache,
+        })
+    }
+
+    /// `compare` with the tiny model on the small set, 2 folds, then `rest`.
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "compare",
+            "--model",
+            self.model.to_str().unwrap(),
+            "--train",
+            self.train.to_str().unwrap(),
+            "--test",
+            self.test.to_str().unwrap(),
+            "--folds",
+            "2",
+        ];
+        args.extend_from_slice(rest);
+        args
+    }
+}
+
 #[test]
 fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() {
-    let Some(model) = tiny_model() else { return };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, out) = (dir.path().join("cache"), dir.path().join("winner"));
-    let (train, test) = small_train_test(dir.path());
-    let t = test.to_str().unwrap();
-    let args = [
-        "compare",
-        "--model",
-        m,
-        "--train",
-        train.to_str().unwrap(),
-        "--test",
-        t,
-        "--folds",
-        "2",
+    let Some(fx) = FinetuneCompare::new() else {
+        return;
+    };
+    let (cache, test) = (&fx.cache, &fx.test);
+    let out = fx.dir.path().join("winner");
+    let args = fx.args(&[
         "--singles",
         "emb:logreg",
         "--ensembles",
@@ -697,7 +731,7 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
         "--finetune-epochs",
         "1",
         "--json",
-    ];
+    ]);
     let r = ok_json(&args, &cache);
     let candidates = r["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 2, "{r}");
@@ -735,22 +769,12 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
 
 #[test]
 fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_encoder() {
-    let Some(model) = tiny_model() else { return };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, out) = (dir.path().join("cache"), dir.path().join("winner"));
-    let (train, test) = small_train_test(dir.path());
-    let t = test.to_str().unwrap();
-    let args = [
-        "compare",
-        "--model",
-        m,
-        "--train",
-        train.to_str().unwrap(),
-        "--test",
-        t,
-        "--folds",
-        "2",
+    let Some(fx) = FinetuneCompare::new() else {
+        return;
+    };
+    let (cache, test) = (&fx.cache, &fx.test);
+    let out = fx.dir.path().join("winner");
+    let args = fx.args(&[
         "--singles",
         "",
         "--ensembles",
@@ -762,7 +786,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
         "--finetune-epochs",
         "1",
         "--json",
-    ];
+    ]);
     let r = ok_json(&args, &cache);
     let candidates = r["candidates"].as_array().unwrap();
     let names: Vec<&str> = candidates
@@ -841,7 +865,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     let epochs_alone = [
         "compare",
         "--train",
-        train.to_str().unwrap(),
+        fx.train.to_str().unwrap(),
         "--finetune-epochs",
         "1",
     ];
@@ -861,22 +885,12 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
 
 #[test]
 fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_both_encoders() {
-    let Some(model) = tiny_model() else { return };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, out) = (dir.path().join("cache"), dir.path().join("mixed"));
-    let (train, test) = small_train_test(dir.path());
-    let t = test.to_str().unwrap();
-    let args = [
-        "compare",
-        "--model",
-        m,
-        "--train",
-        train.to_str().unwrap(),
-        "--test",
-        t,
-        "--folds",
-        "2",
+    let Some(fx) = FinetuneCompare::new() else {
+        return;
+    };
+    let (cache, test) = (&fx.cache, &fx.test);
+    let out = fx.dir.path().join("mixed");
+    let args = fx.args(&[
         "--singles",
         "",
         "--members",
@@ -893,7 +907,7 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
         "1e-3",
         "--finetuned-members",
         "--json",
-    ];
+    ]);
     let r = ok_json(&args, &cache);
     let names: Vec<&str> = r["candidates"]
         .as_array()
@@ -950,6 +964,10 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
         "{manifest}"
     );
     assert_eq!(model_card["training"]["finetuned_member_model"], "refit");
+    assert_eq!(
+        manifest["format_version"],
+        lmfuse_bundle::MIXED_ENCODERS_VERSION
+    );
     assert_eval_reproduces(&out, &test, entry, &cache);
 
     // A name that is no candidate is refused before anything is fit; so are fine-tuned

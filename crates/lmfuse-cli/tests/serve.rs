@@ -128,6 +128,46 @@ impl Drop for Served {
     }
 }
 
+/// The server's `/predict` answer `served` for `texts` has the labels of `lmfuse predict` with
+/// `bundle`, and every probability within 1e-4 of its.
+fn assert_predicts_like_predict(served: &Value, bundle: &Path, texts: &[&str], cache: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.txt");
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    let out = common::run(
+        &[
+            "predict",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--no-cache",
+        ],
+        cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let served = served.as_array().unwrap();
+    assert_eq!((served.len(), offline.len()), (texts.len(), texts.len()));
+    for (a, b) in served.iter().zip(&offline) {
+        assert_eq!(a["label"], b["label"]);
+        let probs = b["probabilities"].as_object().unwrap();
+        assert!(probs.len() >= 2, "{b}");
+        for (l, y) in probs {
+            let (x, y) = (a["probabilities"][l].as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "{l}: served {x}, offline {y}");
+        }
+    }
+}
+
 #[test]
 fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     let Some(model) = minilm() else { return };
@@ -164,40 +204,11 @@ fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     let r = s.post("/predict", json!({ "inputs": texts }));
     assert_eq!(r.status, 200, "{}", r.text());
     let served = r.json();
-    let input = dir.path().join("texts.txt");
-    std::fs::write(&input, texts.join("\n")).unwrap();
-    let out = common::run(
-        &[
-            "predict",
-            "--model",
-            bundle.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--no-cache",
-        ],
-        &cache,
+    assert_predicts_like_predict(&served, &bundle, &texts, &cache);
+    assert_eq!(
+        served[0]["probabilities"].as_object().unwrap().len(),
+        labels.as_array().unwrap().len()
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    for (a, b) in served.as_array().unwrap().iter().zip(&offline) {
-        assert_eq!(a["label"], b["label"]);
-        for l in labels.as_array().unwrap() {
-            let l = l.as_str().unwrap();
-            let (x, y) = (
-                a["probabilities"][l].as_f64().unwrap(),
-                b["probabilities"][l].as_f64().unwrap(),
-            );
-            assert!((x - y).abs() < 1e-4, "{l}: served {x}, offline {y}");
-        }
-    }
     assert_eq!(served[0]["label"], "negative");
     assert_eq!(served[1]["label"], "positive");
     let one = s.post("/predict", json!({"inputs": texts[1]}));
@@ -445,37 +456,5 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     let r = server.post("/predict", json!({ "inputs": texts }));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let served: Value = serde_json::from_slice(&r.body).unwrap();
-    let input = dir.path().join("texts.txt");
-    std::fs::write(&input, texts.join("\n")).unwrap();
-    let out = common::run(
-        &[
-            "predict",
-            "--model",
-            mixed.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--no-cache",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(offline.len(), texts.len());
-    for (a, b) in served.as_array().unwrap().iter().zip(&offline) {
-        assert_eq!(a["label"], b["label"]);
-        let probs = b["probabilities"].as_object().unwrap();
-        assert!(probs.len() >= 2, "{b}");
-        for (l, y) in probs {
-            let (x, y) = (a["probabilities"][l].as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() < 1e-4, "{l}: served {x}, offline {y}");
-        }
-    }
+    assert_predicts_like_predict(&served, &mixed, &texts, dir.path());
 }

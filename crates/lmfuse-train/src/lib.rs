@@ -691,8 +691,12 @@ const HEAD_PREFIX: &str = "head.";
 
 /// The bundle format version of a model: the oldest that holds it, so that an older lmfuse
 /// reads every bundle it can.
-fn format_version(bagged: bool) -> u32 {
-    if bagged {
+/// The oldest bundle version that can hold what is written: a bag of fold models as a head
+/// (`bagged`), an ensemble member with an encoder fine-tuned inside the bundle (`mixed`).
+fn format_version(bagged: bool, mixed: bool) -> u32 {
+    if mixed {
+        lmfuse_bundle::MIXED_ENCODERS_VERSION
+    } else if bagged {
         lmfuse_bundle::BAGGED_HEADS_VERSION
     } else {
         lmfuse_bundle::PLAIN_VERSION
@@ -717,7 +721,7 @@ impl Classifier {
         BTreeMap<String, serde_json::Value>,
     ) {
         let manifest = Manifest {
-            format_version: format_version(self.card.head.bagged.is_some()),
+            format_version: format_version(self.card.head.bagged.is_some(), false),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
             model: serde_json::to_value(&self.card).expect("card serialises"),
@@ -1267,7 +1271,8 @@ mod tests {
             ..toy_encoder()
         };
         let mixed = with_encoder(&ensemble, 1, tuned("cd"));
-        let (_, back) = save_load("mixed", mixed.to_bundle("0.1.0", "now"));
+        let (v, back) = save_load("mixed", mixed.to_bundle("0.1.0", "now"));
+        assert_eq!(v, lmfuse_bundle::MIXED_ENCODERS_VERSION);
         let encoders: Vec<&str> = back
             .encoders()
             .iter()
@@ -1389,6 +1394,10 @@ impl Ensemble {
         let manifest = Manifest {
             format_version: format_version(
                 self.card.members.iter().any(|m| m.head.bagged.is_some()),
+                self.card
+                    .members
+                    .iter()
+                    .any(|m| m.encoder != self.card.encoder),
             ),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
