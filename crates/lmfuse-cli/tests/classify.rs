@@ -732,7 +732,7 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
         "1",
         "--json",
     ]);
-    let r = ok_json(&args, &cache);
+    let r = ok_json(&args, cache);
     let candidates = r["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 2, "{r}");
     let ft = &candidates[1];
@@ -751,10 +751,10 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
     let at = alone.iter().position(|a| *a == "emb:logreg").unwrap();
     alone[at] = "";
     alone.extend(["--out", out.to_str().unwrap()]);
-    let r = ok_json(&alone, &cache);
+    let r = ok_json(&alone, cache);
     assert_eq!(r["winner"]["name"], "finetuned");
     assert!(out.join("encoder").join("model.safetensors").is_file());
-    assert_eval_reproduces(&out, &test, &r["winner"], &cache);
+    assert_eval_reproduces(&out, test, &r["winner"], cache);
 
     // It cannot be an ensemble member: the members share one encoder.
     let mut member = args.to_vec();
@@ -787,7 +787,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
         "1",
         "--json",
     ]);
-    let r = ok_json(&args, &cache);
+    let r = ok_json(&args, cache);
     let candidates = r["candidates"].as_array().unwrap();
     let names: Vec<&str> = candidates
         .iter()
@@ -809,7 +809,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
         .filter(|a| *a != "--finetune")
         .collect();
     alone.extend(["--out", out.to_str().unwrap()]);
-    let r = ok_json(&alone, &cache);
+    let r = ok_json(&alone, cache);
     assert_eq!(r["candidates"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["winner"]["name"], "finetuned_shared");
     // Same seed, same folds, same runs: the same figures as beside the linear candidate.
@@ -821,7 +821,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     let training = &manifest["model"]["training"];
     assert_eq!(training["method"], "finetune-shared", "{manifest}");
     assert_eq!(training["shared_head"]["alpha"], 1.0, "{manifest}");
-    assert_eval_reproduces(&out, &test, &r["winner"], &cache);
+    assert_eval_reproduces(&out, test, &r["winner"], cache);
 
     // Several alphas: each trained on all of train, the best dev accuracy chooses (ties: the
     // earlier), and the folds run with that one: the figures of a run given only it.
@@ -836,7 +836,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
             .position(|a| *a == "--finetune-shared-alpha")
             .unwrap();
         a[at + 1] = alphas;
-        ok_json(&a, &cache)
+        ok_json(&a, cache)
     };
     let chose = with_alphas("1,200");
     let w = &chose["winner"];
@@ -869,7 +869,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
         "--finetune-epochs",
         "1",
     ];
-    let usage = run(&epochs_alone, &cache);
+    let usage = run(&epochs_alone, cache);
     let stderr = String::from_utf8_lossy(&usage.stderr);
     assert_eq!(usage.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--finetune-shared"), "{stderr}");
@@ -908,7 +908,7 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
         "--finetuned-members",
         "--json",
     ]);
-    let r = ok_json(&args, &cache);
+    let r = ok_json(&args, cache);
     let names: Vec<&str> = r["candidates"]
         .as_array()
         .unwrap()
@@ -936,7 +936,7 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
     // the fine-tuned encoder for that member and reloads to what compare measured.
     let mut save = args.to_vec();
     save.extend(["--out", out.to_str().unwrap(), "--save-candidate", mixed]);
-    let s = ok_json(&save, &cache);
+    let s = ok_json(&save, cache);
     assert_eq!(s["saved"], mixed);
     assert_eq!(
         s["winner"]["name"], r["winner"]["name"],
@@ -968,7 +968,7 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
         manifest["format_version"],
         lmfuse_bundle::MIXED_ENCODERS_VERSION
     );
-    assert_eval_reproduces(&out, &test, entry, &cache);
+    assert_eval_reproduces(&out, test, entry, cache);
 
     // A name that is no candidate is refused before anything is fit; so are fine-tuned
     // members without ensembles.
