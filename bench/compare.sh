@@ -16,6 +16,7 @@
 #                                                   # (default 3; n + 5 runs for n values)
 #   SHARED_MEMBERS=1 ...                            # and --finetuned-members: every ensemble
 #                                                   # also with finetuned_shared as a member
+#   DEFAULT=0 ...                                   # keep an existing compare.json
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,11 @@ for s in $sets; do
   d="$out/$s"
   mkdir -p "$d"
   python3 bench/prepare_sets.py "$data/$s" "$d"
-  $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-    --json > "$d/compare.json"
+  # DEFAULT=0 keeps an existing compare.json (same binary and seed give the same figures).
+  if [ "${DEFAULT:-1}" != 0 ] || [ ! -s "$d/compare.json" ]; then
+    $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
+      --json > "$d/compare.json"
+  fi
   case " ${FINETUNE_SETS:-} " in
     *" $s "*)
       $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
