@@ -14,9 +14,12 @@
 #                                                   # on these sets (6 runs each)
 #   SHARED_ALPHAS="0.3,3" ...                       # its head's alphas, chosen on dev
 #                                                   # (default 3; n + 5 runs for n values)
+#   SHARED_EPOCHS=3 ...                             # its epochs (default 2)
 #   SHARED_MEMBERS=1 ...                            # and --finetuned-members: every ensemble
 #                                                   # also with finetuned_shared as a member
 #   DEFAULT=0 ...                                   # keep an existing compare.json
+#   TABLE_SETS="..." ...                            # the sets of the table (default: all 8;
+#                                                   # those never run are listed as missing)
 # Results: bench/results/compare.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,12 @@ lm="${LMFUSE_BIN:-./target/release/lmfuse}"
 [ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 out=bench/out/classic
 mkdir -p bench/results
+# run_to FILE CMD...: CMD's stdout to FILE, replacing it only when CMD succeeds, so that a
+# failed or interrupted run leaves the previous results as they were.
+run_to() {
+  local file="$1"; shift
+  "$@" > "$file.tmp" && mv "$file.tmp" "$file"
+}
 for s in $sets; do
   echo "bench: compare $s" >&2
   d="$out/$s"
@@ -35,24 +44,26 @@ for s in $sets; do
   python3 bench/prepare_sets.py "$data/$s" "$d"
   # DEFAULT=0 keeps an existing compare.json (same binary and seed give the same figures).
   if [ "${DEFAULT:-1}" != 0 ] || [ ! -s "$d/compare.json" ]; then
-    $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-      --json > "$d/compare.json"
+    run_to "$d/compare.json" $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" \
+      --test "$d/test.jsonl" --json
   fi
   case " ${FINETUNE_SETS:-} " in
     *" $s "*)
-      $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-        --finetune --json > "$d/compare-finetune.json" ;;
+      run_to "$d/compare-finetune.json" $lm -q compare --train "$d/train.jsonl" \
+        --dev "$d/dev.jsonl" --test "$d/test.jsonl" --finetune --json ;;
   esac
   case " ${SHARED_SETS:-} " in
     *" $s "*)
-      $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-        --finetune-shared --finetune-shared-alpha "${SHARED_ALPHAS:-3}" --finetune-epochs 2 \
-        $([ "${SHARED_MEMBERS:-0}" = 1 ] && echo --finetuned-members) \
-        --json > "$d/compare-shared.json" ;;
+      run_to "$d/compare-shared.json" $lm -q compare --train "$d/train.jsonl" \
+        --dev "$d/dev.jsonl" --test "$d/test.jsonl" --finetune-shared \
+        --finetune-shared-alpha "${SHARED_ALPHAS:-3}" --finetune-epochs "${SHARED_EPOCHS:-2}" \
+        $([ "${SHARED_MEMBERS:-0}" = 1 ] && echo --finetuned-members) --json ;;
   esac
   if [ "${REFIT:-0}" = 1 ]; then
-    $lm -q compare --train "$d/train.jsonl" --dev "$d/dev.jsonl" --test "$d/test.jsonl" \
-      --oof-members refit --json > "$d/compare-refit.json"
+    run_to "$d/compare-refit.json" $lm -q compare --train "$d/train.jsonl" \
+      --dev "$d/dev.jsonl" --test "$d/test.jsonl" --oof-members refit --json
   fi
 done
-python3 bench/compare_table.py bench/results/compare.md $sets
+# The table covers every benchmark set that has results, not only those run now.
+python3 bench/compare_table.py bench/results/compare.md \
+  ${TABLE_SETS:-sst2 trec subj cr banking77 tweeteval_emotion tweeteval_irony sms_spam}

@@ -3,7 +3,9 @@
     python3 bench/compare_table.py bench/results/compare.md sst2 trec ...
 
 Reads bench/out/classic/<set>/compare.json (the defaults: members of the learnt combiners
-bagged) and, where present, compare-refit.json (`--oof-members refit`) for a second table.
+bagged) and, where present, compare-refit.json (`--oof-members refit`), compare-finetune.json
+and compare-shared.json for the tables after it. Sets without compare.json are listed as not
+run. The notes under the marker line of the existing file are kept.
 """
 import datetime
 import json
@@ -53,6 +55,8 @@ def table(runs):
     return rows, met, wins
 
 
+missing = [s for s in sets if load(s, "compare.json") is None]
+sets = [s for s in sets if s not in missing]
 bagged = {s: load(s, "compare.json") for s in sets}
 refit = {s: load(s, "compare-refit.json") for s in sets}
 lines = [f"# Fusion leaderboard ({datetime.date.today()}, {os.cpu_count()} cores)", "",
@@ -68,6 +72,8 @@ lines = [f"# Fusion leaderboard ({datetime.date.today()}, {os.cpu_count()} cores
 rows, met, wins = table(bagged)
 lines += rows + ["", f"Winner ≥ the scikit-learn soft vote on {met} of {len(sets)} sets; beats "
                  f"the best single member on {wins} of {len(sets)}."]
+if missing:
+    lines += ["", f"Not run yet (no compare.json): {', '.join(missing)}."]
 if all(refit.values()):
     rows, met, wins = table(refit)
     lines += ["", "## Members refit on all of train (`--oof-members refit`)", "",
@@ -121,11 +127,18 @@ def mixed_table(runs, name):
     return rows
 
 
-def candidate_table(runs, name):
+def epochs(candidate, default):
+    """The fine-tuning epochs of `candidate`; runs made before compare recorded them (no
+    `finetune` object) ran with the script's setting of the time, `default`, marked †."""
+    recorded = (candidate.get("finetune") or {}).get("epochs")
+    return f"{recorded}" if recorded is not None else f"{default}†"
+
+
+def candidate_table(runs, name, default_epochs):
     """Rows of one fine-tuned candidate `name` in `runs` ({set: compare JSON})."""
     rows = [f"| set | winner (by CV) | winner test % | sklearn soft vote % | Δ pp | best single "
             f"member test % | {name} CV % | its dev % | its test % | best other by CV | its CV "
-            f"% | its test % | {name} fit s | run s |", "|---" * 14 + "|"]
+            f"% | its test % | epochs | {name} fit s | run s |", "|---" * 15 + "|"]
     for s, r in runs.items():
         w = r["winner"]
         acc = 100 * w["test"]["accuracy"]
@@ -138,7 +151,8 @@ def candidate_table(runs, name):
             f"{100 * c['cv_accuracy']:.2f} ± {100 * c['cv_std']:.2f} | "
             f"{100 * c['dev']['accuracy']:.2f} | {100 * c['test']['accuracy']:.2f} | "
             f"{short(other['name'])} | {100 * other['cv_accuracy']:.2f} | "
-            f"{100 * other['test']['accuracy']:.2f} | {c['fit_seconds']:.0f} | "
+            f"{100 * other['test']['accuracy']:.2f} | {epochs(c, default_epochs)} | "
+            f"{c['fit_seconds']:.0f} | "
             f"{r['seconds']:.0f} |")
     return rows
 
@@ -149,24 +163,28 @@ if finetuned:
     lines += ["", "## The fine-tuned encoder as a candidate (`--finetune`)", "",
               "`FINETUNE_SETS=\"...\" bash bench/compare.sh` also runs `compare --finetune` on "
               "those sets (bench/out/classic/<set>/compare-finetune.json): the same candidates "
-              "plus `finetuned`, all-MiniLM-L6-v2 fine-tuned with a linear head (3 epochs, lr "
-              "3e-5, early stopping on dev), once per fold for its CV score and once on all of "
-              "train. Fit seconds: the run on all of train; the CV runs come on top.", ""]
-    lines += candidate_table(finetuned, "finetuned")
+              "plus `finetuned`, all-MiniLM-L6-v2 fine-tuned with a linear head (lr 3e-5, early "
+              "stopping on dev), once per fold for its CV score and once on all of train. Fit "
+              "seconds: the run on all of train; the CV runs come on top. † runs made before "
+              "compare's JSON recorded the epochs, with the script's setting of the time.", ""]
+    lines += candidate_table(finetuned, "finetuned", 3)
 shared = {s: load(s, "compare-shared.json") for s in sets}
 shared = {s: r for s, r in shared.items() if r}
 if shared:
     lines += ["", "## The shared hidden layer trained end to end as a candidate "
               "(`--finetune-shared`)", "",
               "`SHARED_SETS=\"...\" bash bench/compare.sh` also runs `compare --finetune-shared "
-              "--finetune-epochs 2` on those sets (bench/out/classic/<set>/compare-shared.json): "
+              "--finetune-epochs E` on those sets (bench/out/classic/<set>/compare-shared.json; "
+              "E is `SHARED_EPOCHS`, 2 unless the epochs column says otherwise): "
               "the default candidates plus `finetuned_shared`, all-MiniLM-L6-v2 trained end to "
               "end with the shared hidden layer over TF-IDF and its pooled output (the recipe of "
-              "`lmfuse finetune --shared-head`: lr 3e-5, head lr 1e-3, alpha 3, early stopping "
-              "on dev), once per fold for its CV score and once on all of train. The winner is "
-              "the best CV candidate of the whole run. Fit seconds: the run on all of train; "
-              "the CV runs come on top.", ""]
-    lines += candidate_table(shared, "finetuned_shared")
+              "`lmfuse finetune --shared-head`: lr 3e-5, head lr 1e-3, alpha 3 unless several "
+              "were tried (the table after this one), early stopping on dev), once per fold for "
+              "its CV score and once on all of train. The winner is the best CV candidate of the "
+              "whole run. Fit seconds: the run on all of train; the CV runs come on top. † runs "
+              "made before compare's JSON recorded the epochs, with the script's setting of the "
+              "time.", ""]
+    lines += candidate_table(shared, "finetuned_shared", 2)
     mixed = mixed_table(shared, "finetuned_shared")
     if len(mixed) > 2:
         lines += ["", "Where the run had `--finetuned-members` (`SHARED_MEMBERS=1`) and "
@@ -185,6 +203,18 @@ if shared:
     lines += ["", f"With `--finetune-shared` where it ran ({', '.join(shared)}) and the default "
               f"candidates elsewhere: winner ≥ the scikit-learn soft vote on {met} of "
               f"{len(sets)} sets; beats the best single member on {wins} of {len(sets)}."]
-text = "\n".join(lines) + "\n"
-open(results, "w").write(text)
+# Hand-written notes below the marker in the existing file are kept.
+NOTES = "<!-- notes: written by hand, kept by bench/compare_table.py -->"
+notes = ""
+if os.path.exists(results):
+    old = open(results).read()
+    if NOTES in old:
+        notes = old[old.index(NOTES) + len(NOTES):]
+text = "\n".join(lines) + "\n\n" + NOTES + notes.rstrip("\n") + "\n"
+tmp = results + ".tmp"
+with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+os.replace(tmp, results)
 print(text)

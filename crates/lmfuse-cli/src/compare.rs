@@ -430,6 +430,9 @@ struct Entry {
     /// (`selected` holds the one chosen).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tried: Vec<Tried>,
+    /// A fine-tuned candidate: its fine-tuning settings (epochs, learning rates, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finetune: Option<serde_json::Value>,
     dev: Report,
     test: Report,
     fit_seconds: f64,
@@ -595,6 +598,7 @@ fn ensemble_entry(
             .then(|| BTreeMap::from([("c".to_string(), params.c)])),
         member_models: Some(how.name()),
         tried: Vec::new(),
+        finetune: None,
         dev: lmfuse_metrics::evaluate(y_dev, &dev_f, ctx.labels.names())?,
         test: lmfuse_metrics::evaluate(y_test, &test_f, ctx.labels.names())?,
         fit_seconds: fit_seconds + member_seconds,
@@ -861,6 +865,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
                 selected: Some(selected),
                 member_models: None,
                 tried: Vec::new(),
+                finetune: None,
                 dev: lmfuse_metrics::evaluate(&y_dev, &refit.dev, labels.names())?,
                 test: lmfuse_metrics::evaluate(&y_test, &refit.test, labels.names())?,
                 fit_seconds,
@@ -1395,6 +1400,7 @@ fn finetuned_candidate(
         cv_std,
         selected: Some(selected),
         tried,
+        finetune: Some(serde_json::to_value(params)?),
         member_models: None,
         dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
         test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,

@@ -798,6 +798,10 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     assert_eq!(shared["kind"], "shared_hidden_layer");
     assert_eq!(shared["selected"]["alpha"], 1.0);
     assert!(shared["selected"]["best_step"].is_number(), "{shared}");
+    // The fine-tuning settings are in the row, for the reader of the leaderboard.
+    for c in candidates {
+        assert_eq!(c["finetune"]["epochs"], 1, "{c}");
+    }
     let cv = shared["cv_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&cv) && shared["cv_std"].is_number());
 
