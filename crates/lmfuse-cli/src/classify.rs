@@ -182,9 +182,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 13)]
     seed: u64,
     /// Out-of-scope detection on top of the head: max_prob, mahalanobis or knn (on the
-    /// encoder embeddings); threshold tuned on dev.
+    /// encoder embeddings), threshold tuned on dev; or auto: each of the three, and the one
+    /// that best meets --oos-objective on dev.
     #[arg(long)]
-    oos: Option<lmfuse_train::OosMethod>,
+    oos: Option<OosArg>,
     /// The label of out-of-scope examples in the data (a class of its own when train has it).
     #[arg(long, default_value = "oos")]
     oos_label: String,
@@ -203,6 +204,25 @@ pub struct TrainArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `train --oos`: one detector, or every one with the best on dev.
+#[derive(Debug, Clone, Copy)]
+enum OosArg {
+    Auto,
+    Method(lmfuse_train::OosMethod),
+}
+
+impl std::str::FromStr for OosArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(OosArg::Auto),
+            _ => s.parse().map(OosArg::Method).map_err(|e: String| {
+                format!("{e}; or auto, the one that best meets --oos-objective on dev")
+            }),
+        }
+    }
 }
 
 /// What the data looked like.
@@ -243,6 +263,9 @@ struct TrainReport {
     test: Report,
     #[serde(skip_serializing_if = "Option::is_none")]
     oos: Option<BTreeMap<&'static str, lmfuse_train::OosMetrics>>,
+    /// `--oos auto`: every detector on dev (`oos` holds the chosen one's figures).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    oos_tried: Vec<lmfuse_train::OosTrial>,
     seconds: BTreeMap<&'static str, f64>,
 }
 
@@ -530,10 +553,16 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     let test_proba = selection.model.predict_proba(&x_test)?;
     let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
 
-    // Out-of-scope detection: fit on the in-scope training embeddings, threshold on dev.
+    // Out-of-scope detection: fit on the in-scope training embeddings, threshold on dev;
+    // with `auto`, each method so, and the best on dev for the objective (ties: the earlier).
+    let mut oos_tried = Vec::new();
     let (detector, oos_metrics) = match args.oos {
         None => (None, None),
-        Some(method) => {
+        Some(choice) => {
+            let methods = match choice {
+                OosArg::Auto => lmfuse_train::OosMethod::ALL.to_vec(),
+                OosArg::Method(m) => vec![m],
+            };
             let emb = DenseMatrix::from(
                 embed_texts(&all_texts, &files, &options, cache.as_mut(), quiet)?.0,
             );
@@ -547,33 +576,35 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
             let oos_class = labels
                 .index(&args.oos_label)
                 .map(|i| (i, args.oos_label.clone()));
-            let mut det = lmfuse_train::OosDetector::fit(
-                method,
-                &e_train,
-                &y_train,
-                labels.len(),
-                oos_class,
-                args.oos_k,
-            )?;
             let k = labels.len();
             let dev_proba = selection.model.predict_proba(&x_dev)?;
             let is_oos = |set: &LabelledTexts| -> Vec<bool> {
                 set.labels.iter().map(|l| *l == args.oos_label).collect()
             };
-            let dev_scores = det.score(&e_dev, &dev_proba, k);
-            det.tune(
-                &dev_scores,
-                &dev_proba,
+            let dev_oos = is_oos(&dev);
+            let (det, trials) = lmfuse_train::OosDetector::fit_best(
+                &methods,
+                (&e_train, &y_train),
                 k,
-                &y_dev,
-                &is_oos(&dev),
+                oos_class,
+                args.oos_k,
+                lmfuse_train::OosDev {
+                    emb: &e_dev,
+                    proba: &dev_proba,
+                    y: &y_dev,
+                    is_oos: &dev_oos,
+                },
                 args.oos_objective,
-            );
+            )?;
+            if matches!(choice, OosArg::Auto) {
+                oos_tried = trials;
+            }
+            let dev_scores = det.score(&e_dev, &dev_proba, k);
             let test_scores = det.score(&e_test, &test_proba, k);
             let metrics = BTreeMap::from([
                 (
                     "dev",
-                    det.metrics(&dev_scores, &dev_proba, k, &y_dev, &is_oos(&dev)),
+                    det.metrics(&dev_scores, &dev_proba, k, &y_dev, &dev_oos),
                 ),
                 (
                     "test",
@@ -637,6 +668,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         dev: selection.dev,
         test: test_report,
         oos: oos_metrics,
+        oos_tried,
         seconds: BTreeMap::from([
             ("features", embed_seconds),
             ("fit", fit_seconds),
@@ -659,6 +691,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         );
         print_reports(&[("dev", &report.dev), ("test", &report.test)]);
         print_details("test", &report.test);
+        for tried in &report.oos_tried {
+            print_oos(
+                &format!("dev, tried, objective {:.4}", tried.objective_value),
+                &tried.dev,
+            );
+        }
         if let Some(m) = &report.oos {
             for (split, metrics) in m {
                 print_oos(split, metrics);

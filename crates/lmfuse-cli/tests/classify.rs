@@ -1093,3 +1093,93 @@ fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict
         assert!(rows[1]["oos"]["score"].as_f64().is_some());
     }
 }
+
+#[test]
+fn out_of_scope_auto_tries_every_detector_and_keeps_the_best_on_dev() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_intents(&train, 60, 0);
+    write_intents(&dev, 30, 100);
+    write_intents(&test, 30, 200);
+    let out = dir.path().join("oos-auto");
+    let args = [
+        "train",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--dev",
+        dev.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--oos",
+        "auto",
+        "--oos-k",
+        "3",
+        "--oos-objective",
+        "balanced",
+        "--json",
+    ];
+    let report = ok_json(&args, dir.path());
+    let tried = report["oos_tried"].as_array().unwrap();
+    let methods: Vec<&str> = tried
+        .iter()
+        .map(|t| t["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["max_prob", "mahalanobis", "knn"], "{report}");
+    // Each value is the balanced objective of its own dev figures.
+    for t in tried {
+        let want =
+            (t["in_scope_accuracy"].as_f64().unwrap() + t["oos_recall"].as_f64().unwrap()) / 2.0;
+        assert!(
+            (t["objective_value"].as_f64().unwrap() - want).abs() < 1e-9,
+            "{t}"
+        );
+    }
+    // The chosen one is the first of the best, and it is what `oos` reports and the bundle holds.
+    let values: Vec<f64> = tried
+        .iter()
+        .map(|t| t["objective_value"].as_f64().unwrap())
+        .collect();
+    let best = values.iter().copied().fold(f64::MIN, f64::max);
+    let first_best = values.iter().position(|&v| v == best).unwrap();
+    let chosen = &tried[first_best];
+    let dev_oos = &report["oos"]["dev"];
+    assert_eq!(dev_oos["method"], chosen["method"], "{report}");
+    assert_eq!(dev_oos["threshold"], chosen["threshold"], "{report}");
+    assert_eq!(report["oos"]["test"]["method"], chosen["method"]);
+    let eval = ok_json(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(eval["oos"]["method"], chosen["method"], "{eval}");
+    assert_eq!(
+        eval["oos"]["oos_recall"],
+        report["oos"]["test"]["oos_recall"]
+    );
+    // An unknown detector is a usage error that names the choices, auto among them.
+    let mut bad = args.to_vec();
+    let at = bad.iter().position(|a| *a == "auto").unwrap();
+    bad[at] = "lof";
+    let usage = run(&bad, dir.path());
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "{stderr}");
+    for needle in ["lof", "mahalanobis", "auto"] {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+}

@@ -7,7 +7,7 @@
 mod oos;
 pub mod search;
 
-pub use oos::{OosCard, OosDetector, OosMethod, OosMetrics, OosObjective};
+pub use oos::{OosCard, OosDetector, OosDev, OosMethod, OosMetrics, OosObjective, OosTrial};
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{

@@ -24,6 +24,11 @@ pub enum OosMethod {
     Knn,
 }
 
+impl OosMethod {
+    /// Every method, in the order `--oos auto` tries them (ties keep the earlier).
+    pub const ALL: [OosMethod; 3] = [OosMethod::MaxProb, OosMethod::Mahalanobis, OosMethod::Knn];
+}
+
 impl std::str::FromStr for OosMethod {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -54,6 +59,29 @@ pub enum OosObjective {
     /// The loosest threshold that still rejects at least this share of dev's out-of-scope
     /// texts (an operating point chosen by recall).
     Recall(f64),
+}
+
+impl OosObjective {
+    /// How well decisions with dev metrics `m` meet this objective, higher is better: to
+    /// compare detectors, each with its own tuned threshold. `Recall(r)`: the in-scope
+    /// accuracy when the recall reaches `r`, else the recall − 1 (below every detector that
+    /// reaches it).
+    pub fn value(&self, m: &OosMetrics) -> f64 {
+        match *self {
+            OosObjective::Balanced => (m.in_scope_accuracy + m.oos_recall) / 2.0,
+            OosObjective::Accuracy => {
+                let (n_in, n_oos) = (m.in_scope as f64, m.out_of_scope as f64);
+                (m.in_scope_accuracy * n_in + m.oos_recall * n_oos) / (n_in + n_oos).max(1.0)
+            }
+            OosObjective::Recall(r) => {
+                if m.oos_recall + 1e-12 >= r {
+                    m.in_scope_accuracy
+                } else {
+                    m.oos_recall - 1.0
+                }
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for OosObjective {
@@ -166,7 +194,65 @@ fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(inv)
 }
 
+/// Labelled dev rows a detector's threshold is tuned on: embeddings, the classifier's
+/// probabilities (`rows × n_classes`), class indices and the out-of-scope marks.
+#[derive(Debug, Clone, Copy)]
+pub struct OosDev<'a> {
+    /// Encoder embeddings, one row per text.
+    pub emb: &'a DenseMatrix,
+    /// Class probabilities, row-major.
+    pub proba: &'a [f32],
+    /// Class index of each row (ignored where `is_oos`).
+    pub y: &'a [usize],
+    /// Which rows are out of scope.
+    pub is_oos: &'a [bool],
+}
+
+/// One detector tried by [`OosDetector::fit_best`]: its dev figures at its tuned threshold
+/// and how well they meet the objective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OosTrial {
+    /// [`OosObjective::value`] of `dev`.
+    pub objective_value: f64,
+    /// Dev figures.
+    #[serde(flatten)]
+    pub dev: OosMetrics,
+}
+
 impl OosDetector {
+    /// Fits a detector of each of `methods` on `train` (as [`OosDetector::fit`]), tunes its
+    /// threshold on `dev` for `objective`, and keeps the one whose dev figures best meet it
+    /// (ties: the earlier in `methods`). Also returns every one's dev figures, in order.
+    pub fn fit_best(
+        methods: &[OosMethod],
+        (x, y): (&DenseMatrix, &[usize]),
+        n_classes: usize,
+        oos: Option<(usize, String)>,
+        k: usize,
+        dev: OosDev<'_>,
+        objective: OosObjective,
+    ) -> Result<(Self, Vec<OosTrial>), TrainError> {
+        let mut best: Option<(f64, Self)> = None;
+        let mut trials = Vec::with_capacity(methods.len());
+        for &method in methods {
+            let mut det = Self::fit(method, x, y, n_classes, oos.clone(), k)?;
+            let scores = det.score(dev.emb, dev.proba, n_classes);
+            det.tune(&scores, dev.proba, n_classes, dev.y, dev.is_oos, objective);
+            let m = det.metrics(&scores, dev.proba, n_classes, dev.y, dev.is_oos);
+            let value = objective.value(&m);
+            trials.push(OosTrial {
+                objective_value: value,
+                dev: m,
+            });
+            if best.as_ref().is_none_or(|b| value > b.0) {
+                best = Some((value, det));
+            }
+        }
+        let (_, det) =
+            best.ok_or_else(|| TrainError::Option("no out-of-scope method to try".to_string()))?;
+        Ok((det, trials))
+    }
+
     /// Fits a detector on in-scope training embeddings `x` with classes `y` (rows whose class
     /// is `oos_class` are left out). The threshold is set by [`OosDetector::tune`].
     pub fn fit(
@@ -357,7 +443,6 @@ impl OosDetector {
         candidates.push(NEVER);
         candidates.sort_by(f32::total_cmp);
         candidates.dedup();
-        let n_in = in_scope.len() as f64;
         // Candidates run from strict to loose. `best` keeps the first (strictest) of equal
         // values; `loosest_reaching` the last threshold that reaches a recall target.
         let mut best = (f64::MIN, NEVER);
@@ -366,11 +451,6 @@ impl OosDetector {
             self.card.threshold = t;
             let m = self.metrics(scores, proba, n_classes, y_dev, is_oos_dev);
             let value = match objective {
-                OosObjective::Balanced => (m.in_scope_accuracy + m.oos_recall) / 2.0,
-                OosObjective::Accuracy => {
-                    (m.in_scope_accuracy * n_in + m.oos_recall * n_oos as f64)
-                        / (n_in + n_oos as f64)
-                }
                 OosObjective::Recall(r) => {
                     if m.oos_recall + 1e-12 >= r {
                         loosest_reaching = Some(t);
@@ -378,6 +458,7 @@ impl OosDetector {
                     // Ranks the thresholds in case none reaches the target.
                     m.oos_recall
                 }
+                _ => objective.value(&m),
             };
             if value > best.0 {
                 best = (value, t);
@@ -583,6 +664,57 @@ mod tests {
     }
 
     #[test]
+    fn fit_best_keeps_the_first_detector_that_best_meets_the_objective() {
+        let (x, y, _) = data(200, 1);
+        let keep: Vec<usize> = (0..y.len()).filter(|&i| y[i] < 3).collect();
+        let xi = x.select_rows(&keep);
+        let yi: Vec<usize> = keep.iter().map(|&i| y[i]).collect();
+        let (xd, yd, od) = data(80, 2);
+        let pd = proba(&yd);
+        let dev = OosDev {
+            emb: &xd,
+            proba: &pd,
+            y: &yd,
+            is_oos: &od,
+        };
+        let (det, trials) = OosDetector::fit_best(
+            &OosMethod::ALL,
+            (&xi, &yi),
+            4,
+            None,
+            5,
+            dev,
+            OosObjective::Balanced,
+        )
+        .unwrap();
+        let methods: Vec<OosMethod> = trials.iter().map(|t| t.dev.method).collect();
+        assert_eq!(methods, OosMethod::ALL);
+        // max_prob cannot see the far points; mahalanobis and knn both separate them
+        // perfectly, and the earlier of the two is kept.
+        assert!(trials[0].objective_value < 1.0, "{trials:?}");
+        assert_eq!(trials[1].objective_value, 1.0, "{trials:?}");
+        assert_eq!(trials[2].objective_value, 1.0, "{trials:?}");
+        assert_eq!(det.card.method, OosMethod::Mahalanobis);
+        assert_eq!(det.card.threshold, trials[1].dev.threshold);
+        // One method: that one, whatever its figures.
+        let (only, trials) = OosDetector::fit_best(
+            &[OosMethod::MaxProb],
+            (&xi, &yi),
+            4,
+            None,
+            5,
+            dev,
+            OosObjective::Balanced,
+        )
+        .unwrap();
+        assert_eq!((only.card.method, trials.len()), (OosMethod::MaxProb, 1));
+        assert!(
+            OosDetector::fit_best(&[], (&xi, &yi), 4, None, 5, dev, OosObjective::Balanced)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn max_prob_cannot_see_confident_mistakes_and_without_dev_oos_keeps_95_percent() {
         let (xd, yd, od) = data(80, 3);
         let pd = proba(&yd);
@@ -651,6 +783,29 @@ mod tests {
         for bad in ["recall:0", "recall:1.5", "recall:x", "f1"] {
             assert!(bad.parse::<OosObjective>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn objective_values_rank_tuned_detectors() {
+        let m = |in_scope_accuracy, oos_recall| OosMetrics {
+            method: OosMethod::Knn,
+            threshold: 0.5,
+            in_scope_accuracy,
+            oos_recall,
+            oos_precision: 0.5,
+            in_scope: 30,
+            out_of_scope: 10,
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // Accuracy weighs the rows: (0.9 · 30 + 0.5 · 10) / 40 = 0.8.
+        assert!(close(OosObjective::Accuracy.value(&m(0.9, 0.5)), 0.8));
+        assert!(close(OosObjective::Balanced.value(&m(0.9, 0.5)), 0.7));
+        // Recall 0.8: reaching it, the in-scope accuracy counts; below it, every detector
+        // that reaches it ranks higher, and a higher recall ranks higher.
+        let r = OosObjective::Recall(0.8);
+        assert!(close(r.value(&m(0.7, 0.8)), 0.7));
+        assert!(r.value(&m(0.1, 0.9)) > r.value(&m(0.99, 0.79)));
+        assert!(r.value(&m(0.5, 0.7)) > r.value(&m(0.9, 0.6)));
     }
 
     #[test]
