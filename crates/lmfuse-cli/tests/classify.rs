@@ -988,49 +988,63 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
     assert_one_line_error(&no_ensembles, &["--finetuned-members", "--ensembles"]);
 }
 
+/// Intent-routing train, dev and test files (a third of each labelled `oos`) in `dir`.
+fn write_intent_splits(dir: &Path) -> [String; 3] {
+    let paths = ["train", "dev", "test"].map(|s| dir.join(format!("{s}.jsonl")));
+    for (path, (n, offset)) in paths.iter().zip([(60, 0), (30, 100), (30, 200)]) {
+        write_intents(path, n, offset);
+    }
+    paths.map(|p| p.to_str().unwrap().to_string())
+}
+
+/// `train --json` with out-of-scope detection `method` tuned for `objective` (3 neighbours
+/// for knn) on the intent splits, saving to `out`.
+fn oos_train_args<'a>(
+    model: &'a str,
+    [train, dev, test]: &'a [String; 3],
+    out: &'a str,
+    method: &'a str,
+    objective: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        model,
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--test",
+        test,
+        "--out",
+        out,
+        "--oos",
+        method,
+        "--oos-k",
+        "3",
+        "--oos-objective",
+        objective,
+        "--json",
+    ]
+}
+
 #[test]
 fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (train, dev, test) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("dev.jsonl"),
-        dir.path().join("test.jsonl"),
-    );
-    write_intents(&train, 60, 0);
-    write_intents(&dev, 30, 100);
-    write_intents(&test, 30, 200);
+    let splits = write_intent_splits(dir.path());
+    let test = &splits[2];
     for method in ["max_prob", "mahalanobis", "knn"] {
         let out = dir.path().join(format!("oos-{method}"));
-        let report = ok_json(
-            &[
-                "train",
-                "--model",
-                m,
-                "--train",
-                train.to_str().unwrap(),
-                "--dev",
-                dev.to_str().unwrap(),
-                "--test",
-                test.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--oos",
-                method,
-                "--oos-k",
-                "3",
-                // Every objective, one per method.
-                "--oos-objective",
-                match method {
-                    "max_prob" => "balanced",
-                    "mahalanobis" => "accuracy",
-                    _ => "recall:0.9",
-                },
-                "--json",
-            ],
-            dir.path(),
-        );
+        // Every objective, one per method.
+        let objective = match method {
+            "max_prob" => "balanced",
+            "mahalanobis" => "accuracy",
+            _ => "recall:0.9",
+        };
+        let args = oos_train_args(m, &splits, out.to_str().unwrap(), method, objective);
+        let report = ok_json(&args, dir.path());
         let test_oos = &report["oos"]["test"];
         assert_eq!(test_oos["method"], method);
         assert_eq!(test_oos["out_of_scope"], 10);
@@ -1049,7 +1063,7 @@ fn out_of_scope_detection_is_tuned_on_dev_saved_and_reported_by_eval_and_predict
                 "--model",
                 out.to_str().unwrap(),
                 "--data",
-                test.to_str().unwrap(),
+                test,
                 "--json",
             ],
             dir.path(),
@@ -1099,35 +1113,10 @@ fn out_of_scope_auto_tries_every_detector_and_keeps_the_best_on_dev() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (train, dev, test) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("dev.jsonl"),
-        dir.path().join("test.jsonl"),
-    );
-    write_intents(&train, 60, 0);
-    write_intents(&dev, 30, 100);
-    write_intents(&test, 30, 200);
+    let splits = write_intent_splits(dir.path());
+    let test = &splits[2];
     let out = dir.path().join("oos-auto");
-    let args = [
-        "train",
-        "--model",
-        m,
-        "--train",
-        train.to_str().unwrap(),
-        "--dev",
-        dev.to_str().unwrap(),
-        "--test",
-        test.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--oos",
-        "auto",
-        "--oos-k",
-        "3",
-        "--oos-objective",
-        "balanced",
-        "--json",
-    ];
+    let args = oos_train_args(m, &splits, out.to_str().unwrap(), "auto", "balanced");
     let report = ok_json(&args, dir.path());
     let tried = report["oos_tried"].as_array().unwrap();
     let methods: Vec<&str> = tried
@@ -1162,7 +1151,7 @@ fn out_of_scope_auto_tries_every_detector_and_keeps_the_best_on_dev() {
             "--model",
             out.to_str().unwrap(),
             "--data",
-            test.to_str().unwrap(),
+            test,
             "--json",
         ],
         dir.path(),
