@@ -223,6 +223,8 @@ impl OosDetector {
     /// Fits a detector of each of `methods` on `train` (as [`OosDetector::fit`]), tunes its
     /// threshold on `dev` for `objective`, and keeps the one whose dev figures best meet it
     /// (ties: the earlier in `methods`). Also returns every one's dev figures, in order.
+    /// Choosing among several needs out-of-scope rows in dev: without them no figure tells
+    /// the detectors apart, and that is an error rather than an arbitrary pick.
     pub fn fit_best(
         methods: &[OosMethod],
         (x, y): (&DenseMatrix, &[usize]),
@@ -232,6 +234,13 @@ impl OosDetector {
         dev: OosDev<'_>,
         objective: OosObjective,
     ) -> Result<(Self, Vec<OosTrial>), TrainError> {
+        if methods.len() > 1 && !dev.is_oos.contains(&true) {
+            return Err(TrainError::Option(
+                "choosing an out-of-scope method on dev needs out-of-scope rows in dev; \
+                 name one method instead"
+                    .to_string(),
+            ));
+        }
         let mut best: Option<(f64, Self)> = None;
         let mut trials = Vec::with_capacity(methods.len());
         for &method in methods {
@@ -711,6 +720,26 @@ mod tests {
         assert!(
             OosDetector::fit_best(&[], (&xi, &yi), 4, None, 5, dev, OosObjective::Balanced)
                 .is_err()
+        );
+        // Without out-of-scope rows in dev, nothing tells the detectors apart: refused.
+        let no_oos = vec![false; yd.len()];
+        let in_scope_only = OosDev {
+            is_oos: &no_oos,
+            ..dev
+        };
+        let err = OosDetector::fit_best(
+            &OosMethod::ALL,
+            (&xi, &yi),
+            4,
+            None,
+            5,
+            in_scope_only,
+            OosObjective::Balanced,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("out-of-scope rows in dev"),
+            "{err}"
         );
     }
 
