@@ -31,12 +31,8 @@ lm="${LMFUSE_BIN:-./target/release/lmfuse}"
 [ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 out=bench/out/classic
 mkdir -p bench/results
-# run_to FILE CMD...: CMD's stdout to FILE, replacing it only when CMD succeeds, so that a
-# failed or interrupted run leaves the previous results as they were.
-run_to() {
-  local file="$1"; shift
-  "$@" > "$file.tmp" && mv "$file.tmp" "$file"
-}
+# run_to: a result file is replaced only when its run succeeds.
+source bench/lib.sh
 for s in $sets; do
   echo "bench: compare $s" >&2
   d="$out/$s"

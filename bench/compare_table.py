@@ -55,9 +55,10 @@ def table(runs):
     return rows, met, wins
 
 
-missing = [s for s in sets if load(s, "compare.json") is None]
-sets = [s for s in sets if s not in missing]
 bagged = {s: load(s, "compare.json") for s in sets}
+missing = [s for s, r in bagged.items() if r is None]
+bagged = {s: r for s, r in bagged.items() if r is not None}
+sets = list(bagged)
 refit = {s: load(s, "compare-refit.json") for s in sets}
 lines = [f"# Fusion leaderboard ({datetime.date.today()}, {os.cpu_count()} cores)", "",
          "`bash bench/compare.sh`: `lmfuse compare` with its defaults: singles emb:logreg, "

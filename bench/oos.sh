@@ -16,6 +16,8 @@ bash scripts/fetch-models.sh >&2
 lm="${LMFUSE_BIN:-./target/release/lmfuse}"
 [ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 out=bench/out/oos
+# run_to: a result file is replaced only when its run succeeds.
+source bench/lib.sh
 mkdir -p "$out" bench/results
 objective="${OBJECTIVE:-accuracy}"
 splits=(--train "$data/train.jsonl" --dev "$data/dev.jsonl" --test "$data/test.jsonl")
@@ -29,9 +31,8 @@ for enc in frozen tuned; do
   [ "$enc" = tuned ] && model=(--model "$out/clinc-ft/encoder")
   for m in max_prob mahalanobis knn auto; do
     echo "bench: $enc encoder, --oos $m" >&2
-    $lm -q train "${splits[@]}" "${model[@]}" --features emb --head logreg --oos "$m" \
-      --oos-objective "$objective" --json --out "$out/$enc-$m" > "$out/$enc-$m.json.tmp"
-    mv "$out/$enc-$m.json.tmp" "$out/$enc-$m.json"
+    run_to "$out/$enc-$m.json" $lm -q train "${splits[@]}" "${model[@]}" --features emb \
+      --head logreg --oos "$m" --oos-objective "$objective" --json --out "$out/$enc-$m"
   done
 done
 python3 - "$out" "$objective" > bench/results/oos.md <<'PY'

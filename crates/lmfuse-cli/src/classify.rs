@@ -582,7 +582,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
                 set.labels.iter().map(|l| *l == args.oos_label).collect()
             };
             let dev_oos = is_oos(&dev);
-            let (det, trials) = lmfuse_train::OosDetector::fit_best(
+            let detected = lmfuse_train::OosDetector::fit_best(
                 &methods,
                 (&e_train, &y_train),
                 k,
@@ -596,16 +596,15 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
                 },
                 args.oos_objective,
             )?;
+            // Dev was scored while choosing: its figures are the chosen trial's.
+            let dev_metrics = detected.trials[detected.chosen].dev;
             if matches!(choice, OosArg::Auto) {
-                oos_tried = trials;
+                oos_tried = detected.trials;
             }
-            let dev_scores = det.score(&e_dev, &dev_proba, k);
+            let det = detected.detector;
             let test_scores = det.score(&e_test, &test_proba, k);
             let metrics = BTreeMap::from([
-                (
-                    "dev",
-                    det.metrics(&dev_scores, &dev_proba, k, &y_dev, &dev_oos),
-                ),
+                ("dev", dev_metrics),
                 (
                     "test",
                     det.metrics(&test_scores, &test_proba, k, &y_test, &is_oos(&test)),

@@ -432,7 +432,7 @@ struct Entry {
     tried: Vec<Tried>,
     /// A fine-tuned candidate: its fine-tuning settings (epochs, learning rates, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    finetune: Option<serde_json::Value>,
+    finetune: Option<FinetuneParams>,
     dev: Report,
     test: Report,
     fit_seconds: f64,
@@ -1400,7 +1400,7 @@ fn finetuned_candidate(
         cv_std,
         selected: Some(selected),
         tried,
-        finetune: Some(serde_json::to_value(params)?),
+        finetune: Some(params.clone()),
         member_models: None,
         dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
         test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,

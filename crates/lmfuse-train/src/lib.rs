@@ -7,7 +7,9 @@
 mod oos;
 pub mod search;
 
-pub use oos::{OosCard, OosDetector, OosDev, OosMethod, OosMetrics, OosObjective, OosTrial};
+pub use oos::{
+    OosCard, OosDetector, OosDev, OosMethod, OosMetrics, OosObjective, OosSelection, OosTrial,
+};
 
 use lmfuse_bundle::{Bundle, Manifest, Tensor};
 use lmfuse_classic::{

@@ -208,6 +208,18 @@ pub struct OosDev<'a> {
     pub is_oos: &'a [bool],
 }
 
+/// What [`OosDetector::fit_best`] chose: the detector, every tried one's dev figures in
+/// order, and the index of the chosen one among them.
+#[derive(Debug, Clone)]
+pub struct OosSelection {
+    /// The chosen detector, its threshold tuned on dev.
+    pub detector: OosDetector,
+    /// Each tried detector's dev figures, in the order of the methods.
+    pub trials: Vec<OosTrial>,
+    /// Index of the chosen detector in `trials`.
+    pub chosen: usize,
+}
+
 /// One detector tried by [`OosDetector::fit_best`]: its dev figures at its tuned threshold
 /// and how well they meet the objective.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -222,7 +234,7 @@ pub struct OosTrial {
 impl OosDetector {
     /// Fits a detector of each of `methods` on `train` (as [`OosDetector::fit`]), tunes its
     /// threshold on `dev` for `objective`, and keeps the one whose dev figures best meet it
-    /// (ties: the earlier in `methods`). Also returns every one's dev figures, in order.
+    /// (ties: the earlier in `methods`), with every one's dev figures, in order.
     /// Choosing among several needs out-of-scope rows in dev: without them no figure tells
     /// the detectors apart, and that is an error rather than an arbitrary pick.
     pub fn fit_best(
@@ -233,7 +245,7 @@ impl OosDetector {
         k: usize,
         dev: OosDev<'_>,
         objective: OosObjective,
-    ) -> Result<(Self, Vec<OosTrial>), TrainError> {
+    ) -> Result<OosSelection, TrainError> {
         if methods.len() > 1 && !dev.is_oos.contains(&true) {
             return Err(TrainError::Option(
                 "choosing an out-of-scope method on dev needs out-of-scope rows in dev; \
@@ -241,9 +253,9 @@ impl OosDetector {
                     .to_string(),
             ));
         }
-        let mut best: Option<(f64, Self)> = None;
+        let mut best: Option<(f64, usize, Self)> = None;
         let mut trials = Vec::with_capacity(methods.len());
-        for &method in methods {
+        for (i, &method) in methods.iter().enumerate() {
             let mut det = Self::fit(method, x, y, n_classes, oos.clone(), k)?;
             let scores = det.score(dev.emb, dev.proba, n_classes);
             det.tune(&scores, dev.proba, n_classes, dev.y, dev.is_oos, objective);
@@ -254,12 +266,16 @@ impl OosDetector {
                 dev: m,
             });
             if best.as_ref().is_none_or(|b| value > b.0) {
-                best = Some((value, det));
+                best = Some((value, i, det));
             }
         }
-        let (_, det) =
+        let (_, chosen, detector) =
             best.ok_or_else(|| TrainError::Option("no out-of-scope method to try".to_string()))?;
-        Ok((det, trials))
+        Ok(OosSelection {
+            detector,
+            trials,
+            chosen,
+        })
     }
 
     /// Fits a detector on in-scope training embeddings `x` with classes `y` (rows whose class
@@ -686,7 +702,11 @@ mod tests {
             y: &yd,
             is_oos: &od,
         };
-        let (det, trials) = OosDetector::fit_best(
+        let OosSelection {
+            detector: det,
+            trials,
+            chosen,
+        } = OosDetector::fit_best(
             &OosMethod::ALL,
             (&xi, &yi),
             4,
@@ -704,9 +724,10 @@ mod tests {
         assert_eq!(trials[1].objective_value, 1.0, "{trials:?}");
         assert_eq!(trials[2].objective_value, 1.0, "{trials:?}");
         assert_eq!(det.card.method, OosMethod::Mahalanobis);
+        assert_eq!(chosen, 1);
         assert_eq!(det.card.threshold, trials[1].dev.threshold);
         // One method: that one, whatever its figures.
-        let (only, trials) = OosDetector::fit_best(
+        let only = OosDetector::fit_best(
             &[OosMethod::MaxProb],
             (&xi, &yi),
             4,
@@ -716,7 +737,10 @@ mod tests {
             OosObjective::Balanced,
         )
         .unwrap();
-        assert_eq!((only.card.method, trials.len()), (OosMethod::MaxProb, 1));
+        assert_eq!(
+            (only.detector.card.method, only.trials.len(), only.chosen),
+            (OosMethod::MaxProb, 1, 0)
+        );
         assert!(
             OosDetector::fit_best(&[], (&xi, &yi), 4, None, 5, dev, OosObjective::Balanced)
                 .is_err()
