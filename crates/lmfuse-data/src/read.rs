@@ -21,7 +21,7 @@ pub enum Format {
     Tsv,
     /// One text per line.
     Text,
-    /// Apache Parquet (uncompressed or snappy-compressed); "lines" are 1-based row numbers.
+    /// Apache Parquet (uncompressed, snappy, gzip or zstd); "lines" are 1-based row numbers.
     Parquet,
 }
 

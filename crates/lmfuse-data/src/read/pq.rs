@@ -4,10 +4,12 @@
 //! primitive column of a type its use accepts (text: strings; label: strings, integers or
 //! booleans; side columns: strings, integers, floats or booleans), so the record API only ever
 //! meets types it converts. Rows are read with a projection onto the requested columns, so wide
-//! files (say, with an embedding column) cost only what is asked for.
+//! files (say, with an embedding column) cost only what is asked for. Column chunks may be
+//! uncompressed or compressed with snappy, gzip or zstd (the codecs pandas, pyarrow and Spark
+//! write); a requested column in another codec is an error naming the file, column and codec.
 
 use super::{Cell, DataError, Kind, Row};
-use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType};
+use parquet::basic::{Compression, ConvertedType, LogicalType, Repetition, Type as PhysicalType};
 use parquet::errors::ParquetError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
@@ -118,6 +120,7 @@ fn read(data: bytes::Bytes, path: &Path, cols: &[(&str, Kind)]) -> Result<Vec<Ro
         };
         plan.push((at, holds));
     }
+    check_codecs(&reader, path, &projected)?;
     let projection = Type::group_type_builder(schema.name())
         .with_fields(projected)
         .build()
@@ -178,6 +181,53 @@ fn read(data: bytes::Bytes, path: &Path, cols: &[(&str, Kind)]) -> Result<Vec<Ro
         out.push(row);
     }
     Ok(out)
+}
+
+/// The codecs this build decompresses, as named in errors.
+const READABLE_CODECS: &str = "uncompressed, SNAPPY, GZIP or ZSTD";
+
+/// Checks that every chunk of the `projected` columns uses a codec this build decompresses, so
+/// that a file in another codec fails before any row is decoded, naming the column and codec.
+fn check_codecs(
+    reader: &SerializedFileReader<bytes::Bytes>,
+    path: &Path,
+    projected: &[Arc<Type>],
+) -> Result<(), DataError> {
+    for group in reader.metadata().row_groups() {
+        for chunk in group.columns() {
+            let Some(column) = chunk.column_path().parts().first() else {
+                continue;
+            };
+            if !projected.iter().any(|f| f.name() == column) {
+                continue;
+            }
+            if let Some(codec) = unreadable_codec(chunk.compression()) {
+                return Err(DataError::Parquet {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "column {column:?} is compressed with {codec}, which this build cannot \
+                         decompress (it reads {READABLE_CODECS}); re-save the file with one of \
+                         those"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Parquet name of `codec` when this build cannot decompress it.
+fn unreadable_codec(codec: Compression) -> Option<&'static str> {
+    match codec {
+        Compression::UNCOMPRESSED
+        | Compression::SNAPPY
+        | Compression::GZIP(_)
+        | Compression::ZSTD(_) => None,
+        Compression::LZO => Some("LZO"),
+        Compression::BROTLI(_) => Some("BROTLI"),
+        Compression::LZ4 => Some("LZ4"),
+        Compression::LZ4_RAW => Some("LZ4_RAW"),
+    }
 }
 
 /// What `field` holds if `kind` accepts it, else (what it is, what was expected).
@@ -316,14 +366,24 @@ fn unexpected(path: &Path, column: &str, field: &Field, holds: Holds) -> DataErr
     }
 }
 
+/// The parquet crate's error as a [`DataError`]; a codec left out of this build (which
+/// [`check_codecs`] normally reports first) is named as Parquet names it.
 fn parquet_error(path: &Path, e: ParquetError) -> DataError {
     let text = e.to_string();
     let message = match text.find("Disabled feature at compile time: ") {
         Some(at) => {
-            let codec = text[at + "Disabled feature at compile time: ".len()..].trim();
+            let feature = text[at + "Disabled feature at compile time: ".len()..].trim();
+            let codec = match feature {
+                "brotli" => "BROTLI",
+                "flate2" => "GZIP",
+                "snap" => "SNAPPY",
+                "lz4" => "LZ4",
+                "zstd" => "ZSTD",
+                other => other,
+            };
             format!(
-                "compression {codec} is not supported by this build (supported: uncompressed, \
-                 snappy); re-save the file with snappy compression"
+                "compression {codec} is not supported by this build (it reads \
+                 {READABLE_CODECS}); re-save the file with one of those"
             )
         }
         None => clip(&text),
@@ -372,12 +432,23 @@ mod tests {
     /// A snappy-compressed Parquet file of `schema`, one row group per item of `groups`, each a
     /// list of columns in schema order.
     fn parquet_file(schema: &str, groups: &[Vec<Col<'_>>]) -> Vec<u8> {
+        parquet_file_with(Compression::SNAPPY, schema, groups)
+    }
+
+    /// The codecs this build reads.
+    fn readable() -> [Compression; 4] {
+        [
+            Compression::UNCOMPRESSED,
+            Compression::SNAPPY,
+            Compression::GZIP(Default::default()),
+            Compression::ZSTD(Default::default()),
+        ]
+    }
+
+    /// [`parquet_file`] with every column chunk compressed by `codec`.
+    fn parquet_file_with(codec: Compression, schema: &str, groups: &[Vec<Col<'_>>]) -> Vec<u8> {
         let schema = Arc::new(parse_message_type(schema).unwrap());
-        let props = Arc::new(
-            WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build(),
-        );
+        let props = Arc::new(WriterProperties::builder().set_compression(codec).build());
         let mut buf = Vec::new();
         let mut writer = SerializedFileWriter::new(&mut buf, schema, props).unwrap();
         for group in groups {
@@ -674,8 +745,9 @@ mod tests {
             (proptest::prelude::any::<String>(), proptest::prelude::any::<i64>(),
              proptest::option::of(-1e9..1e9f64)),
             0..20,
-        )) {
-            let bytes = parquet_file(
+        ), codec in proptest::sample::select(readable().to_vec())) {
+            let bytes = parquet_file_with(
+                codec,
                 "message m { REQUIRED BYTE_ARRAY text (UTF8); REQUIRED INT64 label;
                              OPTIONAL DOUBLE x; }",
                 &[vec![
@@ -695,6 +767,133 @@ mod tests {
         }
     }
 
+    /// `bytes` (a Parquet file) with a footer claiming that every column chunk is compressed
+    /// with `codec`; the pages are left as they are.
+    fn claiming(bytes: &[u8], codec: Compression) -> Vec<u8> {
+        use parquet::file::metadata::ParquetMetaDataWriter;
+        let reader = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).unwrap();
+        let meta = reader.metadata().clone();
+        let groups = meta
+            .row_groups()
+            .iter()
+            .map(|g| {
+                let chunks = g
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        c.clone()
+                            .into_builder()
+                            .set_compression(codec)
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                g.clone()
+                    .into_builder()
+                    .set_column_metadata(chunks)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let meta = meta.into_builder().set_row_groups(groups).build();
+        let tail = bytes.len() - 8;
+        let footer = u32::from_le_bytes(bytes[tail..tail + 4].try_into().unwrap()) as usize;
+        let mut out = bytes[..tail - footer].to_vec();
+        ParquetMetaDataWriter::new(&mut out, &meta)
+            .finish()
+            .unwrap();
+        out
+    }
+
+    /// `n` texts (repetitive, so every codec shrinks them) and string labels.
+    fn texts_and_labels(n: usize) -> (Vec<String>, Vec<String>) {
+        let texts = (0..n)
+            .map(|i| {
+                format!(
+                    "review {i}: the plot was {} — ünïcödé, 多语言",
+                    ["good", "bad"][i % 2]
+                )
+            })
+            .collect();
+        let labels = (0..n)
+            .map(|i| ["pos", "neg", "mixed"][i % 3].to_string())
+            .collect();
+        (texts, labels)
+    }
+
+    const TEXT_LABEL: &str =
+        "message m { REQUIRED BYTE_ARRAY text (UTF8); OPTIONAL BYTE_ARRAY label (UTF8); }";
+
+    fn text_label_file(codec: Compression, texts: &[String], labels: &[String]) -> Vec<u8> {
+        parquet_file_with(
+            codec,
+            TEXT_LABEL,
+            &[vec![
+                Col::Str(texts.iter().map(|t| Some(t.as_str())).collect()),
+                Col::Str(labels.iter().map(|l| Some(l.as_str())).collect()),
+            ]],
+        )
+    }
+
+    #[test]
+    fn files_in_every_readable_codec_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (texts, labels) = texts_and_labels(300);
+        let plain = text_label_file(Compression::UNCOMPRESSED, &texts, &labels).len();
+        for (i, codec) in readable().into_iter().enumerate() {
+            let bytes = text_label_file(codec, &texts, &labels);
+            // The chunks are written with `codec`, and all but the plain file are smaller.
+            let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+            for chunk in reader.metadata().row_groups()[0].columns() {
+                let same =
+                    std::mem::discriminant(&chunk.compression()) == std::mem::discriminant(&codec);
+                assert!(same, "{codec:?}: {:?}", chunk.compression());
+            }
+            assert!(
+                codec == Compression::UNCOMPRESSED || bytes.len() < plain,
+                "{codec:?}"
+            );
+            let path = dir.path().join(format!("codec{i}.parquet"));
+            std::fs::write(&path, &bytes).unwrap();
+            let l = read_labelled(&path, None, "text", "label", &[]).unwrap();
+            assert_eq!(l.texts, texts, "{codec:?}");
+            assert_eq!(l.labels, labels, "{codec:?}");
+            assert_eq!(read_texts(&path, None, "text").unwrap(), texts, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_codec_is_named_with_the_file_and_column() {
+        let (texts, labels) = texts_and_labels(5);
+        let plain = text_label_file(Compression::UNCOMPRESSED, &texts, &labels);
+        let p = Path::new("c.parquet");
+        let read = |bytes: &[u8]| parse_labelled(bytes, p, Format::Parquet, "text", "label", &[]);
+        // The footer rewrite itself keeps the file readable.
+        let same = claiming(&plain, Compression::UNCOMPRESSED);
+        assert_eq!(read(&same).unwrap().texts, texts);
+        for (codec, name) in [
+            (Compression::BROTLI(Default::default()), "BROTLI"),
+            (Compression::LZ4, "LZ4"),
+            (Compression::LZ4_RAW, "LZ4_RAW"),
+            (Compression::LZO, "LZO"),
+        ] {
+            let e = read(&claiming(&plain, codec)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "c.parquet: cannot read Parquet data: column \"text\" is compressed with \
+                     {name}, which this build cannot decompress (it reads uncompressed, SNAPPY, \
+                     GZIP or ZSTD); re-save the file with one of those"
+                )
+            );
+            // A column that is not read may use any codec: only "label" is asked for here.
+            let e = parse_texts(&claiming(&plain, codec), p, Format::Parquet, "label")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("column \"label\" is compressed with"), "{e}");
+        }
+    }
+
     #[test]
     fn panics_are_caught_quietly() {
         let r = quietly(|| -> u8 { panic!("boom") });
@@ -707,13 +906,14 @@ mod tests {
     fn disabled_codecs_get_a_plain_message() {
         let e = parquet_error(
             Path::new("z.parquet"),
-            ParquetError::General("Disabled feature at compile time: zstd".into()),
+            ParquetError::General("Disabled feature at compile time: brotli".into()),
         )
         .to_string();
         assert_eq!(
             e,
-            "z.parquet: cannot read Parquet data: compression zstd is not supported by this \
-             build (supported: uncompressed, snappy); re-save the file with snappy compression"
+            "z.parquet: cannot read Parquet data: compression BROTLI is not supported by this \
+             build (it reads uncompressed, SNAPPY, GZIP or ZSTD); re-save the file with one of \
+             those"
         );
         assert_eq!(clip(&"é".repeat(400)).chars().count(), MAX_MESSAGE + 1);
     }
