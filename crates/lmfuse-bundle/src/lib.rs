@@ -50,8 +50,9 @@ pub enum BundleError {
         /// The file.
         path: PathBuf,
     },
-    /// Reading or writing failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing failed; the cause is the [`source`](std::error::Error::source), not
+    /// repeated in the message.
+    #[error("I/O error on {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -27,7 +27,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The cache folder could not be created.
-    #[error("cannot create cache folder {path}: {source}")]
+    #[error("cannot create cache folder {path}")]
     CreateDir {
         /// The folder.
         path: PathBuf,
@@ -35,8 +35,9 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    /// SQLite failed.
-    #[error("embedding cache {path}: {source}")]
+    /// SQLite failed. Here and above, the cause is the [`source`](std::error::Error::source),
+    /// not repeated in the message.
+    #[error("embedding cache {path} failed")]
     Sqlite {
         /// The database file.
         path: PathBuf,

@@ -73,8 +73,9 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
-    /// Reading failed.
-    #[error("cannot read {path}: {source}")]
+    /// Reading failed; the cause is the [`source`](std::error::Error::source), not repeated in
+    /// the message.
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -701,6 +702,20 @@ mod tests {
 
     fn parse(bytes: &[u8], format: Format) -> Result<Vec<String>, DataError> {
         parse_texts(bytes, Path::new("in.x"), format, "text")
+    }
+
+    #[test]
+    fn a_read_failure_names_the_file_and_keeps_the_cause_as_its_source() {
+        // Reading a folder fails with EISDIR.
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_texts(dir.path(), Some(Format::Text), "text").unwrap_err();
+        assert!(matches!(e, DataError::Io { .. }), "{e}");
+        let cause = std::error::Error::source(&e).expect("a source").to_string();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read {}", dir.path().display())
+        );
+        assert!(!cause.is_empty() && !e.to_string().contains(&cause), "{e}");
     }
 
     #[test]

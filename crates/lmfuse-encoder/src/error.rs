@@ -11,6 +11,15 @@ pub enum EncoderError {
         /// The path given.
         path: PathBuf,
     },
+    /// `--model` names a file where a model folder is expected.
+    #[error(
+        "model path {path} is a file, not a model folder (config.json, tokenizer.json, \
+         model.safetensors)"
+    )]
+    NotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The default model has not been fetched yet.
     #[error(
         "the default model is not installed at {path}; run `bash scripts/fetch-models.sh` \
@@ -26,8 +35,11 @@ pub enum EncoderError {
         /// The missing file.
         path: PathBuf,
     },
-    /// Reading a model file failed.
-    #[error("cannot read {path}: {source}")]
+    /// Reading a model file failed. The message leaves the cause to [`source`], so that a
+    /// chain printer (`{:#}`) shows it once.
+    ///
+    /// [`source`]: std::error::Error::source
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -35,8 +47,10 @@ pub enum EncoderError {
         #[source]
         source: std::io::Error,
     },
-    /// A JSON configuration file is malformed.
-    #[error("invalid JSON in {path}: {source}")]
+    /// A JSON configuration file is malformed (the parser's message is the [`source`]).
+    ///
+    /// [`source`]: std::error::Error::source
+    #[error("invalid JSON in {path}")]
     Json {
         /// The file.
         path: PathBuf,

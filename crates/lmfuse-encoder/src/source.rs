@@ -111,6 +111,9 @@ impl ModelFiles {
                 }
             }
             ModelSpec::Dir(dir) => {
+                if dir.is_file() {
+                    return Err(EncoderError::NotAFolder { path: dir.clone() });
+                }
                 if !dir.is_dir() {
                     return Err(EncoderError::ModelNotFound { path: dir.clone() });
                 }
@@ -248,6 +251,24 @@ mod tests {
             ModelSpec::parse("plainname"),
             ModelSpec::Dir("plainname".into())
         );
+    }
+
+    #[test]
+    fn a_file_is_not_a_folder_and_a_cause_is_not_repeated() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = ModelFiles::resolve(&ModelSpec::Dir(file.path().into())).unwrap_err();
+        assert!(matches!(e, EncoderError::NotAFolder { .. }), "{e}");
+        assert!(
+            e.to_string().contains("is a file, not a model folder"),
+            "{e}"
+        );
+        // A broken config.json: the parser's message is the source, kept out of the message.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{").unwrap();
+        let e = ModelFiles::resolve(&ModelSpec::Dir(dir.path().into())).unwrap_err();
+        let cause = std::error::Error::source(&e).expect("a source").to_string();
+        assert!(cause.contains("EOF"), "{cause}");
+        assert!(!e.to_string().contains(&cause), "{e}");
     }
 
     #[test]

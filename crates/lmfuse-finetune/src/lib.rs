@@ -34,8 +34,10 @@ pub enum FinetuneError {
     /// A hyperparameter or input is invalid.
     #[error("{0}")]
     Invalid(String),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed; the cause is the
+    /// [`source`](std::error::Error::source) (a field named `source` is one), not repeated in
+    /// the message.
+    #[error("I/O error on {path}")]
     Io {
         /// The file.
         path: PathBuf,
