@@ -82,13 +82,41 @@ impl Model {
             .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
         let predictor = Predictor::from_bundle(&bundle)
             .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
+        Self::with_encoders(predictor, bundle.manifest, Some(dir), encoder)
+    }
+
+    /// A classifier just trained (the Python package's `fit`), ready to predict without a
+    /// bundle on disk: its encoder resolved and checked as [`Model::load`] does (`encoder`
+    /// instead of the one its card records, with the same weights).
+    pub fn from_classifier(classifier: Classifier, encoder: Option<&str>) -> Result<Model> {
+        let (manifest, _, _) = classifier.to_bundle(crate::VERSION, &crate::now_rfc3339());
+        Self::with_encoders(
+            Predictor::Single(Box::new(classifier)),
+            manifest,
+            None,
+            encoder,
+        )
+    }
+
+    /// `predictor` with the encoders it reads resolved; `dir` is its bundle folder (`None`
+    /// for a classifier not saved, which cannot hold an encoder of its own).
+    fn with_encoders(
+        predictor: Predictor,
+        manifest: lmfuse_bundle::Manifest,
+        dir: Option<&Path>,
+        encoder: Option<&str>,
+    ) -> Result<Model> {
         let mut encoders = Vec::new();
         for (i, info) in predictor.encoders().into_iter().enumerate() {
             let needed = reads_encoder(&predictor, i, info);
             // `encoder` stands in for the predictor's own; a member's fine-tuned encoder is in
             // the bundle.
             let files = match needed {
-                true => Some(resolve_encoder(dir, info, if i == 0 { encoder } else { None })?),
+                true => Some(resolve_encoder(
+                    dir,
+                    info,
+                    if i == 0 { encoder } else { None },
+                )?),
                 false => None,
             };
             let options = LoadOptions {
@@ -106,7 +134,7 @@ impl Model {
         Ok(Model {
             predictor,
             encoders,
-            manifest: bundle.manifest,
+            manifest,
         })
     }
 
@@ -287,25 +315,31 @@ fn reads_encoder(predictor: &Predictor, i: usize, info: &EncoderInfo) -> bool {
 /// Finds the encoder of the bundle in `dir`: `encoder` when given, else the one the bundle
 /// records; checks that its weights are the ones the bundle was trained with. The one place
 /// that decides where a bundle's encoder comes from.
-fn resolve_encoder(dir: &Path, info: &EncoderInfo, encoder: Option<&str>) -> Result<ModelFiles> {
+fn resolve_encoder(
+    dir: Option<&Path>,
+    info: &EncoderInfo,
+    encoder: Option<&str>,
+) -> Result<ModelFiles> {
+    let name = dir.map_or("(not saved)".to_string(), |d| d.display().to_string());
     let spec = match encoder {
         Some(e) => ModelSpec::parse(e),
         // A fine-tuned encoder travels inside its bundle (checked by sha256 at load).
-        None if info.in_bundle => ModelSpec::Dir(dir.join(lmfuse_bundle::ENCODER_DIR)),
+        None if info.in_bundle => match dir {
+            Some(dir) => ModelSpec::Dir(dir.join(lmfuse_bundle::ENCODER_DIR)),
+            None => crate::bail!("the encoder {:?} is not saved anywhere", info.reference),
+        },
         None if info.reference == lmfuse_encoder::DEFAULT_MODEL_NAME => ModelSpec::Default,
         None => ModelSpec::parse(&info.reference),
     };
     let files = ModelFiles::resolve(&spec).with_context(|| {
         format!(
-            "cannot open the encoder {:?} of bundle {} (pass --encoder with its folder)",
+            "cannot open the encoder {:?} of bundle {name} (pass --encoder with its folder)",
             info.reference,
-            dir.display()
         )
     })?;
     ensure!(
         files.weights_sha256 == info.fingerprint.weights_sha256,
-        "encoder mismatch: bundle {} was trained with weights sha256 {}, but {} has {}",
-        dir.display(),
+        "encoder mismatch: bundle {name} was trained with weights sha256 {}, but {} has {}",
         info.fingerprint.weights_sha256,
         files.weights_path.display(),
         files.weights_sha256

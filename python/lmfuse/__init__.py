@@ -1,0 +1,451 @@
+"""lmfuse: BERT-family sentence encoders fused with classical machine learning.
+
+``Encoder`` returns embeddings as numpy arrays; ``TextClassifier`` is a scikit-learn
+estimator over lmfuse's feature blocks and heads; ``load`` reads any bundle the CLI writes.
+The work runs in lmfuse's Rust library (the same pipelines as the ``lmfuse`` CLI and
+``lmfuse serve``), with the GIL released. Reference: docs/python.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from . import _native
+
+__version__ = _native.__version__
+__all__ = ["Encoder", "TextClassifier", "load", "stratified_folds", "DEFAULT_MODEL"]
+
+#: The default model's name: ``Encoder(model=DEFAULT_MODEL)``.
+DEFAULT_MODEL = _native.DEFAULT_MODEL_NAME
+
+
+def _has_default_model(models_dir: Path) -> bool:
+    return (models_dir / DEFAULT_MODEL / "config.json").is_file()
+
+
+def _locate_default_model() -> None:
+    """Points ``LMFUSE_MODELS_DIR`` at the models/ folder of the lmfuse checkout when the
+    library's own places (``$LMFUSE_MODELS_DIR``, ``./models``) lack the default model: the
+    checkout whose ``.venv`` runs Python, else the one the package was built from."""
+    if os.environ.get(_native.MODELS_DIR_ENV) or _has_default_model(Path("models")):
+        return
+    for root in (Path(sys.prefix).parent, Path(_native.SOURCE_ROOT)):
+        if _has_default_model(root / "models"):
+            os.environ[_native.MODELS_DIR_ENV] = str((root / "models").resolve())
+            return
+
+
+_locate_default_model()
+
+
+def _model_arg(model):
+    """The library's model argument: ``None`` for the default model."""
+    if model is None:
+        model = os.environ.get("LMFUSE_MODEL") or None
+    if model is None or model == DEFAULT_MODEL:
+        return None
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    if not isinstance(model, str):
+        raise ValueError(f"model must be a folder, a Hugging Face id or None, not {model!r}")
+    return model
+
+
+def _cache_args(cache):
+    """(use the cache, its folder or None) from ``cache``: True, False or a folder."""
+    if cache is True or cache is False:
+        return cache, None
+    if isinstance(cache, (str, os.PathLike)):
+        return True, os.fspath(cache)
+    raise ValueError(f"cache must be True, False or a folder, not {cache!r}")
+
+
+def _texts(texts, name="X"):
+    """``texts`` as a list of str: a list, tuple, numpy array or pandas Series of strings."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(f"{name} must be a list of strings, not a single string")
+    if hasattr(texts, "ndim") and texts.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, not of shape {texts.shape}")
+    try:
+        values = list(texts)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of strings, not {type(texts).__name__}") from None
+    for i, t in enumerate(values):
+        if not isinstance(t, str):
+            what = "None" if t is None else f"{t!r} ({type(t).__name__})"
+            raise ValueError(f"{name}[{i}] is {what}: every text must be a string")
+    return [str(t) for t in values]
+
+
+def _label_string(value, i):
+    """A label as lmfuse writes it (numbers in their JSON form)."""
+    if value is None:
+        raise ValueError(f"y[{i}] is None: every example needs a label")
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value):
+            raise ValueError(f"y[{i}] is {value}: every example needs a label")
+        return repr(float(value))
+    return str(value)
+
+
+def _labels(y, n):
+    """(label strings, string → original value) for ``n`` texts."""
+    if isinstance(y, str) or not hasattr(y, "__len__"):
+        raise ValueError("y must be a list of labels, one per text")
+    values = list(y)
+    if len(values) != n:
+        raise ValueError(f"{len(values)} labels for {n} texts: y needs one label per text")
+    strings, back = [], {}
+    for i, v in enumerate(values):
+        s = _label_string(v, i)
+        if s in back and back[s] != v:
+            raise ValueError(f"labels {back[s]!r} and {v!r} are both written {s!r}")
+        back.setdefault(s, v)
+        strings.append(s)
+    return strings, back
+
+
+def _cell(value, column, row):
+    """A side-column value for the library: None (missing), a float or a str."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return 1.0 if value else 0.0
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"feature column {column!r} holds {value} at row {row}: fill or drop it "
+                "(None marks a missing value)"
+            )
+        return value
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            raise ValueError(
+                f"feature column {column!r} holds {value} at row {row}: fill or drop it "
+                "(None marks a missing value)"
+            )
+    except ImportError:
+        pass
+    return str(value)
+
+
+def _is_frame(X):
+    return hasattr(X, "columns") and hasattr(X, "iloc")
+
+
+def _split_frame(X, text_col, feature_cols):
+    """(texts, side columns) of ``X``: a DataFrame, or texts when no side column is read."""
+    feature_cols = list(feature_cols)
+    if not _is_frame(X):
+        if feature_cols:
+            raise ValueError(
+                f"the feature columns {feature_cols} need X as a pandas DataFrame with "
+                f"{text_col!r} and those columns"
+            )
+        return _texts(X), []
+    names = [str(c) for c in X.columns]
+    for col in [text_col, *feature_cols]:
+        if col not in names:
+            raise ValueError(f"X has no column {col!r} (columns: {', '.join(names)})")
+    texts = _texts(X[text_col], name=f"X[{text_col!r}]")
+    columns = [
+        (col, [_cell(v, col, i) for i, v in enumerate(X[col].tolist())]) for col in feature_cols
+    ]
+    return texts, columns
+
+
+class Encoder:
+    """A sentence encoder: ``Encoder(model).encode(texts)`` → float32 array, n × dim.
+
+    ``model``: ``"all-MiniLM-L6-v2"`` (the default model), a local model folder or a Hugging
+    Face id; ``None``: ``$LMFUSE_MODEL``, else the default model. ``cache``: True (the CLI's
+    cache: ``$LMFUSE_CACHE_DIR``, else ``~/.cache/lmfuse``), False (none) or a folder.
+    """
+
+    def __init__(self, model=DEFAULT_MODEL, cache=True):
+        use_cache, cache_dir = _cache_args(cache)
+        self._native = _native.NativeEncoder(_model_arg(model), use_cache, cache_dir)
+
+    @property
+    def dim(self):
+        """Vector dimension."""
+        return self._native.dim
+
+    @property
+    def model(self):
+        """The model as the library names it (the default's name, a folder or a hub id)."""
+        return self._native.reference
+
+    @property
+    def max_seq_length(self):
+        """Maximum tokens per text (longer texts are truncated)."""
+        return self._native.max_seq_length
+
+    def encode(self, texts, batch_size=None, normalize=True):
+        """Embeddings of ``texts`` (float32, one row per text, in order; equal to
+        ``lmfuse embed``'s). ``batch_size``: room for that many full-length texts in a
+        forward batch (texts are packed by tokens); None: the library's budget (2048
+        tokens). ``normalize``: L2-normalise each vector. The GIL is released meanwhile."""
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+        ):
+            raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        size = None if batch_size is None else int(batch_size)
+        return self._native.encode(_texts(texts, name="texts"), size, bool(normalize))
+
+    def __repr__(self):
+        return f"Encoder(model={self.model!r})"
+
+
+_HEADS = ("logreg", "svm", "nb", "knn", "rf", "gbdt", "mlp", "shared")
+_LINEAR_HEADS = ("logreg", "svm")
+
+
+def _feature_string(features):
+    if isinstance(features, str):
+        return features
+    if isinstance(features, (list, tuple)) and all(isinstance(f, str) for f in features):
+        return ",".join(features)
+    raise ValueError(f"features must be a string such as 'tfidf,emb' or a list, not {features!r}")
+
+
+class TextClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn text classifier: lmfuse's feature blocks and classical heads.
+
+    ``fit`` trains as ``lmfuse train`` does (see docs/python.md for every parameter): with
+    ``C=None`` (and for heads with a grid: nb, knn, mlp, shared) the setting is chosen on a
+    stratified 10% dev slice of the rows and the head fit on the rest; with a number ``C``
+    (logreg, svm) the head is fit on every row.
+    """
+
+    def __init__(
+        self,
+        features="emb",
+        head="logreg",
+        C=None,
+        model=None,
+        text_col="text",
+        feature_cols=(),
+        class_weight="uniform",
+        emb_weight=1.0,
+        seed=13,
+        c_grid=None,
+        pooling=None,
+        max_length=None,
+        normalize=None,
+        batch_tokens=None,
+        oos=None,
+        oos_label="oos",
+        oos_k=10,
+        oos_objective="accuracy",
+        cache=True,
+    ):
+        self.features = features
+        self.head = head
+        self.C = C
+        self.model = model
+        self.text_col = text_col
+        self.feature_cols = feature_cols
+        self.class_weight = class_weight
+        self.emb_weight = emb_weight
+        self.seed = seed
+        self.c_grid = c_grid
+        self.pooling = pooling
+        self.max_length = max_length
+        self.normalize = normalize
+        self.batch_tokens = batch_tokens
+        self.oos = oos
+        self.oos_label = oos_label
+        self.oos_k = oos_k
+        self.oos_objective = oos_objective
+        self.cache = cache
+
+    def _settings(self):
+        """The parameters, checked, as the library takes them."""
+        features = _feature_string(self.features)
+        blocks = [b.strip() for b in features.split(",")]
+        if self.head not in _HEADS:
+            raise ValueError(f"head={self.head!r}: expected one of {', '.join(_HEADS)}")
+        if isinstance(self.feature_cols, str):
+            raise ValueError("feature_cols must be a list of column names, not a string")
+        feature_cols = [str(c) for c in self.feature_cols]
+        if bool(feature_cols) != ("tab" in blocks):
+            raise ValueError(
+                "feature_cols and the 'tab' block go together: name the side columns in "
+                "feature_cols and add 'tab' to features (e.g. features='emb,tab')"
+            )
+        if self.C is not None:
+            if self.head not in _LINEAR_HEADS:
+                raise ValueError(f"C applies to the logreg and svm heads, not to {self.head!r}")
+            if isinstance(self.C, bool) or not isinstance(self.C, numbers.Real):
+                raise ValueError(f"C must be a positive number or None, not {self.C!r}")
+            if not (math.isfinite(self.C) and self.C > 0):
+                raise ValueError(f"C must be a positive number, not {self.C}")
+        if not (isinstance(self.emb_weight, numbers.Real) and self.emb_weight > 0):
+            raise ValueError(f"emb_weight must be a positive number, not {self.emb_weight!r}")
+        if self.class_weight not in ("uniform", "balanced"):
+            raise ValueError(
+                f"class_weight={self.class_weight!r}: expected 'uniform' or 'balanced'"
+            )
+        use_cache, cache_dir = _cache_args(self.cache)
+        return {
+            "features": features,
+            "head": self.head,
+            "c": None if self.C is None else float(self.C),
+            "c_grid": None if self.c_grid is None else [float(c) for c in self.c_grid],
+            "model": _model_arg(self.model),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "normalize": self.normalize,
+            "batch_tokens": self.batch_tokens,
+            "class_weight": self.class_weight,
+            "emb_weight": float(self.emb_weight),
+            "seed": int(self.seed),
+            "oos": self.oos,
+            "oos_label": str(self.oos_label),
+            "oos_k": int(self.oos_k),
+            "oos_objective": str(self.oos_objective),
+            "text_col": str(self.text_col),
+            "use_cache": use_cache,
+            "cache_dir": cache_dir,
+        }, feature_cols
+
+    def fit(self, X, y):
+        """Trains on X (strings, or a DataFrame with ``text_col`` and ``feature_cols``) and
+        labels y; returns self. The fit replaces any earlier one only when it succeeds."""
+        settings, feature_cols = self._settings()
+        texts, columns = _split_frame(X, self.text_col, feature_cols)
+        strings, back = _labels(y, len(texts))
+        fitted = _native.fit(texts, strings, columns, settings)
+        self._set_fitted(fitted, back)
+        return self
+
+    def _set_fitted(self, fitted, back=None):
+        info = json.loads(fitted.info())
+        labels = info["labels"]
+        self._fitted = fitted
+        self._info = info
+        self.classes_ = np.asarray([back[s] for s in labels] if back else labels)
+        self.feature_cols_ = list(info["feature_cols"])
+        self.report_ = info["report"]
+
+    def _rows(self, X):
+        check_is_fitted(self, "_fitted")
+        return _split_frame(X, self.text_col, self.feature_cols_)
+
+    def predict_proba(self, X):
+        """Class probabilities, n × classes (float32), columns in the order of ``classes_``."""
+        texts, columns = self._rows(X)
+        return self._fitted.predict_proba(texts, columns)
+
+    def predict(self, X):
+        """The most probable class of each text."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _has_decision_function(self):
+        if hasattr(self, "_fitted"):
+            return self._info["decision_function"]
+        return self.head in _LINEAR_HEADS
+
+    @available_if(_has_decision_function)
+    def decision_function(self, X):
+        """The linear head's scores X·W + b (logreg: logits, svm: margins), n × classes; for
+        two classes, as scikit-learn, one score per text: the second class's minus the
+        first's. Only the logreg and svm heads have one."""
+        texts, columns = self._rows(X)
+        scores = self._fitted.decision_function(texts, columns)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
+
+    def save(self, path):
+        """Writes the bundle to folder ``path`` atomically (as ``lmfuse train --out``): it
+        serves from ``lmfuse serve`` and works with ``lmfuse predict`` and ``eval``."""
+        check_is_fitted(self, "_fitted")
+        self._fitted.save(os.fspath(path))
+        return self
+
+    def __getstate__(self):
+        if hasattr(self, "_fitted"):
+            raise TypeError(
+                "a fitted TextClassifier does not pickle (lmfuse never uses pickle): "
+                "save(path) writes a bundle and lmfuse.load(path) reads it"
+            )
+        return super().__getstate__()
+
+
+def _params_of(card):
+    """TextClassifier parameters that describe a single classifier's card."""
+    if card.get("task") != "text-classification":
+        return {}
+    blocks = card.get("features", [])
+    names = []
+    if any(b.startswith("tfidf") for b in blocks):
+        names.append("tfidf")
+    names += [b for b in ("emb", "tab") if b in blocks]
+    head = card.get("head", {})
+    kind = head.get("kind", "logreg")
+    if kind == "mlp" and head.get("params", {}).get("projection", 0) > 0:
+        kind = "shared"
+    encoder = card.get("encoder", {})
+    reference = encoder.get("reference")
+    params = {"features": ",".join(names), "head": kind}
+    if reference and reference != DEFAULT_MODEL and not encoder.get("in_bundle"):
+        params["model"] = reference
+    weight = card.get("block_weights", {}).get("emb", 1.0)
+    if weight != 1.0:
+        params["emb_weight"] = weight
+    return params
+
+
+def load(path, cache=True, text_col="text"):
+    """The bundle in folder ``path`` (from ``TextClassifier.save`` or any lmfuse command:
+    a classifier or an ensemble) as a fitted TextClassifier; ``classes_`` are the label
+    strings the bundle stores."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"bundle folder {path} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is not an lmfuse bundle: it is not a folder")
+    use_cache, cache_dir = _cache_args(cache)
+    fitted = _native.load(path, use_cache, cache_dir)
+    info = json.loads(fitted.info())
+    params = _params_of(info["card"])
+    clf = TextClassifier(
+        text_col=text_col, feature_cols=tuple(info["feature_cols"]), cache=cache, **params
+    )
+    clf._set_fitted(fitted)
+    return clf
+
+
+def stratified_folds(y, n_folds=5, seed=13):
+    """The fold (0 … n_folds-1) of each label, as ``lmfuse compare --folds`` and ``lmfuse
+    tune`` assign them: ``sklearn.model_selection.PredefinedSplit(stratified_folds(y))``
+    cross-validates on the CLI's folds."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral):
+        raise ValueError(f"n_folds must be an integer, not {n_folds!r}")
+    strings, _ = _labels(y, len(y) if hasattr(y, "__len__") else -1)
+    return np.asarray(_native.stratified_folds(strings, int(n_folds), int(seed)), dtype=np.int64)
