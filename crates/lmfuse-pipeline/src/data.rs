@@ -192,7 +192,8 @@ fn split_rows(mut train: LabelledTexts, plan: &SplitPlan, data: &DataSpec) -> Re
     let (test, test_source) = match &plan.test {
         Some(p) => (read_labelled(p, data, &data.feature_cols)?, p.display().to_string()),
         None if plan.carve_test => (carve(seed), format!("10% of {train_name} (seed {seed})")),
-        None => (LabelledTexts::default(), "none".to_string()),
+        // No rows, but train's side columns (empty), as every split has them.
+        None => (train.select(&[]), "none".to_string()),
     };
     let (dev, dev_source) = match &plan.dev {
         Some(p) => (read_labelled(p, data, &data.feature_cols)?, p.display().to_string()),
@@ -200,7 +201,7 @@ fn split_rows(mut train: LabelledTexts, plan: &SplitPlan, data: &DataSpec) -> Re
             carve(seed.wrapping_add(1)),
             format!("10% of {train_name} (seed {})", seed.wrapping_add(1)),
         ),
-        None => (LabelledTexts::default(), "none".to_string()),
+        None => (train.select(&[]), "none".to_string()),
     };
     if remaining.len() != train.texts.len() {
         train = train.select(&remaining);
@@ -318,4 +319,36 @@ pub fn read_unlabelled(
         return Ok((read_input(input, format, text_col)?, Vec::new()));
     }
     read_input_with_columns(input, format, text_col, feature_cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_not_asked_for_keep_the_side_columns() {
+        let rows = LabelledTexts {
+            texts: (0..6).map(|i| format!("text {i}")).collect(),
+            labels: ["a", "b"].repeat(3).into_iter().map(String::from).collect(),
+            lines: (1..=6).collect(),
+            columns: vec![(
+                "price".to_string(),
+                (0..6).map(|i| Cell::Number(f64::from(i))).collect(),
+            )],
+        };
+        let plan = SplitPlan {
+            carve_dev: false,
+            carve_test: false,
+            ..SplitPlan::carved("<rows>")
+        };
+        let data = DataSpec {
+            feature_cols: vec!["price".to_string()],
+            ..DataSpec::default()
+        };
+        let s = splits_from_rows(rows, &plan, &data).unwrap();
+        assert_eq!((s.train.len(), s.dev.len(), s.test.len()), (6, 0, 0));
+        let all = concat_columns(&[&s.train, &s.dev, &s.test]);
+        assert_eq!(all[0].0, "price");
+        assert_eq!(all[0].1.len(), 6);
+    }
 }
