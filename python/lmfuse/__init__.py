@@ -363,6 +363,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The most probable class of each text."""
+        check_is_fitted(self, "_fitted")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def _has_decision_function(self):

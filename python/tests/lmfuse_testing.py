@@ -1,0 +1,44 @@
+"""Shared helpers of the lmfuse package's tests: where the repo, the CLI and the assets are."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / "target" / "release" / "lmfuse"
+REVIEWS = ROOT / "examples" / "reviews.jsonl"
+SHARED = ROOT.parent / "shared"
+
+
+def require(path: Path, what: str) -> Path:
+    """``path``, or a skip naming it (a failure with LMFUSE_REQUIRE_ASSETS=1)."""
+    if path.exists():
+        return path
+    message = f"{what} is absent ({path})"
+    if os.environ.get("LMFUSE_REQUIRE_ASSETS") == "1":
+        pytest.fail(f"LMFUSE_REQUIRE_ASSETS=1: {message}")
+    pytest.skip(f"SKIPPED: {message}")
+
+
+def cli(*args: str, stdin: str = None) -> str:
+    """Runs ``target/release/lmfuse`` with ``args``; returns its standard output."""
+    require(CLI, "the lmfuse binary (cargo build --release)")
+    done = subprocess.run(
+        [str(CLI), *args], input=stdin, capture_output=True, text=True, timeout=1800
+    )
+    assert done.returncode == 0, f"lmfuse {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def read_jsonl(path: Path) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def reviews():
+    """(texts, labels) of examples/reviews.jsonl, the 300 reviews that ship in the repo."""
+    rows = read_jsonl(REVIEWS)
+    return [r["text"] for r in rows], [r["label"] for r in rows]
