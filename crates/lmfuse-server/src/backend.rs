@@ -68,6 +68,28 @@ pub trait Backend: Send + Sync + 'static {
     /// The model name reported by `/v1/embeddings`.
     fn model_name(&self) -> String;
 
+    /// Token counts of inputs given as token ids (`/v1/embeddings` and `/embed` take them), as
+    /// [`Backend::embed_token_ids`] will read them. Fails with [`BackendError::Unsupported`]
+    /// when an id is outside the vocabulary. Added for OpenAI's token-id inputs; the default
+    /// says the model takes none.
+    fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
+        let _ = ids;
+        Err(BackendError::Unsupported(
+            "this model does not take token ids: send texts".into(),
+        ))
+    }
+
+    /// Sentence embeddings of inputs given as token ids, in input order. Each list is one
+    /// text's tokens as the model's tokenizer gives them; the model's special tokens are
+    /// added unless the list already starts and ends with them, and it is cut at the token
+    /// limit as texts are. The default says the model takes none.
+    fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let _ = ids;
+        Err(BackendError::Unsupported(
+            "this model does not take token ids: send texts".into(),
+        ))
+    }
+
     /// Checks that the model runs, with a real forward pass (used before `/ready` turns 200).
     fn health(&self) -> Result<(), BackendError> {
         self.predict(&["health check"]).map(|_| ())

@@ -2,7 +2,7 @@
 //! runtime, merges consecutive requests of the same kind up to a token budget and runs them
 //! through the model as one batch.
 
-use crate::backend::{Backend, Prediction};
+use crate::backend::{Backend, BackendError, Prediction};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -10,11 +10,37 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// What a job asks of the model.
+/// What a job asks of the model; jobs of one kind merge into a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JobKind {
     Predict,
     Embed,
+    EmbedIds,
+}
+
+/// A job's inputs: texts, or token ids (only to embed).
+#[derive(Debug)]
+pub(crate) enum Work {
+    Predict(Vec<String>),
+    Embed(Vec<String>),
+    EmbedIds(Vec<Vec<u32>>),
+}
+
+impl Work {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Work::Predict(_) => JobKind::Predict,
+            Work::Embed(_) => JobKind::Embed,
+            Work::EmbedIds(_) => JobKind::EmbedIds,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Work::Predict(t) | Work::Embed(t) => t.len(),
+            Work::EmbedIds(ids) => ids.len(),
+        }
+    }
 }
 
 /// What the model returned for one job.
@@ -24,10 +50,9 @@ pub(crate) enum JobOutput {
     Embeddings(Vec<Vec<f32>>),
 }
 
-/// One request's texts, waiting for the model.
+/// One request's inputs, waiting for the model.
 pub(crate) struct Job {
-    pub kind: JobKind,
-    pub texts: Vec<String>,
+    pub work: Work,
     pub tokens: usize,
     pub admitted: Instant,
     pub reply: oneshot::Sender<Result<JobOutput, ApiError>>,
@@ -74,7 +99,7 @@ pub(crate) fn spawn_worker(
                     metrics.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let kind = first.kind;
+                let kind = first.work.kind();
                 let mut tokens = first.tokens;
                 let mut batch = vec![first];
                 while tokens < max_batch_tokens {
@@ -84,19 +109,48 @@ pub(crate) fn spawn_worker(
                         metrics.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    if job.kind != kind || tokens + job.tokens > max_batch_tokens {
+                    if job.work.kind() != kind || tokens + job.tokens > max_batch_tokens {
                         pending = Some(job);
                         break;
                     }
                     tokens += job.tokens;
                     batch.push(job);
                 }
-                run_batch(kind, batch, tokens, &slot, &metrics);
+                run_batch(batch, tokens, &slot, &metrics);
             }
         })
 }
 
-fn run_batch(kind: JobKind, batch: Vec<Job>, tokens: usize, slot: &BackendSlot, metrics: &Metrics) {
+/// Runs the merged inputs of `batch` (jobs of one kind) through the model.
+fn run(backend: &dyn Backend, batch: &[Job]) -> Result<JobOutput, BackendError> {
+    let texts = || -> Vec<&str> {
+        batch
+            .iter()
+            .flat_map(|j| match &j.work {
+                Work::Predict(t) | Work::Embed(t) => t.as_slice(),
+                Work::EmbedIds(_) => &[],
+            })
+            .map(String::as_str)
+            .collect()
+    };
+    match batch[0].work.kind() {
+        JobKind::Predict => backend.predict(&texts()).map(JobOutput::Predictions),
+        JobKind::Embed => backend.embed(&texts()).map(JobOutput::Embeddings),
+        JobKind::EmbedIds => {
+            let ids: Vec<&[u32]> = batch
+                .iter()
+                .flat_map(|j| match &j.work {
+                    Work::EmbedIds(ids) => ids.as_slice(),
+                    Work::Predict(_) | Work::Embed(_) => &[],
+                })
+                .map(Vec::as_slice)
+                .collect();
+            backend.embed_token_ids(&ids).map(JobOutput::Embeddings)
+        }
+    }
+}
+
+fn run_batch(batch: Vec<Job>, tokens: usize, slot: &BackendSlot, metrics: &Metrics) {
     let started = Instant::now();
     for job in &batch {
         metrics
@@ -111,15 +165,10 @@ fn run_batch(kind: JobKind, batch: Vec<Job>, tokens: usize, slot: &BackendSlot, 
         }
         return;
     };
-    let texts: Vec<&str> = batch
-        .iter()
-        .flat_map(|j| j.texts.iter().map(String::as_str))
-        .collect();
-    let n = texts.len();
+    let n: usize = batch.iter().map(|j| j.work.len()).sum();
     // A panic in the model fails this batch, not the server.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
-        JobKind::Predict => backend.predict(&texts).map(JobOutput::Predictions),
-        JobKind::Embed => backend.embed(&texts).map(JobOutput::Embeddings),
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(backend.as_ref(), &batch)
     }));
     metrics
         .inference_seconds
@@ -129,19 +178,17 @@ fn run_batch(kind: JobKind, batch: Vec<Job>, tokens: usize, slot: &BackendSlot, 
     metrics.texts.fetch_add(n as u64, Ordering::Relaxed);
     let failure = match result {
         Ok(Ok(out)) if out.len() == n => {
-            let sizes: Vec<usize> = batch.iter().map(|j| j.texts.len()).collect();
+            let sizes: Vec<usize> = batch.iter().map(|j| j.work.len()).collect();
             for (job, part) in batch.into_iter().zip(out.split(&sizes)) {
                 let _ = job.reply.send(Ok(part));
             }
             return;
         }
         Ok(Ok(out)) => ApiError::Backend(format!(
-            "the model returned {} results for {n} texts",
+            "the model returned {} results for {n} inputs",
             out.len()
         )),
-        // The request asks what this model cannot do: the client's to change.
-        Ok(Err(crate::BackendError::Unsupported(m))) => ApiError::InvalidInput(m),
-        Ok(Err(e)) => ApiError::Backend(e.to_string()),
+        Ok(Err(e)) => ApiError::from(e),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()

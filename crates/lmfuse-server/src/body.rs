@@ -1,178 +1,440 @@
-//! Typed request bodies: `{"inputs": "text"}` or `{"inputs": ["t1", ...]}` read straight into
-//! strings, without an intermediate `serde_json::Value` tree. Only the texts a request may hold
-//! (`max_batch_size`) are kept; everything else is skipped as it is parsed, so a body of a
-//! million tiny JSON values costs no more memory than the body itself. The visitors accept any
-//! JSON, so every deserialization error is a syntax error (`invalid_json`); shapes and types are
-//! checked afterwards, with the same messages as before.
+//! Typed request bodies read straight into strings and token ids, without an intermediate
+//! `serde_json::Value` tree. The inputs field takes a text, a list of texts, one text's token
+//! ids (a list of integers), a list of such lists (OpenAI), or text-embeddings-inference's
+//! `[["text"], ...]`. Only the inputs a request may hold (`max_batch_size`) are kept; everything
+//! else is skipped as it is parsed, so a body of a million tiny JSON values costs no more memory
+//! than the body itself. Option fields (`normalize`, `dimensions`, ...) keep their scalar value
+//! and are checked by the routes through [`Options`]. The visitors accept any JSON, so every
+//! deserialization error is a syntax error (`invalid_json`); shapes and types are checked
+//! afterwards, with messages that name the field.
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
 use std::fmt;
 
-/// Skips a list; its kind, as messages name it.
-fn seq_kind<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<&'static str, A::Error> {
+/// The option fields a body may carry; any other field is skipped.
+const OPTION_FIELDS: [&str; 8] = [
+    "encoding_format",
+    "dimensions",
+    "normalize",
+    "truncate",
+    "truncation_direction",
+    "raw_scores",
+    "prompt_name",
+    "model",
+];
+
+/// The fields of text-classification's `parameters` object that are read.
+const PARAMETER_FIELDS: [&str; 2] = ["top_k", "function_to_apply"];
+
+/// Skips a list.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok("a list")
+    Ok(())
 }
 
-/// Skips an object; its kind, as messages name it.
-fn map_kind<'de, A: MapAccess<'de>>(mut map: A) -> Result<&'static str, A::Error> {
+/// Skips an object.
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok("an object")
+    Ok(())
 }
 
-/// A JSON value that is a string (kept) or something else (only its kind is kept).
+/// A JSON value whose scalars are kept and whose lists and objects only name their kind.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Item {
-    Text(String),
+pub(crate) enum Scalar {
+    Str(String),
+    Bool(bool),
+    UInt(u64),
+    /// A negative integer.
+    Int(i64),
+    Float(f64),
+    Null,
+    /// A list or an object.
     Other(&'static str),
 }
 
-impl<'de> de::Deserialize<'de> for Item {
+impl Scalar {
+    /// The value's kind, as messages name it.
+    fn kind(&self) -> String {
+        match self {
+            Scalar::Str(s) => format!("the string {}", serde_json::Value::from(s.as_str())),
+            Scalar::Bool(b) => format!("{b}"),
+            Scalar::UInt(n) => format!("{n}"),
+            Scalar::Int(n) => format!("{n}"),
+            Scalar::Float(x) => format!("{x}"),
+            Scalar::Null => "null".into(),
+            Scalar::Other(k) => (*k).into(),
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Item;
+            type Value = Scalar;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
-                Ok(Item::Text(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Item, E> {
-                Ok(Item::Text(v))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
-                Ok(Item::Other("a boolean"))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
-                Ok(Item::Other("a number"))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(u64::try_from(v).map_or(Scalar::Int(v), Scalar::UInt))
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
-                Ok(Item::Other("a number"))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::UInt(v))
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
-                Ok(Item::Other("a number"))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
-                Ok(Item::Other("null"))
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
             }
-            fn visit_none<E: de::Error>(self) -> Result<Item, E> {
-                Ok(Item::Other("null"))
+            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item, A::Error> {
-                seq_kind(seq).map(Item::Other)
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+                skip_seq(seq).map(|()| Scalar::Other("a list"))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
-                map_kind(map).map(Item::Other)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+                skip_map(map).map(|()| Scalar::Other("an object"))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-/// The value of the texts field.
+/// A token id: an integer from 0 to `u32::MAX`, or (as `Err`) what the value was instead.
+fn token_id(v: Scalar) -> Result<u32, String> {
+    match v {
+        Scalar::UInt(n) => u32::try_from(n).map_err(|_| format!("{n}, over {}", u32::MAX)),
+        Scalar::Str(_) => Err("a string".into()),
+        other => Err(other.kind()),
+    }
+}
+
+/// One item of an inputs list.
 #[derive(Debug)]
-enum Texts {
-    One(String),
-    Many {
-        /// The strings among the first `max` items, up to the first non-string.
+enum Element {
+    Text(String),
+    Id(u32),
+    /// A list of token ids (one input).
+    Ids(Vec<u32>),
+    /// A list of strings (text-embeddings-inference's `["text"]`); at most 3 are kept, `count`
+    /// says how many there were.
+    Texts {
         texts: Vec<String>,
-        /// Items in the list.
         count: usize,
-        /// The first item (within the first `max`) that is not a string: index and kind.
-        first_bad: Option<(usize, &'static str)>,
+    },
+    /// Anything else: its kind.
+    Bad(String),
+}
+
+impl Element {
+    /// The item's kind, as messages name it.
+    fn kind(&self) -> String {
+        match self {
+            Element::Text(_) => "a string".into(),
+            Element::Id(_) => "a number".into(),
+            Element::Ids(_) => "a list of token ids".into(),
+            Element::Texts { .. } => "a list of strings".into(),
+            Element::Bad(k) => k.clone(),
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Element {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Element, E> {
+                Ok(Element::Text(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Element, E> {
+                Ok(Element::Text(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Element, E> {
+                Ok(Element::Bad(Scalar::Bool(v).kind()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Element, E> {
+                self.visit_scalar(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Element, E> {
+                self.visit_scalar(Scalar::UInt(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Element, E> {
+                self.visit_scalar(Scalar::Float(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Element, E> {
+                Ok(Element::Bad("null".into()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Element, E> {
+                Ok(Element::Bad("null".into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Element, A::Error> {
+                skip_map(map).map(|()| Element::Bad("an object".into()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Element, A::Error> {
+                inner_list(seq)
+            }
+        }
+        impl V {
+            fn visit_scalar<E: de::Error>(self, v: Scalar) -> Result<Element, E> {
+                Ok(token_id(v).map_or_else(Element::Bad, Element::Id))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list inside the inputs list: token ids, or text-embeddings-inference's strings.
+fn inner_list<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Element, A::Error> {
+    let (mut ids, mut texts, mut count) = (Vec::new(), Vec::new(), 0);
+    while let Some(item) = seq.next_element::<Scalar>()? {
+        match item {
+            Scalar::Str(s) if ids.is_empty() => {
+                if texts.len() < 3 {
+                    texts.push(s);
+                }
+            }
+            Scalar::Str(_) => return mixed(seq),
+            _ if !texts.is_empty() => return mixed(seq),
+            other => match token_id(other) {
+                Ok(id) => ids.push(id),
+                Err(kind) => {
+                    skip_seq(seq)?;
+                    return Ok(Element::Bad(format!("a list holding {kind}")));
+                }
+            },
+        }
+        count += 1;
+    }
+    Ok(if count == 0 {
+        Element::Bad("an empty list".into())
+    } else if texts.is_empty() {
+        Element::Ids(ids)
+    } else {
+        Element::Texts { texts, count }
+    })
+}
+
+/// Skips the rest of a list of strings and numbers.
+fn mixed<'de, A: SeqAccess<'de>>(seq: A) -> Result<Element, A::Error> {
+    skip_seq(seq)?;
+    Ok(Element::Bad("a list of strings and numbers".into()))
+}
+
+/// The value of the inputs field, as sent.
+#[derive(Debug)]
+enum RawInputs {
+    Text(String),
+    /// A list of integers: one input's token ids, up to the first item that is not one.
+    IdList {
+        ids: Vec<u32>,
+        first_bad: Option<(usize, String)>,
+    },
+    /// Any other list: its first `max` items, and how many there were.
+    List {
+        items: Vec<Element>,
+        count: usize,
     },
     Other(&'static str),
 }
 
-/// Reads the texts field, keeping at most `max` strings.
-struct TextsSeed {
+/// Reads the inputs field, keeping at most `max` items of a list of inputs.
+struct InputsSeed {
     max: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for TextsSeed {
-    type Value = Texts;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Texts, D::Error> {
+impl<'de> DeserializeSeed<'de> for InputsSeed {
+    type Value = RawInputs;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawInputs, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for TextsSeed {
-    type Value = Texts;
+impl<'de> Visitor<'de> for InputsSeed {
+    type Value = RawInputs;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or a list of strings")
+        f.write_str("a string or a list")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts, E> {
-        Ok(Texts::One(v.to_string()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawInputs, E> {
+        Ok(RawInputs::Text(v.to_string()))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Texts, E> {
-        Ok(Texts::One(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<RawInputs, E> {
+        Ok(RawInputs::Text(v))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Texts, E> {
-        Ok(Texts::Other("a boolean"))
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("a boolean"))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Texts, E> {
-        Ok(Texts::Other("a number"))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("a number"))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Texts, E> {
-        Ok(Texts::Other("a number"))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("a number"))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Texts, E> {
-        Ok(Texts::Other("a number"))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("a number"))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Texts, E> {
-        Ok(Texts::Other("null"))
+    fn visit_unit<E: de::Error>(self) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("null"))
     }
-    fn visit_none<E: de::Error>(self) -> Result<Texts, E> {
-        Ok(Texts::Other("null"))
+    fn visit_none<E: de::Error>(self) -> Result<RawInputs, E> {
+        Ok(RawInputs::Other("null"))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Texts, A::Error> {
-        map_kind(map).map(Texts::Other)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawInputs, A::Error> {
+        skip_map(map).map(|()| RawInputs::Other("an object"))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
-        let mut texts = Vec::new();
-        let mut count = 0;
-        let mut first_bad = None;
-        loop {
-            // Past the limit, or after a bad item, only count (the first failure is the one
-            // reported, and over the limit the count is all the message needs).
-            let keep = count < self.max && first_bad.is_none();
-            let more = if keep {
-                match seq.next_element::<Item>()? {
-                    Some(Item::Text(s)) => {
-                        texts.push(s);
-                        true
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawInputs, A::Error> {
+        match seq.next_element::<Element>()? {
+            None => Ok(RawInputs::List {
+                items: Vec::new(),
+                count: 0,
+            }),
+            Some(Element::Id(first)) => id_list(seq, first),
+            Some(first) => {
+                let mut items = vec![first];
+                let mut count = 1;
+                loop {
+                    // Past the limit, only count: the count is all the message needs.
+                    let more = if count < self.max {
+                        seq.next_element::<Element>()?
+                            .map(|e| items.push(e))
+                            .is_some()
+                    } else {
+                        seq.next_element::<IgnoredAny>()?.is_some()
+                    };
+                    if !more {
+                        break;
                     }
-                    Some(Item::Other(kind)) => {
-                        first_bad = Some((count, kind));
-                        true
-                    }
-                    None => false,
+                    count += 1;
                 }
-            } else {
-                seq.next_element::<IgnoredAny>()?.is_some()
-            };
-            if !more {
-                break;
+                Ok(RawInputs::List { items, count })
             }
-            count += 1;
         }
-        Ok(Texts::Many {
-            texts,
-            count,
-            first_bad,
-        })
     }
 }
 
-/// A request body: the texts field and `encoding_format`, or the kind of a non-object body.
+/// The rest of a list whose first item is a token id: one input's ids, up to the first item
+/// that is not one (the rest is skipped).
+fn id_list<'de, A: SeqAccess<'de>>(mut seq: A, first: u32) -> Result<RawInputs, A::Error> {
+    let mut ids = vec![first];
+    while let Some(item) = seq.next_element::<Scalar>()? {
+        match token_id(item) {
+            Ok(id) => ids.push(id),
+            Err(kind) => {
+                let index = ids.len();
+                skip_seq(seq)?;
+                return Ok(RawInputs::IdList {
+                    ids,
+                    first_bad: Some((index, kind)),
+                });
+            }
+        }
+    }
+    Ok(RawInputs::IdList {
+        ids,
+        first_bad: None,
+    })
+}
+
+/// text-classification's `parameters`, as sent.
+#[derive(Debug, Default)]
+enum RawParameters {
+    #[default]
+    Absent,
+    Object(BTreeMap<&'static str, Scalar>),
+    Other(String),
+}
+
+struct ParametersSeed;
+
+impl<'de> DeserializeSeed<'de> for ParametersSeed {
+    type Value = RawParameters;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawParameters, D::Error> {
+        match Scalar::deserialize_object(d)? {
+            Ok(fields) => Ok(RawParameters::Object(fields)),
+            Err(Scalar::Null) => Ok(RawParameters::Absent),
+            Err(other) => Ok(RawParameters::Other(other.kind())),
+        }
+    }
+}
+
+impl Scalar {
+    /// An object's fields named in [`PARAMETER_FIELDS`], or (as `Err`) the value if it is not
+    /// an object.
+    fn deserialize_object<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<BTreeMap<&'static str, Scalar>, Scalar>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Result<BTreeMap<&'static str, Scalar>, Scalar>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match PARAMETER_FIELDS.iter().find(|f| **f == key) {
+                        Some(name) => {
+                            fields.insert(*name, map.next_value::<Scalar>()?);
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Ok(fields))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Int(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::UInt(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Float(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Str(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Err(Scalar::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Err(Scalar::Other("a list")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A request body: the inputs field and the option fields, or the kind of a non-object body.
 #[derive(Debug)]
 enum Body {
     Object {
-        texts: Option<Texts>,
-        encoding_format: Option<Item>,
+        inputs: Option<RawInputs>,
+        options: BTreeMap<&'static str, Scalar>,
+        parameters: RawParameters,
     },
     NotObject(&'static str),
 }
@@ -216,35 +478,140 @@ impl<'de> Visitor<'de> for BodySeed {
         Ok(Body::NotObject("null"))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Body, A::Error> {
-        seq_kind(seq).map(Body::NotObject)
+        skip_seq(seq).map(|()| Body::NotObject("a list"))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-        let (mut texts, mut encoding_format) = (None, None);
+        let (mut inputs, mut options, mut parameters) =
+            (None, BTreeMap::new(), RawParameters::Absent);
+        // A repeated key: the last one counts, as with a JSON object read whole.
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == self.field {
-                // A repeated key: the last one counts, as with a JSON object read whole.
-                texts = Some(map.next_value_seed(TextsSeed { max: self.max })?);
-            } else if key == "encoding_format" {
-                encoding_format = Some(map.next_value::<Item>()?);
+                inputs = Some(map.next_value_seed(InputsSeed { max: self.max })?);
+            } else if key == "parameters" {
+                parameters = map.next_value_seed(ParametersSeed)?;
+            } else if let Some(name) = OPTION_FIELDS.iter().find(|f| **f == key) {
+                options.insert(*name, map.next_value::<Scalar>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(Body::Object {
-            texts,
-            encoding_format,
+            inputs,
+            options,
+            parameters,
         })
     }
 }
 
-/// The texts of a request body.
+/// The inputs of a request: texts, or token ids.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Inputs {
+    Texts(Vec<String>),
+    Ids(Vec<Vec<u32>>),
+}
+
+/// A request body's inputs and option fields.
 #[derive(Debug)]
 pub(crate) struct Parsed {
-    pub texts: Vec<String>,
-    /// Whether a single string was sent.
+    pub inputs: Inputs,
+    /// Whether one input was sent bare (a string, or one list of token ids), not in a list.
     pub single: bool,
-    /// `encoding_format`, when sent (and not null).
-    pub encoding_format: Option<Item>,
+    pub options: Options,
+}
+
+/// The option fields of a request, checked as a route reads them: each accessor fails with a
+/// message that names the field when the value has the wrong type.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    fields: BTreeMap<&'static str, Scalar>,
+    parameters: RawParameters,
+}
+
+impl Options {
+    fn get(&self, name: &'static str) -> Option<&Scalar> {
+        self.fields.get(name).filter(|v| **v != Scalar::Null)
+    }
+
+    /// The boolean `name`; `None` when absent or null.
+    pub fn bool(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Scalar::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("`{name}` must be true or false, found {}", other.kind()),
+            )),
+        }
+    }
+
+    /// The positive integer `name`; `None` when absent or null.
+    pub fn positive(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        positive(name, name, self.get(name))
+    }
+
+    /// The string `name`; `None` when absent or null.
+    pub fn str(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Scalar::Str(s)) => Ok(Some(s)),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("`{name}` must be a string, found {}", other.kind()),
+            )),
+        }
+    }
+
+    /// The fields of `parameters` (empty when absent or null).
+    fn parameters(&self) -> Result<Option<&BTreeMap<&'static str, Scalar>>, ApiError> {
+        match &self.parameters {
+            RawParameters::Absent => Ok(None),
+            RawParameters::Object(fields) => Ok(Some(fields)),
+            RawParameters::Other(kind) => Err(ApiError::invalid(
+                "parameters",
+                format!("`parameters` must be an object, found {kind}"),
+            )),
+        }
+    }
+
+    /// `parameters.top_k`: a positive integer; `None` when absent or null.
+    pub fn top_k(&self) -> Result<Option<u64>, ApiError> {
+        let v = self.parameters()?.and_then(|p| p.get("top_k"));
+        positive(
+            "parameters",
+            "parameters.top_k",
+            v.filter(|v| **v != Scalar::Null),
+        )
+    }
+
+    /// `parameters.function_to_apply`: a string; `None` when absent or null.
+    pub fn function_to_apply(&self) -> Result<Option<&str>, ApiError> {
+        match self.parameters()?.and_then(|p| p.get("function_to_apply")) {
+            None | Some(Scalar::Null) => Ok(None),
+            Some(Scalar::Str(s)) => Ok(Some(s)),
+            Some(other) => Err(ApiError::invalid(
+                "parameters",
+                format!(
+                    "`parameters.function_to_apply` must be a string, found {}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+}
+
+/// `v` as a positive integer; the message names `shown`, the error's field is `param`.
+fn positive(param: &'static str, shown: &str, v: Option<&Scalar>) -> Result<Option<u64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(Scalar::UInt(n)) if *n > 0 => Ok(Some(*n)),
+        Some(other) => Err(ApiError::invalid(
+            param,
+            format!(
+                "`{shown}` must be a positive integer, found {}",
+                other.kind()
+            ),
+        )),
+    }
 }
 
 /// Checks that `bytes` is UTF-8 JSON.
@@ -262,8 +629,9 @@ fn parse_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Result<S
     Ok(value)
 }
 
-/// The texts of `field` (a string or a list of strings), checked against the limits.
-pub(crate) fn texts(
+/// The inputs of `field` (see the module documentation) and the option fields, checked against
+/// the limits.
+pub(crate) fn parse(
     bytes: &[u8],
     field: &'static str,
     config: &ServerConfig,
@@ -276,70 +644,151 @@ pub(crate) fn texts(
             max: config.max_batch_size,
         },
     )?;
-    let (texts, encoding_format) = match body {
+    let (inputs, fields, parameters) = match body {
         Body::NotObject(kind) => {
-            return Err(ApiError::InvalidInput(format!(
-                "the body must be a JSON object like {{\"{field}\": \"text\"}}, found {kind}"
-            )))
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "the body must be a JSON object like {{\"{field}\": \"text\"}}, found {kind}"
+                ),
+            ))
+        }
+        Body::Object { inputs: None, .. } => {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "field `{field}` is missing: send {{\"{field}\": \"text\"}} or \
+                     {{\"{field}\": [\"text\", ...]}}"
+                ),
+            ))
         }
         Body::Object {
-            texts,
-            encoding_format,
-        } => (texts, encoding_format),
+            inputs: Some(inputs),
+            options,
+            parameters,
+        } => (inputs, options, parameters),
     };
-    let encoding_format = encoding_format.filter(|e| *e != Item::Other("null"));
-    let (texts, single) = match texts {
-        None => {
-            return Err(ApiError::InvalidInput(format!(
-                "field `{field}` is missing: send {{\"{field}\": \"text\"}} or {{\"{field}\": [\"text\", ...]}}"
-            )))
-        }
-        Some(Texts::One(s)) => (vec![s], true),
-        Some(Texts::Many {
-            texts,
-            count,
-            first_bad,
-        }) => {
-            if count == 0 {
-                return Err(ApiError::EmptyBatch { field });
-            }
-            if count > config.max_batch_size {
-                return Err(ApiError::BatchTooLarge {
-                    count,
-                    limit: config.max_batch_size,
-                });
-            }
-            if let Some((i, kind)) = first_bad {
-                return Err(ApiError::InvalidInput(format!(
-                    "`{field}[{i}]` must be a string, found {kind}"
-                )));
-            }
-            (texts, false)
-        }
-        Some(Texts::Other(kind)) => {
-            return Err(ApiError::InvalidInput(format!(
-                "`{field}` must be a string or a list of strings, found {kind}"
-            )))
-        }
-    };
+    let (inputs, single) = inputs_of(inputs, field, config)?;
+    if let Inputs::Texts(texts) = &inputs {
+        check_chars(texts, field, config.max_input_chars)?;
+    }
+    Ok(Parsed {
+        inputs,
+        single,
+        options: Options { fields, parameters },
+    })
+}
+
+/// Refuses a text over `max_chars` characters.
+fn check_chars(texts: &[String], field: &'static str, max_chars: usize) -> Result<(), ApiError> {
     for (index, t) in texts.iter().enumerate() {
         // Bytes bound characters from above: count only when it can matter.
-        if t.len() > config.max_input_chars {
+        if t.len() > max_chars {
             let chars = t.chars().count();
-            if chars > config.max_input_chars {
+            if chars > max_chars {
                 return Err(ApiError::TextTooLong {
+                    field,
                     index,
                     chars,
-                    limit: config.max_input_chars,
+                    limit: max_chars,
                 });
             }
         }
     }
-    Ok(Parsed {
-        texts,
-        single,
-        encoding_format,
-    })
+    Ok(())
+}
+
+/// The inputs of a parsed field, and whether one input was sent bare.
+fn inputs_of(
+    raw: RawInputs,
+    field: &'static str,
+    config: &ServerConfig,
+) -> Result<(Inputs, bool), ApiError> {
+    match raw {
+        RawInputs::Text(s) => Ok((Inputs::Texts(vec![s]), true)),
+        RawInputs::IdList {
+            first_bad: Some((i, kind)),
+            ..
+        } => Err(ApiError::invalid(
+            field,
+            format!(
+                "`{field}[{i}]` must be a token id (an integer from 0) like `{field}[0]`, \
+                 found {kind}"
+            ),
+        )),
+        RawInputs::IdList { ids, .. } => Ok((Inputs::Ids(vec![ids]), true)),
+        RawInputs::List { count: 0, .. } => Err(ApiError::EmptyBatch { field }),
+        RawInputs::List { count, .. } if count > config.max_batch_size => {
+            Err(ApiError::BatchTooLarge {
+                field,
+                count,
+                limit: config.max_batch_size,
+            })
+        }
+        RawInputs::List { items, .. } => list_inputs(items, field).map(|i| (i, false)),
+        RawInputs::Other(kind) => Err(ApiError::invalid(
+            field,
+            format!(
+                "`{field}` must be a string, a list of strings, a list of token ids or a list \
+                 of such lists, found {kind}"
+            ),
+        )),
+    }
+}
+
+/// A list of inputs whose items must all be of the first one's kind.
+fn list_inputs(items: Vec<Element>, field: &'static str) -> Result<Inputs, ApiError> {
+    let mismatch = |i: usize, expected: &str, found: &Element| {
+        ApiError::invalid(
+            field,
+            format!(
+                "`{field}[{i}]` must be {expected} like `{field}[0]`, found {}",
+                found.kind()
+            ),
+        )
+    };
+    match &items[0] {
+        Element::Text(_) | Element::Texts { .. } => {
+            let mut texts = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Element::Text(s) => texts.push(s),
+                    Element::Texts {
+                        texts: mut one,
+                        count: 1,
+                    } => texts.push(one.remove(0)),
+                    Element::Texts { count, .. } => {
+                        return Err(ApiError::invalid(
+                            field,
+                            format!(
+                                "`{field}[{i}]` holds {count} texts: lmfuse classifies and \
+                                 embeds single texts, not pairs; send one text per item"
+                            ),
+                        ))
+                    }
+                    other => return Err(mismatch(i, "a string", &other)),
+                }
+            }
+            Ok(Inputs::Texts(texts))
+        }
+        Element::Ids(_) => {
+            let mut lists = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Element::Ids(ids) => lists.push(ids),
+                    other => return Err(mismatch(i, "a list of token ids", &other)),
+                }
+            }
+            Ok(Inputs::Ids(lists))
+        }
+        first => Err(ApiError::invalid(
+            field,
+            format!(
+                "`{field}[0]` must be a string or a list of token ids, found {}",
+                first.kind()
+            ),
+        )),
+    }
 }
 
 /// The `model` of an `/admin/reload` body: empty body, `{}` or `{"model": null}` is `None`.
@@ -355,32 +804,37 @@ pub(crate) fn reload_model(bytes: &[u8]) -> Result<Option<String>, ApiError> {
             max: 1,
         },
     )?;
-    match body {
-        Body::NotObject(kind) => Err(ApiError::InvalidInput(format!(
-            "the body must be a JSON object like {{\"model\": \"DIR\"}} (or empty), found {kind}"
-        ))),
-        Body::Object { texts: None, .. }
-        | Body::Object {
-            texts: Some(Texts::Other("null")),
-            ..
-        } => Ok(None),
+    let found = match body {
+        Body::NotObject(kind) => {
+            return Err(ApiError::invalid(
+                "model",
+                format!(
+                    "the body must be a JSON object like {{\"model\": \"DIR\"}} (or empty), \
+                     found {kind}"
+                ),
+            ))
+        }
         Body::Object {
-            texts: Some(Texts::One(s)),
+            inputs: None | Some(RawInputs::Other("null")),
             ..
-        } => Ok(Some(s)),
+        } => return Ok(None),
         Body::Object {
-            texts: Some(Texts::Many { .. }),
+            inputs: Some(RawInputs::Text(s)),
             ..
-        } => Err(ApiError::InvalidInput(
-            "`model` must be a bundle folder (a string), found a list".into(),
-        )),
+        } => return Ok(Some(s)),
         Body::Object {
-            texts: Some(Texts::Other(kind)),
+            inputs: Some(RawInputs::Other(kind)),
             ..
-        } => Err(ApiError::InvalidInput(format!(
-            "`model` must be a bundle folder (a string), found {kind}"
-        ))),
-    }
+        } => kind,
+        Body::Object {
+            inputs: Some(RawInputs::List { .. } | RawInputs::IdList { .. }),
+            ..
+        } => "a list",
+    };
+    Err(ApiError::invalid(
+        "model",
+        format!("`model` must be a bundle folder (a string), found {found}"),
+    ))
 }
 
 #[cfg(test)]
@@ -395,28 +849,87 @@ mod tests {
         }
     }
 
+    fn ok(body: &str) -> Parsed {
+        parse(body.as_bytes(), "inputs", &config()).unwrap()
+    }
+
     fn err(body: &str) -> ApiError {
-        texts(body.as_bytes(), "inputs", &config()).unwrap_err()
+        parse(body.as_bytes(), "inputs", &config()).unwrap_err()
     }
 
     #[test]
     fn strings_and_lists_are_read_and_other_fields_skipped() {
-        let p = texts(
-            br#"{"x": [1, {"a": []}], "inputs": "hi"}"#,
-            "inputs",
-            &config(),
-        )
-        .unwrap();
-        assert_eq!((p.texts, p.single), (vec!["hi".to_string()], true));
-        let p = texts(br#"{"inputs": ["a", "b\n"]}"#, "inputs", &config()).unwrap();
-        assert_eq!((p.texts, p.single), (vec!["a".into(), "b\n".into()], false));
-        let p = texts(
+        let p = ok(r#"{"x": [1, {"a": []}], "inputs": "hi"}"#);
+        assert_eq!(
+            (p.inputs, p.single),
+            (Inputs::Texts(vec!["hi".to_string()]), true)
+        );
+        let p = ok(r#"{"inputs": ["a", "b\n"]}"#);
+        assert_eq!(
+            (p.inputs, p.single),
+            (Inputs::Texts(vec!["a".into(), "b\n".into()]), false)
+        );
+        let p = parse(
             br#"{"input": "a", "encoding_format": "float"}"#,
             "input",
             &config(),
         )
         .unwrap();
-        assert_eq!(p.encoding_format, Some(Item::Text("float".into())));
+        assert_eq!(p.options.str("encoding_format").unwrap(), Some("float"));
+    }
+
+    #[test]
+    fn token_ids_are_one_input_or_a_list_of_inputs() {
+        let p = ok(r#"{"inputs": [7, 0, 4294967295]}"#);
+        assert_eq!(
+            (p.inputs, p.single),
+            (Inputs::Ids(vec![vec![7, 0, u32::MAX]]), true)
+        );
+        let p = ok(r#"{"inputs": [[1, 2], [3]]}"#);
+        assert_eq!(
+            (p.inputs, p.single),
+            (Inputs::Ids(vec![vec![1, 2], vec![3]]), false)
+        );
+        // A list of ids is one input: the batch limit (3) counts inputs, not ids.
+        let many = format!("{{\"inputs\": [{}1]}}", "5,".repeat(1000));
+        assert_eq!(
+            ok(&many).inputs,
+            Inputs::Ids(vec![[5; 1000].into_iter().chain([1]).collect()])
+        );
+        // text-embeddings-inference's batch form.
+        let p = ok(r#"{"inputs": [["a"], ["b"]]}"#);
+        assert_eq!(p.inputs, Inputs::Texts(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn bad_token_ids_and_mixed_lists_name_the_item() {
+        for (body, needle) in [
+            (r#"{"inputs": [1, "a"]}"#, "`inputs[1]` must be a token id"),
+            (r#"{"inputs": [1, -2]}"#, "found -2"),
+            (r#"{"inputs": [1, 2.5]}"#, "found 2.5"),
+            (r#"{"inputs": [1, 4294967296]}"#, "over 4294967295"),
+            (
+                r#"{"inputs": [[1], "a"]}"#,
+                "`inputs[1]` must be a list of token ids like `inputs[0]`, found a string",
+            ),
+            (
+                r#"{"inputs": ["a", [1]]}"#,
+                "`inputs[1]` must be a string like `inputs[0]`, found a list of token ids",
+            ),
+            (r#"{"inputs": [[1], []]}"#, "found an empty list"),
+            (r#"{"inputs": [[1, "a"]]}"#, "a list of strings and numbers"),
+            (r#"{"inputs": [[true]]}"#, "a list holding true"),
+            (r#"{"inputs": [["a", "b"]]}"#, "holds 2 texts"),
+            (
+                r#"{"inputs": [null]}"#,
+                "`inputs[0]` must be a string or a list of token ids, found null",
+            ),
+        ] {
+            let e = err(body);
+            assert_eq!(e.kind(), "invalid_input", "{body}");
+            assert_eq!(e.param(), Some("inputs"), "{body}");
+            assert!(e.to_string().contains(needle), "{body}: {e}");
+        }
     }
 
     #[test]
@@ -427,9 +940,11 @@ mod tests {
         let e = err(r#"["a"]"#);
         assert!(e.to_string().contains("JSON object") && e.to_string().contains("a list"));
         let e = err(r#"{"inputs": ["a", 1]}"#);
-        assert!(e
-            .to_string()
-            .contains("`inputs[1]` must be a string, found a number"));
+        assert!(
+            e.to_string()
+                .contains("`inputs[1]` must be a string like `inputs[0]`, found a number"),
+            "{e}"
+        );
         assert!(err(r#"{"text": "a"}"#).to_string().contains("missing"));
         assert_eq!(err(r#"{"inputs": []}"#).kind(), "empty_batch");
         assert_eq!(
@@ -439,14 +954,70 @@ mod tests {
         assert_eq!(err(r#"{"inputs": "01234567890"}"#).kind(), "text_too_long");
         assert_eq!(err(r#"{"inputs": "a"} x"#).kind(), "invalid_json");
         assert_eq!(err(r#"{"inputs": "#).kind(), "invalid_json");
-        let e = texts(b"{\"inputs\": \"caf\xe9\"}", "inputs", &config()).unwrap_err();
+        let e = parse(b"{\"inputs\": \"caf\xe9\"}", "inputs", &config()).unwrap_err();
         assert_eq!(e.kind(), "invalid_utf8");
     }
 
     #[test]
+    fn options_are_checked_as_read_and_name_their_field() {
+        let p = ok(
+            r#"{"inputs": "a", "normalize": false, "dimensions": 384, "truncate": null,
+                       "parameters": {"top_k": 2, "function_to_apply": "softmax", "x": [1]}}"#,
+        );
+        let o = &p.options;
+        assert_eq!(o.bool("normalize").unwrap(), Some(false));
+        assert_eq!(o.bool("truncate").unwrap(), None);
+        assert_eq!(o.positive("dimensions").unwrap(), Some(384));
+        assert_eq!(o.top_k().unwrap(), Some(2));
+        assert_eq!(o.function_to_apply().unwrap(), Some("softmax"));
+        let p = ok(r#"{"inputs": "a", "normalize": "yes", "dimensions": 0,
+                       "encoding_format": 3, "parameters": {"top_k": -1}}"#);
+        let o = &p.options;
+        for (e, field, needle) in [
+            (
+                o.bool("normalize").unwrap_err(),
+                "normalize",
+                "must be true or false, found the string \"yes\"",
+            ),
+            (
+                o.positive("dimensions").unwrap_err(),
+                "dimensions",
+                "must be a positive integer, found 0",
+            ),
+            (
+                o.str("encoding_format").unwrap_err(),
+                "encoding_format",
+                "must be a string, found 3",
+            ),
+            (
+                o.top_k().unwrap_err(),
+                "parameters",
+                "`parameters.top_k` must be a positive integer, found -1",
+            ),
+        ] {
+            assert_eq!(e.param(), Some(field), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let p = ok(r#"{"inputs": "a", "parameters": [1]}"#);
+        assert!(p
+            .options
+            .top_k()
+            .unwrap_err()
+            .to_string()
+            .contains("must be an object, found a list"));
+        assert_eq!(
+            ok(r#"{"inputs": "a", "parameters": null}"#)
+                .options
+                .top_k()
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
     fn a_huge_list_of_tiny_values_keeps_only_what_the_limit_allows() {
-        // 400,000 numbers: counted for the message, none of them stored.
-        let body = format!("{{\"inputs\": [{}1]}}", "1,".repeat(400_000));
+        // 400,000 strings: counted for the message, only the first three stored.
+        let body = format!("{{\"inputs\": [{}\"a\"]}}", "\"a\",".repeat(400_000));
         let e = err(&body);
         assert_eq!(e.kind(), "batch_too_large");
         assert!(e.to_string().contains("400001 texts"), "{e}");
@@ -465,6 +1036,10 @@ mod tests {
             reload_model(br#"{"model": 3}"#).unwrap_err().kind(),
             "invalid_input"
         );
+        assert!(reload_model(br#"{"model": ["a"]}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("found a list"));
         assert_eq!(reload_model(b"{{").unwrap_err().kind(), "invalid_json");
     }
 }

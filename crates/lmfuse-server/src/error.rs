@@ -1,4 +1,6 @@
-//! Every way a request can fail, and the one place where failures become HTTP statuses.
+//! Every way a request can fail, and the one place where failures become HTTP statuses and
+//! bodies: lmfuse's `{"error", "type"}` on its own routes, OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` on the `/v1/` routes ([`Dialect`]).
 //!
 //! | status | `type` | when |
 //! |---|---|---|
@@ -24,6 +26,29 @@
 //! | 500 | `backend_error` | the model failed on this input |
 //! | 503 | `not_ready` | the model is not loaded and warmed yet, or the server is stopping |
 //! | 504 | `timeout` | the request waited and ran longer than `--request-timeout-ms` |
+//!
+//! On the `/v1/` routes the same failures answer as OpenAI does: `code` is the lmfuse `type`
+//! above (`invalid_api_key` for 401), `param` the request field at fault (or null), and
+//!
+//! | lmfuse status | OpenAI status | OpenAI `type` |
+//! |---|---|---|
+//! | 400 | 400 | `invalid_request_error` |
+//! | 401 | 401 | `invalid_request_error` |
+//! | 403 | 403 | `invalid_request_error` |
+//! | 404 | 404 | `invalid_request_error` |
+//! | 405 | 405 | `invalid_request_error` |
+//! | 408 | 408 | `invalid_request_error` |
+//! | 409 | 409 | `invalid_request_error` |
+//! | 413 | 400 | `invalid_request_error` |
+//! | 415 | 400 | `invalid_request_error` |
+//! | 422 | 400 | `invalid_request_error` |
+//! | 429 | 429 | `rate_limit_error` |
+//! | 500 | 500 | `server_error` |
+//! | 503 | 503 | `server_error` |
+//! | 504 | 504 | `server_error` |
+//!
+//! (OpenAI answers every malformed request with 400, which its client raises as
+//! `BadRequestError`.)
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +65,7 @@ pub enum ApiError {
     /// The body could not be read.
     #[error("cannot read the body: {0}")]
     InvalidBody(String),
-    /// The request holds no text.
+    /// The request holds no input.
     #[error("`{field}` is an empty list: send at least one text")]
     EmptyBatch {
         /// The JSON field.
@@ -50,7 +75,7 @@ pub enum ApiError {
     #[error("missing or wrong API key: send `Authorization: Bearer <key>`")]
     Unauthorized,
     /// No such route.
-    #[error("no route {method} {path}; routes: GET / /health /ready /metrics /info, POST /predict /embed /v1/embeddings /admin/reload")]
+    #[error("no route {method} {path}; routes: GET / /health /ready /metrics /info /v1/models, POST / /predict /classify /embed /v1/embeddings /admin/reload")]
     NotFound {
         /// The request method.
         method: String,
@@ -74,6 +99,8 @@ pub enum ApiError {
     /// Too many texts in one request.
     #[error("{count} texts in one request, over the limit of {limit} (max_batch_size)")]
     BatchTooLarge {
+        /// The JSON field.
+        field: &'static str,
         /// Texts sent.
         count: usize,
         /// The limit.
@@ -82,6 +109,8 @@ pub enum ApiError {
     /// A text over the character limit.
     #[error("text {index} has {chars} characters, over the limit of {limit} (max_input_chars)")]
     TextTooLong {
+        /// The JSON field.
+        field: &'static str,
         /// Position of the text in the request.
         index: usize,
         /// Its characters.
@@ -105,9 +134,14 @@ pub enum ApiError {
         /// The budget.
         limit: usize,
     },
-    /// Well-formed JSON of the wrong shape.
-    #[error("{0}")]
-    InvalidInput(String),
+    /// Well-formed JSON of the wrong shape, or a request the model cannot serve.
+    #[error("{message}")]
+    InvalidInput {
+        /// The request field at fault, when one is.
+        param: Option<&'static str>,
+        /// What is wrong and what to send instead.
+        message: String,
+    },
     /// The body did not arrive in time.
     #[error("the body did not arrive within {ms} ms (request_timeout_ms)")]
     BodyTimeout {
@@ -169,7 +203,7 @@ impl ApiError {
             ApiError::TextTooLong { .. } => "text_too_long",
             ApiError::TooManyTokens { .. } => "too_many_tokens",
             ApiError::TooManyBatchTokens { .. } => "too_many_batch_tokens",
-            ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::InvalidInput { .. } => "invalid_input",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::Forbidden(_) => "forbidden",
@@ -201,7 +235,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ReloadInProgress => StatusCode::CONFLICT,
-            ApiError::InvalidInput(_) | ApiError::ReloadFailed(_) => {
+            ApiError::InvalidInput { .. } | ApiError::ReloadFailed(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -212,14 +246,95 @@ impl ApiError {
     }
 }
 
-/// Marks a response as a failure of the given kind, for the failure counter.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FailureKind(pub &'static str);
+/// Which API's error body a route speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// lmfuse's own routes (and the text-embeddings-inference ones): `{"error", "type"}`.
+    Lmfuse,
+    /// The `/v1/` routes: `{"error": {"message", "type", "param", "code"}}`.
+    OpenAi,
+}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.to_string(), "type": self.kind() });
-        let mut response = (self.status(), axum::Json(body)).into_response();
+impl Dialect {
+    /// The dialect of the route at `path`.
+    pub fn of_path(path: &str) -> Self {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Dialect::OpenAi
+        } else {
+            Dialect::Lmfuse
+        }
+    }
+}
+
+impl ApiError {
+    /// A request of the wrong shape; `param` names the field at fault.
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidInput {
+            param: Some(param),
+            message: message.into(),
+        }
+    }
+
+    /// The request field at fault, when the error concerns one.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            ApiError::EmptyBatch { field }
+            | ApiError::BatchTooLarge { field, .. }
+            | ApiError::TextTooLong { field, .. } => Some(field),
+            ApiError::InvalidInput { param, .. } => *param,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status on the `/v1/` routes: OpenAI answers every malformed request with 400.
+    pub fn openai_status(&self) -> StatusCode {
+        match self.status() {
+            StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        }
+    }
+
+    /// OpenAI's error `type` on the `/v1/` routes.
+    pub fn openai_type(&self) -> &'static str {
+        let status = self.openai_status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            "rate_limit_error"
+        } else if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        }
+    }
+
+    /// OpenAI's error `code` on the `/v1/` routes: the lmfuse `type`, as OpenAI names a wrong key.
+    pub fn openai_code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "invalid_api_key",
+            e => e.kind(),
+        }
+    }
+
+    /// The response in `dialect`: status, JSON body, and (for the failure counter and the
+    /// dialect layer) the error itself as a response extension.
+    pub fn response(self, dialect: Dialect) -> Response {
+        let (status, body) = match dialect {
+            Dialect::Lmfuse => (
+                self.status(),
+                serde_json::json!({ "error": self.to_string(), "type": self.kind() }),
+            ),
+            Dialect::OpenAi => (
+                self.openai_status(),
+                serde_json::json!({ "error": {
+                    "message": self.to_string(),
+                    "type": self.openai_type(),
+                    "param": self.param(),
+                    "code": self.openai_code(),
+                }}),
+            ),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         response.extensions_mut().insert(FailureKind(self.kind()));
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(
@@ -227,7 +342,39 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer"),
             );
         }
+        response.extensions_mut().insert(Failed(self));
         response
+    }
+}
+
+/// A model's failure as the request sees it: asking what the model cannot do is the client's
+/// to change (422, or 400 on `/v1/`); anything else is the server's (500).
+impl From<crate::BackendError> for ApiError {
+    fn from(e: crate::BackendError) -> Self {
+        match e {
+            crate::BackendError::Unsupported(message) => ApiError::InvalidInput {
+                param: None,
+                message,
+            },
+            e => ApiError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// Marks a response as a failure of the given kind, for the failure counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FailureKind(pub &'static str);
+
+/// The error a failed response was made from, so that a layer can answer it in another
+/// [`Dialect`].
+#[derive(Debug, Clone)]
+pub(crate) struct Failed(pub ApiError);
+
+/// Every route answers in lmfuse's dialect; the layer of [`crate::Server::router`] re-answers
+/// failures on the `/v1/` routes in OpenAI's.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.response(Dialect::Lmfuse)
     }
 }
 
@@ -252,8 +399,13 @@ mod tests {
                 path: s(),
             },
             ApiError::PayloadTooLarge { limit: 1 },
-            ApiError::BatchTooLarge { count: 2, limit: 1 },
+            ApiError::BatchTooLarge {
+                field: "inputs",
+                count: 2,
+                limit: 1,
+            },
             ApiError::TextTooLong {
+                field: "inputs",
                 index: 0,
                 chars: 2,
                 limit: 1,
@@ -263,7 +415,7 @@ mod tests {
                 tokens: 2,
                 limit: 1,
             },
-            ApiError::InvalidInput(s()),
+            ApiError::invalid("input", s()),
             ApiError::BodyTimeout { ms: 1 },
             ApiError::UnsupportedMediaType {
                 route: "/admin/reload",
@@ -309,6 +461,7 @@ mod tests {
             ),
             (
                 ApiError::BatchTooLarge {
+                    field: "inputs",
                     count: 40,
                     limit: 32,
                 },
@@ -317,6 +470,7 @@ mod tests {
             ),
             (
                 ApiError::TextTooLong {
+                    field: "inputs",
                     index: 3,
                     chars: 10,
                     limit: 5,
@@ -359,5 +513,81 @@ mod tests {
             assert_eq!(e.status().is_server_error(), server_side, "{e:?}");
             assert_eq!(e.status().is_client_error(), !server_side, "{e:?}");
         }
+    }
+
+    #[test]
+    fn the_openai_map_matches_its_documented_table() {
+        let table = include_str!("error.rs");
+        for e in every_error() {
+            let row = format!(
+                "| {} | {} | `{}` |",
+                e.status().as_u16(),
+                e.openai_status().as_u16(),
+                e.openai_type()
+            );
+            assert!(
+                table.contains(&row),
+                "{row} is not in the table of error.rs"
+            );
+            // The openai client raises BadRequestError for every fault of the request itself.
+            if e.status().is_client_error()
+                && !matches!(e.status().as_u16(), 401 | 403 | 404 | 405 | 408 | 409 | 429)
+            {
+                assert_eq!(e.openai_status().as_u16(), 400, "{e:?}");
+            }
+        }
+    }
+
+    fn body(e: ApiError, dialect: Dialect) -> (u16, serde_json::Value) {
+        let r = e.response(dialect);
+        let status = r.status().as_u16();
+        let bytes = futures_body(r);
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn futures_body(r: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(axum::body::to_bytes(r.into_body(), usize::MAX))
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn both_dialects_carry_the_message_type_and_field() {
+        let e = || ApiError::invalid("dimensions", "`dimensions` 8 is not supported");
+        let (status, j) = body(e(), Dialect::Lmfuse);
+        assert_eq!(status, 422);
+        assert_eq!(
+            j,
+            serde_json::json!({"error": "`dimensions` 8 is not supported", "type": "invalid_input"})
+        );
+        let (status, j) = body(e(), Dialect::OpenAi);
+        assert_eq!(status, 400);
+        assert_eq!(
+            j,
+            serde_json::json!({"error": {
+                "message": "`dimensions` 8 is not supported",
+                "type": "invalid_request_error",
+                "param": "dimensions",
+                "code": "invalid_input",
+            }})
+        );
+        let (status, j) = body(ApiError::Unauthorized, Dialect::OpenAi);
+        assert_eq!(
+            (status, &j["error"]["code"]),
+            (401, &serde_json::json!("invalid_api_key"))
+        );
+        assert!(j["error"]["param"].is_null(), "{j}");
+        let (status, j) = body(ApiError::Overloaded { limit: 2 }, Dialect::OpenAi);
+        assert_eq!(
+            (status, &j["error"]["type"]),
+            (429, &serde_json::json!("rate_limit_error"))
+        );
+        assert_eq!(Dialect::of_path("/v1/embeddings"), Dialect::OpenAi);
+        assert_eq!(Dialect::of_path("/v1"), Dialect::OpenAi);
+        assert_eq!(Dialect::of_path("/v10/x"), Dialect::Lmfuse);
+        assert_eq!(Dialect::of_path("/predict"), Dialect::Lmfuse);
     }
 }

@@ -4,7 +4,12 @@
 //!
 //! The HTTP layer knows nothing of encoders or heads: the binary implements [`Backend`] with a
 //! bundle and its encoder, tests with a fake. Every failure is an [`ApiError`], mapped to a
-//! status and a JSON `{error, type}` body in one place ([`ApiError::status`]).
+//! status and a JSON body in one place ([`ApiError::response`]): lmfuse's `{error, type}`, or
+//! OpenAI's `{error: {message, type, param, code}}` on the `/v1/` routes.
+//!
+//! Routes speak three APIs: lmfuse's own (`/classify`, `/info`, `/admin/reload`, ...),
+//! text-embeddings-inference's (`POST /`, `/predict`, `/embed`, so that `huggingface_hub`'s
+//! `InferenceClient` works unchanged) and OpenAI's (`/v1/embeddings`, `/v1/models`).
 
 mod backend;
 mod batcher;
@@ -13,6 +18,8 @@ pub mod client;
 mod config;
 mod error;
 mod metrics;
+mod openai;
+mod tei;
 
 pub use backend::{Backend, BackendError, Oos, Prediction, Reloader, TokenCount};
 pub use config::{
@@ -20,7 +27,7 @@ pub use config::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE,
 };
-pub use error::ApiError;
+pub use error::{ApiError, Dialect};
 pub use metrics::Metrics;
 
 use axum::body::{Body, Bytes};
@@ -30,10 +37,10 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use batcher::{BackendSlot, Job, JobKind, JobOutput};
+use batcher::{BackendSlot, Job, JobOutput, Work};
 use serde_json::{json, Value};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard, Semaphore, SemaphorePermit};
@@ -76,6 +83,8 @@ struct AppState {
     stopping: AtomicBool,
     /// Requests inside the router (headers read, response not yet produced).
     open_requests: AtomicUsize,
+    /// When the serving model was installed, in seconds since the Unix epoch (`/v1/models`).
+    installed_at: AtomicU64,
 }
 
 /// A server: state, batching worker and routes. Cheap to clone (shared state).
@@ -110,6 +119,7 @@ impl Server {
                 reload_lock: Arc::new(tokio::sync::Mutex::new(())),
                 stopping: AtomicBool::new(false),
                 open_requests: AtomicUsize::new(0),
+                installed_at: AtomicU64::new(0),
             }),
         })
     }
@@ -117,6 +127,10 @@ impl Server {
     /// Installs the serving model (already loaded and warmed): `/ready` turns 200.
     pub fn set_backend(&self, backend: Arc<dyn Backend>) {
         self.state.slot.set(backend);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.state.installed_at.store(now, Ordering::Relaxed);
         self.state.metrics.ready.store(1, Ordering::Relaxed);
     }
 
@@ -202,9 +216,12 @@ impl Server {
     pub fn router(&self) -> Router {
         let state = self.state.clone();
         let protected = Router::new()
-            .route("/predict", post(predict))
-            .route("/embed", post(embed))
-            .route("/v1/embeddings", post(openai_embeddings))
+            .route("/", post(tei::root))
+            .route("/predict", post(tei::predict))
+            .route("/classify", post(tei::classify))
+            .route("/embed", post(tei::embed))
+            .route("/v1/embeddings", post(openai::embeddings))
+            .route("/v1/models", get(openai::models))
             .route("/info", get(info))
             .route("/metrics", get(metrics_text))
             .route("/admin/reload", post(reload))
@@ -219,6 +236,7 @@ impl Server {
             .merge(protected)
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(speak_the_dialect))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 count_requests,
@@ -297,8 +315,10 @@ fn route_label(path: &str) -> &'static str {
         "/health" => "/health",
         "/ready" => "/ready",
         "/predict" => "/predict",
+        "/classify" => "/classify",
         "/embed" => "/embed",
         "/v1/embeddings" => "/v1/embeddings",
+        "/v1/models" => "/v1/models",
         "/info" => "/info",
         "/metrics" => "/metrics",
         "/admin/reload" => "/admin/reload",
@@ -332,6 +352,17 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
         state.metrics.failure(kind.0);
     }
     response
+}
+
+/// Answers failures on the `/v1/` routes in OpenAI's error shape (the handlers answer in
+/// lmfuse's).
+async fn speak_the_dialect(req: Request, next: Next) -> Response {
+    let dialect = Dialect::of_path(req.uri().path());
+    let response = next.run(req).await;
+    match (dialect, response.extensions().get::<error::Failed>()) {
+        (Dialect::OpenAi, Some(error::Failed(e))) => e.clone().response(Dialect::OpenAi),
+        _ => response,
+    }
 }
 
 async fn require_key(
@@ -540,32 +571,50 @@ async fn admit<'a>(state: &'a AppState, req: Request) -> Result<(Admitted<'a>, B
     ))
 }
 
-/// Tokenizes, queues and awaits one admitted request's texts. Returns the model output and the
-/// token count.
+/// Token counts of `work`'s inputs, off the async threads (tokenizing costs CPU).
+async fn count_tokens(
+    state: &AppState,
+    deadline: tokio::time::Instant,
+    work: Work,
+) -> Result<(Work, Vec<TokenCount>), ApiError> {
+    let backend = state.slot.get().ok_or_else(not_ready)?;
+    let counted = tokio::task::spawn_blocking(move || {
+        let counts = match &work {
+            Work::Predict(texts) | Work::Embed(texts) => {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                backend.count_tokens(&refs)
+            }
+            Work::EmbedIds(ids) => {
+                let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+                backend.count_token_ids(&refs)
+            }
+        };
+        (work, counts)
+    });
+    let (work, counts) = tokio::time::timeout_at(deadline, counted)
+        .await
+        .map_err(|_| ApiError::Timeout {
+            ms: state.config.request_timeout.as_millis(),
+        })?
+        .map_err(|e| ApiError::Backend(format!("tokenizer task failed: {e}")))?;
+    Ok((work, counts?))
+}
+
+/// Tokenizes, queues and awaits one admitted request's inputs; texts over the token limit are
+/// cut or refused as `over_length` says. Returns the model output and the token count.
 async fn infer(
     state: &AppState,
     admitted: Admitted<'_>,
-    kind: JobKind,
-    texts: Vec<String>,
+    work: Work,
+    over_length: OverLength,
 ) -> Result<(JobOutput, usize), ApiError> {
     let deadline = admitted.deadline;
     let timeout = || ApiError::Timeout {
         ms: state.config.request_timeout.as_millis(),
     };
     // No `stopping` check here: after SIGTERM, requests already accepted are served.
-    let backend = state.slot.get().ok_or_else(not_ready)?;
-    // Tokenizing costs CPU: off the async threads.
-    let counted = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let counts = backend.count_tokens(&refs);
-        (texts, counts)
-    });
-    let (texts, counts) = tokio::time::timeout_at(deadline, counted)
-        .await
-        .map_err(|_| timeout())?
-        .map_err(|e| ApiError::Backend(format!("tokenizer task failed: {e}")))?;
-    let counts = counts.map_err(|e| ApiError::Backend(e.to_string()))?;
-    if state.config.over_length == OverLength::Reject {
+    let (work, counts) = count_tokens(state, deadline, work).await?;
+    if over_length == OverLength::Reject {
         if let Some(index) = counts.iter().position(|c| c.truncated) {
             return Err(ApiError::TooManyTokens {
                 index,
@@ -586,8 +635,7 @@ async fn infer(
     if state
         .queue
         .send(Job {
-            kind,
-            texts,
+            work,
             tokens,
             admitted: Instant::now(),
             reply,
@@ -608,81 +656,80 @@ async fn infer(
     Ok((out, tokens))
 }
 
-async fn predict(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (admitted, bytes) = admit(&state, req).await?;
-    let parsed = body::texts(&bytes, "inputs", &state.config)?;
-    drop(bytes);
-    let (out, _) = infer(&state, admitted, JobKind::Predict, parsed.texts).await?;
-    let JobOutput::Predictions(mut p) = out else {
+/// How an embedding route treats its inputs.
+#[derive(Debug, Clone, Copy)]
+struct EmbedSettings {
+    /// Whether to answer unit-length vectors.
+    normalize: bool,
+    /// Texts over the token limit: cut or refused.
+    over_length: OverLength,
+    /// The dimension the client asked for, when it did.
+    dimensions: Option<u64>,
+}
+
+/// Embeds an admitted request's inputs (texts or token ids) as `settings` say. Returns the
+/// vectors and the tokens they took.
+async fn embed_inputs(
+    state: &AppState,
+    admitted: Admitted<'_>,
+    inputs: body::Inputs,
+    settings: EmbedSettings,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let work = match inputs {
+        body::Inputs::Texts(texts) => Work::Embed(texts),
+        body::Inputs::Ids(ids) => Work::EmbedIds(ids),
+    };
+    let (out, tokens) = infer(state, admitted, work, settings.over_length).await?;
+    let JobOutput::Embeddings(mut vectors) = out else {
         return Err(ApiError::Backend(
-            "the model returned embeddings for /predict".into(),
+            "the model returned predictions for an embedding request".into(),
         ));
     };
-    Ok(Json(
-        if parsed.single {
-            serde_json::to_value(p.pop())
-        } else {
-            serde_json::to_value(p)
-        }
-        .map_err(|e| ApiError::Backend(e.to_string()))?,
-    ))
-}
-
-async fn embeddings(
-    state: &AppState,
-    req: Request,
-    field: &'static str,
-) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    let (admitted, bytes) = admit(state, req).await?;
-    let parsed = body::texts(&bytes, field, &state.config)?;
-    drop(bytes);
-    if field == "input" {
-        match &parsed.encoding_format {
-            None => {}
-            Some(body::Item::Text(s)) if s == "float" => {}
-            Some(other) => {
-                let shown = match other {
-                    body::Item::Text(s) => Value::from(s.as_str()).to_string(),
-                    body::Item::Other(kind) => (*kind).to_string(),
-                };
-                return Err(ApiError::InvalidInput(format!(
-                    "`encoding_format` {shown} is not supported: only \"float\""
-                )));
-            }
+    if let (Some(asked), Some(v)) = (settings.dimensions, vectors.first()) {
+        let dim = v.len();
+        if asked != dim as u64 {
+            let model = state.slot.get().map(|b| b.model_name()).unwrap_or_default();
+            return Err(ApiError::invalid(
+                "dimensions",
+                format!(
+                    "`dimensions` {asked} is not supported: {model} gives {dim}-dimensional \
+                     embeddings and cannot shorten them; leave `dimensions` out or send {dim}"
+                ),
+            ));
         }
     }
-    let (out, tokens) = infer(state, admitted, JobKind::Embed, parsed.texts).await?;
-    match out {
-        JobOutput::Embeddings(e) => Ok((e, tokens)),
-        JobOutput::Predictions(_) => Err(ApiError::Backend(
-            "the model returned predictions for an embedding request".into(),
-        )),
+    if settings.normalize {
+        vectors.iter_mut().for_each(|v| l2_normalize(v));
+    }
+    Ok((vectors, tokens))
+}
+
+/// Divides `v` by its L2 norm, unless it is zero or already 1 within f32 rounding: a model
+/// that normalises its own output (MiniLM) answers exactly what `lmfuse embed` writes.
+fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    if norm > 0.0 && (norm - 1.0).abs() > 1e-6 {
+        for x in v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
     }
 }
 
-async fn embed(State(state): State<Arc<AppState>>, req: Request) -> Result<Json<Value>, ApiError> {
-    let (vectors, _) = embeddings(&state, req, "inputs").await?;
-    Ok(Json(json!(vectors)))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn openai_embeddings(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (vectors, tokens) = embeddings(&state, req, "input").await?;
-    let model = state.slot.get().map(|b| b.model_name()).unwrap_or_default();
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    #[test]
+    fn normalising_makes_unit_vectors_and_keeps_unit_ones_bit_for_bit() {
+        let mut v = vec![3.0f32, 4.0];
+        l2_normalize(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let unit = vec![0.6f32, 0.8];
+        let mut w = unit.clone();
+        l2_normalize(&mut w);
+        assert_eq!(w, unit);
+        let mut zero = vec![0.0f32; 3];
+        l2_normalize(&mut zero);
+        assert_eq!(zero, [0.0; 3]);
+    }
 }

@@ -75,6 +75,30 @@ impl Backend for Fake {
             .collect())
     }
 
+    /// Ids under 1000 are in the vocabulary; `[CLS]` 1 and `[SEP]` 2 frame each input.
+    fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
+        if let Some(bad) = ids.iter().flat_map(|l| l.iter()).find(|&&id| id >= 1000) {
+            return Err(BackendError::Unsupported(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
+        }
+        Ok(ids
+            .iter()
+            .map(|l| TokenCount {
+                tokens: (l.len() + 2).min(12),
+                truncated: l.len() + 2 > 12,
+            })
+            .collect())
+    }
+
+    /// `[ids, sum of ids, 1]`.
+    fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Ok(ids
+            .iter()
+            .map(|l| vec![l.len() as f32, l.iter().sum::<u32>() as f32, 1.0])
+            .collect())
+    }
+
     fn info(&self) -> Value {
         json!({"model": {"labels": ["neg", "pos"]}, "name": self.name})
     }
@@ -218,6 +242,36 @@ fn assert_error(r: &client::Response, status: u16, kind: &str) -> String {
     msg
 }
 
+/// Asserts the status and OpenAI's JSON error body `{error: {message, type, param, code}}`.
+fn assert_openai_error(r: &client::Response, status: u16, code: &str) -> Value {
+    let j = r.json();
+    assert_eq!(r.status, status, "{}", r.text());
+    let e = &j["error"];
+    assert_eq!(e["code"], code, "{}", r.text());
+    assert!(!e["message"].as_str().expect("a message").is_empty());
+    assert!(e["type"].is_string() && e.get("param").is_some(), "{j}");
+    assert_eq!(j.as_object().unwrap().len(), 1, "only `error`: {j}");
+    e.clone()
+}
+
+/// The little-endian `f32`s of a base64 string (standard alphabet, padded).
+fn decode_base64_f32(s: &str) -> Vec<f32> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("a base64 character") as u8;
+        bits.extend((0..6).rev().map(|i| (v >> i) & 1));
+    }
+    let bytes: Vec<u8> = bits
+        .chunks_exact(8)
+        .map(|b| b.iter().fold(0u8, |acc, bit| (acc << 1) | bit))
+        .collect();
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 #[test]
 fn every_endpoint_answers() {
     let s = Running::start(fast(), Some(Fake::new("")));
@@ -227,7 +281,8 @@ fn every_endpoint_answers() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "ready");
 
-    let one = s.post("/predict", json!({"inputs": "a good phone"}));
+    // lmfuse's answer: label, probabilities, out-of-scope verdict.
+    let one = s.post("/classify", json!({"inputs": "a good phone"}));
     assert_eq!(one.status, 200, "{}", one.text());
     let j = one.json();
     assert_eq!(j["label"], "pos");
@@ -236,17 +291,20 @@ fn every_endpoint_answers() {
         j.get("oos").is_none(),
         "no oos unless the bundle has it: {j}"
     );
-    let many = s.post("/predict", json!({"inputs": ["good", "bad", "zzz"]}));
+    let many = s.post("/classify", json!({"inputs": ["good", "bad", "zzz"]}));
     let j = many.json();
     assert_eq!(many.status, 200);
     assert_eq!(j.as_array().unwrap().len(), 3);
     assert_eq!(j[1]["label"], "neg");
     assert_eq!(j[2]["oos"], json!({"is_oos": true, "score": 3.5}));
 
-    let e = s.post("/embed", json!({"inputs": ["ab c", "x"]}));
-    assert_eq!(e.status, 200);
+    let e = s.post(
+        "/embed",
+        json!({"inputs": ["ab c", "x"], "normalize": false}),
+    );
+    assert_eq!(e.status, 200, "{}", e.text());
     assert_eq!(e.json(), json!([[4.0, 2.0, 1.0], [1.0, 1.0, 1.0]]));
-    let e1 = s.post("/embed", json!({"inputs": "ab c"}));
+    let e1 = s.post("/embed", json!({"inputs": "ab c", "normalize": false}));
     assert_eq!(e1.json(), json!([[4.0, 2.0, 1.0]]));
 
     let o = s.post(
@@ -259,13 +317,28 @@ fn every_endpoint_answers() {
     assert_eq!(j["model"], "fake");
     assert_eq!(j["data"][1]["index"], 1);
     assert_eq!(j["data"][1]["object"], "embedding");
-    assert_eq!(j["data"][0]["embedding"], json!([4.0, 2.0, 1.0]));
+    // Unit length, as OpenAI's vectors are: [4, 2, 1] / sqrt(21).
+    let norm = 21f64.sqrt();
+    let v: Vec<f64> = j["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for (x, y) in v.iter().zip([4.0 / norm, 2.0 / norm, 1.0 / norm]) {
+        assert!((x - y).abs() < 1e-6, "{v:?}");
+    }
     assert_eq!(j["usage"]["prompt_tokens"], 4 + 3);
-    let bad = s.post(
-        "/v1/embeddings",
-        json!({"input": "x", "encoding_format": "base64"}),
+    let m = s.call("GET", "/v1/models", b"");
+    assert_eq!(m.status, 200, "{}", m.text());
+    let j = m.json();
+    assert_eq!(j["object"], "list");
+    assert_eq!(j["data"][0]["id"], "fake");
+    assert_eq!(j["data"][0]["object"], "model");
+    assert!(
+        j["data"][0]["created"].as_u64().unwrap() > 1_600_000_000,
+        "{j}"
     );
-    assert_error(&bad, 422, "invalid_input");
 
     let i = s.call("GET", "/info", b"");
     assert_eq!(i.status, 200);
@@ -280,7 +353,7 @@ fn every_endpoint_answers() {
         .unwrap()
         .starts_with("text/html"));
     let html = page.text();
-    assert!(html.contains("<textarea") && html.contains("/predict"));
+    assert!(html.contains("<textarea") && html.contains("/classify"));
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "no external assets"
@@ -291,8 +364,8 @@ fn every_endpoint_answers() {
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
     let text = m.text();
     for needle in [
-        "lmfuse_requests_total{route=\"/predict\",status=\"200\"} 2",
-        "lmfuse_request_failures_total{reason=\"invalid_input\"} 1",
+        "lmfuse_requests_total{route=\"/classify\",status=\"200\"} 2",
+        "lmfuse_requests_total{route=\"/v1/models\",status=\"200\"} 1",
         "lmfuse_queue_seconds_count",
         "lmfuse_inference_seconds_bucket{le=\"+Inf\"}",
         "lmfuse_batch_size_count",
@@ -501,20 +574,28 @@ fn api_key_guards_everything_but_health_ready_and_the_page() {
         Some(Fake::new("")),
     );
     for (method, path) in [
+        ("POST", "/"),
         ("POST", "/predict"),
+        ("POST", "/classify"),
         ("POST", "/embed"),
         ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
         ("GET", "/info"),
         ("GET", "/metrics"),
         ("POST", "/admin/reload"),
     ] {
-        let r = s.call(method, path, b"{\"inputs\": \"x\"}");
-        assert_error(&r, 401, "unauthorized");
-        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         let t = s.target(path);
+        let r = s.call(method, path, b"{\"inputs\": \"x\"}");
         let wrong =
             client::request(&t, method, &[("Authorization", "Bearer nope")], b"{}").unwrap();
-        assert_error(&wrong, 401, "unauthorized");
+        for r in [&r, &wrong] {
+            if path.starts_with("/v1/") {
+                assert_openai_error(r, 401, "invalid_api_key");
+            } else {
+                assert_error(r, 401, "unauthorized");
+            }
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
     }
     let t = s.target("/predict");
     let ok = client::request(
@@ -665,7 +746,7 @@ fn concurrent_requests_are_merged_into_batches() {
         // Each request gets its own texts back, in order.
         let j = r.json();
         assert_eq!(j.as_array().unwrap().len(), 2);
-        assert_eq!(j[1]["label"], "pos", "request {i}");
+        assert_eq!(j[1][0]["label"], "pos", "request {i}");
     }
     let batches = fake.batches.lock().unwrap().clone();
     assert_eq!(batches.iter().sum::<usize>(), 1 + 16);
@@ -686,11 +767,11 @@ fn reload_swaps_the_model_without_dropping_requests() {
     });
     let s = Running::start_with(fast(), Some(Fake::new("v1-")), Some(reloader));
     assert_eq!(
-        s.post("/predict", json!({"inputs": "good"})).json()["label"],
+        s.post("/classify", json!({"inputs": "good"})).json()["label"],
         "v1-pos"
     );
     // Requests keep flowing while the new model loads.
-    let target = s.target("/predict");
+    let target = s.target("/classify");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let (t, stop) = (target.clone(), stop.clone());
@@ -699,7 +780,7 @@ fn reload_swaps_the_model_without_dropping_requests() {
             let mut statuses = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = c
-                    .send("POST", "/predict", &[], br#"{"inputs": "good"}"#)
+                    .send("POST", "/classify", &[], br#"{"inputs": "good"}"#)
                     .unwrap();
                 statuses.push((
                     r.status,
@@ -723,7 +804,7 @@ fn reload_swaps_the_model_without_dropping_requests() {
     let msg = assert_error(&r, 403, "forbidden");
     assert!(msg.contains("--api-key"), "{msg}");
     assert_eq!(
-        s.post("/predict", json!({"inputs": "good"})).json()["label"],
+        s.post("/classify", json!({"inputs": "good"})).json()["label"],
         "v2-pos"
     );
     let m = s.call("GET", "/metrics", b"").text();
@@ -795,7 +876,7 @@ fn reload_wants_json_a_key_for_other_folders_and_runs_one_at_a_time() {
     assert_eq!(most.load(Ordering::SeqCst), 1, "two loads ran at once");
     // The abandoned reload still completed and swapped the model in.
     let p = client::request(
-        &s.target("/predict"),
+        &s.target("/classify"),
         "POST",
         &[key],
         br#"{"inputs": "good"}"#,
@@ -891,7 +972,7 @@ fn a_request_still_arriving_at_shutdown_is_served() {
     std::io::Write::write_all(&mut c, &body[5..]).unwrap();
     let r = read_one(c);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["label"], "pos");
+    assert_eq!(r.json()[0]["label"], "pos");
     s.shutdown().unwrap();
 }
 
@@ -968,4 +1049,311 @@ fn the_client_tells_a_dropped_request_from_one_never_sent() {
         .and_then(|mut c| c.send("GET", "/", &[], b""))
         .unwrap_err();
     assert!(!client::is_no_response(&e), "{e}");
+}
+
+/// The labels of one ranked TEI list.
+fn labels(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn tei_routes_answer_in_tei_shapes() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    // /predict: a ranked list for a text, a list of them for a list (flat or TEI's nested form).
+    let one = s.post("/predict", json!({"inputs": "a good phone"}));
+    assert_eq!(one.status, 200, "{}", one.text());
+    let j = one.json();
+    assert_eq!(labels(&j), ["pos", "neg"]);
+    assert!((j[0]["score"].as_f64().unwrap() - 0.9).abs() < 1e-6, "{j}");
+    assert_eq!(
+        j[0].as_object().unwrap().len(),
+        2,
+        "only label and score: {j}"
+    );
+    for inputs in [json!(["good", "bad"]), json!([["good"], ["bad"]])] {
+        let j = s.post("/predict", json!({ "inputs": inputs })).json();
+        assert_eq!(j.as_array().unwrap().len(), 2, "{j}");
+        assert_eq!(
+            (labels(&j[0]), labels(&j[1])),
+            (vec!["pos", "neg"], vec!["neg", "pos"])
+        );
+    }
+    // POST /: one list per input, also for a bare text (what InferenceClient reads); the
+    // client's `parameters` are honoured.
+    let j = s
+        .post("/", json!({"inputs": "bad", "parameters": {}}))
+        .json();
+    assert_eq!(j.as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(labels(&j[0]), ["neg", "pos"]);
+    let j = s
+        .post(
+            "/",
+            json!({"inputs": "bad", "parameters": {"top_k": 1, "function_to_apply": "softmax"}}),
+        )
+        .json();
+    assert_eq!(labels(&j[0]), ["neg"]);
+    // GET / is still the playground.
+    assert!(s.call("GET", "/", b"").text().contains("<textarea"));
+
+    for (path, body, needle) in [
+        (
+            "/predict",
+            json!({"inputs": "x", "raw_scores": true}),
+            "`raw_scores`",
+        ),
+        (
+            "/",
+            json!({"inputs": "x", "parameters": {"function_to_apply": "sigmoid"}}),
+            "\"sigmoid\"",
+        ),
+        (
+            "/",
+            json!({"inputs": "x", "parameters": {"top_k": 0}}),
+            "`parameters.top_k`",
+        ),
+        (
+            "/predict",
+            json!({"inputs": [["a", "b"]]}),
+            "`inputs[0]` holds 2 texts",
+        ),
+        (
+            "/predict",
+            json!({"inputs": [1, 2]}),
+            "token ids are taken by /embed",
+        ),
+        (
+            "/predict",
+            json!({"inputs": "x", "truncation_direction": "left"}),
+            "\"left\"",
+        ),
+        (
+            "/embed",
+            json!({"inputs": "x", "prompt_name": "query"}),
+            "`prompt_name`",
+        ),
+        (
+            "/embed",
+            json!({"inputs": "x", "dimensions": 4}),
+            "`dimensions` 4",
+        ),
+        (
+            "/embed",
+            json!({"inputs": "x", "normalize": 1}),
+            "`normalize` must be true or false",
+        ),
+        (
+            "/embed",
+            json!({"inputs": "x", "encoding_format": "base64"}),
+            "/v1/embeddings",
+        ),
+    ] {
+        let msg = assert_error(&s.post(path, body.clone()), 422, "invalid_input");
+        assert!(msg.contains(needle), "{path} {body}: {msg}");
+    }
+    // /embed: unit length by default, the model's own vectors with normalize=false; the
+    // model's dimension may be asked for; token ids are embedded too.
+    let j = s
+        .post("/embed", json!({"inputs": ["ab c"], "dimensions": 3}))
+        .json();
+    let norm = 21f64.sqrt();
+    assert!((j[0][0].as_f64().unwrap() - 4.0 / norm).abs() < 1e-6, "{j}");
+    let j = s
+        .post("/embed", json!({"inputs": [5, 6], "normalize": false}))
+        .json();
+    assert_eq!(j, json!([[2.0, 11.0, 1.0]]));
+}
+
+#[test]
+fn tei_truncate_overrides_the_servers_over_length_for_one_request() {
+    let long = "w ".repeat(30);
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let r = s.post("/predict", json!({"inputs": long, "truncate": false}));
+    let msg = assert_error(&r, 413, "too_many_tokens");
+    assert!(msg.contains("text 0"), "{msg}");
+    let s = Running::start(
+        ServerConfig {
+            over_length: OverLength::Reject,
+            ..fast()
+        },
+        Some(Fake::new("")),
+    );
+    assert_error(
+        &s.post("/embed", json!({"inputs": long})),
+        413,
+        "too_many_tokens",
+    );
+    let r = s.post("/embed", json!({"inputs": long, "truncate": true}));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn openai_embeddings_take_every_input_shape_and_base64() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let floats = |r: &client::Response| -> Vec<Vec<f32>> {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| match &d["embedding"] {
+                Value::String(b64) => decode_base64_f32(b64),
+                v => v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect(),
+            })
+            .collect()
+    };
+    let plain = floats(&s.post("/v1/embeddings", json!({"input": ["ab c", "x"]})));
+    let b64 = s.post(
+        "/v1/embeddings",
+        json!({"input": ["ab c", "x"], "encoding_format": "base64", "model": "whatever"}),
+    );
+    assert!(
+        b64.json()["data"][0]["embedding"].is_string(),
+        "{}",
+        b64.text()
+    );
+    assert_eq!(
+        floats(&b64),
+        plain,
+        "base64 holds the same little-endian f32s"
+    );
+    let one = floats(&s.post(
+        "/v1/embeddings",
+        json!({"input": "ab c", "encoding_format": "float"}),
+    ));
+    assert_eq!(one, plain[..1]);
+    // Token ids: one input as a list of integers, several as a list of such lists.
+    let r = s.post("/v1/embeddings", json!({"input": [3, 4, 5]}));
+    let ids = floats(&r);
+    assert_eq!(ids.len(), 1);
+    let n = (9f32 + 144.0 + 1.0).sqrt();
+    assert!((ids[0][1] - 12.0 / n).abs() < 1e-6, "{ids:?}");
+    assert_eq!(
+        r.json()["usage"]["prompt_tokens"],
+        5,
+        "3 ids and 2 special tokens"
+    );
+    let many = floats(&s.post("/v1/embeddings", json!({"input": [[3, 4, 5], [7]]})));
+    assert_eq!(many.len(), 2);
+    assert_eq!(many[0], ids[0]);
+    // The model's own dimension may be asked for.
+    let r = s.post("/v1/embeddings", json!({"input": "x", "dimensions": 3}));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn every_failure_on_the_v1_routes_answers_in_openais_shape() {
+    let s = Running::start(fast(), Some(Fake::new("")));
+    let cases: Vec<(Vec<u8>, u16, &str, Value, &str)> = vec![
+        (
+            b"{\"input\": ".to_vec(),
+            400,
+            "invalid_json",
+            Value::Null,
+            "JSON",
+        ),
+        (
+            br#"{"input": []}"#.to_vec(),
+            400,
+            "empty_batch",
+            json!("input"),
+            "empty",
+        ),
+        (
+            json!({"input": vec!["x"; 33]}).to_string().into_bytes(),
+            400,
+            "batch_too_large",
+            json!("input"),
+            "max_batch_size",
+        ),
+        (
+            br#"{"input": 5}"#.to_vec(),
+            400,
+            "invalid_input",
+            json!("input"),
+            "found a number",
+        ),
+        (
+            br#"{"input": "x", "dimensions": 8}"#.to_vec(),
+            400,
+            "invalid_input",
+            json!("dimensions"),
+            "3-dimensional",
+        ),
+        (
+            br#"{"input": "x", "encoding_format": "hex"}"#.to_vec(),
+            400,
+            "invalid_input",
+            json!("encoding_format"),
+            "\"float\" or \"base64\"",
+        ),
+        (
+            br#"{"input": "x", "model": 7}"#.to_vec(),
+            400,
+            "invalid_input",
+            json!("model"),
+            "`model` must be a string",
+        ),
+        (
+            br#"{"input": [1, 5000]}"#.to_vec(),
+            400,
+            "invalid_input",
+            Value::Null,
+            "token id 5000",
+        ),
+        (
+            br#"{"input": [[1], "a"]}"#.to_vec(),
+            400,
+            "invalid_input",
+            json!("input"),
+            "`input[1]`",
+        ),
+    ];
+    for (body, status, code, param, needle) in cases {
+        let r = s.call("POST", "/v1/embeddings", &body);
+        let e = assert_openai_error(&r, status, code);
+        assert_eq!(e["type"], "invalid_request_error", "{e}");
+        assert_eq!(e["param"], param, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(needle), "{e}");
+    }
+    let e = assert_openai_error(
+        &s.call("GET", "/v1/embeddings", b""),
+        405,
+        "method_not_allowed",
+    );
+    assert!(e["message"].as_str().unwrap().contains("GET"), "{e}");
+    assert_openai_error(
+        &s.call("POST", "/v1/chat/completions", b"{}"),
+        404,
+        "not_found",
+    );
+    // The same failure elsewhere keeps lmfuse's shape.
+    assert_error(
+        &s.call("POST", "/embed", br#"{"inputs": []}"#),
+        400,
+        "empty_batch",
+    );
+    // Failures are counted by reason, whatever the shape.
+    let m = s.call("GET", "/metrics", b"").text();
+    assert!(
+        m.contains("lmfuse_request_failures_total{reason=\"empty_batch\"} 2"),
+        "{m}"
+    );
+
+    let s = Running::start(fast(), None);
+    let e = assert_openai_error(
+        &s.post("/v1/embeddings", json!({"input": "x"})),
+        503,
+        "not_ready",
+    );
+    assert_eq!(e["type"], "server_error");
+    assert_openai_error(&s.call("GET", "/v1/models", b""), 503, "not_ready");
 }
