@@ -23,7 +23,16 @@ from sklearn.utils.validation import check_is_fitted
 from . import _native
 
 __version__ = _native.__version__
-__all__ = ["Encoder", "TextClassifier", "load", "stratified_folds", "DEFAULT_MODEL"]
+__all__ = [
+    "Encoder",
+    "TextClassifier",
+    "load",
+    "stratified_folds",
+    "compare",
+    "finetune",
+    "Results",
+    "DEFAULT_MODEL",
+]
 
 #: The default model's name: ``Encoder(model=DEFAULT_MODEL)``.
 DEFAULT_MODEL = _native.DEFAULT_MODEL_NAME
@@ -68,6 +77,17 @@ def _cache_args(cache):
     if isinstance(cache, (str, os.PathLike)):
         return True, os.fspath(cache)
     raise ValueError(f"cache must be True, False or a folder, not {cache!r}")
+
+
+def _encoder_settings(model, pooling, max_length, normalize, batch_tokens):
+    """The encoder settings as the library takes them (named as the CLI's flags)."""
+    return {
+        "model": _model_arg(model),
+        "pooling": pooling,
+        "max_length": max_length,
+        "normalize": normalize,
+        "batch_tokens": batch_tokens,
+    }
 
 
 def _texts(texts, name="X"):
@@ -316,11 +336,6 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "head": self.head,
             "c": None if self.C is None else float(self.C),
             "c_grid": None if self.c_grid is None else [float(c) for c in self.c_grid],
-            "model": _model_arg(self.model),
-            "pooling": self.pooling,
-            "max_length": self.max_length,
-            "normalize": self.normalize,
-            "batch_tokens": self.batch_tokens,
             "class_weight": self.class_weight,
             "emb_weight": float(self.emb_weight),
             "seed": int(self.seed),
@@ -328,7 +343,6 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "oos_label": str(self.oos_label),
             "oos_k": int(self.oos_k),
             "oos_objective": str(self.oos_objective),
-            "text_col": str(self.text_col),
             "use_cache": use_cache,
             "cache_dir": cache_dir,
         }, feature_cols
@@ -339,7 +353,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         settings, feature_cols = self._settings()
         texts, columns = _split_frame(X, self.text_col, feature_cols)
         strings, back = _labels(y, len(texts))
-        fitted = _native.fit(texts, strings, columns, settings)
+        encoder = _encoder_settings(
+            self.model, self.pooling, self.max_length, self.normalize, self.batch_tokens
+        )
+        fitted = _native.fit(texts, strings, columns, settings, encoder)
         self._set_fitted(fitted, back)
         return self
 
@@ -450,3 +467,165 @@ def stratified_folds(y, n_folds=5, seed=13):
         raise ValueError(f"n_folds must be an integer, not {n_folds!r}")
     strings, _ = _labels(y, len(y) if hasattr(y, "__len__") else -1)
     return np.asarray(_native.stratified_folds(strings, int(n_folds), int(seed)), dtype=np.int64)
+
+
+class Results(list):
+    """The rows of a ``compare`` or ``finetune`` run, a list of flat dicts
+    (``pandas.DataFrame(results)`` makes the table), and the whole JSON report, as the
+    command's ``--json`` prints it, in ``report``."""
+
+    def __init__(self, rows, report):
+        super().__init__(rows)
+        self.report = report
+
+
+def _names(value, what):
+    """A comma-separated string or a list of names, as the library takes them."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",")]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{what} must be a comma-separated string or a list of strings, not {value!r}")
+
+
+def _path(value, what, required=False):
+    if value is None:
+        if required:
+            raise ValueError(f"{what} is required")
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{what} must be a file or folder path, not {value!r}")
+    return os.fspath(value)
+
+
+def _data_settings(text_col, label_col, format):
+    return {"format": format, "text_col": str(text_col), "label_col": str(label_col)}
+
+
+def _leaderboard_rows(board):
+    """One flat dict per candidate, best cross-validated accuracy first (ties: run order)."""
+    winner, saved = board["winner"]["name"], board.get("saved")
+    rows = []
+    for c in board["candidates"]:
+        row = {"name": c["name"], "kind": c["kind"], "cv_accuracy": c["cv_accuracy"],
+               "cv_std": c["cv_std"]}
+        for key, value in (c.get("selected") or {}).items():
+            row[f"selected_{key}"] = value
+        for split in ("dev", "test"):
+            row[f"{split}_accuracy"] = c[split]["accuracy"]
+            row[f"{split}_macro_f1"] = c[split]["macro_f1"]
+        row["fit_seconds"] = c["fit_seconds"]
+        row["predict_seconds"] = c["predict_seconds"]
+        if "member_models" in c:
+            row["member_models"] = c["member_models"]
+        row["winner"] = c["name"] == winner
+        row["saved"] = c["name"] == saved
+        rows.append(row)
+    rows.sort(key=lambda r: -r["cv_accuracy"])
+    return rows
+
+
+def compare(
+    train,
+    dev=None,
+    test=None,
+    *,
+    folds=5,
+    seed=13,
+    singles="emb:logreg,tfidf:logreg,tfidf+emb:logreg",
+    members="emb:logreg,tfidf:logreg,tfidf+emb:logreg",
+    ensembles="hard_vote,soft_vote,weighted,stacking,adaptive",
+    emb_weights=(1.0,),
+    oof_members="bagged",
+    c_grid=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100),
+    out=None,
+    save_candidate=None,
+    finetune=False,
+    finetune_shared=False,
+    finetune_shared_alpha=(3.0,),
+    finetuned_members=False,
+    finetune_epochs=3,
+    finetune_lr=3e-5,
+    model=None,
+    pooling=None,
+    max_length=None,
+    normalize=None,
+    batch_tokens=None,
+    text_col="text",
+    label_col="label",
+    format=None,
+    cache=True,
+):
+    """Runs ``lmfuse compare`` on data files (arguments named as its flags, with its
+    defaults): ranks single heads, feature fusion and ensembles by cross-validation on
+    ``train`` and saves the winner (or ``save_candidate``) to ``out`` when given. Returns
+    ``Results``: one dict per candidate, best first; ``.report`` holds the leaderboard."""
+    use_cache, cache_dir = _cache_args(cache)
+    settings = {
+        "train": _path(train, "train", required=True),
+        "dev": _path(dev, "dev"),
+        "test": _path(test, "test"),
+        "folds": int(folds),
+        "seed": int(seed),
+        "c_grid": [float(c) for c in c_grid],
+        "out": _path(out, "out"),
+        "singles": _names(singles, "singles"),
+        "members": _names(members, "members"),
+        "ensembles": _names(ensembles, "ensembles"),
+        "emb_weights": [float(w) for w in emb_weights],
+        "oof_members": oof_members,
+        "finetune": bool(finetune),
+        "finetune_shared": bool(finetune_shared),
+        "finetune_shared_alpha": [float(a) for a in finetune_shared_alpha],
+        "finetuned_members": bool(finetuned_members),
+        "save_candidate": save_candidate,
+        "finetune_epochs": int(finetune_epochs),
+        "finetune_lr": float(finetune_lr),
+        "use_cache": use_cache,
+        "cache_dir": cache_dir,
+    }
+    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens)
+    data = _data_settings(text_col, label_col, format)
+    board = json.loads(_native.compare(settings, encoder, data))
+    return Results(_leaderboard_rows(board), board)
+
+
+def finetune(
+    train,
+    out,
+    dev=None,
+    test=None,
+    *,
+    model=None,
+    pooling=None,
+    max_length=None,
+    normalize=None,
+    batch_tokens=None,
+    text_col="text",
+    label_col="label",
+    format=None,
+    **options,
+):
+    """Runs ``lmfuse finetune`` on data files: fine-tunes the encoder with a head (linear,
+    ``shared_head=True`` or ``contrastive=True``), early stopping on dev, and saves the bundle
+    (fine-tuned encoder inside) to ``out``. ``options`` are its other flags with underscores
+    (``epochs=1``, ``lr=5e-5``, ``lora=True``, ...); the rest keep the CLI's defaults.
+    Returns ``Results``: one dict per evaluation on dev; ``.report`` holds the report."""
+    settings = {key: value for key, value in options.items() if value is not None}
+    if "run_dir" in settings:
+        settings["run_dir"] = _path(settings["run_dir"], "run_dir")
+    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens)
+    data = _data_settings(text_col, label_col, format)
+    report = json.loads(
+        _native.finetune(
+            _path(train, "train", required=True),
+            _path(dev, "dev"),
+            _path(test, "test"),
+            _path(out, "out", required=True),
+            settings,
+            encoder,
+            data,
+        )
+    )
+    rows = [dict(t) for t in report.get("trials", []) if isinstance(t, dict)]
+    return Results(rows, report)

@@ -1,13 +1,14 @@
 //! Text classifiers: fit on rows from Python through `lmfuse_pipeline::classify::train`,
 //! loaded from bundles with `Model::load`; probabilities, decision values and saving.
 
+use crate::settings::{cache_spec, choice, parse, EncoderSettings};
 use crate::{py_err, value_error};
 use lmfuse_classic::{ClassWeight, Head};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::{Cell, LabelledTexts};
 use lmfuse_pipeline::classify::{FeatureSet, OosSpec, TrainSpec};
 use lmfuse_pipeline::data::{splits_from_rows, DataSpec, SplitPlan};
-use lmfuse_pipeline::encoders::{embed_texts, CacheSpec, EncoderChoice};
+use lmfuse_pipeline::encoders::{embed_texts, CacheSpec};
 use lmfuse_pipeline::model::Model;
 use lmfuse_pipeline::{bail, ensure, Context, PipelineError, Result, Silent};
 use lmfuse_train::{HeadKind, Predictor, TrainOptions};
@@ -15,7 +16,6 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 /// A side-column cell as Python passes it (`None` is a missing value).
 #[derive(FromPyObject)]
@@ -67,11 +67,6 @@ pub struct FitSettings {
     head: String,
     c: Option<f64>,
     c_grid: Option<Vec<f64>>,
-    model: Option<String>,
-    pooling: Option<String>,
-    max_length: Option<usize>,
-    normalize: Option<bool>,
-    batch_tokens: Option<usize>,
     class_weight: String,
     emb_weight: f32,
     seed: u64,
@@ -79,49 +74,11 @@ pub struct FitSettings {
     oos_label: String,
     oos_k: usize,
     oos_objective: String,
-    text_col: String,
     use_cache: bool,
     cache_dir: Option<PathBuf>,
 }
 
-/// `value` parsed as a `T`; an error names the parameter.
-fn parse<T: FromStr>(param: &str, value: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| PipelineError::Invalid(format!("{param}={value:?}: {e}")))
-}
-
-/// A serde enum (snake_case) from its name; an error names the parameter and the choices.
-fn choice<T: serde::de::DeserializeOwned>(param: &str, value: &str, choices: &str) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(value.to_string())).map_err(|_| {
-        PipelineError::Invalid(format!("{param}={value:?}: expected one of {choices}"))
-    })
-}
-
 impl FitSettings {
-    fn encoder(&self) -> Result<EncoderChoice> {
-        Ok(EncoderChoice {
-            model: self.model.clone(),
-            pooling: match &self.pooling {
-                Some(p) => Some(parse("pooling", p)?),
-                None => None,
-            },
-            max_length: self.max_length,
-            normalize: self.normalize,
-            batch_tokens: self.batch_tokens,
-        })
-    }
-
-    fn cache(&self) -> CacheSpec {
-        CacheSpec {
-            disabled: !self.use_cache,
-            dir: self.cache_dir.clone(),
-        }
-    }
-
     fn train_spec(&self) -> Result<TrainSpec> {
         let head: HeadKind = choice(
             "head",
@@ -173,12 +130,13 @@ fn train_rows(
     texts: Vec<String>,
     labels: Vec<String>,
     columns: Vec<(String, Vec<Cell>)>,
-    settings: &FitSettings,
+    (settings, encoder): (&FitSettings, &EncoderSettings),
 ) -> Result<Fitted> {
     let spec = settings.train_spec()?;
+    // Rows from Python: no format, and the columns named only in messages.
     let data = DataSpec {
         format: None,
-        text_col: settings.text_col.clone(),
+        text_col: "text".to_string(),
         label_col: "label".to_string(),
         feature_cols: columns.iter().map(|(name, _)| name.clone()).collect(),
     };
@@ -198,7 +156,8 @@ fn train_rows(
         columns,
     };
     let splits = splits_from_rows(rows, &plan, &data)?;
-    let (encoder, cache) = (settings.encoder()?, settings.cache());
+    let encoder = encoder.choice()?;
+    let cache = cache_spec(settings.use_cache, settings.cache_dir.clone());
     let trained = lmfuse_pipeline::classify::train(&splits, &spec, &encoder, &cache, &Silent)?;
     let report = serde_json::to_value(&trained.report)?;
     let model = Model::from_classifier(trained.classifier, encoder.model.as_deref())?;
@@ -212,13 +171,14 @@ fn train_rows(
 
 /// Fits a classifier on `texts` with `labels` (strings) and side `columns`.
 #[pyfunction]
-#[pyo3(signature = (texts, labels, columns, settings))]
+#[pyo3(signature = (texts, labels, columns, settings, encoder))]
 pub fn fit(
     py: Python<'_>,
     texts: Vec<String>,
     labels: Vec<String>,
     columns: ColumnsIn,
     settings: FitSettings,
+    encoder: EncoderSettings,
 ) -> PyResult<Fitted> {
     if labels.len() != texts.len() {
         return Err(value_error(format!(
@@ -228,7 +188,7 @@ pub fn fit(
         )));
     }
     let columns = cells(columns, texts.len())?;
-    py.detach(|| train_rows(texts, labels, columns, &settings))
+    py.detach(|| train_rows(texts, labels, columns, (&settings, &encoder)))
         .map_err(py_err)
 }
 
@@ -251,10 +211,7 @@ pub fn load(
     Ok(Fitted {
         model,
         source: Some(source),
-        cache: CacheSpec {
-            disabled: !use_cache,
-            dir: cache_dir,
-        },
+        cache: cache_spec(use_cache, cache_dir),
         report: serde_json::Value::Null,
     })
 }

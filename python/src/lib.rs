@@ -5,6 +5,8 @@
 
 mod classifier;
 mod encoder;
+mod jobs;
+mod settings;
 
 use lmfuse_encoder::EncoderError;
 use lmfuse_pipeline::PipelineError;
@@ -13,17 +15,18 @@ use pyo3::prelude::*;
 
 /// A pipeline error as the Python exception its kind calls for, carrying the whole chain of
 /// messages: a missing file or folder is `FileNotFoundError`, the caller's bad input or
-/// settings `ValueError`, anything else `RuntimeError`. A model folder that does not exist
-/// counts as missing.
+/// settings `ValueError`, anything else `RuntimeError`. A data file or model folder that does
+/// not exist counts as missing.
 pub(crate) fn py_err(e: PipelineError) -> PyErr {
     let message = e.chain_message();
-    let missing_model = matches!(
+    // Missing files the libraries report by their own variants rather than an I/O error.
+    let missing = matches!(
         e.root(),
         PipelineError::Encoder(
             EncoderError::ModelNotFound { .. } | EncoderError::DefaultModelMissing { .. }
-        )
+        ) | PipelineError::Data(lmfuse_data::DataError::NotFound { .. })
     );
-    if e.is_not_found() || missing_model {
+    if e.is_not_found() || missing {
         PyFileNotFoundError::new_err(message)
     } else if e.is_invalid_input() {
         PyValueError::new_err(message)
@@ -70,5 +73,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(classifier::fit, m)?)?;
     m.add_function(wrap_pyfunction!(classifier::load, m)?)?;
     m.add_function(wrap_pyfunction!(classifier::stratified_folds, m)?)?;
+    m.add_function(wrap_pyfunction!(jobs::compare, m)?)?;
+    m.add_function(wrap_pyfunction!(jobs::finetune, m)?)?;
     Ok(())
 }
