@@ -153,3 +153,11 @@ def test_unfitted_and_pickling(data, fitted):
     assert pickle.loads(pickle.dumps(lmfuse.TextClassifier(C=2.0))).C == 2.0
     with pytest.raises(TypeError, match="save"):
         pickle.dumps(fitted)
+
+
+def test_odd_texts_predict_without_error(fitted):
+    odd = ["", "   ", "😀" * 2000, "a\nb\tc", "ÅÄÖ 中文 عربي"]
+    proba = fitted.predict_proba(odd)
+    assert proba.shape == (5, 2) and np.isfinite(proba).all()
+    assert fitted.decision_function(odd).shape == (5,)
+    assert fitted.predict(np.array(odd, dtype=object)).shape == (5,)
