@@ -81,6 +81,56 @@ pub struct ServeArgs {
     shutdown_grace_s: u64,
 }
 
+/// The special tokens a tokenizer puts around one text (`[CLS]` … `[SEP]` for BERT), to read
+/// inputs given as token ids as the tokenizer would have produced them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Frame {
+    start: Vec<u32>,
+    end: Vec<u32>,
+}
+
+impl Frame {
+    /// Learns them from how `encoder` tokenizes an empty text and a one-word one.
+    fn of(encoder: &SentenceEncoder) -> anyhow::Result<Self> {
+        let t = encoder.tokenize(&["", "a"])?;
+        let (empty, word) = (&t[0].ids, &t[1].ids);
+        let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
+        let frame = Frame {
+            start: empty[..start].to_vec(),
+            end: empty[start..].to_vec(),
+        };
+        anyhow::ensure!(
+            word.len() > empty.len() && word.ends_with(&frame.end),
+            "cannot tell the tokenizer's special tokens ({empty:?} for an empty text, {word:?} \
+             for \"a\")"
+        );
+        Ok(frame)
+    }
+
+    /// One input's `ids` as the model reads them: framed by the special tokens unless they
+    /// already are, then cut at `max` tokens keeping the end tokens (as the tokenizer cuts).
+    fn apply(&self, ids: &[u32], max: usize) -> TokenizedText {
+        let framed = ids.len() >= self.start.len() + self.end.len()
+            && ids.starts_with(&self.start)
+            && ids.ends_with(&self.end);
+        let mut out = if framed {
+            ids.to_vec()
+        } else {
+            [self.start.as_slice(), ids, self.end.as_slice()].concat()
+        };
+        let truncated = out.len() > max;
+        if truncated {
+            out.truncate(max.saturating_sub(self.end.len()));
+            out.extend_from_slice(&self.end);
+        }
+        TokenizedText {
+            type_ids: vec![0; out.len()],
+            ids: out,
+            truncated,
+        }
+    }
+}
+
 /// A bundle and its encoder(s), loaded once, serving requests.
 struct BundleBackend {
     loaded: Loaded,
@@ -91,6 +141,8 @@ struct BundleBackend {
     /// The other encoders of [`Loaded::encoders`], in order (an ensemble member's fine-tuned
     /// one), loaded where a classifier reads them.
     member_encoders: Vec<Option<SentenceEncoder>>,
+    /// The main encoder's special tokens, for inputs given as token ids.
+    frame: Option<Frame>,
     max_tokens: usize,
     dir: PathBuf,
     info: serde_json::Value,
@@ -131,6 +183,7 @@ impl BundleBackend {
             ))
         };
         let encoder = load(0)?;
+        let frame = encoder.as_ref().map(Frame::of).transpose()?;
         let member_encoders = (1..loaded.encoders.len())
             .map(load)
             .collect::<anyhow::Result<_>>()?;
@@ -144,6 +197,7 @@ impl BundleBackend {
             loaded,
             encoder,
             member_encoders,
+            frame,
             max_tokens,
             dir: dir.to_path_buf(),
             info,
@@ -172,6 +226,39 @@ impl BundleBackend {
             }
         }
         Ok(tokenized)
+    }
+
+    /// The main encoder and `ids` (one list per input) as it reads them; refuses ids outside
+    /// its vocabulary.
+    fn tokenize_ids(
+        &self,
+        ids: &[&[u32]],
+    ) -> Result<(&SentenceEncoder, Vec<TokenizedText>), BackendError> {
+        let (Some(encoder), Some(frame)) = (&self.encoder, &self.frame) else {
+            return Err(self.cannot_embed());
+        };
+        let vocab = encoder.model().config().vocab_size;
+        for (i, list) in ids.iter().enumerate() {
+            if let Some(bad) = list.iter().find(|&&id| id as usize >= vocab) {
+                return Err(BackendError::Unsupported(format!(
+                    "input {i} holds token id {bad}, outside the vocabulary of {} ({vocab} \
+                     tokens): send ids of the served model's tokenizer",
+                    encoder.reference()
+                )));
+            }
+        }
+        let tokenized = ids
+            .iter()
+            .map(|l| frame.apply(l, self.max_tokens))
+            .collect();
+        Ok((encoder, tokenized))
+    }
+
+    fn cannot_embed(&self) -> BackendError {
+        BackendError::Unsupported(format!(
+            "bundle {} uses no encoder embeddings (TF-IDF only), so it cannot embed",
+            self.dir.display()
+        ))
     }
 
     /// The embeddings of `texts` by every loaded encoder, in [`Loaded::encoders`]' order.
@@ -244,14 +331,28 @@ impl Backend for BundleBackend {
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
         let Some(encoder) = &self.encoder else {
-            return Err(BackendError::Unsupported(format!(
-                "bundle {} uses no encoder embeddings (TF-IDF only), so it cannot embed",
-                self.dir.display()
-            )));
+            return Err(self.cannot_embed());
         };
         let tokenized = self.tokenize(encoder, texts)?;
         let e = encoder.encode_tokenized(&tokenized);
         Ok((0..texts.len()).map(|i| e.row(i).to_vec()).collect())
+    }
+
+    fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
+        let (_, tokenized) = self.tokenize_ids(ids)?;
+        Ok(tokenized
+            .iter()
+            .map(|t| TokenCount {
+                tokens: t.ids.len(),
+                truncated: t.truncated,
+            })
+            .collect())
+    }
+
+    fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let (encoder, tokenized) = self.tokenize_ids(ids)?;
+        let e = encoder.encode_tokenized(&tokenized);
+        Ok((0..ids.len()).map(|i| e.row(i).to_vec()).collect())
     }
 
     fn info(&self) -> serde_json::Value {
@@ -418,4 +519,30 @@ async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
     loading.abort();
     eprintln!("lmfuse: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_are_framed_once_and_cut_keeping_the_end_token() {
+        let f = Frame {
+            start: vec![101],
+            end: vec![102],
+        };
+        let t = f.apply(&[7, 8], 10);
+        assert_eq!(
+            (t.ids, t.type_ids, t.truncated),
+            (vec![101, 7, 8, 102], vec![0; 4], false)
+        );
+        assert_eq!(f.apply(&[101, 7, 8, 102], 10).ids, [101, 7, 8, 102]);
+        let t = f.apply(&[1, 2, 3, 4, 5], 4);
+        assert_eq!((t.ids, t.truncated), (vec![101, 1, 2, 102], true));
+        let none = Frame {
+            start: vec![],
+            end: vec![],
+        };
+        assert_eq!(none.apply(&[5, 6], 10).ids, [5, 6]);
+    }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests of `lmfuse serve` with the MiniLM encoder and a logistic-regression bundle:
-//! readiness after warm-up, predictions equal to `lmfuse predict`, embeddings equal to
-//! `lmfuse embed`, reload, graceful SIGTERM under load, and a broken bundle at startup.
+//! readiness after warm-up, predictions equal to `lmfuse predict` (lmfuse's `/classify` and
+//! text-embeddings-inference's `/predict` and `POST /`), embeddings equal to `lmfuse embed`
+//! (`/embed`, and `/v1/embeddings` as floats, base64 and token ids), reload, graceful SIGTERM
+//! under load, and a broken bundle at startup.
 
 mod common;
 
@@ -128,7 +130,7 @@ impl Drop for Served {
     }
 }
 
-/// The server's `/predict` answer `served` for `texts` has the labels of `lmfuse predict` with
+/// The server's `/classify` answer `served` for `texts` has the labels of `lmfuse predict` with
 /// `bundle`, and every probability within 1e-4 of its.
 fn assert_predicts_like_predict(served: &Value, bundle: &Path, texts: &[&str], cache: &Path) {
     let tmp = tempfile::tempdir().unwrap();
@@ -168,6 +170,141 @@ fn assert_predicts_like_predict(served: &Value, bundle: &Path, texts: &[&str], c
     }
 }
 
+/// A TEI ranked list `ranked` (`[{label, score}, ...]`) holds the labels of lmfuse's answer
+/// `rich` (`{label, probabilities}`), highest score first, with the same scores.
+fn assert_ranks_like(ranked: &Value, rich: &Value) {
+    let ranked = ranked.as_array().unwrap();
+    let probs = rich["probabilities"].as_object().unwrap();
+    assert_eq!(ranked.len(), probs.len(), "{ranked:?}");
+    assert_eq!(ranked[0]["label"], rich["label"]);
+    for pair in ranked.windows(2) {
+        assert!(
+            pair[0]["score"].as_f64() >= pair[1]["score"].as_f64(),
+            "{ranked:?}"
+        );
+    }
+    for p in ranked {
+        assert_eq!(p["score"], probs[p["label"].as_str().unwrap()], "{p}");
+    }
+}
+
+/// The vectors of `lmfuse embed` for `texts` with `model`.
+fn offline_embeddings(model: &Path, texts: &[&str], cache: &Path) -> Vec<Vec<f64>> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("t.txt"), tmp.path().join("e.jsonl"));
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    common::embed_json(
+        model.to_str().unwrap(),
+        &input,
+        &output,
+        &["--no-cache"],
+        cache,
+    );
+    std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| floats(&serde_json::from_str::<Value>(l).unwrap()["embedding"]))
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The little-endian `f32`s of a base64 string (standard alphabet, padded).
+fn decode_base64_f32(s: &str) -> Vec<f64> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("a base64 character") as u8;
+        bits.extend((0..6).rev().map(|i| (v >> i) & 1));
+    }
+    let bytes: Vec<u8> = bits
+        .chunks_exact(8)
+        .map(|b| b.iter().fold(0u8, |acc, bit| (acc << 1) | bit))
+        .collect();
+    bytes
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect()
+}
+
+fn assert_close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= tol, "differ by {worst}");
+}
+
+/// The ids of `words` in the model's WordPiece vocabulary (`vocab.txt`: one token a line).
+fn vocab_ids(model: &Path, words: &[&str]) -> Vec<u32> {
+    let vocab = std::fs::read_to_string(model.join("vocab.txt")).unwrap();
+    let lines: Vec<&str> = vocab.lines().collect();
+    words
+        .iter()
+        .map(|w| {
+            let id = lines.iter().position(|l| l == w);
+            id.unwrap_or_else(|| panic!("{w} is not a whole token of the vocabulary")) as u32
+        })
+        .collect()
+}
+
+/// `/embed` and `/v1/embeddings` (floats, base64 and token ids) equal `lmfuse embed`.
+fn check_embeddings(s: &Served, model: &Path, texts: &[&str], cache: &Path) {
+    let offline = offline_embeddings(model, texts, cache);
+    let e = s.post("/embed", json!({ "inputs": texts })).json();
+    for (served, want) in e.as_array().unwrap().iter().zip(&offline) {
+        assert_eq!(want.len(), 384);
+        assert_close(&floats(served), want, 1e-6);
+    }
+    let o = s
+        .post("/v1/embeddings", json!({"input": texts, "model": "x"}))
+        .json();
+    assert_eq!(o["data"][0]["embedding"], e[0]);
+    assert!(o["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+    let b = s
+        .post(
+            "/v1/embeddings",
+            json!({"input": texts, "encoding_format": "base64"}),
+        )
+        .json();
+    for (d, want) in b["data"].as_array().unwrap().iter().zip(&offline) {
+        assert_close(
+            &decode_base64_f32(d["embedding"].as_str().unwrap()),
+            want,
+            1e-6,
+        );
+    }
+    // Token ids of the served tokenizer are embedded exactly as the text they spell, with or
+    // without the special tokens around them.
+    let ids = vocab_ids(model, &["the", "battery", "died"]);
+    let specials = vocab_ids(model, &["[CLS]", "[SEP]"]);
+    let framed: Vec<u32> = [&specials[..1], &ids[..], &specials[1..]].concat();
+    let text = s
+        .post("/embed", json!({"inputs": "The battery died"}))
+        .json();
+    let o = s
+        .post("/v1/embeddings", json!({"input": [ids, framed]}))
+        .json();
+    for d in o["data"].as_array().unwrap() {
+        assert_close(&floats(&d["embedding"]), &floats(&text[0]), 1e-6);
+    }
+    assert_eq!(o["usage"]["prompt_tokens"], 10);
+    let r = s.post("/v1/embeddings", json!({"input": [ids[0], 999_999]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("999999"));
+}
+
 #[test]
 fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     let Some(model) = minilm() else { return };
@@ -196,12 +333,12 @@ fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     assert_eq!(s.get("/health").status, 200, "live as soon as it listens");
     s.wait_ready();
 
-    // /predict equals `lmfuse predict` on the same texts.
+    // /classify equals `lmfuse predict` on the same texts.
     let texts = [
         "The battery died after two days. Avoid.",
         "Lovely hotel, friendly staff, would stay again!",
     ];
-    let r = s.post("/predict", json!({ "inputs": texts }));
+    let r = s.post("/classify", json!({ "inputs": texts }));
     assert_eq!(r.status, 200, "{}", r.text());
     let served = r.json();
     assert_predicts_like_predict(&served, &bundle, &texts, &cache);
@@ -211,35 +348,37 @@ fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     );
     assert_eq!(served[0]["label"], "negative");
     assert_eq!(served[1]["label"], "positive");
-    let one = s.post("/predict", json!({"inputs": texts[1]}));
+    let one = s.post("/classify", json!({"inputs": texts[1]}));
     assert_eq!(
         one.json()["label"],
         "positive",
         "a single text gives one object"
     );
-
-    // /embed and /v1/embeddings: MiniLM vectors (384, unit norm), the same from both.
-    let e = s.post("/embed", json!({"inputs": texts[0]})).json();
-    let v: Vec<f64> = e[0]
+    // /predict (TEI): the same scores as ranked lists; POST /: one list per input.
+    let tei = s.post("/predict", json!({ "inputs": texts })).json();
+    for (ranked, rich) in tei
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    assert_eq!(v.len(), 384);
-    assert!((v.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
-    let o = s
-        .post("/v1/embeddings", json!({"input": [texts[0]]}))
+        .zip(served.as_array().unwrap())
+    {
+        assert_ranks_like(ranked, rich);
+    }
+    let single = s.post("/predict", json!({"inputs": texts[1]})).json();
+    assert_eq!(single, tei[1], "a bare text gives one ranked list");
+    let root = s
+        .post("/", json!({"inputs": texts[1], "parameters": {}}))
         .json();
-    assert_eq!(o["data"][0]["embedding"], e[0]);
-    assert!(o["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+    assert_eq!(root, json!([tei[1]]));
+
+    check_embeddings(&s, &model, &texts, &cache);
 
     let info = s.get("/info").json();
     assert_eq!(info["model"]["model"]["labels"], labels);
     assert_eq!(info["model"]["max_input_tokens"], 256);
     let metrics = s.get("/metrics").text();
     assert!(
-        metrics.contains("lmfuse_requests_total{route=\"/predict\",status=\"200\"} 2"),
+        metrics.contains("lmfuse_requests_total{route=\"/classify\",status=\"200\"} 2"),
         "{metrics}"
     );
     assert!(s.get("/").text().contains("<textarea"));
@@ -247,7 +386,7 @@ fn serve_predicts_like_predict_and_stops_cleanly_on_sigterm_under_load() {
     let r = s.post("/admin/reload", json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        s.post("/predict", json!({"inputs": texts[0]})).json()["label"],
+        s.post("/classify", json!({"inputs": texts[0]})).json()["label"],
         "negative"
     );
 
@@ -371,7 +510,7 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     );
     let server = Served::start(&oos_bundle, dir.path(), &[]);
     server.wait_ready();
-    let r = server.post("/predict", json!({"inputs": ["please book a flight to city 7 for me", "my cat number 8 likes to sleep on the warm sofa"]}));
+    let r = server.post("/classify", json!({"inputs": ["please book a flight to city 7 for me", "my cat number 8 likes to sleep on the warm sofa"]}));
     assert_eq!(r.status, 200);
     let j: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(j[0]["oos"]["is_oos"], false, "{j}");
@@ -402,7 +541,7 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     let server = Served::start(&ft, dir.path(), &[]);
     server.wait_ready();
     let r = server.post(
-        "/predict",
+        "/classify",
         json!({"inputs": "what is the weather in town 3 today"}),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -453,7 +592,7 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     ];
     let server = Served::start(&mixed, dir.path(), &[]);
     server.wait_ready();
-    let r = server.post("/predict", json!({ "inputs": texts }));
+    let r = server.post("/classify", json!({ "inputs": texts }));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let served: Value = serde_json::from_slice(&r.body).unwrap();
     assert_predicts_like_predict(&served, &mixed, &texts, dir.path());
