@@ -11,10 +11,17 @@
 //! Split search sorts the node's samples by each candidate feature and sweeps the sorted order
 //! with running class counts; the running sums of squared counts on both sides update in O(1)
 //! per position, so a split costs O(m log m) for m samples whatever the class count.
+//!
+//! Dense and sparse (TF-IDF) rows give the same forest for the same values and seed. Sparse
+//! rows are never written out in full: training keeps each column's non-zero entries (see
+//! [`crate::tree_data`]), a node's candidate features are those that vary over its rows
+//! (found from the rows' entries), and a sweep moves the node's zero rows as one group, so
+//! time and memory follow the non-zero entries, not rows × vocabulary.
 
+use crate::tree_data::{Row, Rows, SparseColumns};
 use crate::{check_input, check_training_data, stored_f32, stored_i32, ClassicError};
 use crate::{FitHead, ProbaHead};
-use lmfuse_core::{DenseMatrix, Features, SeededRng, Tensor};
+use lmfuse_core::{Features, SeededRng, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -103,14 +110,14 @@ impl Node {
 /// The leaf that `row` reaches from node `root`; links are checked to point forward within the
 /// tree, so the walk ends.
 #[inline]
-pub(crate) fn leaf_of(nodes: &[Node], root: u32, row: &[f32]) -> usize {
+pub(crate) fn leaf_of(nodes: &[Node], root: u32, row: Row) -> usize {
     let mut i = root as usize;
     loop {
         let n = nodes[i];
         if n.feature < 0 {
             return i;
         }
-        i = if row[n.feature as usize] <= n.threshold {
+        i = if row.get(n.feature as usize) <= n.threshold {
             n.left
         } else {
             n.right
@@ -179,7 +186,7 @@ impl RandomForestParams {
         Ok(())
     }
 
-    /// Fits on dense features `x` with class indices `y` in `0..n_classes`.
+    /// Fits on dense or sparse features `x` with class indices `y` in `0..n_classes`.
     pub fn fit(
         &self,
         x: &Features,
@@ -188,27 +195,18 @@ impl RandomForestParams {
     ) -> Result<RandomForest, ClassicError> {
         self.check()?;
         check_training_data(x, y, n_classes)?;
-        let m = dense(x, "rf")?;
-        let (n, d) = (m.rows(), m.cols());
-        if n > i32::MAX as usize || n_classes > i32::MAX as usize {
+        let (n, d) = (x.rows(), x.cols());
+        if n > i32::MAX as usize || n_classes > i32::MAX as usize || d > i32::MAX as usize {
             return Err(ClassicError::InvalidParam {
                 name: "rows",
                 value: n.to_string(),
-                reason: "rows and classes must fit in i32",
+                reason: "rows, columns and classes must fit in i32",
             });
         }
-        // Column-major copy: a split gathers one feature of the node's rows.
-        let mut cols = vec![0.0f32; n * d];
-        for (i, row) in m.as_slice().chunks_exact(d.max(1)).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                // +0.0 turns -0.0 into 0.0, so equal values get equal sort keys.
-                cols[j * n + i] = v + 0.0;
-            }
-        }
+        let cols = Columns::new(x);
         let data = TrainData {
             cols: &cols,
             n,
-            d,
             y: &y.iter().map(|&c| c as u32).collect::<Vec<_>>(),
             k: n_classes,
         };
@@ -258,26 +256,126 @@ impl RandomForestParams {
     }
 }
 
-/// The dense matrix of `x`, or [`ClassicError::NeedsDense`].
-pub(crate) fn dense<'a>(
-    x: &'a Features,
-    head: &'static str,
-) -> Result<&'a DenseMatrix, ClassicError> {
-    match x {
-        Features::Dense(m) => Ok(m),
-        Features::Sparse(m) => Err(ClassicError::NeedsDense {
-            head,
-            cols: m.cols(),
-        }),
+/// Training values as the split search reads them.
+enum Columns {
+    /// Dense input: `d × n`, column-major, -0.0 normalised to 0.0.
+    Dense { n: usize, d: usize, cols: Vec<f32> },
+    /// Sparse input: the non-zero entries; features are the columns that hold any.
+    Sparse(SparseColumns),
+}
+
+impl Columns {
+    fn new(x: &Features) -> Self {
+        match x {
+            Features::Dense(m) => {
+                let (n, d) = (m.rows(), m.cols());
+                let mut cols = vec![0.0f32; n * d];
+                for (i, row) in m.as_slice().chunks_exact(d.max(1)).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        // +0.0 turns -0.0 into 0.0, so equal values get equal sort keys.
+                        cols[j * n + i] = v + 0.0;
+                    }
+                }
+                Columns::Dense { n, d, cols }
+            }
+            Features::Sparse(m) => {
+                let rows: Vec<usize> = (0..m.rows()).collect();
+                Columns::Sparse(SparseColumns::new(m, &rows))
+            }
+        }
+    }
+
+    /// The matrix column of feature `f`.
+    fn column(&self, f: u32) -> u32 {
+        match self {
+            Columns::Dense { .. } => f,
+            Columns::Sparse(s) => s.columns[f as usize],
+        }
+    }
+
+    /// Feature `f`'s value in row `r`.
+    fn value(&self, f: u32, r: u32) -> f32 {
+        match self {
+            Columns::Dense { n, cols, .. } => cols[f as usize * n + r as usize],
+            Columns::Sparse(s) => s.value(f, r as usize),
+        }
+    }
+
+    /// Sets `out` to the features that take more than one value over `rows` (a feature
+    /// stored in only some rows varies: the others hold 0).
+    fn varying(&self, rows: &[u32], sc: &mut Scratch, out: &mut Vec<u32>) {
+        out.clear();
+        match self {
+            Columns::Dense { n, d, cols } => {
+                for f in 0..*d {
+                    let col = &cols[f * n..(f + 1) * n];
+                    let first = col[rows[0] as usize];
+                    if rows[1..].iter().any(|&r| col[r as usize] != first) {
+                        out.push(f as u32);
+                    }
+                }
+            }
+            Columns::Sparse(s) => {
+                let stamp = sc.stamp;
+                for &r in rows {
+                    let (feats, vals) = s.row(r as usize);
+                    for (&f, &v) in feats.iter().zip(vals) {
+                        let f = f as usize;
+                        if sc.seen[f] != stamp {
+                            (sc.seen[f], sc.count[f], sc.first[f], sc.same[f]) =
+                                (stamp, 0, v, true);
+                            out.push(f as u32);
+                        }
+                        sc.count[f] += 1;
+                        sc.same[f] &= v == sc.first[f];
+                    }
+                }
+                let m = rows.len() as u32;
+                out.retain(|&f| sc.count[f as usize] < m || !sc.same[f as usize]);
+            }
+        }
+    }
+
+    /// Sets `out` to the sort keys ([`sort_key`] above, row below) of feature `f`'s non-zero
+    /// values in `rows`, ascending. Sparse input: `mark[r] == stamp` flags the rows.
+    fn nonzero_keys(&self, f: u32, rows: &[u32], (mark, stamp): (&[u32], u32), out: &mut Vec<u64>) {
+        out.clear();
+        let key = |v: f32, r: u32| (sort_key(v) as u64) << 32 | r as u64;
+        match self {
+            Columns::Dense { n, cols, .. } => {
+                let col = &cols[f as usize * n..(f as usize + 1) * n];
+                out.extend(rows.iter().filter_map(|&r| {
+                    let v = col[r as usize];
+                    (v != 0.0).then(|| key(v, r))
+                }));
+            }
+            Columns::Sparse(s) => {
+                let (col_rows, col_vals) = s.column(f as usize);
+                // Walk the column when it is short, else look the value up in each row.
+                if col_rows.len() <= 8 * rows.len() {
+                    out.extend(
+                        col_rows
+                            .iter()
+                            .zip(col_vals)
+                            .filter(|&(&r, _)| mark[r as usize] == stamp)
+                            .map(|(&r, &v)| key(v, r)),
+                    );
+                } else {
+                    out.extend(rows.iter().filter_map(|&r| {
+                        let v = s.value(f, r as usize);
+                        (v != 0.0).then(|| key(v, r))
+                    }));
+                }
+            }
+        }
+        out.sort_unstable();
     }
 }
 
 /// Training data shared by all trees.
 struct TrainData<'a> {
-    /// `d × n`, column-major, -0.0 normalised to 0.0.
-    cols: &'a [f32],
+    cols: &'a Columns,
     n: usize,
-    d: usize,
     y: &'a [u32],
     k: usize,
 }
@@ -288,6 +386,78 @@ struct Grown {
     leaf_ptr: Vec<u32>,
     leaf_class: Vec<u32>,
     leaf_prob: Vec<f32>,
+}
+
+impl Grown {
+    /// Appends a leaf holding the class distribution `total` (weight `w_sum`) of `classes`.
+    fn push_leaf(&mut self, classes: &[u32], total: &[i64], w_sum: i64) {
+        for &c in classes {
+            self.leaf_class.push(c);
+            self.leaf_prob
+                .push((total[c as usize] as f64 / w_sum as f64) as f32);
+        }
+        self.nodes.push(Node::LEAF);
+        self.leaf_ptr.push(self.leaf_class.len() as u32);
+    }
+}
+
+/// Adds the weight of each class among `rows` to `total` (all 0 before) and lists the classes
+/// present, ascending, in `classes` (empty before); returns the rows' weight.
+fn class_weights(
+    y: &[u32],
+    weight: &[u32],
+    rows: &[u32],
+    total: &mut [i64],
+    classes: &mut Vec<u32>,
+) -> i64 {
+    let mut w_sum = 0i64;
+    for &s in rows {
+        let c = y[s as usize] as usize;
+        if total[c] == 0 {
+            classes.push(c as u32);
+        }
+        let w = weight[s as usize] as i64;
+        total[c] += w;
+        w_sum += w;
+    }
+    classes.sort_unstable();
+    w_sum
+}
+
+/// How often each of `n` rows is in a tree's sample: a bootstrap draw, or once each.
+fn sample_weights(n: usize, bootstrap: bool, rng: &mut SeededRng) -> Vec<u32> {
+    let mut weight = vec![0u32; n];
+    if bootstrap {
+        for _ in 0..n {
+            weight[rng.below(n)] += 1;
+        }
+    } else {
+        weight.fill(1);
+    }
+    weight
+}
+
+/// Moves the rows for which `goes_left` holds to the front of `rows`, keeping the order on
+/// both sides (so every node's rows stay ascending); returns how many went left. `right` is
+/// scratch.
+pub(crate) fn partition(
+    rows: &mut [u32],
+    right: &mut Vec<u32>,
+    goes_left: impl Fn(u32) -> bool,
+) -> usize {
+    let mut i = 0;
+    right.clear();
+    for j in 0..rows.len() {
+        let s = rows[j];
+        if goes_left(s) {
+            rows[i] = s;
+            i += 1;
+        } else {
+            right.push(s);
+        }
+    }
+    rows[i..].copy_from_slice(right);
+    i
 }
 
 /// An f32 as a u32 whose unsigned order is the float order (no NaN here).
@@ -306,6 +476,9 @@ fn from_sort_key(k: u32) -> f32 {
     f32::from_bits(if k >> 31 == 1 { k & 0x7FFF_FFFF } else { !k })
 }
 
+/// The sort key of 0.0: keys below it are negative values.
+const ZERO_KEY: u32 = 0x8000_0000;
+
 /// A threshold `t` with `a <= t < b` for `a < b`, near their midpoint.
 pub(crate) fn midpoint(a: f32, b: f32) -> f32 {
     let t = ((a as f64 + b as f64) / 2.0) as f32;
@@ -314,6 +487,15 @@ pub(crate) fn midpoint(a: f32, b: f32) -> f32 {
     } else {
         t
     }
+}
+
+/// A pseudo-random rank of matrix column `column` at the node keyed `key` (SplitMix64's
+/// finaliser): the features a split tries are the varying ones of least rank.
+fn rank(key: u64, column: u32) -> u64 {
+    let mut z = key ^ (column as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Work left: grow the node for rows `start..end` at `depth`, linked from `parent`.
@@ -325,24 +507,79 @@ struct Task {
 }
 
 /// Scratch of one tree's split search.
-struct Splitter {
+struct Scratch {
     keys: Vec<u64>,
+    /// Per class: weight on the left of the sweep, and in the node's zero rows.
     left: Vec<i64>,
-    perm: Vec<usize>,
+    zero: Vec<i64>,
+    varying: Vec<u32>,
+    ranked: Vec<(u64, u32)>,
+    /// Sparse input: per feature, the node that last saw it, its count there, its first
+    /// value and whether all its values there equal that one; per row, the node it is in.
+    seen: Vec<u32>,
+    count: Vec<u32>,
+    first: Vec<f32>,
+    same: Vec<bool>,
+    mark: Vec<u32>,
+    /// The node being searched, counted from 1.
+    stamp: u32,
+}
+
+impl Scratch {
+    fn new(data: &TrainData) -> Self {
+        let u = match data.cols {
+            Columns::Dense { .. } => 0,
+            Columns::Sparse(s) => s.columns.len(),
+        };
+        let n = if u == 0 { 0 } else { data.n };
+        Self {
+            keys: Vec::new(),
+            left: vec![0; data.k],
+            zero: vec![0; data.k],
+            varying: Vec::new(),
+            ranked: Vec::new(),
+            seen: vec![0; u],
+            count: vec![0; u],
+            first: vec![0.0; u],
+            same: vec![false; u],
+            mark: vec![0; n],
+            stamp: 0,
+        }
+    }
+
+    /// Starts the search of a node over `rows`.
+    fn enter(&mut self, rows: &[u32]) {
+        if self.stamp == u32::MAX {
+            self.seen.fill(0);
+            self.mark.fill(0);
+            self.stamp = 0;
+        }
+        self.stamp += 1;
+        if !self.mark.is_empty() {
+            for &r in rows {
+                self.mark[r as usize] = self.stamp;
+            }
+        }
+    }
+}
+
+/// A node's class weights and the split constraints.
+struct NodeStats<'a> {
+    /// Weight per class (bootstrap counts).
+    total: &'a [i64],
+    /// Classes present, ascending.
+    classes: &'a [u32],
+    w_sum: i64,
+    /// Σ over classes of the squared weight.
+    sq_sum: i64,
+    msl: usize,
 }
 
 /// Grows one tree, depth first; nodes are numbered in visiting order, so children follow
 /// their parent and each leaf's distribution is appended in node order.
 fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRng) -> Grown {
     let n = data.n;
-    let mut weight = vec![0u32; n];
-    if p.bootstrap {
-        for _ in 0..n {
-            weight[rng.below(n)] += 1;
-        }
-    } else {
-        weight.fill(1);
-    }
+    let weight = sample_weights(n, p.bootstrap, &mut rng);
     let mut samples: Vec<u32> = (0..n as u32).filter(|&i| weight[i as usize] > 0).collect();
     let max_depth = p.max_depth.unwrap_or(usize::MAX);
     let msl = p.min_samples_leaf;
@@ -355,11 +592,7 @@ fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRn
     let mut total = vec![0i64; data.k];
     let mut touched: Vec<u32> = Vec::new();
     let mut right_rows: Vec<u32> = Vec::new();
-    let mut sp = Splitter {
-        keys: Vec::new(),
-        left: vec![0; data.k],
-        perm: (0..data.d).collect(),
-    };
+    let mut sc = Scratch::new(data);
     let mut stack = vec![Task {
         start: 0,
         end: samples.len(),
@@ -377,42 +610,26 @@ fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRn
             *link = id as u32;
         }
         let rows = &mut samples[t.start..t.end];
-        let mut w_sum = 0i64;
-        for &s in rows.iter() {
-            let c = data.y[s as usize] as usize;
-            if total[c] == 0 {
-                touched.push(c as u32);
-            }
-            let w = weight[s as usize] as i64;
-            total[c] += w;
-            w_sum += w;
-        }
+        let w_sum = class_weights(data.y, &weight, rows, &mut total, &mut touched);
         let split = if touched.len() > 1 && rows.len() >= 2 * msl && t.depth < max_depth {
-            let sq: i64 = touched.iter().map(|&c| total[c as usize].pow(2)).sum();
-            sp.best(data, rows, &weight, &total, w_sum, sq, msl, mtry, &mut rng)
+            let node = NodeStats {
+                total: &total,
+                classes: &touched,
+                w_sum,
+                sq_sum: touched.iter().map(|&c| total[c as usize].pow(2)).sum(),
+                msl,
+            };
+            sc.enter(rows);
+            best(data, &mut sc, &node, rows, &weight, mtry, rng.next_u64())
         } else {
             None
         };
         match split {
             Some((f, thr)) => {
-                // A stable partition keeps every node's rows ascending, so gathering a
-                // feature of them walks its column forwards.
-                let col = &data.cols[f * n..(f + 1) * n];
-                let mut i = 0;
-                right_rows.clear();
-                for j in 0..rows.len() {
-                    let s = rows[j];
-                    if col[s as usize] <= thr {
-                        rows[i] = s;
-                        i += 1;
-                    } else {
-                        right_rows.push(s);
-                    }
-                }
-                rows[i..].copy_from_slice(&right_rows);
-                let mid = t.start + i;
+                let goes_left = |s: u32| data.cols.value(f, s) <= thr;
+                let mid = t.start + partition(rows, &mut right_rows, goes_left);
                 g.nodes.push(Node {
-                    feature: f as i32,
+                    feature: data.cols.column(f) as i32,
                     threshold: thr,
                     left: 0,
                     right: 0,
@@ -427,16 +644,7 @@ fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRn
                     });
                 }
             }
-            None => {
-                touched.sort_unstable();
-                for &c in &touched {
-                    g.leaf_class.push(c);
-                    g.leaf_prob
-                        .push((total[c as usize] as f64 / w_sum as f64) as f32);
-                }
-                g.nodes.push(Node::LEAF);
-                g.leaf_ptr.push(g.leaf_class.len() as u32);
-            }
+            None => g.push_leaf(&touched, &total, w_sum),
         }
         for &c in &touched {
             total[c as usize] = 0;
@@ -446,78 +654,146 @@ fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRn
     g
 }
 
-impl Splitter {
-    /// The best Gini split of `rows` as (feature, threshold), trying features in random order
-    /// until `mtry` non-constant ones have been tried (scikit-learn's rule), or `None`.
-    #[allow(clippy::too_many_arguments)]
-    fn best(
-        &mut self,
-        data: &TrainData,
-        rows: &[u32],
-        weight: &[u32],
-        total: &[i64],
-        w_sum: i64,
-        sq_sum: i64,
-        msl: usize,
-        mtry: usize,
-        rng: &mut SeededRng,
-    ) -> Option<(usize, f32)> {
-        let (n, d, m) = (data.n, data.d, rows.len());
-        let mut best: Option<(f64, usize, f32)> = None;
-        let (mut visited, mut tried) = (0, 0);
-        while visited < d && tried < mtry {
-            let j = visited + rng.below(d - visited);
-            self.perm.swap(visited, j);
-            let f = self.perm[visited];
-            visited += 1;
-            let col = &data.cols[f * n..(f + 1) * n];
-            self.keys.clear();
-            self.keys.extend(
-                rows.iter()
-                    .map(|&s| (sort_key(col[s as usize]) as u64) << 32 | s as u64),
-            );
-            self.keys.sort_unstable();
-            if self.keys[0] >> 32 == self.keys[m - 1] >> 32 {
-                continue;
-            }
-            tried += 1;
-            // Minimising the weighted Gini impurity of the children is maximising
-            // Σ_side (Σ_c count²) / weight.
-            let (mut w_left, mut sq_left, mut sq_right) = (0i64, 0i64, sq_sum);
-            for p in 0..m - 1 {
-                let s = (self.keys[p] & 0xFFFF_FFFF) as usize;
-                let c = data.y[s] as usize;
-                let w = weight[s] as i64;
-                let l = self.left[c];
-                let r = total[c] - l;
-                sq_left += (2 * l + w) * w;
-                sq_right += (w - 2 * r) * w;
-                self.left[c] = l + w;
-                w_left += w;
-                let n_left = p + 1;
-                if n_left < msl {
-                    continue;
-                }
-                if m - n_left < msl {
-                    break;
-                }
-                let (a, b) = (self.keys[p] >> 32, self.keys[p + 1] >> 32);
-                if a == b {
-                    continue;
-                }
-                let score =
-                    sq_left as f64 / w_left as f64 + sq_right as f64 / (w_sum - w_left) as f64;
-                if best.is_none_or(|(s, _, _)| score > s) {
-                    let thr = midpoint(from_sort_key(a as u32), from_sort_key(b as u32));
-                    best = Some((score, f, thr));
-                }
-            }
-            for &s in rows {
-                self.left[data.y[s as usize] as usize] = 0;
+/// The best Gini split of `rows` (ascending, distinct) as (feature, threshold), or `None`:
+/// of the features that vary over the rows, the `mtry` of least [`rank`] under `key` are
+/// tried, in rank order; a tie keeps the earlier. This picks a uniform random subset of the
+/// varying features, as scikit-learn's rule (draw features until `mtry` non-constant ones are
+/// found) does, without visiting the constant ones, which are most of a sparse matrix.
+fn best(
+    data: &TrainData,
+    sc: &mut Scratch,
+    node: &NodeStats,
+    rows: &[u32],
+    weight: &[u32],
+    mtry: usize,
+    key: u64,
+) -> Option<(u32, f32)> {
+    let cols = data.cols;
+    let mut varying = std::mem::take(&mut sc.varying);
+    cols.varying(rows, sc, &mut varying);
+    let mut ranked = std::mem::take(&mut sc.ranked);
+    ranked.clear();
+    ranked.extend(varying.iter().map(|&f| (rank(key, cols.column(f)), f)));
+    if ranked.len() > mtry {
+        ranked.select_nth_unstable(mtry - 1);
+        ranked.truncate(mtry);
+    }
+    ranked.sort_unstable();
+    let mut best: Option<(f64, u32, f32)> = None;
+    let mut keys = std::mem::take(&mut sc.keys);
+    for &(_, f) in &ranked {
+        cols.nonzero_keys(f, rows, (&sc.mark, sc.stamp), &mut keys);
+        let found = sweep(data, sc, node, &keys, rows.len(), weight);
+        if let Some((score, thr)) = found {
+            if best.is_none_or(|(s, _, _)| score > s) {
+                best = Some((score, f, thr));
             }
         }
-        best.map(|(_, f, thr)| (f, thr))
     }
+    (sc.varying, sc.ranked, sc.keys) = (varying, ranked, keys);
+    best.map(|(_, f, thr)| (f, thr))
+}
+
+/// Running sums of a sweep: weight on the left, and Σ_c weight_c² on each side.
+struct Sums {
+    w_left: i64,
+    sq_left: i64,
+    sq_right: i64,
+}
+
+impl Sums {
+    /// Moves weight `w` of class `c` to the left (`left` holds the left weight per class).
+    #[inline]
+    fn add(&mut self, left: &mut [i64], total: &[i64], c: usize, w: i64) {
+        let l = left[c];
+        let r = total[c] - l;
+        self.sq_left += (2 * l + w) * w;
+        self.sq_right += (w - 2 * r) * w;
+        left[c] = l + w;
+        self.w_left += w;
+    }
+}
+
+/// The best boundary of one feature over a node's `m` rows as (score, threshold): `keys` are
+/// the rows' non-zero values, ascending; the other rows hold 0 and move left as one group,
+/// between the negative and the positive values. Minimising the children's weighted Gini
+/// impurity is maximising Σ_side (Σ_c weight_c²) / weight, kept exactly in integers and
+/// updated in O(1) per row (O(classes) for the zero group), so the boundaries and scores are
+/// those of a sweep over every row one by one.
+fn sweep(
+    data: &TrainData,
+    sc: &mut Scratch,
+    node: &NodeStats,
+    keys: &[u64],
+    m: usize,
+    weight: &[u32],
+) -> Option<(f64, f32)> {
+    let zero_rows = m - keys.len();
+    for &c in node.classes {
+        sc.zero[c as usize] = node.total[c as usize];
+    }
+    for &k in keys {
+        let s = (k & 0xFFFF_FFFF) as usize;
+        sc.zero[data.y[s] as usize] -= weight[s] as i64;
+    }
+    let neg = keys.partition_point(|&k| ((k >> 32) as u32) < ZERO_KEY);
+    let has_zero = zero_rows > 0;
+    let items = keys.len() + usize::from(has_zero);
+    let is_zero = |i: usize| has_zero && i == neg;
+    let key_index = |i: usize| if has_zero && i > neg { i - 1 } else { i };
+    let value_key = |i: usize| {
+        if is_zero(i) {
+            ZERO_KEY
+        } else {
+            (keys[key_index(i)] >> 32) as u32
+        }
+    };
+    let mut sums = Sums {
+        w_left: 0,
+        sq_left: 0,
+        sq_right: node.sq_sum,
+    };
+    let mut n_left = 0usize;
+    let mut best: Option<(f64, f32)> = None;
+    for i in 0..items.saturating_sub(1) {
+        if is_zero(i) {
+            for &c in node.classes {
+                let w = sc.zero[c as usize];
+                if w != 0 {
+                    sums.add(&mut sc.left, node.total, c as usize, w);
+                }
+            }
+            n_left += zero_rows;
+        } else {
+            let s = (keys[key_index(i)] & 0xFFFF_FFFF) as usize;
+            sums.add(
+                &mut sc.left,
+                node.total,
+                data.y[s] as usize,
+                weight[s] as i64,
+            );
+            n_left += 1;
+        }
+        if n_left < node.msl {
+            continue;
+        }
+        if m - n_left < node.msl {
+            break;
+        }
+        let (a, b) = (value_key(i), value_key(i + 1));
+        if a == b {
+            continue;
+        }
+        let score = sums.sq_left as f64 / sums.w_left as f64
+            + sums.sq_right as f64 / (node.w_sum - sums.w_left) as f64;
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, midpoint(from_sort_key(a), from_sort_key(b))));
+        }
+    }
+    for &c in node.classes {
+        sc.left[c as usize] = 0;
+    }
+    best
 }
 
 impl RandomForest {
@@ -544,10 +820,10 @@ impl RandomForest {
     /// Class probabilities, `rows × n_classes` row-major: the mean of the trees' leaf
     /// distributions.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
-        let m = dense(x, "rf")?;
         check_input(x, self.n_features)?;
-        let (k, d) = (self.n_classes, self.n_features);
-        let mut out = vec![0.0f32; m.rows() * k];
+        let rows = Rows::new(x);
+        let k = self.n_classes;
+        let mut out = vec![0.0f32; x.rows() * k];
         out.par_chunks_mut(k)
             .enumerate()
             .with_min_len(16)
@@ -555,7 +831,7 @@ impl RandomForest {
                 || vec![0.0f64; k],
                 |acc, (i, o)| {
                     acc.fill(0.0);
-                    let row = &m.as_slice()[i * d..(i + 1) * d];
+                    let row = rows.row(i);
                     for &root in &self.roots {
                         let leaf = leaf_of(&self.nodes, root, row);
                         let (a, b) = (
@@ -830,7 +1106,7 @@ impl ProbaHead for RandomForest {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use lmfuse_core::{CsrMatrix, TensorData};
+    use lmfuse_core::{CsrMatrix, DenseMatrix, TensorData};
 
     /// `n` rows in `d` dimensions around `k` random centres (uniform in ±`spread`), uniform
     /// noise of half-width 1; labels cycle through the classes.
@@ -982,22 +1258,107 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn sparse_input_and_bad_rows_are_refused() {
-        let sparse = Features::Sparse(
-            CsrMatrix::new(2, 5, vec![0, 1, 2], vec![0, 3], vec![1.0, 2.0]).unwrap(),
+    fn sparse_and_dense_rows_of_equal_values_grow_the_same_forest() {
+        let (dense, sparse, y) = crate::test_data::mostly_zero(300, 12, 3);
+        for params in [
+            small(),
+            RandomForestParams {
+                max_features: MaxFeatures::All,
+                min_samples_leaf: 3,
+                bootstrap: false,
+                ..small()
+            },
+            RandomForestParams {
+                max_depth: Some(4),
+                seed: 11,
+                ..small()
+            },
+        ] {
+            let a = params.fit(&dense, &y, 3).unwrap();
+            let b = params.fit(&sparse, &y, 3).unwrap();
+            assert_eq!(a, b, "{params:?}");
+            let bits = |p: Vec<f32>| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let p = bits(a.predict_proba(&dense).unwrap());
+            assert_eq!(p, bits(a.predict_proba(&sparse).unwrap()));
+            assert_eq!(p, bits(b.predict_proba(&dense).unwrap()));
+        }
+    }
+
+    #[test]
+    fn separates_sparse_documents_over_a_large_vocabulary() {
+        let (x, y) = crate::test_data::documents(900, 200_000, 5);
+        let train: Vec<usize> = (0..600).collect();
+        let test: Vec<usize> = (600..900).collect();
+        let m = small().fit(&x.select_rows(&train), &y[..600], 3).unwrap();
+        let acc = accuracy(
+            &m.predict_proba(&x.select_rows(&test)).unwrap(),
+            &y[600..],
+            3,
         );
-        assert_eq!(
-            small().fit(&sparse, &[0, 1], 2).unwrap_err(),
-            ClassicError::NeedsDense {
-                head: "rf",
-                cols: 5
+        assert!(acc > 0.9, "held-out accuracy {acc}");
+    }
+
+    #[test]
+    fn a_split_search_tries_varying_features_only_and_ranks_them_by_seed() {
+        // Column 0 is constant, column 1 decides the label, column 2 is noise.
+        let rows: Vec<f32> = (0..40)
+            .flat_map(|i| [5.0, (i % 2) as f32, (i * 7 % 5) as f32])
+            .collect();
+        let x = Features::Dense(DenseMatrix::new(40, 3, rows).unwrap());
+        let y: Vec<usize> = (0..40).map(|i| i % 2).collect();
+        let cols = Columns::new(&x);
+        let data = TrainData {
+            cols: &cols,
+            n: 40,
+            y: &y.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+            k: 2,
+        };
+        let mut sc = Scratch::new(&data);
+        let rows: Vec<u32> = (0..40).collect();
+        sc.enter(&rows);
+        let mut varying = Vec::new();
+        cols.varying(&rows, &mut sc, &mut varying);
+        assert_eq!(varying, [1, 2]);
+        // With one feature a split, the split is on whichever ranks first under the key.
+        let (total, classes) = ([20i64, 20], [0u32, 1]);
+        let node = NodeStats {
+            total: &total,
+            classes: &classes,
+            w_sum: 40,
+            sq_sum: 800,
+            msl: 1,
+        };
+        let mut firsts = std::collections::BTreeSet::new();
+        for key in 0..20u64 {
+            let (f, thr) = best(&data, &mut sc, &node, &rows, &[1; 40], 1, key).unwrap();
+            let want = if rank(key, 1) < rank(key, 2) { 1 } else { 2 };
+            assert_eq!(f, want, "key {key}");
+            if f == 1 {
+                assert_eq!(thr, 0.5);
             }
+            firsts.insert(f);
+        }
+        assert_eq!(firsts.len(), 2, "both features rank first under some key");
+        // With both tried, the label's column wins.
+        assert_eq!(
+            best(&data, &mut sc, &node, &rows, &[1; 40], 3, 0),
+            Some((1, 0.5))
         );
+    }
+
+    #[test]
+    fn bad_rows_are_refused() {
         let (x, y) = blobs(60, 3, 3, 1.0, 4);
         let m = small().fit(&x, &y, 3).unwrap();
+        let wide = Features::Sparse(
+            CsrMatrix::new(2, 5, vec![0, 1, 2], vec![0, 3], vec![1.0, 2.0]).unwrap(),
+        );
         assert!(matches!(
-            m.predict_proba(&sparse),
-            Err(ClassicError::NeedsDense { head: "rf", .. })
+            m.predict_proba(&wide),
+            Err(ClassicError::Width {
+                expected: 3,
+                got: 5
+            })
         ));
         let narrow = Features::Dense(DenseMatrix::new(1, 2, vec![0.0; 2]).unwrap());
         assert!(matches!(
@@ -1008,6 +1369,13 @@ pub(crate) mod tests {
         assert_eq!(
             m.predict_proba(&nan).unwrap_err(),
             ClassicError::NotFinite { row: 0, col: 1 }
+        );
+        let inf = Features::Sparse(
+            CsrMatrix::new(1, 3, vec![0, 1], vec![2], vec![f32::INFINITY]).unwrap(),
+        );
+        assert_eq!(
+            m.predict_proba(&inf).unwrap_err(),
+            ClassicError::NotFinite { row: 0, col: 2 }
         );
     }
 

@@ -10,16 +10,26 @@
 //! prediction needs no bins. A seeded, per-class stratified holdout drives early stopping on
 //! its log loss; the model keeps the rounds up to the best one.
 //!
+//! Sparse rows (TF-IDF) are never written out in full. Features that hold one value over the
+//! training rows are dropped; a feature non-zero in fewer than a quarter of the rows is stored
+//! as the codes of those rows only, with 0 in a bin of its own. Its histogram (a slot per bin,
+//! not 256) is filled from the node's non-zero entries, and 0's bin gets the node's totals
+//! minus the other bins. So memory and time follow the non-zero values, not rows × vocabulary,
+//! and dense and sparse rows of equal values give the same model (the storage of a feature
+//! depends on its values only). Features stored densely are binned and summed as before.
+//!
 //! Our own code rather than a crate: lightgbm3 needs cmake ≥ 3.28 and libclang, which the build
 //! machine lacks, and linfa-ensemble needs ndarray 0.16 and has no boosting. Our own code keeps
 //! one binary, stores the model as tensors of our bundle format, and makes a seed give the same
 //! model on any number of threads: each tree draws its features from a generator derived from
 //! the seed, the round and the class, and every float sum runs in a fixed order.
 
-use crate::forest::{dense, leaf_of, midpoint, stored, stored_trees, stream_rng, tree_tensors};
+use crate::forest::tree_tensors;
+use crate::forest::{leaf_of, midpoint, partition, stored, stored_trees, stream_rng};
 use crate::forest::{vec_len, Node};
+use crate::tree_data::{Rows, SparseColumns};
 use crate::{check_input, check_training_data, stored_f32, ClassicError, FitHead, ProbaHead};
-use lmfuse_core::{DenseMatrix, Features, Tensor};
+use lmfuse_core::{Features, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -142,17 +152,17 @@ impl GbdtParams {
         Ok(())
     }
 
-    /// Fits on dense features `x` with class indices `y` in `0..n_classes`.
+    /// Fits on dense or sparse features `x` with class indices `y` in `0..n_classes`.
     pub fn fit(&self, x: &Features, y: &[usize], n_classes: usize) -> Result<Gbdt, ClassicError> {
         self.check()?;
         check_training_data(x, y, n_classes)?;
-        let m = dense(x, "gbdt")?;
-        let (d, k) = (m.cols(), n_classes);
-        if m.rows() > MAX_ROWS {
+        let (d, k) = (x.cols(), n_classes);
+        if x.rows() > MAX_ROWS || d > i32::MAX as usize {
             return Err(ClassicError::InvalidParam {
                 name: "rows",
-                value: m.rows().to_string(),
-                reason: "at most 2^24 training rows (histogram row counts are f32)",
+                value: x.rows().to_string(),
+                reason: "at most 2^24 training rows (histogram row counts are f32) and 2^31 \
+                         columns",
             });
         }
         if self.max_rounds.saturating_mul(k) > i32::MAX as usize {
@@ -166,7 +176,8 @@ impl GbdtParams {
         let nt = train.len();
         let y_train: Vec<u32> = train.iter().map(|&i| y[i] as u32).collect();
         let y_val: Vec<u32> = val.iter().map(|&i| y[i] as u32).collect();
-        let binned = Binned::new(m, &train, self.max_bins);
+        let binned = Binned::new(x, &train, self.max_bins);
+        let rows = Rows::new(x);
 
         let mut counts = vec![0usize; k];
         for &c in &y_train {
@@ -193,7 +204,12 @@ impl GbdtParams {
         let mut trees: Vec<Tree> = Vec::new();
         let mut grad = vec![[0.0f32; 2]; nt * k];
         let scratches: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
-        let n_cols = ((self.colsample * d as f64).round() as usize).max(1).min(d);
+        // Trees draw from the features that vary over the training rows (all of them for
+        // embeddings); the others can never split.
+        let usable = binned.feats.len();
+        let n_cols = ((self.colsample * usable as f64).round() as usize)
+            .max(1)
+            .min(usable);
         for round in 0..self.max_rounds {
             gradients(&f_train, &y_train, k, &mut grad);
             let grad = &grad;
@@ -201,19 +217,14 @@ impl GbdtParams {
                 .into_par_iter()
                 .map(|c| {
                     let mut rng = stream_rng(self.seed, (round * k + c) as u64);
-                    let mut feats: Vec<u32> = (0..d as u32).collect();
+                    let mut feats: Vec<u32> = (0..usable as u32).collect();
                     for i in 0..n_cols {
-                        let j = i + rng.below(d - i);
+                        let j = i + rng.below(usable - i);
                         feats.swap(i, j);
                     }
                     feats.truncate(n_cols);
                     feats.sort_unstable();
-                    let job = TreeJob {
-                        data: &binned,
-                        params: self,
-                        grad: &grad[c * nt..(c + 1) * nt],
-                        feats: &feats,
-                    };
+                    let job = TreeJob::new(&binned, self, &grad[c * nt..(c + 1) * nt], &feats);
                     // Buffers live across rounds: a worker takes one set per tree.
                     let mut scratch = scratches
                         .lock()
@@ -246,7 +257,7 @@ impl GbdtParams {
                 .zip(val.par_iter())
                 .with_min_len(16)
                 .for_each(|(f, &i)| {
-                    let row = m.row(i);
+                    let row = rows.row(i);
                     for (fc, t) in f.iter_mut().zip(new) {
                         *fc += t.values[leaf_of(&t.nodes, 0, row)] as f64;
                     }
@@ -365,50 +376,232 @@ fn gradients(f: &[f64], y: &[u32], k: usize, grad: &mut [[f32; 2]]) {
         });
 }
 
-/// The training rows binned: `codes` is `d × n` column-major; feature `f`'s code `b` means
-/// `thresholds[f][b - 1] < x <= thresholds[f][b]` (open-ended at the ends).
+/// The training rows binned. The features that vary over the rows are kept, in column order.
+/// Each is stored densely (a code per row) or, when fewer than a quarter of the rows hold a
+/// non-zero value, sparsely (the codes of those rows; every other row holds 0's code), so
+/// memory follows the non-zero values. Feature `f`'s code `b` means
+/// `thresholds[b - 1] < x <= thresholds[b]` (open-ended at the ends).
 struct Binned {
     n: usize,
-    codes: Vec<u8>,
-    thresholds: Vec<Vec<f32>>,
+    feats: Vec<BinnedFeature>,
+    /// Codes of the densely stored features, `n` each.
+    dense: Vec<u8>,
+    /// Row `r`'s sparsely stored codes are entries `row_ptr[r]..row_ptr[r + 1]` of
+    /// `row_feat` (sparse numbers, ascending) and `row_code`.
+    row_ptr: Vec<usize>,
+    row_feat: Vec<u32>,
+    row_code: Vec<u8>,
+    /// Sparsely stored features.
+    n_sparse: usize,
+}
+
+/// One kept feature.
+struct BinnedFeature {
+    /// Its matrix column.
+    column: u32,
+    thresholds: Vec<f32>,
+    store: Store,
+}
+
+/// Where a feature's codes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// Codes `dense[at · n..(at + 1) · n]`.
+    Dense { at: u32 },
+    /// Sparse number `at`; rows without an entry hold code `zero`.
+    Sparse { at: u32, zero: u8 },
+}
+
+/// One column binned (see [`bin_column`]).
+struct BinnedColumn {
+    thresholds: Vec<f32>,
+    codes: Codes,
+}
+
+enum Codes {
+    /// A code per row.
+    Dense(Vec<u8>),
+    /// Codes of the rows holding a non-zero value (ascending rows), and 0's code.
+    Sparse {
+        rows: Vec<u32>,
+        codes: Vec<u8>,
+        zero: u8,
+    },
+}
+
+/// Bins one column of `n` rows from its non-zero values `vals` at `rows` (ascending); `None`
+/// when it holds one value only. A column stored densely is binned over all its values as
+/// [`bin_thresholds`] does; a sparse one by [`sparse_thresholds`], 0 in a bin of its own.
+fn bin_column(rows: &[u32], vals: &[f32], n: usize, max_bins: usize) -> Option<BinnedColumn> {
+    let zeros = n - vals.len();
+    let mut sorted = vals.to_vec();
+    sorted.sort_unstable_by(f32::total_cmp);
+    let constant = match (sorted.first(), sorted.last()) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => zeros == 0 && a == b,
+    };
+    if constant {
+        return None;
+    }
+    let code = |thr: &[f32], v: f32| thr.partition_point(|&t| t < v) as u8;
+    if vals.len() * 4 >= n {
+        // All values ascending: the negatives, the zeros, the positives.
+        let neg = sorted.partition_point(|&v| v < 0.0);
+        let mut all = Vec::with_capacity(n);
+        all.extend_from_slice(&sorted[..neg]);
+        all.resize(neg + zeros, 0.0);
+        all.extend_from_slice(&sorted[neg..]);
+        let thresholds = sorted_thresholds(&all, max_bins);
+        let mut codes = vec![code(&thresholds, 0.0); n];
+        for (&r, &v) in rows.iter().zip(vals) {
+            codes[r as usize] = code(&thresholds, v);
+        }
+        return Some(BinnedColumn {
+            thresholds,
+            codes: Codes::Dense(codes),
+        });
+    }
+    let thresholds = sparse_thresholds(&sorted, zeros, max_bins);
+    let codes = vals.iter().map(|&v| code(&thresholds, v)).collect();
+    let zero = code(&thresholds, 0.0);
+    Some(BinnedColumn {
+        thresholds,
+        codes: Codes::Sparse {
+            rows: rows.to_vec(),
+            codes,
+            zero,
+        },
+    })
 }
 
 impl Binned {
-    fn new(m: &DenseMatrix, rows: &[usize], max_bins: usize) -> Self {
-        let d = m.cols();
-        let per_feature: Vec<(Vec<f32>, Vec<u8>)> = (0..d)
-            .into_par_iter()
-            .map(|f| {
-                let values: Vec<f32> = rows.iter().map(|&r| m.row(r)[f] + 0.0).collect();
-                let thr = bin_thresholds(&values, max_bins);
-                let codes = values
-                    .iter()
-                    .map(|&v| thr.partition_point(|&t| t < v) as u8)
-                    .collect();
-                (thr, codes)
-            })
-            .collect();
-        let mut codes = Vec::with_capacity(d * rows.len());
-        let mut thresholds = Vec::with_capacity(d);
-        for (t, c) in per_feature {
-            thresholds.push(t);
-            codes.extend(c);
+    /// Bins rows `rows` of `x` into at most `max_bins` bins per feature.
+    fn new(x: &Features, rows: &[usize], max_bins: usize) -> Self {
+        let n = rows.len();
+        let columns: Vec<(u32, BinnedColumn)> = match x {
+            Features::Dense(m) => (0..m.cols())
+                .into_par_iter()
+                .filter_map(|j| {
+                    let (mut at, mut vals) = (Vec::new(), Vec::new());
+                    for (i, &r) in rows.iter().enumerate() {
+                        // +0.0 turns -0.0 into 0.0.
+                        let v = m.row(r)[j] + 0.0;
+                        if v != 0.0 {
+                            at.push(i as u32);
+                            vals.push(v);
+                        }
+                    }
+                    bin_column(&at, &vals, n, max_bins).map(|b| (j as u32, b))
+                })
+                .collect(),
+            Features::Sparse(m) => {
+                let s = SparseColumns::new(m, rows);
+                (0..s.columns.len())
+                    .into_par_iter()
+                    .filter_map(|f| {
+                        let (at, vals) = s.column(f);
+                        bin_column(at, vals, n, max_bins).map(|b| (s.columns[f], b))
+                    })
+                    .collect()
+            }
+        };
+        Self::assemble(n, columns)
+    }
+
+    /// Lays out the binned columns (in column order).
+    fn assemble(n: usize, columns: Vec<(u32, BinnedColumn)>) -> Self {
+        let mut b = Binned {
+            n,
+            feats: Vec::with_capacity(columns.len()),
+            dense: Vec::new(),
+            row_ptr: vec![0; n + 1],
+            row_feat: Vec::new(),
+            row_code: Vec::new(),
+            n_sparse: 0,
+        };
+        let mut sparse = Vec::new();
+        for (column, c) in columns {
+            let store = match c.codes {
+                Codes::Dense(codes) => {
+                    b.dense.extend_from_slice(&codes);
+                    Store::Dense {
+                        at: (b.dense.len() / n.max(1) - 1) as u32,
+                    }
+                }
+                Codes::Sparse { rows, codes, zero } => {
+                    for &r in &rows {
+                        b.row_ptr[r as usize + 1] += 1;
+                    }
+                    sparse.push((rows, codes));
+                    Store::Sparse {
+                        at: (sparse.len() - 1) as u32,
+                        zero,
+                    }
+                }
+            };
+            b.feats.push(BinnedFeature {
+                column,
+                thresholds: c.thresholds,
+                store,
+            });
         }
-        Binned {
-            n: rows.len(),
-            codes,
-            thresholds,
+        for r in 0..n {
+            b.row_ptr[r + 1] += b.row_ptr[r];
+        }
+        // Counting sort by row; features are visited in order, so each row's entries come
+        // out ascending by sparse number.
+        let mut next = b.row_ptr.clone();
+        b.row_feat = vec![0; b.row_ptr[n]];
+        b.row_code = vec![0; b.row_ptr[n]];
+        for (at, (rows, codes)) in sparse.iter().enumerate() {
+            for (&r, &c) in rows.iter().zip(codes) {
+                let p = &mut next[r as usize];
+                b.row_feat[*p] = at as u32;
+                b.row_code[*p] = c;
+                *p += 1;
+            }
+        }
+        b.n_sparse = sparse.len();
+        b
+    }
+
+    /// The densely stored codes number `at`.
+    fn dense_codes(&self, at: u32) -> &[u8] {
+        &self.dense[at as usize * self.n..(at as usize + 1) * self.n]
+    }
+
+    /// Row `r`'s code of kept feature `f`.
+    fn code(&self, f: usize, r: u32) -> u8 {
+        match self.feats[f].store {
+            Store::Dense { at } => self.dense_codes(at)[r as usize],
+            Store::Sparse { at, zero } => {
+                let (a, b) = (self.row_ptr[r as usize], self.row_ptr[r as usize + 1]);
+                match self.row_feat[a..b].binary_search(&at) {
+                    Ok(p) => self.row_code[a + p],
+                    Err(_) => zero,
+                }
+            }
         }
     }
 }
 
-/// At most `max_bins - 1` ascending thresholds splitting `values` into near-equal-count bins:
-/// midpoints between neighbouring distinct values when there are few enough, else between the
-/// values at the quantiles. No threshold reaches the largest value.
+/// At most `max_bins - 1` ascending thresholds splitting `values` into near-equal-count bins
+/// (see [`sorted_thresholds`]).
+#[cfg(test)]
 fn bin_thresholds(values: &[f32], max_bins: usize) -> Vec<f32> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable_by(f32::total_cmp);
-    let mut distinct = sorted.clone();
+    sorted_thresholds(&sorted, max_bins)
+}
+
+/// At most `max_bins - 1` ascending thresholds splitting the ascending `sorted` into
+/// near-equal-count bins: midpoints between neighbouring distinct values when there are few
+/// enough, else between the values at the quantiles. No threshold reaches the largest value.
+fn sorted_thresholds(sorted: &[f32], max_bins: usize) -> Vec<f32> {
+    if max_bins == 0 || sorted.is_empty() {
+        return Vec::new();
+    }
+    let mut distinct = sorted.to_vec();
     distinct.dedup();
     if distinct.len() <= max_bins {
         return distinct.windows(2).map(|w| midpoint(w[0], w[1])).collect();
@@ -423,6 +616,48 @@ fn bin_thresholds(values: &[f32], max_bins: usize) -> Vec<f32> {
             thr.push(t);
         }
     }
+    thr
+}
+
+/// Thresholds of a mostly-zero feature from its ascending non-zero values `sorted` and its
+/// `zeros` zero rows: every distinct value its own bin when they fit in `max_bins`; else 0
+/// in a bin of its own and the non-zero values in quantile bins, shared by the negative and
+/// the positive ones in proportion to their counts. (With `max_bins` 2 and values of both
+/// signs, there is no room for that: all values are binned as [`sorted_thresholds`] does.)
+fn sparse_thresholds(sorted: &[f32], zeros: usize, max_bins: usize) -> Vec<f32> {
+    let neg = sorted.partition_point(|&v| v < 0.0);
+    let (negs, poss) = sorted.split_at(neg);
+    let mut distinct = Vec::with_capacity(sorted.len() + 1);
+    distinct.extend_from_slice(negs);
+    if zeros > 0 {
+        distinct.push(0.0);
+    }
+    distinct.extend_from_slice(poss);
+    distinct.dedup();
+    let budget = max_bins - 1;
+    let both = !negs.is_empty() && !poss.is_empty();
+    if distinct.len() <= max_bins || zeros == 0 || (both && budget < 2) {
+        let mut all = negs.to_vec();
+        all.resize(neg + zeros, 0.0);
+        all.extend_from_slice(poss);
+        return sorted_thresholds(&all, max_bins);
+    }
+    let for_negs = if poss.is_empty() {
+        budget
+    } else if negs.is_empty() {
+        0
+    } else {
+        let share = budget as f64 * negs.len() as f64 / sorted.len() as f64;
+        (share.round() as usize).clamp(1, budget - 1)
+    };
+    let mut thr = sorted_thresholds(negs, for_negs);
+    if let Some(&last) = negs.last() {
+        thr.push(midpoint(last, 0.0));
+    }
+    if let Some(&first) = poss.first() {
+        thr.push(midpoint(0.0, first));
+    }
+    thr.extend(sorted_thresholds(poss, budget - for_negs));
     thr
 }
 
@@ -484,9 +719,15 @@ fn add(slots: &mut [Bin; NB], b: u8, v: &Bin) {
     *s = [s[0] + v[0], s[1] + v[1], s[2] + v[2], s[3] + v[3]];
 }
 
-/// `s` as one feature's block of slots.
-fn block(s: &[Bin]) -> &[Bin; NB] {
-    s.try_into().expect("blocks of NB slots")
+/// Adds row sums `v` to `slot`.
+#[inline(always)]
+fn add_slot(slot: &mut Bin, v: &Bin) {
+    *slot = [
+        slot[0] + v[0],
+        slot[1] + v[1],
+        slot[2] + v[2],
+        slot[3] + v[3],
+    ];
 }
 
 /// A node's sums and the split constraints.
@@ -499,15 +740,20 @@ struct Totals {
 }
 
 impl Totals {
-    /// The best boundary `(bin, num, den)` of one feature's histogram: rows with codes
-    /// `<= bin` go left. Candidates run from the first boundary with `min_samples_leaf` rows
+    /// The best boundary `(bin, num, den)` of one feature's histogram (`NB` slots for a
+    /// densely stored feature, one per bin for a sparse one): rows with codes `<= bin` go
+    /// left. Candidates run from the first boundary with `min_samples_leaf` rows
     /// and the least hessian on the left to the last with both on the right. A split's score
     /// `gl²/(hl + l2) + gr²/(hr + l2)` is kept as the fraction `num / den` and compared by
     /// cross-multiplying, so the scan never divides; it must beat the parent's `g²/(h + l2)`.
     /// An empty bin repeats the previous boundary, which keeps the tie.
     #[inline(always)]
-    fn scan(&self, slots: &[Bin; NB]) -> Option<(usize, f64, f64)> {
+    fn scan(&self, slots: &[Bin]) -> Option<(usize, f64, f64)> {
         let (g, h, l2) = (self.g, self.h, self.l2);
+        let w = slots.len();
+        if w < 2 {
+            return None;
+        }
         let (mut gl, mut hl, mut nl) = (0.0f64, 0.0f64, 0.0f32);
         let mut b = 0;
         loop {
@@ -519,7 +765,7 @@ impl Totals {
                 break;
             }
             b += 1;
-            if b == NB - 1 {
+            if b == w - 1 {
                 return None;
             }
         }
@@ -535,7 +781,7 @@ impl Totals {
                 best = Some((b, num, den));
             }
             b += 1;
-            if b == NB - 1 {
+            if b == w - 1 {
                 break;
             }
             let s = slots[b];
@@ -573,22 +819,85 @@ struct TreeJob<'a> {
     params: &'a GbdtParams,
     /// This class's gradient and hessian per training row.
     grad: &'a [[f32; 2]],
+    /// The tree's features (indices into `data.feats`), ascending.
     feats: &'a [u32],
+    /// Histogram block of each of `feats`: (offset, width). The densely stored features'
+    /// blocks come first, `NB` slots each, in `dense` order; the sparse ones' follow, a slot
+    /// per bin.
+    blocks: Vec<(usize, usize)>,
+    /// The densely stored features' code columns (`Store::Dense::at`), in `feats` order.
+    dense: Vec<u32>,
+    /// Each sparsely stored feature's block offset, by sparse number (`NONE` when the tree
+    /// does not use it).
+    sparse_at: Vec<usize>,
+    /// The tree's sparse blocks as (offset, width, code of 0).
+    sparse: Vec<(usize, usize, u8)>,
+    /// Histogram length.
+    len: usize,
 }
 
-impl TreeJob<'_> {
+/// No block.
+const NONE: usize = usize::MAX;
+
+impl<'a> TreeJob<'a> {
+    fn new(
+        data: &'a Binned,
+        params: &'a GbdtParams,
+        grad: &'a [[f32; 2]],
+        feats: &'a [u32],
+    ) -> Self {
+        let dense: Vec<u32> = feats
+            .iter()
+            .filter_map(|&f| match data.feats[f as usize].store {
+                Store::Dense { at } => Some(at),
+                Store::Sparse { .. } => None,
+            })
+            .collect();
+        let mut job = TreeJob {
+            data,
+            params,
+            grad,
+            feats,
+            blocks: Vec::with_capacity(feats.len()),
+            sparse_at: Vec::new(),
+            sparse: Vec::new(),
+            len: dense.len() * NB,
+            dense,
+        };
+        if data.n_sparse > 0 {
+            job.sparse_at = vec![NONE; data.n_sparse];
+        }
+        let mut next_dense = 0;
+        for &f in feats {
+            let feat = &data.feats[f as usize];
+            match feat.store {
+                Store::Dense { .. } => {
+                    job.blocks.push((next_dense * NB, NB));
+                    next_dense += 1;
+                }
+                Store::Sparse { at, zero } => {
+                    let width = feat.thresholds.len() + 1;
+                    job.blocks.push((job.len, width));
+                    job.sparse_at[at as usize] = job.len;
+                    job.sparse.push((job.len, width, zero));
+                    job.len += width;
+                }
+            }
+        }
+        job
+    }
+
     fn gh(&self, r: u32) -> [f32; 2] {
         self.grad[r as usize]
     }
 
-    /// Histograms of `rows` (ascending) for every feature of the tree, one `NB` slot block per
-    /// feature. Features go in pairs: one pass over the rows fills both, and each column is
-    /// read forwards.
+    /// Histograms of `rows` (ascending) for every feature of the tree. Densely stored
+    /// features go in pairs: one pass over the rows fills both, and each column is read
+    /// forwards. Sparse ones are filled from the rows' entries (see [`Self::sparse_hist`]).
     fn build_hist(&self, rows: &[u32], scratch: &mut Scratch) -> Vec<Bin> {
-        let mut hist = scratch
-            .hists
-            .pop()
-            .unwrap_or_else(|| vec![[0.0; 4]; self.feats.len() * NB]);
+        let mut hist = scratch.hists.pop().unwrap_or_default();
+        hist.clear();
+        hist.resize(self.len, [0.0; 4]);
         let n = self.data.n;
         let all = rows.len() == n;
         scratch.gh.clear();
@@ -597,12 +906,13 @@ impl TreeJob<'_> {
             [g, h, 1.0, 0.0]
         }));
         let gh = &scratch.gh;
-        let col = |f: u32| &self.data.codes[f as usize * n..(f as usize + 1) * n];
-        hist.par_chunks_mut(2 * NB)
-            .zip(self.feats.par_chunks(2))
+        let (dense, sparse) = hist.split_at_mut(self.dense.len() * NB);
+        let col = |at: u32| self.data.dense_codes(at);
+        dense
+            .par_chunks_mut(2 * NB)
+            .zip(self.dense.par_chunks(2))
             .with_min_len(4)
             .for_each(|(slots, fs)| {
-                slots.fill([0.0; 4]);
                 let (a, b) = slots.split_at_mut(NB);
                 let a: &mut [Bin; NB] = a.try_into().expect("blocks of NB slots");
                 match *fs {
@@ -631,10 +941,50 @@ impl TreeJob<'_> {
                     _ => unreachable!("features come in pairs"),
                 }
             });
+        if !self.sparse.is_empty() {
+            self.sparse_hist(rows, gh, sparse);
+        }
         hist
     }
 
-    /// The split of largest positive gain, or `None`.
+    /// The sparsely stored features' blocks (`slots`, which start at offset
+    /// `dense.len() · NB`): the rows' non-zero entries are added to their bins, then each
+    /// block's bin of 0 gets what the rows' totals leave, the sums of the rows holding 0.
+    fn sparse_hist(&self, rows: &[u32], gh: &[Bin], slots: &mut [Bin]) {
+        let base = self.dense.len() * NB;
+        let d = self.data;
+        let mut total = [0.0f64; 3];
+        for (&r, v) in rows.iter().zip(gh) {
+            for (t, &x) in total.iter_mut().zip(v) {
+                *t += x as f64;
+            }
+            for e in d.row_ptr[r as usize]..d.row_ptr[r as usize + 1] {
+                let at = self.sparse_at[d.row_feat[e] as usize];
+                if at != NONE {
+                    add_slot(&mut slots[at - base + d.row_code[e] as usize], v);
+                }
+            }
+        }
+        for &(at, width, zero) in &self.sparse {
+            let block = &mut slots[at - base..at - base + width];
+            let mut rest = total;
+            for s in block.iter() {
+                for (t, &x) in rest.iter_mut().zip(s) {
+                    *t -= x as f64;
+                }
+            }
+            // Row counts are exact: no zero rows means nothing to add.
+            if rest[2] > 0.0 {
+                let z = &mut block[zero as usize];
+                for (zl, r) in z.iter_mut().zip(rest) {
+                    *zl = (*zl as f64 + r) as f32;
+                }
+            }
+        }
+    }
+
+    /// The split of largest positive gain, or `None`; of equal gains, the feature first in
+    /// column order.
     fn best_split(&self, hist: &[Bin], g: f64, h: f64, n: u32) -> Option<Split> {
         let p = self.params;
         let t = Totals {
@@ -644,13 +994,14 @@ impl TreeJob<'_> {
             l2: p.l2,
             msl: p.min_samples_leaf as f32,
         };
-        let per_feature: Vec<Option<Split>> = hist
-            .par_chunks(NB)
+        let per_feature: Vec<Option<Split>> = self
+            .blocks
+            .par_iter()
             .enumerate()
             .with_min_len(16)
-            .map(|(fi, slots)| {
-                t.scan(block(slots))
-                    .and_then(|found| t.split(slots, fi, found))
+            .map(|(fi, &(at, width))| {
+                let slots = &hist[at..at + width];
+                t.scan(slots).and_then(|found| t.split(slots, fi, found))
             })
             .collect();
         per_feature
@@ -715,30 +1066,19 @@ impl TreeJob<'_> {
                 }
             };
             let f = self.feats[s.fi] as usize;
-            let col = &self.data.codes[f * n..(f + 1) * n];
             // A stable partition keeps every node's rows ascending, so histograms read the
             // feature columns forwards.
-            let part = &mut rows[t.start..t.end];
-            let mut i = 0;
-            scratch.right.clear();
-            for j in 0..part.len() {
-                let r = part[j];
-                if col[r as usize] as usize <= s.bin {
-                    part[i] = r;
-                    i += 1;
-                } else {
-                    scratch.right.push(r);
-                }
-            }
-            part[i..].copy_from_slice(&scratch.right);
+            let goes_left = |r: u32| self.data.code(f, r) as usize <= s.bin;
+            let i = partition(&mut rows[t.start..t.end], &mut scratch.right, goes_left);
             debug_assert_eq!(i, s.n_left as usize);
             let mid = t.start + i;
             let (left, right) = (tree.nodes.len(), tree.nodes.len() + 1);
             tree.nodes.extend([Node::LEAF; 2]);
             tree.values.extend([0.0; 2]);
+            let feat = &self.data.feats[f];
             tree.nodes[t.node] = Node {
-                feature: f as i32,
-                threshold: self.data.thresholds[f][s.bin],
+                feature: feat.column as i32,
+                threshold: feat.thresholds[s.bin],
                 left: left as u32,
                 right: right as u32,
             };
@@ -833,14 +1173,14 @@ impl Gbdt {
     }
 
     /// Raw class scores, `rows × n_classes`: log priors plus the sum of each class's trees.
-    fn raw_scores(&self, m: &DenseMatrix) -> Vec<f64> {
+    fn raw_scores(&self, rows: &Rows, n: usize) -> Vec<f64> {
         let k = self.n_classes;
-        let mut out = vec![0.0f64; m.rows() * k];
+        let mut out = vec![0.0f64; n * k];
         out.par_chunks_mut(k)
             .enumerate()
             .with_min_len(16)
             .for_each(|(i, s)| {
-                let row = m.row(i);
+                let row = rows.row(i);
                 for (o, &v) in s.iter_mut().zip(&self.init) {
                     *o = v as f64;
                 }
@@ -853,9 +1193,8 @@ impl Gbdt {
 
     /// Class probabilities, `rows × n_classes` row-major: the softmax of the raw scores.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, ClassicError> {
-        let m = dense(x, "gbdt")?;
         check_input(x, self.n_features)?;
-        let mut z = self.raw_scores(m);
+        let mut z = self.raw_scores(&Rows::new(x), x.rows());
         for row in z.chunks_exact_mut(self.n_classes) {
             let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let mut sum = 0.0;
@@ -955,7 +1294,8 @@ impl ProbaHead for Gbdt {
 mod tests {
     use super::*;
     use crate::forest::tests::{accuracy, blobs};
-    use lmfuse_core::{CsrMatrix, TensorData};
+    use crate::tree_data::Row;
+    use lmfuse_core::{CsrMatrix, DenseMatrix, TensorData};
 
     fn small() -> GbdtParams {
         GbdtParams {
@@ -1068,7 +1408,7 @@ mod tests {
             let mut want = vec![0.0; 90];
             grow((0..90).collect(), 0, c, dm, &score, &mut want);
             for (i, w) in want.iter().enumerate() {
-                let got = m.values[leaf_of(&m.nodes, m.roots[c], dm.row(i))] as f64;
+                let got = m.values[leaf_of(&m.nodes, m.roots[c], Row::Dense(dm.row(i)))] as f64;
                 assert!((got - w).abs() < 1e-4, "class {c} row {i}: {got} vs {w}");
             }
         }
@@ -1196,23 +1536,149 @@ mod tests {
         assert!(d.check().is_ok());
     }
 
-    #[test]
-    fn sparse_input_and_bad_rows_are_refused() {
-        let sparse = Features::Sparse(
-            CsrMatrix::new(2, 5, vec![0, 1, 2], vec![0, 3], vec![1.0, 2.0]).unwrap(),
-        );
-        assert_eq!(
-            small().fit(&sparse, &[0, 1], 2).unwrap_err(),
-            ClassicError::NeedsDense {
-                head: "gbdt",
-                cols: 5
+    /// A hash of every tensor's name and bits.
+    fn fingerprint(m: &Gbdt) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |v: u64| h = (h ^ v).wrapping_mul(0x100_0000_01b3);
+        for (name, t) in m.to_tensors() {
+            name.bytes().for_each(|b| eat(b as u64));
+            match &t.data {
+                TensorData::F32(v) => v.iter().for_each(|x| eat(x.to_bits() as u64)),
+                TensorData::I32(v) => v.iter().for_each(|&x| eat(x as u32 as u64)),
             }
+        }
+        h
+    }
+
+    /// Dense rows whose features all hold non-zero values in at least a quarter of the rows
+    /// are binned and grown exactly as before sparse input was supported: the fingerprint
+    /// was taken from the model of the earlier code.
+    #[test]
+    fn dense_fits_are_as_before_sparse_support() {
+        let (x, y) = blobs(400, 6, 3, 1.0, 17);
+        let Features::Dense(m) = &x else {
+            unreachable!()
+        };
+        // Columns 0 and 1 clipped at zero: about half their values are 0.
+        let data: Vec<f32> = m
+            .as_slice()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 6 < 2 { v.max(0.0) } else { v })
+            .collect();
+        let x = Features::Dense(DenseMatrix::new(400, 6, data).unwrap());
+        let p = GbdtParams {
+            max_rounds: 30,
+            min_samples_leaf: 5,
+            seed: 5,
+            ..Default::default()
+        };
+        let model = p.fit(&x, &y, 3).unwrap();
+        assert_eq!((model.rounds(), model.n_nodes()), (30, 1120));
+        assert_eq!(fingerprint(&model), 0x8cda_e0cc_5e17_b256);
+    }
+
+    #[test]
+    fn sparse_and_dense_rows_of_equal_values_grow_the_same_model() {
+        let (dense, sparse, y) = crate::test_data::mostly_zero(400, 12, 4);
+        for params in [
+            small(),
+            GbdtParams {
+                max_bins: 8,
+                colsample: 1.0,
+                ..small()
+            },
+            GbdtParams {
+                max_bins: 2,
+                validation_fraction: 0.0,
+                max_rounds: 10,
+                ..small()
+            },
+        ] {
+            let a = params.fit(&dense, &y, 3).unwrap();
+            let b = params.fit(&sparse, &y, 3).unwrap();
+            assert_eq!(a, b, "{params:?}");
+            let bits = |p: Vec<f32>| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let p = bits(a.predict_proba(&dense).unwrap());
+            assert_eq!(p, bits(a.predict_proba(&sparse).unwrap()));
+            assert_eq!(p, bits(b.predict_proba(&dense).unwrap()));
+        }
+        // Both kinds of storage were used.
+        let Features::Dense(m) = &dense else {
+            unreachable!()
+        };
+        let rows: Vec<usize> = (0..400).collect();
+        let binned = Binned::new(&dense, &rows, 255);
+        let stores: Vec<Store> = binned.feats.iter().map(|f| f.store).collect();
+        assert!(matches!(stores[0], Store::Dense { .. }), "{stores:?}");
+        assert!(matches!(stores[11], Store::Sparse { .. }), "{stores:?}");
+        // Every row's code of every feature puts its value on the right side of the
+        // thresholds, for both storages.
+        for (f, feat) in binned.feats.iter().enumerate() {
+            for r in 0..400 {
+                let v = m.row(r)[feat.column as usize];
+                let b = binned.code(f, r as u32) as usize;
+                let t = &feat.thresholds;
+                assert!(b == 0 || t[b - 1] < v, "feature {f} row {r}");
+                assert!(b == t.len() || v <= t[b], "feature {f} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_bins_give_zero_its_own_bin() {
+        // 990 zeros, values of both signs, more distinct values than bins.
+        let vals: Vec<f32> = (1..=10)
+            .flat_map(|i| [i as f32, -(i as f32) / 2.0])
+            .collect();
+        let mut sorted = vals.clone();
+        sorted.sort_by(f32::total_cmp);
+        let t = sparse_thresholds(&sorted, 990, 8);
+        assert!(t.len() <= 7 && t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+        let code = |v: f32| t.partition_point(|&x| x < v);
+        let zero = code(0.0);
+        assert!(sorted.iter().all(|&v| code(v) != zero), "{t:?}");
+        // Few distinct values: each its own bin.
+        assert_eq!(sparse_thresholds(&[-1.0, 2.0, 2.0], 50, 8), vec![-0.5, 1.0]);
+        // Room for 0 alone needs three bins with both signs; with two, all values share.
+        assert_eq!(
+            sparse_thresholds(&sorted, 990, 2),
+            sorted_thresholds(&[&sorted[..10], &[0.0; 990][..], &sorted[10..]].concat(), 2)
         );
+    }
+
+    #[test]
+    fn separates_sparse_documents_over_a_large_vocabulary() {
+        let (x, y) = crate::test_data::documents(900, 200_000, 5);
+        let train: Vec<usize> = (0..600).collect();
+        let test: Vec<usize> = (600..900).collect();
+        let m = GbdtParams {
+            min_samples_leaf: 3,
+            ..small()
+        }
+        .fit(&x.select_rows(&train), &y[..600], 3)
+        .unwrap();
+        let acc = accuracy(
+            &m.predict_proba(&x.select_rows(&test)).unwrap(),
+            &y[600..],
+            3,
+        );
+        assert!(acc > 0.9, "held-out accuracy {acc}");
+    }
+
+    #[test]
+    fn bad_rows_are_refused() {
         let (x, y) = blobs(60, 3, 3, 1.0, 4);
         let m = small().fit(&x, &y, 3).unwrap();
+        let wide = Features::Sparse(
+            CsrMatrix::new(2, 5, vec![0, 1, 2], vec![0, 3], vec![1.0, 2.0]).unwrap(),
+        );
         assert!(matches!(
-            m.predict_proba(&sparse),
-            Err(ClassicError::NeedsDense { head: "gbdt", .. })
+            m.predict_proba(&wide),
+            Err(ClassicError::Width {
+                expected: 3,
+                got: 5
+            })
         ));
         let narrow = Features::Dense(DenseMatrix::new(1, 2, vec![0.0; 2]).unwrap());
         assert!(matches!(

@@ -15,6 +15,7 @@ pub mod logreg;
 pub mod mlp;
 pub mod nb;
 pub mod svm;
+mod tree_data;
 
 pub use any::{Head, HeadParams};
 pub use bag::Bag;
@@ -85,14 +86,6 @@ pub enum ClassicError {
         tensor: String,
         /// What is wrong.
         reason: String,
-    },
-    /// The head needs dense features but got sparse ones.
-    #[error("the {head} head needs dense features (emb, tab); got {cols} sparse columns (TF-IDF)")]
-    NeedsDense {
-        /// Head name.
-        head: &'static str,
-        /// Sparse columns given.
-        cols: usize,
     },
     /// Training produced NaN or infinite weights.
     #[error("training diverged: the {head} head's weights are NaN or infinite (lower the learning rate or raise the weight decay)")]
@@ -172,6 +165,76 @@ pub(crate) mod test_data {
             y.push(c);
         }
         (Features::Dense(DenseMatrix::new(n, 2, data).unwrap()), y)
+    }
+
+    /// Mixed rows in which most values are 0: `(dense, sparse, labels)` with the same values.
+    /// Columns `0..4` are non-zero in about 60 % of the rows, the others in about 5 %, so the
+    /// tree heads see features of both kinds; values are of both signs, some repeated. The
+    /// label is the class of the largest of three sums of columns. The sparse rows list their
+    /// entries in descending column order, with an explicit 0 entry in some rows.
+    pub fn mostly_zero(n: usize, d: usize, seed: u64) -> (Features, Features, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let mut dense = vec![0.0f32; n * d];
+        let (mut indptr, mut indices, mut values) = (vec![0], Vec::new(), Vec::new());
+        let mut y = Vec::with_capacity(n);
+        for r in 0..n {
+            let row = &mut dense[r * d..(r + 1) * d];
+            for (j, v) in row.iter_mut().enumerate() {
+                let keep = if j < 4 { 60 } else { 5 };
+                if rng.below(100) < keep {
+                    // Quarter steps in [-2, 4): repeated values, both signs.
+                    *v = (rng.below(24) as f32 - 8.0) / 4.0;
+                }
+            }
+            let score = |c: usize| (0..d).filter(|j| j % 3 == c).map(|j| row[j]).sum::<f32>();
+            y.push(
+                (0..3)
+                    .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+                    .unwrap(),
+            );
+            for j in (0..d).rev() {
+                if row[j] != 0.0 || (j == r % d && r % 5 == 0) {
+                    indices.push(j as u32);
+                    values.push(row[j]);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        let sparse = CsrMatrix::new(n, d, indptr, indices, values).unwrap();
+        let dense = DenseMatrix::new(n, d, dense).unwrap();
+        assert_eq!(sparse.to_dense(), dense);
+        (Features::Dense(dense), Features::Sparse(sparse), y)
+    }
+
+    /// Bag-of-words rows over `vocab` columns: each of `n` rows holds 2 words of its class
+    /// (class `c` owns 20 words, spread over the vocabulary) and 4 random words, with
+    /// TF-IDF-like positive values; labels cycle through 3 classes.
+    pub fn documents(n: usize, vocab: usize, seed: u64) -> (Features, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let word = |c: usize, i: usize| ((c * 20 + i) * (vocab / 61) + 7) % vocab;
+        let (mut indptr, mut indices, mut values) = (vec![0], Vec::new(), Vec::new());
+        let mut y = Vec::with_capacity(n);
+        for r in 0..n {
+            let c = r % 3;
+            let mut row: Vec<(u32, f32)> = Vec::new();
+            for _ in 0..2 {
+                row.push((
+                    word(c, rng.below(20)) as u32,
+                    0.5 + rng.below(50) as f32 / 100.0,
+                ));
+            }
+            for _ in 0..4 {
+                row.push((rng.below(vocab) as u32, 0.1 + rng.below(50) as f32 / 100.0));
+            }
+            row.sort_by_key(|e| e.0);
+            row.dedup_by_key(|e| e.0);
+            indices.extend(row.iter().map(|e| e.0));
+            values.extend(row.iter().map(|e| e.1));
+            indptr.push(indices.len());
+            y.push(c);
+        }
+        let m = CsrMatrix::new(n, vocab, indptr, indices, values).unwrap();
+        (Features::Sparse(m), y)
     }
 
     /// The same rows as CSR.
