@@ -100,11 +100,6 @@ pub fn param_range(head: HeadKind, c_grid: &[f64]) -> Option<ParamRange> {
     }
 }
 
-/// Whether `head` can read `set`: the tree heads take dense features only, so no TF-IDF.
-pub fn accepts(head: HeadKind, set: FeatureSet) -> bool {
-    !matches!(head, HeadKind::Rf | HeadKind::Gbdt) || set == FeatureSet::Emb
-}
-
 /// The head's hyperparameters with its main one set to `value` (the others at their
 /// defaults; `seed` for the random ones), as `lmfuse train` builds them; `None` for the
 /// shared head, which is not searched.
@@ -169,8 +164,9 @@ pub struct SearchSpace {
 }
 
 impl SearchSpace {
-    /// The (feature set, head) pairs that fit together, in order; an error names a head the
-    /// search does not know or an empty space.
+    /// The (feature set, head) pairs, in order (every head reads every feature set, the
+    /// tree heads sparse TF-IDF included); an error names a head the search does not know or
+    /// an empty space.
     pub fn pairs(&self) -> Result<Vec<(FeatureSet, HeadKind, ParamRange)>, TrainError> {
         let mut out = Vec::new();
         for &h in &self.heads {
@@ -179,14 +175,12 @@ impl SearchSpace {
                 TrainError::Option(format!("tune cannot search the head {name} yet"))
             })?;
             for &f in &self.feature_sets {
-                if accepts(h, f) {
-                    out.push((f, h, range.clone()));
-                }
+                out.push((f, h, range.clone()));
             }
         }
         if out.is_empty() {
             return Err(TrainError::Option(
-                "no feature set and head fit together (rf and gbdt take emb only)".into(),
+                "the search space is empty: give at least one feature set and one head".into(),
             ));
         }
         crate::BlockWeights::check_emb_choices(&self.emb_weights)?;
@@ -460,15 +454,10 @@ mod tests {
             if let Some(w) = c.emb_weight {
                 assert!((0.5..=4.0).contains(&w), "{}", c.label());
             }
-            assert!(
-                !matches!(h, "rf" | "gbdt") || f == FeatureSet::Emb,
-                "{}",
-                c.label()
-            );
             seen.insert((f, h));
         }
-        // 200 draws reach every one of the 3·4 + 2 pairs.
-        assert_eq!(seen.len(), 14);
+        // 200 draws reach every one of the 3·6 pairs.
+        assert_eq!(seen.len(), 18);
         // No repeats.
         for (i, c) in a.iter().enumerate() {
             assert!(!a[..i].contains(c), "{} repeats", c.label());
@@ -501,8 +490,8 @@ mod tests {
     fn the_grid_is_every_combination() {
         let g = space().grid().unwrap();
         // logreg, svm: 3 C × (emb + tfidf + 4 weights) = 18 each; nb 5 × 6; knn 6 × 6;
-        // rf, gbdt: 3 values on emb only.
-        assert_eq!(g.len(), 18 + 18 + 30 + 36 + 3 + 3);
+        // rf, gbdt: 3 values × 6, sparse TF-IDF included.
+        assert_eq!(g.len(), 18 + 18 + 30 + 36 + 18 + 18);
         let fused_logreg: Vec<String> = g
             .iter()
             .filter(|c| c.features == FeatureSet::TfidfEmb && c.params.name() == "logreg")
@@ -510,11 +499,16 @@ mod tests {
             .collect();
         assert_eq!(fused_logreg.len(), 12);
         assert_eq!(fused_logreg[0], "tfidf+emb:logreg c=0.1 emb_weight=0.5");
-        let bad = SearchSpace {
+        let trees_on_tfidf = SearchSpace {
             feature_sets: vec![FeatureSet::Tfidf],
-            heads: vec![HeadKind::Rf],
+            heads: vec![HeadKind::Rf, HeadKind::Gbdt],
             ..space()
         };
-        assert!(bad.grid().unwrap_err().to_string().contains("emb only"));
+        assert_eq!(trees_on_tfidf.grid().unwrap().len(), 6);
+        let empty = SearchSpace {
+            heads: vec![],
+            ..space()
+        };
+        assert!(empty.grid().unwrap_err().to_string().contains("empty"));
     }
 }
