@@ -477,3 +477,28 @@ fn hub_id_found_in_the_local_hf_cache_needs_no_network() {
     );
     assert_eq!(read_jsonl(&out_path).len(), 1);
 }
+
+/// `--model` naming a file, or a folder whose config.json is broken: the one error line names
+/// the path and gives the cause exactly once (error messages leave their cause to `source()`).
+#[test]
+fn a_bad_model_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = common::workspace().join("examples/reviews.jsonl");
+    let out = dir.path().join("out");
+    let (t, o) = (train.to_str().unwrap(), out.to_str().unwrap());
+    let broken = dir.path().join("broken-model");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("config.json"), "{\"hidden_size\": ").unwrap();
+    let b = broken.to_str().unwrap();
+    for (model, cause) in [
+        ("/etc/passwd", "is a file, not a model folder"),
+        (b, "EOF while parsing"),
+    ] {
+        let args = ["train", "--model", model, "--train", t, "--out", o];
+        assert_one_line_error(&args, &[model]);
+        let stderr = common::run(&args, &dir.path().join("cache")).stderr;
+        let stderr = String::from_utf8_lossy(&stderr);
+        assert_eq!(stderr.matches(cause).count(), 1, "{model}: {stderr}");
+    }
+    assert!(!out.exists());
+}
