@@ -301,18 +301,73 @@ impl Columns {
         }
     }
 
-    /// Sets `out` to the features that take more than one value over `rows` (a feature
-    /// stored in only some rows varies: the others hold 0).
-    fn varying(&self, rows: &[u32], sc: &mut Scratch, out: &mut Vec<u32>) {
+    /// Sets `out` to the features a split of `rows` tries, in order: of the features that
+    /// take more than one value over the rows, the `mtry` of least [`rank`] under `key`.
+    /// Dense input ranks every column and checks the least ranked first (most vary); sparse
+    /// input lists the varying features from the rows' entries (a feature stored in only
+    /// some rows varies: the others hold 0), as most columns hold 0 throughout a node.
+    fn candidates(
+        &self,
+        rows: &[u32],
+        sc: &mut Scratch,
+        (key, mtry): (u64, usize),
+        out: &mut Vec<u32>,
+    ) {
         out.clear();
+        let ranked = &mut sc.ranked;
+        ranked.clear();
         match self {
             Columns::Dense { n, d, cols } => {
-                for f in 0..*d {
-                    let col = &cols[f * n..(f + 1) * n];
+                let varies = |f: u32| {
+                    let col = &cols[f as usize * n..(f as usize + 1) * n];
                     let first = col[rows[0] as usize];
-                    if rows[1..].iter().any(|&r| col[r as usize] != first) {
-                        out.push(f as u32);
+                    rows[1..].iter().any(|&r| col[r as usize] != first)
+                };
+                // First the features ranked below a cut that about 2·mtry ranks fall under;
+                // usually enough of them vary.
+                let cut = if 4 * mtry >= *d {
+                    u64::MAX
+                } else {
+                    ((2 * mtry) as u128 * (1u128 << 64) / *d as u128) as u64
+                };
+                ranked.extend(
+                    (0..*d as u32)
+                        .map(|f| (rank(key, f), f))
+                        .filter(|e| e.0 < cut),
+                );
+                ranked.sort_unstable();
+                out.extend(
+                    ranked
+                        .iter()
+                        .map(|&(_, f)| f)
+                        .filter(|&f| varies(f))
+                        .take(mtry),
+                );
+                if out.len() == mtry || cut == u64::MAX {
+                    return;
+                }
+                // Then the others, in batches in rank order, each as large as still wanted.
+                ranked.clear();
+                ranked.extend(
+                    (0..*d as u32)
+                        .map(|f| (rank(key, f), f))
+                        .filter(|e| e.0 >= cut),
+                );
+                let mut start = 0;
+                while out.len() < mtry && start < ranked.len() {
+                    let want = mtry - out.len();
+                    let end = (start + want).min(ranked.len());
+                    if end < ranked.len() {
+                        ranked[start..].select_nth_unstable(want - 1);
                     }
+                    ranked[start..end].sort_unstable();
+                    out.extend(
+                        ranked[start..end]
+                            .iter()
+                            .map(|&(_, f)| f)
+                            .filter(|&f| varies(f)),
+                    );
+                    start = end;
                 }
             }
             Columns::Sparse(s) => {
@@ -324,30 +379,34 @@ impl Columns {
                         if sc.seen[f] != stamp {
                             (sc.seen[f], sc.count[f], sc.first[f], sc.same[f]) =
                                 (stamp, 0, v, true);
-                            out.push(f as u32);
+                            ranked.push((rank(key, s.columns[f]), f as u32));
                         }
                         sc.count[f] += 1;
                         sc.same[f] &= v == sc.first[f];
                     }
                 }
                 let m = rows.len() as u32;
-                out.retain(|&f| sc.count[f as usize] < m || !sc.same[f as usize]);
+                ranked.retain(|&(_, f)| sc.count[f as usize] < m || !sc.same[f as usize]);
+                if ranked.len() > mtry {
+                    ranked.select_nth_unstable(mtry - 1);
+                    ranked.truncate(mtry);
+                }
+                ranked.sort_unstable();
+                out.extend(ranked.iter().map(|&(_, f)| f));
             }
         }
     }
 
-    /// Sets `out` to the sort keys ([`sort_key`] above, row below) of feature `f`'s non-zero
-    /// values in `rows`, ascending. Sparse input: `mark[r] == stamp` flags the rows.
+    /// Sets `out` to the sort keys ([`sort_key`] above, row below) of feature `f`'s values in
+    /// `rows`, ascending: every row's for dense input, the non-zero ones for sparse input
+    /// (where `mark[r] == stamp` flags the rows). [`sweep`] gives the same split either way.
     fn nonzero_keys(&self, f: u32, rows: &[u32], (mark, stamp): (&[u32], u32), out: &mut Vec<u64>) {
         out.clear();
         let key = |v: f32, r: u32| (sort_key(v) as u64) << 32 | r as u64;
         match self {
             Columns::Dense { n, cols, .. } => {
                 let col = &cols[f as usize * n..(f as usize + 1) * n];
-                out.extend(rows.iter().filter_map(|&r| {
-                    let v = col[r as usize];
-                    (v != 0.0).then(|| key(v, r))
-                }));
+                out.extend(rows.iter().map(|&r| key(col[r as usize], r)));
             }
             Columns::Sparse(s) => {
                 let (col_rows, col_vals) = s.column(f as usize);
@@ -512,7 +571,8 @@ struct Scratch {
     /// Per class: weight on the left of the sweep, and in the node's zero rows.
     left: Vec<i64>,
     zero: Vec<i64>,
-    varying: Vec<u32>,
+    /// The features a split tries, and (rank, feature) pairs to choose them.
+    tried: Vec<u32>,
     ranked: Vec<(u64, u32)>,
     /// Sparse input: per feature, the node that last saw it, its count there, its first
     /// value and whether all its values there equal that one; per row, the node it is in.
@@ -536,7 +596,7 @@ impl Scratch {
             keys: Vec::new(),
             left: vec![0; data.k],
             zero: vec![0; data.k],
-            varying: Vec::new(),
+            tried: Vec::new(),
             ranked: Vec::new(),
             seen: vec![0; u],
             count: vec![0; u],
@@ -656,7 +716,7 @@ fn grow(data: &TrainData, p: &RandomForestParams, mtry: usize, mut rng: SeededRn
 
 /// The best Gini split of `rows` (ascending, distinct) as (feature, threshold), or `None`:
 /// of the features that vary over the rows, the `mtry` of least [`rank`] under `key` are
-/// tried, in rank order; a tie keeps the earlier. This picks a uniform random subset of the
+/// tried, in rank order ([`Columns::candidates`]); a tie keeps the earlier. This picks a uniform random subset of the
 /// varying features, as scikit-learn's rule (draw features until `mtry` non-constant ones are
 /// found) does, without visiting the constant ones, which are most of a sparse matrix.
 fn best(
@@ -669,19 +729,11 @@ fn best(
     key: u64,
 ) -> Option<(u32, f32)> {
     let cols = data.cols;
-    let mut varying = std::mem::take(&mut sc.varying);
-    cols.varying(rows, sc, &mut varying);
-    let mut ranked = std::mem::take(&mut sc.ranked);
-    ranked.clear();
-    ranked.extend(varying.iter().map(|&f| (rank(key, cols.column(f)), f)));
-    if ranked.len() > mtry {
-        ranked.select_nth_unstable(mtry - 1);
-        ranked.truncate(mtry);
-    }
-    ranked.sort_unstable();
+    let mut tried = std::mem::take(&mut sc.tried);
+    cols.candidates(rows, sc, (key, mtry), &mut tried);
     let mut best: Option<(f64, u32, f32)> = None;
     let mut keys = std::mem::take(&mut sc.keys);
-    for &(_, f) in &ranked {
+    for &f in &tried {
         cols.nonzero_keys(f, rows, (&sc.mark, sc.stamp), &mut keys);
         let found = sweep(data, sc, node, &keys, rows.len(), weight);
         if let Some((score, thr)) = found {
@@ -690,7 +742,7 @@ fn best(
             }
         }
     }
-    (sc.varying, sc.ranked, sc.keys) = (varying, ranked, keys);
+    (sc.tried, sc.keys) = (tried, keys);
     best.map(|(_, f, thr)| (f, thr))
 }
 
@@ -715,8 +767,8 @@ impl Sums {
 }
 
 /// The best boundary of one feature over a node's `m` rows as (score, threshold): `keys` are
-/// the rows' non-zero values, ascending; the other rows hold 0 and move left as one group,
-/// between the negative and the positive values. Minimising the children's weighted Gini
+/// the rows' values, ascending, and may leave out rows holding 0: those move left as one
+/// group, between the negative and the positive values. Minimising the children's weighted Gini
 /// impurity is maximising Σ_side (Σ_c weight_c²) / weight, kept exactly in integers and
 /// updated in O(1) per row (O(classes) for the zero group), so the boundaries and scores are
 /// those of a sweep over every row one by one.
@@ -729,15 +781,17 @@ fn sweep(
     weight: &[u32],
 ) -> Option<(f64, f32)> {
     let zero_rows = m - keys.len();
-    for &c in node.classes {
-        sc.zero[c as usize] = node.total[c as usize];
-    }
-    for &k in keys {
-        let s = (k & 0xFFFF_FFFF) as usize;
-        sc.zero[data.y[s] as usize] -= weight[s] as i64;
+    let has_zero = zero_rows > 0;
+    if has_zero {
+        for &c in node.classes {
+            sc.zero[c as usize] = node.total[c as usize];
+        }
+        for &k in keys {
+            let s = (k & 0xFFFF_FFFF) as usize;
+            sc.zero[data.y[s] as usize] -= weight[s] as i64;
+        }
     }
     let neg = keys.partition_point(|&k| ((k >> 32) as u32) < ZERO_KEY);
-    let has_zero = zero_rows > 0;
     let items = keys.len() + usize::from(has_zero);
     let is_zero = |i: usize| has_zero && i == neg;
     let key_index = |i: usize| if has_zero && i > neg { i - 1 } else { i };
@@ -1316,9 +1370,28 @@ pub(crate) mod tests {
         let mut sc = Scratch::new(&data);
         let rows: Vec<u32> = (0..40).collect();
         sc.enter(&rows);
-        let mut varying = Vec::new();
-        cols.varying(&rows, &mut sc, &mut varying);
-        assert_eq!(varying, [1, 2]);
+        let sparse_x = crate::test_data::to_sparse(&x);
+        let sparse_cols = Columns::new(&sparse_x);
+        let sparse_data = TrainData {
+            cols: &sparse_cols,
+            ..data
+        };
+        let mut sparse_sc = Scratch::new(&sparse_data);
+        let (mut dense_tried, mut sparse_tried) = (Vec::new(), Vec::new());
+        for key in 0..20u64 {
+            cols.candidates(&rows, &mut sc, (key, 3), &mut dense_tried);
+            sparse_sc.enter(&rows);
+            sparse_cols.candidates(&rows, &mut sparse_sc, (key, 3), &mut sparse_tried);
+            let mut want = vec![1, 2];
+            want.sort_by_key(|&f| rank(key, f));
+            assert_eq!(dense_tried, want, "key {key}");
+            // Sparse features are the columns holding non-zero values (1, 2 here as well).
+            let cols_of: Vec<u32> = sparse_tried
+                .iter()
+                .map(|&f| sparse_cols.column(f))
+                .collect();
+            assert_eq!(cols_of, want, "key {key}");
+        }
         // With one feature a split, the split is on whichever ranks first under the key.
         let (total, classes) = ([20i64, 20], [0u32, 1]);
         let node = NodeStats {
