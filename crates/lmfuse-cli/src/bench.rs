@@ -1,6 +1,5 @@
 //! `lmfuse bench embed`: encoding throughput and cache speed-up, measured in one run.
 
-use crate::embed::{embed_texts, read_input};
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
@@ -8,6 +7,8 @@ use lmfuse_cache::EmbeddingCache;
 use lmfuse_core::TextEncoder;
 use lmfuse_data::Format;
 use lmfuse_encoder::SentenceEncoder;
+use lmfuse_pipeline::data::read_input;
+use lmfuse_pipeline::encoders::embed_texts;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -114,11 +115,12 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
     } else {
         let dir = tempfile::tempdir().context("cannot create a temporary cache folder")?;
         let mut cache = EmbeddingCache::open(dir.path())?;
-        let (_, cold) = embed_texts(&texts, &files, &options, Some(&mut cache), quiet)?;
+        let bars = crate::progress::Bars::new(quiet);
+        let (_, cold) = embed_texts(&texts, &files, &options, Some(&mut cache), &bars)?;
         // The warm pass includes resolving the model (hashing its weights), as `embed` does.
         let t = Instant::now();
         let files = args.model.resolve()?;
-        let (_, warm) = embed_texts(&texts, &files, &options, Some(&mut cache), quiet)?;
+        let (_, warm) = embed_texts(&texts, &files, &options, Some(&mut cache), &bars)?;
         let warm_seconds = t.elapsed().as_secs_f64();
         Some(CacheReport {
             cold_seconds: cold.seconds,

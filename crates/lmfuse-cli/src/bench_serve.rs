@@ -105,7 +105,7 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
     );
     let target = Target::parse(&args.url).with_context(|| format!("bad --url {}", args.url))?;
     let texts: Vec<String> = match &args.input {
-        Some(p) => crate::embed::read_input(p, args.format, &args.text_col)?,
+        Some(p) => lmfuse_pipeline::data::read_input(p, args.format, &args.text_col)?,
         None => vec!["The battery lasts all day and the screen is lovely.".to_string()],
     };
     anyhow::ensure!(!texts.is_empty(), "no texts to send");

@@ -1,9 +1,7 @@
 //! A bundle ready to predict: its classifier(s), and the encoder it was trained with, resolved
 //! and checked. Shared by `eval`, `predict` and `serve`.
 
-use crate::embed::embed_texts;
 use anyhow::Context;
-use lmfuse_cache::EmbeddingCache;
 use lmfuse_core::DenseMatrix;
 use lmfuse_data::Cell;
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
@@ -77,32 +75,6 @@ impl Loaded {
             Predictor::Single(c) => c.oos.as_ref(),
             Predictor::Ensemble(_) => None,
         }
-    }
-
-    /// Class probabilities of `texts` (with side `columns`), row-major, and the out-of-scope
-    /// decisions where the bundle has a detector: each encoder runs at most once (through
-    /// the cache), whatever the number of members that use its embeddings.
-    pub fn predict_proba(
-        &self,
-        texts: &[String],
-        columns: &[(String, Vec<Cell>)],
-        mut cache: Option<&mut EmbeddingCache>,
-        quiet: bool,
-    ) -> anyhow::Result<(Vec<f32>, Option<Vec<OosDecision>>)> {
-        let mut embs = Vec::with_capacity(self.encoders.len());
-        for (i, e) in self.encoders.iter().enumerate() {
-            embs.push(if self.needs_encoder(i) {
-                let (emb, _) =
-                    embed_texts(texts, &e.files, &e.options, cache.as_deref_mut(), quiet)?;
-                Some(DenseMatrix::from(emb))
-            } else {
-                None
-            });
-        }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let proba = self.predict_proba_embedded(&refs, columns, &embs)?;
-        let oos = self.oos(embs[0].as_ref(), &proba)?;
-        Ok((proba, oos))
     }
 
     /// Out-of-scope decisions for rows with embeddings `emb` and class probabilities `proba`,

@@ -107,30 +107,28 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn spec(&self) -> lmfuse_encoder::ModelSpec {
-        match &self.model {
-            None => lmfuse_encoder::ModelSpec::Default,
-            Some(m) => lmfuse_encoder::ModelSpec::parse(m),
-        }
-    }
-
-    fn load_options(&self) -> lmfuse_encoder::LoadOptions {
-        lmfuse_encoder::LoadOptions {
+    /// The pipeline's encoder choice.
+    pub(crate) fn choice(&self) -> lmfuse_pipeline::encoders::EncoderChoice {
+        lmfuse_pipeline::encoders::EncoderChoice {
+            model: self.model.clone(),
             pooling: self.pooling,
+            max_length: self.max_length,
             normalize: match (self.normalize, self.no_normalize) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             },
-            max_seq_length: self.max_length,
             batch_tokens: Some(self.batch_tokens),
         }
     }
 
+    fn load_options(&self) -> lmfuse_encoder::LoadOptions {
+        self.choice().load_options()
+    }
+
     /// Resolves the model and hashes its weights.
     fn resolve(&self) -> anyhow::Result<lmfuse_encoder::ModelFiles> {
-        let spec = self.spec();
-        lmfuse_encoder::ModelFiles::resolve(&spec).context("cannot open the model")
+        Ok(self.choice().resolve()?)
     }
 }
 

@@ -8,28 +8,11 @@
 //! CV of TF-IDF configurations slightly optimistic (the same for every configuration of one
 //! run, so rankings are barely touched).
 
-use crate::classify::{now_rfc3339, print_reports, HeadArg};
-use crate::compare::{blocks_of, fold_accuracies, mean_std, ExperimentArgs, SplitFeatures};
-use anyhow::Context;
-use clap::{Args, ValueEnum};
-use lmfuse_classic::ProbaHead;
-use lmfuse_core::Features;
-use lmfuse_metrics::Report;
-use lmfuse_train::search::{self, Config, FeatureSet, Rung, SearchSpace};
-use lmfuse_train::{BlockWeights, Blocks, Classifier, HeadCard, ModelCard, TextFeaturizer};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::time::Instant;
-
-/// How configurations are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SearchArg {
-    /// `--trials` draws: a (feature set, head) pair uniformly, its hyperparameter and the
-    /// fusion weight log-uniformly over their ranges.
-    Random,
-    /// Every combination of feature set, head, the head's grid and the fusion weights.
-    Grid,
-}
+use crate::classify::{print_reports, HeadArg};
+use crate::compare::ExperimentArgs;
+use crate::progress::Bars;
+use clap::Args;
+use lmfuse_pipeline::tune::{SearchKind, TuneOutcome, TuneSpec};
 
 /// Arguments of `lmfuse tune`.
 #[derive(Args, Debug)]
@@ -52,7 +35,7 @@ pub struct TuneArgs {
     heads: Vec<HeadArg>,
     /// Random draws or the full grid.
     #[arg(long, value_enum, default_value = "random")]
-    search: SearchArg,
+    search: SearchKind,
     /// Configurations drawn by random search.
     #[arg(long, default_value_t = 20)]
     trials: usize,
@@ -71,417 +54,79 @@ pub struct TuneArgs {
     emb_weights: Vec<f32>,
 }
 
-/// One configuration's cross-validated score on one rung.
-#[derive(Debug, Clone, Serialize)]
-struct RungScore {
-    rung: usize,
-    rows: usize,
-    cv_accuracy: f64,
-    cv_std: f64,
-    seconds: f64,
-}
-
-/// One configuration tried.
-#[derive(Debug, Clone, Serialize)]
-struct Trial {
-    id: usize,
-    config: String,
-    features: &'static str,
-    head: &'static str,
-    param: &'static str,
-    value: f64,
-    emb_weight: Option<f32>,
-    params: lmfuse_classic::HeadParams,
-    /// The last rung it was scored on, and its score there.
-    rung: usize,
-    rows: usize,
-    cv_accuracy: f64,
-    cv_std: f64,
-    /// Seconds of all its cross-validation fits.
-    fit_seconds: f64,
-    scores: Vec<RungScore>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// The winner, refit on all of train (keys as `lmfuse train --json`, plus the CV score).
-#[derive(Debug, Serialize)]
-struct Best {
-    bundle: Option<String>,
-    encoder: String,
-    config: String,
-    head: &'static str,
-    features: Vec<String>,
-    emb_weight: f32,
-    labels: Vec<String>,
-    data: crate::classify::DataReport,
-    selected: BTreeMap<&'static str, serde_json::Value>,
-    cv_accuracy: f64,
-    cv_std: f64,
-    /// `null` without a dev file: tune carves none.
-    dev: Option<Report>,
-    test: Report,
-    seconds: BTreeMap<&'static str, f64>,
-}
-
-fn weights_of(c: &Config) -> BlockWeights {
-    BlockWeights::with_emb(c.emb_weight.unwrap_or(1.0))
-}
-
-/// Cross-validated accuracy (mean, std over folds) of `config` on the rows of `blocks`. The
-/// head is fit in its cheaper [`lmfuse_classic::HeadParams::for_selection`] form (the SVM
-/// without its probability calibration folds), as `lmfuse train` selects on dev; the winner is
-/// refit as configured.
-fn cross_validate(
-    config: &Config,
-    blocks: &Blocks,
-    y: &[usize],
-    k: usize,
-    folds: &[usize],
-    n_folds: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let x = blocks_of(blocks, config.features.tfidf(), config.features.emb())
-        .fuse(&weights_of(config))?;
-    let params = config.params.for_selection();
-    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
-    Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
+impl TuneArgs {
+    fn spec(&self) -> anyhow::Result<TuneSpec> {
+        Ok(TuneSpec {
+            exp: self.exp.spec("tune")?,
+            feature_sets: self.feature_sets.clone(),
+            heads: self.heads.iter().map(|h| h.kind()).collect(),
+            search: self.search,
+            trials: self.trials,
+            halving: self.halving,
+            eta: self.eta,
+            emb_weights: self.emb_weights.clone(),
+        })
+    }
 }
 
 /// Runs `lmfuse tune`.
 pub fn run(args: &TuneArgs, quiet: bool) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let quiet = quiet || args.exp.json;
-    let train_path = args.exp.check("tune")?;
-    anyhow::ensure!(args.eta >= 2, "--eta must be at least 2");
-    anyhow::ensure!(args.trials >= 1, "--trials must be at least 1");
-    let mut feature_sets: Vec<FeatureSet> = Vec::new();
-    for s in &args.feature_sets {
-        let f = FeatureSet::parse(s.trim())?;
-        if !feature_sets.contains(&f) {
-            feature_sets.push(f);
-        }
-    }
-    let mut heads = Vec::new();
-    for h in &args.heads {
-        if !heads.contains(&h.kind()) {
-            heads.push(h.kind());
-        }
-    }
-    let space = SearchSpace {
-        feature_sets,
-        heads,
-        c_grid: args.exp.c_grid.clone(),
-        emb_weights: args.emb_weights.clone(),
-        head_seed: args.exp.seed,
-    };
-    let configs = match args.search {
-        SearchArg::Random => space.random(args.trials, args.exp.seed)?,
-        SearchArg::Grid => space.grid()?,
-    };
-
-    // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
-    // No --dev: no dev rows; the search never reads dev, so a slice would only cost train rows.
-    let splits = args.exp.splits(train_path, false)?;
-    let labels = &splits.labels;
-    let k = labels.len();
-    let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
-    let needs_emb = configs.iter().any(|c| c.features.emb());
-    let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
-    let t = Instant::now();
-    let SplitFeatures {
-        all_texts,
-        encoder,
-        tfidf,
-        blocks,
-    } = args.exp.features(&splits, needs_emb, needs_tfidf, quiet)?;
-    let train_rows: Vec<usize> = (0..n_train).collect();
-    let blocks_train = blocks.select_rows(&train_rows);
-    let features_seconds = t.elapsed().as_secs_f64();
-
-    // The schedule: one rung on all of train, or successive halving.
-    let schedule: Vec<Rung> = if args.halving {
-        let min_rows = (2 * args.exp.folds * k).max(50);
-        search::halving_schedule(n_train, configs.len(), args.eta, min_rows)
-    } else {
-        vec![Rung {
-            rows: n_train,
-            configs: configs.len(),
-        }]
-    };
-    let order = search::stratified_order(&splits.y_train, args.exp.seed);
-    let mut trials: Vec<Trial> = configs
-        .iter()
-        .enumerate()
-        .map(|(id, c)| {
-            let (param, value) = c.params.tuned();
-            Trial {
-                id,
-                config: c.label(),
-                features: c.features.name(),
-                head: c.params.name(),
-                param,
-                value,
-                emb_weight: c.emb_weight,
-                params: c.params,
-                rung: 0,
-                rows: 0,
-                cv_accuracy: f64::NAN,
-                cv_std: f64::NAN,
-                fit_seconds: 0.0,
-                scores: Vec::new(),
-                error: None,
-            }
-        })
-        .collect();
-    let t = Instant::now();
-    let mut alive: Vec<usize> = (0..configs.len()).collect();
-    for (r, rung) in schedule.iter().enumerate() {
-        let mut rows: Vec<usize> = order[..rung.rows].to_vec();
-        rows.sort_unstable();
-        let y: Vec<usize> = rows.iter().map(|&i| splits.y_train[i]).collect();
-        let folds = lmfuse_fusion::stratified_folds(&y, args.exp.folds, args.exp.seed);
-        let sub = if rung.rows == n_train {
-            blocks_train.clone()
-        } else {
-            blocks_train.select_rows(&rows)
-        };
-        if !quiet {
-            eprintln!(
-                "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
-                schedule.len() - 1,
-                alive.len(),
-                args.exp.folds,
-                rung.rows,
-                n_train
-            );
-        }
-        for &i in &alive {
-            let ts = Instant::now();
-            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.exp.folds);
-            let seconds = ts.elapsed().as_secs_f64();
-            let trial = &mut trials[i];
-            trial.rung = r;
-            trial.rows = rung.rows;
-            trial.fit_seconds += seconds;
-            match result {
-                Ok((mean, std)) => {
-                    trial.cv_accuracy = mean;
-                    trial.cv_std = std;
-                    trial.scores.push(RungScore {
-                        rung: r,
-                        rows: rung.rows,
-                        cv_accuracy: mean,
-                        cv_std: std,
-                        seconds,
-                    });
-                    if !quiet {
-                        eprintln!(
-                            "  {:<48} {:>7.2} ± {:<5.2} {:>7.1} s",
-                            trial.config,
-                            100.0 * mean,
-                            100.0 * std,
-                            seconds
-                        );
-                    }
-                }
-                Err(e) => {
-                    trial.cv_accuracy = f64::NAN;
-                    trial.error = Some(format!("{e:#}"));
-                    if !quiet {
-                        eprintln!("  {:<48} failed: {e:#}", trial.config);
-                    }
-                }
-            }
-        }
-        // Best first (a failed trial last); the earlier trial on ties.
-        alive.retain(|&i| trials[i].error.is_none());
-        anyhow::ensure!(
-            !alive.is_empty(),
-            "every configuration failed; the first: {}",
-            trials
-                .iter()
-                .find_map(|t| t.error.clone())
-                .unwrap_or_default()
-        );
-        alive.sort_by(|&a, &b| {
-            trials[b]
-                .cv_accuracy
-                .total_cmp(&trials[a].cv_accuracy)
-                .then(a.cmp(&b))
-        });
-        if let Some(next) = schedule.get(r + 1) {
-            alive.truncate(next.configs);
-        }
-    }
-    let search_seconds = t.elapsed().as_secs_f64();
-    let best_id = alive[0];
-    let best_config = &configs[best_id];
-
-    // The winner refit on all of train, then evaluated on dev and test (reported only).
-    let t = Instant::now();
-    let weights = weights_of(best_config);
-    let x = blocks_of(
-        &blocks,
-        best_config.features.tfidf(),
-        best_config.features.emb(),
-    )
-    .fuse(&weights)?;
-    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
-    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
-    let (xt, xd, xs): (Features, Features, Features) = (
-        x.select_rows(&train_rows),
-        x.select_rows(&dev_rows),
-        x.select_rows(&test_rows),
-    );
-    let model = best_config.params.fit(&xt, &splits.y_train, k)?;
-    let fit_seconds = t.elapsed().as_secs_f64();
-    let dev = if n_dev == 0 {
-        None
-    } else {
-        Some(lmfuse_metrics::evaluate(
-            &splits.y_dev,
-            &model.predict_proba(&xd)?,
-            labels.names(),
-        )?)
-    };
-    let test =
-        lmfuse_metrics::evaluate(&splits.y_test, &model.predict_proba(&xs)?, labels.names())?;
-    let mut text = if best_config.features.tfidf() {
-        tfidf.clone()
-    } else {
-        TextFeaturizer::default()
-    };
-    text.weights = weights;
-    let bt = &trials[best_id];
-    let (param, value) = best_config.params.tuned();
-    let card = ModelCard::new(
-        encoder.clone(),
-        labels,
-        &text,
-        best_config.features.emb(),
-        HeadCard::new(best_config.params, xt.cols()),
-        serde_json::json!({
-            "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
-            "n_train": n_train,
-            "seed": args.exp.seed,
-            "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
-            "search": format!("{:?}", args.search).to_lowercase(),
-            "trials": configs.len(),
-            "halving": args.halving.then_some(args.eta),
-            "dev": splits.report.dev_source,
-            "test": splits.report.test_source,
-        }),
-        serde_json::json!({
-            "cv_accuracy": bt.cv_accuracy,
-            "dev": dev.as_ref().map(|d| serde_json::json!({"accuracy": d.accuracy, "macro_f1": d.macro_f1})),
-            "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
-        }),
-    );
-    let feature_names = card.features.clone();
-    if let Some(out) = &args.exp.out {
-        let classifier = Classifier {
-            card,
-            labels: labels.clone(),
-            head: model,
-            text_features: text,
-            oos: None,
-        };
-        let (manifest, tensors, json) =
-            classifier.to_bundle(env!("CARGO_PKG_VERSION"), &now_rfc3339());
-        lmfuse_bundle::save(out, manifest, &tensors, &json)
-            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
-    }
-
-    // The leaderboard: furthest rung first, then by its score there, then by trial id.
-    let mut board: Vec<&Trial> = trials.iter().collect();
-    board.sort_by(|a, b| {
-        (a.error.is_some())
-            .cmp(&b.error.is_some())
-            .then(b.rung.cmp(&a.rung))
-            .then(b.cv_accuracy.total_cmp(&a.cv_accuracy))
-            .then(a.id.cmp(&b.id))
-    });
-    let best = Best {
-        bundle: args.exp.out.as_ref().map(|p| p.display().to_string()),
-        encoder: encoder.reference.clone(),
-        config: bt.config.clone(),
-        head: best_config.params.name(),
-        features: feature_names,
-        emb_weight: weights.emb,
-        labels: labels.names().to_vec(),
-        data: splits.report,
-        selected: BTreeMap::from([
-            ("param", serde_json::json!(param)),
-            ("value", serde_json::json!(value)),
-        ]),
-        cv_accuracy: bt.cv_accuracy,
-        cv_std: bt.cv_std,
-        dev,
-        test,
-        seconds: BTreeMap::from([
-            ("features", features_seconds),
-            ("search", search_seconds),
-            ("fit", fit_seconds),
-            ("total", started.elapsed().as_secs_f64()),
-        ]),
-    };
+    let spec = args.spec()?;
+    let outcome = lmfuse_pipeline::tune::tune(&spec, &Bars::new(quiet || args.exp.json))?;
     if args.exp.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "labels": labels.names(),
-                "train": n_train, "dev": n_dev, "test": test_rows.len(),
-                "search": format!("{:?}", args.search).to_lowercase(),
-                "folds": args.exp.folds, "seed": args.exp.seed,
-                "halving": args.halving, "eta": args.eta,
-                "rungs": schedule,
-                "trials": board,
-                "best": best,
-                "seconds": started.elapsed().as_secs_f64(),
-            })
-        )?;
+        outln!("{}", serde_json::to_string(&outcome)?)?;
     } else {
-        eprintln!(
-            "{:>4} {:<48} {:>16} {:>6} {:>7} {:>8}",
-            "rank", "configuration", "cv acc (± std)", "rung", "rows", "fit s"
-        );
-        for (i, t) in board.iter().enumerate() {
-            match &t.error {
-                None => eprintln!(
-                    "{:>4} {:<48} {:>8.2} ± {:<5.2} {:>6} {:>7} {:>8.1}",
-                    i + 1,
-                    t.config,
-                    100.0 * t.cv_accuracy,
-                    100.0 * t.cv_std,
-                    format!("{}/{}", t.rung, schedule.len() - 1),
-                    t.rows,
-                    t.fit_seconds
-                ),
-                Some(e) => eprintln!("{:>4} {:<48} failed: {e}", i + 1, t.config),
-            }
-        }
-        eprintln!(
-            "best by {}-fold CV on train: {} ({:.2} ± {:.2}); refit on all {} training rows:",
-            args.exp.folds,
-            best.config,
-            100.0 * best.cv_accuracy,
-            100.0 * best.cv_std,
-            n_train
-        );
-        match &best.dev {
-            Some(dev) => print_reports(&[("dev", dev), ("test", &best.test)]),
-            None => print_reports(&[("test", &best.test)]),
-        }
-        match &best.bundle {
-            Some(b) => eprintln!(
-                "saved bundle to {b} ({:.1} s: features {:.1} s, search {:.1} s)",
-                best.seconds["total"], features_seconds, search_seconds
-            ),
-            None => eprintln!(
-                "{:.1} s: features {:.1} s, search {:.1} s (no --out: nothing saved)",
-                best.seconds["total"], features_seconds, search_seconds
-            ),
-        }
+        print_board(&outcome);
+        print_best(&outcome);
     }
     Ok(())
+}
+
+fn print_board(outcome: &TuneOutcome) {
+    eprintln!(
+        "{:>4} {:<48} {:>16} {:>6} {:>7} {:>8}",
+        "rank", "configuration", "cv acc (± std)", "rung", "rows", "fit s"
+    );
+    for (i, t) in outcome.trials.iter().enumerate() {
+        match &t.error {
+            None => eprintln!(
+                "{:>4} {:<48} {:>8.2} ± {:<5.2} {:>6} {:>7} {:>8.1}",
+                i + 1,
+                t.config,
+                100.0 * t.cv_accuracy,
+                100.0 * t.cv_std,
+                format!("{}/{}", t.rung, outcome.rungs.len() - 1),
+                t.rows,
+                t.fit_seconds
+            ),
+            Some(e) => eprintln!("{:>4} {:<48} failed: {e}", i + 1, t.config),
+        }
+    }
+}
+
+fn print_best(outcome: &TuneOutcome) {
+    let best = &outcome.best;
+    eprintln!(
+        "best by {}-fold CV on train: {} ({:.2} ± {:.2}); refit on all {} training rows:",
+        outcome.folds,
+        best.config,
+        100.0 * best.cv_accuracy,
+        100.0 * best.cv_std,
+        outcome.train
+    );
+    match &best.dev {
+        Some(dev) => print_reports(&[("dev", dev), ("test", &best.test)]),
+        None => print_reports(&[("test", &best.test)]),
+    }
+    let (features, search) = (best.seconds["features"], best.seconds["search"]);
+    match &best.bundle {
+        Some(b) => eprintln!(
+            "saved bundle to {b} ({:.1} s: features {features:.1} s, search {search:.1} s)",
+            best.seconds["total"]
+        ),
+        None => eprintln!(
+            "{:.1} s: features {features:.1} s, search {search:.1} s (no --out: nothing saved)",
+            best.seconds["total"]
+        ),
+    }
 }

@@ -3,10 +3,10 @@
 
 use crate::data::{concat_columns, read_labelled, DataReport, DataSpec, Splits};
 use crate::encoders::{embed_texts, CacheSpec, EncoderChoice};
+use crate::ensure;
 use crate::error::{Context, Result};
 use crate::model::Model;
 use crate::observe::Observer;
-use crate::ensure;
 use lmfuse_cache::EmbeddingCache;
 use lmfuse_classic::{ClassWeight, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
@@ -14,8 +14,8 @@ use lmfuse_data::Cell;
 use lmfuse_encoder::{LoadOptions, ModelFiles};
 use lmfuse_metrics::Report;
 use lmfuse_train::{
-    BlockWeights, Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, OosDetector,
-    OosMethod, OosMetrics, OosObjective, OosTrial, Selection, TextFeaturizer, TrainOptions,
+    BlockWeights, Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, OosDetector, OosMethod,
+    OosMetrics, OosObjective, OosTrial, Selection, TextFeaturizer, TrainOptions,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -384,7 +384,13 @@ fn fit_oos(
     let mut metrics = BTreeMap::from([("dev", dev_metrics)]);
     if !splits.test.texts.is_empty() {
         let test_scores = det.score(&e_test, test_proba, k);
-        let test = det.metrics(&test_scores, test_proba, k, &splits.y_test, &is_oos(&splits.test));
+        let test = det.metrics(
+            &test_scores,
+            test_proba,
+            k,
+            &splits.y_test,
+            &is_oos(&splits.test),
+        );
         metrics.insert("test", test);
     }
     let tried = match oos.choice {
@@ -596,7 +602,11 @@ pub fn evaluate(
     on: &dyn Observer,
 ) -> Result<EvalReport> {
     let rows = read_labelled(path, data, &model.feature_cols())?;
-    ensure!(!rows.texts.is_empty(), "{} holds no examples", path.display());
+    ensure!(
+        !rows.texts.is_empty(),
+        "{} holds no examples",
+        path.display()
+    );
     let name = path.display().to_string();
     evaluate_rows(model, &rows, &name, cache, on)
 }

@@ -1,7 +1,7 @@
 //! Reading labelled data into train, dev and test splits, and unlabelled texts to predict.
 
-use crate::error::{Context, Result};
 use crate::ensure;
+use crate::error::{Context, Result};
 use lmfuse_core::LabelSet;
 use lmfuse_data::{Cell, Format, LabelledTexts, SideColumns};
 use serde::Serialize;
@@ -159,11 +159,7 @@ fn train_labels(train: &LabelledTexts, name: &str) -> Result<LabelSet> {
 
 /// Labelled rows already in memory (the Python package's `fit`), split as `plan` says; its
 /// `train` path only names the rows in messages.
-pub fn splits_from_rows(
-    rows: LabelledTexts,
-    plan: &SplitPlan,
-    data: &DataSpec,
-) -> Result<Splits> {
+pub fn splits_from_rows(rows: LabelledTexts, plan: &SplitPlan, data: &DataSpec) -> Result<Splits> {
     split_rows(rows, plan, data)
 }
 
@@ -190,13 +186,19 @@ fn split_rows(mut train: LabelledTexts, plan: &SplitPlan, data: &DataSpec) -> Re
     };
     let seed = plan.seed;
     let (test, test_source) = match &plan.test {
-        Some(p) => (read_labelled(p, data, &data.feature_cols)?, p.display().to_string()),
+        Some(p) => (
+            read_labelled(p, data, &data.feature_cols)?,
+            p.display().to_string(),
+        ),
         None if plan.carve_test => (carve(seed), format!("10% of {train_name} (seed {seed})")),
         // No rows, but train's side columns (empty), as every split has them.
         None => (train.select(&[]), "none".to_string()),
     };
     let (dev, dev_source) = match &plan.dev {
-        Some(p) => (read_labelled(p, data, &data.feature_cols)?, p.display().to_string()),
+        Some(p) => (
+            read_labelled(p, data, &data.feature_cols)?,
+            p.display().to_string(),
+        ),
         None if plan.carve_dev => (
             carve(seed.wrapping_add(1)),
             format!("10% of {train_name} (seed {})", seed.wrapping_add(1)),
@@ -291,7 +293,11 @@ pub fn read_input_with_columns(
     let (bytes, name, format) = if input == Path::new("-") {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
-        (bytes, PathBuf::from("<stdin>"), format.unwrap_or(Format::Jsonl))
+        (
+            bytes,
+            PathBuf::from("<stdin>"),
+            format.unwrap_or(Format::Jsonl),
+        )
     } else {
         let bytes =
             std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;

@@ -7,11 +7,14 @@
 //! [`encoders`] (encoder choice, cache, embedding), [`model`] (bundles ready to use).
 
 pub mod classify;
+pub mod compare;
 pub mod data;
 pub mod encoders;
 mod error;
+pub mod finetune;
 pub mod model;
 mod observe;
+pub mod tune;
 
 pub use error::{Context, PipelineError, Result};
 pub use observe::{Observer, Silent, Task};

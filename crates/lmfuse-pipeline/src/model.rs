@@ -2,9 +2,9 @@
 //! checked. What `eval`, `predict`, the server and the Python package load.
 
 use crate::encoders::embed_texts;
+use crate::ensure;
 use crate::error::{Context, Result};
 use crate::observe::Observer;
-use crate::ensure;
 use lmfuse_cache::EmbeddingCache;
 use lmfuse_core::DenseMatrix;
 use lmfuse_data::Cell;
@@ -199,8 +199,7 @@ impl Model {
         for e in &self.encoders {
             embs.push(match &e.files {
                 Some(files) => {
-                    let (emb, _) =
-                        embed_texts(texts, files, &e.options, cache.as_deref_mut(), on)?;
+                    let (emb, _) = embed_texts(texts, files, &e.options, cache.as_deref_mut(), on)?;
                     Some(DenseMatrix::from(emb))
                 }
                 None => None,
@@ -233,7 +232,12 @@ impl Model {
             .enumerate()
             .map(|(i, row)| Prediction {
                 label: labels.name(lmfuse_metrics::argmax(row)).to_string(),
-                probabilities: labels.names().iter().cloned().zip(row.iter().copied()).collect(),
+                probabilities: labels
+                    .names()
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().copied())
+                    .collect(),
                 oos: oos.map(|d| d[i]),
             })
             .collect()

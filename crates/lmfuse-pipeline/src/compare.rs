@@ -1,0 +1,1391 @@
+//! `lmfuse compare`: a leaderboard of single heads, feature fusion and ensembles on one data
+//! set, ranked by k-fold cross-validation on train (never by test).
+
+use crate::classify::check_head_features;
+use crate::data::{load_splits, DataSpec, SplitPlan, Splits};
+use crate::encoders::{embed_texts, CacheSpec, EncoderChoice};
+use crate::error::{Context, PipelineError, Result};
+use crate::finetune::{
+    finetuned_classifier, fit_shared, shared_classifier, shared_head_params, shared_proba,
+    text_refs, BundleFile, FinetuneBase,
+};
+use crate::observe::Observer;
+use crate::{bail, ensure};
+use lmfuse_classic::{Mlp, MlpParams, ProbaHead};
+use lmfuse_core::LabelSet;
+use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_encoder::TokenizedText;
+use lmfuse_finetune::{EvalRecord, Event, FinetuneParams, Network};
+use lmfuse_fusion::{CombinerParams, MemberRows, Strategy};
+use lmfuse_metrics::Report;
+use lmfuse_train::{
+    BlockWeights, Blocks, Classifier, EncoderInfo, Ensemble, EnsembleCard, HeadCard, HeadKind,
+    ModelCard, TextFeaturizer, TrainOptions,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Flags `lmfuse compare` and `lmfuse tune` share: the encoder, the data and its splits, the
+/// cross-validation, the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentSpec {
+    pub model: EncoderChoice,
+    pub data: DataSpec,
+    pub cache: CacheSpec,
+    /// Training data: every candidate is scored by k-fold cross-validation on it.
+    pub train: PathBuf,
+    /// Dev data: compare chooses each model's hyperparameter on it, tune only reports it
+    /// (default: a stratified 10% of --train).
+    pub dev: Option<PathBuf>,
+    /// Test data, reported only, never used to choose (default: a stratified 10% of --train).
+    pub test: Option<PathBuf>,
+    /// Cross-validation folds on train.
+    pub folds: usize,
+    /// Seed of the splits, folds, draws and heads: same seed, same leaderboard.
+    pub seed: u64,
+    /// Values of C of logreg and svm (compare: tried on dev by those members and by the
+    /// stacking meta-learner and the adaptive gate; tune: the grid of grid search).
+    pub c_grid: Vec<f64>,
+    /// Save the winner's bundle here (an ensemble holds all its members; tune refits the
+    /// winner on all of train, as `lmfuse train` does).
+    pub out: Option<PathBuf>,
+}
+
+/// The texts of the three splits (train, dev, test, in that order) and every feature block
+/// of them, computed once for all candidates.
+pub struct SplitFeatures {
+    /// Train, dev and test texts.
+    pub all_texts: Vec<String>,
+    /// The encoder that made the embeddings.
+    pub encoder: EncoderInfo,
+    /// TF-IDF fit on train (empty when no candidate reads TF-IDF).
+    pub tfidf: TextFeaturizer,
+    /// Every block of every text.
+    pub blocks: Blocks,
+}
+
+impl ExperimentSpec {
+    /// Checks what the types cannot for `command` (`compare`, `tune`).
+    pub fn check(&self, command: &str) -> Result<()> {
+        ensure!(self.folds >= 2, "--folds must be at least 2");
+        ensure!(
+            self.data.feature_cols.is_empty(),
+            "{command} does not take --feature-cols yet; use lmfuse train --features tab"
+        );
+        ensure!(!self.c_grid.is_empty(), "the C grid is empty");
+        Ok(())
+    }
+
+    /// Reads train and the dev and test files, or carves them from train; dev only when
+    /// `carve_dev` (tune chooses by cross-validation alone, so a dev slice would only take
+    /// rows from it).
+    pub fn splits(&self, carve_dev: bool) -> Result<Splits> {
+        let plan = SplitPlan {
+            train: self.train.clone(),
+            dev: self.dev.clone(),
+            test: self.test.clone(),
+            seed: self.seed,
+            carve_dev,
+            carve_test: true,
+        };
+        load_splits(&plan, &self.data)
+    }
+
+    /// Embeds the texts of `splits` (through the cache) when `needs_emb`, fits TF-IDF on
+    /// train when `needs_tfidf`, and transforms every text once.
+    pub fn features(
+        &self,
+        splits: &Splits,
+        needs_emb: bool,
+        needs_tfidf: bool,
+        on: &dyn Observer,
+    ) -> Result<SplitFeatures> {
+        let all_texts: Vec<String> = [&splits.train.texts, &splits.dev.texts, &splits.test.texts]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let files = self.model.resolve()?;
+        let options = self.model.load_options();
+        let encoder = EncoderInfo {
+            reference: files.reference.clone(),
+            fingerprint: options.fingerprint(&files)?,
+            dim: files.config.hidden_size,
+            in_bundle: false,
+        };
+        let emb = if needs_emb {
+            let mut cache = self.cache.open()?;
+            Some(DenseMatrix::from(
+                embed_texts(&all_texts, &files, &options, cache.as_mut(), on)?.0,
+            ))
+        } else {
+            None
+        };
+        let tfidf = if needs_tfidf {
+            let refs: Vec<&str> = splits.train.texts.iter().map(String::as_str).collect();
+            TextFeaturizer::fit(&refs)?
+        } else {
+            TextFeaturizer::default()
+        };
+        let refs: Vec<&str> = all_texts.iter().map(String::as_str).collect();
+        let blocks = tfidf.transform(&refs, emb, &[])?;
+        Ok(SplitFeatures {
+            all_texts,
+            encoder,
+            tfidf,
+            blocks,
+        })
+    }
+}
+
+/// The TF-IDF blocks and/or the embedding block of `all`.
+pub fn blocks_of(all: &Blocks, tfidf: bool, emb: bool) -> Blocks {
+    Blocks {
+        word: if tfidf { all.word.clone() } else { None },
+        char: if tfidf { all.char.clone() } else { None },
+        emb: if emb { all.emb.clone() } else { None },
+        tab: None,
+    }
+}
+
+/// What `compare` ranks: single models, ensembles over members, fine-tuned candidates;
+/// which one is saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareSpec {
+    pub exp: ExperimentSpec,
+    /// Single models as FEATURES:HEAD (features joined by `+`, e.g. `tfidf+emb:logreg` is
+    /// feature fusion), comma-separated; empty for none.
+    pub singles: Vec<String>,
+    /// The members the ensembles fuse, FEATURES:HEAD, comma-separated.
+    pub members: Vec<String>,
+    /// Ensemble strategies, comma-separated (hard_vote, soft_vote, weighted, stacking,
+    /// adaptive); empty for none.
+    pub ensembles: Vec<String>,
+    /// Weights of the embedding block tried by feature-fusion models (tfidf+emb): like every
+    /// member hyperparameter, chosen on dev (together with the head's C, k, ...; ties go to
+    /// the weight nearest 1), then cross-validated on train. Off by default (`1`): chosen on
+    /// dev it did not help (bench/results/compare.md); `lmfuse tune` chooses it by CV.
+    pub emb_weights: Vec<f32>,
+    /// What the members of the combiners that learn from out-of-fold probabilities
+    /// (weighted, stacking, adaptive) predict with: `bagged` averages the k fold models that
+    /// made those probabilities, so the combiner sees at prediction time the kind of input it
+    /// learnt from (the bundle holds k models per member); `refit` uses each member refit on
+    /// all of train, as the votes always do.
+    pub oof_members: OofMembers,
+    /// Also fine-tune the encoder with a linear head as a candidate, `finetuned` (the recipe of
+    /// `lmfuse finetune`: AdamW, warm-up, dropout, early stopping on dev): once per fold for
+    /// its CV score and once on all of train, so k + 1 runs, minutes to hours on a CPU. Its
+    /// bundle holds the fine-tuned encoder.
+    pub finetune: bool,
+    /// Also train the shared hidden layer end to end with the encoder as a candidate,
+    /// `finetuned_shared`: the fusion strategy of a shared layer over TF-IDF (fit on train)
+    /// and the encoder's pooled output, trained jointly (the recipe of `lmfuse finetune
+    /// --shared-head`). k + 1 runs, as with --finetune; its bundle holds the fine-tuned
+    /// encoder.
+    pub finetune_shared: bool,
+    /// --finetune-shared: the head's decoupled weight decay (`lmfuse finetune
+    /// --shared-head-alpha`). With several, comma-separated, each is trained on all of train
+    /// and the best dev accuracy chooses (ties: the earlier), as it chooses the members' C;
+    /// the folds then run with that one only (n + k runs for n values).
+    pub finetune_shared_alpha: Vec<f64>,
+    /// Also run every ensemble with each fine-tuned candidate (--finetune, --finetune-shared)
+    /// as one more member: its out-of-fold probabilities come from its fold runs, and it
+    /// predicts with its run on all of train (whose dev rows stopped it early: the combiner's
+    /// C is chosen on them too). The bundle of such an ensemble holds the fine-tuned encoder
+    /// beside the members' shared one.
+    pub finetuned_members: bool,
+    /// Save this candidate's bundle to --out instead of the winner's (its leaderboard name,
+    /// e.g. `stacking(emb:logreg,tfidf:logreg)`): a faster or smaller model than the winner.
+    pub save_candidate: Option<String>,
+    /// Fine-tuning (--finetune, --finetune-shared): passes over the training rows (at most;
+    /// early stopping may end sooner).
+    pub finetune_epochs: usize,
+    /// Fine-tuning (--finetune, --finetune-shared): peak learning rate of the encoder.
+    pub finetune_lr: f32,
+}
+
+impl CompareSpec {
+    /// The settings of `--finetune`'s runs, checked (before anything is fit); `None` without
+    /// it.
+    fn finetune_params(&self) -> Result<Option<FinetuneParams>> {
+        if !self.finetune && !self.finetune_shared {
+            return Ok(None);
+        }
+        ensure!(
+            self.finetune_epochs >= 1,
+            "--finetune-epochs must be at least 1"
+        );
+        ensure!(
+            self.finetune_lr.is_finite() && self.finetune_lr > 0.0,
+            "--finetune-lr must be a positive number, not {}",
+            self.finetune_lr
+        );
+        let params = FinetuneParams {
+            epochs: self.finetune_epochs,
+            lr: self.finetune_lr,
+            seed: self.exp.seed,
+            ..Default::default()
+        };
+        params.check()?;
+        if self.finetune_shared {
+            for &alpha in &self.finetune_shared_alpha {
+                shared_head_params(&params, alpha, 1)
+                    .check()
+                    .with_context(|| format!("--finetune-shared-alpha {alpha}"))?;
+            }
+        }
+        Ok(Some(params))
+    }
+
+    /// The heads fine-tuned with the encoder, one candidate each.
+    fn tuned_heads(&self) -> Vec<TunedHead> {
+        let mut heads = Vec::new();
+        if self.finetune {
+            heads.push(TunedHead::Linear);
+        }
+        if self.finetune_shared {
+            heads.push(TunedHead::Shared {
+                alphas: self.finetune_shared_alpha.clone(),
+            });
+        }
+        heads
+    }
+}
+
+/// The head a fine-tuned candidate trains together with the encoder.
+#[derive(Debug, Clone)]
+enum TunedHead {
+    /// A linear head over the pooled output (`finetuned`).
+    Linear,
+    /// The shared hidden layer over TF-IDF and the pooled output (`finetuned_shared`), with
+    /// the weight decay chosen on dev among `alphas`.
+    Shared { alphas: Vec<f64> },
+}
+
+impl TunedHead {
+    /// The candidate's name.
+    fn name(&self) -> &'static str {
+        match self {
+            TunedHead::Linear => FINETUNED,
+            TunedHead::Shared { .. } => FINETUNED_SHARED,
+        }
+    }
+
+    /// The candidate's kind in the leaderboard.
+    fn kind(&self) -> &'static str {
+        match self {
+            TunedHead::Linear => FINETUNED,
+            TunedHead::Shared { .. } => "shared_hidden_layer",
+        }
+    }
+}
+
+/// What the members of the combiners that learn from out-of-fold probabilities predict
+/// with (see [`CompareSpec::oof_members`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum OofMembers {
+    /// The mean of the fold models.
+    Bagged,
+    /// One model refit on all of train.
+    Refit,
+}
+
+impl OofMembers {
+    /// The name in reports and cards.
+    fn name(self) -> &'static str {
+        match self {
+            OofMembers::Bagged => "bagged",
+            OofMembers::Refit => "refit",
+        }
+    }
+}
+
+/// A single model: which feature blocks and which head.
+#[derive(Debug, Clone, PartialEq)]
+struct ModelSpec {
+    name: String,
+    emb: bool,
+    tfidf: bool,
+    head: HeadKind,
+}
+
+fn parse_model(s: &str) -> Result<ModelSpec> {
+    ensure!(
+        s != FINETUNED && s != FINETUNED_SHARED,
+        "model {s:?}: a fine-tuned encoder is a candidate of its own (--finetune, \
+         --finetune-shared), not a single or one of --members; --finetuned-members adds it to \
+         every ensemble"
+    );
+    let (features, head) = s
+        .split_once(':')
+        .with_context(|| format!("model {s:?}: expected FEATURES:HEAD, e.g. emb:logreg"))?;
+    let head = parse_head(head).with_context(|| format!("model {s:?}: unknown head {head:?}"))?;
+    let (mut emb, mut tfidf) = (false, false);
+    for f in features.split('+') {
+        match f {
+            "emb" => emb = true,
+            "tfidf" => tfidf = true,
+            other => bail!("model {s:?}: unknown feature block {other:?} (emb, tfidf)"),
+        }
+    }
+    check_head_features(head, tfidf, emb).with_context(|| format!("model {s:?}"))?;
+    Ok(ModelSpec {
+        name: s.to_string(),
+        emb,
+        tfidf,
+        head,
+    })
+}
+
+/// The head named `name` (`--head`'s names).
+fn parse_head(name: &str) -> Option<HeadKind> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "logreg" => HeadKind::Logreg,
+        "svm" => HeadKind::Svm,
+        "nb" => HeadKind::Nb,
+        "knn" => HeadKind::Knn,
+        "rf" => HeadKind::Rf,
+        "gbdt" => HeadKind::Gbdt,
+        "mlp" => HeadKind::Mlp,
+        "shared" => HeadKind::Shared,
+        _ => return None,
+    })
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy> {
+    Strategy::ALL
+        .into_iter()
+        .find(|st| st.name() == s)
+        .with_context(|| {
+            format!(
+                "unknown ensemble {s:?}: expected one of hard_vote, soft_vote, weighted, \
+                 stacking, adaptive"
+            )
+        })
+}
+
+/// One leaderboard row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// The candidate's name (`tfidf+emb:logreg`, `stacking(...)`, `finetuned`).
+    pub name: String,
+    /// `single`, `feature_fusion`, `ensemble`, `finetuned`, `shared_hidden_layer`.
+    pub kind: &'static str,
+    /// Mean of the per-fold accuracies on train.
+    pub cv_accuracy: f64,
+    /// Their standard deviation.
+    pub cv_std: f64,
+    /// What was chosen on dev: the head's hyperparameter (`c`, `k`, ...) and, for feature
+    /// fusion, `emb_weight`.
+    pub selected: Option<BTreeMap<String, f64>>,
+    /// Ensembles: whether the members predict as one model refit on all of train (`refit`)
+    /// or as the mean of their fold models (`bagged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_models: Option<&'static str>,
+    /// A fine-tuned candidate with several settings: each one's dev accuracy on all of train
+    /// (`selected` holds the one chosen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Tried>,
+    /// A fine-tuned candidate: its fine-tuning settings (epochs, learning rates, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneParams>,
+    /// Dev figures.
+    pub dev: Report,
+    /// Test figures (reported only).
+    pub test: Report,
+    /// Seconds to fit (members and fold models included).
+    pub fit_seconds: f64,
+    /// Seconds to predict test.
+    pub predict_seconds: f64,
+}
+
+/// The ranked candidates of a `compare` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leaderboard {
+    /// The classes.
+    pub labels: Vec<String>,
+    /// Training rows.
+    pub train: usize,
+    /// Dev rows.
+    pub dev: usize,
+    /// Test rows.
+    pub test: usize,
+    /// Folds of the cross-validation.
+    pub folds: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Every candidate, in the order they ran.
+    pub candidates: Vec<Entry>,
+    /// The candidate with the best cross-validated accuracy (the earlier on ties).
+    pub winner: Entry,
+    /// Its index in `candidates`.
+    #[serde(skip)]
+    pub winner_index: usize,
+    /// The candidate whose bundle was saved (`None` without an output folder).
+    pub saved: Option<String>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The name of the fine-tuned candidate with a linear head.
+const FINETUNED: &str = "finetuned";
+/// The name of the candidate whose shared hidden layer is trained with the encoder.
+const FINETUNED_SHARED: &str = "finetuned_shared";
+
+/// What a leaderboard entry deploys as.
+enum Deployable {
+    /// The classifier at this index of the fitted ones.
+    Single(usize),
+    /// The fine-tuned encoder and head at this index of the fine-tuned candidates.
+    Finetuned(usize),
+    /// A combiner over the members, which predict bagged or refit, and, with `tuned`, the
+    /// fine-tuned candidate at that index as one more (last) member.
+    Ensemble {
+        params: CombinerParams,
+        combiner: lmfuse_fusion::Combiner,
+        how: OofMembers,
+        tuned: Option<usize>,
+    },
+}
+
+/// A fitted single model: the classifier refit on all of train and, for a member that
+/// predicts bagged, the bag of its fold models; their probabilities (out-of-fold on train, on
+/// dev and on test).
+struct Fitted {
+    name: String,
+    classifier: Classifier,
+    oof: Vec<f32>,
+    refit: Predicted,
+    bagged: Option<(Classifier, Predicted)>,
+    /// Seconds to choose the hyperparameter and refit.
+    fit_seconds: f64,
+    /// Seconds to fit the out-of-fold models.
+    oof_seconds: f64,
+}
+
+impl Fitted {
+    /// This model as a member that predicts with `how`, of a combiner that learns from
+    /// out-of-fold probabilities (`learnt`: its fit time counts the fold models) or not.
+    fn view(&self, how: OofMembers, learnt: bool) -> MemberView<'_> {
+        MemberView {
+            name: &self.name,
+            oof: &self.oof,
+            predicted: self.predicting(how).1,
+            fit_seconds: self.fit_seconds + if learnt { self.oof_seconds } else { 0.0 },
+        }
+    }
+
+    /// The classifier and its probabilities as a member predicts with `how`.
+    fn predicting(&self, how: OofMembers) -> (&Classifier, &Predicted) {
+        match (how, &self.bagged) {
+            (OofMembers::Refit, _) => (&self.classifier, &self.refit),
+            (OofMembers::Bagged, Some((c, p))) => (c, p),
+            (OofMembers::Bagged, None) => unreachable!("every member is bagged when asked"),
+        }
+    }
+}
+
+/// A member as a combiner sees it: its out-of-fold probabilities on train, and the dev and
+/// test probabilities of the model it predicts with.
+struct MemberView<'a> {
+    name: &'a str,
+    oof: &'a [f32],
+    predicted: &'a Predicted,
+    /// Seconds to fit what the combiner needs of it.
+    fit_seconds: f64,
+}
+
+/// What every ensemble candidate is fit and scored on: classes of train, dev and test; the
+/// texts' lengths in characters (train, dev, test in a row); the folds and their number; the
+/// grid of C for the meta-learner and the gate.
+struct EnsembleContext<'a> {
+    y: (&'a [usize], &'a [usize], &'a [usize]),
+    lengths: &'a [f32],
+    labels: &'a LabelSet,
+    folds: (&'a [usize], usize),
+    c_grid: &'a [f64],
+}
+
+/// The ensemble candidate of `strategy` over `members` (predicting with `how`): the
+/// meta-learner's and the gate's C fit on the members' out-of-fold probabilities of train and
+/// chosen on dev (as each member's own hyperparameter is); cross-validated with the combiner
+/// of fold f learning from the out-of-fold probabilities of the other folds' rows only.
+/// Returns the leaderboard entry, the combiner's settings and the combiner fit on all of
+/// train.
+fn ensemble_entry(
+    ctx: &EnsembleContext<'_>,
+    strategy: Strategy,
+    how: OofMembers,
+    members: &[MemberView<'_>],
+) -> Result<(Entry, CombinerParams, lmfuse_fusion::Combiner)> {
+    let (y_train, y_dev, y_test) = ctx.y;
+    let (folds, n_folds) = ctx.folds;
+    let k = ctx.labels.len();
+    let (n_train, n_dev) = (y_train.len(), y_dev.len());
+    let len_train = &ctx.lengths[..n_train];
+    let len_dev = &ctx.lengths[n_train..n_train + n_dev];
+    let oof: Vec<&[f32]> = members.iter().map(|m| m.oof).collect();
+    let dev_p: Vec<&[f32]> = members.iter().map(|m| m.predicted.dev.as_slice()).collect();
+    let test_p: Vec<&[f32]> = members
+        .iter()
+        .map(|m| m.predicted.test.as_slice())
+        .collect();
+    let members_predict_seconds: f64 = members.iter().map(|m| m.predicted.test_seconds).sum();
+    let member_seconds: f64 = members.iter().map(|m| m.fit_seconds).sum();
+    let t = Instant::now();
+    let selection = CombinerParams {
+        strategy,
+        ..Default::default()
+    }
+    .fit_selecting_c(
+        MemberRows {
+            members: &oof,
+            y: y_train,
+            lengths: len_train,
+        },
+        MemberRows {
+            members: &dev_p,
+            y: y_dev,
+            lengths: len_dev,
+        },
+        k,
+        ctx.c_grid,
+    )?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let params = selection.params;
+    let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
+            .collect()
+    };
+    let (cv_p, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
+        let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
+        let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
+        let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
+        let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
+        let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
+        let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
+        let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
+        let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
+        Ok::<_, PipelineError>((c.combine(&held_refs, k, &held_len)?, ()))
+    })?;
+    let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, y_train, folds, n_folds, k));
+    let combiner = selection.combiner;
+    let dev_f = combiner.combine(&dev_p, k, len_dev)?;
+    let t = Instant::now();
+    let test_f = combiner.combine(&test_p, k, &ctx.lengths[n_train + n_dev..])?;
+    let predict_seconds = t.elapsed().as_secs_f64() + members_predict_seconds;
+    let names: Vec<&str> = members.iter().map(|m| m.name).collect();
+    let entry = Entry {
+        name: ensemble_name(strategy, &names),
+        kind: "ensemble",
+        cv_accuracy: cv,
+        cv_std,
+        selected: strategy
+            .uses_c()
+            .then(|| BTreeMap::from([("c".to_string(), params.c)])),
+        member_models: Some(how.name()),
+        tried: Vec::new(),
+        finetune: None,
+        dev: lmfuse_metrics::evaluate(y_dev, &dev_f, ctx.labels.names())?,
+        test: lmfuse_metrics::evaluate(y_test, &test_f, ctx.labels.names())?,
+        fit_seconds: fit_seconds + member_seconds,
+        predict_seconds,
+    };
+    Ok((entry, params, combiner))
+}
+
+/// The leaderboard name of the ensemble of `strategy` over the members named `members`.
+fn ensemble_name(strategy: Strategy, members: &[&str]) -> String {
+    format!("{}({})", strategy.name(), members.join(","))
+}
+
+/// Dev and test probabilities of one way a member predicts.
+struct Predicted {
+    dev: Vec<f32>,
+    test: Vec<f32>,
+    /// Seconds to predict test.
+    test_seconds: f64,
+}
+
+pub fn fold_accuracies(
+    proba: &[f32],
+    y: &[usize],
+    folds: &[usize],
+    n_folds: usize,
+    k: usize,
+) -> Vec<f64> {
+    (0..n_folds)
+        .map(|f| {
+            let rows: Vec<usize> = (0..y.len()).filter(|&i| folds[i] == f).collect();
+            let hits = rows
+                .iter()
+                .filter(|&&i| lmfuse_metrics::argmax(&proba[i * k..(i + 1) * k]) == y[i])
+                .count();
+            hits as f64 / rows.len().max(1) as f64
+        })
+        .collect()
+}
+
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// Ranks single models, feature fusion, ensembles and fine-tuned candidates by k-fold
+/// cross-validation on train (never by test), reports dev and test, and saves the winner (or
+/// `save_candidate`) to `exp.out`.
+pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
+    let started = Instant::now();
+    job.exp.check("compare")?;
+    BlockWeights::check_emb_choices(&job.emb_weights).context("--emb-weights")?;
+    // Weight 1 first, then by distance from 1 on a log scale: ties on dev keep the earlier.
+    let mut emb_weights = job.emb_weights.clone();
+    emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
+    emb_weights.dedup();
+    let singles: Vec<ModelSpec> = job
+        .singles
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_model(s))
+        .collect::<Result<_>>()?;
+    let strategies: Vec<Strategy> = job
+        .ensembles
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_strategy(s))
+        .collect::<Result<_>>()?;
+    let mut members: Vec<ModelSpec> = job
+        .members
+        .iter()
+        .map(|s| parse_model(s))
+        .collect::<Result<_>>()?;
+    ensure!(
+        strategies.is_empty() || members.len() >= 2,
+        "an ensemble needs at least two --members"
+    );
+    ensure!(
+        !job.finetuned_members || !strategies.is_empty(),
+        "--finetuned-members adds the fine-tuned candidates to the ensembles, but --ensembles \
+         is empty"
+    );
+    if strategies.is_empty() {
+        // Members are fit only for the ensembles.
+        members.clear();
+    }
+    if let Some(name) = &job.save_candidate {
+        // Every candidate's name, known before anything is fit.
+        let member_names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let mut names: Vec<String> = singles.iter().map(|m| m.name.clone()).collect();
+        names.extend(
+            strategies
+                .iter()
+                .map(|&st| ensemble_name(st, &member_names)),
+        );
+        let tuned = job.tuned_heads();
+        names.extend(tuned.iter().map(|h| h.name().to_string()));
+        if job.finetuned_members {
+            for h in &tuned {
+                let mut with = member_names.clone();
+                with.push(h.name());
+                names.extend(strategies.iter().map(|&st| ensemble_name(st, &with)));
+            }
+        }
+        ensure!(
+            names.contains(name),
+            "--save-candidate {name:?} is not a candidate of this run ({})",
+            names.join("; ")
+        );
+    }
+    // Members predict with their fold models only for a combiner that learns from them.
+    let bag_members = job.oof_members == OofMembers::Bagged
+        && strategies.iter().any(|s| s.learns_from_out_of_fold());
+    let finetune = job.finetune_params()?;
+    let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
+    let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
+    let splits = job.exp.splits(true)?;
+    let SplitFeatures {
+        all_texts,
+        encoder,
+        tfidf,
+        blocks,
+    } = job.exp.features(&splits, needs_emb, needs_tfidf, on)?;
+    let Splits {
+        train,
+        dev,
+        labels,
+        y_train,
+        y_dev,
+        y_test,
+        ..
+    } = splits;
+    let k = labels.len();
+    let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
+    let features_of = |m: &ModelSpec, weights: &BlockWeights| -> Result<Features> {
+        Ok(blocks_of(&blocks, m.tfidf, m.emb).fuse(weights)?)
+    };
+    let lengths: Vec<f32> = all_texts.iter().map(|t| t.chars().count() as f32).collect();
+    let folds = lmfuse_fusion::stratified_folds(&y_train, job.exp.folds, job.exp.seed);
+    let train_rows: Vec<usize> = (0..n_train).collect();
+    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
+    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
+
+    let mut entries = Vec::new();
+    // The deployable model of each entry: a classifier, or the index of a combiner.
+    let mut models: Vec<Deployable> = Vec::new();
+    let mut fitted: Vec<Fitted> = Vec::new();
+    let mut specs: Vec<&ModelSpec> = singles.iter().collect();
+    specs.extend(members.iter().filter(|m| !singles.contains(m)));
+    for spec in specs {
+        on.note(&format!("compare: {}", spec.name));
+        let t = Instant::now();
+        let options = TrainOptions {
+            head: spec.head,
+            c_grid: job.exp.c_grid.clone(),
+            seed: job.exp.seed,
+            // The shared head's dense block: the embedding, last after the TF-IDF blocks.
+            dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
+            ..Default::default()
+        };
+        // Feature fusion: the embedding weight is chosen on dev with the head's
+        // hyperparameter (a strictly better dev accuracy replaces an earlier weight).
+        let weights: &[f32] = if spec.emb && spec.tfidf {
+            &emb_weights
+        } else {
+            &[1.0]
+        };
+        let mut best = None;
+        for &w in weights {
+            let weights = BlockWeights::with_emb(w);
+            let x = features_of(spec, &weights)?;
+            let (xt, xd) = (x.select_rows(&train_rows), x.select_rows(&dev_rows));
+            let selection = lmfuse_train::fit_selecting(
+                (&xt, &y_train),
+                (&xd, &y_dev),
+                &labels,
+                &options.candidates(),
+            )?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, _, s): &(_, _, lmfuse_train::Selection)| {
+                    selection.dev.accuracy > s.dev.accuracy
+                })
+            {
+                best = Some((weights, x, selection));
+            }
+        }
+        let (weights, x, selection) = best.expect("at least one weight");
+        let (xt, xd, xs) = (
+            x.select_rows(&train_rows),
+            x.select_rows(&dev_rows),
+            x.select_rows(&test_rows),
+        );
+        let fit_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let bag_this = bag_members && members.contains(spec);
+        let (oof, fold_models) = if bag_this {
+            lmfuse_fusion::out_of_fold_models(&xt, &y_train, k, &selection.params, &folds)?
+        } else {
+            let p = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
+            (p, Vec::new())
+        };
+        let oof_seconds = t.elapsed().as_secs_f64();
+        let predicted = |head: &dyn ProbaHead| -> Result<Predicted> {
+            let t = Instant::now();
+            let test = head.predict_proba(&xs)?;
+            let test_seconds = t.elapsed().as_secs_f64();
+            Ok(Predicted {
+                dev: head.predict_proba(&xd)?,
+                test,
+                test_seconds,
+            })
+        };
+        let refit = predicted(&selection.model)?;
+        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, job.exp.folds, k));
+        let mut text = if spec.tfidf {
+            tfidf.clone()
+        } else {
+            TextFeaturizer::default()
+        };
+        text.weights = weights;
+        let classifier = Classifier {
+            card: ModelCard::new(
+                encoder.clone(),
+                &labels,
+                &text,
+                spec.emb,
+                HeadCard::new(selection.params, xt.cols()),
+                serde_json::json!({
+                    "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                    "n_train": n_train,
+                    "seed": job.exp.seed,
+                    "selected_by": "dev accuracy",
+                }),
+                serde_json::json!({
+                    "cv_accuracy": cv,
+                    "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
+                }),
+            ),
+            labels: labels.clone(),
+            head: selection.model.clone(),
+            text_features: text,
+            oos: None,
+        };
+        if singles.contains(spec) {
+            models.push(Deployable::Single(fitted.len()));
+            let (param, value) = selection.params.tuned();
+            let mut selected = BTreeMap::from([(param.to_string(), value)]);
+            if spec.emb && spec.tfidf {
+                selected.insert("emb_weight".into(), f64::from(weights.emb));
+            }
+            entries.push(Entry {
+                name: spec.name.clone(),
+                kind: if spec.emb && spec.tfidf {
+                    "feature_fusion"
+                } else {
+                    "single"
+                },
+                cv_accuracy: cv,
+                cv_std,
+                selected: Some(selected),
+                member_models: None,
+                tried: Vec::new(),
+                finetune: None,
+                dev: lmfuse_metrics::evaluate(&y_dev, &refit.dev, labels.names())?,
+                test: lmfuse_metrics::evaluate(&y_test, &refit.test, labels.names())?,
+                fit_seconds,
+                predict_seconds: refit.test_seconds,
+            });
+        }
+        // A member of the combiners that learn from out-of-fold rows: its fold models, bagged.
+        let bagged = if bag_this {
+            let bag = lmfuse_classic::Bag::new(fold_models)?;
+            let n_models = bag.heads().len();
+            let p = predicted(&bag)?;
+            let mut card = classifier.card.clone();
+            card.head.bagged = Some(n_models);
+            card.training["bagged_from"] =
+                format!("{n_models} out-of-fold models, each fit on the other folds").into();
+            let c = Classifier {
+                card,
+                labels: labels.clone(),
+                head: lmfuse_classic::Head::Bag(bag),
+                text_features: classifier.text_features.clone(),
+                oos: None,
+            };
+            Some((c, p))
+        } else {
+            None
+        };
+        fitted.push(Fitted {
+            name: spec.name.clone(),
+            classifier,
+            oof,
+            refit,
+            bagged,
+            fit_seconds,
+            oof_seconds,
+        });
+    }
+
+    let member_fits: Vec<&Fitted> = members
+        .iter()
+        .map(|m| fitted.iter().find(|f| f.name == m.name).expect("fitted"))
+        .collect();
+    let ctx = EnsembleContext {
+        y: (&y_train, &y_dev, &y_test),
+        lengths: &lengths,
+        labels: &labels,
+        folds: (&folds, job.exp.folds),
+        c_grid: &job.exp.c_grid,
+    };
+    // How the members of `strategy` predict.
+    let how_of = |strategy: Strategy| {
+        if strategy.learns_from_out_of_fold() {
+            job.oof_members
+        } else {
+            OofMembers::Refit
+        }
+    };
+    let classic_views = |strategy: Strategy| -> Vec<MemberView<'_>> {
+        member_fits
+            .iter()
+            .map(|f| f.view(how_of(strategy), strategy.learns_from_out_of_fold()))
+            .collect()
+    };
+    for &strategy in &strategies {
+        let (entry, params, combiner) =
+            ensemble_entry(&ctx, strategy, how_of(strategy), &classic_views(strategy))?;
+        models.push(Deployable::Ensemble {
+            params,
+            combiner,
+            how: how_of(strategy),
+            tuned: None,
+        });
+        entries.push(entry);
+    }
+    let mut tuned: Vec<FinetunedModel> = Vec::new();
+    for head in job.tuned_heads() {
+        let params = finetune.as_ref().expect("checked with the heads");
+        let texts = (
+            &all_texts[..n_train],
+            &all_texts[n_train..n_train + n_dev],
+            &all_texts[n_train + n_dev..],
+        );
+        let (entry, model) = finetuned_candidate(
+            job,
+            (params, &head),
+            texts,
+            (&y_train, &y_dev, &y_test),
+            &labels,
+            &folds,
+            on,
+        )?;
+        entries.push(entry);
+        models.push(Deployable::Finetuned(tuned.len()));
+        tuned.push(model);
+    }
+    // Each fine-tuned candidate as one more member of every ensemble: its out-of-fold
+    // probabilities come from its fold runs, and it predicts with its run on all of train.
+    if job.finetuned_members {
+        for (t, model) in tuned.iter().enumerate() {
+            for &strategy in &strategies {
+                let mut views = classic_views(strategy);
+                views.push(model.view(strategy.learns_from_out_of_fold()));
+                let (entry, params, combiner) =
+                    ensemble_entry(&ctx, strategy, how_of(strategy), &views)?;
+                models.push(Deployable::Ensemble {
+                    params,
+                    combiner,
+                    how: how_of(strategy),
+                    tuned: Some(t),
+                });
+                entries.push(entry);
+            }
+        }
+    }
+    // The winner: best cross-validated accuracy; the earlier candidate on ties.
+    let winner = entries
+        .iter()
+        .enumerate()
+        .fold(None::<usize>, |best, (i, e)| match best {
+            Some(b) if entries[b].cv_accuracy >= e.cv_accuracy => Some(b),
+            _ => Some(i),
+        })
+        .context("no candidate to compare")?;
+    // The candidate whose bundle goes to --out: the winner unless --save-candidate names one.
+    let saved = match &job.save_candidate {
+        None => winner,
+        Some(name) => entries
+            .iter()
+            .position(|e| &e.name == name)
+            .expect("checked before fitting"),
+    };
+    if let Some(out) = &job.exp.out {
+        let w = &entries[saved];
+        let metrics = serde_json::json!({
+            "cv_accuracy": w.cv_accuracy,
+            "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
+            "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
+        });
+        let mut files: Vec<BundleFile> = Vec::new();
+        let (manifest, tensors, json) = match &models[saved] {
+            Deployable::Single(i) => {
+                let mut c = fitted[*i].classifier.clone();
+                c.card.metrics = metrics;
+                c.to_bundle(crate::VERSION, &crate::now_rfc3339())
+            }
+            Deployable::Finetuned(t) => {
+                let (c, encoder_files) = tuned[*t].classifier(&labels, metrics)?;
+                files = encoder_files;
+                c.to_bundle(crate::VERSION, &crate::now_rfc3339())
+            }
+            Deployable::Ensemble {
+                params,
+                combiner,
+                how,
+                tuned: with_tuned,
+            } => {
+                let mut member_classifiers: Vec<Classifier> = member_fits
+                    .iter()
+                    .map(|f| f.predicting(*how).0.clone())
+                    .collect();
+                if let Some(t) = with_tuned {
+                    let (c, encoder_files) =
+                        tuned[*t].classifier(&labels, serde_json::json!({}))?;
+                    member_classifiers.push(c);
+                    files = encoder_files;
+                }
+                let ensemble = Ensemble {
+                    card: EnsembleCard {
+                        task: lmfuse_train::ENSEMBLE_TASK.into(),
+                        encoder: encoder.clone(),
+                        labels: labels.names().to_vec(),
+                        members: member_classifiers.iter().map(|c| c.card.clone()).collect(),
+                        combiner: *params,
+                        training: serde_json::json!({
+                            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                            "n_train": n_train,
+                            "seed": job.exp.seed,
+                            "folds": job.exp.folds,
+                            "combiner_fit_on": "out-of-fold member probabilities",
+                            "member_models": how.name(),
+                            "finetuned_member_model": with_tuned.map(|_| "refit"),
+                        }),
+                        metrics,
+                    },
+                    labels: labels.clone(),
+                    members: member_classifiers,
+                    combiner: combiner.clone(),
+                };
+                ensemble.to_bundle(crate::VERSION, &crate::now_rfc3339())
+            }
+        };
+        lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, &files)
+            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
+    }
+    Ok(Leaderboard {
+        labels: labels.names().to_vec(),
+        train: n_train,
+        dev: n_dev,
+        test: test_rows.len(),
+        folds: job.exp.folds,
+        seed: job.exp.seed,
+        winner: entries[winner].clone(),
+        winner_index: winner,
+        saved: job.exp.out.as_ref().map(|_| entries[saved].name.clone()),
+        candidates: entries,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Texts of train, dev and test.
+type SplitTexts<'a> = (&'a [String], &'a [String], &'a [String]);
+
+/// TF-IDF blocks of train, dev and test.
+type SplitBlocks = (Blocks, Blocks, Blocks);
+
+/// One setting of a fine-tuned candidate tried on all of train, and its dev accuracy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tried {
+    alpha: f64,
+    dev_accuracy: f64,
+    best_step: usize,
+}
+
+/// A fine-tuned candidate's deployable parts: the network, its shared head if it has one,
+/// the encoder it started from and its card's `training`; the bundle (which holds the
+/// encoder's files) is built only to save.
+struct FinetunedModel {
+    name: &'static str,
+    net: Network,
+    shared: Option<SharedModel>,
+    base: FinetuneBase,
+    training: serde_json::Value,
+    /// Out-of-fold probabilities on train (from the fold runs).
+    oof: Vec<f32>,
+    /// Dev and test probabilities of the run on all of train.
+    predicted: Predicted,
+    /// Seconds of the runs on all of train, and of the fold runs.
+    fit_seconds: f64,
+    oof_seconds: f64,
+}
+
+impl FinetunedModel {
+    /// This candidate as an ensemble member (it predicts with its run on all of train), of a
+    /// combiner that learns from out-of-fold probabilities (`learnt`) or not.
+    fn view(&self, learnt: bool) -> MemberView<'_> {
+        MemberView {
+            name: self.name,
+            oof: &self.oof,
+            predicted: &self.predicted,
+            fit_seconds: self.fit_seconds + if learnt { self.oof_seconds } else { 0.0 },
+        }
+    }
+
+    /// The deployable classifier (its fine-tuned encoder inside the bundle, with `metrics`
+    /// on its card) and the encoder's bundle files.
+    fn classifier(
+        &self,
+        labels: &LabelSet,
+        metrics: serde_json::Value,
+    ) -> Result<(Classifier, Vec<BundleFile>)> {
+        match &self.shared {
+            None => finetuned_classifier(
+                &self.net,
+                &self.base.files,
+                self.base.fingerprint.clone(),
+                labels,
+                self.training.clone(),
+                metrics,
+            ),
+            Some(shared) => shared_classifier(
+                &self.net,
+                (&self.base.files, self.base.fingerprint.clone()),
+                labels,
+                (
+                    shared.text_features.clone(),
+                    shared.mlp.clone(),
+                    shared.params,
+                ),
+                self.training.clone(),
+                metrics,
+            ),
+        }
+    }
+}
+
+/// The shared head of a `finetuned_shared` candidate and what its rows are built from.
+struct SharedModel {
+    mlp: Mlp,
+    params: MlpParams,
+    text_features: TextFeaturizer,
+}
+
+/// A fine-tuned candidate (`finetuned`, `finetuned_shared`): the encoder and `head`
+/// fine-tuned on all of train (early stopping on dev) for the model that is scored on dev and
+/// test and deployed, then on every fold but one for the held fold's out-of-fold
+/// probabilities. With several values of the shared head's alpha, each is fine-tuned on all of
+/// train and the best dev accuracy chooses (ties: the earlier); the folds run with that one.
+/// The shared head's TF-IDF is fit on all of train, as for the other candidates'
+/// cross-validation.
+fn finetuned_candidate(
+    job: &CompareSpec,
+    (params, head): (&FinetuneParams, &TunedHead),
+    (train, dev, test): SplitTexts<'_>,
+    (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
+    labels: &LabelSet,
+    folds: &[usize],
+    on: &dyn Observer,
+) -> Result<(Entry, FinetunedModel)> {
+    let name = head.name();
+    let base = FinetuneBase::load(&job.exp.model)?;
+    let (tok_train, tok_dev, tok_test) = (
+        base.tokenize(train)?,
+        base.tokenize(dev)?,
+        base.tokenize(test)?,
+    );
+    let k = labels.len();
+    let threads = rayon::current_num_threads();
+    let n_folds = job.exp.folds;
+    // The shared head's inputs (TF-IDF and its blocks of every split) and the settings to
+    // try: the shared head's hyperparameters, one per alpha, or `None` for the linear head.
+    let (shared_inputs, settings): (
+        Option<(TextFeaturizer, SplitBlocks)>,
+        Vec<Option<MlpParams>>,
+    ) = match head {
+        TunedHead::Linear => (None, vec![None]),
+        TunedHead::Shared { alphas } => {
+            let text_features = TextFeaturizer::fit(&text_refs(train))?;
+            let blocks = |t: &[String]| text_features.transform(&text_refs(t), None, &[]);
+            let b = (blocks(train)?, blocks(dev)?, blocks(test)?);
+            let hidden = base.files.config.hidden_size;
+            let settings = alphas
+                .iter()
+                .map(|&a| Some(shared_head_params(params, a, hidden)))
+                .collect();
+            (Some((text_features, b)), settings)
+        }
+    };
+    let shared_of = || {
+        shared_inputs
+            .as_ref()
+            .expect("the shared head's settings come with its inputs")
+    };
+    let task = on.task("fine-tuning", 0);
+    let say = |what: &str| on.note(&format!("compare: {name}, {what}"));
+    // Fine-tunes on the train rows `rows` with `setting`: the network, the shared head if
+    // any, and the best dev evaluation.
+    let fit = |rows: &[usize],
+               what: &str,
+               setting: Option<&MlpParams>|
+     -> Result<(Network, Option<Mlp>, EvalRecord)> {
+        say(what);
+        let mut net = base.network(k, job.exp.seed)?;
+        let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
+        let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
+        let mut observer = |e: &Event| {
+            if let Event::Step { step, total, loss } = e {
+                let what = format!("fine-tuning ({what})");
+                task.step(&what, *step, *total, *loss);
+            }
+        };
+        let (mlp, best) = match setting {
+            None => {
+                let summary = lmfuse_finetune::fit(
+                    &mut net,
+                    params,
+                    &tok,
+                    &y,
+                    &tok_dev,
+                    y_dev,
+                    None,
+                    false,
+                    &mut observer,
+                )
+                .with_context(|| format!("fine-tuning ({what}) failed"))?;
+                (None, summary.best)
+            }
+            Some(mlp_params) => {
+                let (text_features, (b_train, b_dev, _)) = shared_of();
+                let (mlp, summary) = fit_shared(
+                    &mut net,
+                    (params, mlp_params),
+                    text_features,
+                    (b_train.select_rows(rows), &tok, &y),
+                    (b_dev.clone(), &tok_dev, y_dev),
+                    None,
+                    &mut observer,
+                )
+                .with_context(|| format!("fine-tuning ({what}) failed"))?;
+                (Some(mlp), summary.best)
+            }
+        };
+        Ok((net, mlp, best))
+    };
+    // Probabilities of the texts `tok` (with `setting`'s head `mlp`), whose TF-IDF blocks
+    // (for the shared head) `blocks` picks.
+    let proba = |net: &Network,
+                 (setting, mlp): (Option<&MlpParams>, &Option<Mlp>),
+                 tok: &[TokenizedText],
+                 blocks: &dyn Fn(&SplitBlocks) -> Blocks|
+     -> Result<Vec<f32>> {
+        match (setting, mlp) {
+            (Some(_), Some(mlp)) => {
+                let (text_features, b) = shared_of();
+                shared_proba(net, mlp, tok, blocks(b), text_features)
+            }
+            (None, None) => Ok(lmfuse_finetune::predict_proba(net, tok, threads)),
+            _ => unreachable!("a shared head comes with its setting"),
+        }
+    };
+
+    // The model that is deployed, and the choice of setting: each on all of train.
+    let all: Vec<usize> = (0..train.len()).collect();
+    let t = Instant::now();
+    let mut tried = Vec::new();
+    let mut chosen: Option<(Option<MlpParams>, Network, Option<Mlp>, EvalRecord)> = None;
+    for setting in &settings {
+        let what = match setting {
+            Some(p) if settings.len() > 1 => format!("all of train, alpha {}", p.alpha),
+            _ => "all of train".to_string(),
+        };
+        let (net, mlp, best) = fit(&all, &what, setting.as_ref())?;
+        if let Some(p) = setting {
+            tried.push(Tried {
+                alpha: p.alpha,
+                dev_accuracy: best.dev_accuracy,
+                best_step: best.step,
+            });
+        }
+        if chosen
+            .as_ref()
+            .is_none_or(|c| best.dev_accuracy > c.3.dev_accuracy)
+        {
+            chosen = Some((*setting, net, mlp, best));
+        }
+    }
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let (setting, net, mlp, best) = chosen.expect("at least one setting");
+    if settings.len() == 1 {
+        // Nothing was chosen.
+        tried.clear();
+    }
+    let t = Instant::now();
+    let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
+        let fold = folds[held[0]] + 1;
+        let (net, mlp, _) = fit(
+            fit_rows,
+            &format!("fold {fold}/{n_folds}"),
+            setting.as_ref(),
+        )?;
+        let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
+        Ok::<_, PipelineError>((
+            proba(&net, (setting.as_ref(), &mlp), &held_tok, &|b| {
+                b.0.select_rows(held)
+            })?,
+            (),
+        ))
+    })?;
+    let oof_seconds = t.elapsed().as_secs_f64();
+    task.finish();
+    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
+    let dev_p = proba(&net, (setting.as_ref(), &mlp), &tok_dev, &|b| b.1.clone())?;
+    let t = Instant::now();
+    let test_p = proba(&net, (setting.as_ref(), &mlp), &tok_test, &|b| b.2.clone())?;
+    let predict_seconds = t.elapsed().as_secs_f64();
+    let mut training = serde_json::json!({
+        "method": match head {
+            TunedHead::Linear => "finetune",
+            TunedHead::Shared { .. } => "finetune-shared",
+        },
+        "base_encoder": base.files.reference,
+        "base_weights_sha256": base.files.weights_sha256,
+        "train_sha256": lmfuse_train::data_hash(train, &labels_of(y_train, labels)),
+        "n_train": train.len(),
+        "seed": job.exp.seed,
+        "folds": n_folds,
+        "finetune": params,
+        "best_step": best.step,
+        "selected_by": "dev accuracy (early stopping)",
+    });
+    if !tried.is_empty() {
+        training["alpha_tried"] = serde_json::to_value(&tried)?;
+        training["alpha_selected_by"] = "dev accuracy".into();
+    }
+    let mut selected = BTreeMap::from([("best_step".to_string(), best.step as f64)]);
+    let shared = match (shared_inputs, setting, mlp) {
+        (Some((text_features, _)), Some(mlp_params), Some(mlp)) => {
+            training["shared_head"] = serde_json::to_value(mlp_params)?;
+            selected.insert("alpha".into(), mlp_params.alpha);
+            Some(SharedModel {
+                mlp,
+                params: mlp_params,
+                text_features,
+            })
+        }
+        _ => None,
+    };
+    let entry = Entry {
+        name: name.into(),
+        kind: head.kind(),
+        cv_accuracy: cv,
+        cv_std,
+        selected: Some(selected),
+        tried,
+        finetune: Some(params.clone()),
+        member_models: None,
+        dev: lmfuse_metrics::evaluate(y_dev, &dev_p, labels.names())?,
+        test: lmfuse_metrics::evaluate(y_test, &test_p, labels.names())?,
+        fit_seconds,
+        predict_seconds,
+    };
+    Ok((
+        entry,
+        FinetunedModel {
+            name,
+            net,
+            shared,
+            base,
+            training,
+            oof,
+            predicted: Predicted {
+                dev: dev_p,
+                test: test_p,
+                test_seconds: predict_seconds,
+            },
+            fit_seconds,
+            oof_seconds,
+        },
+    ))
+}
+
+/// The class names of class indices `y`.
+fn labels_of(y: &[usize], labels: &LabelSet) -> Vec<String> {
+    y.iter().map(|&c| labels.names()[c].clone()).collect()
+}

@@ -1,0 +1,465 @@
+//! `lmfuse tune`: hyperparameter and strategy search (feature set, head, the head's main
+//! hyperparameter, the embedding weight of feature fusion), every configuration scored by
+//! stratified k-fold cross-validation on train, optionally with successive halving. Dev and
+//! test are reported for the winner only, never used to choose.
+//!
+//! As in `lmfuse compare`, TF-IDF is fit once on all of train and the folds reuse it: the
+//! held-out fold's n-grams are in the vocabulary and count in the idf, a small leak that makes
+//! CV of TF-IDF configurations slightly optimistic (the same for every configuration of one
+//! run, so rankings are barely touched).
+
+use crate::compare::{blocks_of, fold_accuracies, mean_std, ExperimentSpec, SplitFeatures};
+use crate::data::DataReport;
+use crate::ensure;
+use crate::error::{Context, Result};
+use crate::observe::Observer;
+use lmfuse_classic::ProbaHead;
+use lmfuse_core::Features;
+use lmfuse_metrics::Report;
+use lmfuse_train::search::{self, Config, FeatureSet, Rung, SearchSpace};
+use lmfuse_train::{
+    BlockWeights, Blocks, Classifier, HeadCard, HeadKind, ModelCard, TextFeaturizer,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How configurations are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SearchKind {
+    /// `--trials` draws: a (feature set, head) pair uniformly, its hyperparameter and the
+    /// fusion weight log-uniformly over their ranges.
+    Random,
+    /// Every combination of feature set, head, the head's grid and the fusion weights.
+    Grid,
+}
+
+/// What `tune` searches: feature sets, heads, their hyperparameters and the fusion weight,
+/// drawn at random or on a grid, optionally with successive halving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneSpec {
+    /// The data, encoder, folds and output.
+    pub exp: ExperimentSpec,
+    /// Feature sets searched, comma-separated: emb, tfidf, tfidf+emb.
+    pub feature_sets: Vec<String>,
+    /// Heads searched, comma-separated (rf and gbdt read emb only; `mlp` may be added, `shared`
+    /// is not searched). Ranges of their main hyperparameter (random search, log-uniform):
+    /// logreg C 0.01-100, svm C 0.01-10, nb alpha 0.01-1, knn k 1-50, rf n_trees 50-300, gbdt
+    /// learning_rate 0.02-0.3, mlp weight decay alpha 0.3-30.
+    pub heads: Vec<HeadKind>,
+    /// Random draws or the full grid.
+    pub search: SearchKind,
+    /// Configurations drawn by random search.
+    pub trials: usize,
+    /// Successive halving: the first rung cross-validates every configuration on a seeded
+    /// stratified subsample of train, each rung keeps the best 1/eta on an eta times larger
+    /// one, the last uses all of train (the first rung has at least 2 × folds × classes and
+    /// 50 rows; fewer rungs otherwise).
+    pub halving: bool,
+    /// Halving rate.
+    pub eta: usize,
+    /// Weights of the embedding block of tfidf+emb configurations: the grid, and for random
+    /// search the log-uniform range from the smallest to the largest.
+    pub emb_weights: Vec<f32>,
+}
+
+/// One configuration's cross-validated score on one rung.
+#[derive(Debug, Clone, Serialize)]
+pub struct RungScore {
+    pub rung: usize,
+    pub rows: usize,
+    pub cv_accuracy: f64,
+    pub cv_std: f64,
+    pub seconds: f64,
+}
+
+/// One configuration tried.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub id: usize,
+    pub config: String,
+    pub features: &'static str,
+    pub head: &'static str,
+    pub param: &'static str,
+    pub value: f64,
+    pub emb_weight: Option<f32>,
+    pub params: lmfuse_classic::HeadParams,
+    /// The last rung it was scored on, and its score there.
+    pub rung: usize,
+    pub rows: usize,
+    pub cv_accuracy: f64,
+    pub cv_std: f64,
+    /// Seconds of all its cross-validation fits.
+    pub fit_seconds: f64,
+    pub scores: Vec<RungScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The winner, refit on all of train (keys as `lmfuse train --json`, plus the CV score).
+#[derive(Debug, Clone, Serialize)]
+pub struct Best {
+    pub bundle: Option<String>,
+    pub encoder: String,
+    pub config: String,
+    pub head: &'static str,
+    pub features: Vec<String>,
+    /// The f32 weight stored in the bundle, widened exactly (as the manifest reads back).
+    pub emb_weight: f64,
+    pub labels: Vec<String>,
+    pub data: DataReport,
+    pub selected: BTreeMap<&'static str, serde_json::Value>,
+    pub cv_accuracy: f64,
+    pub cv_std: f64,
+    /// `null` without a dev file: tune carves none.
+    pub dev: Option<Report>,
+    pub test: Report,
+    pub seconds: BTreeMap<&'static str, f64>,
+}
+
+fn weights_of(c: &Config) -> BlockWeights {
+    BlockWeights::with_emb(c.emb_weight.unwrap_or(1.0))
+}
+
+/// Cross-validated accuracy (mean, std over folds) of `config` on the rows of `blocks`. The
+/// head is fit in its cheaper [`lmfuse_classic::HeadParams::for_selection`] form (the SVM
+/// without its probability calibration folds), as `lmfuse train` selects on dev; the winner is
+/// refit as configured.
+fn cross_validate(
+    config: &Config,
+    blocks: &Blocks,
+    y: &[usize],
+    k: usize,
+    folds: &[usize],
+    n_folds: usize,
+) -> Result<(f64, f64)> {
+    let x = blocks_of(blocks, config.features.tfidf(), config.features.emb())
+        .fuse(&weights_of(config))?;
+    let params = config.params.for_selection();
+    let oof = lmfuse_fusion::out_of_fold(&x, y, k, &params, folds)?;
+    Ok(mean_std(&fold_accuracies(&oof, y, folds, n_folds, k)))
+}
+
+/// Searches configurations by k-fold cross-validation on train (never dev or test), refits the
+/// best on all of train, reports dev and test for it, and saves it to `exp.out`.
+pub fn tune(args: &TuneSpec, on: &dyn Observer) -> Result<TuneOutcome> {
+    let started = Instant::now();
+    args.exp.check("tune")?;
+    ensure!(args.eta >= 2, "--eta must be at least 2");
+    ensure!(args.trials >= 1, "--trials must be at least 1");
+    let mut feature_sets: Vec<FeatureSet> = Vec::new();
+    for s in &args.feature_sets {
+        let f = FeatureSet::parse(s.trim())?;
+        if !feature_sets.contains(&f) {
+            feature_sets.push(f);
+        }
+    }
+    let mut heads = Vec::new();
+    for h in &args.heads {
+        if !heads.contains(h) {
+            heads.push(*h);
+        }
+    }
+    let space = SearchSpace {
+        feature_sets,
+        heads,
+        c_grid: args.exp.c_grid.clone(),
+        emb_weights: args.emb_weights.clone(),
+        head_seed: args.exp.seed,
+    };
+    let configs = match args.search {
+        SearchKind::Random => space.random(args.trials, args.exp.seed)?,
+        SearchKind::Grid => space.grid()?,
+    };
+
+    // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
+    // No --dev: no dev rows; the search never reads dev, so a slice would only cost train rows.
+    let splits = args.exp.splits(false)?;
+    let labels = &splits.labels;
+    let k = labels.len();
+    let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
+    let needs_emb = configs.iter().any(|c| c.features.emb());
+    let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
+    let t = Instant::now();
+    let SplitFeatures {
+        all_texts,
+        encoder,
+        tfidf,
+        blocks,
+    } = args.exp.features(&splits, needs_emb, needs_tfidf, on)?;
+    let train_rows: Vec<usize> = (0..n_train).collect();
+    let blocks_train = blocks.select_rows(&train_rows);
+    let features_seconds = t.elapsed().as_secs_f64();
+
+    // The schedule: one rung on all of train, or successive halving.
+    let schedule: Vec<Rung> = if args.halving {
+        let min_rows = (2 * args.exp.folds * k).max(50);
+        search::halving_schedule(n_train, configs.len(), args.eta, min_rows)
+    } else {
+        vec![Rung {
+            rows: n_train,
+            configs: configs.len(),
+        }]
+    };
+    let order = search::stratified_order(&splits.y_train, args.exp.seed);
+    let mut trials: Vec<Trial> = configs
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            let (param, value) = c.params.tuned();
+            Trial {
+                id,
+                config: c.label(),
+                features: c.features.name(),
+                head: c.params.name(),
+                param,
+                value,
+                emb_weight: c.emb_weight,
+                params: c.params,
+                rung: 0,
+                rows: 0,
+                cv_accuracy: f64::NAN,
+                cv_std: f64::NAN,
+                fit_seconds: 0.0,
+                scores: Vec::new(),
+                error: None,
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    let mut alive: Vec<usize> = (0..configs.len()).collect();
+    for (r, rung) in schedule.iter().enumerate() {
+        let mut rows: Vec<usize> = order[..rung.rows].to_vec();
+        rows.sort_unstable();
+        let y: Vec<usize> = rows.iter().map(|&i| splits.y_train[i]).collect();
+        let folds = lmfuse_fusion::stratified_folds(&y, args.exp.folds, args.exp.seed);
+        let sub = if rung.rows == n_train {
+            blocks_train.clone()
+        } else {
+            blocks_train.select_rows(&rows)
+        };
+        on.note(&format!(
+            "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
+            schedule.len() - 1,
+            alive.len(),
+            args.exp.folds,
+            rung.rows,
+            n_train
+        ));
+        for &i in &alive {
+            let ts = Instant::now();
+            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.exp.folds);
+            let seconds = ts.elapsed().as_secs_f64();
+            let trial = &mut trials[i];
+            trial.rung = r;
+            trial.rows = rung.rows;
+            trial.fit_seconds += seconds;
+            match result {
+                Ok((mean, std)) => {
+                    trial.cv_accuracy = mean;
+                    trial.cv_std = std;
+                    trial.scores.push(RungScore {
+                        rung: r,
+                        rows: rung.rows,
+                        cv_accuracy: mean,
+                        cv_std: std,
+                        seconds,
+                    });
+                    on.note(&format!(
+                        "  {:<48} {:>7.2} ± {:<5.2} {:>7.1} s",
+                        trial.config,
+                        100.0 * mean,
+                        100.0 * std,
+                        seconds
+                    ));
+                }
+                Err(e) => {
+                    trial.cv_accuracy = f64::NAN;
+                    trial.error = Some(e.chain_message());
+                    on.note(&format!(
+                        "  {:<48} failed: {}",
+                        trial.config,
+                        e.chain_message()
+                    ));
+                }
+            }
+        }
+        // Best first (a failed trial last); the earlier trial on ties.
+        alive.retain(|&i| trials[i].error.is_none());
+        ensure!(
+            !alive.is_empty(),
+            "every configuration failed; the first: {}",
+            trials
+                .iter()
+                .find_map(|t| t.error.clone())
+                .unwrap_or_default()
+        );
+        alive.sort_by(|&a, &b| {
+            trials[b]
+                .cv_accuracy
+                .total_cmp(&trials[a].cv_accuracy)
+                .then(a.cmp(&b))
+        });
+        if let Some(next) = schedule.get(r + 1) {
+            alive.truncate(next.configs);
+        }
+    }
+    let search_seconds = t.elapsed().as_secs_f64();
+    let best_id = alive[0];
+    let best_config = &configs[best_id];
+
+    // The winner refit on all of train, then evaluated on dev and test (reported only).
+    let t = Instant::now();
+    let weights = weights_of(best_config);
+    let x = blocks_of(
+        &blocks,
+        best_config.features.tfidf(),
+        best_config.features.emb(),
+    )
+    .fuse(&weights)?;
+    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
+    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
+    let (xt, xd, xs): (Features, Features, Features) = (
+        x.select_rows(&train_rows),
+        x.select_rows(&dev_rows),
+        x.select_rows(&test_rows),
+    );
+    let model = best_config.params.fit(&xt, &splits.y_train, k)?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let dev = if n_dev == 0 {
+        None
+    } else {
+        Some(lmfuse_metrics::evaluate(
+            &splits.y_dev,
+            &model.predict_proba(&xd)?,
+            labels.names(),
+        )?)
+    };
+    let test =
+        lmfuse_metrics::evaluate(&splits.y_test, &model.predict_proba(&xs)?, labels.names())?;
+    let mut text = if best_config.features.tfidf() {
+        tfidf.clone()
+    } else {
+        TextFeaturizer::default()
+    };
+    text.weights = weights;
+    let bt = &trials[best_id];
+    let (param, value) = best_config.params.tuned();
+    let card = ModelCard::new(
+        encoder.clone(),
+        labels,
+        &text,
+        best_config.features.emb(),
+        HeadCard::new(best_config.params, xt.cols()),
+        serde_json::json!({
+            "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
+            "n_train": n_train,
+            "seed": args.exp.seed,
+            "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
+            "search": format!("{:?}", args.search).to_lowercase(),
+            "trials": configs.len(),
+            "halving": args.halving.then_some(args.eta),
+            "dev": splits.report.dev_source,
+            "test": splits.report.test_source,
+        }),
+        serde_json::json!({
+            "cv_accuracy": bt.cv_accuracy,
+            "dev": dev.as_ref().map(|d| serde_json::json!({"accuracy": d.accuracy, "macro_f1": d.macro_f1})),
+            "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
+        }),
+    );
+    let feature_names = card.features.clone();
+    if let Some(out) = &args.exp.out {
+        let classifier = Classifier {
+            card,
+            labels: labels.clone(),
+            head: model,
+            text_features: text,
+            oos: None,
+        };
+        let (manifest, tensors, json) = classifier.to_bundle(crate::VERSION, &crate::now_rfc3339());
+        lmfuse_bundle::save(out, manifest, &tensors, &json)
+            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
+    }
+
+    // The leaderboard: furthest rung first, then by its score there, then by trial id.
+    let mut board: Vec<&Trial> = trials.iter().collect();
+    board.sort_by(|a, b| {
+        (a.error.is_some())
+            .cmp(&b.error.is_some())
+            .then(b.rung.cmp(&a.rung))
+            .then(b.cv_accuracy.total_cmp(&a.cv_accuracy))
+            .then(a.id.cmp(&b.id))
+    });
+    let best = Best {
+        bundle: args.exp.out.as_ref().map(|p| p.display().to_string()),
+        encoder: encoder.reference.clone(),
+        config: bt.config.clone(),
+        head: best_config.params.name(),
+        features: feature_names,
+        emb_weight: f64::from(weights.emb),
+        labels: labels.names().to_vec(),
+        data: splits.report,
+        selected: BTreeMap::from([
+            ("param", serde_json::json!(param)),
+            ("value", serde_json::json!(value)),
+        ]),
+        cv_accuracy: bt.cv_accuracy,
+        cv_std: bt.cv_std,
+        dev,
+        test,
+        seconds: BTreeMap::from([
+            ("features", features_seconds),
+            ("search", search_seconds),
+            ("fit", fit_seconds),
+            ("total", started.elapsed().as_secs_f64()),
+        ]),
+    };
+    Ok(TuneOutcome {
+        labels: labels.names().to_vec(),
+        train: n_train,
+        dev: n_dev,
+        test: test_rows.len(),
+        search: format!("{:?}", args.search).to_lowercase(),
+        folds: args.exp.folds,
+        seed: args.exp.seed,
+        halving: args.halving,
+        eta: args.eta,
+        rungs: schedule,
+        trials: board.into_iter().cloned().collect(),
+        best,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What a `tune` run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneOutcome {
+    /// The classes.
+    pub labels: Vec<String>,
+    /// Training rows.
+    pub train: usize,
+    /// Dev rows (0 without a dev file).
+    pub dev: usize,
+    /// Test rows.
+    pub test: usize,
+    /// `random` or `grid`.
+    pub search: String,
+    /// Folds.
+    pub folds: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Whether successive halving ran.
+    pub halving: bool,
+    /// The halving rate.
+    pub eta: usize,
+    /// The schedule.
+    pub rungs: Vec<Rung>,
+    /// Every configuration: furthest rung first, then by its score there, then by id.
+    pub trials: Vec<Trial>,
+    /// The winner refit on all of train.
+    pub best: Best,
+    /// Wall time.
+    pub seconds: f64,
+}
