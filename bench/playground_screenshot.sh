@@ -37,7 +37,7 @@ done
 curl -fsS "$url/ready" > /dev/null || { cat "$work/serve.log" >&2; exit 1; }
 expected="$(curl -fsS -H 'Content-Type: application/json' \
   -d "$(python3 -c 'import json,sys; print(json.dumps({"inputs": sys.argv[1]}))' "$text")" \
-  "$url/predict" | python3 -c 'import json,sys; print(json.load(sys.stdin)["label"])')"
+  "$url/classify" | python3 -c 'import json,sys; print(json.load(sys.stdin)["label"])')"
 page="$url/?text=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1]))' "$text")"
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=900,560
        --virtual-time-budget=5000 --user-data-dir="$work/profile")

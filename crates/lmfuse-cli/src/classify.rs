@@ -65,9 +65,9 @@ pub enum HeadArg {
     Nb,
     /// Cosine k-nearest neighbours (k chosen on dev).
     Knn,
-    /// Random forest: 100 Gini trees, √d features a split, bootstrap (dense features).
+    /// Random forest: 100 Gini trees, √d features a split, bootstrap (dense or sparse rows).
     Rf,
-    /// Histogram gradient-boosted trees, early stopping on a 10% holdout (dense features).
+    /// Histogram gradient-boosted trees, early stopping on a 10% holdout (dense or sparse rows).
     Gbdt,
     /// Small MLP, deep fusion: every feature column into one ReLU hidden layer of 256 units
     /// (AdamW, dropout, early stopping on a 10% holdout; weight decay chosen on dev).

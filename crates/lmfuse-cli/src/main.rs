@@ -18,7 +18,6 @@ mod compare;
 mod config;
 mod embed;
 mod finetune;
-mod loaded;
 mod progress;
 mod serve;
 mod tune;

@@ -1,18 +1,11 @@
 //! `lmfuse serve`: a bundle behind HTTP. The routes, batching, limits and metrics are in
-//! `lmfuse-server`; this module implements its [`Backend`] with the bundle's classifier(s) and
-//! an encoder loaded once, and turns flags (with environment fallbacks) into the server's
-//! limits.
+//! `lmfuse-server`, the bundle behind them in `lmfuse_pipeline::serve`; this module turns
+//! flags (with environment fallbacks) into the server's limits and runs it until a signal.
 
-use crate::loaded::{load_bundle, Loaded};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lmfuse_core::{DenseMatrix, TextEncoder};
-use lmfuse_encoder::{SentenceEncoder, TokenizedText};
-use lmfuse_server::{
-    Backend, BackendError, Oos, OverLength, Prediction, Reloader, Server, ServerConfig, TokenCount,
-};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use lmfuse_server::{OverLength, Reloader, Server, ServerConfig};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,313 +74,6 @@ pub struct ServeArgs {
     shutdown_grace_s: u64,
 }
 
-/// The special tokens a tokenizer puts around one text (`[CLS]` … `[SEP]` for BERT), to read
-/// inputs given as token ids as the tokenizer would have produced them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Frame {
-    start: Vec<u32>,
-    end: Vec<u32>,
-}
-
-impl Frame {
-    /// Learns them from how `encoder` tokenizes an empty text and a one-word one.
-    fn of(encoder: &SentenceEncoder) -> anyhow::Result<Self> {
-        let t = encoder.tokenize(&["", "a"])?;
-        let (empty, word) = (&t[0].ids, &t[1].ids);
-        let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
-        let frame = Frame {
-            start: empty[..start].to_vec(),
-            end: empty[start..].to_vec(),
-        };
-        anyhow::ensure!(
-            word.len() > empty.len() && word.ends_with(&frame.end),
-            "cannot tell the tokenizer's special tokens ({empty:?} for an empty text, {word:?} \
-             for \"a\")"
-        );
-        Ok(frame)
-    }
-
-    /// One input's `ids` as the model reads them: framed by the special tokens unless they
-    /// already are, then cut at `max` tokens keeping the end tokens (as the tokenizer cuts).
-    fn apply(&self, ids: &[u32], max: usize) -> TokenizedText {
-        let framed = ids.len() >= self.start.len() + self.end.len()
-            && ids.starts_with(&self.start)
-            && ids.ends_with(&self.end);
-        let mut out = if framed {
-            ids.to_vec()
-        } else {
-            [self.start.as_slice(), ids, self.end.as_slice()].concat()
-        };
-        let truncated = out.len() > max;
-        if truncated {
-            out.truncate(max.saturating_sub(self.end.len()));
-            out.extend_from_slice(&self.end);
-        }
-        TokenizedText {
-            type_ids: vec![0; out.len()],
-            ids: out,
-            truncated,
-        }
-    }
-}
-
-/// A bundle and its encoder(s), loaded once, serving requests.
-struct BundleBackend {
-    loaded: Loaded,
-    /// The bundle's main encoder: `None` when neither a classifier of the bundle nor its
-    /// out-of-scope detector reads its embeddings (TF-IDF only). `/embed` and the token
-    /// counts use it.
-    encoder: Option<SentenceEncoder>,
-    /// The other encoders of [`Loaded::encoders`], in order (an ensemble member's fine-tuned
-    /// one), loaded where a classifier reads them.
-    member_encoders: Vec<Option<SentenceEncoder>>,
-    /// The main encoder's special tokens, for inputs given as token ids.
-    frame: Option<Frame>,
-    max_tokens: usize,
-    dir: PathBuf,
-    info: serde_json::Value,
-}
-
-impl BundleBackend {
-    /// Loads the bundle in `dir` and its encoder; `max_tokens` (at most the bundle's maximum
-    /// sequence length) cuts or flags longer texts.
-    fn load(dir: &Path, encoder: Option<&str>, max_tokens: Option<usize>) -> anyhow::Result<Self> {
-        let loaded = load_bundle(dir, encoder)?;
-        let cols = loaded.feature_cols();
-        anyhow::ensure!(
-            cols.is_empty(),
-            "bundle {} reads side columns ({}); `lmfuse serve` takes texts only",
-            dir.display(),
-            cols.join(", ")
-        );
-        let model_max = loaded
-            .encoders
-            .iter()
-            .map(|e| e.info.fingerprint.max_seq_length)
-            .min()
-            .expect("a bundle has an encoder");
-        let max_tokens = max_tokens.unwrap_or(model_max);
-        anyhow::ensure!(
-            (3..=model_max).contains(&max_tokens),
-            "--max-input-tokens {max_tokens} must be between 3 and the bundle's maximum \
-             sequence length ({model_max})"
-        );
-        let load = |i: usize| -> anyhow::Result<Option<SentenceEncoder>> {
-            if !loaded.needs_encoder(i) {
-                return Ok(None);
-            }
-            let e = &loaded.encoders[i];
-            Ok(Some(
-                SentenceEncoder::load(&e.files, &e.options)
-                    .with_context(|| format!("cannot load the encoder {:?}", e.info.reference))?,
-            ))
-        };
-        let encoder = load(0)?;
-        let frame = encoder.as_ref().map(Frame::of).transpose()?;
-        let member_encoders = (1..loaded.encoders.len())
-            .map(load)
-            .collect::<anyhow::Result<_>>()?;
-        let mut info = serde_json::to_value(&loaded.manifest)?;
-        if let serde_json::Value::Object(m) = &mut info {
-            m.insert("bundle_dir".into(), dir.display().to_string().into());
-            m.insert("max_input_tokens".into(), max_tokens.into());
-            m.insert("encoder_loaded".into(), encoder.is_some().into());
-        }
-        Ok(Self {
-            loaded,
-            encoder,
-            member_encoders,
-            frame,
-            max_tokens,
-            dir: dir.to_path_buf(),
-            info,
-        })
-    }
-
-    /// Tokenizes with the model's truncation, then cuts at `max_tokens` (keeping the final
-    /// special token, as the tokenizer's own truncation does).
-    fn tokenize(
-        &self,
-        encoder: &SentenceEncoder,
-        texts: &[&str],
-    ) -> Result<Vec<TokenizedText>, BackendError> {
-        let mut tokenized = encoder
-            .tokenize(texts)
-            .map_err(|e| BackendError::Inference(e.to_string()))?;
-        for t in &mut tokenized {
-            if t.ids.len() > self.max_tokens {
-                let last = self.max_tokens - 1;
-                let (end_id, end_type) = (t.ids[t.ids.len() - 1], t.type_ids[t.type_ids.len() - 1]);
-                t.ids.truncate(last);
-                t.type_ids.truncate(last);
-                t.ids.push(end_id);
-                t.type_ids.push(end_type);
-                t.truncated = true;
-            }
-        }
-        Ok(tokenized)
-    }
-
-    /// The main encoder and `ids` (one list per input) as it reads them; refuses ids outside
-    /// its vocabulary.
-    fn tokenize_ids(
-        &self,
-        ids: &[&[u32]],
-    ) -> Result<(&SentenceEncoder, Vec<TokenizedText>), BackendError> {
-        let (Some(encoder), Some(frame)) = (&self.encoder, &self.frame) else {
-            return Err(self.cannot_embed());
-        };
-        let vocab = encoder.model().config().vocab_size;
-        for (i, list) in ids.iter().enumerate() {
-            if let Some(bad) = list.iter().find(|&&id| id as usize >= vocab) {
-                return Err(BackendError::Unsupported(format!(
-                    "input {i} holds token id {bad}, outside the vocabulary of {} ({vocab} \
-                     tokens): send ids of the served model's tokenizer",
-                    encoder.reference()
-                )));
-            }
-        }
-        let tokenized = ids
-            .iter()
-            .map(|l| frame.apply(l, self.max_tokens))
-            .collect();
-        Ok((encoder, tokenized))
-    }
-
-    fn cannot_embed(&self) -> BackendError {
-        BackendError::Unsupported(format!(
-            "bundle {} uses no encoder embeddings (TF-IDF only), so it cannot embed",
-            self.dir.display()
-        ))
-    }
-
-    /// The embeddings of `texts` by every loaded encoder, in [`Loaded::encoders`]' order.
-    fn embeddings(&self, texts: &[&str]) -> Result<Vec<Option<DenseMatrix>>, BackendError> {
-        std::iter::once(&self.encoder)
-            .chain(&self.member_encoders)
-            .map(|encoder| match encoder {
-                Some(encoder) => {
-                    let tokenized = self.tokenize(encoder, texts)?;
-                    Ok(Some(DenseMatrix::from(
-                        encoder.encode_tokenized(&tokenized),
-                    )))
-                }
-                None => Ok(None),
-            })
-            .collect()
-    }
-}
-
-impl Backend for BundleBackend {
-    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
-        match &self.encoder {
-            Some(encoder) => Ok(self
-                .tokenize(encoder, texts)?
-                .iter()
-                .map(|t| TokenCount {
-                    tokens: t.ids.len(),
-                    truncated: t.truncated,
-                })
-                .collect()),
-            // TF-IDF only: words stand in for tokens in the batch budget; nothing is cut.
-            None => Ok(texts
-                .iter()
-                .map(|t| TokenCount {
-                    tokens: t.split_whitespace().count() + 2,
-                    truncated: false,
-                })
-                .collect()),
-        }
-    }
-
-    fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
-        let embs = self.embeddings(texts)?;
-        let failed = |e: anyhow::Error| BackendError::Inference(format!("{e:#}"));
-        let proba = self
-            .loaded
-            .predict_proba_embedded(texts, &[], &embs)
-            .map_err(failed)?;
-        // The detector reads the main encoder's embeddings.
-        let oos = self.loaded.oos(embs[0].as_ref(), &proba).map_err(failed)?;
-        let labels = self.loaded.predictor.labels();
-        Ok(proba
-            .chunks_exact(labels.len())
-            .enumerate()
-            .map(|(i, row)| Prediction {
-                label: labels.name(lmfuse_metrics::argmax(row)).to_string(),
-                probabilities: labels
-                    .names()
-                    .iter()
-                    .cloned()
-                    .zip(row.iter().copied())
-                    .collect::<BTreeMap<_, _>>(),
-                oos: oos.as_ref().map(|d| Oos {
-                    is_oos: d[i].is_oos,
-                    score: d[i].score,
-                }),
-            })
-            .collect())
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
-        let Some(encoder) = &self.encoder else {
-            return Err(self.cannot_embed());
-        };
-        let tokenized = self.tokenize(encoder, texts)?;
-        let e = encoder.encode_tokenized(&tokenized);
-        Ok((0..texts.len()).map(|i| e.row(i).to_vec()).collect())
-    }
-
-    fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
-        let (_, tokenized) = self.tokenize_ids(ids)?;
-        Ok(tokenized
-            .iter()
-            .map(|t| TokenCount {
-                tokens: t.ids.len(),
-                truncated: t.truncated,
-            })
-            .collect())
-    }
-
-    fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
-        let (encoder, tokenized) = self.tokenize_ids(ids)?;
-        let e = encoder.encode_tokenized(&tokenized);
-        Ok((0..ids.len()).map(|i| e.row(i).to_vec()).collect())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        self.info.clone()
-    }
-
-    fn model_name(&self) -> String {
-        match &self.encoder {
-            Some(e) => e.reference().to_string(),
-            None => self.loaded.main_encoder().files.reference.clone(),
-        }
-    }
-
-    fn health(&self) -> Result<(), BackendError> {
-        // A real forward pass through encoder and head.
-        let p = self.predict(&["health check"])?;
-        let e = match &self.encoder {
-            Some(encoder) => encoder
-                .encode(&["health check"])
-                .map_err(|e| BackendError::Inference(e.to_string()))?
-                .embeddings
-                .row(0)
-                .iter()
-                .all(|v| v.is_finite()),
-            None => true,
-        };
-        if p.len() != 1 || !e || p[0].probabilities.values().any(|v| !v.is_finite()) {
-            return Err(BackendError::Inference(
-                "the warm-up pass gave non-finite outputs".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl ServeArgs {
     fn config(&self) -> ServerConfig {
         ServerConfig {
@@ -421,22 +107,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (dir, encoder, max_tokens) = (
+    let reloader = lmfuse_pipeline::serve::reloader(
         args.model.clone(),
         args.encoder.clone(),
         args.max_input_tokens,
     );
-    let reloader: Arc<Reloader> = Arc::new(move |model: Option<&str>| {
-        // --encoder names the encoder of the --model bundle (same weights, another place): it
-        // says nothing of another bundle, which loads the encoder it records.
-        let (path, encoder) = match model {
-            Some(m) if Path::new(m) != dir => (PathBuf::from(m), None),
-            _ => (dir.clone(), encoder.as_deref()),
-        };
-        BundleBackend::load(&path, encoder, max_tokens)
-            .map(|b| Arc::new(b) as Arc<dyn Backend>)
-            .map_err(|e| BackendError::Load(format!("{e:#}")))
-    });
     // From the effective configuration: an empty --api-key is no key.
     let has_key = config.api_key.is_some();
     let server = Server::new(config, Some(reloader.clone()))?;
@@ -451,49 +126,10 @@ async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
         "lmfuse: listening on http://{addr} (live); loading {}",
         args.model.display()
     );
-
-    // Load and warm up beside the listener: /health answers at once, /ready once warmed.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let loading = {
-        let server = server.clone();
-        let model = args.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = reloader(None)
-                .and_then(|b| b.health().map(|()| b))
-                .map_err(|e| {
-                    anyhow::anyhow!("{e}").context(format!("cannot serve {}", model.display()))
-                });
-            match result {
-                Ok(b) => {
-                    let name = b.model_name();
-                    server.set_backend(b);
-                    eprintln!(
-                        "lmfuse: ready: {} with encoder {name} ({:.2} s)",
-                        model.display(),
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-                Err(e) => {
-                    let _ = failed_tx.send(e);
-                }
-            }
-        })
-    };
-    // SIGHUP: reload the bundle folder (replaced atomically by `lmfuse train --out`).
+    let loading = load_beside(&server, reloader, args.model.clone(), started, failed_tx);
     #[cfg(unix)]
-    {
-        let server = server.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot watch SIGHUP")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match server.reload(None).await {
-                    Ok(_) => eprintln!("lmfuse: reloaded on SIGHUP"),
-                    Err(e) => eprintln!("lmfuse: {e}"),
-                }
-            }
-        });
-    }
+    reload_on_sighup(&server)?;
     let startup_error = Arc::new(std::sync::Mutex::new(None));
     let shutdown = {
         let startup_error = startup_error.clone();
@@ -521,28 +157,52 @@ async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Loads and warms up the bundle beside the listener (`/health` answers at once, `/ready`
+/// once warmed); a failure goes to `failed`, which stops the server.
+fn load_beside(
+    server: &Server,
+    reloader: Arc<Reloader>,
+    model: PathBuf,
+    started: Instant,
+    failed: tokio::sync::oneshot::Sender<anyhow::Error>,
+) -> tokio::task::JoinHandle<()> {
+    let server = server.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = reloader(None)
+            .and_then(|b| b.health().map(|()| b))
+            .map_err(|e| {
+                anyhow::anyhow!("{e}").context(format!("cannot serve {}", model.display()))
+            });
+        match result {
+            Ok(b) => {
+                let name = b.model_name();
+                server.set_backend(b);
+                eprintln!(
+                    "lmfuse: ready: {} with encoder {name} ({:.2} s)",
+                    model.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                let _ = failed.send(e);
+            }
+        }
+    })
+}
 
-    #[test]
-    fn token_ids_are_framed_once_and_cut_keeping_the_end_token() {
-        let f = Frame {
-            start: vec![101],
-            end: vec![102],
-        };
-        let t = f.apply(&[7, 8], 10);
-        assert_eq!(
-            (t.ids, t.type_ids, t.truncated),
-            (vec![101, 7, 8, 102], vec![0; 4], false)
-        );
-        assert_eq!(f.apply(&[101, 7, 8, 102], 10).ids, [101, 7, 8, 102]);
-        let t = f.apply(&[1, 2, 3, 4, 5], 4);
-        assert_eq!((t.ids, t.truncated), (vec![101, 1, 2, 102], true));
-        let none = Frame {
-            start: vec![],
-            end: vec![],
-        };
-        assert_eq!(none.apply(&[5, 6], 10).ids, [5, 6]);
-    }
+/// On SIGHUP, reloads the bundle folder (replaced atomically by `lmfuse train --out`).
+#[cfg(unix)]
+fn reload_on_sighup(server: &Server) -> anyhow::Result<()> {
+    let server = server.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match server.reload(None).await {
+                Ok(_) => eprintln!("lmfuse: reloaded on SIGHUP"),
+                Err(e) => eprintln!("lmfuse: {e}"),
+            }
+        }
+    });
+    Ok(())
 }

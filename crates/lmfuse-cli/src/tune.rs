@@ -22,7 +22,7 @@ pub struct TuneArgs {
     /// Feature sets searched, comma-separated: emb, tfidf, tfidf+emb.
     #[arg(long, value_delimiter = ',', default_value = "emb,tfidf,tfidf+emb")]
     feature_sets: Vec<String>,
-    /// Heads searched, comma-separated (rf and gbdt read emb only; `mlp` may be added, `shared`
+    /// Heads searched, comma-separated (every head reads every set; `mlp` may be added, `shared`
     /// is not searched). Ranges of their main hyperparameter (random search, log-uniform):
     /// logreg C 0.01-100, svm C 0.01-10, nb alpha 0.01-1, knn k 1-50, rf n_trees 50-300, gbdt
     /// learning_rate 0.02-0.3, mlp weight decay alpha 0.3-30.

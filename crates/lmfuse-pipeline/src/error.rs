@@ -87,8 +87,18 @@ impl PipelineError {
         )
     }
 
-    /// Whether a file or folder the caller named does not exist.
+    /// Whether a file, folder or model the caller named does not exist.
     pub fn is_not_found(&self) -> bool {
+        if matches!(
+            self.root(),
+            PipelineError::Data(lmfuse_data::DataError::NotFound { .. })
+                | PipelineError::Encoder(
+                    lmfuse_encoder::EncoderError::ModelNotFound { .. }
+                        | lmfuse_encoder::EncoderError::DefaultModelMissing { .. }
+                )
+        ) {
+            return true;
+        }
         let mut cur: &(dyn std::error::Error + 'static) = self;
         loop {
             if let Some(io) = cur.downcast_ref::<std::io::Error>() {

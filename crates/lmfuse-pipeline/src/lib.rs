@@ -14,6 +14,8 @@ mod error;
 pub mod finetune;
 pub mod model;
 mod observe;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod tune;
 
 pub use error::{Context, PipelineError, Result};

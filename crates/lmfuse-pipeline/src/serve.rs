@@ -1,0 +1,356 @@
+//! A bundle behind `lmfuse-server`'s [`Backend`]: its classifier(s) and the encoder(s) they
+//! read, loaded once, answering predictions, embeddings and token counts. What `lmfuse serve`
+//! (and any other host of the server) loads and reloads.
+
+use crate::ensure;
+use crate::error::{Context, PipelineError, Result};
+use crate::model::Model;
+use lmfuse_core::{DenseMatrix, TextEncoder};
+use lmfuse_encoder::{SentenceEncoder, TokenizedText};
+use lmfuse_server::{Backend, BackendError, Oos, Prediction, Reloader, TokenCount};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The [`Reloader`] of a server that serves the bundle in `dir`: `None` (start-up, SIGHUP,
+/// `POST /reload` without a body) reloads `dir` with `encoder` in place of the encoder it
+/// records; another folder loads that bundle with the encoder *it* records (`encoder` names
+/// the encoder of `dir`'s bundle, and says nothing of another one).
+pub fn reloader(dir: PathBuf, encoder: Option<String>, max_tokens: Option<usize>) -> Arc<Reloader> {
+    Arc::new(move |model: Option<&str>| {
+        let (path, encoder) = match model {
+            Some(m) if Path::new(m) != dir => (PathBuf::from(m), None),
+            _ => (dir.clone(), encoder.as_deref()),
+        };
+        BundleBackend::load(&path, encoder, max_tokens)
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+            .map_err(|e| BackendError::Load(e.chain_message()))
+    })
+}
+
+/// The special tokens a tokenizer puts around one text (`[CLS]` … `[SEP]` for BERT), to read
+/// inputs given as token ids as the tokenizer would have produced them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Frame {
+    start: Vec<u32>,
+    end: Vec<u32>,
+}
+
+impl Frame {
+    /// Learns them from how `encoder` tokenizes an empty text and a one-word one.
+    fn of(encoder: &SentenceEncoder) -> Result<Self> {
+        let t = encoder.tokenize(&["", "a"])?;
+        let (empty, word) = (&t[0].ids, &t[1].ids);
+        let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
+        let frame = Frame {
+            start: empty[..start].to_vec(),
+            end: empty[start..].to_vec(),
+        };
+        ensure!(
+            word.len() > empty.len() && word.ends_with(&frame.end),
+            "cannot tell the tokenizer's special tokens ({empty:?} for an empty text, {word:?} \
+             for \"a\")"
+        );
+        Ok(frame)
+    }
+
+    /// One input's `ids` as the model reads them: framed by the special tokens unless they
+    /// already are, then cut at `max` tokens keeping the end tokens (as the tokenizer cuts).
+    fn apply(&self, ids: &[u32], max: usize) -> TokenizedText {
+        let framed = ids.len() >= self.start.len() + self.end.len()
+            && ids.starts_with(&self.start)
+            && ids.ends_with(&self.end);
+        let mut out = if framed {
+            ids.to_vec()
+        } else {
+            [self.start.as_slice(), ids, self.end.as_slice()].concat()
+        };
+        let truncated = out.len() > max;
+        if truncated {
+            out.truncate(max.saturating_sub(self.end.len()));
+            out.extend_from_slice(&self.end);
+        }
+        TokenizedText {
+            type_ids: vec![0; out.len()],
+            ids: out,
+            truncated,
+        }
+    }
+}
+
+/// A bundle and its encoder(s), loaded once, serving requests.
+pub struct BundleBackend {
+    model: Model,
+    /// The bundle's main encoder: `None` when neither a classifier of the bundle nor its
+    /// out-of-scope detector reads its embeddings (TF-IDF only). `/embed` and the token
+    /// counts use it.
+    encoder: Option<SentenceEncoder>,
+    /// The other encoders of [`Model::encoders`], in order (an ensemble member's fine-tuned
+    /// one), loaded where a classifier reads them.
+    member_encoders: Vec<Option<SentenceEncoder>>,
+    /// The main encoder's special tokens, for inputs given as token ids.
+    frame: Option<Frame>,
+    max_tokens: usize,
+    dir: PathBuf,
+    info: serde_json::Value,
+}
+
+impl BundleBackend {
+    /// Loads the bundle in `dir` and its encoder; `max_tokens` (at most the bundle's maximum
+    /// sequence length) cuts or flags longer texts.
+    pub fn load(dir: &Path, encoder: Option<&str>, max_tokens: Option<usize>) -> Result<Self> {
+        let loaded = Model::load(dir, encoder)?;
+        let cols = loaded.feature_cols();
+        ensure!(
+            cols.is_empty(),
+            "bundle {} reads side columns ({}); `lmfuse serve` takes texts only",
+            dir.display(),
+            cols.join(", ")
+        );
+        let model_max = loaded
+            .encoders
+            .iter()
+            .map(|e| e.info.fingerprint.max_seq_length)
+            .min()
+            .expect("a bundle has an encoder");
+        let max_tokens = max_tokens.unwrap_or(model_max);
+        ensure!(
+            (3..=model_max).contains(&max_tokens),
+            "--max-input-tokens {max_tokens} must be between 3 and the bundle's maximum \
+             sequence length ({model_max})"
+        );
+        let load = |i: usize| -> Result<Option<SentenceEncoder>> {
+            let e = &loaded.encoders[i];
+            let Some(files) = &e.files else {
+                return Ok(None);
+            };
+            Ok(Some(
+                SentenceEncoder::load(files, &e.options)
+                    .with_context(|| format!("cannot load the encoder {:?}", e.info.reference))?,
+            ))
+        };
+        let encoder = load(0)?;
+        let frame = encoder.as_ref().map(Frame::of).transpose()?;
+        let member_encoders = (1..loaded.encoders.len())
+            .map(load)
+            .collect::<Result<_>>()?;
+        let mut info = serde_json::to_value(&loaded.manifest)?;
+        if let serde_json::Value::Object(m) = &mut info {
+            m.insert("bundle_dir".into(), dir.display().to_string().into());
+            m.insert("max_input_tokens".into(), max_tokens.into());
+            m.insert("encoder_loaded".into(), encoder.is_some().into());
+        }
+        Ok(Self {
+            model: loaded,
+            encoder,
+            member_encoders,
+            frame,
+            max_tokens,
+            dir: dir.to_path_buf(),
+            info,
+        })
+    }
+
+    /// Tokenizes with the model's truncation, then cuts at `max_tokens` (keeping the final
+    /// special token, as the tokenizer's own truncation does).
+    fn tokenize(
+        &self,
+        encoder: &SentenceEncoder,
+        texts: &[&str],
+    ) -> Result<Vec<TokenizedText>, BackendError> {
+        let mut tokenized = encoder
+            .tokenize(texts)
+            .map_err(|e| BackendError::Inference(e.to_string()))?;
+        for t in &mut tokenized {
+            if t.ids.len() > self.max_tokens {
+                let last = self.max_tokens - 1;
+                let (end_id, end_type) = (t.ids[t.ids.len() - 1], t.type_ids[t.type_ids.len() - 1]);
+                t.ids.truncate(last);
+                t.type_ids.truncate(last);
+                t.ids.push(end_id);
+                t.type_ids.push(end_type);
+                t.truncated = true;
+            }
+        }
+        Ok(tokenized)
+    }
+
+    /// The main encoder and `ids` (one list per input) as it reads them; refuses ids outside
+    /// its vocabulary.
+    fn tokenize_ids(
+        &self,
+        ids: &[&[u32]],
+    ) -> Result<(&SentenceEncoder, Vec<TokenizedText>), BackendError> {
+        let (Some(encoder), Some(frame)) = (&self.encoder, &self.frame) else {
+            return Err(self.cannot_embed());
+        };
+        let vocab = encoder.model().config().vocab_size;
+        for (i, list) in ids.iter().enumerate() {
+            if let Some(bad) = list.iter().find(|&&id| id as usize >= vocab) {
+                return Err(BackendError::Unsupported(format!(
+                    "input {i} holds token id {bad}, outside the vocabulary of {} ({vocab} \
+                     tokens): send ids of the served model's tokenizer",
+                    encoder.reference()
+                )));
+            }
+        }
+        let tokenized = ids
+            .iter()
+            .map(|l| frame.apply(l, self.max_tokens))
+            .collect();
+        Ok((encoder, tokenized))
+    }
+
+    fn cannot_embed(&self) -> BackendError {
+        BackendError::Unsupported(format!(
+            "bundle {} uses no encoder embeddings (TF-IDF only), so it cannot embed",
+            self.dir.display()
+        ))
+    }
+
+    /// The embeddings of `texts` by every loaded encoder, in [`Model::encoders`]' order.
+    fn embeddings(&self, texts: &[&str]) -> Result<Vec<Option<DenseMatrix>>, BackendError> {
+        std::iter::once(&self.encoder)
+            .chain(&self.member_encoders)
+            .map(|encoder| match encoder {
+                Some(encoder) => {
+                    let tokenized = self.tokenize(encoder, texts)?;
+                    Ok(Some(DenseMatrix::from(
+                        encoder.encode_tokenized(&tokenized),
+                    )))
+                }
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+impl Backend for BundleBackend {
+    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
+        match &self.encoder {
+            Some(encoder) => Ok(self
+                .tokenize(encoder, texts)?
+                .iter()
+                .map(|t| TokenCount {
+                    tokens: t.ids.len(),
+                    truncated: t.truncated,
+                })
+                .collect()),
+            // TF-IDF only: words stand in for tokens in the batch budget; nothing is cut.
+            None => Ok(texts
+                .iter()
+                .map(|t| TokenCount {
+                    tokens: t.split_whitespace().count() + 2,
+                    truncated: false,
+                })
+                .collect()),
+        }
+    }
+
+    fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
+        let embs = self.embeddings(texts)?;
+        let failed = |e: PipelineError| BackendError::Inference(e.chain_message());
+        let proba = self
+            .model
+            .predict_proba_embedded(texts, &[], &embs)
+            .map_err(failed)?;
+        // The detector reads the main encoder's embeddings.
+        let oos = self.model.oos(embs[0].as_ref(), &proba).map_err(failed)?;
+        Ok(self
+            .model
+            .predictions(&proba, oos.as_deref())
+            .into_iter()
+            .map(|p| Prediction {
+                label: p.label,
+                probabilities: p.probabilities,
+                oos: p.oos.map(|d| Oos {
+                    is_oos: d.is_oos,
+                    score: d.score,
+                }),
+            })
+            .collect())
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let Some(encoder) = &self.encoder else {
+            return Err(self.cannot_embed());
+        };
+        let tokenized = self.tokenize(encoder, texts)?;
+        let e = encoder.encode_tokenized(&tokenized);
+        Ok((0..texts.len()).map(|i| e.row(i).to_vec()).collect())
+    }
+
+    fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
+        let (_, tokenized) = self.tokenize_ids(ids)?;
+        Ok(tokenized
+            .iter()
+            .map(|t| TokenCount {
+                tokens: t.ids.len(),
+                truncated: t.truncated,
+            })
+            .collect())
+    }
+
+    fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let (encoder, tokenized) = self.tokenize_ids(ids)?;
+        let e = encoder.encode_tokenized(&tokenized);
+        Ok((0..ids.len()).map(|i| e.row(i).to_vec()).collect())
+    }
+
+    fn info(&self) -> serde_json::Value {
+        self.info.clone()
+    }
+
+    fn model_name(&self) -> String {
+        match &self.encoder {
+            Some(e) => e.reference().to_string(),
+            None => self.model.main_encoder().info.reference.clone(),
+        }
+    }
+
+    fn health(&self) -> Result<(), BackendError> {
+        // A real forward pass through encoder and head.
+        let p = self.predict(&["health check"])?;
+        let e = match &self.encoder {
+            Some(encoder) => encoder
+                .encode(&["health check"])
+                .map_err(|e| BackendError::Inference(e.to_string()))?
+                .embeddings
+                .row(0)
+                .iter()
+                .all(|v| v.is_finite()),
+            None => true,
+        };
+        if p.len() != 1 || !e || p[0].probabilities.values().any(|v| !v.is_finite()) {
+            return Err(BackendError::Inference(
+                "the warm-up pass gave non-finite outputs".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_are_framed_once_and_cut_keeping_the_end_token() {
+        let f = Frame {
+            start: vec![101],
+            end: vec![102],
+        };
+        let t = f.apply(&[7, 8], 10);
+        assert_eq!(
+            (t.ids, t.type_ids, t.truncated),
+            (vec![101, 7, 8, 102], vec![0; 4], false)
+        );
+        assert_eq!(f.apply(&[101, 7, 8, 102], 10).ids, [101, 7, 8, 102]);
+        let t = f.apply(&[1, 2, 3, 4, 5], 4);
+        assert_eq!((t.ids, t.truncated), (vec![101, 1, 2, 102], true));
+        let none = Frame {
+            start: vec![],
+            end: vec![],
+        };
+        assert_eq!(none.apply(&[5, 6], 10).ids, [5, 6]);
+    }
+}
