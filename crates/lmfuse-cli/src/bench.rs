@@ -4,9 +4,9 @@ use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use lmfuse_cache::EmbeddingCache;
-use lmfuse_core::TextEncoder;
+use lmfuse_core::{TextEncoder, TextStats};
 use lmfuse_data::Format;
-use lmfuse_encoder::SentenceEncoder;
+use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder};
 use lmfuse_pipeline::data::read_input;
 use lmfuse_pipeline::encoders::embed_texts;
 use serde::Serialize;
@@ -80,11 +80,7 @@ struct Report {
 /// Runs `lmfuse bench embed`.
 pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
-    let mut texts = read_input(&args.input, args.format, &args.text_col)?;
-    if let Some(n) = args.limit {
-        texts.truncate(n);
-    }
-    anyhow::ensure!(!texts.is_empty(), "{} holds no texts", args.input.display());
+    let texts = read_texts(args)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let threads = rayon::current_num_threads();
 
@@ -94,16 +90,7 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
     let encoder = SentenceEncoder::load(&files, &options).context("cannot load the model")?;
     let load_seconds = t.elapsed().as_secs_f64();
 
-    // Warm-up: page in the weights, size the allocator's pools.
-    encoder.encode(&refs[..refs.len().min(64)])?;
-    let mut runs = Vec::with_capacity(args.repeat);
-    let mut stats = Vec::new();
-    for _ in 0..args.repeat {
-        let t = Instant::now();
-        let out = encoder.encode(&refs)?;
-        runs.push(t.elapsed().as_secs_f64());
-        stats = out.stats;
-    }
+    let (runs, stats) = time_passes(&encoder, &refs, args.repeat)?;
     let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
     let tokens: usize = stats.iter().map(|s| s.tokens).sum();
     let gflop = encoder.model().flops(stats.iter().map(|s| s.tokens)) / 1e9;
@@ -113,21 +100,7 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
     let cache = if args.no_cache_bench {
         None
     } else {
-        let dir = tempfile::tempdir().context("cannot create a temporary cache folder")?;
-        let mut cache = EmbeddingCache::open(dir.path())?;
-        let bars = crate::progress::Bars::new(quiet);
-        let (_, cold) = embed_texts(&texts, &files, &options, Some(&mut cache), &bars)?;
-        // The warm pass includes resolving the model (hashing its weights), as `embed` does.
-        let t = Instant::now();
-        let files = args.model.resolve()?;
-        let (_, warm) = embed_texts(&texts, &files, &options, Some(&mut cache), &bars)?;
-        let warm_seconds = t.elapsed().as_secs_f64();
-        Some(CacheReport {
-            cold_seconds: cold.seconds,
-            warm_seconds,
-            speedup: cold.seconds / warm_seconds.max(1e-9),
-            warm_cache_hits: warm.cache_hits,
-        })
+        Some(bench_cache(args, &texts, &files, &options, quiet)?)
     };
 
     let report = Report {
@@ -140,7 +113,7 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
         mean_tokens: tokens as f64 / texts.len() as f64,
         truncated: stats.iter().filter(|s| s.truncated).count(),
         load_seconds,
-        runs_seconds: runs.clone(),
+        runs_seconds: runs,
         best_seconds: best,
         sentences_per_s: texts.len() as f64 / best,
         tokens_per_s: tokens as f64 / best,
@@ -155,43 +128,105 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
     if args.json {
         outln!("{}", serde_json::to_string(&report)?)?;
     } else {
+        print_text_report(&report)?;
+    }
+    Ok(())
+}
+
+/// Reads the texts of `--input`, keeps the first `--limit`, and fails when none are left.
+fn read_texts(args: &BenchEmbedArgs) -> anyhow::Result<Vec<String>> {
+    let mut texts = read_input(&args.input, args.format, &args.text_col)?;
+    if let Some(n) = args.limit {
+        texts.truncate(n);
+    }
+    anyhow::ensure!(!texts.is_empty(), "{} holds no texts", args.input.display());
+    Ok(texts)
+}
+
+/// Encodes a warm-up slice, then all `refs` `repeat` times: the seconds of each timed pass
+/// and the per-text statistics of the last.
+fn time_passes(
+    encoder: &SentenceEncoder,
+    refs: &[&str],
+    repeat: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<TextStats>)> {
+    // Warm-up: page in the weights, size the allocator's pools.
+    encoder.encode(&refs[..refs.len().min(64)])?;
+    let mut runs = Vec::with_capacity(repeat);
+    let mut stats = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        let out = encoder.encode(refs)?;
+        runs.push(t.elapsed().as_secs_f64());
+        stats = out.stats;
+    }
+    Ok((runs, stats))
+}
+
+/// Embeds `texts` through a fresh temporary cache twice (cold, then warm with the model
+/// resolved again, as `embed` does) and reports both times.
+fn bench_cache(
+    args: &BenchEmbedArgs,
+    texts: &[String],
+    files: &ModelFiles,
+    options: &LoadOptions,
+    quiet: bool,
+) -> anyhow::Result<CacheReport> {
+    let dir = tempfile::tempdir().context("cannot create a temporary cache folder")?;
+    let mut cache = EmbeddingCache::open(dir.path())?;
+    let bars = crate::progress::Bars::new(quiet);
+    let (_, cold) = embed_texts(texts, files, options, Some(&mut cache), &bars)?;
+    // The warm pass includes resolving the model (hashing its weights), as `embed` does.
+    let t = Instant::now();
+    let files = args.model.resolve()?;
+    let (_, warm) = embed_texts(texts, &files, options, Some(&mut cache), &bars)?;
+    let warm_seconds = t.elapsed().as_secs_f64();
+    Ok(CacheReport {
+        cold_seconds: cold.seconds,
+        warm_seconds,
+        speedup: cold.seconds / warm_seconds.max(1e-9),
+        warm_cache_hits: warm.cache_hits,
+    })
+}
+
+/// Prints `report` as readable lines on stdout.
+fn print_text_report(report: &Report) -> anyhow::Result<()> {
+    outln!(
+        "lmfuse embed bench: {} ({} threads, {} tokens/batch)",
+        report.model,
+        report.threads,
+        report.batch_tokens
+    )?;
+    outln!(
+        "  {} sentences, {} tokens (mean {:.1}), {} truncated; model load {:.2} s",
+        report.sentences,
+        report.tokens,
+        report.mean_tokens,
+        report.truncated,
+        report.load_seconds
+    )?;
+    outln!(
+        "  best of {}: {:.3} s  {:.1} sentences/s  {:.0} tokens/s  {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s peak",
+        report.runs_seconds.len(),
+        report.best_seconds,
+        report.sentences_per_s,
+        report.tokens_per_s,
+        report.gflops_per_s,
+        report.peak_percent,
+        report.peak_gflops
+    )?;
+    outln!(
+        "  matrix-product ceiling measured here: {:.1} GFLOP/s; the forward pass reaches {:.0}% of it",
+        report.gemm_ceiling_gflops, report.ceiling_percent
+    )?;
+    if let Some(c) = &report.cache {
         outln!(
-            "lmfuse embed bench: {} ({} threads, {} tokens/batch)",
-            report.model,
-            report.threads,
-            report.batch_tokens
+            "  cache: cold {:.3} s, warm {:.3} s ({} hits): {:.1}x faster",
+            c.cold_seconds,
+            c.warm_seconds,
+            c.warm_cache_hits,
+            c.speedup
         )?;
-        outln!(
-            "  {} sentences, {} tokens (mean {:.1}), {} truncated; model load {:.2} s",
-            report.sentences,
-            report.tokens,
-            report.mean_tokens,
-            report.truncated,
-            report.load_seconds
-        )?;
-        outln!(
-            "  best of {}: {:.3} s  {:.1} sentences/s  {:.0} tokens/s  {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s peak",
-            runs.len(),
-            report.best_seconds,
-            report.sentences_per_s,
-            report.tokens_per_s,
-            report.gflops_per_s,
-            report.peak_percent,
-            report.peak_gflops
-        )?;
-        outln!(
-            "  matrix-product ceiling measured here: {:.1} GFLOP/s; the forward pass reaches {:.0}% of it",
-            report.gemm_ceiling_gflops, report.ceiling_percent
-        )?;
-        if let Some(c) = &report.cache {
-            outln!(
-                "  cache: cold {:.3} s, warm {:.3} s ({} hits): {:.1}x faster",
-                c.cold_seconds,
-                c.warm_seconds,
-                c.warm_cache_hits,
-                c.speedup
-            )?;
-        }
     }
     Ok(())
 }

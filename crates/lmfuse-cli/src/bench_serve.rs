@@ -9,9 +9,11 @@ use lmfuse_data::Format;
 use lmfuse_server::client::{self, Connection, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Arguments of `lmfuse bench serve`.
@@ -95,6 +97,47 @@ struct ClientLog {
     first_errors: Vec<String>,
 }
 
+impl ClientLog {
+    /// Records a response that took `ms` milliseconds.
+    fn record_response(&mut self, r: &client::Response, ms: f64) {
+        self.latencies_ms.push(ms);
+        *self.statuses.entry(r.status).or_default() += 1;
+        if r.status != 200 && self.first_errors.len() < 3 {
+            self.first_errors
+                .push(format!("{}: {}", r.status, r.text()));
+        }
+    }
+
+    /// Records a request that got no response, as dropped or as a transport error.
+    fn record_error(&mut self, e: &std::io::Error) {
+        let kind = if client::is_no_response(e) {
+            self.dropped += 1;
+            "dropped"
+        } else {
+            self.transport_errors += 1;
+            "transport"
+        };
+        if self.first_errors.len() < 3 {
+            self.first_errors.push(format!("{kind}: {e}"));
+        }
+    }
+
+    /// Adds the counts of `log`, keeping at most 5 example errors in all.
+    fn merge(&mut self, log: ClientLog) {
+        self.latencies_ms.extend(log.latencies_ms);
+        for (s, n) in log.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.transport_errors += log.transport_errors;
+        self.dropped += log.dropped;
+        for e in log.first_errors {
+            if self.first_errors.len() < 5 {
+                self.first_errors.push(e);
+            }
+        }
+    }
+}
+
 /// Runs `lmfuse bench serve`.
 pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
@@ -104,43 +147,11 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
         "--duration must be in (0, 3600] seconds"
     );
     let target = Target::parse(&args.url).with_context(|| format!("bad --url {}", args.url))?;
-    let texts: Vec<String> = match &args.input {
-        Some(p) => lmfuse_pipeline::data::read_input(p, args.format, &args.text_col)?,
-        None => vec!["The battery lasts all day and the screen is lovely.".to_string()],
-    };
-    anyhow::ensure!(!texts.is_empty(), "no texts to send");
-    let field = if target.path.starts_with("/v1/embeddings") {
-        "input"
-    } else {
-        "inputs"
-    };
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..texts.len())
-            .map(|i| {
-                let value = if args.batch == 1 {
-                    serde_json::Value::from(texts[i].clone())
-                } else {
-                    (0..args.batch)
-                        .map(|k| texts[(i + k) % texts.len()].clone())
-                        .collect::<Vec<_>>()
-                        .into()
-                };
-                serde_json::json!({ field: value }).to_string().into_bytes()
-            })
-            .collect(),
-    );
+    let texts = load_texts(args)?;
+    let bodies = Arc::new(request_bodies(&texts, args.batch, &target.path));
     let auth = args.api_key.as_ref().map(|k| format!("Bearer {k}"));
-
     if args.warmup > 0.0 {
-        let end = Instant::now() + Duration::from_secs_f64(args.warmup);
-        let mut c = Connection::open(target.addr, &target.host, Duration::from_secs(30))?;
-        let headers: Vec<(&str, &str)> =
-            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let mut i = 0;
-        while Instant::now() < end {
-            c.send("POST", &target.path, &headers, &bodies[i % bodies.len()])?;
-            i += 1;
-        }
+        warm_up(&target, auth.as_deref(), &bodies, args.warmup)?;
     }
 
     let budget = Arc::new(AtomicUsize::new(args.requests.unwrap_or(usize::MAX)));
@@ -151,63 +162,7 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
             let (target, bodies, budget, auth) =
                 (target.clone(), bodies.clone(), budget.clone(), auth.clone());
             std::thread::spawn(move || {
-                let mut log = ClientLog::default();
-                let headers: Vec<(&str, &str)> =
-                    auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-                let mut conn: Option<Connection> = None;
-                let mut i = id * 7919;
-                while Instant::now() < deadline {
-                    if budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_err()
-                    {
-                        break;
-                    }
-                    let body = &bodies[i % bodies.len()];
-                    i += 1;
-                    let t = Instant::now();
-                    let result = match conn.as_mut() {
-                        Some(c) => c.send("POST", &target.path, &headers, body),
-                        None => {
-                            Connection::open(target.addr, &target.host, Duration::from_secs(60))
-                                .and_then(|mut c| {
-                                    let r = c.send("POST", &target.path, &headers, body);
-                                    conn = Some(c);
-                                    r
-                                })
-                        }
-                    };
-                    match result {
-                        Ok(r) => {
-                            log.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                            *log.statuses.entry(r.status).or_default() += 1;
-                            if r.status != 200 && log.first_errors.len() < 3 {
-                                log.first_errors.push(format!("{}: {}", r.status, r.text()));
-                            }
-                            if r.header("connection")
-                                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-                            {
-                                conn = None;
-                            }
-                        }
-                        Err(e) => {
-                            let kind = if client::is_no_response(&e) {
-                                log.dropped += 1;
-                                "dropped"
-                            } else {
-                                log.transport_errors += 1;
-                                "transport"
-                            };
-                            if log.first_errors.len() < 3 {
-                                log.first_errors.push(format!("{kind}: {e}"));
-                            }
-                            conn = None;
-                            // A stopped or restarting server: do not spin on refused connects.
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                }
-                log
+                load_client(id, &target, &bodies, &budget, auth.as_deref(), deadline)
             })
         })
         .collect();
@@ -216,24 +171,131 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
         let log = h
             .join()
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
-        all.latencies_ms.extend(log.latencies_ms);
-        for (s, n) in log.statuses {
-            *all.statuses.entry(s).or_default() += n;
+        all.merge(log);
+    }
+    let report = load_report(args, all, started.elapsed().as_secs_f64());
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?)?;
+    } else {
+        print_load_report(&report);
+    }
+    Ok(())
+}
+
+/// The texts of `--input`, or one short sentence without it; fails when there are none.
+fn load_texts(args: &BenchServeArgs) -> anyhow::Result<Vec<String>> {
+    let texts: Vec<String> = match &args.input {
+        Some(p) => lmfuse_pipeline::data::read_input(p, args.format, &args.text_col)?,
+        None => vec!["The battery lasts all day and the screen is lovely.".to_string()],
+    };
+    anyhow::ensure!(!texts.is_empty(), "no texts to send");
+    Ok(texts)
+}
+
+/// One JSON request body per text for the endpoint at `path`: the text alone when `batch`
+/// is 1, else it and the next `batch - 1` texts (cycled) as a list.
+fn request_bodies(texts: &[String], batch: usize, path: &str) -> Vec<Vec<u8>> {
+    let field = if path.starts_with("/v1/embeddings") {
+        "input"
+    } else {
+        "inputs"
+    };
+    (0..texts.len())
+        .map(|i| {
+            let value = if batch == 1 {
+                serde_json::Value::from(texts[i].clone())
+            } else {
+                (0..batch)
+                    .map(|k| texts[(i + k) % texts.len()].clone())
+                    .collect::<Vec<_>>()
+                    .into()
+            };
+            serde_json::json!({ field: value }).to_string().into_bytes()
+        })
+        .collect()
+}
+
+/// Sends `bodies` in turn on one connection for `seconds`, unmeasured; fails on the first
+/// request that fails.
+fn warm_up(
+    target: &Target,
+    auth: Option<&str>,
+    bodies: &[Vec<u8>],
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut c = Connection::open(target.addr, &target.host, Duration::from_secs(30))?;
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+    let mut i = 0;
+    while Instant::now() < end {
+        c.send("POST", &target.path, &headers, &bodies[i % bodies.len()])?;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// One load client: sends `bodies` back to back, starting at an offset given by `id`, on a
+/// keep-alive connection (reopened when lost or closed by the server) until `deadline` or
+/// until `budget` is spent, and logs what came back.
+fn load_client(
+    id: usize,
+    target: &Target,
+    bodies: &[Vec<u8>],
+    budget: &AtomicUsize,
+    auth: Option<&str>,
+    deadline: Instant,
+) -> ClientLog {
+    let mut log = ClientLog::default();
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+    let mut conn: Option<Connection> = None;
+    let mut i = id * 7919;
+    while Instant::now() < deadline {
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .is_err()
+        {
+            break;
         }
-        all.transport_errors += log.transport_errors;
-        all.dropped += log.dropped;
-        for e in log.first_errors {
-            if all.first_errors.len() < 5 {
-                all.first_errors.push(e);
+        let body = &bodies[i % bodies.len()];
+        i += 1;
+        let t = Instant::now();
+        let result = match conn.as_mut() {
+            Some(c) => c.send("POST", &target.path, &headers, body),
+            None => Connection::open(target.addr, &target.host, Duration::from_secs(60)).and_then(
+                |mut c| {
+                    let r = c.send("POST", &target.path, &headers, body);
+                    conn = Some(c);
+                    r
+                },
+            ),
+        };
+        match result {
+            Ok(r) => {
+                log.record_response(&r, t.elapsed().as_secs_f64() * 1e3);
+                if r.header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                log.record_error(&e);
+                conn = None;
+                // A stopped or restarting server: do not spin on refused connects.
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    log
+}
+
+/// The report of a load run that took `seconds` and logged `all`.
+fn load_report(args: &BenchServeArgs, all: ClientLog, seconds: f64) -> LoadReport {
     let mut lat = all.latencies_ms;
     lat.sort_by(f64::total_cmp);
     let requests = lat.len();
     let ok = all.statuses.get(&200).copied().unwrap_or(0);
-    let report = LoadReport {
+    LoadReport {
         url: args.url.clone(),
         clients: args.clients,
         batch: args.batch,
@@ -254,35 +316,34 @@ pub fn run(args: &BenchServeArgs) -> anyhow::Result<()> {
         transport_errors: all.transport_errors,
         dropped: all.dropped,
         first_errors: all.first_errors,
-    };
-    if args.json {
-        outln!("{}", serde_json::to_string(&report)?)?;
-    } else {
-        eprintln!(
-            "{} requests ({} texts) in {:.1} s from {} clients: {:.1} req/s, {:.1} texts/s",
-            report.requests,
-            report.texts,
-            seconds,
-            report.clients,
-            report.requests_per_s,
-            report.texts_per_s
-        );
-        eprintln!(
-            "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            report.latency_ms["p50"],
-            report.latency_ms["p90"],
-            report.latency_ms["p99"],
-            report.latency_ms["max"]
-        );
-        eprintln!(
-            "statuses: {:?}; transport errors: {}; dropped in flight: {}",
-            report.statuses, report.transport_errors, report.dropped
-        );
-        for e in &report.first_errors {
-            eprintln!("  e.g. {e}");
-        }
     }
-    Ok(())
+}
+
+/// Prints `report` as readable lines on stderr.
+fn print_load_report(report: &LoadReport) {
+    eprintln!(
+        "{} requests ({} texts) in {:.1} s from {} clients: {:.1} req/s, {:.1} texts/s",
+        report.requests,
+        report.texts,
+        report.seconds,
+        report.clients,
+        report.requests_per_s,
+        report.texts_per_s
+    );
+    eprintln!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        report.latency_ms["p50"],
+        report.latency_ms["p90"],
+        report.latency_ms["p99"],
+        report.latency_ms["max"]
+    );
+    eprintln!(
+        "statuses: {:?}; transport errors: {}; dropped in flight: {}",
+        report.statuses, report.transport_errors, report.dropped
+    );
+    for e in &report.first_errors {
+        eprintln!("  e.g. {e}");
+    }
 }
 
 /// Arguments of `lmfuse bench fuzz`.
@@ -401,6 +462,14 @@ fn fuzz_case(rng: &mut SeededRng) -> Vec<u8> {
     bytes
 }
 
+/// What one fuzz client did: cases sent, responses by class, server faults.
+#[derive(Default)]
+struct FuzzLog {
+    cases: usize,
+    classes: BTreeMap<String, usize>,
+    server_errors: usize,
+}
+
 /// Runs `lmfuse bench fuzz`: exits with an error when the server stops answering `/health`.
 pub fn fuzz(args: &BenchFuzzArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
@@ -412,57 +481,24 @@ pub fn fuzz(args: &BenchFuzzArgs) -> anyhow::Result<()> {
     let handles: Vec<_> = (0..args.clients)
         .map(|id| {
             let (addr, budget) = (target.addr, budget.clone());
-            let mut rng = SeededRng::new(args.seed.wrapping_add(id as u64 * 0x9e37_79b9));
-            std::thread::spawn(move || {
-                let mut classes: BTreeMap<String, usize> = BTreeMap::new();
-                let (mut cases, mut server_errors) = (0, 0);
-                while Instant::now() < deadline
-                    && budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_ok()
-                {
-                    let bytes = fuzz_case(&mut rng);
-                    cases += 1;
-                    let class = match client::raw(addr, bytes, Duration::from_millis(300))
-                        .ok()
-                        .and_then(|raw| client::parse_response(&raw).ok())
-                    {
-                        Some(r) => {
-                            if r.status >= 500 && r.status != 503 && r.status != 504 {
-                                server_errors += 1;
-                            }
-                            format!("{}xx", r.status / 100)
-                        }
-                        None => "none".to_string(),
-                    };
-                    *classes.entry(class).or_default() += 1;
-                }
-                (cases, classes, server_errors)
-            })
+            let rng = SeededRng::new(args.seed.wrapping_add(id as u64 * 0x9e37_79b9));
+            std::thread::spawn(move || fuzz_client(addr, rng, &budget, deadline))
         })
         .collect();
-    // Meanwhile, check health twice a second.
-    let (mut checks, mut failures) = (0, 0);
-    while handles.iter().any(|h| !h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(500));
-        checks += 1;
-        if !client::request(&health, "GET", &[], b"").is_ok_and(|r| r.status == 200) {
-            failures += 1;
-        }
-    }
+    let (checks, failures) = watch_health(&health, &handles);
     let mut responses = BTreeMap::new();
     let (mut cases, mut server_errors) = (0, 0);
     for h in handles {
-        let (c, classes, e) = h
+        let log = h
             .join()
             .map_err(|_| anyhow::anyhow!("a fuzz thread panicked"))?;
-        cases += c;
-        server_errors += e;
-        for (k, n) in classes {
+        cases += log.cases;
+        server_errors += log.server_errors;
+        for (k, n) in log.classes {
             *responses.entry(k).or_default() += n;
         }
     }
-    let alive_at_end = client::request(&health, "GET", &[], b"").is_ok_and(|r| r.status == 200);
+    let alive_at_end = is_healthy(&health);
     let report = FuzzReport {
         url: args.url.clone(),
         seconds: started.elapsed().as_secs_f64(),
@@ -493,4 +529,56 @@ pub fn fuzz(args: &BenchFuzzArgs) -> anyhow::Result<()> {
         args.url
     );
     Ok(())
+}
+
+/// One fuzz client: sends cases drawn from `rng` to `addr`, each on its own connection,
+/// until `deadline` or until `budget` is spent, and counts the responses by class.
+fn fuzz_client(
+    addr: SocketAddr,
+    mut rng: SeededRng,
+    budget: &AtomicUsize,
+    deadline: Instant,
+) -> FuzzLog {
+    let mut log = FuzzLog::default();
+    while Instant::now() < deadline
+        && budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .is_ok()
+    {
+        let bytes = fuzz_case(&mut rng);
+        log.cases += 1;
+        let class = match client::raw(addr, bytes, Duration::from_millis(300))
+            .ok()
+            .and_then(|raw| client::parse_response(&raw).ok())
+        {
+            Some(r) => {
+                if r.status >= 500 && r.status != 503 && r.status != 504 {
+                    log.server_errors += 1;
+                }
+                format!("{}xx", r.status / 100)
+            }
+            None => "none".to_string(),
+        };
+        *log.classes.entry(class).or_default() += 1;
+    }
+    log
+}
+
+/// Checks `health` twice a second until every thread of `handles` has finished: the checks
+/// made and how many failed.
+fn watch_health<T>(health: &Target, handles: &[JoinHandle<T>]) -> (usize, usize) {
+    let (mut checks, mut failures) = (0, 0);
+    while handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(500));
+        checks += 1;
+        if !is_healthy(health) {
+            failures += 1;
+        }
+    }
+    (checks, failures)
+}
+
+/// Whether a GET of `health` answers 200.
+fn is_healthy(health: &Target) -> bool {
+    client::request(health, "GET", &[], b"").is_ok_and(|r| r.status == 200)
 }
