@@ -7,7 +7,7 @@ use crate::encoders::{embed_texts, CacheSpec, EncoderChoice};
 use crate::error::{Context, PipelineError, Result};
 use crate::finetune::{
     finetuned_classifier, fit_shared, shared_classifier, shared_head_params, shared_proba,
-    text_refs, BundleFile, FinetuneBase,
+    shared_tfidf, BundleFile, FinetuneBase,
 };
 use crate::observe::Observer;
 use crate::{bail, ensure};
@@ -556,22 +556,7 @@ fn ensemble_entry(
     )?;
     let fit_seconds = t.elapsed().as_secs_f64();
     let params = selection.params;
-    let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
-        rows.iter()
-            .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
-            .collect()
-    };
-    let (cv_p, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
-        let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
-        let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
-        let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
-        let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
-        let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y_train[i]).collect();
-        let fit_len: Vec<f32> = fit_rows.iter().map(|&i| len_train[i]).collect();
-        let held_len: Vec<f32> = held.iter().map(|&i| len_train[i]).collect();
-        let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
-        Ok::<_, PipelineError>((c.combine(&held_refs, k, &held_len)?, ()))
-    })?;
+    let cv_p = combiner_out_of_fold(&params, &oof, (y_train, len_train), folds, k)?;
     let (cv, cv_std) = mean_std(&fold_accuracies(&cv_p, y_train, folds, n_folds, k));
     let combiner = selection.combiner;
     let dev_f = combiner.combine(&dev_p, k, len_dev)?;
@@ -637,423 +622,305 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Ranks single models, feature fusion, ensembles and fine-tuned candidates by k-fold
-/// cross-validation on train (never by test), reports dev and test, and saves the winner (or
-/// `save_candidate`) to `exp.out`.
-pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
-    let started = Instant::now();
-    job.exp.check("compare")?;
-    BlockWeights::check_emb_choices(&job.emb_weights).context("--emb-weights")?;
-    // Weight 1 first, then by distance from 1 on a log scale: ties on dev keep the earlier.
-    let mut emb_weights = job.emb_weights.clone();
-    emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
-    emb_weights.dedup();
-    let singles: Vec<ModelSpec> = job
-        .singles
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| parse_model(s))
-        .collect::<Result<_>>()?;
-    let strategies: Vec<Strategy> = job
-        .ensembles
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| parse_strategy(s))
-        .collect::<Result<_>>()?;
-    let mut members: Vec<ModelSpec> = job
-        .members
-        .iter()
-        .map(|s| parse_model(s))
-        .collect::<Result<_>>()?;
-    ensure!(
-        strategies.is_empty() || members.len() >= 2,
-        "an ensemble needs at least two --members"
-    );
-    ensure!(
-        !job.finetuned_members || !strategies.is_empty(),
-        "--finetuned-members adds the fine-tuned candidates to the ensembles, but --ensembles \
-         is empty"
-    );
-    if strategies.is_empty() {
-        // Members are fit only for the ensembles.
-        members.clear();
-    }
-    if let Some(name) = &job.save_candidate {
-        // Every candidate's name, known before anything is fit.
-        let member_names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        let mut names: Vec<String> = singles.iter().map(|m| m.name.clone()).collect();
-        names.extend(
-            strategies
-                .iter()
-                .map(|&st| ensemble_name(st, &member_names)),
+/// What a compare run fits, parsed from its spec and checked before any data is read.
+struct Plan {
+    /// Embedding weights feature fusion tries: 1 first, then by distance from 1 on a log
+    /// scale (ties on dev keep the earlier).
+    emb_weights: Vec<f32>,
+    singles: Vec<ModelSpec>,
+    strategies: Vec<Strategy>,
+    /// The ensembles' members (none without ensembles: they are fit only for them).
+    members: Vec<ModelSpec>,
+    /// Whether members predict with their fold models (only for a combiner that learns from
+    /// them).
+    bag_members: bool,
+    finetune: Option<FinetuneParams>,
+}
+
+impl Plan {
+    /// Parses and checks `job`'s candidates; `--save-candidate` must name one of them.
+    fn of(job: &CompareSpec) -> Result<Plan> {
+        job.exp.check("compare")?;
+        BlockWeights::check_emb_choices(&job.emb_weights).context("--emb-weights")?;
+        let mut emb_weights = job.emb_weights.clone();
+        emb_weights.sort_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()).then(a.total_cmp(b)));
+        emb_weights.dedup();
+        let non_empty =
+            |v: &[String]| -> Vec<String> { v.iter().filter(|s| !s.is_empty()).cloned().collect() };
+        let singles: Vec<ModelSpec> = non_empty(&job.singles)
+            .iter()
+            .map(|s| parse_model(s))
+            .collect::<Result<_>>()?;
+        let strategies: Vec<Strategy> = non_empty(&job.ensembles)
+            .iter()
+            .map(|s| parse_strategy(s))
+            .collect::<Result<_>>()?;
+        let mut members: Vec<ModelSpec> = job
+            .members
+            .iter()
+            .map(|s| parse_model(s))
+            .collect::<Result<_>>()?;
+        ensure!(
+            strategies.is_empty() || members.len() >= 2,
+            "an ensemble needs at least two --members"
         );
+        ensure!(
+            !job.finetuned_members || !strategies.is_empty(),
+            "--finetuned-members adds the fine-tuned candidates to the ensembles, but \
+             --ensembles is empty"
+        );
+        if strategies.is_empty() {
+            members.clear();
+        }
+        let bag_members = job.oof_members == OofMembers::Bagged
+            && strategies.iter().any(|s| s.learns_from_out_of_fold());
+        let mut plan = Plan {
+            emb_weights,
+            singles,
+            strategies,
+            members,
+            bag_members,
+            finetune: None,
+        };
+        if let Some(name) = &job.save_candidate {
+            let names = plan.candidate_names(job);
+            ensure!(
+                names.contains(name),
+                "--save-candidate {name:?} is not a candidate of this run ({})",
+                names.join("; ")
+            );
+        }
+        plan.finetune = job.finetune_params()?;
+        Ok(plan)
+    }
+
+    /// Every candidate's name, known before anything is fit.
+    fn candidate_names(&self, job: &CompareSpec) -> Vec<String> {
+        let member_names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        let mut names: Vec<String> = self.singles.iter().map(|m| m.name.clone()).collect();
+        let ensembles = |with: &[&str]| {
+            self.strategies
+                .iter()
+                .map(|&st| ensemble_name(st, with))
+                .collect::<Vec<_>>()
+        };
+        names.extend(ensembles(&member_names));
         let tuned = job.tuned_heads();
         names.extend(tuned.iter().map(|h| h.name().to_string()));
         if job.finetuned_members {
             for h in &tuned {
                 let mut with = member_names.clone();
                 with.push(h.name());
-                names.extend(strategies.iter().map(|&st| ensemble_name(st, &with)));
+                names.extend(ensembles(&with));
             }
         }
-        ensure!(
-            names.contains(name),
-            "--save-candidate {name:?} is not a candidate of this run ({})",
-            names.join("; ")
-        );
-    }
-    // Members predict with their fold models only for a combiner that learns from them.
-    let bag_members = job.oof_members == OofMembers::Bagged
-        && strategies.iter().any(|s| s.learns_from_out_of_fold());
-    let finetune = job.finetune_params()?;
-    let needs_emb = singles.iter().chain(&members).any(|m| m.emb);
-    let needs_tfidf = singles.iter().chain(&members).any(|m| m.tfidf);
-    let splits = job.exp.splits(true)?;
-    let SplitFeatures {
-        all_texts,
-        encoder,
-        tfidf,
-        blocks,
-    } = job.exp.features(&splits, needs_emb, needs_tfidf, on)?;
-    let Splits {
-        train,
-        dev,
-        labels,
-        y_train,
-        y_dev,
-        y_test,
-        ..
-    } = splits;
-    let k = labels.len();
-    let (n_train, n_dev) = (train.texts.len(), dev.texts.len());
-    let features_of = |m: &ModelSpec, weights: &BlockWeights| -> Result<Features> {
-        Ok(blocks_of(&blocks, m.tfidf, m.emb).fuse(weights)?)
-    };
-    let lengths: Vec<f32> = all_texts.iter().map(|t| t.chars().count() as f32).collect();
-    let folds = lmfuse_fusion::stratified_folds(&y_train, job.exp.folds, job.exp.seed);
-    let train_rows: Vec<usize> = (0..n_train).collect();
-    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
-    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
-
-    let mut entries = Vec::new();
-    // The deployable model of each entry: a classifier, or the index of a combiner.
-    let mut models: Vec<Deployable> = Vec::new();
-    let mut fitted: Vec<Fitted> = Vec::new();
-    let mut specs: Vec<&ModelSpec> = singles.iter().collect();
-    specs.extend(members.iter().filter(|m| !singles.contains(m)));
-    for spec in specs {
-        on.note(&format!("compare: {}", spec.name));
-        let t = Instant::now();
-        let options = TrainOptions {
-            head: spec.head,
-            c_grid: job.exp.c_grid.clone(),
-            seed: job.exp.seed,
-            // The shared head's dense block: the embedding, last after the TF-IDF blocks.
-            dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
-            ..Default::default()
-        };
-        // Feature fusion: the embedding weight is chosen on dev with the head's
-        // hyperparameter (a strictly better dev accuracy replaces an earlier weight).
-        let weights: &[f32] = if spec.emb && spec.tfidf {
-            &emb_weights
-        } else {
-            &[1.0]
-        };
-        let mut best = None;
-        for &w in weights {
-            let weights = BlockWeights::with_emb(w);
-            let x = features_of(spec, &weights)?;
-            let (xt, xd) = (x.select_rows(&train_rows), x.select_rows(&dev_rows));
-            let selection = lmfuse_train::fit_selecting(
-                (&xt, &y_train),
-                (&xd, &y_dev),
-                &labels,
-                &options.candidates(),
-            )?;
-            if best
-                .as_ref()
-                .is_none_or(|(_, _, s): &(_, _, lmfuse_train::Selection)| {
-                    selection.dev.accuracy > s.dev.accuracy
-                })
-            {
-                best = Some((weights, x, selection));
-            }
-        }
-        let (weights, x, selection) = best.expect("at least one weight");
-        let (xt, xd, xs) = (
-            x.select_rows(&train_rows),
-            x.select_rows(&dev_rows),
-            x.select_rows(&test_rows),
-        );
-        let fit_seconds = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let bag_this = bag_members && members.contains(spec);
-        let (oof, fold_models) = if bag_this {
-            lmfuse_fusion::out_of_fold_models(&xt, &y_train, k, &selection.params, &folds)?
-        } else {
-            let p = lmfuse_fusion::out_of_fold(&xt, &y_train, k, &selection.params, &folds)?;
-            (p, Vec::new())
-        };
-        let oof_seconds = t.elapsed().as_secs_f64();
-        let predicted = |head: &dyn ProbaHead| -> Result<Predicted> {
-            let t = Instant::now();
-            let test = head.predict_proba(&xs)?;
-            let test_seconds = t.elapsed().as_secs_f64();
-            Ok(Predicted {
-                dev: head.predict_proba(&xd)?,
-                test,
-                test_seconds,
-            })
-        };
-        let refit = predicted(&selection.model)?;
-        let (cv, cv_std) = mean_std(&fold_accuracies(&oof, &y_train, &folds, job.exp.folds, k));
-        let mut text = if spec.tfidf {
-            tfidf.clone()
-        } else {
-            TextFeaturizer::default()
-        };
-        text.weights = weights;
-        let classifier = Classifier {
-            card: ModelCard::new(
-                encoder.clone(),
-                &labels,
-                &text,
-                spec.emb,
-                HeadCard::new(selection.params, xt.cols()),
-                serde_json::json!({
-                    "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
-                    "n_train": n_train,
-                    "seed": job.exp.seed,
-                    "selected_by": "dev accuracy",
-                }),
-                serde_json::json!({
-                    "cv_accuracy": cv,
-                    "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
-                }),
-            ),
-            labels: labels.clone(),
-            head: selection.model.clone(),
-            text_features: text,
-            oos: None,
-        };
-        if singles.contains(spec) {
-            models.push(Deployable::Single(fitted.len()));
-            let (param, value) = selection.params.tuned();
-            let mut selected = BTreeMap::from([(param.to_string(), value)]);
-            if spec.emb && spec.tfidf {
-                selected.insert("emb_weight".into(), f64::from(weights.emb));
-            }
-            entries.push(Entry {
-                name: spec.name.clone(),
-                kind: if spec.emb && spec.tfidf {
-                    "feature_fusion"
-                } else {
-                    "single"
-                },
-                cv_accuracy: cv,
-                cv_std,
-                selected: Some(selected),
-                member_models: None,
-                tried: Vec::new(),
-                finetune: None,
-                dev: lmfuse_metrics::evaluate(&y_dev, &refit.dev, labels.names())?,
-                test: lmfuse_metrics::evaluate(&y_test, &refit.test, labels.names())?,
-                fit_seconds,
-                predict_seconds: refit.test_seconds,
-            });
-        }
-        // A member of the combiners that learn from out-of-fold rows: its fold models, bagged.
-        let bagged = if bag_this {
-            let bag = lmfuse_classic::Bag::new(fold_models)?;
-            let n_models = bag.heads().len();
-            let p = predicted(&bag)?;
-            let mut card = classifier.card.clone();
-            card.head.bagged = Some(n_models);
-            card.training["bagged_from"] =
-                format!("{n_models} out-of-fold models, each fit on the other folds").into();
-            let c = Classifier {
-                card,
-                labels: labels.clone(),
-                head: lmfuse_classic::Head::Bag(bag),
-                text_features: classifier.text_features.clone(),
-                oos: None,
-            };
-            Some((c, p))
-        } else {
-            None
-        };
-        fitted.push(Fitted {
-            name: spec.name.clone(),
-            classifier,
-            oof,
-            refit,
-            bagged,
-            fit_seconds,
-            oof_seconds,
-        });
+        names
     }
 
-    let member_fits: Vec<&Fitted> = members
-        .iter()
-        .map(|m| fitted.iter().find(|f| f.name == m.name).expect("fitted"))
-        .collect();
-    let ctx = EnsembleContext {
-        y: (&y_train, &y_dev, &y_test),
-        lengths: &lengths,
-        labels: &labels,
-        folds: (&folds, job.exp.folds),
-        c_grid: &job.exp.c_grid,
-    };
-    // How the members of `strategy` predict.
-    let how_of = |strategy: Strategy| {
-        if strategy.learns_from_out_of_fold() {
-            job.oof_members
-        } else {
-            OofMembers::Refit
-        }
-    };
-    let classic_views = |strategy: Strategy| -> Vec<MemberView<'_>> {
-        member_fits
+    /// The classical models to fit: the singles, then the members that are not singles.
+    fn classical(&self) -> Vec<&ModelSpec> {
+        let mut specs: Vec<&ModelSpec> = self.singles.iter().collect();
+        specs.extend(self.members.iter().filter(|m| !self.singles.contains(m)));
+        specs
+    }
+
+    /// Whether any classical model reads the embeddings, and whether any reads TF-IDF.
+    fn needs(&self) -> (bool, bool) {
+        let all = || self.singles.iter().chain(&self.members);
+        (all().any(|m| m.emb), all().any(|m| m.tfidf))
+    }
+}
+
+/// How the members of a combiner of `strategy` predict: as `--oof-members` says for a
+/// combiner that learns from out-of-fold probabilities, refit otherwise.
+fn members_predict(job: &CompareSpec, strategy: Strategy) -> OofMembers {
+    if strategy.learns_from_out_of_fold() {
+        job.oof_members
+    } else {
+        OofMembers::Refit
+    }
+}
+
+/// The data every candidate is fit and scored on, computed once: the splits, every feature
+/// block of their texts, the folds on train and the texts' lengths in characters.
+struct Prepared {
+    splits: Splits,
+    features: SplitFeatures,
+    folds: Vec<usize>,
+    lengths: Vec<f32>,
+}
+
+impl Prepared {
+    /// Reads the splits and computes the features `plan`'s models read.
+    fn load(job: &CompareSpec, plan: &Plan, on: &dyn Observer) -> Result<Prepared> {
+        let splits = job.exp.splits(true)?;
+        let (needs_emb, needs_tfidf) = plan.needs();
+        let features = job.exp.features(&splits, needs_emb, needs_tfidf, on)?;
+        let lengths = features
+            .all_texts
             .iter()
-            .map(|f| f.view(how_of(strategy), strategy.learns_from_out_of_fold()))
-            .collect()
-    };
-    for &strategy in &strategies {
-        let (entry, params, combiner) =
-            ensemble_entry(&ctx, strategy, how_of(strategy), &classic_views(strategy))?;
-        models.push(Deployable::Ensemble {
-            params,
-            combiner,
-            how: how_of(strategy),
-            tuned: None,
-        });
-        entries.push(entry);
+            .map(|t| t.chars().count() as f32)
+            .collect();
+        let folds = lmfuse_fusion::stratified_folds(&splits.y_train, job.exp.folds, job.exp.seed);
+        Ok(Prepared {
+            splits,
+            features,
+            folds,
+            lengths,
+        })
     }
-    let mut tuned: Vec<FinetunedModel> = Vec::new();
+
+    /// Classes of train, dev and test.
+    fn y(&self) -> (&[usize], &[usize], &[usize]) {
+        let s = &self.splits;
+        (&s.y_train, &s.y_dev, &s.y_test)
+    }
+
+    /// Rows of train, dev and test in [`SplitFeatures::all_texts`].
+    fn rows(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let (n_train, n_dev) = (self.splits.y_train.len(), self.splits.y_dev.len());
+        let n = self.features.all_texts.len();
+        (
+            (0..n_train).collect(),
+            (n_train..n_train + n_dev).collect(),
+            (n_train + n_dev..n).collect(),
+        )
+    }
+
+    /// Texts of train, dev and test.
+    fn texts(&self) -> SplitTexts<'_> {
+        let (n_train, n_dev) = (self.splits.y_train.len(), self.splits.y_dev.len());
+        let all = &self.features.all_texts;
+        (
+            &all[..n_train],
+            &all[n_train..n_train + n_dev],
+            &all[n_train + n_dev..],
+        )
+    }
+
+    /// What every ensemble candidate is fit and scored on.
+    fn ensemble_context<'a>(&'a self, job: &'a CompareSpec) -> EnsembleContext<'a> {
+        EnsembleContext {
+            y: self.y(),
+            lengths: &self.lengths,
+            labels: &self.splits.labels,
+            folds: (&self.folds, job.exp.folds),
+            c_grid: &job.exp.c_grid,
+        }
+    }
+}
+
+/// The entries of the leaderboard so far and what each deploys as.
+#[derive(Default)]
+struct Board {
+    entries: Vec<Entry>,
+    models: Vec<Deployable>,
+}
+
+impl Board {
+    fn push(&mut self, entry: Entry, model: Deployable) {
+        self.entries.push(entry);
+        self.models.push(model);
+    }
+
+    /// The winner (best cross-validated accuracy; the earlier on ties) and the entry whose
+    /// bundle is saved (the winner unless `save_candidate` names another).
+    fn pick(&self, save_candidate: Option<&str>) -> Result<(usize, usize)> {
+        let entries = &self.entries;
+        let winner = entries
+            .iter()
+            .enumerate()
+            .fold(None::<usize>, |best, (i, e)| match best {
+                Some(b) if entries[b].cv_accuracy >= e.cv_accuracy => Some(b),
+                _ => Some(i),
+            })
+            .context("no candidate to compare")?;
+        let saved = match save_candidate {
+            None => winner,
+            Some(name) => entries
+                .iter()
+                .position(|e| e.name == name)
+                .expect("checked before fitting"),
+        };
+        Ok((winner, saved))
+    }
+}
+
+/// Every model fit: the classical ones (in [`Plan::classical`]'s order), which of them are
+/// the ensembles' members, and the fine-tuned candidates.
+struct Fits {
+    classical: Vec<Fitted>,
+    members: Vec<usize>,
+    tuned: Vec<FinetunedModel>,
+}
+
+impl Fits {
+    /// The ensembles' members, in `--members` order.
+    fn members(&self) -> Vec<&Fitted> {
+        self.members.iter().map(|&i| &self.classical[i]).collect()
+    }
+}
+
+/// Ranks single models, feature fusion, ensembles and fine-tuned candidates by k-fold
+/// cross-validation on train (never by test), reports dev and test, and saves the winner (or
+/// `save_candidate`) to `exp.out`.
+pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
+    let started = Instant::now();
+    let plan = Plan::of(job)?;
+    let data = Prepared::load(job, &plan, on)?;
+    let mut board = Board::default();
+    let mut fits = Fits {
+        classical: Vec::new(),
+        members: Vec::new(),
+        tuned: Vec::new(),
+    };
+    for spec in plan.classical() {
+        let (fitted, entry) = fit_classical(job, &plan, &data, spec, on)?;
+        if let Some(entry) = entry {
+            board.push(entry, Deployable::Single(fits.classical.len()));
+        }
+        fits.classical.push(fitted);
+    }
+    fits.members = plan
+        .members
+        .iter()
+        .map(|m| {
+            let i = fits.classical.iter().position(|f| f.name == m.name);
+            i.expect("every member is fitted")
+        })
+        .collect();
+    add_ensembles(&mut board, job, &plan, &data, &fits, None)?;
     for head in job.tuned_heads() {
-        let params = finetune.as_ref().expect("checked with the heads");
-        let texts = (
-            &all_texts[..n_train],
-            &all_texts[n_train..n_train + n_dev],
-            &all_texts[n_train + n_dev..],
-        );
+        let params = plan.finetune.as_ref().expect("checked with the heads");
         let (entry, model) = finetuned_candidate(
             job,
             (params, &head),
-            texts,
-            (&y_train, &y_dev, &y_test),
-            &labels,
-            &folds,
+            data.texts(),
+            data.y(),
+            &data.splits.labels,
+            &data.folds,
             on,
         )?;
-        entries.push(entry);
-        models.push(Deployable::Finetuned(tuned.len()));
-        tuned.push(model);
+        board.push(entry, Deployable::Finetuned(fits.tuned.len()));
+        fits.tuned.push(model);
     }
     // Each fine-tuned candidate as one more member of every ensemble: its out-of-fold
     // probabilities come from its fold runs, and it predicts with its run on all of train.
     if job.finetuned_members {
-        for (t, model) in tuned.iter().enumerate() {
-            for &strategy in &strategies {
-                let mut views = classic_views(strategy);
-                views.push(model.view(strategy.learns_from_out_of_fold()));
-                let (entry, params, combiner) =
-                    ensemble_entry(&ctx, strategy, how_of(strategy), &views)?;
-                models.push(Deployable::Ensemble {
-                    params,
-                    combiner,
-                    how: how_of(strategy),
-                    tuned: Some(t),
-                });
-                entries.push(entry);
-            }
+        for t in 0..fits.tuned.len() {
+            add_ensembles(&mut board, job, &plan, &data, &fits, Some(t))?;
         }
     }
-    // The winner: best cross-validated accuracy; the earlier candidate on ties.
-    let winner = entries
-        .iter()
-        .enumerate()
-        .fold(None::<usize>, |best, (i, e)| match best {
-            Some(b) if entries[b].cv_accuracy >= e.cv_accuracy => Some(b),
-            _ => Some(i),
-        })
-        .context("no candidate to compare")?;
-    // The candidate whose bundle goes to --out: the winner unless --save-candidate names one.
-    let saved = match &job.save_candidate {
-        None => winner,
-        Some(name) => entries
-            .iter()
-            .position(|e| &e.name == name)
-            .expect("checked before fitting"),
-    };
+    let (winner, saved) = board.pick(job.save_candidate.as_deref())?;
     if let Some(out) = &job.exp.out {
-        let w = &entries[saved];
-        let metrics = serde_json::json!({
-            "cv_accuracy": w.cv_accuracy,
-            "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
-            "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
-        });
-        let mut files: Vec<BundleFile> = Vec::new();
-        let (manifest, tensors, json) = match &models[saved] {
-            Deployable::Single(i) => {
-                let mut c = fitted[*i].classifier.clone();
-                c.card.metrics = metrics;
-                c.to_bundle(crate::VERSION, &crate::now_rfc3339())
-            }
-            Deployable::Finetuned(t) => {
-                let (c, encoder_files) = tuned[*t].classifier(&labels, metrics)?;
-                files = encoder_files;
-                c.to_bundle(crate::VERSION, &crate::now_rfc3339())
-            }
-            Deployable::Ensemble {
-                params,
-                combiner,
-                how,
-                tuned: with_tuned,
-            } => {
-                let mut member_classifiers: Vec<Classifier> = member_fits
-                    .iter()
-                    .map(|f| f.predicting(*how).0.clone())
-                    .collect();
-                if let Some(t) = with_tuned {
-                    let (c, encoder_files) =
-                        tuned[*t].classifier(&labels, serde_json::json!({}))?;
-                    member_classifiers.push(c);
-                    files = encoder_files;
-                }
-                let ensemble = Ensemble {
-                    card: EnsembleCard {
-                        task: lmfuse_train::ENSEMBLE_TASK.into(),
-                        encoder: encoder.clone(),
-                        labels: labels.names().to_vec(),
-                        members: member_classifiers.iter().map(|c| c.card.clone()).collect(),
-                        combiner: *params,
-                        training: serde_json::json!({
-                            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
-                            "n_train": n_train,
-                            "seed": job.exp.seed,
-                            "folds": job.exp.folds,
-                            "combiner_fit_on": "out-of-fold member probabilities",
-                            "member_models": how.name(),
-                            "finetuned_member_model": with_tuned.map(|_| "refit"),
-                        }),
-                        metrics,
-                    },
-                    labels: labels.clone(),
-                    members: member_classifiers,
-                    combiner: combiner.clone(),
-                };
-                ensemble.to_bundle(crate::VERSION, &crate::now_rfc3339())
-            }
-        };
-        lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, &files)
-            .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
+        save_entry(out, job, &data, &fits, &board, saved)?;
     }
+    let Board { entries, .. } = board;
     Ok(Leaderboard {
-        labels: labels.names().to_vec(),
-        train: n_train,
-        dev: n_dev,
-        test: test_rows.len(),
+        labels: data.splits.labels.names().to_vec(),
+        train: data.splits.y_train.len(),
+        dev: data.splits.y_dev.len(),
+        test: data.splits.y_test.len(),
         folds: job.exp.folds,
         seed: job.exp.seed,
         winner: entries[winner].clone(),
@@ -1062,6 +929,371 @@ pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
         candidates: entries,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Fits the classical model `spec` on train (its hyperparameter, and for feature fusion the
+/// embedding weight, chosen on dev), its out-of-fold probabilities (keeping the fold models,
+/// bagged, when it is a member that predicts bagged); with its leaderboard entry when it is
+/// one of the singles.
+fn fit_classical(
+    job: &CompareSpec,
+    plan: &Plan,
+    data: &Prepared,
+    spec: &ModelSpec,
+    on: &dyn Observer,
+) -> Result<(Fitted, Option<Entry>)> {
+    on.note(&format!("compare: {}", spec.name));
+    let t = Instant::now();
+    let (weights, x, selection) = select_on_dev(job, plan, data, spec)?;
+    let (train_rows, dev_rows, test_rows) = data.rows();
+    let (xt, xd, xs) = (
+        x.select_rows(&train_rows),
+        x.select_rows(&dev_rows),
+        x.select_rows(&test_rows),
+    );
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (y_train, y_dev, y_test) = data.y();
+    let labels = &data.splits.labels;
+    let k = labels.len();
+    let bag_this = plan.bag_members && plan.members.contains(spec);
+    let (oof, fold_models) = if bag_this {
+        lmfuse_fusion::out_of_fold_models(&xt, y_train, k, &selection.params, &data.folds)?
+    } else {
+        let p = lmfuse_fusion::out_of_fold(&xt, y_train, k, &selection.params, &data.folds)?;
+        (p, Vec::new())
+    };
+    let oof_seconds = t.elapsed().as_secs_f64();
+    let refit = predicted(&selection.model, &xd, &xs)?;
+    let (cv, cv_std) = mean_std(&fold_accuracies(
+        &oof,
+        y_train,
+        &data.folds,
+        job.exp.folds,
+        k,
+    ));
+    let classifier = classical_classifier(job, data, spec, (weights, x.cols()), &selection, cv);
+    let entry = if plan.singles.contains(spec) {
+        let fusion = spec.emb && spec.tfidf;
+        let (param, value) = selection.params.tuned();
+        let mut selected = BTreeMap::from([(param.to_string(), value)]);
+        if fusion {
+            selected.insert("emb_weight".into(), f64::from(weights.emb));
+        }
+        Some(Entry {
+            name: spec.name.clone(),
+            kind: if fusion { "feature_fusion" } else { "single" },
+            cv_accuracy: cv,
+            cv_std,
+            selected: Some(selected),
+            member_models: None,
+            tried: Vec::new(),
+            finetune: None,
+            dev: lmfuse_metrics::evaluate(y_dev, &refit.dev, labels.names())?,
+            test: lmfuse_metrics::evaluate(y_test, &refit.test, labels.names())?,
+            fit_seconds,
+            predict_seconds: refit.test_seconds,
+        })
+    } else {
+        None
+    };
+    let bagged = match bag_this {
+        true => Some(bagged_member(&classifier, fold_models, (&xd, &xs))?),
+        false => None,
+    };
+    let fitted = Fitted {
+        name: spec.name.clone(),
+        classifier,
+        oof,
+        refit,
+        bagged,
+        fit_seconds,
+        oof_seconds,
+    };
+    Ok((fitted, entry))
+}
+
+/// The head of `spec` fit on train with its hyperparameter chosen on dev, for each weight
+/// of the embedding block feature fusion tries (a strictly better dev accuracy replaces an
+/// earlier weight): the weights chosen, the features of every text, and the selection.
+fn select_on_dev(
+    job: &CompareSpec,
+    plan: &Plan,
+    data: &Prepared,
+    spec: &ModelSpec,
+) -> Result<(BlockWeights, Features, lmfuse_train::Selection)> {
+    let blocks = &data.features.blocks;
+    let options = TrainOptions {
+        head: spec.head,
+        c_grid: job.exp.c_grid.clone(),
+        seed: job.exp.seed,
+        // The shared head's dense block: the embedding, last after the TF-IDF blocks.
+        dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
+        ..Default::default()
+    };
+    let weights: &[f32] = if spec.emb && spec.tfidf {
+        &plan.emb_weights
+    } else {
+        &[1.0]
+    };
+    let (train_rows, dev_rows, _) = data.rows();
+    let (y_train, y_dev, _) = data.y();
+    let mut best: Option<(BlockWeights, Features, lmfuse_train::Selection)> = None;
+    for &w in weights {
+        let weights = BlockWeights::with_emb(w);
+        let x = blocks_of(blocks, spec.tfidf, spec.emb).fuse(&weights)?;
+        let (xt, xd) = (x.select_rows(&train_rows), x.select_rows(&dev_rows));
+        let selection = lmfuse_train::fit_selecting(
+            (&xt, y_train),
+            (&xd, y_dev),
+            &data.splits.labels,
+            &options.candidates(),
+        )?;
+        if best
+            .as_ref()
+            .is_none_or(|(_, _, s)| selection.dev.accuracy > s.dev.accuracy)
+        {
+            best = Some((weights, x, selection));
+        }
+    }
+    Ok(best.expect("at least one weight"))
+}
+
+/// Dev and test probabilities of `head` on the rows `xd` and `xs`, timing test.
+fn predicted(head: &dyn ProbaHead, xd: &Features, xs: &Features) -> Result<Predicted> {
+    let t = Instant::now();
+    let test = head.predict_proba(xs)?;
+    let test_seconds = t.elapsed().as_secs_f64();
+    Ok(Predicted {
+        dev: head.predict_proba(xd)?,
+        test,
+        test_seconds,
+    })
+}
+
+/// The deployable classifier of the classical model `spec`, refit on all of train, with
+/// its cross-validated accuracy `cv` on its card; `cols` is its number of features.
+fn classical_classifier(
+    job: &CompareSpec,
+    data: &Prepared,
+    spec: &ModelSpec,
+    (weights, cols): (BlockWeights, usize),
+    selection: &lmfuse_train::Selection,
+    cv: f64,
+) -> Classifier {
+    let (train, labels) = (&data.splits.train, &data.splits.labels);
+    let mut text = if spec.tfidf {
+        data.features.tfidf.clone()
+    } else {
+        TextFeaturizer::default()
+    };
+    text.weights = weights;
+    Classifier {
+        card: ModelCard::new(
+            data.features.encoder.clone(),
+            labels,
+            &text,
+            spec.emb,
+            HeadCard::new(selection.params, cols),
+            serde_json::json!({
+                "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                "n_train": train.texts.len(),
+                "seed": job.exp.seed,
+                "selected_by": "dev accuracy",
+            }),
+            serde_json::json!({
+                "cv_accuracy": cv,
+                "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
+            }),
+        ),
+        labels: labels.clone(),
+        head: selection.model.clone(),
+        text_features: text,
+        oos: None,
+    }
+}
+
+/// A member that predicts bagged: `classifier` with the bag of its fold models as head, and
+/// the bag's probabilities on the dev and test rows `xd`, `xs`.
+fn bagged_member(
+    classifier: &Classifier,
+    fold_models: Vec<lmfuse_classic::Head>,
+    (xd, xs): (&Features, &Features),
+) -> Result<(Classifier, Predicted)> {
+    let bag = lmfuse_classic::Bag::new(fold_models)?;
+    let n_models = bag.heads().len();
+    let p = predicted(&bag, xd, xs)?;
+    let mut card = classifier.card.clone();
+    card.head.bagged = Some(n_models);
+    card.training["bagged_from"] =
+        format!("{n_models} out-of-fold models, each fit on the other folds").into();
+    let c = Classifier {
+        card,
+        labels: classifier.labels.clone(),
+        head: lmfuse_classic::Head::Bag(bag),
+        text_features: classifier.text_features.clone(),
+        oos: None,
+    };
+    Ok((c, p))
+}
+
+/// One ensemble entry per strategy over the members, and, with `tuned`, the fine-tuned
+/// candidate at that index as one more (last) member.
+fn add_ensembles(
+    board: &mut Board,
+    job: &CompareSpec,
+    plan: &Plan,
+    data: &Prepared,
+    fits: &Fits,
+    tuned: Option<usize>,
+) -> Result<()> {
+    let ctx = data.ensemble_context(job);
+    for &strategy in &plan.strategies {
+        let how = members_predict(job, strategy);
+        let learnt = strategy.learns_from_out_of_fold();
+        let mut views: Vec<MemberView<'_>> =
+            fits.members().iter().map(|f| f.view(how, learnt)).collect();
+        if let Some(t) = tuned {
+            views.push(fits.tuned[t].view(learnt));
+        }
+        let (entry, params, combiner) = ensemble_entry(&ctx, strategy, how, &views)?;
+        let model = Deployable::Ensemble {
+            params,
+            combiner,
+            how,
+            tuned,
+        };
+        board.push(entry, model);
+    }
+    Ok(())
+}
+
+/// A bundle's parts: manifest, tensors, JSON files, and extra files (a fine-tuned encoder).
+type BundleParts = (
+    lmfuse_bundle::Manifest,
+    BTreeMap<String, lmfuse_bundle::Tensor>,
+    BTreeMap<String, serde_json::Value>,
+    Vec<BundleFile>,
+);
+
+/// Saves the bundle of the board's entry `saved`, its scores on its card, to `out`.
+fn save_entry(
+    out: &std::path::Path,
+    job: &CompareSpec,
+    data: &Prepared,
+    fits: &Fits,
+    board: &Board,
+    saved: usize,
+) -> Result<()> {
+    let w = &board.entries[saved];
+    let metrics = serde_json::json!({
+        "cv_accuracy": w.cv_accuracy,
+        "dev": {"accuracy": w.dev.accuracy, "macro_f1": w.dev.macro_f1},
+        "test": {"accuracy": w.test.accuracy, "macro_f1": w.test.macro_f1},
+    });
+    let labels = &data.splits.labels;
+    let (manifest, tensors, json, files): BundleParts = match &board.models[saved] {
+        Deployable::Single(i) => {
+            let mut c = fits.classical[*i].classifier.clone();
+            c.card.metrics = metrics;
+            let (m, t, j) = c.to_bundle(crate::VERSION, &crate::now_rfc3339());
+            (m, t, j, Vec::new())
+        }
+        Deployable::Finetuned(t) => {
+            let (c, encoder_files) = fits.tuned[*t].classifier(labels, metrics)?;
+            let (m, t, j) = c.to_bundle(crate::VERSION, &crate::now_rfc3339());
+            (m, t, j, encoder_files)
+        }
+        Deployable::Ensemble {
+            params,
+            combiner,
+            how,
+            tuned,
+        } => ensemble_bundle(job, data, fits, (params, combiner, *how, *tuned), metrics)?,
+    };
+    lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, &files)
+        .with_context(|| format!("cannot save the bundle to {}", out.display()))
+}
+
+/// The bundle of the ensemble of `params` and `combiner` over the members (predicting with
+/// `how`) and, with `tuned`, the fine-tuned candidate at that index.
+fn ensemble_bundle(
+    job: &CompareSpec,
+    data: &Prepared,
+    fits: &Fits,
+    (params, combiner, how, tuned): (
+        &CombinerParams,
+        &lmfuse_fusion::Combiner,
+        OofMembers,
+        Option<usize>,
+    ),
+    metrics: serde_json::Value,
+) -> Result<BundleParts> {
+    let (train, labels) = (&data.splits.train, &data.splits.labels);
+    let mut members: Vec<Classifier> = fits
+        .members()
+        .iter()
+        .map(|f| f.predicting(how).0.clone())
+        .collect();
+    let mut files = Vec::new();
+    if let Some(t) = tuned {
+        let (c, encoder_files) = fits.tuned[t].classifier(labels, serde_json::json!({}))?;
+        members.push(c);
+        files = encoder_files;
+    }
+    let ensemble = Ensemble {
+        card: EnsembleCard {
+            task: lmfuse_train::ENSEMBLE_TASK.into(),
+            encoder: data.features.encoder.clone(),
+            labels: labels.names().to_vec(),
+            members: members.iter().map(|c| c.card.clone()).collect(),
+            combiner: *params,
+            training: serde_json::json!({
+                "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
+                "n_train": train.texts.len(),
+                "seed": job.exp.seed,
+                "folds": job.exp.folds,
+                "combiner_fit_on": "out-of-fold member probabilities",
+                "member_models": how.name(),
+                "finetuned_member_model": tuned.map(|_| "refit"),
+            }),
+            metrics,
+        },
+        labels: labels.clone(),
+        members,
+        combiner: combiner.clone(),
+    };
+    let (m, t, j) = ensemble.to_bundle(crate::VERSION, &crate::now_rfc3339());
+    Ok((m, t, j, files))
+}
+
+/// Out-of-fold probabilities of the combiner of `params` over members with out-of-fold
+/// probabilities `oof` on train (classes and lengths `y`, `lengths`): the combiner of fold f
+/// learns from the other folds' rows only.
+fn combiner_out_of_fold(
+    params: &CombinerParams,
+    oof: &[&[f32]],
+    (y, lengths): (&[usize], &[f32]),
+    folds: &[usize],
+    k: usize,
+) -> Result<Vec<f32>> {
+    let pick = |p: &[f32], rows: &[usize]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&i| p[i * k..(i + 1) * k].iter().copied())
+            .collect()
+    };
+    let (cv_p, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
+        let fit_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, fit_rows)).collect();
+        let held_m: Vec<Vec<f32>> = oof.iter().map(|p| pick(p, held)).collect();
+        let fit_refs: Vec<&[f32]> = fit_m.iter().map(Vec::as_slice).collect();
+        let held_refs: Vec<&[f32]> = held_m.iter().map(Vec::as_slice).collect();
+        let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y[i]).collect();
+        let fit_len: Vec<f32> = fit_rows.iter().map(|&i| lengths[i]).collect();
+        let held_len: Vec<f32> = held.iter().map(|&i| lengths[i]).collect();
+        let c = params.fit(&fit_refs, &fit_y, k, &fit_len)?;
+        Ok::<_, PipelineError>((c.combine(&held_refs, k, &held_len)?, ()))
+    })?;
+    Ok(cv_p)
 }
 
 /// Texts of train, dev and test.
@@ -1147,6 +1379,226 @@ struct SharedModel {
     text_features: TextFeaturizer,
 }
 
+/// A fine-tuned candidate's runs: the encoder it starts from, the tokenized splits, and (for
+/// the shared head) the TF-IDF and its blocks of every split, made once for every run.
+struct TunedRuns<'a> {
+    job: &'a CompareSpec,
+    params: &'a FinetuneParams,
+    name: &'static str,
+    base: FinetuneBase,
+    tok: (Vec<TokenizedText>, Vec<TokenizedText>, Vec<TokenizedText>),
+    y_train: &'a [usize],
+    y_dev: &'a [usize],
+    k: usize,
+    /// The shared head's TF-IDF (fit on all of train) and its blocks of train, dev and test.
+    shared_inputs: Option<(TextFeaturizer, SplitBlocks)>,
+    task: Box<dyn crate::Task + 'a>,
+    on: &'a dyn Observer,
+}
+
+/// One fine-tuning run: the network, the shared head if any, its best dev evaluation.
+type Run = (Network, Option<Mlp>, EvalRecord);
+
+impl<'a> TunedRuns<'a> {
+    /// Loads the encoder and tokenizes the splits; with the shared head, fits its TF-IDF on
+    /// train and returns the settings to try (one per alpha; `None` for the linear head).
+    #[allow(clippy::type_complexity)]
+    fn new(
+        job: &'a CompareSpec,
+        (params, head): (&'a FinetuneParams, &TunedHead),
+        (train, dev, test): SplitTexts<'_>,
+        (y_train, y_dev): (&'a [usize], &'a [usize]),
+        k: usize,
+        on: &'a dyn Observer,
+    ) -> Result<(Self, Vec<Option<MlpParams>>)> {
+        let base = FinetuneBase::load(&job.exp.model)?;
+        let tok = (
+            base.tokenize(train)?,
+            base.tokenize(dev)?,
+            base.tokenize(test)?,
+        );
+        let (shared_inputs, settings) = match head {
+            TunedHead::Linear => (None, vec![None]),
+            TunedHead::Shared { alphas } => {
+                let (text_features, b) = shared_tfidf((train, dev, test))?;
+                let hidden = base.files.config.hidden_size;
+                let settings = alphas
+                    .iter()
+                    .map(|&a| Some(shared_head_params(params, a, hidden)))
+                    .collect();
+                (Some((text_features, b)), settings)
+            }
+        };
+        let runs = TunedRuns {
+            job,
+            params,
+            name: head.name(),
+            base,
+            tok,
+            y_train,
+            y_dev,
+            k,
+            shared_inputs,
+            task: on.task("fine-tuning", 0),
+            on,
+        };
+        Ok((runs, settings))
+    }
+
+    fn shared(&self) -> &(TextFeaturizer, SplitBlocks) {
+        self.shared_inputs
+            .as_ref()
+            .expect("the shared head's settings come with its inputs")
+    }
+
+    /// Fine-tunes on the train rows `rows` with `setting` (`what` names the run).
+    fn fit(&self, rows: &[usize], what: &str, setting: Option<&MlpParams>) -> Result<Run> {
+        self.on.note(&format!("compare: {}, {what}", self.name));
+        let mut net = self.base.network(self.k, self.job.exp.seed)?;
+        let tok: Vec<TokenizedText> = rows.iter().map(|&i| self.tok.0[i].clone()).collect();
+        let y: Vec<usize> = rows.iter().map(|&i| self.y_train[i]).collect();
+        let mut observer = |e: &Event| {
+            if let Event::Step { step, total, loss } = e {
+                let what = format!("fine-tuning ({what})");
+                self.task.step(&what, *step, *total, *loss);
+            }
+        };
+        let failed = || format!("fine-tuning ({what}) failed");
+        let (mlp, best) = match setting {
+            None => {
+                let dev = (&self.tok.1, self.y_dev);
+                let summary = lmfuse_finetune::fit(
+                    &mut net,
+                    self.params,
+                    &tok,
+                    &y,
+                    dev.0,
+                    dev.1,
+                    None,
+                    false,
+                    &mut observer,
+                )
+                .with_context(failed)?;
+                (None, summary.best)
+            }
+            Some(mlp_params) => {
+                let (text_features, (b_train, b_dev, _)) = self.shared();
+                let (mlp, summary) = fit_shared(
+                    &mut net,
+                    (self.params, mlp_params),
+                    text_features,
+                    (b_train.select_rows(rows), &tok, &y),
+                    (b_dev.clone(), &self.tok.1, self.y_dev),
+                    None,
+                    &mut observer,
+                )
+                .with_context(failed)?;
+                (Some(mlp), summary.best)
+            }
+        };
+        Ok((net, mlp, best))
+    }
+
+    /// Probabilities of the texts `tok` by the run `net` with `setting`'s head `mlp`; for the
+    /// shared head, `blocks` picks the texts' TF-IDF blocks.
+    fn proba(
+        &self,
+        (net, setting, mlp): (&Network, Option<&MlpParams>, &Option<Mlp>),
+        tok: &[TokenizedText],
+        blocks: &dyn Fn(&SplitBlocks) -> Blocks,
+    ) -> Result<Vec<f32>> {
+        match (setting, mlp) {
+            (Some(_), Some(mlp)) => {
+                let (text_features, b) = self.shared();
+                shared_proba(net, mlp, tok, blocks(b), text_features)
+            }
+            (None, None) => Ok(lmfuse_finetune::predict_proba(
+                net,
+                tok,
+                rayon::current_num_threads(),
+            )),
+            _ => unreachable!("a shared head comes with its setting"),
+        }
+    }
+
+    /// Each setting fine-tuned on all of train; the best dev accuracy chooses (ties: the
+    /// earlier). Returns the chosen setting and run, and what was tried (empty when there
+    /// was nothing to choose).
+    fn choose(
+        &self,
+        settings: &[Option<MlpParams>],
+    ) -> Result<(Option<MlpParams>, Run, Vec<Tried>)> {
+        let all: Vec<usize> = (0..self.y_train.len()).collect();
+        let mut tried = Vec::new();
+        let mut chosen: Option<(Option<MlpParams>, Run)> = None;
+        for setting in settings {
+            let what = match setting {
+                Some(p) if settings.len() > 1 => format!("all of train, alpha {}", p.alpha),
+                _ => "all of train".to_string(),
+            };
+            let run = self.fit(&all, &what, setting.as_ref())?;
+            if let Some(p) = setting {
+                tried.push(Tried {
+                    alpha: p.alpha,
+                    dev_accuracy: run.2.dev_accuracy,
+                    best_step: run.2.step,
+                });
+            }
+            if chosen
+                .as_ref()
+                .is_none_or(|c| run.2.dev_accuracy > c.1 .2.dev_accuracy)
+            {
+                chosen = Some((*setting, run));
+            }
+        }
+        if settings.len() == 1 {
+            tried.clear();
+        }
+        let (setting, run) = chosen.expect("at least one setting");
+        Ok((setting, run, tried))
+    }
+
+    /// Out-of-fold probabilities on train: `setting` fine-tuned on every fold but one, for
+    /// the held fold.
+    fn out_of_fold(&self, folds: &[usize], setting: Option<&MlpParams>) -> Result<Vec<f32>> {
+        let n_folds = self.job.exp.folds;
+        let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, self.k, |fit_rows, held| {
+            let fold = folds[held[0]] + 1;
+            let (net, mlp, _) = self.fit(fit_rows, &format!("fold {fold}/{n_folds}"), setting)?;
+            let held_tok: Vec<TokenizedText> =
+                held.iter().map(|&i| self.tok.0[i].clone()).collect();
+            let p = self.proba((&net, setting, &mlp), &held_tok, &|b| b.0.select_rows(held))?;
+            Ok::<_, PipelineError>((p, ()))
+        })?;
+        Ok(oof)
+    }
+
+    /// The card's `training` of the run chosen with `best`, for `head`.
+    fn training(
+        &self,
+        head: &TunedHead,
+        train: &[String],
+        labels: &LabelSet,
+        best: &EvalRecord,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "method": match head {
+                TunedHead::Linear => "finetune",
+                TunedHead::Shared { .. } => "finetune-shared",
+            },
+            "base_encoder": self.base.files.reference,
+            "base_weights_sha256": self.base.files.weights_sha256,
+            "train_sha256": lmfuse_train::data_hash(train, &labels_of(self.y_train, labels)),
+            "n_train": train.len(),
+            "seed": self.job.exp.seed,
+            "folds": self.job.exp.folds,
+            "finetune": self.params,
+            "best_step": best.step,
+            "selected_by": "dev accuracy (early stopping)",
+        })
+    }
+}
+
 /// A fine-tuned candidate (`finetuned`, `finetuned_shared`): the encoder and `head`
 /// fine-tuned on all of train (early stopping on dev) for the model that is scored on dev and
 /// test and deployed, then on every fold but one for the held fold's out-of-fold
@@ -1157,189 +1609,34 @@ struct SharedModel {
 fn finetuned_candidate(
     job: &CompareSpec,
     (params, head): (&FinetuneParams, &TunedHead),
-    (train, dev, test): SplitTexts<'_>,
+    texts: SplitTexts<'_>,
     (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
     labels: &LabelSet,
     folds: &[usize],
     on: &dyn Observer,
 ) -> Result<(Entry, FinetunedModel)> {
-    let name = head.name();
-    let base = FinetuneBase::load(&job.exp.model)?;
-    let (tok_train, tok_dev, tok_test) = (
-        base.tokenize(train)?,
-        base.tokenize(dev)?,
-        base.tokenize(test)?,
-    );
     let k = labels.len();
-    let threads = rayon::current_num_threads();
-    let n_folds = job.exp.folds;
-    // The shared head's inputs (TF-IDF and its blocks of every split) and the settings to
-    // try: the shared head's hyperparameters, one per alpha, or `None` for the linear head.
-    let (shared_inputs, settings): (
-        Option<(TextFeaturizer, SplitBlocks)>,
-        Vec<Option<MlpParams>>,
-    ) = match head {
-        TunedHead::Linear => (None, vec![None]),
-        TunedHead::Shared { alphas } => {
-            let text_features = TextFeaturizer::fit(&text_refs(train))?;
-            let blocks = |t: &[String]| text_features.transform(&text_refs(t), None, &[]);
-            let b = (blocks(train)?, blocks(dev)?, blocks(test)?);
-            let hidden = base.files.config.hidden_size;
-            let settings = alphas
-                .iter()
-                .map(|&a| Some(shared_head_params(params, a, hidden)))
-                .collect();
-            (Some((text_features, b)), settings)
-        }
-    };
-    let shared_of = || {
-        shared_inputs
-            .as_ref()
-            .expect("the shared head's settings come with its inputs")
-    };
-    let task = on.task("fine-tuning", 0);
-    let say = |what: &str| on.note(&format!("compare: {name}, {what}"));
-    // Fine-tunes on the train rows `rows` with `setting`: the network, the shared head if
-    // any, and the best dev evaluation.
-    let fit = |rows: &[usize],
-               what: &str,
-               setting: Option<&MlpParams>|
-     -> Result<(Network, Option<Mlp>, EvalRecord)> {
-        say(what);
-        let mut net = base.network(k, job.exp.seed)?;
-        let tok: Vec<TokenizedText> = rows.iter().map(|&i| tok_train[i].clone()).collect();
-        let y: Vec<usize> = rows.iter().map(|&i| y_train[i]).collect();
-        let mut observer = |e: &Event| {
-            if let Event::Step { step, total, loss } = e {
-                let what = format!("fine-tuning ({what})");
-                task.step(&what, *step, *total, *loss);
-            }
-        };
-        let (mlp, best) = match setting {
-            None => {
-                let summary = lmfuse_finetune::fit(
-                    &mut net,
-                    params,
-                    &tok,
-                    &y,
-                    &tok_dev,
-                    y_dev,
-                    None,
-                    false,
-                    &mut observer,
-                )
-                .with_context(|| format!("fine-tuning ({what}) failed"))?;
-                (None, summary.best)
-            }
-            Some(mlp_params) => {
-                let (text_features, (b_train, b_dev, _)) = shared_of();
-                let (mlp, summary) = fit_shared(
-                    &mut net,
-                    (params, mlp_params),
-                    text_features,
-                    (b_train.select_rows(rows), &tok, &y),
-                    (b_dev.clone(), &tok_dev, y_dev),
-                    None,
-                    &mut observer,
-                )
-                .with_context(|| format!("fine-tuning ({what}) failed"))?;
-                (Some(mlp), summary.best)
-            }
-        };
-        Ok((net, mlp, best))
-    };
-    // Probabilities of the texts `tok` (with `setting`'s head `mlp`), whose TF-IDF blocks
-    // (for the shared head) `blocks` picks.
-    let proba = |net: &Network,
-                 (setting, mlp): (Option<&MlpParams>, &Option<Mlp>),
-                 tok: &[TokenizedText],
-                 blocks: &dyn Fn(&SplitBlocks) -> Blocks|
-     -> Result<Vec<f32>> {
-        match (setting, mlp) {
-            (Some(_), Some(mlp)) => {
-                let (text_features, b) = shared_of();
-                shared_proba(net, mlp, tok, blocks(b), text_features)
-            }
-            (None, None) => Ok(lmfuse_finetune::predict_proba(net, tok, threads)),
-            _ => unreachable!("a shared head comes with its setting"),
-        }
-    };
-
-    // The model that is deployed, and the choice of setting: each on all of train.
-    let all: Vec<usize> = (0..train.len()).collect();
+    let (runs, settings) = TunedRuns::new(job, (params, head), texts, (y_train, y_dev), k, on)?;
     let t = Instant::now();
-    let mut tried = Vec::new();
-    let mut chosen: Option<(Option<MlpParams>, Network, Option<Mlp>, EvalRecord)> = None;
-    for setting in &settings {
-        let what = match setting {
-            Some(p) if settings.len() > 1 => format!("all of train, alpha {}", p.alpha),
-            _ => "all of train".to_string(),
-        };
-        let (net, mlp, best) = fit(&all, &what, setting.as_ref())?;
-        if let Some(p) = setting {
-            tried.push(Tried {
-                alpha: p.alpha,
-                dev_accuracy: best.dev_accuracy,
-                best_step: best.step,
-            });
-        }
-        if chosen
-            .as_ref()
-            .is_none_or(|c| best.dev_accuracy > c.3.dev_accuracy)
-        {
-            chosen = Some((*setting, net, mlp, best));
-        }
-    }
+    let (setting, (net, mlp, best), tried) = runs.choose(&settings)?;
     let fit_seconds = t.elapsed().as_secs_f64();
-    let (setting, net, mlp, best) = chosen.expect("at least one setting");
-    if settings.len() == 1 {
-        // Nothing was chosen.
-        tried.clear();
-    }
     let t = Instant::now();
-    let (oof, _) = lmfuse_fusion::out_of_fold_by(folds, k, |fit_rows, held| {
-        let fold = folds[held[0]] + 1;
-        let (net, mlp, _) = fit(
-            fit_rows,
-            &format!("fold {fold}/{n_folds}"),
-            setting.as_ref(),
-        )?;
-        let held_tok: Vec<TokenizedText> = held.iter().map(|&i| tok_train[i].clone()).collect();
-        Ok::<_, PipelineError>((
-            proba(&net, (setting.as_ref(), &mlp), &held_tok, &|b| {
-                b.0.select_rows(held)
-            })?,
-            (),
-        ))
-    })?;
+    let oof = runs.out_of_fold(folds, setting.as_ref())?;
     let oof_seconds = t.elapsed().as_secs_f64();
-    task.finish();
-    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, n_folds, k));
-    let dev_p = proba(&net, (setting.as_ref(), &mlp), &tok_dev, &|b| b.1.clone())?;
+    runs.task.finish();
+    let (cv, cv_std) = mean_std(&fold_accuracies(&oof, y_train, folds, job.exp.folds, k));
+    let run = (&net, setting.as_ref(), &mlp);
+    let dev_p = runs.proba(run, &runs.tok.1, &|b| b.1.clone())?;
     let t = Instant::now();
-    let test_p = proba(&net, (setting.as_ref(), &mlp), &tok_test, &|b| b.2.clone())?;
+    let test_p = runs.proba(run, &runs.tok.2, &|b| b.2.clone())?;
     let predict_seconds = t.elapsed().as_secs_f64();
-    let mut training = serde_json::json!({
-        "method": match head {
-            TunedHead::Linear => "finetune",
-            TunedHead::Shared { .. } => "finetune-shared",
-        },
-        "base_encoder": base.files.reference,
-        "base_weights_sha256": base.files.weights_sha256,
-        "train_sha256": lmfuse_train::data_hash(train, &labels_of(y_train, labels)),
-        "n_train": train.len(),
-        "seed": job.exp.seed,
-        "folds": n_folds,
-        "finetune": params,
-        "best_step": best.step,
-        "selected_by": "dev accuracy (early stopping)",
-    });
+    let mut training = runs.training(head, texts.0, labels, &best);
     if !tried.is_empty() {
         training["alpha_tried"] = serde_json::to_value(&tried)?;
         training["alpha_selected_by"] = "dev accuracy".into();
     }
     let mut selected = BTreeMap::from([("best_step".to_string(), best.step as f64)]);
-    let shared = match (shared_inputs, setting, mlp) {
+    let shared = match (runs.shared_inputs, setting, mlp) {
         (Some((text_features, _)), Some(mlp_params), Some(mlp)) => {
             training["shared_head"] = serde_json::to_value(mlp_params)?;
             selected.insert("alpha".into(), mlp_params.alpha);
@@ -1352,7 +1649,7 @@ fn finetuned_candidate(
         _ => None,
     };
     let entry = Entry {
-        name: name.into(),
+        name: runs.name.into(),
         kind: head.kind(),
         cv_accuracy: cv,
         cv_std,
@@ -1365,24 +1662,22 @@ fn finetuned_candidate(
         fit_seconds,
         predict_seconds,
     };
-    Ok((
-        entry,
-        FinetunedModel {
-            name,
-            net,
-            shared,
-            base,
-            training,
-            oof,
-            predicted: Predicted {
-                dev: dev_p,
-                test: test_p,
-                test_seconds: predict_seconds,
-            },
-            fit_seconds,
-            oof_seconds,
+    let model = FinetunedModel {
+        name: runs.name,
+        net,
+        shared,
+        base: runs.base,
+        training,
+        oof,
+        predicted: Predicted {
+            dev: dev_p,
+            test: test_p,
+            test_seconds: predict_seconds,
         },
-    ))
+        fit_seconds,
+        oof_seconds,
+    };
+    Ok((entry, model))
 }
 
 /// The class names of class indices `y`.

@@ -89,6 +89,9 @@ impl PipelineError {
 
     /// Whether a file, folder or model the caller named does not exist.
     pub fn is_not_found(&self) -> bool {
+        if let PipelineError::Io(io) = self.root() {
+            return io.kind() == std::io::ErrorKind::NotFound;
+        }
         if matches!(
             self.root(),
             PipelineError::Data(lmfuse_data::DataError::NotFound { .. })
@@ -195,6 +198,11 @@ mod tests {
         assert_eq!(err.chain_message(), "cannot read a.jsonl: no such file");
         assert!(err.is_not_found());
         assert!(!err.is_invalid_input());
+        let model = lmfuse_encoder::EncoderError::ModelNotFound { path: "m".into() };
+        let missing = Err::<(), _>(PipelineError::from(model))
+            .context("loading")
+            .unwrap_err();
+        assert!(missing.is_not_found());
         let bad: Result<()> = (|| {
             ensure!(1 + 1 == 3, "two is not {}", 3);
             Ok(())

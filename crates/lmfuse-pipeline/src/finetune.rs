@@ -499,12 +499,8 @@ fn run_linear(
     .with_context(|| format!("fine-tuning failed (run folder {})", run_dir.display()))?;
     task.finish();
     let fit_seconds = t.elapsed().as_secs_f64();
-    let threads = rayon::current_num_threads();
     let labels = &splits.labels;
-    let dev_proba = lmfuse_finetune::predict_proba(&net, &tok.1, threads);
-    let test_proba = lmfuse_finetune::predict_proba(&net, &tok.2, threads);
-    let dev_report = lmfuse_metrics::evaluate(&splits.y_dev, &dev_proba, labels.names())?;
-    let test_report = lmfuse_metrics::evaluate(&splits.y_test, &test_proba, labels.names())?;
+    let (dev_report, test_report) = evaluate_linear(&net, &tok, &splits)?;
     // The bundle: the fine-tuned encoder's model folder inside it, and the linear head.
     let training = card_training(
         "finetune",
@@ -521,47 +517,45 @@ fn run_linear(
         card_metrics(&dev_report, &test_report),
     )?;
     save_bundle(&classifier, &bundle_files, out)?;
-    let report = FinetuneReport {
-        bundle: out.display().to_string(),
-        encoder: files.reference.clone(),
-        head: if params.lora.is_some() {
-            "finetune-lora"
-        } else {
-            "finetune"
-        },
-        features: vec!["emb".into()],
-        labels: labels.names().to_vec(),
-        data: splits.report.clone(),
-        selected: Selected {
-            param: "step",
-            value: summary.best.step as f64,
-        },
-        trials: summary.evals.clone(),
-        dev: dev_report,
-        test: test_report,
-        finetune: params,
-        shared_head: None,
-        trainable_parameters: summary.trainable,
-        total_parameters: summary.total,
-        steps: summary.steps,
-        stopped_early: summary.stopped_early,
-        run_dir: run_dir.display().to_string(),
-        seconds: BTreeMap::from([
-            ("fit", fit_seconds),
-            ("total", started.elapsed().as_secs_f64()),
-        ]),
-    };
+    let lora = params.lora.is_some();
+    let mut report = FinetuneReport::of_run(
+        (out, run_dir),
+        (&files, params),
+        &splits,
+        &summary,
+        (dev_report, test_report),
+    );
+    report.head = if lora { "finetune-lora" } else { "finetune" };
+    report.seconds = BTreeMap::from([
+        ("fit", fit_seconds),
+        ("total", started.elapsed().as_secs_f64()),
+    ]);
     let headline = format!(
-        "fine-tuned {} on {} texts ({} classes): {} of {} parameters trained, {} steps{}; best dev at step {}",
-        report.encoder, report.data.train, labels.len(), report.trainable_parameters,
-        report.total_parameters, report.steps,
-        if report.stopped_early { " (stopped early)" } else { "" }, summary.best.step
+        "fine-tuned {} on {} texts ({} classes): {} of {} parameters trained, {} steps{}; best \
+         dev at step {}",
+        report.encoder,
+        report.data.train,
+        labels.len(),
+        report.trainable_parameters,
+        report.total_parameters,
+        report.steps,
+        report.early(),
+        summary.best.step
     );
-    let saved = format!(
-        "saved bundle to {} ({:.1} s); checkpoints and metrics.jsonl in {}",
-        report.bundle, report.seconds["total"], report.run_dir
-    );
+    let saved = report.saved_line("checkpoints and metrics.jsonl");
     report.outcome(headline, saved)
+}
+
+/// Dev and test reports of the network `net` with its linear head.
+fn evaluate_linear(net: &Network, tok: &SplitTokens, splits: &Splits) -> Result<(Report, Report)> {
+    let threads = rayon::current_num_threads();
+    let names = splits.labels.names();
+    let dev_proba = lmfuse_finetune::predict_proba(net, &tok.1, threads);
+    let test_proba = lmfuse_finetune::predict_proba(net, &tok.2, threads);
+    Ok((
+        lmfuse_metrics::evaluate(&splits.y_dev, &dev_proba, names)?,
+        lmfuse_metrics::evaluate(&splits.y_test, &test_proba, names)?,
+    ))
 }
 
 /// Saves a fine-tuned classifier and its encoder's files to `out`.
@@ -572,6 +566,87 @@ fn save_bundle(classifier: &Classifier, files: &[BundleFile], out: &Path) -> Res
 }
 
 impl FinetuneReport {
+    /// The report of a run saved to `out` (checkpoints in `run_dir`) that fine-tuned `files`
+    /// with `params` and ended with `summary`, scoring `dev` and `test`: a linear head, the
+    /// encoder's parameters, no seconds yet.
+    fn of_run(
+        (out, run_dir): (&Path, &Path),
+        (files, params): (&ModelFiles, FinetuneParams),
+        splits: &Splits,
+        summary: &FitSummary,
+        (dev, test): (Report, Report),
+    ) -> Self {
+        FinetuneReport {
+            bundle: out.display().to_string(),
+            encoder: files.reference.clone(),
+            head: "finetune",
+            features: vec!["emb".into()],
+            labels: splits.labels.names().to_vec(),
+            data: splits.report.clone(),
+            selected: Selected {
+                param: "step",
+                value: summary.best.step as f64,
+            },
+            trials: summary.evals.clone(),
+            dev,
+            test,
+            finetune: params,
+            shared_head: None,
+            trainable_parameters: summary.trainable,
+            total_parameters: summary.total,
+            steps: summary.steps,
+            stopped_early: summary.stopped_early,
+            run_dir: run_dir.display().to_string(),
+            seconds: BTreeMap::new(),
+        }
+    }
+
+    /// Makes this the report of a shared-head run: the head's name, the features it reads,
+    /// its hyperparameters, and parameter counts with the head's values (the unused linear
+    /// head counts neither as trainable nor at all).
+    fn set_shared(&mut self, features: Vec<String>, mlp: MlpParams, values: &SharedValues) {
+        let lora = self.finetune.lora.is_some();
+        self.head = if lora {
+            "finetune-shared-lora"
+        } else {
+            "finetune-shared"
+        };
+        self.features = features;
+        self.shared_head = Some(mlp);
+        self.trainable_parameters += values.head;
+        self.total_parameters = self.total_parameters - values.linear + values.head;
+    }
+
+    /// What a shared-head run did, in one line (`best_step`: the step of the best dev score).
+    fn shared_headline(&self, tfidf_columns: usize, best_step: usize) -> String {
+        format!(
+            "fine-tuned {} end to end with the shared head over {tfidf_columns} TF-IDF columns \
+             on {} texts ({} classes): {} steps{}; best dev at step {best_step}",
+            self.encoder,
+            self.data.train,
+            self.labels.len(),
+            self.steps,
+            self.early(),
+        )
+    }
+
+    /// Where the bundle went, in how long, and where the run folder keeps `kept`.
+    fn saved_line(&self, kept: &str) -> String {
+        format!(
+            "saved bundle to {} ({:.1} s); {kept} in {}",
+            self.bundle, self.seconds["total"], self.run_dir
+        )
+    }
+
+    /// `" (stopped early)"` when early stopping ended the run, else nothing.
+    fn early(&self) -> &'static str {
+        if self.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
+    }
+
     fn outcome(self, headline: String, saved: String) -> Result<FinetuneOutcome> {
         Ok(FinetuneOutcome {
             report: serde_json::to_value(&self)?,
@@ -673,128 +748,169 @@ fn run_contrastive(
         files,
         base_fp,
     } = p;
-    let (tok_train, tok_dev, tok_test) = tok;
-    let Splits {
-        train,
-        labels,
-        y_train,
-        y_dev,
-        y_test,
-        report: data_report,
-        ..
-    } = splits;
-    let files = &files;
     let cparams = spec.contrastive_params();
-    let task = on.task("contrastive tuning", 0);
     let t = Instant::now();
-    let losses =
-        lmfuse_finetune::fit_contrastive(&mut net, &cparams, &tok_train, &y_train, &mut |e| {
-            if let Event::Step { step, total, loss } = e {
-                task.step("contrastive tuning", *step, *total, *loss);
-            }
-        })?;
-    task.finish();
+    let losses = tune_contrastive(&mut net, &cparams, (&tok.0, &splits.y_train), on)?;
     let tune_seconds = t.elapsed().as_secs_f64();
-    let pairs = lmfuse_finetune::contrastive_pairs(&y_train, &cparams).len();
-
+    let pairs = lmfuse_finetune::contrastive_pairs(&splits.y_train, &cparams).len();
     let t = Instant::now();
-    let threads = rayon::current_num_threads();
     let hidden = files.config.hidden_size;
-    let features = |tok: &[TokenizedText]| -> Result<lmfuse_core::Features> {
-        let v = lmfuse_finetune::embed(&net, tok, base_fp.normalize, threads);
-        Ok(lmfuse_core::Features::Dense(lmfuse_core::DenseMatrix::new(
-            tok.len(),
-            hidden,
-            v,
-        )?))
+    let (selection, test_report) =
+        contrastive_head(spec, &net, &tok, (base_fp.normalize, hidden), &splits)?;
+    let head_seconds = t.elapsed().as_secs_f64();
+    let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
+    let fingerprint = EncoderFingerprint {
+        weights_sha256,
+        ..base_fp
     };
-    let (x_train, x_dev, x_test) = (
-        features(&tok_train)?,
-        features(&tok_dev)?,
-        features(&tok_test)?,
+    let training = serde_json::json!({
+        "method": "contrastive",
+        "base_encoder": files.reference,
+        "base_weights_sha256": files.weights_sha256,
+        "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
+        "n_train": splits.train.texts.len(),
+        "seed": spec.seed,
+        "contrastive": cparams,
+        "pairs": pairs,
+        "dev": splits.report.dev_source,
+        "test": splits.report.test_source,
+    });
+    let classifier = tuned_encoder_classifier(
+        (fingerprint, hidden),
+        &splits.labels,
+        &selection,
+        training,
+        card_metrics(&selection.dev, &test_report),
     );
+    save_bundle(&classifier, &bundle_files, out)?;
+    let tuned = selection.params.tuned();
+    let seconds = serde_json::json!({
+        "tune": tune_seconds,
+        "head": head_seconds,
+        "total": started.elapsed().as_secs_f64(),
+    });
+    let mut report = contrastive_report(out, &files, &splits, &selection, &test_report);
+    report["contrastive"] = serde_json::to_value(&cparams)?;
+    report["pairs"] = pairs.into();
+    report["epoch_losses"] = serde_json::to_value(&losses)?;
+    report["seconds"] = seconds;
+    Ok(FinetuneOutcome {
+        report,
+        headline: format!(
+            "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then {} with {} = {} \
+             chosen on dev",
+            files.reference,
+            pairs,
+            splits.train.texts.len(),
+            tune_seconds,
+            selection.params.name(),
+            tuned.0,
+            tuned.1
+        ),
+        dev: selection.dev,
+        test: test_report,
+        saved: format!("saved bundle to {}", out.display()),
+    })
+}
+
+/// Contrastive tuning of `net` on the training texts `tok` of classes `y`, its steps shown
+/// to `on`; the loss of each epoch.
+fn tune_contrastive(
+    net: &mut Network,
+    cparams: &lmfuse_finetune::ContrastiveParams,
+    (tok, y): (&[TokenizedText], &[usize]),
+    on: &dyn Observer,
+) -> Result<Vec<f32>> {
+    let task = on.task("contrastive tuning", 0);
+    let losses = lmfuse_finetune::fit_contrastive(net, cparams, tok, y, &mut |e| {
+        if let Event::Step { step, total, loss } = e {
+            task.step("contrastive tuning", *step, *total, *loss);
+        }
+    })?;
+    task.finish();
+    Ok(losses)
+}
+
+/// The report of a contrastive run saved to `out` (the caller adds the tuning's numbers).
+fn contrastive_report(
+    out: &Path,
+    files: &ModelFiles,
+    splits: &Splits,
+    selection: &lmfuse_train::Selection,
+    test: &Report,
+) -> serde_json::Value {
+    let tuned = selection.params.tuned();
+    serde_json::json!({
+        "bundle": out.display().to_string(),
+        "encoder": files.reference,
+        "head": format!("contrastive+{}", selection.params.name()),
+        "features": ["emb"],
+        "labels": splits.labels.names(),
+        "data": splits.report,
+        "selected": {"param": tuned.0, "value": tuned.1},
+        "trials": selection.trials,
+        "dev": selection.dev,
+        "test": test,
+    })
+}
+
+/// The head of a contrastive run: `spec.contrastive_head` fit on the tuned encoder's vectors
+/// (`hidden` wide) of train (normalised when `normalize`), its setting chosen on dev; and its
+/// test report.
+fn contrastive_head(
+    spec: &FinetuneSpec,
+    net: &Network,
+    tok: &SplitTokens,
+    (normalize, hidden): (bool, usize),
+    splits: &Splits,
+) -> Result<(lmfuse_train::Selection, Report)> {
+    let threads = rayon::current_num_threads();
+    let features = |tok: &[TokenizedText]| -> Result<lmfuse_core::Features> {
+        let v = lmfuse_finetune::embed(net, tok, normalize, threads);
+        let m = lmfuse_core::DenseMatrix::new(tok.len(), hidden, v)?;
+        Ok(lmfuse_core::Features::Dense(m))
+    };
+    let (x_train, x_dev, x_test) = (features(&tok.0)?, features(&tok.1)?, features(&tok.2)?);
     let options = lmfuse_train::TrainOptions {
         head: spec.contrastive_head,
         seed: spec.seed,
         ..lmfuse_train::TrainOptions::default()
     };
     let selection = lmfuse_train::fit_selecting(
-        (&x_train, &y_train),
-        (&x_dev, &y_dev),
-        &labels,
+        (&x_train, &splits.y_train),
+        (&x_dev, &splits.y_dev),
+        &splits.labels,
         &options.candidates(),
     )?;
     let test_proba = selection.model.predict_proba(&x_test)?;
-    let test_report = lmfuse_metrics::evaluate(&y_test, &test_proba, labels.names())?;
-    let head_seconds = t.elapsed().as_secs_f64();
+    let test = lmfuse_metrics::evaluate(&splits.y_test, &test_proba, splits.labels.names())?;
+    Ok((selection, test))
+}
 
-    let (weights_sha256, bundle_files) = encoder_bundle_files(&net, files)?;
-    let tuned = selection.params.tuned();
-    let card = ModelCard::new(
-        EncoderInfo {
-            reference: lmfuse_bundle::ENCODER_DIR.into(),
-            fingerprint: EncoderFingerprint {
-                weights_sha256,
-                ..base_fp
-            },
-            dim: hidden,
-            in_bundle: true,
-        },
-        &labels,
-        &TextFeaturizer::default(),
-        true,
-        HeadCard::new(selection.params, hidden),
-        serde_json::json!({
-            "method": "contrastive",
-            "base_encoder": files.reference,
-            "base_weights_sha256": files.weights_sha256,
-            "train_sha256": lmfuse_train::data_hash(&train.texts, &train.labels),
-            "n_train": train.texts.len(),
-            "seed": spec.seed,
-            "contrastive": cparams,
-            "pairs": pairs,
-            "dev": data_report.dev_source,
-            "test": data_report.test_source,
-        }),
-        serde_json::json!({
-            "dev": {"accuracy": selection.dev.accuracy, "macro_f1": selection.dev.macro_f1},
-            "test": {"accuracy": test_report.accuracy, "macro_f1": test_report.macro_f1},
-        }),
-    );
-    let classifier = Classifier {
-        card,
-        labels: labels.clone(),
-        head: selection.model,
-        text_features: TextFeaturizer::default(),
-        oos: None,
+/// A classifier over the embeddings of an encoder tuned and saved inside its bundle (with
+/// `fingerprint`, `dim` wide): the selected head, `training` and `metrics` on its card.
+fn tuned_encoder_classifier(
+    (fingerprint, dim): (EncoderFingerprint, usize),
+    labels: &LabelSet,
+    selection: &lmfuse_train::Selection,
+    training: serde_json::Value,
+    metrics: serde_json::Value,
+) -> Classifier {
+    let encoder = EncoderInfo {
+        reference: lmfuse_bundle::ENCODER_DIR.into(),
+        fingerprint,
+        dim,
+        in_bundle: true,
     };
-    save_bundle(&classifier, &bundle_files, out)?;
-    let report = serde_json::json!({
-        "bundle": out.display().to_string(),
-        "encoder": files.reference,
-        "head": format!("contrastive+{}", selection.params.name()),
-        "features": ["emb"],
-        "labels": labels.names(),
-        "data": data_report,
-        "selected": {"param": tuned.0, "value": tuned.1},
-        "trials": selection.trials,
-        "dev": selection.dev,
-        "test": test_report,
-        "contrastive": cparams,
-        "pairs": pairs,
-        "epoch_losses": losses,
-        "seconds": {"tune": tune_seconds, "head": head_seconds, "total": started.elapsed().as_secs_f64()},
-    });
-    Ok(FinetuneOutcome {
-        report,
-        headline: format!(
-            "contrastive tuning of {} on {} pairs from {} texts ({:.1} s), then {} with {} = {} chosen on dev",
-            files.reference, pairs, train.texts.len(), tune_seconds, selection.params.name(), tuned.0, tuned.1
-        ),
-        dev: selection.dev,
-        test: test_report,
-        saved: format!("saved bundle to {}", out.display()),
-    })
+    let text = TextFeaturizer::default();
+    let head = HeadCard::new(selection.params, dim);
+    Classifier {
+        card: ModelCard::new(encoder, labels, &text, true, head, training, metrics),
+        labels: labels.clone(),
+        head: selection.model.clone(),
+        text_features: text,
+        oos: None,
+    }
 }
 
 /// The shared head's hyperparameters for a run with `params` over an encoder whose pooled
@@ -997,6 +1113,16 @@ pub fn text_refs(t: &[String]) -> Vec<&str> {
     t.iter().map(String::as_str).collect()
 }
 
+/// The shared head's TF-IDF, fit on `train`, and its blocks of train, dev and test.
+pub(crate) fn shared_tfidf(
+    (train, dev, test): (&[String], &[String], &[String]),
+) -> Result<(TextFeaturizer, (Blocks, Blocks, Blocks))> {
+    let text_features = TextFeaturizer::fit(&text_refs(train))?;
+    let blocks = |t: &[String]| text_features.transform(&text_refs(t), None, &[]);
+    let b = (blocks(train)?, blocks(dev)?, blocks(test)?);
+    Ok((text_features, b))
+}
+
 /// `lmfuse finetune --shared-head`: the encoder trained end to end with the `shared` MLP
 /// head over TF-IDF and its pooled output, saved as a `shared`-head classifier whose encoder
 /// is the fine-tuned one inside the bundle.
@@ -1014,102 +1140,83 @@ fn run_shared(
         files,
         base_fp,
     } = p;
-    let (net, files) = (&mut net, &files);
-    let (tok_train, tok_dev, tok_test) = tok;
-    let (train, dev, test, labels) = (&splits.train, &splits.dev, &splits.test, &splits.labels);
-    let (y_train, y_dev, y_test) = (&splits.y_train, &splits.y_dev, &splits.y_test);
     let params = spec.params();
-    let hidden = files.config.hidden_size;
     let t = Instant::now();
-    let text_features = TextFeaturizer::fit(&text_refs(&train.texts))?;
-    let blocks =
-        |t: &lmfuse_data::LabelledTexts| text_features.transform(&text_refs(&t.texts), None, &[]);
-    let (b_train, b_dev, b_test) = (blocks(train)?, blocks(dev)?, blocks(test)?);
+    let texts = (&splits.train.texts, &splits.dev.texts, &splits.test.texts);
+    let (text_features, (b_train, b_dev, b_test)) = shared_tfidf((texts.0, texts.1, texts.2))?;
     let tfidf_seconds = t.elapsed().as_secs_f64();
+    let hidden = files.config.hidden_size;
     let mlp_params = shared_head_params(&params, spec.shared_head_alpha, hidden);
-
     let task = on.task("fine-tuning", 0);
     let mut observer = progress_observer(task.as_ref(), "fine-tuning", on, run_dir);
     let t = Instant::now();
     let (mlp, summary) = fit_shared(
-        net,
+        &mut net,
         (&params, &mlp_params),
         &text_features,
-        (b_train, &tok_train, y_train),
-        (b_dev.clone(), &tok_dev, y_dev),
+        (b_train, &tok.0, &splits.y_train),
+        (b_dev.clone(), &tok.1, &splits.y_dev),
         Some(run_dir),
         &mut observer,
     )
     .with_context(|| format!("fine-tuning failed (run folder {})", run_dir.display()))?;
     task.finish();
     let fit_seconds = t.elapsed().as_secs_f64();
-
     // Dev and test as `eval` will see them: TF-IDF and the fine-tuned encoder's vectors.
-    let proba = |tok: &[TokenizedText], b: Blocks| shared_proba(net, &mlp, tok, b, &text_features);
-    let dev_report = lmfuse_metrics::evaluate(y_dev, &proba(&tok_dev, b_dev)?, labels.names())?;
-    let test_report = lmfuse_metrics::evaluate(y_test, &proba(&tok_test, b_test)?, labels.names())?;
-
-    let head_values: usize = mlp.to_tensors().values().map(|t| t.len()).sum();
-    let linear_values: usize = {
-        let (w, b) = net.head_tensors();
-        w.len() + b.len()
-    };
-    let n_tfidf = shared_columns(&text_features, 0);
+    let proba = |tok: &[TokenizedText], b| shared_proba(&net, &mlp, tok, b, &text_features);
+    let names = splits.labels.names();
+    let dev_report = lmfuse_metrics::evaluate(&splits.y_dev, &proba(&tok.1, b_dev)?, names)?;
+    let test_report = lmfuse_metrics::evaluate(&splits.y_test, &proba(&tok.2, b_test)?, names)?;
+    let values = SharedValues::of(&net, &mlp, &text_features);
+    let training = card_training(
+        "finetune-shared",
+        (spec, &params, &files),
+        &splits,
+        summary.best.step,
+    );
     let (classifier, bundle_files) = shared_classifier(
-        net,
-        (files, base_fp),
-        labels,
+        &net,
+        (&files, base_fp),
+        &splits.labels,
         (text_features, mlp, mlp_params),
-        card_training(
-            "finetune-shared",
-            (spec, &params, files),
-            &splits,
-            summary.best.step,
-        ),
+        training,
         card_metrics(&dev_report, &test_report),
     )?;
     save_bundle(&classifier, &bundle_files, out)?;
-
-    let report = FinetuneReport {
-        bundle: out.display().to_string(),
-        encoder: files.reference.clone(),
-        head: if params.lora.is_some() {
-            "finetune-shared-lora"
-        } else {
-            "finetune-shared"
-        },
-        features: classifier.card.features.clone(),
-        labels: labels.names().to_vec(),
-        data: splits.report.clone(),
-        selected: Selected {
-            param: "step",
-            value: summary.best.step as f64,
-        },
-        trials: summary.evals.clone(),
-        dev: dev_report,
-        test: test_report,
-        finetune: params,
-        shared_head: Some(mlp_params),
-        // The encoder's trainable values and the head's; the unused linear head is neither.
-        trainable_parameters: summary.trainable + head_values,
-        total_parameters: summary.total - linear_values + head_values,
-        steps: summary.steps,
-        stopped_early: summary.stopped_early,
-        run_dir: run_dir.display().to_string(),
-        seconds: BTreeMap::from([
-            ("tfidf", tfidf_seconds),
-            ("fit", fit_seconds),
-            ("total", started.elapsed().as_secs_f64()),
-        ]),
-    };
-    let headline = format!(
-        "fine-tuned {} end to end with the shared head over {} TF-IDF columns on {} texts ({} classes): {} steps{}; best dev at step {}",
-        report.encoder, n_tfidf, report.data.train, labels.len(), report.steps,
-        if report.stopped_early { " (stopped early)" } else { "" }, summary.best.step
+    let run = (&files, params);
+    let mut report = FinetuneReport::of_run(
+        (out, run_dir),
+        run,
+        &splits,
+        &summary,
+        (dev_report, test_report),
     );
-    let saved = format!(
-        "saved bundle to {} ({:.1} s); metrics.jsonl in {}",
-        report.bundle, report.seconds["total"], report.run_dir
-    );
+    report.set_shared(classifier.card.features.clone(), mlp_params, &values);
+    report.seconds = BTreeMap::from([
+        ("tfidf", tfidf_seconds),
+        ("fit", fit_seconds),
+        ("total", started.elapsed().as_secs_f64()),
+    ]);
+    let headline = report.shared_headline(values.tfidf_columns, summary.best.step);
+    let saved = report.saved_line("metrics.jsonl");
     report.outcome(headline, saved)
+}
+
+/// Sizes of a shared-head run: the head's values, the unused linear head's, and the TF-IDF
+/// columns the head reads.
+struct SharedValues {
+    head: usize,
+    linear: usize,
+    tfidf_columns: usize,
+}
+
+impl SharedValues {
+    fn of(net: &Network, mlp: &Mlp, text_features: &TextFeaturizer) -> Self {
+        let (w, b) = net.head_tensors();
+        SharedValues {
+            head: mlp.to_tensors().values().map(|t| t.len()).sum(),
+            linear: w.len() + b.len(),
+            tfidf_columns: shared_columns(text_features, 0),
+        }
+    }
 }

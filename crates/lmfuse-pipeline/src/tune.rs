@@ -9,7 +9,7 @@
 //! run, so rankings are barely touched).
 
 use crate::compare::{blocks_of, fold_accuracies, mean_std, ExperimentSpec, SplitFeatures};
-use crate::data::DataReport;
+use crate::data::{DataReport, Splits};
 use crate::ensure;
 use crate::error::{Context, Result};
 use crate::observe::Observer;
@@ -145,6 +145,84 @@ fn cross_validate(
 /// best on all of train, reports dev and test for it, and saves it to `exp.out`.
 pub fn tune(args: &TuneSpec, on: &dyn Observer) -> Result<TuneOutcome> {
     let started = Instant::now();
+    let configs = configurations(args)?;
+    // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
+    // No --dev: no dev rows; the search never reads dev, so a slice would only cost train rows.
+    let splits = args.exp.splits(false)?;
+    let n_train = splits.train.texts.len();
+    let needs_emb = configs.iter().any(|c| c.features.emb());
+    let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
+    let t = Instant::now();
+    let features = args.exp.features(&splits, needs_emb, needs_tfidf, on)?;
+    let train_rows: Vec<usize> = (0..n_train).collect();
+    let blocks_train = features.blocks.select_rows(&train_rows);
+    let features_seconds = t.elapsed().as_secs_f64();
+    let schedule = schedule_of(args, n_train, configs.len(), splits.labels.len());
+    let t = Instant::now();
+    let mut trials: Vec<Trial> = configs.iter().enumerate().map(new_trial).collect();
+    let mut alive: Vec<usize> = (0..configs.len()).collect();
+    let order = search::stratified_order(&splits.y_train, args.exp.seed);
+    for (r, rung) in schedule.iter().enumerate() {
+        let (y, sub) = rung_rows(&order[..rung.rows], &splits.y_train, &blocks_train);
+        on.note(&format!(
+            "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
+            schedule.len() - 1,
+            alive.len(),
+            args.exp.folds,
+            rung.rows,
+            n_train
+        ));
+        let data = RungData {
+            rung: r,
+            blocks: &sub,
+            y: &y,
+            folds: lmfuse_fusion::stratified_folds(&y, args.exp.folds, args.exp.seed),
+            k: splits.labels.len(),
+        };
+        for &i in &alive {
+            score_trial(args, &configs[i], &mut trials[i], &data, on);
+        }
+        survivors(&mut alive, &trials, schedule.get(r + 1))?;
+    }
+    let search_seconds = t.elapsed().as_secs_f64();
+    let best_id = alive[0];
+    let t = Instant::now();
+    let winner = (&configs[best_id], &trials[best_id]);
+    let refit = refit_best(args, &splits, &features, winner, configs.len())?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let seconds = BTreeMap::from([
+        ("features", features_seconds),
+        ("search", search_seconds),
+        ("fit", fit_seconds),
+        ("total", started.elapsed().as_secs_f64()),
+    ]);
+    let best = best_of(
+        args,
+        splits.report.clone(),
+        refit,
+        &trials[best_id],
+        seconds,
+    );
+    Ok(TuneOutcome {
+        labels: splits.labels.names().to_vec(),
+        train: n_train,
+        dev: splits.dev.texts.len(),
+        test: splits.test.texts.len(),
+        search: format!("{:?}", args.search).to_lowercase(),
+        folds: args.exp.folds,
+        seed: args.exp.seed,
+        halving: args.halving,
+        eta: args.eta,
+        rungs: schedule,
+        trials: leaderboard(trials),
+        best,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The configurations `args` asks for (feature sets and heads deduplicated, in order), after
+/// checking its settings.
+fn configurations(args: &TuneSpec) -> Result<Vec<Config>> {
     args.exp.check("tune")?;
     ensure!(args.eta >= 2, "--eta must be at least 2");
     ensure!(args.trials >= 1, "--trials must be at least 1");
@@ -168,211 +246,216 @@ pub fn tune(args: &TuneSpec, on: &dyn Observer) -> Result<TuneOutcome> {
         emb_weights: args.emb_weights.clone(),
         head_seed: args.exp.seed,
     };
-    let configs = match args.search {
+    Ok(match args.search {
         SearchKind::Random => space.random(args.trials, args.exp.seed)?,
         SearchKind::Grid => space.grid()?,
-    };
+    })
+}
 
-    // Data, embeddings (through the cache) and TF-IDF (fit on train), once for every trial.
-    // No --dev: no dev rows; the search never reads dev, so a slice would only cost train rows.
-    let splits = args.exp.splits(false)?;
-    let labels = &splits.labels;
-    let k = labels.len();
-    let (n_train, n_dev) = (splits.train.texts.len(), splits.dev.texts.len());
-    let needs_emb = configs.iter().any(|c| c.features.emb());
-    let needs_tfidf = configs.iter().any(|c| c.features.tfidf());
-    let t = Instant::now();
-    let SplitFeatures {
-        all_texts,
-        encoder,
-        tfidf,
-        blocks,
-    } = args.exp.features(&splits, needs_emb, needs_tfidf, on)?;
-    let train_rows: Vec<usize> = (0..n_train).collect();
-    let blocks_train = blocks.select_rows(&train_rows);
-    let features_seconds = t.elapsed().as_secs_f64();
-
-    // The schedule: one rung on all of train, or successive halving.
-    let schedule: Vec<Rung> = if args.halving {
+/// The rungs: one on all of train, or successive halving down from `n_configs`
+/// configurations on the fewest rows that still give every class of `k` rows in every fold.
+fn schedule_of(args: &TuneSpec, n_train: usize, n_configs: usize, k: usize) -> Vec<Rung> {
+    if args.halving {
         let min_rows = (2 * args.exp.folds * k).max(50);
-        search::halving_schedule(n_train, configs.len(), args.eta, min_rows)
+        search::halving_schedule(n_train, n_configs, args.eta, min_rows)
     } else {
         vec![Rung {
             rows: n_train,
-            configs: configs.len(),
+            configs: n_configs,
         }]
+    }
+}
+
+/// The classes and feature blocks of the training rows `rows` (in file order).
+fn rung_rows(rows: &[usize], y_train: &[usize], blocks_train: &Blocks) -> (Vec<usize>, Blocks) {
+    let mut rows = rows.to_vec();
+    rows.sort_unstable();
+    let y = rows.iter().map(|&i| y_train[i]).collect();
+    let sub = match rows.len() == y_train.len() {
+        true => blocks_train.clone(),
+        false => blocks_train.select_rows(&rows),
     };
-    let order = search::stratified_order(&splits.y_train, args.exp.seed);
-    let mut trials: Vec<Trial> = configs
-        .iter()
-        .enumerate()
-        .map(|(id, c)| {
-            let (param, value) = c.params.tuned();
-            Trial {
-                id,
-                config: c.label(),
-                features: c.features.name(),
-                head: c.params.name(),
-                param,
-                value,
-                emb_weight: c.emb_weight,
-                params: c.params,
-                rung: 0,
-                rows: 0,
-                cv_accuracy: f64::NAN,
-                cv_std: f64::NAN,
-                fit_seconds: 0.0,
-                scores: Vec::new(),
-                error: None,
-            }
-        })
-        .collect();
+    (y, sub)
+}
+
+/// Trial `id` of configuration `c`, not yet scored.
+fn new_trial((id, c): (usize, &Config)) -> Trial {
+    let (param, value) = c.params.tuned();
+    Trial {
+        id,
+        config: c.label(),
+        features: c.features.name(),
+        head: c.params.name(),
+        param,
+        value,
+        emb_weight: c.emb_weight,
+        params: c.params,
+        rung: 0,
+        rows: 0,
+        cv_accuracy: f64::NAN,
+        cv_std: f64::NAN,
+        fit_seconds: 0.0,
+        scores: Vec::new(),
+        error: None,
+    }
+}
+
+/// The rows of one rung: its index, their feature blocks, classes and folds, the number of
+/// classes.
+struct RungData<'a> {
+    rung: usize,
+    blocks: &'a Blocks,
+    y: &'a [usize],
+    folds: Vec<usize>,
+    k: usize,
+}
+
+/// Scores `config` on the rung's rows by cross-validation into `trial` (its score, or the
+/// error that stopped it).
+fn score_trial(
+    args: &TuneSpec,
+    config: &Config,
+    trial: &mut Trial,
+    data: &RungData<'_>,
+    on: &dyn Observer,
+) {
     let t = Instant::now();
-    let mut alive: Vec<usize> = (0..configs.len()).collect();
-    for (r, rung) in schedule.iter().enumerate() {
-        let mut rows: Vec<usize> = order[..rung.rows].to_vec();
-        rows.sort_unstable();
-        let y: Vec<usize> = rows.iter().map(|&i| splits.y_train[i]).collect();
-        let folds = lmfuse_fusion::stratified_folds(&y, args.exp.folds, args.exp.seed);
-        let sub = if rung.rows == n_train {
-            blocks_train.clone()
-        } else {
-            blocks_train.select_rows(&rows)
-        };
-        on.note(&format!(
-            "tune: rung {r}/{}: {} configurations, {}-fold CV on {} of {} training rows",
-            schedule.len() - 1,
-            alive.len(),
-            args.exp.folds,
-            rung.rows,
-            n_train
-        ));
-        for &i in &alive {
-            let ts = Instant::now();
-            let result = cross_validate(&configs[i], &sub, &y, k, &folds, args.exp.folds);
-            let seconds = ts.elapsed().as_secs_f64();
-            let trial = &mut trials[i];
-            trial.rung = r;
-            trial.rows = rung.rows;
-            trial.fit_seconds += seconds;
-            match result {
-                Ok((mean, std)) => {
-                    trial.cv_accuracy = mean;
-                    trial.cv_std = std;
-                    trial.scores.push(RungScore {
-                        rung: r,
-                        rows: rung.rows,
-                        cv_accuracy: mean,
-                        cv_std: std,
-                        seconds,
-                    });
-                    on.note(&format!(
-                        "  {:<48} {:>7.2} ± {:<5.2} {:>7.1} s",
-                        trial.config,
-                        100.0 * mean,
-                        100.0 * std,
-                        seconds
-                    ));
-                }
-                Err(e) => {
-                    trial.cv_accuracy = f64::NAN;
-                    trial.error = Some(e.chain_message());
-                    on.note(&format!(
-                        "  {:<48} failed: {}",
-                        trial.config,
-                        e.chain_message()
-                    ));
-                }
-            }
+    let n_folds = args.exp.folds;
+    let result = cross_validate(config, data.blocks, data.y, data.k, &data.folds, n_folds);
+    let seconds = t.elapsed().as_secs_f64();
+    trial.rung = data.rung;
+    trial.rows = data.y.len();
+    trial.fit_seconds += seconds;
+    match result {
+        Ok((mean, std)) => {
+            trial.cv_accuracy = mean;
+            trial.cv_std = std;
+            trial.scores.push(RungScore {
+                rung: data.rung,
+                rows: data.y.len(),
+                cv_accuracy: mean,
+                cv_std: std,
+                seconds,
+            });
+            on.note(&format!(
+                "  {:<48} {:>7.2} ± {:<5.2} {:>7.1} s",
+                trial.config,
+                100.0 * mean,
+                100.0 * std,
+                seconds
+            ));
         }
-        // Best first (a failed trial last); the earlier trial on ties.
-        alive.retain(|&i| trials[i].error.is_none());
-        ensure!(
-            !alive.is_empty(),
-            "every configuration failed; the first: {}",
-            trials
-                .iter()
-                .find_map(|t| t.error.clone())
-                .unwrap_or_default()
-        );
-        alive.sort_by(|&a, &b| {
-            trials[b]
-                .cv_accuracy
-                .total_cmp(&trials[a].cv_accuracy)
-                .then(a.cmp(&b))
-        });
-        if let Some(next) = schedule.get(r + 1) {
-            alive.truncate(next.configs);
+        Err(e) => {
+            trial.cv_accuracy = f64::NAN;
+            trial.error = Some(e.chain_message());
+            on.note(&format!(
+                "  {:<48} failed: {}",
+                trial.config,
+                e.chain_message()
+            ));
         }
     }
-    let search_seconds = t.elapsed().as_secs_f64();
-    let best_id = alive[0];
-    let best_config = &configs[best_id];
+}
 
-    // The winner refit on all of train, then evaluated on dev and test (reported only).
-    let t = Instant::now();
-    let weights = weights_of(best_config);
+/// Keeps the trials in `alive` that did not fail, best first (the earlier trial on ties), as
+/// many as the `next` rung takes; an error when every one failed.
+fn survivors(alive: &mut Vec<usize>, trials: &[Trial], next: Option<&Rung>) -> Result<()> {
+    alive.retain(|&i| trials[i].error.is_none());
+    ensure!(
+        !alive.is_empty(),
+        "every configuration failed; the first: {}",
+        trials
+            .iter()
+            .find_map(|t| t.error.clone())
+            .unwrap_or_default()
+    );
+    alive.sort_by(|&a, &b| {
+        trials[b]
+            .cv_accuracy
+            .total_cmp(&trials[a].cv_accuracy)
+            .then(a.cmp(&b))
+    });
+    if let Some(next) = next {
+        alive.truncate(next.configs);
+    }
+    Ok(())
+}
+
+/// The winner refit on all of train: its card (saved as a bundle to `exp.out` when given),
+/// its dev (without dev rows: none) and test reports.
+struct Refit {
+    card: ModelCard,
+    weights: BlockWeights,
+    dev: Option<Report>,
+    test: Report,
+}
+
+/// Refits `config` (the search's winner, `trial`, of `n_configs`) on all of train, evaluates it on dev and
+/// test (reported only) and saves it to `exp.out` when given.
+fn refit_best(
+    args: &TuneSpec,
+    splits: &Splits,
+    features: &SplitFeatures,
+    (config, trial): (&Config, &Trial),
+    n_configs: usize,
+) -> Result<Refit> {
+    let labels = &splits.labels;
+    let weights = weights_of(config);
     let x = blocks_of(
-        &blocks,
-        best_config.features.tfidf(),
-        best_config.features.emb(),
+        &features.blocks,
+        config.features.tfidf(),
+        config.features.emb(),
     )
     .fuse(&weights)?;
-    let dev_rows: Vec<usize> = (n_train..n_train + n_dev).collect();
-    let test_rows: Vec<usize> = (n_train + n_dev..all_texts.len()).collect();
+    let (n_train, n_dev) = (splits.y_train.len(), splits.y_dev.len());
+    let rows = |r: std::ops::Range<usize>| x.select_rows(&r.collect::<Vec<_>>());
     let (xt, xd, xs): (Features, Features, Features) = (
-        x.select_rows(&train_rows),
-        x.select_rows(&dev_rows),
-        x.select_rows(&test_rows),
+        rows(0..n_train),
+        rows(n_train..n_train + n_dev),
+        rows(n_train + n_dev..x.rows()),
     );
-    let model = best_config.params.fit(&xt, &splits.y_train, k)?;
-    let fit_seconds = t.elapsed().as_secs_f64();
-    let dev = if n_dev == 0 {
-        None
-    } else {
-        Some(lmfuse_metrics::evaluate(
+    let model = config.params.fit(&xt, &splits.y_train, labels.len())?;
+    let dev = match n_dev {
+        0 => None,
+        _ => Some(lmfuse_metrics::evaluate(
             &splits.y_dev,
             &model.predict_proba(&xd)?,
             labels.names(),
-        )?)
+        )?),
     };
     let test =
         lmfuse_metrics::evaluate(&splits.y_test, &model.predict_proba(&xs)?, labels.names())?;
-    let mut text = if best_config.features.tfidf() {
-        tfidf.clone()
-    } else {
-        TextFeaturizer::default()
+    let mut text = match config.features.tfidf() {
+        true => features.tfidf.clone(),
+        false => TextFeaturizer::default(),
     };
     text.weights = weights;
-    let bt = &trials[best_id];
-    let (param, value) = best_config.params.tuned();
     let card = ModelCard::new(
-        encoder.clone(),
+        features.encoder.clone(),
         labels,
         &text,
-        best_config.features.emb(),
-        HeadCard::new(best_config.params, xt.cols()),
+        config.features.emb(),
+        HeadCard::new(config.params, xt.cols()),
         serde_json::json!({
             "train_sha256": lmfuse_train::data_hash(&splits.train.texts, &splits.train.labels),
             "n_train": n_train,
             "seed": args.exp.seed,
             "selected_by": format!("{}-fold cross-validated accuracy on train", args.exp.folds),
             "search": format!("{:?}", args.search).to_lowercase(),
-            "trials": configs.len(),
+            "trials": n_configs,
             "halving": args.halving.then_some(args.eta),
             "dev": splits.report.dev_source,
             "test": splits.report.test_source,
         }),
         serde_json::json!({
-            "cv_accuracy": bt.cv_accuracy,
+            "cv_accuracy": trial.cv_accuracy,
             "dev": dev.as_ref().map(|d| serde_json::json!({"accuracy": d.accuracy, "macro_f1": d.macro_f1})),
             "test": {"accuracy": test.accuracy, "macro_f1": test.macro_f1},
         }),
     );
-    let feature_names = card.features.clone();
     if let Some(out) = &args.exp.out {
         let classifier = Classifier {
-            card,
+            card: card.clone(),
             labels: labels.clone(),
             head: model,
             text_features: text,
@@ -382,55 +465,54 @@ pub fn tune(args: &TuneSpec, on: &dyn Observer) -> Result<TuneOutcome> {
         lmfuse_bundle::save(out, manifest, &tensors, &json)
             .with_context(|| format!("cannot save the bundle to {}", out.display()))?;
     }
+    Ok(Refit {
+        card,
+        weights,
+        dev,
+        test,
+    })
+}
 
-    // The leaderboard: furthest rung first, then by its score there, then by trial id.
-    let mut board: Vec<&Trial> = trials.iter().collect();
-    board.sort_by(|a, b| {
+/// The report of the winner `trial`, refit as `refit`.
+fn best_of(
+    args: &TuneSpec,
+    data: DataReport,
+    refit: Refit,
+    trial: &Trial,
+    seconds: BTreeMap<&'static str, f64>,
+) -> Best {
+    Best {
+        bundle: args.exp.out.as_ref().map(|p| p.display().to_string()),
+        encoder: refit.card.encoder.reference.clone(),
+        config: trial.config.clone(),
+        head: trial.params.name(),
+        features: refit.card.features.clone(),
+        emb_weight: f64::from(refit.weights.emb),
+        labels: refit.card.labels.clone(),
+        data,
+        selected: BTreeMap::from([
+            ("param", serde_json::json!(trial.param)),
+            ("value", serde_json::json!(trial.value)),
+        ]),
+        cv_accuracy: trial.cv_accuracy,
+        cv_std: trial.cv_std,
+        dev: refit.dev,
+        test: refit.test,
+        seconds,
+    }
+}
+
+/// The trials, furthest rung first, then by their score there, then by trial id (failed
+/// trials last).
+fn leaderboard(mut trials: Vec<Trial>) -> Vec<Trial> {
+    trials.sort_by(|a, b| {
         (a.error.is_some())
             .cmp(&b.error.is_some())
             .then(b.rung.cmp(&a.rung))
             .then(b.cv_accuracy.total_cmp(&a.cv_accuracy))
             .then(a.id.cmp(&b.id))
     });
-    let best = Best {
-        bundle: args.exp.out.as_ref().map(|p| p.display().to_string()),
-        encoder: encoder.reference.clone(),
-        config: bt.config.clone(),
-        head: best_config.params.name(),
-        features: feature_names,
-        emb_weight: f64::from(weights.emb),
-        labels: labels.names().to_vec(),
-        data: splits.report,
-        selected: BTreeMap::from([
-            ("param", serde_json::json!(param)),
-            ("value", serde_json::json!(value)),
-        ]),
-        cv_accuracy: bt.cv_accuracy,
-        cv_std: bt.cv_std,
-        dev,
-        test,
-        seconds: BTreeMap::from([
-            ("features", features_seconds),
-            ("search", search_seconds),
-            ("fit", fit_seconds),
-            ("total", started.elapsed().as_secs_f64()),
-        ]),
-    };
-    Ok(TuneOutcome {
-        labels: labels.names().to_vec(),
-        train: n_train,
-        dev: n_dev,
-        test: test_rows.len(),
-        search: format!("{:?}", args.search).to_lowercase(),
-        folds: args.exp.folds,
-        seed: args.exp.seed,
-        halving: args.halving,
-        eta: args.eta,
-        rungs: schedule,
-        trials: board.into_iter().cloned().collect(),
-        best,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    trials
 }
 
 /// What a `tune` run found.
