@@ -24,7 +24,14 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// Whether `line` (without its indentation) opens a function.
 fn opens_fn(line: &str) -> bool {
     let mut rest = line;
-    for prefix in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+    for prefix in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
         rest = rest.strip_prefix(prefix).unwrap_or(rest);
     }
     rest.starts_with("fn ")
@@ -83,5 +90,8 @@ fn the_pipelines_have_no_function_longer_than_80_lines() {
 fn the_check_finds_a_long_function() {
     let body = "    let x = 1;\n".repeat(MAX_LINES);
     let source = format!("fn short() {{\n}}\n\npub fn long() {{\n{body}}}\n");
-    assert_eq!(long_functions(&source), [(4, "long".to_string(), MAX_LINES + 2)]);
+    assert_eq!(
+        long_functions(&source),
+        [(4, "long".to_string(), MAX_LINES + 2)]
+    );
 }
