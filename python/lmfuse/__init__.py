@@ -532,9 +532,13 @@ def compare(
     *,
     folds=5,
     seed=13,
-    singles="emb:logreg,tfidf:logreg,tfidf+emb:logreg",
-    members="emb:logreg,tfidf:logreg,tfidf+emb:logreg",
-    ensembles="hard_vote,soft_vote,weighted,stacking,adaptive",
+    preset="fast",
+    select="best-cv",
+    time_limit=None,
+    calibrate=True,
+    singles=None,
+    members=None,
+    ensembles=None,
     emb_weights=(1.0,),
     oof_members="bagged",
     c_grid=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100),
@@ -558,8 +562,12 @@ def compare(
 ):
     """Runs ``lmfuse compare`` on data files (arguments named as its flags, with its
     defaults): ranks single heads, feature fusion and ensembles by cross-validation on
-    ``train`` and saves the winner (or ``save_candidate``) to ``out`` when given. Returns
-    ``Results``: one dict per candidate, best first; ``.report`` holds the leaderboard."""
+    ``train`` and saves the winner (or ``save_candidate``) to ``out`` when given.
+    ``preset`` (``fast``, ``medium``, ``best``) sets the candidates, which ``singles``,
+    ``members``, ``ensembles`` and the fine-tuning flags change; ``time_limit`` is a budget
+    in seconds; ``select`` (``best-cv``, ``one-se``) picks the winner; ``calibrate`` scales the
+    saved model's probabilities by a temperature fit out of fold. Returns ``Results``:
+    one dict per candidate, best first; ``.report`` holds the leaderboard."""
     use_cache, cache_dir = _cache_args(cache)
     settings = {
         "train": _path(train, "train", required=True),
@@ -569,9 +577,13 @@ def compare(
         "seed": int(seed),
         "c_grid": [float(c) for c in c_grid],
         "out": _path(out, "out"),
-        "singles": _names(singles, "singles"),
-        "members": _names(members, "members"),
-        "ensembles": _names(ensembles, "ensembles"),
+        "preset": str(preset),
+        "select": str(select),
+        "time_limit": None if time_limit is None else float(time_limit),
+        "calibrate": bool(calibrate),
+        "singles": None if singles is None else _names(singles, "singles"),
+        "members": None if members is None else _names(members, "members"),
+        "ensembles": None if ensembles is None else _names(ensembles, "ensembles"),
         "emb_weights": [float(w) for w in emb_weights],
         "oof_members": oof_members,
         "finetune": bool(finetune),

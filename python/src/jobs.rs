@@ -7,6 +7,7 @@ use crate::{py_err, value_error};
 use lmfuse_pipeline::compare::{CompareSpec, ExperimentSpec, OofMembers};
 use lmfuse_pipeline::data::{load_splits, SplitPlan};
 use lmfuse_pipeline::finetune::FinetuneSpec;
+use lmfuse_pipeline::preset::{Preset, SelectRule};
 use lmfuse_pipeline::{PipelineError, Result, Silent};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -23,9 +24,13 @@ pub struct CompareSettings {
     seed: u64,
     c_grid: Vec<f64>,
     out: Option<PathBuf>,
-    singles: Vec<String>,
-    members: Vec<String>,
-    ensembles: Vec<String>,
+    preset: String,
+    select: String,
+    time_limit: Option<f64>,
+    calibrate: bool,
+    singles: Option<Vec<String>>,
+    members: Option<Vec<String>>,
+    ensembles: Option<Vec<String>>,
     emb_weights: Vec<f32>,
     oof_members: String,
     finetune: bool,
@@ -46,32 +51,57 @@ impl CompareSettings {
             "refit" => OofMembers::Refit,
             other => lmfuse_pipeline::bail!("oof_members={other:?}: expected bagged or refit"),
         };
-        Ok(CompareSpec {
-            exp: ExperimentSpec {
-                model: encoder.choice()?,
-                data: data.spec(Vec::new())?,
-                cache: cache_spec(self.use_cache, self.cache_dir),
-                train: self.train,
-                dev: self.dev,
-                test: self.test,
-                folds: self.folds,
-                seed: self.seed,
-                c_grid: self.c_grid,
-                out: self.out,
-            },
-            singles: self.singles,
-            members: self.members,
-            ensembles: self.ensembles,
-            emb_weights: self.emb_weights,
-            oof_members,
-            finetune: self.finetune,
-            finetune_shared: self.finetune_shared,
-            finetune_shared_alpha: self.finetune_shared_alpha,
-            finetuned_members: self.finetuned_members,
-            save_candidate: self.save_candidate,
-            finetune_epochs: self.finetune_epochs,
-            finetune_lr: self.finetune_lr,
-        })
+        let preset = match self.preset.as_str() {
+            "fast" => Preset::Fast,
+            "medium" => Preset::Medium,
+            "best" => Preset::Best,
+            other => lmfuse_pipeline::bail!("preset={other:?}: expected fast, medium or best"),
+        };
+        let select = match self.select.as_str() {
+            "best-cv" => SelectRule::BestCv,
+            "one-se" => SelectRule::OneSe,
+            other => lmfuse_pipeline::bail!("select={other:?}: expected best-cv or one-se"),
+        };
+        lmfuse_pipeline::ensure!(
+            self.time_limit.is_none_or(|t| t.is_finite() && t > 0.0),
+            "time_limit must be a positive number of seconds"
+        );
+        let exp = ExperimentSpec {
+            model: encoder.choice()?,
+            data: data.spec(Vec::new())?,
+            cache: cache_spec(self.use_cache, self.cache_dir),
+            train: self.train,
+            dev: self.dev,
+            test: self.test,
+            folds: self.folds,
+            seed: self.seed,
+            c_grid: self.c_grid,
+            out: self.out,
+        };
+        let mut spec = CompareSpec::new(exp, preset);
+        spec.preset_candidates = self.singles.is_none() && self.members.is_none();
+        if let Some(v) = self.singles {
+            spec.singles = v;
+        }
+        if let Some(v) = self.members {
+            spec.members = v;
+        }
+        if let Some(v) = self.ensembles {
+            spec.ensembles = v;
+        }
+        spec.finetune |= self.finetune;
+        spec.finetune_shared |= self.finetune_shared;
+        spec.finetuned_members |= self.finetuned_members;
+        spec.emb_weights = self.emb_weights;
+        spec.oof_members = oof_members;
+        spec.finetune_shared_alpha = self.finetune_shared_alpha;
+        spec.save_candidate = self.save_candidate;
+        spec.finetune_epochs = self.finetune_epochs;
+        spec.finetune_lr = self.finetune_lr;
+        spec.select = select;
+        spec.time_limit = self.time_limit;
+        spec.calibrate = self.calibrate;
+        Ok(spec)
     }
 }
 

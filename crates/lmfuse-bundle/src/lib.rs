@@ -27,7 +27,13 @@ use std::path::{Path, PathBuf};
 ///   [`ENCODER_DIR`]) instead of the one the members share. Only such ensembles are written
 ///   as version 4 ([`MIXED_ENCODERS_VERSION`]), which an lmfuse that reads up to 3 refuses
 ///   by its version rather than by a member's encoder.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: a card may carry a `temperature` its probabilities are scaled by (calibration fit by
+///   `compare`). An lmfuse that reads up to 4 would ignore it and report uncalibrated
+///   probabilities, so only calibrated bundles are written as version 5
+///   ([`CALIBRATED_VERSION`]), which it refuses.
+pub const FORMAT_VERSION: u32 = 5;
+/// The version of a bundle whose probabilities are scaled by a temperature.
+pub const CALIBRATED_VERSION: u32 = 5;
 /// The version of an ensemble with a member whose encoder is fine-tuned inside the bundle.
 pub const MIXED_ENCODERS_VERSION: u32 = 4;
 /// The version of a bundle that holds a bag of fold models as a head.

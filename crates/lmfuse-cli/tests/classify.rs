@@ -577,6 +577,8 @@ fn compare_ranks_by_cv_and_saves_an_ensemble_that_reloads_identically() {
         "stacking,adaptive",
         "--out",
         b.to_str().unwrap(),
+        // The probabilities as the combiner gives them (calibration: its own test).
+        "--no-calibrate",
     ]);
     let r = ok_json(&args, &cache);
     assert_eq!(r["winner"]["kind"], "ensemble");
@@ -652,9 +654,113 @@ fn small_train_test(dir: &Path) -> (PathBuf, PathBuf) {
     (train, test)
 }
 
-/// `lmfuse eval` of the bundle `out` on `data` reports `winner`'s test accuracy and, to 1e-4,
-/// its log loss.
-fn assert_eval_reproduces(out: &Path, data: &Path, winner: &serde_json::Value, cache: &Path) {
+#[test]
+fn compare_presets_a_time_limit_calibration_and_the_one_se_rule() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 150, 0);
+    write_set(&test, 40, 1000);
+    let out = dir.path().join("winner");
+    let base = [
+        "compare",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--folds",
+        "3",
+        "--c-grid",
+        "0.1,1,10",
+        "--json",
+    ];
+    // medium: fast's three models and four more, as singles and as members (2 classes: the
+    // boosted trees are in), and the five ensembles over all seven.
+    let mut medium = base.to_vec();
+    medium.extend(["--preset", "medium", "--out", out.to_str().unwrap()]);
+    let r = ok_json(&medium, &cache);
+    let names: Vec<&str> = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for single in [
+        "tfidf+emb:svm",
+        "emb:mlp",
+        "tfidf+emb:shared",
+        "tfidf+emb:gbdt",
+    ] {
+        assert!(names.contains(&single), "{names:?}");
+    }
+    assert_eq!(names.len(), 7 + 5, "{names:?}");
+    assert_eq!(r["preset"], "medium");
+    // The winner is calibrated: a positive temperature, out-of-fold log loss no worse, and
+    // the saved bundle reloads to the calibrated test figures.
+    let c = &r["calibration"];
+    assert_eq!(c["candidate"], r["winner"]["name"]);
+    assert!(c["temperature"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(
+        c["oof_log_loss_calibrated"].as_f64() <= c["oof_log_loss"].as_f64(),
+        "{c}"
+    );
+    assert_eq!(c["test"]["accuracy"], r["winner"]["test"]["accuracy"]);
+    assert_eval_reproduces(&out, &test, c, &cache);
+
+    // A spent budget: the first candidate is still fit and wins; the rest are listed as
+    // skipped with the reason.
+    let mut short = base.to_vec();
+    short.extend(["--time-limit", "0.001s", "--select", "one-se"]);
+    let r = ok_json(&short, &cache);
+    assert_eq!(r["candidates"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["winner"]["name"], "emb:logreg");
+    let skipped = r["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2 + 5, "{r}");
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("time limit"),
+        "{r}"
+    );
+    assert!(
+        r.get("calibration").is_none(),
+        "no --out, nothing calibrated: {r}"
+    );
+
+    // one-se: the winner's CV mean is within one standard error of the best's.
+    let mut one_se = base.to_vec();
+    one_se.extend(["--select", "one-se"]);
+    let r = ok_json(&one_se, &cache);
+    let best = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == r["best_cv"])
+        .unwrap();
+    let se = best["cv_std"].as_f64().unwrap() / 3f64.sqrt();
+    let w = r["winner"]["cv_accuracy"].as_f64().unwrap();
+    assert!(
+        w >= best["cv_accuracy"].as_f64().unwrap() - se - 1e-12,
+        "{r}"
+    );
+    assert!(r["reason"].is_string(), "{r}");
+    let usage = run(&[&base[..], &["--time-limit", "5d"]].concat(), &cache);
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown unit 'd'"), "{stderr}");
+}
+
+/// `lmfuse eval` of the bundle `out` on `data` reports the test accuracy of `saved` (an entry
+/// of compare's leaderboard) and, to 1e-4, its log loss.
+fn assert_eval_reproduces(out: &Path, data: &Path, saved: &serde_json::Value, cache: &Path) {
     let e = ok_json(
         &[
             "eval",
@@ -666,9 +772,9 @@ fn assert_eval_reproduces(out: &Path, data: &Path, winner: &serde_json::Value, c
         ],
         cache,
     );
-    assert_eq!(e["test"]["accuracy"], winner["test"]["accuracy"]);
+    assert_eq!(e["test"]["accuracy"], saved["test"]["accuracy"]);
     let lp = |v: &serde_json::Value| v["test"]["log_loss"].as_f64().unwrap();
-    assert!((lp(&e) - lp(winner)).abs() < 1e-4, "{e} vs {winner}");
+    assert!((lp(&e) - lp(saved)).abs() < 1e-4, "{e} vs {saved}");
 }
 
 /// The set-up of compare's fine-tuning tests: the tiny model and the small set (train and
@@ -745,8 +851,8 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
     );
     assert!(ft["test"]["accuracy"].is_number() && ft["selected"]["best_step"].is_number());
 
-    // The fine-tuned encoder alone: it wins, and its bundle (encoder inside) reloads to the
-    // test metrics compare measured.
+    // The fine-tuned encoder alone: it wins, and its bundle (encoder inside, calibrated)
+    // reloads to the test metrics compare measured for it.
     let mut alone = args.to_vec();
     let at = alone.iter().position(|a| *a == "emb:logreg").unwrap();
     alone[at] = "";
@@ -754,7 +860,7 @@ fn compare_fine_tunes_the_encoder_per_fold_and_saves_it_as_the_only_candidate() 
     let r = ok_json(&alone, cache);
     assert_eq!(r["winner"]["name"], "finetuned");
     assert!(out.join("encoder").join("model.safetensors").is_file());
-    assert_eval_reproduces(&out, test, &r["winner"], cache);
+    assert_eval_reproduces(&out, test, &r["calibration"], cache);
 
     // It cannot be an ensemble member: the members share one encoder.
     let mut member = args.to_vec();
@@ -825,7 +931,7 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
     let training = &manifest["model"]["training"];
     assert_eq!(training["method"], "finetune-shared", "{manifest}");
     assert_eq!(training["shared_head"]["alpha"], 1.0, "{manifest}");
-    assert_eval_reproduces(&out, test, &r["winner"], cache);
+    assert_eval_reproduces(&out, test, &r["calibration"], cache);
 
     // Several alphas: each trained on all of train, the best dev accuracy chooses (ties: the
     // earlier), and the folds run with that one: the figures of a run given only it.
@@ -873,10 +979,8 @@ fn compare_trains_the_shared_layer_end_to_end_per_fold_and_saves_it_with_its_enc
         "--finetune-epochs",
         "1",
     ];
-    let usage = run(&epochs_alone, cache);
-    let stderr = String::from_utf8_lossy(&usage.stderr);
-    assert_eq!(usage.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--finetune-shared"), "{stderr}");
+    // (A preset may turn fine-tuning on, so this is the library's check, not clap's.)
+    assert_one_line_error(&epochs_alone, &["--finetune-epochs", "--finetune-shared"]);
     let mut member = args.to_vec();
     member.extend([
         "--members",
@@ -940,6 +1044,7 @@ fn compare_adds_the_fine_tuned_candidate_to_every_ensemble_and_saves_one_with_bo
     // the fine-tuned encoder for that member and reloads to what compare measured.
     let mut save = args.to_vec();
     save.extend(["--out", out.to_str().unwrap(), "--save-candidate", mixed]);
+    save.push("--no-calibrate");
     let s = ok_json(&save, cache);
     assert_eq!(s["saved"], mixed);
     assert_eq!(

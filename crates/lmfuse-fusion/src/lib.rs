@@ -6,9 +6,11 @@
 //! member probabilities come from a member fit on the other folds ([`out_of_fold`]), never from
 //! a member that saw the row.
 
+mod calibrate;
 mod combine;
 mod folds;
 
+pub use calibrate::{apply_temperature, fit_temperature};
 pub use combine::{
     Combiner, CombinerParams, CombinerSelection, MemberRows, Strategy, GATE_FEATURES_PER_MEMBER,
 };

@@ -10,6 +10,7 @@ use crate::finetune::{
     shared_tfidf, BundleFile, FinetuneBase,
 };
 use crate::observe::Observer;
+use crate::preset::{Preset, Scored, SelectRule};
 use crate::{bail, ensure};
 use lmfuse_classic::{Mlp, MlpParams, ProbaHead};
 use lmfuse_core::LabelSet;
@@ -204,9 +205,49 @@ pub struct CompareSpec {
     pub finetune_epochs: usize,
     /// Fine-tuning (--finetune, --finetune-shared): peak learning rate of the encoder.
     pub finetune_lr: f32,
+    /// The preset the candidates came from (reported; [`CompareSpec::new`] applies it).
+    pub preset: Preset,
+    /// How the winner is picked from the cross-validated scores.
+    pub select: SelectRule,
+    /// Wall-clock budget in seconds: no candidate starts once it is spent, a fine-tuned one
+    /// only when its measured or estimated cost fits what is left, and the run returns the
+    /// best of what it fit (saving the winner comes on top).
+    pub time_limit: Option<f64>,
+    /// Whether the candidates are the preset's, to be fitted to the data's size
+    /// ([`Preset::candidates_for`]); `false` once the caller names its own.
+    pub preset_candidates: bool,
+    /// Scale the saved model's probabilities by a temperature fit on its out-of-fold
+    /// probabilities (never changes a prediction, only its confidence).
+    pub calibrate: bool,
 }
 
 impl CompareSpec {
+    /// The candidates of `preset` on the data and cross-validation of `exp`, with the other
+    /// settings at their defaults (as `lmfuse compare` has them).
+    pub fn new(exp: ExperimentSpec, preset: Preset) -> CompareSpec {
+        let c = preset.candidates();
+        CompareSpec {
+            exp,
+            singles: c.singles,
+            members: c.members,
+            ensembles: c.ensembles,
+            emb_weights: vec![1.0],
+            oof_members: OofMembers::Bagged,
+            finetune: c.finetune,
+            finetune_shared: c.finetune_shared,
+            finetune_shared_alpha: vec![3.0],
+            finetuned_members: c.finetuned_members,
+            save_candidate: None,
+            finetune_epochs: 3,
+            finetune_lr: 3e-5,
+            preset,
+            select: SelectRule::default(),
+            time_limit: None,
+            preset_candidates: true,
+            calibrate: true,
+        }
+    }
+
     /// The settings of `--finetune`'s runs, checked (before anything is fit); `None` without
     /// it.
     fn finetune_params(&self) -> Result<Option<FinetuneParams>> {
@@ -419,8 +460,25 @@ pub struct Leaderboard {
     pub seed: u64,
     /// Every candidate, in the order they ran.
     pub candidates: Vec<Entry>,
-    /// The candidate with the best cross-validated accuracy (the earlier on ties).
+    /// The candidate [`Leaderboard::rule`] picked.
     pub winner: Entry,
+    /// Why it won, in words.
+    pub reason: String,
+    /// The candidate with the best mean CV accuracy (the earlier on ties).
+    pub best_cv: String,
+    /// The preset of the run.
+    pub preset: Preset,
+    /// The selection rule.
+    pub rule: SelectRule,
+    /// The time budget in seconds, if any.
+    pub time_limit: Option<f64>,
+    /// The saved model's temperature and what it did (with an output folder and
+    /// calibration on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Candidates not fit, and why (the time budget).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// Its index in `candidates`.
     #[serde(skip)]
     pub winner_index: usize,
@@ -428,6 +486,62 @@ pub struct Leaderboard {
     pub saved: Option<String>,
     /// Wall time.
     pub seconds: f64,
+}
+
+/// The temperature of the saved model, fit on its out-of-fold probabilities on train
+/// (`lmfuse_fusion::fit_temperature`), and its scores before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    /// The candidate calibrated.
+    pub candidate: String,
+    /// Its temperature (1: left as it was).
+    pub temperature: f32,
+    /// Log loss of its out-of-fold probabilities, before and after.
+    pub oof_log_loss: f64,
+    pub oof_log_loss_calibrated: f64,
+    /// Dev and test figures of the calibrated model (the saved bundle's).
+    pub dev: Report,
+    pub test: Report,
+    /// Expected calibration error on test of the model before calibration.
+    pub test_ece_uncalibrated: f64,
+}
+
+/// A candidate a run did not fit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The wall-clock budget of a run.
+struct Budget {
+    started: Instant,
+    limit: Option<f64>,
+}
+
+impl Budget {
+    /// Seconds left (infinite without a limit).
+    fn left(&self) -> f64 {
+        match self.limit {
+            Some(l) => l - self.started.elapsed().as_secs_f64(),
+            None => f64::INFINITY,
+        }
+    }
+
+    /// Why a candidate expected to take `cost` seconds may not start, or `None` when it may.
+    fn refuses(&self, cost: f64) -> Option<String> {
+        let left = self.left();
+        (cost > left).then(|| match self.limit {
+            Some(l) if left <= 0.0 => format!("the time limit ({l:.0} s) was spent"),
+            Some(l) => format!(
+                "expected to take {cost:.0} s, more than the {left:.0} s left of the time \
+                 limit ({l:.0} s)"
+            ),
+            None => unreachable!("without a limit nothing is refused"),
+        })
+    }
 }
 
 /// The name of the fine-tuned candidate with a linear head.
@@ -448,6 +562,10 @@ enum Deployable {
         combiner: lmfuse_fusion::Combiner,
         how: OofMembers,
         tuned: Option<usize>,
+        /// Its out-of-fold probabilities on train (combiners fit on the other folds).
+        oof: Vec<f32>,
+        /// Its dev and test probabilities.
+        predicted: Predicted,
     },
 }
 
@@ -513,14 +631,15 @@ struct EnsembleContext<'a> {
 /// meta-learner's and the gate's C fit on the members' out-of-fold probabilities of train and
 /// chosen on dev (as each member's own hyperparameter is); cross-validated with the combiner
 /// of fold f learning from the out-of-fold probabilities of the other folds' rows only.
-/// Returns the leaderboard entry, the combiner's settings and the combiner fit on all of
-/// train.
+/// Returns the leaderboard entry and what it deploys as: the combiner's settings, the
+/// combiner fit on all of train, and its probabilities (without a fine-tuned member: the
+/// caller sets `tuned`).
 fn ensemble_entry(
     ctx: &EnsembleContext<'_>,
     strategy: Strategy,
     how: OofMembers,
     members: &[MemberView<'_>],
-) -> Result<(Entry, CombinerParams, lmfuse_fusion::Combiner)> {
+) -> Result<(Entry, Deployable)> {
     let (y_train, y_dev, y_test) = ctx.y;
     let (folds, n_folds) = ctx.folds;
     let k = ctx.labels.len();
@@ -580,7 +699,19 @@ fn ensemble_entry(
         fit_seconds: fit_seconds + member_seconds,
         predict_seconds,
     };
-    Ok((entry, params, combiner))
+    let model = Deployable::Ensemble {
+        params,
+        combiner,
+        how,
+        tuned: None,
+        oof: cv_p,
+        predicted: Predicted {
+            dev: dev_f,
+            test: test_f,
+            test_seconds: predict_seconds,
+        },
+    };
+    Ok((entry, model))
 }
 
 /// The leaderboard name of the ensemble of `strategy` over the members named `members`.
@@ -717,6 +848,29 @@ impl Plan {
         names
     }
 
+    /// Keeps the models the preset fits on data with `classes` classes
+    /// ([`Preset::candidates_for`]).
+    fn fit_to(&mut self, preset: Preset, classes: usize) {
+        let kept = preset.candidates_for(classes);
+        self.singles.retain(|m| kept.singles.contains(&m.name));
+        self.members.retain(|m| kept.members.contains(&m.name));
+    }
+
+    /// Records every ensemble of the run (those with fine-tuned members too) as skipped.
+    fn skip_ensembles(&self, job: &CompareSpec, skipped: &mut Vec<Skipped>, reason: &str) {
+        // Ensemble names are the only ones with parentheses.
+        for name in self
+            .candidate_names(job)
+            .into_iter()
+            .filter(|n| n.contains('('))
+        {
+            skipped.push(Skipped {
+                name,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
     /// The classical models to fit: the singles, then the members that are not singles.
     fn classical(&self) -> Vec<&ModelSpec> {
         let mut specs: Vec<&ModelSpec> = self.singles.iter().collect();
@@ -818,31 +972,47 @@ struct Board {
 }
 
 impl Board {
+    /// Entry `i`'s out-of-fold probabilities on train and its dev and test ones.
+    fn probabilities<'a>(&'a self, fits: &'a Fits, i: usize) -> (&'a [f32], &'a Predicted) {
+        match &self.models[i] {
+            Deployable::Single(c) => (&fits.classical[*c].oof, &fits.classical[*c].refit),
+            Deployable::Finetuned(t) => (&fits.tuned[*t].oof, &fits.tuned[*t].predicted),
+            Deployable::Ensemble { oof, predicted, .. } => (oof, predicted),
+        }
+    }
+
     fn push(&mut self, entry: Entry, model: Deployable) {
         self.entries.push(entry);
         self.models.push(model);
     }
 
-    /// The winner (best cross-validated accuracy; the earlier on ties) and the entry whose
-    /// bundle is saved (the winner unless `save_candidate` names another).
-    fn pick(&self, save_candidate: Option<&str>) -> Result<(usize, usize)> {
+    /// The best CV candidate, the winner `job.select` picks (with the reason), and the entry
+    /// whose bundle is saved (the winner unless `save_candidate` names another).
+    fn pick(&self, job: &CompareSpec) -> Result<(usize, usize, String, usize)> {
         let entries = &self.entries;
-        let winner = entries
+        let scored: Vec<Scored<'_>> = entries
             .iter()
-            .enumerate()
-            .fold(None::<usize>, |best, (i, e)| match best {
-                Some(b) if entries[b].cv_accuracy >= e.cv_accuracy => Some(b),
-                _ => Some(i),
+            .map(|e| Scored {
+                kind: e.kind,
+                cv: e.cv_accuracy,
+                std: e.cv_std,
             })
-            .context("no candidate to compare")?;
-        let saved = match save_candidate {
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let (best, winner, reason) =
+            crate::preset::pick(job.select, &scored, &names, job.exp.folds)
+                .context("no candidate to compare")?;
+        let saved = match &job.save_candidate {
             None => winner,
-            Some(name) => entries
-                .iter()
-                .position(|e| e.name == name)
-                .expect("checked before fitting"),
+            Some(name) => match entries.iter().position(|e| &e.name == name) {
+                Some(i) => i,
+                None => bail!(
+                    "--save-candidate {name:?} was not fit in this run (the time limit, or the \
+                     preset's rule for many classes, left it out)"
+                ),
+            },
         };
-        Ok((winner, saved))
+        Ok((best, winner, reason, saved))
     }
 }
 
@@ -865,55 +1035,88 @@ impl Fits {
 /// cross-validation on train (never by test), reports dev and test, and saves the winner (or
 /// `save_candidate`) to `exp.out`.
 pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
-    let started = Instant::now();
-    let plan = Plan::of(job)?;
+    let budget = Budget {
+        started: Instant::now(),
+        limit: job.time_limit,
+    };
+    let mut plan = Plan::of(job)?;
     let data = Prepared::load(job, &plan, on)?;
+    if job.preset_candidates {
+        plan.fit_to(job.preset, data.splits.labels.len());
+    }
     let mut board = Board::default();
     let mut fits = Fits {
         classical: Vec::new(),
         members: Vec::new(),
         tuned: Vec::new(),
     };
+    let mut skipped = Vec::new();
     for spec in plan.classical() {
+        // The first candidate always runs: a run cut short returns the best so far.
+        let first = fits.classical.is_empty();
+        if let Some(reason) = budget.refuses(0.0).filter(|_| !first) {
+            skipped.push(Skipped {
+                name: spec.name.clone(),
+                reason,
+            });
+            continue;
+        }
         let (fitted, entry) = fit_classical(job, &plan, &data, spec, on)?;
         if let Some(entry) = entry {
             board.push(entry, Deployable::Single(fits.classical.len()));
         }
         fits.classical.push(fitted);
     }
-    fits.members = plan
+    let members: Option<Vec<usize>> = plan
         .members
         .iter()
-        .map(|m| {
-            let i = fits.classical.iter().position(|f| f.name == m.name);
-            i.expect("every member is fitted")
-        })
+        .map(|m| fits.classical.iter().position(|f| f.name == m.name))
         .collect();
-    add_ensembles(&mut board, job, &plan, &data, &fits, None)?;
+    match members {
+        Some(members) => fits.members = members,
+        // A member was not fit: no ensemble can be.
+        None => plan.skip_ensembles(job, &mut skipped, "a member was not fit in time"),
+    }
+    if !fits.members.is_empty() || plan.members.is_empty() {
+        add_ensembles(&mut board, job, &plan, &data, &fits, None)?;
+    }
     for head in job.tuned_heads() {
         let params = plan.finetune.as_ref().expect("checked with the heads");
-        let (entry, model) = finetuned_candidate(
-            job,
-            (params, &head),
-            data.texts(),
-            data.y(),
-            &data.splits.labels,
-            &data.folds,
-            on,
-        )?;
-        board.push(entry, Deployable::Finetuned(fits.tuned.len()));
-        fits.tuned.push(model);
+        let budget = match board.entries.is_empty() {
+            true => &Budget {
+                started: Instant::now(),
+                limit: None,
+            },
+            false => &budget,
+        };
+        let tuned = finetuned_candidate(job, (params, &head), (&data, budget), on)?;
+        match tuned {
+            Ok((entry, model)) => {
+                board.push(entry, Deployable::Finetuned(fits.tuned.len()));
+                fits.tuned.push(model);
+            }
+            Err(skip) => skipped.push(skip),
+        }
     }
     // Each fine-tuned candidate as one more member of every ensemble: its out-of-fold
     // probabilities come from its fold runs, and it predicts with its run on all of train.
-    if job.finetuned_members {
+    if job.finetuned_members && !fits.members.is_empty() {
         for t in 0..fits.tuned.len() {
             add_ensembles(&mut board, job, &plan, &data, &fits, Some(t))?;
         }
     }
-    let (winner, saved) = board.pick(job.save_candidate.as_deref())?;
+    let (best, winner, reason, saved) = board.pick(job)?;
+    on.note(&format!(
+        "compare: winner {}: {reason}",
+        board.entries[winner].name
+    ));
+    let calibration = match job.calibrate && job.exp.out.is_some() {
+        true => Some(calibrate(&board, &fits, saved, &data)?),
+        false => None,
+    };
     if let Some(out) = &job.exp.out {
-        save_entry(out, job, &data, &fits, &board, saved)?;
+        let temperature = calibration.as_ref().map(|c| c.temperature);
+        save_entry(out, job, (&data, &fits), &board, saved, temperature)?;
     }
     let Board { entries, .. } = board;
     Ok(Leaderboard {
@@ -925,9 +1128,16 @@ pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
         seed: job.exp.seed,
         winner: entries[winner].clone(),
         winner_index: winner,
+        reason,
+        best_cv: entries[best].name.clone(),
+        preset: job.preset,
+        rule: job.select,
+        calibration,
+        time_limit: job.time_limit,
+        skipped,
         saved: job.exp.out.as_ref().map(|_| entries[saved].name.clone()),
         candidates: entries,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: budget.started.elapsed().as_secs_f64(),
     })
 }
 
@@ -1156,13 +1366,10 @@ fn add_ensembles(
         if let Some(t) = tuned {
             views.push(fits.tuned[t].view(learnt));
         }
-        let (entry, params, combiner) = ensemble_entry(&ctx, strategy, how, &views)?;
-        let model = Deployable::Ensemble {
-            params,
-            combiner,
-            how,
-            tuned,
-        };
+        let (entry, mut model) = ensemble_entry(&ctx, strategy, how, &views)?;
+        if let Deployable::Ensemble { tuned: t, .. } = &mut model {
+            *t = tuned;
+        }
         board.push(entry, model);
     }
     Ok(())
@@ -1180,11 +1387,12 @@ type BundleParts = (
 fn save_entry(
     out: &std::path::Path,
     job: &CompareSpec,
-    data: &Prepared,
-    fits: &Fits,
+    (data, fits): (&Prepared, &Fits),
     board: &Board,
     saved: usize,
+    temperature: Option<f32>,
 ) -> Result<()> {
+    let temperature = temperature.filter(|&t| t != 1.0);
     let w = &board.entries[saved];
     let metrics = serde_json::json!({
         "cv_accuracy": w.cv_accuracy,
@@ -1196,11 +1404,13 @@ fn save_entry(
         Deployable::Single(i) => {
             let mut c = fits.classical[*i].classifier.clone();
             c.card.metrics = metrics;
+            c.card.temperature = temperature;
             let (m, t, j) = c.to_bundle(crate::VERSION, &crate::now_rfc3339());
             (m, t, j, Vec::new())
         }
         Deployable::Finetuned(t) => {
-            let (c, encoder_files) = fits.tuned[*t].classifier(labels, metrics)?;
+            let (mut c, encoder_files) = fits.tuned[*t].classifier(labels, metrics)?;
+            c.card.temperature = temperature;
             let (m, t, j) = c.to_bundle(crate::VERSION, &crate::now_rfc3339());
             (m, t, j, encoder_files)
         }
@@ -1209,25 +1419,53 @@ fn save_entry(
             combiner,
             how,
             tuned,
-        } => ensemble_bundle(job, data, fits, (params, combiner, *how, *tuned), metrics)?,
+            ..
+        } => {
+            let deployed = (params, combiner, *how, *tuned);
+            ensemble_bundle(job, (data, fits), deployed, (metrics, temperature))?
+        }
     };
     lmfuse_bundle::save_with_files(out, manifest, &tensors, &json, &files)
         .with_context(|| format!("cannot save the bundle to {}", out.display()))
 }
 
+/// The temperature fit on entry `i`'s out-of-fold probabilities, and its dev and test
+/// figures once its probabilities are scaled by it.
+fn calibrate(board: &Board, fits: &Fits, i: usize, data: &Prepared) -> Result<Calibration> {
+    let (oof, predicted) = board.probabilities(fits, i);
+    let (y_train, y_dev, y_test) = data.y();
+    let names = data.splits.labels.names();
+    let k = names.len();
+    let (temperature, oof_log_loss_calibrated) = lmfuse_fusion::fit_temperature(oof, y_train, k);
+    let scaled = |p: &[f32]| {
+        let mut p = p.to_vec();
+        lmfuse_fusion::apply_temperature(&mut p, k, temperature);
+        p
+    };
+    Ok(Calibration {
+        candidate: board.entries[i].name.clone(),
+        temperature,
+        oof_log_loss: lmfuse_metrics::evaluate(y_train, oof, names)?.log_loss,
+        oof_log_loss_calibrated,
+        dev: lmfuse_metrics::evaluate(y_dev, &scaled(&predicted.dev), names)?,
+        test: lmfuse_metrics::evaluate(y_test, &scaled(&predicted.test), names)?,
+        test_ece_uncalibrated: board.entries[i].test.ece,
+    })
+}
+
 /// The bundle of the ensemble of `params` and `combiner` over the members (predicting with
-/// `how`) and, with `tuned`, the fine-tuned candidate at that index.
+/// `how`) and, with `tuned`, the fine-tuned candidate at that index; `metrics` and the
+/// `temperature` go on its card.
 fn ensemble_bundle(
     job: &CompareSpec,
-    data: &Prepared,
-    fits: &Fits,
+    (data, fits): (&Prepared, &Fits),
     (params, combiner, how, tuned): (
         &CombinerParams,
         &lmfuse_fusion::Combiner,
         OofMembers,
         Option<usize>,
     ),
-    metrics: serde_json::Value,
+    (metrics, temperature): (serde_json::Value, Option<f32>),
 ) -> Result<BundleParts> {
     let (train, labels) = (&data.splits.train, &data.splits.labels);
     let mut members: Vec<Classifier> = fits
@@ -1258,6 +1496,7 @@ fn ensemble_bundle(
                 "finetuned_member_model": tuned.map(|_| "refit"),
             }),
             metrics,
+            temperature,
         },
         labels: labels.clone(),
         members,
@@ -1396,6 +1635,9 @@ struct TunedRuns<'a> {
     on: &'a dyn Observer,
 }
 
+/// A fine-tuned candidate: its entry and model, or why it was skipped.
+type TunedOutcome = std::result::Result<(Entry, FinetunedModel), Skipped>;
+
 /// One fine-tuning run: the network, the shared head if any, its best dev evaluation.
 type Run = (Network, Option<Mlp>, EvalRecord);
 
@@ -1443,6 +1685,19 @@ impl<'a> TunedRuns<'a> {
             on,
         };
         Ok((runs, settings))
+    }
+
+    /// Expected seconds of one run on all of train: a forward pass over up to 32 training
+    /// texts, timed, scaled to the epochs (a training step costs about three forward
+    /// passes) and to the evaluations on dev after each epoch.
+    fn estimate_run_seconds(&self) -> Result<f64> {
+        let probe = &self.tok.0[..self.tok.0.len().min(32)];
+        let net = self.base.network(self.k, self.job.exp.seed)?;
+        let t = Instant::now();
+        lmfuse_finetune::predict_proba(&net, probe, rayon::current_num_threads());
+        let per_text = t.elapsed().as_secs_f64() / probe.len().max(1) as f64;
+        let per_epoch = per_text * (3 * self.tok.0.len() + self.tok.1.len()) as f64;
+        Ok(per_epoch * self.params.epochs as f64)
     }
 
     fn shared(&self) -> &(TextFeaturizer, SplitBlocks) {
@@ -1609,17 +1864,35 @@ impl<'a> TunedRuns<'a> {
 fn finetuned_candidate(
     job: &CompareSpec,
     (params, head): (&FinetuneParams, &TunedHead),
-    texts: SplitTexts<'_>,
-    (y_train, y_dev, y_test): (&[usize], &[usize], &[usize]),
-    labels: &LabelSet,
-    folds: &[usize],
+    (data, budget): (&Prepared, &Budget),
     on: &dyn Observer,
-) -> Result<(Entry, FinetunedModel)> {
+) -> Result<TunedOutcome> {
+    let skip = |reason| {
+        Ok(Err(Skipped {
+            name: head.name().into(),
+            reason,
+        }))
+    };
+    if let Some(reason) = budget.refuses(0.0) {
+        return skip(reason);
+    }
+    let (labels, folds, texts) = (&data.splits.labels, &data.folds, data.texts());
+    let (y_train, y_dev, y_test) = data.y();
     let k = labels.len();
     let (runs, settings) = TunedRuns::new(job, (params, head), texts, (y_train, y_dev), k, on)?;
+    let runs_left = settings.len() + job.exp.folds - 1;
+    if let Some(reason) = budget.refuses(runs_left as f64 * runs.estimate_run_seconds()?) {
+        return skip(format!("{reason} (estimated from a timed forward pass)"));
+    }
     let t = Instant::now();
     let (setting, (net, mlp, best), tried) = runs.choose(&settings)?;
     let fit_seconds = t.elapsed().as_secs_f64();
+    let fold_cost = (job.exp.folds - 1) as f64 * fit_seconds / settings.len() as f64;
+    if let Some(reason) = budget.refuses(fold_cost) {
+        return skip(format!(
+            "its fold runs are {reason} (measured on the run on all of train)"
+        ));
+    }
     let t = Instant::now();
     let oof = runs.out_of_fold(folds, setting.as_ref())?;
     let oof_seconds = t.elapsed().as_secs_f64();
@@ -1677,7 +1950,7 @@ fn finetuned_candidate(
         fit_seconds,
         oof_seconds,
     };
-    Ok((entry, model))
+    Ok(Ok((entry, model)))
 }
 
 /// The class names of class indices `y`.

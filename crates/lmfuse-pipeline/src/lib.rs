@@ -14,6 +14,7 @@ mod error;
 pub mod finetune;
 pub mod model;
 mod observe;
+pub mod preset;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod tune;

@@ -373,6 +373,10 @@ pub struct ModelCard {
     pub training: serde_json::Value,
     /// Dev and test metrics at training time.
     pub metrics: serde_json::Value,
+    /// Temperature the class probabilities are scaled by
+    /// ([`lmfuse_fusion::apply_temperature`]), fit on out-of-fold probabilities; none: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
 }
 
 /// The head part of a [`ModelCard`]: `{"kind": ..., "params": {...}, "n_features": ...}`.
@@ -433,6 +437,7 @@ impl ModelCard {
             head,
             training,
             metrics,
+            temperature: None,
         }
     }
 }
@@ -695,8 +700,10 @@ const HEAD_PREFIX: &str = "head.";
 /// reads every bundle it can.
 /// The oldest bundle version that can hold what is written: a bag of fold models as a head
 /// (`bagged`), an ensemble member with an encoder fine-tuned inside the bundle (`mixed`).
-fn format_version(bagged: bool, mixed: bool) -> u32 {
-    if mixed {
+fn format_version(bagged: bool, mixed: bool, calibrated: bool) -> u32 {
+    if calibrated {
+        lmfuse_bundle::CALIBRATED_VERSION
+    } else if mixed {
         lmfuse_bundle::MIXED_ENCODERS_VERSION
     } else if bagged {
         lmfuse_bundle::BAGGED_HEADS_VERSION
@@ -708,7 +715,11 @@ fn format_version(bagged: bool, mixed: bool) -> u32 {
 impl Classifier {
     /// Class probabilities for feature rows, `rows × classes`.
     pub fn predict_proba(&self, x: &Features) -> Result<Vec<f32>, TrainError> {
-        Ok(self.head.predict_proba(x)?)
+        let mut proba = self.head.predict_proba(x)?;
+        if let Some(t) = self.card.temperature {
+            lmfuse_fusion::apply_temperature(&mut proba, self.labels.len(), t);
+        }
+        Ok(proba)
     }
 
     /// The manifest and tensors of this classifier's bundle; `created_at` is the only field
@@ -723,7 +734,11 @@ impl Classifier {
         BTreeMap<String, serde_json::Value>,
     ) {
         let manifest = Manifest {
-            format_version: format_version(self.card.head.bagged.is_some(), false),
+            format_version: format_version(
+                self.card.head.bagged.is_some(),
+                false,
+                self.card.temperature.is_some(),
+            ),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
             model: serde_json::to_value(&self.card).expect("card serialises"),
@@ -1235,6 +1250,7 @@ mod tests {
                 combiner: cparams,
                 training: serde_json::json!({}),
                 metrics: serde_json::json!({}),
+                temperature: None,
             },
             labels: labels.clone(),
             members: vec![bagged, refit],
@@ -1335,6 +1351,9 @@ pub struct EnsembleCard {
     pub training: serde_json::Value,
     /// Metrics at training time.
     pub metrics: serde_json::Value,
+    /// Temperature the fused probabilities are scaled by (see [`ModelCard::temperature`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
 }
 
 /// The `task` of an ensemble bundle's card.
@@ -1400,6 +1419,7 @@ impl Ensemble {
                     .members
                     .iter()
                     .any(|m| m.encoder != self.card.encoder),
+                self.card.temperature.is_some(),
             ),
             lmfuse_version: lmfuse_version.to_string(),
             created_at: created_at.to_string(),
@@ -1412,9 +1432,14 @@ impl Ensemble {
     /// Fused class probabilities from each member's probabilities for the same rows (in member
     /// order) and the texts' lengths in characters.
     pub fn combine(&self, members: &[&[f32]], lengths: &[f32]) -> Result<Vec<f32>, TrainError> {
-        self.combiner
+        let mut proba = self
+            .combiner
             .combine(members, self.labels.len(), lengths)
-            .map_err(|e| TrainError::Option(e.to_string()))
+            .map_err(|e| TrainError::Option(e.to_string()))?;
+        if let Some(t) = self.card.temperature {
+            lmfuse_fusion::apply_temperature(&mut proba, self.labels.len(), t);
+        }
+        Ok(proba)
     }
 }
 
