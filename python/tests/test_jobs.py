@@ -44,6 +44,23 @@ def test_compare_ranks_as_lmfuse_compare(tmp_path):
     assert list(saved.predict(TEXTS)) == ["negative", "positive"]
 
 
+def test_compare_takes_a_preset_a_time_limit_and_calibrates_what_it_saves(tmp_path):
+    out = tmp_path / "winner"
+    board = lmfuse.compare(REVIEWS, folds=3, preset="fast", time_limit=0.001, select="one-se",
+                           out=out)
+    # A spent budget: the first candidate only, the others listed as skipped.
+    assert [row["name"] for row in board] == ["emb:logreg"]
+    assert len(board.report["skipped"]) == 2 + 5 and board.report["preset"] == "fast"
+    calibration = board.report["calibration"]
+    assert calibration["temperature"] > 0
+    assert calibration["oof_log_loss_calibrated"] <= calibration["oof_log_loss"]
+    assert len(list(lmfuse.load(out).predict(TEXTS))) == 2
+    with pytest.raises(ValueError, match="preset"):
+        lmfuse.compare(REVIEWS, preset="huge")
+    with pytest.raises(ValueError, match="time_limit"):
+        lmfuse.compare(REVIEWS, time_limit=-1)
+
+
 def test_compare_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         lmfuse.compare(tmp_path / "missing.jsonl", **SMALL)

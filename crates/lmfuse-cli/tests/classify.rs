@@ -1277,3 +1277,53 @@ fn out_of_scope_auto_tries_every_detector_and_keeps_the_best_on_dev() {
         assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
     }
 }
+
+#[test]
+fn a_tfidf_only_bundle_predicts_where_its_encoder_is_gone() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // A copy of the encoder that the bundle records, removed after training.
+    let copy = dir.path().join("encoder");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let (train, test, out) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+        dir.path().join("bundle"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 40, 1000);
+    let extra = ["--features", "tfidf", "--test", test.to_str().unwrap()];
+    let trained = train_json(copy.to_str().unwrap(), &train, &out, &extra, &cache);
+    std::fs::remove_dir_all(&copy).unwrap();
+    let e = ok_json(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(e["test"]["accuracy"], trained["test"]["accuracy"]);
+    let p = run(
+        &[
+            "predict",
+            "--model",
+            out.to_str().unwrap(),
+            "--input",
+            test.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    assert_eq!(String::from_utf8_lossy(&p.stdout).lines().count(), 40);
+}

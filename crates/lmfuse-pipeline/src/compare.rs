@@ -1044,101 +1044,152 @@ pub fn compare(job: &CompareSpec, on: &dyn Observer) -> Result<Leaderboard> {
     if job.preset_candidates {
         plan.fit_to(job.preset, data.splits.labels.len());
     }
-    let mut board = Board::default();
-    let mut fits = Fits {
-        classical: Vec::new(),
-        members: Vec::new(),
-        tuned: Vec::new(),
+    let mut run = CompareRun {
+        job,
+        plan: &plan,
+        data: &data,
+        budget,
+        on,
+        board: Board::default(),
+        fits: Fits {
+            classical: Vec::new(),
+            members: Vec::new(),
+            tuned: Vec::new(),
+        },
+        skipped: Vec::new(),
     };
-    let mut skipped = Vec::new();
-    for spec in plan.classical() {
-        // The first candidate always runs: a run cut short returns the best so far.
-        let first = fits.classical.is_empty();
-        if let Some(reason) = budget.refuses(0.0).filter(|_| !first) {
-            skipped.push(Skipped {
-                name: spec.name.clone(),
-                reason,
-            });
-            continue;
-        }
-        let (fitted, entry) = fit_classical(job, &plan, &data, spec, on)?;
-        if let Some(entry) = entry {
-            board.push(entry, Deployable::Single(fits.classical.len()));
-        }
-        fits.classical.push(fitted);
+    run.classical()?;
+    if !run.fits.members.is_empty() || plan.members.is_empty() {
+        add_ensembles(&mut run.board, job, &plan, &data, &run.fits, None)?;
     }
-    let members: Option<Vec<usize>> = plan
-        .members
-        .iter()
-        .map(|m| fits.classical.iter().position(|f| f.name == m.name))
-        .collect();
-    match members {
-        Some(members) => fits.members = members,
-        // A member was not fit: no ensemble can be.
-        None => plan.skip_ensembles(job, &mut skipped, "a member was not fit in time"),
-    }
-    if !fits.members.is_empty() || plan.members.is_empty() {
-        add_ensembles(&mut board, job, &plan, &data, &fits, None)?;
-    }
-    for head in job.tuned_heads() {
-        let params = plan.finetune.as_ref().expect("checked with the heads");
-        let budget = match board.entries.is_empty() {
-            true => &Budget {
-                started: Instant::now(),
-                limit: None,
-            },
-            false => &budget,
-        };
-        let tuned = finetuned_candidate(job, (params, &head), (&data, budget), on)?;
-        match tuned {
-            Ok((entry, model)) => {
-                board.push(entry, Deployable::Finetuned(fits.tuned.len()));
-                fits.tuned.push(model);
-            }
-            Err(skip) => skipped.push(skip),
-        }
-    }
+    run.finetuned()?;
     // Each fine-tuned candidate as one more member of every ensemble: its out-of-fold
     // probabilities come from its fold runs, and it predicts with its run on all of train.
-    if job.finetuned_members && !fits.members.is_empty() {
-        for t in 0..fits.tuned.len() {
-            add_ensembles(&mut board, job, &plan, &data, &fits, Some(t))?;
+    if job.finetuned_members && !run.fits.members.is_empty() {
+        for t in 0..run.fits.tuned.len() {
+            add_ensembles(&mut run.board, job, &plan, &data, &run.fits, Some(t))?;
         }
     }
-    let (best, winner, reason, saved) = board.pick(job)?;
-    on.note(&format!(
-        "compare: winner {}: {reason}",
-        board.entries[winner].name
-    ));
-    let calibration = match job.calibrate && job.exp.out.is_some() {
-        true => Some(calibrate(&board, &fits, saved, &data)?),
-        false => None,
-    };
-    if let Some(out) = &job.exp.out {
-        let temperature = calibration.as_ref().map(|c| c.temperature);
-        save_entry(out, job, (&data, &fits), &board, saved, temperature)?;
+    run.finish()
+}
+
+/// A compare run under way: what it fits from, and what it has fit so far.
+struct CompareRun<'a> {
+    job: &'a CompareSpec,
+    plan: &'a Plan,
+    data: &'a Prepared,
+    budget: Budget,
+    on: &'a dyn Observer,
+    board: Board,
+    fits: Fits,
+    skipped: Vec<Skipped>,
+}
+
+impl CompareRun<'_> {
+    /// Fits the classical models while the budget lasts (the first always), then finds the
+    /// ensembles' members among them; a member not fit rules the ensembles out.
+    fn classical(&mut self) -> Result<()> {
+        for spec in self.plan.classical() {
+            // The first candidate always runs: a run cut short returns the best so far.
+            let first = self.fits.classical.is_empty();
+            if let Some(reason) = self.budget.refuses(0.0).filter(|_| !first) {
+                self.skipped.push(Skipped {
+                    name: spec.name.clone(),
+                    reason,
+                });
+                continue;
+            }
+            let (fitted, entry) = fit_classical(self.job, self.plan, self.data, spec, self.on)?;
+            if let Some(entry) = entry {
+                let model = Deployable::Single(self.fits.classical.len());
+                self.board.push(entry, model);
+            }
+            self.fits.classical.push(fitted);
+        }
+        let classical = &self.fits.classical;
+        let members: Option<Vec<usize>> = (self.plan.members.iter())
+            .map(|m| classical.iter().position(|f| f.name == m.name))
+            .collect();
+        match members {
+            Some(members) => self.fits.members = members,
+            None => {
+                let why = "a member was not fit in time";
+                self.plan.skip_ensembles(self.job, &mut self.skipped, why);
+            }
+        }
+        Ok(())
     }
-    let Board { entries, .. } = board;
-    Ok(Leaderboard {
-        labels: data.splits.labels.names().to_vec(),
-        train: data.splits.y_train.len(),
-        dev: data.splits.y_dev.len(),
-        test: data.splits.y_test.len(),
-        folds: job.exp.folds,
-        seed: job.exp.seed,
-        winner: entries[winner].clone(),
-        winner_index: winner,
-        reason,
-        best_cv: entries[best].name.clone(),
-        preset: job.preset,
-        rule: job.select,
-        calibration,
-        time_limit: job.time_limit,
-        skipped,
-        saved: job.exp.out.as_ref().map(|_| entries[saved].name.clone()),
-        candidates: entries,
-        seconds: budget.started.elapsed().as_secs_f64(),
-    })
+
+    /// Fits the fine-tuned candidates the budget allows (with no other candidate, the
+    /// first regardless of it).
+    fn finetuned(&mut self) -> Result<()> {
+        for head in self.job.tuned_heads() {
+            let params = self.plan.finetune.as_ref().expect("checked with the heads");
+            let unlimited = Budget {
+                started: Instant::now(),
+                limit: None,
+            };
+            let budget = match self.board.entries.is_empty() {
+                true => &unlimited,
+                false => &self.budget,
+            };
+            let tuned =
+                finetuned_candidate(self.job, (params, &head), (self.data, budget), self.on)?;
+            match tuned {
+                Ok((entry, model)) => {
+                    let deployed = Deployable::Finetuned(self.fits.tuned.len());
+                    self.board.push(entry, deployed);
+                    self.fits.tuned.push(model);
+                }
+                Err(skip) => self.skipped.push(skip),
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks the winner, calibrates and saves what is saved, and builds the leaderboard.
+    fn finish(self) -> Result<Leaderboard> {
+        let (job, data) = (self.job, self.data);
+        let (best, winner, reason, saved) = self.board.pick(job)?;
+        let name = &self.board.entries[winner].name;
+        self.on.note(&format!("compare: winner {name}: {reason}"));
+        let calibration = match job.calibrate && job.exp.out.is_some() {
+            true => Some(calibrate(&self.board, &self.fits, saved, data)?),
+            false => None,
+        };
+        if let Some(out) = &job.exp.out {
+            let temperature = calibration.as_ref().map(|c| c.temperature);
+            save_entry(
+                out,
+                job,
+                (data, &self.fits),
+                &self.board,
+                saved,
+                temperature,
+            )?;
+        }
+        let entries = self.board.entries;
+        Ok(Leaderboard {
+            labels: data.splits.labels.names().to_vec(),
+            train: data.splits.y_train.len(),
+            dev: data.splits.y_dev.len(),
+            test: data.splits.y_test.len(),
+            folds: job.exp.folds,
+            seed: job.exp.seed,
+            winner: entries[winner].clone(),
+            winner_index: winner,
+            reason,
+            best_cv: entries[best].name.clone(),
+            preset: job.preset,
+            rule: job.select,
+            calibration,
+            time_limit: job.time_limit,
+            skipped: self.skipped,
+            saved: job.exp.out.as_ref().map(|_| entries[saved].name.clone()),
+            candidates: entries,
+            seconds: self.budget.started.elapsed().as_secs_f64(),
+        })
+    }
 }
 
 /// Fits the classical model `spec` on train (its hyperparameter, and for feature fusion the
@@ -1903,24 +1954,13 @@ fn finetuned_candidate(
     let t = Instant::now();
     let test_p = runs.proba(run, &runs.tok.2, &|b| b.2.clone())?;
     let predict_seconds = t.elapsed().as_secs_f64();
-    let mut training = runs.training(head, texts.0, labels, &best);
-    if !tried.is_empty() {
-        training["alpha_tried"] = serde_json::to_value(&tried)?;
-        training["alpha_selected_by"] = "dev accuracy".into();
-    }
-    let mut selected = BTreeMap::from([("best_step".to_string(), best.step as f64)]);
-    let shared = match (runs.shared_inputs, setting, mlp) {
-        (Some((text_features, _)), Some(mlp_params), Some(mlp)) => {
-            training["shared_head"] = serde_json::to_value(mlp_params)?;
-            selected.insert("alpha".into(), mlp_params.alpha);
-            Some(SharedModel {
-                mlp,
-                params: mlp_params,
-                text_features,
-            })
-        }
-        _ => None,
-    };
+    let training = runs.training(head, texts.0, labels, &best);
+    let (training, selected, shared) = chosen_parts(
+        training,
+        (&tried, &best),
+        runs.shared_inputs,
+        (setting, mlp),
+    )?;
     let entry = Entry {
         name: runs.name.into(),
         kind: head.kind(),
@@ -1951,6 +1991,39 @@ fn finetuned_candidate(
         oof_seconds,
     };
     Ok(Ok((entry, model)))
+}
+
+/// What a fine-tuned candidate's chosen run adds: to the card's `training`, the settings
+/// `tried` and the shared head's; the entry's `selected` (the best step, and alpha); and its
+/// shared head, when it has one.
+fn chosen_parts(
+    mut training: serde_json::Value,
+    (tried, best): (&[Tried], &EvalRecord),
+    shared_inputs: Option<(TextFeaturizer, SplitBlocks)>,
+    (setting, mlp): (Option<MlpParams>, Option<Mlp>),
+) -> Result<(
+    serde_json::Value,
+    BTreeMap<String, f64>,
+    Option<SharedModel>,
+)> {
+    if !tried.is_empty() {
+        training["alpha_tried"] = serde_json::to_value(tried)?;
+        training["alpha_selected_by"] = "dev accuracy".into();
+    }
+    let mut selected = BTreeMap::from([("best_step".to_string(), best.step as f64)]);
+    let shared = match (shared_inputs, setting, mlp) {
+        (Some((text_features, _)), Some(mlp_params), Some(mlp)) => {
+            training["shared_head"] = serde_json::to_value(mlp_params)?;
+            selected.insert("alpha".into(), mlp_params.alpha);
+            Some(SharedModel {
+                mlp,
+                params: mlp_params,
+                text_features,
+            })
+        }
+        _ => None,
+    };
+    Ok((training, selected, shared))
 }
 
 /// The class names of class indices `y`.
