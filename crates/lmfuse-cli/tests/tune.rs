@@ -386,7 +386,7 @@ fn compare_tunes_the_fusion_weight_and_train_applies_a_given_one() {
         Some(chosen)
     );
     let e = ok_json(&["eval", "--model", &b, "--data", &test, "--json"], &cache);
-    assert_eq!(e["test"]["log_loss"], w["test"]["log_loss"]);
+    assert_eq!(e["test"]["log_loss"], r["calibration"]["test"]["log_loss"]);
 
     // train --emb-weight: stored, applied by eval, and it changes the model.
     let train_with = |weight: &str, out: &str| {
