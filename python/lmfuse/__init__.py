@@ -79,9 +79,12 @@ def _cache_args(cache):
     raise ValueError(f"cache must be True, False or a folder, not {cache!r}")
 
 
-def _encoder_settings(model, pooling, max_length, normalize, batch_tokens):
+def _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix=None):
     """The encoder settings as the library takes them (named as the CLI's flags)."""
+    if prefix is not None and not isinstance(prefix, str):
+        raise ValueError(f"prefix must be a string or None, not {prefix!r}")
     return {
+        "prefix": prefix,
         "model": _model_arg(model),
         "pooling": pooling,
         "max_length": max_length,
@@ -198,14 +201,18 @@ def _split_frame(X, text_col, feature_cols):
 class Encoder:
     """A sentence encoder: ``Encoder(model).encode(texts)`` → float32 array, n × dim.
 
-    ``model``: ``"all-MiniLM-L6-v2"`` (the default model), a local model folder or a Hugging
-    Face id; ``None``: ``$LMFUSE_MODEL``, else the default model. ``cache``: True (the CLI's
-    cache: ``$LMFUSE_CACHE_DIR``, else ``~/.cache/lmfuse``), False (none) or a folder.
+    ``model``: ``"all-MiniLM-L6-v2"`` (the default model), an installed model's name such as
+    ``"multilingual-e5-small"``, a local model folder or a Hugging Face id; ``None``:
+    ``$LMFUSE_MODEL``, else the default model. ``cache``: True (the CLI's cache:
+    ``$LMFUSE_CACHE_DIR``, else ``~/.cache/lmfuse``), False (none) or a folder. ``prefix``: text
+    put before every input (``"query: "`` for e5 models); None: the model's default prompt.
     """
 
-    def __init__(self, model=DEFAULT_MODEL, cache=True):
+    def __init__(self, model=DEFAULT_MODEL, cache=True, prefix=None):
         use_cache, cache_dir = _cache_args(cache)
-        self._native = _native.NativeEncoder(_model_arg(model), use_cache, cache_dir)
+        if prefix is not None and not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string or None, not {prefix!r}")
+        self._native = _native.NativeEncoder(_model_arg(model), use_cache, cache_dir, prefix)
 
     @property
     def dim(self):
@@ -277,6 +284,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         max_length=None,
         normalize=None,
         batch_tokens=None,
+        prefix=None,
         oos=None,
         oos_label="oos",
         oos_k=10,
@@ -297,6 +305,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.max_length = max_length
         self.normalize = normalize
         self.batch_tokens = batch_tokens
+        self.prefix = prefix
         self.oos = oos
         self.oos_label = oos_label
         self.oos_k = oos_k
@@ -354,7 +363,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         texts, columns = _split_frame(X, self.text_col, feature_cols)
         strings, back = _labels(y, len(texts))
         encoder = _encoder_settings(
-            self.model, self.pooling, self.max_length, self.normalize, self.batch_tokens
+            self.model,
+            self.pooling,
+            self.max_length,
+            self.normalize,
+            self.batch_tokens,
+            self.prefix,
         )
         fitted = _native.fit(texts, strings, columns, settings, encoder)
         self._set_fitted(fitted, back)
@@ -555,6 +569,7 @@ def compare(
     max_length=None,
     normalize=None,
     batch_tokens=None,
+    prefix=None,
     text_col="text",
     label_col="label",
     format=None,
@@ -596,7 +611,7 @@ def compare(
         "use_cache": use_cache,
         "cache_dir": cache_dir,
     }
-    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens)
+    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix)
     data = _data_settings(text_col, label_col, format)
     board = json.loads(_native.compare(settings, encoder, data))
     return Results(_leaderboard_rows(board), board)
@@ -613,6 +628,7 @@ def finetune(
     max_length=None,
     normalize=None,
     batch_tokens=None,
+    prefix=None,
     text_col="text",
     label_col="label",
     format=None,
@@ -626,7 +642,7 @@ def finetune(
     settings = {key: value for key, value in options.items() if value is not None}
     if "run_dir" in settings:
         settings["run_dir"] = _path(settings["run_dir"], "run_dir")
-    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens)
+    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix)
     data = _data_settings(text_col, label_col, format)
     report = json.loads(
         _native.finetune(

@@ -16,6 +16,8 @@ use std::sync::Mutex;
 #[pyclass(module = "lmfuse._native", frozen)]
 pub struct NativeEncoder {
     files: ModelFiles,
+    /// Text put before every input (`None`: the model's default prompt).
+    prefix: Option<String>,
     /// The model's maximum tokens per text.
     max_seq_length: usize,
     /// `None` when the cache is off; locked while one call encodes.
@@ -27,15 +29,17 @@ impl NativeEncoder {
     /// Resolves `model` (a folder or Hugging Face id; `None`: the default model) and opens
     /// the cache unless `use_cache` is false (`cache_dir`: instead of the default folder).
     #[new]
-    #[pyo3(signature = (model, use_cache, cache_dir))]
+    #[pyo3(signature = (model, use_cache, cache_dir, prefix))]
     fn new(
         py: Python<'_>,
         model: Option<String>,
         use_cache: bool,
         cache_dir: Option<PathBuf>,
+        prefix: Option<String>,
     ) -> PyResult<Self> {
         let choice = EncoderChoice {
             model,
+            prefix: prefix.clone(),
             ..EncoderChoice::default()
         };
         let cache = CacheSpec {
@@ -50,6 +54,7 @@ impl NativeEncoder {
         let (files, max_seq_length, cache) = opened.map_err(py_err)?;
         Ok(NativeEncoder {
             files,
+            prefix,
             max_seq_length,
             cache: Mutex::new(cache),
         })
@@ -96,6 +101,7 @@ impl NativeEncoder {
         let choice = EncoderChoice {
             normalize: Some(normalize),
             batch_tokens: batch_size.map(|b| b.saturating_mul(self.max_seq_length)),
+            prefix: self.prefix.clone(),
             ..EncoderChoice::default()
         };
         let options = choice.load_options();

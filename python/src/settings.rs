@@ -39,6 +39,7 @@ pub struct EncoderSettings {
     max_length: Option<usize>,
     normalize: Option<bool>,
     batch_tokens: Option<usize>,
+    prefix: Option<String>,
 }
 
 impl EncoderSettings {
@@ -53,6 +54,7 @@ impl EncoderSettings {
             max_length: self.max_length,
             normalize: self.normalize,
             batch_tokens: self.batch_tokens,
+            prefix: self.prefix.clone(),
         })
     }
 }

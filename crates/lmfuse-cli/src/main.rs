@@ -114,6 +114,10 @@ pub struct ModelArgs {
     /// Tokens per forward batch.
     #[arg(long, default_value_t = lmfuse_encoder::DEFAULT_BATCH_TOKENS)]
     batch_tokens: usize,
+    /// Text put before every input, e.g. "query: " for e5 models (default: the model's default
+    /// prompt, if its config_sentence_transformers.json names one). Recorded in bundles.
+    #[arg(long)]
+    prefix: Option<String>,
 }
 
 impl ModelArgs {
@@ -129,6 +133,7 @@ impl ModelArgs {
                 _ => None,
             },
             batch_tokens: Some(self.batch_tokens),
+            prefix: self.prefix.clone(),
         }
     }
 

@@ -80,18 +80,26 @@ pub struct EncoderFingerprint {
     pub normalize: bool,
     /// Maximum tokens per text, special tokens included; longer texts are truncated.
     pub max_seq_length: usize,
+    /// Text put before every input (an instruction such as e5's `query: `); empty for none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
 }
 
 impl EncoderFingerprint {
-    /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`.
+    /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`, with `|prefix=…` appended
+    /// when there is a prefix (keys without one are those of earlier versions).
     pub fn cache_key(&self) -> String {
-        format!(
+        let key = format!(
             "sha256:{}|{}|{}|{}",
             self.weights_sha256,
             self.pooling,
             if self.normalize { "norm" } else { "raw" },
             self.max_seq_length
-        )
+        );
+        match self.prefix.is_empty() {
+            true => key,
+            false => format!("{key}|prefix={:?}", self.prefix),
+        }
     }
 }
 
@@ -241,8 +249,12 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: true,
             max_seq_length: 256,
+            prefix: String::new(),
         };
         let mut keys = vec![base.cache_key()];
+        let mut f = base.clone();
+        f.prefix = "query: ".into();
+        keys.push(f.cache_key());
         let mut f = base.clone();
         f.weights_sha256 = "cd".into();
         keys.push(f.cache_key());

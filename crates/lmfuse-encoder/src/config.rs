@@ -125,7 +125,7 @@ impl BertConfig {
 }
 
 /// How sentence vectors are made from token vectors, read from sentence-transformers' files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentenceConfig {
     /// Pooling over tokens.
     pub pooling: Pooling,
@@ -133,6 +133,8 @@ pub struct SentenceConfig {
     pub normalize: bool,
     /// `max_seq_length` of `sentence_bert_config.json`, if present.
     pub max_seq_length: Option<usize>,
+    /// The prompt named by `default_prompt_name` in `config_sentence_transformers.json`.
+    pub default_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +158,14 @@ struct PoolingFile {
 }
 
 #[derive(Deserialize)]
+struct PromptsFile {
+    #[serde(default)]
+    prompts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct SentenceBertFile {
     #[serde(default)]
     max_seq_length: Option<usize>,
@@ -170,6 +180,7 @@ impl SentenceConfig {
             pooling: Pooling::Mean,
             normalize: false,
             max_seq_length: None,
+            default_prefix: None,
         };
         let modules_path = dir.join("modules.json");
         if modules_path.is_file() {
@@ -190,6 +201,20 @@ impl SentenceConfig {
                         ),
                     });
                 }
+            }
+        }
+        let prompts_path = dir.join("config_sentence_transformers.json");
+        if prompts_path.is_file() {
+            let file: PromptsFile = read_json(&prompts_path)?;
+            if let Some(name) = file.default_prompt_name {
+                let prompt = file
+                    .prompts
+                    .get(&name)
+                    .ok_or_else(|| EncoderError::Unsupported {
+                        path: prompts_path.clone(),
+                        message: format!("default_prompt_name {name:?} is not among the prompts"),
+                    })?;
+                config.default_prefix = Some(prompt.clone());
             }
         }
         let sbert_path = dir.join("sentence_bert_config.json");

@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub max_seq_length: Option<usize>,
     /// Token budget of one forward batch (default [`DEFAULT_BATCH_TOKENS`]).
     pub batch_tokens: Option<usize>,
+    /// Text put before every input instead of the model's default prompt (`Some("")`: none).
+    pub prefix: Option<String>,
 }
 
 impl LoadOptions {
@@ -63,6 +65,11 @@ impl LoadOptions {
             pooling: self.pooling.unwrap_or(files.sentence.pooling),
             normalize: self.normalize.unwrap_or(files.sentence.normalize),
             max_seq_length,
+            prefix: self
+                .prefix
+                .clone()
+                .or_else(|| files.sentence.default_prefix.clone())
+                .unwrap_or_default(),
         })
     }
 }
@@ -147,15 +154,22 @@ impl SentenceEncoder {
         &self.model
     }
 
-    /// Tokenizes `texts` with truncation at the maximum length.
+    /// The text put before every input (empty for none).
+    pub fn prefix(&self) -> &str {
+        &self.fingerprint.prefix
+    }
+
+    /// Tokenizes `texts`, each after the prefix, with truncation at the maximum length.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EncoderError::Tokenizer {
-                context: "encoding".into(),
-                message: e.to_string(),
-            })?;
+        let prefix = &self.fingerprint.prefix;
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+        let encodings =
+            self.tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| EncoderError::Tokenizer {
+                    context: "encoding".into(),
+                    message: e.to_string(),
+                })?;
         let cfg = self.model.config();
         encodings
             .into_iter()

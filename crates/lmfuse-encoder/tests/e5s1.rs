@@ -108,3 +108,54 @@ fn multilingual_e5_matches_the_reference_vectors() {
         texts.len()
     );
 }
+
+#[test]
+fn a_prefix_is_put_before_every_text_and_a_default_prompt_comes_from_the_model_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = convert_tiny(dir.path(), WordTableDtype::F16);
+    let folder = dir.path().join("model-F16");
+    let files = ModelFiles::from_dir(&folder, "tiny").unwrap();
+    let options = LoadOptions {
+        prefix: Some("the ".into()),
+        ..LoadOptions::default()
+    };
+    let prefixed = SentenceEncoder::load(&files, &options).unwrap();
+    assert_eq!(prefixed.prefix(), "the ");
+    assert_ne!(prefixed.fingerprint(), plain.fingerprint());
+    assert_ne!(
+        prefixed.fingerprint().cache_key(),
+        plain.fingerprint().cache_key()
+    );
+    let a = prefixed.tokenize(&["酒店很好"]).unwrap();
+    let b = plain.tokenize(&["the 酒店很好"]).unwrap();
+    assert_eq!(a, b);
+    let (ea, eb) = (
+        prefixed.encode(&["酒店很好"]).unwrap().embeddings,
+        plain.encode(&["the 酒店很好"]).unwrap().embeddings,
+    );
+    assert_eq!(ea.row(0), eb.row(0));
+
+    // The model's own default prompt applies unless a prefix is given ("" for none).
+    std::fs::write(
+        folder.join("config_sentence_transformers.json"),
+        r#"{"prompts": {"query": "the ", "passage": ""}, "default_prompt_name": "query"}"#,
+    )
+    .unwrap();
+    let files = ModelFiles::from_dir(&folder, "tiny").unwrap();
+    let by_default = SentenceEncoder::load(&files, &LoadOptions::default()).unwrap();
+    assert_eq!(by_default.prefix(), "the ");
+    let none = LoadOptions {
+        prefix: Some(String::new()),
+        ..LoadOptions::default()
+    };
+    assert_eq!(SentenceEncoder::load(&files, &none).unwrap().prefix(), "");
+    std::fs::write(
+        folder.join("config_sentence_transformers.json"),
+        r#"{"prompts": {"query": "the "}, "default_prompt_name": "doc"}"#,
+    )
+    .unwrap();
+    let e = ModelFiles::from_dir(&folder, "tiny")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default_prompt_name \"doc\""), "{e}");
+}

@@ -32,6 +32,7 @@ fn options() -> LoadOptions {
         normalize: Some(false),
         max_seq_length: Some(64),
         batch_tokens: None,
+        prefix: None,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct EncoderChoice {
     pub normalize: Option<bool>,
     /// Tokens per forward batch; `None`: [`lmfuse_encoder::DEFAULT_BATCH_TOKENS`].
     pub batch_tokens: Option<usize>,
+    /// Text put before every input (e5's `query: `); `None`: the model's default prompt.
+    pub prefix: Option<String>,
 }
 
 impl EncoderChoice {
@@ -53,6 +55,7 @@ impl EncoderChoice {
                 self.batch_tokens
                     .unwrap_or(lmfuse_encoder::DEFAULT_BATCH_TOKENS),
             ),
+            prefix: self.prefix.clone(),
         }
     }
 

@@ -334,6 +334,7 @@ fn finetuned_encoder(
             pooling: base_fp.pooling,
             normalize: false,
             max_seq_length: base_fp.max_seq_length,
+            prefix: base_fp.prefix.clone(),
         },
         dim: files.config.hidden_size,
         in_bundle: true,

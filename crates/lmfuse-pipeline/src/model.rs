@@ -124,6 +124,7 @@ impl Model {
                 normalize: Some(info.fingerprint.normalize),
                 max_seq_length: Some(info.fingerprint.max_seq_length),
                 batch_tokens: None,
+                prefix: Some(info.fingerprint.prefix.clone()),
             };
             encoders.push(ModelEncoder {
                 info: info.clone(),

@@ -1049,6 +1049,7 @@ mod tests {
                 pooling: Pooling::Mean,
                 normalize: true,
                 max_seq_length: 8,
+                prefix: String::new(),
             },
             dim: 2,
             in_bundle: false,
