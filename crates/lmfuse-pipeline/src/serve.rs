@@ -38,7 +38,8 @@ struct Frame {
 impl Frame {
     /// Learns them from how `encoder` tokenizes an empty text and a one-word one.
     fn of(encoder: &SentenceEncoder) -> Result<Self> {
-        let t = encoder.tokenize(&["", "a"])?;
+        // Token ids from a client are the model's whole input: no prefix is added to them.
+        let t = encoder.tokenize_unprefixed(&["", "a"])?;
         let (empty, word) = (&t[0].ids, &t[1].ids);
         let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
         let frame = Frame {
