@@ -41,7 +41,7 @@ for s in zh_sets:
     peers = load(f"bench/out/zh/{s}/peers.json") or {}
     if not run:
         continue
-    w = run["winner"]
+    w = run["winner"]["name"] if isinstance(run["winner"], dict) else run["winner"]
     lines.append(
         f"| {s} | `{w}` | {pct(test_of(run, w))} | {pct(test_of(run, 'emb:logreg'))} | "
         f"{pct(test_of(run, 'tfidf:logreg'))} | "
