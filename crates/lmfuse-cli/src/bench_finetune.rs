@@ -104,7 +104,7 @@ fn load_network(args: &BenchTrainStepArgs, files: &ModelFiles) -> anyhow::Result
         .context("cannot load the encoder")?;
     let config = &files.config;
     anyhow::ensure!(
-        args.tokens <= config.max_position_embeddings,
+        args.tokens <= config.max_tokens(),
         "--tokens exceeds the model's positions"
     );
     let net = Network::new(

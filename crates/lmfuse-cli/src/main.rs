@@ -99,7 +99,7 @@ pub struct ModelArgs {
     /// models/all-MiniLM-L6-v2 (fetched by scripts/fetch-models.sh).
     #[arg(long, env = "LMFUSE_MODEL")]
     model: Option<String>,
-    /// Pooling instead of the model's own: mean, cls, max, mean_sqrt_len.
+    /// Pooling instead of the model's own: mean, cls, max, mean_sqrt_len, last.
     #[arg(long)]
     pooling: Option<lmfuse_core::Pooling>,
     /// Maximum tokens per text instead of the model's max_seq_length.

@@ -28,6 +28,9 @@ pub enum Pooling {
     Max,
     /// Sum over the tokens divided by the square root of their count.
     MeanSqrtLen,
+    /// The vector of the last token (decoder-style embedders).
+    #[serde(rename = "last")]
+    Last,
 }
 
 impl Pooling {
@@ -38,6 +41,7 @@ impl Pooling {
             Pooling::Cls => "cls",
             Pooling::Max => "max",
             Pooling::MeanSqrtLen => "mean_sqrt_len",
+            Pooling::Last => "last",
         }
     }
 }
@@ -48,9 +52,9 @@ impl fmt::Display for Pooling {
     }
 }
 
-/// A pooling name that is none of `mean`, `cls`, `max`, `mean_sqrt_len`.
+/// A pooling name that is none of `mean`, `cls`, `max`, `mean_sqrt_len`, `last`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown pooling {0:?}: expected one of mean, cls, max, mean_sqrt_len")]
+#[error("unknown pooling {0:?}: expected one of mean, cls, max, mean_sqrt_len, last")]
 pub struct UnknownPooling(pub String);
 
 impl FromStr for Pooling {
@@ -61,6 +65,7 @@ impl FromStr for Pooling {
             "cls" => Ok(Pooling::Cls),
             "max" => Ok(Pooling::Max),
             "mean_sqrt_len" => Ok(Pooling::MeanSqrtLen),
+            "last" => Ok(Pooling::Last),
             other => Err(UnknownPooling(other.to_string())),
         }
     }
@@ -226,6 +231,7 @@ mod tests {
             Pooling::Cls,
             Pooling::Max,
             Pooling::MeanSqrtLen,
+            Pooling::Last,
         ] {
             assert_eq!(p.as_str().parse::<Pooling>().unwrap(), p);
         }

@@ -267,7 +267,7 @@ impl BertModel {
     /// states, `tokens.len()` rows of `hidden_size`.
     ///
     /// `tokens` and `token_types` hold the ids of every sequence one after the other. Callers
-    /// guarantee ids are in range and no sequence exceeds `max_position_embeddings` (the
+    /// guarantee ids are in range and no sequence exceeds [`BertConfig::max_tokens`] (the
     /// tokenizer layer checks both). With `threads > 1` the work of this one batch is split
     /// across the rayon pool; with 1 it runs on the calling thread.
     pub fn forward(
@@ -290,11 +290,12 @@ impl BertModel {
 
         // Embeddings.
         let mut x = vec![0.0f32; t * h];
+        let offset = c.position_offset();
         for span in spans {
             for p in 0..span.len {
                 let row = span.start + p;
                 let out = &mut x[row * h..(row + 1) * h];
-                let pos = &self.position[p * h..][..h];
+                let pos = &self.position[(offset + p) * h..][..h];
                 let ty = &self.token_type[token_types[row] as usize * h..][..h];
                 self.word.copy_row(tokens[row] as usize, out);
                 for j in 0..h {

@@ -62,7 +62,14 @@ pub struct BertConfig {
     /// Only `absolute` is supported.
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// Id of the padding token; RoBERTa-family position ids start after it.
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
 }
+
+/// The `model_type`s whose checkpoints this encoder runs: BERT's architecture, and RoBERTa's
+/// (the same layers, with positions numbered from `pad_token_id + 1`).
+const SUPPORTED_TYPES: [&str; 4] = ["bert", "roberta", "xlm-roberta", "camembert"];
 
 impl BertConfig {
     /// Reads and validates `config.json`.
@@ -78,9 +85,10 @@ impl BertConfig {
             message,
         };
         if let Some(t) = &self.model_type {
-            if t != "bert" {
+            if !SUPPORTED_TYPES.contains(&t.as_str()) {
                 return Err(unsupported(format!(
-                    "model_type {t:?} is not a BERT model (supported: bert)"
+                    "model_type {t:?} (supported: {})",
+                    SUPPORTED_TYPES.join(", ")
                 )));
             }
         }
@@ -103,6 +111,12 @@ impl BertConfig {
                 return Err(unsupported(format!("{name} is 0")));
             }
         }
+        if self.position_offset() >= self.max_position_embeddings {
+            return Err(unsupported(format!(
+                "pad_token_id {:?} leaves no positions of max_position_embeddings {}",
+                self.pad_token_id, self.max_position_embeddings
+            )));
+        }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(unsupported(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -121,6 +135,20 @@ impl BertConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Row of the position table used by a sequence's first token: 0 for BERT; for the
+    /// RoBERTa family `pad_token_id + 1`, as `create_position_ids_from_input_ids` numbers them.
+    pub fn position_offset(&self) -> usize {
+        match self.model_type.as_deref() {
+            Some("roberta" | "xlm-roberta" | "camembert") => self.pad_token_id.unwrap_or(1) + 1,
+            _ => 0,
+        }
+    }
+
+    /// The most tokens one sequence may have: the positions after the offset.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings - self.position_offset()
     }
 }
 
@@ -155,6 +183,8 @@ struct PoolingFile {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +262,7 @@ fn pooling_from_file(file: &PoolingFile, path: &Path) -> Result<Pooling, Encoder
         (file.pooling_mode_cls_token, Pooling::Cls),
         (file.pooling_mode_max_tokens, Pooling::Max),
         (file.pooling_mode_mean_sqrt_len_tokens, Pooling::MeanSqrtLen),
+        (file.pooling_mode_lasttoken, Pooling::Last),
     ];
     let on: Vec<Pooling> = modes.iter().filter(|m| m.0).map(|m| m.1).collect();
     match on.as_slice() {

@@ -52,14 +52,14 @@ impl LoadOptions {
         let max_seq_length = self
             .max_seq_length
             .or(files.sentence.max_seq_length)
-            .unwrap_or(config.max_position_embeddings);
-        if max_seq_length < 2 || max_seq_length > config.max_position_embeddings {
+            .unwrap_or(config.max_tokens());
+        if max_seq_length < 2 || max_seq_length > config.max_tokens() {
             return Err(EncoderError::Unsupported {
                 path: files.dir.join("config.json"),
                 message: format!(
                     "max sequence length {max_seq_length} must be between 2 and the model's \
-                     max_position_embeddings ({})",
-                    config.max_position_embeddings
+                     {} positions",
+                    config.max_tokens()
                 ),
             });
         }
@@ -299,6 +299,7 @@ fn pool(hidden: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
     let rows = hidden.len() / dim;
     match pooling {
         Pooling::Cls => out.copy_from_slice(&hidden[..dim]),
+        Pooling::Last => out.copy_from_slice(&hidden[hidden.len() - dim..]),
         Pooling::Max => {
             out.fill(f32::NEG_INFINITY);
             for row in hidden.chunks_exact(dim) {

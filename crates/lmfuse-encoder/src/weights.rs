@@ -26,12 +26,17 @@ impl WeightFile {
         };
         let st = wf.parse()?;
         // Checkpoints saved from `BertModel` have no prefix; those from `BertFor*` heads have
-        // `bert.`. Decide once from the embeddings tensor.
+        // `bert.` (`roberta.` for the RoBERTa family). Decide once from the embeddings tensor.
         let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-        if !names.iter().any(|n| n.starts_with("embeddings."))
-            && names.iter().any(|n| n.starts_with("bert.embeddings."))
-        {
-            wf.prefix = "bert.";
+        if !names.iter().any(|n| n.starts_with("embeddings.")) {
+            for prefix in ["bert.", "roberta."] {
+                if names
+                    .iter()
+                    .any(|n| n.starts_with(&format!("{prefix}embeddings.")))
+                {
+                    wf.prefix = prefix;
+                }
+            }
         }
         Ok(wf)
     }

@@ -582,12 +582,13 @@ impl Network {
 
         let mut x = vec![0.0f32; t * h];
         let (word, pos, ty) = (p.get(ids.word), p.get(ids.position), p.get(ids.token_type));
+        let offset = c.position_offset();
         for span in &batch.spans {
             for i in 0..span.len {
                 let row = span.start + i;
                 let out = &mut x[row * h..(row + 1) * h];
                 let w = &word[batch.tokens[row] as usize * h..][..h];
-                let ps = &pos[i * h..][..h];
+                let ps = &pos[(offset + i) * h..][..h];
                 let tt = &ty[batch.types[row] as usize * h..][..h];
                 for j in 0..h {
                     out[j] = w[j] + ps[j] + tt[j];
@@ -1136,6 +1137,7 @@ impl Network {
             &fwd.inv0,
             threads,
         );
+        let offset = self.config.position_offset();
         for (id, index_of) in [(ids.word, 0usize), (ids.position, 1), (ids.token_type, 2)] {
             if spec(id).frozen {
                 continue;
@@ -1146,7 +1148,7 @@ impl Network {
                     let row = s.start + i;
                     let at = match index_of {
                         0 => batch.tokens[row] as usize,
-                        1 => i,
+                        1 => offset + i,
                         _ => batch.types[row] as usize,
                     };
                     ops::add_into(&mut g[at * h..(at + 1) * h], &dx[row * h..(row + 1) * h]);

@@ -338,11 +338,11 @@ pub(crate) fn check_texts(
             if t.ids.is_empty() || t.ids.len() != t.type_ids.len() {
                 return bad("no tokens (or token and segment ids differ in number)".into());
             }
-            if t.ids.len() > c.max_position_embeddings {
+            if t.ids.len() > c.max_tokens() {
                 return bad(format!(
                     "{} tokens, the model has {} positions",
                     t.ids.len(),
-                    c.max_position_embeddings
+                    c.max_tokens()
                 ));
             }
             if let Some(id) = t.ids.iter().find(|&&id| id as usize >= c.vocab_size) {

@@ -289,7 +289,7 @@ impl FinetuneBase {
             options
                 .max_seq_length
                 .unwrap_or(DEFAULT_MAX_LENGTH)
-                .min(files.config.max_position_embeddings),
+                .min(files.config.max_tokens()),
         );
         let fingerprint = options.fingerprint(&files)?;
         let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
