@@ -12,6 +12,10 @@
 //! word is kept, one-character words included (猫 "cat", 在 "at" are words in Chinese). Text
 //! without Han characters tokenises exactly as before.
 //!
+//! A second, on by default ([`TfidfParams::nfkc`]): texts are NFKC-normalised before
+//! lower-casing, so full-width letters, digits and punctuation (Ａ１，) count as their ASCII
+//! forms (A1,), as Chinese input methods and web text mix both.
+//!
 //! [`tabular`] turns side columns (numbers and categories) into dense features.
 
 pub mod tabular;
@@ -24,6 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use unicode_normalization::UnicodeNormalization;
 
 /// Which units n-grams are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +59,10 @@ pub struct TfidfParams {
     /// fit; omitted from JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub segment_cjk: bool,
+    /// NFKC-normalise texts first (full-width → half-width, compatibility forms folded).
+    /// Absent (false) in settings stored before it existed; omitted from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nfkc: bool,
 }
 
 /// Invalid TF-IDF hyperparameters or input.
@@ -86,6 +95,7 @@ impl TfidfParams {
             sublinear_tf: true,
             min_df: 1,
             segment_cjk: true,
+            nfkc: true,
         }
     }
 
@@ -98,6 +108,7 @@ impl TfidfParams {
             sublinear_tf: true,
             min_df: 1,
             segment_cjk: false,
+            nfkc: true,
         }
     }
 
@@ -117,7 +128,11 @@ impl TfidfParams {
 
     /// The n-grams of one text, with repeats, per these parameters.
     fn terms(&self, text: &str) -> Vec<String> {
-        let lower = text.to_lowercase();
+        let lower = if self.nfkc {
+            text.nfkc().collect::<String>().to_lowercase()
+        } else {
+            text.to_lowercase()
+        };
         let mut out = Vec::new();
         match self.analyzer {
             Analyzer::Word => {
@@ -477,6 +492,7 @@ mod tests {
         // scikit-learn keeps each run of Han characters whole.
         let sklearn_words = TfidfParams {
             segment_cjk: false,
+            nfkc: false,
             ..TfidfParams::words()
         };
         check(
@@ -584,6 +600,24 @@ mod tests {
         let on: TfidfParams =
             serde_json::from_str(&serde_json::to_string(&TfidfParams::words()).unwrap()).unwrap();
         assert!(on.segment_cjk);
+    }
+
+    #[test]
+    fn full_width_forms_count_as_their_ascii_forms() {
+        let p = TfidfParams::words();
+        assert_eq!(p.terms("ＡＢＣ１２３ 好！"), p.terms("abc123 好!"));
+        assert_eq!(
+            TfidfParams::chars().terms("Ｗｉ－Ｆｉ"),
+            TfidfParams::chars().terms("wi-fi")
+        );
+        let off = TfidfParams {
+            nfkc: false,
+            ..TfidfParams::words()
+        };
+        assert_ne!(off.terms("ＡＢＣ"), off.terms("abc"));
+        // Stored settings without the field read as "off".
+        let old = r#"{"analyzer":"word","ngram_min":1,"ngram_max":2,"sublinear_tf":true,"min_df":1,"segment_cjk":true}"#;
+        assert!(!serde_json::from_str::<TfidfParams>(old).unwrap().nfkc);
     }
 
     #[test]
