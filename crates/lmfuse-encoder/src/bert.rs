@@ -137,7 +137,7 @@ impl BertModel {
                 ffn_ln: ln(&format!("{p}.output"))?,
             });
         }
-        Ok(Self {
+        let model = Self {
             word: wf.table("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: wf.tensor(
                 "embeddings.position_embeddings.weight",
@@ -150,7 +150,9 @@ impl BertModel {
             emb_ln: ln("embeddings")?,
             layers,
             config: config.clone(),
-        })
+        };
+        wf.release_pages();
+        Ok(model)
     }
 
     /// Every weight under its Hugging Face name (without the `bert.` prefix) in PyTorch's
@@ -303,6 +305,7 @@ impl BertModel {
                 }
             }
         }
+        self.word.release_pages();
         rows_apply(parallel, &mut x, h, |r| {
             kernels::layer_norm(r, &self.emb_ln.gamma, &self.emb_ln.beta, eps)
         });
