@@ -140,7 +140,7 @@ impl CompactUnigram {
 #[derive(Debug, Clone)]
 pub(crate) enum Vocab {
     /// Any model the tokenizers crate reads.
-    Crate(ModelWrapper),
+    Crate(Box<ModelWrapper>),
     /// A Unigram model held compactly.
     Unigram(CompactUnigram),
 }
@@ -249,7 +249,7 @@ pub(crate) fn load_tokenizer(path: &Path) -> Result<LoadedTokenizer, EncoderErro
     let parts = parsed.into_inner();
     let vocab = match unigram {
         Some(u) => Vocab::Unigram(u),
-        None => Vocab::Crate(parts.get_model().clone()),
+        None => Vocab::Crate(Box::new(parts.get_model().clone())),
     };
     let mut out = TokenizerImpl::new(vocab);
     out.with_normalizer(parts.get_normalizer().cloned())
