@@ -67,9 +67,12 @@ pub struct BertConfig {
     pub pad_token_id: Option<usize>,
 }
 
-/// The `model_type`s whose checkpoints this encoder runs: BERT's architecture, and RoBERTa's
-/// (the same layers, with positions numbered from `pad_token_id + 1`).
+/// The `model_type`s whose checkpoints this encoder runs: BERT's architecture, and after it
+/// RoBERTa's (the same layers, with positions numbered from `pad_token_id + 1`).
 const SUPPORTED_TYPES: [&str; 4] = ["bert", "roberta", "xlm-roberta", "camembert"];
+
+/// The RoBERTa family within [`SUPPORTED_TYPES`].
+const ROBERTA_TYPES: &[&str] = SUPPORTED_TYPES.split_at(1).1;
 
 impl BertConfig {
     /// Reads and validates `config.json`.
@@ -141,7 +144,7 @@ impl BertConfig {
     /// RoBERTa family `pad_token_id + 1`, as `create_position_ids_from_input_ids` numbers them.
     pub fn position_offset(&self) -> usize {
         match self.model_type.as_deref() {
-            Some("roberta" | "xlm-roberta" | "camembert") => self.pad_token_id.unwrap_or(1) + 1,
+            Some(t) if ROBERTA_TYPES.contains(&t) => self.pad_token_id.unwrap_or(1) + 1,
             _ => 0,
         }
     }

@@ -30,13 +30,12 @@ impl WeightFile {
         // `bert.` (`roberta.` for the RoBERTa family). Decide once from the embeddings tensor.
         let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
         if !names.iter().any(|n| n.starts_with("embeddings.")) {
-            for prefix in ["bert.", "roberta."] {
-                if names
-                    .iter()
-                    .any(|n| n.starts_with(&format!("{prefix}embeddings.")))
-                {
-                    wf.prefix = prefix;
-                }
+            let has = |prefix: &str| {
+                let stem = format!("{prefix}embeddings.");
+                names.iter().any(|n| n.starts_with(&stem))
+            };
+            if let Some(prefix) = ["bert.", "roberta."].into_iter().find(|p| has(p)) {
+                wf.prefix = prefix;
             }
         }
         Ok(wf)
@@ -105,30 +104,27 @@ impl WeightFile {
         read(stored, view.dtype(), view.data())
     }
 
-    fn dtype_error(&self, stored: String, dtype: Dtype) -> EncoderError {
-        EncoderError::TensorDtype {
-            name: stored,
-            path: self.path.clone(),
-            dtype: format!("{dtype:?}"),
+    /// The element type of a stored float tensor, or an error naming it.
+    fn element(&self, stored: String, dtype: Dtype) -> Result<Element, EncoderError> {
+        match dtype {
+            Dtype::F32 => Ok(Element::F32),
+            Dtype::F16 => Ok(Element::F16),
+            Dtype::BF16 => Ok(Element::Bf16),
+            other => Err(EncoderError::TensorDtype {
+                name: stored,
+                path: self.path.clone(),
+                dtype: format!("{other:?}"),
+            }),
         }
     }
 
     /// Reads tensor `name` (canonical, un-prefixed) as f32, checking its shape.
     pub(crate) fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
-        self.with_view(name, shape, |stored, dtype, bytes| match dtype {
-            Dtype::F32 => Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()),
-            Dtype::F16 => Ok(bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect()),
-            Dtype::BF16 => Ok(bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect()),
-            other => Err(self.dtype_error(stored, other)),
+        self.with_view(name, shape, |stored, dtype, bytes| {
+            let element = self.element(stored, dtype)?;
+            let mut out = vec![0.0; bytes.len() / element.size()];
+            element.widen(bytes, &mut out);
+            Ok(out)
         })
     }
 
@@ -138,12 +134,7 @@ impl WeightFile {
     /// in f16) costs the server next to no resident memory instead of all of it.
     pub(crate) fn table(&self, name: &str, shape: &[usize]) -> Result<Table, EncoderError> {
         self.with_view(name, shape, |stored, dtype, bytes| {
-            let element = match dtype {
-                Dtype::F32 => TableDtype::F32,
-                Dtype::F16 => TableDtype::F16,
-                Dtype::BF16 => TableDtype::Bf16,
-                other => return Err(self.dtype_error(stored, other)),
-            };
+            let element = self.element(stored, dtype)?;
             let offset = bytes.as_ptr() as usize - self.mmap.as_ptr() as usize;
             // Lookups jump across the table: no read-ahead. A hint only: where the kernel
             // refuses it, lookups are just as correct.
@@ -160,11 +151,38 @@ impl WeightFile {
     }
 }
 
+/// A stored float type and how to widen it to f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TableDtype {
+enum Element {
     F32,
     F16,
     Bf16,
+}
+
+impl Element {
+    /// Bytes per value.
+    fn size(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::F16 | Element::Bf16 => 2,
+        }
+    }
+
+    /// Widens little-endian `bytes` (`out.len()` values) into `out`.
+    fn widen(self, bytes: &[u8], out: &mut [f32]) {
+        let values = out.iter_mut().zip(bytes.chunks_exact(self.size()));
+        match self {
+            Element::F32 => {
+                values.for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            Element::F16 => {
+                values.for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            }
+            Element::Bf16 => {
+                values.for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            }
+        }
+    }
 }
 
 /// An embedding table: a view of its bytes in the mapped weight file.
@@ -172,7 +190,7 @@ pub(crate) struct Table {
     map: Arc<memmap2::Mmap>,
     offset: usize,
     len: usize,
-    element: TableDtype,
+    element: Element,
 }
 
 impl Table {
@@ -197,46 +215,15 @@ impl Table {
 
     /// Writes row `row` (of width `out.len()`) into `out`.
     pub(crate) fn copy_row(&self, row: usize, out: &mut [f32]) {
-        let h = out.len();
-        let bytes = self.bytes();
-        match self.element {
-            TableDtype::F32 => {
-                for (o, b) in out
-                    .iter_mut()
-                    .zip(bytes[row * h * 4..][..h * 4].chunks_exact(4))
-                {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            TableDtype::F16 => {
-                for (o, b) in out
-                    .iter_mut()
-                    .zip(bytes[row * h * 2..][..h * 2].chunks_exact(2))
-                {
-                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            TableDtype::Bf16 => {
-                for (o, b) in out
-                    .iter_mut()
-                    .zip(bytes[row * h * 2..][..h * 2].chunks_exact(2))
-                {
-                    *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-        }
+        let row_bytes = out.len() * self.element.size();
+        self.element
+            .widen(&self.bytes()[row * row_bytes..][..row_bytes], out);
     }
 
     /// The whole table in f32.
     pub(crate) fn to_f32(&self) -> Vec<f32> {
-        let width = if self.element == TableDtype::F32 {
-            4
-        } else {
-            2
-        };
-        let mut out = vec![0.0; self.len / width];
-        // One "row" of the whole table.
-        self.copy_row(0, &mut out);
+        let mut out = vec![0.0; self.len / self.element.size()];
+        self.element.widen(self.bytes(), &mut out);
         out
     }
 }
