@@ -79,12 +79,15 @@ def _cache_args(cache):
     raise ValueError(f"cache must be True, False or a folder, not {cache!r}")
 
 
-def _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix=None):
+def _encoder_settings(
+    model, pooling, max_length, normalize, batch_tokens, prefix=None, long_text="truncate"
+):
     """The encoder settings as the library takes them (named as the CLI's flags)."""
     if prefix is not None and not isinstance(prefix, str):
         raise ValueError(f"prefix must be a string or None, not {prefix!r}")
     return {
         "prefix": prefix,
+        "long_text": long_text,
         "model": _model_arg(model),
         "pooling": pooling,
         "max_length": max_length,
@@ -285,6 +288,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         normalize=None,
         batch_tokens=None,
         prefix=None,
+        long_text="truncate",
         oos=None,
         oos_label="oos",
         oos_k=10,
@@ -306,6 +310,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.normalize = normalize
         self.batch_tokens = batch_tokens
         self.prefix = prefix
+        self.long_text = long_text
         self.oos = oos
         self.oos_label = oos_label
         self.oos_k = oos_k
@@ -369,6 +374,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             self.normalize,
             self.batch_tokens,
             self.prefix,
+            self.long_text,
         )
         fitted = _native.fit(texts, strings, columns, settings, encoder)
         self._set_fitted(fitted, back)

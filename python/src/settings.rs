@@ -40,6 +40,7 @@ pub struct EncoderSettings {
     normalize: Option<bool>,
     batch_tokens: Option<usize>,
     prefix: Option<String>,
+    long_text: String,
 }
 
 impl EncoderSettings {
@@ -55,6 +56,7 @@ impl EncoderSettings {
             normalize: self.normalize,
             batch_tokens: self.batch_tokens,
             prefix: self.prefix.clone(),
+            long_text: parse("long_text", &self.long_text)?,
         })
     }
 }

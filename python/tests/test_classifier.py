@@ -126,6 +126,8 @@ def test_bad_input_raises_a_clear_value_error(data):
         )
     with pytest.raises(ValueError, match="head='forest'"):
         lmfuse.TextClassifier(head="forest").fit(X, y)
+    with pytest.raises(ValueError, match="long_text=\"slide\".*truncate or windows"):
+        lmfuse.TextClassifier(long_text="slide").fit(X, y)
     with pytest.raises(ValueError, match="C applies to the logreg and svm heads"):
         lmfuse.TextClassifier(head="knn", C=1.0).fit(X, y)
     with pytest.raises(ValueError, match="at least two classes"):

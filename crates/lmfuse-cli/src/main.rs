@@ -118,6 +118,10 @@ pub struct ModelArgs {
     /// prompt, if its config_sentence_transformers.json names one). Recorded in bundles.
     #[arg(long)]
     prefix: Option<String>,
+    /// Texts longer than the maximum length: truncate, or windows (consecutive windows encoded
+    /// apart and averaged by token count). Recorded in bundles.
+    #[arg(long, default_value = "truncate")]
+    long_text: lmfuse_core::LongText,
 }
 
 impl ModelArgs {
@@ -134,6 +138,7 @@ impl ModelArgs {
             },
             batch_tokens: Some(self.batch_tokens),
             prefix: self.prefix.clone(),
+            long_text: self.long_text,
         }
     }
 

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{assert_one_line_error, ok_json, run, tiny_model, write_intents, write_set};
+use common::{
+    assert_one_line_error, embed_json, ok_json, run, tiny_model, write_intents, write_set,
+};
 use std::path::{Path, PathBuf};
 
 /// `lmfuse train --model MODEL --train TRAIN --out OUT --json EXTRA...`, parsed.
@@ -1326,4 +1328,62 @@ fn a_tfidf_only_bundle_predicts_where_its_encoder_is_gone() {
     );
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     assert_eq!(String::from_utf8_lossy(&p.stdout).lines().count(), 40);
+}
+
+#[test]
+fn windowed_long_texts_are_recorded_in_the_bundle_and_applied_by_eval_and_embed() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (train, test) = small_train_test(dir.path());
+    // Six tokens per pass: every text of the set needs two or three windows.
+    let windows = ["--max-length", "6", "--long-text", "windows"];
+    let out = dir.path().join("b");
+    let mut extra = vec!["--test", test.to_str().unwrap()];
+    extra.extend_from_slice(&windows);
+    let saved = train_json(m, &train, &out, &extra, &cache);
+    let recorded = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .any(|s| s.contains(r#""long_text":"windows""#) || s.contains(r#""long_text": "windows""#));
+    assert!(recorded, "the bundle records the long-text mode");
+    assert_eval_reproduces(&out, &test, &saved, &cache);
+
+    let input = dir.path().join("texts.txt");
+    std::fs::write(
+        &input,
+        "the hotel was lovely and the pizza was awful\nthe hotel\n",
+    )
+    .unwrap();
+    let vectors = |extra: &[&str], name: &str| -> Vec<Vec<f64>> {
+        let output = dir.path().join(name);
+        embed_json(m, &input, &output, extra, &cache);
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let row = v.get("embedding").unwrap_or(&v);
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let cut = vectors(&["--max-length", "6", "--format", "text"], "cut.jsonl");
+    let windowed = vectors(
+        &[&windows[..], &["--format", "text"]].concat(),
+        "windows.jsonl",
+    );
+    let diff = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(diff(&cut[0], &windowed[0]) > 1e-4, "the long text differs");
+    assert!(diff(&cut[1], &windowed[1]) < 1e-6, "the short one does not");
 }

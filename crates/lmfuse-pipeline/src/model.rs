@@ -125,6 +125,7 @@ impl Model {
                 max_seq_length: Some(info.fingerprint.max_seq_length),
                 batch_tokens: None,
                 prefix: Some(info.fingerprint.prefix.clone()),
+                long_text: info.fingerprint.long_text,
             };
             encoders.push(ModelEncoder {
                 info: info.clone(),

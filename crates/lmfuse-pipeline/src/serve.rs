@@ -5,8 +5,8 @@
 use crate::ensure;
 use crate::error::{Context, PipelineError, Result};
 use crate::model::Model;
-use lmfuse_core::{DenseMatrix, TextEncoder};
-use lmfuse_encoder::{SentenceEncoder, TokenizedText};
+use lmfuse_core::{DenseMatrix, LongText, TextEncoder};
+use lmfuse_encoder::{Framing, SentenceEncoder, TokenizedText};
 use lmfuse_server::{Backend, BackendError, Oos, Prediction, Reloader, TokenCount};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,57 +27,6 @@ pub fn reloader(dir: PathBuf, encoder: Option<String>, max_tokens: Option<usize>
     })
 }
 
-/// The special tokens a tokenizer puts around one text (`[CLS]` … `[SEP]` for BERT), to read
-/// inputs given as token ids as the tokenizer would have produced them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Frame {
-    start: Vec<u32>,
-    end: Vec<u32>,
-}
-
-impl Frame {
-    /// Learns them from how `encoder` tokenizes an empty text and a one-word one.
-    fn of(encoder: &SentenceEncoder) -> Result<Self> {
-        // Token ids from a client are the model's whole input: no prefix is added to them.
-        let t = encoder.tokenize_unprefixed(&["", "a"])?;
-        let (empty, word) = (&t[0].ids, &t[1].ids);
-        let start = empty.iter().zip(word).take_while(|(a, b)| a == b).count();
-        let frame = Frame {
-            start: empty[..start].to_vec(),
-            end: empty[start..].to_vec(),
-        };
-        ensure!(
-            word.len() > empty.len() && word.ends_with(&frame.end),
-            "cannot tell the tokenizer's special tokens ({empty:?} for an empty text, {word:?} \
-             for \"a\")"
-        );
-        Ok(frame)
-    }
-
-    /// One input's `ids` as the model reads them: framed by the special tokens unless they
-    /// already are, then cut at `max` tokens keeping the end tokens (as the tokenizer cuts).
-    fn apply(&self, ids: &[u32], max: usize) -> TokenizedText {
-        let framed = ids.len() >= self.start.len() + self.end.len()
-            && ids.starts_with(&self.start)
-            && ids.ends_with(&self.end);
-        let mut out = if framed {
-            ids.to_vec()
-        } else {
-            [self.start.as_slice(), ids, self.end.as_slice()].concat()
-        };
-        let truncated = out.len() > max;
-        if truncated {
-            out.truncate(max.saturating_sub(self.end.len()));
-            out.extend_from_slice(&self.end);
-        }
-        TokenizedText {
-            type_ids: vec![0; out.len()],
-            ids: out,
-            truncated,
-        }
-    }
-}
-
 /// A bundle and its encoder(s), loaded once, serving requests.
 pub struct BundleBackend {
     model: Model,
@@ -89,7 +38,7 @@ pub struct BundleBackend {
     /// one), loaded where a classifier reads them.
     member_encoders: Vec<Option<SentenceEncoder>>,
     /// The main encoder's special tokens, for inputs given as token ids.
-    frame: Option<Frame>,
+    frame: Option<Framing>,
     max_tokens: usize,
     dir: PathBuf,
     info: serde_json::Value,
@@ -130,7 +79,16 @@ impl BundleBackend {
             ))
         };
         let encoder = load(0)?;
-        let frame = encoder.as_ref().map(Frame::of).transpose()?;
+        let frame = match &encoder {
+            Some(e) => Some(e.framing().cloned().with_context(|| {
+                format!(
+                    "cannot tell the special tokens of {}'s tokenizer (an empty text and \"a\" \
+                     are framed differently)",
+                    e.reference()
+                )
+            })?),
+            None => None,
+        };
         let member_encoders = (1..loaded.encoders.len())
             .map(load)
             .collect::<Result<_>>()?;
@@ -152,15 +110,18 @@ impl BundleBackend {
     }
 
     /// Tokenizes with the model's truncation, then cuts at `max_tokens` (keeping the final
-    /// special token, as the tokenizer's own truncation does).
+    /// special token, as the tokenizer's own truncation does); whole when the encoder
+    /// windows long texts.
     fn tokenize(
         &self,
         encoder: &SentenceEncoder,
         texts: &[&str],
     ) -> Result<Vec<TokenizedText>, BackendError> {
-        let mut tokenized = encoder
-            .tokenize(texts)
-            .map_err(|e| BackendError::Inference(e.to_string()))?;
+        let failed = |e: lmfuse_encoder::EncoderError| BackendError::Inference(e.to_string());
+        if encoder.fingerprint().long_text == LongText::Windows {
+            return encoder.tokenize_for_embedding(texts).map_err(failed);
+        }
+        let mut tokenized = encoder.tokenize(texts).map_err(failed)?;
         for t in &mut tokenized {
             if t.ids.len() > self.max_tokens {
                 let last = self.max_tokens - 1;
@@ -327,31 +288,5 @@ impl Backend for BundleBackend {
             ));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_ids_are_framed_once_and_cut_keeping_the_end_token() {
-        let f = Frame {
-            start: vec![101],
-            end: vec![102],
-        };
-        let t = f.apply(&[7, 8], 10);
-        assert_eq!(
-            (t.ids, t.type_ids, t.truncated),
-            (vec![101, 7, 8, 102], vec![0; 4], false)
-        );
-        assert_eq!(f.apply(&[101, 7, 8, 102], 10).ids, [101, 7, 8, 102]);
-        let t = f.apply(&[1, 2, 3, 4, 5], 4);
-        assert_eq!((t.ids, t.truncated), (vec![101, 1, 2, 102], true));
-        let none = Frame {
-            start: vec![],
-            end: vec![],
-        };
-        assert_eq!(none.apply(&[5, 6], 10).ids, [5, 6]);
     }
 }

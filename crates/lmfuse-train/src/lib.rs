@@ -1050,6 +1050,7 @@ mod tests {
                 normalize: true,
                 max_seq_length: 8,
                 prefix: String::new(),
+                long_text: Default::default(),
             },
             dim: 2,
             in_bundle: false,
