@@ -163,8 +163,9 @@ def worker_ort(args, sentences):
 
     tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
     tok.enable_truncation(max_length=MAX_SEQ_LENGTH)
-    pad_id = tok.token_to_id("[PAD]") or 0
-    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")  # no length: pad to longest in batch
+    pad = next((t for t in ("[PAD]", "<pad>") if tok.token_to_id(t) is not None), "[PAD]")
+    pad_id = tok.token_to_id(pad) or 0
+    tok.enable_padding(pad_id=pad_id, pad_token=pad)  # no length: pad to longest in batch
 
     def encode(batch, bs):
         # Same order as sentence-transformers: longest (in characters) first.

@@ -110,6 +110,13 @@ def _texts(texts, name="X"):
         if not isinstance(t, str):
             what = "None" if t is None else f"{t!r} ({type(t).__name__})"
             raise ValueError(f"{name}[{i}] is {what}: every text must be a string")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{name}[{i}] holds an unpaired surrogate ({t[e.start]!r}) at character "
+                f"{e.start}: every text must be valid Unicode"
+            ) from None
     return [str(t) for t in values]
 
 
@@ -289,6 +296,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         batch_tokens=None,
         prefix=None,
         long_text="truncate",
+        stop_words="none",
         oos=None,
         oos_label="oos",
         oos_k=10,
@@ -311,6 +319,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.batch_tokens = batch_tokens
         self.prefix = prefix
         self.long_text = long_text
+        self.stop_words = stop_words
         self.oos = oos
         self.oos_label = oos_label
         self.oos_k = oos_k
@@ -359,6 +368,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "oos_objective": str(self.oos_objective),
             "use_cache": use_cache,
             "cache_dir": cache_dir,
+            "stop_words": str(self.stop_words),
         }, feature_cols
 
     def fit(self, X, y):
@@ -570,6 +580,7 @@ def compare(
     finetuned_members=False,
     finetune_epochs=3,
     finetune_lr=3e-5,
+    stop_words="none",
     model=None,
     pooling=None,
     max_length=None,
@@ -616,6 +627,7 @@ def compare(
         "finetune_lr": float(finetune_lr),
         "use_cache": use_cache,
         "cache_dir": cache_dir,
+        "stop_words": str(stop_words),
     }
     encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix)
     data = _data_settings(text_col, label_col, format)

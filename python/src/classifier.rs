@@ -76,6 +76,7 @@ pub struct FitSettings {
     oos_objective: String,
     use_cache: bool,
     cache_dir: Option<PathBuf>,
+    stop_words: String,
 }
 
 impl FitSettings {
@@ -110,6 +111,7 @@ impl FitSettings {
             emb_weight: self.emb_weight,
             seed: self.seed,
             oos,
+            stop_words: parse("stop_words", &self.stop_words)?,
         })
     }
 }

@@ -42,6 +42,7 @@ pub struct CompareSettings {
     finetune_lr: f32,
     use_cache: bool,
     cache_dir: Option<PathBuf>,
+    stop_words: String,
 }
 
 impl CompareSettings {
@@ -77,6 +78,7 @@ impl CompareSettings {
             seed: self.seed,
             c_grid: self.c_grid,
             out: self.out,
+            stop_words: parse("stop_words", &self.stop_words)?,
         };
         let mut spec = CompareSpec::new(exp, preset);
         spec.preset_candidates = self.singles.is_none() && self.members.is_none();

@@ -105,6 +105,16 @@ def test_bad_input_raises_value_error(texts):
         enc.encode(["fine", None])
     with pytest.raises(ValueError, match="batch_size"):
         enc.encode(["fine"], batch_size=0)
+    with pytest.raises(ValueError, match=r"texts\[1\] holds an unpaired surrogate .* character 3"):
+        enc.encode(["fine", "caf\ud800e"])
+
+
+def test_text_in_any_script_gives_a_finite_vector(texts):
+    enc = lmfuse.Encoder(cache=False)
+    texts = ["مرحبا", "नमस्ते", "😀🎉", "\u200b\ufeff", "nul\x00bell\x07", "", "𠀀"]
+    out = enc.encode(texts)
+    assert out.shape[0] == len(texts)
+    assert np.isfinite(out).all()
 
 
 def test_missing_model_folder_raises_file_not_found(tmp_path):

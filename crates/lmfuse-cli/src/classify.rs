@@ -152,6 +152,10 @@ pub struct TrainArgs {
     /// choose it). Stored in the bundle; predict and serve apply it.
     #[arg(long, default_value_t = 1.0)]
     emb_weight: f32,
+    /// Words left out of the TF-IDF word n-grams: none, or zh (Chinese function words;
+    /// negations, degree adverbs and contrast kept). Recorded in the bundle.
+    #[arg(long, default_value = "none")]
+    stop_words: lmfuse_pipeline::classify::StopWords,
     /// Seed of the dev/test splits and of the head's random choices.
     #[arg(long, default_value_t = 13)]
     seed: u64,
@@ -225,6 +229,7 @@ impl TrainArgs {
                 k: self.oos_k,
                 objective: self.oos_objective,
             }),
+            stop_words: self.stop_words,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct ExperimentArgs {
     /// winner on all of train, as `lmfuse train` does).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Words left out of the TF-IDF word n-grams: none, or zh (Chinese function words;
+    /// negations, degree adverbs and contrast kept). Recorded in the bundle.
+    #[arg(long, default_value = "none")]
+    pub(crate) stop_words: lmfuse_pipeline::classify::StopWords,
     /// Print every candidate and the winner as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -76,6 +80,7 @@ impl ExperimentArgs {
             seed: self.seed,
             c_grid: self.c_grid.clone(),
             out: self.out.clone(),
+            stop_words: self.stop_words,
         };
         spec.check(command)?;
         Ok(spec)

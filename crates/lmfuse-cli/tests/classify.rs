@@ -1387,3 +1387,68 @@ fn windowed_long_texts_are_recorded_in_the_bundle_and_applied_by_eval_and_embed(
     assert!(diff(&cut[0], &windowed[0]) > 1e-4, "the long text differs");
     assert!(diff(&cut[1], &windowed[1]) < 1e-6, "the short one does not");
 }
+
+#[test]
+fn a_chinese_stop_list_is_applied_to_the_word_grams_and_recorded() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (good, bad) = (["干净", "安静", "方便"], ["脏", "吵", "贵"]);
+    let write = |path: &Path, n: usize| {
+        let mut s = String::new();
+        for i in 0..n {
+            let (w, label) = match i % 2 {
+                0 => (good[i % 3], "pos"),
+                _ => (bad[i % 3], "neg"),
+            };
+            let text = format!("我们的房间{w}了，这个酒店的服务{w}");
+            s.push_str(&serde_json::json!({"text": text, "label": label}).to_string());
+            s.push('\n');
+        }
+        std::fs::write(path, s).unwrap();
+    };
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write(&train, 60);
+    write(&test, 20);
+    let out = dir.path().join("b");
+    let extra = [
+        "--test",
+        test.to_str().unwrap(),
+        "--features",
+        "tfidf",
+        "--stop-words",
+        "zh",
+    ];
+    let saved = train_json(m, &train, &out, &extra, &cache);
+    let vocab = std::fs::read_to_string(out.join("tfidf_word.vocab.json")).unwrap();
+    assert!(vocab.contains("房间") && vocab.contains("干净"), "{vocab}");
+    for stop in ["\"的\"", "\"我们\"", "\"这个\"", "\"了\""] {
+        assert!(!vocab.contains(stop), "{stop} left out: {vocab}");
+    }
+    let recorded = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .any(|s| {
+            s.contains(r#""stop_words":"chinese""#) || s.contains(r#""stop_words": "chinese""#)
+        });
+    assert!(recorded, "the bundle records the stop list");
+    assert_eval_reproduces(&out, &test, &saved, &cache);
+    let bad = [
+        "train",
+        "--model",
+        m,
+        "--train",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--stop-words",
+        "fr",
+    ];
+    let r = run(&bad, &cache);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("expected none or zh"));
+}

@@ -87,3 +87,37 @@ fn xlm_roberta_refuses_a_window_longer_than_its_positions() {
     let err = SentenceEncoder::load(&files, &options).err().unwrap();
     assert!(err.to_string().contains("24 positions"), "{err}");
 }
+
+#[test]
+fn text_in_any_script_embeds_to_a_finite_vector() {
+    let texts = [
+        "مرحبا بالعالم",
+        "नमस्ते दुनिया",
+        "สวัสดีชาวโลก",
+        "😀🎉👍🏽",
+        "\u{200b}\u{feff}\u{200d}",
+        "nul\u{0}and\u{7}bell",
+        "\u{202e}reversed\u{202c}",
+        "e\u{301}\u{301}\u{301}",
+        "𠀀𪜀 rare Han",
+        "\u{e000}\u{fffd}\u{10ffff}",
+        "   ",
+        "",
+    ];
+    for name in ["e5_unigram", "xlmr", "bge_zh"] {
+        let (encoder, _) = family(name);
+        let out = encoder.encode(&texts).unwrap();
+        for (i, t) in texts.iter().enumerate() {
+            let row = out.embeddings.row(i);
+            assert!(row.iter().all(|v| v.is_finite()), "{name}: {t:?}");
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let unit = (norm - 1.0).abs() < 1e-4;
+            let ok = if encoder.fingerprint().normalize {
+                unit
+            } else {
+                norm > 0.0
+            };
+            assert!(ok, "{name}: {t:?} has norm {norm}");
+        }
+    }
+}

@@ -18,8 +18,10 @@
 //!
 //! [`tabular`] turns side columns (numbers and categories) into dense features.
 
+mod stop_words;
 pub mod tabular;
 
+pub use stop_words::{StopWords, UnknownStopWords, CHINESE as CHINESE_STOP_WORDS};
 pub use tabular::{Cell, ColumnSpec, Tabular, TabularError, TabularParams, TabularSpec};
 
 use jieba_rs::Jieba;
@@ -63,6 +65,10 @@ pub struct TfidfParams {
     /// Absent (false) in settings stored before it existed; omitted from JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nfkc: bool,
+    /// Word analyzer only: words dropped before n-grams are formed (so an n-gram spans the
+    /// dropped word). Absent (none) in settings stored before it existed.
+    #[serde(default, skip_serializing_if = "StopWords::is_none")]
+    pub stop_words: StopWords,
 }
 
 /// Invalid TF-IDF hyperparameters or input.
@@ -96,6 +102,7 @@ impl TfidfParams {
             min_df: 1,
             segment_cjk: true,
             nfkc: true,
+            stop_words: StopWords::None,
         }
     }
 
@@ -109,6 +116,7 @@ impl TfidfParams {
             min_df: 1,
             segment_cjk: false,
             nfkc: true,
+            stop_words: StopWords::None,
         }
     }
 
@@ -123,6 +131,11 @@ impl TfidfParams {
         if self.min_df == 0 {
             return Err(FeatureError::Param("min_df must be at least 1".into()));
         }
+        if self.analyzer == Analyzer::Char && !self.stop_words.is_none() {
+            return Err(FeatureError::Param(
+                "stop words apply to the word analyzer, not to character n-grams".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -136,7 +149,8 @@ impl TfidfParams {
         let mut out = Vec::new();
         match self.analyzer {
             Analyzer::Word => {
-                let tokens = word_tokens(&lower, self.segment_cjk);
+                let mut tokens = word_tokens(&lower, self.segment_cjk);
+                tokens.retain(|w| !self.stop_words.contains(w));
                 for n in self.ngram_min..=self.ngram_max {
                     for w in tokens.windows(n) {
                         out.push(w.join(" "));
@@ -618,6 +632,40 @@ mod tests {
         // Stored settings without the field read as "off".
         let old = r#"{"analyzer":"word","ngram_min":1,"ngram_max":2,"sublinear_tf":true,"min_df":1,"segment_cjk":true}"#;
         assert!(!serde_json::from_str::<TfidfParams>(old).unwrap().nfkc);
+    }
+
+    #[test]
+    fn chinese_stop_words_leave_the_n_grams_and_keep_negations() {
+        let zh = TfidfParams {
+            stop_words: StopWords::Chinese,
+            ..TfidfParams::words()
+        };
+        let terms = zh.terms("我们的房间不干净");
+        assert!(!terms
+            .iter()
+            .any(|t| t.split(' ').any(|w| w == "的" || w == "我们")));
+        assert!(terms.contains(&"不".to_string()), "{terms:?}");
+        assert!(
+            terms.contains(&"房间 不".to_string()),
+            "n-grams span dropped words: {terms:?}"
+        );
+        assert!(TfidfParams::words()
+            .terms("我们的房间")
+            .contains(&"的".to_string()));
+        let bad = TfidfParams {
+            stop_words: StopWords::Chinese,
+            ..TfidfParams::chars()
+        };
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("word analyzer"));
+        let stored = serde_json::to_string(&zh).unwrap();
+        assert!(stored.contains(r#""stop_words":"chinese""#), "{stored}");
+        assert!(!serde_json::to_string(&TfidfParams::words())
+            .unwrap()
+            .contains("stop_words"));
     }
 
     #[test]

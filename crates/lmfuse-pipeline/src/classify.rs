@@ -12,6 +12,7 @@ use lmfuse_classic::{ClassWeight, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::Cell;
 use lmfuse_encoder::{LoadOptions, ModelFiles};
+pub use lmfuse_features::StopWords;
 use lmfuse_metrics::Report;
 use lmfuse_train::{
     BlockWeights, Classifier, EncoderInfo, HeadCard, HeadKind, ModelCard, OosDetector, OosMethod,
@@ -122,6 +123,8 @@ pub struct TrainSpec {
     pub seed: u64,
     /// Out-of-scope detection.
     pub oos: Option<OosSpec>,
+    /// Words the TF-IDF word n-grams leave out.
+    pub stop_words: StopWords,
 }
 
 impl Default for TrainSpec {
@@ -134,6 +137,7 @@ impl Default for TrainSpec {
             emb_weight: 1.0,
             seed: 13,
             oos: None,
+            stop_words: StopWords::None,
         }
     }
 }
@@ -281,7 +285,7 @@ fn fit_text_features(splits: &Splits, spec: &TrainSpec) -> Result<TextFeaturizer
     let train = &splits.train;
     let mut text_features = if spec.features.tfidf {
         let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
-        TextFeaturizer::fit(&refs)?
+        TextFeaturizer::fit_with(&refs, spec.stop_words)?
     } else {
         TextFeaturizer::default()
     };

@@ -16,6 +16,7 @@ use lmfuse_classic::{Mlp, MlpParams, ProbaHead};
 use lmfuse_core::LabelSet;
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_encoder::TokenizedText;
+use lmfuse_features::StopWords;
 use lmfuse_finetune::{EvalRecord, Event, FinetuneParams, Network};
 use lmfuse_fusion::{CombinerParams, MemberRows, Strategy};
 use lmfuse_metrics::Report;
@@ -52,6 +53,8 @@ pub struct ExperimentSpec {
     /// Save the winner's bundle here (an ensemble holds all its members; tune refits the
     /// winner on all of train, as `lmfuse train` does).
     pub out: Option<PathBuf>,
+    /// Words the TF-IDF word n-grams leave out.
+    pub stop_words: StopWords,
 }
 
 /// The texts of the three splits (train, dev, test, in that order) and every feature block
@@ -126,7 +129,7 @@ impl ExperimentSpec {
         };
         let tfidf = if needs_tfidf {
             let refs: Vec<&str> = splits.train.texts.iter().map(String::as_str).collect();
-            TextFeaturizer::fit(&refs)?
+            TextFeaturizer::fit_with(&refs, self.stop_words)?
         } else {
             TextFeaturizer::default()
         };

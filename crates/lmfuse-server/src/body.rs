@@ -625,8 +625,23 @@ fn parse_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Result<S
     let value = seed
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        .map_err(|e| ApiError::InvalidJson(explain_json_error(e)))?;
     Ok(value)
+}
+
+/// serde_json's message, with the likely cause where its own words hide it: a `\uD800`–
+/// `\uDFFF` escape without its pair (a lone UTF-16 surrogate, which no text can hold) reads
+/// "unexpected end of hex escape" or "lone leading surrogate".
+fn explain_json_error(e: serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("hex escape") {
+        format!(
+            "{msg} (an unpaired UTF-16 surrogate escape such as \\ud800? texts must be valid \
+             Unicode: send the pair, or the character itself)"
+        )
+    } else {
+        msg
+    }
 }
 
 /// The inputs of `field` (see the module documentation) and the option fields, checked against

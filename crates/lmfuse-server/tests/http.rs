@@ -390,6 +390,27 @@ fn bad_input_table_gets_4xx_json_and_the_server_stays_healthy() {
         ("not JSON", b"hello".to_vec(), 400, "invalid_json", "JSON"),
         ("empty body", Vec::new(), 400, "invalid_json", "JSON"),
         (
+            "unpaired surrogate",
+            br#"{"inputs": "caf\ud800e"}"#.to_vec(),
+            400,
+            "invalid_json",
+            "surrogate",
+        ),
+        (
+            "unpaired low surrogate",
+            br#"{"inputs": ["ok", "\udc00"]}"#.to_vec(),
+            400,
+            "invalid_json",
+            "surrogate",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"inputs\": \"caf\xc3\"}".to_vec(),
+            400,
+            "invalid_utf8",
+            "UTF-8",
+        ),
+        (
             "wrong JSON type",
             br#"{"inputs": 5}"#.to_vec(),
             422,
@@ -496,7 +517,7 @@ fn bad_input_table_gets_4xx_json_and_the_server_stays_healthy() {
     // The failure counter has each reason.
     let metrics = s.call("GET", "/metrics", b"").text();
     assert!(
-        metrics.contains("lmfuse_request_failures_total{reason=\"invalid_utf8\"} 2"),
+        metrics.contains("lmfuse_request_failures_total{reason=\"invalid_utf8\"} 4"),
         "{metrics}"
     );
     assert!(
@@ -1259,6 +1280,13 @@ fn every_failure_on_the_v1_routes_answers_in_openais_shape() {
             "invalid_json",
             Value::Null,
             "JSON",
+        ),
+        (
+            br#"{"input": "\ud83d"}"#.to_vec(),
+            400,
+            "invalid_json",
+            Value::Null,
+            "surrogate",
         ),
         (
             br#"{"input": []}"#.to_vec(),

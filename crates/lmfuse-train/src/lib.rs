@@ -17,7 +17,7 @@ use lmfuse_classic::{
     LogisticRegressionParams, MlpParams, NaiveBayesParams, ProbaHead, RandomForestParams,
 };
 use lmfuse_core::{CsrMatrix, DenseMatrix, EncoderFingerprint, Features, LabelSet};
-use lmfuse_features::{Cell, Tabular, TabularSpec, Tfidf, TfidfParams};
+use lmfuse_features::{Cell, StopWords, Tabular, TabularSpec, Tfidf, TfidfParams};
 use lmfuse_metrics::{MetricsError, Report};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -590,9 +590,18 @@ fn scale_dense(m: &DenseMatrix, w: f32) -> DenseMatrix {
 impl TextFeaturizer {
     /// Fits word 1-2-gram and character 2-5-gram TF-IDF (sublinear tf) on `texts`.
     pub fn fit(texts: &[&str]) -> Result<Self, TrainError> {
+        Self::fit_with(texts, StopWords::None)
+    }
+
+    /// As [`TextFeaturizer::fit`], the word n-grams formed after dropping `stop_words`.
+    pub fn fit_with(texts: &[&str], stop_words: StopWords) -> Result<Self, TrainError> {
         let fit = |p: TfidfParams| p.fit(texts).map_err(|e| TrainError::Option(e.to_string()));
+        let words = TfidfParams {
+            stop_words,
+            ..TfidfParams::words()
+        };
         Ok(Self {
-            word: Some(fit(TfidfParams::words())?),
+            word: Some(fit(words)?),
             char: Some(fit(TfidfParams::chars())?),
             tabular: None,
             weights: BlockWeights::default(),
