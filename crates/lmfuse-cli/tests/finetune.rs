@@ -474,3 +474,114 @@ fn shared_head_refuses_options_it_does_not_combine_with() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--shared-head"), "{err}");
 }
+
+/// A tiny random-weight model of each family beyond English BERT (see the encoder's
+/// `tests/families.rs`): Unigram BERT with a prompt (multilingual-e5), XLM-RoBERTa, and a
+/// Chinese character BERT with CLS pooling (bge-small-zh).
+fn family(name: &str) -> String {
+    common::workspace()
+        .join("crates/lmfuse-encoder/tests/fixtures/families")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn full_lora_and_fgm_fine_tuning_work_with_every_encoder_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("dev.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 40, 0);
+    write_set(&dev, 12, 100);
+    write_set(&test, 12, 200);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (tr, dv, te) = (s(&train), s(&dev), s(&test));
+    for (name, extra) in [
+        ("e5_unigram", vec!["--fgm", "0.5"]),
+        ("xlmr", vec!["--lora"]),
+        ("bge_zh", vec!["--freeze-embeddings", "--layer-lr-decay", "0.9"]),
+    ] {
+        let m = family(name);
+        let o = s(&dir.path().join(format!("ft-{name}")));
+        let mut args = finetune_args(&m, &tr, &dv, &te, &o);
+        args.extend(["--epochs", "2"]);
+        args.extend(extra.iter().copied());
+        let report = ok_json(&args, dir.path());
+        assert!(
+            report["test"]["log_loss"].as_f64().unwrap().is_finite(),
+            "{name}: {report}"
+        );
+        if extra.contains(&"--lora") {
+            assert_eq!(report["head"], "finetune-lora", "{name}");
+        } else {
+            assert!(
+                Path::new(&o).join("encoder/tokenizer.json").is_file(),
+                "{name}"
+            );
+        }
+        let eval = ok_json(
+            &["eval", "--model", &o, "--data", &te, "--json"],
+            dir.path(),
+        );
+        let (a, b) = (
+            eval["test"]["log_loss"].as_f64().unwrap(),
+            report["test"]["log_loss"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{name}: eval {a} vs finetune {b}");
+    }
+}
+
+#[test]
+fn compare_fine_tunes_and_tune_searches_with_an_xlm_roberta_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 60, 0);
+    write_set(&test, 20, 1000);
+    let m = family("xlmr");
+    let (tr, te) = (train.to_str().unwrap(), test.to_str().unwrap());
+    let board = ok_json(
+        &[
+            "compare",
+            "--model",
+            &m,
+            "--train",
+            tr,
+            "--test",
+            te,
+            "--folds",
+            "2",
+            "--singles",
+            "emb:logreg",
+            "--ensembles",
+            "",
+            "--finetune",
+            "--finetune-epochs",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let names: Vec<&str> = board["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"finetuned"), "{board}");
+    let tuned = ok_json(
+        &[
+            "tune", "--model", &m, "--train", tr, "--test", te, "--folds", "2", "--heads",
+            "logreg", "--json",
+        ],
+        dir.path(),
+    );
+    let trials = tuned["trials"].as_array().unwrap();
+    assert!(!trials.is_empty(), "{tuned}");
+}
