@@ -503,7 +503,10 @@ fn full_lora_and_fgm_fine_tuning_work_with_every_encoder_family() {
     for (name, extra) in [
         ("e5_unigram", vec!["--fgm", "0.5"]),
         ("xlmr", vec!["--lora"]),
-        ("bge_zh", vec!["--freeze-embeddings", "--layer-lr-decay", "0.9"]),
+        (
+            "bge_zh",
+            vec!["--freeze-embeddings", "--layer-lr-decay", "0.9"],
+        ),
     ] {
         let m = family(name);
         let o = s(&dir.path().join(format!("ft-{name}")));

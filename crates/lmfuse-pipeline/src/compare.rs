@@ -533,6 +533,12 @@ impl Budget {
         }
     }
 
+    /// When the limit runs out (`None` without one).
+    fn deadline(&self) -> Option<Instant> {
+        let limit = std::time::Duration::try_from_secs_f64(self.limit?).ok()?;
+        self.started.checked_add(limit)
+    }
+
     /// Why a candidate expected to take `cost` seconds may not start, or `None` when it may.
     fn refuses(&self, cost: f64) -> Option<String> {
         let left = self.left();
@@ -1102,7 +1108,18 @@ impl CompareRun<'_> {
                 });
                 continue;
             }
-            let (fitted, entry) = fit_classical(self.job, self.plan, self.data, spec, self.on)?;
+            let budget = (!first).then_some(&self.budget);
+            let (fitted, entry) =
+                match fit_classical(self.job, self.plan, self.data, spec, budget, self.on)? {
+                    Classical::Fitted(fit) => *fit,
+                    Classical::OverBudget(reason) => {
+                        self.skipped.push(Skipped {
+                            name: spec.name.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                };
             if let Some(entry) = entry {
                 let model = Deployable::Single(self.fits.classical.len());
                 self.board.push(entry, model);
@@ -1195,20 +1212,45 @@ impl CompareRun<'_> {
     }
 }
 
+/// What became of a classical candidate.
+enum Classical {
+    /// Fit, with its leaderboard entry when it is one of the singles.
+    Fitted(Box<(Fitted, Option<Entry>)>),
+    /// Left out after its dev fits: its out-of-fold fits would pass the time limit (why).
+    OverBudget(String),
+}
+
 /// Fits the classical model `spec` on train (its hyperparameter, and for feature fusion the
 /// embedding weight, chosen on dev), its out-of-fold probabilities (keeping the fold models,
 /// bagged, when it is a member that predicts bagged); with its leaderboard entry when it is
-/// one of the singles.
+/// one of the singles. Under a `budget`, the dev search tries no further value once the
+/// limit has passed, and the out-of-fold fits (timed by the dev fits) must fit in what is left.
 fn fit_classical(
     job: &CompareSpec,
     plan: &Plan,
     data: &Prepared,
     spec: &ModelSpec,
+    budget: Option<&Budget>,
     on: &dyn Observer,
-) -> Result<(Fitted, Option<Entry>)> {
+) -> Result<Classical> {
     on.note(&format!("compare: {}", spec.name));
     let t = Instant::now();
-    let (weights, x, selection) = select_on_dev(job, plan, data, spec)?;
+    let deadline = budget.and_then(Budget::deadline);
+    let (weights, x, selection) = select_on_dev(job, plan, data, spec, deadline)?;
+    let grid = plan_grid_len(job, spec);
+    if selection.trials.len() < grid {
+        on.note(&format!(
+            "compare: {}: {} of {grid} hyperparameter values tried before the time limit",
+            spec.name,
+            selection.trials.len()
+        ));
+    }
+    if let Some(reason) = budget.and_then(|b| b.refuses(oof_estimate(job, &selection))) {
+        return Ok(Classical::OverBudget(format!(
+            "{reason} (its {} out-of-fold fits, timed by its dev fits)",
+            job.exp.folds
+        )));
+    }
     let (train_rows, dev_rows, test_rows) = data.rows();
     let (xt, xd, xs) = (
         x.select_rows(&train_rows),
@@ -1274,7 +1316,32 @@ fn fit_classical(
         fit_seconds,
         oof_seconds,
     };
-    Ok((fitted, entry))
+    Ok(Classical::Fitted(Box::new((fitted, entry))))
+}
+
+/// How many hyperparameter values the dev search of `spec` tries without a time limit.
+fn plan_grid_len(job: &CompareSpec, spec: &ModelSpec) -> usize {
+    candidate_options(job, spec, 0).candidates().len()
+}
+
+/// Seconds the k out-of-fold fits of a selection are expected to take: each fits (k-1)/k of
+/// the rows its dev fits saw, as long as their mean.
+fn oof_estimate(job: &CompareSpec, selection: &lmfuse_train::Selection) -> f64 {
+    let fits = &selection.trials;
+    let mean = fits.iter().map(|t| t.fit_seconds).sum::<f64>() / fits.len().max(1) as f64;
+    let k = job.exp.folds as f64;
+    k * mean * (k - 1.0) / k
+}
+
+/// The training options of `spec`'s head (`dense_tail`: the embedding's width).
+fn candidate_options(job: &CompareSpec, spec: &ModelSpec, dense_tail: usize) -> TrainOptions {
+    TrainOptions {
+        head: spec.head,
+        c_grid: job.exp.c_grid.clone(),
+        seed: job.exp.seed,
+        dense_tail,
+        ..Default::default()
+    }
 }
 
 /// The head of `spec` fit on train with its hyperparameter chosen on dev, for each weight
@@ -1285,16 +1352,11 @@ fn select_on_dev(
     plan: &Plan,
     data: &Prepared,
     spec: &ModelSpec,
+    deadline: Option<Instant>,
 ) -> Result<(BlockWeights, Features, lmfuse_train::Selection)> {
     let blocks = &data.features.blocks;
-    let options = TrainOptions {
-        head: spec.head,
-        c_grid: job.exp.c_grid.clone(),
-        seed: job.exp.seed,
-        // The shared head's dense block: the embedding, last after the TF-IDF blocks.
-        dense_tail: blocks.emb.as_ref().map_or(0, |e| e.cols()),
-        ..Default::default()
-    };
+    // The shared head's dense block: the embedding, last after the TF-IDF blocks.
+    let options = candidate_options(job, spec, blocks.emb.as_ref().map_or(0, |e| e.cols()));
     let weights: &[f32] = if spec.emb && spec.tfidf {
         &plan.emb_weights
     } else {
@@ -1304,14 +1366,18 @@ fn select_on_dev(
     let (y_train, y_dev, _) = data.y();
     let mut best: Option<(BlockWeights, Features, lmfuse_train::Selection)> = None;
     for &w in weights {
+        if best.is_some() && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let weights = BlockWeights::with_emb(w);
         let x = blocks_of(blocks, spec.tfidf, spec.emb).fuse(&weights)?;
         let (xt, xd) = (x.select_rows(&train_rows), x.select_rows(&dev_rows));
-        let selection = lmfuse_train::fit_selecting(
+        let selection = lmfuse_train::fit_selecting_until(
             (&xt, y_train),
             (&xd, y_dev),
             &data.splits.labels,
             &options.candidates(),
+            deadline,
         )?;
         if best
             .as_ref()

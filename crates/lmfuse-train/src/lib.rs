@@ -280,6 +280,18 @@ pub fn fit_selecting(
     labels: &LabelSet,
     candidates: &[HeadParams],
 ) -> Result<Selection, TrainError> {
+    fit_selecting_until(train, dev_rows, labels, candidates, None)
+}
+
+/// [`fit_selecting`], trying no further candidate once `deadline` has passed (the first is
+/// always tried): the selection's `trials` then hold fewer entries than `candidates`.
+pub fn fit_selecting_until(
+    train: (&Features, &[usize]),
+    dev_rows: (&Features, &[usize]),
+    labels: &LabelSet,
+    candidates: &[HeadParams],
+    deadline: Option<std::time::Instant>,
+) -> Result<Selection, TrainError> {
     if candidates.is_empty() {
         return Err(TrainError::Option(
             "no hyperparameter setting to try".into(),
@@ -291,6 +303,9 @@ pub fn fit_selecting(
     let mut best: Option<(Head, HeadParams, Report)> = None;
     let mut trials = Vec::new();
     for params in candidates {
+        if !trials.is_empty() && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
         let t = std::time::Instant::now();
         let model = params.for_selection().fit(train.0, train.1, labels.len())?;
         let fit_seconds = t.elapsed().as_secs_f64();
@@ -972,6 +987,22 @@ mod tests {
         for head in ALL_HEADS {
             selects_and_round_trips(head);
         }
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_grid_after_its_first_value() {
+        let (x, y, labels) = toy();
+        let candidates = TrainOptions::default().candidates();
+        assert!(candidates.len() > 1);
+        let past = std::time::Instant::now();
+        let sel =
+            fit_selecting_until((&x, &y), (&x, &y), &labels, &candidates, Some(past)).unwrap();
+        assert_eq!(sel.trials.len(), 1);
+        assert_eq!(sel.params, candidates[0]);
+        let later = past + std::time::Duration::from_secs(3600);
+        let all =
+            fit_selecting_until((&x, &y), (&x, &y), &labels, &candidates, Some(later)).unwrap();
+        assert_eq!(all.trials.len(), candidates.len());
     }
 
     const ALL_HEADS: [HeadKind; 8] = [
