@@ -6,6 +6,7 @@
 #   bash bench/zh.sh                          # everything
 #   PRESET=medium ZH_SETS=waimai_10k bash bench/zh.sh
 #   LMFUSE_BIN=/tmp/lmfuse bash bench/zh.sh   # a prebuilt binary; no cargo build
+#   FINETUNE=1 bash bench/zh.sh               # also fine-tune e5 once per Chinese set (~hours)
 # Needs bench/.venv (bash bench/setup_python_venv.sh) with jieba for the peers.
 # Results: bench/results/zh.md (outputs in bench/out/zh/)
 set -euo pipefail
@@ -37,6 +38,14 @@ for s in $zh_sets; do
   echo "bench: peers $s" >&2
   run_to "$d/peers.json" "$py" bench/zh_peers.py "$d" models/multilingual-e5-small
 done
+if [ "${FINETUNE:-0}" = 1 ]; then
+  for s in $zh_sets; do
+    d="bench/out/zh/$s"
+    echo "bench: finetune $s (multilingual-e5-small)" >&2
+    run_to "$d/ft-e5.json" "$lm" -q finetune "${e5[@]}" --train "$d/train.jsonl" --dev "$d/dev.jsonl" \
+      --test "$d/test.jsonl" --epochs 2 --max-length 64 --freeze-embeddings --out "$d/ft-e5" --json
+  done
+fi
 for s in $en_sets; do
   d="$(prepare "$s")"
   for m in all-MiniLM-L6-v2 multilingual-e5-small; do

@@ -48,6 +48,20 @@ for s in zh_sets:
         + " | ".join(pct(100 * peers[k]["test"]) if k in peers else "–"
                      for k in ("sklearn_tfidf_jieba_lr", "st_e5_lr", "sklearn_soft_vote"))
         + f" | {GOAL.get(s, '–')} |")
+tuned = [(s, load(f"bench/out/zh/{s}/ft-e5.json")) for s in zh_sets]
+tuned = [(s, r) for s, r in tuned if r]
+if tuned:
+    lines += ["", "## The multilingual encoder fine-tuned (one run, not cross-validated)", "",
+              "`FINETUNE=1 bash bench/zh.sh`: `lmfuse finetune --model multilingual-e5-small "
+              "--prefix 'query: ' --epochs 2 --max-length 64 --freeze-embeddings` (linear head, "
+              "early stopping on dev, test read once). Not a `compare` candidate here: its k + 1 "
+              "runs under 5-fold CV take hours on 2 cores.", "",
+              "| set | dev % | test % | epochs run | fit s |", "|---|---|---|---|---|"]
+    for s, r in tuned:
+        lines.append(f"| {s} | {pct(100 * r['dev']['accuracy'])} | {pct(100 * r['test']['accuracy'])} | "
+                     f"{len(r.get('trials', []))} | {r['seconds']['fit']:.0f} |")
+lines += ["", "Speed of the multilingual model against sentence-transformers and ONNX Runtime: "
+          "[zh_speed.md](zh_speed.md); the server's memory with it: [zh_rss.md](zh_rss.md).", ""]
 lines += ["", "## English with the multilingual model (no bar)", "",
           "`lmfuse compare --singles emb:logreg` (C by dev, test once), MiniLM vs "
           "multilingual-e5-small with `query: `.", "",
