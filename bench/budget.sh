@@ -10,13 +10,11 @@
 # Results: bench/results/budget.md (outputs in bench/out/budget/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${LMFUSE_SHARED_DIR:-../shared}/data"
+source bench/lib.sh
+bench_init bench/budget.sh
 set_name="${SET:-banking77}"
 limit="${LIMIT:-10m}"
 [ -d "$data/$set_name" ] || { echo "bench/budget.sh: $data/$set_name not found" >&2; exit 1; }
-bash scripts/fetch-models.sh >&2
-lm="${LMFUSE_BIN:-./target/release/lmfuse}"
-[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 d="bench/out/presets/$set_name"
 mkdir -p "$d" bench/out/budget
 [ -s "$d/train.jsonl" ] || python3 bench/prepare_sets.py "$data/$set_name" "$d"

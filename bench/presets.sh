@@ -10,14 +10,10 @@
 # Results: bench/results/presets.md (outputs in bench/out/presets/<set>/<preset>.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${LMFUSE_SHARED_DIR:-../shared}/data"
-[ -d "$data" ] || { echo "bench/presets.sh: $data not found" >&2; exit 1; }
+source bench/lib.sh
+bench_init bench/presets.sh
 sets="${SETS:-sst2 trec subj cr banking77 tweeteval_emotion tweeteval_irony sms_spam}"
 presets="${PRESETS:-fast medium}"
-bash scripts/fetch-models.sh >&2
-lm="${LMFUSE_BIN:-./target/release/lmfuse}"
-[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
-source bench/lib.sh
 limit=()
 [ -z "${TIME_LIMIT:-}" ] || limit=(--time-limit "$TIME_LIMIT")
 for p in $presets; do

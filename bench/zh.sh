@@ -11,15 +11,11 @@
 # Results: bench/results/zh.md (outputs in bench/out/zh/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${LMFUSE_SHARED_DIR:-../shared}/data"
-[ -d "$data" ] || { echo "bench/zh.sh: $data not found" >&2; exit 1; }
+source bench/lib.sh
+bench_init bench/zh.sh
 zh_sets="${ZH_SETS:-chnsenticorp_htl waimai_10k}"
 en_sets="${EN_SETS:-sst2 trec banking77}"
 preset="${PRESET:-fast}"
-lm="${LMFUSE_BIN:-./target/release/lmfuse}"
-[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
-LMFUSE_BIN="$(realpath "$lm")" bash scripts/fetch-models.sh >&2
-source bench/lib.sh
 py=bench/.venv/bin/python
 "$py" -c "import jieba, sentence_transformers, sklearn" \
   || { echo "bench/zh.sh: run bash bench/setup_python_venv.sh and bench/.venv/bin/pip install jieba" >&2; exit 1; }

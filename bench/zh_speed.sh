@@ -11,21 +11,19 @@
 #   LMFUSE_BIN=/tmp/lmfuse bash bench/zh_speed.sh   # a prebuilt binary; no cargo build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared="${LMFUSE_SHARED_DIR:-../shared}"
+source bench/lib.sh
+bench_init bench/zh_speed.sh
 threads="${THREADS:-2}"
 n_zh="${N_ZH:-1000}"
-en_input="$shared/bench/sentences2000.txt"
-for f in "$en_input" "$shared/data/chnsenticorp_htl/train.jsonl" "$shared/data/waimai_10k/train.jsonl"; do
+en_input="$data/../bench/sentences2000.txt"
+for f in "$en_input" "$data/chnsenticorp_htl/train.jsonl" "$data/waimai_10k/train.jsonl"; do
   [ -f "$f" ] || { echo "bench/zh_speed.sh: $f not found" >&2; exit 1; }
 done
-lm="${LMFUSE_BIN:-./target/release/lmfuse}"
-[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
-LMFUSE_BIN="$(realpath "$lm")" bash scripts/fetch-models.sh >&2
 bash bench/setup_python_venv.sh >&2
 out=bench/out/zh_speed
 mkdir -p "$out"
 # Chinese: the first n_zh/2 texts of each set, one a line.
-python3 - "$shared/data" "$n_zh" "$out/zh.txt" <<'PY'
+python3 - "$data" "$n_zh" "$out/zh.txt" <<'PY'
 import json, sys
 data, n, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lines = []
