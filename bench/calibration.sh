@@ -4,20 +4,16 @@
 # calibration error (ECE, 15 equal-width bins) of the model before and after; test is never
 # read to fit it. One run per set, no per-set settings.
 #
-#   bash bench/calibration.sh                     # fast on the eight sets
+#   bash bench/calibration.sh                     # fast on the eight sets (banking77: ~30 min)
 #   PRESET=medium SETS="trec cr" bash bench/calibration.sh
 #   LMFUSE_BIN=/tmp/lmfuse bash bench/calibration.sh
 # Results: bench/results/calibration.md (outputs in bench/out/calibration/<set>.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${LMFUSE_SHARED_DIR:-../shared}/data"
-[ -d "$data" ] || { echo "bench/calibration.sh: $data not found" >&2; exit 1; }
+source bench/lib.sh
+bench_init bench/calibration.sh
 sets="${SETS:-sst2 trec subj cr banking77 tweeteval_emotion tweeteval_irony sms_spam}"
 preset="${PRESET:-fast}"
-bash scripts/fetch-models.sh >&2
-lm="${LMFUSE_BIN:-./target/release/lmfuse}"
-[ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
-source bench/lib.sh
 out=bench/out/calibration
 mkdir -p "$out"
 for s in $sets; do
