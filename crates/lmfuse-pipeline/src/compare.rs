@@ -1235,21 +1235,10 @@ fn fit_classical(
 ) -> Result<Classical> {
     on.note(&format!("compare: {}", spec.name));
     let t = Instant::now();
-    let deadline = budget.and_then(Budget::deadline);
-    let (weights, x, selection) = select_on_dev(job, plan, data, spec, deadline)?;
-    let grid = plan_grid_len(job, spec);
-    if selection.trials.len() < grid {
-        on.note(&format!(
-            "compare: {}: {} of {grid} hyperparameter values tried before the time limit",
-            spec.name,
-            selection.trials.len()
-        ));
-    }
-    if let Some(reason) = budget.and_then(|b| b.refuses(oof_estimate(job, &selection))) {
-        return Ok(Classical::OverBudget(format!(
-            "{reason} (its {} out-of-fold fits, timed by its dev fits)",
-            job.exp.folds
-        )));
+    let (weights, x, selection) =
+        select_on_dev(job, plan, data, spec, budget.and_then(Budget::deadline))?;
+    if let Some(reason) = over_budget(job, spec, &selection, budget, on) {
+        return Ok(Classical::OverBudget(reason));
     }
     let (train_rows, dev_rows, test_rows) = data.rows();
     let (xt, xd, xs) = (
@@ -1271,13 +1260,8 @@ fn fit_classical(
     };
     let oof_seconds = t.elapsed().as_secs_f64();
     let refit = predicted(&selection.model, &xd, &xs)?;
-    let (cv, cv_std) = mean_std(&fold_accuracies(
-        &oof,
-        y_train,
-        &data.folds,
-        job.exp.folds,
-        k,
-    ));
+    let accuracies = fold_accuracies(&oof, y_train, &data.folds, job.exp.folds, k);
+    let (cv, cv_std) = mean_std(&accuracies);
     let classifier = classical_classifier(job, data, spec, (weights, x.cols()), &selection, cv);
     let entry = if plan.singles.contains(spec) {
         let fusion = spec.emb && spec.tfidf;
@@ -1303,10 +1287,9 @@ fn fit_classical(
     } else {
         None
     };
-    let bagged = match bag_this {
-        true => Some(bagged_member(&classifier, fold_models, (&xd, &xs))?),
-        false => None,
-    };
+    let bagged = bag_this
+        .then(|| bagged_member(&classifier, fold_models, (&xd, &xs)))
+        .transpose()?;
     let fitted = Fitted {
         name: spec.name.clone(),
         classifier,
@@ -1317,6 +1300,30 @@ fn fit_classical(
         oof_seconds,
     };
     Ok(Classical::Fitted(Box::new((fitted, entry))))
+}
+
+/// Why `spec` stops after its dev search (its out-of-fold fits would pass the `budget`), or
+/// `None`; notes a dev search the time limit cut short.
+fn over_budget(
+    job: &CompareSpec,
+    spec: &ModelSpec,
+    selection: &lmfuse_train::Selection,
+    budget: Option<&Budget>,
+    on: &dyn Observer,
+) -> Option<String> {
+    let grid = plan_grid_len(job, spec);
+    if selection.trials.len() < grid {
+        on.note(&format!(
+            "compare: {}: {} of {grid} hyperparameter values tried before the time limit",
+            spec.name,
+            selection.trials.len()
+        ));
+    }
+    let reason = budget?.refuses(oof_estimate(job, selection))?;
+    Some(format!(
+        "{reason} (its {} out-of-fold fits, timed by its dev fits)",
+        job.exp.folds
+    ))
 }
 
 /// How many hyperparameter values the dev search of `spec` tries without a time limit.
