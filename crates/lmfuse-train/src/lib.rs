@@ -284,7 +284,9 @@ pub fn fit_selecting(
 }
 
 /// [`fit_selecting`], trying no further candidate once `deadline` has passed (the first is
-/// always tried): the selection's `trials` then hold fewer entries than `candidates`.
+/// always tried): the selection's `trials` then hold fewer entries than `candidates`, and a
+/// winner fit in a cheaper selection form keeps that form (and its `params` say so) instead
+/// of being refit.
 pub fn fit_selecting_until(
     train: (&Features, &[usize]),
     dev_rows: (&Features, &[usize]),
@@ -322,8 +324,12 @@ pub fn fit_selecting_until(
             best = Some((model, *params, report));
         }
     }
-    let (mut model, params, mut dev) = best.expect("candidates are not empty");
-    if params.for_selection() != params {
+    let (mut model, mut params, mut dev) = best.expect("candidates are not empty");
+    let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    if late {
+        // No time for the full form: the winner stays in the form it was fit in.
+        params = params.for_selection();
+    } else if params.for_selection() != params {
         model = params.fit(train.0, train.1, labels.len())?;
         let proba = model.predict_proba(dev_rows.0)?;
         dev = lmfuse_metrics::evaluate(dev_rows.1, &proba, labels.names())?;
@@ -998,7 +1004,19 @@ mod tests {
         let sel =
             fit_selecting_until((&x, &y), (&x, &y), &labels, &candidates, Some(past)).unwrap();
         assert_eq!(sel.trials.len(), 1);
-        assert_eq!(sel.params, candidates[0]);
+        assert_eq!(sel.params, candidates[0].for_selection());
+        let svm = TrainOptions {
+            head: HeadKind::Svm,
+            ..Default::default()
+        }
+        .candidates();
+        let late = fit_selecting_until((&x, &y), (&x, &y), &labels, &svm, Some(past)).unwrap();
+        assert_eq!(
+            late.params,
+            svm[0].for_selection(),
+            "not refit with calibration"
+        );
+        assert_ne!(late.params, svm[0]);
         let later = past + std::time::Duration::from_secs(3600);
         let all =
             fit_selecting_until((&x, &y), (&x, &y), &labels, &candidates, Some(later)).unwrap();
