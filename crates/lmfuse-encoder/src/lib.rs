@@ -141,16 +141,8 @@ impl Framing {
     }
 
     /// `text` cut at `max` tokens, keeping the end tokens; unchanged when it fits.
-    pub fn cut(&self, mut text: TokenizedText, max: usize) -> TokenizedText {
-        if text.ids.len() <= max {
-            return text;
-        }
-        let keep = max.saturating_sub(self.end.len());
-        let end_at = text.ids.len() - self.end.len();
-        text.ids.splice(keep..end_at, []);
-        text.type_ids.splice(keep..end_at, []);
-        text.truncated = true;
-        text
+    pub fn cut(&self, text: TokenizedText, max: usize) -> TokenizedText {
+        cut_keeping_end(text, max, self.end.len())
     }
 
     /// The windows of `text`: its content cut into consecutive pieces that fit in `max`
@@ -173,6 +165,19 @@ impl Framing {
             })
             .collect()
     }
+}
+
+/// `text` cut at `max` tokens keeping its last `end` tokens; unchanged when it fits.
+fn cut_keeping_end(mut text: TokenizedText, max: usize, end: usize) -> TokenizedText {
+    if text.ids.len() <= max {
+        return text;
+    }
+    let keep = max.saturating_sub(end);
+    let end_at = text.ids.len() - end;
+    text.ids.splice(keep..end_at, []);
+    text.type_ids.splice(keep..end_at, []);
+    text.truncated = true;
+    text
 }
 
 /// A loaded sentence encoder: tokenizer, BERT weights and pooling.
@@ -248,11 +253,6 @@ impl SentenceEncoder {
         self.framing.as_ref()
     }
 
-    /// The longest token sequence the model reads in one pass.
-    pub fn max_seq_length(&self) -> usize {
-        self.fingerprint.max_seq_length
-    }
-
     /// The model as the user named it.
     pub fn reference(&self) -> &str {
         &self.reference
@@ -271,14 +271,23 @@ impl SentenceEncoder {
     /// Tokenizes `texts`, each after the prefix, with truncation at the maximum length
     /// (whatever the long-text mode: for one forward pass each, as fine-tuning needs).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
+        self.tokenize_at_most(texts, self.fingerprint.max_seq_length)
+    }
+
+    /// [`SentenceEncoder::tokenize`], cut at `max` tokens (at most the maximum length) keeping
+    /// the closing special tokens, as the tokenizer's own truncation does (the last token when
+    /// the frame is unknown).
+    pub fn tokenize_at_most(
+        &self,
+        texts: &[&str],
+        max: usize,
+    ) -> Result<Vec<TokenizedText>, EncoderError> {
+        let end = self.framing.as_ref().map_or(1, |f| f.end.len());
         let whole = self.tokenize_for_embedding(texts)?;
-        match &self.framing {
-            Some(f) if self.fingerprint.long_text == LongText::Windows => {
-                let max = self.fingerprint.max_seq_length;
-                Ok(whole.into_iter().map(|t| f.cut(t, max)).collect())
-            }
-            _ => Ok(whole),
-        }
+        Ok(whole
+            .into_iter()
+            .map(|t| cut_keeping_end(t, max, end))
+            .collect())
     }
 
     /// Tokenizes `texts`, each after the prefix, as [`SentenceEncoder::encode_tokenized`]

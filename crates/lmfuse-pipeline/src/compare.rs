@@ -1332,12 +1332,11 @@ fn plan_grid_len(job: &CompareSpec, spec: &ModelSpec) -> usize {
 }
 
 /// Seconds the k out-of-fold fits of a selection are expected to take: each fits (k-1)/k of
-/// the rows its dev fits saw, as long as their mean.
+/// the rows its dev fits saw, so k of them take k - 1 times their mean.
 fn oof_estimate(job: &CompareSpec, selection: &lmfuse_train::Selection) -> f64 {
     let fits = &selection.trials;
     let mean = fits.iter().map(|t| t.fit_seconds).sum::<f64>() / fits.len().max(1) as f64;
-    let k = job.exp.folds as f64;
-    k * mean * (k - 1.0) / k
+    mean * (job.exp.folds as f64 - 1.0)
 }
 
 /// The training options of `spec`'s head (`dense_tail`: the embedding's width).

@@ -109,9 +109,8 @@ impl BundleBackend {
         })
     }
 
-    /// Tokenizes with the model's truncation, then cuts at `max_tokens` (keeping the final
-    /// special token, as the tokenizer's own truncation does); whole when the encoder
-    /// windows long texts.
+    /// Tokenizes cut at `max_tokens` (keeping the closing special tokens); whole when the
+    /// encoder windows long texts.
     fn tokenize(
         &self,
         encoder: &SentenceEncoder,
@@ -121,19 +120,9 @@ impl BundleBackend {
         if encoder.fingerprint().long_text == LongText::Windows {
             return encoder.tokenize_for_embedding(texts).map_err(failed);
         }
-        let mut tokenized = encoder.tokenize(texts).map_err(failed)?;
-        for t in &mut tokenized {
-            if t.ids.len() > self.max_tokens {
-                let last = self.max_tokens - 1;
-                let (end_id, end_type) = (t.ids[t.ids.len() - 1], t.type_ids[t.type_ids.len() - 1]);
-                t.ids.truncate(last);
-                t.type_ids.truncate(last);
-                t.ids.push(end_id);
-                t.type_ids.push(end_type);
-                t.truncated = true;
-            }
-        }
-        Ok(tokenized)
+        encoder
+            .tokenize_at_most(texts, self.max_tokens)
+            .map_err(failed)
     }
 
     /// The main encoder and `ids` (one list per input) as it reads them; refuses ids outside
