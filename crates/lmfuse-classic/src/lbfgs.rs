@@ -40,9 +40,20 @@ fn max_abs(a: &[f64]) -> f64 {
 /// Minimises `f`, which returns the objective at its first argument and writes the gradient
 /// into its second, from `x0`.
 pub fn minimize(
+    f: impl FnMut(&[f64], &mut [f64]) -> f64,
+    x0: Vec<f64>,
+    opts: LbfgsOptions,
+) -> LbfgsResult {
+    minimize_with(f, x0, opts, |_, _| false)
+}
+
+/// [`minimize`], calling `stop(iterations, value)` after each step; it ends the run (counted as
+/// converged) by returning true, e.g. when the objective has stopped improving.
+pub fn minimize_with(
     mut f: impl FnMut(&[f64], &mut [f64]) -> f64,
     x0: Vec<f64>,
     opts: LbfgsOptions,
+    mut stop: impl FnMut(usize, f64) -> bool,
 ) -> LbfgsResult {
     let n = x0.len();
     let mut x = x0;
@@ -129,8 +140,8 @@ pub fn minimize(
             }
             step *= 0.5;
         }
-        if !accepted {
-            let converged = max_abs(&g) <= opts.gtol;
+        if !accepted || stop(iter + 1, value) {
+            let converged = accepted || max_abs(&g) <= opts.gtol;
             return LbfgsResult {
                 x,
                 value,

@@ -23,7 +23,7 @@ pub use forest::{MaxFeatures, RandomForest, RandomForestParams};
 pub use gbdt::{Gbdt, GbdtParams};
 pub use head::{check_input, stored_f32, stored_i32, FitHead, ProbaHead};
 pub use knn::{Knn, KnnParams, KnnWeighting};
-pub use lbfgs::{minimize, LbfgsOptions, LbfgsResult};
+pub use lbfgs::{minimize, minimize_with, LbfgsOptions, LbfgsResult};
 pub use logreg::{ClassWeight, LogisticRegression, LogisticRegressionParams};
 pub use mlp::{Mlp, MlpParams, MlpTrainer};
 pub use nb::{NaiveBayes, NaiveBayesParams, NbVariant};

@@ -19,6 +19,7 @@ mod config;
 mod embed;
 mod finetune;
 mod models;
+mod ner;
 mod progress;
 mod serve;
 mod tune;
@@ -65,6 +66,9 @@ enum Command {
     /// Serve a bundle over HTTP: /predict, /embed, /v1/embeddings, /health, /ready, /metrics,
     /// /info and a playground page at /.
     Serve(serve::ServeArgs),
+    /// Named-entity recognition: train, evaluate and apply CRF taggers.
+    #[command(subcommand)]
+    Ner(ner::NerCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -171,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tune(args) => tune::run(&args, cli.quiet),
         Command::Finetune(args) => finetune::run(&args, cli.quiet),
         Command::Serve(args) => serve::run(&args),
+        Command::Ner(command) => ner::run(&command, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

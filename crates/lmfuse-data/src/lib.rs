@@ -1,10 +1,12 @@
 //! Reading and writing lmfuse's data files.
 //!
 //! [`read`] reads texts from JSON Lines, CSV, TSV, Parquet and plain text, with errors that name the
-//! file, line and field. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
+//! file, line and field; [`tagged`] reads token-tagged sentences (CoNLL, JSON Lines spans) for
+//! sequence labelling. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
 
 pub mod read;
 pub mod split;
+pub mod tagged;
 pub mod write;
 
 pub use read::{

@@ -207,6 +207,48 @@ pub enum DataError {
         /// What went wrong.
         message: String,
     },
+    /// A CoNLL line has another number of columns than the file's first token line.
+    #[error("{path}:{line}: {found} columns, expected {expected} as on the first token line")]
+    Columns {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// Columns on this line.
+        found: usize,
+        /// Columns on the first token line.
+        expected: usize,
+    },
+    /// A tag is malformed or breaks its scheme (an `I-X` without `B-X`, ...).
+    #[error("{path}:{line}: tag {tag:?} {reason}")]
+    BadTag {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The tag.
+        tag: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An entity span is outside its text, empty, or overlaps another.
+    #[error("{path}:{line}: entity {index}: {reason}")]
+    BadSpan {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The entity's index in the line's list.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file holds no sentence.
+    #[error("{path}: no sentences")]
+    NoSentences {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Reads the texts of `path`: the `text_col` field of each JSON object or CSV/TSV row, or each
@@ -426,7 +468,7 @@ pub fn parse_labelled(
     Ok(out)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             DataError::NotFound {
@@ -499,7 +541,7 @@ fn parse_rows(
 
 /// Splits into lines (`\n` or `\r\n`), checking UTF-8; no final empty line after a trailing
 /// newline. Yields (1-based line number, line).
-fn lines<'a>(
+pub(crate) fn lines<'a>(
     bytes: &'a [u8],
     path: &'a Path,
 ) -> impl Iterator<Item = Result<(usize, &'a str), DataError>> + 'a {
@@ -525,7 +567,7 @@ fn lines<'a>(
         })
 }
 
-fn json_type(v: &serde_json::Value) -> &'static str {
+pub(crate) fn json_type(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

@@ -6,6 +6,8 @@
 //! reported for two classes only, and expected calibration error uses 15 equal-width bins of
 //! the top-class probability.
 
+pub mod entity;
+
 use serde::{Deserialize, Serialize};
 
 /// Inputs that cannot be evaluated.

@@ -3,7 +3,7 @@
 
 use crate::encoders::embed_texts;
 use crate::ensure;
-use crate::error::{Context, Result};
+use crate::error::{Context, PipelineError, Result};
 use crate::observe::Observer;
 use lmfuse_cache::EmbeddingCache;
 use lmfuse_core::DenseMatrix;
@@ -80,6 +80,12 @@ impl Model {
     pub fn load(dir: &Path, encoder: Option<&str>) -> Result<Model> {
         let bundle = lmfuse_bundle::load(dir)
             .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
+        if bundle.manifest.model.get("task").and_then(|t| t.as_str()) == Some(crate::ner::TASK) {
+            return Err(PipelineError::Invalid(format!(
+                "{} is a named-entity bundle: use `lmfuse ner predict`",
+                dir.display()
+            )));
+        }
         let predictor = Predictor::from_bundle(&bundle)
             .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
         Self::with_encoders(predictor, bundle.manifest, Some(dir), encoder)

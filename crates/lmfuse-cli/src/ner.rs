@@ -1,0 +1,338 @@
+//! `lmfuse ner`: train, evaluate and apply named-entity taggers (the pipeline's [`ner`]).
+
+use crate::progress::Bars;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use lmfuse_pipeline::ner::{
+    self, CrfParams, EntityReport, FeatureParams, NerModel, NerTrainReport, NerTrainSpec,
+    TagOptions, TagScheme,
+};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `lmfuse ner` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum NerCommand {
+    /// Train a CRF tagger on tagged sentences (CoNLL or JSONL spans), choose its L2 on dev,
+    /// save a bundle.
+    Train(NerTrainArgs),
+    /// Score a tagger on tagged sentences: strict entity precision/recall/F1 (seqeval).
+    Eval(NerEvalArgs),
+    /// Tag texts (one a line, or JSONL "text"), or the sentences of a CoNLL file; writes
+    /// {"text", "entities": [{"start", "end", "label", "text", "score"}]} lines.
+    Predict(NerPredictArgs),
+    /// Write the CRF's attribute strings per token as JSON Lines (for other CRF toolkits).
+    Features(NerFeaturesArgs),
+}
+
+/// How tags are read.
+#[derive(Args, Debug, Clone)]
+pub struct TagArgs {
+    /// Tag scheme of CoNLL files (io, bio, bioes) instead of telling it from the prefixes.
+    #[arg(long)]
+    tag_scheme: Option<TagScheme>,
+    /// Read tags that break their scheme (an I-X without B-X) by conlleval's rules instead of
+    /// refusing the file.
+    #[arg(long)]
+    repair_bio: bool,
+}
+
+impl TagArgs {
+    fn options(&self) -> TagOptions {
+        TagOptions {
+            scheme: self.tag_scheme,
+            repair: self.repair_bio,
+        }
+    }
+}
+
+/// Which token features the CRF sees.
+#[derive(Args, Debug, Clone)]
+pub struct FeatureArgs {
+    /// Neighbours on each side whose word is a feature.
+    #[arg(long, default_value_t = 2)]
+    window: usize,
+    /// Prefixes and suffixes up to this many characters.
+    #[arg(long, default_value_t = 3)]
+    affixes: usize,
+    /// No bigrams of neighbouring words.
+    #[arg(long)]
+    no_bigrams: bool,
+    /// Gazetteer: TYPE=FILE, one phrase a line (repeatable).
+    #[arg(long, value_parser = parse_gazetteer)]
+    gazetteer: Vec<(String, PathBuf)>,
+}
+
+fn parse_gazetteer(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((label, path)) if !label.is_empty() && !path.is_empty() => {
+            Ok((label.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected TYPE=FILE, got {s:?}")),
+    }
+}
+
+impl FeatureArgs {
+    fn params(&self) -> FeatureParams {
+        FeatureParams {
+            window: self.window,
+            affixes: self.affixes,
+            bigrams: !self.no_bigrams,
+        }
+    }
+}
+
+/// `lmfuse ner train`.
+#[derive(Args, Debug)]
+pub struct NerTrainArgs {
+    /// Training sentences: CoNLL columns, or .jsonl with {"text", "entities"}.
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev sentences: choose c2 on them and report the kept model's scores.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test sentences, scored once with the kept model.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Bundle folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// L2 coefficients (crfsuite's c2) to try; comma-separated, several need --dev.
+    #[arg(long, value_delimiter = ',', default_value = "0.1")]
+    c2: Vec<f64>,
+    /// L-BFGS iterations at most.
+    #[arg(long, default_value_t = 100)]
+    max_iter: usize,
+    /// Attributes seen fewer times in training are dropped.
+    #[arg(long, default_value_t = 1)]
+    min_freq: usize,
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[command(flatten)]
+    tags: TagArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `lmfuse ner eval`.
+#[derive(Args, Debug)]
+pub struct NerEvalArgs {
+    /// Bundle folder written by `lmfuse ner train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Tagged sentences (CoNLL or JSONL spans).
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    tags: TagArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `lmfuse ner predict`.
+#[derive(Args, Debug)]
+pub struct NerPredictArgs {
+    /// Bundle folder written by `lmfuse ner train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Texts (plain, one a line; JSONL/CSV/TSV with --text-col), a CoNLL file with --conll,
+    /// `-` for standard input.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// The input is a CoNLL file: tag its tokens (the last column is ignored).
+    #[arg(long)]
+    conll: bool,
+    /// Field or column holding the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Output JSON Lines; `-` for standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+}
+
+/// `lmfuse ner features`.
+#[derive(Args, Debug)]
+pub struct NerFeaturesArgs {
+    /// Tagged sentences (CoNLL or JSONL spans).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Output JSON Lines {"tokens", "tags", "features"}; `-` for standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[command(flatten)]
+    tags: TagArgs,
+}
+
+/// Runs `lmfuse ner ...`.
+pub fn run(command: &NerCommand, quiet: bool) -> anyhow::Result<()> {
+    match command {
+        NerCommand::Train(args) => train(args, quiet),
+        NerCommand::Eval(args) => eval(args),
+        NerCommand::Predict(args) => predict(args),
+        NerCommand::Features(args) => features(args),
+    }
+}
+
+fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let spec = NerTrainSpec {
+        train: args.train.clone(),
+        dev: args.dev.clone(),
+        tags: args.tags.options(),
+        crf: CrfParams {
+            c2: args.c2.first().copied().unwrap_or(0.1),
+            max_iter: args.max_iter,
+            min_freq: args.min_freq,
+            features: args.features.params(),
+            ..CrfParams::default()
+        },
+        c2_grid: args.c2.clone(),
+        gazetteers: args.features.gazetteer.clone(),
+    };
+    let (model, report) = ner::train(&spec, &Bars::new(quiet || args.json))?;
+    let test = args
+        .test
+        .as_deref()
+        .map(|path| score(&model, path, args.tags.options()))
+        .transpose()?;
+    model.save(&args.out, Some(&report))?;
+    if args.json {
+        let json = serde_json::json!({"train": report, "test": test.as_ref().map(|t| &t.0)});
+        outln!("{json}")?;
+        return Ok(());
+    }
+    print_train(&report);
+    if let Some((test, seconds)) = &test {
+        outln!("test ({seconds:.2} s to tag):")?;
+        print_report(test)?;
+    }
+    outln!("saved {}", args.out.display())?;
+    Ok(())
+}
+
+fn print_train(report: &NerTrainReport) {
+    eprintln!(
+        "trained on {} sentences ({} tags, types {}): c2 {} after {} iterations, {} attributes, \
+         {} weights, fit {:.1} s",
+        report.train_sentences,
+        report.scheme,
+        report.types.join(", "),
+        report.c2,
+        report.fit.iterations,
+        report.fit.attributes,
+        report.fit.weights,
+        report.fit_seconds
+    );
+    if let Some(dev) = &report.dev {
+        eprintln!("dev:");
+        let _ = print_report(dev);
+    }
+}
+
+/// Scores `model` on `path`; also returns the seconds tagging took.
+fn score(model: &NerModel, path: &Path, tags: TagOptions) -> anyhow::Result<(EntityReport, f64)> {
+    let set = ner::read_set(path, tags)?;
+    let started = Instant::now();
+    let report = model.evaluate(&set)?;
+    Ok((report, started.elapsed().as_secs_f64()))
+}
+
+fn print_report(r: &EntityReport) -> std::io::Result<()> {
+    outln!(
+        "  {:<16} {:>9} {:>9} {:>9} {:>8}",
+        "type",
+        "precision",
+        "recall",
+        "f1",
+        "support"
+    )?;
+    let rows = r.per_type.iter().map(|(t, s)| (t.as_str(), s));
+    let averages = [
+        ("micro", &r.micro),
+        ("macro", &r.macro_avg),
+        ("weighted", &r.weighted),
+    ];
+    for (name, s) in rows.chain(averages) {
+        outln!(
+            "  {name:<16} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            100.0 * s.precision,
+            100.0 * s.recall,
+            100.0 * s.f1,
+            s.support
+        )?;
+    }
+    Ok(())
+}
+
+fn eval(args: &NerEvalArgs) -> anyhow::Result<()> {
+    let model = NerModel::load(&args.model)?;
+    let (report, seconds) = score(&model, &args.data, args.tags.options())?;
+    if args.json {
+        let mut json = serde_json::to_value(&report)?;
+        json["tag_seconds"] = seconds.into();
+        outln!("{json}")?;
+    } else {
+        outln!(
+            "{} sentences, tagged in {seconds:.2} s (strict entity scores, %):",
+            report.sentences
+        )?;
+        print_report(&report)?;
+    }
+    Ok(())
+}
+
+fn predict(args: &NerPredictArgs) -> anyhow::Result<()> {
+    let model = NerModel::load(&args.model)?;
+    let lines: Vec<serde_json::Value> = if args.conll {
+        let options = TagOptions {
+            scheme: None,
+            repair: true,
+        };
+        let set = ner::read_set(&args.input, options)?;
+        let tokens: Vec<Vec<String>> = set.sentences.into_iter().map(|s| s.tokens).collect();
+        model
+            .find_in_tokens(&tokens)
+            .into_iter()
+            .map(|(text, entities)| serde_json::json!({"text": text, "entities": entities}))
+            .collect()
+    } else {
+        let (texts, _) =
+            lmfuse_pipeline::data::read_unlabelled(&args.input, None, &args.text_col, &[])?;
+        let found = model.find(&texts);
+        texts
+            .iter()
+            .zip(found)
+            .map(|(text, entities)| serde_json::json!({"text": text, "entities": entities}))
+            .collect()
+    };
+    write_lines(&args.output, &lines)
+}
+
+fn write_lines<T: serde::Serialize>(output: &Path, lines: &[T]) -> anyhow::Result<()> {
+    let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
+        for line in lines {
+            serde_json::to_writer(&mut *w, line)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    if output == Path::new("-") {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        write(&mut out)?;
+        out.flush()?;
+    } else {
+        lmfuse_data::atomic_write(output, write)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
+    Ok(())
+}
+
+fn features(args: &NerFeaturesArgs) -> anyhow::Result<()> {
+    let set = ner::read_set(&args.input, args.tags.options())?;
+    let rows = ner::feature_rows(&set, &args.features.params(), &args.features.gazetteer)?;
+    write_lines(&args.output, &rows)
+}

@@ -1,0 +1,437 @@
+//! Named-entity recognition, beside [`classify`](crate::classify): train a tagger on tagged
+//! sentences (CoNLL or JSON Lines spans), evaluate it with seqeval's strict entity scores, save
+//! it as a bundle, and tag raw texts into character spans.
+//!
+//! The tagger today is the classical linear-chain CRF over hand-made features
+//! ([`lmfuse_crf`]); its L2 coefficient is chosen on the dev set when several are given.
+
+use crate::{now_rfc3339, Context, Observer, PipelineError, Result, VERSION};
+use lmfuse_crf::{Crf, Gazetteer, StoredCrf};
+use lmfuse_data::tagged::{join_tokens, read_tagged, text_spans, tokenize};
+use lmfuse_metrics::entity::{entities, evaluate_tags, Reading};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use lmfuse_crf::{CrfParams, FeatureParams, FitReport};
+pub use lmfuse_data::tagged::{TagOptions, TagScheme, TaggedSet};
+pub use lmfuse_metrics::entity::EntityReport;
+
+/// The bundle's `task` value for NER models.
+pub const TASK: &str = "ner";
+const ATTRIBUTES_FILE: &str = "crf_attributes.json";
+
+/// What `train` does: data, how tags are read, the CRF's settings.
+#[derive(Debug, Clone)]
+pub struct NerTrainSpec {
+    /// Training sentences.
+    pub train: PathBuf,
+    /// Dev sentences: scored after training, and used to choose `c2` among `c2_grid`.
+    pub dev: Option<PathBuf>,
+    /// How tags are read (scheme, repair).
+    pub tags: TagOptions,
+    /// CRF settings (its `c2` is replaced by the grid's choice when the grid has several).
+    pub crf: CrfParams,
+    /// L2 coefficients tried; the one with the best dev micro F1 is kept (needs `dev`).
+    pub c2_grid: Vec<f64>,
+    /// Gazetteer files: (entity type, file with one phrase per line).
+    pub gazetteers: Vec<(String, PathBuf)>,
+}
+
+impl NerTrainSpec {
+    /// Checks the spec once, before any data is read.
+    pub fn check(&self) -> Result<()> {
+        self.crf
+            .validate()
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        if self.c2_grid.len() > 1 && self.dev.is_none() {
+            return Err(PipelineError::Invalid(
+                "several c2 values need --dev to choose among them".into(),
+            ));
+        }
+        if let Some(bad) = self.c2_grid.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
+            return Err(PipelineError::Invalid(format!(
+                "c2 value {bad} is not a finite number ≥ 0"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A trained tagger, ready to tag, score and save.
+#[derive(Debug, Clone)]
+pub struct NerModel {
+    crf: Crf,
+    scheme: TagScheme,
+    types: Vec<String>,
+}
+
+/// What training did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NerTrainReport {
+    /// Training sentences.
+    pub train_sentences: usize,
+    /// Entity types.
+    pub types: Vec<String>,
+    /// The scheme the training file's tags were in.
+    pub scheme: TagScheme,
+    /// Dev micro F1 (strict) for each `c2` tried, in grid order.
+    pub dev_f1_by_c2: Vec<(f64, f64)>,
+    /// The `c2` kept.
+    pub c2: f64,
+    /// The CRF's fit.
+    pub fit: FitReport,
+    /// Seconds to fit the kept model (the grid's other fits not counted).
+    pub fit_seconds: f64,
+    /// Seconds for the whole job.
+    pub total_seconds: f64,
+    /// The kept model on the dev set.
+    pub dev: Option<EntityReport>,
+}
+
+/// One entity found in a text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoundEntity {
+    /// First character (Unicode scalar values of the text).
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// Type.
+    pub label: String,
+    /// The covered text.
+    pub text: String,
+    /// Mean marginal probability of the entity's tags.
+    pub score: f32,
+}
+
+fn gazetteer(files: &[(String, PathBuf)]) -> Result<Gazetteer> {
+    let mut phrases = Vec::new();
+    for (label, path) in files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the gazetteer {}", path.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let chars: Vec<char> = line.chars().collect();
+            let tokens = tokenize(line, &[])
+                .into_iter()
+                .map(|(s, e)| chars[s..e].iter().collect::<String>().to_lowercase())
+                .collect();
+            phrases.push((label.clone(), tokens));
+        }
+    }
+    Ok(Gazetteer { phrases })
+}
+
+/// Reads a tagged file, naming it in the error.
+pub fn read_set(path: &Path, tags: TagOptions) -> Result<TaggedSet> {
+    Ok(read_tagged(path, tags)?)
+}
+
+/// One sentence with the attributes the CRF sees for each token (what `lmfuse ner features`
+/// writes, so another CRF toolkit can train on the very same features).
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureRow {
+    /// Tokens.
+    pub tokens: Vec<String>,
+    /// IOB2 tags.
+    pub tags: Vec<String>,
+    /// Attribute strings per token.
+    pub features: Vec<Vec<String>>,
+}
+
+/// The attributes of every sentence of `set`.
+pub fn feature_rows(
+    set: &TaggedSet,
+    features: &FeatureParams,
+    gazetteers: &[(String, PathBuf)],
+) -> Result<Vec<FeatureRow>> {
+    let gaz = gazetteer(gazetteers)?;
+    Ok(set
+        .sentences
+        .iter()
+        .map(|s| FeatureRow {
+            features: lmfuse_crf::sentence_attributes(&s.tokens, features, &gaz),
+            tokens: s.tokens.clone(),
+            tags: s.tags.clone(),
+        })
+        .collect())
+}
+
+fn pairs(set: &TaggedSet) -> Vec<(&[String], &[String])> {
+    set.sentences
+        .iter()
+        .map(|s| (s.tokens.as_slice(), s.tags.as_slice()))
+        .collect()
+}
+
+/// Trains a CRF tagger (choosing `c2` on dev when the grid has several values).
+pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, NerTrainReport)> {
+    spec.check()?;
+    let started = Instant::now();
+    let train_set = read_set(&spec.train, spec.tags)?;
+    let dev_set = spec
+        .dev
+        .as_deref()
+        .map(|p| read_set(p, spec.tags))
+        .transpose()?;
+    let gaz = gazetteer(&spec.gazetteers)?;
+    let grid = if spec.c2_grid.is_empty() {
+        vec![spec.crf.c2]
+    } else {
+        spec.c2_grid.clone()
+    };
+    let mut best: Option<(f64, NerModel, f64, Option<EntityReport>)> = None;
+    let mut by_c2 = Vec::new();
+    for &c2 in &grid {
+        let params = CrfParams {
+            c2,
+            ..spec.crf.clone()
+        };
+        let task = observer.task(&format!("CRF c2={c2}"), params.max_iter as u64);
+        let fit_started = Instant::now();
+        let crf = Crf::fit(&pairs(&train_set), &params, gaz.clone(), |_, _| task.inc(1))
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        task.finish();
+        let seconds = fit_started.elapsed().as_secs_f64();
+        let model = NerModel {
+            crf,
+            scheme: train_set.scheme,
+            types: train_set.entity_types(),
+        };
+        let dev = dev_set.as_ref().map(|d| model.evaluate(d)).transpose()?;
+        let f1 = dev.as_ref().map_or(0.0, |r| r.micro.f1);
+        observer.note(&format!("c2={c2}: dev F1 {:.2}", 100.0 * f1));
+        by_c2.push((c2, f1));
+        if best.as_ref().is_none_or(|b| f1 > b.0) {
+            best = Some((f1, model, seconds, dev));
+        }
+    }
+    let (_, model, fit_seconds, dev) = best.expect("the grid has a value");
+    let report = NerTrainReport {
+        train_sentences: train_set.sentences.len(),
+        types: model.types.clone(),
+        scheme: train_set.scheme,
+        dev_f1_by_c2: by_c2,
+        c2: model.crf.params().c2,
+        fit: model.crf.report().clone(),
+        fit_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        dev,
+    };
+    Ok((model, report))
+}
+
+impl NerModel {
+    /// Entity types the model knows.
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+
+    /// IOB2 tags and their marginal probabilities, for each tokenised sentence.
+    pub fn tag<S: AsRef<str> + Sync>(&self, sentences: &[Vec<S>]) -> Vec<(Vec<String>, Vec<f32>)> {
+        self.crf.predict(sentences)
+    }
+
+    /// Strict entity scores on a tagged set.
+    pub fn evaluate(&self, set: &TaggedSet) -> Result<EntityReport> {
+        let tokens: Vec<Vec<&str>> = set
+            .sentences
+            .iter()
+            .map(|s| s.tokens.iter().map(String::as_str).collect())
+            .collect();
+        let predicted: Vec<Vec<String>> = self.tag(&tokens).into_iter().map(|p| p.0).collect();
+        let truth: Vec<Vec<String>> = set.sentences.iter().map(|s| s.tags.clone()).collect();
+        Ok(evaluate_tags(&truth, &predicted, Reading::Strict)?)
+    }
+
+    /// The entities of raw texts, as character spans ([`tokenize`] cuts the texts).
+    pub fn find(&self, texts: &[String]) -> Vec<Vec<FoundEntity>> {
+        let offsets: Vec<Vec<(usize, usize)>> = texts.iter().map(|t| tokenize(t, &[])).collect();
+        let tokens: Vec<Vec<String>> = texts
+            .iter()
+            .zip(&offsets)
+            .map(|(text, offs)| {
+                let chars: Vec<char> = text.chars().collect();
+                offs.iter()
+                    .map(|&(s, e)| chars[s..e].iter().collect())
+                    .collect()
+            })
+            .collect();
+        let tagged = self.tag(&tokens);
+        texts
+            .iter()
+            .zip(&offsets)
+            .zip(tagged)
+            .map(|((text, offs), (tags, scores))| found(text, offs, &tags, &scores))
+            .collect()
+    }
+
+    /// The entities of tokenised sentences, with the text the tokens make when joined
+    /// ([`join_tokens`]: no space between CJK characters).
+    pub fn find_in_tokens(&self, sentences: &[Vec<String>]) -> Vec<(String, Vec<FoundEntity>)> {
+        let tagged = self.tag(sentences);
+        sentences
+            .iter()
+            .zip(tagged)
+            .map(|(tokens, (tags, scores))| {
+                let (text, offs) = join_tokens(tokens);
+                let ents = found(&text, &offs, &tags, &scores);
+                (text, ents)
+            })
+            .collect()
+    }
+}
+
+fn found(
+    text: &str,
+    offsets: &[(usize, usize)],
+    tags: &[String],
+    scores: &[f32],
+) -> Vec<FoundEntity> {
+    let chars: Vec<char> = text.chars().collect();
+    let ents = entities(tags, Reading::Strict);
+    let spans = text_spans(&ents, offsets);
+    ents.iter()
+        .zip(spans)
+        .map(|(e, span)| FoundEntity {
+            text: chars[span.start..span.end].iter().collect(),
+            start: span.start,
+            end: span.end,
+            label: span.label,
+            score: scores[e.start..e.end].iter().sum::<f32>() / (e.end - e.start) as f32,
+        })
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct NerCard {
+    task: String,
+    kind: String,
+    scheme: TagScheme,
+    types: Vec<String>,
+    crf: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    report: Option<serde_json::Value>,
+}
+
+impl NerModel {
+    /// Writes the model as a bundle in `dir` (atomically), with the training report.
+    pub fn save(&self, dir: &Path, report: Option<&NerTrainReport>) -> Result<()> {
+        let stored = self.crf.to_stored();
+        let card = NerCard {
+            task: TASK.into(),
+            kind: "crf".into(),
+            scheme: self.scheme,
+            types: self.types.clone(),
+            crf: stored.card,
+            report: report.map(serde_json::to_value).transpose()?,
+        };
+        let manifest = lmfuse_bundle::Manifest {
+            format_version: lmfuse_bundle::PLAIN_VERSION,
+            lmfuse_version: VERSION.into(),
+            created_at: now_rfc3339(),
+            model: serde_json::to_value(card)?,
+            files: BTreeMap::new(),
+        };
+        let json = BTreeMap::from([(
+            ATTRIBUTES_FILE.to_string(),
+            serde_json::to_value(&stored.attributes)?,
+        )]);
+        lmfuse_bundle::save(dir, manifest, &stored.tensors, &json)
+            .with_context(|| format!("cannot save the bundle {}", dir.display()))
+    }
+
+    /// Loads an NER bundle, refusing a classifier's with a hint.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let bundle = lmfuse_bundle::load(dir)
+            .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
+        if bundle.manifest.model.get("task").and_then(|t| t.as_str()) != Some(TASK) {
+            return Err(PipelineError::Invalid(format!(
+                "{} is not an NER bundle (a classifier's? use `lmfuse predict`)",
+                dir.display()
+            )));
+        }
+        let card: NerCard = serde_json::from_value(bundle.manifest.model.clone())
+            .with_context(|| format!("cannot read the NER card of {}", dir.display()))?;
+        let attributes: Vec<String> = bundle
+            .json
+            .get(ATTRIBUTES_FILE)
+            .map(|v| serde_json::from_value(v.clone()))
+            .transpose()?
+            .ok_or_else(|| {
+                PipelineError::Invalid(format!("{}: {ATTRIBUTES_FILE} is missing", dir.display()))
+            })?;
+        let crf = Crf::from_stored(StoredCrf {
+            tensors: bundle.tensors,
+            card: card.crf,
+            attributes,
+        })
+        .map_err(|e| PipelineError::Invalid(format!("{}: {e}", dir.display())))?;
+        Ok(Self {
+            crf,
+            scheme: card.scheme,
+            types: card.types,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Silent;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const TRAIN: &str = "Ann\tB-PER\nmet\tO\nBob\tB-PER\nin\tO\nRome\tB-LOC\n.\tO\n\nBob\tB-PER\nlives\tO\nin\tO\nNew\tB-LOC\nYork\tI-LOC\n.\tO\n\nwe\tO\nsaw\tO\nAnn\tB-PER\nLee\tI-PER\nin\tO\nParis\tB-LOC\n";
+
+    #[test]
+    fn trains_saves_loads_and_finds_character_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let train_path = write(dir.path(), "train.conll", TRAIN);
+        let spec = NerTrainSpec {
+            train: train_path.clone(),
+            dev: Some(train_path),
+            tags: TagOptions::default(),
+            crf: CrfParams::default(),
+            c2_grid: vec![0.01, 1.0],
+            gazetteers: Vec::new(),
+        };
+        let (model, report) = train(&spec, &Silent).unwrap();
+        assert_eq!(report.types, vec!["LOC", "PER"]);
+        assert_eq!(report.dev_f1_by_c2.len(), 2);
+        let bundle = dir.path().join("ner");
+        model.save(&bundle, Some(&report)).unwrap();
+        let back = NerModel::load(&bundle).unwrap();
+        let found = back.find(&["Yesterday Ann met Bob in Rome.".to_string()]);
+        let spans: Vec<(usize, usize, &str, &str)> = found[0]
+            .iter()
+            .map(|e| (e.start, e.end, e.label.as_str(), e.text.as_str()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (10, 13, "PER", "Ann"),
+                (18, 21, "PER", "Bob"),
+                (25, 29, "LOC", "Rome")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_grid_without_dev_is_refused_before_reading() {
+        let spec = NerTrainSpec {
+            train: PathBuf::from("/nonexistent"),
+            dev: None,
+            tags: TagOptions::default(),
+            crf: CrfParams::default(),
+            c2_grid: vec![0.1, 1.0],
+            gazetteers: Vec::new(),
+        };
+        let err = train(&spec, &Silent).unwrap_err().to_string();
+        assert!(err.contains("need --dev"), "{err}");
+    }
+}
