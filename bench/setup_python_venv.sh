@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates bench/.venv with what bench/python_peers.py needs, from PyPI only:
-# sentence-transformers, onnxruntime, onnx and torch (CPU use only).
+# Creates bench/.venv with what bench/python_peers.py and bench/ner_hf.py need, from PyPI
+# only: sentence-transformers, onnxruntime, onnx and torch (CPU use only), plus seqeval for
+# the strict entity F1 of the token-classification peer (bench/ner_hf.py). seqeval is
+# published as a source archive only; it is pure Python, so pip builds it locally in seconds.
 #
 #   bash bench/setup_python_venv.sh           # skips when the venv already works
 #   bash bench/setup_python_venv.sh --force   # rebuilds it from scratch
@@ -13,11 +15,16 @@
 # Result: about 4.9 GB on disk, a few minutes to install.
 set -euo pipefail
 
-REQUIREMENTS=(torch==2.15.0 sentence-transformers==6.2.0 onnxruntime==1.31.1 onnx==1.23.2)
-IMPORT_CHECK='import torch, sentence_transformers, transformers, tokenizers, onnxruntime, onnx, numpy
+REQUIREMENTS=(torch==2.15.0 sentence-transformers==6.2.0 onnxruntime==1.31.1 onnx==1.23.2 seqeval==1.2.2)
+IMPORT_CHECK='import torch, sentence_transformers, transformers, tokenizers, onnxruntime, onnx, numpy, seqeval
+from importlib.metadata import version
+from seqeval.metrics import f1_score
+from seqeval.scheme import IOB2
 torch.ones(2, 2) @ torch.ones(2, 2)
+assert f1_score([["B-X", "I-X", "O"]], [["B-X", "I-X", "O"]], mode="strict", scheme=IOB2) == 1.0
 print("torch", torch.__version__, "| sentence-transformers", sentence_transformers.__version__,
-      "| onnxruntime", onnxruntime.__version__, "| onnx", onnx.__version__)'
+      "| onnxruntime", onnxruntime.__version__, "| onnx", onnx.__version__,
+      "| seqeval", version("seqeval"))'
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$BENCH_DIR/.venv"
@@ -64,3 +71,4 @@ echo "${REQUIREMENTS[*]}" > "$STAMP"
 
 say "done in $(( $(date +%s) - start )) s; $VENV takes $(du -sh "$VENV" | cut -f1)"
 say "run: $VENV/bin/python $BENCH_DIR/python_peers.py --model DIR --input FILE --threads 2 --batch-size 32"
+say " or: $VENV/bin/python $BENCH_DIR/ner_hf.py --train T.jsonl --dev D.jsonl --test E.jsonl --model DIR"

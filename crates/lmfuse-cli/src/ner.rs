@@ -3,6 +3,7 @@
 use crate::progress::Bars;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::ner::{
     self, CrfParams, EntityReport, FeatureParams, NerModel, NerTrainReport, NerTrainSpec,
     TagOptions, TagScheme,
@@ -107,8 +108,20 @@ pub struct NerTrainArgs {
     /// Attributes seen fewer times in training are dropped.
     #[arg(long, default_value_t = 1)]
     min_freq: usize,
+    /// What the CRF reads: hand (hand-made features), emb (the encoder's word vectors), or
+    /// hand,emb (both: the fusion).
+    #[arg(long, value_delimiter = ',', default_value = "hand")]
+    features: Vec<NerFeature>,
+    /// Encoder for emb: a local folder or a Hugging Face id; by default
+    /// models/all-MiniLM-L6-v2.
+    #[arg(long, env = "LMFUSE_MODEL")]
+    model: Option<String>,
+    /// Maximum tokens per pass of the encoder (longer sentences are read in overlapping
+    /// windows); by default the model's own.
+    #[arg(long)]
+    max_length: Option<usize>,
     #[command(flatten)]
-    features: FeatureArgs,
+    hand: FeatureArgs,
     #[command(flatten)]
     tags: TagArgs,
     /// Print the report as one JSON object.
@@ -116,7 +129,14 @@ pub struct NerTrainArgs {
     json: bool,
 }
 
-/// `lmfuse ner eval`.
+/// A feature block of the CRF.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NerFeature {
+    /// Hand-made features (word, shape, affixes, neighbours, gazetteers).
+    Hand,
+    /// The encoder's contextual word vectors (first subword).
+    Emb,
+}
 #[derive(Args, Debug)]
 pub struct NerEvalArgs {
     /// Bundle folder written by `lmfuse ner train`.
@@ -179,6 +199,14 @@ pub fn run(command: &NerCommand, quiet: bool) -> anyhow::Result<()> {
 }
 
 fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let encoder = args
+        .features
+        .contains(&NerFeature::Emb)
+        .then(|| EncoderChoice {
+            model: args.model.clone(),
+            max_length: args.max_length,
+            ..EncoderChoice::default()
+        });
     let spec = NerTrainSpec {
         train: args.train.clone(),
         dev: args.dev.clone(),
@@ -187,11 +215,13 @@ fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
             c2: args.c2.first().copied().unwrap_or(0.1),
             max_iter: args.max_iter,
             min_freq: args.min_freq,
-            features: args.features.params(),
+            hand_features: args.features.contains(&NerFeature::Hand),
+            features: args.hand.params(),
             ..CrfParams::default()
         },
         c2_grid: args.c2.clone(),
-        gazetteers: args.features.gazetteer.clone(),
+        gazetteers: args.hand.gazetteer.clone(),
+        encoder,
     };
     let (model, report) = ner::train(&spec, &Bars::new(quiet || args.json))?;
     let test = args
@@ -295,14 +325,14 @@ fn predict(args: &NerPredictArgs) -> anyhow::Result<()> {
         let set = ner::read_set(&args.input, options)?;
         let tokens: Vec<Vec<String>> = set.sentences.into_iter().map(|s| s.tokens).collect();
         model
-            .find_in_tokens(&tokens)
+            .find_in_tokens(&tokens)?
             .into_iter()
             .map(|(text, entities)| serde_json::json!({"text": text, "entities": entities}))
             .collect()
     } else {
         let (texts, _) =
             lmfuse_pipeline::data::read_unlabelled(&args.input, None, &args.text_col, &[])?;
-        let found = model.find(&texts);
+        let found = model.find(&texts)?;
         texts
             .iter()
             .zip(found)

@@ -16,7 +16,7 @@ pub mod features;
 mod model;
 
 pub use features::{sentence_attributes, FeatureParams, Gazetteer};
-pub use model::{Crf, FitReport, StoredCrf, TaggedTokens};
+pub use model::{Crf, FitReport, StoredCrf, Tagged, TaggedTokens};
 
 /// Why a CRF cannot be trained or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +42,25 @@ pub enum CrfError {
         /// Tags.
         tags: usize,
     },
+    /// A sentence's dense features are not tokens × dim finite values.
+    #[error("sentence {sentence}: {values} dense values for {tokens} tokens of dimension {dim}, or not all finite")]
+    Dense {
+        /// Sentence index.
+        sentence: usize,
+        /// Tokens.
+        tokens: usize,
+        /// Values given.
+        values: usize,
+        /// Dimension.
+        dim: usize,
+    },
     /// A stored model is inconsistent.
     #[error("CRF model: {0}")]
     Stored(String),
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Training hyperparameters, validated once by [`CrfParams::validate`].
@@ -60,6 +76,9 @@ pub struct CrfParams {
     pub period: usize,
     /// Attributes seen fewer times than this in training are dropped.
     pub min_freq: usize,
+    /// Whether the hand-made features are used (else only a bias, beside dense features).
+    #[serde(default = "yes")]
+    pub hand_features: bool,
     /// Which token features are made.
     pub features: FeatureParams,
 }
@@ -72,6 +91,7 @@ impl Default for CrfParams {
             delta: 1e-5,
             period: 10,
             min_freq: 1,
+            hand_features: true,
             features: FeatureParams::default(),
         }
     }

@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// their gradients (taken in chunk order) is the same whatever the thread count.
 const CHUNKS: usize = 8;
 
+/// A decoded sentence: its IOB2 tags and each tag's marginal probability.
+pub type Tagged = (Vec<String>, Vec<f32>);
+
 /// One sentence's tokens and tags, borrowed.
 pub type TaggedTokens<'a> = (&'a [String], &'a [String]);
 
@@ -44,7 +47,60 @@ pub struct Crf {
     transitions: Vec<f32>,
     allowed: Vec<bool>,
     start_allowed: Vec<bool>,
+    dense: Option<Dense>,
     report: FitReport,
+}
+
+/// Real-valued token features (an encoder's word vectors): standardised by the training
+/// tokens' mean and deviation, then weighted per tag.
+#[derive(Debug, Clone)]
+struct Dense {
+    dim: usize,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// `weights[l * dim + d]`.
+    weights: Vec<f32>,
+}
+
+impl Dense {
+    /// Mean and 1/deviation of each dimension over every token of `vectors`.
+    fn fit(vectors: &[&[f32]], dim: usize) -> Self {
+        let mut sum = vec![0.0f64; dim];
+        let mut sq = vec![0.0f64; dim];
+        let mut n = 0usize;
+        for row in vectors.iter().flat_map(|v| v.chunks_exact(dim)) {
+            n += 1;
+            for d in 0..dim {
+                let x = f64::from(row[d]);
+                sum[d] += x;
+                sq[d] += x * x;
+            }
+        }
+        let n = n.max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let inv_std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| 1.0 / (q / n - m * m).max(1e-12).sqrt() as f32)
+            .collect();
+        Self {
+            dim,
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            inv_std,
+            weights: Vec::new(),
+        }
+    }
+
+    fn standardise(&self, v: &[f32]) -> Vec<f32> {
+        v.chunks_exact(self.dim)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&self.mean)
+                    .zip(&self.inv_std)
+                    .map(|((x, m), s)| (x - m) * s)
+            })
+            .collect()
+    }
 }
 
 /// A sentence as attribute ids per token (CSR) and tag indices.
@@ -52,6 +108,8 @@ struct Encoded {
     ids: Vec<u32>,
     starts: Vec<u32>,
     gold: Vec<u32>,
+    /// Standardised dense features, tokens × dim (empty without them).
+    dense: Vec<f32>,
 }
 
 impl Encoded {
@@ -83,6 +141,46 @@ fn constraints(labels: &[String]) -> (Vec<bool>, Vec<bool>) {
     (allowed, start)
 }
 
+/// Checks that each sentence has tokens × dim dense values.
+fn check_dense(
+    lengths: impl Iterator<Item = usize>,
+    vectors: &[Vec<f32>],
+    dim: usize,
+) -> Result<(), CrfError> {
+    let lengths: Vec<usize> = lengths.collect();
+    if vectors.len() != lengths.len() || dim == 0 {
+        return Err(CrfError::Stored(format!(
+            "{} sentences but dense features for {} (dim {dim})",
+            lengths.len(),
+            vectors.len()
+        )));
+    }
+    for (sentence, (n, v)) in lengths.iter().zip(vectors).enumerate() {
+        if v.len() != n * dim || v.iter().any(|x| !x.is_finite()) {
+            return Err(CrfError::Dense {
+                sentence,
+                tokens: *n,
+                values: v.len(),
+                dim,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of a sentence's tokens: the hand-made ones, or only a bias without them.
+fn attributes<S: AsRef<str>>(
+    tokens: &[S],
+    params: &CrfParams,
+    gazetteer: &Gazetteer,
+) -> Vec<Vec<String>> {
+    if params.hand_features {
+        sentence_attributes(tokens, &params.features, gazetteer)
+    } else {
+        vec![vec!["bias".to_string()]; tokens.len()]
+    }
+}
+
 /// Attribute ids of a sentence's tokens, by the given lookup; unknown attributes are skipped.
 fn encode_tokens<S: AsRef<str>>(
     tokens: &[S],
@@ -90,7 +188,7 @@ fn encode_tokens<S: AsRef<str>>(
     gazetteer: &Gazetteer,
     mut id: impl FnMut(&str) -> Option<u32>,
 ) -> (Vec<u32>, Vec<u32>) {
-    let attrs = sentence_attributes(tokens, &params.features, gazetteer);
+    let attrs = attributes(tokens, params, gazetteer);
     let mut ids = Vec::new();
     let mut starts = vec![0u32];
     for token in &attrs {
@@ -101,12 +199,14 @@ fn encode_tokens<S: AsRef<str>>(
 }
 
 impl Crf {
-    /// Trains on `(tokens, IOB2 tags)` sentences; `progress(iteration, objective)` is called
-    /// after each L-BFGS step.
+    /// Trains on `(tokens, IOB2 tags)` sentences, with `dense` token vectors (tokens × dim
+    /// per sentence) beside the hand-made features when given; `progress(iteration,
+    /// objective)` is called after each L-BFGS step.
     pub fn fit(
         sentences: &[TaggedTokens<'_>],
         params: &CrfParams,
         gazetteer: Gazetteer,
+        dense: Option<(&[Vec<f32>], usize)>,
         progress: impl FnMut(usize, f64),
     ) -> Result<Self, CrfError> {
         params.validate()?;
@@ -122,8 +222,13 @@ impl Crf {
                 });
             }
         }
+        if let Some((vectors, dim)) = dense {
+            check_dense(sentences.iter().map(|s| s.0.len()), vectors, dim)?;
+        }
         let mut crf = Self::index(sentences, params, gazetteer);
-        let encoded = crf.encode_all(sentences);
+        crf.dense =
+            dense.map(|(v, dim)| Dense::fit(&v.iter().map(Vec::as_slice).collect::<Vec<_>>(), dim));
+        let encoded = crf.encode_all(sentences, dense.map(|d| d.0));
         crf.train(&encoded, progress);
         Ok(crf)
     }
@@ -143,7 +248,7 @@ impl Crf {
             .collect();
         let per_sentence: Vec<Vec<Vec<String>>> = sentences
             .par_iter()
-            .map(|(tokens, _)| sentence_attributes(tokens, &params.features, &gazetteer))
+            .map(|(tokens, _)| attributes(tokens, params, &gazetteer))
             .collect();
         let mut counts: HashMap<&str, (usize, BTreeSet<u32>)> = HashMap::new();
         for (attrs, (_, tags)) in per_sentence.iter().zip(sentences) {
@@ -186,6 +291,7 @@ impl Crf {
             labels,
             allowed,
             start_allowed,
+            dense: None,
             report: FitReport {
                 iterations: 0,
                 objective: f64::NAN,
@@ -195,7 +301,11 @@ impl Crf {
         }
     }
 
-    fn encode_all(&self, sentences: &[TaggedTokens<'_>]) -> Vec<Encoded> {
+    fn encode_all(
+        &self,
+        sentences: &[TaggedTokens<'_>],
+        dense: Option<&[Vec<f32>]>,
+    ) -> Vec<Encoded> {
         let label_index: HashMap<&str, u32> = self
             .labels
             .iter()
@@ -204,19 +314,25 @@ impl Crf {
             .collect();
         sentences
             .par_iter()
-            .map(|(tokens, tags)| {
+            .enumerate()
+            .map(|(i, (tokens, tags))| {
                 let (ids, starts) = encode_tokens(tokens, &self.params, &self.gazetteer, |a| {
                     self.index.get(a).copied()
                 });
                 let gold = tags.iter().map(|t| label_index[t.as_str()]).collect();
-                Encoded { ids, starts, gold }
+                Encoded {
+                    ids,
+                    starts,
+                    gold,
+                    dense: self.standardised(dense.map(|d| d[i].as_slice())),
+                }
             })
             .collect()
     }
 
     fn train(&mut self, encoded: &[Encoded], mut progress: impl FnMut(usize, f64)) {
-        let n_state = self.state_weights.len();
-        let x0 = vec![0.0; n_state + self.transitions.len()];
+        let (n_state, n_dense) = self.layout();
+        let x0 = vec![0.0; n_state + n_dense + self.transitions.len()];
         let chunk = encoded.len().div_ceil(CHUNKS);
         let (period, delta) = (self.params.period, self.params.delta);
         let mut history: Vec<f64> = Vec::new();
@@ -262,7 +378,17 @@ impl Crf {
         for (w, x) in self.state_weights.iter_mut().zip(&result.x[..n_state]) {
             *w = *x as f32;
         }
-        for (w, x) in self.transitions.iter_mut().zip(&result.x[n_state..]) {
+        if let Some(dense) = &mut self.dense {
+            dense.weights = result.x[n_state..n_state + n_dense]
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+        }
+        for (w, x) in self
+            .transitions
+            .iter_mut()
+            .zip(&result.x[n_state + n_dense..])
+        {
             *w = *x as f32;
         }
         self.report = FitReport {
@@ -286,15 +412,45 @@ impl Crf {
                 }
             }
         }
+        if let Some(dim) = self.dense.as_ref().map(|d| d.dim) {
+            let (n_state, n_dense) = self.layout();
+            let weights = &w[n_state..n_state + n_dense];
+            for (t, x) in s.dense.chunks_exact(dim).enumerate() {
+                for (score, row) in scores[t * l..(t + 1) * l]
+                    .iter_mut()
+                    .zip(weights.chunks_exact(dim))
+                {
+                    *score += row
+                        .iter()
+                        .zip(x)
+                        .map(|(a, b)| a * f64::from(*b))
+                        .sum::<f64>();
+                }
+            }
+        }
         scores
+    }
+
+    /// Sizes of the state and dense blocks of the parameter vector (transitions follow).
+    fn layout(&self) -> (usize, usize) {
+        let dense = self.dense.as_ref().map_or(0, |d| d.dim * self.labels.len());
+        (self.state_weights.len(), dense)
+    }
+
+    /// One sentence's dense vectors standardised (empty without dense features).
+    fn standardised(&self, vectors: Option<&[f32]>) -> Vec<f32> {
+        match (&self.dense, vectors) {
+            (Some(d), Some(v)) => d.standardise(v),
+            _ => Vec::new(),
+        }
     }
 
     /// Adds one sentence's gradient of `log Z − score(gold)` to `grad`; returns that loss.
     fn sentence_loss(&self, w: &[f64], s: &Encoded, grad: &mut [f64]) -> f64 {
         let l = self.labels.len();
-        let n_state = self.state_weights.len();
+        let (n_state, n_dense) = self.layout();
         let emit = self.emissions(w, s);
-        let trans = &w[n_state..];
+        let trans = &w[n_state + n_dense..];
         let lattice = Lattice::new(&emit, trans, &self.allowed, &self.start_allowed, l);
         let mut gold_score = 0.0;
         for t in 0..s.len() {
@@ -303,7 +459,7 @@ impl Crf {
             if t > 0 {
                 let prev = s.gold[t - 1] as usize;
                 gold_score += trans[prev * l + y];
-                grad[n_state + prev * l + y] -= 1.0;
+                grad[n_state + n_dense + prev * l + y] -= 1.0;
             }
             let marginals = lattice.marginals(t);
             for &a in s.token(t) {
@@ -314,8 +470,19 @@ impl Crf {
                     grad[k] += marginals[tag] - f64::from(u8::from(tag == y));
                 }
             }
+            if n_dense > 0 {
+                let dim = n_dense / l;
+                let x = &s.dense[t * dim..(t + 1) * dim];
+                let block = &mut grad[n_state..n_state + n_dense];
+                for (tag, row) in block.chunks_exact_mut(dim).enumerate() {
+                    let coef = marginals[tag] - f64::from(u8::from(tag == y));
+                    row.iter_mut()
+                        .zip(x)
+                        .for_each(|(g, v)| *g += coef * f64::from(*v));
+                }
+            }
         }
-        lattice.add_pair_marginals(&mut grad[n_state..]);
+        lattice.add_pair_marginals(&mut grad[n_state + n_dense..]);
         lattice.log_z - gold_score
     }
 
@@ -323,14 +490,42 @@ impl Crf {
     pub fn predict<S: AsRef<str> + Sync>(
         &self,
         sentences: &[Vec<S>],
-    ) -> Vec<(Vec<String>, Vec<f32>)> {
-        sentences
+        dense: Option<&[Vec<f32>]>,
+    ) -> Result<Vec<Tagged>, CrfError> {
+        match (&self.dense, dense) {
+            (Some(d), Some(v)) => check_dense(sentences.iter().map(Vec::len), v, d.dim)?,
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(CrfError::Stored(
+                    "the model reads dense token features; none were given".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(CrfError::Stored(
+                    "dense token features given to a model without them".into(),
+                ))
+            }
+        }
+        let w = self.parameters();
+        Ok(sentences
             .par_iter()
-            .map(|tokens| self.predict_one(tokens))
+            .enumerate()
+            .map(|(i, tokens)| self.predict_one(&w, tokens, dense.map(|d| d[i].as_slice())))
+            .collect())
+    }
+
+    /// The parameter vector in training layout: state, dense, transitions.
+    fn parameters(&self) -> Vec<f64> {
+        let dense = self.dense.as_ref().map_or(&[][..], |d| &d.weights[..]);
+        self.state_weights
+            .iter()
+            .chain(dense)
+            .chain(&self.transitions)
+            .map(|&x| f64::from(x))
             .collect()
     }
 
-    fn predict_one<S: AsRef<str>>(&self, tokens: &[S]) -> (Vec<String>, Vec<f32>) {
+    fn predict_one<S: AsRef<str>>(&self, w: &[f64], tokens: &[S], dense: Option<&[f32]>) -> Tagged {
         if tokens.is_empty() {
             return (Vec::new(), Vec::new());
         }
@@ -341,13 +536,14 @@ impl Crf {
             ids,
             starts,
             gold: Vec::new(),
+            dense: self.standardised(dense),
         };
-        let w: Vec<f64> = self.state_weights.iter().map(|&x| f64::from(x)).collect();
-        let trans: Vec<f64> = self.transitions.iter().map(|&x| f64::from(x)).collect();
-        let emit = self.emissions(&w, &s);
-        let path = self.viterbi(&emit, &trans, s.len());
+        let (n_state, n_dense) = self.layout();
+        let trans = &w[n_state + n_dense..];
+        let emit = self.emissions(w, &s);
+        let path = self.viterbi(&emit, trans, s.len());
         let l = self.labels.len();
-        let lattice = Lattice::new(&emit, &trans, &self.allowed, &self.start_allowed, l);
+        let lattice = Lattice::new(&emit, trans, &self.allowed, &self.start_allowed, l);
         let scores = path
             .iter()
             .enumerate()
@@ -548,7 +744,7 @@ impl Crf {
     pub fn to_stored(&self) -> StoredCrf {
         let ints = |v: &[u32]| Tensor::i32(vec![v.len()], v.iter().map(|&x| x as i32).collect());
         let l = self.labels.len();
-        let tensors = BTreeMap::from([
+        let mut tensors = BTreeMap::from([
             ("crf.offsets".to_string(), ints(&self.offsets)),
             ("crf.state_labels".to_string(), ints(&self.state_labels)),
             (
@@ -560,6 +756,12 @@ impl Crf {
                 Tensor::f32(vec![l, l], self.transitions.clone()),
             ),
         ]);
+        if let Some(d) = &self.dense {
+            let f = |v: &[f32], shape: Vec<usize>| Tensor::f32(shape, v.to_vec());
+            tensors.insert("crf.dense_mean".into(), f(&d.mean, vec![d.dim]));
+            tensors.insert("crf.dense_inv_std".into(), f(&d.inv_std, vec![d.dim]));
+            tensors.insert("crf.dense_weights".into(), f(&d.weights, vec![l, d.dim]));
+        }
         let card = Card {
             labels: self.labels.clone(),
             params: self.params.clone(),
@@ -616,8 +818,26 @@ impl Crf {
                 "tensor sizes disagree with the labels and attributes".into(),
             ));
         }
+        let dense = match stored.tensors.contains_key("crf.dense_weights") {
+            false => None,
+            true => {
+                let mean = floats("crf.dense_mean")?;
+                let dim = mean.len();
+                let dense = Dense {
+                    dim,
+                    inv_std: floats("crf.dense_inv_std")?,
+                    weights: floats("crf.dense_weights")?,
+                    mean,
+                };
+                if dim == 0 || dense.inv_std.len() != dim || dense.weights.len() != l * dim {
+                    return Err(CrfError::Stored("dense tensors disagree in size".into()));
+                }
+                Some(dense)
+            }
+        };
         let (allowed, start_allowed) = constraints(&card.labels);
         Ok(Self {
+            dense,
             params: card.params,
             gazetteer: card.gazetteer,
             index: stored
@@ -660,6 +880,24 @@ mod tests {
             .collect()
     }
 
+    /// Three made-up real features per token.
+    fn toy_dense(data: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<f32>> {
+        data.iter()
+            .map(|(tokens, _)| {
+                tokens
+                    .iter()
+                    .flat_map(|t| {
+                        [
+                            t.len() as f32,
+                            f32::from(t.starts_with(char::is_uppercase)),
+                            0.5,
+                        ]
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn borrowed(data: &[(Vec<String>, Vec<String>)]) -> Vec<TaggedTokens<'_>> {
         data.iter()
             .map(|(t, g)| (t.as_slice(), g.as_slice()))
@@ -670,9 +908,14 @@ mod tests {
     fn the_gradient_matches_finite_differences() {
         let data = toy();
         let sentences = borrowed(&data);
-        let crf = Crf::index(&sentences, &CrfParams::default(), Gazetteer::default());
-        let encoded = crf.encode_all(&sentences);
-        let n = crf.state_weights.len() + crf.transitions.len();
+        let dense = toy_dense(&data);
+        let mut crf = Crf::index(&sentences, &CrfParams::default(), Gazetteer::default());
+        let refs: Vec<&[f32]> = dense.iter().map(Vec::as_slice).collect();
+        crf.dense = Some(Dense::fit(&refs, 3));
+        let encoded = crf.encode_all(&sentences, Some(&dense));
+        let (n_state, n_dense) = crf.layout();
+        assert!(n_dense > 0);
+        let n = n_state + n_dense + crf.transitions.len();
         let w: Vec<f64> = (0..n)
             .map(|i| ((i * 37 % 11) as f64 - 5.0) * 0.05)
             .collect();
@@ -707,11 +950,12 @@ mod tests {
             &borrowed(&data),
             &CrfParams::default(),
             Gazetteer::default(),
+            None,
             |_, _| {},
         )
         .unwrap();
         let tokens: Vec<Vec<String>> = data.iter().map(|(t, _)| t.clone()).collect();
-        for ((tags, scores), (_, gold)) in crf.predict(&tokens).iter().zip(&data) {
+        for ((tags, scores), (_, gold)) in crf.predict(&tokens, None).unwrap().iter().zip(&data) {
             assert_eq!(tags, gold);
             assert!(
                 scores.iter().all(|&p| p > 0.5 && p <= 1.0 + 1e-6),
@@ -719,7 +963,7 @@ mod tests {
             );
         }
         let odd = vec![vec!["York".to_string(), "York".into(), "Lee".into()]];
-        let (tags, _) = &crf.predict(&odd)[0];
+        let (tags, _) = &crf.predict(&odd, None).unwrap()[0];
         let (allowed, start) = constraints(crf.labels());
         let idx = |t: &str| crf.labels().iter().position(|l| l == t).unwrap();
         assert!(start[idx(&tags[0])]);
@@ -735,13 +979,30 @@ mod tests {
     fn the_stored_form_predicts_the_same_and_training_is_deterministic() {
         let data = toy();
         let params = CrfParams::default();
-        let a = Crf::fit(&borrowed(&data), &params, Gazetteer::default(), |_, _| {}).unwrap();
-        let b = Crf::fit(&borrowed(&data), &params, Gazetteer::default(), |_, _| {}).unwrap();
+        let a = Crf::fit(
+            &borrowed(&data),
+            &params,
+            Gazetteer::default(),
+            None,
+            |_, _| {},
+        )
+        .unwrap();
+        let b = Crf::fit(
+            &borrowed(&data),
+            &params,
+            Gazetteer::default(),
+            None,
+            |_, _| {},
+        )
+        .unwrap();
         assert_eq!(a.state_weights, b.state_weights);
         assert_eq!(a.transitions, b.transitions);
         let back = Crf::from_stored(a.to_stored()).unwrap();
         let tokens = vec![vec!["Lee".to_string(), "met".into(), "Ann".into()]];
-        assert_eq!(a.predict(&tokens), back.predict(&tokens));
+        assert_eq!(
+            a.predict(&tokens, None).unwrap(),
+            back.predict(&tokens, None).unwrap()
+        );
         let mut broken = a.to_stored();
         broken.attributes.pop();
         assert!(Crf::from_stored(broken).is_err());
@@ -755,6 +1016,7 @@ mod tests {
             &[(&tokens, &tags)],
             &CrfParams::default(),
             Gazetteer::default(),
+            None,
             |_, _| {},
         );
         assert!(matches!(err, Err(CrfError::Lengths { sentence: 0, .. })));
@@ -763,5 +1025,55 @@ mod tests {
             ..CrfParams::default()
         };
         assert!(params.validate().is_err());
+    }
+
+    #[test]
+    fn dense_features_train_alone_round_trip_and_are_checked() {
+        let data = toy();
+        let dense = toy_dense(&data);
+        let params = CrfParams {
+            hand_features: false,
+            ..CrfParams::default()
+        };
+        let crf = Crf::fit(
+            &borrowed(&data),
+            &params,
+            Gazetteer::default(),
+            Some((&dense, 3)),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(crf.attributes, vec!["bias"]);
+        let tokens: Vec<Vec<String>> = data.iter().map(|(t, _)| t.clone()).collect();
+        let tagged = crf.predict(&tokens, Some(&dense)).unwrap();
+        let right = tagged
+            .iter()
+            .zip(&data)
+            .flat_map(|((p, _), (_, g))| p.iter().zip(g))
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(
+            right >= 18,
+            "capital letters mark entities: {right} of 21 tags right"
+        );
+        let back = Crf::from_stored(crf.to_stored()).unwrap();
+        assert_eq!(back.predict(&tokens, Some(&dense)).unwrap(), tagged);
+        assert!(
+            crf.predict(&tokens, None).is_err(),
+            "dense features are required"
+        );
+        let mut short = dense.clone();
+        short[1].pop();
+        let err = Crf::fit(
+            &borrowed(&data),
+            &params,
+            Gazetteer::default(),
+            Some((&short, 3)),
+            |_, _| {},
+        );
+        assert!(
+            matches!(err, Err(CrfError::Dense { sentence: 1, .. })),
+            "{err:?}"
+        );
     }
 }

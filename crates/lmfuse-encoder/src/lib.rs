@@ -14,6 +14,7 @@ pub mod ops;
 mod source;
 mod unigram;
 mod weights;
+mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
 pub use config::{Activation, BertConfig, SentenceConfig};

@@ -327,7 +327,7 @@ fn reads_encoder(predictor: &Predictor, i: usize, info: &EncoderInfo) -> bool {
 /// Finds the encoder of the bundle in `dir`: `encoder` when given, else the one the bundle
 /// records; checks that its weights are the ones the bundle was trained with. The one place
 /// that decides where a bundle's encoder comes from.
-fn resolve_encoder(
+pub(crate) fn resolve_encoder(
     dir: Option<&Path>,
     info: &EncoderInfo,
     encoder: Option<&str>,

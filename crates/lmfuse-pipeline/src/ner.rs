@@ -2,13 +2,17 @@
 //! sentences (CoNLL or JSON Lines spans), evaluate it with seqeval's strict entity scores, save
 //! it as a bundle, and tag raw texts into character spans.
 //!
-//! The tagger today is the classical linear-chain CRF over hand-made features
-//! ([`lmfuse_crf`]); its L2 coefficient is chosen on the dev set when several are given.
+//! The tagger is a linear-chain CRF ([`lmfuse_crf`]) over hand-made features, over the
+//! encoder's contextual word vectors (first subword, frozen), or over both (the fusion); its L2
+//! coefficient is chosen on the dev set when several are given.
 
+use crate::encoders::EncoderChoice;
 use crate::{now_rfc3339, Context, Observer, PipelineError, Result, VERSION};
-use lmfuse_crf::{Crf, Gazetteer, StoredCrf};
+use lmfuse_crf::{Crf, Gazetteer, StoredCrf, Tagged};
 use lmfuse_data::tagged::{join_tokens, read_tagged, text_spans, tokenize};
+use lmfuse_encoder::{LoadOptions, SentenceEncoder};
 use lmfuse_metrics::entity::{entities, evaluate_tags, Reading};
+use lmfuse_train::EncoderInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,9 @@ pub struct NerTrainSpec {
     pub c2_grid: Vec<f64>,
     /// Gazetteer files: (entity type, file with one phrase per line).
     pub gazetteers: Vec<(String, PathBuf)>,
+    /// The encoder whose word vectors the CRF reads beside (or, with `crf.hand_features`
+    /// off, instead of) the hand-made features; `None`: hand-made features only.
+    pub encoder: Option<EncoderChoice>,
 }
 
 impl NerTrainSpec {
@@ -50,6 +57,11 @@ impl NerTrainSpec {
                 "several c2 values need --dev to choose among them".into(),
             ));
         }
+        if !self.crf.hand_features && self.encoder.is_none() {
+            return Err(PipelineError::Invalid(
+                "without hand-made features the CRF needs an encoder's word vectors".into(),
+            ));
+        }
         if let Some(bad) = self.c2_grid.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
             return Err(PipelineError::Invalid(format!(
                 "c2 value {bad} is not a finite number ≥ 0"
@@ -60,11 +72,67 @@ impl NerTrainSpec {
 }
 
 /// A trained tagger, ready to tag, score and save.
-#[derive(Debug, Clone)]
 pub struct NerModel {
     crf: Crf,
     scheme: TagScheme,
     types: Vec<String>,
+    encoder: Option<WordEncoder>,
+}
+
+impl std::fmt::Debug for NerModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NerModel")
+            .field("scheme", &self.scheme)
+            .field("types", &self.types)
+            .field("encoder", &self.encoder().map(|e| &e.reference))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The encoder whose word vectors a model reads, with its description for the bundle.
+struct WordEncoder {
+    info: EncoderInfo,
+    encoder: SentenceEncoder,
+}
+
+impl WordEncoder {
+    fn open(choice: &EncoderChoice) -> Result<Self> {
+        let files = choice.resolve()?;
+        let options = choice.load_options();
+        let info = crate::classify::encoder_info(&files, &options)?;
+        let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
+        Ok(Self { info, encoder })
+    }
+
+    /// The encoder a bundle records, found as classifiers' are (same weights or refused).
+    fn reopen(dir: &Path, info: EncoderInfo) -> Result<Self> {
+        let files = crate::model::resolve_encoder(Some(dir), &info, None)?;
+        let options = LoadOptions {
+            pooling: Some(info.fingerprint.pooling),
+            normalize: Some(info.fingerprint.normalize),
+            max_seq_length: Some(info.fingerprint.max_seq_length),
+            batch_tokens: None,
+            prefix: Some(info.fingerprint.prefix.clone()),
+            long_text: info.fingerprint.long_text,
+        };
+        let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
+        Ok(Self { info, encoder })
+    }
+
+    fn vectors(&self, sentences: &[Vec<String>], observer: &dyn Observer) -> Result<Vec<Vec<f32>>> {
+        let started = Instant::now();
+        let vectors = self
+            .encoder
+            .encode_words(sentences)
+            .context("cannot encode the words")?;
+        let words: usize = sentences.iter().map(Vec::len).sum();
+        observer.note(&format!(
+            "encoded {words} words of {} sentences in {:.1} s",
+            sentences.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(vectors)
+    }
 }
 
 /// What training did.
@@ -157,6 +225,10 @@ pub fn feature_rows(
         .collect())
 }
 
+fn tokens_of(set: &TaggedSet) -> Vec<Vec<String>> {
+    set.sentences.iter().map(|s| s.tokens.clone()).collect()
+}
+
 fn pairs(set: &TaggedSet) -> Vec<(&[String], &[String])> {
     set.sentences
         .iter()
@@ -175,6 +247,16 @@ pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, 
         .map(|p| read_set(p, spec.tags))
         .transpose()?;
     let gaz = gazetteer(&spec.gazetteers)?;
+    let encoder = spec.encoder.as_ref().map(WordEncoder::open).transpose()?;
+    let train_vectors = encoder
+        .as_ref()
+        .map(|e| e.vectors(&tokens_of(&train_set), observer))
+        .transpose()?;
+    let dev_vectors = match (&encoder, &dev_set) {
+        (Some(e), Some(d)) => Some(e.vectors(&tokens_of(d), observer)?),
+        _ => None,
+    };
+    let dim = encoder.as_ref().map_or(0, |e| e.info.dim);
     let grid = if spec.c2_grid.is_empty() {
         vec![spec.crf.c2]
     } else {
@@ -189,16 +271,23 @@ pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, 
         };
         let task = observer.task(&format!("CRF c2={c2}"), params.max_iter as u64);
         let fit_started = Instant::now();
-        let crf = Crf::fit(&pairs(&train_set), &params, gaz.clone(), |_, _| task.inc(1))
-            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let dense = train_vectors.as_deref().map(|v| (v, dim));
+        let crf = Crf::fit(&pairs(&train_set), &params, gaz.clone(), dense, |_, _| {
+            task.inc(1)
+        })
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
         task.finish();
         let seconds = fit_started.elapsed().as_secs_f64();
         let model = NerModel {
             crf,
             scheme: train_set.scheme,
             types: train_set.entity_types(),
+            encoder: None,
         };
-        let dev = dev_set.as_ref().map(|d| model.evaluate(d)).transpose()?;
+        let dev = match &dev_set {
+            Some(d) => Some(model.evaluate_with(d, dev_vectors.as_deref())?),
+            None => None,
+        };
         let f1 = dev.as_ref().map_or(0.0, |r| r.micro.f1);
         observer.note(&format!("c2={c2}: dev F1 {:.2}", 100.0 * f1));
         by_c2.push((c2, f1));
@@ -206,7 +295,8 @@ pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, 
             best = Some((f1, model, seconds, dev));
         }
     }
-    let (_, model, fit_seconds, dev) = best.expect("the grid has a value");
+    let (_, mut model, fit_seconds, dev) = best.expect("the grid has a value");
+    model.encoder = encoder;
     let report = NerTrainReport {
         train_sentences: train_set.sentences.len(),
         types: model.types.clone(),
@@ -228,24 +318,51 @@ impl NerModel {
     }
 
     /// IOB2 tags and their marginal probabilities, for each tokenised sentence.
-    pub fn tag<S: AsRef<str> + Sync>(&self, sentences: &[Vec<S>]) -> Vec<(Vec<String>, Vec<f32>)> {
-        self.crf.predict(sentences)
+    pub fn tag(&self, sentences: &[Vec<String>]) -> Result<Vec<Tagged>> {
+        let vectors = match &self.encoder {
+            Some(e) => Some(e.vectors(sentences, &crate::Silent)?),
+            None => None,
+        };
+        self.tag_with(sentences, vectors.as_deref())
+    }
+
+    fn tag_with(
+        &self,
+        sentences: &[Vec<String>],
+        vectors: Option<&[Vec<f32>]>,
+    ) -> Result<Vec<Tagged>> {
+        self.crf
+            .predict(sentences, vectors)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))
+    }
+
+    /// The encoder the model reads, if any.
+    pub fn encoder(&self) -> Option<&EncoderInfo> {
+        self.encoder.as_ref().map(|e| &e.info)
     }
 
     /// Strict entity scores on a tagged set.
     pub fn evaluate(&self, set: &TaggedSet) -> Result<EntityReport> {
-        let tokens: Vec<Vec<&str>> = set
-            .sentences
-            .iter()
-            .map(|s| s.tokens.iter().map(String::as_str).collect())
+        let tokens = tokens_of(set);
+        let predicted: Vec<Vec<String>> = self.tag(&tokens)?.into_iter().map(|p| p.0).collect();
+        let truth: Vec<Vec<String>> = set.sentences.iter().map(|s| s.tags.clone()).collect();
+        Ok(evaluate_tags(&truth, &predicted, Reading::Strict)?)
+    }
+
+    /// [`evaluate`](Self::evaluate) with the word vectors already computed.
+    fn evaluate_with(&self, set: &TaggedSet, vectors: Option<&[Vec<f32>]>) -> Result<EntityReport> {
+        let tokens = tokens_of(set);
+        let predicted: Vec<Vec<String>> = self
+            .tag_with(&tokens, vectors)?
+            .into_iter()
+            .map(|p| p.0)
             .collect();
-        let predicted: Vec<Vec<String>> = self.tag(&tokens).into_iter().map(|p| p.0).collect();
         let truth: Vec<Vec<String>> = set.sentences.iter().map(|s| s.tags.clone()).collect();
         Ok(evaluate_tags(&truth, &predicted, Reading::Strict)?)
     }
 
     /// The entities of raw texts, as character spans ([`tokenize`] cuts the texts).
-    pub fn find(&self, texts: &[String]) -> Vec<Vec<FoundEntity>> {
+    pub fn find(&self, texts: &[String]) -> Result<Vec<Vec<FoundEntity>>> {
         let offsets: Vec<Vec<(usize, usize)>> = texts.iter().map(|t| tokenize(t, &[])).collect();
         let tokens: Vec<Vec<String>> = texts
             .iter()
@@ -257,20 +374,23 @@ impl NerModel {
                     .collect()
             })
             .collect();
-        let tagged = self.tag(&tokens);
-        texts
+        let tagged = self.tag(&tokens)?;
+        Ok(texts
             .iter()
             .zip(&offsets)
             .zip(tagged)
             .map(|((text, offs), (tags, scores))| found(text, offs, &tags, &scores))
-            .collect()
+            .collect())
     }
 
     /// The entities of tokenised sentences, with the text the tokens make when joined
     /// ([`join_tokens`]: no space between CJK characters).
-    pub fn find_in_tokens(&self, sentences: &[Vec<String>]) -> Vec<(String, Vec<FoundEntity>)> {
-        let tagged = self.tag(sentences);
-        sentences
+    pub fn find_in_tokens(
+        &self,
+        sentences: &[Vec<String>],
+    ) -> Result<Vec<(String, Vec<FoundEntity>)>> {
+        let tagged = self.tag(sentences)?;
+        Ok(sentences
             .iter()
             .zip(tagged)
             .map(|(tokens, (tags, scores))| {
@@ -278,7 +398,7 @@ impl NerModel {
                 let ents = found(&text, &offs, &tags, &scores);
                 (text, ents)
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -309,6 +429,8 @@ struct NerCard {
     kind: String,
     scheme: TagScheme,
     types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoder: Option<EncoderInfo>,
     crf: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     report: Option<serde_json::Value>,
@@ -323,6 +445,7 @@ impl NerModel {
             kind: "crf".into(),
             scheme: self.scheme,
             types: self.types.clone(),
+            encoder: self.encoder().cloned(),
             crf: stored.card,
             report: report.map(serde_json::to_value).transpose()?,
         };
@@ -367,10 +490,15 @@ impl NerModel {
             attributes,
         })
         .map_err(|e| PipelineError::Invalid(format!("{}: {e}", dir.display())))?;
+        let encoder = card
+            .encoder
+            .map(|info| WordEncoder::reopen(dir, info))
+            .transpose()?;
         Ok(Self {
             crf,
             scheme: card.scheme,
             types: card.types,
+            encoder,
         })
     }
 }
@@ -399,6 +527,7 @@ mod tests {
             crf: CrfParams::default(),
             c2_grid: vec![0.01, 1.0],
             gazetteers: Vec::new(),
+            encoder: None,
         };
         let (model, report) = train(&spec, &Silent).unwrap();
         assert_eq!(report.types, vec!["LOC", "PER"]);
@@ -406,7 +535,9 @@ mod tests {
         let bundle = dir.path().join("ner");
         model.save(&bundle, Some(&report)).unwrap();
         let back = NerModel::load(&bundle).unwrap();
-        let found = back.find(&["Yesterday Ann met Bob in Rome.".to_string()]);
+        let found = back
+            .find(&["Yesterday Ann met Bob in Rome.".to_string()])
+            .unwrap();
         let spans: Vec<(usize, usize, &str, &str)> = found[0]
             .iter()
             .map(|e| (e.start, e.end, e.label.as_str(), e.text.as_str()))
@@ -430,6 +561,7 @@ mod tests {
             crf: CrfParams::default(),
             c2_grid: vec![0.1, 1.0],
             gazetteers: Vec::new(),
+            encoder: None,
         };
         let err = train(&spec, &Silent).unwrap_err().to_string();
         assert!(err.contains("need --dev"), "{err}");
