@@ -231,7 +231,11 @@ fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
         .transpose()?;
     model.save(&args.out, Some(&report))?;
     if args.json {
-        let json = serde_json::json!({"train": report, "test": test.as_ref().map(|t| &t.0)});
+        let json = serde_json::json!({
+            "train": report,
+            "test": test.as_ref().map(|t| &t.0),
+            "test_tag_seconds": test.as_ref().map(|t| t.1),
+        });
         outln!("{json}")?;
         return Ok(());
     }
