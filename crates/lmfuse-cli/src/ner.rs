@@ -18,6 +18,9 @@ pub enum NerCommand {
     /// Train a CRF tagger on tagged sentences (CoNLL or JSONL spans), choose its L2 on dev,
     /// save a bundle.
     Train(NerTrainArgs),
+    /// Train the hand, emb and hand+emb CRFs on the same data (word vectors computed once),
+    /// rank them on dev, save the best.
+    Compare(NerCompareArgs),
     /// Score a tagger on tagged sentences: strict entity precision/recall/F1 (seqeval).
     Eval(NerEvalArgs),
     /// Tag texts (one a line, or JSONL "text"), or the sentences of a CoNLL file; writes
@@ -87,6 +90,24 @@ impl FeatureArgs {
 /// `lmfuse ner train`.
 #[derive(Args, Debug)]
 pub struct NerTrainArgs {
+    #[command(flatten)]
+    fit: NerFitArgs,
+    /// What the CRF reads: hand (hand-made features), emb (the encoder's word vectors), or
+    /// hand,emb (both: the fusion).
+    #[arg(long, value_delimiter = ',', default_value = "hand")]
+    features: Vec<NerFeature>,
+}
+
+/// `lmfuse ner compare`.
+#[derive(Args, Debug)]
+pub struct NerCompareArgs {
+    #[command(flatten)]
+    fit: NerFitArgs,
+}
+
+/// Data, CRF and encoder settings shared by `ner train` and `ner compare`.
+#[derive(Args, Debug)]
+pub struct NerFitArgs {
     /// Training sentences: CoNLL columns, or .jsonl with {"text", "entities"}.
     #[arg(long)]
     train: PathBuf,
@@ -108,10 +129,6 @@ pub struct NerTrainArgs {
     /// Attributes seen fewer times in training are dropped.
     #[arg(long, default_value_t = 1)]
     min_freq: usize,
-    /// What the CRF reads: hand (hand-made features), emb (the encoder's word vectors), or
-    /// hand,emb (both: the fusion).
-    #[arg(long, value_delimiter = ',', default_value = "hand")]
-    features: Vec<NerFeature>,
     /// Encoder for emb: a local folder or a Hugging Face id; by default
     /// models/all-MiniLM-L6-v2.
     #[arg(long, env = "LMFUSE_MODEL")]
@@ -192,45 +209,63 @@ pub struct NerFeaturesArgs {
 pub fn run(command: &NerCommand, quiet: bool) -> anyhow::Result<()> {
     match command {
         NerCommand::Train(args) => train(args, quiet),
+        NerCommand::Compare(args) => compare(args, quiet),
         NerCommand::Eval(args) => eval(args),
         NerCommand::Predict(args) => predict(args),
         NerCommand::Features(args) => features(args),
     }
 }
 
-fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
-    let encoder = args
-        .features
-        .contains(&NerFeature::Emb)
-        .then(|| EncoderChoice {
-            model: args.model.clone(),
-            max_length: args.max_length,
+impl NerFitArgs {
+    /// The pipeline's spec, with the encoder when `emb` is read and hand-made features when
+    /// `hand` is.
+    fn spec(&self, hand: bool, emb: bool) -> NerTrainSpec {
+        let encoder = emb.then(|| EncoderChoice {
+            model: self.model.clone(),
+            max_length: self.max_length,
             ..EncoderChoice::default()
         });
-    let spec = NerTrainSpec {
-        train: args.train.clone(),
-        dev: args.dev.clone(),
-        tags: args.tags.options(),
-        crf: CrfParams {
-            c2: args.c2.first().copied().unwrap_or(0.1),
-            max_iter: args.max_iter,
-            min_freq: args.min_freq,
-            hand_features: args.features.contains(&NerFeature::Hand),
-            features: args.hand.params(),
-            ..CrfParams::default()
-        },
-        c2_grid: args.c2.clone(),
-        gazetteers: args.hand.gazetteer.clone(),
-        encoder,
-    };
-    let (model, report) = ner::train(&spec, &Bars::new(quiet || args.json))?;
-    let test = args
-        .test
-        .as_deref()
-        .map(|path| score(&model, path, args.tags.options()))
-        .transpose()?;
-    model.save(&args.out, Some(&report))?;
-    if args.json {
+        NerTrainSpec {
+            train: self.train.clone(),
+            dev: self.dev.clone(),
+            tags: self.tags.options(),
+            crf: CrfParams {
+                c2: self.c2.first().copied().unwrap_or(0.1),
+                max_iter: self.max_iter,
+                min_freq: self.min_freq,
+                hand_features: hand,
+                features: self.hand.params(),
+                ..CrfParams::default()
+            },
+            c2_grid: self.c2.clone(),
+            gazetteers: self.hand.gazetteer.clone(),
+            encoder,
+        }
+    }
+
+    /// Scores the kept model on --test (with the seconds tagging took), then saves it.
+    fn finish(
+        &self,
+        model: &NerModel,
+        report: &NerTrainReport,
+    ) -> anyhow::Result<Option<(EntityReport, f64)>> {
+        let test = self
+            .test
+            .as_deref()
+            .map(|path| score(model, path, self.tags.options()))
+            .transpose()?;
+        model.save(&self.out, Some(report))?;
+        Ok(test)
+    }
+}
+
+fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let fit = &args.fit;
+    let hand = args.features.contains(&NerFeature::Hand);
+    let spec = fit.spec(hand, args.features.contains(&NerFeature::Emb));
+    let (model, report) = ner::train(&spec, &Bars::new(quiet || fit.json))?;
+    let test = fit.finish(&model, &report)?;
+    if fit.json {
         let json = serde_json::json!({
             "train": report,
             "test": test.as_ref().map(|t| &t.0),
@@ -240,11 +275,48 @@ fn train(args: &NerTrainArgs, quiet: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     print_train(&report);
-    if let Some((test, seconds)) = &test {
+    print_test(test.as_ref())?;
+    outln!("saved {}", fit.out.display())?;
+    Ok(())
+}
+
+fn print_test(test: Option<&(EntityReport, f64)>) -> std::io::Result<()> {
+    if let Some((test, seconds)) = test {
         outln!("test ({seconds:.2} s to tag):")?;
         print_report(test)?;
     }
-    outln!("saved {}", args.out.display())?;
+    Ok(())
+}
+
+fn compare(args: &NerCompareArgs, quiet: bool) -> anyhow::Result<()> {
+    let fit = &args.fit;
+    let spec = fit.spec(true, true);
+    let (model, reports) = ner::compare(&spec, &Bars::new(quiet || fit.json))?;
+    let test = fit.finish(&model, &reports[0])?;
+    if fit.json {
+        let json = serde_json::json!({
+            "leaderboard": reports,
+            "best": reports[0].features,
+            "test": test.as_ref().map(|t| &t.0),
+            "test_tag_seconds": test.as_ref().map(|t| t.1),
+        });
+        outln!("{json}")?;
+        return Ok(());
+    }
+    outln!("{:<10} {:>8} {:>6} {:>8}", "model", "dev F1", "c2", "fit s")?;
+    for r in &reports {
+        let f1 = r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
+        outln!(
+            "{:<10} {:>8.2} {:>6} {:>8.1}",
+            r.features,
+            100.0 * f1,
+            r.c2,
+            r.fit_seconds
+        )?;
+    }
+    outln!("best: {}", reports[0].features)?;
+    print_test(test.as_ref())?;
+    outln!("saved {}", fit.out.display())?;
     Ok(())
 }
 

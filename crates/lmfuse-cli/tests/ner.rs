@@ -295,3 +295,71 @@ fn the_fusion_reads_the_encoder_recorded_in_its_bundle_and_is_deterministic() {
     );
     assert_eq!(eval["micro"], first["train"]["dev"]["micro"]);
 }
+
+#[test]
+fn compare_ranks_the_three_taggers_on_dev_and_saves_the_best() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let train = write(dir.path(), "train.conll", &conll(40, 0));
+    let dev = write(dir.path(), "dev.conll", &conll(12, 40));
+    let out = dir.path().join("best");
+    let report = ok_json(
+        &[
+            "ner",
+            "compare",
+            "--train",
+            s(&train),
+            "--dev",
+            s(&dev),
+            "--test",
+            s(&dev),
+            "--out",
+            s(&out),
+            "--model",
+            s(&model),
+            "--max-iter",
+            "30",
+            "--c2",
+            "0.1,1",
+            "--json",
+        ],
+        &cache,
+    );
+    let board = report["leaderboard"].as_array().unwrap();
+    let names: Vec<&str> = board
+        .iter()
+        .map(|r| r["features"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec!["emb", "hand", "hand+emb"]);
+    let f1: Vec<f64> = board
+        .iter()
+        .map(|r| r["dev"]["micro"]["f1"].as_f64().unwrap())
+        .collect();
+    assert!(
+        f1.windows(2).all(|w| w[0] >= w[1]),
+        "ranked by dev F1: {f1:?}"
+    );
+    assert_eq!(report["best"], board[0]["features"]);
+    let eval = ok_json(
+        &[
+            "ner",
+            "eval",
+            "--model",
+            s(&out),
+            "--data",
+            s(&dev),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(
+        eval["micro"], report["test"]["micro"],
+        "the saved model is the best one"
+    );
+    assert_eq!(eval["micro"]["f1"], board[0]["dev"]["micro"]["f1"]);
+    let args = ["ner", "compare", "--train", s(&train), "--out", s(&out)];
+    common::assert_one_line_error(&args, &["needs --dev"]);
+}

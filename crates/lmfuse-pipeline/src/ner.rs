@@ -104,9 +104,10 @@ impl WordEncoder {
         Ok(Self { info, encoder })
     }
 
-    /// The encoder a bundle records, found as classifiers' are (same weights or refused).
-    fn reopen(dir: &Path, info: EncoderInfo) -> Result<Self> {
-        let files = crate::model::resolve_encoder(Some(dir), &info, None)?;
+    /// The encoder a bundle records (or `encoder` in its place), found as classifiers' are
+    /// (same weights or refused).
+    fn reopen(dir: &Path, info: EncoderInfo, encoder: Option<&str>) -> Result<Self> {
+        let files = crate::model::resolve_encoder(Some(dir), &info, encoder)?;
         let options = LoadOptions {
             pooling: Some(info.fingerprint.pooling),
             normalize: Some(info.fingerprint.normalize),
@@ -138,6 +139,8 @@ impl WordEncoder {
 /// What training did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NerTrainReport {
+    /// What the CRF reads: `hand`, `emb` or `hand+emb`.
+    pub features: String,
     /// Training sentences.
     pub train_sentences: usize,
     /// Entity types.
@@ -236,79 +239,183 @@ fn pairs(set: &TaggedSet) -> Vec<(&[String], &[String])> {
         .collect()
 }
 
+/// The data a run fits on, read once: sets, gazetteer, and the encoder's word vectors when
+/// an encoder is given.
+struct Prepared {
+    train: TaggedSet,
+    dev: Option<TaggedSet>,
+    gazetteer: Gazetteer,
+    encoder: Option<WordEncoder>,
+    train_vectors: Option<Vec<Vec<f32>>>,
+    dev_vectors: Option<Vec<Vec<f32>>>,
+}
+
+impl Prepared {
+    fn read(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<Self> {
+        let train = read_set(&spec.train, spec.tags)?;
+        let dev = spec
+            .dev
+            .as_deref()
+            .map(|p| read_set(p, spec.tags))
+            .transpose()?;
+        let gazetteer = gazetteer(&spec.gazetteers)?;
+        let encoder = spec.encoder.as_ref().map(WordEncoder::open).transpose()?;
+        let train_vectors = match &encoder {
+            Some(e) => Some(e.vectors(&tokens_of(&train), observer)?),
+            None => None,
+        };
+        let dev_vectors = match (&encoder, &dev) {
+            (Some(e), Some(d)) => Some(e.vectors(&tokens_of(d), observer)?),
+            _ => None,
+        };
+        Ok(Self {
+            train,
+            dev,
+            gazetteer,
+            encoder,
+            train_vectors,
+            dev_vectors,
+        })
+    }
+
+    /// Fits one CRF per `c2` of the grid (with the word vectors when `dense`), keeping the best
+    /// on dev (the first on ties). The model returned has no encoder attached yet.
+    fn fit_grid(
+        &self,
+        crf: &CrfParams,
+        grid: &[f64],
+        dense: bool,
+        observer: &dyn Observer,
+    ) -> Result<(NerModel, NerTrainReport)> {
+        let started = Instant::now();
+        let dim = self.encoder.as_ref().map_or(0, |e| e.info.dim);
+        let mut best: Option<(f64, NerModel, f64, Option<EntityReport>)> = None;
+        let mut by_c2 = Vec::new();
+        for &c2 in grid {
+            let params = CrfParams { c2, ..crf.clone() };
+            let task = observer.task(&format!("CRF c2={c2}"), params.max_iter as u64);
+            let fit_started = Instant::now();
+            let vectors = self
+                .train_vectors
+                .as_deref()
+                .filter(|_| dense)
+                .map(|v| (v, dim));
+            let fitted = Crf::fit(
+                &pairs(&self.train),
+                &params,
+                self.gazetteer.clone(),
+                vectors,
+                |_, _| task.inc(1),
+            )
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+            task.finish();
+            let seconds = fit_started.elapsed().as_secs_f64();
+            let model = NerModel {
+                crf: fitted,
+                scheme: self.train.scheme,
+                types: self.train.entity_types(),
+                encoder: None,
+            };
+            let dev = match &self.dev {
+                Some(d) => {
+                    Some(model.evaluate_with(d, self.dev_vectors.as_deref().filter(|_| dense))?)
+                }
+                None => None,
+            };
+            let f1 = dev.as_ref().map_or(0.0, |r| r.micro.f1);
+            observer.note(&format!(
+                "{} c2={c2}: dev F1 {:.2}",
+                features_name(&params, dense),
+                100.0 * f1
+            ));
+            by_c2.push((c2, f1));
+            if best.as_ref().is_none_or(|b| f1 > b.0) {
+                best = Some((f1, model, seconds, dev));
+            }
+        }
+        let (_, model, fit_seconds, dev) = best.expect("the grid has a value");
+        let report = NerTrainReport {
+            features: features_name(model.crf.params(), dense),
+            train_sentences: self.train.sentences.len(),
+            types: model.types.clone(),
+            scheme: self.train.scheme,
+            dev_f1_by_c2: by_c2,
+            c2: model.crf.params().c2,
+            fit: model.crf.report().clone(),
+            fit_seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+            dev,
+        };
+        Ok((model, report))
+    }
+
+    /// Attaches the encoder to a model that reads word vectors.
+    fn finish(&mut self, mut model: NerModel, dense: bool) -> NerModel {
+        if dense {
+            model.encoder = self.encoder.take();
+        }
+        model
+    }
+}
+
+/// `hand`, `emb` or `hand+emb`: what a CRF reads.
+fn features_name(params: &CrfParams, dense: bool) -> String {
+    match (params.hand_features, dense) {
+        (true, true) => "hand+emb",
+        (true, false) => "hand",
+        (false, _) => "emb",
+    }
+    .to_string()
+}
+
+fn grid_of(spec: &NerTrainSpec) -> Vec<f64> {
+    if spec.c2_grid.is_empty() {
+        vec![spec.crf.c2]
+    } else {
+        spec.c2_grid.clone()
+    }
+}
+
 /// Trains a CRF tagger (choosing `c2` on dev when the grid has several values).
 pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, NerTrainReport)> {
     spec.check()?;
     let started = Instant::now();
-    let train_set = read_set(&spec.train, spec.tags)?;
-    let dev_set = spec
-        .dev
-        .as_deref()
-        .map(|p| read_set(p, spec.tags))
-        .transpose()?;
-    let gaz = gazetteer(&spec.gazetteers)?;
-    let encoder = spec.encoder.as_ref().map(WordEncoder::open).transpose()?;
-    let train_vectors = encoder
-        .as_ref()
-        .map(|e| e.vectors(&tokens_of(&train_set), observer))
-        .transpose()?;
-    let dev_vectors = match (&encoder, &dev_set) {
-        (Some(e), Some(d)) => Some(e.vectors(&tokens_of(d), observer)?),
-        _ => None,
-    };
-    let dim = encoder.as_ref().map_or(0, |e| e.info.dim);
-    let grid = if spec.c2_grid.is_empty() {
-        vec![spec.crf.c2]
-    } else {
-        spec.c2_grid.clone()
-    };
-    let mut best: Option<(f64, NerModel, f64, Option<EntityReport>)> = None;
-    let mut by_c2 = Vec::new();
-    for &c2 in &grid {
+    let mut prepared = Prepared::read(spec, observer)?;
+    let dense = prepared.encoder.is_some();
+    let (model, mut report) = prepared.fit_grid(&spec.crf, &grid_of(spec), dense, observer)?;
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok((prepared.finish(model, dense), report))
+}
+
+/// Trains the three taggers (hand-made features, the encoder's word vectors, both) on the same
+/// data, the vectors computed once, each with `c2` chosen on dev; returns the best on dev (the
+/// simpler on ties, in that order) and every report, best first.
+pub fn compare(
+    spec: &NerTrainSpec,
+    observer: &dyn Observer,
+) -> Result<(NerModel, Vec<NerTrainReport>)> {
+    spec.check()?;
+    if spec.dev.is_none() || spec.encoder.is_none() {
+        return Err(PipelineError::Invalid(
+            "ner compare ranks on dev: it needs --dev, and an encoder for the emb models".into(),
+        ));
+    }
+    let mut prepared = Prepared::read(spec, observer)?;
+    let grid = grid_of(spec);
+    let mut fitted = Vec::new();
+    for (hand, dense) in [(true, false), (false, true), (true, true)] {
         let params = CrfParams {
-            c2,
+            hand_features: hand,
             ..spec.crf.clone()
         };
-        let task = observer.task(&format!("CRF c2={c2}"), params.max_iter as u64);
-        let fit_started = Instant::now();
-        let dense = train_vectors.as_deref().map(|v| (v, dim));
-        let crf = Crf::fit(&pairs(&train_set), &params, gaz.clone(), dense, |_, _| {
-            task.inc(1)
-        })
-        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-        task.finish();
-        let seconds = fit_started.elapsed().as_secs_f64();
-        let model = NerModel {
-            crf,
-            scheme: train_set.scheme,
-            types: train_set.entity_types(),
-            encoder: None,
-        };
-        let dev = match &dev_set {
-            Some(d) => Some(model.evaluate_with(d, dev_vectors.as_deref())?),
-            None => None,
-        };
-        let f1 = dev.as_ref().map_or(0.0, |r| r.micro.f1);
-        observer.note(&format!("c2={c2}: dev F1 {:.2}", 100.0 * f1));
-        by_c2.push((c2, f1));
-        if best.as_ref().is_none_or(|b| f1 > b.0) {
-            best = Some((f1, model, seconds, dev));
-        }
+        fitted.push((prepared.fit_grid(&params, &grid, dense, observer)?, dense));
     }
-    let (_, mut model, fit_seconds, dev) = best.expect("the grid has a value");
-    model.encoder = encoder;
-    let report = NerTrainReport {
-        train_sentences: train_set.sentences.len(),
-        types: model.types.clone(),
-        scheme: train_set.scheme,
-        dev_f1_by_c2: by_c2,
-        c2: model.crf.params().c2,
-        fit: model.crf.report().clone(),
-        fit_seconds,
-        total_seconds: started.elapsed().as_secs_f64(),
-        dev,
-    };
-    Ok((model, report))
+    let f1 = |r: &NerTrainReport| r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
+    // Stable: equal dev F1 keeps the simpler model first.
+    fitted.sort_by(|a, b| f1(&b.0 .1).total_cmp(&f1(&a.0 .1)));
+    let reports = fitted.iter().map(|((_, r), _)| r.clone()).collect();
+    let ((best, _), dense) = fitted.swap_remove(0);
+    Ok((prepared.finish(best, dense), reports))
 }
 
 impl NerModel {
@@ -466,6 +573,12 @@ impl NerModel {
 
     /// Loads an NER bundle, refusing a classifier's with a hint.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with_encoder(dir, None)
+    }
+
+    /// [`load`](Self::load) with `encoder` (a folder or hub id, same weights) in place of the
+    /// encoder the bundle records; ignored when the tagger reads no encoder.
+    pub fn load_with_encoder(dir: &Path, encoder: Option<&str>) -> Result<Self> {
         let bundle = lmfuse_bundle::load(dir)
             .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
         if bundle.manifest.model.get("task").and_then(|t| t.as_str()) != Some(TASK) {
@@ -492,7 +605,7 @@ impl NerModel {
         .map_err(|e| PipelineError::Invalid(format!("{}: {e}", dir.display())))?;
         let encoder = card
             .encoder
-            .map(|info| WordEncoder::reopen(dir, info))
+            .map(|info| WordEncoder::reopen(dir, info, encoder))
             .transpose()?;
         Ok(Self {
             crf,
