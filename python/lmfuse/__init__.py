@@ -1,7 +1,8 @@
 """lmfuse: BERT-family sentence encoders fused with classical machine learning.
 
 ``Encoder`` returns embeddings as numpy arrays; ``TextClassifier`` is a scikit-learn
-estimator over lmfuse's feature blocks and heads; ``load`` reads any bundle the CLI writes.
+estimator over lmfuse's feature blocks and heads; ``EntityTagger`` finds named entities;
+``load`` and ``load_tagger`` read the bundles the CLI writes.
 The work runs in lmfuse's Rust library (the same pipelines as the ``lmfuse`` CLI and
 ``lmfuse serve``), with the GIL released. Reference: docs/python.md.
 """
@@ -26,7 +27,9 @@ __version__ = _native.__version__
 __all__ = [
     "Encoder",
     "TextClassifier",
+    "EntityTagger",
     "load",
+    "load_tagger",
     "stratified_folds",
     "compare",
     "finetune",
@@ -443,6 +446,148 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                 "save(path) writes a bundle and lmfuse.load(path) reads it"
             )
         return super().__getstate__()
+
+
+def _sequences(X, y=None, name="X"):
+    """Token lists (and tag lists of the same lengths) as lists of strings."""
+    if isinstance(X, str) or not hasattr(X, "__iter__"):
+        raise ValueError(f"{name} must be a list of sentences, each a list of token strings")
+    tokens = []
+    for i, sentence in enumerate(X):
+        if isinstance(sentence, str) or not hasattr(sentence, "__iter__"):
+            raise ValueError(f"{name}[{i}] must be a list of token strings, not {type(sentence).__name__}")
+        row = list(sentence)
+        bad = next((t for t in row if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(f"{name}[{i}] holds {bad!r}: tokens must be strings")
+        tokens.append(row)
+    if y is None:
+        return tokens
+    tags = [list(map(str, t)) for t in y]
+    return tokens, tags
+
+
+class EntityTagger(BaseEstimator):
+    """A named-entity tagger: lmfuse's linear-chain CRF over hand-made features (``"hand"``),
+    the encoder's word vectors (``"emb"``) or both (``"hand,emb"``), as ``lmfuse ner train``.
+
+    ``fit(X, y)`` takes sentences as token lists and their tags (IO, BIO or BIOES, converted to
+    BIO); with several ``c2`` values, ``X_dev``/``y_dev`` choose among them. ``predict`` gives
+    BIO tags; ``find`` the entities of raw texts as character spans; ``score`` the strict
+    entity micro F1 (seqeval's). See docs/ner.md.
+    """
+
+    def __init__(
+        self,
+        features="hand",
+        model=None,
+        c2=0.1,
+        max_iter=100,
+        min_freq=1,
+        window=2,
+        affixes=3,
+        bigrams=True,
+        tag_scheme=None,
+        repair_bio=False,
+        max_length=None,
+    ):
+        self.features = features
+        self.model = model
+        self.c2 = c2
+        self.max_iter = max_iter
+        self.min_freq = min_freq
+        self.window = window
+        self.affixes = affixes
+        self.bigrams = bigrams
+        self.tag_scheme = tag_scheme
+        self.repair_bio = repair_bio
+        self.max_length = max_length
+
+    def _settings(self):
+        blocks = [b.strip() for b in _feature_string(self.features).split(",")]
+        unknown = [b for b in blocks if b not in ("hand", "emb")]
+        if unknown or not blocks:
+            raise ValueError(f"features={self.features!r}: use 'hand', 'emb' or 'hand,emb'")
+        grid = [self.c2] if isinstance(self.c2, numbers.Real) else list(self.c2)
+        if not grid or any(
+            isinstance(c, bool) or not isinstance(c, numbers.Real) or not (math.isfinite(c) and c >= 0)
+            for c in grid
+        ):
+            raise ValueError(f"c2 must be a number >= 0 or a list of them, not {self.c2!r}")
+        return {
+            "hand": "hand" in blocks,
+            "emb": "emb" in blocks,
+            "c2": [float(c) for c in grid],
+            "max_iter": int(self.max_iter),
+            "min_freq": int(self.min_freq),
+            "window": int(self.window),
+            "affixes": int(self.affixes),
+            "bigrams": bool(self.bigrams),
+            "tag_scheme": self.tag_scheme,
+            "repair": bool(self.repair_bio),
+        }
+
+    def fit(self, X, y, X_dev=None, y_dev=None):
+        """Trains on sentences X (token lists) and tags y; returns self."""
+        settings = self._settings()
+        train = _sequences(X, y)
+        dev = None if X_dev is None else _sequences(X_dev, y_dev, "X_dev")
+        encoder = _encoder_settings(self.model, None, self.max_length, None, None, None, "truncate")
+        self._set_fitted(_native.ner_fit(train, dev, settings, encoder))
+        return self
+
+    def _set_fitted(self, fitted):
+        info = json.loads(fitted.info())
+        self._fitted = fitted
+        self.types_ = list(info["types"])
+        self.report_ = info["report"]
+
+    def predict(self, X):
+        """BIO tags of each sentence (token lists)."""
+        check_is_fitted(self, "_fitted")
+        return self._fitted.tag(_sequences(X))
+
+    def find(self, texts):
+        """The entities of each raw text: a list of {"start", "end", "label", "text", "score"}
+        dicts per text, offsets in characters (Python ``str`` indices)."""
+        check_is_fitted(self, "_fitted")
+        return json.loads(self._fitted.find(_texts(texts, "texts")))
+
+    def evaluate(self, X, y):
+        """Strict entity scores (seqeval's): micro, macro, weighted and per type."""
+        check_is_fitted(self, "_fitted")
+        tokens, tags = _sequences(X, y)
+        return json.loads(self._fitted.evaluate(tokens, tags))
+
+    def score(self, X, y):
+        """Strict entity micro F1 on sentences X with tags y."""
+        return self.evaluate(X, y)["micro"]["f1"]
+
+    def save(self, path):
+        """Writes the bundle to folder ``path`` atomically (as ``lmfuse ner train --out``)."""
+        check_is_fitted(self, "_fitted")
+        self._fitted.save(os.fspath(path))
+        return self
+
+    def __getstate__(self):
+        if hasattr(self, "_fitted"):
+            raise TypeError(
+                "a fitted EntityTagger does not pickle: save(path) writes a bundle and "
+                "lmfuse.load_tagger(path) reads it"
+            )
+        return super().__getstate__()
+
+
+def load_tagger(path):
+    """An ``EntityTagger`` from an NER bundle folder (``lmfuse ner train --out``)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"bundle folder {path} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is not an lmfuse bundle: it is not a folder")
+    tagger = EntityTagger()
+    tagger._set_fitted(_native.ner_load(path))
+    return tagger
 
 
 def _params_of(card):

@@ -6,6 +6,7 @@
 mod classifier;
 mod encoder;
 mod jobs;
+mod ner;
 mod settings;
 
 use lmfuse_encoder::EncoderError;
@@ -75,5 +76,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(classifier::stratified_folds, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::compare, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::finetune, m)?)?;
+    m.add_class::<ner::Tagger>()?;
+    m.add_function(wrap_pyfunction!(ner::ner_fit, m)?)?;
+    m.add_function(wrap_pyfunction!(ner::ner_load, m)?)?;
     Ok(())
 }

@@ -243,6 +243,14 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Tagged sequences given in memory disagree in length (or a sentence is empty).
+    #[error("{name}: {what}")]
+    Sequences {
+        /// What the sequences are called (`y`).
+        name: String,
+        /// What disagrees.
+        what: String,
+    },
     /// A file holds no sentence.
     #[error("{path}: no sentences")]
     NoSentences {

@@ -137,6 +137,52 @@ pub fn read_tagged(path: &Path, options: TagOptions) -> Result<TaggedSet, DataEr
     Ok(set)
 }
 
+/// Tagged sentences given in memory (`tokens[i]` and `tags[i]` of sentence `i`), checked and
+/// converted as [`parse_conll`] does; an error names `name[sentence]:token` (1-based token).
+pub fn from_sequences(
+    tokens: Vec<Vec<String>>,
+    tags: Vec<Vec<String>>,
+    options: TagOptions,
+    name: &str,
+) -> Result<TaggedSet, DataError> {
+    let place = |i: usize| PathBuf::from(format!("{name}[{i}]"));
+    let mismatch = |what: String| DataError::Sequences {
+        name: name.to_string(),
+        what,
+    };
+    if tokens.len() != tags.len() {
+        let what = format!(
+            "{} sentences of tokens but {} of tags",
+            tokens.len(),
+            tags.len()
+        );
+        return Err(mismatch(what));
+    }
+    let mut raw = Vec::with_capacity(tokens.len());
+    for (i, (t, g)) in tokens.into_iter().zip(tags).enumerate() {
+        if t.len() != g.len() || t.is_empty() {
+            let what = format!(
+                "sentence {i} has {} tokens and {} tags (at least one of each)",
+                t.len(),
+                g.len()
+            );
+            return Err(mismatch(what));
+        }
+        raw.push(RawSentence {
+            lines: (1..=t.len()).collect(),
+            tokens: t,
+            tags: g,
+        });
+    }
+    let scheme = options.scheme.unwrap_or_else(|| detect_scheme(&raw));
+    let sentences = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| to_iob2(s, scheme, options.repair, &place(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TaggedSet { sentences, scheme })
+}
+
 /// A sentence as read: tokens, raw tags and the line of each token.
 struct RawSentence {
     tokens: Vec<String>,
@@ -643,6 +689,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("t.conll:1: tag \"B-PER\" breaks"));
+    }
+
+    #[test]
+    fn sequences_in_memory_are_checked_and_converted() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let set = from_sequences(
+            vec![words("Ann in Rome")],
+            vec![words("S-PER O S-LOC")],
+            TagOptions::default(),
+            "y",
+        )
+        .unwrap();
+        assert_eq!(set.sentences[0].tags, words("B-PER O B-LOC"));
+        let err = from_sequences(
+            vec![words("a b"), words("Ann Lee")],
+            vec![words("B-LOC O"), words("O I-PER")],
+            TagOptions::default(),
+            "y",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("y[1]:2: tag \"I-PER\" breaks"),
+            "{err}"
+        );
+        let err = from_sequences(
+            vec![words("a b")],
+            vec![words("O")],
+            TagOptions::default(),
+            "y",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "y: sentence 0 has 2 tokens and 1 tags (at least one of each)"
+        );
     }
 
     fn spans(line: &str) -> Result<TaggedSet, DataError> {

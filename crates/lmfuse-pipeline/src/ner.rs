@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use lmfuse_crf::{CrfParams, FeatureParams, FitReport};
-pub use lmfuse_data::tagged::{TagOptions, TagScheme, TaggedSet};
+pub use lmfuse_data::tagged::{from_sequences, TagOptions, TagScheme, TaggedSet};
 pub use lmfuse_metrics::entity::EntityReport;
 
 /// The bundle's `task` value for NER models.
@@ -258,6 +258,15 @@ impl Prepared {
             .as_deref()
             .map(|p| read_set(p, spec.tags))
             .transpose()?;
+        Self::from_sets(train, dev, spec, observer)
+    }
+
+    fn from_sets(
+        train: TaggedSet,
+        dev: Option<TaggedSet>,
+        spec: &NerTrainSpec,
+        observer: &dyn Observer,
+    ) -> Result<Self> {
         let gazetteer = gazetteer(&spec.gazetteers)?;
         let encoder = spec.encoder.as_ref().map(WordEncoder::open).transpose()?;
         let train_vectors = match &encoder {
@@ -380,10 +389,39 @@ fn grid_of(spec: &NerTrainSpec) -> Vec<f64> {
 pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, NerTrainReport)> {
     spec.check()?;
     let started = Instant::now();
-    let mut prepared = Prepared::read(spec, observer)?;
-    let dense = prepared.encoder.is_some();
-    let (model, mut report) = prepared.fit_grid(&spec.crf, &grid_of(spec), dense, observer)?;
+    let prepared = Prepared::read(spec, observer)?;
+    let (model, mut report) = fit_prepared(prepared, spec, observer)?;
     report.total_seconds = started.elapsed().as_secs_f64();
+    Ok((model, report))
+}
+
+/// [`train`] on sentences already read (the Python package's `fit`); `spec`'s `train` and
+/// `dev` paths are not read, and `dev` is needed exactly when the grid has several values.
+pub fn train_sets(
+    train: TaggedSet,
+    dev: Option<TaggedSet>,
+    spec: &NerTrainSpec,
+    observer: &dyn Observer,
+) -> Result<(NerModel, NerTrainReport)> {
+    let check = NerTrainSpec {
+        dev: dev.as_ref().map(|_| PathBuf::from("dev")),
+        ..spec.clone()
+    };
+    check.check()?;
+    let started = Instant::now();
+    let prepared = Prepared::from_sets(train, dev, spec, observer)?;
+    let (model, mut report) = fit_prepared(prepared, spec, observer)?;
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok((model, report))
+}
+
+fn fit_prepared(
+    mut prepared: Prepared,
+    spec: &NerTrainSpec,
+    observer: &dyn Observer,
+) -> Result<(NerModel, NerTrainReport)> {
+    let dense = prepared.encoder.is_some();
+    let (model, report) = prepared.fit_grid(&spec.crf, &grid_of(spec), dense, observer)?;
     Ok((prepared.finish(model, dense), report))
 }
 
