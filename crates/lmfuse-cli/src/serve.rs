@@ -1,10 +1,10 @@
-//! `lmfuse serve`: a bundle behind HTTP. The routes, batching, limits and metrics are in
+//! `lmfuse serve`: a bundle (a classifier or a named-entity tagger) behind HTTP. The routes, batching, limits and metrics are in
 //! `lmfuse-server`, the bundle behind them in `lmfuse_pipeline::serve`; this module turns
 //! flags (with environment fallbacks) into the server's limits and runs it until a signal.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lmfuse_server::{OverLength, Reloader, Server, ServerConfig};
+use lmfuse_server::{OverLength, Reloader, ServedTask, Server, ServerConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ pub enum OverLengthArg {
 /// Arguments of `lmfuse serve`. Every limit has an environment fallback.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Bundle folder written by `lmfuse train` or `lmfuse compare --out`.
+    /// Bundle folder written by `lmfuse train`, `lmfuse compare --out` or `lmfuse ner train`
+    /// (a tagger: `POST /` and `/predict` answer its entities).
     #[arg(long)]
     model: PathBuf,
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
@@ -48,7 +49,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LMFUSE_MAX_INPUT_CHARS", default_value_t = lmfuse_server::DEFAULT_MAX_INPUT_CHARS)]
     max_input_chars: usize,
     /// Most tokens per text, special tokens included (default and maximum: the bundle's
-    /// maximum sequence length, 256 for MiniLM).
+    /// maximum sequence length, 256 for MiniLM). Classifier bundles only: a tagger reads
+    /// whole texts.
     #[arg(long, env = "LMFUSE_MAX_INPUT_TOKENS")]
     max_input_tokens: Option<usize>,
     /// Texts over --max-input-tokens: truncate (default) or reject with 413.
@@ -175,10 +177,13 @@ fn load_beside(
             });
         match result {
             Ok(b) => {
-                let name = b.model_name();
+                let what = match b.task() {
+                    ServedTask::Classification => format!("with encoder {}", b.model_name()),
+                    ServedTask::TokenClassification => "(named-entity tagger)".into(),
+                };
                 server.set_backend(b);
                 eprintln!(
-                    "lmfuse: ready: {} with encoder {name} ({:.2} s)",
+                    "lmfuse: ready: {} {what} ({:.2} s)",
                     model.display(),
                     started.elapsed().as_secs_f64()
                 );

@@ -2,7 +2,8 @@
 //! readiness after warm-up, predictions equal to `lmfuse predict` (lmfuse's `/classify` and
 //! text-embeddings-inference's `/predict` and `POST /`), embeddings equal to `lmfuse embed`
 //! (`/embed`, and `/v1/embeddings` as floats, base64 and token ids), reload, graceful SIGTERM
-//! under load, and a broken bundle at startup.
+//! under load, and a broken bundle at startup. A named-entity bundle answers Hugging Face's
+//! token-classification shape with character offsets, as `lmfuse ner predict` finds them.
 
 mod common;
 
@@ -596,4 +597,156 @@ fn serve_marks_out_of_scope_inputs_and_serves_a_finetuned_bundle() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let served: Value = serde_json::from_slice(&r.body).unwrap();
     assert_predicts_like_predict(&served, &mixed, &texts, dir.path());
+}
+
+/// `n` CoNLL sentences from templates: English words (`Carol lives in Oslo .`) and Chinese
+/// written one character per token (`我们知道张三住在北京。`), each with people and places.
+fn people_and_places(n: usize) -> String {
+    const PEOPLE: [&str; 5] = ["Alice", "Bob", "Carol", "David", "Emma"];
+    const CITIES: [&str; 4] = ["Paris", "Rome", "Oslo", "Madrid"];
+    const REN: [&str; 4] = ["张三", "李四", "王五", "赵六"];
+    const CHENG: [&str; 4] = ["北京", "上海", "广州", "深圳"];
+    const QIAN: [&str; 4] = ["", "我们知道", "他说", "听说"];
+    let mut out = String::new();
+    let chars = |text: &str, tag: &str, out: &mut String| {
+        for (k, c) in text.chars().enumerate() {
+            let t = match (tag, k) {
+                ("O", _) => "O".to_string(),
+                (_, 0) => format!("B-{tag}"),
+                _ => format!("I-{tag}"),
+            };
+            out.push_str(&format!("{c}\t{t}\n"));
+        }
+    };
+    for i in 0..n {
+        let (person, city) = (PEOPLE[i % 5], CITIES[(i / 2) % 4]);
+        let verb = ["lives", "works", "stays"][i % 3];
+        out.push_str(&format!(
+            "{person}\tB-PER\n{verb}\tO\nin\tO\n{city}\tB-LOC\n.\tO\n\n"
+        ));
+        chars(QIAN[i % 4], "O", &mut out);
+        chars(REN[(i / 3) % 4], "PER", &mut out);
+        chars(["住在", "去了"][i % 2], "O", &mut out);
+        chars(CHENG[(i / 2) % 4], "LOC", &mut out);
+        chars("。", "O", &mut out);
+        out.push('\n');
+    }
+    out
+}
+
+/// (start, end, entity type, covered text) of entities, read with the given field names.
+fn spans(entities: &Value, label: &str, text: &str) -> Vec<(u64, u64, String, String)> {
+    entities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["end"].as_u64().unwrap(),
+                e[label].as_str().unwrap().to_string(),
+                e[text].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn serve_answers_a_ner_bundles_entities_with_character_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let train = dir.path().join("train.conll");
+    std::fs::write(&train, people_and_places(80)).unwrap();
+    let bundle = dir.path().join("ner");
+    let t = |p: &Path| p.to_str().unwrap().to_string();
+    ok_json(
+        &[
+            "ner",
+            "train",
+            "--train",
+            &t(&train),
+            "--out",
+            &t(&bundle),
+            "--json",
+        ],
+        &cache,
+    );
+    let s = Served::start(&bundle, &cache, &[]);
+    s.wait_ready();
+    let english = "Carol lives in Oslo.";
+    // Four CJK characters (12 bytes in UTF-8) before the person.
+    let chinese = "我们知道张三住在北京。";
+    let want_en = vec![
+        (0, 5, "PER".to_string(), "Carol".to_string()),
+        (15, 19, "LOC".to_string(), "Oslo".to_string()),
+    ];
+    let want_zh = vec![
+        (4, 6, "PER".to_string(), "张三".to_string()),
+        (8, 10, "LOC".to_string(), "北京".to_string()),
+    ];
+    // POST / with a bare text (what InferenceClient.token_classification sends): one list.
+    for (text, want) in [(english, &want_en), (chinese, &want_zh)] {
+        let r = s.post("/", json!({"inputs": text, "parameters": {}}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let got = r.json();
+        assert_eq!(&spans(&got, "entity_group", "word"), want, "{got}");
+        for e in got.as_array().unwrap() {
+            assert_eq!(e.as_object().unwrap().len(), 5, "{e}");
+            let score = e["score"].as_f64().unwrap();
+            assert!(score > 0.5 && score <= 1.0, "{e}");
+        }
+    }
+    // A list of texts: a list of lists, equal to `lmfuse ner predict` (scores included).
+    let texts = [english, chinese, "nothing to see here"];
+    let served = s.post("/predict", json!({ "inputs": texts })).json();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    let out = common::run(
+        &["ner", "predict", "--model", &t(&bundle), "-i", &t(&input)],
+        &cache,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(served.as_array().unwrap().len(), 3, "{served}");
+    for (got, want) in served.as_array().unwrap().iter().zip(&offline) {
+        assert_eq!(
+            spans(got, "entity_group", "word"),
+            spans(&want["entities"], "label", "text")
+        );
+        for (a, b) in got
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(want["entities"].as_array().unwrap())
+        {
+            assert_eq!(a["score"], b["score"], "{a} {b}");
+        }
+    }
+    assert_eq!(served[2], json!([]));
+    // The classifier's and the encoder's routes refuse a tagger with a 4xx.
+    for path in ["/classify", "/embed"] {
+        let r = s.post(path, json!({"inputs": english}));
+        assert_eq!(r.status, 422, "{path}: {}", r.text());
+        assert!(r.text().contains("named-entity tagger"), "{}", r.text());
+    }
+    assert_eq!(
+        s.post("/v1/embeddings", json!({"input": english})).status,
+        400
+    );
+    let info = s.get("/info").json();
+    assert_eq!(info["model"]["model"]["task"], "ner");
+    assert_eq!(s.get("/ready").json()["model"], "ner");
+    // A reload loads the tagger again (the choice is made for every load).
+    let r = s.post("/admin/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let again = s.post("/", json!({ "inputs": chinese })).json();
+    assert_eq!(spans(&again, "entity_group", "word"), want_zh);
 }

@@ -1,30 +1,62 @@
 //! A bundle behind `lmfuse-server`'s [`Backend`]: its classifier(s) and the encoder(s) they
-//! read, loaded once, answering predictions, embeddings and token counts. What `lmfuse serve`
-//! (and any other host of the server) loads and reloads.
+//! read, loaded once, answering predictions, embeddings and token counts ([`BundleBackend`]),
+//! or a named-entity tagger answering entities ([`NerBackend`]). What `lmfuse serve` (and any
+//! other host of the server) loads and reloads ([`load_backend`]).
 
 use crate::ensure;
 use crate::error::{Context, PipelineError, Result};
 use crate::model::Model;
+use crate::ner::NerModel;
 use lmfuse_core::{DenseMatrix, LongText, TextEncoder};
 use lmfuse_encoder::{Framing, SentenceEncoder, TokenizedText};
-use lmfuse_server::{Backend, BackendError, Oos, Prediction, Reloader, TokenCount};
+use lmfuse_server::{
+    Backend, BackendError, Oos, Prediction, Reloader, ServedTask, TokenCount, TokenEntity,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The [`Reloader`] of a server that serves the bundle in `dir`: `None` (start-up, SIGHUP,
 /// `POST /reload` without a body) reloads `dir` with `encoder` in place of the encoder it
 /// records; another folder loads that bundle with the encoder *it* records (`encoder` names
-/// the encoder of `dir`'s bundle, and says nothing of another one).
+/// the encoder of `dir`'s bundle, and says nothing of another one). Each load is
+/// [`load_backend`]'s: a classifier or a tagger, as the bundle is.
 pub fn reloader(dir: PathBuf, encoder: Option<String>, max_tokens: Option<usize>) -> Arc<Reloader> {
     Arc::new(move |model: Option<&str>| {
         let (path, encoder) = match model {
             Some(m) if Path::new(m) != dir => (PathBuf::from(m), None),
             _ => (dir.clone(), encoder.as_deref()),
         };
-        BundleBackend::load(&path, encoder, max_tokens)
-            .map(|b| Arc::new(b) as Arc<dyn Backend>)
-            .map_err(|e| BackendError::Load(e.chain_message()))
+        load_backend(&path, encoder, max_tokens).map_err(|e| BackendError::Load(e.chain_message()))
     })
+}
+
+/// Loads the bundle in `dir` for the server: a [`NerBackend`] when its manifest's task is
+/// [`crate::ner::TASK`], else a [`BundleBackend`]. `encoder` replaces the encoder the bundle
+/// records (same weights); `max_tokens` applies to classifiers only (a tagger reads whole
+/// texts, long ones in windows).
+pub fn load_backend(
+    dir: &Path,
+    encoder: Option<&str>,
+    max_tokens: Option<usize>,
+) -> Result<Arc<dyn Backend>> {
+    match read_manifest(dir) {
+        Some(manifest) if task_of(&manifest) == Some(crate::ner::TASK) => {
+            Ok(Arc::new(NerBackend::with_manifest(dir, encoder, manifest)?))
+        }
+        // Not a tagger, or no readable manifest: the classifier's loader says what is wrong.
+        _ => Ok(Arc::new(BundleBackend::load(dir, encoder, max_tokens)?)),
+    }
+}
+
+/// The manifest of the bundle in `dir`, as JSON; `None` when it cannot be read.
+fn read_manifest(dir: &Path) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(dir.join(lmfuse_bundle::MANIFEST)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `model.task` a manifest records (classifier bundles record none).
+fn task_of(manifest: &serde_json::Value) -> Option<&str> {
+    manifest.get("model")?.get("task")?.as_str()
 }
 
 /// A bundle and its encoder(s), loaded once, serving requests.
@@ -277,5 +309,110 @@ impl Backend for BundleBackend {
             ));
         }
         Ok(())
+    }
+}
+
+/// A named-entity bundle ([`NerModel`]) behind the server: `POST /` and `/predict` answer its
+/// entities in Hugging Face's token-classification shape; it neither classifies nor embeds.
+pub struct NerBackend {
+    model: NerModel,
+    dir: PathBuf,
+    info: serde_json::Value,
+}
+
+impl NerBackend {
+    /// Loads the NER bundle in `dir`, with `encoder` (same weights) in place of the encoder
+    /// it records.
+    pub fn load(dir: &Path, encoder: Option<&str>) -> Result<Self> {
+        let manifest = read_manifest(dir).unwrap_or_default();
+        Self::with_manifest(dir, encoder, manifest)
+    }
+
+    /// [`NerBackend::load`] with the bundle's manifest already read (what `/info` shows).
+    fn with_manifest(
+        dir: &Path,
+        encoder: Option<&str>,
+        manifest: serde_json::Value,
+    ) -> Result<Self> {
+        let model = NerModel::load_with_encoder(dir, encoder)?;
+        let mut info = manifest;
+        if let serde_json::Value::Object(m) = &mut info {
+            m.insert("bundle_dir".into(), dir.display().to_string().into());
+            m.insert("encoder_loaded".into(), model.encoder().is_some().into());
+        }
+        Ok(Self {
+            model,
+            dir: dir.to_path_buf(),
+            info,
+        })
+    }
+
+    fn cannot(&self, what: &str) -> BackendError {
+        BackendError::Unsupported(format!(
+            "bundle {} is a named-entity tagger: it {what}; POST / or /predict answer its \
+             entities",
+            self.dir.display()
+        ))
+    }
+}
+
+impl Backend for NerBackend {
+    /// The tagger's tokens ([`lmfuse_data::tagged::tokenize`]: words, punctuation, one CJK
+    /// character each); nothing is cut.
+    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
+        Ok(texts
+            .iter()
+            .map(|t| TokenCount {
+                tokens: lmfuse_data::tagged::tokenize(t, &[]).len(),
+                truncated: false,
+            })
+            .collect())
+    }
+
+    fn predict(&self, _: &[&str]) -> Result<Vec<Prediction>, BackendError> {
+        Err(self.cannot("has no class labels"))
+    }
+
+    fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Err(self.cannot("gives no sentence embeddings"))
+    }
+
+    fn info(&self) -> serde_json::Value {
+        self.info.clone()
+    }
+
+    /// The bundle's folder name.
+    fn model_name(&self) -> String {
+        self.dir.file_name().map_or_else(
+            || self.dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn task(&self) -> ServedTask {
+        ServedTask::TokenClassification
+    }
+
+    fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<TokenEntity>>, BackendError> {
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        let found = self
+            .model
+            .find(&texts)
+            .map_err(|e| BackendError::Inference(e.chain_message()))?;
+        Ok(found
+            .into_iter()
+            .map(|entities| {
+                entities
+                    .into_iter()
+                    .map(|e| TokenEntity {
+                        entity_group: e.label,
+                        score: e.score,
+                        word: e.text,
+                        start: e.start,
+                        end: e.end,
+                    })
+                    .collect()
+            })
+            .collect())
     }
 }

@@ -49,6 +49,33 @@ pub struct Oos {
     pub score: f32,
 }
 
+/// One entity found in a text, in the shape of Hugging Face's token-classification pipeline
+/// with `aggregation_strategy="simple"` (what `InferenceClient.token_classification` reads).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenEntity {
+    /// The entity type.
+    pub entity_group: String,
+    /// The tagger's confidence in the entity.
+    pub score: f32,
+    /// The covered text: `text[start..end]` in characters.
+    pub word: String,
+    /// First character (Unicode scalar values: a Python `str` index).
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+}
+
+/// What a backend's model does, which decides what `POST /` and `/predict` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServedTask {
+    /// Labels and probabilities of whole texts ([`Backend::predict`]).
+    #[default]
+    Classification,
+    /// Entities in texts ([`Backend::tag`]); [`Backend::predict`] and [`Backend::embed`]
+    /// answer [`BackendError::Unsupported`].
+    TokenClassification,
+}
+
 /// A model the server can run. Calls come from the batching worker thread (and, for
 /// [`Backend::count_tokens`], from blocking tasks), never from the async runtime's threads, so
 /// implementations may use all cores.
@@ -90,9 +117,29 @@ pub trait Backend: Send + Sync + 'static {
         ))
     }
 
-    /// Checks that the model runs, with a real forward pass (used before `/ready` turns 200).
+    /// What the model does; classification unless the backend says otherwise.
+    fn task(&self) -> ServedTask {
+        ServedTask::Classification
+    }
+
+    /// The entities of `texts`, in input order, each text's in text order. Only a
+    /// [`ServedTask::TokenClassification`] backend has them; the default says so.
+    fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<TokenEntity>>, BackendError> {
+        let _ = texts;
+        Err(BackendError::Unsupported(
+            "this model is a classifier: it labels whole texts and finds no entities; POST / \
+             or /predict for its labels"
+                .into(),
+        ))
+    }
+
+    /// Checks that the model runs, with a real forward pass (used before `/ready` turns 200):
+    /// [`Backend::predict`] or [`Backend::tag`] as [`Backend::task`] says.
     fn health(&self) -> Result<(), BackendError> {
-        self.predict(&["health check"]).map(|_| ())
+        match self.task() {
+            ServedTask::Classification => self.predict(&["health check"]).map(|_| ()),
+            ServedTask::TokenClassification => self.tag(&["health check"]).map(|_| ()),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! runtime, merges consecutive requests of the same kind up to a token budget and runs them
 //! through the model as one batch.
 
-use crate::backend::{Backend, BackendError, Prediction};
+use crate::backend::{Backend, BackendError, Prediction, TokenEntity};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -16,6 +16,7 @@ pub(crate) enum JobKind {
     Predict,
     Embed,
     EmbedIds,
+    Tag,
 }
 
 /// A job's inputs: texts, or token ids (only to embed).
@@ -24,6 +25,8 @@ pub(crate) enum Work {
     Predict(Vec<String>),
     Embed(Vec<String>),
     EmbedIds(Vec<Vec<u32>>),
+    /// Texts whose entities to find.
+    Tag(Vec<String>),
 }
 
 impl Work {
@@ -32,12 +35,13 @@ impl Work {
             Work::Predict(_) => JobKind::Predict,
             Work::Embed(_) => JobKind::Embed,
             Work::EmbedIds(_) => JobKind::EmbedIds,
+            Work::Tag(_) => JobKind::Tag,
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Work::Predict(t) | Work::Embed(t) => t.len(),
+            Work::Predict(t) | Work::Embed(t) | Work::Tag(t) => t.len(),
             Work::EmbedIds(ids) => ids.len(),
         }
     }
@@ -48,6 +52,8 @@ impl Work {
 pub(crate) enum JobOutput {
     Predictions(Vec<Prediction>),
     Embeddings(Vec<Vec<f32>>),
+    /// Each text's entities.
+    Entities(Vec<Vec<TokenEntity>>),
 }
 
 /// One request's inputs, waiting for the model.
@@ -127,7 +133,7 @@ fn run(backend: &dyn Backend, batch: &[Job]) -> Result<JobOutput, BackendError> 
         batch
             .iter()
             .flat_map(|j| match &j.work {
-                Work::Predict(t) | Work::Embed(t) => t.as_slice(),
+                Work::Predict(t) | Work::Embed(t) | Work::Tag(t) => t.as_slice(),
                 Work::EmbedIds(_) => &[],
             })
             .map(String::as_str)
@@ -136,12 +142,13 @@ fn run(backend: &dyn Backend, batch: &[Job]) -> Result<JobOutput, BackendError> 
     match batch[0].work.kind() {
         JobKind::Predict => backend.predict(&texts()).map(JobOutput::Predictions),
         JobKind::Embed => backend.embed(&texts()).map(JobOutput::Embeddings),
+        JobKind::Tag => backend.tag(&texts()).map(JobOutput::Entities),
         JobKind::EmbedIds => {
             let ids: Vec<&[u32]> = batch
                 .iter()
                 .flat_map(|j| match &j.work {
                     Work::EmbedIds(ids) => ids.as_slice(),
-                    Work::Predict(_) | Work::Embed(_) => &[],
+                    Work::Predict(_) | Work::Embed(_) | Work::Tag(_) => &[],
                 })
                 .map(Vec::as_slice)
                 .collect();
@@ -208,6 +215,7 @@ impl JobOutput {
         match self {
             JobOutput::Predictions(p) => p.len(),
             JobOutput::Embeddings(e) => e.len(),
+            JobOutput::Entities(e) => e.len(),
         }
     }
 
@@ -223,6 +231,7 @@ impl JobOutput {
         match self {
             JobOutput::Predictions(p) => cut(p, sizes, JobOutput::Predictions),
             JobOutput::Embeddings(e) => cut(e, sizes, JobOutput::Embeddings),
+            JobOutput::Entities(e) => cut(e, sizes, JobOutput::Entities),
         }
     }
 }

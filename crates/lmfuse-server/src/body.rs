@@ -26,8 +26,17 @@ const OPTION_FIELDS: [&str; 8] = [
     "model",
 ];
 
-/// The fields of text-classification's `parameters` object that are read.
-const PARAMETER_FIELDS: [&str; 2] = ["top_k", "function_to_apply"];
+/// The fields of `parameters` that are read: text-classification's, then token-classification's.
+const PARAMETER_FIELDS: [&str; 5] = [
+    "top_k",
+    "function_to_apply",
+    "aggregation_strategy",
+    "ignore_labels",
+    "stride",
+];
+
+/// Most labels `parameters.ignore_labels` may hold (a model has a few entity types).
+const MAX_IGNORE_LABELS: usize = 100;
 
 /// Skips a list.
 fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
@@ -51,6 +60,8 @@ pub(crate) enum Scalar {
     Int(i64),
     Float(f64),
     Null,
+    /// A list of strings (kept only for `parameters.ignore_labels`).
+    Strings(Vec<String>),
     /// A list or an object.
     Other(&'static str),
 }
@@ -65,6 +76,7 @@ impl Scalar {
             Scalar::Int(n) => format!("{n}"),
             Scalar::Float(x) => format!("{x}"),
             Scalar::Null => "null".into(),
+            Scalar::Strings(_) => "a list".into(),
             Scalar::Other(k) => (*k).into(),
         }
     }
@@ -72,44 +84,74 @@ impl Scalar {
 
 impl<'de> de::Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Str(v.to_string()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar::Str(v))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Bool(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(u64::try_from(v).map_or(Scalar::Int(v), Scalar::UInt))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar::UInt(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Float(v))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar::Null)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar::Null)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
-                skip_seq(seq).map(|()| Scalar::Other("a list"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
-                skip_map(map).map(|()| Scalar::Other("an object"))
+        d.deserialize_any(ScalarVisitor { strings: false })
+    }
+}
+
+/// Reads a [`Scalar`]; with `strings`, a list of at most [`MAX_IGNORE_LABELS`] strings is kept
+/// as [`Scalar::Strings`] (any other list only names its kind).
+struct ScalarVisitor {
+    strings: bool,
+}
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Int(v), Scalar::UInt))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::UInt(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        if !self.strings {
+            return skip_seq(seq).map(|()| Scalar::Other("a list"));
+        }
+        let (mut kept, mut bad) = (Vec::new(), None);
+        // Items are read as scalars: a nested list or object is skipped, never kept.
+        while let Some(item) = seq.next_element::<Scalar>()? {
+            match item {
+                Scalar::Str(s) if kept.len() < MAX_IGNORE_LABELS => kept.push(s),
+                Scalar::Str(_) => {
+                    bad = bad.or(Some("a longer list"));
+                }
+                _ => bad = bad.or(Some("a list holding a non-string")),
             }
         }
-        d.deserialize_any(V)
+        Ok(bad.map_or(Scalar::Strings(kept), Scalar::Other))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+        skip_map(map).map(|()| Scalar::Other("an object"))
+    }
+}
+
+/// `parameters.ignore_labels`, read with [`ScalarVisitor`] keeping strings.
+struct StringsSeed;
+
+impl<'de> DeserializeSeed<'de> for StringsSeed {
+    type Value = Scalar;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor { strings: true })
     }
 }
 
@@ -389,6 +431,9 @@ impl Scalar {
                 let mut fields = BTreeMap::new();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match PARAMETER_FIELDS.iter().find(|f| **f == key) {
+                        Some(&"ignore_labels") => {
+                            fields.insert("ignore_labels", map.next_value_seed(StringsSeed)?);
+                        }
                         Some(name) => {
                             fields.insert(*name, map.next_value::<Scalar>()?);
                         }
@@ -585,13 +630,55 @@ impl Options {
 
     /// `parameters.function_to_apply`: a string; `None` when absent or null.
     pub fn function_to_apply(&self) -> Result<Option<&str>, ApiError> {
-        match self.parameters()?.and_then(|p| p.get("function_to_apply")) {
+        self.parameter_str("function_to_apply")
+    }
+
+    /// `parameters.aggregation_strategy`: a string; `None` when absent or null.
+    pub fn aggregation_strategy(&self) -> Result<Option<&str>, ApiError> {
+        self.parameter_str("aggregation_strategy")
+    }
+
+    /// The string `parameters.<name>`; `None` when absent or null.
+    fn parameter_str(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        match self.parameters()?.and_then(|p| p.get(name)) {
             None | Some(Scalar::Null) => Ok(None),
             Some(Scalar::Str(s)) => Ok(Some(s)),
             Some(other) => Err(ApiError::invalid(
                 "parameters",
                 format!(
-                    "`parameters.function_to_apply` must be a string, found {}",
+                    "`parameters.{name}` must be a string, found {}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    /// `parameters.ignore_labels`: a list of at most [`MAX_IGNORE_LABELS`] strings; empty
+    /// when absent or null.
+    pub fn ignore_labels(&self) -> Result<Vec<String>, ApiError> {
+        match self.parameters()?.and_then(|p| p.get("ignore_labels")) {
+            None | Some(Scalar::Null) => Ok(Vec::new()),
+            Some(Scalar::Strings(labels)) => Ok(labels.clone()),
+            Some(other) => Err(ApiError::invalid(
+                "parameters",
+                format!(
+                    "`parameters.ignore_labels` must be a list of at most {MAX_IGNORE_LABELS} \
+                     strings, found {}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    /// `parameters.stride`: an integer ≥ 0; `None` when absent or null.
+    pub fn stride(&self) -> Result<Option<u64>, ApiError> {
+        match self.parameters()?.and_then(|p| p.get("stride")) {
+            None | Some(Scalar::Null) => Ok(None),
+            Some(Scalar::UInt(n)) => Ok(Some(*n)),
+            Some(other) => Err(ApiError::invalid(
+                "parameters",
+                format!(
+                    "`parameters.stride` must be an integer ≥ 0, found {}",
                     other.kind()
                 ),
             )),

@@ -9,7 +9,9 @@
 //!
 //! Routes speak three APIs: lmfuse's own (`/classify`, `/info`, `/admin/reload`, ...),
 //! text-embeddings-inference's (`POST /`, `/predict`, `/embed`, so that `huggingface_hub`'s
-//! `InferenceClient` works unchanged) and OpenAI's (`/v1/embeddings`, `/v1/models`).
+//! `InferenceClient` works unchanged) and OpenAI's (`/v1/embeddings`, `/v1/models`). A
+//! named-entity tagger ([`ServedTask::TokenClassification`]) answers Hugging Face's
+//! token-classification shape on `POST /` and `/predict` instead.
 
 mod backend;
 mod batcher;
@@ -21,7 +23,9 @@ mod metrics;
 mod openai;
 mod tei;
 
-pub use backend::{Backend, BackendError, Oos, Prediction, Reloader, TokenCount};
+pub use backend::{
+    Backend, BackendError, Oos, Prediction, Reloader, ServedTask, TokenCount, TokenEntity,
+};
 pub use config::{
     ConfigError, OverLength, ServerConfig, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT,
@@ -498,6 +502,25 @@ fn not_ready() -> ApiError {
     ApiError::NotReady("the model is not loaded and warmed up yet".into())
 }
 
+/// What the serving model does; `None` before one is installed.
+fn served_task(state: &AppState) -> Option<ServedTask> {
+    state.slot.get().map(|b| b.task())
+}
+
+/// Refuses `route` (a classifier's or an encoder's) when a named-entity tagger is served.
+fn refuse_on_tagger(state: &AppState, route: &str) -> Result<(), ApiError> {
+    if served_task(state) == Some(ServedTask::TokenClassification) {
+        return Err(ApiError::InvalidInput {
+            param: None,
+            message: format!(
+                "{route} is not available: the served model is a named-entity tagger (token \
+                 classification); POST / or /predict answer its entities"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a body declared over the limit before anything else.
 fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
     let declared = headers
@@ -580,7 +603,7 @@ async fn count_tokens(
     let backend = state.slot.get().ok_or_else(not_ready)?;
     let counted = tokio::task::spawn_blocking(move || {
         let counts = match &work {
-            Work::Predict(texts) | Work::Embed(texts) => {
+            Work::Predict(texts) | Work::Embed(texts) | Work::Tag(texts) => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 backend.count_tokens(&refs)
             }

@@ -12,7 +12,7 @@
 //! it). `dimensions` must equal the model's dimension: no served model can shorten its vectors.
 
 use crate::body;
-use crate::{admit, embed_inputs, ApiError, AppState, EmbedSettings};
+use crate::{admit, embed_inputs, refuse_on_tagger, ApiError, AppState, EmbedSettings};
 use axum::extract::{Request, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -45,6 +45,7 @@ pub(crate) async fn embeddings(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    refuse_on_tagger(&state, "/v1/embeddings")?;
     let (admitted, bytes) = admit(&state, req).await?;
     let parsed = body::parse(&bytes, "input", &state.config)?;
     drop(bytes);

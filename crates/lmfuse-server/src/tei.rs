@@ -12,11 +12,22 @@
 //! - `POST /embed`: `[[f32, ...], ...]`, with `normalize` (default true) and `truncate`.
 //! - `POST /classify`: lmfuse's answer, as `lmfuse predict` prints it: `{"label",
 //!   "probabilities", "oos"}` for a text, a list of them for a list.
+//!
+//! A named-entity tagger ([`ServedTask::TokenClassification`]) answers on `POST /` and
+//! `/predict` the shape of Hugging Face's token-classification pipeline with
+//! `aggregation_strategy="simple"`, which `InferenceClient.token_classification` reads:
+//! `[{"entity_group", "score", "word", "start", "end"}, ...]` for a text, a list of such lists
+//! for a list of texts; `start` and `end` count characters (Python `str` indices).
+//! `parameters.aggregation_strategy` may be "simple", "first", "average" or "max" (the tagger
+//! labels whole words, so all four give the same entities), `parameters.ignore_labels` drops
+//! entity types, and `parameters.stride` is accepted and has no effect (texts are tagged whole).
+//! `/classify` and `/embed` refuse a tagger.
 
 use crate::batcher::{JobOutput, Work};
 use crate::body::{self, Inputs, Options};
 use crate::{
-    admit, embed_inputs, infer, ApiError, AppState, EmbedSettings, OverLength, Prediction,
+    admit, embed_inputs, infer, refuse_on_tagger, served_task, ApiError, AppState, EmbedSettings,
+    OverLength, Prediction, ServedTask, TokenEntity,
 };
 use axum::extract::{Request, State};
 use axum::Json;
@@ -137,9 +148,84 @@ async fn predictions(state: &AppState, req: Request, tei: bool) -> Result<Predic
             single: parsed.single,
             top_k,
         }),
-        JobOutput::Embeddings(_) => Err(ApiError::Backend(
-            "the model returned embeddings for a prediction".into(),
+        JobOutput::Embeddings(_) | JobOutput::Entities(_) => Err(ApiError::Backend(
+            "the model returned no predictions for a prediction request".into(),
         )),
+    }
+}
+
+/// The aggregation strategies answered: the tagger labels whole words, so the word-level
+/// ones group entities as "simple" does.
+const AGGREGATIONS: [&str; 4] = ["simple", "first", "average", "max"];
+
+/// Checks the token-classification options (`parameters.aggregation_strategy`, `stride`);
+/// returns the entity types to drop (`parameters.ignore_labels`).
+fn token_options(options: &Options) -> Result<Vec<String>, ApiError> {
+    match options.aggregation_strategy()? {
+        None => {}
+        Some(a) if AGGREGATIONS.iter().any(|k| a.eq_ignore_ascii_case(k)) => {}
+        Some(a) if a.eq_ignore_ascii_case("none") => {
+            return Err(ApiError::invalid(
+                "parameters",
+                "`parameters.aggregation_strategy` \"none\" is not available: lmfuse answers \
+                 whole entities (\"simple\"), not one tag per token",
+            ))
+        }
+        Some(a) => {
+            return Err(ApiError::invalid(
+                "parameters",
+                format!(
+                    "`parameters.aggregation_strategy` must be \"simple\", \"first\", \
+                     \"average\" or \"max\", found {a:?}"
+                ),
+            ))
+        }
+    }
+    // Texts are tagged whole (long ones in overlapping windows of the encoder): no chunks.
+    options.stride()?;
+    options.ignore_labels()
+}
+
+/// Reads, checks and tags a request to `/` or `/predict` served by a tagger: each text's
+/// entities, and whether one text was sent bare.
+async fn entities(
+    state: &AppState,
+    req: Request,
+) -> Result<(Vec<Vec<TokenEntity>>, bool), ApiError> {
+    let (admitted, bytes) = admit(state, req).await?;
+    let parsed = body::parse(&bytes, "inputs", &state.config)?;
+    drop(bytes);
+    let over = over_length(state, &parsed.options)?;
+    let ignore = token_options(&parsed.options)?;
+    let Inputs::Texts(texts) = parsed.inputs else {
+        return Err(ApiError::invalid(
+            "inputs",
+            "token ids are not taken by a named-entity tagger: send texts",
+        ));
+    };
+    let (out, _) = infer(state, admitted, Work::Tag(texts), over).await?;
+    let JobOutput::Entities(mut lists) = out else {
+        return Err(ApiError::Backend(
+            "the model returned no entities for a tagging request".into(),
+        ));
+    };
+    if !ignore.is_empty() {
+        for list in &mut lists {
+            list.retain(|e| !ignore.contains(&e.entity_group));
+        }
+    }
+    Ok((lists, parsed.single))
+}
+
+/// `POST /` and `/predict` on a tagger: a bare text's entities, a list of them for a list.
+async fn tagged(state: &AppState, req: Request) -> Result<Json<Value>, ApiError> {
+    let (mut lists, single) = entities(state, req).await?;
+    match (single, lists.pop()) {
+        (true, Some(one)) => to_json(one),
+        (_, last) => {
+            lists.extend(last);
+            to_json(lists)
+        }
     }
 }
 
@@ -149,11 +235,14 @@ fn to_json<T: Serialize>(value: T) -> Result<Json<Value>, ApiError> {
         .map_err(|e| ApiError::Backend(e.to_string()))
 }
 
-/// `POST /`: one ranked list per input, also for a bare text.
+/// `POST /`: one ranked list per input, also for a bare text; a tagger's entities.
 pub(crate) async fn root(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    if served_task(&state) == Some(ServedTask::TokenClassification) {
+        return tagged(&state, req).await;
+    }
     let p = predictions(&state, req, true).await?;
     let lists: Vec<Vec<Scored>> = p
         .predictions
@@ -163,11 +252,15 @@ pub(crate) async fn root(
     to_json(lists)
 }
 
-/// `POST /predict`: TEI's shapes, a ranked list for a bare text, a list of them for a list.
+/// `POST /predict`: TEI's shapes, a ranked list for a bare text, a list of them for a list;
+/// a tagger's entities.
 pub(crate) async fn predict(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    if served_task(&state) == Some(ServedTask::TokenClassification) {
+        return tagged(&state, req).await;
+    }
     let p = predictions(&state, req, true).await?;
     let mut lists: Vec<Vec<Scored>> = p
         .predictions
@@ -188,6 +281,7 @@ pub(crate) async fn classify(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    refuse_on_tagger(&state, "/classify")?;
     let mut p = predictions(&state, req, false).await?;
     if p.single {
         to_json(p.predictions.pop())
@@ -202,6 +296,7 @@ pub(crate) async fn embed(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    refuse_on_tagger(&state, "/embed")?;
     let (admitted, bytes) = admit(&state, req).await?;
     let parsed = body::parse(&bytes, "inputs", &state.config)?;
     drop(bytes);

@@ -2,7 +2,8 @@
 
 use lmfuse_server::client::{self, Connection, Target};
 use lmfuse_server::{
-    Backend, BackendError, Oos, OverLength, Prediction, Reloader, Server, ServerConfig, TokenCount,
+    Backend, BackendError, Oos, OverLength, Prediction, Reloader, ServedTask, Server, ServerConfig,
+    TokenCount, TokenEntity,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -1384,4 +1385,246 @@ fn every_failure_on_the_v1_routes_answers_in_openais_shape() {
     );
     assert_eq!(e["type"], "server_error");
     assert_openai_error(&s.call("GET", "/v1/models", b""), 503, "not_ready");
+}
+
+/// A named-entity tagger: every word that starts with a capital letter is a `PER` entity (an
+/// all-capital one an `ORG`), with character offsets; `fail` errs. Counts its batches.
+struct FakeTagger {
+    batches: Mutex<Vec<usize>>,
+}
+
+impl FakeTagger {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            batches: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn entities(text: &str) -> Vec<TokenEntity> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i].is_whitespace() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < chars.len() && !chars[i].is_whitespace() {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            if word.chars().next().is_some_and(char::is_uppercase) {
+                let all_caps = word.chars().all(char::is_uppercase);
+                out.push(TokenEntity {
+                    entity_group: if all_caps { "ORG" } else { "PER" }.into(),
+                    score: 0.75,
+                    word,
+                    start,
+                    end: i,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Backend for FakeTagger {
+    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
+        Ok(texts
+            .iter()
+            .map(|t| TokenCount {
+                tokens: t.split_whitespace().count(),
+                truncated: false,
+            })
+            .collect())
+    }
+
+    fn predict(&self, _: &[&str]) -> Result<Vec<Prediction>, BackendError> {
+        Err(BackendError::Unsupported(
+            "the fake tagger cannot classify".into(),
+        ))
+    }
+
+    fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Err(BackendError::Unsupported(
+            "the fake tagger cannot embed".into(),
+        ))
+    }
+
+    fn info(&self) -> Value {
+        json!({"model": {"task": "ner", "types": ["ORG", "PER"]}})
+    }
+
+    fn model_name(&self) -> String {
+        "fake-tagger".into()
+    }
+
+    fn task(&self) -> ServedTask {
+        ServedTask::TokenClassification
+    }
+
+    fn tag(&self, texts: &[&str]) -> Result<Vec<Vec<TokenEntity>>, BackendError> {
+        self.batches.lock().unwrap().push(texts.len());
+        if texts.contains(&"fail") {
+            return Err(BackendError::Inference("the fake tagger failed".into()));
+        }
+        Ok(texts.iter().map(|t| Self::entities(t)).collect())
+    }
+}
+
+#[test]
+fn a_tagger_answers_hugging_faces_token_classification_shape() {
+    let tagger = FakeTagger::new();
+    let s = Running::start(fast(), Some(tagger.clone() as Arc<dyn Backend>));
+    let text = "我们 met Ann at ACME";
+    let want = json!([
+        {"entity_group": "PER", "score": 0.75, "word": "Ann", "start": 7, "end": 10},
+        {"entity_group": "ORG", "score": 0.75, "word": "ACME", "start": 14, "end": 18},
+    ]);
+    // A bare text: one list of entities, on `/` (what InferenceClient calls) and `/predict`;
+    // offsets count characters, not bytes.
+    for path in ["/", "/predict"] {
+        let r = s.post(path, json!({"inputs": text, "parameters": {}}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), want, "{path}");
+    }
+    // A list of texts: one list per text (an empty one where nothing was found).
+    let r = s.post("/", json!({"inputs": [text, "nothing here", "Bob"]}));
+    assert_eq!(
+        r.json(),
+        json!([
+            want,
+            [],
+            [{"entity_group": "PER", "score": 0.75, "word": "Bob", "start": 0, "end": 3}]
+        ])
+    );
+    // Hugging Face's parameters: the entity-level strategies, ignored labels, a stride.
+    let r = s.post(
+        "/predict",
+        json!({"inputs": text, "parameters": {
+            "aggregation_strategy": "SIMPLE", "ignore_labels": ["PER", "O"], "stride": 16
+        }}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!([want[1]]));
+    let r = s.post(
+        "/",
+        json!({"inputs": text, "parameters": {"aggregation_strategy": "max", "ignore_labels": null}}),
+    );
+    assert_eq!(r.json(), want);
+
+    for (path, body, needle) in [
+        (
+            "/",
+            json!({"inputs": "x", "parameters": {"aggregation_strategy": "none"}}),
+            "\"none\" is not available",
+        ),
+        (
+            "/",
+            json!({"inputs": "x", "parameters": {"aggregation_strategy": "mean"}}),
+            "\"simple\"",
+        ),
+        (
+            "/predict",
+            json!({"inputs": "x", "parameters": {"ignore_labels": "PER"}}),
+            "`parameters.ignore_labels` must be a list",
+        ),
+        (
+            "/predict",
+            json!({"inputs": "x", "parameters": {"ignore_labels": ["PER", 1]}}),
+            "a non-string",
+        ),
+        (
+            "/predict",
+            json!({"inputs": "x", "parameters": {"ignore_labels": vec!["X"; 101]}}),
+            "at most 100",
+        ),
+        (
+            "/",
+            json!({"inputs": "x", "parameters": {"stride": -1}}),
+            "`parameters.stride`",
+        ),
+        ("/", json!({"inputs": [1, 2]}), "send texts"),
+        ("/", json!({"inputs": 5}), "found a number"),
+        // The classifier's and the encoder's routes refuse a tagger.
+        ("/classify", json!({"inputs": "Ann"}), "named-entity tagger"),
+        ("/embed", json!({"inputs": "Ann"}), "named-entity tagger"),
+    ] {
+        let msg = assert_error(&s.post(path, body.clone()), 422, "invalid_input");
+        assert!(msg.contains(needle), "{path} {body}: {msg}");
+    }
+    let e = assert_openai_error(
+        &s.post("/v1/embeddings", json!({"input": "Ann"})),
+        400,
+        "invalid_input",
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("/v1/embeddings"),
+        "{e}"
+    );
+    // The limits and the error map are the classifier's.
+    assert_error(&s.post("/", json!({"inputs": []})), 400, "empty_batch");
+    assert_error(
+        &s.post("/", json!({"inputs": vec!["x"; 33]})),
+        413,
+        "batch_too_large",
+    );
+    assert_error(
+        &s.post("/", json!({"inputs": "fail"})),
+        500,
+        "backend_error",
+    );
+    let m = s.call("GET", "/metrics", b"").text();
+    assert!(
+        m.contains("lmfuse_requests_total{route=\"/\",status=\"200\"} 3"),
+        "{m}"
+    );
+    assert_eq!(s.call("GET", "/ready", b"").json()["model"], "fake-tagger");
+    // Concurrent requests go through the batcher, each answered with its own entities.
+    let tagged = |t: &FakeTagger| t.batches.lock().unwrap().iter().sum::<usize>();
+    let before = tagged(&tagger);
+    let bodies = (0..16)
+        .map(|i| json!({"inputs": [format!("Ann{i}"), "Bob"]}))
+        .collect();
+    for (i, r) in concurrent(&s, "/predict", bodies).iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()[0][0]["word"], format!("Ann{i}"));
+        assert_eq!(r.json()[1][0]["word"], "Bob");
+    }
+    assert_eq!(tagged(&tagger) - before, 32);
+}
+
+#[test]
+fn a_reload_from_a_classifier_to_a_tagger_checks_it_by_tagging() {
+    let health = Arc::new(AtomicUsize::new(0));
+    let reloader: Arc<Reloader> = {
+        let health = health.clone();
+        Arc::new(move |_: Option<&str>| {
+            health.fetch_add(1, Ordering::SeqCst);
+            Ok(FakeTagger::new() as Arc<dyn Backend>)
+        })
+    };
+    let s = Running::start_with(fast(), Some(Fake::new("")), Some(reloader));
+    assert_eq!(
+        labels(&s.post("/", json!({"inputs": "good"})).json()[0]),
+        ["pos", "neg"]
+    );
+    let r = s.post("/admin/reload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"]["model"]["task"], "ner");
+    assert_eq!(health.load(Ordering::SeqCst), 1);
+    let r = s.post("/", json!({"inputs": "hi Ann"}));
+    assert_eq!(
+        r.json(),
+        json!([{"entity_group": "PER", "score": 0.75, "word": "Ann", "start": 3, "end": 6}])
+    );
+    // The default health check of a tagger tags (its `predict` would fail).
+    assert!(FakeTagger::new().health().is_ok());
+    assert!(Fake::new("").health().is_ok());
+    let e = FakeTagger::new().predict(&["x"]).unwrap_err();
+    assert!(matches!(e, BackendError::Unsupported(_)));
+    // A classifier has no entities: the default `tag` says so.
+    let e = Fake::new("").tag(&["x"]).unwrap_err().to_string();
+    assert!(e.contains("this model is a classifier"), "{e}");
 }
