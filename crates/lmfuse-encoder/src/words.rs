@@ -1,7 +1,7 @@
 //! Contextual vectors of the words of pre-tokenised sentences, for token classification.
 //!
 //! Each word is cut into subword pieces on its own (as Hugging Face does for
-//! `is_split_into_words`), the pieces of a sentence are framed by the special tokens and encoded
+//! `is_split_into_words`; a lone word-start marker before a CJK character is dropped), the pieces of a sentence are framed by the special tokens and encoded
 //! together, and a word's vector is the last layer's row of its first piece (first-subword
 //! labelling). A sentence longer than the maximum length is read in overlapping windows: its
 //! words are cut into cores of at most half the window, each core is encoded with as much
@@ -41,7 +41,13 @@ impl SentenceEncoder {
         let vocab = self.model.config().vocab_size;
         let mut pieces = HashMap::with_capacity(distinct.len());
         for (word, e) in distinct.into_iter().zip(encodings) {
-            let ids = e.get_ids().to_vec();
+            // SentencePiece often cuts a word into the word-start marker alone and the rest
+            // (`▁`, `酒` for a lone CJK character): the marker carries no meaning and would be
+            // the word's first piece, so it is dropped (a Chinese character then reads as in
+            // running text, where no marker precedes it).
+            let marker = e.get_tokens().first().is_some_and(|t| t == "\u{2581}");
+            let skip = usize::from(marker && e.get_ids().len() > 1);
+            let ids = e.get_ids()[skip..].to_vec();
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
                 return Err(EncoderError::Tokenizer {
                     context: "encoding words".into(),
