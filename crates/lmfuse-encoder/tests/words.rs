@@ -36,7 +36,11 @@ fn first_piece_rows(name: &str, sentence: &[String]) {
             .ids;
         let mut pieces = &framed[framing.start.len()..framed.len() - framing.end.len()];
         // A lone word-start marker before the rest of the word is dropped.
-        let tokens = tokenizer.encode(w.as_str(), false).unwrap().get_tokens().to_vec();
+        let tokens = tokenizer
+            .encode(w.as_str(), false)
+            .unwrap()
+            .get_tokens()
+            .to_vec();
         if pieces.len() > 1 && tokens.first().is_some_and(|t| t == "\u{2581}") {
             pieces = &pieces[1..];
         }
