@@ -46,7 +46,7 @@ def lmfuse_row(name, d, note=""):
     n = test.get("sentences")
     rate = n / r["test_tag_seconds"] if n and r.get("test_tag_seconds") else None
     return [
-        f"lmfuse {name.replace('_', '+')}{note}",
+        f"lmfuse {LABELS.get(name, name)}{note}",
         pct(train["dev"]["micro"]["f1"]) if train.get("dev") else "–",
         pct(micro.get("precision")), pct(micro.get("recall")), pct(micro.get("f1")),
         f"c2 {train['c2']}, {train['fit']['iterations']} it",
@@ -95,6 +95,7 @@ def hf_row(d, name):
     ]
 
 
+LABELS = {"hand": "hand", "hand_sub": "hand", "emb": "emb", "hand_emb": "hand+emb"}
 HEAD = ["system", "dev F1", "test P", "test R", "test F1", "chosen", "fit s", "wall s", "peak MB", "tag sent/s"]
 
 
@@ -120,7 +121,7 @@ def main():
     ]
     for s in sets:
         d = os.path.join("bench/out/ner", s)
-        rows = [lmfuse_row("hand", d), lmfuse_row("hand_sub", d, " (encoder's subsample)"),
+        rows = [lmfuse_row("hand", d), lmfuse_row("hand_sub", d, " (first 10k sentences)"),
                 lmfuse_row("emb", d), lmfuse_row("hand_emb", d), crfsuite_row(d), hf_row(d, s)]
         parts.append(f"## {s}\n\n{table(rows)}\n")
     text = "\n".join(parts) + "\n" + (notes or marker + "\n")
