@@ -125,14 +125,7 @@ impl Model {
                 )?),
                 false => None,
             };
-            let options = LoadOptions {
-                pooling: Some(info.fingerprint.pooling),
-                normalize: Some(info.fingerprint.normalize),
-                max_seq_length: Some(info.fingerprint.max_seq_length),
-                batch_tokens: None,
-                prefix: Some(info.fingerprint.prefix.clone()),
-                long_text: info.fingerprint.long_text,
-            };
+            let options = recorded_options(info);
             encoders.push(ModelEncoder {
                 info: info.clone(),
                 files,
@@ -327,6 +320,18 @@ fn reads_encoder(predictor: &Predictor, i: usize, info: &EncoderInfo) -> bool {
 /// Finds the encoder of the bundle in `dir`: `encoder` when given, else the one the bundle
 /// records; checks that its weights are the ones the bundle was trained with. The one place
 /// that decides where a bundle's encoder comes from.
+/// The load options that reproduce an encoder as a bundle recorded it.
+pub(crate) fn recorded_options(info: &EncoderInfo) -> LoadOptions {
+    LoadOptions {
+        pooling: Some(info.fingerprint.pooling),
+        normalize: Some(info.fingerprint.normalize),
+        max_seq_length: Some(info.fingerprint.max_seq_length),
+        batch_tokens: None,
+        prefix: Some(info.fingerprint.prefix.clone()),
+        long_text: info.fingerprint.long_text,
+    }
+}
+
 pub(crate) fn resolve_encoder(
     dir: Option<&Path>,
     info: &EncoderInfo,

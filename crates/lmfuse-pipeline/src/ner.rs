@@ -10,7 +10,7 @@ use crate::encoders::EncoderChoice;
 use crate::{now_rfc3339, Context, Observer, PipelineError, Result, VERSION};
 use lmfuse_crf::{Crf, Gazetteer, StoredCrf, Tagged};
 use lmfuse_data::tagged::{join_tokens, read_tagged, text_spans, tokenize};
-use lmfuse_encoder::{LoadOptions, SentenceEncoder};
+use lmfuse_encoder::SentenceEncoder;
 use lmfuse_metrics::entity::{entities, evaluate_tags, Reading};
 use lmfuse_train::EncoderInfo;
 use serde::{Deserialize, Serialize};
@@ -108,14 +108,7 @@ impl WordEncoder {
     /// (same weights or refused).
     fn reopen(dir: &Path, info: EncoderInfo, encoder: Option<&str>) -> Result<Self> {
         let files = crate::model::resolve_encoder(Some(dir), &info, encoder)?;
-        let options = LoadOptions {
-            pooling: Some(info.fingerprint.pooling),
-            normalize: Some(info.fingerprint.normalize),
-            max_seq_length: Some(info.fingerprint.max_seq_length),
-            batch_tokens: None,
-            prefix: Some(info.fingerprint.prefix.clone()),
-            long_text: info.fingerprint.long_text,
-        };
+        let options = crate::model::recorded_options(&info);
         let encoder = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
         Ok(Self { info, encoder })
     }
