@@ -580,11 +580,7 @@ class EntityTagger(BaseEstimator):
 
 def load_tagger(path):
     """An ``EntityTagger`` from an NER bundle folder (``lmfuse ner train --out``)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"bundle folder {path} does not exist")
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} is not an lmfuse bundle: it is not a folder")
+    path = _bundle_dir(path)
     tagger = EntityTagger()
     tagger._set_fitted(_native.ner_load(path))
     return tagger
@@ -614,15 +610,21 @@ def _params_of(card):
     return params
 
 
-def load(path, cache=True, text_col="text"):
-    """The bundle in folder ``path`` (from ``TextClassifier.save`` or any lmfuse command:
-    a classifier or an ensemble) as a fitted TextClassifier; ``classes_`` are the label
-    strings the bundle stores."""
+def _bundle_dir(path):
+    """``path`` as a string, checked to be an existing folder."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"bundle folder {path} does not exist")
     if not os.path.isdir(path):
         raise ValueError(f"{path} is not an lmfuse bundle: it is not a folder")
+    return path
+
+
+def load(path, cache=True, text_col="text"):
+    """The bundle in folder ``path`` (from ``TextClassifier.save`` or any lmfuse command:
+    a classifier or an ensemble) as a fitted TextClassifier; ``classes_`` are the label
+    strings the bundle stores."""
+    path = _bundle_dir(path)
     use_cache, cache_dir = _cache_args(cache)
     fitted = _native.load(path, use_cache, cache_dir)
     info = json.loads(fitted.info())

@@ -181,21 +181,13 @@ fn attributes<S: AsRef<str>>(
     }
 }
 
-/// Attribute ids of a sentence's tokens, by the given lookup; unknown attributes are skipped.
-fn encode_tokens<S: AsRef<str>>(
-    tokens: &[S],
-    params: &CrfParams,
-    gazetteer: &Gazetteer,
-    mut id: impl FnMut(&str) -> Option<u32>,
-) -> (Vec<u32>, Vec<u32>) {
-    let attrs = attributes(tokens, params, gazetteer);
-    let mut ids = Vec::new();
-    let mut starts = vec![0u32];
-    for token in &attrs {
-        ids.extend(token.iter().filter_map(|a| id(a)));
-        starts.push(ids.len() as u32);
-    }
-    (ids, starts)
+/// Tag name → index.
+fn label_index(labels: &[String]) -> HashMap<&str, u32> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect()
 }
 
 impl Crf {
@@ -225,27 +217,28 @@ impl Crf {
         if let Some((vectors, dim)) = dense {
             check_dense(sentences.iter().map(|s| s.0.len()), vectors, dim)?;
         }
-        let mut crf = Self::index(sentences, params, gazetteer);
+        let (mut crf, attrs) = Self::index(sentences, params, gazetteer);
         crf.dense =
             dense.map(|(v, dim)| Dense::fit(&v.iter().map(Vec::as_slice).collect::<Vec<_>>(), dim));
-        let encoded = crf.encode_all(sentences, dense.map(|d| d.0));
+        let encoded = crf.encode_all(attrs, sentences, dense.map(|d| d.0));
         crf.train(&encoded, progress);
         Ok(crf)
     }
 
     /// Labels, attributes (by frequency cut) and the (attribute, tag) pairs seen in training.
-    fn index(sentences: &[TaggedTokens<'_>], params: &CrfParams, gazetteer: Gazetteer) -> Self {
+    /// Also returns each training sentence's attribute strings, for [`Crf::encode_all`].
+    fn index(
+        sentences: &[TaggedTokens<'_>],
+        params: &CrfParams,
+        gazetteer: Gazetteer,
+    ) -> (Self, Vec<Vec<Vec<String>>>) {
         let tag_set: BTreeSet<&str> = sentences
             .iter()
             .flat_map(|(_, tags)| tags.iter().map(String::as_str))
             .chain(["O"])
             .collect();
         let labels: Vec<String> = tag_set.into_iter().map(String::from).collect();
-        let label_index: HashMap<&str, u32> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i as u32))
-            .collect();
+        let label_index = label_index(&labels);
         let per_sentence: Vec<Vec<Vec<String>>> = sentences
             .par_iter()
             .map(|(tokens, _)| attributes(tokens, params, &gazetteer))
@@ -275,7 +268,7 @@ impl Crf {
         let attributes: Vec<String> = kept.into_iter().map(|(a, _)| a.to_string()).collect();
         let (allowed, start_allowed) = constraints(&labels);
         let l = labels.len();
-        Self {
+        let crf = Self {
             params: params.clone(),
             gazetteer,
             index: attributes
@@ -298,27 +291,25 @@ impl Crf {
                 attributes: 0,
                 weights: 0,
             },
-        }
+        };
+        (crf, per_sentence)
     }
 
+    /// The training sentences as attribute ids (from `attrs`, their attribute strings), gold
+    /// tag indices and standardised dense vectors.
     fn encode_all(
         &self,
+        attrs: Vec<Vec<Vec<String>>>,
         sentences: &[TaggedTokens<'_>],
         dense: Option<&[Vec<f32>]>,
     ) -> Vec<Encoded> {
-        let label_index: HashMap<&str, u32> = self
-            .labels
-            .iter()
+        let label_index = label_index(&self.labels);
+        attrs
+            .into_par_iter()
+            .zip(sentences)
             .enumerate()
-            .map(|(i, t)| (t.as_str(), i as u32))
-            .collect();
-        sentences
-            .par_iter()
-            .enumerate()
-            .map(|(i, (tokens, tags))| {
-                let (ids, starts) = encode_tokens(tokens, &self.params, &self.gazetteer, |a| {
-                    self.index.get(a).copied()
-                });
+            .map(|(i, (attrs, (_, tags)))| {
+                let (ids, starts) = self.attribute_ids(&attrs);
                 let gold = tags.iter().map(|t| label_index[t.as_str()]).collect();
                 Encoded {
                     ids,
@@ -328,6 +319,18 @@ impl Crf {
                 }
             })
             .collect()
+    }
+
+    /// Attribute ids of a sentence's tokens (all ids, then each token's start); attributes the
+    /// model does not know are skipped.
+    fn attribute_ids(&self, attrs: &[Vec<String>]) -> (Vec<u32>, Vec<u32>) {
+        let mut ids = Vec::new();
+        let mut starts = vec![0u32];
+        for token in attrs {
+            ids.extend(token.iter().filter_map(|a| self.index.get(a).copied()));
+            starts.push(ids.len() as u32);
+        }
+        (ids, starts)
     }
 
     fn train(&mut self, encoded: &[Encoded], mut progress: impl FnMut(usize, f64)) {
@@ -529,9 +532,7 @@ impl Crf {
         if tokens.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let (ids, starts) = encode_tokens(tokens, &self.params, &self.gazetteer, |a| {
-            self.index.get(a).copied()
-        });
+        let (ids, starts) = self.attribute_ids(&attributes(tokens, &self.params, &self.gazetteer));
         let s = Encoded {
             ids,
             starts,
@@ -909,10 +910,10 @@ mod tests {
         let data = toy();
         let sentences = borrowed(&data);
         let dense = toy_dense(&data);
-        let mut crf = Crf::index(&sentences, &CrfParams::default(), Gazetteer::default());
+        let (mut crf, attrs) = Crf::index(&sentences, &CrfParams::default(), Gazetteer::default());
         let refs: Vec<&[f32]> = dense.iter().map(Vec::as_slice).collect();
         crf.dense = Some(Dense::fit(&refs, 3));
-        let encoded = crf.encode_all(&sentences, Some(&dense));
+        let encoded = crf.encode_all(attrs, &sentences, Some(&dense));
         let (n_state, n_dense) = crf.layout();
         assert!(n_dense > 0);
         let n = n_state + n_dense + crf.transitions.len();

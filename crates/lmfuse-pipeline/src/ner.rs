@@ -457,11 +457,16 @@ impl NerModel {
 
     /// IOB2 tags and their marginal probabilities, for each tokenised sentence.
     pub fn tag(&self, sentences: &[Vec<String>]) -> Result<Vec<Tagged>> {
-        let vectors = match &self.encoder {
-            Some(e) => Some(e.vectors(sentences, &crate::Silent)?),
-            None => None,
-        };
+        let vectors = self.word_vectors(sentences)?;
         self.tag_with(sentences, vectors.as_deref())
+    }
+
+    /// The encoder's word vectors of `sentences`, when the model reads them.
+    fn word_vectors(&self, sentences: &[Vec<String>]) -> Result<Option<Vec<Vec<f32>>>> {
+        self.encoder
+            .as_ref()
+            .map(|e| e.vectors(sentences, &crate::Silent))
+            .transpose()
     }
 
     fn tag_with(
@@ -481,10 +486,8 @@ impl NerModel {
 
     /// Strict entity scores on a tagged set.
     pub fn evaluate(&self, set: &TaggedSet) -> Result<EntityReport> {
-        let tokens = tokens_of(set);
-        let predicted: Vec<Vec<String>> = self.tag(&tokens)?.into_iter().map(|p| p.0).collect();
-        let truth: Vec<Vec<String>> = set.sentences.iter().map(|s| s.tags.clone()).collect();
-        Ok(evaluate_tags(&truth, &predicted, Reading::Strict)?)
+        let vectors = self.word_vectors(&tokens_of(set))?;
+        self.evaluate_with(set, vectors.as_deref())
     }
 
     /// [`evaluate`](Self::evaluate) with the word vectors already computed.
