@@ -60,6 +60,7 @@ impl TaggerSettings {
             } else {
                 None
             },
+            finetune: None,
         })
     }
 }

@@ -3,10 +3,11 @@
 use crate::progress::Bars;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use lmfuse_finetune::FinetuneParams;
 use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::ner::{
-    self, CrfParams, EntityReport, FeatureParams, NerModel, NerTrainReport, NerTrainSpec,
-    TagOptions, TagScheme,
+    self, CrfParams, EntityReport, FeatureParams, NerFinetune, NerModel, NerTrainReport,
+    NerTrainSpec, TagHead, TagOptions, TagScheme,
 };
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ pub enum NerCommand {
     /// save a bundle.
     Train(NerTrainArgs),
     /// Train the hand, emb and hand+emb CRFs on the same data (word vectors computed once),
-    /// rank them on dev, save the best.
+    /// with --finetune also the tuned tagger and the fusion over its vectors; rank them on
+    /// dev, save the best.
     Compare(NerCompareArgs),
     /// Score a tagger on tagged sentences: strict entity precision/recall/F1 (seqeval).
     Eval(NerEvalArgs),
@@ -141,9 +143,64 @@ pub struct NerFitArgs {
     hand: FeatureArgs,
     #[command(flatten)]
     tags: TagArgs,
+    #[command(flatten)]
+    tune: TuneArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Fine-tuning the encoder for tagging.
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Fine-tune the encoder end to end with a softmax or CRF layer over each word's first
+    /// subword (epoch chosen on --dev). With --features emb the tuned tagger is the model;
+    /// with hand,emb the CRF reads the hand-made features and the tuned word vectors.
+    #[arg(long)]
+    finetune: Option<TagHead>,
+    /// Fine-tuning: passes over the training sentences (at most).
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Fine-tuning: sentences per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Fine-tuning: peak learning rate of the encoder.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f32,
+    /// Fine-tuning: peak learning rate of the tag layer and transitions.
+    #[arg(long, default_value_t = 1e-3)]
+    head_lr: f32,
+    /// Fine-tuning: dropout rate.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    /// Fine-tuning: stop after N epochs without a better dev F1 (0: never).
+    #[arg(long, default_value_t = 2)]
+    patience: usize,
+    /// Fine-tuning: seed of the layer's initialisation, batch order and dropout.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Fine-tuning: folder for the metrics log (metrics.jsonl).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+impl TuneArgs {
+    fn spec(&self) -> Option<NerFinetune> {
+        self.finetune.map(|head| NerFinetune {
+            head,
+            params: FinetuneParams {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                head_lr: self.head_lr,
+                dropout: self.dropout,
+                patience: self.patience,
+                seed: self.seed,
+                ..FinetuneParams::default()
+            },
+            run_dir: self.run_dir.clone(),
+        })
+    }
 }
 
 /// A feature block of the CRF.
@@ -240,6 +297,7 @@ impl NerFitArgs {
             c2_grid: self.c2.clone(),
             gazetteers: self.hand.gazetteer.clone(),
             encoder,
+            finetune: self.tune.spec(),
         }
     }
 
@@ -303,11 +361,11 @@ fn compare(args: &NerCompareArgs, quiet: bool) -> anyhow::Result<()> {
         outln!("{json}")?;
         return Ok(());
     }
-    outln!("{:<10} {:>8} {:>6} {:>8}", "model", "dev F1", "c2", "fit s")?;
+    outln!("{:<15} {:>8} {:>6} {:>8}", "model", "dev F1", "c2", "fit s")?;
     for r in &reports {
         let f1 = r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
         outln!(
-            "{:<10} {:>8.2} {:>6} {:>8.1}",
+            "{:<15} {:>8.2} {:>6} {:>8.1}",
             r.features,
             100.0 * f1,
             r.c2,
@@ -321,6 +379,32 @@ fn compare(args: &NerCompareArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 fn print_train(report: &NerTrainReport) {
+    if let Some(best) = report.finetune.as_ref().and_then(|f| f.get("best")) {
+        eprintln!(
+            "fine-tuned the encoder for tagging: best dev F1 {:.2} at epoch {} (step {})",
+            100.0 * best["dev_macro_f1"].as_f64().unwrap_or(0.0),
+            best["epoch"],
+            best["step"]
+        );
+    }
+    if report.features.starts_with("ft-") {
+        eprintln!(
+            "trained on {} sentences ({} tags, types {}) in {:.1} s",
+            report.train_sentences,
+            report.scheme,
+            report.types.join(", "),
+            report.fit_seconds
+        );
+    } else {
+        print_crf_fit(report);
+    }
+    if let Some(dev) = &report.dev {
+        eprintln!("dev:");
+        let _ = print_report(dev);
+    }
+}
+
+fn print_crf_fit(report: &NerTrainReport) {
     eprintln!(
         "trained on {} sentences ({} tags, types {}): c2 {} after {} iterations, {} attributes, \
          {} weights, fit {:.1} s",
@@ -333,10 +417,6 @@ fn print_train(report: &NerTrainReport) {
         report.fit.weights,
         report.fit_seconds
     );
-    if let Some(dev) = &report.dev {
-        eprintln!("dev:");
-        let _ = print_report(dev);
-    }
 }
 
 /// Scores `model` on `path`; also returns the seconds tagging took.

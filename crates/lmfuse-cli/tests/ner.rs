@@ -363,3 +363,114 @@ fn compare_ranks_the_three_taggers_on_dev_and_saves_the_best() {
     let args = ["ner", "compare", "--train", s(&train), "--out", s(&out)];
     common::assert_one_line_error(&args, &["needs --dev"]);
 }
+
+/// `ner train` (or `compare`) on made-up sentences with the tiny encoder fine-tuned
+/// (`extra` adds flags); returns the bundle folder and the JSON report.
+fn tuned(dir: &Path, command: &str, extra: &[&str]) -> Option<(PathBuf, serde_json::Value)> {
+    let model = tiny_model()?;
+    let train = write(dir, "train.conll", &conll(40, 0));
+    let dev = write(dir, "dev.conll", &conll(12, 40));
+    let out = dir.join(format!("tuned-{command}"));
+    let mut args = vec![
+        "ner",
+        command,
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--test",
+        s(&dev),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "2",
+        "--max-iter",
+        "20",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let report = ok_json(&args, &dir.join("cache"));
+    Some((out, report))
+}
+
+#[test]
+fn a_tagger_fine_tuned_with_a_crf_saves_its_encoder_and_scores_as_it_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--features", "emb", "--finetune", "crf"];
+    let Some((out, report)) = tuned(dir.path(), "train", &extra) else {
+        return;
+    };
+    let train = &report["train"];
+    assert_eq!(train["features"], "ft-crf");
+    let evals = train["finetune"]["evals"].as_array().unwrap();
+    assert_eq!(evals.len(), 2, "one evaluation an epoch");
+    // The F1 seen while fine-tuning is the saved bundle's: one decoding for both.
+    assert_eq!(
+        train["finetune"]["best"]["dev_macro_f1"].as_f64(),
+        train["dev"]["micro"]["f1"].as_f64()
+    );
+    assert!(
+        out.join("encoder/model.safetensors").is_file(),
+        "the tuned encoder is inside"
+    );
+    let dev = dir.path().join("dev.conll");
+    let eval = ok_json(
+        &[
+            "ner",
+            "eval",
+            "--model",
+            s(&out),
+            "--data",
+            s(&dev),
+            "--json",
+        ],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(eval["micro"], train["dev"]["micro"]);
+    assert_eq!(eval["micro"], report["test"]["micro"]);
+}
+
+#[test]
+fn compare_with_fine_tuning_ranks_the_tuned_tagger_and_its_fusion_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_, report)) = tuned(dir.path(), "compare", &["--finetune", "softmax"]) else {
+        return;
+    };
+    let board = report["leaderboard"].as_array().unwrap();
+    let mut names: Vec<&str> = board
+        .iter()
+        .map(|r| r["features"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["emb", "ft-softmax", "hand", "hand+emb", "hand+ft-softmax"]
+    );
+    let f1: Vec<f64> = board
+        .iter()
+        .map(|r| r["dev"]["micro"]["f1"].as_f64().unwrap())
+        .collect();
+    assert!(
+        f1.windows(2).all(|w| w[0] >= w[1]),
+        "ranked by dev F1: {f1:?}"
+    );
+    common::assert_one_line_error(
+        &[
+            "ner",
+            "train",
+            "--train",
+            "x.conll",
+            "--out",
+            "o",
+            "--features",
+            "emb",
+            "--finetune",
+            "crf",
+        ],
+        &["needs an encoder", "--dev"],
+    );
+}

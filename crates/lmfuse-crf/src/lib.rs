@@ -12,9 +12,11 @@
 //! (safetensors), take features from the encoder later (fusion), and train on both cores; the
 //! forward–backward pass is ~100 lines.
 
+mod chain;
 pub mod features;
 mod model;
 
+pub use chain::Chain;
 pub use features::{sentence_attributes, FeatureParams, Gazetteer};
 pub use model::{Crf, FitReport, StoredCrf, Tagged, TaggedTokens};
 

@@ -1,5 +1,6 @@
 //! The CRF: feature indexing, the training objective, Viterbi decoding and marginals.
 
+use crate::chain::{Chain, Lattice};
 use crate::features::{sentence_attributes, Gazetteer};
 use crate::{CrfError, CrfParams};
 use lmfuse_classic::{minimize_with, LbfgsOptions};
@@ -45,8 +46,7 @@ pub struct Crf {
     state_weights: Vec<f32>,
     /// `transitions[i * L + j]`: from tag `i` to tag `j`.
     transitions: Vec<f32>,
-    allowed: Vec<bool>,
-    start_allowed: Vec<bool>,
+    chain: Chain,
     dense: Option<Dense>,
     report: FitReport,
 }
@@ -119,26 +119,6 @@ impl Encoded {
     fn token(&self, t: usize) -> &[u32] {
         &self.ids[self.starts[t] as usize..self.starts[t + 1] as usize]
     }
-}
-
-fn inside_of(tag: &str) -> Option<&str> {
-    tag.strip_prefix("I-")
-}
-
-/// IOB2 constraints: `(allowed[i * L + j], start_allowed[j])`.
-fn constraints(labels: &[String]) -> (Vec<bool>, Vec<bool>) {
-    let l = labels.len();
-    let mut allowed = vec![true; l * l];
-    for (j, to) in labels.iter().enumerate() {
-        if let Some(kind) = inside_of(to) {
-            for (i, from) in labels.iter().enumerate() {
-                let continues = from.strip_prefix("B-").or_else(|| inside_of(from)) == Some(kind);
-                allowed[i * l + j] = continues;
-            }
-        }
-    }
-    let start = labels.iter().map(|t| inside_of(t).is_none()).collect();
-    (allowed, start)
 }
 
 /// Checks that each sentence has tokens × dim dense values.
@@ -225,6 +205,63 @@ impl Crf {
         Ok(crf)
     }
 
+    /// A CRF over dense token vectors alone: tag `l`'s score is `weights[l] · x + bias[l]`
+    /// (`weights` is `L × dim`), with `transitions` (`L × L`). This is the head of an encoder
+    /// fine-tuned for tagging (a softmax head has zero transitions), so that it decodes, scores
+    /// and saves as any CRF does.
+    pub fn from_emission_head(
+        labels: Vec<String>,
+        dim: usize,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        transitions: Vec<f32>,
+    ) -> Result<Self, CrfError> {
+        let l = labels.len();
+        if l == 0 || dim == 0 || weights.len() != l * dim || bias.len() != l {
+            return Err(CrfError::Stored(format!(
+                "an emission head over {l} tags and {dim} dimensions needs {} weights and {l} \
+                 biases, not {} and {}",
+                l * dim,
+                weights.len(),
+                bias.len()
+            )));
+        }
+        if transitions.len() != l * l {
+            return Err(CrfError::Stored(format!(
+                "{} transitions for {l} tags",
+                transitions.len()
+            )));
+        }
+        let attributes = vec!["bias".to_string()];
+        Ok(Self {
+            params: CrfParams {
+                hand_features: false,
+                ..CrfParams::default()
+            },
+            gazetteer: Gazetteer::default(),
+            index: HashMap::from([("bias".to_string(), 0)]),
+            attributes,
+            offsets: vec![0, l as u32],
+            state_labels: (0..l as u32).collect(),
+            state_weights: bias,
+            transitions,
+            chain: Chain::iob2(&labels),
+            labels,
+            dense: Some(Dense {
+                dim,
+                mean: vec![0.0; dim],
+                inv_std: vec![1.0; dim],
+                weights,
+            }),
+            report: FitReport {
+                iterations: 0,
+                objective: 0.0,
+                attributes: 1,
+                weights: l + l * dim + l * l,
+            },
+        })
+    }
+
     /// Labels, attributes (by frequency cut) and the (attribute, tag) pairs seen in training.
     /// Also returns each training sentence's attribute strings, for [`Crf::encode_all`].
     fn index(
@@ -266,7 +303,7 @@ impl Crf {
             offsets.push(state_labels.len() as u32);
         }
         let attributes: Vec<String> = kept.into_iter().map(|(a, _)| a.to_string()).collect();
-        let (allowed, start_allowed) = constraints(&labels);
+        let chain = Chain::iob2(&labels);
         let l = labels.len();
         let crf = Self {
             params: params.clone(),
@@ -282,8 +319,7 @@ impl Crf {
             state_labels,
             transitions: vec![0.0; l * l],
             labels,
-            allowed,
-            start_allowed,
+            chain,
             dense: None,
             report: FitReport {
                 iterations: 0,
@@ -454,7 +490,8 @@ impl Crf {
         let (n_state, n_dense) = self.layout();
         let emit = self.emissions(w, s);
         let trans = &w[n_state + n_dense..];
-        let lattice = Lattice::new(&emit, trans, &self.allowed, &self.start_allowed, l);
+        let lattice = Lattice::new(&emit, trans, &self.chain, true);
+        let mut marginals = vec![0.0; l];
         let mut gold_score = 0.0;
         for t in 0..s.len() {
             let y = s.gold[t] as usize;
@@ -464,7 +501,7 @@ impl Crf {
                 gold_score += trans[prev * l + y];
                 grad[n_state + n_dense + prev * l + y] -= 1.0;
             }
-            let marginals = lattice.marginals(t);
+            lattice.marginals_into(t, &mut marginals);
             for &a in s.token(t) {
                 let range =
                     self.offsets[a as usize] as usize..self.offsets[a as usize + 1] as usize;
@@ -542,53 +579,21 @@ impl Crf {
         let (n_state, n_dense) = self.layout();
         let trans = &w[n_state + n_dense..];
         let emit = self.emissions(w, &s);
-        let path = self.viterbi(&emit, trans, s.len());
-        let l = self.labels.len();
-        let lattice = Lattice::new(&emit, trans, &self.allowed, &self.start_allowed, l);
+        let path = self.chain.viterbi(&emit, trans, true);
+        let lattice = Lattice::new(&emit, trans, &self.chain, true);
+        let mut marginals = vec![0.0; self.labels.len()];
         let scores = path
             .iter()
             .enumerate()
-            .map(|(t, &y)| lattice.marginals(t)[y] as f32)
+            .map(|(t, &y)| {
+                lattice.marginals_into(t, &mut marginals);
+                marginals[y] as f32
+            })
             .collect();
         (
             path.into_iter().map(|y| self.labels[y].clone()).collect(),
             scores,
         )
-    }
-
-    fn viterbi(&self, emit: &[f64], trans: &[f64], n: usize) -> Vec<usize> {
-        let l = self.labels.len();
-        let mut best: Vec<f64> = (0..l)
-            .map(|j| {
-                if self.start_allowed[j] {
-                    emit[j]
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
-            .collect();
-        let mut back = vec![0usize; n * l];
-        for t in 1..n {
-            let mut next = vec![f64::NEG_INFINITY; l];
-            for j in 0..l {
-                for i in 0..l {
-                    let v = best[i] + trans[i * l + j];
-                    if self.allowed[i * l + j] && v > next[j] {
-                        next[j] = v;
-                        back[t * l + j] = i;
-                    }
-                }
-                next[j] += emit[t * l + j];
-            }
-            best = next;
-        }
-        let mut y = (0..l).fold(0, |b, j| if best[j] > best[b] { j } else { b });
-        let mut path = vec![y; n];
-        for t in (1..n).rev() {
-            y = back[t * l + y];
-            path[t - 1] = y;
-        }
-        path
     }
 
     /// The tags, in index order.
@@ -604,119 +609,6 @@ impl Crf {
     /// The hyperparameters it was trained with.
     pub fn params(&self) -> &CrfParams {
         &self.params
-    }
-}
-
-/// Scaled forward–backward over one sentence (crfsuite's way: each position's forward
-/// scores are normalised to sum to 1 and the scale kept, so no logarithm per cell).
-struct Lattice {
-    l: usize,
-    n: usize,
-    /// `exp(emission − max of the position)`, zero where forbidden at the start.
-    e: Vec<f64>,
-    exp_trans: Vec<f64>,
-    alpha: Vec<f64>,
-    beta: Vec<f64>,
-    scale: Vec<f64>,
-    log_z: f64,
-}
-
-impl Lattice {
-    fn new(emit: &[f64], trans: &[f64], allowed: &[bool], start: &[bool], l: usize) -> Self {
-        let n = emit.len() / l;
-        let exp_trans: Vec<f64> = trans
-            .iter()
-            .zip(allowed)
-            .map(|(&v, &ok)| if ok { v.exp() } else { 0.0 })
-            .collect();
-        let mut e = vec![0.0; n * l];
-        let mut log_z = 0.0;
-        for t in 0..n {
-            let row = &emit[t * l..(t + 1) * l];
-            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            log_z += max;
-            for j in 0..l {
-                let ok = t > 0 || start[j];
-                e[t * l + j] = if ok { (row[j] - max).exp() } else { 0.0 };
-            }
-        }
-        let mut lattice = Self {
-            l,
-            n,
-            e,
-            exp_trans,
-            alpha: vec![0.0; n * l],
-            beta: vec![0.0; n * l],
-            scale: vec![0.0; n],
-            log_z,
-        };
-        lattice.forward();
-        lattice.backward();
-        lattice
-    }
-
-    fn forward(&mut self) {
-        let l = self.l;
-        for t in 0..self.n {
-            for j in 0..l {
-                let into = if t == 0 {
-                    1.0
-                } else {
-                    (0..l)
-                        .map(|i| self.alpha[(t - 1) * l + i] * self.exp_trans[i * l + j])
-                        .sum()
-                };
-                self.alpha[t * l + j] = into * self.e[t * l + j];
-            }
-            let sum: f64 = self.alpha[t * l..(t + 1) * l].iter().sum();
-            self.scale[t] = sum;
-            self.alpha[t * l..(t + 1) * l]
-                .iter_mut()
-                .for_each(|a| *a /= sum);
-            self.log_z += sum.ln();
-        }
-    }
-
-    fn backward(&mut self) {
-        let l = self.l;
-        let n = self.n;
-        self.beta[(n - 1) * l..].fill(1.0);
-        for t in (0..n - 1).rev() {
-            for i in 0..l {
-                self.beta[t * l + i] = (0..l)
-                    .map(|j| {
-                        self.exp_trans[i * l + j]
-                            * self.e[(t + 1) * l + j]
-                            * self.beta[(t + 1) * l + j]
-                    })
-                    .sum::<f64>()
-                    / self.scale[t + 1];
-            }
-        }
-    }
-
-    /// P(tag at `t` = j) for each j.
-    fn marginals(&self, t: usize) -> Vec<f64> {
-        let l = self.l;
-        (0..l)
-            .map(|j| self.alpha[t * l + j] * self.beta[t * l + j])
-            .collect()
-    }
-
-    /// Adds Σ_t P(tag t−1 = i, tag t = j) to `grad[i * L + j]`.
-    fn add_pair_marginals(&self, grad: &mut [f64]) {
-        let l = self.l;
-        for t in 1..self.n {
-            for i in 0..l {
-                let a = self.alpha[(t - 1) * l + i];
-                for j in 0..l {
-                    let p =
-                        a * self.exp_trans[i * l + j] * self.e[t * l + j] * self.beta[t * l + j]
-                            / self.scale[t];
-                    grad[i * l + j] += p;
-                }
-            }
-        }
     }
 }
 
@@ -836,7 +728,7 @@ impl Crf {
                 Some(dense)
             }
         };
-        let (allowed, start_allowed) = constraints(&card.labels);
+        let chain = Chain::iob2(&card.labels);
         Ok(Self {
             dense,
             params: card.params,
@@ -853,8 +745,7 @@ impl Crf {
             state_weights,
             transitions,
             labels: card.labels,
-            allowed,
-            start_allowed,
+            chain,
             report: card.report,
         })
     }
@@ -965,15 +856,55 @@ mod tests {
         }
         let odd = vec![vec!["York".to_string(), "York".into(), "Lee".into()]];
         let (tags, _) = &crf.predict(&odd, None).unwrap()[0];
-        let (allowed, start) = constraints(crf.labels());
+        let chain = Chain::iob2(crf.labels());
         let idx = |t: &str| crf.labels().iter().position(|l| l == t).unwrap();
-        assert!(start[idx(&tags[0])]);
+        assert!(!tags[0].starts_with("I-"), "{tags:?}");
         for pair in tags.windows(2) {
-            assert!(
-                allowed[idx(&pair[0]) * crf.labels().len() + idx(&pair[1])],
-                "{tags:?}"
-            );
+            assert!(chain.allows(idx(&pair[0]), idx(&pair[1])), "{tags:?}");
         }
+    }
+
+    #[test]
+    fn an_emission_head_decodes_its_scores_and_round_trips() {
+        let labels: Vec<String> = ["B-LOC", "I-LOC", "O"].map(String::from).to_vec();
+        let (dim, l) = (2, 3);
+        let weights = vec![1.0, 0.0, 0.0, 1.0, -1.0, -1.0];
+        let bias = vec![0.0, 0.0, 0.5];
+        let transitions = vec![0.0, 0.3, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.2];
+        let crf = Crf::from_emission_head(
+            labels.clone(),
+            dim,
+            weights.clone(),
+            bias.clone(),
+            transitions.clone(),
+        )
+        .unwrap();
+        let x = vec![vec![2.0f32, 0.0, 0.2, 1.5, 0.0, 0.1, 0.1, 3.0]];
+        let tokens = vec![vec!["a".to_string(); 4]];
+        let emit: Vec<f64> = x[0]
+            .chunks(dim)
+            .flat_map(|v| {
+                (0..l).map(|t| {
+                    f64::from(bias[t])
+                        + (0..dim)
+                            .map(|d| f64::from(weights[t * dim + d] * v[d]))
+                            .sum::<f64>()
+                })
+            })
+            .collect();
+        let trans: Vec<f64> = transitions.iter().map(|&t| f64::from(t)).collect();
+        let path = Chain::iob2(&labels).viterbi(&emit, &trans, true);
+        let (tags, _) = &crf.predict(&tokens, Some(&x)).unwrap()[0];
+        let expected: Vec<String> = path.iter().map(|&t| labels[t].clone()).collect();
+        assert_eq!(tags, &expected);
+        // The last token's I-LOC scores highest alone but cannot follow O: Viterbi decides.
+        assert!(!tags[0].starts_with("I-"));
+        let back = Crf::from_stored(crf.to_stored()).unwrap();
+        assert_eq!(
+            back.predict(&tokens, Some(&x)).unwrap(),
+            crf.predict(&tokens, Some(&x)).unwrap()
+        );
+        assert!(Crf::from_emission_head(labels, dim, weights, bias, vec![0.0; 4]).is_err());
     }
 
     #[test]

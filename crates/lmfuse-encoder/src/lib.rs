@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 pub use unigram::CompactUnigram;
 use unigram::LoadedTokenizer;
+pub use words::WordWindow;
 
 /// Settings that change how a model is used, given at load time.
 #[derive(Debug, Clone, Default)]

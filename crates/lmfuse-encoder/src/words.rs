@@ -13,13 +13,27 @@ use lmfuse_core::TextEncoder;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// One forward window: the word range whose vectors it gives, and its packed pieces.
+/// The words one window covers: `core` words take their vectors from it, `context` words
+/// are encoded in it.
 struct Window {
     sentence: usize,
-    /// Words `core.0..core.1` take their vectors from this window.
     core: (usize, usize),
-    /// Words `context.0..context.1` are encoded in it.
     context: (usize, usize),
+}
+
+/// One encoder pass over (part of) a pre-tokenised sentence: its token ids with the special
+/// tokens, and where the first piece of each word it gives a vector for sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordWindow {
+    /// Index of the sentence.
+    pub sentence: usize,
+    /// Words `core.0..core.1` of the sentence take their vectors from this window.
+    pub core: (usize, usize),
+    /// Token ids, special tokens included (segment ids are all 0).
+    pub ids: Vec<u32>,
+    /// `(word, row of its first piece in ids)` for each core word the tokenizer made pieces
+    /// of, in word order.
+    pub firsts: Vec<(usize, usize)>,
 }
 
 impl SentenceEncoder {
@@ -105,9 +119,8 @@ impl SentenceEncoder {
         }
     }
 
-    /// The vector of every word of every sentence: `n_words × dim` values per sentence. A word
-    /// the tokenizer makes no piece of (a lone zero-width character) gets zeros.
-    pub fn encode_words(&self, sentences: &[Vec<String>]) -> Result<Vec<Vec<f32>>, EncoderError> {
+    /// The windows that read `sentences` (in sentence order, each sentence's in word order).
+    pub fn word_windows(&self, sentences: &[Vec<String>]) -> Result<Vec<WordWindow>, EncoderError> {
         let pieces = self.word_pieces(sentences)?;
         let (start, end) = self.framing.as_ref().map_or((Vec::new(), Vec::new()), |f| {
             (f.start.clone(), f.end.clone())
@@ -120,14 +133,40 @@ impl SentenceEncoder {
             let counts: Vec<usize> = words.iter().map(|w| pieces[w].len().min(budget)).collect();
             Self::windows_of(i, &counts, budget, &mut windows);
         }
+        Ok(windows
+            .into_iter()
+            .map(|w| {
+                let mut ids = start.clone();
+                let mut firsts = Vec::new();
+                for word in w.context.0..w.context.1 {
+                    let p = &pieces[&sentences[w.sentence][word]];
+                    let p = &p[..p.len().min(budget)];
+                    if !p.is_empty() && (w.core.0..w.core.1).contains(&word) {
+                        firsts.push((word, ids.len()));
+                    }
+                    ids.extend_from_slice(p);
+                }
+                ids.extend_from_slice(&end);
+                WordWindow {
+                    sentence: w.sentence,
+                    core: w.core,
+                    ids,
+                    firsts,
+                }
+            })
+            .collect())
+    }
+
+    /// The vector of every word of every sentence: `n_words × dim` values per sentence. A word
+    /// the tokenizer makes no piece of (a lone zero-width character) gets zeros.
+    pub fn encode_words(&self, sentences: &[Vec<String>]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let windows = self.word_windows(sentences)?;
         let dim = self.dim();
         let mut out: Vec<Vec<f32>> = sentences.iter().map(|s| vec![0.0; s.len() * dim]).collect();
-        let groups = self.window_groups(&windows, sentences, &pieces, budget);
+        let groups = self.window_groups(&windows);
         let encoded: Vec<Vec<(usize, usize, Vec<f32>)>> = groups
             .par_iter()
-            .map(|group| {
-                self.encode_group(group, &windows, sentences, &pieces, (&start, &end), budget)
-            })
+            .map(|group| self.encode_group(group, &windows))
             .collect();
         for (sentence, word, row) in encoded.into_iter().flatten() {
             out[sentence][word * dim..(word + 1) * dim].copy_from_slice(&row);
@@ -136,22 +175,11 @@ impl SentenceEncoder {
     }
 
     /// Windows grouped under the batch token budget.
-    fn window_groups(
-        &self,
-        windows: &[Window],
-        sentences: &[Vec<String>],
-        pieces: &HashMap<String, Vec<u32>>,
-        budget: usize,
-    ) -> Vec<Vec<usize>> {
+    fn window_groups(&self, windows: &[WordWindow]) -> Vec<Vec<usize>> {
         let mut groups = vec![Vec::new()];
         let mut used = 0;
         for (k, w) in windows.iter().enumerate() {
-            let words = &sentences[w.sentence][w.context.0..w.context.1];
-            let n: usize = words
-                .iter()
-                .map(|x| pieces[x].len().min(budget))
-                .sum::<usize>()
-                + 2;
+            let n = w.ids.len();
             if used + n > self.batch_tokens && !groups.last().is_some_and(Vec::is_empty) {
                 groups.push(Vec::new());
                 used = 0;
@@ -166,11 +194,7 @@ impl SentenceEncoder {
     fn encode_group(
         &self,
         group: &[usize],
-        windows: &[Window],
-        sentences: &[Vec<String>],
-        pieces: &HashMap<String, Vec<u32>>,
-        (start, end): (&[u32], &[u32]),
-        budget: usize,
+        windows: &[WordWindow],
     ) -> Vec<(usize, usize, Vec<f32>)> {
         let mut tokens = Vec::new();
         let mut spans = Vec::new();
@@ -179,19 +203,15 @@ impl SentenceEncoder {
         for &k in group {
             let w = &windows[k];
             let begin = tokens.len();
-            tokens.extend_from_slice(start);
-            for word in w.context.0..w.context.1 {
-                let ids = &pieces[&sentences[w.sentence][word]];
-                let ids = &ids[..ids.len().min(budget)];
-                if !ids.is_empty() && (w.core.0..w.core.1).contains(&word) {
-                    firsts.push((w.sentence, word, tokens.len()));
-                }
-                tokens.extend_from_slice(ids);
-            }
-            tokens.extend_from_slice(end);
+            firsts.extend(
+                w.firsts
+                    .iter()
+                    .map(|&(word, row)| (w.sentence, word, begin + row)),
+            );
+            tokens.extend_from_slice(&w.ids);
             spans.push(Span {
                 start: begin,
-                len: tokens.len() - begin,
+                len: w.ids.len(),
             });
         }
         let types = vec![0u32; tokens.len()];

@@ -93,3 +93,22 @@ fn batching_does_not_change_a_sentence_and_long_sentences_are_covered() {
         );
     }
 }
+
+#[test]
+fn word_windows_label_every_word_once_within_the_length() {
+    let enc = load("xlmr");
+    let long = words("the hotel room was clean and quiet , the staff were kind , the breakfast was cold but the view over the river made up for it ; we would stay again");
+    let short = words("the staff were kind");
+    let windows = enc.word_windows(&[long.clone(), short.clone()]).unwrap();
+    let max = 24;
+    let mut seen = [vec![0; long.len()], vec![0; short.len()]];
+    for w in &windows {
+        assert!(w.ids.len() <= max, "{} tokens", w.ids.len());
+        for &(word, row) in &w.firsts {
+            assert!((w.core.0..w.core.1).contains(&word) && row < w.ids.len());
+            seen[w.sentence][word] += 1;
+        }
+    }
+    assert!(windows.iter().filter(|w| w.sentence == 0).count() > 1);
+    assert!(seen.iter().flatten().all(|&n| n == 1), "{seen:?}");
+}

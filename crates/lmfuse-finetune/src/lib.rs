@@ -7,13 +7,15 @@
 //! adversarial training; it evaluates on dev, stops early, restores the best weights, logs
 //! metrics as JSON Lines and checkpoints atomically so that a killed run can be resumed.
 //! [`fit_with_head`] trains the encoder end to end with a head of the caller's
-//! ([`PooledHead`]) in place of the linear one.
+//! ([`PooledHead`]) in place of the linear one. [`fit_tagger`] fine-tunes it for tagging
+//! (a softmax or CRF over each word's first subword).
 
 mod export;
 mod joint;
 mod lora;
 mod network;
 mod optim;
+mod tagging;
 mod train;
 
 pub use export::{encoder_files, save_encoder};
@@ -21,6 +23,7 @@ pub use joint::{fit_with_head, HeadError, PooledHead};
 pub use lora::{Lora, LoraParams, LoraTarget};
 pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
 pub use optim::{AdamW, Schedule};
+pub use tagging::{fit_tagger, Decoded, TagHead, TagSet, TaggerFit};
 pub use train::{
     contrastive_pairs, embed, fit, fit_contrastive, predict_proba, ContrastiveParams, EvalRecord,
     Event, FinetuneParams, FitSummary, Metric, Pgd, CHECKPOINT_DIR, METRICS_LOG,

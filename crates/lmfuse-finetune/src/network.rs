@@ -224,6 +224,8 @@ pub struct Forward {
     inv0: Vec<f32>,
     mask0: Option<Vec<f32>>,
     layers: Vec<LayerCache>,
+    /// The last layer's output, `tokens × hidden` (the batch's packed layout).
+    pub hidden: Vec<f32>,
     /// Pooled text vectors, `texts × hidden`.
     pub pooled: Vec<f32>,
     head_in: Vec<f32>,
@@ -564,6 +566,14 @@ impl Network {
         )
     }
 
+    /// The ranges of the linear head's weight (`hidden × classes`) and bias in the flat vector.
+    pub(crate) fn head_ranges(&self) -> (Range<usize>, Range<usize>) {
+        (
+            self.params.specs[self.ids.head_w].range(),
+            self.params.specs[self.ids.head_b].range(),
+        )
+    }
+
     /// The range of the word-embedding matrix in the flat vector (for adversarial training).
     pub fn word_embeddings_range(&self) -> Range<usize> {
         self.params.specs[self.ids.word].range()
@@ -806,6 +816,7 @@ impl Network {
             inv0,
             mask0,
             layers,
+            hidden: x,
             pooled,
             head_in,
             mask_head,
@@ -910,21 +921,8 @@ impl Network {
         grads: &mut [f32],
         threads: usize,
     ) {
-        let c = &self.config;
-        let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
-        let p = &self.params;
-        let ids = &self.ids;
-        let t = batch.tokens.len();
-        let spec = |id: usize| &p.specs[id];
-        let n_layers = ids.layers.len();
-        let Some(lowest) = p.specs.iter().filter(|s| !s.frozen).map(|s| s.depth).min() else {
-            return;
-        };
-        if lowest > n_layers {
-            return;
-        }
-
-        let mut dx = vec![0.0f32; t * h];
+        let h = self.config.hidden_size;
+        let mut dx = vec![0.0f32; batch.tokens.len() * h];
         for (s, dp) in batch.spans.iter().zip(dpooled.chunks_exact(h)) {
             match self.pooling {
                 Pooling::Cls => dx[s.start * h..(s.start + 1) * h].copy_from_slice(dp),
@@ -938,7 +936,33 @@ impl Network {
                 }
             }
         }
+        self.backward_from_hidden(batch, fwd, dx, grads, threads);
+    }
 
+    /// Backward pass from `dx`, the gradient with respect to the last layer's output
+    /// (`tokens × hidden`, as [`Forward::hidden`]) through the encoder; adds into `grads` as
+    /// [`Network::backward`] does.
+    pub fn backward_from_hidden(
+        &self,
+        batch: &Batch,
+        fwd: &Forward,
+        mut dx: Vec<f32>,
+        grads: &mut [f32],
+        threads: usize,
+    ) {
+        let c = &self.config;
+        let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+        let p = &self.params;
+        let ids = &self.ids;
+        let t = batch.tokens.len();
+        let spec = |id: usize| &p.specs[id];
+        let n_layers = ids.layers.len();
+        let Some(lowest) = p.specs.iter().filter(|s| !s.frozen).map(|s| s.depth).min() else {
+            return;
+        };
+        if lowest > n_layers {
+            return;
+        }
         let mut dact = vec![0.0f32; t * inter];
         let mut dctx = vec![0.0f32; t * h];
         let mut dqkv = vec![0.0f32; t * 3 * h];

@@ -276,7 +276,7 @@ struct Selected {
 pub struct FinetuneBase {
     pub files: ModelFiles,
     pub fingerprint: EncoderFingerprint,
-    encoder: SentenceEncoder,
+    pub(crate) encoder: SentenceEncoder,
 }
 
 impl FinetuneBase {
@@ -321,7 +321,7 @@ impl FinetuneBase {
 
 /// The fine-tuned encoder of `net` as a classifier's encoder (inside the bundle; its pooled
 /// vectors unnormalised, as the network's heads read them) and its bundle files.
-fn finetuned_encoder(
+pub(crate) fn finetuned_encoder(
     net: &Network,
     files: &ModelFiles,
     base_fp: EncoderFingerprint,

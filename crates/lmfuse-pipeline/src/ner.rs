@@ -4,7 +4,11 @@
 //!
 //! The tagger is a linear-chain CRF ([`lmfuse_crf`]) over hand-made features, over the
 //! encoder's contextual word vectors (first subword, frozen), or over both (the fusion); its L2
-//! coefficient is chosen on the dev set when several are given.
+//! coefficient is chosen on the dev set when several are given. The encoder can also be
+//! fine-tuned for tagging ([`NerFinetune`]: a softmax or CRF layer over each word's first
+//! subword, trained end to end), and its tuned word vectors fused with the hand-made features.
+
+mod tune;
 
 use crate::encoders::EncoderChoice;
 use crate::{now_rfc3339, Context, Observer, PipelineError, Result, VERSION};
@@ -20,7 +24,11 @@ use std::time::Instant;
 
 pub use lmfuse_crf::{CrfParams, FeatureParams, FitReport};
 pub use lmfuse_data::tagged::{from_sequences, TagOptions, TagScheme, TaggedSet};
+pub use lmfuse_finetune::TagHead;
 pub use lmfuse_metrics::entity::EntityReport;
+pub use tune::NerFinetune;
+
+use crate::finetune::BundleFile;
 
 /// The bundle's `task` value for NER models.
 pub const TASK: &str = "ner";
@@ -44,6 +52,10 @@ pub struct NerTrainSpec {
     /// The encoder whose word vectors the CRF reads beside (or, with `crf.hand_features`
     /// off, instead of) the hand-made features; `None`: hand-made features only.
     pub encoder: Option<EncoderChoice>,
+    /// Fine-tune the encoder for tagging first: with `crf.hand_features` off the tuned tagger
+    /// is the model; with them on, the CRF reads the hand-made features and the tuned
+    /// encoder's word vectors (the fusion).
+    pub finetune: Option<NerFinetune>,
 }
 
 impl NerTrainSpec {
@@ -62,6 +74,15 @@ impl NerTrainSpec {
                 "without hand-made features the CRF needs an encoder's word vectors".into(),
             ));
         }
+        if self.finetune.is_some() && (self.encoder.is_none() || self.dev.is_none()) {
+            return Err(PipelineError::Invalid(
+                "fine-tuning a tagger needs an encoder (--model) and --dev to choose its epoch"
+                    .into(),
+            ));
+        }
+        if let Some(ft) = &self.finetune {
+            ft.params.check()?;
+        }
         if let Some(bad) = self.c2_grid.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
             return Err(PipelineError::Invalid(format!(
                 "c2 value {bad} is not a finite number ≥ 0"
@@ -77,6 +98,8 @@ pub struct NerModel {
     scheme: TagScheme,
     types: Vec<String>,
     encoder: Option<WordEncoder>,
+    /// The tuned encoder's model folder, saved inside the bundle (empty for a frozen one).
+    encoder_files: Vec<BundleFile>,
 }
 
 impl std::fmt::Debug for NerModel {
@@ -152,6 +175,9 @@ pub struct NerTrainReport {
     pub total_seconds: f64,
     /// The kept model on the dev set.
     pub dev: Option<EntityReport>,
+    /// The encoder's fine-tuning for tagging (evaluations, best epoch), when it was tuned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<serde_json::Value>,
 }
 
 /// One entity found in a text.
@@ -241,32 +267,48 @@ struct Prepared {
     encoder: Option<WordEncoder>,
     train_vectors: Option<Vec<Vec<f32>>>,
     dev_vectors: Option<Vec<Vec<f32>>>,
+    /// The encoder tuned for tagging and its bundle files; once set, the word vectors above
+    /// are its.
+    tuned: Option<(WordEncoder, Vec<BundleFile>)>,
+}
+
+/// Which encoder a fitted model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Nothing,
+    Frozen,
+    Tuned,
 }
 
 impl Prepared {
-    fn read(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<Self> {
+    fn read(spec: &NerTrainSpec, skip_frozen: bool, observer: &dyn Observer) -> Result<Self> {
         let train = read_set(&spec.train, spec.tags)?;
         let dev = spec
             .dev
             .as_deref()
             .map(|p| read_set(p, spec.tags))
             .transpose()?;
-        Self::from_sets(train, dev, spec, observer)
+        Self::from_sets(train, dev, spec, skip_frozen, observer)
     }
 
+    /// The sets read, the gazetteer, the encoder and (unless `skip_frozen`) its frozen word
+    /// vectors of train and dev.
     fn from_sets(
         train: TaggedSet,
         dev: Option<TaggedSet>,
         spec: &NerTrainSpec,
+        skip_frozen: bool,
         observer: &dyn Observer,
     ) -> Result<Self> {
         let gazetteer = gazetteer(&spec.gazetteers)?;
         let encoder = spec.encoder.as_ref().map(WordEncoder::open).transpose()?;
-        let train_vectors = match &encoder {
+        // A model that fine-tunes the encoder reads only the tuned vectors.
+        let frozen = encoder.as_ref().filter(|_| !skip_frozen);
+        let train_vectors = match frozen {
             Some(e) => Some(e.vectors(&tokens_of(&train), observer)?),
             None => None,
         };
-        let dev_vectors = match (&encoder, &dev) {
+        let dev_vectors = match (frozen, &dev) {
             (Some(e), Some(d)) => Some(e.vectors(&tokens_of(d), observer)?),
             _ => None,
         };
@@ -277,6 +319,7 @@ impl Prepared {
             encoder,
             train_vectors,
             dev_vectors,
+            tuned: None,
         })
     }
 
@@ -317,6 +360,7 @@ impl Prepared {
                 scheme: self.train.scheme,
                 types: self.train.entity_types(),
                 encoder: None,
+                encoder_files: Vec::new(),
             };
             let dev = match &self.dev {
                 Some(d) => {
@@ -347,16 +391,48 @@ impl Prepared {
             fit_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
             dev,
+            finetune: None,
         };
         Ok((model, report))
     }
 
-    /// Attaches the encoder to a model that reads word vectors.
-    fn finish(&mut self, mut model: NerModel, dense: bool) -> NerModel {
-        if dense {
-            model.encoder = self.encoder.take();
+    /// Attaches the encoder a model reads.
+    fn finish(&mut self, mut model: NerModel, reads: Reads) -> NerModel {
+        match reads {
+            Reads::Nothing => {}
+            Reads::Frozen => model.encoder = self.encoder.take(),
+            Reads::Tuned => {
+                if let Some((encoder, files)) = self.tuned.take() {
+                    model.encoder = Some(encoder);
+                    model.encoder_files = files;
+                }
+            }
         }
         model
+    }
+
+    /// Fine-tunes the encoder for tagging (`spec.finetune`), then keeps the tuned tagger, or
+    /// with hand-made features the fusion CRF over them and the tuned vectors; the name of
+    /// what the model reads says which.
+    fn fit_tuned(
+        &mut self,
+        spec: &NerTrainSpec,
+        crf: &CrfParams,
+        ft: &NerFinetune,
+        observer: &dyn Observer,
+    ) -> Result<(NerModel, NerTrainReport)> {
+        let choice = spec
+            .encoder
+            .as_ref()
+            .expect("checked: fine-tuning has an encoder");
+        let (tagger, tagger_report) = self.finetune(choice, ft, observer)?;
+        if !crf.hand_features {
+            return Ok((tagger, tagger_report));
+        }
+        let (model, mut report) = self.fit_grid(crf, &grid_of(spec), true, observer)?;
+        report.features = format!("hand+ft-{}", ft.head);
+        report.finetune = tagger_report.finetune;
+        Ok((model, report))
     }
 }
 
@@ -382,7 +458,7 @@ fn grid_of(spec: &NerTrainSpec) -> Vec<f64> {
 pub fn train(spec: &NerTrainSpec, observer: &dyn Observer) -> Result<(NerModel, NerTrainReport)> {
     spec.check()?;
     let started = Instant::now();
-    let prepared = Prepared::read(spec, observer)?;
+    let prepared = Prepared::read(spec, spec.finetune.is_some(), observer)?;
     let (model, mut report) = fit_prepared(prepared, spec, observer)?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok((model, report))
@@ -402,7 +478,7 @@ pub fn train_sets(
     };
     check.check()?;
     let started = Instant::now();
-    let prepared = Prepared::from_sets(train, dev, spec, observer)?;
+    let prepared = Prepared::from_sets(train, dev, spec, spec.finetune.is_some(), observer)?;
     let (model, mut report) = fit_prepared(prepared, spec, observer)?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok((model, report))
@@ -413,13 +489,19 @@ fn fit_prepared(
     spec: &NerTrainSpec,
     observer: &dyn Observer,
 ) -> Result<(NerModel, NerTrainReport)> {
+    if let Some(ft) = &spec.finetune {
+        let (model, report) = prepared.fit_tuned(spec, &spec.crf, ft, observer)?;
+        return Ok((prepared.finish(model, Reads::Tuned), report));
+    }
     let dense = prepared.encoder.is_some();
     let (model, report) = prepared.fit_grid(&spec.crf, &grid_of(spec), dense, observer)?;
-    Ok((prepared.finish(model, dense), report))
+    let reads = if dense { Reads::Frozen } else { Reads::Nothing };
+    Ok((prepared.finish(model, reads), report))
 }
 
 /// Trains the three taggers (hand-made features, the encoder's word vectors, both) on the same
-/// data, the vectors computed once, each with `c2` chosen on dev; returns the best on dev (the
+/// data, the vectors computed once, each with `c2` chosen on dev, and with `spec.finetune`
+/// also the tuned tagger and the fusion over the tuned vectors; returns the best on dev (the
 /// simpler on ties, in that order) and every report, best first.
 pub fn compare(
     spec: &NerTrainSpec,
@@ -431,7 +513,7 @@ pub fn compare(
             "ner compare ranks on dev: it needs --dev, and an encoder for the emb models".into(),
         ));
     }
-    let mut prepared = Prepared::read(spec, observer)?;
+    let mut prepared = Prepared::read(spec, false, observer)?;
     let grid = grid_of(spec);
     let mut fitted = Vec::new();
     for (hand, dense) in [(true, false), (false, true), (true, true)] {
@@ -439,14 +521,26 @@ pub fn compare(
             hand_features: hand,
             ..spec.crf.clone()
         };
-        fitted.push((prepared.fit_grid(&params, &grid, dense, observer)?, dense));
+        let reads = if dense { Reads::Frozen } else { Reads::Nothing };
+        fitted.push((prepared.fit_grid(&params, &grid, dense, observer)?, reads));
+    }
+    if let Some(ft) = &spec.finetune {
+        let choice = spec.encoder.as_ref().expect("checked above");
+        fitted.push((prepared.finetune(choice, ft, observer)?, Reads::Tuned));
+        let hand = CrfParams {
+            hand_features: true,
+            ..spec.crf.clone()
+        };
+        let (model, mut report) = prepared.fit_grid(&hand, &grid, true, observer)?;
+        report.features = format!("hand+ft-{}", ft.head);
+        fitted.push(((model, report), Reads::Tuned));
     }
     let f1 = |r: &NerTrainReport| r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
     // Stable: equal dev F1 keeps the simpler model first.
     fitted.sort_by(|a, b| f1(&b.0 .1).total_cmp(&f1(&a.0 .1)));
     let reports = fitted.iter().map(|((_, r), _)| r.clone()).collect();
-    let ((best, _), dense) = fitted.swap_remove(0);
-    Ok((prepared.finish(best, dense), reports))
+    let ((best, _), reads) = fitted.swap_remove(0);
+    Ok((prepared.finish(best, reads), reports))
 }
 
 impl NerModel {
@@ -601,7 +695,7 @@ impl NerModel {
             ATTRIBUTES_FILE.to_string(),
             serde_json::to_value(&stored.attributes)?,
         )]);
-        lmfuse_bundle::save(dir, manifest, &stored.tensors, &json)
+        lmfuse_bundle::save_with_files(dir, manifest, &stored.tensors, &json, &self.encoder_files)
             .with_context(|| format!("cannot save the bundle {}", dir.display()))
     }
 
@@ -641,11 +735,22 @@ impl NerModel {
             .encoder
             .map(|info| WordEncoder::reopen(dir, info, encoder))
             .transpose()?;
+        // A tuned encoder travels with the model, so that saving it again keeps it.
+        let encoder_files = bundle
+            .files
+            .iter()
+            .map(|name| {
+                std::fs::read(dir.join(name))
+                    .map(|bytes| (name.clone(), bytes))
+                    .with_context(|| format!("cannot read {name} of {}", dir.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             crf,
             scheme: card.scheme,
             types: card.types,
             encoder,
+            encoder_files,
         })
     }
 }
@@ -675,6 +780,7 @@ mod tests {
             c2_grid: vec![0.01, 1.0],
             gazetteers: Vec::new(),
             encoder: None,
+            finetune: None,
         };
         let (model, report) = train(&spec, &Silent).unwrap();
         assert_eq!(report.types, vec!["LOC", "PER"]);
@@ -709,6 +815,7 @@ mod tests {
             c2_grid: vec![0.1, 1.0],
             gazetteers: Vec::new(),
             encoder: None,
+            finetune: None,
         };
         let err = train(&spec, &Silent).unwrap_err().to_string();
         assert!(err.contains("need --dev"), "{err}");

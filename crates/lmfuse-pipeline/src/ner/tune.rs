@@ -1,0 +1,204 @@
+//! The encoder fine-tuned for tagging ([`lmfuse_finetune::fit_tagger`]: a softmax or CRF over
+//! each word's first subword), kept as a CRF bundle over the tuned encoder's word vectors, and
+//! the tuned encoder's vectors handed to the fusion CRF beside the hand-made features.
+
+use super::{tokens_of, NerModel, NerTrainReport, Prepared, WordEncoder};
+use crate::encoders::EncoderChoice;
+use crate::finetune::{finetuned_encoder, BundleFile, FinetuneBase};
+use crate::{Context, Observer, PipelineError, Result};
+use lmfuse_crf::{Chain, Crf};
+use lmfuse_data::tagged::TaggedSet;
+use lmfuse_encoder::{ModelFiles, ModelSpec, SentenceEncoder};
+use lmfuse_finetune::{fit_tagger, Event, FinetuneParams, TagHead, TagSet};
+use lmfuse_metrics::entity::{evaluate_tags, Reading};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How the encoder is fine-tuned for tagging.
+#[derive(Debug, Clone)]
+pub struct NerFinetune {
+    /// Softmax per word or CRF over the sentence.
+    pub head: TagHead,
+    /// Epochs, rates, dropout, seed, ... (gradient accumulation, FGM, PGD and LoRA refused).
+    pub params: FinetuneParams,
+    /// Where the metrics log of the run goes (none: not written).
+    pub run_dir: Option<PathBuf>,
+}
+
+/// The training set's tags (and `O`), sorted, as the CRF lists them.
+fn tag_list(set: &TaggedSet) -> Vec<String> {
+    let tags: BTreeSet<&str> = set
+        .sentences
+        .iter()
+        .flat_map(|s| s.tags.iter().map(String::as_str))
+        .chain(["O"])
+        .collect();
+    tags.into_iter().map(String::from).collect()
+}
+
+/// Each sentence's tags as indices of `labels` (a tag the training set lacks reads as `O`).
+fn tag_indices(set: &TaggedSet, labels: &[String]) -> Vec<Vec<usize>> {
+    let index: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let outside = index["O"];
+    set.sentences
+        .iter()
+        .map(|s| {
+            s.tags
+                .iter()
+                .map(|t| index.get(t.as_str()).copied().unwrap_or(outside))
+                .collect()
+        })
+        .collect()
+}
+
+/// The tuned encoder loaded from its files (written to a temporary folder) as the bundle
+/// will record it.
+fn tuned_encoder(
+    net: &lmfuse_finetune::Network,
+    base: &FinetuneBase,
+) -> Result<(WordEncoder, Vec<BundleFile>)> {
+    let (info, files) = finetuned_encoder(net, &base.files, base.fingerprint.clone())?;
+    let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let prefix = format!("{}/", lmfuse_bundle::ENCODER_DIR);
+    for (name, bytes) in &files {
+        let path = dir.path().join(name.strip_prefix(&prefix).unwrap_or(name));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).context("cannot write the tuned encoder")?;
+        }
+        std::fs::write(&path, bytes).context("cannot write the tuned encoder")?;
+    }
+    let model_files = ModelFiles::resolve(&ModelSpec::Dir(dir.path().to_path_buf()))
+        .context("cannot open the tuned encoder")?;
+    let options = crate::model::recorded_options(&info);
+    let encoder =
+        SentenceEncoder::load(&model_files, &options).context("cannot load the tuned encoder")?;
+    Ok((WordEncoder { info, encoder }, files))
+}
+
+impl Prepared {
+    /// Fine-tunes `choice`'s encoder for tagging on the training set (choosing the epoch by
+    /// dev F1); returns the tuned tagger (its encoder attached by `finish`) and its report.
+    /// The tuned encoder and its word vectors of train and dev take the frozen ones' place
+    /// for the fits that follow (the fusion).
+    pub(super) fn finetune(
+        &mut self,
+        choice: &EncoderChoice,
+        ft: &NerFinetune,
+        observer: &dyn Observer,
+    ) -> Result<(NerModel, NerTrainReport)> {
+        let started = Instant::now();
+        let dev = self.dev.as_ref().ok_or_else(|| {
+            PipelineError::Invalid("fine-tuning a tagger needs --dev to choose its epoch".into())
+        })?;
+        let base = FinetuneBase::load(choice)?;
+        let labels = tag_list(&self.train);
+        let chain = Chain::iob2(&labels);
+        let read = |set: &TaggedSet| base.encoder.word_windows(&tokens_of(set));
+        let (train_windows, dev_windows) = (read(&self.train)?, read(dev)?);
+        let (train_tags, dev_tags) = (tag_indices(&self.train, &labels), tag_indices(dev, &labels));
+        let truth: Vec<Vec<String>> = dev.sentences.iter().map(|s| s.tags.clone()).collect();
+        let mut dev_score = |decoded: &[Vec<(usize, usize)>]| {
+            let mut predicted: Vec<Vec<String>> = truth
+                .iter()
+                .map(|t| vec!["O".to_string(); t.len()])
+                .collect();
+            for (w, words) in dev_windows.iter().zip(decoded) {
+                for &(word, tag) in words {
+                    predicted[w.sentence][word] = labels[tag].clone();
+                }
+            }
+            evaluate_tags(&truth, &predicted, Reading::Strict).map_or(0.0, |r| r.micro.f1)
+        };
+        let mut net = base.network(labels.len(), ft.params.seed)?;
+        let task = observer.task("fine-tuning", 0);
+        let mut events = |e: &Event| match e {
+            Event::Step { step, total, loss } => task.step("fine-tuning", *step, *total, *loss),
+            Event::Eval(r) => observer.note(&format!(
+                "epoch {} step {}: train loss {:.4}, dev token accuracy {:.4}, entity F1 {:.4}{}",
+                r.epoch,
+                r.step,
+                r.train_loss,
+                r.dev_accuracy,
+                r.dev_macro_f1,
+                if r.best { " (best)" } else { "" }
+            )),
+            Event::Resumed { .. } => {}
+        };
+        let fit = fit_tagger(
+            &mut net,
+            ft.head,
+            &chain,
+            &ft.params,
+            (
+                TagSet {
+                    windows: &train_windows,
+                    tags: &train_tags,
+                },
+                TagSet {
+                    windows: &dev_windows,
+                    tags: &dev_tags,
+                },
+            ),
+            &mut dev_score,
+            ft.run_dir.as_deref(),
+            &mut events,
+        )?;
+        task.finish();
+        let (encoder, files) = tuned_encoder(&net, &base)?;
+        let crf = head_crf(&net, labels, ft.head, fit.transitions)?;
+        let model = NerModel {
+            crf,
+            scheme: self.train.scheme,
+            types: self.train.entity_types(),
+            encoder: None,
+            encoder_files: Vec::new(),
+        };
+        self.train_vectors = Some(encoder.vectors(&tokens_of(&self.train), observer)?);
+        self.dev_vectors = Some(encoder.vectors(&tokens_of(dev), observer)?);
+        let dev_report = model.evaluate_with(dev, self.dev_vectors.as_deref())?;
+        self.tuned = Some((encoder, files));
+        let report = NerTrainReport {
+            features: format!("ft-{}", ft.head),
+            train_sentences: self.train.sentences.len(),
+            types: model.types.clone(),
+            scheme: self.train.scheme,
+            dev_f1_by_c2: Vec::new(),
+            c2: 0.0,
+            fit: model.crf.report().clone(),
+            fit_seconds: fit.summary.seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+            dev: Some(dev_report),
+            finetune: Some(serde_json::to_value(&fit.summary)?),
+        };
+        Ok((model, report))
+    }
+}
+
+/// The network's linear layer (and transitions) as a CRF over the tuned word vectors.
+fn head_crf(
+    net: &lmfuse_finetune::Network,
+    labels: Vec<String>,
+    head: TagHead,
+    transitions: Vec<f32>,
+) -> Result<Crf> {
+    let (w, b) = net.head_tensors();
+    let (h, l) = (net.config().hidden_size, labels.len());
+    // The network's weight is hidden × tags; the CRF's is tags × hidden.
+    let mut weights = vec![0.0f32; l * h];
+    for d in 0..h {
+        for t in 0..l {
+            weights[t * h + d] = w[d * l + t];
+        }
+    }
+    let transitions = match head {
+        TagHead::Crf => transitions,
+        TagHead::Softmax => vec![0.0; l * l],
+    };
+    Crf::from_emission_head(labels, h, weights, b.to_vec(), transitions)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))
+}
