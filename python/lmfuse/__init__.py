@@ -470,6 +470,10 @@ def _sequences(X, y=None, name="X"):
 class EntityTagger(BaseEstimator):
     """A named-entity tagger: lmfuse's linear-chain CRF over hand-made features (``"hand"``),
     the encoder's word vectors (``"emb"``) or both (``"hand,emb"``), as ``lmfuse ner train``.
+    With ``finetune="softmax"`` or ``"crf"`` the encoder is first fine-tuned for tagging
+    (``epochs``, ``lr``, ``head_lr``, ``batch_size``, ``seed``; the epoch chosen on
+    ``X_dev``/``y_dev``, which it needs): with ``features="emb"`` the tuned tagger is the model,
+    with ``"hand,emb"`` the CRF reads the hand-made features and the tuned word vectors.
 
     ``fit(X, y)`` takes sentences as token lists and their tags (IO, BIO or BIOES, converted to
     BIO); with several ``c2`` values, ``X_dev``/``y_dev`` choose among them. ``predict`` gives
@@ -490,6 +494,12 @@ class EntityTagger(BaseEstimator):
         tag_scheme=None,
         repair_bio=False,
         max_length=None,
+        finetune=None,
+        epochs=3,
+        lr=5e-5,
+        head_lr=1e-3,
+        batch_size=16,
+        seed=13,
     ):
         self.features = features
         self.model = model
@@ -502,6 +512,12 @@ class EntityTagger(BaseEstimator):
         self.tag_scheme = tag_scheme
         self.repair_bio = repair_bio
         self.max_length = max_length
+        self.finetune = finetune
+        self.epochs = epochs
+        self.lr = lr
+        self.head_lr = head_lr
+        self.batch_size = batch_size
+        self.seed = seed
 
     def _settings(self):
         blocks = [b.strip() for b in _feature_string(self.features).split(",")]
@@ -514,6 +530,10 @@ class EntityTagger(BaseEstimator):
             for c in grid
         ):
             raise ValueError(f"c2 must be a number >= 0 or a list of them, not {self.c2!r}")
+        if self.finetune not in (None, "softmax", "crf"):
+            raise ValueError(f"finetune={self.finetune!r}: use None, 'softmax' or 'crf'")
+        if self.finetune is not None and "emb" not in blocks:
+            raise ValueError("finetune needs the encoder: features='emb' or 'hand,emb'")
         return {
             "hand": "hand" in blocks,
             "emb": "emb" in blocks,
@@ -525,6 +545,12 @@ class EntityTagger(BaseEstimator):
             "bigrams": bool(self.bigrams),
             "tag_scheme": self.tag_scheme,
             "repair": bool(self.repair_bio),
+            "finetune": self.finetune,
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "lr": float(self.lr),
+            "head_lr": float(self.head_lr),
+            "seed": int(self.seed),
         }
 
     def fit(self, X, y, X_dev=None, y_dev=None):

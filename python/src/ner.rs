@@ -3,7 +3,9 @@
 
 use crate::settings::EncoderSettings;
 use crate::{py_err, value_error};
-use lmfuse_pipeline::ner::{self, CrfParams, FeatureParams, NerModel, NerTrainSpec, TagOptions};
+use lmfuse_pipeline::ner::{
+    self, CrfParams, FeatureParams, FinetuneParams, NerFinetune, NerModel, NerTrainSpec, TagOptions,
+};
 use lmfuse_pipeline::{PipelineError, Silent};
 use pyo3::prelude::*;
 use std::path::PathBuf;
@@ -22,6 +24,12 @@ pub struct TaggerSettings {
     bigrams: bool,
     tag_scheme: Option<String>,
     repair: bool,
+    finetune: Option<String>,
+    epochs: usize,
+    batch_size: usize,
+    lr: f32,
+    head_lr: f32,
+    seed: u64,
 }
 
 impl TaggerSettings {
@@ -60,8 +68,27 @@ impl TaggerSettings {
             } else {
                 None
             },
-            finetune: None,
+            finetune: self.finetune_spec()?,
         })
+    }
+
+    /// The fine-tuning for tagging, when `finetune` names a head.
+    fn finetune_spec(&self) -> lmfuse_pipeline::Result<Option<NerFinetune>> {
+        let Some(head) = &self.finetune else {
+            return Ok(None);
+        };
+        Ok(Some(NerFinetune {
+            head: head.parse().map_err(PipelineError::Invalid)?,
+            params: FinetuneParams {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                head_lr: self.head_lr,
+                seed: self.seed,
+                ..FinetuneParams::default()
+            },
+            run_dir: None,
+        }))
     }
 }
 

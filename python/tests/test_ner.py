@@ -59,6 +59,28 @@ def test_the_fusion_with_the_default_encoder():
     assert [e["text"] for e in found] == ["Bob", "Rome"]
 
 
+def test_a_tagger_fine_tuned_end_to_end_round_trips(tmp_path):
+    tiny = ROOT / "models" / "splade-tiny"
+    require(tiny, "splade-tiny (scripts/fetch-models.sh)")
+    X, y = sentences(40)
+    X_dev, y_dev = sentences(12, 40)
+    tagger = lmfuse.EntityTagger(
+        features="emb", model=str(tiny), finetune="crf", epochs=2, lr=1e-3
+    ).fit(X, y, X_dev, y_dev)
+    assert tagger.report_["features"] == "ft-crf"
+    assert tagger.report_["finetune"]["best"]["dev_macro_f1"] == tagger.score(X_dev, y_dev)
+    tagger.save(tmp_path / "tuned")
+    assert (tmp_path / "tuned" / "encoder" / "model.safetensors").is_file()
+    back = lmfuse.load_tagger(tmp_path / "tuned")
+    assert back.predict(X_dev) == tagger.predict(X_dev)
+    back.save(tmp_path / "again")
+    assert lmfuse.load_tagger(tmp_path / "again").predict(X_dev) == tagger.predict(X_dev)
+    with pytest.raises(ValueError, match="finetune needs the encoder"):
+        lmfuse.EntityTagger(finetune="crf").fit(X, y, X_dev, y_dev)
+    with pytest.raises(ValueError, match="--dev|dev"):
+        lmfuse.EntityTagger(features="emb", model=str(tiny), finetune="softmax").fit(X, y)
+
+
 def test_bad_input_is_a_value_error_naming_the_place():
     X, y = sentences(5)
     y[2] = ["B-PER", "O", "O", "I-LOC", "O"]

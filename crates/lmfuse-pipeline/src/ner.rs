@@ -24,7 +24,7 @@ use std::time::Instant;
 
 pub use lmfuse_crf::{CrfParams, FeatureParams, FitReport};
 pub use lmfuse_data::tagged::{from_sequences, TagOptions, TagScheme, TaggedSet};
-pub use lmfuse_finetune::TagHead;
+pub use lmfuse_finetune::{FinetuneParams, TagHead};
 pub use lmfuse_metrics::entity::EntityReport;
 pub use tune::NerFinetune;
 

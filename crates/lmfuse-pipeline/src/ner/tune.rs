@@ -9,7 +9,7 @@ use crate::{Context, Observer, PipelineError, Result};
 use lmfuse_crf::{Chain, Crf};
 use lmfuse_data::tagged::TaggedSet;
 use lmfuse_encoder::{ModelFiles, ModelSpec, SentenceEncoder};
-use lmfuse_finetune::{fit_tagger, Event, FinetuneParams, TagHead, TagSet};
+use lmfuse_finetune::{fit_tagger, Decoded, Event, FinetuneParams, TagHead, TagSet, TaggerFit};
 use lmfuse_metrics::entity::{evaluate_tags, Reading};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ impl Prepared {
         let (train_windows, dev_windows) = (read(&self.train)?, read(dev)?);
         let (train_tags, dev_tags) = (tag_indices(&self.train, &labels), tag_indices(dev, &labels));
         let truth: Vec<Vec<String>> = dev.sentences.iter().map(|s| s.tags.clone()).collect();
-        let mut dev_score = |decoded: &[Vec<(usize, usize)>]| {
+        let mut dev_score = |decoded: &[Decoded]| {
             let mut predicted: Vec<Vec<String>> = truth
                 .iter()
                 .map(|t| vec!["O".to_string(); t.len()])
@@ -115,40 +115,17 @@ impl Prepared {
             evaluate_tags(&truth, &predicted, Reading::Strict).map_or(0.0, |r| r.micro.f1)
         };
         let mut net = base.network(labels.len(), ft.params.seed)?;
-        let task = observer.task("fine-tuning", 0);
-        let mut events = |e: &Event| match e {
-            Event::Step { step, total, loss } => task.step("fine-tuning", *step, *total, *loss),
-            Event::Eval(r) => observer.note(&format!(
-                "epoch {} step {}: train loss {:.4}, dev token accuracy {:.4}, entity F1 {:.4}{}",
-                r.epoch,
-                r.step,
-                r.train_loss,
-                r.dev_accuracy,
-                r.dev_macro_f1,
-                if r.best { " (best)" } else { "" }
-            )),
-            Event::Resumed { .. } => {}
-        };
-        let fit = fit_tagger(
-            &mut net,
-            ft.head,
-            &chain,
-            &ft.params,
-            (
-                TagSet {
-                    windows: &train_windows,
-                    tags: &train_tags,
-                },
-                TagSet {
-                    windows: &dev_windows,
-                    tags: &dev_tags,
-                },
-            ),
-            &mut dev_score,
-            ft.run_dir.as_deref(),
-            &mut events,
-        )?;
-        task.finish();
+        let sets = (
+            TagSet {
+                windows: &train_windows,
+                tags: &train_tags,
+            },
+            TagSet {
+                windows: &dev_windows,
+                tags: &dev_tags,
+            },
+        );
+        let fit = run_tagger(&mut net, (ft, &chain), sets, &mut dev_score, observer)?;
         let (encoder, files) = tuned_encoder(&net, &base)?;
         let crf = head_crf(&net, labels, ft.head, fit.transitions)?;
         let model = NerModel {
@@ -177,6 +154,42 @@ impl Prepared {
         };
         Ok((model, report))
     }
+}
+
+/// [`fit_tagger`] with its steps shown on a bar and its evaluations as notes.
+fn run_tagger(
+    net: &mut lmfuse_finetune::Network,
+    (ft, chain): (&NerFinetune, &Chain),
+    sets: (TagSet<'_>, TagSet<'_>),
+    dev_score: &mut dyn FnMut(&[Decoded]) -> f64,
+    observer: &dyn Observer,
+) -> Result<TaggerFit> {
+    let task = observer.task("fine-tuning", 0);
+    let mut events = |e: &Event| match e {
+        Event::Step { step, total, loss } => task.step("fine-tuning", *step, *total, *loss),
+        Event::Eval(r) => observer.note(&format!(
+            "epoch {} step {}: train loss {:.4}, dev token accuracy {:.4}, entity F1 {:.4}{}",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.dev_accuracy,
+            r.dev_macro_f1,
+            if r.best { " (best)" } else { "" }
+        )),
+        Event::Resumed { .. } => {}
+    };
+    let fit = fit_tagger(
+        net,
+        ft.head,
+        chain,
+        &ft.params,
+        sets,
+        dev_score,
+        ft.run_dir.as_deref(),
+        &mut events,
+    )?;
+    task.finish();
+    Ok(fit)
 }
 
 /// The network's linear layer (and transitions) as a CRF over the tuned word vectors.
