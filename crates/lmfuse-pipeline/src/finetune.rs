@@ -669,10 +669,22 @@ pub fn progress_observer<'a>(
     on: &'a dyn Observer,
     run_dir: &'a Path,
 ) -> impl FnMut(&Event) + 'a {
+    named_progress(task, what, on, run_dir, ("dev accuracy", "macro-F1"))
+}
+
+/// [`progress_observer`] with the names of the two dev scores an evaluation records (its
+/// accuracy and F1 slots).
+pub(crate) fn named_progress<'a>(
+    task: &'a dyn Task,
+    what: &'a str,
+    on: &'a dyn Observer,
+    run_dir: &'a Path,
+    (accuracy, f1): (&'a str, &'a str),
+) -> impl FnMut(&Event) + 'a {
     move |e: &Event| match e {
         Event::Step { step, total, loss } => task.step(what, *step, *total, *loss),
         Event::Eval(r) => on.note(&format!(
-            "epoch {} step {}: train loss {:.4}, dev accuracy {:.4}, macro-F1 {:.4}{}",
+            "epoch {} step {}: train loss {:.4}, {accuracy} {:.4}, {f1} {:.4}{}",
             r.epoch,
             r.step,
             r.train_loss,

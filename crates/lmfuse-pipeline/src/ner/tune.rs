@@ -4,15 +4,15 @@
 
 use super::{tokens_of, NerModel, NerTrainReport, Prepared, WordEncoder};
 use crate::encoders::EncoderChoice;
-use crate::finetune::{finetuned_encoder, BundleFile, FinetuneBase};
+use crate::finetune::{finetuned_encoder, named_progress, BundleFile, FinetuneBase};
 use crate::{Context, Observer, PipelineError, Result};
 use lmfuse_crf::{Chain, Crf};
 use lmfuse_data::tagged::TaggedSet;
 use lmfuse_encoder::{ModelFiles, ModelSpec, SentenceEncoder};
-use lmfuse_finetune::{fit_tagger, Decoded, Event, FinetuneParams, TagHead, TagSet, TaggerFit};
+use lmfuse_finetune::{fit_tagger, Decoded, FinetuneParams, TagHead, TagSet, TaggerFit};
 use lmfuse_metrics::entity::{evaluate_tags, Reading};
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// How the encoder is fine-tuned for tagging.
@@ -165,19 +165,8 @@ fn run_tagger(
     observer: &dyn Observer,
 ) -> Result<TaggerFit> {
     let task = observer.task("fine-tuning", 0);
-    let mut events = |e: &Event| match e {
-        Event::Step { step, total, loss } => task.step("fine-tuning", *step, *total, *loss),
-        Event::Eval(r) => observer.note(&format!(
-            "epoch {} step {}: train loss {:.4}, dev token accuracy {:.4}, entity F1 {:.4}{}",
-            r.epoch,
-            r.step,
-            r.train_loss,
-            r.dev_accuracy,
-            r.dev_macro_f1,
-            if r.best { " (best)" } else { "" }
-        )),
-        Event::Resumed { .. } => {}
-    };
+    let names = ("dev token accuracy", "entity F1");
+    let mut events = named_progress(task.as_ref(), "fine-tuning", observer, Path::new(""), names);
     let fit = fit_tagger(
         net,
         ft.head,
