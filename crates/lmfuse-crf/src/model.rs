@@ -91,28 +91,26 @@ impl Dense {
         }
     }
 
-    fn standardise(&self, v: &[f32]) -> Vec<f32> {
-        v.chunks_exact(self.dim)
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&self.mean)
-                    .zip(&self.inv_std)
-                    .map(|((x, m), s)| (x - m) * s)
-            })
-            .collect()
+    /// One token's vector standardised into `out`.
+    fn standardise_row(&self, x: &[f32], out: &mut [f32]) {
+        for (((o, x), m), s) in out.iter_mut().zip(x).zip(&self.mean).zip(&self.inv_std) {
+            *o = (x - m) * s;
+        }
     }
 }
 
-/// A sentence as attribute ids per token (CSR) and tag indices.
-struct Encoded {
+/// A sentence as attribute ids per token (CSR) and tag indices, with its dense features
+/// borrowed as given (standardised token by token when read, so training holds no second
+/// copy of the vectors).
+struct Encoded<'a> {
     ids: Vec<u32>,
     starts: Vec<u32>,
     gold: Vec<u32>,
-    /// Standardised dense features, tokens × dim (empty without them).
-    dense: Vec<f32>,
+    /// Raw dense features, tokens × dim (empty without them).
+    dense: &'a [f32],
 }
 
-impl Encoded {
+impl Encoded<'_> {
     fn len(&self) -> usize {
         self.starts.len() - 1
     }
@@ -333,12 +331,12 @@ impl Crf {
 
     /// The training sentences as attribute ids (from `attrs`, their attribute strings), gold
     /// tag indices and standardised dense vectors.
-    fn encode_all(
+    fn encode_all<'a>(
         &self,
         attrs: Vec<Vec<Vec<String>>>,
         sentences: &[TaggedTokens<'_>],
-        dense: Option<&[Vec<f32>]>,
-    ) -> Vec<Encoded> {
+        dense: Option<&'a [Vec<f32>]>,
+    ) -> Vec<Encoded<'a>> {
         let label_index = label_index(&self.labels);
         attrs
             .into_par_iter()
@@ -351,7 +349,7 @@ impl Crf {
                     ids,
                     starts,
                     gold,
-                    dense: self.standardised(dense.map(|d| d[i].as_slice())),
+                    dense: dense.map_or(&[][..], |d| d[i].as_slice()),
                 }
             })
             .collect()
@@ -451,17 +449,20 @@ impl Crf {
                 }
             }
         }
-        if let Some(dim) = self.dense.as_ref().map(|d| d.dim) {
+        if let Some(dense) = &self.dense {
             let (n_state, n_dense) = self.layout();
             let weights = &w[n_state..n_state + n_dense];
-            for (t, x) in s.dense.chunks_exact(dim).enumerate() {
+            let dim = dense.dim;
+            let mut x = vec![0.0f32; dim];
+            for (t, raw) in s.dense.chunks_exact(dim).enumerate() {
+                dense.standardise_row(raw, &mut x);
                 for (score, row) in scores[t * l..(t + 1) * l]
                     .iter_mut()
                     .zip(weights.chunks_exact(dim))
                 {
                     *score += row
                         .iter()
-                        .zip(x)
+                        .zip(&x)
                         .map(|(a, b)| a * f64::from(*b))
                         .sum::<f64>();
                 }
@@ -476,14 +477,6 @@ impl Crf {
         (self.state_weights.len(), dense)
     }
 
-    /// One sentence's dense vectors standardised (empty without dense features).
-    fn standardised(&self, vectors: Option<&[f32]>) -> Vec<f32> {
-        match (&self.dense, vectors) {
-            (Some(d), Some(v)) => d.standardise(v),
-            _ => Vec::new(),
-        }
-    }
-
     /// Adds one sentence's gradient of `log Z − score(gold)` to `grad`; returns that loss.
     fn sentence_loss(&self, w: &[f64], s: &Encoded, grad: &mut [f64]) -> f64 {
         let l = self.labels.len();
@@ -492,6 +485,7 @@ impl Crf {
         let trans = &w[n_state + n_dense..];
         let lattice = Lattice::new(&emit, trans, &self.chain, true);
         let mut marginals = vec![0.0; l];
+        let mut x = vec![0.0f32; self.dense.as_ref().map_or(0, |d| d.dim)];
         let mut gold_score = 0.0;
         for t in 0..s.len() {
             let y = s.gold[t] as usize;
@@ -510,14 +504,14 @@ impl Crf {
                     grad[k] += marginals[tag] - f64::from(u8::from(tag == y));
                 }
             }
-            if n_dense > 0 {
-                let dim = n_dense / l;
-                let x = &s.dense[t * dim..(t + 1) * dim];
+            if let Some(dense) = &self.dense {
+                let dim = dense.dim;
+                dense.standardise_row(&s.dense[t * dim..(t + 1) * dim], &mut x);
                 let block = &mut grad[n_state..n_state + n_dense];
                 for (tag, row) in block.chunks_exact_mut(dim).enumerate() {
                     let coef = marginals[tag] - f64::from(u8::from(tag == y));
                     row.iter_mut()
-                        .zip(x)
+                        .zip(&x)
                         .for_each(|(g, v)| *g += coef * f64::from(*v));
                 }
             }
@@ -574,7 +568,7 @@ impl Crf {
             ids,
             starts,
             gold: Vec::new(),
-            dense: self.standardised(dense),
+            dense: dense.unwrap_or(&[]),
         };
         let (n_state, n_dense) = self.layout();
         let trans = &w[n_state + n_dense..];
