@@ -88,6 +88,7 @@ impl TaggerSettings {
                 ..FinetuneParams::default()
             },
             run_dir: None,
+            folds: 3,
         }))
     }
 }

@@ -182,6 +182,10 @@ pub struct TuneArgs {
     /// Fine-tuning: folder for the metrics log (metrics.jsonl).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// The fusion's cross-fitting: folds of the training sentences, each scored by a tagger
+    /// tuned on the others (at least 2).
+    #[arg(long, default_value_t = 3)]
+    fusion_folds: usize,
 }
 
 impl TuneArgs {
@@ -199,6 +203,7 @@ impl TuneArgs {
                 ..FinetuneParams::default()
             },
             run_dir: self.run_dir.clone(),
+            folds: self.fusion_folds,
         })
     }
 }

@@ -474,3 +474,40 @@ fn compare_with_fine_tuning_ranks_the_tuned_tagger_and_its_fusion_too() {
         &["needs an encoder", "--dev"],
     );
 }
+
+#[test]
+fn the_fusion_over_a_tuned_tagger_is_cross_fitted_and_saved_with_its_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--features",
+        "hand,emb",
+        "--finetune",
+        "crf",
+        "--fusion-folds",
+        "2",
+    ];
+    let Some((out, report)) = tuned(dir.path(), "train", &extra) else {
+        return;
+    };
+    assert_eq!(report["train"]["features"], "hand+ft-crf");
+    let weights = std::fs::read(out.join("weights.safetensors")).unwrap();
+    let header = String::from_utf8_lossy(&weights[..weights.len().min(4096)]).to_string();
+    assert!(
+        header.contains("emission.weight"),
+        "the tuned layer is stored"
+    );
+    let dev = dir.path().join("dev.conll");
+    let eval = ok_json(
+        &[
+            "ner",
+            "eval",
+            "--model",
+            s(&out),
+            "--data",
+            s(&dev),
+            "--json",
+        ],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(eval["micro"], report["train"]["dev"]["micro"]);
+}

@@ -27,6 +27,7 @@ pub use lmfuse_data::tagged::{from_sequences, TagOptions, TagScheme, TaggedSet};
 pub use lmfuse_finetune::{FinetuneParams, TagHead};
 pub use lmfuse_metrics::entity::EntityReport;
 pub use tune::NerFinetune;
+use tune::Projection;
 
 use crate::finetune::BundleFile;
 
@@ -100,6 +101,9 @@ pub struct NerModel {
     encoder: Option<WordEncoder>,
     /// The tuned encoder's model folder, saved inside the bundle (empty for a frozen one).
     encoder_files: Vec<BundleFile>,
+    /// The tuned tagger's layer: the CRF reads its per-tag scores of the word vectors instead
+    /// of the vectors (the fusion).
+    projection: Option<Projection>,
 }
 
 impl std::fmt::Debug for NerModel {
@@ -268,8 +272,12 @@ struct Prepared {
     train_vectors: Option<Vec<Vec<f32>>>,
     dev_vectors: Option<Vec<Vec<f32>>>,
     /// The encoder tuned for tagging and its bundle files; once set, the word vectors above
-    /// are its.
+    /// are its (or its layer's tag scores, once cross-fitted).
     tuned: Option<(WordEncoder, Vec<BundleFile>)>,
+    /// The tuned tagger's layer.
+    tuned_head: Option<Projection>,
+    /// Width of the word vectors above.
+    dim: usize,
 }
 
 /// Which encoder a fitted model reads.
@@ -278,6 +286,8 @@ enum Reads {
     Nothing,
     Frozen,
     Tuned,
+    /// The tuned encoder through the tuned layer.
+    TunedScores,
 }
 
 impl Prepared {
@@ -316,10 +326,12 @@ impl Prepared {
             train,
             dev,
             gazetteer,
+            dim: encoder.as_ref().map_or(0, |e| e.info.dim),
             encoder,
             train_vectors,
             dev_vectors,
             tuned: None,
+            tuned_head: None,
         })
     }
 
@@ -333,7 +345,7 @@ impl Prepared {
         observer: &dyn Observer,
     ) -> Result<(NerModel, NerTrainReport)> {
         let started = Instant::now();
-        let dim = self.encoder.as_ref().map_or(0, |e| e.info.dim);
+        let dim = self.dim;
         let mut best: Option<(f64, NerModel, f64, Option<EntityReport>)> = None;
         let mut by_c2 = Vec::new();
         for &c2 in grid {
@@ -361,6 +373,7 @@ impl Prepared {
                 types: self.train.entity_types(),
                 encoder: None,
                 encoder_files: Vec::new(),
+                projection: None,
             };
             let dev = match &self.dev {
                 Some(d) => {
@@ -401,10 +414,13 @@ impl Prepared {
         match reads {
             Reads::Nothing => {}
             Reads::Frozen => model.encoder = self.encoder.take(),
-            Reads::Tuned => {
+            Reads::Tuned | Reads::TunedScores => {
                 if let Some((encoder, files)) = self.tuned.take() {
                     model.encoder = Some(encoder);
                     model.encoder_files = files;
+                }
+                if reads == Reads::TunedScores {
+                    model.projection = self.tuned_head.take();
                 }
             }
         }
@@ -429,6 +445,7 @@ impl Prepared {
         if !crf.hand_features {
             return Ok((tagger, tagger_report));
         }
+        self.cross_fit(choice, ft, observer)?;
         let (model, mut report) = self.fit_grid(crf, &grid_of(spec), true, observer)?;
         report.features = format!("hand+ft-{}", ft.head);
         report.finetune = tagger_report.finetune;
@@ -491,7 +508,12 @@ fn fit_prepared(
 ) -> Result<(NerModel, NerTrainReport)> {
     if let Some(ft) = &spec.finetune {
         let (model, report) = prepared.fit_tuned(spec, &spec.crf, ft, observer)?;
-        return Ok((prepared.finish(model, Reads::Tuned), report));
+        let reads = if spec.crf.hand_features {
+            Reads::TunedScores
+        } else {
+            Reads::Tuned
+        };
+        return Ok((prepared.finish(model, reads), report));
     }
     let dense = prepared.encoder.is_some();
     let (model, report) = prepared.fit_grid(&spec.crf, &grid_of(spec), dense, observer)?;
@@ -527,13 +549,14 @@ pub fn compare(
     if let Some(ft) = &spec.finetune {
         let choice = spec.encoder.as_ref().expect("checked above");
         fitted.push((prepared.finetune(choice, ft, observer)?, Reads::Tuned));
+        prepared.cross_fit(choice, ft, observer)?;
         let hand = CrfParams {
             hand_features: true,
             ..spec.crf.clone()
         };
         let (model, mut report) = prepared.fit_grid(&hand, &grid, true, observer)?;
         report.features = format!("hand+ft-{}", ft.head);
-        fitted.push(((model, report), Reads::Tuned));
+        fitted.push(((model, report), Reads::TunedScores));
     }
     let f1 = |r: &NerTrainReport| r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
     // Stable: equal dev F1 keeps the simpler model first.
@@ -557,10 +580,14 @@ impl NerModel {
 
     /// The encoder's word vectors of `sentences`, when the model reads them.
     fn word_vectors(&self, sentences: &[Vec<String>]) -> Result<Option<Vec<Vec<f32>>>> {
-        self.encoder
-            .as_ref()
-            .map(|e| e.vectors(sentences, &crate::Silent))
-            .transpose()
+        let Some(encoder) = &self.encoder else {
+            return Ok(None);
+        };
+        let vectors = encoder.vectors(sentences, &crate::Silent)?;
+        Ok(Some(match &self.projection {
+            Some(p) => vectors.iter().map(|v| p.apply(v)).collect(),
+            None => vectors,
+        }))
     }
 
     fn tag_with(
@@ -674,7 +701,10 @@ struct NerCard {
 impl NerModel {
     /// Writes the model as a bundle in `dir` (atomically), with the training report.
     pub fn save(&self, dir: &Path, report: Option<&NerTrainReport>) -> Result<()> {
-        let stored = self.crf.to_stored();
+        let mut stored = self.crf.to_stored();
+        if let Some(p) = &self.projection {
+            stored.tensors.extend(p.tensors());
+        }
         let card = NerCard {
             task: TASK.into(),
             kind: "crf".into(),
@@ -725,6 +755,8 @@ impl NerModel {
             .ok_or_else(|| {
                 PipelineError::Invalid(format!("{}: {ATTRIBUTES_FILE} is missing", dir.display()))
             })?;
+        let projection = Projection::from_tensors(&bundle.tensors)
+            .map_err(|e| PipelineError::Invalid(format!("{}: {e}", dir.display())))?;
         let crf = Crf::from_stored(StoredCrf {
             tensors: bundle.tensors,
             card: card.crf,
@@ -751,6 +783,7 @@ impl NerModel {
             types: card.types,
             encoder,
             encoder_files,
+            projection,
         })
     }
 }
