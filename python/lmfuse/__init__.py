@@ -473,7 +473,8 @@ class EntityTagger(BaseEstimator):
     With ``finetune="softmax"`` or ``"crf"`` the encoder is first fine-tuned for tagging
     (``epochs``, ``lr``, ``head_lr``, ``batch_size``, ``seed``; the epoch chosen on
     ``X_dev``/``y_dev``, which it needs): with ``features="emb"`` the tuned tagger is the model,
-    with ``"hand,emb"`` the CRF reads the hand-made features and the tuned word vectors.
+    with ``"hand,emb"`` the CRF reads the hand-made features and the tagger's cross-fitted
+    per-tag scores.
 
     ``fit(X, y)`` takes sentences as token lists and their tags (IO, BIO or BIOES, converted to
     BIO); with several ``c2`` values, ``X_dev``/``y_dev`` choose among them. ``predict`` gives

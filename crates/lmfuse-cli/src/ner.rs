@@ -155,7 +155,8 @@ pub struct NerFitArgs {
 pub struct TuneArgs {
     /// Fine-tune the encoder end to end with a softmax or CRF layer over each word's first
     /// subword (epoch chosen on --dev). With --features emb the tuned tagger is the model;
-    /// with hand,emb the CRF reads the hand-made features and the tuned word vectors.
+    /// with hand,emb the CRF reads the hand-made features and the tuned tagger's
+    /// cross-fitted per-tag scores.
     #[arg(long)]
     finetune: Option<TagHead>,
     /// Fine-tuning: passes over the training sentences (at most).

@@ -510,4 +510,21 @@ fn the_fusion_over_a_tuned_tagger_is_cross_fitted_and_saved_with_its_layer() {
         &dir.path().join("cache"),
     );
     assert_eq!(eval["micro"], report["train"]["dev"]["micro"]);
+    let one_fold = [
+        "ner",
+        "train",
+        "--train",
+        "x.conll",
+        "--dev",
+        "y.conll",
+        "--out",
+        "o",
+        "--features",
+        "hand,emb",
+        "--finetune",
+        "crf",
+        "--fusion-folds",
+        "1",
+    ];
+    common::assert_one_line_error(&one_fold, &["at least 2 folds"]);
 }

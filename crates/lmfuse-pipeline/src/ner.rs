@@ -6,7 +6,8 @@
 //! encoder's contextual word vectors (first subword, frozen), or over both (the fusion); its L2
 //! coefficient is chosen on the dev set when several are given. The encoder can also be
 //! fine-tuned for tagging ([`NerFinetune`]: a softmax or CRF layer over each word's first
-//! subword, trained end to end), and its tuned word vectors fused with the hand-made features.
+//! subword, trained end to end), and the tuned tagger's cross-fitted per-tag scores fused with
+//! the hand-made features.
 
 mod tune;
 
@@ -55,7 +56,7 @@ pub struct NerTrainSpec {
     pub encoder: Option<EncoderChoice>,
     /// Fine-tune the encoder for tagging first: with `crf.hand_features` off the tuned tagger
     /// is the model; with them on, the CRF reads the hand-made features and the tuned
-    /// encoder's word vectors (the fusion).
+    /// tagger's cross-fitted per-tag scores (the fusion).
     pub finetune: Option<NerFinetune>,
 }
 
@@ -83,6 +84,12 @@ impl NerTrainSpec {
         }
         if let Some(ft) = &self.finetune {
             ft.params.check()?;
+            if ft.folds < 2 {
+                return Err(PipelineError::Invalid(format!(
+                    "the fusion's cross-fitting needs at least 2 folds, not {}",
+                    ft.folds
+                )));
+            }
         }
         if let Some(bad) = self.c2_grid.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
             return Err(PipelineError::Invalid(format!(
@@ -428,8 +435,8 @@ impl Prepared {
     }
 
     /// Fine-tunes the encoder for tagging (`spec.finetune`), then keeps the tuned tagger, or
-    /// with hand-made features the fusion CRF over them and the tuned vectors; the name of
-    /// what the model reads says which.
+    /// with hand-made features the fusion CRF over them and the tagger's cross-fitted scores;
+    /// the name of what the model reads says which.
     fn fit_tuned(
         &mut self,
         spec: &NerTrainSpec,
@@ -445,10 +452,31 @@ impl Prepared {
         if !crf.hand_features {
             return Ok((tagger, tagger_report));
         }
-        self.cross_fit(choice, ft, observer)?;
-        let (model, mut report) = self.fit_grid(crf, &grid_of(spec), true, observer)?;
-        report.features = format!("hand+ft-{}", ft.head);
+        let (model, mut report) = self.fit_fusion(spec, crf, ft, observer)?;
         report.finetune = tagger_report.finetune;
+        Ok((model, report))
+    }
+
+    /// The fusion (after [`Prepared::finetune`]): the CRF over the hand-made features and the
+    /// tuned tagger's cross-fitted scores, `c2` chosen on dev over `spec`'s grid.
+    fn fit_fusion(
+        &mut self,
+        spec: &NerTrainSpec,
+        crf: &CrfParams,
+        ft: &NerFinetune,
+        observer: &dyn Observer,
+    ) -> Result<(NerModel, NerTrainReport)> {
+        let choice = spec
+            .encoder
+            .as_ref()
+            .expect("checked: fine-tuning has an encoder");
+        self.cross_fit(choice, ft, observer)?;
+        let hand = CrfParams {
+            hand_features: true,
+            ..crf.clone()
+        };
+        let (model, mut report) = self.fit_grid(&hand, &grid_of(spec), true, observer)?;
+        report.features = format!("hand+ft-{}", ft.head);
         Ok((model, report))
     }
 }
@@ -523,7 +551,7 @@ fn fit_prepared(
 
 /// Trains the three taggers (hand-made features, the encoder's word vectors, both) on the same
 /// data, the vectors computed once, each with `c2` chosen on dev, and with `spec.finetune`
-/// also the tuned tagger and the fusion over the tuned vectors; returns the best on dev (the
+/// also the tuned tagger and the fusion over its cross-fitted scores; returns the best on dev (the
 /// simpler on ties, in that order) and every report, best first.
 pub fn compare(
     spec: &NerTrainSpec,
@@ -549,14 +577,8 @@ pub fn compare(
     if let Some(ft) = &spec.finetune {
         let choice = spec.encoder.as_ref().expect("checked above");
         fitted.push((prepared.finetune(choice, ft, observer)?, Reads::Tuned));
-        prepared.cross_fit(choice, ft, observer)?;
-        let hand = CrfParams {
-            hand_features: true,
-            ..spec.crf.clone()
-        };
-        let (model, mut report) = prepared.fit_grid(&hand, &grid, true, observer)?;
-        report.features = format!("hand+ft-{}", ft.head);
-        fitted.push(((model, report), Reads::TunedScores));
+        let fusion = prepared.fit_fusion(spec, &spec.crf, ft, observer)?;
+        fitted.push((fusion, Reads::TunedScores));
     }
     let f1 = |r: &NerTrainReport| r.dev.as_ref().map_or(0.0, |d| d.micro.f1);
     // Stable: equal dev F1 keeps the simpler model first.

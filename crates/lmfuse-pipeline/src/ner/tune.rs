@@ -1,6 +1,7 @@
 //! The encoder fine-tuned for tagging ([`lmfuse_finetune::fit_tagger`]: a softmax or CRF over
 //! each word's first subword), kept as a CRF bundle over the tuned encoder's word vectors, and
-//! the tuned encoder's vectors handed to the fusion CRF beside the hand-made features.
+//! the tuned tagger's cross-fitted per-tag scores handed to the fusion CRF beside the
+//! hand-made features.
 
 use super::{tokens_of, NerModel, NerTrainReport, Prepared, WordEncoder};
 use crate::encoders::EncoderChoice;
@@ -85,8 +86,8 @@ fn tuned_encoder(
 impl Prepared {
     /// Fine-tunes `choice`'s encoder for tagging on the training set (choosing the epoch by
     /// dev F1); returns the tuned tagger (its encoder attached by `finish`) and its report.
-    /// The tuned encoder and its word vectors of train and dev take the frozen ones' place
-    /// for the fits that follow (the fusion).
+    /// The tuned encoder, its layer and its dev vectors take the frozen ones' place for the
+    /// fusion that may follow ([`Prepared::cross_fit`] gives it its training scores).
     pub(super) fn finetune(
         &mut self,
         choice: &EncoderChoice,
@@ -112,7 +113,9 @@ impl Prepared {
             encoder_files: Vec::new(),
             projection: None,
         };
-        self.train_vectors = Some(encoder.vectors(&tokens_of(&self.train), observer)?);
+        // The training sentences' scores come from cross-fitting; the tuned encoder's own
+        // vectors of them would only be thrown away.
+        self.train_vectors = None;
         self.dev_vectors = Some(encoder.vectors(&tokens_of(dev), observer)?);
         let dev_report = model.evaluate_with(dev, self.dev_vectors.as_deref())?;
         self.tuned = Some((encoder, files));
@@ -318,7 +321,7 @@ impl Prepared {
                 "cross-fitting needs dev and the tuned tagger".into(),
             ));
         };
-        let folds = ft.folds.max(2);
+        let folds = ft.folds;
         let base = FinetuneBase::load(choice)?;
         let labels = tag_list(&self.train);
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); self.train.sentences.len()];
