@@ -21,6 +21,7 @@ mod finetune;
 mod models;
 mod ner;
 mod progress;
+mod relation;
 mod serve;
 mod tune;
 
@@ -69,6 +70,10 @@ enum Command {
     /// Named-entity recognition: train, evaluate and apply CRF taggers.
     #[command(subcommand)]
     Ner(ner::NerCommand),
+    /// Relation extraction: train, evaluate and apply classifiers of the relation between two
+    /// marked entities.
+    #[command(subcommand, alias = "re")]
+    Relation(relation::RelationCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -176,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(args) => finetune::run(&args, cli.quiet),
         Command::Serve(args) => serve::run(&args),
         Command::Ner(command) => ner::run(&command, cli.quiet),
+        Command::Relation(command) => relation::run(&command, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

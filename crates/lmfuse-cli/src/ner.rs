@@ -504,7 +504,8 @@ fn predict(args: &NerPredictArgs) -> anyhow::Result<()> {
     write_lines(&args.output, &lines)
 }
 
-fn write_lines<T: serde::Serialize>(output: &Path, lines: &[T]) -> anyhow::Result<()> {
+/// Writes `lines` as JSON Lines to `output` (atomically), or to standard output for `-`.
+pub(crate) fn write_lines<T: serde::Serialize>(output: &Path, lines: &[T]) -> anyhow::Result<()> {
     let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
         for line in lines {
             serde_json::to_writer(&mut *w, line)?;

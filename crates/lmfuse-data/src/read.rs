@@ -243,6 +243,17 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A relation example's entity pair is malformed (a marker missing or repeated, a span
+    /// outside the text, empty or overlapping the other).
+    #[error("{path}:{line}: {reason}")]
+    BadPair {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Tagged sequences given in memory disagree in length (or a sentence is empty).
     #[error("{name}: {what}")]
     Sequences {

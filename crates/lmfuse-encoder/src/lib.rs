@@ -10,6 +10,7 @@ mod config;
 pub mod e5s1;
 mod error;
 mod kernels;
+mod marked;
 pub mod ops;
 mod source;
 mod unigram;
@@ -27,6 +28,7 @@ pub use source::{
 use lmfuse_core::{
     Embeddings, Encoded, EncoderFingerprint, LongText, Pooling, TextEncoder, TextStats,
 };
+pub use marked::{MarkedPair, MarkerIds, PairInput, MARKER_CHARS};
 use rayon::prelude::*;
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 pub use unigram::CompactUnigram;

@@ -22,7 +22,8 @@ const COPIED: &[&str] = &[
 
 /// The files of the fine-tuned encoder's model folder, as (relative path, bytes):
 /// `model.safetensors` with the network's encoder weights (LoRA merged) under their Hugging
-/// Face names, and the tokenizer and configuration files of `base_dir`.
+/// Face names, and the tokenizer and configuration files of `base_dir` (`config.json`'s
+/// `vocab_size` set to the network's).
 pub fn encoder_files(
     net: &Network,
     base_dir: &Path,
@@ -56,10 +57,33 @@ pub fn encoder_files(
                 path: path.clone(),
                 source,
             })?;
+            let data = if *name == "config.json" {
+                with_vocab_size(data, net.config().vocab_size, &path)?
+            } else {
+                data
+            };
             files.push((name.to_string(), data));
         }
     }
     Ok(files)
+}
+
+/// `config.json` with its `vocab_size` set to `vocab` (tokens added while fine-tuning, such
+/// as entity markers); the bytes unchanged when it already says so.
+fn with_vocab_size(data: Vec<u8>, vocab: usize, path: &Path) -> Result<Vec<u8>, FinetuneError> {
+    let invalid = |e: serde_json::Error| FinetuneError::Invalid(format!("{}: {e}", path.display()));
+    let mut config: serde_json::Value = serde_json::from_slice(&data).map_err(invalid)?;
+    if config.get("vocab_size").and_then(serde_json::Value::as_u64) == Some(vocab as u64) {
+        return Ok(data);
+    }
+    let Some(object) = config.as_object_mut() else {
+        return Err(FinetuneError::Invalid(format!(
+            "{}: not a JSON object",
+            path.display()
+        )));
+    };
+    object.insert("vocab_size".into(), vocab.into());
+    serde_json::to_vec_pretty(&config).map_err(invalid)
 }
 
 /// Writes [`encoder_files`] into `dir` (created if needed), each file atomically.

@@ -8,13 +8,16 @@
 //! metrics as JSON Lines and checkpoints atomically so that a killed run can be resumed.
 //! [`fit_with_head`] trains the encoder end to end with a head of the caller's
 //! ([`PooledHead`]) in place of the linear one. [`fit_tagger`] fine-tunes it for tagging
-//! (a softmax or CRF over each word's first subword).
+//! (a softmax or CRF over each word's first subword); [`fit_relation`] for relation
+//! classification (a layer over the states of the first token and the two entity markers).
 
 mod export;
 mod joint;
 mod lora;
 mod network;
 mod optim;
+mod relation;
+mod rows;
 mod tagging;
 mod train;
 
@@ -23,6 +26,7 @@ pub use joint::{fit_with_head, HeadError, PooledHead};
 pub use lora::{Lora, LoraParams, LoraTarget};
 pub use network::{Batch, Dropout, Forward, Network, ParamStore, TensorSpec};
 pub use optim::{AdamW, Schedule};
+pub use relation::{add_marker_tokens, fit_relation, relation_layer, PairSet, RelationFit};
 pub use tagging::{fit_tagger, Decoded, TagHead, TagSet, TaggerFit};
 pub use train::{
     contrastive_pairs, embed, fit, fit_contrastive, predict_proba, ContrastiveParams, EvalRecord,

@@ -7,16 +7,14 @@
 //! head with zero transitions: the constrained best path of its per-word scores), as the CRF
 //! bundle that stores the fine-tuned tagger decodes them.
 
-use crate::network::{apply_mask, dropout_mask, Batch, Forward, Network, ParamStore, TensorSpec};
-use crate::optim::{AdamW, Schedule};
-use crate::train::{clip_grad_norm, epoch_order, eval_due, record_eval, EvalPoint};
-use crate::{EvalRecord, Event, FinetuneError, FinetuneParams, FitSummary, Metric};
+use crate::network::{dropout_mask, Batch, Network};
+use crate::rows::{backward, drive, emissions, gather, refuse_unsupported, run, RowTask};
+use crate::{Event, FinetuneError, FinetuneParams, FitSummary};
 use lmfuse_core::SeededRng;
 use lmfuse_crf::Chain;
-use lmfuse_encoder::{ops, WordWindow};
+use lmfuse_encoder::WordWindow;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
 
 /// How the per-word scores are trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,35 +112,18 @@ fn check_set(
     Ok(())
 }
 
-/// Per-word states of a forward pass (`words × hidden`, the windows' labelled words in
-/// order) and the packed row each came from.
-fn gather_states(
-    batch: &Batch,
-    windows: &[&WordWindow],
-    hidden: &[f32],
-    h: usize,
-) -> (Vec<f32>, Vec<usize>) {
-    let mut states = Vec::new();
-    let mut rows = Vec::new();
-    for (w, span) in windows.iter().zip(&batch.spans) {
-        for &(_, row) in &w.firsts {
-            let r = span.start + row;
-            rows.push(r);
-            states.extend_from_slice(&hidden[r * h..(r + 1) * h]);
-        }
-    }
-    (states, rows)
+/// The packed row of every labelled word of `windows` (the batch's layout), in order.
+fn word_rows(batch: &Batch, windows: &[&WordWindow]) -> Vec<usize> {
+    windows
+        .iter()
+        .zip(&batch.spans)
+        .flat_map(|(w, span)| w.firsts.iter().map(move |&(_, row)| span.start + row))
+        .collect()
 }
 
-/// Emissions `words × L` of `states` through the network's linear layer.
-fn emissions(net: &Network, states: &[f32]) -> Vec<f32> {
-    let (w, b) = net.head_tensors();
-    let (h, k) = (net.config().hidden_size, net.n_classes());
-    let n = states.len() / h;
-    let mut out = vec![0.0f32; n * k];
-    crate::kernels_fill(&mut out, b);
-    ops::matmul(&mut out, states, w, (n, h, k), false, false, true, 1);
-    out
+/// The windows' token ids.
+fn ids_of<'a>(windows: &[&'a WordWindow]) -> Vec<&'a [u32]> {
+    windows.iter().map(|w| w.ids.as_slice()).collect()
 }
 
 /// The loss of each window's words (summed) and its gradient with respect to the emissions.
@@ -192,21 +173,6 @@ fn softmax_loss(e: &[f64], gold: &[usize], l: usize, de: &mut [f64]) -> f64 {
     loss
 }
 
-/// The tensor store of the transitions, trained beside the network at the head's rate.
-fn transition_store(l: usize, depth: usize) -> ParamStore {
-    ParamStore {
-        specs: vec![TensorSpec {
-            name: "crf.transitions".into(),
-            shape: vec![l, l],
-            offset: 0,
-            decay: false,
-            depth,
-            frozen: false,
-        }],
-        values: vec![0.0; l * l],
-    }
-}
-
 /// Everything one optimiser step needs besides the network.
 struct Stepper<'a> {
     head: TagHead,
@@ -229,12 +195,12 @@ impl Stepper<'_> {
         let windows: Vec<&WordWindow> = idx.iter().map(|&i| &self.train.windows[i]).collect();
         let (batch, fwd) = run(
             net,
-            &windows,
+            &ids_of(&windows),
             Some((self.params.dropout, &mut *rng)),
             self.threads,
         );
-        let h = net.config().hidden_size;
-        let (mut states, rows) = gather_states(&batch, &windows, &fwd.hidden, h);
+        let rows = word_rows(&batch, &windows);
+        let mut states = gather(&fwd.hidden, &rows, net.config().hidden_size);
         let mask = dropout_mask(&mut states, self.params.dropout, rng);
         let emit = emissions(net, &states);
         let golds: Vec<(Vec<usize>, bool)> = windows
@@ -247,8 +213,7 @@ impl Stepper<'_> {
         dtrans.iter_mut().for_each(|d| *d /= f64::from(words));
         backward(
             net,
-            &batch,
-            &fwd,
+            (&batch, &fwd),
             (&states, &mask, &rows),
             &demit,
             grads,
@@ -256,60 +221,6 @@ impl Stepper<'_> {
         );
         (loss / f64::from(words)) as f32
     }
-}
-
-/// Packs `windows` and runs the network (training mode with `(rate, rng)`).
-fn run(
-    net: &Network,
-    windows: &[&WordWindow],
-    drop: Option<(f32, &mut SeededRng)>,
-    threads: usize,
-) -> (Batch, Forward) {
-    let zeros: Vec<Vec<u32>> = windows.iter().map(|w| vec![0; w.ids.len()]).collect();
-    let batch = Batch::pack(
-        windows
-            .iter()
-            .zip(&zeros)
-            .map(|(w, z)| (w.ids.as_slice(), z.as_slice())),
-    );
-    let drop = drop.map(|(rate, rng)| crate::Dropout { rate, rng });
-    let fwd = net.forward(&batch, drop, threads);
-    (batch, fwd)
-}
-
-/// Gradient of the linear layer, then through the encoder from the words' rows.
-fn backward(
-    net: &Network,
-    batch: &Batch,
-    fwd: &Forward,
-    (states, mask, rows): (&[f32], &Option<Vec<f32>>, &[usize]),
-    demit: &[f32],
-    grads: &mut [f32],
-    threads: usize,
-) {
-    let (h, k) = (net.config().hidden_size, net.n_classes());
-    let n = rows.len();
-    let (w_range, b_range) = net.head_ranges();
-    ops::matmul(
-        &mut grads[w_range],
-        states,
-        demit,
-        (h, n, k),
-        true,
-        false,
-        true,
-        1,
-    );
-    ops::sum_rows_into(demit, &mut grads[b_range]);
-    let mut dstates = vec![0.0f32; n * h];
-    let (w, _) = net.head_tensors();
-    ops::matmul(&mut dstates, demit, w, (n, k, h), false, true, false, 1);
-    apply_mask(&mut dstates, mask);
-    let mut dx = vec![0.0f32; batch.tokens.len() * h];
-    for (&r, d) in rows.iter().zip(dstates.chunks_exact(h)) {
-        dx[r * h..(r + 1) * h].copy_from_slice(d);
-    }
-    net.backward_from_hidden(batch, fwd, dx, grads, threads);
 }
 
 /// Decoded tags of every window's labelled words (`(word, tag)` in order), with the dev loss
@@ -341,8 +252,8 @@ fn decode(
             end += 1;
         }
         let windows: Vec<&WordWindow> = set.windows[start..end].iter().collect();
-        let (batch, fwd) = run(net, &windows, None, threads);
-        let (states, _) = gather_states(&batch, &windows, &fwd.hidden, h);
+        let (batch, fwd) = run(net, &ids_of(&windows), None, threads);
+        let states = gather(&fwd.hidden, &word_rows(&batch, &windows), h);
         let emit = emissions(net, &states);
         let golds: Vec<(Vec<usize>, bool)> =
             windows.iter().map(|w| window_gold(w, set.tags)).collect();
@@ -387,18 +298,7 @@ pub fn fit_tagger(
     run_dir: Option<&Path>,
     observer: &mut dyn FnMut(&Event),
 ) -> Result<TaggerFit, FinetuneError> {
-    params.check()?;
-    if params.grad_accum != 1
-        || params.fgm.is_some()
-        || params.pgd.is_some()
-        || params.lora.is_some()
-    {
-        return Err(FinetuneError::Invalid(
-            "tagging takes one batch a step with full fine-tuning: gradient accumulation, FGM, \
-             PGD and LoRA are not available for it"
-                .into(),
-        ));
-    }
+    refuse_unsupported(params, "tagging")?;
     if net.n_classes() != chain.tags() {
         return Err(FinetuneError::Invalid(format!(
             "the network scores {} classes, the chain has {} tags",
@@ -408,125 +308,65 @@ pub fn fit_tagger(
     }
     check_set(net, chain, "training", train)?;
     check_set(net, chain, "dev", dev)?;
-    let started = Instant::now();
-    let threads = rayon::current_num_threads();
-    let n_layers = net.config().num_hidden_layers;
+    let mut task = TaggingTask {
+        stepper: Stepper {
+            head,
+            chain,
+            params,
+            train,
+            threads: rayon::current_num_threads(),
+        },
+        dev,
+        dev_score,
+    };
+    let (summary, extra) = drive(net, &mut task, params, run_dir, observer)?;
     let l = chain.tags();
-    let mut trans = transition_store(l, n_layers + 1);
-    let n_values = net.params.values.len();
-    let trainable = net
-        .params
-        .specs
-        .iter()
-        .filter(|s| !s.frozen)
-        .map(|s| s.len())
-        .sum::<usize>()
-        + if head == TagHead::Crf { l * l } else { 0 };
-    let steps_per_epoch = train.windows.len().div_ceil(params.batch_size);
-    let schedule = Schedule {
-        warmup: (params.warmup * (steps_per_epoch * params.epochs) as f32).round() as usize,
-        total: steps_per_epoch * params.epochs,
-    };
-    let choose = FinetuneParams {
-        metric: Metric::MacroF1,
-        ..params.clone()
-    };
-    let stepper = Stepper {
-        head,
-        chain,
-        params,
-        train,
-        threads,
-    };
-    let (mut opt, mut opt_trans) = (AdamW::new(n_values), AdamW::new(l * l));
-    let mut rng = SeededRng::new(params.seed ^ 0x7A66);
-    let mut grads = vec![0.0f32; n_values];
-    let mut best: Option<EvalRecord> = None;
-    let (mut best_values, mut best_trans) = (net.params.values.clone(), trans.values.clone());
-    let (mut bad_evals, mut step) = (0usize, 0usize);
-    let mut evals = Vec::new();
-    let (mut loss_sum, mut loss_count) = (0.0f64, 0usize);
-    let mut stopped_early = false;
-    let log = run_dir.map(|d| d.join(crate::METRICS_LOG));
-    if let Some(log) = &log {
-        lmfuse_data::atomic_write(log, |_| Ok(())).map_err(crate::train::io_err(log))?;
+    Ok(TaggerFit {
+        summary,
+        transitions: if extra.is_empty() {
+            vec![0.0; l * l]
+        } else {
+            extra
+        },
+    })
+}
+
+/// Tagging as a [`RowTask`].
+struct TaggingTask<'a, 'f> {
+    stepper: Stepper<'a>,
+    dev: TagSet<'a>,
+    dev_score: &'f mut dyn FnMut(&[Decoded]) -> f64,
+}
+
+impl RowTask for TaggingTask<'_, '_> {
+    fn train_len(&self) -> usize {
+        self.stepper.train.windows.len()
     }
-    'epochs: for epoch in 0..params.epochs {
-        let order = epoch_order(train.windows.len(), params.seed, epoch);
-        let n_batches = order.len().div_ceil(params.batch_size);
-        for (batch_no, idx) in order.chunks(params.batch_size).enumerate() {
-            grads.fill(0.0);
-            let mut dtrans = vec![0.0f64; l * l];
-            let loss = stepper.step(net, &trans.values, idx, &mut rng, (&mut grads, &mut dtrans));
-            if !loss.is_finite() {
-                return Err(FinetuneError::Diverged { step, loss });
-            }
-            clip_grad_norm(net, &mut grads, params.max_grad_norm, step)?;
-            let factor = schedule.factor(step);
-            let lr_of = |s: &TensorSpec| crate::train::peak_lr(params, n_layers, s.depth) * factor;
-            opt.step(&mut net.params, &grads, lr_of, params.weight_decay);
-            if head == TagHead::Crf {
-                let g: Vec<f32> = dtrans.iter().map(|&x| x as f32).collect();
-                opt_trans.step(&mut trans, &g, lr_of, 0.0);
-            }
-            step += 1;
-            loss_sum += f64::from(loss);
-            loss_count += 1;
-            observer(&Event::Step {
-                step,
-                total: schedule.total,
-                loss,
-            });
-            if !eval_due(
-                params.eval_every,
-                step,
-                schedule.total,
-                batch_no + 1 == n_batches,
-            ) {
-                continue;
-            }
-            let (decoded, dev_loss, accuracy) =
-                decode(net, head, chain, &trans.values, dev, threads);
-            let f1 = dev_score(&decoded);
-            let out_of_patience = record_eval(
-                &choose,
-                EvalPoint {
-                    epoch: epoch + 1,
-                    step,
-                    lr_factor: factor,
-                    seconds: started.elapsed().as_secs_f64(),
-                },
-                (accuracy, f1, dev_loss),
-                (&mut loss_sum, &mut loss_count),
-                (&mut best, &mut bad_evals, &mut evals),
-                log.as_deref(),
-                observer,
-                || {
-                    best_values.copy_from_slice(&net.params.values);
-                    best_trans.copy_from_slice(&trans.values);
-                    Ok(())
-                },
-            )?;
-            if out_of_patience {
-                stopped_early = true;
-                break 'epochs;
-            }
+
+    fn extra_len(&self) -> usize {
+        let l = self.stepper.chain.tags();
+        match self.stepper.head {
+            TagHead::Crf => l * l,
+            TagHead::Softmax => 0,
         }
     }
-    net.params.values.copy_from_slice(&best_values);
-    let best = best.ok_or_else(|| FinetuneError::Invalid("no evaluation ran".into()))?;
-    Ok(TaggerFit {
-        summary: FitSummary {
-            evals,
-            best,
-            steps: step,
-            stopped_early,
-            trainable,
-            total: n_values + l * l,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-        transitions: best_trans,
-    })
+
+    fn step(
+        &self,
+        net: &Network,
+        extra: &[f32],
+        idx: &[usize],
+        rng: &mut SeededRng,
+        grads: (&mut [f32], &mut [f64]),
+    ) -> f32 {
+        self.stepper.step(net, extra, idx, rng, grads)
+    }
+
+    fn evaluate(&mut self, net: &Network, extra: &[f32]) -> (f64, f64, f64) {
+        let s = &self.stepper;
+        let (decoded, loss, accuracy) = decode(net, s.head, s.chain, extra, self.dev, s.threads);
+        (accuracy, (self.dev_score)(&decoded), loss)
+    }
 }
 
 #[cfg(test)]

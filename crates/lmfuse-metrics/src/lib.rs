@@ -7,6 +7,7 @@
 //! the top-class probability.
 
 pub mod entity;
+pub mod relation;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,14 @@ pub enum MetricsError {
     /// Nothing to evaluate.
     #[error("no examples to evaluate")]
     Empty,
+    /// True and predicted labels differ in number.
+    #[error("{truth} true labels but {predicted} predictions")]
+    Lengths {
+        /// True labels given.
+        truth: usize,
+        /// Predictions given.
+        predicted: usize,
+    },
 }
 
 /// Precision, recall and F1 of one class or one average.

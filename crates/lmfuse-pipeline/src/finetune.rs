@@ -672,6 +672,31 @@ pub fn progress_observer<'a>(
     named_progress(task, what, on, run_dir, ("dev accuracy", "macro-F1"))
 }
 
+/// The tuned encoder of `net` as the bundle will record it: its description, the encoder
+/// loaded back from its files (written to a temporary folder) and the files.
+pub(crate) fn load_tuned(
+    net: &Network,
+    base: &FinetuneBase,
+) -> Result<(EncoderInfo, SentenceEncoder, Vec<BundleFile>)> {
+    let (info, files) = finetuned_encoder(net, &base.files, base.fingerprint.clone())?;
+    let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let prefix = format!("{}/", lmfuse_bundle::ENCODER_DIR);
+    for (name, bytes) in &files {
+        let path = dir.path().join(name.strip_prefix(&prefix).unwrap_or(name));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).context("cannot write the tuned encoder")?;
+        }
+        std::fs::write(&path, bytes).context("cannot write the tuned encoder")?;
+    }
+    let model_files =
+        lmfuse_encoder::ModelFiles::resolve(&lmfuse_encoder::ModelSpec::Dir(dir.path().into()))
+            .context("cannot open the tuned encoder")?;
+    let options = crate::model::recorded_options(&info);
+    let encoder =
+        SentenceEncoder::load(&model_files, &options).context("cannot load the tuned encoder")?;
+    Ok((info, encoder, files))
+}
+
 /// [`progress_observer`] with the names of the two dev scores an evaluation records (its
 /// accuracy and F1 slots).
 pub(crate) fn named_progress<'a>(

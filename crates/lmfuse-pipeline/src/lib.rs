@@ -3,7 +3,7 @@
 //!
 //! Each job takes data and a typed spec (validated once, by its `check`), reports progress
 //! to an [`Observer`] and returns typed results; none prints. Tasks beyond classification
-//! are added as siblings of [`classify`] (as [`ner`] is) on the shared parts: [`data`] (splits),
+//! are added as siblings of [`classify`] (as [`ner`] and [`relation`] are) on the shared parts: [`data`] (splits),
 //! [`encoders`] (encoder choice, cache, embedding), [`model`] (bundles ready to use).
 
 pub mod classify;
@@ -16,6 +16,7 @@ pub mod model;
 pub mod ner;
 mod observe;
 pub mod preset;
+pub mod relation;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod tune;

@@ -5,11 +5,10 @@
 
 use super::{tokens_of, NerModel, NerTrainReport, Prepared, WordEncoder};
 use crate::encoders::EncoderChoice;
-use crate::finetune::{finetuned_encoder, named_progress, BundleFile, FinetuneBase};
-use crate::{Context, Observer, PipelineError, Result};
+use crate::finetune::{load_tuned, named_progress, BundleFile, FinetuneBase};
+use crate::{Observer, PipelineError, Result};
 use lmfuse_crf::{Chain, Crf};
 use lmfuse_data::tagged::TaggedSet;
-use lmfuse_encoder::{ModelFiles, ModelSpec, SentenceEncoder};
 use lmfuse_finetune::{fit_tagger, Decoded, FinetuneParams, TagHead, TagSet, TaggerFit};
 use lmfuse_metrics::entity::{evaluate_tags, Reading};
 use std::collections::{BTreeSet, HashMap};
@@ -59,27 +58,12 @@ fn tag_indices(set: &TaggedSet, labels: &[String]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The tuned encoder loaded from its files (written to a temporary folder) as the bundle
-/// will record it.
+/// The tuned encoder loaded as the bundle will record it.
 fn tuned_encoder(
     net: &lmfuse_finetune::Network,
     base: &FinetuneBase,
 ) -> Result<(WordEncoder, Vec<BundleFile>)> {
-    let (info, files) = finetuned_encoder(net, &base.files, base.fingerprint.clone())?;
-    let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
-    let prefix = format!("{}/", lmfuse_bundle::ENCODER_DIR);
-    for (name, bytes) in &files {
-        let path = dir.path().join(name.strip_prefix(&prefix).unwrap_or(name));
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).context("cannot write the tuned encoder")?;
-        }
-        std::fs::write(&path, bytes).context("cannot write the tuned encoder")?;
-    }
-    let model_files = ModelFiles::resolve(&ModelSpec::Dir(dir.path().to_path_buf()))
-        .context("cannot open the tuned encoder")?;
-    let options = crate::model::recorded_options(&info);
-    let encoder =
-        SentenceEncoder::load(&model_files, &options).context("cannot load the tuned encoder")?;
+    let (info, encoder, files) = load_tuned(net, base)?;
     Ok((WordEncoder { info, encoder }, files))
 }
 
