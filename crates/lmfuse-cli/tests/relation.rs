@@ -1,0 +1,244 @@
+//! `lmfuse relation`: train (frozen + logistic regression, fine-tuned), eval and predict end
+//! to end on made-up directed relations, and bad input.
+
+mod common;
+
+use common::{assert_one_line_error, ok_json, run, tiny_model};
+use std::path::{Path, PathBuf};
+
+const NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "emma", "frank"];
+
+/// `n` JSONL examples from `offset`: "<a> built <b>" is Product-Producer, "<a> owns <b>"
+/// Member-Collection, direction from which entity is e1, "and" is Other; every third line
+/// gives character spans instead of markers.
+fn examples(n: usize, offset: usize) -> String {
+    let mut out = String::new();
+    for i in offset..offset + n {
+        let (a, b) = (NAMES[i % 6], NAMES[(i / 6 + 1 + i) % 6]);
+        let verb = ["built", "owns", "and"][(i / 2) % 3];
+        let e1_first = i % 2 == 0;
+        let relation = match verb {
+            "built" => "Product-Producer",
+            "owns" => "Member-Collection",
+            _ => "Other",
+        };
+        let label = match (relation, e1_first) {
+            ("Other", _) => "Other".to_string(),
+            (r, true) => format!("{r}(e1,e2)"),
+            (r, false) => format!("{r}(e2,e1)"),
+        };
+        let line = if i % 3 == 0 {
+            let text = format!("today {a} {verb} {b} here");
+            let ra = (6, 6 + a.len());
+            let start_b = 6 + a.len() + 1 + verb.len() + 1;
+            let rb = (start_b, start_b + b.len());
+            let (e1, e2) = if e1_first { (ra, rb) } else { (rb, ra) };
+            serde_json::json!({"text": text, "e1": {"start": e1.0, "end": e1.1},
+                "e2": {"start": e2.0, "end": e2.1}, "label": label})
+        } else {
+            let (ta, tb) = if e1_first { ("e1", "e2") } else { ("e2", "e1") };
+            let text = format!("today <{ta}>{a}</{ta}> {verb} <{tb}>{b}</{tb}> here");
+            serde_json::json!({"text": text, "label": label})
+        };
+        out.push_str(&format!("{line}\n"));
+    }
+    out
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `relation train` on 120/40 examples with `extra`; returns (bundle, dev file, report).
+fn trained(dir: &Path, extra: &[&str]) -> Option<(PathBuf, PathBuf, serde_json::Value)> {
+    let model = tiny_model()?;
+    let train = write(dir, "train.jsonl", &examples(120, 0));
+    let dev = write(dir, "dev.jsonl", &examples(40, 500));
+    let out = dir.join("bundle");
+    let mut args = vec![
+        "relation",
+        "train",
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let report = ok_json(&args, &dir.join("cache"));
+    Some((out, dev, report))
+}
+
+fn eval(bundle: &Path, data: &Path, cache: &Path) -> serde_json::Value {
+    ok_json(
+        &[
+            "relation",
+            "eval",
+            "--model",
+            s(bundle),
+            "--data",
+            s(data),
+            "--json",
+        ],
+        cache,
+    )
+}
+
+#[test]
+fn frozen_states_train_eval_and_predict_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((bundle, dev, report)) = trained(dir.path(), &["--c", "0.1,1"]) else {
+        return;
+    };
+    let train = &report["train"];
+    assert_eq!(train["kind"], "frozen-logreg");
+    assert_eq!(train["dev_f1_by_c"].as_array().unwrap().len(), 2);
+    let dev_f1 = train["dev"]["official_macro_f1"].as_f64().unwrap();
+    assert!(dev_f1 > 0.5, "dev macro-F1 {dev_f1}");
+    let scored = eval(&bundle, &dev, &dir.path().join("cache"));
+    assert!((scored["official_macro_f1"].as_f64().unwrap() - dev_f1).abs() < 1e-9);
+    let out = dir.path().join("pred.jsonl");
+    let done = run(
+        &[
+            "relation",
+            "predict",
+            "--model",
+            s(&bundle),
+            "-i",
+            s(&dev),
+            "-o",
+            s(&out),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    let truth: Vec<String> = std::fs::read_to_string(&dev)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let right = lines
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p["label"] == t.as_str())
+        .count();
+    let accuracy = scored["accuracy"].as_f64().unwrap();
+    assert!((right as f64 / 40.0 - accuracy).abs() < 1e-9);
+    assert!(lines.iter().all(|l| l["score"].as_f64().unwrap() > 0.0));
+}
+
+#[test]
+fn the_fine_tuned_model_reloads_to_its_training_time_dev_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--finetune",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--head-lr",
+        "1e-2",
+        "--batch-size",
+        "8",
+    ];
+    let Some((bundle, dev, report)) = trained(dir.path(), &extra) else {
+        return;
+    };
+    let train = &report["train"];
+    assert_eq!(train["kind"], "finetuned");
+    let best = train["finetune"]["best"]["dev_macro_f1"].as_f64().unwrap();
+    let dev_f1 = train["dev"]["official_macro_f1"].as_f64().unwrap();
+    assert!(
+        (best - dev_f1).abs() < 1e-9,
+        "fine-tuning saw {best}, the saved model {dev_f1}"
+    );
+    let scored = eval(&bundle, &dev, &dir.path().join("cache"));
+    assert!((scored["official_macro_f1"].as_f64().unwrap() - dev_f1).abs() < 1e-9);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("encoder/config.json")).unwrap())
+            .unwrap();
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tiny_model().unwrap().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["vocab_size"].as_u64().unwrap(),
+        base["vocab_size"].as_u64().unwrap() + 4,
+        "four marker tokens added"
+    );
+}
+
+#[test]
+fn bad_relation_input_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(model) = tiny_model() else { return };
+    let train = write(
+        dir.path(),
+        "train.jsonl",
+        &(examples(10, 0) + "{\"text\": \"<e1>a</e1> b c\", \"label\": \"Other\"}\n"),
+    );
+    let out = dir.path().join("b");
+    let args = [
+        "relation",
+        "train",
+        "--train",
+        s(&train),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+    ];
+    assert_one_line_error(&args, &["train.jsonl:11", "marker <e2> is missing"]);
+    let train = write(dir.path(), "train2.jsonl", &examples(30, 0));
+    let dev = write(
+        dir.path(),
+        "dev.jsonl",
+        &(examples(3, 0)
+            + "{\"text\": \"<e1>a</e1> b <e2>c</e2>\", \"label\": \"Cause-Effect(e1,e2)\"}\n"),
+    );
+    let args = [
+        "relation",
+        "train",
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+    ];
+    assert_one_line_error(
+        &args,
+        &[
+            "dev.jsonl:4",
+            "Cause-Effect(e1,e2)",
+            "not among the training labels",
+        ],
+    );
+    assert!(!out.exists(), "nothing saved");
+}
