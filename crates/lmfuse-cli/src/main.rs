@@ -74,6 +74,9 @@ enum Command {
     /// marked entities.
     #[command(subcommand, alias = "re")]
     Relation(relation::RelationCommand),
+    /// Entities and their relations in raw texts: an NER bundle finds the entities, a
+    /// relation bundle classifies each pair; writes {text, entities, relations} lines.
+    Extract(relation::ExtractArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&args),
         Command::Ner(command) => ner::run(&command, cli.quiet),
         Command::Relation(command) => relation::run(&command, cli.quiet),
+        Command::Extract(args) => relation::extract(&args),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

@@ -274,3 +274,38 @@ fn predict(args: &RelationPredictArgs) -> anyhow::Result<()> {
     let predictions = model.predict(&examples)?;
     write_lines(&args.output, &predictions)
 }
+
+/// `lmfuse extract`.
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// NER bundle (`lmfuse ner train`): finds the entities.
+    #[arg(long)]
+    ner: PathBuf,
+    /// Relation bundle (`lmfuse relation train`): classifies every pair of entities of a
+    /// text (the earlier as e1).
+    #[arg(long)]
+    relation: PathBuf,
+    /// Texts (plain, one a line; JSONL/CSV/TSV with --text-col), `-` for standard input.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Field or column holding the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Entities of a text paired at most (the first ones).
+    #[arg(long, default_value_t = 20)]
+    max_entities: usize,
+    /// Output JSON Lines {"text", "entities", "relations": [{"e1", "e2", "label", "score"}]};
+    /// `-` for standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+}
+
+/// Runs `lmfuse extract`: NER then relation classification on raw texts.
+pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
+    let tagger = lmfuse_pipeline::ner::NerModel::load(&args.ner)?;
+    let relations = RelationModel::load(&args.relation)?;
+    let (texts, _) =
+        lmfuse_pipeline::data::read_unlabelled(&args.input, None, &args.text_col, &[])?;
+    let found = relation::extract(&tagger, &relations, &texts, args.max_entities)?;
+    write_lines(&args.output, &found)
+}

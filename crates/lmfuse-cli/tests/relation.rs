@@ -242,3 +242,83 @@ fn bad_relation_input_names_file_and_line() {
     );
     assert!(!out.exists(), "nothing saved");
 }
+
+/// CoNLL sentences "today <name> <verb> <name> here" with the names tagged PER.
+fn names_conll(n: usize, offset: usize) -> String {
+    let mut out = String::new();
+    for i in offset..offset + n {
+        let (a, b) = (NAMES[i % 6], NAMES[(i / 6 + 1 + i) % 6]);
+        let verb = ["built", "owns", "and"][(i / 2) % 3];
+        for (w, t) in [
+            ("today", "O"),
+            (a, "B-PER"),
+            (verb, "O"),
+            (b, "B-PER"),
+            ("here", "O"),
+        ] {
+            out.push_str(&format!("{w}\t{t}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn extract_chains_the_tagger_and_the_relation_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((bundle, _, _)) = trained(dir.path(), &["--c", "1"]) else {
+        return;
+    };
+    let cache = dir.path().join("cache");
+    let conll = write(dir.path(), "names.conll", &names_conll(60, 0));
+    let ner = dir.path().join("ner");
+    let done = run(
+        &["ner", "train", "--train", s(&conll), "--out", s(&ner)],
+        &cache,
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let texts =
+        "today alice built bob here\ntoday carol owns dave here\ntoday emma and frank here\n";
+    let input = write(dir.path(), "texts.txt", texts);
+    let out = dir.path().join("found.jsonl");
+    let done = run(
+        &[
+            "extract",
+            "--ner",
+            s(&ner),
+            "--relation",
+            s(&bundle),
+            "-i",
+            s(&input),
+            "-o",
+            s(&out),
+        ],
+        &cache,
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        let entities = line["entities"].as_array().unwrap();
+        assert_eq!(entities.len(), 2, "{line}");
+        for r in line["relations"].as_array().unwrap() {
+            assert_eq!((r["e1"].as_u64(), r["e2"].as_u64()), (Some(0), Some(1)));
+            assert_ne!(r["label"], "Other", "Other pairs are left out");
+        }
+    }
+    assert_eq!(lines[0]["entities"][1]["text"], "bob");
+    let label = lines[0]["relations"][0]["label"].as_str().unwrap_or("none");
+    assert_eq!(label, "Product-Producer(e1,e2)", "{}", lines[0]);
+}

@@ -710,3 +710,83 @@ impl RelationModel {
         })
     }
 }
+
+/// A relation found between two entities of a text by [`extract`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoundRelation {
+    /// Index of the first entity (`e1`, the earlier in the text) in the text's entities.
+    pub e1: usize,
+    /// Index of the second (`e2`).
+    pub e2: usize,
+    /// The relation (direction in its suffix where the labels carry one).
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+}
+
+/// What [`extract`] finds in one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extraction {
+    /// The text.
+    pub text: String,
+    /// Its entities (character spans).
+    pub entities: Vec<crate::ner::FoundEntity>,
+    /// The relations between pairs of them; pairs classified as the no-relation label are
+    /// left out.
+    pub relations: Vec<FoundRelation>,
+}
+
+/// Entities and relations of raw texts: `tagger` finds the entities, then `relations`
+/// classifies every pair of them (the earlier as `e1`, within `max_entities` entities of a
+/// text: the first ones).
+pub fn extract(
+    tagger: &crate::ner::NerModel,
+    relations: &RelationModel,
+    texts: &[String],
+    max_entities: usize,
+) -> Result<Vec<Extraction>> {
+    let found = tagger.find(texts)?;
+    let mut examples = Vec::new();
+    let mut owners = Vec::new();
+    for (t, (text, entities)) in texts.iter().zip(&found).enumerate() {
+        let n = entities.len().min(max_entities);
+        for i in 0..n {
+            for j in i + 1..n {
+                let span = |e: &crate::ner::FoundEntity| lmfuse_data::relation::PairSpan {
+                    start: e.start,
+                    end: e.end,
+                    kind: Some(e.label.clone()),
+                };
+                examples.push(RelationExample {
+                    text: text.clone(),
+                    e1: span(&entities[i]),
+                    e2: span(&entities[j]),
+                    label: None,
+                    line: t + 1,
+                });
+                owners.push((t, i, j));
+            }
+        }
+    }
+    let predicted = relations.predict(&examples)?;
+    let mut out: Vec<Extraction> = texts
+        .iter()
+        .zip(found)
+        .map(|(text, entities)| Extraction {
+            text: text.clone(),
+            entities,
+            relations: Vec::new(),
+        })
+        .collect();
+    for ((t, e1, e2), p) in owners.into_iter().zip(predicted) {
+        if p.label != relations.other {
+            out[t].relations.push(FoundRelation {
+                e1,
+                e2,
+                label: p.label,
+                score: p.score,
+            });
+        }
+    }
+    Ok(out)
+}
