@@ -88,6 +88,7 @@ impl TaggerSettings {
                 ..FinetuneParams::default()
             },
             run_dir: None,
+            resume: false,
             folds: 3,
         }))
     }

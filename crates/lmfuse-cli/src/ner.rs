@@ -180,9 +180,12 @@ pub struct TuneArgs {
     /// Fine-tuning: seed of the layer's initialisation, batch order and dropout.
     #[arg(long, default_value_t = 13)]
     seed: u64,
-    /// Fine-tuning: folder for the metrics log (metrics.jsonl).
+    /// Fine-tuning: folder for the metrics log (metrics.jsonl) and the checkpoints.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Fine-tuning: continue a killed run from the checkpoints in --run-dir (same options).
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
     /// The fusion's cross-fitting: folds of the training sentences, each scored by a tagger
     /// tuned on the others (at least 2).
     #[arg(long, default_value_t = 3)]
@@ -204,6 +207,7 @@ impl TuneArgs {
                 ..FinetuneParams::default()
             },
             run_dir: self.run_dir.clone(),
+            resume: self.resume,
             folds: self.fusion_folds,
         })
     }

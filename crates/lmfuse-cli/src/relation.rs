@@ -88,9 +88,12 @@ pub struct RelationTrainArgs {
     /// Seed of the held-out dev split and of fine-tuning.
     #[arg(long, default_value_t = 13)]
     seed: u64,
-    /// Fine-tuning: folder for the metrics log (metrics.jsonl).
+    /// Fine-tuning: folder for the metrics log (metrics.jsonl) and the checkpoints.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Fine-tuning: continue a killed run from the checkpoint in --run-dir (same options).
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -158,6 +161,7 @@ impl RelationTrainArgs {
                     ..FinetuneParams::default()
                 },
                 run_dir: self.run_dir.clone(),
+                resume: self.resume,
             }),
             seed: self.seed,
         }

@@ -155,6 +155,7 @@ fn frozen_states_train_eval_and_predict_agree() {
 #[test]
 fn the_fine_tuned_model_reloads_to_its_training_time_dev_score() {
     let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
     let extra = [
         "--finetune",
         "--epochs",
@@ -165,10 +166,24 @@ fn the_fine_tuned_model_reloads_to_its_training_time_dev_score() {
         "1e-2",
         "--batch-size",
         "8",
+        "--run-dir",
+        s(&run_dir),
     ];
     let Some((bundle, dev, report)) = trained(dir.path(), &extra) else {
         return;
     };
+    assert!(run_dir.join("checkpoint/state.json").is_file());
+    // Resuming the finished run restores its best weights: the same model again.
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let mut resume = extra.to_vec();
+    resume.push("--resume");
+    let (bundle2, _, report2) = trained(&again, &resume).unwrap();
+    assert_eq!(report2["train"]["dev"], report["train"]["dev"]);
+    assert_eq!(
+        std::fs::read(bundle.join("weights.safetensors")).unwrap(),
+        std::fs::read(bundle2.join("weights.safetensors")).unwrap()
+    );
     let train = &report["train"];
     assert_eq!(train["kind"], "finetuned");
     let best = train["finetune"]["best"]["dev_macro_f1"].as_f64().unwrap();

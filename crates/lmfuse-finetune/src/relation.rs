@@ -221,6 +221,16 @@ impl RowTask for RelationTask<'_, '_> {
         (loss / f64::from(n)) as f32
     }
 
+    fn feed(&self, eat: &mut dyn FnMut(u64)) {
+        for set in [self.train, self.dev] {
+            eat(set.pairs.len() as u64);
+            for (p, &y) in set.pairs.iter().zip(set.labels) {
+                p.ids.iter().for_each(|&i| eat(u64::from(i)));
+                [p.e1, p.e2, y].into_iter().for_each(|v| eat(v as u64));
+            }
+        }
+    }
+
     fn evaluate(&mut self, net: &Network, _extra: &[f32]) -> (f64, f64, f64) {
         let c = self.classes;
         let dev = self.dev;
@@ -276,15 +286,16 @@ pub fn relation_layer(net: &Network, classes: usize) -> (Vec<f32>, Vec<f32>) {
 /// Fine-tunes `net` (its linear layer built for `3 × classes` outputs) to classify the
 /// relation of each marked pair, evaluating on `dev` as [`crate::fit`] does and choosing by
 /// the score `dev_score` gives the dev predictions (class indices). At the end `net` holds
-/// the weights of the best evaluation. Gradient accumulation, FGM, PGD and LoRA are refused;
-/// no checkpoint is written (with `run_dir`, the metrics log only).
+/// the weights of the best evaluation. Gradient accumulation, FGM, PGD and LoRA are refused.
+/// With `run_dir` the metrics log and a checkpoint after every epoch are written there, and
+/// `resume` continues a killed run to the end an uninterrupted one reaches.
 pub fn fit_relation(
     net: &mut Network,
     classes: usize,
     params: &FinetuneParams,
     (train, dev): (PairSet<'_>, PairSet<'_>),
     dev_score: &mut dyn FnMut(&[usize]) -> f64,
-    run_dir: Option<&Path>,
+    (run_dir, resume): (Option<&Path>, bool),
     observer: &mut dyn FnMut(&Event),
 ) -> Result<RelationFit, FinetuneError> {
     refuse_unsupported(params, "relation fine-tuning")?;
@@ -306,7 +317,7 @@ pub fn fit_relation(
         dev_score,
         threads: rayon::current_num_threads(),
     };
-    let (summary, _) = drive(net, &mut task, params, run_dir, observer)?;
+    let (summary, _) = drive(net, &mut task, params, (run_dir, resume), observer)?;
     let (weight, bias) = relation_layer(net, classes);
     Ok(RelationFit {
         summary,

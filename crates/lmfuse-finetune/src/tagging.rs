@@ -285,8 +285,9 @@ fn decode(
 /// the decoded dev windows. At the end `net` holds the weights of the best evaluation.
 ///
 /// The CRF transitions train with AdamW at the head's rate (no decay, not clipped).
-/// Gradient accumulation, FGM, PGD and LoRA are refused; no checkpoint is written (with
-/// `run_dir`, the metrics log only).
+/// Gradient accumulation, FGM, PGD and LoRA are refused. With `run_dir` the metrics log and a
+/// checkpoint after every epoch are written there, and `resume` continues a killed run to the
+/// end an uninterrupted one reaches (as [`crate::fit`]).
 #[allow(clippy::too_many_arguments)]
 pub fn fit_tagger(
     net: &mut Network,
@@ -295,7 +296,7 @@ pub fn fit_tagger(
     params: &FinetuneParams,
     (train, dev): (TagSet<'_>, TagSet<'_>),
     dev_score: &mut dyn FnMut(&[Decoded]) -> f64,
-    run_dir: Option<&Path>,
+    (run_dir, resume): (Option<&Path>, bool),
     observer: &mut dyn FnMut(&Event),
 ) -> Result<TaggerFit, FinetuneError> {
     refuse_unsupported(params, "tagging")?;
@@ -319,7 +320,7 @@ pub fn fit_tagger(
         dev,
         dev_score,
     };
-    let (summary, extra) = drive(net, &mut task, params, run_dir, observer)?;
+    let (summary, extra) = drive(net, &mut task, params, (run_dir, resume), observer)?;
     let l = chain.tags();
     Ok(TaggerFit {
         summary,
@@ -360,6 +361,20 @@ impl RowTask for TaggingTask<'_, '_> {
         grads: (&mut [f32], &mut [f64]),
     ) -> f32 {
         self.stepper.step(net, extra, idx, rng, grads)
+    }
+
+    fn feed(&self, eat: &mut dyn FnMut(u64)) {
+        for set in [self.stepper.train, self.dev] {
+            eat(set.windows.len() as u64);
+            for w in set.windows {
+                eat(w.sentence as u64);
+                w.ids.iter().for_each(|&i| eat(u64::from(i)));
+                for &(word, row) in &w.firsts {
+                    eat(row as u64);
+                    eat(set.tags[w.sentence][word] as u64);
+                }
+            }
+        }
     }
 
     fn evaluate(&mut self, net: &Network, extra: &[f32]) -> (f64, f64, f64) {

@@ -267,37 +267,32 @@ pub struct FitSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    version: u32,
-    params: FinetuneParams,
-    n_values: usize,
-    step: usize,
-    epochs_done: usize,
-    rng_state: u64,
-    adam_steps: usize,
-    best: Option<EvalRecord>,
-    bad_evals: usize,
-    evals: Vec<EvalRecord>,
+pub(crate) struct CheckpointState {
+    pub(crate) version: u32,
+    pub(crate) params: FinetuneParams,
+    pub(crate) n_values: usize,
+    pub(crate) step: usize,
+    pub(crate) epochs_done: usize,
+    pub(crate) rng_state: u64,
+    pub(crate) adam_steps: usize,
+    pub(crate) best: Option<EvalRecord>,
+    pub(crate) bad_evals: usize,
+    pub(crate) evals: Vec<EvalRecord>,
     /// The file of weights and moments this state goes with.
-    tensors: String,
+    pub(crate) tensors: String,
     /// The file of the best weights, if any evaluation ran.
-    best_tensors: Option<String>,
+    pub(crate) best_tensors: Option<String>,
     /// Hash of the training and dev tokens and labels and of the initial weights: a resume
     /// must see the same data and starting point.
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Loss accumulated since the last evaluation (sum, count).
-    loss_sum: f64,
-    loss_count: usize,
+    pub(crate) loss_sum: f64,
+    pub(crate) loss_count: usize,
 }
 
-/// FNV-1a over the data and the initial weights (cheap, stable across platforms).
-fn run_fingerprint(
-    train: &[TokenizedText],
-    y: &[usize],
-    dev: &[TokenizedText],
-    y_dev: &[usize],
-    values: &[f32],
-) -> String {
+/// FNV-1a over what `feed` gives and every 997th initial weight (cheap, stable across
+/// platforms): a resume must see the same data and starting point.
+pub(crate) fn fingerprint_of(feed: impl FnOnce(&mut dyn FnMut(u64)), values: &[f32]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |v: u64| {
         for b in v.to_le_bytes() {
@@ -305,20 +300,33 @@ fn run_fingerprint(
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    for (set, labels) in [(train, y), (dev, y_dev)] {
-        eat(set.len() as u64);
-        for (t, &l) in set.iter().zip(labels) {
-            eat(t.ids.len() as u64);
-            t.ids.iter().chain(&t.type_ids).for_each(|&i| eat(i as u64));
-            eat(l as u64);
-        }
-    }
-    // Every 997th weight is enough to tell two starting points apart.
+    feed(&mut eat);
     values
         .iter()
         .step_by(997)
         .for_each(|v| eat(v.to_bits() as u64));
     format!("{h:016x}")
+}
+
+/// [`fingerprint_of`] the training and dev texts and labels.
+fn run_fingerprint(
+    train: &[TokenizedText],
+    y: &[usize],
+    dev: &[TokenizedText],
+    y_dev: &[usize],
+    values: &[f32],
+) -> String {
+    let feed = |eat: &mut dyn FnMut(u64)| {
+        for (set, labels) in [(train, y), (dev, y_dev)] {
+            eat(set.len() as u64);
+            for (t, &l) in set.iter().zip(labels) {
+                eat(t.ids.len() as u64);
+                t.ids.iter().chain(&t.type_ids).for_each(|&i| eat(i as u64));
+                eat(l as u64);
+            }
+        }
+    };
+    fingerprint_of(feed, values)
 }
 
 /// Checks that every text fits the network: non-empty, within the positions, ids in range.
@@ -419,6 +427,120 @@ pub(crate) fn clip_grad_norm(
     Ok(())
 }
 
+/// A checkpoint read back: its state, the weights and Adam moments, and the best weights.
+pub(crate) struct Restored {
+    pub(crate) state: CheckpointState,
+    pub(crate) values: Vec<f32>,
+    pub(crate) m: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) best_values: Vec<f32>,
+}
+
+/// Reads the checkpoint in `dir`, refusing one of another version, other hyperparameters,
+/// other data or another network size.
+pub(crate) fn load_checkpoint(
+    dir: &Path,
+    params: &FinetuneParams,
+    fingerprint: &str,
+    n_values: usize,
+) -> Result<Restored, FinetuneError> {
+    let state_path = dir.join(STATE_JSON);
+    if !state_path.is_file() {
+        return Err(FinetuneError::Checkpoint {
+            path: state_path,
+            message: "no checkpoint yet (the run ended before its first epoch); start again without --resume".into(),
+        });
+    }
+    let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| FinetuneError::Checkpoint {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?;
+    let mismatch = |m: String| FinetuneError::Checkpoint {
+        path: state_path.clone(),
+        message: m,
+    };
+    if state.version != CHECKPOINT_VERSION {
+        return Err(mismatch(format!(
+            "version {} (this build reads {CHECKPOINT_VERSION})",
+            state.version
+        )));
+    }
+    if state.params != *params {
+        return Err(mismatch(
+            "it was written with other hyperparameters; resume with the same options".into(),
+        ));
+    }
+    if state.fingerprint != fingerprint {
+        return Err(mismatch(
+            "it was written for other data or another model; resume with the same files".into(),
+        ));
+    }
+    if state.n_values != n_values {
+        return Err(mismatch(format!(
+            "{} parameter values, this network has {n_values}",
+            state.n_values
+        )));
+    }
+    let mut v = read_vectors(
+        &dir.join(&state.tensors),
+        &["values", "adam_m", "adam_v"],
+        n_values,
+    )?;
+    let (adam_v, m, values) = (
+        v.pop().expect("three vectors"),
+        v.pop().expect("three vectors"),
+        v.pop().expect("three vectors"),
+    );
+    let best_values = match &state.best_tensors {
+        Some(f) => read_vectors(&dir.join(f), &["values"], n_values)?
+            .pop()
+            .expect("one vector"),
+        None => values.clone(),
+    };
+    Ok(Restored {
+        state,
+        values,
+        m,
+        v: adam_v,
+        best_values,
+    })
+}
+
+/// After a resume: the metrics log keeps exactly the evaluations the checkpoint knows.
+pub(crate) fn restart_log(
+    run_dir: Option<&Path>,
+    evals: &[EvalRecord],
+) -> Result<(), FinetuneError> {
+    if let Some(run) = run_dir {
+        let log = run.join(METRICS_LOG);
+        let mut text = String::new();
+        for e in evals {
+            text.push_str(&serde_json::to_string(e).expect("plain record"));
+            text.push('\n');
+        }
+        lmfuse_data::atomic_write(&log, |w| w.write_all(text.as_bytes())).map_err(io_err(&log))?;
+    }
+    Ok(())
+}
+
+/// A fresh run never picks up an earlier run's files: its checkpoints go, its log starts
+/// empty.
+pub(crate) fn fresh_run(
+    run_dir: Option<&Path>,
+    ckpt_dir: Option<&Path>,
+) -> Result<(), FinetuneError> {
+    if let Some(run) = run_dir {
+        if let Some(dir) = ckpt_dir {
+            clear_checkpoints(dir);
+        }
+        let log = run.join(METRICS_LOG);
+        lmfuse_data::atomic_write(&log, |_| Ok(())).map_err(io_err(&log))?;
+    }
+    Ok(())
+}
+
 /// Removes a previous run's checkpoint files (and temp files of killed writes) from `dir`.
 fn clear_checkpoints(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -427,7 +549,9 @@ fn clear_checkpoints(dir: &Path) {
             let ours = name == STATE_JSON
                 || name.starts_with(".lmfuse-tmp-")
                 || (name.ends_with(".safetensors")
-                    && (name.starts_with("state-") || name.starts_with("best-")));
+                    && ["state-", "best-", "extra-"]
+                        .iter()
+                        .any(|p| name.starts_with(p)));
             if ours {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -451,7 +575,7 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Writes named 1-D f32 vectors as a safetensors file, atomically.
-fn write_vectors(path: &Path, vectors: &[(&str, &[f32])]) -> Result<(), FinetuneError> {
+pub(crate) fn write_vectors(path: &Path, vectors: &[(&str, &[f32])]) -> Result<(), FinetuneError> {
     let bytes: Vec<(String, Vec<u8>, usize)> = vectors
         .iter()
         .map(|(n, v)| (n.to_string(), to_bytes(v), v.len()))
@@ -475,7 +599,11 @@ fn write_vectors(path: &Path, vectors: &[(&str, &[f32])]) -> Result<(), Finetune
 }
 
 /// Reads the named 1-D f32 vectors of a safetensors file, each of length `len`.
-fn read_vectors(path: &Path, names: &[&str], len: usize) -> Result<Vec<Vec<f32>>, FinetuneError> {
+pub(crate) fn read_vectors(
+    path: &Path,
+    names: &[&str],
+    len: usize,
+) -> Result<Vec<Vec<f32>>, FinetuneError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let bad = |message: String| FinetuneError::Checkpoint {
         path: path.to_path_buf(),
@@ -772,60 +900,10 @@ pub fn fit(
         let dir = ckpt_dir
             .as_ref()
             .ok_or_else(|| FinetuneError::Invalid("resuming needs a run folder".into()))?;
-        let state_path = dir.join(STATE_JSON);
-        if !state_path.is_file() {
-            return Err(FinetuneError::Checkpoint {
-                path: state_path,
-                message: "no checkpoint yet (the run ended before its first epoch); start again without --resume".into(),
-            });
-        }
-        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-        let state: CheckpointState =
-            serde_json::from_str(&text).map_err(|e| FinetuneError::Checkpoint {
-                path: state_path.clone(),
-                message: e.to_string(),
-            })?;
-        let mismatch = |m: String| FinetuneError::Checkpoint {
-            path: state_path.clone(),
-            message: m,
-        };
-        if state.version != CHECKPOINT_VERSION {
-            return Err(mismatch(format!(
-                "version {} (this build reads {CHECKPOINT_VERSION})",
-                state.version
-            )));
-        }
-        if state.params != *params {
-            return Err(mismatch(
-                "it was written with other hyperparameters; resume with the same options".into(),
-            ));
-        }
-        if state.fingerprint != fingerprint {
-            return Err(mismatch(
-                "it was written for other data or another model; resume with the same files".into(),
-            ));
-        }
-        if state.n_values != n_values {
-            return Err(mismatch(format!(
-                "{} parameter values, this network has {n_values}",
-                state.n_values
-            )));
-        }
-        let mut v = read_vectors(
-            &dir.join(&state.tensors),
-            &["values", "adam_m", "adam_v"],
-            n_values,
-        )?;
-        opt.v = v.pop().expect("three vectors");
-        opt.m = v.pop().expect("three vectors");
-        net.params.values = v.pop().expect("three vectors");
+        let r = load_checkpoint(dir, params, &fingerprint, n_values)?;
+        (opt.m, opt.v, net.params.values, best_values) = (r.m, r.v, r.values, r.best_values);
+        let state = r.state;
         opt.steps = state.adam_steps;
-        best_values = match &state.best_tensors {
-            Some(f) => read_vectors(&dir.join(f), &["values"], n_values)?
-                .pop()
-                .expect("one vector"),
-            None => net.params.values.clone(),
-        };
         rng = SeededRng::new(state.rng_state);
         step = state.step;
         epochs_done = state.epochs_done;
@@ -833,25 +911,10 @@ pub fn fit(
         bad_evals = state.bad_evals;
         evals = state.evals;
         observer(&Event::Resumed { step });
-        // The log keeps exactly the evaluations the checkpoint knows.
-        if let Some(run) = run_dir {
-            let log = run.join(METRICS_LOG);
-            let mut text = String::new();
-            for e in &evals {
-                text.push_str(&serde_json::to_string(e).expect("plain record"));
-                text.push('\n');
-            }
-            lmfuse_data::atomic_write(&log, |w| w.write_all(text.as_bytes()))
-                .map_err(io_err(&log))?;
-        }
+        restart_log(run_dir, &evals)?;
         resumed_loss = (state.loss_sum, state.loss_count);
-    } else if let Some(run) = run_dir {
-        // A fresh run never picks up an earlier run's files.
-        if let Some(dir) = &ckpt_dir {
-            clear_checkpoints(dir);
-        }
-        let log = run.join(METRICS_LOG);
-        lmfuse_data::atomic_write(&log, |_| Ok(())).map_err(io_err(&log))?;
+    } else {
+        fresh_run(run_dir, ckpt_dir.as_deref())?;
     }
 
     let mut grads = vec![0.0f32; n_values];
@@ -1055,7 +1118,7 @@ pub fn fit(
 /// `best-<step>`), then `state.json` naming them, then removes older tensor files. A kill at
 /// any point leaves a `state.json` whose files are complete.
 #[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
+pub(crate) fn save_checkpoint(
     dir: Option<&Path>,
     params: &FinetuneParams,
     net: &Network,

@@ -4,7 +4,7 @@
 
 use lmfuse_core::{Pooling, SeededRng};
 use lmfuse_encoder::{LoadOptions, MarkedPair, ModelFiles, SentenceEncoder};
-use lmfuse_finetune::{add_marker_tokens, fit_relation, FinetuneParams, Network, PairSet};
+use lmfuse_finetune::{add_marker_tokens, fit_relation, Event, FinetuneParams, Network, PairSet};
 use std::path::PathBuf;
 
 fn tiny() -> Option<SentenceEncoder> {
@@ -125,7 +125,7 @@ fn run(enc: &SentenceEncoder) -> (Vec<f64>, Vec<f32>) {
             },
         ),
         &mut score,
-        None,
+        (None, false),
         &mut |_| {},
     )
     .unwrap();
@@ -193,7 +193,7 @@ fn bad_relation_inputs_are_refused() {
             &params(),
             (set, set),
             &mut |_| 0.0,
-            None,
+            (None, false),
             &mut |_| {},
         )
         .unwrap_err()
@@ -207,4 +207,50 @@ fn bad_relation_inputs_are_refused() {
         err.contains("training pairs: pair 3: class 9 of 5"),
         "{err}"
     );
+}
+
+#[test]
+fn a_killed_relation_run_resumes_to_the_uninterrupted_result() {
+    let Some(enc) = tiny() else { return };
+    let (_, markers) = network(&enc, 15);
+    let (train, y) = marked(&enc, &toy(64, 1), markers);
+    let (dev, y_dev) = marked(&enc, &toy(16, 2), markers);
+    let params = FinetuneParams {
+        epochs: 3,
+        ..params()
+    };
+    let fit_in = |dir: &std::path::Path, resume: bool, kill_at: usize| {
+        let (mut net, _) = network(&enc, 15);
+        let set = |pairs, labels| PairSet { pairs, labels };
+        let mut observe = |e: &Event| {
+            if matches!(e, Event::Step { step, .. } if *step == kill_at) {
+                panic!("killed");
+            }
+        };
+        let fit = fit_relation(
+            &mut net,
+            5,
+            &params,
+            (set(&train, &y), set(&dev, &y_dev)),
+            &mut |p: &[usize]| p.iter().zip(&y_dev).filter(|(a, b)| a == b).count() as f64,
+            (Some(dir), resume),
+            &mut observe,
+        )
+        .unwrap();
+        let steps: Vec<(usize, f64)> = fit
+            .summary
+            .evals
+            .iter()
+            .map(|r| (r.step, r.dev_macro_f1))
+            .collect();
+        (fit.weight, net.params.values, steps)
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = fit_in(whole.path(), false, usize::MAX);
+    let killed = tempfile::tempdir().unwrap();
+    let kill = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fit_in(killed.path(), false, 8 + 3)
+    }));
+    assert!(kill.is_err(), "the run should have been interrupted");
+    assert_eq!(uninterrupted, fit_in(killed.path(), true, usize::MAX));
 }

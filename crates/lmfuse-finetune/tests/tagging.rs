@@ -5,7 +5,7 @@
 use lmfuse_core::{Pooling, SeededRng};
 use lmfuse_crf::Chain;
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, WordWindow};
-use lmfuse_finetune::{fit_tagger, FinetuneParams, Network, TagHead, TagSet};
+use lmfuse_finetune::{fit_tagger, EvalRecord, Event, FinetuneParams, Network, TagHead, TagSet};
 use std::path::PathBuf;
 
 fn tiny() -> Option<SentenceEncoder> {
@@ -109,7 +109,7 @@ fn run(enc: &SentenceEncoder, head: TagHead, params: &FinetuneParams) -> (Vec<f6
             },
         ),
         &mut score,
-        None,
+        (None, false),
         &mut |_| {},
     )
     .unwrap();
@@ -180,7 +180,7 @@ fn what_tagging_cannot_do_is_refused() {
             &params,
             (bad, set),
             &mut |_| 0.0,
-            None,
+            (None, false),
             &mut |_| {},
         )
         .unwrap_err()
@@ -196,4 +196,81 @@ fn what_tagging_cannot_do_is_refused() {
     out_of_range[0][0] = 3;
     let err = attempt(3, params(), &out_of_range);
     assert!(err.contains("training sentences: sentence 0"), "{err}");
+}
+
+#[test]
+fn a_killed_crf_tagger_resumes_to_the_uninterrupted_result() {
+    let Some(enc) = tiny() else { return };
+    let (train, train_tags) = toy(64, 1);
+    let (dev, dev_tags) = toy(16, 2);
+    let (tw, dw) = (
+        enc.word_windows(&train).unwrap(),
+        enc.word_windows(&dev).unwrap(),
+    );
+    let chain = Chain::iob2(&LABELS.map(String::from));
+    let params = FinetuneParams {
+        epochs: 3,
+        ..params()
+    };
+    let steps_per_epoch = tw.len().div_ceil(8);
+    let fit_in = |dir: &std::path::Path, resume: bool, kill_at: usize| {
+        let mut net = Network::new(
+            enc.model().config(),
+            enc.model().export(),
+            Pooling::Mean,
+            3,
+            7,
+        )
+        .unwrap();
+        let mut score = |d: &[Vec<(usize, usize)>]| accuracy(d, &dw, &dev_tags);
+        let sets = (
+            TagSet {
+                windows: &tw,
+                tags: &train_tags,
+            },
+            TagSet {
+                windows: &dw,
+                tags: &dev_tags,
+            },
+        );
+        let mut observe = |e: &Event| {
+            if matches!(e, Event::Step { step, .. } if *step == kill_at) {
+                panic!("killed");
+            }
+        };
+        let fit = fit_tagger(
+            &mut net,
+            TagHead::Crf,
+            &chain,
+            &params,
+            sets,
+            &mut score,
+            (Some(dir), resume),
+            &mut observe,
+        )
+        .unwrap();
+        let evals: Vec<EvalRecord> = fit
+            .summary
+            .evals
+            .iter()
+            .map(|r| EvalRecord {
+                seconds: 0.0,
+                ..r.clone()
+            })
+            .collect();
+        (net.params.values, fit.transitions, evals)
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = fit_in(whole.path(), false, usize::MAX);
+    let killed = tempfile::tempdir().unwrap();
+    let kill = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fit_in(killed.path(), false, steps_per_epoch + 2)
+    }));
+    assert!(kill.is_err(), "the run should have been interrupted");
+    let resumed = fit_in(killed.path(), true, usize::MAX);
+    assert!(uninterrupted.1.iter().any(|&t| t != 0.0));
+    assert_eq!(
+        uninterrupted, resumed,
+        "weights, transitions and evaluations"
+    );
 }

@@ -84,6 +84,9 @@ impl NerTrainSpec {
         }
         if let Some(ft) = &self.finetune {
             ft.params.check()?;
+            if ft.resume && ft.run_dir.is_none() {
+                return Err(PipelineError::Invalid("resuming needs --run-dir".into()));
+            }
             if ft.folds < 2 {
                 return Err(PipelineError::Invalid(format!(
                     "the fusion's cross-fitting needs at least 2 folds, not {}",

@@ -36,8 +36,10 @@ const BIAS: &str = "relation.intercept";
 pub struct RelationFinetune {
     /// Epochs, rates, dropout, seed, ... (gradient accumulation, FGM, PGD and LoRA refused).
     pub params: FinetuneParams,
-    /// Where the metrics log of the run goes (none: not written).
+    /// Where the metrics log and the checkpoints of the run go (none: not written).
     pub run_dir: Option<PathBuf>,
+    /// Continue a killed run from the checkpoint in `run_dir`.
+    pub resume: bool,
 }
 
 /// What [`train`] does.
@@ -86,6 +88,9 @@ impl RelationTrainSpec {
         }
         if let Some(ft) = &self.finetune {
             ft.params.check()?;
+            if ft.resume && ft.run_dir.is_none() {
+                return Err(PipelineError::Invalid("resuming needs --run-dir".into()));
+            }
         }
         Ok(())
     }
@@ -494,7 +499,7 @@ fn train_tuned(
             },
         ),
         &mut dev_score,
-        ft.run_dir.as_deref(),
+        (ft.run_dir.as_deref(), ft.resume),
         &mut events,
     )?;
     task.finish();

@@ -22,10 +22,35 @@ pub struct NerFinetune {
     pub head: TagHead,
     /// Epochs, rates, dropout, seed, ... (gradient accumulation, FGM, PGD and LoRA refused).
     pub params: FinetuneParams,
-    /// Where the metrics log of the run goes (none: not written).
+    /// Where the metrics log and the checkpoints of the run go (none: not written); the
+    /// cross-fitting's taggers use `fold-K` folders inside it.
     pub run_dir: Option<PathBuf>,
+    /// Continue a killed run from the checkpoints in `run_dir` (cross-fitting folds without a
+    /// checkpoint start afresh).
+    pub resume: bool,
     /// Folds of the cross-fitting that gives the fusion CRF its training scores (at least 2).
     pub folds: usize,
+}
+
+impl NerFinetune {
+    /// The settings of cross-fitting fold `k`: its own run folder, resumed only where that
+    /// folder holds a checkpoint.
+    fn for_fold(&self, k: usize) -> NerFinetune {
+        let run_dir = self
+            .run_dir
+            .as_ref()
+            .map(|d| d.join(format!("fold-{}", k + 1)));
+        let checkpointed = run_dir.as_ref().is_some_and(|d| {
+            d.join(lmfuse_finetune::CHECKPOINT_DIR)
+                .join("state.json")
+                .is_file()
+        });
+        NerFinetune {
+            run_dir,
+            resume: self.resume && checkpointed,
+            ..self.clone()
+        }
+    }
 }
 
 /// The training set's tags (and `O`), sorted, as the CRF lists them.
@@ -138,7 +163,7 @@ fn run_tagger(
         &ft.params,
         sets,
         dev_score,
-        ft.run_dir.as_deref(),
+        (ft.run_dir.as_deref(), ft.resume),
         &mut events,
     )?;
     task.finish();
@@ -320,7 +345,7 @@ impl Prepared {
                 scheme: self.train.scheme,
             };
             observer.note(&format!("cross-fitting: fold {} of {folds}", fold + 1));
-            let (net, _) = tune_on(&base, &labels, (&subset, dev), ft, observer)?;
+            let (net, _) = tune_on(&base, &labels, (&subset, dev), &ft.for_fold(fold), observer)?;
             let (encoder, _) = tuned_encoder(&net, &base)?;
             let held_tokens: Vec<Vec<String>> = held
                 .iter()
