@@ -2,7 +2,8 @@
 
 ``Encoder`` returns embeddings as numpy arrays; ``TextClassifier`` is a scikit-learn
 estimator over lmfuse's feature blocks and heads; ``EntityTagger`` finds named entities;
-``load`` and ``load_tagger`` read the bundles the CLI writes.
+``RelationClassifier`` classifies the relation between two marked entities; ``load``,
+``load_tagger`` and ``load_relations`` read the bundles the CLI writes.
 The work runs in lmfuse's Rust library (the same pipelines as the ``lmfuse`` CLI and
 ``lmfuse serve``), with the GIL released. Reference: docs/python.md.
 """
@@ -28,8 +29,10 @@ __all__ = [
     "Encoder",
     "TextClassifier",
     "EntityTagger",
+    "RelationClassifier",
     "load",
     "load_tagger",
+    "load_relations",
     "stratified_folds",
     "compare",
     "finetune",
@@ -611,6 +614,160 @@ def load_tagger(path):
     tagger = EntityTagger()
     tagger._set_fitted(_native.ner_load(path))
     return tagger
+
+
+def _relation_lines(X, y=None, name="X"):
+    """Examples as JSON Lines text: each a string with ``<e1>``/``<e2>`` markers, or a dict
+    ``{"text", "e1", "e2"}`` whose spans are ``(start, end)`` pairs or ``{"start", "end"}``
+    dicts (character offsets, end exclusive)."""
+    if isinstance(X, (str, bytes)):
+        raise ValueError(f"{name} must be a list of examples, not a single string")
+    X = list(X)
+    if y is not None:
+        y = list(y)
+        if len(y) != len(X):
+            raise ValueError(f"{name} has {len(X)} examples but y has {len(y)} labels")
+    lines = []
+    for i, x in enumerate(X):
+        if isinstance(x, str):
+            row = {"text": x}
+        elif isinstance(x, dict) and {"text", "e1", "e2"} <= set(x):
+            row = {"text": x["text"]}
+            for key in ("e1", "e2"):
+                span = x[key]
+                if isinstance(span, dict):
+                    row[key] = span
+                elif isinstance(span, (tuple, list)) and len(span) == 2:
+                    row[key] = {"start": span[0], "end": span[1]}
+                else:
+                    raise ValueError(f"{name}[{i}]: {key} must be (start, end) or a dict, not {span!r}")
+        else:
+            raise ValueError(
+                f"{name}[{i}]: an example is a string with <e1>/<e2> markers or a dict with "
+                f"text, e1 and e2, not {type(x).__name__}"
+            )
+        if y is not None:
+            if not isinstance(y[i], str):
+                raise ValueError(f"y[{i}] must be a string label, not {y[i]!r}")
+            row["label"] = y[i]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+class RelationClassifier(BaseEstimator):
+    """A classifier of the relation between two entities of a text, as ``lmfuse relation
+    train``: logistic regression on the frozen encoder's states of the first token and the two
+    entity markers (``c`` chosen on dev), or with ``finetune=True`` the encoder fine-tuned with
+    marker tokens added (``epochs``, ``lr``, ``head_lr``, ``batch_size``, ``seed``; the epoch
+    chosen on dev). Dev is ``X_dev``/``y_dev`` or ``dev_fraction`` of the training examples.
+
+    Examples are strings with ``<e1>…</e1>`` and ``<e2>…</e2>`` markers (SemEval-2010 Task 8)
+    or dicts ``{"text", "e1": (start, end), "e2": (start, end)}`` in characters. ``score`` is
+    the official SemEval macro-F1 (direction counted, ``other`` excluded). See
+    docs/relation.md.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        c=(0.001, 0.003, 0.01, 0.03, 0.1),
+        other="Other",
+        dev_fraction=0.1,
+        max_length=None,
+        finetune=False,
+        epochs=3,
+        lr=5e-5,
+        head_lr=1e-3,
+        batch_size=16,
+        seed=13,
+    ):
+        self.model = model
+        self.c = c
+        self.other = other
+        self.dev_fraction = dev_fraction
+        self.max_length = max_length
+        self.finetune = finetune
+        self.epochs = epochs
+        self.lr = lr
+        self.head_lr = head_lr
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def _settings(self):
+        grid = [self.c] if isinstance(self.c, numbers.Real) else list(self.c)
+        if not grid or any(
+            isinstance(c, bool) or not isinstance(c, numbers.Real) or not (math.isfinite(c) and c > 0)
+            for c in grid
+        ):
+            raise ValueError(f"c must be a number > 0 or a list of them, not {self.c!r}")
+        return {
+            "c": [float(c) for c in grid],
+            "other": str(self.other),
+            "dev_fraction": float(self.dev_fraction),
+            "finetune": bool(self.finetune),
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "lr": float(self.lr),
+            "head_lr": float(self.head_lr),
+            "seed": int(self.seed),
+        }
+
+    def fit(self, X, y, X_dev=None, y_dev=None):
+        """Trains on examples X with relation labels y; returns self."""
+        settings = self._settings()
+        train = _relation_lines(X, y)
+        dev = None if X_dev is None else _relation_lines(X_dev, y_dev, "X_dev")
+        encoder = _encoder_settings(self.model, None, self.max_length, None, None, None, "truncate")
+        self._set_fitted(_native.relation_fit(train, dev, settings, encoder))
+        return self
+
+    def _set_fitted(self, fitted):
+        info = json.loads(fitted.info())
+        self._fitted = fitted
+        self.classes_ = list(info["labels"])
+        self.report_ = info["report"]
+
+    def predict_proba(self, X):
+        """Class probabilities, ``len(X) × len(classes_)``."""
+        check_is_fitted(self, "_fitted")
+        flat = self._fitted.predict_proba(_relation_lines(X))
+        return np.asarray(flat, dtype=np.float32).reshape(-1, len(self.classes_))
+
+    def predict(self, X):
+        """The most probable relation of each example."""
+        proba = self.predict_proba(X)
+        return [self.classes_[i] for i in proba.argmax(axis=1)]
+
+    def evaluate(self, X, y):
+        """The official SemEval macro-F1, micro scores, accuracy and per-relation counts."""
+        check_is_fitted(self, "_fitted")
+        return json.loads(self._fitted.evaluate(_relation_lines(X, y)))
+
+    def score(self, X, y):
+        """The official SemEval-2010 Task 8 macro-F1 on examples X with labels y."""
+        return self.evaluate(X, y)["official_macro_f1"]
+
+    def save(self, path):
+        """Writes the bundle to folder ``path`` atomically (as ``lmfuse relation train``)."""
+        check_is_fitted(self, "_fitted")
+        self._fitted.save(os.fspath(path))
+        return self
+
+    def __getstate__(self):
+        if hasattr(self, "_fitted"):
+            raise TypeError(
+                "a fitted RelationClassifier does not pickle: save(path) writes a bundle and "
+                "lmfuse.load_relations(path) reads it"
+            )
+        return super().__getstate__()
+
+
+def load_relations(path):
+    """A ``RelationClassifier`` from a relation bundle folder (``lmfuse relation train``)."""
+    path = _bundle_dir(path)
+    clf = RelationClassifier()
+    clf._set_fitted(_native.relation_load(path))
+    return clf
 
 
 def _params_of(card):

@@ -7,6 +7,7 @@ mod classifier;
 mod encoder;
 mod jobs;
 mod ner;
+mod relation;
 mod settings;
 
 use lmfuse_encoder::EncoderError;
@@ -79,5 +80,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ner::Tagger>()?;
     m.add_function(wrap_pyfunction!(ner::ner_fit, m)?)?;
     m.add_function(wrap_pyfunction!(ner::ner_load, m)?)?;
+    m.add_class::<relation::Relations>()?;
+    m.add_function(wrap_pyfunction!(relation::relation_fit, m)?)?;
+    m.add_function(wrap_pyfunction!(relation::relation_load, m)?)?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::finetune::{load_tuned, named_progress, BundleFile, FinetuneBase};
 use crate::{now_rfc3339, Context, Observer, PipelineError, Result, VERSION};
 use lmfuse_classic::{LogisticRegression, LogisticRegressionParams};
 use lmfuse_core::{DenseMatrix, Features, SeededRng};
-use lmfuse_data::relation::{read_relations, RelationExample};
+use lmfuse_data::relation::read_relations;
 use lmfuse_encoder::{MarkedPair, MarkerIds, NamedTensor, SentenceEncoder};
 use lmfuse_finetune::{add_marker_tokens, fit_relation, Network, PairSet};
 use lmfuse_metrics::relation::{relation_scores, RelationReport};
@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use lmfuse_data::relation::{parse_relations, PairSpan, RelationExample};
 pub use lmfuse_finetune::FinetuneParams;
 
 /// The bundle's `task` value for relation models.
@@ -215,6 +216,16 @@ struct Sets {
 
 fn load_sets(spec: &RelationTrainSpec) -> Result<Sets> {
     let all = read_set(&spec.train, true)?;
+    let dev = spec.dev.as_deref().map(|p| read_set(p, true)).transpose()?;
+    sets_of(all, dev, spec)
+}
+
+/// The sets from examples in memory (`spec.train` and `spec.dev` name them in errors).
+fn sets_of(
+    all: Vec<RelationExample>,
+    dev: Option<Vec<RelationExample>>,
+    spec: &RelationTrainSpec,
+) -> Result<Sets> {
     let mut labels: Vec<String> = all.iter().filter_map(|e| e.label.clone()).collect();
     labels.sort();
     labels.dedup();
@@ -225,10 +236,10 @@ fn load_sets(spec: &RelationTrainSpec) -> Result<Sets> {
             labels.len()
         )));
     }
-    let (train, dev, held_out) = match &spec.dev {
-        Some(path) => {
-            let dev = read_set(path, true)?;
-            label_indices(&dev, &labels, path)?;
+    let dev_path = spec.dev.clone().unwrap_or_else(|| PathBuf::from("dev"));
+    let (train, dev, held_out) = match dev {
+        Some(dev) => {
+            label_indices(&dev, &labels, &dev_path)?;
             (all, dev, false)
         }
         None => {
@@ -246,6 +257,34 @@ fn load_sets(spec: &RelationTrainSpec) -> Result<Sets> {
     })
 }
 
+/// [`train`] on examples in memory (from Python): `dev` as `spec.dev` would give them, else
+/// held out of `train`; `spec.train`/`spec.dev` only name the sets in errors.
+pub fn train_examples(
+    train: Vec<RelationExample>,
+    dev: Option<Vec<RelationExample>>,
+    spec: &RelationTrainSpec,
+    observer: &dyn Observer,
+) -> Result<(RelationModel, RelationTrainReport)> {
+    spec.check()?;
+    let started = Instant::now();
+    let sets = sets_of(train, dev, spec)?;
+    fit_sets(spec, &sets, started, observer)
+}
+
+fn fit_sets(
+    spec: &RelationTrainSpec,
+    sets: &Sets,
+    started: Instant,
+    observer: &dyn Observer,
+) -> Result<(RelationModel, RelationTrainReport)> {
+    let (model, mut report) = match &spec.finetune {
+        Some(ft) => train_tuned(spec, ft, sets, observer)?,
+        None => train_frozen(spec, sets, observer)?,
+    };
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok((model, report))
+}
+
 /// Trains a relation classifier as `spec` says.
 pub fn train(
     spec: &RelationTrainSpec,
@@ -254,12 +293,7 @@ pub fn train(
     spec.check()?;
     let started = Instant::now();
     let sets = load_sets(spec)?;
-    let (model, mut report) = match &spec.finetune {
-        Some(ft) => train_tuned(spec, ft, &sets, observer)?,
-        None => train_frozen(spec, &sets, observer)?,
-    };
-    report.total_seconds = started.elapsed().as_secs_f64();
-    Ok((model, report))
+    fit_sets(spec, &sets, started, observer)
 }
 
 /// Column means and standard deviations of `x` (`rows × d`); a constant column gets 1.
@@ -475,7 +509,8 @@ fn train_tuned(
         .filter(|p| p.truncated)
         .count();
     let y = label_indices(&sets.train, &sets.labels, &spec.train)?;
-    let dev_path = spec.dev.as_deref().unwrap_or(&spec.train);
+    let dev_path = spec.dev.clone().unwrap_or_else(|| spec.train.clone());
+    let dev_path = dev_path.as_path();
     let y_dev = label_indices(&sets.dev, &sets.labels, dev_path)?;
     let mut dev_score = |predicted: &[usize]| {
         official(&sets.labels, &spec.other, &sets.dev, predicted)
