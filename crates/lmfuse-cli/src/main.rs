@@ -24,6 +24,7 @@ mod progress;
 mod relation;
 mod serve;
 mod tune;
+mod tune_flags;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};

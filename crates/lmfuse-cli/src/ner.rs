@@ -1,9 +1,9 @@
 //! `lmfuse ner`: train, evaluate and apply named-entity taggers (the pipeline's [`ner`]).
 
 use crate::progress::Bars;
+use crate::tune_flags::TuneFlags;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use lmfuse_finetune::FinetuneParams;
 use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::ner::{
     self, CrfParams, EntityReport, FeatureParams, NerFinetune, NerModel, NerTrainReport,
@@ -159,33 +159,8 @@ pub struct TuneArgs {
     /// cross-fitted per-tag scores.
     #[arg(long)]
     finetune: Option<TagHead>,
-    /// Fine-tuning: passes over the training sentences (at most).
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    /// Fine-tuning: sentences per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Fine-tuning: peak learning rate of the encoder.
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f32,
-    /// Fine-tuning: peak learning rate of the tag layer and transitions.
-    #[arg(long, default_value_t = 1e-3)]
-    head_lr: f32,
-    /// Fine-tuning: dropout rate.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
-    /// Fine-tuning: stop after N epochs without a better dev F1 (0: never).
-    #[arg(long, default_value_t = 2)]
-    patience: usize,
-    /// Fine-tuning: seed of the layer's initialisation, batch order and dropout.
-    #[arg(long, default_value_t = 13)]
-    seed: u64,
-    /// Fine-tuning: folder for the metrics log (metrics.jsonl) and the checkpoints.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Fine-tuning: continue a killed run from the checkpoints in --run-dir (same options).
-    #[arg(long, requires = "run_dir")]
-    resume: bool,
+    #[command(flatten)]
+    flags: TuneFlags,
     /// The fusion's cross-fitting: folds of the training sentences, each scored by a tagger
     /// tuned on the others (at least 2).
     #[arg(long, default_value_t = 3)]
@@ -196,18 +171,9 @@ impl TuneArgs {
     fn spec(&self) -> Option<NerFinetune> {
         self.finetune.map(|head| NerFinetune {
             head,
-            params: FinetuneParams {
-                epochs: self.epochs,
-                batch_size: self.batch_size,
-                lr: self.lr,
-                head_lr: self.head_lr,
-                dropout: self.dropout,
-                patience: self.patience,
-                seed: self.seed,
-                ..FinetuneParams::default()
-            },
-            run_dir: self.run_dir.clone(),
-            resume: self.resume,
+            params: self.flags.params(),
+            run_dir: self.flags.run_dir.clone(),
+            resume: self.flags.resume,
             folds: self.fusion_folds,
         })
     }

@@ -3,11 +3,11 @@
 
 use crate::ner::write_lines;
 use crate::progress::Bars;
+use crate::tune_flags::TuneFlags;
 use clap::{Args, Subcommand};
 use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::relation::{
-    self, FinetuneParams, RelationFinetune, RelationModel, RelationScores, RelationTrainReport,
-    RelationTrainSpec,
+    self, RelationFinetune, RelationModel, RelationScores, RelationTrainReport, RelationTrainSpec,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -67,33 +67,8 @@ pub struct RelationTrainArgs {
     /// logistic regression on its frozen states.
     #[arg(long)]
     finetune: bool,
-    /// Fine-tuning: passes over the training examples (at most).
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    /// Fine-tuning: examples per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Fine-tuning: peak learning rate of the encoder.
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f32,
-    /// Fine-tuning: peak learning rate of the relation layer.
-    #[arg(long, default_value_t = 1e-3)]
-    head_lr: f32,
-    /// Fine-tuning: dropout rate.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
-    /// Fine-tuning: stop after N epochs without a better dev macro-F1 (0: never).
-    #[arg(long, default_value_t = 2)]
-    patience: usize,
-    /// Seed of the held-out dev split and of fine-tuning.
-    #[arg(long, default_value_t = 13)]
-    seed: u64,
-    /// Fine-tuning: folder for the metrics log (metrics.jsonl) and the checkpoints.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Fine-tuning: continue a killed run from the checkpoint in --run-dir (same options).
-    #[arg(long, requires = "run_dir")]
-    resume: bool,
+    #[command(flatten)]
+    tune: TuneFlags,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -150,20 +125,11 @@ impl RelationTrainArgs {
             other: self.other.clone(),
             c_grid: self.c.clone(),
             finetune: self.finetune.then(|| RelationFinetune {
-                params: FinetuneParams {
-                    epochs: self.epochs,
-                    batch_size: self.batch_size,
-                    lr: self.lr,
-                    head_lr: self.head_lr,
-                    dropout: self.dropout,
-                    patience: self.patience,
-                    seed: self.seed,
-                    ..FinetuneParams::default()
-                },
-                run_dir: self.run_dir.clone(),
-                resume: self.resume,
+                params: self.tune.params(),
+                run_dir: self.tune.run_dir.clone(),
+                resume: self.tune.resume,
             }),
-            seed: self.seed,
+            seed: self.tune.seed,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_one_line_error, ok_json, run, tiny_model};
+use common::{assert_one_line_error, ok_json, run, s, tiny_model, write_file as write};
 use std::path::{Path, PathBuf};
 
 const PEOPLE: [&str; 6] = ["Alice", "Bob", "Carol", "David", "Emma", "Frank"];
@@ -37,16 +37,6 @@ fn conll(n: usize, offset: usize) -> String {
         out.push('\n');
     }
     out
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

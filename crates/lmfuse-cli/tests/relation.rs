@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_one_line_error, ok_json, run, tiny_model};
+use common::{assert_one_line_error, ok_json, run, s, tiny_model, write_file as write};
 use std::path::{Path, PathBuf};
 
 const NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "emma", "frank"];
@@ -43,16 +43,6 @@ fn examples(n: usize, offset: usize) -> String {
         out.push_str(&format!("{line}\n"));
     }
     out
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `relation train` on 120/40 examples with `extra`; returns (bundle, dev file, report).

@@ -2,36 +2,14 @@
 //! vocabulary start as copies of their punctuation, a toy directed relation task is learnt,
 //! the run is deterministic for a seed, and bad inputs are refused.
 
+mod common;
+
+use common::tiny;
 use lmfuse_core::{Pooling, SeededRng};
-use lmfuse_encoder::{LoadOptions, MarkedPair, ModelFiles, SentenceEncoder};
+use lmfuse_encoder::{MarkedPair, SentenceEncoder};
 use lmfuse_finetune::{add_marker_tokens, fit_relation, Event, FinetuneParams, Network, PairSet};
-use std::path::PathBuf;
 
-fn tiny() -> Option<SentenceEncoder> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/splade-tiny");
-    if !dir.join("model.safetensors").is_file() {
-        let msg = format!(
-            "splade-tiny not found at {}: run `bash scripts/fetch-models.sh`",
-            dir.display()
-        );
-        assert!(
-            std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
-    let files = ModelFiles::from_dir(&dir, "splade-tiny").expect("splade-tiny loads");
-    let options = LoadOptions {
-        pooling: Some(Pooling::Mean),
-        max_seq_length: Some(32),
-        ..LoadOptions::default()
-    };
-    Some(SentenceEncoder::load(&files, &options).expect("encoder"))
-}
-
-/// "<a> built <b>" is made-by(e2,e1) when a is e2 ..., "<a> owns <b>": labels from the verb
-/// and from which entity comes first: 0 built(e1,e2), 1 built(e2,e1), 2 owns(e1,e2),
+/// "today <a> <verb> <b> here": labels from the verb and from which entity is e1: 0 built(e1,e2), 1 built(e2,e1), 2 owns(e1,e2),
 /// 3 owns(e2,e1), 4 other ("and").
 fn toy(
     n: usize,

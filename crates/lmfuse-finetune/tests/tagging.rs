@@ -2,34 +2,13 @@
 //! learnt by the softmax and the CRF heads, the run is deterministic for a seed, and what the
 //! tagger cannot do is refused.
 
+mod common;
+
+use common::tiny;
 use lmfuse_core::{Pooling, SeededRng};
 use lmfuse_crf::Chain;
-use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, WordWindow};
+use lmfuse_encoder::{SentenceEncoder, WordWindow};
 use lmfuse_finetune::{fit_tagger, EvalRecord, Event, FinetuneParams, Network, TagHead, TagSet};
-use std::path::PathBuf;
-
-fn tiny() -> Option<SentenceEncoder> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/splade-tiny");
-    if !dir.join("model.safetensors").is_file() {
-        let msg = format!(
-            "splade-tiny not found at {}: run `bash scripts/fetch-models.sh`",
-            dir.display()
-        );
-        assert!(
-            std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
-    let files = ModelFiles::from_dir(&dir, "splade-tiny").expect("splade-tiny loads");
-    let options = LoadOptions {
-        pooling: Some(Pooling::Mean),
-        max_seq_length: Some(32),
-        ..LoadOptions::default()
-    };
-    Some(SentenceEncoder::load(&files, &options).expect("encoder"))
-}
 
 const LABELS: [&str; 3] = ["B-PER", "I-PER", "O"];
 

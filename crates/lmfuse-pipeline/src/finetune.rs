@@ -757,6 +757,19 @@ fn card_metrics(dev: &Report, test: &Report) -> serde_json::Value {
 /// A file of a bundle: path relative to the bundle folder, bytes.
 pub type BundleFile = (String, Vec<u8>);
 
+/// The files a bundle holds beside its weights (a tuned encoder under
+/// [`lmfuse_bundle::ENCODER_DIR`]), read so that saving the model again keeps them.
+pub(crate) fn read_bundle_files(dir: &Path, names: &[String]) -> Result<Vec<BundleFile>> {
+    names
+        .iter()
+        .map(|name| {
+            std::fs::read(dir.join(name))
+                .map(|bytes| (name.clone(), bytes))
+                .with_context(|| format!("cannot read {name} of {}", dir.display()))
+        })
+        .collect()
+}
+
 /// The fine-tuned encoder's model folder as bundle files under
 /// [`lmfuse_bundle::ENCODER_DIR`], and the sha256 of its weights (the bundle's fingerprint).
 fn encoder_bundle_files(

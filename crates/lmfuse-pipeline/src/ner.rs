@@ -793,15 +793,7 @@ impl NerModel {
             .map(|info| WordEncoder::reopen(dir, info, encoder))
             .transpose()?;
         // A tuned encoder travels with the model, so that saving it again keeps it.
-        let encoder_files = bundle
-            .files
-            .iter()
-            .map(|name| {
-                std::fs::read(dir.join(name))
-                    .map(|bytes| (name.clone(), bytes))
-                    .with_context(|| format!("cannot read {name} of {}", dir.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let encoder_files = crate::finetune::read_bundle_files(dir, &bundle.files)?;
         Ok(Self {
             crf,
             scheme: card.scheme,

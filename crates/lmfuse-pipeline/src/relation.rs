@@ -516,28 +516,23 @@ fn train_tuned(
         official(&sets.labels, &spec.other, &sets.dev, predicted)
             .map_or(0.0, |r| r.official_macro_f1)
     };
-    let task = observer.task("fine-tuning", 0);
-    let names = ("dev accuracy", "dev macro-F1");
-    let mut events = named_progress(task.as_ref(), "fine-tuning", observer, Path::new(""), names);
-    let fit = fit_relation(
+    let sets_of_pairs = (
+        PairSet {
+            pairs: &train_pairs,
+            labels: &y,
+        },
+        PairSet {
+            pairs: &dev_pairs,
+            labels: &y_dev,
+        },
+    );
+    let fit = run_relation(
         &mut net,
-        classes,
-        &ft.params,
-        (
-            PairSet {
-                pairs: &train_pairs,
-                labels: &y,
-            },
-            PairSet {
-                pairs: &dev_pairs,
-                labels: &y_dev,
-            },
-        ),
+        (ft, classes),
+        sets_of_pairs,
         &mut dev_score,
-        (ft.run_dir.as_deref(), ft.resume),
-        &mut events,
+        observer,
     )?;
-    task.finish();
     let (info, encoder, files) = load_tuned(&net, &base)?;
     let d = 3 * net.config().hidden_size;
     let coef = transpose(&fit.weight, classes, d);
@@ -568,6 +563,30 @@ fn train_tuned(
         finetune: Some(serde_json::to_value(&fit.summary)?),
     };
     Ok((model, report))
+}
+
+/// [`fit_relation`] with its steps shown on a bar and its evaluations as notes.
+fn run_relation(
+    net: &mut Network,
+    (ft, classes): (&RelationFinetune, usize),
+    sets: (PairSet<'_>, PairSet<'_>),
+    dev_score: &mut dyn FnMut(&[usize]) -> f64,
+    observer: &dyn Observer,
+) -> Result<lmfuse_finetune::RelationFit> {
+    let task = observer.task("fine-tuning", 0);
+    let names = ("dev accuracy", "dev macro-F1");
+    let mut events = named_progress(task.as_ref(), "fine-tuning", observer, Path::new(""), names);
+    let fit = fit_relation(
+        net,
+        classes,
+        &ft.params,
+        sets,
+        dev_score,
+        (ft.run_dir.as_deref(), ft.resume),
+        &mut events,
+    )?;
+    task.finish();
+    Ok(fit)
 }
 
 /// `rows × cols` row-major, transposed.
@@ -729,15 +748,7 @@ impl RelationModel {
                 loaded.model().config().hidden_size
             )));
         }
-        let encoder_files = bundle
-            .files
-            .iter()
-            .map(|name| {
-                std::fs::read(dir.join(name))
-                    .map(|bytes| (name.clone(), bytes))
-                    .with_context(|| format!("cannot read {name} of {}", dir.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let encoder_files = crate::finetune::read_bundle_files(dir, &bundle.files)?;
         Ok(Self {
             kind: card.kind,
             labels: card.labels,
