@@ -28,6 +28,16 @@ def perl_score(scorer, predicted, truth, workdir, name):
     return float(re.search(r"macro-averaged F1 = ([0-9.]+)%", out.stdout).group(1))
 
 
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_flags():
     try:
         flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
@@ -66,7 +76,7 @@ def main():
         "macro-F1 over the nine relations (direction counted, Other excluded), in %; `perl` is the",
         "official scorer run on the same test predictions.",
         "",
-        f"CPU: {platform.processor() or platform.machine()}, flags {cpu_flags()}; "
+        f"CPU: {cpu_model()}, flags {cpu_flags()}; "
         f"{os.cpu_count()} cores.",
         "",
         "| model | chosen on dev | dev macro-F1 | test macro-F1 | test (perl) | test accuracy | train s |",
