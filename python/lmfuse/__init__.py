@@ -470,7 +470,28 @@ def _sequences(X, y=None, name="X"):
     return tokens, tags
 
 
-class EntityTagger(BaseEstimator):
+class _BundleSaving:
+    """``save`` and the pickling guard of estimators whose fitted model is a native bundle
+    (``_fitted``), read back by ``lmfuse.<_loader>``."""
+
+    _loader = "load"
+
+    def save(self, path):
+        """Writes the bundle to folder ``path`` atomically (as the CLI's ``--out``)."""
+        check_is_fitted(self, "_fitted")
+        self._fitted.save(os.fspath(path))
+        return self
+
+    def __getstate__(self):
+        if hasattr(self, "_fitted"):
+            raise TypeError(
+                f"a fitted {type(self).__name__} does not pickle: save(path) writes a bundle "
+                f"and lmfuse.{self._loader}(path) reads it"
+            )
+        return super().__getstate__()
+
+
+class EntityTagger(_BundleSaving, BaseEstimator):
     """A named-entity tagger: lmfuse's linear-chain CRF over hand-made features (``"hand"``),
     the encoder's word vectors (``"emb"``) or both (``"hand,emb"``), as ``lmfuse ner train``.
     With ``finetune="softmax"`` or ``"crf"`` the encoder is first fine-tuned for tagging
@@ -593,19 +614,7 @@ class EntityTagger(BaseEstimator):
         """Strict entity micro F1 on sentences X with tags y."""
         return self.evaluate(X, y)["micro"]["f1"]
 
-    def save(self, path):
-        """Writes the bundle to folder ``path`` atomically (as ``lmfuse ner train --out``)."""
-        check_is_fitted(self, "_fitted")
-        self._fitted.save(os.fspath(path))
-        return self
-
-    def __getstate__(self):
-        if hasattr(self, "_fitted"):
-            raise TypeError(
-                "a fitted EntityTagger does not pickle: save(path) writes a bundle and "
-                "lmfuse.load_tagger(path) reads it"
-            )
-        return super().__getstate__()
+    _loader = "load_tagger"
 
 
 def load_tagger(path):
@@ -654,7 +663,7 @@ def _relation_lines(X, y=None, name="X"):
     return "\n".join(lines) + "\n"
 
 
-class RelationClassifier(BaseEstimator):
+class RelationClassifier(_BundleSaving, BaseEstimator):
     """A classifier of the relation between two entities of a text, as ``lmfuse relation
     train``: logistic regression on the frozen encoder's states of the first token and the two
     entity markers (``c`` chosen on dev), or with ``finetune=True`` the encoder fine-tuned with
@@ -747,19 +756,7 @@ class RelationClassifier(BaseEstimator):
         """The official SemEval-2010 Task 8 macro-F1 on examples X with labels y."""
         return self.evaluate(X, y)["official_macro_f1"]
 
-    def save(self, path):
-        """Writes the bundle to folder ``path`` atomically (as ``lmfuse relation train``)."""
-        check_is_fitted(self, "_fitted")
-        self._fitted.save(os.fspath(path))
-        return self
-
-    def __getstate__(self):
-        if hasattr(self, "_fitted"):
-            raise TypeError(
-                "a fitted RelationClassifier does not pickle: save(path) writes a bundle and "
-                "lmfuse.load_relations(path) reads it"
-            )
-        return super().__getstate__()
+    _loader = "load_relations"
 
 
 def load_relations(path):
