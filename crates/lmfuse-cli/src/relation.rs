@@ -21,8 +21,8 @@ pub enum RelationCommand {
     /// Score a relation classifier: the official SemEval-2010 Task 8 macro-F1 (direction
     /// counted, Other excluded), micro-F1, accuracy, per relation.
     Eval(RelationEvalArgs),
-    /// Classify the relation of each example; writes {"label", "score"} lines in input
-    /// order.
+    /// Classify the relation of each example; writes {"text", "e1", "e2", "label", "score"}
+    /// lines in input order (markers removed, entities as character spans).
     Predict(RelationPredictArgs),
 }
 
@@ -242,7 +242,15 @@ fn predict(args: &RelationPredictArgs) -> anyhow::Result<()> {
     let model = RelationModel::load(&args.model)?;
     let examples = relation::read_set(&args.input, false)?;
     let predictions = model.predict(&examples)?;
-    write_lines(&args.output, &predictions)
+    let lines: Vec<serde_json::Value> = examples
+        .iter()
+        .zip(predictions)
+        .map(|(e, p)| {
+            serde_json::json!({"text": e.text, "e1": e.e1, "e2": e.e2, "label": p.label,
+                "score": p.score})
+        })
+        .collect();
+    write_lines(&args.output, &lines)
 }
 
 /// `lmfuse extract`.

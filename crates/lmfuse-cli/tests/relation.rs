@@ -140,6 +140,18 @@ fn frozen_states_train_eval_and_predict_agree() {
     let accuracy = scored["accuracy"].as_f64().unwrap();
     assert!((right as f64 / 40.0 - accuracy).abs() < 1e-9);
     assert!(lines.iter().all(|l| l["score"].as_f64().unwrap() > 0.0));
+    // Markers removed, the entities as character spans of the text.
+    let first = &lines[1];
+    let text: Vec<char> = first["text"].as_str().unwrap().chars().collect();
+    let span = |k: &str| -> String {
+        let (a, b) = (
+            first[k]["start"].as_u64().unwrap(),
+            first[k]["end"].as_u64().unwrap(),
+        );
+        text[a as usize..b as usize].iter().collect()
+    };
+    assert!(!first["text"].as_str().unwrap().contains("<e1>"));
+    assert!(NAMES.contains(&span("e1").as_str()) && NAMES.contains(&span("e2").as_str()));
 }
 
 #[test]
