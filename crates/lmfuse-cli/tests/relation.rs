@@ -140,6 +140,16 @@ fn frozen_states_train_eval_and_predict_agree() {
     let accuracy = scored["accuracy"].as_f64().unwrap();
     assert!((right as f64 / 40.0 - accuracy).abs() < 1e-9);
     assert!(lines.iter().all(|l| l["score"].as_f64().unwrap() > 0.0));
+    // A card whose marker tokens leave the vocabulary is refused, not read out of bounds.
+    let manifest = bundle.join("manifest.json");
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let good = card.clone();
+    card["model"]["markers"][2] = 99_999_999.into();
+    std::fs::write(&manifest, serde_json::to_vec(&card).unwrap()).unwrap();
+    let args = ["relation", "eval", "--model", s(&bundle), "--data", s(&dev)];
+    assert_one_line_error(&args, &["marker token 99999999", "vocabulary"]);
+    std::fs::write(&manifest, serde_json::to_vec(&good).unwrap()).unwrap();
     // Markers removed, the entities as character spans of the text.
     let first = &lines[1];
     let text: Vec<char> = first["text"].as_str().unwrap().chars().collect();

@@ -741,6 +741,13 @@ impl RelationModel {
         let files = crate::model::resolve_encoder(Some(dir), &card.encoder, encoder)?;
         let options = crate::model::recorded_options(&card.encoder);
         let loaded = SentenceEncoder::load(&files, &options).context("cannot load the encoder")?;
+        let vocab = loaded.model().config().vocab_size;
+        if let Some(bad) = card.markers.iter().find(|&&m| m as usize >= vocab) {
+            return Err(PipelineError::Invalid(format!(
+                "{}: marker token {bad} is outside the encoder's vocabulary ({vocab})",
+                dir.display()
+            )));
+        }
         if 3 * loaded.model().config().hidden_size != d {
             return Err(PipelineError::Invalid(format!(
                 "{}: the head reads {d} values, the encoder gives 3 × {}",
