@@ -8,6 +8,7 @@
 
 use crate::network::{dropout_mask, Network};
 use crate::rows::{backward, drive, emissions, gather, refuse_unsupported, run, RowTask};
+use crate::train::cross_entropy;
 use crate::{Event, FinetuneError, FinetuneParams, FitSummary};
 use lmfuse_core::SeededRng;
 use lmfuse_encoder::{BertConfig, MarkedPair, MarkerIds, NamedTensor};
@@ -27,10 +28,11 @@ pub struct PairSet<'a> {
 pub struct RelationFit {
     /// Evaluations and the best one (its `dev_macro_f1` is the score `dev_score` gave).
     pub summary: FitSummary,
-    /// The layer as `classes × 3·hidden` weights over [first; e1; e2] states.
-    pub weight: Vec<f32>,
+    /// The layer over [first; e1; e2] states as `3·hidden × classes` weights (inputs first,
+    /// as `LogisticRegression` stores its coefficients).
+    pub coef: Vec<f32>,
     /// Its `classes` biases.
-    pub bias: Vec<f32>,
+    pub intercept: Vec<f32>,
 }
 
 const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
@@ -119,25 +121,6 @@ fn logits_of(emit: &[f32], classes: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The summed cross-entropy of `logits` against `labels`, and its gradient.
-fn cross_entropy(logits: &[f32], labels: &[usize], classes: usize) -> (f64, Vec<f32>) {
-    let mut d = vec![0.0f32; logits.len()];
-    let mut loss = 0.0;
-    for ((row, dr), &y) in logits
-        .chunks_exact(classes)
-        .zip(d.chunks_exact_mut(classes))
-        .zip(labels)
-    {
-        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
-        loss += z.ln() + f64::from(max - row[y]);
-        for (j, (dj, &v)) in dr.iter_mut().zip(row).enumerate() {
-            *dj = (f64::from(v - max).exp() / z) as f32 - f32::from(u8::from(j == y));
-        }
-    }
-    (loss, d)
-}
-
 /// Rows (first token, e1, e2) of each pair in the packed batch.
 fn pair_rows(pairs: &[&MarkedPair], spans: &[lmfuse_encoder::Span]) -> Vec<usize> {
     pairs
@@ -199,15 +182,13 @@ impl RowTask for RelationTask<'_, '_> {
         let mask = dropout_mask(&mut states, self.params.dropout, rng);
         let emit = emissions(net, &states);
         let c = self.classes;
-        let (loss, dlogits) = cross_entropy(&logits_of(&emit, c), &labels, c);
-        let n = pairs.len() as f32;
+        // The mean loss; its gradient already divided by the batch.
+        let (loss, dlogits) = cross_entropy(&logits_of(&emit, c), &labels, c, 1.0);
         let mut demit = vec![0.0f32; emit.len()];
         for (i, dl) in dlogits.chunks_exact(c).enumerate() {
             for k in 0..3 {
                 let at = (3 * i + k) * 3 * c + k * c;
-                for (d, g) in demit[at..at + c].iter_mut().zip(dl) {
-                    *d = g / n;
-                }
+                demit[at..at + c].copy_from_slice(dl);
             }
         }
         backward(
@@ -218,7 +199,7 @@ impl RowTask for RelationTask<'_, '_> {
             grads,
             self.threads,
         );
-        (loss / f64::from(n)) as f32
+        loss
     }
 
     fn feed(&self, eat: &mut dyn FnMut(u64)) {
@@ -239,8 +220,8 @@ impl RowTask for RelationTask<'_, '_> {
         for (chunk, labels) in dev.pairs.chunks(32).zip(dev.labels.chunks(32)) {
             let pairs: Vec<&MarkedPair> = chunk.iter().collect();
             let logits = self.scores(net, &pairs);
-            loss += cross_entropy(&logits, labels, c).0;
-            predicted.extend(logits.chunks_exact(c).map(argmax));
+            loss += f64::from(cross_entropy(&logits, labels, c, 1.0).0) * labels.len() as f64;
+            predicted.extend(logits.chunks_exact(c).map(lmfuse_metrics::argmax));
         }
         let right = predicted
             .iter()
@@ -252,35 +233,24 @@ impl RowTask for RelationTask<'_, '_> {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// The network's block layer as one layer over [first; e1; e2]: `classes × 3·hidden`
-/// weights and `classes` biases (the three blocks' biases summed).
+/// The network's block layer as one layer over [first; e1; e2]: `3·hidden × classes`
+/// weights (inputs first, as the network's) and `classes` biases (the three blocks' summed).
 pub fn relation_layer(net: &Network, classes: usize) -> (Vec<f32>, Vec<f32>) {
     let (w, b) = net.head_tensors();
     let h = net.config().hidden_size;
     let k = 3 * classes;
-    // The network's weight is `hidden × outputs` (row-major, inputs first).
-    let mut weight = vec![0.0f32; classes * 3 * h];
-    for c in 0..classes {
-        for block in 0..3 {
-            for j in 0..h {
-                weight[c * 3 * h + block * h + j] = w[j * k + block * classes + c];
-            }
-        }
-    }
-    let bias = (0..classes)
+    // Block `block` of the network's `hidden × 3·classes` weight reads state `block`.
+    let coef = (0..3)
+        .flat_map(|block| (0..h).map(move |j| (block, j)))
+        .flat_map(|(block, j)| {
+            let row = &w[j * k..(j + 1) * k];
+            row[block * classes..(block + 1) * classes].iter().copied()
+        })
+        .collect();
+    let intercept = (0..classes)
         .map(|c| (0..3).map(|block| b[block * classes + c]).sum())
         .collect();
-    (weight, bias)
+    (coef, intercept)
 }
 
 /// Fine-tunes `net` (its linear layer built for `3 × classes` outputs) to classify the
@@ -318,11 +288,11 @@ pub fn fit_relation(
         threads: rayon::current_num_threads(),
     };
     let (summary, _) = drive(net, &mut task, params, (run_dir, resume), observer)?;
-    let (weight, bias) = relation_layer(net, classes);
+    let (coef, intercept) = relation_layer(net, classes);
     Ok(RelationFit {
         summary,
-        weight,
-        bias,
+        coef,
+        intercept,
     })
 }
 

@@ -809,7 +809,12 @@ fn softmax(z: &[f32]) -> Vec<f32> {
 }
 
 /// Mean cross-entropy of `logits` against `labels` and its gradient (scaled by `scale`).
-fn cross_entropy(logits: &[f32], labels: &[usize], k: usize, scale: f32) -> (f32, Vec<f32>) {
+pub(crate) fn cross_entropy(
+    logits: &[f32],
+    labels: &[usize],
+    k: usize,
+    scale: f32,
+) -> (f32, Vec<f32>) {
     let n = labels.len();
     let mut grad = vec![0.0f32; logits.len()];
     let mut loss = 0.0f64;

@@ -107,9 +107,9 @@ fn run(enc: &SentenceEncoder) -> (Vec<f64>, Vec<f32>) {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!((fit.weight.len(), fit.bias.len()), (5 * 3 * 128, 5));
+    assert_eq!((fit.coef.len(), fit.intercept.len()), (5 * 3 * 128, 5));
     let scores = fit.summary.evals.iter().map(|e| e.dev_macro_f1).collect();
-    (scores, fit.weight)
+    (scores, fit.coef)
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn a_killed_relation_run_resumes_to_the_uninterrupted_result() {
             .iter()
             .map(|r| (r.step, r.dev_macro_f1))
             .collect();
-        (fit.weight, net.params.values, steps)
+        (fit.coef, net.params.values, steps)
     };
     let whole = tempfile::tempdir().unwrap();
     let uninterrupted = fit_in(whole.path(), false, usize::MAX);

@@ -535,8 +535,7 @@ fn train_tuned(
     )?;
     let (info, encoder, files) = load_tuned(&net, &base)?;
     let d = 3 * net.config().hidden_size;
-    let coef = transpose(&fit.weight, classes, d);
-    let head = LogisticRegression::from_parts(d, classes, coef, fit.bias)
+    let head = LogisticRegression::from_parts(d, classes, fit.coef, fit.intercept)
         .map_err(|e| PipelineError::Invalid(e.to_string()))?;
     let model = RelationModel {
         kind: "finetuned".into(),
@@ -587,17 +586,6 @@ fn run_relation(
     )?;
     task.finish();
     Ok(fit)
-}
-
-/// `rows × cols` row-major, transposed.
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; w.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
-        }
-    }
-    t
 }
 
 impl RelationModel {
