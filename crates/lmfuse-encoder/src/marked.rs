@@ -85,14 +85,14 @@ fn lay_out(parts: &Parts, markers: MarkerIds, budget: usize) -> (Vec<u32>, usize
 }
 
 impl SentenceEncoder {
-    /// Subword ids of `texts` without special tokens (a lone SentencePiece word-start piece
-    /// before others dropped, as for words).
-    fn plain_pieces(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>, EncoderError> {
+    /// Subword ids of `texts` without special tokens, a lone SentencePiece word-start piece
+    /// before others dropped (shared with the word pieces of tagging).
+    pub(crate) fn plain_pieces(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>, EncoderError> {
         let encodings =
             self.tokenizer
                 .encode_batch(texts, false)
                 .map_err(|e| EncoderError::Tokenizer {
-                    context: "encoding marked texts".into(),
+                    context: "encoding texts without special tokens".into(),
                     message: e.to_string(),
                 })?;
         Ok(encodings

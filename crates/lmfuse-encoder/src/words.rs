@@ -45,23 +45,14 @@ impl SentenceEncoder {
         let mut distinct: Vec<&str> = sentences.iter().flatten().map(String::as_str).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let encodings = self
-            .tokenizer
-            .encode_batch(distinct.clone(), false)
-            .map_err(|e| EncoderError::Tokenizer {
-                context: "encoding words".into(),
-                message: e.to_string(),
-            })?;
+        // SentencePiece often cuts a word into the word-start marker alone and the rest
+        // (`▁`, `酒` for a lone CJK character): the marker carries no meaning and would be
+        // the word's first piece, so `plain_pieces` drops it (a Chinese character then reads
+        // as in running text, where no marker precedes it).
+        let encoded = self.plain_pieces(distinct.clone())?;
         let vocab = self.model.config().vocab_size;
         let mut pieces = HashMap::with_capacity(distinct.len());
-        for (word, e) in distinct.into_iter().zip(encodings) {
-            // SentencePiece often cuts a word into the word-start marker alone and the rest
-            // (`▁`, `酒` for a lone CJK character): the marker carries no meaning and would be
-            // the word's first piece, so it is dropped (a Chinese character then reads as in
-            // running text, where no marker precedes it).
-            let marker = e.get_tokens().first().is_some_and(|t| t == "\u{2581}");
-            let skip = usize::from(marker && e.get_ids().len() > 1);
-            let ids = e.get_ids()[skip..].to_vec();
+        for (word, ids) in distinct.into_iter().zip(encoded) {
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
                 return Err(EncoderError::Tokenizer {
                     context: "encoding words".into(),
