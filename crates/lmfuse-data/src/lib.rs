@@ -2,10 +2,11 @@
 //!
 //! [`read`] reads texts from JSON Lines, CSV, TSV, Parquet and plain text, with errors that name the
 //! file, line and field; [`tagged`] reads token-tagged sentences (CoNLL, JSON Lines spans) for
-//! sequence labelling; [`relation`] reads entity pairs for relation extraction. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
+//! sequence labelling; [`relation`] reads entity pairs for relation extraction; [`retrieval`] reads corpora, queries and judgements in the BEIR layout. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
 
 pub mod read;
 pub mod relation;
+pub mod retrieval;
 pub mod split;
 pub mod tagged;
 pub mod write;

@@ -262,6 +262,46 @@ pub enum DataError {
         /// What disagrees.
         what: String,
     },
+    /// Two records share an id.
+    #[error("{path}:{line}: duplicate id {id:?} (first on line {first})")]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The id.
+        id: String,
+        /// The line of its first use.
+        first: usize,
+    },
+    /// A document or query has no text.
+    #[error("{path}:{line}: record {id:?} has an empty text")]
+    EmptyText {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// The record's id.
+        id: String,
+    },
+    /// A relevance judgement is malformed or names an unknown query or document.
+    #[error("{path}:{line}: {reason}")]
+    BadQrel {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file holds no record of the kind needed.
+    #[error("{path}: no {what}")]
+    NoRecords {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold (`documents`, `queries`, `judgements`).
+        what: &'static str,
+    },
     /// A file holds no sentence.
     #[error("{path}: no sentences")]
     NoSentences {
@@ -504,7 +544,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// What a requested column must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// A string.
     Text,
     /// A string, a number or a boolean (kept in its JSON form).
@@ -526,9 +566,9 @@ impl Kind {
 
 /// One record: its line, the requested text and label columns' values, then the requested
 /// side columns' cells, each in the order asked.
-struct Row {
-    line: usize,
-    texts: Vec<String>,
+pub(crate) struct Row {
+    pub(crate) line: usize,
+    pub(crate) texts: Vec<String>,
     cells: Vec<Cell>,
 }
 
@@ -543,7 +583,7 @@ impl Row {
     }
 }
 
-fn parse_rows(
+pub(crate) fn parse_rows(
     bytes: &[u8],
     path: &Path,
     format: Format,

@@ -1,4 +1,5 @@
-//! Classification metrics, computed from true class indices and predicted probabilities.
+//! Classification metrics, computed from true class indices and predicted probabilities;
+//! [`entity`], [`relation`] and [`ranking`] score taggers, relation classifiers and retrieval.
 //!
 //! Definitions follow scikit-learn so figures can be compared one to one: precision, recall
 //! and F1 are 0 where undefined (`zero_division=0`), micro averages over all decisions,
@@ -7,6 +8,7 @@
 //! the top-class probability.
 
 pub mod entity;
+pub mod ranking;
 pub mod relation;
 
 use serde::{Deserialize, Serialize};
