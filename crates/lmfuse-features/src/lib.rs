@@ -209,7 +209,7 @@ impl TfidfParams {
 /// stretch before it): Han stretches are cut by [`jieba`] and all their words kept, the other
 /// stretches kept when two characters or longer. So `"nlp课程2024年"` gives `nlp`, `课程`,
 /// `2024`, `年`.
-fn word_tokens(text: &str, segment_cjk: bool) -> Vec<&str> {
+pub fn word_tokens(text: &str, segment_cjk: bool) -> Vec<&str> {
     let mut out = Vec::new();
     let keep = |s: &str| s.chars().nth(1).is_some();
     for run in word_runs(text) {
@@ -277,7 +277,7 @@ fn jieba() -> &'static Jieba {
 
 /// Han ideographs (CJK Unified Ideographs and extensions A-I, compatibility ideographs, and
 /// the ideographic zero 〇): the characters jieba segments. Kana and Hangul are not included.
-fn is_han(c: char) -> bool {
+pub fn is_han(c: char) -> bool {
     matches!(c as u32,
         0x3007
         | 0x3400..=0x4DBF
