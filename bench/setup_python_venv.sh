@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates bench/.venv with what bench/python_peers.py and bench/ner_hf.py need, from PyPI
 # only: sentence-transformers, onnxruntime, onnx and torch (CPU use only), plus seqeval for
-# the strict entity F1 of the token-classification peer (bench/ner_hf.py). seqeval is
+# the strict entity F1 of the token-classification peer (bench/ner_hf.py), and bm25s with
+# PyStemmer and pytrec_eval for the retrieval peers (bench/retrieval_peers.py). seqeval is
 # published as a source archive only; it is pure Python, so pip builds it locally in seconds.
 #
 #   bash bench/setup_python_venv.sh           # skips when the venv already works
@@ -15,8 +16,9 @@
 # Result: about 4.9 GB on disk, a few minutes to install.
 set -euo pipefail
 
-REQUIREMENTS=(torch==2.15.0 sentence-transformers==6.2.0 onnxruntime==1.31.1 onnx==1.23.2 seqeval==1.2.2)
-IMPORT_CHECK='import torch, sentence_transformers, transformers, tokenizers, onnxruntime, onnx, numpy, seqeval
+REQUIREMENTS=(torch==2.15.0 sentence-transformers==6.2.0 onnxruntime==1.31.1 onnx==1.23.2 seqeval==1.2.2
+              bm25s==0.3.16 PyStemmer==3.1.0 pytrec-eval-terrier==0.5.11)
+IMPORT_CHECK='import torch, sentence_transformers, transformers, tokenizers, onnxruntime, onnx, numpy, seqeval, bm25s, Stemmer, pytrec_eval
 from importlib.metadata import version
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2

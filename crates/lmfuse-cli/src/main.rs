@@ -22,6 +22,7 @@ mod models;
 mod ner;
 mod progress;
 mod relation;
+mod search;
 mod serve;
 mod tune;
 mod tune_flags;
@@ -78,6 +79,13 @@ enum Command {
     /// Entities and their relations in raw texts: an NER bundle finds the entities, a
     /// relation bundle classifies each pair; writes {text, entities, relations} lines.
     Extract(relation::ExtractArgs),
+    /// Search indexes: build from a corpus (BM25 and dense passage vectors), add, delete,
+    /// inspect.
+    #[command(subcommand)]
+    Index(search::IndexCommand),
+    /// Search an index (BM25, dense, or both fused); `search eval` scores it on judged
+    /// queries.
+    Search(search::SearchArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -187,6 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ner(command) => ner::run(&command, cli.quiet),
         Command::Relation(command) => relation::run(&command, cli.quiet),
         Command::Extract(args) => relation::extract(&args),
+        Command::Index(command) => search::run_index(&command, cli.quiet),
+        Command::Search(args) => search::run_search(&args, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

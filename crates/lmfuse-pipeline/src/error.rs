@@ -64,6 +64,9 @@ pub enum PipelineError {
     /// JSON (a report, a card).
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// An index could not be written, opened or searched.
+    #[error(transparent)]
+    Retrieval(#[from] lmfuse_retrieval::RetrievalError),
 }
 
 impl PipelineError {
@@ -84,6 +87,12 @@ impl PipelineError {
                 | PipelineError::Data(_)
                 | PipelineError::Train(lmfuse_train::TrainError::UnknownLabel { .. })
                 | PipelineError::Train(lmfuse_train::TrainError::Option(_))
+                | PipelineError::Retrieval(
+                    lmfuse_retrieval::RetrievalError::DuplicateId { .. }
+                        | lmfuse_retrieval::RetrievalError::UnknownId { .. }
+                        | lmfuse_retrieval::RetrievalError::BadQuery { .. }
+                        | lmfuse_retrieval::RetrievalError::Empty
+                )
         )
     }
 
@@ -95,6 +104,7 @@ impl PipelineError {
         if matches!(
             self.root(),
             PipelineError::Data(lmfuse_data::DataError::NotFound { .. })
+                | PipelineError::Retrieval(lmfuse_retrieval::RetrievalError::NotAnIndex { .. })
                 | PipelineError::Encoder(
                     lmfuse_encoder::EncoderError::ModelNotFound { .. }
                         | lmfuse_encoder::EncoderError::DefaultModelMissing { .. }

@@ -3,7 +3,7 @@
 //!
 //! Each job takes data and a typed spec (validated once, by its `check`), reports progress
 //! to an [`Observer`] and returns typed results; none prints. Tasks beyond classification
-//! are added as siblings of [`classify`] (as [`ner`] and [`relation`] are) on the shared parts: [`data`] (splits),
+//! are added as siblings of [`classify`] (as [`ner`], [`relation`] and [`retrieval`] are) on the shared parts: [`data`] (splits),
 //! [`encoders`] (encoder choice, cache, embedding), [`model`] (bundles ready to use).
 
 pub mod classify;
@@ -17,6 +17,7 @@ pub mod ner;
 mod observe;
 pub mod preset;
 pub mod relation;
+pub mod retrieval;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod tune;

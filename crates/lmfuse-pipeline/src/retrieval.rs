@@ -1,0 +1,564 @@
+//! Retrieval: building and updating search indexes over a corpus, searching them, and scoring
+//! them on BEIR-style judgements. Passages and queries are encoded through the shared encoder
+//! and cache ([`crate::encoders`]); the index itself is `lmfuse-retrieval`'s.
+
+use crate::encoders::{CacheSpec, EmbedSummary, EncoderChoice, Encoders};
+use crate::error::{Context, PipelineError, Result};
+use crate::observe::Observer;
+use lmfuse_core::Pooling;
+use lmfuse_data::retrieval::{read_corpus, read_qrels, read_queries, CorpusColumns, Document};
+use lmfuse_data::Format;
+use lmfuse_metrics::ranking::{evaluate_run, RankingReport, Run};
+use lmfuse_retrieval::{
+    write_index, AnalyzerParams, Change, DenseRecord, Index, IndexManifest, IndexSpec,
+    PassageParams, SearchMode,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The longest query searched, in characters.
+pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// The dense side of an index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DenseSpec {
+    /// The encoder (its `prefix` is ignored: see the two prefixes).
+    pub encoder: EncoderChoice,
+    /// Put before every query; `None`: the model's default prompt.
+    pub query_prefix: Option<String>,
+    /// Put before every passage; `None`: the model's default prompt.
+    pub passage_prefix: Option<String>,
+    /// Passage cutting; `None`: [`PassageParams::for_window`] of the encoder's window.
+    pub passages: Option<PassageParams>,
+}
+
+/// What `index build` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexBuildSpec {
+    /// The corpus file.
+    pub corpus: PathBuf,
+    /// Its format; `None`: from the extension.
+    pub format: Option<Format>,
+    /// Its columns.
+    pub columns: CorpusColumns,
+    /// BM25's analysis.
+    pub analyzer: AnalyzerParams,
+    /// Vectors; `None`: BM25 only.
+    pub dense: Option<DenseSpec>,
+    /// The embedding cache.
+    pub cache: CacheSpec,
+}
+
+impl IndexBuildSpec {
+    /// Refuses settings that cannot work.
+    pub fn check(&self) -> Result<()> {
+        if let Some(p) = self.dense.as_ref().and_then(|d| d.passages) {
+            if p.words == 0 || p.overlap >= p.words {
+                return Err(PipelineError::Invalid(format!(
+                    "passage overlap ({}) must be below the passage length ({}), which must be positive",
+                    p.overlap, p.words
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The encoder settings an index records, so that queries and later passages are encoded the
+/// same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RecordedEncoder {
+    pooling: Option<Pooling>,
+    max_length: Option<usize>,
+    normalize: Option<bool>,
+    query_prefix: String,
+    passage_prefix: String,
+}
+
+/// What a build or update did.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexSummary {
+    /// The index folder.
+    pub index: PathBuf,
+    /// Its generation after the change.
+    pub generation: u64,
+    /// Documents in it.
+    pub documents: usize,
+    /// Passages with vectors.
+    pub passages: usize,
+    /// Documents added.
+    pub added: usize,
+    /// Documents deleted.
+    pub deleted: usize,
+    /// The passages' encoding, when vectors were made.
+    pub embedding: Option<EmbedSummary>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Builds the index in `dir` from nothing (an index already there stays readable until the
+/// new one replaces it whole).
+pub fn build_index(dir: &Path, spec: &IndexBuildSpec, on: &dyn Observer) -> Result<IndexSummary> {
+    spec.check()?;
+    let started = Instant::now();
+    let docs = read_corpus(&spec.corpus, spec.format, &spec.columns)?;
+    let (index_spec, mut encoders) = match &spec.dense {
+        Some(d) => {
+            let (record, encoders) = dense_record(d, &spec.cache)?;
+            let window = encoders
+                .options()
+                .fingerprint(encoders.files())?
+                .max_seq_length;
+            let passages = d
+                .passages
+                .unwrap_or_else(|| PassageParams::for_window(window));
+            (
+                make_spec(spec.analyzer, passages, Some(record)),
+                Some(encoders),
+            )
+        }
+        None => (
+            make_spec(spec.analyzer, PassageParams::for_window(256), None),
+            None,
+        ),
+    };
+    let added = docs.len();
+    let (change, embedding) = encode_change(&index_spec, encoders.as_mut(), docs, Vec::new(), on)?;
+    let manifest = write_index(dir, &index_spec, None, change)
+        .with_context(|| format!("cannot write the index {}", dir.display()))?;
+    Ok(summary(dir, &manifest, added, 0, embedding, started))
+}
+
+fn make_spec(
+    analyzer: AnalyzerParams,
+    passages: PassageParams,
+    dense: Option<DenseRecord>,
+) -> IndexSpec {
+    IndexSpec {
+        analyzer,
+        passages,
+        dense,
+    }
+}
+
+fn summary(
+    dir: &Path,
+    m: &IndexManifest,
+    added: usize,
+    deleted: usize,
+    embedding: Option<EmbedSummary>,
+    started: Instant,
+) -> IndexSummary {
+    IndexSummary {
+        index: dir.to_path_buf(),
+        generation: m.generation,
+        documents: m.documents,
+        passages: m.passages,
+        added,
+        deleted,
+        embedding,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Resolves the encoder of a new index and what the index records of it.
+fn dense_record(d: &DenseSpec, cache: &CacheSpec) -> Result<(DenseRecord, Encoders)> {
+    let base = Encoders::open(
+        &d.encoder,
+        &CacheSpec {
+            disabled: true,
+            dir: None,
+        },
+    )?;
+    let default_prefix = base
+        .files()
+        .sentence
+        .default_prefix
+        .clone()
+        .unwrap_or_default();
+    let recorded = RecordedEncoder {
+        pooling: d.encoder.pooling,
+        max_length: d.encoder.max_length,
+        normalize: d.encoder.normalize,
+        query_prefix: d
+            .query_prefix
+            .clone()
+            .unwrap_or_else(|| default_prefix.clone()),
+        passage_prefix: d.passage_prefix.clone().unwrap_or(default_prefix),
+    };
+    let record = DenseRecord {
+        model: base.files().reference.clone(),
+        weights_sha256: base.files().weights_sha256.clone(),
+        dim: base.files().config.hidden_size,
+        settings: serde_json::to_value(&recorded)?,
+    };
+    let encoders = recorded_encoders(&record, &recorded.passage_prefix, cache)?;
+    Ok((record, encoders))
+}
+
+/// The encoder an index recorded, with `prefix`, checked against the recorded weights.
+fn recorded_encoders(record: &DenseRecord, prefix: &str, cache: &CacheSpec) -> Result<Encoders> {
+    let recorded: RecordedEncoder = serde_json::from_value(record.settings.clone())
+        .context("the index's encoder settings are damaged")?;
+    let choice = EncoderChoice {
+        model: Some(record.model.clone()),
+        pooling: recorded.pooling,
+        max_length: recorded.max_length,
+        normalize: recorded.normalize,
+        prefix: Some(prefix.to_string()),
+        ..EncoderChoice::default()
+    };
+    let encoders = Encoders::open(&choice, cache)?;
+    if encoders.files().weights_sha256 != record.weights_sha256 {
+        return Err(PipelineError::Invalid(format!(
+            "the index was built with {} (weights sha256 {}), but that model now has weights {}: rebuild the index",
+            record.model,
+            record.weights_sha256,
+            encoders.files().weights_sha256
+        )));
+    }
+    Ok(encoders)
+}
+
+/// A change with the vectors of its added documents' passages.
+fn encode_change(
+    spec: &IndexSpec,
+    encoders: Option<&mut Encoders>,
+    add: Vec<Document>,
+    delete: Vec<String>,
+    on: &dyn Observer,
+) -> Result<(Change, Option<EmbedSummary>)> {
+    let mut change = Change {
+        delete,
+        add,
+        vectors: Vec::new(),
+    };
+    let Some(encoders) = encoders else {
+        return Ok((change, None));
+    };
+    let passages = change.passages_to_encode(spec);
+    if passages.is_empty() {
+        return Ok((change, None));
+    }
+    let (embeddings, summary) = encoders
+        .embed(&passages, on)
+        .context("cannot encode the passages")?;
+    change.vectors = embeddings.into_vec();
+    Ok((change, Some(summary)))
+}
+
+/// Adds the documents of `add` (a corpus file) to the index in `dir` and deletes the ids in
+/// `delete`, as one new generation.
+pub fn update_index(
+    dir: &Path,
+    add: Option<(&Path, Option<Format>, &CorpusColumns)>,
+    delete: Vec<String>,
+    cache: &CacheSpec,
+    on: &dyn Observer,
+) -> Result<IndexSummary> {
+    let started = Instant::now();
+    let base = open_index(dir)?;
+    let spec = base.manifest().spec.clone();
+    let docs = match add {
+        Some((path, format, columns)) => read_corpus(path, format, columns)?,
+        None => Vec::new(),
+    };
+    let mut encoders = match &spec.dense {
+        Some(record) if !docs.is_empty() => {
+            let prefix = recorded_settings(record)?.passage_prefix;
+            Some(recorded_encoders(record, &prefix, cache)?)
+        }
+        _ => None,
+    };
+    let (added, deleted) = (docs.len(), delete.len());
+    let (change, embedding) = encode_change(&spec, encoders.as_mut(), docs, delete, on)?;
+    let manifest = write_index(dir, &spec, Some(&base), change)
+        .with_context(|| format!("cannot update the index {}", dir.display()))?;
+    Ok(summary(dir, &manifest, added, deleted, embedding, started))
+}
+
+fn recorded_settings(record: &DenseRecord) -> Result<RecordedEncoder> {
+    serde_json::from_value(record.settings.clone())
+        .context("the index's encoder settings are damaged")
+}
+
+fn open_index(dir: &Path) -> Result<Index> {
+    Index::open(dir).with_context(|| format!("cannot open the index {}", dir.display()))
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// 1 for the best.
+    pub rank: usize,
+    /// The document's id.
+    pub id: String,
+    /// Its score under the mode used.
+    pub score: f32,
+    /// Its title.
+    pub title: String,
+}
+
+/// An open index with the encoder for its queries (loaded on the first query that needs it).
+pub struct Searcher {
+    dir: PathBuf,
+    index: Index,
+    cache: CacheSpec,
+    encoders: Option<Encoders>,
+}
+
+impl Searcher {
+    /// Opens the index in `dir`; queries are encoded through `cache`.
+    pub fn open(dir: &Path, cache: &CacheSpec) -> Result<Self> {
+        Ok(Searcher {
+            dir: dir.to_path_buf(),
+            index: open_index(dir)?,
+            cache: cache.clone(),
+            encoders: None,
+        })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Refuses modes the index cannot answer (dense without vectors).
+    pub fn check_mode(&self, mode: SearchMode) -> Result<()> {
+        if mode.needs_vector() && self.index.manifest().spec.dense.is_none() {
+            return Err(PipelineError::Invalid(format!(
+                "{}: this index has no vectors (built without an encoder); use --mode bm25",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The vectors of `queries` (checked), when `mode` needs them.
+    pub fn query_vectors(
+        &mut self,
+        queries: &[String],
+        mode: SearchMode,
+        on: &dyn Observer,
+    ) -> Result<Option<Vec<Vec<f32>>>> {
+        check_queries(queries)?;
+        self.check_mode(mode)?;
+        let Some(record) = self
+            .index
+            .manifest()
+            .spec
+            .dense
+            .clone()
+            .filter(|_| mode.needs_vector())
+        else {
+            return Ok(None);
+        };
+        if self.encoders.is_none() {
+            let prefix = recorded_settings(&record)?.query_prefix;
+            self.encoders = Some(recorded_encoders(&record, &prefix, &self.cache)?);
+        }
+        let encoders = self.encoders.as_mut().expect("set above");
+        let (embeddings, _) = encoders
+            .embed(queries, on)
+            .context("cannot encode the queries")?;
+        Ok(Some(
+            embeddings
+                .as_slice()
+                .chunks_exact(record.dim)
+                .map(<[f32]>::to_vec)
+                .collect(),
+        ))
+    }
+
+    /// The `k` best documents for each query.
+    pub fn search(
+        &mut self,
+        queries: &[String],
+        mode: SearchMode,
+        k: usize,
+        on: &dyn Observer,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let vectors = self.query_vectors(queries, mode, on)?;
+        queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let v = vectors.as_ref().map(|v| v[i].as_slice());
+                Ok(self.hits(&self.index.search(q, v, mode, k)?))
+            })
+            .collect()
+    }
+
+    fn hits(&self, found: &[(usize, f32)]) -> Vec<Hit> {
+        let docs = self.index.documents();
+        found
+            .iter()
+            .enumerate()
+            .map(|(r, &(d, score))| Hit {
+                rank: r + 1,
+                id: docs[d].id.clone(),
+                score,
+                title: docs[d].title.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Refuses empty queries and queries over [`MAX_QUERY_CHARS`], naming the query.
+pub fn check_queries(queries: &[String]) -> Result<()> {
+    for (i, q) in queries.iter().enumerate() {
+        let chars = q.chars().count();
+        let reason = if q.trim().is_empty() {
+            "is empty".to_string()
+        } else if chars > MAX_QUERY_CHARS {
+            format!("has {chars} characters, over the limit of {MAX_QUERY_CHARS}")
+        } else {
+            continue;
+        };
+        return Err(PipelineError::Invalid(format!("query {} {reason}", i + 1)));
+    }
+    Ok(())
+}
+
+/// What `search eval` scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchEvalSpec {
+    /// Queries file (id and text).
+    pub queries: PathBuf,
+    /// Judgements (BEIR TSV or TREC).
+    pub qrels: PathBuf,
+    /// The modes to compare.
+    pub modes: Vec<SearchMode>,
+    /// Documents retrieved per query (MAP's depth).
+    pub depth: usize,
+    /// nDCG's and MRR's cut.
+    pub cut: usize,
+    /// Recall's depth.
+    pub recall_depth: usize,
+}
+
+/// One mode's scores and speed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeScores {
+    /// The mode.
+    pub mode: SearchMode,
+    /// Ranking scores.
+    pub scores: RankingReport,
+    /// Median time of one query's search, milliseconds (its encoding excluded).
+    pub p50_ms: f64,
+    /// 95th percentile of the same.
+    pub p95_ms: f64,
+}
+
+/// `search eval`'s report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchEvalReport {
+    /// The index.
+    pub index: PathBuf,
+    /// Judged queries searched.
+    pub queries: usize,
+    /// Mean time to encode one query, milliseconds (batched, cache bypassed); `None` without
+    /// vectors.
+    pub encode_ms_per_query: Option<f64>,
+    /// One row per mode.
+    pub modes: Vec<ModeScores>,
+}
+
+/// Searches every judged query in every mode and scores the rankings.
+pub fn evaluate(
+    searcher: &mut Searcher,
+    spec: &SearchEvalSpec,
+    on: &dyn Observer,
+) -> Result<SearchEvalReport> {
+    let (ids, texts, qrels) = judged_queries(searcher, spec)?;
+    let needs_vectors = spec.modes.iter().any(SearchMode::needs_vector);
+    for &m in &spec.modes {
+        searcher.check_mode(m)?;
+    }
+    let started = Instant::now();
+    let vectors = if needs_vectors {
+        searcher.query_vectors(&texts, SearchMode::Dense, on)?
+    } else {
+        check_queries(&texts)?;
+        None
+    };
+    let encode_ms = vectors
+        .as_ref()
+        .map(|_| started.elapsed().as_secs_f64() * 1e3 / texts.len() as f64);
+    let mut modes = Vec::new();
+    for &mode in &spec.modes {
+        let mut run = Run::new();
+        let mut times = Vec::with_capacity(texts.len());
+        for (i, q) in texts.iter().enumerate() {
+            let v = vectors
+                .as_ref()
+                .filter(|_| mode.needs_vector())
+                .map(|v| v[i].as_slice());
+            let t = Instant::now();
+            let found = searcher.index.search(q, v, mode, spec.depth)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            let docs = searcher.index.documents();
+            run.insert(
+                ids[i].clone(),
+                found
+                    .iter()
+                    .map(|&(d, s)| (docs[d].id.clone(), f64::from(s)))
+                    .collect(),
+            );
+        }
+        let (scores, _) = evaluate_run(&qrels, &run, spec.cut, spec.recall_depth);
+        modes.push(ModeScores {
+            mode,
+            scores,
+            p50_ms: percentile(&mut times, 0.5),
+            p95_ms: percentile(&mut times, 0.95),
+        });
+    }
+    Ok(SearchEvalReport {
+        index: searcher.dir.clone(),
+        queries: texts.len(),
+        encode_ms_per_query: encode_ms,
+        modes,
+    })
+}
+
+/// The judged queries (ids and texts, in the judgements' order) and the judgements, every id
+/// checked against the queries file and the index.
+fn judged_queries(
+    searcher: &Searcher,
+    spec: &SearchEvalSpec,
+) -> Result<(
+    Vec<String>,
+    Vec<String>,
+    lmfuse_metrics::ranking::Judgements,
+)> {
+    let queries = read_queries(&spec.queries, None, None, "text")?;
+    let query_ids: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+    let doc_ids: HashSet<&str> = searcher
+        .index
+        .documents()
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
+    let qrels = read_qrels(&spec.qrels, Some(&query_ids), Some(&doc_ids))?;
+    let (mut ids, mut texts) = (Vec::new(), Vec::new());
+    for q in &queries {
+        if qrels.contains_key(&q.id) {
+            ids.push(q.id.clone());
+            texts.push(q.text.clone());
+        }
+    }
+    Ok((ids, texts, qrels))
+}
+
+/// The `p` quantile (nearest rank) of `values`.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
