@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use lmfuse_data::retrieval::CorpusColumns;
 use lmfuse_pipeline::encoders::EncoderChoice;
+use lmfuse_pipeline::ranker::{RankerKind, RankerSpec};
 use lmfuse_pipeline::retrieval::{
     self, DenseSpec, IndexBuildSpec, IndexSummary, SearchEvalReport, SearchEvalSpec, Searcher,
 };
@@ -246,6 +247,8 @@ pub enum ModeArg {
     Hybrid,
     /// Both, by a weighted sum of min-max normalised scores (--dense-weight).
     Weighted,
+    /// The index's learned ranker (`search train-ranker`) over both sides' candidates.
+    Learned,
 }
 
 /// Fusion settings shared by search and eval.
@@ -274,6 +277,7 @@ impl FusionArgs {
             ModeArg::Weighted => SearchMode::Weighted {
                 dense_weight: self.dense_weight,
             },
+            ModeArg::Learned => SearchMode::Learned,
         })
     }
 }
@@ -314,6 +318,76 @@ pub enum SearchCommand {
     /// Score an index on judged queries (BEIR layout): nDCG@10, MRR@10, Recall@100, MAP and
     /// per-query search time, for each mode side by side.
     Eval(SearchEvalArgs),
+    /// Train a learned ranker on judged queries (a linear pairwise model or boosted trees
+    /// over both retrievers' scores, chosen by cross-validation over the queries) and save it
+    /// in the index folder for --mode learned.
+    TrainRanker(TrainRankerArgs),
+}
+
+/// `lmfuse search train-ranker`.
+#[derive(Args, Debug)]
+pub struct TrainRankerArgs {
+    /// The index folder (built with vectors).
+    #[arg(long)]
+    index: PathBuf,
+    /// Queries: JSONL with id (or _id) and text.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Training judgements (never the test ones).
+    #[arg(long)]
+    qrels: PathBuf,
+    /// Candidates per retriever and query.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Folds of the cross-validation over queries.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the folds and the trees.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn train_ranker(args: &TrainRankerArgs, quiet: bool) -> anyhow::Result<()> {
+    let mut searcher = Searcher::open(&args.index, &args.cache.spec())?;
+    let spec = RankerSpec {
+        queries: args.queries.clone(),
+        qrels: args.qrels.clone(),
+        depth: args.depth,
+        folds: args.folds,
+        kinds: RankerKind::defaults(args.seed),
+        seed: args.seed,
+    };
+    let report =
+        retrieval::train_index_ranker(&mut searcher, &spec, &Bars::new(quiet || args.json))?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?)?;
+        return Ok(());
+    }
+    outln!(
+        "{} queries, {} candidates ({} relevant; {} relevant documents out of reach)",
+        report.queries,
+        report.candidates,
+        report.relevant,
+        report.missed
+    )?;
+    for t in &report.tried {
+        outln!(
+            "  {:<60} cv nDCG@10 {:.2}",
+            serde_json::to_string(&t.kind)?,
+            100.0 * t.cv_ndcg
+        )?;
+    }
+    outln!(
+        "kept {}; saved in {}",
+        serde_json::to_string(&report.kept)?,
+        args.index.join("ranker").display()
+    )?;
+    Ok(())
 }
 
 /// `lmfuse search eval`.
@@ -345,8 +419,10 @@ pub struct SearchEvalArgs {
 
 /// Runs `lmfuse search ...`.
 pub fn run_search(args: &SearchArgs, quiet: bool) -> anyhow::Result<()> {
-    if let Some(SearchCommand::Eval(eval)) = &args.command {
-        return run_eval(eval, quiet);
+    match &args.command {
+        Some(SearchCommand::Eval(eval)) => return run_eval(eval, quiet),
+        Some(SearchCommand::TrainRanker(train)) => return train_ranker(train, quiet),
+        None => {}
     }
     let index = args.index.as_ref().context("--index is required")?;
     let (ids, queries) = match &args.queries {

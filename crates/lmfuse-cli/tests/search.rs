@@ -114,6 +114,56 @@ fn an_index_is_built_searched_and_scored_in_every_mode() {
     );
     assert!(bm25["p50_ms"].as_f64().unwrap() >= 0.0);
     assert!(report["encode_ms_per_query"].as_f64().is_some());
+
+    let learned = [
+        "search",
+        "--index",
+        s(&idx),
+        "--mode",
+        "learned",
+        "-q",
+        "green tea",
+    ];
+    let before = run(&learned, &cache);
+    assert!(String::from_utf8_lossy(&before.stderr).contains("train-ranker"));
+    let trained = ok_json(
+        &[
+            "search",
+            "train-ranker",
+            "--index",
+            s(&idx),
+            "--queries",
+            s(&queries),
+            "--qrels",
+            s(&qrels),
+            "--folds",
+            "2",
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(trained["queries"], 3);
+    assert_eq!(trained["tried"].as_array().unwrap().len(), 4);
+    assert_eq!(top_ids(&run(&learned, &cache)), ["tea"]);
+    let with_ranker = ok_json(
+        &[
+            "search",
+            "eval",
+            "--index",
+            s(&idx),
+            "--queries",
+            s(&queries),
+            "--qrels",
+            s(&qrels),
+            "--json",
+        ],
+        &cache,
+    );
+    assert_eq!(
+        with_ranker["modes"].as_array().unwrap().len(),
+        5,
+        "learned joins the default modes"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod model;
 pub mod ner;
 mod observe;
 pub mod preset;
+pub mod ranker;
 pub mod relation;
 pub mod retrieval;
 #[cfg(feature = "serve")]

@@ -5,10 +5,11 @@
 use crate::encoders::{CacheSpec, EmbedSummary, EncoderChoice, Encoders};
 use crate::error::{Context, PipelineError, Result};
 use crate::observe::Observer;
+use crate::ranker::{train_ranker, Ranker, RankerReport, RankerSpec, RANKER_DIR};
 use lmfuse_core::Pooling;
 use lmfuse_data::retrieval::{read_corpus, read_qrels, read_queries, CorpusColumns, Document};
 use lmfuse_data::Format;
-use lmfuse_metrics::ranking::{evaluate_run, RankingReport, Run};
+use lmfuse_metrics::ranking::{evaluate_run, Judgements, RankingReport, Run};
 use lmfuse_retrieval::{
     write_index, AnalyzerParams, Change, DenseRecord, Index, IndexManifest, IndexSpec,
     PassageParams, SearchMode,
@@ -307,6 +308,7 @@ pub struct Searcher {
     index: Index,
     cache: CacheSpec,
     encoders: Option<Encoders>,
+    ranker: Option<Ranker>,
 }
 
 impl Searcher {
@@ -317,6 +319,7 @@ impl Searcher {
             index: open_index(dir)?,
             cache: cache.clone(),
             encoders: None,
+            ranker: None,
         })
     }
 
@@ -325,15 +328,40 @@ impl Searcher {
         &self.index
     }
 
-    /// Refuses modes the index cannot answer (dense without vectors).
-    pub fn check_mode(&self, mode: SearchMode) -> Result<()> {
+    /// Refuses modes the index cannot answer (dense without vectors, learned without a
+    /// ranker), loading the ranker when the mode needs it.
+    pub fn check_mode(&mut self, mode: SearchMode) -> Result<()> {
         if mode.needs_vector() && self.index.manifest().spec.dense.is_none() {
             return Err(PipelineError::Invalid(format!(
                 "{}: this index has no vectors (built without an encoder); use --mode bm25",
                 self.dir.display()
             )));
         }
+        if mode == SearchMode::Learned && self.ranker.is_none() {
+            let dir = self.dir.join(RANKER_DIR);
+            if !dir.join(lmfuse_bundle::MANIFEST).is_file() {
+                return Err(PipelineError::Invalid(format!(
+                    "{}: this index has no learned ranker; train one with `lmfuse search train-ranker`",
+                    self.dir.display()
+                )));
+            }
+            self.ranker = Some(Ranker::load(&dir)?);
+        }
         Ok(())
+    }
+
+    /// The `k` best documents for one query in `mode` (checked by [`Searcher::check_mode`]).
+    fn rank(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        k: usize,
+    ) -> Result<Vec<(usize, f32)>> {
+        match (mode, &self.ranker, vector) {
+            (SearchMode::Learned, Some(ranker), Some(v)) => ranker.rank(&self.index, query, v, k),
+            _ => Ok(self.index.search(query, vector, mode, k)?),
+        }
     }
 
     /// The vectors of `queries` (checked), when `mode` needs them.
@@ -386,7 +414,7 @@ impl Searcher {
             .enumerate()
             .map(|(i, q)| {
                 let v = vectors.as_ref().map(|v| v[i].as_slice());
-                Ok(self.hits(&self.index.search(q, v, mode, k)?))
+                Ok(self.hits(&self.rank(q, v, mode, k)?))
             })
             .collect()
     }
@@ -472,7 +500,7 @@ pub fn evaluate(
     spec: &SearchEvalSpec,
     on: &dyn Observer,
 ) -> Result<SearchEvalReport> {
-    let (ids, texts, qrels) = judged_queries(searcher, spec)?;
+    let (ids, texts, qrels) = judged_queries(searcher, &spec.queries, &spec.qrels)?;
     let needs_vectors = spec.modes.iter().any(SearchMode::needs_vector);
     for &m in &spec.modes {
         searcher.check_mode(m)?;
@@ -497,7 +525,7 @@ pub fn evaluate(
                 .filter(|_| mode.needs_vector())
                 .map(|v| v[i].as_slice());
             let t = Instant::now();
-            let found = searcher.index.search(q, v, mode, spec.depth)?;
+            let found = searcher.rank(q, v, mode, spec.depth)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             let docs = searcher.index.documents();
             run.insert(
@@ -528,13 +556,10 @@ pub fn evaluate(
 /// checked against the queries file and the index.
 fn judged_queries(
     searcher: &Searcher,
-    spec: &SearchEvalSpec,
-) -> Result<(
-    Vec<String>,
-    Vec<String>,
-    lmfuse_metrics::ranking::Judgements,
-)> {
-    let queries = read_queries(&spec.queries, None, None, "text")?;
+    queries: &Path,
+    qrels: &Path,
+) -> Result<(Vec<String>, Vec<String>, Judgements)> {
+    let queries = read_queries(queries, None, None, "text")?;
     let query_ids: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
     let doc_ids: HashSet<&str> = searcher
         .index
@@ -542,7 +567,7 @@ fn judged_queries(
         .iter()
         .map(|d| d.id.as_str())
         .collect();
-    let qrels = read_qrels(&spec.qrels, Some(&query_ids), Some(&doc_ids))?;
+    let qrels = read_qrels(qrels, Some(&query_ids), Some(&doc_ids))?;
     let (mut ids, mut texts) = (Vec::new(), Vec::new());
     for q in &queries {
         if qrels.contains_key(&q.id) {
@@ -561,4 +586,22 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
+}
+
+/// Trains a learned ranker on the judged queries of `spec` and saves it in the index folder
+/// (`ranker/`, replacing any), where `--mode learned` finds it.
+pub fn train_index_ranker(
+    searcher: &mut Searcher,
+    spec: &RankerSpec,
+    on: &dyn Observer,
+) -> Result<RankerReport> {
+    let (ids, texts, qrels) = judged_queries(searcher, &spec.queries, &spec.qrels)?;
+    let vectors = searcher
+        .query_vectors(&texts, SearchMode::Dense, on)?
+        .expect("dense mode has vectors");
+    let ranker = train_ranker(&searcher.index, &ids, &texts, &vectors, &qrels, spec, on)?;
+    ranker.save(&searcher.dir.join(RANKER_DIR))?;
+    let report = ranker.report().clone();
+    searcher.ranker = Some(ranker);
+    Ok(report)
 }

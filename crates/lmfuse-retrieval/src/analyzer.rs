@@ -3,6 +3,8 @@
 //! English words stemmed (Snowball), each step optional.
 
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use tantivy::tokenizer::{
     Language, LowerCaser, Stemmer, StopWordFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
@@ -11,7 +13,7 @@ use tantivy::tokenizer::{
 pub(crate) const ANALYZER: &str = "lmfuse_words";
 
 /// Which steps the analyser takes after cutting words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AnalyzerParams {
     /// Drop English stop words.
     pub stop_words: bool,
@@ -97,13 +99,20 @@ pub fn analyzer(params: AnalyzerParams) -> TextAnalyzer {
 
 /// The terms `params` makes of `text`, in order (repeats kept).
 pub fn terms(text: &str, params: AnalyzerParams) -> Vec<String> {
-    let mut analyzer = analyzer(params);
-    let mut stream = analyzer.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        out.push(stream.token().text.clone());
+    thread_local! {
+        // Building an analyser builds its stop-word set: keep one per thread and setting.
+        static ANALYZERS: RefCell<HashMap<AnalyzerParams, TextAnalyzer>> = RefCell::new(HashMap::new());
     }
-    out
+    ANALYZERS.with(|cell| {
+        let mut analyzers = cell.borrow_mut();
+        let analyzer = analyzers.entry(params).or_insert_with(|| analyzer(params));
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out
+    })
 }
 
 #[cfg(test)]

@@ -111,9 +111,9 @@ impl Dense {
         &self.path
     }
 
-    /// Exact search: the `k` documents whose best passage is nearest `query` (a unit vector)
-    /// by inner product, best first, ties to the smaller document.
-    pub(crate) fn search(&self, query: &[f32], k: usize, documents: usize) -> Vec<(usize, f32)> {
+    /// Exact search: every document's best passage score for `query` (a unit vector) by
+    /// inner product; `-inf` for a document without passages.
+    pub(crate) fn doc_scores(&self, query: &[f32], documents: usize) -> Vec<f32> {
         let mut best = vec![f32::NEG_INFINITY; documents];
         for (row, &doc) in self
             .vectors()
@@ -126,7 +126,7 @@ impl Dense {
                 *slot = s;
             }
         }
-        top_k(&best, k)
+        best
     }
 }
 
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(dense.dim(), 2);
         assert_eq!(dense.vectors(), rows.as_slice());
         assert_eq!(dense.passage_doc(), [0, 1, 1]);
-        let hits = dense.search(&[0.0, 1.0], 5, 3);
+        let hits = top_k(&dense.doc_scores(&[0.0, 1.0], 3), 5);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 0]);
         assert!((hits[0].1 - 1.0).abs() < 1e-6);
     }

@@ -10,6 +10,7 @@
 pub mod analyzer;
 mod dense;
 mod error;
+pub mod features;
 pub mod fusion;
 mod lexical;
 pub mod passages;
@@ -18,6 +19,7 @@ pub mod store;
 pub use analyzer::AnalyzerParams;
 pub use dense::normalize;
 pub use error::{Result, RetrievalError};
+pub use features::{Candidate, FEATURE_NAMES};
 pub use passages::{split_passages, PassageParams};
 pub use store::{
     read_manifest, write_index, Change, DenseRecord, Index, IndexManifest, IndexSpec, StoredDoc,
@@ -44,6 +46,9 @@ pub enum SearchMode {
         /// The dense side's weight, 0..=1.
         dense_weight: f32,
     },
+    /// A learned ranker over [`Index::candidates`]: the ranker is the caller's (lmfuse's
+    /// pipeline keeps it beside the index); [`Index::search`] refuses this mode.
+    Learned,
 }
 
 impl SearchMode {
@@ -80,6 +85,11 @@ impl Index {
                 let lists = [(&lex[..], 1.0 - dense_weight), (&den[..], dense_weight)];
                 Ok(truncate(fusion::weighted(&lists), k))
             }
+            SearchMode::Learned => Err(RetrievalError::BadQuery {
+                index: 0,
+                reason: "a learned ranking needs its ranker (search through lmfuse's pipeline)"
+                    .into(),
+            }),
         }
     }
 }

@@ -461,16 +461,10 @@ impl Index {
 
     /// The `k` documents whose best passage is nearest `query` (cosine), best first.
     pub fn dense(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
-        let dense = self.dense.as_ref().ok_or(RetrievalError::NoDense)?;
-        if query.len() != dense.dim() {
-            return Err(RetrievalError::Vectors {
-                found: query.len(),
-                expected: dense.dim(),
-                what: "the query vector".into(),
-            });
-        }
-        let mut q = query.to_vec();
-        dense::normalize(&mut q);
-        Ok(dense.search(&q, k, self.docs.len()))
+        Ok(crate::dense::top_k(&self.dense_scores(query)?, k))
+    }
+
+    pub(crate) fn dense_store(&self) -> Option<&Dense> {
+        self.dense.as_ref()
     }
 }

@@ -233,3 +233,37 @@ fn a_bm25_only_index_refuses_dense_search() {
         Err(RetrievalError::NoDense)
     ));
 }
+
+#[test]
+fn candidates_are_the_union_of_both_sides_with_every_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = build(dir.path());
+    let q = "green tea";
+    let v = toy_vector(q);
+    let all = index.candidates(q, &v, 10).unwrap();
+    assert_eq!(all.len(), 4, "every document is within reach at depth 10");
+    for c in &all {
+        assert_eq!(c.features.len(), lmfuse_retrieval::FEATURE_NAMES.len());
+        assert!(c.features.iter().all(|x| x.is_finite()), "{c:?}");
+    }
+    let tea = all
+        .iter()
+        .find(|c| index.documents()[c.doc].id == "tea")
+        .unwrap();
+    let named = |n: &str| {
+        tea.features[lmfuse_retrieval::FEATURE_NAMES
+            .iter()
+            .position(|f| *f == n)
+            .unwrap()]
+    };
+    assert_eq!(
+        (
+            named("in_bm25_top"),
+            named("bm25_over_best"),
+            named("text_share")
+        ),
+        (1.0, 1.0, 1.0)
+    );
+    let one = index.candidates(q, &v, 1).unwrap();
+    assert!(one.len() <= 2, "top 1 of each side: {one:?}");
+}

@@ -1,0 +1,488 @@
+//! The learned ranker: a classical model over features of each (query, candidate) pair
+//! ([`lmfuse_retrieval::features`]: both retrievers' scores and ranks, their fusion, query
+//! coverage), trained on judged queries. This is lmfuse's fusion idea in ranking.
+//!
+//! Two kinds are tried and the better kept by k-fold cross-validation over the training
+//! queries (mean nDCG@10 on the held-out folds): a linear model with a pairwise objective
+//! (logistic regression on the differences of a relevant and an irrelevant candidate's
+//! standardised features, RankNet's loss with a linear scorer) for each C of a grid, and
+//! gradient-boosted trees with a pointwise log loss. The kept kind is refit on all training
+//! queries and saved as a bundle in the index folder (`ranker/`).
+
+use crate::error::{Context, PipelineError, Result};
+use crate::observe::Observer;
+use crate::{now_rfc3339, VERSION};
+use lmfuse_classic::{GbdtParams, Head, HeadParams, LogisticRegressionParams, ProbaHead};
+use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_metrics::ranking::{evaluate_run, Judgements, Run};
+use lmfuse_retrieval::{Candidate, Index, FEATURE_NAMES};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The bundle's task.
+const TASK: &str = "ranker";
+/// The ranker's folder inside an index.
+pub const RANKER_DIR: &str = "ranker";
+/// Irrelevant candidates paired with each relevant one (the best by RRF), at most.
+const NEGATIVES_PER_POSITIVE: usize = 40;
+
+/// A model kind to try.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RankerKind {
+    /// Linear scorer, pairwise logistic loss, inverse regularisation `c`.
+    PairwiseLinear {
+        /// Logistic regression's C.
+        c: f64,
+    },
+    /// Gradient-boosted trees, pointwise log loss.
+    PointwiseTrees(GbdtParams),
+}
+
+impl RankerKind {
+    /// The kinds tried by default.
+    pub fn defaults(seed: u64) -> Vec<RankerKind> {
+        let mut kinds: Vec<RankerKind> = [0.01, 0.1, 1.0]
+            .into_iter()
+            .map(|c| RankerKind::PairwiseLinear { c })
+            .collect();
+        kinds.push(RankerKind::PointwiseTrees(GbdtParams {
+            max_rounds: 200,
+            max_depth: 3,
+            seed,
+            ..GbdtParams::default()
+        }));
+        kinds
+    }
+}
+
+/// What `search train-ranker` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankerSpec {
+    /// Queries (id, text).
+    pub queries: PathBuf,
+    /// Training judgements.
+    pub qrels: PathBuf,
+    /// Candidates per retriever and query.
+    pub depth: usize,
+    /// Folds of the cross-validation over queries (≥ 2).
+    pub folds: usize,
+    /// Kinds to try.
+    pub kinds: Vec<RankerKind>,
+    /// Seed of the fold assignment and the trees.
+    pub seed: u64,
+}
+
+impl RankerSpec {
+    fn check(&self) -> Result<()> {
+        if self.folds < 2 || self.depth == 0 || self.kinds.is_empty() {
+            return Err(PipelineError::Invalid(
+                "the ranker needs at least 2 folds, a positive depth and one kind to try".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One kind's cross-validated score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KindScore {
+    /// The kind.
+    pub kind: RankerKind,
+    /// Mean nDCG@10 over the held-out folds' queries.
+    pub cv_ndcg: f64,
+}
+
+/// What training did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankerReport {
+    /// Training queries (judged, with at least one relevant candidate or not).
+    pub queries: usize,
+    /// Candidate rows.
+    pub candidates: usize,
+    /// Relevant candidates.
+    pub relevant: usize,
+    /// Relevant documents the candidates missed (out of reach of any ranker).
+    pub missed: usize,
+    /// Every kind tried.
+    pub tried: Vec<KindScore>,
+    /// The kind kept.
+    pub kept: RankerKind,
+}
+
+/// The bundle's card.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RankerCard {
+    task: String,
+    kind: RankerKind,
+    head: HeadParams,
+    features: Vec<String>,
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    depth: usize,
+    report: RankerReport,
+}
+
+/// A fitted ranker.
+pub struct Ranker {
+    card: RankerCard,
+    head: Head,
+}
+
+/// One training query's candidates and labels.
+struct Group {
+    id: String,
+    candidates: Vec<Candidate>,
+    relevant: Vec<bool>,
+}
+
+/// Candidates of every judged query, with the query ids the index returns them for.
+fn groups(
+    index: &Index,
+    ids: &[String],
+    texts: &[String],
+    vectors: &[Vec<f32>],
+    qrels: &Judgements,
+    depth: usize,
+    on: &dyn Observer,
+) -> Result<(Vec<Group>, usize)> {
+    let task = on.task("candidates", ids.len() as u64);
+    let mut out = Vec::with_capacity(ids.len());
+    let mut missed = 0;
+    for ((id, text), vector) in ids.iter().zip(texts).zip(vectors) {
+        let candidates = index.candidates(text, vector, depth)?;
+        let judged = &qrels[id];
+        let docs = index.documents();
+        let relevant: Vec<bool> = candidates
+            .iter()
+            .map(|c| judged.get(&docs[c.doc].id).is_some_and(|&g| g >= 1))
+            .collect();
+        let wanted = judged.values().filter(|&&g| g >= 1).count();
+        missed += wanted - relevant.iter().filter(|&&r| r).count();
+        out.push(Group {
+            id: id.clone(),
+            candidates,
+            relevant,
+        });
+        task.inc(1);
+    }
+    task.finish();
+    Ok((out, missed))
+}
+
+/// Per-feature mean and scale (standard deviation, 1 where it is 0) over all candidates.
+fn standardiser(groups: &[&Group]) -> (Vec<f32>, Vec<f32>) {
+    let n_feat = FEATURE_NAMES.len();
+    let rows: Vec<&Vec<f32>> = groups
+        .iter()
+        .flat_map(|g| g.candidates.iter().map(|c| &c.features))
+        .collect();
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0f64; n_feat];
+    for r in &rows {
+        for (m, &x) in mean.iter_mut().zip(r.iter()) {
+            *m += f64::from(x) / n;
+        }
+    }
+    let mut var = vec![0.0f64; n_feat];
+    for r in &rows {
+        for ((v, &x), m) in var.iter_mut().zip(r.iter()).zip(&mean) {
+            *v += (f64::from(x) - m).powi(2) / n;
+        }
+    }
+    let scale = var
+        .iter()
+        .map(|v| if *v > 1e-12 { v.sqrt() as f32 } else { 1.0 })
+        .collect();
+    (mean.iter().map(|&m| m as f32).collect(), scale)
+}
+
+fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(mean)
+        .zip(scale)
+        .map(|((x, m), s)| (x - m) / s)
+        .collect()
+}
+
+/// The training rows of `kind`: pairwise differences or pointwise candidates.
+fn training_rows(
+    kind: &RankerKind,
+    groups: &[&Group],
+    mean: &[f32],
+    scale: &[f32],
+) -> (Vec<f32>, Vec<usize>) {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for g in groups {
+        let z: Vec<Vec<f32>> = g
+            .candidates
+            .iter()
+            .map(|c| standardise(&c.features, mean, scale))
+            .collect();
+        match kind {
+            RankerKind::PointwiseTrees(_) => {
+                for (row, &rel) in z.iter().zip(&g.relevant) {
+                    x.extend_from_slice(row);
+                    y.push(usize::from(rel));
+                }
+            }
+            RankerKind::PairwiseLinear { .. } => {
+                let rrf = FEATURE_NAMES
+                    .iter()
+                    .position(|&n| n == "rrf")
+                    .expect("rrf is a feature");
+                let mut negatives: Vec<usize> = (0..z.len()).filter(|&i| !g.relevant[i]).collect();
+                negatives.sort_by(|&a, &b| {
+                    g.candidates[b].features[rrf].total_cmp(&g.candidates[a].features[rrf])
+                });
+                negatives.truncate(NEGATIVES_PER_POSITIVE);
+                for p in (0..z.len()).filter(|&i| g.relevant[i]) {
+                    for &n in &negatives {
+                        let d: Vec<f32> = z[p].iter().zip(&z[n]).map(|(a, b)| a - b).collect();
+                        x.extend(d.iter().map(|v| -v));
+                        y.push(0);
+                        x.extend(d);
+                        y.push(1);
+                    }
+                }
+            }
+        }
+    }
+    (x, y)
+}
+
+fn head_params(kind: &RankerKind) -> HeadParams {
+    match kind {
+        RankerKind::PairwiseLinear { c } => HeadParams::Logreg(LogisticRegressionParams {
+            c: *c,
+            ..LogisticRegressionParams::default()
+        }),
+        RankerKind::PointwiseTrees(p) => HeadParams::Gbdt(*p),
+    }
+}
+
+/// A fitted model with its standardisation.
+struct Fitted {
+    head: Head,
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+/// Fits `kind` on `groups`; `None` when they hold no relevant candidate.
+fn fit_kind(kind: &RankerKind, groups: &[&Group]) -> Result<Option<Fitted>> {
+    let (mean, scale) = standardiser(groups);
+    let (x, y) = training_rows(kind, groups, &mean, &scale);
+    if !y.contains(&1) || !y.contains(&0) {
+        return Ok(None);
+    }
+    let n_feat = FEATURE_NAMES.len();
+    let features = Features::Dense(DenseMatrix::new(y.len(), n_feat, x)?);
+    let head = head_params(kind).fit(&features, &y, 2)?;
+    Ok(Some(Fitted { head, mean, scale }))
+}
+
+/// Scores of candidates under a fitted head (higher is better).
+fn scores(head: &Head, candidates: &[Candidate], mean: &[f32], scale: &[f32]) -> Result<Vec<f32>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let x: Vec<f32> = candidates
+        .iter()
+        .flat_map(|c| standardise(&c.features, mean, scale))
+        .collect();
+    let features = Features::Dense(DenseMatrix::new(candidates.len(), FEATURE_NAMES.len(), x)?);
+    let proba = head.predict_proba(&features)?;
+    Ok(proba.chunks_exact(2).map(|p| p[1]).collect())
+}
+
+/// Mean nDCG@10 of `kind` over `folds` held-out query folds.
+fn cross_validate(
+    kind: &RankerKind,
+    groups: &[Group],
+    folds: usize,
+    index: &Index,
+    qrels: &Judgements,
+) -> Result<f64> {
+    let mut run = Run::new();
+    for fold in 0..folds {
+        let train: Vec<&Group> = groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % folds != fold)
+            .map(|(_, g)| g)
+            .collect();
+        let Some(fitted) = fit_kind(kind, &train)? else {
+            continue;
+        };
+        for g in groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % folds == fold)
+            .map(|(_, g)| g)
+        {
+            let s = scores(&fitted.head, &g.candidates, &fitted.mean, &fitted.scale)?;
+            let docs = index.documents();
+            run.insert(
+                g.id.clone(),
+                g.candidates
+                    .iter()
+                    .zip(s)
+                    .map(|(c, s)| (docs[c.doc].id.clone(), f64::from(s)))
+                    .collect(),
+            );
+        }
+    }
+    let held_out: Judgements = qrels
+        .iter()
+        .filter(|(q, _)| run.contains_key(*q))
+        .map(|(q, j)| (q.clone(), j.clone()))
+        .collect();
+    Ok(evaluate_run(&held_out, &run, 10, 100).0.ndcg)
+}
+
+/// Trains a ranker for `index` on judged queries (their vectors given), choosing the kind by
+/// cross-validation; queries are shuffled into folds by `spec.seed`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_ranker(
+    index: &Index,
+    ids: &[String],
+    texts: &[String],
+    vectors: &[Vec<f32>],
+    qrels: &Judgements,
+    spec: &RankerSpec,
+    on: &dyn Observer,
+) -> Result<Ranker> {
+    spec.check()?;
+    let (mut groups, missed) = groups(index, ids, texts, vectors, qrels, spec.depth, on)?;
+    shuffle(&mut groups, spec.seed);
+    let mut tried = Vec::new();
+    let task = on.task("cross-validating rankers", spec.kinds.len() as u64);
+    for kind in &spec.kinds {
+        tried.push(KindScore {
+            kind: *kind,
+            cv_ndcg: cross_validate(kind, &groups, spec.folds, index, qrels)?,
+        });
+        task.inc(1);
+    }
+    task.finish();
+    let best = tried
+        .iter()
+        .max_by(|a, b| a.cv_ndcg.total_cmp(&b.cv_ndcg))
+        .expect("kinds checked non-empty");
+    let kept = best.kind;
+    let all: Vec<&Group> = groups.iter().collect();
+    let fitted = fit_kind(&kept, &all)?.ok_or_else(|| {
+        PipelineError::Invalid(
+            "no judged query has a relevant document among its candidates".into(),
+        )
+    })?;
+    let report = RankerReport {
+        queries: groups.len(),
+        candidates: groups.iter().map(|g| g.candidates.len()).sum(),
+        relevant: groups
+            .iter()
+            .map(|g| g.relevant.iter().filter(|&&r| r).count())
+            .sum(),
+        missed,
+        tried,
+        kept,
+    };
+    let card = RankerCard {
+        task: TASK.into(),
+        kind: kept,
+        head: head_params(&kept),
+        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean: fitted.mean,
+        scale: fitted.scale,
+        depth: spec.depth,
+        report,
+    };
+    Ok(Ranker {
+        card,
+        head: fitted.head,
+    })
+}
+
+/// Fisher-Yates with a fixed-seed SplitMix64, so folds are the same for the same seed.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..items.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+impl Ranker {
+    /// What training did.
+    pub fn report(&self) -> &RankerReport {
+        &self.card.report
+    }
+
+    /// Candidates per retriever the ranker was trained with.
+    pub fn depth(&self) -> usize {
+        self.card.depth
+    }
+
+    /// The `k` best documents for a query: its candidates ranked by the model.
+    pub fn rank(
+        &self,
+        index: &Index,
+        query: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<(usize, f32)>> {
+        let candidates = index.candidates(query, vector, self.card.depth.max(k))?;
+        let s = scores(&self.head, &candidates, &self.card.mean, &self.card.scale)?;
+        let mut ranked: Vec<(usize, f32)> =
+            candidates.iter().zip(s).map(|(c, s)| (c.doc, s)).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(k);
+        Ok(ranked)
+    }
+
+    /// Saves the ranker as a bundle in `dir` (atomically).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let manifest = lmfuse_bundle::Manifest {
+            format_version: lmfuse_bundle::PLAIN_VERSION,
+            lmfuse_version: VERSION.into(),
+            created_at: now_rfc3339(),
+            model: serde_json::to_value(&self.card)?,
+            files: BTreeMap::new(),
+        };
+        lmfuse_bundle::save(dir, manifest, &self.head.to_tensors(), &BTreeMap::new())
+            .with_context(|| format!("cannot save the ranker {}", dir.display()))
+    }
+
+    /// Loads a ranker bundle, refusing any other kind of bundle.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let bundle = lmfuse_bundle::load(dir)
+            .with_context(|| format!("cannot load the ranker {}", dir.display()))?;
+        let task = bundle.manifest.model.get("task").and_then(|t| t.as_str());
+        if task != Some(TASK) {
+            return Err(PipelineError::Invalid(format!(
+                "{} is not a ranker bundle",
+                dir.display()
+            )));
+        }
+        let card: RankerCard = serde_json::from_value(bundle.manifest.model.clone())
+            .with_context(|| format!("{}: damaged ranker card", dir.display()))?;
+        let n = FEATURE_NAMES.len();
+        if card.features != FEATURE_NAMES || card.mean.len() != n || card.scale.len() != n {
+            return Err(PipelineError::Invalid(format!(
+                "{}: the ranker's features differ from this lmfuse's ({}); retrain it",
+                dir.display(),
+                FEATURE_NAMES.join(", ")
+            )));
+        }
+        let head = card.head.restore(n, 2, &bundle.tensors)?;
+        Ok(Ranker { card, head })
+    }
+}
