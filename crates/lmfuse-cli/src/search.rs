@@ -461,13 +461,16 @@ fn read_query_file(path: &std::path::Path) -> anyhow::Result<(Option<Vec<String>
 fn run_eval(args: &SearchEvalArgs, quiet: bool) -> anyhow::Result<()> {
     let mut searcher = Searcher::open(&args.index, &args.cache.spec())?;
     let has_vectors = searcher.index().manifest().spec.dense.is_some();
+    let has_ranker = args.index.join("ranker").join("manifest.json").is_file();
     let modes: Vec<ModeArg> = if args.modes.is_empty() && has_vectors {
-        vec![
+        let mut all = vec![
             ModeArg::Bm25,
             ModeArg::Dense,
             ModeArg::Hybrid,
             ModeArg::Weighted,
-        ]
+        ];
+        all.extend(has_ranker.then_some(ModeArg::Learned));
+        all
     } else if args.modes.is_empty() {
         vec![ModeArg::Bm25]
     } else {
