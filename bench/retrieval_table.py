@@ -21,13 +21,15 @@ def mode_name(mode):
         return f"hybrid (RRF k {mode['k']:g})"
     if m == "weighted":
         return f"weighted ({mode['dense_weight']:g} dense)"
+    if m == "learned":
+        return "learned ranker"
     return m
 
 
 def main():
     d = sys.argv[1]
-    ev, build, wall, peers = (load(os.path.join(d, f)) for f in
-                              ("eval.json", "build.json", "build_wall.json", "peers.json"))
+    ev, build, wall, peers, ranker = (load(os.path.join(d, f)) for f in
+                                      ("eval.json", "build.json", "build_wall.json", "peers.json", "ranker.json"))
     print("# Retrieval: SciFact test queries (BEIR layout)\n")
     print(f"Machine: {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores; `bash bench/retrieval.sh`.")
     print(f"{ev['queries']} judged test queries, {build['documents']} documents "
@@ -47,6 +49,16 @@ def main():
             print(f"| peer {name} | {p['ndcg@10']:.2f} | {p['mrr@10']:.2f} | {p['recall@100']:.2f} | "
                   f"{p['map']:.2f} | {p50} | {p95} |")
     print()
+    if ranker:
+        print(f"Learned ranker: trained on {ranker['queries']} training queries "
+              f"({ranker['candidates']} candidates, {ranker['relevant']} relevant, {ranker['missed']} relevant "
+              "documents outside both top-100 lists); 5-fold CV nDCG@10 over the training queries:\n")
+        for t in ranker["tried"]:
+            kind = t["kind"]
+            name = f"pairwise linear, C {kind['c']:g}" if kind["kind"] == "pairwise_linear" else "pointwise boosted trees"
+            kept = " (kept)" if t["kind"] == ranker["kept"] else ""
+            print(f"- {name}: {100 * t['cv_ndcg']:.2f}{kept}")
+        print()
     if peers:
         print("lmfuse's runs (top 100, `lmfuse search --queries ... -k 100`) scored by pytrec_eval:\n")
         print("| run | nDCG@10 | MRR@10 | Recall@100 | MAP |")

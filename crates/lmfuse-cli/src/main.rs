@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_ann;
 mod bench_finetune;
 mod bench_serve;
 mod classify;
@@ -111,6 +112,9 @@ enum BenchCommand {
     Serve(bench_serve::BenchServeArgs),
     /// Send malformed HTTP to a running `lmfuse serve` (loopback only) and check it survives.
     Fuzz(bench_serve::BenchFuzzArgs),
+    /// Exact search against an HNSW graph on synthetic vectors: build time, memory,
+    /// recall@10 and queries per second side by side.
+    Ann(bench_ann::BenchAnnArgs),
 }
 
 /// Options that choose and configure the encoder, shared by every command that encodes.
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),
         Command::Bench(BenchCommand::Fuzz(args)) => bench_serve::fuzz(&args),
+        Command::Bench(BenchCommand::Ann(args)) => bench_ann::run(&args),
         Command::Models(ModelsCommand::ImportE5s1(args)) => models::import_e5s1(&args),
     }
 }

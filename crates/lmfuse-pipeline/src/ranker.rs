@@ -355,7 +355,7 @@ pub fn train_ranker(
 ) -> Result<Ranker> {
     spec.check()?;
     let (mut groups, missed) = groups(index, ids, texts, vectors, qrels, spec.depth, on)?;
-    shuffle(&mut groups, spec.seed);
+    lmfuse_core::SeededRng::new(spec.seed).shuffle(&mut groups);
     let mut tried = Vec::new();
     let task = on.task("cross-validating rankers", spec.kinds.len() as u64);
     for kind in &spec.kinds {
@@ -402,22 +402,6 @@ pub fn train_ranker(
         card,
         head: fitted.head,
     })
-}
-
-/// Fisher-Yates with a fixed-seed SplitMix64, so folds are the same for the same seed.
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for i in (1..items.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
 }
 
 impl Ranker {

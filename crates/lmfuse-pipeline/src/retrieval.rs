@@ -505,6 +505,10 @@ pub fn evaluate(
     for &m in &spec.modes {
         searcher.check_mode(m)?;
     }
+    // Queries are encoded past the cache, so the time below is the encoder's own.
+    if searcher.encoders.is_none() {
+        searcher.cache.disabled = true;
+    }
     let started = Instant::now();
     let vectors = if needs_vectors {
         searcher.query_vectors(&texts, SearchMode::Dense, on)?

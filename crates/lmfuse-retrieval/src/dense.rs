@@ -138,7 +138,7 @@ fn cast<T: Copy>(bytes: &[u8]) -> &[T] {
 }
 
 /// Inner product in eight independent lanes, which the compiler turns into SIMD.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -156,7 +156,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The `k` best finite scores, best first, ties to the smaller index.
-pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..scores.len())
         .filter(|&i| scores[i].is_finite())
         .collect();

@@ -8,6 +8,7 @@
 //! the texts whose vectors a change needs, and queries come with their vector.
 
 pub mod analyzer;
+pub mod ann;
 mod dense;
 mod error;
 pub mod features;
@@ -17,7 +18,7 @@ pub mod passages;
 pub mod store;
 
 pub use analyzer::AnalyzerParams;
-pub use dense::normalize;
+pub use dense::{dot, normalize, top_k};
 pub use error::{Result, RetrievalError};
 pub use features::{Candidate, FEATURE_NAMES};
 pub use passages::{split_passages, PassageParams};
