@@ -324,18 +324,26 @@ pub enum SearchCommand {
     TrainRanker(TrainRankerArgs),
 }
 
-/// `lmfuse search train-ranker`.
+/// An index and judged queries.
 #[derive(Args, Debug)]
-pub struct TrainRankerArgs {
-    /// The index folder (built with vectors).
+pub struct JudgedArgs {
+    /// The index folder.
     #[arg(long)]
     index: PathBuf,
     /// Queries: JSONL with id (or _id) and text.
     #[arg(long)]
     queries: PathBuf,
-    /// Training judgements (never the test ones).
+    /// Judgements: BEIR TSV (query-id, corpus-id, score) or TREC qrels; for train-ranker the
+    /// training ones, never those you report.
     #[arg(long)]
     qrels: PathBuf,
+}
+
+/// `lmfuse search train-ranker`.
+#[derive(Args, Debug)]
+pub struct TrainRankerArgs {
+    #[command(flatten)]
+    judged: JudgedArgs,
     /// Candidates per retriever and query.
     #[arg(long, default_value_t = 100)]
     depth: usize,
@@ -353,10 +361,11 @@ pub struct TrainRankerArgs {
 }
 
 fn train_ranker(args: &TrainRankerArgs, quiet: bool) -> anyhow::Result<()> {
-    let mut searcher = Searcher::open(&args.index, &args.cache.spec())?;
+    let judged = &args.judged;
+    let mut searcher = Searcher::open(&judged.index, &args.cache.spec())?;
     let spec = RankerSpec {
-        queries: args.queries.clone(),
-        qrels: args.qrels.clone(),
+        queries: judged.queries.clone(),
+        qrels: judged.qrels.clone(),
         depth: args.depth,
         folds: args.folds,
         kinds: RankerKind::defaults(args.seed),
@@ -385,7 +394,7 @@ fn train_ranker(args: &TrainRankerArgs, quiet: bool) -> anyhow::Result<()> {
     outln!(
         "kept {}; saved in {}",
         serde_json::to_string(&report.kept)?,
-        args.index.join("ranker").display()
+        judged.index.join("ranker").display()
     )?;
     Ok(())
 }
@@ -393,15 +402,8 @@ fn train_ranker(args: &TrainRankerArgs, quiet: bool) -> anyhow::Result<()> {
 /// `lmfuse search eval`.
 #[derive(Args, Debug)]
 pub struct SearchEvalArgs {
-    /// The index folder.
-    #[arg(long)]
-    index: PathBuf,
-    /// Queries: JSONL with id (or _id) and text.
-    #[arg(long)]
-    queries: PathBuf,
-    /// Judgements: BEIR TSV (query-id, corpus-id, score) or TREC qrels.
-    #[arg(long)]
-    qrels: PathBuf,
+    #[command(flatten)]
+    judged: JudgedArgs,
     /// Modes to compare, comma-separated (default: all the index can answer).
     #[arg(long, value_enum, value_delimiter = ',')]
     modes: Vec<ModeArg>,
@@ -459,9 +461,10 @@ fn read_query_file(path: &std::path::Path) -> anyhow::Result<(Option<Vec<String>
 }
 
 fn run_eval(args: &SearchEvalArgs, quiet: bool) -> anyhow::Result<()> {
-    let mut searcher = Searcher::open(&args.index, &args.cache.spec())?;
+    let judged = &args.judged;
+    let mut searcher = Searcher::open(&judged.index, &args.cache.spec())?;
     let has_vectors = searcher.index().manifest().spec.dense.is_some();
-    let has_ranker = args.index.join("ranker").join("manifest.json").is_file();
+    let has_ranker = judged.index.join("ranker").join("manifest.json").is_file();
     let modes: Vec<ModeArg> = if args.modes.is_empty() && has_vectors {
         let mut all = vec![
             ModeArg::Bm25,
@@ -477,8 +480,8 @@ fn run_eval(args: &SearchEvalArgs, quiet: bool) -> anyhow::Result<()> {
         args.modes.clone()
     };
     let spec = SearchEvalSpec {
-        queries: args.queries.clone(),
-        qrels: args.qrels.clone(),
+        queries: judged.queries.clone(),
+        qrels: judged.qrels.clone(),
         modes: modes
             .iter()
             .map(|&m| args.fusion.mode(m))

@@ -89,20 +89,20 @@ fn an_index_is_built_searched_and_scored_in_every_mode() {
     }
     let queries = write_file(dir.path(), "queries.jsonl", QUERIES);
     let qrels = write_file(dir.path(), "qrels.tsv", QRELS);
-    let report = ok_json(
-        &[
+    let judged = |command: &str, extra: &[&str]| {
+        let mut args = vec![
             "search",
-            "eval",
+            command,
             "--index",
             s(&idx),
             "--queries",
             s(&queries),
-            "--qrels",
-            s(&qrels),
-            "--json",
-        ],
-        &cache,
-    );
+        ];
+        args.extend(["--qrels", s(&qrels), "--json"]);
+        args.extend(extra);
+        ok_json(&args, &cache)
+    };
+    let report = judged("eval", &[]);
     assert_eq!(report["queries"], 3, "only judged queries are searched");
     let modes = report["modes"].as_array().unwrap();
     assert_eq!(modes.len(), 4);
@@ -126,39 +126,11 @@ fn an_index_is_built_searched_and_scored_in_every_mode() {
     ];
     let before = run(&learned, &cache);
     assert!(String::from_utf8_lossy(&before.stderr).contains("train-ranker"));
-    let trained = ok_json(
-        &[
-            "search",
-            "train-ranker",
-            "--index",
-            s(&idx),
-            "--queries",
-            s(&queries),
-            "--qrels",
-            s(&qrels),
-            "--folds",
-            "2",
-            "--json",
-        ],
-        &cache,
-    );
+    let trained = judged("train-ranker", &["--folds", "2"]);
     assert_eq!(trained["queries"], 3);
     assert_eq!(trained["tried"].as_array().unwrap().len(), 4);
     assert_eq!(top_ids(&run(&learned, &cache)), ["tea"]);
-    let with_ranker = ok_json(
-        &[
-            "search",
-            "eval",
-            "--index",
-            s(&idx),
-            "--queries",
-            s(&queries),
-            "--qrels",
-            s(&qrels),
-            "--json",
-        ],
-        &cache,
-    );
+    let with_ranker = judged("eval", &[]);
     assert_eq!(
         with_ranker["modes"].as_array().unwrap().len(),
         5,
