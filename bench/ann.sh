@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Approximate against exact vector search (issue 21): `lmfuse bench ann` on synthetic unit
-# vectors drawn around 1,000 random centres (embeddings of real texts cluster by topic),
-# 1 million × 384 by default. Exact search is lmfuse's own (one thread, inner products over
+# Approximate against exact vector search (issue 21): `lmfuse bench ann` on 1 million × 384
+# synthetic unit vectors, two kinds side by side:
+# - structured: 1,000 topic centres, 100 sub-centres around each (noise 0.05 a coordinate),
+#   the vectors around the sub-centres (noise 0.02): every vector has close relatives inside
+#   a broader topic, as embeddings of paraphrases and near-duplicates do;
+# - unstructured: the vectors straight around the 1,000 centres (noise 0.06): within a
+#   cluster all neighbours are nearly equally far, the hard case for any graph index. Exact search is lmfuse's own (one thread, inner products over
 # every vector); the HNSW graph is hnsw_rs's, built on all cores; both answer one query at a
 # time on one thread. Reports build time, peak memory, recall@10 and the speed-up per
 # ef_search.
@@ -9,29 +13,48 @@
 #   bash bench/ann.sh
 #   ANN_VECTORS=100000 LMFUSE_BIN=/tmp/lmfuse-bench bash bench/ann.sh
 #
-# Results: bench/results/ann.md (raw report in bench/out/ann.json)
+# Results: bench/results/ann.md (raw reports in bench/out/ann_{structured,unstructured}.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 lm="${LMFUSE_BIN:-./target/release/lmfuse}"
 [ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
 mkdir -p bench/out
 n="${ANN_VECTORS:-1000000}"
 efc="${ANN_EF_CONSTRUCTION:-64}"
-"$lm" bench ann --vectors "$n" --ef-construction "$efc" --ef-search 32,64,128,256,512 --json > bench/out/ann.json
-python3 - bench/out/ann.json > bench/results/ann.md <<'PY'
+kinds="${ANN_KINDS:-structured unstructured}"
+for kind in $kinds; do
+  case "$kind" in
+    structured) shape=(--clusters 1000 --subclusters 100 --sub-noise 0.05 --noise 0.02) ;;
+    unstructured) shape=(--clusters 1000 --noise 0.06) ;;
+  esac
+  run_to "bench/out/ann_$kind.json" "$lm" bench ann --vectors "$n" "${shape[@]}" --ef-construction "$efc" \
+    --ef-search 32,64,128,256,512 --json
+done
+python3 - bench/out/ann_structured.json bench/out/ann_unstructured.json > bench/results/ann.md <<'PY'
 import json, os, sys
 sys.path.insert(0, "bench")
 from relation_table import cpu_flags, cpu_model
-r = json.load(open(sys.argv[1]))
 print("# Approximate vector search: HNSW against exact search\n")
 print(f"Machine: {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores; `bash bench/ann.sh`.\n")
-print(f"{r['vectors']:,} unit vectors × {r['dim']} drawn around {r['clusters']} centres (noise {r['noise']} a "
-      f"coordinate), {r['queries']} queries drawn the same way; HNSW m {r['m']}, ef_construction "
-      f"{r['ef_construction']}, built in {r['build_s']:.0f} s; peak memory of the whole run "
-      f"{r['peak_rss_mb']:,.0f} MB. Exact search: {r['exact_queries_per_s']:.1f} queries/s (one thread).\n")
-print("| ef_search | recall@10 | queries/s (one thread) | speed-up over exact |")
-print("|---|---|---|---|")
-for row in r["rows"]:
-    print(f"| {row['ef_search']} | {row['recall_at_10']:.4f} | {row['queries_per_s']:.1f} | {row['speedup_over_exact']:.1f}× |")
+for path in sys.argv[1:]:
+    if not os.path.exists(path):
+        continue
+    r = json.load(open(path))
+    kind = "structured" if r.get("subclusters") else "unstructured"
+    shape = (f"{r['clusters']} centres × {r['subclusters']} sub-centres (noise {r['sub_noise']}), vectors around "
+             f"the sub-centres (noise {r['noise']})") if r.get("subclusters") else \
+            f"{r['clusters']} centres, vectors around them (noise {r['noise']})"
+    print(f"## {kind}\n")
+    print(f"{r['vectors']:,} unit vectors × {r['dim']}: {shape} a coordinate; {r['queries']} queries drawn the "
+          f"same way; HNSW m {r['m']}, ef_construction {r['ef_construction']}, built in {r['build_s']:.0f} s; "
+          f"peak memory of the whole run {r['peak_rss_mb']:,.0f} MB. Exact search: "
+          f"{r['exact_queries_per_s']:.1f} queries/s (one thread).\n")
+    print("| ef_search | recall@10 | queries/s (one thread) | speed-up over exact |")
+    print("|---|---|---|---|")
+    for row in r["rows"]:
+        print(f"| {row['ef_search']} | {row['recall_at_10']:.4f} | {row['queries_per_s']:.1f} | "
+              f"{row['speedup_over_exact']:.1f}× |")
+    print()
 PY
 cat bench/results/ann.md

@@ -20,8 +20,17 @@ pub struct BenchAnnArgs {
     /// Clusters the vectors are drawn around (embeddings of real texts cluster by topic).
     #[arg(long, default_value_t = 1000)]
     clusters: usize,
-    /// Standard deviation of each coordinate's noise around its cluster's centre (a unit
-    /// vector) before normalising.
+    /// Sub-clusters drawn around each cluster's centre (0: none): vectors are then drawn
+    /// around the sub-cluster centres, so that each vector has close relatives (paraphrases,
+    /// near-duplicates) inside a broader topic, as text embeddings do.
+    #[arg(long, default_value_t = 0)]
+    subclusters: usize,
+    /// Standard deviation of each coordinate's noise of a sub-cluster centre around its
+    /// cluster's centre, before normalising.
+    #[arg(long, default_value_t = 0.05)]
+    sub_noise: f32,
+    /// Standard deviation of each coordinate's noise of a vector around its (sub-)cluster's
+    /// centre (a unit vector), before normalising.
     #[arg(long, default_value_t = 0.06)]
     noise: f32,
     /// Queries (drawn like the vectors, not among them).
@@ -57,6 +66,8 @@ struct AnnReport {
     vectors: usize,
     dim: usize,
     clusters: usize,
+    subclusters: usize,
+    sub_noise: f32,
     noise: f32,
     queries: usize,
     m: usize,
@@ -112,6 +123,10 @@ pub fn run(args: &BenchAnnArgs) -> anyhow::Result<()> {
         normalize(&mut c);
         centres.extend(c);
     }
+    if args.subclusters > 0 {
+        let n = args.clusters * args.subclusters;
+        centres = draw(&mut rng, &centres, args.dim, n, args.sub_noise);
+    }
     let vectors = draw(&mut rng, &centres, args.dim, args.vectors, args.noise);
     let queries = draw(&mut rng, &centres, args.dim, args.queries, args.noise);
     eprintln!(
@@ -148,6 +163,8 @@ pub fn run(args: &BenchAnnArgs) -> anyhow::Result<()> {
         vectors: args.vectors,
         dim: args.dim,
         clusters: args.clusters,
+        subclusters: args.subclusters,
+        sub_noise: args.sub_noise,
         noise: args.noise,
         queries: args.queries,
         m: args.m,
