@@ -345,7 +345,7 @@ fn a_build_killed_half_way_leaves_the_old_index_readable() {
     let cache = dir.path().join("cache");
     let idx = built(dir.path(), &model);
     let mut big = String::new();
-    for i in 0..20_000 {
+    for i in 0..100_000 {
         big.push_str(&format!(
             "{{\"id\": \"d{i}\", \"title\": \"T{i}\", \"text\": \"document number {i} about topic {} with some words\"}}\n",
             i % 97
