@@ -165,19 +165,21 @@ fn documents_are_added_and_deleted_as_new_generations() {
         (added["generation"].as_u64(), added["documents"].as_u64()),
         (Some(2), Some(6))
     );
-    let out = run(
-        &[
-            "search",
-            "--index",
-            s(&idx),
-            "--mode",
-            "bm25",
-            "-q",
-            "cacao beans",
-        ],
-        &cache,
-    );
-    assert_eq!(top_ids(&out), ["cocoa"]);
+    let cacao = || {
+        run(
+            &[
+                "search",
+                "--index",
+                s(&idx),
+                "--mode",
+                "bm25",
+                "-q",
+                "cacao beans",
+            ],
+            &cache,
+        )
+    };
+    assert_eq!(top_ids(&cacao()), ["cocoa"]);
     let deleted = ok_json(
         &[
             "index",
@@ -191,19 +193,7 @@ fn documents_are_added_and_deleted_as_new_generations() {
         &cache,
     );
     assert_eq!(deleted["documents"], 4);
-    let out = run(
-        &[
-            "search",
-            "--index",
-            s(&idx),
-            "--mode",
-            "bm25",
-            "-q",
-            "cacao beans",
-        ],
-        &cache,
-    );
-    assert_eq!(top_ids(&out), [""], "deleted documents are gone");
+    assert_eq!(top_ids(&cacao()), [""], "deleted documents are gone");
     let again = run(
         &["index", "add", "--index", s(&idx), "--corpus", s(&more)],
         &cache,

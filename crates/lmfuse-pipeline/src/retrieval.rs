@@ -166,19 +166,8 @@ fn summary(
 
 /// Resolves the encoder of a new index and what the index records of it.
 fn dense_record(d: &DenseSpec, cache: &CacheSpec) -> Result<(DenseRecord, Encoders)> {
-    let base = Encoders::open(
-        &d.encoder,
-        &CacheSpec {
-            disabled: true,
-            dir: None,
-        },
-    )?;
-    let default_prefix = base
-        .files()
-        .sentence
-        .default_prefix
-        .clone()
-        .unwrap_or_default();
+    let files = d.encoder.resolve()?;
+    let default_prefix = files.sentence.default_prefix.clone().unwrap_or_default();
     let recorded = RecordedEncoder {
         pooling: d.encoder.pooling,
         max_length: d.encoder.max_length,
@@ -190,25 +179,36 @@ fn dense_record(d: &DenseSpec, cache: &CacheSpec) -> Result<(DenseRecord, Encode
         passage_prefix: d.passage_prefix.clone().unwrap_or(default_prefix),
     };
     let record = DenseRecord {
-        model: base.files().reference.clone(),
-        weights_sha256: base.files().weights_sha256.clone(),
-        dim: base.files().config.hidden_size,
+        model: files.reference.clone(),
+        weights_sha256: files.weights_sha256.clone(),
+        dim: files.config.hidden_size,
         settings: serde_json::to_value(&recorded)?,
     };
-    let encoders = recorded_encoders(&record, &recorded.passage_prefix, cache)?;
+    let encoders = recorded_encoders(&record, Side::Passages, cache)?;
     Ok((record, encoders))
 }
 
-/// The encoder an index recorded, with `prefix`, checked against the recorded weights.
-fn recorded_encoders(record: &DenseRecord, prefix: &str, cache: &CacheSpec) -> Result<Encoders> {
+/// Which texts an encoder is for: each side has its own prefix.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Queries,
+    Passages,
+}
+
+/// The encoder an index recorded, with `side`'s prefix, checked against the recorded weights.
+fn recorded_encoders(record: &DenseRecord, side: Side, cache: &CacheSpec) -> Result<Encoders> {
     let recorded: RecordedEncoder = serde_json::from_value(record.settings.clone())
         .context("the index's encoder settings are damaged")?;
+    let prefix = match side {
+        Side::Queries => recorded.query_prefix,
+        Side::Passages => recorded.passage_prefix,
+    };
     let choice = EncoderChoice {
         model: Some(record.model.clone()),
         pooling: recorded.pooling,
         max_length: recorded.max_length,
         normalize: recorded.normalize,
-        prefix: Some(prefix.to_string()),
+        prefix: Some(prefix),
         ..EncoderChoice::default()
     };
     let encoders = Encoders::open(&choice, cache)?;
@@ -267,10 +267,7 @@ pub fn update_index(
         None => Vec::new(),
     };
     let mut encoders = match &spec.dense {
-        Some(record) if !docs.is_empty() => {
-            let prefix = recorded_settings(record)?.passage_prefix;
-            Some(recorded_encoders(record, &prefix, cache)?)
-        }
+        Some(record) if !docs.is_empty() => Some(recorded_encoders(record, Side::Passages, cache)?),
         _ => None,
     };
     let (added, deleted) = (docs.len(), delete.len());
@@ -278,11 +275,6 @@ pub fn update_index(
     let manifest = write_index(dir, &spec, Some(&base), change)
         .with_context(|| format!("cannot update the index {}", dir.display()))?;
     Ok(summary(dir, &manifest, added, deleted, embedding, started))
-}
-
-fn recorded_settings(record: &DenseRecord) -> Result<RecordedEncoder> {
-    serde_json::from_value(record.settings.clone())
-        .context("the index's encoder settings are damaged")
 }
 
 fn open_index(dir: &Path) -> Result<Index> {
@@ -384,8 +376,7 @@ impl Searcher {
             return Ok(None);
         };
         if self.encoders.is_none() {
-            let prefix = recorded_settings(&record)?.query_prefix;
-            self.encoders = Some(recorded_encoders(&record, &prefix, &self.cache)?);
+            self.encoders = Some(recorded_encoders(&record, Side::Queries, &self.cache)?);
         }
         let encoders = self.encoders.as_mut().expect("set above");
         let (embeddings, _) = encoders
