@@ -33,6 +33,16 @@ pub struct BenchAnnArgs {
     /// centre (a unit vector), before normalising.
     #[arg(long, default_value_t = 0.06)]
     noise: f32,
+    /// Dimension of a latent space the vectors are drawn in (0: none). The clusters, their
+    /// sub-clusters and the noise above then live in that space, and one fixed random linear
+    /// map takes them to `--dim`, plus `--ambient-noise`: text embeddings span few effective
+    /// directions, so that distances between them vary continuously instead of all
+    /// concentrating on one value as iid noise in 384 dimensions makes them.
+    #[arg(long, default_value_t = 0)]
+    latent_dim: usize,
+    /// Standard deviation of each coordinate's noise added after the latent map.
+    #[arg(long, default_value_t = 0.0)]
+    ambient_noise: f32,
     /// Queries (drawn like the vectors, not among them).
     #[arg(long, default_value_t = 200)]
     queries: usize,
@@ -69,6 +79,8 @@ struct AnnReport {
     subclusters: usize,
     sub_noise: f32,
     noise: f32,
+    latent_dim: usize,
+    ambient_noise: f32,
     queries: usize,
     m: usize,
     ef_construction: usize,
@@ -101,6 +113,44 @@ fn draw(rng: &mut SeededRng, centres: &[f32], dim: usize, n: usize, noise: f32) 
     out
 }
 
+/// The collection and the queries, drawn as the arguments say.
+fn draw_collection(rng: &mut SeededRng, args: &BenchAnnArgs) -> (Vec<f32>, Vec<f32>) {
+    let space = if args.latent_dim > 0 {
+        args.latent_dim
+    } else {
+        args.dim
+    };
+    let mut centres = Vec::with_capacity(args.clusters * space);
+    for _ in 0..args.clusters {
+        let mut c: Vec<f32> = (0..space).map(|_| normal(rng)).collect();
+        normalize(&mut c);
+        centres.extend(c);
+    }
+    if args.subclusters > 0 {
+        let n = args.clusters * args.subclusters;
+        centres = draw(rng, &centres, space, n, args.sub_noise);
+    }
+    let vectors = draw(rng, &centres, space, args.vectors, args.noise);
+    let queries = draw(rng, &centres, space, args.queries, args.noise);
+    if args.latent_dim == 0 {
+        return (vectors, queries);
+    }
+    let map: Vec<f32> = (0..args.dim * space).map(|_| normal(rng)).collect();
+    let mut lift = |latent: &[f32]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(latent.len() / space * args.dim);
+        for z in latent.chunks_exact(space) {
+            let mut v: Vec<f32> = map
+                .chunks_exact(space)
+                .map(|row| dot(row, z) + args.ambient_noise * normal(rng))
+                .collect();
+            normalize(&mut v);
+            out.extend(v);
+        }
+        out
+    };
+    (lift(&vectors), lift(&queries))
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -117,18 +167,7 @@ pub fn run(args: &BenchAnnArgs) -> anyhow::Result<()> {
         "--vectors ≥ 10, --dim ≥ 2, --clusters ≥ 1, --queries ≥ 1"
     );
     let mut rng = SeededRng::new(args.seed);
-    let mut centres = Vec::with_capacity(args.clusters * args.dim);
-    for _ in 0..args.clusters {
-        let mut c: Vec<f32> = (0..args.dim).map(|_| normal(&mut rng)).collect();
-        normalize(&mut c);
-        centres.extend(c);
-    }
-    if args.subclusters > 0 {
-        let n = args.clusters * args.subclusters;
-        centres = draw(&mut rng, &centres, args.dim, n, args.sub_noise);
-    }
-    let vectors = draw(&mut rng, &centres, args.dim, args.vectors, args.noise);
-    let queries = draw(&mut rng, &centres, args.dim, args.queries, args.noise);
+    let (vectors, queries) = draw_collection(&mut rng, args);
     eprintln!(
         "bench ann: {} vectors of {} dimensions drawn; exact search...",
         args.vectors, args.dim
@@ -166,6 +205,8 @@ pub fn run(args: &BenchAnnArgs) -> anyhow::Result<()> {
         subclusters: args.subclusters,
         sub_noise: args.sub_noise,
         noise: args.noise,
+        latent_dim: args.latent_dim,
+        ambient_noise: args.ambient_noise,
         queries: args.queries,
         m: args.m,
         ef_construction: args.ef_construction,

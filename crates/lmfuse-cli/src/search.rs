@@ -12,7 +12,7 @@ use lmfuse_pipeline::ranker::{RankerKind, RankerSpec};
 use lmfuse_pipeline::retrieval::{
     self, DenseSpec, IndexBuildSpec, IndexSummary, SearchEvalReport, SearchEvalSpec, Searcher,
 };
-use lmfuse_retrieval::{fusion, AnalyzerParams, PassageParams, SearchMode};
+use lmfuse_retrieval::{fusion, AnalyzerParams, AnnParams, AnnPolicy, PassageParams, SearchMode};
 use std::path::PathBuf;
 
 /// `lmfuse index` subcommands.
@@ -93,6 +93,19 @@ pub struct IndexBuildArgs {
     /// Do not stem English words in BM25.
     #[arg(long)]
     no_stem: bool,
+    /// Approximate dense search through an HNSW graph: `auto` from 100,000 passages on
+    /// (kept up to date by later adds and deletes), `on` always, `off` never (exact search).
+    #[arg(long, value_enum, default_value_t = AnnArg::Auto)]
+    ann: AnnArg,
+    /// HNSW neighbours per node (M).
+    #[arg(long, default_value_t = AnnParams::default().m)]
+    ann_m: usize,
+    /// HNSW candidates while inserting.
+    #[arg(long, default_value_t = AnnParams::default().ef_construction)]
+    ann_ef_construction: usize,
+    /// HNSW candidates while searching.
+    #[arg(long, default_value_t = AnnParams::default().ef_search)]
+    ann_ef_search: usize,
     #[command(flatten)]
     cache: CacheArgs,
     /// Print the summary as one JSON object.
@@ -100,7 +113,35 @@ pub struct IndexBuildArgs {
     json: bool,
 }
 
+/// When an index keeps an HNSW graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnnArg {
+    /// From 100,000 passages on.
+    Auto,
+    /// Always.
+    On,
+    /// Never: exact search.
+    Off,
+}
+
 impl IndexBuildArgs {
+    fn ann(&self) -> Option<AnnPolicy> {
+        let params = AnnParams {
+            m: self.ann_m,
+            ef_construction: self.ann_ef_construction,
+            ef_search: self.ann_ef_search,
+        };
+        let min_passages = match self.ann {
+            AnnArg::Off => return None,
+            AnnArg::On => 0,
+            AnnArg::Auto => AnnPolicy::AUTO_MIN_PASSAGES,
+        };
+        Some(AnnPolicy {
+            params,
+            min_passages,
+        })
+    }
+
     fn spec(&self) -> IndexBuildSpec {
         let passages = self.passage_words.map(|words| PassageParams {
             words,
@@ -123,6 +164,7 @@ impl IndexBuildArgs {
                 query_prefix: self.query_prefix.clone(),
                 passage_prefix: self.passage_prefix.clone(),
                 passages,
+                ann: self.ann(),
             }),
             cache: self.cache.spec(),
         }
@@ -214,11 +256,12 @@ fn print_summary(s: &IndexSummary, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     outln!(
-        "{}: generation {}, {} documents, {} passages with vectors ({} added, {} deleted) in {:.1} s",
+        "{}: generation {}, {} documents, {} passages with vectors{} ({} added, {} deleted) in {:.1} s",
         s.index.display(),
         s.generation,
         s.documents,
         s.passages,
+        if s.approximate { " and an HNSW graph" } else { "" },
         s.added,
         s.deleted,
         s.seconds

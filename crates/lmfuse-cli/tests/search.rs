@@ -388,3 +388,60 @@ fn a_build_killed_half_way_leaves_the_old_index_readable() {
         (Some(1), Some(5))
     );
 }
+
+#[test]
+fn an_index_with_an_hnsw_graph_answers_as_the_exact_one() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let exact = built(dir.path(), &model);
+    let approx = dir.path().join("approx");
+    let corpus = dir.path().join("corpus.jsonl");
+    let build = [
+        "index",
+        "build",
+        "--corpus",
+        s(&corpus),
+        "--out",
+        s(&approx),
+        "--model",
+        s(&model),
+        "--ann",
+        "on",
+        "--json",
+    ];
+    assert_eq!(ok_json(&build, &cache)["approximate"], true);
+    let info = ok_json(&["index", "info", "--index", s(&approx)], &cache);
+    assert!(info["ann"]["graph_sha256"].is_string(), "{info}");
+    let dense = |idx: &Path| {
+        let args = [
+            "search",
+            "--index",
+            s(idx),
+            "--mode",
+            "dense",
+            "-q",
+            "dogs bark",
+            "-q",
+            "green tea",
+        ];
+        top_ids(&run(&args, &cache))
+    };
+    assert_eq!(dense(&approx), dense(&exact));
+    let bad = [
+        "index",
+        "build",
+        "--corpus",
+        s(&corpus),
+        "--out",
+        s(&approx),
+        "--model",
+        s(&model),
+        "--ann",
+        "on",
+        "--ann-m",
+        "2",
+    ];
+    let out = run(&bad, &cache);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("HNSW"));
+}

@@ -16,4 +16,4 @@ pub use read::{
     DataError, Format, LabelledTexts, SideColumns,
 };
 pub use split::stratified_split;
-pub use write::{atomic_write, write_embeddings, OutputFormat};
+pub use write::{atomic_write, sha256_file, write_embeddings, OutputFormat};

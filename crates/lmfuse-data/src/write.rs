@@ -83,6 +83,22 @@ pub fn write_embeddings(
     Ok(())
 }
 
+/// sha256 of a file's bytes as lower-case hex, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,3 +151,4 @@ mod tests {
         assert_eq!(leftovers, 1, "temp file left behind");
     }
 }
+

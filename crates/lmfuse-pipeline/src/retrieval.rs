@@ -11,7 +11,7 @@ use lmfuse_data::retrieval::{read_corpus, read_qrels, read_queries, CorpusColumn
 use lmfuse_data::Format;
 use lmfuse_metrics::ranking::{evaluate_run, Judgements, RankingReport, Run};
 use lmfuse_retrieval::{
-    write_index, AnalyzerParams, Change, DenseRecord, Index, IndexManifest, IndexSpec,
+    write_index, AnalyzerParams, AnnPolicy, Change, DenseRecord, Index, IndexManifest, IndexSpec,
     PassageParams, SearchMode,
 };
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,8 @@ pub struct DenseSpec {
     pub passage_prefix: Option<String>,
     /// Passage cutting; `None`: [`PassageParams::for_window`] of the encoder's window.
     pub passages: Option<PassageParams>,
+    /// When to keep an HNSW graph over the vectors; `None`: exact search only.
+    pub ann: Option<AnnPolicy>,
 }
 
 /// What `index build` does.
@@ -55,6 +57,9 @@ pub struct IndexBuildSpec {
 impl IndexBuildSpec {
     /// Refuses settings that cannot work.
     pub fn check(&self) -> Result<()> {
+        if let Some(policy) = self.dense.as_ref().and_then(|d| d.ann) {
+            policy.params.check()?;
+        }
         if let Some(p) = self.dense.as_ref().and_then(|d| d.passages) {
             if p.words == 0 || p.overlap >= p.words {
                 return Err(PipelineError::Invalid(format!(
@@ -89,6 +94,8 @@ pub struct IndexSummary {
     pub documents: usize,
     /// Passages with vectors.
     pub passages: usize,
+    /// Whether dense search goes through an HNSW graph (approximate).
+    pub approximate: bool,
     /// Documents added.
     pub added: usize,
     /// Documents deleted.
@@ -116,12 +123,12 @@ pub fn build_index(dir: &Path, spec: &IndexBuildSpec, on: &dyn Observer) -> Resu
                 .passages
                 .unwrap_or_else(|| PassageParams::for_window(window));
             (
-                make_spec(spec.analyzer, passages, Some(record)),
+                make_spec(spec.analyzer, passages, Some(record), d.ann),
                 Some(encoders),
             )
         }
         None => (
-            make_spec(spec.analyzer, PassageParams::for_window(256), None),
+            make_spec(spec.analyzer, PassageParams::for_window(256), None, None),
             None,
         ),
     };
@@ -136,11 +143,13 @@ fn make_spec(
     analyzer: AnalyzerParams,
     passages: PassageParams,
     dense: Option<DenseRecord>,
+    ann: Option<AnnPolicy>,
 ) -> IndexSpec {
     IndexSpec {
         analyzer,
         passages,
         dense,
+        ann,
     }
 }
 
@@ -157,6 +166,7 @@ fn summary(
         generation: m.generation,
         documents: m.documents,
         passages: m.passages,
+        approximate: m.ann.is_some(),
         added,
         deleted,
         embedding,

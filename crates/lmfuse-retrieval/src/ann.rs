@@ -54,6 +54,37 @@ impl AnnParams {
     }
 }
 
+/// When an index keeps an HNSW graph over its passage vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnPolicy {
+    /// The graph's settings.
+    pub params: AnnParams,
+    /// A generation with fewer passages than this is searched exactly, without a graph
+    /// (0: always a graph).
+    pub min_passages: usize,
+}
+
+impl AnnPolicy {
+    /// The passage count from which `auto` builds a graph: below it exact search answers a
+    /// query within a few milliseconds on two cores (`lmfuse bench ann`).
+    pub const AUTO_MIN_PASSAGES: usize = 100_000;
+
+    /// Whether a generation of `passages` passages gets a graph.
+    pub fn applies(&self, passages: usize) -> bool {
+        passages > 0 && passages >= self.min_passages
+    }
+}
+
+/// The sha256 of a saved graph's two files, checked before they are read: hnsw_rs's reader
+/// trusts its input (a truncated or altered file makes it panic or allocate without bound).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnDigest {
+    /// sha256 of `ann.hnsw.graph`.
+    pub graph_sha256: String,
+    /// sha256 of `ann.hnsw.data`.
+    pub data_sha256: String,
+}
+
 /// An HNSW graph over vectors `0..n` (inner product of unit vectors).
 pub struct Ann {
     graph: Hnsw<'static, f32, DistDot>,
@@ -101,19 +132,50 @@ impl Ann {
             .collect()
     }
 
-    /// Writes the graph and its vectors into `dir` (`ann.hnsw.graph`, `ann.hnsw.data`).
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    /// Writes the graph and its vectors into `dir` (`ann.hnsw.graph`, `ann.hnsw.data`),
+    /// flushed to disk; returns their digest, which [`Ann::load`] checks.
+    pub fn save(&self, dir: &Path) -> Result<AnnDigest> {
+        std::fs::create_dir_all(dir).map_err(|e| RetrievalError::io(dir, e))?;
         self.graph
             .file_dump(dir, BASENAME)
             .map_err(|e| RetrievalError::Corrupt {
                 path: dir.join(BASENAME),
                 reason: format!("cannot write the HNSW graph: {e}"),
             })?;
-        Ok(())
+        let mut digests = Vec::new();
+        for path in files(dir) {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| RetrievalError::io(&path, e))?;
+            digests
+                .push(lmfuse_data::sha256_file(&path).map_err(|e| RetrievalError::io(&path, e))?);
+        }
+        let [graph_sha256, data_sha256] = <[String; 2]>::try_from(digests).expect("two files");
+        Ok(AnnDigest {
+            graph_sha256,
+            data_sha256,
+        })
     }
 
-    /// Reads a graph written by [`Ann::save`].
-    pub fn load(dir: &Path, params: AnnParams) -> Result<Self> {
+    /// The settings it was built or loaded with.
+    pub fn params(&self) -> AnnParams {
+        self.params
+    }
+
+    /// Reads a graph written by [`Ann::save`], after checking its files against `digest`.
+    pub fn load(dir: &Path, params: AnnParams, digest: &AnnDigest) -> Result<Self> {
+        let expected = [&digest.graph_sha256, &digest.data_sha256];
+        for (path, want) in files(dir).into_iter().zip(expected) {
+            let found =
+                lmfuse_data::sha256_file(&path).map_err(|e| RetrievalError::io(&path, e))?;
+            if &found != want {
+                return Err(RetrievalError::Corrupt {
+                    path,
+                    reason: "the file's sha256 differs from the one recorded when it was written"
+                        .into(),
+                });
+            }
+        }
         // hnsw_rs ties a reloaded graph's lifetime to its loader; the loader is a few paths
         // and flags (the vectors are read into the graph), so it is leaked to give the graph
         // a 'static lifetime.
@@ -136,6 +198,11 @@ impl Ann {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The graph's two files in `dir`.
+fn files(dir: &Path) -> [std::path::PathBuf; 2] {
+    ["hnsw.graph", "hnsw.data"].map(|ext| dir.join(format!("{BASENAME}.{ext}")))
 }
 
 #[cfg(test)]
@@ -190,10 +257,18 @@ mod tests {
             found as f64 / 500.0
         );
         let dir = tempfile::tempdir().unwrap();
-        ann.save(dir.path()).unwrap();
-        let back = Ann::load(dir.path(), AnnParams::default()).unwrap();
+        let digest = ann.save(dir.path()).unwrap();
+        let back = Ann::load(dir.path(), AnnParams::default(), &digest).unwrap();
         let q = &queries[..dim];
         assert_eq!(back.search(q, 5), ann.search(q, 5));
-        assert!(Ann::load(&dir.path().join("nowhere"), AnnParams::default()).is_err());
+        let nowhere = dir.path().join("nowhere");
+        assert!(Ann::load(&nowhere, AnnParams::default(), &digest).is_err());
+        let graph = &files(dir.path())[0];
+        let bytes = std::fs::read(graph).unwrap();
+        std::fs::write(graph, &bytes[..bytes.len() - 8]).unwrap();
+        assert!(matches!(
+            Ann::load(dir.path(), AnnParams::default(), &digest),
+            Err(RetrievalError::Corrupt { .. })
+        ));
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Dense {
     dim: usize,
     vectors: Range<usize>,
     docs: Range<usize>,
+    /// Each document's passages: rows `first[d]..first[d + 1]` (passages are stored in
+    /// document order).
+    first: Vec<usize>,
 }
 
 impl Dense {
@@ -82,12 +85,21 @@ impl Dense {
         if vectors.start % 4 != 0 || docs.start % 4 != 0 {
             return Err(corrupt("tensor data is not 4-byte aligned".into()));
         }
+        let owners: &[u32] = cast(&map[docs.clone()]);
+        if owners.windows(2).any(|w| w[0] > w[1]) {
+            return Err(corrupt("passages are not in document order".into()));
+        }
+        let documents = owners.last().map_or(0, |&d| d as usize + 1);
+        let first = (0..=documents)
+            .map(|d| owners.partition_point(|&o| (o as usize) < d))
+            .collect();
         Ok(Dense {
             path: path.to_path_buf(),
             map,
             dim,
             vectors,
             docs,
+            first,
         })
     }
 
@@ -127,6 +139,20 @@ impl Dense {
             }
         }
         best
+    }
+}
+
+impl Dense {
+    /// Document `doc`'s best passage score for `query` (a unit vector); `-inf` without
+    /// passages.
+    pub(crate) fn doc_score(&self, query: &[f32], doc: usize) -> f32 {
+        let rows = match (self.first.get(doc), self.first.get(doc + 1)) {
+            (Some(&a), Some(&b)) => a..b,
+            _ => 0..0,
+        };
+        let vectors = self.vectors();
+        rows.map(|r| dot(&vectors[r * self.dim..(r + 1) * self.dim], query))
+            .fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
@@ -189,6 +215,9 @@ mod tests {
         let hits = top_k(&dense.doc_scores(&[0.0, 1.0], 3), 5);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 0]);
         assert!((hits[0].1 - 1.0).abs() < 1e-6);
+        assert!((dense.doc_score(&[0.0, 1.0], 1) - 1.0).abs() < 1e-6);
+        assert!(dense.doc_score(&[0.0, 1.0], 0).abs() < 1e-6);
+        assert_eq!(dense.doc_score(&[0.0, 1.0], 7), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -38,8 +38,7 @@ impl Index {
     /// their features, in document order.
     pub fn candidates(&self, query: &str, vector: &[f32], depth: usize) -> Result<Vec<Candidate>> {
         let lexical = self.bm25(query, depth)?;
-        let dense_all = self.dense_scores(vector)?;
-        let dense_top = crate::dense::top_k(&dense_all, depth);
+        let dense_top = self.dense(vector, depth)?;
         let mut slots: BTreeMap<usize, (Option<usize>, Option<usize>)> = BTreeMap::new();
         for (rank, &(doc, _)) in lexical.iter().enumerate() {
             slots.entry(doc).or_default().0 = Some(rank);
@@ -52,6 +51,12 @@ impl Index {
         let best_bm25 = lexical.first().map_or(1.0, |h| h.1.max(f32::MIN_POSITIVE));
         let best_dense = dense_top.first().map_or(0.0, |h| h.1);
         let absent = (depth + 1) as f32;
+        let docs: Vec<usize> = slots.keys().copied().collect();
+        let dense_of: BTreeMap<usize, f32> = docs
+            .iter()
+            .copied()
+            .zip(self.dense_scores_of(vector, &docs)?)
+            .collect();
         Ok(slots
             .into_iter()
             .map(|(doc, (lex_rank, dense_rank))| {
@@ -66,7 +71,7 @@ impl Index {
                 };
                 let rank_of = |r: Option<usize>| r.map_or(absent, |r| (r + 1) as f32);
                 let rrf = |r: Option<usize>| r.map_or(0.0, |r| 1.0 / (RRF_K + r as f32 + 1.0));
-                let dense = dense_all[doc].max(-1.0);
+                let dense = dense_of[&doc].max(-1.0);
                 let words = stored.text.split_whitespace().count() as f32;
                 let features = vec![
                     bm25,
@@ -87,8 +92,23 @@ impl Index {
             .collect())
     }
 
-    /// Every document's best passage cosine with `query`.
+    /// Every document's best passage cosine with `query` (exact, over every passage).
     pub fn dense_scores(&self, query: &[f32]) -> Result<Vec<f32>> {
+        let q = self.unit_query(query)?;
+        let dense = self.dense_store().ok_or(RetrievalError::NoDense)?;
+        Ok(dense.doc_scores(&q, self.documents().len()))
+    }
+
+    /// The best passage cosine with `query` of each of `docs` (exact; `-inf` for a document
+    /// without passages).
+    pub fn dense_scores_of(&self, query: &[f32], docs: &[usize]) -> Result<Vec<f32>> {
+        let q = self.unit_query(query)?;
+        let dense = self.dense_store().ok_or(RetrievalError::NoDense)?;
+        Ok(docs.iter().map(|&d| dense.doc_score(&q, d)).collect())
+    }
+
+    /// `query` checked against the vectors' dimension and scaled to unit length.
+    pub(crate) fn unit_query(&self, query: &[f32]) -> Result<Vec<f32>> {
         let dense = self.dense_store().ok_or(RetrievalError::NoDense)?;
         if query.len() != dense.dim() {
             return Err(RetrievalError::Vectors {
@@ -99,6 +119,6 @@ impl Index {
         }
         let mut q = query.to_vec();
         crate::dense::normalize(&mut q);
-        Ok(dense.doc_scores(&q, self.documents().len()))
+        Ok(q)
     }
 }

@@ -1,5 +1,6 @@
 //! lmfuse's search indexes: BM25 over documents (tantivy, with jieba for Chinese) and dense
-//! vectors of their passages (memory-mapped, exact search), fused by reciprocal rank or by
+//! vectors of their passages (memory-mapped; exact search, or an HNSW graph for large
+//! collections), fused by reciprocal rank or by
 //! a weighted sum of normalised scores.
 //!
 //! An index is a folder ([`store`]): a versioned manifest and one generation of files, replaced
@@ -18,6 +19,7 @@ pub mod passages;
 pub mod store;
 
 pub use analyzer::AnalyzerParams;
+pub use ann::{AnnParams, AnnPolicy};
 pub use dense::{dot, normalize, top_k};
 pub use error::{Result, RetrievalError};
 pub use features::{Candidate, FEATURE_NAMES};

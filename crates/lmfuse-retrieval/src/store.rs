@@ -1,6 +1,7 @@
 //! The index folder: a manifest (`index.json`) naming the current generation, and one folder
 //! per generation holding the BM25 index (`lexical/`), the documents (`documents.jsonl`) and
-//! the passage vectors (`dense.safetensors`).
+//! the passage vectors (`dense.safetensors`, with an HNSW graph over them in `ann/` when the
+//! index's policy asks for one).
 //!
 //! A change writes a whole new generation beside the current one (the BM25 files hard-linked,
 //! since tantivy never rewrites a segment), then swaps the manifest atomically, then removes
@@ -8,6 +9,7 @@
 //! generation intact; the next writer clears the half-written folder.
 
 use crate::analyzer::AnalyzerParams;
+use crate::ann::{Ann, AnnDigest, AnnPolicy};
 use crate::dense::{self, Dense};
 use crate::error::{Result, RetrievalError};
 use crate::lexical::{self, Lexical};
@@ -26,6 +28,7 @@ const MANIFEST: &str = "index.json";
 const DOCUMENTS: &str = "documents.jsonl";
 const DENSE: &str = "dense.safetensors";
 const LEXICAL: &str = "lexical";
+const ANN: &str = "ann";
 
 /// The encoder that made an index's vectors, as recorded by whoever encodes (the pipeline):
 /// queries must be encoded by the same one.
@@ -50,6 +53,9 @@ pub struct IndexSpec {
     pub passages: PassageParams,
     /// The encoder; `None`: BM25 only.
     pub dense: Option<DenseRecord>,
+    /// An approximate (HNSW) graph over the vectors; `None`: exact search only.
+    #[serde(default)]
+    pub ann: Option<AnnPolicy>,
 }
 
 /// `index.json`.
@@ -69,6 +75,9 @@ pub struct IndexManifest {
     pub passages: usize,
     /// The next document key (keys are never reused).
     pub next_key: u64,
+    /// The HNSW graph (`ann/`) of this generation over its passage vectors, if it has one.
+    #[serde(default)]
+    pub ann: Option<AnnDigest>,
     /// The lmfuse version that wrote it.
     pub written_by: String,
 }
@@ -332,6 +341,7 @@ pub fn write_index(
     }
     lexical::write(&lexical_dir, spec.analyzer, &next.deleted_keys, &next.added)?;
     write_documents(&gen_dir.join(DOCUMENTS), &next.docs)?;
+    let mut with_ann = None;
     if let Some(d) = &spec.dense {
         dense::write(
             &gen_dir.join(DENSE),
@@ -339,6 +349,11 @@ pub fn write_index(
             &next.vectors,
             &next.passage_doc,
         )?;
+        if let Some(policy) = spec.ann.filter(|p| p.applies(next.passage_doc.len())) {
+            // The graph is rebuilt whole on every change: HNSW cannot delete a node.
+            let graph = Ann::build(&next.vectors, d.dim, policy.params)?;
+            with_ann = Some(graph.save(&gen_dir.join(ANN))?);
+        }
     }
     sync_dir(&gen_dir)?;
     let manifest = IndexManifest {
@@ -349,6 +364,7 @@ pub fn write_index(
         documents: next.docs.len(),
         passages: next.passage_doc.len(),
         next_key: next.next_key,
+        ann: with_ann,
         written_by: env!("CARGO_PKG_VERSION").into(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
@@ -366,6 +382,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Passages asked of the HNSW graph per document wanted.
+const PASSAGES_PER_HIT: usize = 4;
+
 /// An open index: documents in memory, BM25 and vectors on disk.
 pub struct Index {
     dir: PathBuf,
@@ -374,6 +393,7 @@ pub struct Index {
     by_key: HashMap<u64, usize>,
     lexical: Lexical,
     dense: Option<Dense>,
+    ann: Option<Ann>,
 }
 
 impl Index {
@@ -387,6 +407,12 @@ impl Index {
             Some(_) => Some(Dense::open(&gen_dir.join(DENSE))?),
             None => None,
         };
+        let ann = match (&manifest.ann, manifest.spec.ann) {
+            (Some(digest), Some(policy)) => {
+                Some(Ann::load(&gen_dir.join(ANN), policy.params, digest)?)
+            }
+            _ => None,
+        };
         let index = Index {
             dir: dir.to_path_buf(),
             by_key: docs.iter().enumerate().map(|(i, d)| (d.key, i)).collect(),
@@ -394,6 +420,7 @@ impl Index {
             docs,
             lexical,
             dense,
+            ann,
         };
         index.check()?;
         Ok(index)
@@ -427,6 +454,16 @@ impl Index {
                 );
             }
         }
+        let graph = self.ann.as_ref().map_or(0, Ann::len);
+        if self.ann.is_some() && graph != self.manifest.passages {
+            return corrupt(
+                self.generation_dir().join(ANN),
+                format!(
+                    "the HNSW graph holds {graph} vectors, the index {} passages",
+                    self.manifest.passages
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -459,9 +496,35 @@ impl Index {
             .collect()
     }
 
-    /// The `k` documents whose best passage is nearest `query` (cosine), best first.
+    /// The `k` documents whose best passage is nearest `query` (cosine), best first: from
+    /// the HNSW graph when the index has one (approximate), else over every passage.
     pub fn dense(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
-        Ok(crate::dense::top_k(&self.dense_scores(query)?, k))
+        let Some(ann) = &self.ann else {
+            return Ok(crate::dense::top_k(&self.dense_scores(query)?, k));
+        };
+        let q = self.unit_query(query)?;
+        let owners = self
+            .dense_store()
+            .ok_or(RetrievalError::NoDense)?
+            .passage_doc();
+        // Several passages may share a document: ask for more passages than documents.
+        let passages = (k * PASSAGES_PER_HIT).min(owners.len());
+        let mut best: HashMap<usize, f32> = HashMap::new();
+        for (row, score) in ann.search_with(&q, passages, ann.params().ef_search.max(passages)) {
+            let slot = best
+                .entry(owners[row] as usize)
+                .or_insert(f32::NEG_INFINITY);
+            *slot = slot.max(score);
+        }
+        let mut hits: Vec<(usize, f32)> = best.into_iter().collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Whether dense search goes through an HNSW graph.
+    pub fn is_approximate(&self) -> bool {
+        self.ann.is_some()
     }
 
     pub(crate) fn dense_store(&self) -> Option<&Dense> {

@@ -3,8 +3,8 @@
 
 use lmfuse_data::retrieval::Document;
 use lmfuse_retrieval::{
-    write_index, AnalyzerParams, Change, DenseRecord, Index, IndexSpec, PassageParams,
-    RetrievalError, SearchMode,
+    write_index, AnalyzerParams, AnnParams, AnnPolicy, Change, DenseRecord, Index, IndexSpec,
+    PassageParams, RetrievalError, SearchMode,
 };
 use std::path::Path;
 
@@ -38,6 +38,7 @@ fn spec(dense: bool) -> IndexSpec {
             dim: 3,
             settings: serde_json::json!({}),
         }),
+        ann: None,
     }
 }
 
@@ -266,4 +267,56 @@ fn candidates_are_the_union_of_both_sides_with_every_feature() {
     );
     let one = index.candidates(q, &v, 1).unwrap();
     assert!(one.len() <= 2, "top 1 of each side: {one:?}");
+}
+
+#[test]
+fn an_index_with_a_graph_answers_as_exact_search_and_keeps_it_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(true);
+    s.ann = Some(AnnPolicy {
+        params: AnnParams::default(),
+        min_passages: 0,
+    });
+    let m = write_index(dir.path(), &s, None, change(&s, corpus(), vec![])).unwrap();
+    assert!(m.ann.is_some());
+    let exact = build(&tempfile::tempdir().unwrap().path().join("exact"));
+    let index = Index::open(dir.path()).unwrap();
+    assert!(index.is_approximate() && !exact.is_approximate());
+    for q in [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] {
+        let (a, e) = (index.dense(&q, 1).unwrap(), exact.dense(&q, 1).unwrap());
+        assert_eq!(ids(&index, &a), ids(&exact, &e));
+        assert!((a[0].1 - e[0].1).abs() < 1e-5);
+    }
+    let more = vec![doc("teapot", "Teapot", "a tea pot for tea and more tea")];
+    write_index(
+        dir.path(),
+        &s,
+        Some(&index),
+        change(&s, more, vec!["tea".into()]),
+    )
+    .unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let hits = index.dense(&[0.0, 0.0, 1.0], 1).unwrap();
+    assert_eq!(ids(&index, &hits), ["teapot"]);
+    // Below the policy's size the graph is left out and search is exact.
+    s.ann = Some(AnnPolicy {
+        params: AnnParams::default(),
+        min_passages: 1000,
+    });
+    let small = tempfile::tempdir().unwrap();
+    let m = write_index(small.path(), &s, None, change(&s, corpus(), vec![])).unwrap();
+    assert!(m.ann.is_none());
+    // A damaged graph is named.
+    let graph = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("gen-"))
+        .unwrap()
+        .join("ann/ann.hnsw.graph");
+    let bytes = std::fs::read(&graph).unwrap();
+    std::fs::write(&graph, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Index::open(dir.path())
+        .err()
+        .expect("a truncated graph is refused");
+    assert!(err.to_string().contains("ann"), "{err}");
 }
