@@ -4,6 +4,7 @@
 //! file, line and field; [`tagged`] reads token-tagged sentences (CoNLL, JSON Lines spans) for
 //! sequence labelling; [`relation`] reads entity pairs for relation extraction; [`retrieval`] reads corpora, queries and judgements in the BEIR layout. [`write`](mod@write) writes embeddings as `.npy` or JSON Lines, always atomically.
 
+pub mod faq;
 pub mod read;
 pub mod relation;
 pub mod retrieval;

@@ -294,6 +294,16 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A record is malformed or names something that does not exist.
+    #[error("{path}:{line}: {reason}")]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// Line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file holds no record of the kind needed.
     #[error("{path}: no {what}")]
     NoRecords {

@@ -151,4 +151,3 @@ mod tests {
         assert_eq!(leftovers, 1, "temp file left behind");
     }
 }
-

@@ -131,10 +131,36 @@ pub struct Ranker {
 }
 
 /// One training query's candidates and labels.
-struct Group {
-    id: String,
-    candidates: Vec<Candidate>,
-    relevant: Vec<bool>,
+pub(crate) struct Group {
+    /// The query's id.
+    pub(crate) id: String,
+    /// Its candidates with their features.
+    pub(crate) candidates: Vec<Candidate>,
+    /// Which candidates are relevant.
+    pub(crate) relevant: Vec<bool>,
+    /// Its cross-validation fold.
+    pub(crate) fold: usize,
+}
+
+/// The features a ranker reads: their names, and the one that orders the irrelevant
+/// candidates paired with a relevant one (a fused prior such as RRF: the hardest first).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FeatureSet<'a> {
+    /// Names, in order.
+    pub(crate) names: &'a [&'a str],
+    /// Position of the prior among them.
+    pub(crate) prior: usize,
+}
+
+/// The search index's feature set.
+fn index_features() -> FeatureSet<'static> {
+    FeatureSet {
+        names: &FEATURE_NAMES,
+        prior: FEATURE_NAMES
+            .iter()
+            .position(|&n| n == "rrf")
+            .expect("rrf is a feature"),
+    }
 }
 
 /// Candidates of every judged query, with the query ids the index returns them for.
@@ -164,6 +190,7 @@ fn groups(
             id: id.clone(),
             candidates,
             relevant,
+            fold: 0,
         });
         task.inc(1);
     }
@@ -172,8 +199,7 @@ fn groups(
 }
 
 /// Per-feature mean and scale (standard deviation, 1 where it is 0) over all candidates.
-fn standardiser(groups: &[&Group]) -> (Vec<f32>, Vec<f32>) {
-    let n_feat = FEATURE_NAMES.len();
+fn standardiser(groups: &[&Group], n_feat: usize) -> (Vec<f32>, Vec<f32>) {
     let rows: Vec<&Vec<f32>> = groups
         .iter()
         .flat_map(|g| g.candidates.iter().map(|c| &c.features))
@@ -210,8 +236,8 @@ fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
 fn training_rows(
     kind: &RankerKind,
     groups: &[&Group],
-    mean: &[f32],
-    scale: &[f32],
+    prior: usize,
+    (mean, scale): (&[f32], &[f32]),
 ) -> (Vec<f32>, Vec<usize>) {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for g in groups {
@@ -228,13 +254,9 @@ fn training_rows(
                 }
             }
             RankerKind::PairwiseLinear { .. } => {
-                let rrf = FEATURE_NAMES
-                    .iter()
-                    .position(|&n| n == "rrf")
-                    .expect("rrf is a feature");
                 let mut negatives: Vec<usize> = (0..z.len()).filter(|&i| !g.relevant[i]).collect();
                 negatives.sort_by(|&a, &b| {
-                    g.candidates[b].features[rrf].total_cmp(&g.candidates[a].features[rrf])
+                    g.candidates[b].features[prior].total_cmp(&g.candidates[a].features[prior])
                 });
                 negatives.truncate(NEGATIVES_PER_POSITIVE);
                 for p in (0..z.len()).filter(|&i| g.relevant[i]) {
@@ -263,27 +285,34 @@ fn head_params(kind: &RankerKind) -> HeadParams {
 }
 
 /// A fitted model with its standardisation.
-struct Fitted {
-    head: Head,
-    mean: Vec<f32>,
-    scale: Vec<f32>,
+pub(crate) struct Fitted {
+    /// The model over standardised features.
+    pub(crate) head: Head,
+    /// Each feature's mean.
+    pub(crate) mean: Vec<f32>,
+    /// Each feature's scale.
+    pub(crate) scale: Vec<f32>,
 }
 
 /// Fits `kind` on `groups`; `None` when they hold no relevant candidate.
-fn fit_kind(kind: &RankerKind, groups: &[&Group]) -> Result<Option<Fitted>> {
-    let (mean, scale) = standardiser(groups);
-    let (x, y) = training_rows(kind, groups, &mean, &scale);
+fn fit_kind(kind: &RankerKind, groups: &[&Group], features: FeatureSet) -> Result<Option<Fitted>> {
+    let n_feat = features.names.len();
+    let (mean, scale) = standardiser(groups, n_feat);
+    let (x, y) = training_rows(kind, groups, features.prior, (&mean, &scale));
     if !y.contains(&1) || !y.contains(&0) {
         return Ok(None);
     }
-    let n_feat = FEATURE_NAMES.len();
-    let features = Features::Dense(DenseMatrix::new(y.len(), n_feat, x)?);
-    let head = head_params(kind).fit(&features, &y, 2)?;
+    let rows = Features::Dense(DenseMatrix::new(y.len(), n_feat, x)?);
+    let head = head_params(kind).fit(&rows, &y, 2)?;
     Ok(Some(Fitted { head, mean, scale }))
 }
 
-/// Scores of candidates under a fitted head (higher is better).
-fn scores(head: &Head, candidates: &[Candidate], mean: &[f32], scale: &[f32]) -> Result<Vec<f32>> {
+/// Scores of candidates under a head over standardised features (higher is better).
+fn score_rows(
+    head: &Head,
+    (mean, scale): (&[f32], &[f32]),
+    candidates: &[Candidate],
+) -> Result<Vec<f32>> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -291,47 +320,60 @@ fn scores(head: &Head, candidates: &[Candidate], mean: &[f32], scale: &[f32]) ->
         .iter()
         .flat_map(|c| standardise(&c.features, mean, scale))
         .collect();
-    let features = Features::Dense(DenseMatrix::new(candidates.len(), FEATURE_NAMES.len(), x)?);
-    let proba = head.predict_proba(&features)?;
+    let rows = Features::Dense(DenseMatrix::new(candidates.len(), mean.len(), x)?);
+    let proba = head.predict_proba(&rows)?;
     Ok(proba.chunks_exact(2).map(|p| p[1]).collect())
 }
 
-/// Mean nDCG@10 of `kind` over `folds` held-out query folds.
-fn cross_validate(
+impl Fitted {
+    /// Scores of candidates (higher is better).
+    pub(crate) fn scores(&self, candidates: &[Candidate]) -> Result<Vec<f32>> {
+        score_rows(&self.head, (&self.mean, &self.scale), candidates)
+    }
+}
+
+/// Each group's candidate scores from a model fitted without the group's fold (`folds`
+/// folds); `None` for the groups of a fold whose training part holds no relevant candidate.
+pub(crate) fn held_out_scores(
     kind: &RankerKind,
     groups: &[Group],
     folds: usize,
-    index: &Index,
+    features: FeatureSet,
+) -> Result<Vec<Option<Vec<f32>>>> {
+    let mut out: Vec<Option<Vec<f32>>> = (0..groups.len()).map(|_| None).collect();
+    for fold in 0..folds {
+        let train: Vec<&Group> = groups.iter().filter(|g| g.fold != fold).collect();
+        let Some(fitted) = fit_kind(kind, &train, features)? else {
+            continue;
+        };
+        for (i, g) in groups.iter().enumerate().filter(|(_, g)| g.fold == fold) {
+            out[i] = Some(fitted.scores(&g.candidates)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Mean nDCG@10 of `kind` over `folds` held-out query folds; `key` names a candidate as the
+/// judgements do.
+fn cross_validate(
+    kind: &RankerKind,
+    groups: &[Group],
+    (folds, features): (usize, FeatureSet),
+    key: &dyn Fn(&Candidate) -> String,
     qrels: &Judgements,
 ) -> Result<f64> {
     let mut run = Run::new();
-    for fold in 0..folds {
-        let train: Vec<&Group> = groups
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % folds != fold)
-            .map(|(_, g)| g)
-            .collect();
-        let Some(fitted) = fit_kind(kind, &train)? else {
-            continue;
-        };
-        for g in groups
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % folds == fold)
-            .map(|(_, g)| g)
-        {
-            let s = scores(&fitted.head, &g.candidates, &fitted.mean, &fitted.scale)?;
-            let docs = index.documents();
-            run.insert(
-                g.id.clone(),
-                g.candidates
-                    .iter()
-                    .zip(s)
-                    .map(|(c, s)| (docs[c.doc].id.clone(), f64::from(s)))
-                    .collect(),
-            );
-        }
+    let held_out = held_out_scores(kind, groups, folds, features)?;
+    for (g, s) in groups.iter().zip(held_out) {
+        let Some(s) = s else { continue };
+        run.insert(
+            g.id.clone(),
+            g.candidates
+                .iter()
+                .zip(s)
+                .map(|(c, s)| (key(c), f64::from(s)))
+                .collect(),
+        );
     }
     let held_out: Judgements = qrels
         .iter()
@@ -356,27 +398,18 @@ pub fn train_ranker(
     spec.check()?;
     let (mut groups, missed) = groups(index, ids, texts, vectors, qrels, spec.depth, on)?;
     lmfuse_core::SeededRng::new(spec.seed).shuffle(&mut groups);
-    let mut tried = Vec::new();
-    let task = on.task("cross-validating rankers", spec.kinds.len() as u64);
-    for kind in &spec.kinds {
-        tried.push(KindScore {
-            kind: *kind,
-            cv_ndcg: cross_validate(kind, &groups, spec.folds, index, qrels)?,
-        });
-        task.inc(1);
+    for (i, g) in groups.iter_mut().enumerate() {
+        g.fold = i % spec.folds;
     }
-    task.finish();
-    let best = tried
-        .iter()
-        .max_by(|a, b| a.cv_ndcg.total_cmp(&b.cv_ndcg))
-        .expect("kinds checked non-empty");
-    let kept = best.kind;
-    let all: Vec<&Group> = groups.iter().collect();
-    let fitted = fit_kind(&kept, &all)?.ok_or_else(|| {
-        PipelineError::Invalid(
-            "no judged query has a relevant document among its candidates".into(),
-        )
-    })?;
+    let key = |c: &Candidate| index.documents()[c.doc].id.clone();
+    let (kept, tried, fitted) = select_and_fit(
+        &groups,
+        (&spec.kinds, spec.folds),
+        index_features(),
+        &key,
+        qrels,
+        on,
+    )?;
     let report = RankerReport {
         queries: groups.len(),
         candidates: groups.iter().map(|g| g.candidates.len()).sum(),
@@ -404,6 +437,41 @@ pub fn train_ranker(
     })
 }
 
+/// Cross-validates each of `spec.kinds` over `groups` (in their folds) and refits the best
+/// on all of them: the kept kind, every kind's score, the fitted model.
+pub(crate) fn select_and_fit(
+    groups: &[Group],
+    (kinds, folds): (&[RankerKind], usize),
+    features: FeatureSet,
+    key: &dyn Fn(&Candidate) -> String,
+    qrels: &Judgements,
+    on: &dyn Observer,
+) -> Result<(RankerKind, Vec<KindScore>, Fitted)> {
+    let mut tried = Vec::new();
+    let task = on.task("cross-validating rankers", kinds.len() as u64);
+    for kind in kinds {
+        let cv_ndcg = cross_validate(kind, groups, (folds, features), key, qrels)?;
+        tried.push(KindScore {
+            kind: *kind,
+            cv_ndcg,
+        });
+        task.inc(1);
+    }
+    task.finish();
+    let best = tried
+        .iter()
+        .max_by(|a, b| a.cv_ndcg.total_cmp(&b.cv_ndcg))
+        .expect("kinds checked non-empty");
+    let kept = best.kind;
+    let all: Vec<&Group> = groups.iter().collect();
+    let fitted = fit_kind(&kept, &all, features)?.ok_or_else(|| {
+        PipelineError::Invalid(
+            "no judged query has a relevant document among its candidates".into(),
+        )
+    })?;
+    Ok((kept, tried, fitted))
+}
+
 impl Ranker {
     /// What training did.
     pub fn report(&self) -> &RankerReport {
@@ -424,12 +492,17 @@ impl Ranker {
         k: usize,
     ) -> Result<Vec<(usize, f32)>> {
         let candidates = index.candidates(query, vector, self.card.depth.max(k))?;
-        let s = scores(&self.head, &candidates, &self.card.mean, &self.card.scale)?;
+        let s = self.scores(&candidates)?;
         let mut ranked: Vec<(usize, f32)> =
             candidates.iter().zip(s).map(|(c, s)| (c.doc, s)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(k);
         Ok(ranked)
+    }
+
+    /// Scores of candidates (higher is better).
+    fn scores(&self, candidates: &[Candidate]) -> Result<Vec<f32>> {
+        score_rows(&self.head, (&self.card.mean, &self.card.scale), candidates)
     }
 
     /// Saves the ranker as a bundle in `dir` (atomically).

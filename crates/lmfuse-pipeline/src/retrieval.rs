@@ -110,8 +110,19 @@ pub struct IndexSummary {
 /// new one replaces it whole).
 pub fn build_index(dir: &Path, spec: &IndexBuildSpec, on: &dyn Observer) -> Result<IndexSummary> {
     spec.check()?;
-    let started = Instant::now();
     let docs = read_corpus(&spec.corpus, spec.format, &spec.columns)?;
+    build_index_from(dir, docs, spec, on)
+}
+
+/// [`build_index`] over documents already read (`spec.corpus` is not read).
+pub fn build_index_from(
+    dir: &Path,
+    docs: Vec<Document>,
+    spec: &IndexBuildSpec,
+    on: &dyn Observer,
+) -> Result<IndexSummary> {
+    spec.check()?;
+    let started = Instant::now();
     let (index_spec, mut encoders) = match &spec.dense {
         Some(d) => {
             let (record, encoders) = dense_record(d, &spec.cache)?;
