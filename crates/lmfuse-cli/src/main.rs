@@ -18,6 +18,7 @@ mod classify;
 mod compare;
 mod config;
 mod embed;
+mod faq;
 mod finetune;
 mod models;
 mod ner;
@@ -87,6 +88,9 @@ enum Command {
     /// Search an index (BM25, dense, or both fused); `search eval` scores it on judged
     /// queries.
     Search(search::SearchArgs),
+    /// Customer-service answer engine over a question/answer table: build, ask, eval.
+    #[command(subcommand)]
+    Faq(faq::FaqCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(args) => relation::extract(&args),
         Command::Index(command) => search::run_index(&command, cli.quiet),
         Command::Search(args) => search::run_search(&args, cli.quiet),
+        Command::Faq(command) => faq::run(&command, cli.quiet),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod data;
 pub mod encoders;
 mod error;
+pub mod faq;
 pub mod finetune;
 pub mod model;
 pub mod ner;

@@ -1,0 +1,350 @@
+//! Fitting the answer engine's learned parts on the table's own questions: the intent
+//! classifier, the out-of-scope detector, the ranker and the confidence calibrator. Every
+//! training question is scored as if it were new: its own text is left out of the question
+//! index, and the learned parts score it from models fitted without its fold (folds by entry,
+//! so an entry's paraphrases share one fold).
+
+use super::signals::{confidence_features, Parts, Signals, FAQ_FEATURES, PRIOR};
+use crate::error::{PipelineError, Result};
+use crate::observe::Observer;
+use crate::ranker::RankerKind;
+use crate::ranker::{held_out_scores, select_and_fit, FeatureSet, Fitted, Group, KindScore};
+use lmfuse_classic::{Head, HeadParams, LogisticRegressionParams, ProbaHead};
+use lmfuse_core::{DenseMatrix, Features};
+use lmfuse_metrics::ranking::Judgements;
+use lmfuse_train::{OosDetector, OosMethod};
+use std::collections::BTreeMap;
+
+/// The intent classifier's C, chosen by held-out accuracy from these.
+const INTENT_C: [f64; 3] = [1.0, 10.0, 100.0];
+
+/// The training questions: text, vector, entry, question index, fold.
+pub(crate) struct TrainingQuestions<'a> {
+    pub(crate) texts: &'a [String],
+    pub(crate) vectors: &'a DenseMatrix,
+    pub(crate) entry: &'a [usize],
+    pub(crate) fold: &'a [usize],
+    pub(crate) folds: usize,
+}
+
+/// A fitted intent classifier over question vectors.
+pub(crate) struct Intent {
+    pub(crate) head: Head,
+    pub(crate) c: f64,
+}
+
+fn logreg(c: f64) -> HeadParams {
+    HeadParams::Logreg(LogisticRegressionParams {
+        c,
+        ..LogisticRegressionParams::default()
+    })
+}
+
+fn rows_of(x: &DenseMatrix, rows: &[usize]) -> Result<Features> {
+    let data: Vec<f32> = rows.iter().flat_map(|&r| x.row(r).to_vec()).collect();
+    Ok(Features::Dense(DenseMatrix::new(
+        rows.len(),
+        x.cols(),
+        data,
+    )?))
+}
+
+/// Held-out class probabilities of every training question under `c` (rows of questions
+/// whose category is unknown get an empty row).
+fn held_out_intent(
+    t: &TrainingQuestions,
+    y: &[Option<usize>],
+    n_classes: usize,
+    c: f64,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![Vec::new(); y.len()];
+    for fold in 0..t.folds {
+        let train: Vec<usize> = (0..y.len())
+            .filter(|&i| t.fold[i] != fold && y[i].is_some())
+            .collect();
+        let test: Vec<usize> = (0..y.len()).filter(|&i| t.fold[i] == fold).collect();
+        let labels: Vec<usize> = train.iter().map(|&i| y[i].expect("filtered")).collect();
+        if test.is_empty() || labels.is_empty() {
+            continue;
+        }
+        let head = logreg(c).fit(&rows_of(t.vectors, &train)?, &labels, n_classes)?;
+        let proba = head.predict_proba(&rows_of(t.vectors, &test)?)?;
+        for (&i, p) in test.iter().zip(proba.chunks_exact(n_classes)) {
+            out[i] = p.to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// The intent classifier (C chosen by held-out accuracy) and every training question's
+/// held-out probabilities under it; `None` without categories.
+pub(crate) fn fit_intent(
+    t: &TrainingQuestions,
+    y: &[Option<usize>],
+    n_classes: usize,
+) -> Result<Option<(Intent, Vec<Vec<f32>>)>> {
+    if n_classes < 2 {
+        return Ok(None);
+    }
+    let mut best: Option<(usize, f64, Vec<Vec<f32>>)> = None;
+    for c in INTENT_C {
+        let proba = held_out_intent(t, y, n_classes, c)?;
+        let right = proba
+            .iter()
+            .zip(y)
+            .filter(|(p, y)| !p.is_empty() && y.is_some_and(|y| lmfuse_metrics::argmax(p) == y))
+            .count();
+        if best.as_ref().is_none_or(|b| right > b.0) {
+            best = Some((right, c, proba));
+        }
+    }
+    let (_, c, proba) = best.expect("three values of C");
+    let labelled: Vec<usize> = (0..y.len()).filter(|&i| y[i].is_some()).collect();
+    let labels: Vec<usize> = labelled.iter().map(|&i| y[i].expect("filtered")).collect();
+    let head = logreg(c).fit(&rows_of(t.vectors, &labelled)?, &labels, n_classes)?;
+    Ok(Some((Intent { head, c }, proba)))
+}
+
+/// The out-of-scope detector (cosine distance to the nearest table question) and every
+/// training question's held-out score.
+pub(crate) fn fit_oos(t: &TrainingQuestions) -> Result<(OosDetector, Vec<f32>)> {
+    let n = t.entry.len();
+    let fit = |rows: &[usize]| -> Result<OosDetector> {
+        let zeros = vec![0usize; rows.len()];
+        Ok(OosDetector::fit(
+            OosMethod::Knn,
+            &match rows_of(t.vectors, rows)? {
+                Features::Dense(m) => m,
+                _ => unreachable!("dense rows"),
+            },
+            &zeros,
+            1,
+            None,
+            1,
+        )?)
+    };
+    let mut scores = vec![0.0; n];
+    for fold in 0..t.folds {
+        let train: Vec<usize> = (0..n).filter(|&i| t.fold[i] != fold).collect();
+        let test: Vec<usize> = (0..n).filter(|&i| t.fold[i] == fold).collect();
+        if test.is_empty() || train.len() < 2 {
+            continue;
+        }
+        let det = fit(&train)?;
+        let x = match rows_of(t.vectors, &test)? {
+            Features::Dense(m) => m,
+            _ => unreachable!("dense rows"),
+        };
+        for (&i, s) in test.iter().zip(det.score(&x, &[], 1)) {
+            scores[i] = s;
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    Ok((fit(&all)?, scores))
+}
+
+/// Every training question's signals (its own text left out of the question index) with
+/// its held-out intent probabilities.
+pub(crate) fn training_signals(
+    parts: &Parts,
+    t: &TrainingQuestions,
+    intent: &[Vec<f32>],
+    on: &dyn Observer,
+) -> Result<Vec<Signals>> {
+    let task = on.task("scoring the table's questions", t.texts.len() as u64);
+    let mut out = Vec::with_capacity(t.texts.len());
+    for (i, text) in t.texts.iter().enumerate() {
+        let p = intent.get(i).cloned().unwrap_or_default();
+        out.push(parts.signals(text, t.vectors.row(i), p, Some(i))?);
+        task.inc(1);
+    }
+    task.finish();
+    Ok(out)
+}
+
+/// What fitting the ranker gives: the model, every kind's score, the kept kind and each
+/// training question's held-out candidate scores.
+pub(crate) struct RankerFit {
+    pub(crate) fitted: Fitted,
+    pub(crate) tried: Vec<KindScore>,
+    pub(crate) kept: RankerKind,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) held_out: Vec<Option<Vec<f32>>>,
+}
+
+/// Fits the ranker on the training questions' candidates (kind by cross-validation).
+pub(crate) fn fit_ranker(
+    parts: &Parts,
+    t: &TrainingQuestions,
+    signals: &[Signals],
+    (depth, kinds): (usize, &[RankerKind]),
+    on: &dyn Observer,
+) -> Result<RankerFit> {
+    let groups: Vec<Group> = signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let candidates = parts.candidates(s, depth);
+            let relevant = candidates.iter().map(|c| c.doc == t.entry[i]).collect();
+            Group {
+                id: i.to_string(),
+                candidates,
+                relevant,
+                fold: t.fold[i],
+            }
+        })
+        .collect();
+    let qrels: Judgements = (0..signals.len())
+        .map(|i| (i.to_string(), BTreeMap::from([(t.entry[i].to_string(), 1)])))
+        .collect();
+    let features = FeatureSet {
+        names: &FAQ_FEATURES,
+        prior: PRIOR,
+    };
+    let key = |c: &lmfuse_retrieval::Candidate| c.doc.to_string();
+    let (kept, tried, fitted) =
+        select_and_fit(&groups, (kinds, t.folds), features, &key, &qrels, on)?;
+    let held_out = held_out_scores(&kept, &groups, t.folds, features)?;
+    Ok(RankerFit {
+        fitted,
+        tried,
+        kept,
+        groups,
+        held_out,
+    })
+}
+
+/// A logistic model of P(first answer right) over [`super::signals::CONFIDENCE_FEATURES`].
+pub(crate) struct Calibrator {
+    pub(crate) head: Head,
+    pub(crate) mean: Vec<f32>,
+    pub(crate) scale: Vec<f32>,
+}
+
+impl Calibrator {
+    /// Fits the calibrator on rows of confidence features and whether the first answer was
+    /// right.
+    pub(crate) fn fit(rows: &[Vec<f32>], right: &[bool]) -> Result<Self> {
+        if !right.contains(&true) || !right.contains(&false) {
+            return Err(PipelineError::Invalid(
+                "the table's questions are all answered right or all wrong by held-out models: \
+                 no confidence can be calibrated (add questions or paraphrases)"
+                    .into(),
+            ));
+        }
+        let d = rows[0].len();
+        let n = rows.len() as f32;
+        let mean: Vec<f32> = (0..d)
+            .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / n)
+            .collect();
+        let scale: Vec<f32> = (0..d)
+            .map(|j| {
+                let v = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f32>() / n;
+                if v > 1e-12 {
+                    v.sqrt()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let x: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| standardise(r, &mean, &scale))
+            .collect();
+        let y: Vec<usize> = right.iter().map(|&r| usize::from(r)).collect();
+        let features = Features::Dense(DenseMatrix::new(rows.len(), d, x)?);
+        let head = logreg(1.0).fit(&features, &y, 2)?;
+        Ok(Calibrator { head, mean, scale })
+    }
+
+    /// P(first answer right) of one row of confidence features.
+    pub(crate) fn confidence(&self, row: &[f32]) -> Result<f32> {
+        let x = standardise(row, &self.mean, &self.scale);
+        let features = Features::Dense(DenseMatrix::new(1, x.len(), x)?);
+        Ok(self.head.predict_proba(&features)?[1])
+    }
+}
+
+fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(mean)
+        .zip(scale)
+        .map(|((x, m), s)| (x - m) / s)
+        .collect()
+}
+
+/// The calibrator's training rows: each training question's held-out confidence features
+/// and whether its held-out first answer was right (questions of a fold the ranker could not
+/// be fitted without are left out).
+pub(crate) fn calibration_rows(
+    fit: &RankerFit,
+    signals: &[Signals],
+    oos: &[f32],
+) -> (Vec<Vec<f32>>, Vec<bool>) {
+    let (mut rows, mut right) = (Vec::new(), Vec::new());
+    for (i, g) in fit.groups.iter().enumerate() {
+        let Some(scores) = &fit.held_out[i] else {
+            continue;
+        };
+        rows.push(confidence_features(
+            &g.candidates,
+            scores,
+            &signals[i],
+            oos[i],
+        ));
+        let best =
+            (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)));
+        right.push(best.is_some_and(|b| g.relevant[b]));
+    }
+    (rows, right)
+}
+
+/// The lowest threshold on `confidence` whose answered questions (confidence ≥ it) are right
+/// in at least `target` of cases, with the precision and coverage it gives; when none
+/// reaches the target, the one with the best precision. `right[i]`: question i's first answer
+/// is right (an out-of-scope question's never is).
+pub fn threshold_for_precision(confidence: &[f32], right: &[bool], target: f64) -> (f32, f64, f64) {
+    let mut order: Vec<usize> = (0..confidence.len()).collect();
+    order.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+    let n = confidence.len().max(1) as f64;
+    let (mut hits, mut best_reaching, mut best_any) = (0usize, None, (f64::MIN, f32::MAX, 0.0));
+    for (k, &i) in order.iter().enumerate() {
+        hits += usize::from(right[i]);
+        let next_differs = order
+            .get(k + 1)
+            .is_none_or(|&j| confidence[j] < confidence[i]);
+        if !next_differs {
+            continue;
+        }
+        let precision = hits as f64 / (k + 1) as f64;
+        let coverage = (k + 1) as f64 / n;
+        if precision + 1e-12 >= target {
+            best_reaching = Some((confidence[i], precision, coverage));
+        }
+        if precision > best_any.0 {
+            best_any = (precision, confidence[i], coverage);
+        }
+    }
+    best_reaching.unwrap_or((best_any.1, best_any.0.max(0.0), best_any.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_is_the_loosest_reaching_the_precision() {
+        let conf = [0.9, 0.8, 0.7, 0.6, 0.5];
+        let right = [true, true, false, true, false];
+        let (t, p, c) = threshold_for_precision(&conf, &right, 0.75);
+        assert_eq!(t, 0.6);
+        assert!((p - 0.75).abs() < 1e-9 && (c - 0.8).abs() < 1e-9);
+        let (t, p, _) = threshold_for_precision(&conf, &right, 1.0);
+        assert_eq!(t, 0.8);
+        assert!((p - 1.0).abs() < 1e-9);
+        // Unreachable: the best precision there is.
+        let (t, p, _) = threshold_for_precision(&[0.9, 0.1], &[false, true], 0.9);
+        assert_eq!(t, 0.1);
+        assert!((p - 0.5).abs() < 1e-9);
+    }
+}
