@@ -18,7 +18,7 @@ pub enum FaqCommand {
     /// Build an answer engine from a question/answer table: search indexes over answers and
     /// questions, an intent classifier, a learned ranker, a calibrated confidence and a
     /// hand-over threshold chosen on --dev for --target-precision.
-    Build(FaqBuildArgs),
+    Build(Box<FaqBuildArgs>),
     /// Answer questions (one JSON line each): the best entries, the intent, the confidence
     /// and whether to hand over to a person.
     Ask(FaqAskArgs),
@@ -224,7 +224,7 @@ fn ask(args: &FaqAskArgs) -> anyhow::Result<()> {
             Vec::new()
         };
         let answer = faq.answer(q, &context, args.mode.mode(), args.k)?;
-        sessions.record("cli", q);
+        sessions.record("cli", q, &answer);
         let mut line = serde_json::to_value(&answer)?;
         line["question"] = serde_json::json!(q);
         lines.push(line);

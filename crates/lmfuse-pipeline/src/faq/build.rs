@@ -6,8 +6,8 @@ use super::engine::{
 };
 use super::signals::{CONFIDENCE_FEATURES, FAQ_FEATURES};
 use super::train::{
-    calibration_rows, fit_intent, fit_oos, fit_ranker, threshold_for_precision, training_signals,
-    Calibrator, TrainingQuestions,
+    self, calibration_rows, fit_intent, fit_oos, fit_ranker, threshold_for_precision,
+    training_signals, Calibrator, TrainingQuery, TrainingQuestions,
 };
 use crate::encoders::CacheSpec;
 use crate::error::{PipelineError, Result};
@@ -21,6 +21,7 @@ use lmfuse_data::faq::{
 use lmfuse_data::retrieval::{CorpusColumns, Document};
 use lmfuse_data::Format;
 use lmfuse_retrieval::{AnalyzerParams, Index, SearchMode};
+use lmfuse_train::OosDetector;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -235,8 +236,18 @@ pub fn build_faq(dir: &Path, spec: &FaqBuildSpec, on: &dyn Observer) -> Result<F
         .ok_or_else(|| PipelineError::Invalid("the answers index has no vectors".into()))?;
     let dim = rows[0].len();
     let vectors = DenseMatrix::new(rows.len(), dim, rows.concat())?;
-    let (mut faq, mut report, held_out) =
-        fit_engine(&gen, entries, answers, (&texts, &owner, &vectors), spec, on)?;
+    let mut rng = lmfuse_core::SeededRng::new(spec.seed);
+    let reworded: Vec<String> = texts.iter().map(|t| train::reworded(t, &mut rng)).collect();
+    let reworded_vectors = answers
+        .query_vectors(&reworded, SearchMode::Dense, on)?
+        .ok_or_else(|| PipelineError::Invalid("the answers index has no vectors".into()))?;
+    let questions = Questions {
+        texts: &texts,
+        owner: &owner,
+        vectors: &vectors,
+        reworded: (&reworded, &reworded_vectors),
+    };
+    let (mut faq, mut report, held_out) = fit_engine(&gen, entries, answers, questions, spec, on)?;
     choose_thresholds(&mut faq, &mut report, dev.as_deref(), held_out, spec)?;
     faq.save_model(&gen)?;
     super::publish(dir, generation)?;
@@ -245,22 +256,53 @@ pub fn build_faq(dir: &Path, spec: &FaqBuildSpec, on: &dyn Observer) -> Result<F
     Ok(report)
 }
 
-/// Fits the learned parts on the table's questions.
-fn fit_engine(
-    gen: &Path,
-    entries: Vec<FaqEntry>,
-    answers: Searcher,
-    (texts, owner, vectors): (&[String], &[usize], &DenseMatrix),
-    spec: &FaqBuildSpec,
-    on: &dyn Observer,
-) -> Result<(Faq, FaqBuildReport, Calibration)> {
+/// The table's questions with their vectors, and each reworded with its vector.
+struct Questions<'a> {
+    texts: &'a [String],
+    owner: &'a [usize],
+    vectors: &'a DenseMatrix,
+    reworded: (&'a [String], &'a [Vec<f32>]),
+}
+
+/// The ranker's and the calibrator's training queries: each table question with its own text
+/// left out (fold-held-out intent and out-of-scope scores), and each reworded with its text
+/// kept (the final detector's out-of-scope score, as a user's paraphrase would get).
+fn training_queries(
+    q: &Questions,
+    fold: &[usize],
+    intent: &[Vec<f32>],
+    (oos, oos_scores): (&OosDetector, &[f32]),
+) -> Result<Vec<TrainingQuery>> {
+    let (texts, vectors) = q.reworded;
+    let dim = q.vectors.cols();
+    let reworded = DenseMatrix::new(vectors.len(), dim, vectors.concat())?;
+    let reworded_oos = oos.score(&reworded, &[], 1);
+    let mut out = Vec::with_capacity(2 * q.texts.len());
+    for (i, text) in q.texts.iter().enumerate() {
+        let query = |text: &str, vector: &[f32], exclude, oos| TrainingQuery {
+            text: text.to_string(),
+            vector: vector.to_vec(),
+            entry: q.owner[i],
+            fold: fold[i],
+            exclude,
+            intent: intent.get(i).cloned().unwrap_or_default(),
+            oos,
+        };
+        out.push(query(text, q.vectors.row(i), Some(i), oos_scores[i]));
+        out.push(query(&texts[i], &vectors[i], None, reworded_oos[i]));
+    }
+    Ok(out)
+}
+
+/// The sorted categories of the entries, and each entry's.
+fn categories_of(entries: &[FaqEntry]) -> (Vec<String>, Vec<Option<usize>>) {
     let categories: Vec<String> = entries
         .iter()
         .filter_map(|e| e.category.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let entry_category: Vec<Option<usize>> = entries
+    let entry_category = entries
         .iter()
         .map(|e| {
             e.category
@@ -268,55 +310,23 @@ fn fit_engine(
                 .and_then(|c| categories.binary_search(c).ok())
         })
         .collect();
-    let entry_fold = entry_folds(entries.len(), spec.folds, spec.seed);
-    let fold: Vec<usize> = owner.iter().map(|&e| entry_fold[e]).collect();
-    let t = TrainingQuestions {
-        texts,
-        vectors,
-        entry: owner,
-        fold: &fold,
-        folds: spec.folds,
-    };
-    let y: Vec<Option<usize>> = owner.iter().map(|&e| entry_category[e]).collect();
-    let intent = fit_intent(&t, &y, categories.len())?;
-    let intent_proba = intent.as_ref().map(|i| i.1.clone()).unwrap_or_default();
-    let (oos, oos_scores) = fit_oos(&t)?;
-    let questions = (!texts.is_empty())
-        .then(|| Index::open(&gen.join(QUESTIONS_DIR)))
-        .transpose()?;
-    let whole = Index::open(&gen.join(ENTRIES_DIR))?;
-    let answer_words: Vec<usize> = entries
-        .iter()
-        .map(|e| e.answer.split_whitespace().count())
-        .collect();
-    let parts = super::signals::Parts {
-        answers: answers.index(),
-        questions: questions.as_ref(),
-        question_owner: owner,
-        entry_category: &entry_category,
-        answer_words: &answer_words,
-    };
-    let signals = training_signals(&parts, &t, &intent_proba, on)?;
-    let fit = fit_ranker(&parts, &t, &signals, (spec.depth, &spec.kinds), on)?;
-    let (rows, right) = calibration_rows(&fit, &signals, &oos_scores);
-    let calibrator = Calibrator::fit(&rows, &right)?;
-    let intent_accuracy = intent.as_ref().map(|(i, proba)| {
-        let ok = proba
-            .iter()
-            .zip(&y)
-            .filter(|(p, y)| !p.is_empty() && y.is_some_and(|y| lmfuse_metrics::argmax(p) == y))
-            .count();
-        (
-            i.c,
-            ok as f64 / y.iter().filter(|y| y.is_some()).count().max(1) as f64,
-        )
-    });
-    let report = FaqBuildReport {
+    (categories, entry_category)
+}
+
+/// The build report before thresholds: entry, question and category counts, the intent
+/// classifier, the ranker and the held-out first answers.
+fn report_of(
+    (entries, questions, categories): (usize, usize, usize),
+    intent: Option<&train::Intent>,
+    fit: &train::RankerFit,
+    right: &[bool],
+) -> FaqBuildReport {
+    FaqBuildReport {
         faq: PathBuf::new(),
-        entries: entries.len(),
-        questions: texts.len(),
-        categories: categories.len(),
-        intent: intent_accuracy,
+        entries,
+        questions,
+        categories,
+        intent: intent.map(|i| (i.c, i.held_out_accuracy)),
         ranker_tried: fit.tried.clone(),
         ranker_kept: fit.kept,
         held_out_top1: right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64,
@@ -324,21 +334,38 @@ fn fit_engine(
         chosen_on: String::new(),
         dev: None,
         seconds: 0.0,
-    };
-    let card = FaqCard {
+    }
+}
+
+/// The fitted parts a card describes.
+struct Learned<'a> {
+    intent_c: Option<f64>,
+    ranker: &'a train::RankerFit,
+    calibrator: &'a Calibrator,
+    oos: &'a OosDetector,
+}
+
+/// The engine's card (thresholds still to choose).
+fn card_of(
+    spec: &FaqBuildSpec,
+    (categories, entry_category): (Vec<String>, Vec<Option<usize>>),
+    owner: &[usize],
+    l: Learned,
+) -> FaqCard {
+    FaqCard {
         task: "faq".into(),
         categories,
         entry_category,
         question_owner: owner.to_vec(),
         depth: spec.depth,
-        intent_c: intent.as_ref().map(|i| i.0.c),
-        ranker_kind: fit.kept,
-        ranker_tried: fit.tried,
-        ranker_mean: fit.fitted.mean.clone(),
-        ranker_scale: fit.fitted.scale.clone(),
-        calibrator_mean: calibrator.mean.clone(),
-        calibrator_scale: calibrator.scale.clone(),
-        oos: oos.card.clone(),
+        intent_c: l.intent_c,
+        ranker_kind: l.ranker.kept,
+        ranker_tried: l.ranker.tried.clone(),
+        ranker_mean: l.ranker.fitted.mean.clone(),
+        ranker_scale: l.ranker.fitted.scale.clone(),
+        calibrator_mean: l.calibrator.mean.clone(),
+        calibrator_scale: l.calibrator.scale.clone(),
+        oos: l.oos.card.clone(),
         thresholds: Thresholds {
             fused: 0.0,
             bm25: None,
@@ -348,12 +375,72 @@ fn fit_engine(
         },
         features: FAQ_FEATURES.iter().map(|s| s.to_string()).collect(),
         confidence_features: CONFIDENCE_FEATURES.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Fits the learned parts on the table's questions.
+fn fit_engine(
+    gen: &Path,
+    entries: Vec<FaqEntry>,
+    answers: Searcher,
+    questions: Questions,
+    spec: &FaqBuildSpec,
+    on: &dyn Observer,
+) -> Result<(Faq, FaqBuildReport, Calibration)> {
+    let (texts, owner, vectors) = (questions.texts, questions.owner, questions.vectors);
+    let (categories, entry_category) = categories_of(&entries);
+    let entry_fold = entry_folds(entries.len(), spec.folds, spec.seed);
+    let fold: Vec<usize> = owner.iter().map(|&e| entry_fold[e]).collect();
+    let t = TrainingQuestions {
+        vectors,
+        entry: owner,
+        fold: &fold,
+        folds: spec.folds,
     };
+    let y: Vec<Option<usize>> = owner.iter().map(|&e| entry_category[e]).collect();
+    let intent = fit_intent(&t, &y, categories.len())?;
+    let intent_proba = intent.as_ref().map(|i| i.1.clone()).unwrap_or_default();
+    let (oos, oos_scores) = fit_oos(&t)?;
+    let question_index = (!texts.is_empty())
+        .then(|| Index::open(&gen.join(QUESTIONS_DIR)))
+        .transpose()?;
+    let whole = Index::open(&gen.join(ENTRIES_DIR))?;
+    let answer_words: Vec<usize> = entries
+        .iter()
+        .map(|e| e.answer.split_whitespace().count())
+        .collect();
+    let parts = super::signals::Parts {
+        answers: answers.index(),
+        questions: question_index.as_ref(),
+        question_owner: owner,
+        entry_category: &entry_category,
+        answer_words: &answer_words,
+    };
+    let queries = training_queries(&questions, &fold, &intent_proba, (&oos, &oos_scores))?;
+    let signals = training_signals(&parts, &queries, on)?;
+    let fit = fit_ranker(
+        &parts,
+        &queries,
+        &signals,
+        (spec.depth, &spec.kinds, spec.folds),
+        on,
+    )?;
+    let (rows, right) = calibration_rows(&fit, &signals, &queries);
+    let calibrator = Calibrator::fit(&rows, &right)?;
+    let counts = (entries.len(), texts.len(), categories.len());
+    let report = report_of(counts, intent.as_ref().map(|i| &i.0), &fit, &right);
+    let learned = Learned {
+        intent_c: intent.as_ref().map(|i| i.0.c),
+        ranker: &fit,
+        calibrator: &calibrator,
+        oos: &oos,
+    };
+    let card = card_of(spec, (categories, entry_category), owner, learned);
     let faq = Faq {
         card,
         entries,
         answers,
-        questions,
+        questions: question_index,
         whole,
         intent: intent.map(|i| i.0),
         oos,
@@ -416,19 +503,21 @@ fn choose_thresholds(
 /// Halves of dev for its cross-fitted confidences.
 const DEV_FOLDS: usize = 2;
 
-/// Refits the calibrator on the table's rows and dev's, and returns the fused threshold chosen
-/// on dev's cross-fitted confidences.
+/// Refits the calibrator on dev's rows (dev holds the out-of-scope questions and the mix of
+/// questions the engine will meet; the table's held-out rows are added where dev alone has no
+/// right or no wrong first answer), and returns the fused threshold chosen on dev's
+/// confidences from calibrators fitted without their half of dev.
 fn dev_calibration(
     faq: &mut Faq,
     dev: &[JudgedQuestion],
-    (mut rows, mut right): Calibration,
+    table: Calibration,
     spec: &FaqBuildSpec,
 ) -> Result<f32> {
     let texts: Vec<String> = dev.iter().map(|q| q.text.clone()).collect();
     let vectors = faq.vectors(&texts)?;
     let (mut dev_rows, mut dev_right) = (Vec::new(), Vec::new());
     for (q, v) in dev.iter().zip(&vectors) {
-        let (ranked, row, _) = faq.fused_row(&q.text, v)?;
+        let (ranked, row, _) = faq.fused_row(&q.text, v, None)?;
         let top = ranked.first().map(|&(e, _)| faq.entries()[e].id.as_str());
         dev_right.push(q.answer_id.is_some() && top == q.answer_id.as_deref());
         dev_rows.push(row);
@@ -437,20 +526,30 @@ fn dev_calibration(
     lmfuse_core::SeededRng::new(spec.seed).shuffle(&mut order);
     let mut conf = vec![0.0f32; dev.len()];
     for fold in 0..DEV_FOLDS {
-        let (mut x, mut y) = (rows.clone(), right.clone());
-        let others = order.iter().enumerate().filter(|(p, _)| p % DEV_FOLDS != fold);
-        for (_, &i) in others {
-            x.push(dev_rows[i].clone());
-            y.push(dev_right[i]);
-        }
-        let calibrator = Calibrator::fit(&x, &y)?;
+        let others: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| p % DEV_FOLDS != fold)
+            .map(|(_, &i)| i)
+            .collect();
+        let x: Vec<Vec<f32>> = others.iter().map(|&i| dev_rows[i].clone()).collect();
+        let y: Vec<bool> = others.iter().map(|&i| dev_right[i]).collect();
+        let calibrator = fit_on_dev((x, y), &table)?;
         for &i in order.iter().skip(fold).step_by(DEV_FOLDS) {
             conf[i] = calibrator.confidence(&dev_rows[i])?;
         }
     }
     let threshold = threshold_for_precision(&conf, &dev_right, spec.target_precision).0;
-    rows.append(&mut dev_rows);
-    right.append(&mut dev_right);
-    faq.set_calibrator(Calibrator::fit(&rows, &right)?);
+    faq.set_calibrator(fit_on_dev((dev_rows, dev_right), &table)?);
     Ok(threshold)
+}
+
+/// A calibrator fitted on dev rows, with the table's rows added when the dev rows alone have
+/// no right or no wrong first answer.
+fn fit_on_dev((mut x, mut y): Calibration, table: &Calibration) -> Result<Calibrator> {
+    if !(y.contains(&true) && y.contains(&false)) {
+        x.extend(table.0.iter().cloned());
+        y.extend(table.1.iter().copied());
+    }
+    Calibrator::fit(&x, &y)
 }

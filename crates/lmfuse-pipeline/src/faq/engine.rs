@@ -209,7 +209,11 @@ impl Faq {
                 let dim = card.oos.dim;
                 let head =
                     logreg(c).restore(dim, card.categories.len(), &unprefixed("intent", t))?;
-                Some(Intent { head, c })
+                Some(Intent {
+                    head,
+                    c,
+                    held_out_accuracy: f64::NAN,
+                })
             }
             None => None,
         };
@@ -327,23 +331,30 @@ impl Faq {
     }
 
     /// Answers `question` in `mode` with the `k` best entries; `context` holds the session's
-    /// earlier turns, oldest first: the question is also searched after the last of them,
+    /// earlier turns, oldest first: the question is also searched after the last of them
+    /// (leaving out the entry that turn was answered with: a follow-up asks something new),
     /// and the reading the engine is surer of is kept.
     pub fn answer(
         &mut self,
         question: &str,
-        context: &[String],
+        context: &[FaqTurn],
         mode: FaqMode,
         k: usize,
     ) -> Result<FaqAnswer> {
         let mut texts = vec![question.to_string()];
+        let mut skip = None;
         if let Some(last) = context.last() {
-            texts.push(format!("{last} {question}"));
+            texts.push(format!("{} {question}", last.question));
+            skip = last
+                .answer_id
+                .as_ref()
+                .and_then(|id| self.entries.iter().position(|e| &e.id == id));
         }
         let vectors = self.vectors(&texts)?;
         let mut best: Option<FaqAnswer> = None;
         for (i, (text, v)) in texts.iter().zip(&vectors).enumerate() {
-            let mut a = self.answer_one(text, v, mode, k)?;
+            let skip = if i > 0 { skip } else { None };
+            let mut a = self.answer_one(text, v, (mode, skip), k)?;
             a.context_used = i > 0;
             if best.as_ref().is_none_or(|b| a.confidence > b.confidence) {
                 best = Some(a);
@@ -352,18 +363,20 @@ impl Faq {
         Ok(best.expect("at least the question itself"))
     }
 
-    /// Answers one question whose vector is `v`.
+    /// Answers one question whose vector is `v`, never with entry `skip`.
     pub(crate) fn answer_one(
         &self,
         question: &str,
         v: &[f32],
-        mode: FaqMode,
+        (mode, skip): (FaqMode, Option<usize>),
         k: usize,
     ) -> Result<FaqAnswer> {
+        let kept =
+            |hits: Vec<(usize, f32)>| hits.into_iter().filter(|h| Some(h.0) != skip).collect();
         let (ranked, confidence, intent) = match mode {
-            FaqMode::Fused => self.fused(question, v)?,
-            FaqMode::Bm25 => top_scored(self.whole.bm25(question, k)?),
-            FaqMode::Dense => top_scored(self.whole.dense(v, k)?),
+            FaqMode::Fused => self.fused(question, v, skip)?,
+            FaqMode::Bm25 => top_scored(kept(self.whole.bm25(question, k + 1)?)),
+            FaqMode::Dense => top_scored(kept(self.whole.dense(v, k + 1)?)),
         };
         let hand_over = self
             .card
@@ -397,21 +410,18 @@ impl Faq {
     }
 
     /// The fused ranking, the calibrated confidence and the intent.
-    fn fused(
-        &self,
-        question: &str,
-        v: &[f32],
-    ) -> Result<(Vec<(usize, f32)>, f32, Option<FaqIntent>)> {
-        let (ranked, row, intent) = self.fused_row(question, v)?;
+    fn fused(&self, question: &str, v: &[f32], skip: Option<usize>) -> Result<Reading<f32>> {
+        let (ranked, row, intent) = self.fused_row(question, v, skip)?;
         Ok((ranked, self.calibrator.confidence(&row)?, intent))
     }
 
-    /// The fused ranking, the confidence features and the intent.
+    /// The fused ranking (without entry `skip`), the confidence features and the intent.
     pub(crate) fn fused_row(
         &self,
         question: &str,
         v: &[f32],
-    ) -> Result<(Vec<(usize, f32)>, Vec<f32>, Option<FaqIntent>)> {
+        skip: Option<usize>,
+    ) -> Result<Reading<Vec<f32>>> {
         let x = DenseMatrix::new(1, v.len(), v.to_vec())?;
         let proba = match &self.intent {
             Some(i) => i.head.predict_proba(&Features::Dense(x.clone()))?,
@@ -419,7 +429,8 @@ impl Faq {
         };
         let oos = self.oos.score(&x, &[], 1)[0];
         let signals = self.parts().signals(question, v, proba.clone(), None)?;
-        let candidates = self.parts().candidates(&signals, self.card.depth);
+        let mut candidates = self.parts().candidates(&signals, self.card.depth);
+        candidates.retain(|c| Some(c.doc) != skip);
         let scores = self.ranker.scores(&candidates)?;
         let row = confidence_features(&candidates, &scores, &signals, oos);
         let mut ranked: Vec<(usize, f32)> = candidates.iter().map(|c| c.doc).zip(scores).collect();
@@ -442,6 +453,9 @@ impl Faq {
     }
 }
 
+/// A ranking (entry, score), the confidence or its features, and the intent.
+pub(crate) type Reading<C> = (Vec<(usize, f32)>, C, Option<FaqIntent>);
+
 fn head_of(kind: &RankerKind) -> HeadParams {
     match kind {
         RankerKind::PairwiseLinear { c } => logreg(*c),
@@ -449,16 +463,25 @@ fn head_of(kind: &RankerKind) -> HeadParams {
     }
 }
 
-fn top_scored(hits: Vec<(usize, f32)>) -> (Vec<(usize, f32)>, f32, Option<FaqIntent>) {
+fn top_scored(hits: Vec<(usize, f32)>) -> Reading<f32> {
     let confidence = hits.first().map_or(0.0, |h| h.1);
     (hits, confidence, None)
+}
+
+/// One turn of a conversation: the question and the entry it was answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaqTurn {
+    /// The question.
+    pub question: String,
+    /// The first answer's entry id (`None`: handed over or nothing found).
+    pub answer_id: Option<String>,
 }
 
 /// The last turns of each conversation, by session id (the oldest session forgotten first
 /// beyond a limit).
 #[derive(Debug, Default)]
 pub struct FaqSessions {
-    turns: HashMap<String, VecDeque<String>>,
+    turns: HashMap<String, VecDeque<FaqTurn>>,
     order: VecDeque<String>,
 }
 
@@ -469,15 +492,15 @@ impl FaqSessions {
     pub const SESSIONS: usize = 10_000;
 
     /// The earlier turns of `session`, oldest first.
-    pub fn context(&self, session: &str) -> Vec<String> {
+    pub fn context(&self, session: &str) -> Vec<FaqTurn> {
         self.turns
             .get(session)
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Records a turn of `session`.
-    pub fn record(&mut self, session: &str, question: &str) {
+    /// Records a turn of `session`: the question and the engine's reply to it.
+    pub fn record(&mut self, session: &str, question: &str, reply: &FaqAnswer) {
         if !self.turns.contains_key(session) {
             if self.order.len() >= Self::SESSIONS {
                 if let Some(old) = self.order.pop_front() {
@@ -487,7 +510,14 @@ impl FaqSessions {
             self.order.push_back(session.to_string());
         }
         let turns = self.turns.entry(session.to_string()).or_default();
-        turns.push_back(question.to_string());
+        let answer_id = match reply.hand_over {
+            true => None,
+            false => reply.answers.first().map(|h| h.id.clone()),
+        };
+        turns.push_back(FaqTurn {
+            question: question.to_string(),
+            answer_id,
+        });
         while turns.len() > Self::TURNS {
             turns.pop_front();
         }
@@ -562,7 +592,7 @@ pub(crate) fn outcomes(
     let mut out = Vec::with_capacity(questions.len());
     for (q, v) in questions.iter().zip(&vectors) {
         let started = Instant::now();
-        let a = faq.answer_one(&q.text, v, mode, 10)?;
+        let a = faq.answer_one(&q.text, v, (mode, None), 10)?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let rank = q
             .answer_id
@@ -674,4 +704,44 @@ pub fn evaluate_faq(
         out_of_scope: questions.len() - in_scope,
         modes: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: &str, hand_over: bool) -> FaqAnswer {
+        FaqAnswer {
+            answers: vec![FaqHit {
+                rank: 1,
+                id: id.into(),
+                question: String::new(),
+                answer: String::new(),
+                category: None,
+                score: 1.0,
+            }],
+            intent: None,
+            confidence: 0.5,
+            hand_over,
+            context_used: false,
+            mode: FaqMode::Fused,
+        }
+    }
+
+    #[test]
+    fn sessions_keep_the_last_turns_and_their_answers() {
+        let mut s = FaqSessions::default();
+        for i in 0..5 {
+            s.record("a", &format!("q{i}"), &reply(&format!("e{i}"), i == 4));
+        }
+        let turns = s.context("a");
+        assert_eq!(turns.len(), FaqSessions::TURNS);
+        assert_eq!(turns[0].question, "q2");
+        assert_eq!(turns[1].answer_id.as_deref(), Some("e3"));
+        assert_eq!(
+            turns[2].answer_id, None,
+            "a handed-over turn gave no answer"
+        );
+        assert!(s.context("b").is_empty());
+    }
 }

@@ -19,7 +19,7 @@ mod train;
 
 pub use build::{build_faq, FaqBuildReport, FaqBuildSpec};
 pub use engine::{
-    evaluate_faq, Faq, FaqAnswer, FaqEvalReport, FaqHit, FaqIntent, FaqMode, FaqSessions,
+    evaluate_faq, Faq, FaqAnswer, FaqEvalReport, FaqHit, FaqIntent, FaqMode, FaqSessions, FaqTurn,
     ModeFigures,
 };
 pub use signals::{CONFIDENCE_FEATURES, FAQ_FEATURES};

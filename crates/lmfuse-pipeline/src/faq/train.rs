@@ -18,9 +18,8 @@ use std::collections::BTreeMap;
 /// The intent classifier's C, chosen by held-out accuracy from these.
 const INTENT_C: [f64; 3] = [1.0, 10.0, 100.0];
 
-/// The training questions: text, vector, entry, question index, fold.
+/// The table's questions: vector, entry, fold.
 pub(crate) struct TrainingQuestions<'a> {
-    pub(crate) texts: &'a [String],
     pub(crate) vectors: &'a DenseMatrix,
     pub(crate) entry: &'a [usize],
     pub(crate) fold: &'a [usize],
@@ -31,6 +30,8 @@ pub(crate) struct TrainingQuestions<'a> {
 pub(crate) struct Intent {
     pub(crate) head: Head,
     pub(crate) c: f64,
+    /// Accuracy of the held-out probabilities on the table's labelled questions.
+    pub(crate) held_out_accuracy: f64,
 }
 
 fn logreg(c: f64) -> HeadParams {
@@ -98,11 +99,17 @@ pub(crate) fn fit_intent(
             best = Some((right, c, proba));
         }
     }
-    let (_, c, proba) = best.expect("three values of C");
+    let (right, c, proba) = best.expect("three values of C");
     let labelled: Vec<usize> = (0..y.len()).filter(|&i| y[i].is_some()).collect();
     let labels: Vec<usize> = labelled.iter().map(|&i| y[i].expect("filtered")).collect();
     let head = logreg(c).fit(&rows_of(t.vectors, &labelled)?, &labels, n_classes)?;
-    Ok(Some((Intent { head, c }, proba)))
+    let held_out_accuracy = right as f64 / labelled.len().max(1) as f64;
+    let intent = Intent {
+        head,
+        c,
+        held_out_accuracy,
+    };
+    Ok(Some((intent, proba)))
 }
 
 /// The out-of-scope detector (cosine distance to the nearest table question) and every
@@ -143,19 +150,49 @@ pub(crate) fn fit_oos(t: &TrainingQuestions) -> Result<(OosDetector, Vec<f32>)> 
     Ok((fit(&all)?, scores))
 }
 
-/// Every training question's signals (its own text left out of the question index) with
-/// its held-out intent probabilities.
+/// A question the ranker and the calibrator learn from: a table question with its own text
+/// left out of the question index (as a question about an answer-only entry), or a reworded
+/// table question with its text kept (as a user's paraphrase of a known question).
+pub(crate) struct TrainingQuery {
+    pub(crate) text: String,
+    pub(crate) vector: Vec<f32>,
+    pub(crate) entry: usize,
+    pub(crate) fold: usize,
+    pub(crate) exclude: Option<usize>,
+    pub(crate) intent: Vec<f32>,
+    pub(crate) oos: f32,
+}
+
+/// A question reworded by dropping words: each kept with probability 0.6, at least one,
+/// and at least one dropped from questions of three words or more.
+pub(crate) fn reworded(text: &str, rng: &mut lmfuse_core::SeededRng) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut keep: Vec<bool> = words.iter().map(|_| rng.below(10) < 6).collect();
+    if words.len() >= 3 && keep.iter().all(|&k| k) {
+        keep[rng.below(words.len())] = false;
+    }
+    if !keep.contains(&true) && !words.is_empty() {
+        keep[rng.below(words.len())] = true;
+    }
+    let kept: Vec<&str> = words
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .map(|(w, _)| *w)
+        .collect();
+    kept.join(" ")
+}
+
+/// Every training query's signals.
 pub(crate) fn training_signals(
     parts: &Parts,
-    t: &TrainingQuestions,
-    intent: &[Vec<f32>],
+    queries: &[TrainingQuery],
     on: &dyn Observer,
 ) -> Result<Vec<Signals>> {
-    let task = on.task("scoring the table's questions", t.texts.len() as u64);
-    let mut out = Vec::with_capacity(t.texts.len());
-    for (i, text) in t.texts.iter().enumerate() {
-        let p = intent.get(i).cloned().unwrap_or_default();
-        out.push(parts.signals(text, t.vectors.row(i), p, Some(i))?);
+    let task = on.task("scoring the table's questions", queries.len() as u64);
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        out.push(parts.signals(&q.text, &q.vector, q.intent.clone(), q.exclude)?);
         task.inc(1);
     }
     task.finish();
@@ -175,9 +212,9 @@ pub(crate) struct RankerFit {
 /// Fits the ranker on the training questions' candidates (kind by cross-validation).
 pub(crate) fn fit_ranker(
     parts: &Parts,
-    t: &TrainingQuestions,
+    queries: &[TrainingQuery],
     signals: &[Signals],
-    (depth, kinds): (usize, &[RankerKind]),
+    (depth, kinds, folds): (usize, &[RankerKind], usize),
     on: &dyn Observer,
 ) -> Result<RankerFit> {
     let groups: Vec<Group> = signals
@@ -185,17 +222,25 @@ pub(crate) fn fit_ranker(
         .enumerate()
         .map(|(i, s)| {
             let candidates = parts.candidates(s, depth);
-            let relevant = candidates.iter().map(|c| c.doc == t.entry[i]).collect();
+            let relevant = candidates
+                .iter()
+                .map(|c| c.doc == queries[i].entry)
+                .collect();
             Group {
                 id: i.to_string(),
                 candidates,
                 relevant,
-                fold: t.fold[i],
+                fold: queries[i].fold,
             }
         })
         .collect();
     let qrels: Judgements = (0..signals.len())
-        .map(|i| (i.to_string(), BTreeMap::from([(t.entry[i].to_string(), 1)])))
+        .map(|i| {
+            (
+                i.to_string(),
+                BTreeMap::from([(queries[i].entry.to_string(), 1)]),
+            )
+        })
         .collect();
     let features = FeatureSet {
         names: &FAQ_FEATURES,
@@ -203,8 +248,8 @@ pub(crate) fn fit_ranker(
     };
     let key = |c: &lmfuse_retrieval::Candidate| c.doc.to_string();
     let (kept, tried, fitted) =
-        select_and_fit(&groups, (kinds, t.folds), features, &key, &qrels, on)?;
-    let held_out = held_out_scores(&kept, &groups, t.folds, features)?;
+        select_and_fit(&groups, (kinds, folds), features, &key, &qrels, on)?;
+    let held_out = held_out_scores(&kept, &groups, folds, features)?;
     Ok(RankerFit {
         fitted,
         tried,
@@ -273,13 +318,13 @@ fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// The calibrator's training rows: each training question's held-out confidence features
-/// and whether its held-out first answer was right (questions of a fold the ranker could not
-/// be fitted without are left out).
+/// The calibrator's training rows: each training query's held-out confidence features and
+/// whether its held-out first answer was right (queries of a fold the ranker could not be
+/// fitted without are left out).
 pub(crate) fn calibration_rows(
     fit: &RankerFit,
     signals: &[Signals],
-    oos: &[f32],
+    queries: &[TrainingQuery],
 ) -> (Vec<Vec<f32>>, Vec<bool>) {
     let (mut rows, mut right) = (Vec::new(), Vec::new());
     for (i, g) in fit.groups.iter().enumerate() {
@@ -290,7 +335,7 @@ pub(crate) fn calibration_rows(
             &g.candidates,
             scores,
             &signals[i],
-            oos[i],
+            queries[i].oos,
         ));
         let best =
             (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)));
