@@ -99,8 +99,8 @@ fn an_engine_is_built_asked_and_scored() {
     assert!(lines[0]["intent"]["category"].is_string());
     assert!(lines[1]["context_used"].is_boolean() && lines[1]["hand_over"].is_boolean());
     let dev = dir.path().join("dev.jsonl");
-    let eval = ok_json(
-        &[
+    let evaluate = || {
+        let args = [
             "faq",
             "eval",
             "--faq",
@@ -108,9 +108,10 @@ fn an_engine_is_built_asked_and_scored() {
             "--questions",
             s(&dev),
             "--json",
-        ],
-        &cache,
-    );
+        ];
+        ok_json(&args, &cache)
+    };
+    let eval = evaluate();
     assert_eq!(eval["in_scope"], 5);
     assert_eq!(eval["out_of_scope"], 2);
     let dev_report = &report["dev"]["modes"];
@@ -124,18 +125,7 @@ fn an_engine_is_built_asked_and_scored() {
     // A half-written generation (a killed build) is ignored, then cleared by the next build,
     // which replaces the generation whole.
     std::fs::create_dir_all(engine.join("gen-000009/answers")).unwrap();
-    let again = ok_json(
-        &[
-            "faq",
-            "eval",
-            "--faq",
-            s(&engine),
-            "--questions",
-            s(&dev),
-            "--json",
-        ],
-        &cache,
-    );
+    let again = evaluate();
     assert_eq!(
         again["modes"][0]["top1_accuracy"],
         eval["modes"][0]["top1_accuracy"]

@@ -224,7 +224,8 @@ fn standardiser(groups: &[&Group], n_feat: usize) -> (Vec<f32>, Vec<f32>) {
     (mean.iter().map(|&m| m as f32).collect(), scale)
 }
 
-fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
+/// `x` standardised by per-feature `mean` and `scale`.
+pub(crate) fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
     x.iter()
         .zip(mean)
         .zip(scale)

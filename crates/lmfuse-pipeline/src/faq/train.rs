@@ -8,7 +8,9 @@ use super::signals::{confidence_features, Parts, Signals, FAQ_FEATURES, PRIOR};
 use crate::error::{PipelineError, Result};
 use crate::observe::Observer;
 use crate::ranker::RankerKind;
-use crate::ranker::{held_out_scores, select_and_fit, FeatureSet, Fitted, Group, KindScore};
+use crate::ranker::{
+    held_out_scores, select_and_fit, standardise, FeatureSet, Fitted, Group, KindScore,
+};
 use lmfuse_classic::{Head, HeadParams, LogisticRegressionParams, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_metrics::ranking::Judgements;
@@ -308,14 +310,6 @@ impl Calibrator {
         let features = Features::Dense(DenseMatrix::new(1, x.len(), x)?);
         Ok(self.head.predict_proba(&features)?[1])
     }
-}
-
-fn standardise(x: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
-    x.iter()
-        .zip(mean)
-        .zip(scale)
-        .map(|((x, m), s)| (x - m) / s)
-        .collect()
 }
 
 /// The calibrator's training rows: each training query's held-out confidence features and
