@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ok_json, run, s, tiny_model, write_file};
+use common::{fails_with, ok_json, run, s, tiny_model, write_file};
 use std::path::Path;
 
 const TABLE: &str = "id,question,answer,category,para
@@ -144,14 +144,7 @@ fn bad_input_is_refused_with_the_file_and_line() {
     let Some(model) = tiny_model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let fails = |args: &[&str], needle: &str| {
-        let out = run(args, &cache);
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            !out.status.success() && err.contains(needle),
-            "{args:?}: {err}"
-        );
-    };
+    let fails = |args: &[&str], needle: &str| fails_with(args, &cache, &[needle]);
     let dup = write_file(
         dir.path(),
         "dup.csv",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ok_json, run, s, tiny_model, write_file};
+use common::{fails_with, ok_json, run, s, tiny_model, write_file};
 use std::path::{Path, PathBuf};
 
 const CORPUS: &str = r#"{"id": "cats", "title": "Cats", "text": "Cats purr and chase mice around the house."}
@@ -217,15 +217,6 @@ fn documents_are_added_and_deleted_as_new_generations() {
         ),
         (Some(4), Some(5))
     );
-}
-
-fn fails_with(args: &[&str], cache: &Path, needles: &[&str]) {
-    let out = run(args, cache);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
-    }
 }
 
 #[test]

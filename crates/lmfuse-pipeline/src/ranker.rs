@@ -198,21 +198,17 @@ fn groups(
     Ok((out, missed))
 }
 
-/// Per-feature mean and scale (standard deviation, 1 where it is 0) over all candidates.
-fn standardiser(groups: &[&Group], n_feat: usize) -> (Vec<f32>, Vec<f32>) {
-    let rows: Vec<&Vec<f32>> = groups
-        .iter()
-        .flat_map(|g| g.candidates.iter().map(|c| &c.features))
-        .collect();
+/// Per-feature mean and scale (standard deviation, 1 where it is 0) over `rows`.
+fn standardiser(rows: &[&[f32]], n_feat: usize) -> (Vec<f32>, Vec<f32>) {
     let n = rows.len().max(1) as f64;
     let mut mean = vec![0.0f64; n_feat];
-    for r in &rows {
+    for r in rows {
         for (m, &x) in mean.iter_mut().zip(r.iter()) {
             *m += f64::from(x) / n;
         }
     }
     let mut var = vec![0.0f64; n_feat];
-    for r in &rows {
+    for r in rows {
         for ((v, &x), m) in var.iter_mut().zip(r.iter()).zip(&mean) {
             *v += (f64::from(x) - m).powi(2) / n;
         }
@@ -275,12 +271,18 @@ fn training_rows(
     (x, y)
 }
 
-fn head_params(kind: &RankerKind) -> HeadParams {
+/// Logistic regression with inverse regularisation `c`, the other settings default.
+pub(crate) fn logreg(c: f64) -> HeadParams {
+    HeadParams::Logreg(LogisticRegressionParams {
+        c,
+        ..LogisticRegressionParams::default()
+    })
+}
+
+/// The model of a ranker kind.
+pub(crate) fn head_params(kind: &RankerKind) -> HeadParams {
     match kind {
-        RankerKind::PairwiseLinear { c } => HeadParams::Logreg(LogisticRegressionParams {
-            c: *c,
-            ..LogisticRegressionParams::default()
-        }),
+        RankerKind::PairwiseLinear { c } => logreg(*c),
         RankerKind::PointwiseTrees(p) => HeadParams::Gbdt(*p),
     }
 }
@@ -298,7 +300,11 @@ pub(crate) struct Fitted {
 /// Fits `kind` on `groups`; `None` when they hold no relevant candidate.
 fn fit_kind(kind: &RankerKind, groups: &[&Group], features: FeatureSet) -> Result<Option<Fitted>> {
     let n_feat = features.names.len();
-    let (mean, scale) = standardiser(groups, n_feat);
+    let rows: Vec<&[f32]> = groups
+        .iter()
+        .flat_map(|g| g.candidates.iter().map(|c| c.features.as_slice()))
+        .collect();
+    let (mean, scale) = standardiser(&rows, n_feat);
     let (x, y) = training_rows(kind, groups, features.prior, (&mean, &scale));
     if !y.contains(&1) || !y.contains(&0) {
         return Ok(None);
@@ -311,18 +317,29 @@ fn fit_kind(kind: &RankerKind, groups: &[&Group], features: FeatureSet) -> Resul
 /// Scores of candidates under a head over standardised features (higher is better).
 fn score_rows(
     head: &Head,
-    (mean, scale): (&[f32], &[f32]),
+    standardisation: (&[f32], &[f32]),
     candidates: &[Candidate],
 ) -> Result<Vec<f32>> {
-    if candidates.is_empty() {
+    let rows: Vec<&[f32]> = candidates.iter().map(|c| c.features.as_slice()).collect();
+    positive_proba(head, standardisation, &rows)
+}
+
+/// The positive class's probability of each row under a two-class head over standardised
+/// features.
+fn positive_proba(
+    head: &Head,
+    (mean, scale): (&[f32], &[f32]),
+    rows: &[&[f32]],
+) -> Result<Vec<f32>> {
+    if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let x: Vec<f32> = candidates
+    let x: Vec<f32> = rows
         .iter()
-        .flat_map(|c| standardise(&c.features, mean, scale))
+        .flat_map(|r| standardise(r, mean, scale))
         .collect();
-    let rows = Features::Dense(DenseMatrix::new(candidates.len(), mean.len(), x)?);
-    let proba = head.predict_proba(&rows)?;
+    let features = Features::Dense(DenseMatrix::new(rows.len(), mean.len(), x)?);
+    let proba = head.predict_proba(&features)?;
     Ok(proba.chunks_exact(2).map(|p| p[1]).collect())
 }
 
@@ -330,6 +347,30 @@ impl Fitted {
     /// Scores of candidates (higher is better).
     pub(crate) fn scores(&self, candidates: &[Candidate]) -> Result<Vec<f32>> {
         score_rows(&self.head, (&self.mean, &self.scale), candidates)
+    }
+
+    /// Fits `params` as a model of `positive` over the standardised `rows`.
+    pub(crate) fn fit_binary(
+        params: &HeadParams,
+        rows: &[Vec<f32>],
+        positive: &[bool],
+    ) -> Result<Self> {
+        let n_feat = rows.first().map_or(0, Vec::len);
+        let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let (mean, scale) = standardiser(&refs, n_feat);
+        let x: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| standardise(r, &mean, &scale))
+            .collect();
+        let y: Vec<usize> = positive.iter().map(|&p| usize::from(p)).collect();
+        let features = Features::Dense(DenseMatrix::new(rows.len(), n_feat, x)?);
+        let head = params.fit(&features, &y, 2)?;
+        Ok(Fitted { head, mean, scale })
+    }
+
+    /// The positive class's probability of one row.
+    pub(crate) fn score_row(&self, row: &[f32]) -> Result<f32> {
+        Ok(positive_proba(&self.head, (&self.mean, &self.scale), &[row])?[0])
     }
 }
 

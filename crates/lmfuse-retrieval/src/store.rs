@@ -124,7 +124,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     lmfuse_data::atomic_write(path, |w| w.write_all(bytes)).map_err(|e| RetrievalError::io(path, e))
 }
 
-fn generation_dir(dir: &Path, generation: u64) -> PathBuf {
+/// The folder of generation `generation` in a versioned folder `dir` (`gen-NNNNNN`).
+pub fn generation_dir(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("gen-{generation:06}"))
 }
 
@@ -204,8 +205,9 @@ fn link_files(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes generation folders other than `keep` (left by a finished change or a killed one).
-fn clear_other_generations(dir: &Path, keep: Option<u64>) -> Result<()> {
+/// Removes generation folders of `dir` other than `keep` (left by a finished change or a
+/// killed one).
+pub fn clear_other_generations(dir: &Path, keep: Option<u64>) -> Result<()> {
     let keep = keep.map(|g| generation_dir(dir, g));
     for entry in std::fs::read_dir(dir).map_err(|e| RetrievalError::io(dir, e))? {
         let path = entry.map_err(|e| RetrievalError::io(dir, e))?.path();

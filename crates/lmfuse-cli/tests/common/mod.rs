@@ -91,6 +91,17 @@ pub fn assert_one_line_error(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// Runs lmfuse with `args`, expecting it to fail with every one of `needles` in its
+/// standard error.
+pub fn fails_with(args: &[&str], cache: &Path, needles: &[&str]) {
+    let out = run(args, cache);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
+    }
+}
+
 /// A small two-class set where the words decide the label.
 pub fn write_set(path: &Path, n: usize, offset: usize) {
     let good = ["great", "excellent", "lovely", "wonderful", "superb"];

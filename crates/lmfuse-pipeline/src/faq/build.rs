@@ -6,8 +6,8 @@ use super::engine::{
 };
 use super::signals::{CONFIDENCE_FEATURES, FAQ_FEATURES};
 use super::train::{
-    self, calibration_rows, fit_intent, fit_oos, fit_ranker, threshold_for_precision,
-    training_signals, Calibrator, TrainingQuery, TrainingQuestions,
+    self, calibration_rows, fit_calibrator, fit_intent, fit_oos, fit_ranker,
+    threshold_for_precision, training_signals, Calibrator, TrainingQuery, TrainingQuestions,
 };
 use crate::encoders::CacheSpec;
 use crate::error::{PipelineError, Result};
@@ -317,7 +317,7 @@ fn categories_of(entries: &[FaqEntry]) -> (Vec<String>, Vec<Option<usize>>) {
 /// classifier, the ranker and the held-out first answers.
 fn report_of(
     (entries, questions, categories): (usize, usize, usize),
-    intent: Option<&train::Intent>,
+    intent: Option<&train::IntentFit>,
     fit: &train::RankerFit,
     right: &[bool],
 ) -> FaqBuildReport {
@@ -326,7 +326,7 @@ fn report_of(
         entries,
         questions,
         categories,
-        intent: intent.map(|i| (i.c, i.held_out_accuracy)),
+        intent: intent.map(|i| (i.intent.c, i.held_out_accuracy)),
         ranker_tried: fit.tried.clone(),
         ranker_kept: fit.kept,
         held_out_top1: right.iter().filter(|&&r| r).count() as f64 / right.len().max(1) as f64,
@@ -399,7 +399,10 @@ fn fit_engine(
     };
     let y: Vec<Option<usize>> = owner.iter().map(|&e| entry_category[e]).collect();
     let intent = fit_intent(&t, &y, categories.len())?;
-    let intent_proba = intent.as_ref().map(|i| i.1.clone()).unwrap_or_default();
+    let intent_proba = intent
+        .as_ref()
+        .map(|i| i.held_out.clone())
+        .unwrap_or_default();
     let (oos, oos_scores) = fit_oos(&t)?;
     let question_index = (!texts.is_empty())
         .then(|| Index::open(&gen.join(QUESTIONS_DIR)))
@@ -426,11 +429,11 @@ fn fit_engine(
         on,
     )?;
     let (rows, right) = calibration_rows(&fit, &signals, &queries);
-    let calibrator = Calibrator::fit(&rows, &right)?;
+    let calibrator = fit_calibrator(&rows, &right)?;
     let counts = (entries.len(), texts.len(), categories.len());
-    let report = report_of(counts, intent.as_ref().map(|i| &i.0), &fit, &right);
+    let report = report_of(counts, intent.as_ref(), &fit, &right);
     let learned = Learned {
-        intent_c: intent.as_ref().map(|i| i.0.c),
+        intent_c: intent.as_ref().map(|i| i.intent.c),
         ranker: &fit,
         calibrator: &calibrator,
         oos: &oos,
@@ -442,7 +445,7 @@ fn fit_engine(
         answers,
         questions: question_index,
         whole,
-        intent: intent.map(|i| i.0),
+        intent: intent.map(|i| i.intent),
         oos,
         ranker: fit.fitted,
         calibrator,
@@ -472,7 +475,7 @@ fn choose_thresholds(
     let Some(dev) = dev else {
         let conf = rows
             .iter()
-            .map(|r| faq.calibrator.confidence(r))
+            .map(|r| faq.calibrator.score_row(r))
             .collect::<Result<Vec<f32>>>()?;
         let t = threshold_for_precision(&conf, &right, target).0;
         faq.card.thresholds.fused = t;
@@ -481,10 +484,12 @@ fn choose_thresholds(
         report.chosen_on = faq.card.thresholds.chosen_on.clone();
         return Ok(());
     };
-    let fused = dev_calibration(faq, dev, (rows, right), spec)?;
+    let texts: Vec<String> = dev.iter().map(|q| q.text.clone()).collect();
+    let vectors = faq.vectors(&texts)?;
+    let fused = dev_calibration(faq, (dev, &vectors), (rows, right), spec)?;
     let mut chosen = vec![fused];
     for mode in [FaqMode::Bm25, FaqMode::Dense] {
-        let o = outcomes(faq, dev, mode)?;
+        let o = outcomes(faq, dev, &vectors, mode)?;
         let conf: Vec<f32> = o.iter().map(|x| x.confidence).collect();
         let right: Vec<bool> = o.iter().map(|x| x.right()).collect();
         chosen.push(threshold_for_precision(&conf, &right, target).0);
@@ -509,14 +514,12 @@ const DEV_FOLDS: usize = 2;
 /// confidences from calibrators fitted without their half of dev.
 fn dev_calibration(
     faq: &mut Faq,
-    dev: &[JudgedQuestion],
+    (dev, vectors): (&[JudgedQuestion], &[Vec<f32>]),
     table: Calibration,
     spec: &FaqBuildSpec,
 ) -> Result<f32> {
-    let texts: Vec<String> = dev.iter().map(|q| q.text.clone()).collect();
-    let vectors = faq.vectors(&texts)?;
     let (mut dev_rows, mut dev_right) = (Vec::new(), Vec::new());
-    for (q, v) in dev.iter().zip(&vectors) {
+    for (q, v) in dev.iter().zip(vectors) {
         let (ranked, row, _) = faq.fused_row(&q.text, v, None)?;
         let top = ranked.first().map(|&(e, _)| faq.entries()[e].id.as_str());
         dev_right.push(q.answer_id.is_some() && top == q.answer_id.as_deref());
@@ -536,7 +539,7 @@ fn dev_calibration(
         let y: Vec<bool> = others.iter().map(|&i| dev_right[i]).collect();
         let calibrator = fit_on_dev((x, y), &table)?;
         for &i in order.iter().skip(fold).step_by(DEV_FOLDS) {
-            conf[i] = calibrator.confidence(&dev_rows[i])?;
+            conf[i] = calibrator.score_row(&dev_rows[i])?;
         }
     }
     let threshold = threshold_for_precision(&conf, &dev_right, spec.target_precision).0;
@@ -551,5 +554,5 @@ fn fit_on_dev((mut x, mut y): Calibration, table: &Calibration) -> Result<Calibr
         x.extend(table.0.iter().cloned());
         y.extend(table.1.iter().copied());
     }
-    Calibrator::fit(&x, &y)
+    fit_calibrator(&x, &y)
 }

@@ -5,10 +5,10 @@ use super::signals::{confidence_features, Parts, CONFIDENCE_FEATURES, FAQ_FEATUR
 use super::train::{Calibrator, Intent};
 use crate::encoders::CacheSpec;
 use crate::error::{Context, PipelineError, Result};
-use crate::ranker::{Fitted, KindScore, RankerKind};
+use crate::ranker::{head_params, logreg, Fitted, KindScore, RankerKind};
 use crate::retrieval::{check_queries, Searcher};
 use lmfuse_bundle::Tensor;
-use lmfuse_classic::{HeadParams, LogisticRegressionParams, ProbaHead};
+use lmfuse_classic::ProbaHead;
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_data::faq::{FaqEntry, JudgedQuestion};
 use lmfuse_retrieval::{Index, SearchMode};
@@ -161,13 +161,6 @@ fn unprefixed(prefix: &str, t: &BTreeMap<String, Tensor>) -> BTreeMap<String, Te
         .collect()
 }
 
-fn logreg(c: f64) -> HeadParams {
-    HeadParams::Logreg(LogisticRegressionParams {
-        c,
-        ..LogisticRegressionParams::default()
-    })
-}
-
 impl Faq {
     pub(crate) fn parts(&self) -> Parts<'_> {
         Parts {
@@ -181,7 +174,7 @@ impl Faq {
 
     /// Opens the engine in `dir`; questions are encoded through `cache`.
     pub fn open(dir: &Path, cache: &CacheSpec) -> Result<Self> {
-        let gen = super::current_generation(dir)?;
+        let gen = super::current_generation_dir(dir)?;
         let bundle = lmfuse_bundle::load(&gen.join(MODEL_DIR))
             .with_context(|| format!("cannot load the answer engine {}", dir.display()))?;
         let card: FaqCard = serde_json::from_value(bundle.manifest.model.clone())
@@ -201,7 +194,7 @@ impl Faq {
         let t = &bundle.tensors;
         let n_feat = FAQ_FEATURES.len();
         let ranker_head =
-            head_of(&card.ranker_kind).restore(n_feat, 2, &unprefixed("ranker", t))?;
+            head_params(&card.ranker_kind).restore(n_feat, 2, &unprefixed("ranker", t))?;
         let calibrator_head =
             logreg(1.0).restore(CONFIDENCE_FEATURES.len(), 2, &unprefixed("calibrator", t))?;
         let intent = match card.intent_c {
@@ -209,11 +202,7 @@ impl Faq {
                 let dim = card.oos.dim;
                 let head =
                     logreg(c).restore(dim, card.categories.len(), &unprefixed("intent", t))?;
-                Some(Intent {
-                    head,
-                    c,
-                    held_out_accuracy: f64::NAN,
-                })
+                Some(Intent { head, c })
             }
             None => None,
         };
@@ -412,7 +401,7 @@ impl Faq {
     /// The fused ranking, the calibrated confidence and the intent.
     fn fused(&self, question: &str, v: &[f32], skip: Option<usize>) -> Result<Reading<f32>> {
         let (ranked, row, intent) = self.fused_row(question, v, skip)?;
-        Ok((ranked, self.calibrator.confidence(&row)?, intent))
+        Ok((ranked, self.calibrator.score_row(&row)?, intent))
     }
 
     /// The fused ranking (without entry `skip`), the confidence features and the intent.
@@ -455,13 +444,6 @@ impl Faq {
 
 /// A ranking (entry, score), the confidence or its features, and the intent.
 pub(crate) type Reading<C> = (Vec<(usize, f32)>, C, Option<FaqIntent>);
-
-fn head_of(kind: &RankerKind) -> HeadParams {
-    match kind {
-        RankerKind::PairwiseLinear { c } => logreg(*c),
-        RankerKind::PointwiseTrees(p) => HeadParams::Gbdt(*p),
-    }
-}
 
 fn top_scored(hits: Vec<(usize, f32)>) -> Reading<f32> {
     let confidence = hits.first().map_or(0.0, |h| h.1);
@@ -581,16 +563,15 @@ impl Outcome {
     }
 }
 
-/// Each question's outcome in `mode`.
+/// Each question's outcome in `mode`; `vectors` are the questions' ([`Faq::vectors`]).
 pub(crate) fn outcomes(
-    faq: &mut Faq,
+    faq: &Faq,
     questions: &[JudgedQuestion],
+    vectors: &[Vec<f32>],
     mode: FaqMode,
 ) -> Result<Vec<Outcome>> {
-    let texts: Vec<String> = questions.iter().map(|q| q.text.clone()).collect();
-    let vectors = faq.vectors(&texts)?;
     let mut out = Vec::with_capacity(questions.len());
-    for (q, v) in questions.iter().zip(&vectors) {
+    for (q, v) in questions.iter().zip(vectors) {
         let started = Instant::now();
         let a = faq.answer_one(&q.text, v, (mode, None), 10)?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -682,11 +663,11 @@ pub fn evaluate_faq(
 ) -> Result<FaqEvalReport> {
     let texts: Vec<String> = questions.iter().map(|q| q.text.clone()).collect();
     let started = Instant::now();
-    faq.vectors(&texts)?;
+    let vectors = faq.vectors(&texts)?;
     let encode_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
     let mut out = Vec::new();
     for &mode in modes {
-        let o = outcomes(faq, questions, mode)?;
+        let o = outcomes(faq, questions, &vectors, mode)?;
         out.push(figures(
             mode,
             &o,

@@ -26,6 +26,7 @@ pub use signals::{CONFIDENCE_FEATURES, FAQ_FEATURES};
 pub use train::threshold_for_precision;
 
 use crate::error::{PipelineError, Result};
+use lmfuse_retrieval::store::{clear_other_generations, generation_dir};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -44,12 +45,8 @@ struct FaqManifest {
     written_by: String,
 }
 
-fn generation_dir(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("gen-{generation:06}"))
-}
-
-/// The current generation's folder of the engine in `dir`.
-fn current_generation(dir: &Path) -> Result<PathBuf> {
+/// The current generation of the engine in `dir`.
+fn current_generation(dir: &Path) -> Result<u64> {
     let path = dir.join(MANIFEST);
     let bytes = std::fs::read(&path).map_err(|e| {
         PipelineError::Invalid(format!(
@@ -67,7 +64,12 @@ fn current_generation(dir: &Path) -> Result<PathBuf> {
             m.version
         )));
     }
-    Ok(generation_dir(dir, m.generation))
+    Ok(m.generation)
+}
+
+/// The current generation's folder of the engine in `dir`.
+fn current_generation_dir(dir: &Path) -> Result<PathBuf> {
+    Ok(generation_dir(dir, current_generation(dir)?))
 }
 
 /// The next generation's number in `dir` (1 for a new folder), after clearing folders left
@@ -75,18 +77,8 @@ fn current_generation(dir: &Path) -> Result<PathBuf> {
 fn next_generation(dir: &Path) -> Result<u64> {
     std::fs::create_dir_all(dir)?;
     let current = current_generation(dir).ok();
-    clear_generations(dir, current.as_deref())?;
-    let number = current
-        .as_ref()
-        .and_then(|p| {
-            p.file_name()?
-                .to_str()?
-                .strip_prefix("gen-")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
-    Ok(number + 1)
+    clear_other_generations(dir, current)?;
+    Ok(current.unwrap_or(0) + 1)
 }
 
 /// Makes `generation` the current one (atomic swap of `faq.json`), then removes the others.
@@ -99,18 +91,5 @@ fn publish(dir: &Path, generation: u64) -> Result<()> {
     };
     let json = serde_json::to_vec_pretty(&manifest)?;
     lmfuse_data::atomic_write(&dir.join(MANIFEST), |w| w.write_all(&json))?;
-    clear_generations(dir, Some(&generation_dir(dir, generation)))
-}
-
-fn clear_generations(dir: &Path, keep: Option<&Path>) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let is_gen = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("gen-"));
-        if is_gen && Some(path.as_path()) != keep {
-            std::fs::remove_dir_all(&path)?;
-        }
-    }
-    Ok(())
+    Ok(clear_other_generations(dir, Some(generation))?)
 }

@@ -7,11 +7,10 @@
 use super::signals::{confidence_features, Parts, Signals, FAQ_FEATURES, PRIOR};
 use crate::error::{PipelineError, Result};
 use crate::observe::Observer;
-use crate::ranker::RankerKind;
 use crate::ranker::{
-    held_out_scores, select_and_fit, standardise, FeatureSet, Fitted, Group, KindScore,
+    held_out_scores, logreg, select_and_fit, FeatureSet, Fitted, Group, KindScore, RankerKind,
 };
-use lmfuse_classic::{Head, HeadParams, LogisticRegressionParams, ProbaHead};
+use lmfuse_classic::{Head, ProbaHead};
 use lmfuse_core::{DenseMatrix, Features};
 use lmfuse_metrics::ranking::Judgements;
 use lmfuse_train::{OosDetector, OosMethod};
@@ -32,24 +31,25 @@ pub(crate) struct TrainingQuestions<'a> {
 pub(crate) struct Intent {
     pub(crate) head: Head,
     pub(crate) c: f64,
-    /// Accuracy of the held-out probabilities on the table's labelled questions.
+}
+
+/// What fitting the intent classifier gives: the classifier, every training question's
+/// held-out probabilities, and their accuracy on the labelled questions.
+pub(crate) struct IntentFit {
+    pub(crate) intent: Intent,
+    pub(crate) held_out: Vec<Vec<f32>>,
     pub(crate) held_out_accuracy: f64,
 }
 
-fn logreg(c: f64) -> HeadParams {
-    HeadParams::Logreg(LogisticRegressionParams {
-        c,
-        ..LogisticRegressionParams::default()
-    })
+/// The rows `rows` of `x`.
+fn rows_of(x: &DenseMatrix, rows: &[usize]) -> Result<DenseMatrix> {
+    let data: Vec<f32> = rows.iter().flat_map(|&r| x.row(r).to_vec()).collect();
+    Ok(DenseMatrix::new(rows.len(), x.cols(), data)?)
 }
 
-fn rows_of(x: &DenseMatrix, rows: &[usize]) -> Result<Features> {
-    let data: Vec<f32> = rows.iter().flat_map(|&r| x.row(r).to_vec()).collect();
-    Ok(Features::Dense(DenseMatrix::new(
-        rows.len(),
-        x.cols(),
-        data,
-    )?))
+/// The rows `rows` of `x`, as a head's input.
+fn features_of(x: &DenseMatrix, rows: &[usize]) -> Result<Features> {
+    Ok(Features::Dense(rows_of(x, rows)?))
 }
 
 /// Held-out class probabilities of every training question under `c` (rows of questions
@@ -70,8 +70,8 @@ fn held_out_intent(
         if test.is_empty() || labels.is_empty() {
             continue;
         }
-        let head = logreg(c).fit(&rows_of(t.vectors, &train)?, &labels, n_classes)?;
-        let proba = head.predict_proba(&rows_of(t.vectors, &test)?)?;
+        let head = logreg(c).fit(&features_of(t.vectors, &train)?, &labels, n_classes)?;
+        let proba = head.predict_proba(&features_of(t.vectors, &test)?)?;
         for (&i, p) in test.iter().zip(proba.chunks_exact(n_classes)) {
             out[i] = p.to_vec();
         }
@@ -85,7 +85,7 @@ pub(crate) fn fit_intent(
     t: &TrainingQuestions,
     y: &[Option<usize>],
     n_classes: usize,
-) -> Result<Option<(Intent, Vec<Vec<f32>>)>> {
+) -> Result<Option<IntentFit>> {
     if n_classes < 2 {
         return Ok(None);
     }
@@ -104,14 +104,12 @@ pub(crate) fn fit_intent(
     let (right, c, proba) = best.expect("three values of C");
     let labelled: Vec<usize> = (0..y.len()).filter(|&i| y[i].is_some()).collect();
     let labels: Vec<usize> = labelled.iter().map(|&i| y[i].expect("filtered")).collect();
-    let head = logreg(c).fit(&rows_of(t.vectors, &labelled)?, &labels, n_classes)?;
-    let held_out_accuracy = right as f64 / labelled.len().max(1) as f64;
-    let intent = Intent {
-        head,
-        c,
-        held_out_accuracy,
-    };
-    Ok(Some((intent, proba)))
+    let head = logreg(c).fit(&features_of(t.vectors, &labelled)?, &labels, n_classes)?;
+    Ok(Some(IntentFit {
+        intent: Intent { head, c },
+        held_out: proba,
+        held_out_accuracy: right as f64 / labelled.len().max(1) as f64,
+    }))
 }
 
 /// The out-of-scope detector (cosine distance to the nearest table question) and every
@@ -122,10 +120,7 @@ pub(crate) fn fit_oos(t: &TrainingQuestions) -> Result<(OosDetector, Vec<f32>)> 
         let zeros = vec![0usize; rows.len()];
         Ok(OosDetector::fit(
             OosMethod::Knn,
-            &match rows_of(t.vectors, rows)? {
-                Features::Dense(m) => m,
-                _ => unreachable!("dense rows"),
-            },
+            &rows_of(t.vectors, rows)?,
             &zeros,
             1,
             None,
@@ -140,11 +135,10 @@ pub(crate) fn fit_oos(t: &TrainingQuestions) -> Result<(OosDetector, Vec<f32>)> 
             continue;
         }
         let det = fit(&train)?;
-        let x = match rows_of(t.vectors, &test)? {
-            Features::Dense(m) => m,
-            _ => unreachable!("dense rows"),
-        };
-        for (&i, s) in test.iter().zip(det.score(&x, &[], 1)) {
+        for (&i, s) in test
+            .iter()
+            .zip(det.score(&rows_of(t.vectors, &test)?, &[], 1))
+        {
             scores[i] = s;
         }
     }
@@ -261,55 +255,20 @@ pub(crate) fn fit_ranker(
     })
 }
 
-/// A logistic model of P(first answer right) over [`super::signals::CONFIDENCE_FEATURES`].
-pub(crate) struct Calibrator {
-    pub(crate) head: Head,
-    pub(crate) mean: Vec<f32>,
-    pub(crate) scale: Vec<f32>,
-}
+/// A logistic model of P(first answer right) over [`super::signals::CONFIDENCE_FEATURES`],
+/// on standardised features.
+pub(crate) type Calibrator = Fitted;
 
-impl Calibrator {
-    /// Fits the calibrator on rows of confidence features and whether the first answer was
-    /// right.
-    pub(crate) fn fit(rows: &[Vec<f32>], right: &[bool]) -> Result<Self> {
-        if !right.contains(&true) || !right.contains(&false) {
-            return Err(PipelineError::Invalid(
-                "the table's questions are all answered right or all wrong by held-out models: \
-                 no confidence can be calibrated (add questions or paraphrases)"
-                    .into(),
-            ));
-        }
-        let d = rows[0].len();
-        let n = rows.len() as f32;
-        let mean: Vec<f32> = (0..d)
-            .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / n)
-            .collect();
-        let scale: Vec<f32> = (0..d)
-            .map(|j| {
-                let v = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f32>() / n;
-                if v > 1e-12 {
-                    v.sqrt()
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let x: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| standardise(r, &mean, &scale))
-            .collect();
-        let y: Vec<usize> = right.iter().map(|&r| usize::from(r)).collect();
-        let features = Features::Dense(DenseMatrix::new(rows.len(), d, x)?);
-        let head = logreg(1.0).fit(&features, &y, 2)?;
-        Ok(Calibrator { head, mean, scale })
+/// Fits the calibrator on rows of confidence features and whether the first answer was right.
+pub(crate) fn fit_calibrator(rows: &[Vec<f32>], right: &[bool]) -> Result<Calibrator> {
+    if !right.contains(&true) || !right.contains(&false) {
+        return Err(PipelineError::Invalid(
+            "the table's questions are all answered right or all wrong by held-out models: \
+             no confidence can be calibrated (add questions or paraphrases)"
+                .into(),
+        ));
     }
-
-    /// P(first answer right) of one row of confidence features.
-    pub(crate) fn confidence(&self, row: &[f32]) -> Result<f32> {
-        let x = standardise(row, &self.mean, &self.scale);
-        let features = Features::Dense(DenseMatrix::new(1, x.len(), x)?);
-        Ok(self.head.predict_proba(&features)?[1])
-    }
+    Fitted::fit_binary(&logreg(1.0), rows, right)
 }
 
 /// The calibrator's training rows: each training query's held-out confidence features and
