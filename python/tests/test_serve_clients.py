@@ -14,18 +14,15 @@ LMFUSE_REQUIRE_ASSETS=1, where that is a failure.
 import json
 import os
 import pathlib
-import queue
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import openai
 import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
+
+from lmfuse_testing import serving
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "lmfuse"
@@ -77,39 +74,11 @@ def bundle(work):
     return out
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 @pytest.fixture(scope="module")
 def server(work, bundle):
     """`lmfuse serve --port 0` on the bundle, ready; its base URL."""
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--port", "0", "--model", str(bundle)],
-        env=work[1],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
-    try:
-        first = lines.get(timeout=60)
-        assert "listening on " in first, first
-        base = first.split("listening on ")[1].split()[0]
-        deadline = time.monotonic() + 120
-        while _get(f"{base}/ready") != 200:
-            assert proc.poll() is None, f"lmfuse serve exited: {list(lines.queue)}"
-            assert time.monotonic() < deadline, "not ready after 120 s"
-            time.sleep(0.05)
+    with serving("--model", str(bundle), env=work[1]) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def _write(work, name, texts):

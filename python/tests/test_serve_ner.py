@@ -9,18 +9,13 @@ tagger reads hand-made features).
 
 import json
 import os
-import queue
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
-from lmfuse_testing import CLI, require
+from lmfuse_testing import CLI, require, serving
 
 ENGLISH = "Carol lives in Oslo."
 # Four CJK characters (12 UTF-8 bytes) before the person.
@@ -68,40 +63,12 @@ def work(tmp_path_factory):
     return tmp, env, bundle
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 @pytest.fixture(scope="module")
 def server(work):
     """`lmfuse serve --port 0` on the NER bundle, ready; its base URL."""
     tmp, env, bundle = work
-    proc = subprocess.Popen(
-        [str(CLI), "serve", "--port", "0", "--model", str(bundle)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
-    try:
-        first = lines.get(timeout=60)
-        assert "listening on " in first, first
-        base = first.split("listening on ")[1].split()[0]
-        deadline = time.monotonic() + 120
-        while _get(f"{base}/ready") != 200:
-            assert proc.poll() is None, f"lmfuse serve exited: {list(lines.queue)}"
-            assert time.monotonic() < deadline, "not ready after 120 s"
-            time.sleep(0.05)
+    with serving("--model", str(bundle), env=env) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def _offline(work, texts):

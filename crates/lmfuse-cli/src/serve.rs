@@ -1,4 +1,5 @@
-//! `lmfuse serve`: a bundle (a classifier or a named-entity tagger) behind HTTP. The routes, batching, limits and metrics are in
+//! `lmfuse serve`: a bundle (a classifier or a named-entity tagger), a search index or an
+//! answer engine behind HTTP. The routes, batching, limits and metrics are in
 //! `lmfuse-server`, the bundle behind them in `lmfuse_pipeline::serve`; this module turns
 //! flags (with environment fallbacks) into the server's limits and runs it until a signal.
 
@@ -20,11 +21,26 @@ pub enum OverLengthArg {
 
 /// Arguments of `lmfuse serve`. Every limit has an environment fallback.
 #[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("served")
+        .required(true)
+        .multiple(false)
+        .args(["model", "index", "faq"])
+))]
 pub struct ServeArgs {
     /// Bundle folder written by `lmfuse train`, `lmfuse compare --out` or `lmfuse ner train`
-    /// (a tagger: `POST /` and `/predict` answer its entities).
+    /// (a tagger: `POST /` and `/predict` answer its entities); an index or answer-engine
+    /// folder is recognised too.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
+    /// Index folder written by `lmfuse index build`: `POST /search`, and its encoder on
+    /// `/rerank`, `/similarity`, `/embed`.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Answer-engine folder written by `lmfuse faq build`: `POST /answer` (with sessions),
+    /// and its encoder on `/rerank`, `/similarity`, `/embed`.
+    #[arg(long)]
+    faq: Option<PathBuf>,
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
@@ -77,6 +93,27 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The folder to serve, checked to be what its flag says.
+    fn folder(&self) -> anyhow::Result<PathBuf> {
+        use lmfuse_pipeline::serve::{served_kind, ServedKind};
+        if self.encoder.is_some() && self.model.is_none() {
+            anyhow::bail!(
+                "--encoder applies to --model bundles: an index or an answer engine is served \
+                 with the encoder it was built with"
+            );
+        }
+        let (dir, want, what) = match (&self.model, &self.index, &self.faq) {
+            (Some(m), _, _) => return Ok(m.clone()),
+            (_, Some(i), _) => (i, ServedKind::Index, "an index (no index.json)"),
+            (_, _, Some(f)) => (f, ServedKind::Faq, "an answer engine (no faq.json)"),
+            _ => anyhow::bail!("give --model, --index or --faq"),
+        };
+        if served_kind(dir) != want {
+            anyhow::bail!("{} is not {what}", dir.display());
+        }
+        Ok(dir.clone())
+    }
+
     fn config(&self) -> ServerConfig {
         ServerConfig {
             max_body_bytes: self.max_body_bytes,
@@ -98,19 +135,20 @@ impl ServeArgs {
 /// Runs `lmfuse serve` until SIGTERM or Ctrl-C.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
+    let folder = args.folder()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lmfuse-http")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, config))
+    runtime.block_on(serve(args, folder, config))
 }
 
-async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
+async fn serve(args: &ServeArgs, folder: PathBuf, config: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let reloader = lmfuse_pipeline::serve::reloader(
-        args.model.clone(),
+        folder.clone(),
         args.encoder.clone(),
         args.max_input_tokens,
     );
@@ -126,10 +164,10 @@ async fn serve(args: &ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
     }
     eprintln!(
         "lmfuse: listening on http://{addr} (live); loading {}",
-        args.model.display()
+        folder.display()
     );
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let loading = load_beside(&server, reloader, args.model.clone(), started, failed_tx);
+    let loading = load_beside(&server, reloader, folder, started, failed_tx);
     #[cfg(unix)]
     reload_on_sighup(&server)?;
     let startup_error = Arc::new(std::sync::Mutex::new(None));
@@ -180,6 +218,8 @@ fn load_beside(
                 let what = match b.task() {
                     ServedTask::Classification => format!("with encoder {}", b.model_name()),
                     ServedTask::TokenClassification => "(named-entity tagger)".into(),
+                    ServedTask::Search => format!("(search index, encoder {})", b.model_name()),
+                    ServedTask::Answer => format!("(answer engine, encoder {})", b.model_name()),
                 };
                 server.set_backend(b);
                 eprintln!(

@@ -78,6 +78,14 @@ pub struct CacheSpec {
 }
 
 impl CacheSpec {
+    /// No cache.
+    pub fn disabled() -> Self {
+        CacheSpec {
+            disabled: true,
+            dir: None,
+        }
+    }
+
     /// Opens the cache, or `None` when it is disabled.
     pub fn open(&self) -> Result<Option<EmbeddingCache>> {
         if self.disabled {
@@ -182,7 +190,19 @@ pub fn embed_texts(
     texts: &[String],
     files: &ModelFiles,
     options: &LoadOptions,
+    cache: Option<&mut EmbeddingCache>,
+    on: &dyn Observer,
+) -> Result<(Embeddings, EmbedSummary)> {
+    embed_with(texts, (files, options), cache, &mut None, on)
+}
+
+/// [`embed_texts`] with the model loaded into `loaded` (when some text is not cached) and
+/// kept there for the next call.
+fn embed_with(
+    texts: &[String],
+    (files, options): (&ModelFiles, &LoadOptions),
     mut cache: Option<&mut EmbeddingCache>,
+    loaded: &mut Option<SentenceEncoder>,
     on: &dyn Observer,
 ) -> Result<(Embeddings, EmbedSummary)> {
     let started = Instant::now();
@@ -197,7 +217,7 @@ pub fn embed_texts(
     let cache_hits = unique.len() - misses.len();
 
     if !misses.is_empty() {
-        let encoder = SentenceEncoder::load(files, options).context("cannot load the model")?;
+        let encoder = load_once(loaded, files, options)?;
         debug_assert_eq!(encoder.fingerprint(), &fingerprint);
         let task = on.task("embedding", misses.len() as u64);
         for chunk in misses.chunks(CHUNK) {
@@ -245,12 +265,25 @@ pub fn embed_texts(
     Ok((Embeddings::from_vec(dim, data)?, summary))
 }
 
+/// The model in `loaded`, loading it first when it is not there yet.
+fn load_once<'a>(
+    loaded: &'a mut Option<SentenceEncoder>,
+    files: &ModelFiles,
+    options: &LoadOptions,
+) -> Result<&'a SentenceEncoder> {
+    if loaded.is_none() {
+        *loaded = Some(SentenceEncoder::load(files, options).context("cannot load the model")?);
+    }
+    Ok(loaded.as_ref().expect("loaded above"))
+}
+
 /// An encoder chosen once, with the cache: embeds any number of text lists, resolving the
-/// model's files only once.
+/// model's files once and loading the model at most once (on the first text not cached).
 pub struct Encoders {
     files: ModelFiles,
     options: LoadOptions,
     cache: Option<EmbeddingCache>,
+    loaded: Option<SentenceEncoder>,
 }
 
 impl Encoders {
@@ -260,7 +293,14 @@ impl Encoders {
             files: choice.resolve()?,
             options: choice.load_options(),
             cache: cache.open()?,
+            loaded: None,
         })
+    }
+
+    /// The model itself (loaded now if no text needed it yet), for a caller that keeps it.
+    pub fn take_model(&mut self) -> Result<SentenceEncoder> {
+        load_once(&mut self.loaded, &self.files, &self.options)?;
+        Ok(self.loaded.take().expect("loaded above"))
     }
 
     /// The model's files.
@@ -279,6 +319,12 @@ impl Encoders {
         texts: &[String],
         on: &dyn Observer,
     ) -> Result<(Embeddings, EmbedSummary)> {
-        embed_texts(texts, &self.files, &self.options, self.cache.as_mut(), on)
+        embed_with(
+            texts,
+            (&self.files, &self.options),
+            self.cache.as_mut(),
+            &mut self.loaded,
+            on,
+        )
     }
 }

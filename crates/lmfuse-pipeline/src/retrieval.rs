@@ -9,6 +9,7 @@ use crate::ranker::{train_ranker, Ranker, RankerReport, RankerSpec, RANKER_DIR};
 use lmfuse_core::Pooling;
 use lmfuse_data::retrieval::{read_corpus, read_qrels, read_queries, CorpusColumns, Document};
 use lmfuse_data::Format;
+use lmfuse_encoder::SentenceEncoder;
 use lmfuse_metrics::ranking::{evaluate_run, Judgements, RankingReport, Run};
 use lmfuse_retrieval::{
     write_index, AnalyzerParams, AnnPolicy, Change, DenseRecord, Index, IndexManifest, IndexSpec,
@@ -19,7 +20,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The longest query searched, in characters.
+/// The longest query searched, in characters (`lmfuse-server` refuses longer ones with the
+/// same limit before they reach a batch).
 pub const MAX_QUERY_CHARS: usize = 4096;
 
 /// The dense side of an index.
@@ -313,6 +315,9 @@ pub struct Hit {
     pub score: f32,
     /// Its title.
     pub title: String,
+    /// Its position in [`Index::documents`].
+    #[serde(skip)]
+    pub doc: usize,
 }
 
 /// An open index with the encoder for its queries (loaded on the first query that needs it).
@@ -412,6 +417,48 @@ impl Searcher {
         ))
     }
 
+    /// The `k` best documents for one query in `mode` (checked by [`Searcher::check_mode`]),
+    /// whose vector `vector` the caller encoded (`None` for BM25).
+    pub fn search_encoded(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        k: usize,
+    ) -> Result<Vec<Hit>> {
+        if mode.needs_vector() && vector.is_none() {
+            return Err(PipelineError::Invalid(format!(
+                "{mode:?} search needs the query's vector"
+            )));
+        }
+        Ok(self.hits(&self.rank(query, vector, mode, k)?))
+    }
+
+    /// The encoder the index records, with the prefix of its queries (`passages`: of its
+    /// passages), loaded once for a caller that keeps it (a server); `None` without vectors.
+    pub fn recorded_model(&self, passages: bool) -> Result<Option<SentenceEncoder>> {
+        let Some(record) = &self.index.manifest().spec.dense else {
+            return Ok(None);
+        };
+        let side = if passages {
+            Side::Passages
+        } else {
+            Side::Queries
+        };
+        let mut encoders = recorded_encoders(record, side, &CacheSpec::disabled())?;
+        encoders.take_model().map(Some)
+    }
+
+    /// Whether the index encodes queries and passages alike (no prefix, or the same one).
+    pub fn same_prefix_both_sides(&self) -> Result<bool> {
+        let Some(record) = &self.index.manifest().spec.dense else {
+            return Ok(true);
+        };
+        let recorded: RecordedEncoder = serde_json::from_value(record.settings.clone())
+            .context("the index's encoder settings are damaged")?;
+        Ok(recorded.query_prefix == recorded.passage_prefix)
+    }
+
     /// The `k` best documents for each query.
     pub fn search(
         &mut self,
@@ -441,6 +488,7 @@ impl Searcher {
                 id: docs[d].id.clone(),
                 score,
                 title: docs[d].title.clone(),
+                doc: d,
             })
             .collect()
     }

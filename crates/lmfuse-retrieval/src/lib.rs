@@ -26,6 +26,7 @@ pub use features::{Candidate, FEATURE_NAMES};
 pub use passages::{split_passages, PassageParams};
 pub use store::{
     read_manifest, write_index, Change, DenseRecord, Index, IndexManifest, IndexSpec, StoredDoc,
+    MANIFEST,
 };
 
 use serde::{Deserialize, Serialize};

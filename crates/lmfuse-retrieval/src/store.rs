@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "lmfuse-index";
 /// The manifest's `version` this lmfuse writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-const MANIFEST: &str = "index.json";
+/// The manifest's file name in an index folder.
+pub const MANIFEST: &str = "index.json";
 const DOCUMENTS: &str = "documents.jsonl";
 const DENSE: &str = "dense.safetensors";
 const LEXICAL: &str = "lexical";

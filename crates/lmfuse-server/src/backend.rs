@@ -74,6 +74,58 @@ pub enum ServedTask {
     /// Entities in texts ([`Backend::tag`]); [`Backend::predict`] and [`Backend::embed`]
     /// answer [`BackendError::Unsupported`].
     TokenClassification,
+    /// Documents of an index for queries ([`Backend::search`]), and the index's encoder for
+    /// embeddings, similarity and reranking.
+    Search,
+    /// Answers of a customer-service answer engine ([`Backend::answer`]), and its encoder for
+    /// embeddings, similarity and reranking.
+    Answer,
+}
+
+/// Most results one query may ask for (`k` of `/search` and `/answer`).
+pub const MAX_RESULTS: usize = 1000;
+
+/// One query to a served index (`POST /search`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// The query.
+    pub text: String,
+    /// The mode, one of [`Backend::modes`] (`None`: the first, the backend's default).
+    pub mode: Option<String>,
+    /// How many documents to return (1..=[`MAX_RESULTS`]).
+    pub k: usize,
+    /// Whether each hit carries its document's text.
+    pub return_text: bool,
+}
+
+/// One document found for a query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// 1 for the best.
+    pub rank: usize,
+    /// The document's id.
+    pub id: String,
+    /// Its score under the mode used (higher is better; scales differ between modes).
+    pub score: f32,
+    /// Its title (may be empty).
+    pub title: String,
+    /// Its text, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// One question to a served answer engine (`POST /answer`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerQuery {
+    /// The question.
+    pub question: String,
+    /// The conversation it belongs to: the engine reads it with the session's earlier turns
+    /// and records it as the session's latest (`None`: a question on its own).
+    pub session: Option<String>,
+    /// The mode, one of [`Backend::modes`] (`None`: the first, the backend's default).
+    pub mode: Option<String>,
+    /// How many answers to return (1..=[`MAX_RESULTS`]).
+    pub k: usize,
 }
 
 /// A model the server can run. Calls come from the batching worker thread (and, for
@@ -133,12 +185,68 @@ pub trait Backend: Send + Sync + 'static {
         ))
     }
 
+    /// The modes of [`Backend::search`] or [`Backend::answer`], the default first; empty for
+    /// the other tasks.
+    fn modes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The `k` best documents of each query, in input order. Only a [`ServedTask::Search`]
+    /// backend has them; the route has checked each mode against [`Backend::modes`].
+    fn search(&self, queries: &[SearchQuery]) -> Result<Vec<Vec<SearchHit>>, BackendError> {
+        let _ = queries;
+        Err(BackendError::Unsupported(
+            "the served model is not an index: serve one with `lmfuse serve --index DIR` for \
+             /search"
+                .into(),
+        ))
+    }
+
+    /// The engine's reply to each question (its JSON), in input order, each read with its
+    /// session's earlier turns and then recorded in the session. Only a
+    /// [`ServedTask::Answer`] backend has them; the route has checked each mode.
+    fn answer(&self, questions: &[AnswerQuery]) -> Result<Vec<serde_json::Value>, BackendError> {
+        let _ = questions;
+        Err(BackendError::Unsupported(
+            "the served model is not an answer engine: serve one with `lmfuse serve --faq DIR` \
+             for /answer"
+                .into(),
+        ))
+    }
+
+    /// The relevance of each (query, text) pair, higher is more relevant, in input order
+    /// (`/rerank`). The default says the model cannot rerank.
+    fn rerank(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>, BackendError> {
+        let _ = pairs;
+        Err(BackendError::Unsupported(
+            "the served model does not rerank: serve an index (`--index`) or an answer engine \
+             (`--faq`)"
+                .into(),
+        ))
+    }
+
     /// Checks that the model runs, with a real forward pass (used before `/ready` turns 200):
-    /// [`Backend::predict`] or [`Backend::tag`] as [`Backend::task`] says.
+    /// the call [`Backend::task`] says the model answers.
     fn health(&self) -> Result<(), BackendError> {
         match self.task() {
             ServedTask::Classification => self.predict(&["health check"]).map(|_| ()),
             ServedTask::TokenClassification => self.tag(&["health check"]).map(|_| ()),
+            ServedTask::Search => self
+                .search(&[SearchQuery {
+                    text: "health check".into(),
+                    mode: None,
+                    k: 1,
+                    return_text: false,
+                }])
+                .map(|_| ()),
+            ServedTask::Answer => self
+                .answer(&[AnswerQuery {
+                    question: "health check".into(),
+                    session: None,
+                    mode: None,
+                    k: 1,
+                }])
+                .map(|_| ()),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! runtime, merges consecutive requests of the same kind up to a token budget and runs them
 //! through the model as one batch.
 
-use crate::backend::{Backend, BackendError, Prediction, TokenEntity};
+use crate::backend::{
+    AnswerQuery, Backend, BackendError, Prediction, SearchHit, SearchQuery, TokenEntity,
+};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,9 @@ pub(crate) enum JobKind {
     Embed,
     EmbedIds,
     Tag,
+    Search,
+    Answer,
+    Rerank,
 }
 
 /// A job's inputs: texts, or token ids (only to embed).
@@ -27,6 +32,15 @@ pub(crate) enum Work {
     EmbedIds(Vec<Vec<u32>>),
     /// Texts whose entities to find.
     Tag(Vec<String>),
+    /// Queries to an index.
+    Search(Vec<SearchQuery>),
+    /// Questions to an answer engine.
+    Answer(Vec<AnswerQuery>),
+    /// Texts to score against one query.
+    Rerank {
+        query: String,
+        texts: Vec<String>,
+    },
 }
 
 impl Work {
@@ -36,6 +50,9 @@ impl Work {
             Work::Embed(_) => JobKind::Embed,
             Work::EmbedIds(_) => JobKind::EmbedIds,
             Work::Tag(_) => JobKind::Tag,
+            Work::Search(_) => JobKind::Search,
+            Work::Answer(_) => JobKind::Answer,
+            Work::Rerank { .. } => JobKind::Rerank,
         }
     }
 
@@ -43,6 +60,17 @@ impl Work {
         match self {
             Work::Predict(t) | Work::Embed(t) | Work::Tag(t) => t.len(),
             Work::EmbedIds(ids) => ids.len(),
+            Work::Search(q) => q.len(),
+            Work::Answer(q) => q.len(),
+            Work::Rerank { texts, .. } => texts.len(),
+        }
+    }
+
+    /// The texts of a job that holds plain texts (none for the others).
+    fn texts(&self) -> &[String] {
+        match self {
+            Work::Predict(t) | Work::Embed(t) | Work::Tag(t) => t,
+            _ => &[],
         }
     }
 }
@@ -54,6 +82,12 @@ pub(crate) enum JobOutput {
     Embeddings(Vec<Vec<f32>>),
     /// Each text's entities.
     Entities(Vec<Vec<TokenEntity>>),
+    /// Each query's documents.
+    Hits(Vec<Vec<SearchHit>>),
+    /// Each question's reply.
+    Answers(Vec<serde_json::Value>),
+    /// Each text's relevance to its query.
+    Scores(Vec<f32>),
 }
 
 /// One request's inputs, waiting for the model.
@@ -132,10 +166,7 @@ fn run(backend: &dyn Backend, batch: &[Job]) -> Result<JobOutput, BackendError> 
     let texts = || -> Vec<&str> {
         batch
             .iter()
-            .flat_map(|j| match &j.work {
-                Work::Predict(t) | Work::Embed(t) | Work::Tag(t) => t.as_slice(),
-                Work::EmbedIds(_) => &[],
-            })
+            .flat_map(|j| j.work.texts())
             .map(String::as_str)
             .collect()
     };
@@ -148,11 +179,43 @@ fn run(backend: &dyn Backend, batch: &[Job]) -> Result<JobOutput, BackendError> 
                 .iter()
                 .flat_map(|j| match &j.work {
                     Work::EmbedIds(ids) => ids.as_slice(),
-                    Work::Predict(_) | Work::Embed(_) | Work::Tag(_) => &[],
+                    _ => &[],
                 })
                 .map(Vec::as_slice)
                 .collect();
             backend.embed_token_ids(&ids).map(JobOutput::Embeddings)
+        }
+        JobKind::Search => {
+            let queries: Vec<SearchQuery> = batch
+                .iter()
+                .flat_map(|j| match &j.work {
+                    Work::Search(q) => q.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            backend.search(&queries).map(JobOutput::Hits)
+        }
+        JobKind::Answer => {
+            let questions: Vec<AnswerQuery> = batch
+                .iter()
+                .flat_map(|j| match &j.work {
+                    Work::Answer(q) => q.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            backend.answer(&questions).map(JobOutput::Answers)
+        }
+        JobKind::Rerank => {
+            let pairs: Vec<(&str, &str)> = batch
+                .iter()
+                .flat_map(|j| match &j.work {
+                    Work::Rerank { query, texts } => {
+                        texts.iter().map(|t| (query.as_str(), t.as_str())).collect()
+                    }
+                    _ => Vec::new(),
+                })
+                .collect();
+            backend.rerank(&pairs).map(JobOutput::Scores)
         }
     }
 }
@@ -216,6 +279,9 @@ impl JobOutput {
             JobOutput::Predictions(p) => p.len(),
             JobOutput::Embeddings(e) => e.len(),
             JobOutput::Entities(e) => e.len(),
+            JobOutput::Hits(h) => h.len(),
+            JobOutput::Answers(a) => a.len(),
+            JobOutput::Scores(s) => s.len(),
         }
     }
 
@@ -232,6 +298,9 @@ impl JobOutput {
             JobOutput::Predictions(p) => cut(p, sizes, JobOutput::Predictions),
             JobOutput::Embeddings(e) => cut(e, sizes, JobOutput::Embeddings),
             JobOutput::Entities(e) => cut(e, sizes, JobOutput::Entities),
+            JobOutput::Hits(h) => cut(h, sizes, JobOutput::Hits),
+            JobOutput::Answers(a) => cut(a, sizes, JobOutput::Answers),
+            JobOutput::Scores(s) => cut(s, sizes, JobOutput::Scores),
         }
     }
 }

@@ -782,7 +782,11 @@ pub(crate) fn parse(
 }
 
 /// Refuses a text over `max_chars` characters.
-fn check_chars(texts: &[String], field: &'static str, max_chars: usize) -> Result<(), ApiError> {
+pub(crate) fn check_chars(
+    texts: &[String],
+    field: &'static str,
+    max_chars: usize,
+) -> Result<(), ApiError> {
     for (index, t) in texts.iter().enumerate() {
         // Bytes bound characters from above: count only when it can matter.
         if t.len() > max_chars {
@@ -890,6 +894,32 @@ fn list_inputs(items: Vec<Element>, field: &'static str) -> Result<Inputs, ApiEr
                 first.kind()
             ),
         )),
+    }
+}
+
+/// The option fields (see [`OPTION_FIELDS`]) of a body already read as a JSON object, for the
+/// routes whose small bodies are read whole (`/search`, `/answer`, `/rerank`, `/similarity`).
+pub(crate) fn options_of(object: &serde_json::Map<String, serde_json::Value>) -> Options {
+    use serde_json::Value;
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Scalar::Str(s.clone()),
+        Value::Bool(b) => Scalar::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Scalar::UInt(u),
+            (None, Some(i)) => Scalar::Int(i),
+            _ => Scalar::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::Null => Scalar::Null,
+        Value::Array(_) => Scalar::Other("a list"),
+        Value::Object(_) => Scalar::Other("an object"),
+    };
+    let fields = OPTION_FIELDS
+        .iter()
+        .filter_map(|&name| Some((name, scalar(object.get(name)?))))
+        .collect();
+    Options {
+        fields,
+        parameters: RawParameters::default(),
     }
 }
 

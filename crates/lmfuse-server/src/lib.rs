@@ -21,10 +21,12 @@ mod config;
 mod error;
 mod metrics;
 mod openai;
+mod search;
 mod tei;
 
 pub use backend::{
-    Backend, BackendError, Oos, Prediction, Reloader, ServedTask, TokenCount, TokenEntity,
+    AnswerQuery, Backend, BackendError, Oos, Prediction, Reloader, SearchHit, SearchQuery,
+    ServedTask, TokenCount, TokenEntity, MAX_RESULTS,
 };
 pub use config::{
     ConfigError, OverLength, ServerConfig, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS,
@@ -33,6 +35,7 @@ pub use config::{
 };
 pub use error::{ApiError, Dialect};
 pub use metrics::Metrics;
+pub use search::{cosine, MAX_QUERY_CHARS};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -224,6 +227,10 @@ impl Server {
             .route("/predict", post(tei::predict))
             .route("/classify", post(tei::classify))
             .route("/embed", post(tei::embed))
+            .route("/similarity", post(search::similarity))
+            .route("/rerank", post(search::rerank))
+            .route("/search", post(search::search))
+            .route("/answer", post(search::answer))
             .route("/v1/embeddings", post(openai::embeddings))
             .route("/v1/models", get(openai::models))
             .route("/info", get(info))
@@ -602,16 +609,7 @@ async fn count_tokens(
 ) -> Result<(Work, Vec<TokenCount>), ApiError> {
     let backend = state.slot.get().ok_or_else(not_ready)?;
     let counted = tokio::task::spawn_blocking(move || {
-        let counts = match &work {
-            Work::Predict(texts) | Work::Embed(texts) | Work::Tag(texts) => {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                backend.count_tokens(&refs)
-            }
-            Work::EmbedIds(ids) => {
-                let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-                backend.count_token_ids(&refs)
-            }
-        };
+        let counts = work_tokens(backend.as_ref(), &work);
         (work, counts)
     });
     let (work, counts) = tokio::time::timeout_at(deadline, counted)
@@ -621,6 +619,38 @@ async fn count_tokens(
         })?
         .map_err(|e| ApiError::Backend(format!("tokenizer task failed: {e}")))?;
     Ok((work, counts?))
+}
+
+/// Token counts of `work`'s inputs: of each text; of each query or question; of each text
+/// to rerank together with its query (as a cross-encoder reads the pair).
+fn work_tokens(backend: &dyn Backend, work: &Work) -> Result<Vec<TokenCount>, BackendError> {
+    let count = |texts: Vec<&str>| backend.count_tokens(&texts);
+    match work {
+        Work::Predict(texts) | Work::Embed(texts) | Work::Tag(texts) => {
+            count(texts.iter().map(String::as_str).collect())
+        }
+        Work::EmbedIds(ids) => {
+            let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+            backend.count_token_ids(&refs)
+        }
+        Work::Search(queries) => count(queries.iter().map(|q| q.text.as_str()).collect()),
+        Work::Answer(questions) => count(questions.iter().map(|q| q.question.as_str()).collect()),
+        Work::Rerank { query, texts } => {
+            let counts = count(
+                std::iter::once(query.as_str())
+                    .chain(texts.iter().map(String::as_str))
+                    .collect(),
+            )?;
+            let (q, rest) = counts.split_first().expect("the query's count comes first");
+            Ok(rest
+                .iter()
+                .map(|t| TokenCount {
+                    tokens: q.tokens + t.tokens,
+                    truncated: q.truncated || t.truncated,
+                })
+                .collect())
+        }
+    }
 }
 
 /// Tokenizes, queues and awaits one admitted request's inputs; texts over the token limit are

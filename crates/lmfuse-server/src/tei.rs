@@ -26,8 +26,8 @@
 use crate::batcher::{JobOutput, Work};
 use crate::body::{self, Inputs, Options};
 use crate::{
-    admit, embed_inputs, infer, refuse_on_tagger, served_task, ApiError, AppState, EmbedSettings,
-    OverLength, Prediction, ServedTask, TokenEntity,
+    admit, embed_inputs, infer, refuse_on_tagger, served_task, Admitted, ApiError, AppState,
+    EmbedSettings, OverLength, Prediction, ServedTask, TokenEntity,
 };
 use axum::extract::{Request, State};
 use axum::Json;
@@ -148,7 +148,7 @@ async fn predictions(state: &AppState, req: Request, tei: bool) -> Result<Predic
             single: parsed.single,
             top_k,
         }),
-        JobOutput::Embeddings(_) | JobOutput::Entities(_) => Err(ApiError::Backend(
+        _ => Err(ApiError::Backend(
             "the model returned no predictions for a prediction request".into(),
         )),
     }
@@ -240,8 +240,12 @@ pub(crate) async fn root(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    if served_task(&state) == Some(ServedTask::TokenClassification) {
-        return tagged(&state, req).await;
+    match served_task(&state) {
+        Some(ServedTask::TokenClassification) => return tagged(&state, req).await,
+        Some(ServedTask::Search | ServedTask::Answer) => {
+            return crate::search::root(&state, req).await
+        }
+        Some(ServedTask::Classification) | None => {}
     }
     let p = predictions(&state, req, true).await?;
     let lists: Vec<Vec<Scored>> = p
@@ -298,6 +302,15 @@ pub(crate) async fn embed(
 ) -> Result<Json<Value>, ApiError> {
     refuse_on_tagger(&state, "/embed")?;
     let (admitted, bytes) = admit(&state, req).await?;
+    embed_body(&state, admitted, bytes).await
+}
+
+/// Embeds the texts or token ids of an admitted `/embed`-shaped body.
+pub(crate) async fn embed_body(
+    state: &AppState,
+    admitted: Admitted<'_>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let parsed = body::parse(&bytes, "inputs", &state.config)?;
     drop(bytes);
     let o = &parsed.options;
@@ -321,10 +334,10 @@ pub(crate) async fn embed(
     }
     let settings = EmbedSettings {
         normalize: o.bool("normalize")?.unwrap_or(true),
-        over_length: over_length(&state, o)?,
+        over_length: over_length(state, o)?,
         dimensions: o.positive("dimensions")?,
     };
-    let (vectors, _) = embed_inputs(&state, admitted, parsed.inputs, settings).await?;
+    let (vectors, _) = embed_inputs(state, admitted, parsed.inputs, settings).await?;
     to_json(vectors)
 }
 

@@ -2,8 +2,8 @@
 
 use lmfuse_server::client::{self, Connection, Target};
 use lmfuse_server::{
-    Backend, BackendError, Oos, OverLength, Prediction, Reloader, ServedTask, Server, ServerConfig,
-    TokenCount, TokenEntity,
+    AnswerQuery, Backend, BackendError, Oos, OverLength, Prediction, Reloader, SearchHit,
+    SearchQuery, ServedTask, Server, ServerConfig, TokenCount, TokenEntity,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -1627,4 +1627,392 @@ fn a_reload_from_a_classifier_to_a_tagger_checks_it_by_tagging() {
     // A classifier has no entities: the default `tag` says so.
     let e = Fake::new("").tag(&["x"]).unwrap_err().to_string();
     assert!(e.contains("this model is a classifier"), "{e}");
+}
+
+/// An index of five documents (`d0`..`d4`, "doc N about TOPIC"); a query finds the documents
+/// that share a word with it, scored by shared words. Embeddings count the letters a..e;
+/// reranking is their cosine. Modes: `hybrid` (default) and `bm25`. With `answers`, it is an
+/// answer engine instead: each reply names the question and how many turns its session
+/// held before it.
+struct FakeIndex {
+    answers: bool,
+    batches: Mutex<Vec<usize>>,
+    sessions: Mutex<BTreeMap<String, usize>>,
+}
+
+const TOPICS: [&str; 5] = ["cats", "dogs", "tea", "rust", "bread"];
+
+impl FakeIndex {
+    fn new(answers: bool) -> Arc<Self> {
+        Arc::new(Self {
+            answers,
+            batches: Mutex::new(Vec::new()),
+            sessions: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn letters(text: &str) -> Vec<f32> {
+        "abcde"
+            .chars()
+            .map(|c| text.chars().filter(|&x| x == c).count() as f32)
+            .collect()
+    }
+}
+
+impl Backend for FakeIndex {
+    fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
+        Ok(texts
+            .iter()
+            .map(|t| TokenCount {
+                tokens: t.split_whitespace().count() + 2,
+                truncated: false,
+            })
+            .collect())
+    }
+
+    fn predict(&self, _: &[&str]) -> Result<Vec<Prediction>, BackendError> {
+        Err(BackendError::Unsupported(
+            "the fake index has no labels".into(),
+        ))
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Ok(texts.iter().map(|t| Self::letters(t)).collect())
+    }
+
+    fn info(&self) -> Value {
+        json!({"model": {"task": "search"}})
+    }
+
+    fn model_name(&self) -> String {
+        "fake-index".into()
+    }
+
+    fn task(&self) -> ServedTask {
+        match self.answers {
+            true => ServedTask::Answer,
+            false => ServedTask::Search,
+        }
+    }
+
+    fn modes(&self) -> Vec<String> {
+        vec!["hybrid".into(), "bm25".into()]
+    }
+
+    fn search(&self, queries: &[SearchQuery]) -> Result<Vec<Vec<SearchHit>>, BackendError> {
+        self.batches.lock().unwrap().push(queries.len());
+        Ok(queries
+            .iter()
+            .map(|q| {
+                let mut hits: Vec<(usize, usize)> = TOPICS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i, q.text.split_whitespace().filter(|w| w == t).count()))
+                    .filter(|h| h.1 > 0)
+                    .collect();
+                hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let bonus = if q.mode.as_deref() == Some("bm25") {
+                    10.0
+                } else {
+                    0.0
+                };
+                hits.iter()
+                    .take(q.k)
+                    .enumerate()
+                    .map(|(r, &(i, n))| SearchHit {
+                        rank: r + 1,
+                        id: format!("d{i}"),
+                        score: n as f32 + bonus,
+                        title: TOPICS[i].into(),
+                        text: q
+                            .return_text
+                            .then(|| format!("doc {i} about {}", TOPICS[i])),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn answer(&self, questions: &[AnswerQuery]) -> Result<Vec<Value>, BackendError> {
+        let mut sessions = self.sessions.lock().unwrap();
+        Ok(questions
+            .iter()
+            .map(|q| {
+                let before = match &q.session {
+                    Some(s) => {
+                        let n = sessions.entry(s.clone()).or_insert(0);
+                        *n += 1;
+                        *n - 1
+                    }
+                    None => 0,
+                };
+                json!({"question": q.question, "turns_before": before, "mode": q.mode, "k": q.k})
+            })
+            .collect())
+    }
+
+    fn rerank(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>, BackendError> {
+        Ok(pairs
+            .iter()
+            .map(|(q, t)| lmfuse_server::cosine(&Self::letters(q), &Self::letters(t)))
+            .collect())
+    }
+}
+
+#[test]
+fn an_index_answers_search_rerank_and_similarity() {
+    let index = FakeIndex::new(false);
+    let s = Running::start(fast(), Some(index.clone() as Arc<dyn Backend>));
+    // A bare query: its hits; a list: one list per query.
+    let one = s.post(
+        "/search",
+        json!({"query": "dogs and more dogs then tea", "k": 1}),
+    );
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(
+        one.json(),
+        json!([{"rank": 1, "id": "d1", "score": 2.0, "title": "dogs"}])
+    );
+    let many = s.post(
+        "/search",
+        json!({"query": ["tea", "rust cats"], "mode": "bm25", "return_text": true}),
+    );
+    let j = many.json();
+    assert_eq!(j.as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j[0][0]["text"], "doc 2 about tea");
+    assert_eq!(j[0][0]["score"], 11.0, "the mode reaches the backend");
+    assert_eq!(j[1].as_array().unwrap().len(), 2);
+    // Reranking: most relevant first, with the input's index.
+    let r = s.post(
+        "/rerank",
+        json!({"query": "abc", "texts": ["ddd", "abc", "aab"], "return_text": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let order: Vec<u64> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, [1, 2, 0]);
+    assert_eq!(r.json()[0]["text"], "abc");
+    assert!((r.json()[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    // Similarity on /similarity and on / (huggingface_hub's sentence_similarity), embeddings
+    // on / for texts.
+    let body = json!({"inputs": {"source_sentence": "abc", "sentences": ["abc", "ddd"]}});
+    for path in ["/similarity", "/"] {
+        let sim = s.post(path, body.clone());
+        assert_eq!(sim.status, 200, "{path}: {}", sim.text());
+        assert_eq!(sim.json(), json!([1.0, 0.0]), "{path}");
+    }
+    let emb = s.post("/", json!({"inputs": "abc"}));
+    assert_eq!(emb.status, 200, "{}", emb.text());
+    assert_eq!(emb.json().as_array().unwrap().len(), 1);
+    // What an index does not do.
+    let msg = assert_error(
+        &s.post("/answer", json!({"question": "tea?"})),
+        422,
+        "invalid_input",
+    );
+    assert!(msg.contains("--faq") && msg.contains("an index"), "{msg}");
+    let msg = assert_error(
+        &s.post("/predict", json!({"inputs": "tea"})),
+        422,
+        "invalid_input",
+    );
+    assert!(msg.contains("no labels"), "{msg}");
+}
+
+#[test]
+fn bad_retrieval_requests_are_refused_before_they_reach_a_batch() {
+    let index = FakeIndex::new(false);
+    let s = Running::start(fast(), Some(index.clone() as Arc<dyn Backend>));
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        (
+            "/search",
+            json!({"query": "tea", "mode": "learned"}),
+            422,
+            "invalid_input",
+            "hybrid, bm25",
+        ),
+        (
+            "/search",
+            json!({"query": "tea", "kk": 3}),
+            422,
+            "invalid_input",
+            "unknown field `kk`",
+        ),
+        (
+            "/search",
+            json!({"query": "tea", "k": 0}),
+            422,
+            "invalid_input",
+            "`k` must be",
+        ),
+        (
+            "/search",
+            json!({"query": "tea", "k": 1001}),
+            422,
+            "invalid_input",
+            "1 to 1000",
+        ),
+        (
+            "/search",
+            json!({"query": "  "}),
+            422,
+            "invalid_input",
+            "is empty",
+        ),
+        ("/search", json!({"query": []}), 400, "empty_batch", "query"),
+        (
+            "/search",
+            json!({"query": [1]}),
+            422,
+            "invalid_input",
+            "`query[0]` must be a string",
+        ),
+        (
+            "/search",
+            json!({"k": 3}),
+            422,
+            "invalid_input",
+            "`query` is missing",
+        ),
+        (
+            "/search",
+            json!(["tea"]),
+            422,
+            "invalid_input",
+            "JSON object",
+        ),
+        (
+            "/search",
+            json!({"query": "x".repeat(5000)}),
+            413,
+            "text_too_long",
+            "4096",
+        ),
+        (
+            "/search",
+            json!({"query": "tea", "return_text": "yes"}),
+            422,
+            "invalid_input",
+            "true or false",
+        ),
+        (
+            "/rerank",
+            json!({"query": "abc", "texts": ["a"], "raw_scores": true}),
+            422,
+            "invalid_input",
+            "cosine",
+        ),
+        (
+            "/rerank",
+            json!({"query": "abc"}),
+            422,
+            "invalid_input",
+            "`texts` is missing",
+        ),
+        (
+            "/rerank",
+            json!({"query": "abc", "texts": "a", "truncation_direction": "left"}),
+            422,
+            "invalid_input",
+            "left",
+        ),
+        (
+            "/similarity",
+            json!({"inputs": "abc"}),
+            422,
+            "invalid_input",
+            "source_sentence",
+        ),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"x": 1}}),
+            422,
+            "invalid_input",
+            "parameters",
+        ),
+    ];
+    for (path, body, status, kind, needle) in cases {
+        let msg = assert_error(&s.post(path, body.clone()), status, kind);
+        assert!(msg.contains(needle), "{path} {body}: {msg}");
+    }
+    let broken = s.call("POST", "/search", b"{\"query\": ");
+    assert_error(&broken, 400, "invalid_json");
+    assert!(
+        index.batches.lock().unwrap().is_empty(),
+        "no bad request reached the backend"
+    );
+    let ok = s.post("/search", json!({"query": "tea"}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[test]
+fn an_answer_engine_keeps_each_sessions_turns_in_order() {
+    let engine = FakeIndex::new(true);
+    let s = Running::start(fast(), Some(engine.clone() as Arc<dyn Backend>));
+    let ask = |q: &str, session: Option<&str>| {
+        let mut body = json!({"question": q, "k": 2, "mode": "bm25"});
+        if let Some(id) = session {
+            body["session"] = id.into();
+        }
+        let r = s.post("/answer", body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    assert_eq!(ask("first", Some("a"))["turns_before"], 0);
+    assert_eq!(ask("second", Some("a"))["turns_before"], 1);
+    assert_eq!(ask("other", Some("b"))["turns_before"], 0);
+    assert_eq!(ask("alone", None)["turns_before"], 0);
+    let reply = ask("third", Some("a"));
+    assert_eq!(reply["turns_before"], 2);
+    assert_eq!(
+        (reply["mode"].clone(), reply["k"].clone()),
+        (json!("bm25"), json!(2))
+    );
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"question": ["a", "b"]}), "one question per request"),
+        (
+            json!({"question": "a", "session": ""}),
+            "`session` must hold",
+        ),
+        (json!({"question": "a", "mode": "fused"}), "hybrid, bm25"),
+        (
+            json!({"question": "a", "context": []}),
+            "unknown field `context`",
+        ),
+    ];
+    for (body, needle) in cases {
+        let msg = assert_error(&s.post("/answer", body.clone()), 422, "invalid_input");
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let msg = assert_error(
+        &s.post("/search", json!({"query": "tea"})),
+        422,
+        "invalid_input",
+    );
+    assert!(msg.contains("--index"), "{msg}");
+}
+
+#[test]
+fn concurrent_searches_are_merged_into_batches() {
+    let index = FakeIndex::new(false);
+    let s = Running::start(fast(), Some(index.clone() as Arc<dyn Backend>));
+    let bodies: Vec<Value> = (0..24)
+        .map(|i| json!({"query": format!("{t} {t} tea", t = TOPICS[i % 5]), "k": 3}))
+        .collect();
+    let responses = concurrent(&s, "/search", bodies);
+    for (i, r) in responses.iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()[0]["title"],
+            TOPICS[i % 5],
+            "each request gets its own hits"
+        );
+    }
+    let batches = index.batches.lock().unwrap();
+    assert_eq!(batches.iter().sum::<usize>(), 24);
 }

@@ -330,18 +330,45 @@ impl Faq {
         mode: FaqMode,
         k: usize,
     ) -> Result<FaqAnswer> {
+        let vectors = self.vectors(&Self::readings(question, context))?;
+        self.answer_encoded(question, context, &vectors, mode, k)
+    }
+
+    /// The texts [`Faq::answer`] searches for `question` after `context`: the question, and
+    /// after a previous turn the question read after it. A caller that encodes them itself
+    /// passes their vectors to [`Faq::answer_encoded`].
+    pub fn readings(question: &str, context: &[FaqTurn]) -> Vec<String> {
         let mut texts = vec![question.to_string()];
-        let mut skip = None;
         if let Some(last) = context.last() {
             texts.push(format!("{} {question}", last.question));
-            skip = last
-                .answer_id
-                .as_ref()
-                .and_then(|id| self.entries.iter().position(|e| &e.id == id));
         }
-        let vectors = self.vectors(&texts)?;
+        texts
+    }
+
+    /// [`Faq::answer`] with the vectors of [`Faq::readings`] given (encoded with the engine's
+    /// model and query prefix).
+    pub fn answer_encoded(
+        &self,
+        question: &str,
+        context: &[FaqTurn],
+        vectors: &[Vec<f32>],
+        mode: FaqMode,
+        k: usize,
+    ) -> Result<FaqAnswer> {
+        let texts = Self::readings(question, context);
+        if vectors.len() != texts.len() {
+            return Err(PipelineError::Invalid(format!(
+                "{} vectors for {} readings of the question",
+                vectors.len(),
+                texts.len()
+            )));
+        }
+        let skip = context
+            .last()
+            .and_then(|last| last.answer_id.as_ref())
+            .and_then(|id| self.entries.iter().position(|e| &e.id == id));
         let mut best: Option<FaqAnswer> = None;
-        for (i, (text, v)) in texts.iter().zip(&vectors).enumerate() {
+        for (i, (text, v)) in texts.iter().zip(vectors).enumerate() {
             let skip = if i > 0 { skip } else { None };
             let mut a = self.answer_one(text, v, (mode, skip), k)?;
             a.context_used = i > 0;

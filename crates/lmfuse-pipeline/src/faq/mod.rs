@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "lmfuse-faq";
 /// `faq.json`'s `version` this lmfuse writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-const MANIFEST: &str = "faq.json";
+/// The manifest's file name in an answer engine's folder.
+pub const MANIFEST: &str = "faq.json";
 
 /// `faq.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

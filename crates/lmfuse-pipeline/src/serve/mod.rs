@@ -15,6 +15,10 @@ use lmfuse_server::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod search;
+
+pub use search::{FaqBackend, IndexBackend};
+
 /// The [`Reloader`] of a server that serves the bundle in `dir`: `None` (start-up, SIGHUP,
 /// `POST /reload` without a body) reloads `dir` with `encoder` in place of the encoder it
 /// records; another folder loads that bundle with the encoder *it* records (`encoder` names
@@ -39,12 +43,47 @@ pub fn load_backend(
     encoder: Option<&str>,
     max_tokens: Option<usize>,
 ) -> Result<Arc<dyn Backend>> {
+    let kind = served_kind(dir);
+    ensure!(
+        kind == ServedKind::Bundle || encoder.is_none(),
+        "{} is an index or an answer engine: it is served with the encoder it was built with, \
+         and another encoder cannot be given",
+        dir.display()
+    );
+    match kind {
+        ServedKind::Index => return Ok(Arc::new(IndexBackend::load(dir)?)),
+        ServedKind::Faq => return Ok(Arc::new(FaqBackend::load(dir)?)),
+        ServedKind::Bundle => {}
+    }
     match read_manifest(dir) {
         Some(manifest) if task_of(&manifest) == Some(crate::ner::TASK) => {
             Ok(Arc::new(NerBackend::with_manifest(dir, encoder, manifest)?))
         }
         // Not a tagger, or no readable manifest: the classifier's loader says what is wrong.
         _ => Ok(Arc::new(BundleBackend::load(dir, encoder, max_tokens)?)),
+    }
+}
+
+/// What a folder holds, by its manifest's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedKind {
+    /// A model bundle (a classifier or a tagger).
+    Bundle,
+    /// A search index (`lmfuse index build`).
+    Index,
+    /// An answer engine (`lmfuse faq build`).
+    Faq,
+}
+
+/// What `dir` holds: an index or an answer engine by their manifests, else a bundle (whose
+/// loader says what is wrong when it is none).
+pub fn served_kind(dir: &Path) -> ServedKind {
+    if dir.join(lmfuse_retrieval::MANIFEST).is_file() {
+        ServedKind::Index
+    } else if dir.join(crate::faq::MANIFEST).is_file() {
+        ServedKind::Faq
+    } else {
+        ServedKind::Bundle
     }
 }
 
