@@ -7,6 +7,7 @@
 
 mod bert;
 mod config;
+mod cross;
 pub mod e5s1;
 mod error;
 mod kernels;
@@ -18,6 +19,7 @@ mod weights;
 mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
+pub use cross::CrossEncoder;
 pub use config::{Activation, BertConfig, SentenceConfig};
 pub use error::EncoderError;
 pub use source::{
@@ -308,9 +310,26 @@ impl SentenceEncoder {
 
     /// Tokenizes `texts` as they are, without the prefix (to learn the tokenizer's framing).
     pub fn tokenize_unprefixed(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
+        let inputs: Vec<tokenizers::EncodeInput> = texts.iter().map(|&t| t.into()).collect();
+        self.tokenize_inputs(inputs)
+    }
+
+    /// Tokenizes each (first, second) pair as the model's tokenizer frames a pair (BERT:
+    /// `[CLS] first [SEP] second [SEP]`, the second segment with token type 1), cut longest
+    /// first to the maximum length: what a cross-encoder reads.
+    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>, EncoderError> {
+        let inputs: Vec<tokenizers::EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        self.tokenize_inputs(inputs)
+    }
+
+    /// Tokenizes `inputs`, checking every id against the model's vocabularies.
+    fn tokenize_inputs(
+        &self,
+        inputs: Vec<tokenizers::EncodeInput>,
+    ) -> Result<Vec<TokenizedText>, EncoderError> {
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(inputs, true)
             .map_err(|e| EncoderError::Tokenizer {
                 context: "encoding".into(),
                 message: e.to_string(),

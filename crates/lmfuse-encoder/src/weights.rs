@@ -83,8 +83,18 @@ impl WeightFile {
         shape: &[usize],
         read: impl FnOnce(String, Dtype, &[u8]) -> Result<T, EncoderError>,
     ) -> Result<T, EncoderError> {
+        self.with_stored(name, self.candidates(name), shape, read)
+    }
+
+    /// [`WeightFile::with_view`] over the stored names `tried`, in order.
+    fn with_stored<T>(
+        &self,
+        name: &str,
+        tried: Vec<String>,
+        shape: &[usize],
+        read: impl FnOnce(String, Dtype, &[u8]) -> Result<T, EncoderError>,
+    ) -> Result<T, EncoderError> {
         let st = self.parse()?;
-        let tried = self.candidates(name);
         let (stored, view) = tried
             .iter()
             .find_map(|n| st.tensor(n).ok().map(|v| (n.clone(), v)))
@@ -116,6 +126,22 @@ impl WeightFile {
                 dtype: format!("{other:?}"),
             }),
         }
+    }
+
+    /// Reads tensor `name` as stored (a task head's, outside the encoder's prefix: the
+    /// `classifier.weight` of a `BertForSequenceClassification`) as f32, checking its shape.
+    pub(crate) fn head_tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
+        self.with_stored(name, vec![name.to_string()], shape, |stored, dtype, bytes| {
+            let element = self.element(stored, dtype)?;
+            let mut out = vec![0.0; bytes.len() / element.size()];
+            element.widen(bytes, &mut out);
+            Ok(out)
+        })
+    }
+
+    /// The shape of tensor `name` as stored, when the file has it.
+    pub(crate) fn stored_shape(&self, name: &str) -> Result<Option<Vec<usize>>, EncoderError> {
+        Ok(self.parse()?.tensor(name).ok().map(|v| v.shape().to_vec()))
     }
 
     /// Reads tensor `name` (canonical, un-prefixed) as f32, checking its shape.
