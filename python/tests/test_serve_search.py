@@ -24,6 +24,7 @@ from huggingface_hub import InferenceClient
 from lmfuse_testing import CLI, ROOT, require, serving
 
 MODEL = ROOT / "models" / "all-MiniLM-L6-v2"
+CROSS = ROOT / "crates" / "lmfuse-encoder" / "tests" / "fixtures" / "cross-tiny"
 
 CORPUS = [
     ("cats", "Cats", "Cats purr and chase mice around the house."),
@@ -74,6 +75,13 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def index_server(work):
     with serving("--index", str(work[0] / "idx"), env=work[1]) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def reranked_server(work):
+    with serving("--index", str(work[0] / "idx"), "--reranker", str(CROSS), "--rerank-depth", "4",
+                 env=work[1]) as base:
         yield base
 
 
@@ -188,3 +196,26 @@ def test_answer_is_what_faq_ask_answers_and_sessions_carry_context(work, faq_ser
         assert status == 422 and field in err["error"], err
     status, err = _post(f"{faq_server}/search", {"query": "x"})
     assert status == 422 and "--index" in err["error"]
+
+
+def test_a_cross_encoder_reranks_search_and_answers_rerank_with_tei_scores(work, reranked_server):
+    status, served = _post(f"{reranked_server}/search", {"query": QUERIES, "k": 2})
+    assert status == 200, served
+    args = ["search", "--index", str(work[0] / "idx"), "-k", "2", "--rerank", str(CROSS),
+            "--rerank-depth", "4"]
+    for q in QUERIES:
+        args += ["--query", q]
+    offline = [json.loads(l)["hits"] for l in _lmfuse(work[1], *args).splitlines()]
+    assert served == offline
+    # /rerank: the cross-encoder's sigmoid by default, its logits with raw_scores, as TEI.
+    docs = {i: f"{t} {x}" for i, t, x in CORPUS}
+    texts = [docs[h["id"]] for h in offline[0]]
+    status, probs = _post(f"{reranked_server}/rerank", {"query": QUERIES[0], "texts": texts})
+    status_raw, raw = _post(f"{reranked_server}/rerank",
+                            {"query": QUERIES[0], "texts": texts, "raw_scores": True})
+    assert status == status_raw == 200
+    logits = {r["index"]: r["score"] for r in raw}
+    assert [logits[i] for i in range(len(texts))] == \
+        pytest.approx([h["score"] for h in offline[0]], abs=1e-4)
+    for p in probs:
+        assert p["score"] == pytest.approx(1 / (1 + np.exp(-logits[p["index"]])), abs=1e-6)

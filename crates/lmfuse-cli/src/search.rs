@@ -10,7 +10,8 @@ use lmfuse_data::retrieval::CorpusColumns;
 use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::ranker::{RankerKind, RankerSpec};
 use lmfuse_pipeline::retrieval::{
-    self, DenseSpec, IndexBuildSpec, IndexSummary, SearchEvalReport, SearchEvalSpec, Searcher,
+    self, DenseSpec, IndexBuildSpec, IndexSummary, Reranker, SearchEvalReport, SearchEvalSpec,
+    Searcher,
 };
 use lmfuse_retrieval::{fusion, AnalyzerParams, AnnParams, AnnPolicy, PassageParams, SearchMode};
 use std::path::PathBuf;
@@ -325,6 +326,28 @@ impl FusionArgs {
     }
 }
 
+/// A cross-encoder reranking of each search's best documents.
+#[derive(Args, Debug, Clone)]
+pub struct RerankArgs {
+    /// Cross-encoder (a folder or a Hugging Face id such as
+    /// cross-encoder/ms-marco-MiniLM-L6-v2) that rescores each query's best documents.
+    #[arg(long, value_name = "MODEL")]
+    rerank: Option<String>,
+    /// Documents the cross-encoder rescores per query (at least -k).
+    #[arg(long, default_value_t = 100, requires = "rerank")]
+    rerank_depth: usize,
+}
+
+impl RerankArgs {
+    /// Sets `searcher`'s cross-encoder, when one is asked for.
+    fn apply(&self, searcher: &mut Searcher) -> anyhow::Result<()> {
+        if let Some(model) = &self.rerank {
+            searcher.set_reranker(Some(Reranker::open(model, self.rerank_depth)?));
+        }
+        Ok(())
+    }
+}
+
 /// `lmfuse search`.
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -348,6 +371,8 @@ pub struct SearchArgs {
     k: usize,
     #[command(flatten)]
     fusion: FusionArgs,
+    #[command(flatten)]
+    rerank: RerankArgs,
     #[command(flatten)]
     cache: CacheArgs,
     /// Output JSON Lines, one {"query", "hits"} per query; `-` for standard output.
@@ -456,6 +481,8 @@ pub struct SearchEvalArgs {
     #[command(flatten)]
     fusion: FusionArgs,
     #[command(flatten)]
+    rerank: RerankArgs,
+    #[command(flatten)]
     cache: CacheArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -476,6 +503,7 @@ pub fn run_search(args: &SearchArgs, quiet: bool) -> anyhow::Result<()> {
         None => (None, args.query.clone()),
     };
     let mut searcher = Searcher::open(index, &args.cache.spec())?;
+    args.rerank.apply(&mut searcher)?;
     let mode = args.fusion.mode(args.mode)?;
     let hits = searcher.search(&queries, mode, args.k, &Bars::new(quiet))?;
     let lines: Vec<serde_json::Value> = queries
@@ -506,6 +534,7 @@ fn read_query_file(path: &std::path::Path) -> anyhow::Result<(Option<Vec<String>
 fn run_eval(args: &SearchEvalArgs, quiet: bool) -> anyhow::Result<()> {
     let judged = &args.judged;
     let mut searcher = Searcher::open(&judged.index, &args.cache.spec())?;
+    args.rerank.apply(&mut searcher)?;
     let has_vectors = searcher.index().manifest().spec.dense.is_some();
     let has_ranker = judged.index.join("ranker").join("manifest.json").is_file();
     let modes: Vec<ModeArg> = if args.modes.is_empty() && has_vectors {
@@ -549,6 +578,9 @@ fn print_eval(report: &SearchEvalReport, names: &[ModeArg]) -> anyhow::Result<()
     )?;
     if let Some(ms) = report.encode_ms_per_query {
         outln!("  query encoding: {ms:.2} ms a query (batched)")?;
+    }
+    if let Some(model) = &report.reranker {
+        outln!("  every mode reranked by the cross-encoder {model} (its time included)")?;
     }
     outln!(
         "  {:<10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}",

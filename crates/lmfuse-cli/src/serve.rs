@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
+    /// For an index: a cross-encoder (folder or hub id, e.g.
+    /// cross-encoder/ms-marco-MiniLM-L6-v2) that /rerank scores pairs with and that rescores
+    /// /search's best documents.
+    #[arg(long, value_name = "MODEL")]
+    reranker: Option<String>,
+    /// Documents the cross-encoder rescores per /search query (at least its k).
+    #[arg(long, default_value_t = 100, requires = "reranker")]
+    rerank_depth: usize,
     /// Address to bind. Loopback by default: serving other machines is a deliberate choice
     /// (and then an --api-key is advisable).
     #[arg(long, env = "LMFUSE_HOST", default_value = "127.0.0.1")]
@@ -149,8 +157,12 @@ async fn serve(args: &ServeArgs, folder: PathBuf, config: ServerConfig) -> anyho
     let started = Instant::now();
     let reloader = lmfuse_pipeline::serve::reloader(
         folder.clone(),
-        args.encoder.clone(),
-        args.max_input_tokens,
+        lmfuse_pipeline::serve::ServeOptions {
+            encoder: args.encoder.clone(),
+            max_tokens: args.max_input_tokens,
+            reranker: args.reranker.clone(),
+            rerank_depth: args.rerank_depth,
+        },
     );
     // From the effective configuration: an empty --api-key is no key.
     let has_key = config.api_key.is_some();

@@ -425,3 +425,115 @@ fn an_index_with_an_hnsw_graph_answers_as_the_exact_one() {
     let out = build(&["--ann-m", "2"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("HNSW"));
 }
+
+/// The tiny cross-encoder of lmfuse-encoder's fixtures (made by
+/// scripts/make-cross-encoder-fixture.py).
+fn cross_fixture() -> PathBuf {
+    common::workspace().join("crates/lmfuse-encoder/tests/fixtures/cross-tiny")
+}
+
+#[test]
+fn a_cross_encoder_reranks_the_best_documents_of_any_mode() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let idx = built(dir.path(), &model);
+    let cross = cross_fixture();
+    let search = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "search",
+            "--index",
+            s(&idx),
+            "--mode",
+            "bm25",
+            "-q",
+            "the dogs and the cats",
+        ];
+        args.extend(extra);
+        let out = run(&args, &cache);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        line["hits"].as_array().unwrap().clone()
+    };
+    let plain = search(&["-k", "5"]);
+    let reranked = search(&["-k", "2", "--rerank", s(&cross), "--rerank-depth", "5"]);
+    assert_eq!(
+        reranked.len(),
+        2,
+        "-k results after rescoring --rerank-depth"
+    );
+    // The scores are the cross-encoder's on "title text", and the best of all five come first.
+    let files = lmfuse_encoder::ModelFiles::from_dir(&cross, "cross").unwrap();
+    let encoder = lmfuse_encoder::CrossEncoder::load(&files, None).unwrap();
+    let corpus: Vec<serde_json::Value> = CORPUS
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text_of = |id: &str| {
+        let d = corpus.iter().find(|d| d["id"] == id).unwrap();
+        let (title, text) = (d["title"].as_str().unwrap(), d["text"].as_str().unwrap());
+        if title.is_empty() {
+            text.to_string()
+        } else {
+            format!("{title} {text}")
+        }
+    };
+    let mut want: Vec<(String, f32)> = plain
+        .iter()
+        .map(|h| {
+            let id = h["id"].as_str().unwrap();
+            let t = text_of(id);
+            (
+                id.to_string(),
+                encoder
+                    .score(&[("the dogs and the cats", t.as_str())])
+                    .unwrap()[0],
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (got, (id, score)) in reranked.iter().zip(&want) {
+        assert_eq!(got["id"], id.as_str());
+        assert!(
+            (got["score"].as_f64().unwrap() as f32 - score).abs() < 1e-4,
+            "{got}"
+        );
+    }
+    // search eval reports the reranker; a model without a classifier is refused.
+    let queries = write_file(dir.path(), "queries.jsonl", QUERIES);
+    let qrels = write_file(dir.path(), "qrels.tsv", QRELS);
+    let eval = [
+        "search",
+        "eval",
+        "--index",
+        s(&idx),
+        "--queries",
+        s(&queries),
+        "--qrels",
+        s(&qrels),
+        "--modes",
+        "bm25",
+        "--rerank",
+        s(&cross),
+        "--json",
+    ];
+    let report = ok_json(&eval, &cache);
+    assert_eq!(report["reranker"], s(&cross));
+    fails_with(
+        &[
+            "search",
+            "--index",
+            s(&idx),
+            "-q",
+            "tea",
+            "--rerank",
+            s(&model),
+        ],
+        &cache,
+        &["cross-encoder", "classifier"],
+    );
+}

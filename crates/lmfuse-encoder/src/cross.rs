@@ -47,11 +47,6 @@ impl CrossEncoder {
         let encoder = SentenceEncoder::load(files, &options)?;
         let h = files.config.hidden_size;
         let weights = WeightFile::open(&files.weights_path)?;
-        let pooler = Linear {
-            weight: weights.tensor("pooler.dense.weight", &[h, h])?,
-            bias: weights.tensor("pooler.dense.bias", &[h])?,
-            inputs: h,
-        };
         let labels = match weights.stored_shape("classifier.weight")? {
             Some(shape) if shape.len() == 2 && shape[1] == h => shape[0],
             Some(shape) => {
@@ -79,6 +74,11 @@ impl CrossEncoder {
                 ),
             });
         }
+        let pooler = Linear {
+            weight: weights.tensor("pooler.dense.weight", &[h, h])?,
+            bias: weights.tensor("pooler.dense.bias", &[h])?,
+            inputs: h,
+        };
         let classifier = Linear {
             weight: weights.head_tensor("classifier.weight", &[1, h])?,
             bias: weights.head_tensor("classifier.bias", &[1])?,

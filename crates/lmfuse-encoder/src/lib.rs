@@ -19,8 +19,8 @@ mod weights;
 mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
-pub use cross::CrossEncoder;
 pub use config::{Activation, BertConfig, SentenceConfig};
+pub use cross::CrossEncoder;
 pub use error::EncoderError;
 pub use source::{
     default_model_candidates, model_roots, sha256_file, ModelFiles, ModelSpec, DEFAULT_MODEL_NAME,
@@ -317,8 +317,12 @@ impl SentenceEncoder {
     /// Tokenizes each (first, second) pair as the model's tokenizer frames a pair (BERT:
     /// `[CLS] first [SEP] second [SEP]`, the second segment with token type 1), cut longest
     /// first to the maximum length: what a cross-encoder reads.
-    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>, EncoderError> {
-        let inputs: Vec<tokenizers::EncodeInput> = pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+    pub fn tokenize_pairs(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<TokenizedText>, EncoderError> {
+        let inputs: Vec<tokenizers::EncodeInput> =
+            pairs.iter().map(|&(a, b)| (a, b).into()).collect();
         self.tokenize_inputs(inputs)
     }
 
@@ -327,13 +331,13 @@ impl SentenceEncoder {
         &self,
         inputs: Vec<tokenizers::EncodeInput>,
     ) -> Result<Vec<TokenizedText>, EncoderError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| EncoderError::Tokenizer {
-                context: "encoding".into(),
-                message: e.to_string(),
-            })?;
+        let encodings =
+            self.tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| EncoderError::Tokenizer {
+                    context: "encoding".into(),
+                    message: e.to_string(),
+                })?;
         let cfg = self.model.config();
         encodings
             .into_iter()

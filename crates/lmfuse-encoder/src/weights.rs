@@ -130,13 +130,22 @@ impl WeightFile {
 
     /// Reads tensor `name` as stored (a task head's, outside the encoder's prefix: the
     /// `classifier.weight` of a `BertForSequenceClassification`) as f32, checking its shape.
-    pub(crate) fn head_tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EncoderError> {
-        self.with_stored(name, vec![name.to_string()], shape, |stored, dtype, bytes| {
-            let element = self.element(stored, dtype)?;
-            let mut out = vec![0.0; bytes.len() / element.size()];
-            element.widen(bytes, &mut out);
-            Ok(out)
-        })
+    pub(crate) fn head_tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Vec<f32>, EncoderError> {
+        self.with_stored(
+            name,
+            vec![name.to_string()],
+            shape,
+            |stored, dtype, bytes| {
+                let element = self.element(stored, dtype)?;
+                let mut out = vec![0.0; bytes.len() / element.size()];
+                element.widen(bytes, &mut out);
+                Ok(out)
+            },
+        )
     }
 
     /// The shape of tensor `name` as stored, when the file has it.

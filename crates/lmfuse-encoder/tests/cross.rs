@@ -70,6 +70,9 @@ fn a_sentence_encoder_is_not_a_cross_encoder() {
         .collect();
     safetensors::serialize_to_file(kept, None, &dir.path().join("model.safetensors")).unwrap();
     let files = ModelFiles::from_dir(dir.path(), "no-head").unwrap();
-    let err = CrossEncoder::load(&files, None).err().expect("refused").to_string();
+    let err = CrossEncoder::load(&files, None)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("classifier.weight"), "{err}");
 }

@@ -9,7 +9,7 @@ use crate::ranker::{train_ranker, Ranker, RankerReport, RankerSpec, RANKER_DIR};
 use lmfuse_core::Pooling;
 use lmfuse_data::retrieval::{read_corpus, read_qrels, read_queries, CorpusColumns, Document};
 use lmfuse_data::Format;
-use lmfuse_encoder::SentenceEncoder;
+use lmfuse_encoder::{CrossEncoder, SentenceEncoder};
 use lmfuse_metrics::ranking::{evaluate_run, Judgements, RankingReport, Run};
 use lmfuse_retrieval::{
     write_index, AnalyzerParams, AnnPolicy, Change, DenseRecord, Index, IndexManifest, IndexSpec,
@@ -320,6 +320,67 @@ pub struct Hit {
     pub doc: usize,
 }
 
+/// A cross-encoder that rescores the best documents of a search (any mode) and re-sorts them.
+pub struct Reranker {
+    model: CrossEncoder,
+    depth: usize,
+}
+
+impl Reranker {
+    /// Loads the cross-encoder `model` (a folder or a Hugging Face id such as
+    /// `cross-encoder/ms-marco-MiniLM-L6-v2`); each search rescores its best
+    /// `max(depth, k)` documents.
+    pub fn open(model: &str, depth: usize) -> Result<Self> {
+        if depth == 0 {
+            return Err(PipelineError::Invalid(
+                "the rerank depth must be at least 1".into(),
+            ));
+        }
+        let files = EncoderChoice::named(model).resolve()?;
+        let model = CrossEncoder::load(&files, None)
+            .with_context(|| format!("cannot load the cross-encoder {model}"))?;
+        Ok(Reranker { model, depth })
+    }
+
+    /// The model as the user named it.
+    pub fn reference(&self) -> &str {
+        self.model.reference()
+    }
+
+    /// The cross-encoder's logit of each (query, text) pair.
+    pub fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        self.model.score(pairs).context("the cross-encoder failed")
+    }
+
+    /// Documents to fetch before reranking for `k` results.
+    fn fetch(&self, k: usize) -> usize {
+        self.depth.max(k)
+    }
+
+    /// `found` rescored by the cross-encoder (each document read as its title and text, as
+    /// BEIR's cross-encoder runs do), best first; ties keep document order.
+    fn rerank(
+        &self,
+        index: &Index,
+        query: &str,
+        found: &[(usize, f32)],
+    ) -> Result<Vec<(usize, f32)>> {
+        let docs = index.documents();
+        let texts: Vec<String> = found
+            .iter()
+            .map(|&(d, _)| match docs[d].title.is_empty() {
+                true => docs[d].text.clone(),
+                false => format!("{} {}", docs[d].title, docs[d].text),
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, t.as_str())).collect();
+        let scores = self.score(&pairs)?;
+        let mut out: Vec<(usize, f32)> = found.iter().map(|f| f.0).zip(scores).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+}
+
 /// An open index with the encoder for its queries (loaded on the first query that needs it).
 pub struct Searcher {
     dir: PathBuf,
@@ -327,6 +388,7 @@ pub struct Searcher {
     cache: CacheSpec,
     encoders: Option<Encoders>,
     ranker: Option<Ranker>,
+    reranker: Option<Reranker>,
 }
 
 impl Searcher {
@@ -338,7 +400,18 @@ impl Searcher {
             cache: cache.clone(),
             encoders: None,
             ranker: None,
+            reranker: None,
         })
+    }
+
+    /// Reranks every search's best documents with `reranker` from now on (`None`: stop).
+    pub fn set_reranker(&mut self, reranker: Option<Reranker>) {
+        self.reranker = reranker;
+    }
+
+    /// The cross-encoder searches are reranked with, when there is one.
+    pub fn reranker(&self) -> Option<&Reranker> {
+        self.reranker.as_ref()
     }
 
     /// The index.
@@ -368,7 +441,8 @@ impl Searcher {
         Ok(())
     }
 
-    /// The `k` best documents for one query in `mode` (checked by [`Searcher::check_mode`]).
+    /// The `k` best documents for one query in `mode` (checked by [`Searcher::check_mode`]),
+    /// reranked by the cross-encoder when there is one.
     fn rank(
         &self,
         query: &str,
@@ -376,10 +450,19 @@ impl Searcher {
         mode: SearchMode,
         k: usize,
     ) -> Result<Vec<(usize, f32)>> {
-        match (mode, &self.ranker, vector) {
-            (SearchMode::Learned, Some(ranker), Some(v)) => ranker.rank(&self.index, query, v, k),
-            _ => Ok(self.index.search(query, vector, mode, k)?),
-        }
+        let fetch = self.reranker.as_ref().map_or(k, |r| r.fetch(k));
+        let found = match (mode, &self.ranker, vector) {
+            (SearchMode::Learned, Some(ranker), Some(v)) => {
+                ranker.rank(&self.index, query, v, fetch)?
+            }
+            _ => self.index.search(query, vector, mode, fetch)?,
+        };
+        let Some(reranker) = &self.reranker else {
+            return Ok(found);
+        };
+        let mut reranked = reranker.rerank(&self.index, query, &found)?;
+        reranked.truncate(k);
+        Ok(reranked)
     }
 
     /// The vectors of `queries` (checked), when `mode` needs them.
@@ -550,6 +633,9 @@ pub struct SearchEvalReport {
     /// Mean time to encode one query, milliseconds (batched, cache bypassed); `None` without
     /// vectors.
     pub encode_ms_per_query: Option<f64>,
+    /// The cross-encoder every mode's results were reranked with (its time is in the
+    /// modes' times), when there was one.
+    pub reranker: Option<String>,
     /// One row per mode.
     pub modes: Vec<ModeScores>,
 }
@@ -612,6 +698,7 @@ pub fn evaluate(
         index: searcher.dir.clone(),
         queries: texts.len(),
         encode_ms_per_query: encode_ms,
+        reranker: searcher.reranker().map(|r| r.reference().to_string()),
         modes,
     })
 }

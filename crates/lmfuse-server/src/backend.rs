@@ -82,6 +82,16 @@ pub enum ServedTask {
     Answer,
 }
 
+/// What a backend's rerank scores are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RerankScores {
+    /// Cosines of the query's and the text's embeddings (a bi-encoder): answered as they are.
+    Cosine,
+    /// A cross-encoder's logits: `/rerank` answers their sigmoid, or the logits themselves
+    /// with `raw_scores` (text-embeddings-inference's convention).
+    Logits,
+}
+
 /// Most results one query may ask for (`k` of `/search` and `/answer`).
 pub const MAX_RESULTS: usize = 1000;
 
@@ -214,8 +224,14 @@ pub trait Backend: Send + Sync + 'static {
         ))
     }
 
+    /// What [`Backend::rerank`]'s scores are; cosines unless the backend says otherwise.
+    fn rerank_scores(&self) -> RerankScores {
+        RerankScores::Cosine
+    }
+
     /// The relevance of each (query, text) pair, higher is more relevant, in input order
-    /// (`/rerank`). The default says the model cannot rerank.
+    /// (`/rerank`), as [`Backend::rerank_scores`] says. The default says the model cannot
+    /// rerank.
     fn rerank(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>, BackendError> {
         let _ = pairs;
         Err(BackendError::Unsupported(

@@ -25,8 +25,8 @@ mod search;
 mod tei;
 
 pub use backend::{
-    AnswerQuery, Backend, BackendError, Oos, Prediction, Reloader, SearchHit, SearchQuery,
-    ServedTask, TokenCount, TokenEntity, MAX_RESULTS,
+    AnswerQuery, Backend, BackendError, Oos, Prediction, Reloader, RerankScores, SearchHit,
+    SearchQuery, ServedTask, TokenCount, TokenEntity, MAX_RESULTS,
 };
 pub use config::{
     ConfigError, OverLength, ServerConfig, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS,

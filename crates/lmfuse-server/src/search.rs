@@ -19,7 +19,7 @@
 //! names it, and every query and text against the server's limits, before anything is queued
 //! (a bad request never fails the batch it would have joined).
 
-use crate::backend::{AnswerQuery, Backend, SearchHit, SearchQuery, MAX_RESULTS};
+use crate::backend::{AnswerQuery, Backend, RerankScores, SearchHit, SearchQuery, MAX_RESULTS};
 use crate::batcher::{JobOutput, Work};
 use crate::body::{self, options_of};
 use crate::{admit, infer, tei, Admitted, ApiError, AppState, OverLength, ServedTask};
@@ -400,11 +400,14 @@ pub(crate) async fn rerank(
     };
     check_query("query", 0, &query, &state)?;
     let (texts, _) = texts(&object, "texts", &state)?;
-    if flag(&object, "raw_scores")? {
+    let backend = state.slot.get().ok_or_else(crate::not_ready)?;
+    let logits = backend.rerank_scores() == RerankScores::Logits;
+    let raw = flag(&object, "raw_scores")?;
+    if raw && !logits {
         return Err(ApiError::invalid(
             "raw_scores",
             "`raw_scores` is not available: the scores are cosine similarities of the served \
-             encoder's embeddings, not a cross-encoder's logits",
+             encoder's embeddings, not a cross-encoder's logits (serve one with --reranker)",
         ));
     }
     let return_text = flag(&object, "return_text")?;
@@ -414,9 +417,14 @@ pub(crate) async fn rerank(
         texts: texts.clone(),
     };
     let (out, _) = infer(&state, admitted, work, over).await?;
-    let JobOutput::Scores(scores) = out else {
+    let JobOutput::Scores(mut scores) = out else {
         return Err(unexpected("/rerank"));
     };
+    if logits && !raw {
+        scores
+            .iter_mut()
+            .for_each(|s| *s = 1.0 / (1.0 + (-*s).exp()));
+    }
     let mut ranked: Vec<Ranked> = scores
         .into_iter()
         .zip(texts)

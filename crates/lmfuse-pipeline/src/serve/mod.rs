@@ -19,30 +19,57 @@ mod search;
 
 pub use search::{FaqBackend, IndexBackend};
 
-/// The [`Reloader`] of a server that serves the bundle in `dir`: `None` (start-up, SIGHUP,
-/// `POST /reload` without a body) reloads `dir` with `encoder` in place of the encoder it
-/// records; another folder loads that bundle with the encoder *it* records (`encoder` names
-/// the encoder of `dir`'s bundle, and says nothing of another one). Each load is
-/// [`load_backend`]'s: a classifier or a tagger, as the bundle is.
-pub fn reloader(dir: PathBuf, encoder: Option<String>, max_tokens: Option<usize>) -> Arc<Reloader> {
+/// How a folder is served, beyond the folder itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// An encoder (folder or hub id) in place of the one a bundle records (same weights).
+    pub encoder: Option<String>,
+    /// Most tokens per text of a classifier (at most its maximum sequence length).
+    pub max_tokens: Option<usize>,
+    /// A cross-encoder (folder or hub id) for an index: `/rerank` scores pairs with it and
+    /// `/search` rescores its best documents with it.
+    pub reranker: Option<String>,
+    /// Documents the cross-encoder rescores per `/search` query (at least its `k`).
+    pub rerank_depth: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            encoder: None,
+            max_tokens: None,
+            reranker: None,
+            rerank_depth: 100,
+        }
+    }
+}
+
+/// The [`Reloader`] of a server that serves the folder `dir`: `None` (start-up, SIGHUP,
+/// `POST /reload` without a body) reloads `dir` with `options`; another folder loads with the
+/// encoder *it* records (`options.encoder` names the encoder of `dir`'s bundle, and says
+/// nothing of another one). Each load is [`load_backend`]'s.
+pub fn reloader(dir: PathBuf, options: ServeOptions) -> Arc<Reloader> {
     Arc::new(move |model: Option<&str>| {
-        let (path, encoder) = match model {
-            Some(m) if Path::new(m) != dir => (PathBuf::from(m), None),
-            _ => (dir.clone(), encoder.as_deref()),
+        let (path, options) = match model {
+            Some(m) if Path::new(m) != dir => (
+                PathBuf::from(m),
+                ServeOptions {
+                    encoder: None,
+                    ..options.clone()
+                },
+            ),
+            _ => (dir.clone(), options.clone()),
         };
-        load_backend(&path, encoder, max_tokens).map_err(|e| BackendError::Load(e.chain_message()))
+        load_backend(&path, &options).map_err(|e| BackendError::Load(e.chain_message()))
     })
 }
 
-/// Loads the bundle in `dir` for the server: a [`NerBackend`] when its manifest's task is
-/// [`crate::ner::TASK`], else a [`BundleBackend`]. `encoder` replaces the encoder the bundle
-/// records (same weights); `max_tokens` applies to classifiers only (a tagger reads whole
-/// texts, long ones in windows).
-pub fn load_backend(
-    dir: &Path,
-    encoder: Option<&str>,
-    max_tokens: Option<usize>,
-) -> Result<Arc<dyn Backend>> {
+/// Loads the folder `dir` for the server: an [`IndexBackend`] or a [`FaqBackend`] by its
+/// manifest, a [`NerBackend`] when a bundle's task is [`crate::ner::TASK`], else a
+/// [`BundleBackend`]. `options.encoder` applies to bundles, `max_tokens` to classifiers (a
+/// tagger reads whole texts, long ones in windows), the reranker to indexes.
+pub fn load_backend(dir: &Path, options: &ServeOptions) -> Result<Arc<dyn Backend>> {
+    let (encoder, max_tokens) = (options.encoder.as_deref(), options.max_tokens);
     let kind = served_kind(dir);
     ensure!(
         kind == ServedKind::Bundle || encoder.is_none(),
@@ -50,8 +77,13 @@ pub fn load_backend(
          and another encoder cannot be given",
         dir.display()
     );
+    ensure!(
+        kind == ServedKind::Index || options.reranker.is_none(),
+        "{} is not an index: a cross-encoder reranks an index's search results",
+        dir.display()
+    );
     match kind {
-        ServedKind::Index => return Ok(Arc::new(IndexBackend::load(dir)?)),
+        ServedKind::Index => return Ok(Arc::new(IndexBackend::load(dir, options)?)),
         ServedKind::Faq => return Ok(Arc::new(FaqBackend::load(dir)?)),
         ServedKind::Bundle => {}
     }

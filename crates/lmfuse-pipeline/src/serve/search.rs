@@ -6,13 +6,14 @@
 use crate::encoders::CacheSpec;
 use crate::error::{Context, PipelineError, Result};
 use crate::faq::{Faq, FaqMode, FaqSessions};
-use crate::retrieval::Searcher;
+use crate::retrieval::{Reranker, Searcher};
+use crate::serve::ServeOptions;
 use lmfuse_core::TextEncoder;
 use lmfuse_encoder::SentenceEncoder;
 use lmfuse_retrieval::{fusion, SearchMode};
 use lmfuse_server::{
-    cosine, AnswerQuery, Backend, BackendError, Prediction, SearchHit, SearchQuery, ServedTask,
-    TokenCount,
+    cosine, AnswerQuery, Backend, BackendError, Prediction, RerankScores, SearchHit, SearchQuery,
+    ServedTask, TokenCount,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -131,13 +132,19 @@ pub struct IndexBackend {
     encoder: Option<SidesEncoder>,
     /// The modes by name, the default first.
     modes: Vec<(&'static str, SearchMode)>,
+    /// Logits with a cross-encoder, else cosines.
+    rerank_scores: RerankScores,
     info: serde_json::Value,
 }
 
 impl IndexBackend {
-    /// Opens the index in `dir`, its learned ranker when it has one, and its encoder.
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Opens the index in `dir`, its learned ranker when it has one, its encoder, and the
+    /// cross-encoder of `options` when it names one.
+    pub fn load(dir: &Path, options: &ServeOptions) -> Result<Self> {
         let mut searcher = Searcher::open(dir, &CacheSpec::disabled())?;
+        if let Some(model) = &options.reranker {
+            searcher.set_reranker(Some(Reranker::open(model, options.rerank_depth)?));
+        }
         let dense = searcher.index().manifest().spec.dense.is_some();
         // The default first: hybrid where there are vectors, as `lmfuse search` does.
         let mut modes = vec![("bm25", SearchMode::Bm25)];
@@ -160,8 +167,15 @@ impl IndexBackend {
             m.insert("task".into(), "search".into());
             let names: Vec<&str> = modes.iter().map(|m| m.0).collect();
             m.insert("modes".into(), names.into());
+            let reranker = searcher.reranker().map(|r| r.reference().to_string());
+            m.insert("reranker".into(), reranker.into());
         }
+        let rerank_scores = match searcher.reranker() {
+            Some(_) => RerankScores::Logits,
+            None => RerankScores::Cosine,
+        };
         Ok(IndexBackend {
+            rerank_scores,
             dir: dir.to_path_buf(),
             searcher: Mutex::new(searcher),
             encoder,
@@ -268,8 +282,16 @@ impl Backend for IndexBackend {
     }
 
     fn rerank(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>, BackendError> {
+        let searcher = self.searcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reranker) = searcher.reranker() {
+            return reranker.score(pairs).map_err(failed);
+        }
         let encoder = self.encoder.as_ref().ok_or_else(|| no_vectors(&self.dir))?;
         encoder.rerank(pairs)
+    }
+
+    fn rerank_scores(&self) -> RerankScores {
+        self.rerank_scores
     }
 }
 
