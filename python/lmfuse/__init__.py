@@ -2,7 +2,8 @@
 
 ``Encoder`` returns embeddings as numpy arrays; ``TextClassifier`` is a scikit-learn
 estimator over lmfuse's feature blocks and heads; ``EntityTagger`` finds named entities;
-``RelationClassifier`` classifies the relation between two marked entities; ``load``,
+``RelationClassifier`` classifies the relation between two marked entities; ``SearchIndex``
+builds, searches and scores search indexes; ``load``,
 ``load_tagger`` and ``load_relations`` read the bundles the CLI writes.
 The work runs in lmfuse's Rust library (the same pipelines as the ``lmfuse`` CLI and
 ``lmfuse serve``), with the GIL released. Reference: docs/python.md.
@@ -30,6 +31,7 @@ __all__ = [
     "TextClassifier",
     "EntityTagger",
     "RelationClassifier",
+    "SearchIndex",
     "load",
     "load_tagger",
     "load_relations",
@@ -765,6 +767,115 @@ def load_relations(path):
     clf = RelationClassifier()
     clf._set_fitted(_native.relation_load(path))
     return clf
+
+
+def _corpus_file(corpus, folder):
+    """(path of a corpus file, temporary folder to remove or None): ``corpus`` is a file
+    (JSONL, CSV, TSV or Parquet with id, title and text) or an iterable of such dicts."""
+    if isinstance(corpus, (str, os.PathLike)):
+        return os.fspath(corpus), None
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix=".lmfuse-corpus-", dir=folder)
+    path = os.path.join(tmp, "corpus.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i, doc in enumerate(corpus):
+            if not isinstance(doc, dict):
+                raise ValueError(f"document {i} must be a dict with id, title and text")
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return path, tmp
+
+
+class SearchIndex:
+    """A search index folder (``lmfuse index build``): BM25 and dense vectors over documents
+    cut into passages, searched by ``bm25``, ``dense``, ``hybrid`` (reciprocal-rank fusion),
+    ``weighted`` or ``learned`` (the index's trained ranker), optionally reranked by a
+    cross-encoder. ``SearchIndex.build`` makes one; ``SearchIndex(path)`` opens one."""
+
+    MODES = ("bm25", "dense", "hybrid", "weighted", "learned")
+
+    def __init__(self, path, cache_dir=None):
+        self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise FileNotFoundError(f"index folder {self.path} does not exist")
+        self._cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self._native = _native.index_open(self.path, self._cache_dir)
+
+    @classmethod
+    def build(cls, path, corpus, model=None, bm25_only=False, ann="auto", cache_dir=None):
+        """Builds (or rebuilds, as a new generation) the index ``path`` over ``corpus`` (a
+        file, or an iterable of ``{"id", "title", "text"}`` dicts) with vectors of ``model``
+        (default: the default model) unless ``bm25_only``; ``ann``: when to keep an HNSW
+        graph, ``"auto"`` (from 100,000 passages), ``"on"`` or ``"off"``."""
+        path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        file, tmp = _corpus_file(corpus, parent)
+        cache = None if cache_dir is None else os.fspath(cache_dir)
+        try:
+            summary = json.loads(_native.index_build(path, file, model, bool(bm25_only), ann, cache))
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        index = cls(path, cache_dir)
+        index.summary_ = summary
+        return index
+
+    def _update(self, add=None, delete=()):
+        file, tmp = (None, None) if add is None else _corpus_file(add, self.path)
+        try:
+            summary = json.loads(_native.index_update(self.path, file, list(delete), self._cache_dir))
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._native = _native.index_open(self.path, self._cache_dir)
+        return summary
+
+    def add(self, corpus):
+        """Adds documents (a file or dicts); a document whose id is there replaces it."""
+        return self._update(add=corpus)
+
+    def delete(self, ids):
+        """Deletes the documents with these ids (a list, or one id)."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"ids must be strings, not {ids!r}")
+        return self._update(delete=ids)
+
+    def info(self):
+        """The index's manifest: documents, passages, the encoder it records, ..."""
+        return json.loads(self._native.info())
+
+    def rerank_with(self, model, depth=100):
+        """Reranks every later search's best ``depth`` documents with the cross-encoder
+        ``model`` (a folder or Hugging Face id); ``None`` stops reranking."""
+        self._native.set_reranker(None if model is None else os.fspath(model), int(depth))
+        return self
+
+    def search(self, query, mode="hybrid", k=10, rrf_k=60.0, dense_weight=0.5):
+        """The ``k`` best documents of a query as dicts ``{"rank", "id", "score", "title"}``;
+        a list of such lists for a list of queries."""
+        single = isinstance(query, str)
+        queries = [query] if single else list(query)
+        hits = json.loads(
+            self._native.search(queries, mode, int(k), (float(rrf_k), float(dense_weight)))
+        )
+        return hits[0] if single else hits
+
+    def evaluate(self, queries, qrels, modes=None, depth=100, rrf_k=60.0, dense_weight=0.5):
+        """nDCG@10, MRR@10, Recall@100 and MAP of each mode on judged queries (BEIR
+        ``queries.jsonl`` and ``qrels/*.tsv``), as ``lmfuse search eval --json`` reports."""
+        if modes is None:
+            modes = ["bm25"] if self.info()["spec"].get("dense") is None else ["bm25", "dense", "hybrid"]
+        report = self._native.evaluate(
+            (os.fspath(queries), os.fspath(qrels)), _names(modes, "modes"), int(depth),
+            (float(rrf_k), float(dense_weight)),
+        )
+        return json.loads(report)
 
 
 def _params_of(card):

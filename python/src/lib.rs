@@ -8,6 +8,7 @@ mod encoder;
 mod jobs;
 mod ner;
 mod relation;
+mod search;
 mod settings;
 
 use lmfuse_encoder::EncoderError;
@@ -83,5 +84,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<relation::Relations>()?;
     m.add_function(wrap_pyfunction!(relation::relation_fit, m)?)?;
     m.add_function(wrap_pyfunction!(relation::relation_load, m)?)?;
+    m.add_class::<search::Index>()?;
+    m.add_function(wrap_pyfunction!(search::index_build, m)?)?;
+    m.add_function(wrap_pyfunction!(search::index_update, m)?)?;
+    m.add_function(wrap_pyfunction!(search::index_open, m)?)?;
     Ok(())
 }

@@ -308,21 +308,9 @@ pub struct FusionArgs {
 
 impl FusionArgs {
     fn mode(&self, mode: ModeArg) -> anyhow::Result<SearchMode> {
-        if !(0.0..=1.0).contains(&self.dense_weight) {
-            anyhow::bail!(
-                "--dense-weight must be within 0..=1, not {}",
-                self.dense_weight
-            );
-        }
-        Ok(match mode {
-            ModeArg::Bm25 => SearchMode::Bm25,
-            ModeArg::Dense => SearchMode::Dense,
-            ModeArg::Hybrid => SearchMode::Rrf { k: self.rrf_k },
-            ModeArg::Weighted => SearchMode::Weighted {
-                dense_weight: self.dense_weight,
-            },
-            ModeArg::Learned => SearchMode::Learned,
-        })
+        let name = mode.to_possible_value().expect("no mode is skipped");
+        retrieval::mode_named(name.get_name(), self.rrf_k, self.dense_weight)
+            .context("--rrf-k or --dense-weight")
     }
 }
 

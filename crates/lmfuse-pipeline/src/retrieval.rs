@@ -320,6 +320,33 @@ pub struct Hit {
     pub doc: usize,
 }
 
+/// The search modes by name, as the CLI, the server and Python call them.
+pub const MODE_NAMES: [&str; 5] = ["bm25", "dense", "hybrid", "weighted", "learned"];
+
+/// The mode called `name` (one of [`MODE_NAMES`]): `hybrid` is reciprocal-rank fusion with
+/// constant `rrf_k`, `weighted` gives `dense_weight` (0..=1) to the dense side.
+pub fn mode_named(name: &str, rrf_k: f32, dense_weight: f32) -> Result<SearchMode> {
+    if !(0.0..=1.0).contains(&dense_weight) || rrf_k.is_nan() || rrf_k <= 0.0 {
+        return Err(PipelineError::Invalid(format!(
+            "the dense weight must be within 0..=1 (found {dense_weight}) and the RRF constant \
+             positive (found {rrf_k})"
+        )));
+    }
+    Ok(match name {
+        "bm25" => SearchMode::Bm25,
+        "dense" => SearchMode::Dense,
+        "hybrid" => SearchMode::Rrf { k: rrf_k },
+        "weighted" => SearchMode::Weighted { dense_weight },
+        "learned" => SearchMode::Learned,
+        other => {
+            return Err(PipelineError::Invalid(format!(
+                "unknown search mode {other:?}: one of {}",
+                MODE_NAMES.join(", ")
+            )))
+        }
+    })
+}
+
 /// A cross-encoder that rescores the best documents of a search (any mode) and re-sorts them.
 pub struct Reranker {
     model: CrossEncoder,

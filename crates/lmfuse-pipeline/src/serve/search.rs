@@ -6,7 +6,7 @@
 use crate::encoders::CacheSpec;
 use crate::error::{Context, PipelineError, Result};
 use crate::faq::{Faq, FaqMode, FaqSessions};
-use crate::retrieval::{Reranker, Searcher};
+use crate::retrieval::{mode_named, Reranker, Searcher};
 use crate::serve::ServeOptions;
 use lmfuse_core::TextEncoder;
 use lmfuse_encoder::SentenceEncoder;
@@ -147,17 +147,17 @@ impl IndexBackend {
         }
         let dense = searcher.index().manifest().spec.dense.is_some();
         // The default first: hybrid where there are vectors, as `lmfuse search` does.
-        let mut modes = vec![("bm25", SearchMode::Bm25)];
-        if dense {
-            modes = vec![
-                ("hybrid", SearchMode::Rrf { k: fusion::RRF_K }),
-                ("dense", SearchMode::Dense),
-                ("weighted", SearchMode::Weighted { dense_weight: 0.5 }),
-                ("bm25", SearchMode::Bm25),
-            ];
-            if searcher.check_mode(SearchMode::Learned).is_ok() {
-                modes.push(("learned", SearchMode::Learned));
+        let names: &[&'static str] = match dense {
+            true => &["hybrid", "dense", "weighted", "bm25", "learned"],
+            false => &["bm25"],
+        };
+        let mut modes = Vec::new();
+        for &name in names {
+            let mode = mode_named(name, fusion::RRF_K, 0.5)?;
+            if mode == SearchMode::Learned && searcher.check_mode(mode).is_err() {
+                continue;
             }
+            modes.push((name, mode));
         }
         let encoder = SidesEncoder::load(&searcher)
             .with_context(|| format!("cannot load the encoder of the index {}", dir.display()))?;
