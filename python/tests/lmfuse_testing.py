@@ -29,11 +29,12 @@ def require(path: Path, what: str) -> Path:
     pytest.skip(f"SKIPPED: {message}")
 
 
-def cli(*args: str, stdin: str = None) -> str:
-    """Runs ``target/release/lmfuse`` with ``args``; returns its standard output."""
+def cli(*args: str, stdin: str = None, env: dict = None) -> str:
+    """Runs ``target/release/lmfuse`` with ``args`` (in ``env``, default this process's
+    environment); returns its standard output."""
     require(CLI, "the lmfuse binary (cargo build --release)")
     done = subprocess.run(
-        [str(CLI), *args], input=stdin, capture_output=True, text=True, timeout=1800
+        [str(CLI), *args], input=stdin, capture_output=True, text=True, timeout=1800, env=env
     )
     assert done.returncode == 0, f"lmfuse {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout

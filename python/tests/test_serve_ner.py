@@ -9,13 +9,12 @@ tagger reads hand-made features).
 
 import json
 import os
-import subprocess
 
 import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
-from lmfuse_testing import CLI, require, serving
+from lmfuse_testing import CLI, cli, require, serving
 
 ENGLISH = "Carol lives in Oslo."
 # Four CJK characters (12 UTF-8 bytes) before the person.
@@ -44,9 +43,7 @@ def _people_and_places(n):
 
 
 def _lmfuse(env, *args):
-    out = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"lmfuse {args}: {out.stderr}"
-    return out.stdout
+    return cli(*args, env=env)
 
 
 @pytest.fixture(scope="module")

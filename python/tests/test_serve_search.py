@@ -13,7 +13,6 @@ LMFUSE_REQUIRE_ASSETS=1.
 
 import json
 import os
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from huggingface_hub import InferenceClient
 
-from lmfuse_testing import CLI, ROOT, require, serving
+from lmfuse_testing import CLI, ROOT, cli, require, serving
 
 MODEL = ROOT / "models" / "all-MiniLM-L6-v2"
 CROSS = ROOT / "crates" / "lmfuse-encoder" / "tests" / "fixtures" / "cross-tiny"
@@ -48,9 +47,7 @@ tax-limit,How large is the ROT deduction at most?,At most fifty thousand crowns 
 
 
 def _lmfuse(env, *args):
-    out = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"lmfuse {args}: {out.stderr}"
-    return out.stdout
+    return cli(*args, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,21 @@ fn string(object: &Object, field: &'static str) -> Result<Option<String>, ApiErr
     }
 }
 
+/// The string `field`, which must be there (`hint` ends the message of a wrong type).
+fn required(object: &Object, field: &'static str, hint: &str) -> Result<String, ApiError> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Err(ApiError::invalid(
+            field,
+            format!("field `{field}` is missing"),
+        )),
+        Some(other) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a string{hint}, found {}", kind(other)),
+        )),
+    }
+}
+
 /// The boolean `field`, `false` when absent or null.
 fn flag(object: &Object, field: &'static str) -> Result<bool, ApiError> {
     match object.get(field) {
@@ -314,21 +329,7 @@ pub(crate) async fn answer(
     drop(bytes);
     let backend = served(&state, ServedTask::Answer, "/answer")?;
     only_fields(&object, &["question", "session", "mode", "k"])?;
-    let question = match object.get("question") {
-        Some(Value::String(q)) => q.clone(),
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid("question", "field `question` is missing"))
-        }
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "question",
-                format!(
-                    "`question` must be a string (one question per request), found {}",
-                    kind(other)
-                ),
-            ))
-        }
-    };
+    let question = required(&object, "question", " (one question per request)")?;
     check_query("question", 0, &question, &state)?;
     let session = string(&object, "session")?;
     if let Some(s) = &session {
@@ -386,18 +387,7 @@ pub(crate) async fn rerank(
             "truncation_direction",
         ],
     )?;
-    let query = match object.get("query") {
-        Some(Value::String(q)) => q.clone(),
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid("query", "field `query` is missing"))
-        }
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "query",
-                format!("`query` must be a string, found {}", kind(other)),
-            ))
-        }
-    };
+    let query = required(&object, "query", "")?;
     check_query("query", 0, &query, &state)?;
     let (texts, _) = texts(&object, "texts", &state)?;
     let backend = state.slot.get().ok_or_else(crate::not_ready)?;

@@ -96,6 +96,18 @@ pub fn load_backend(dir: &Path, options: &ServeOptions) -> Result<Arc<dyn Backen
     }
 }
 
+/// Words (and two for the frame) as each text's tokens, where no tokenizer cuts anything: the
+/// batch budget's measure for models without an encoder.
+pub(crate) fn word_counts(texts: &[&str]) -> Vec<TokenCount> {
+    texts
+        .iter()
+        .map(|t| TokenCount {
+            tokens: t.split_whitespace().count() + 2,
+            truncated: false,
+        })
+        .collect()
+}
+
 /// What a folder holds, by its manifest's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServedKind {
@@ -290,13 +302,7 @@ impl Backend for BundleBackend {
                 })
                 .collect()),
             // TF-IDF only: words stand in for tokens in the batch budget; nothing is cut.
-            None => Ok(texts
-                .iter()
-                .map(|t| TokenCount {
-                    tokens: t.split_whitespace().count() + 2,
-                    truncated: false,
-                })
-                .collect()),
+            None => Ok(word_counts(texts)),
         }
     }
 

@@ -107,13 +107,7 @@ fn count_with(
 ) -> Result<Vec<TokenCount>, BackendError> {
     match encoder {
         Some(e) => e.count(texts),
-        None => Ok(texts
-            .iter()
-            .map(|t| TokenCount {
-                tokens: t.split_whitespace().count() + 2,
-                truncated: false,
-            })
-            .collect()),
+        None => Ok(super::word_counts(texts)),
     }
 }
 
