@@ -96,6 +96,17 @@ pub fn load_backend(dir: &Path, options: &ServeOptions) -> Result<Arc<dyn Backen
     }
 }
 
+/// Each tokenized text's token count and whether it was cut.
+pub(crate) fn counts_of(tokenized: &[TokenizedText]) -> Vec<TokenCount> {
+    tokenized
+        .iter()
+        .map(|t| TokenCount {
+            tokens: t.ids.len(),
+            truncated: t.truncated,
+        })
+        .collect()
+}
+
 /// Words (and two for the frame) as each text's tokens, where no tokenizer cuts anything: the
 /// batch budget's measure for models without an encoder.
 pub(crate) fn word_counts(texts: &[&str]) -> Vec<TokenCount> {
@@ -293,14 +304,7 @@ impl BundleBackend {
 impl Backend for BundleBackend {
     fn count_tokens(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
         match &self.encoder {
-            Some(encoder) => Ok(self
-                .tokenize(encoder, texts)?
-                .iter()
-                .map(|t| TokenCount {
-                    tokens: t.ids.len(),
-                    truncated: t.truncated,
-                })
-                .collect()),
+            Some(encoder) => Ok(counts_of(&self.tokenize(encoder, texts)?)),
             // TF-IDF only: words stand in for tokens in the batch budget; nothing is cut.
             None => Ok(word_counts(texts)),
         }
@@ -341,13 +345,7 @@ impl Backend for BundleBackend {
 
     fn count_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<TokenCount>, BackendError> {
         let (_, tokenized) = self.tokenize_ids(ids)?;
-        Ok(tokenized
-            .iter()
-            .map(|t| TokenCount {
-                tokens: t.ids.len(),
-                truncated: t.truncated,
-            })
-            .collect())
+        Ok(counts_of(&tokenized))
     }
 
     fn embed_token_ids(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {

@@ -52,13 +52,7 @@ impl SidesEncoder {
             .queries
             .tokenize_for_embedding(texts)
             .map_err(|e| BackendError::Inference(e.to_string()))?;
-        Ok(tokenized
-            .iter()
-            .map(|t| TokenCount {
-                tokens: t.ids.len(),
-                truncated: t.truncated,
-            })
-            .collect())
+        Ok(super::counts_of(&tokenized))
     }
 
     fn embed(encoder: &SentenceEncoder, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
