@@ -62,12 +62,12 @@ impl Index {
             .map(|(doc, (lex_rank, dense_rank))| {
                 let bm25 = lex_rank.map_or(0.0, |r| lexical[r].1);
                 let stored = &self.documents()[doc];
-                let share = |text: &str| {
+                let doc_terms = self.doc_terms(doc);
+                let share = |found: &HashSet<String>| {
                     if query_terms.is_empty() {
                         return 0.0;
                     }
-                    let found: HashSet<String> = terms(text, params).into_iter().collect();
-                    query_terms.intersection(&found).count() as f32 / query_terms.len() as f32
+                    query_terms.intersection(found).count() as f32 / query_terms.len() as f32
                 };
                 let rank_of = |r: Option<usize>| r.map_or(absent, |r| (r + 1) as f32);
                 let rrf = |r: Option<usize>| r.map_or(0.0, |r| 1.0 / (RRF_K + r as f32 + 1.0));
@@ -82,8 +82,8 @@ impl Index {
                     dense - best_dense,
                     rank_of(dense_rank).ln(),
                     rrf(lex_rank) + rrf(dense_rank),
-                    share(&stored.title),
-                    share(&format!("{} {}", stored.title, stored.text)),
+                    share(&doc_terms.title),
+                    share(&doc_terms.all),
                     (1.0 + words).ln(),
                     (1.0 + query_terms.len() as f32).ln(),
                 ];

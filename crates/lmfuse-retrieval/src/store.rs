@@ -397,9 +397,35 @@ pub struct Index {
     lexical: Lexical,
     dense: Option<Dense>,
     ann: Option<Ann>,
+    /// Each document's analysed terms, filled on first use by the learned ranker's features
+    /// (analysing a candidate's text on every query cost most of a ranked search).
+    terms: Vec<std::sync::OnceLock<DocTerms>>,
+}
+
+/// A document's distinct analysed terms: of its title, and of its title and text.
+#[derive(Debug)]
+pub(crate) struct DocTerms {
+    pub(crate) title: std::collections::HashSet<String>,
+    pub(crate) all: std::collections::HashSet<String>,
 }
 
 impl Index {
+    /// The analysed terms of document `doc`, computed once.
+    pub(crate) fn doc_terms(&self, doc: usize) -> &DocTerms {
+        self.terms[doc].get_or_init(|| {
+            let params = self.manifest.spec.analyzer;
+            let d = &self.docs[doc];
+            let title: std::collections::HashSet<String> = crate::analyzer::terms(&d.title, params)
+                .into_iter()
+                .collect();
+            // Title and text are analysed apart: the space between them ends every token, so
+            // their union is the terms of "title text".
+            let mut all = title.clone();
+            all.extend(crate::analyzer::terms(&d.text, params));
+            DocTerms { title, all }
+        })
+    }
+
     /// Opens the current generation of the index in `dir`, checking its parts agree.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = read_manifest(dir)?;
@@ -418,6 +444,7 @@ impl Index {
         };
         let index = Index {
             dir: dir.to_path_buf(),
+            terms: docs.iter().map(|_| std::sync::OnceLock::new()).collect(),
             by_key: docs.iter().enumerate().map(|(i, d)| (d.key, i)).collect(),
             manifest,
             docs,
