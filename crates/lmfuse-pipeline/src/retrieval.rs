@@ -218,10 +218,17 @@ enum Side {
     Passages,
 }
 
+impl RecordedEncoder {
+    /// The settings `record` holds.
+    fn of(record: &DenseRecord) -> Result<Self> {
+        serde_json::from_value(record.settings.clone())
+            .context("the index's encoder settings are damaged")
+    }
+}
+
 /// The encoder an index recorded, with `side`'s prefix, checked against the recorded weights.
 fn recorded_encoders(record: &DenseRecord, side: Side, cache: &CacheSpec) -> Result<Encoders> {
-    let recorded: RecordedEncoder = serde_json::from_value(record.settings.clone())
-        .context("the index's encoder settings are damaged")?;
+    let recorded = RecordedEncoder::of(record)?;
     let prefix = match side {
         Side::Queries => recorded.query_prefix,
         Side::Passages => recorded.passage_prefix,
@@ -544,29 +551,17 @@ impl Searcher {
         Ok(self.hits(&self.rank(query, vector, mode, k)?))
     }
 
-    /// The encoder the index records, with the prefix of its queries (`passages`: of its
-    /// passages), loaded once for a caller that keeps it (a server); `None` without vectors.
-    pub fn recorded_model(&self, passages: bool) -> Result<Option<SentenceEncoder>> {
+    /// The encoder the index records, with the prefix of its queries, loaded once for a
+    /// caller that keeps it (a server), and the prefix of its passages; `None` without
+    /// vectors. Passages are tokenized with their prefix by the same model
+    /// ([`SentenceEncoder::tokenize_unprefixed`] after the prefix): one copy of the weights.
+    pub fn recorded_model(&self) -> Result<Option<(SentenceEncoder, String)>> {
         let Some(record) = &self.index.manifest().spec.dense else {
             return Ok(None);
         };
-        let side = if passages {
-            Side::Passages
-        } else {
-            Side::Queries
-        };
-        let mut encoders = recorded_encoders(record, side, &CacheSpec::disabled())?;
-        encoders.take_model().map(Some)
-    }
-
-    /// Whether the index encodes queries and passages alike (no prefix, or the same one).
-    pub fn same_prefix_both_sides(&self) -> Result<bool> {
-        let Some(record) = &self.index.manifest().spec.dense else {
-            return Ok(true);
-        };
-        let recorded: RecordedEncoder = serde_json::from_value(record.settings.clone())
-            .context("the index's encoder settings are damaged")?;
-        Ok(recorded.query_prefix == recorded.passage_prefix)
+        let passage_prefix = RecordedEncoder::of(record)?.passage_prefix;
+        let mut encoders = recorded_encoders(record, Side::Queries, &CacheSpec::disabled())?;
+        Ok(Some((encoders.take_model()?, passage_prefix)))
     }
 
     /// The `k` best documents for each query.

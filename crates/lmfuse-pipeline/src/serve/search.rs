@@ -23,28 +23,38 @@ fn failed(e: PipelineError) -> BackendError {
     BackendError::Inference(e.chain_message())
 }
 
-/// The encoder of an index, with its query prefix and, where the passages have another one,
-/// a second copy with theirs.
+/// The encoder of an index, which prefixes queries itself, and the prefix of its passages.
 struct SidesEncoder {
     queries: SentenceEncoder,
-    passages: Option<SentenceEncoder>,
+    passage_prefix: String,
 }
 
 impl SidesEncoder {
     /// The encoder `searcher`'s index records; `None` when it has no vectors.
     fn load(searcher: &Searcher) -> Result<Option<Self>> {
-        let Some(queries) = searcher.recorded_model(false)? else {
-            return Ok(None);
-        };
-        let passages = match searcher.same_prefix_both_sides()? {
-            true => None,
-            false => searcher.recorded_model(true)?,
-        };
-        Ok(Some(SidesEncoder { queries, passages }))
+        Ok(searcher
+            .recorded_model()?
+            .map(|(queries, passage_prefix)| SidesEncoder {
+                queries,
+                passage_prefix,
+            }))
     }
 
-    fn passages(&self) -> &SentenceEncoder {
-        self.passages.as_ref().unwrap_or(&self.queries)
+    /// Embeddings of `texts` as the index's passages.
+    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let prefixed: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{t}", self.passage_prefix))
+            .collect();
+        let prefixed: Vec<&str> = prefixed.iter().map(String::as_str).collect();
+        let tokenized = self
+            .queries
+            .tokenize_unprefixed(&prefixed)
+            .map_err(|e| BackendError::Inference(e.to_string()))?;
+        let embeddings = self.queries.encode_tokenized(&tokenized);
+        Ok((0..texts.len())
+            .map(|i| embeddings.row(i).to_vec())
+            .collect())
     }
 
     fn count(&self, texts: &[&str]) -> Result<Vec<TokenCount>, BackendError> {
@@ -77,7 +87,7 @@ impl SidesEncoder {
         }
         let queries = Self::embed(&self.queries, &distinct)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.1).collect();
-        let passages = Self::embed(self.passages(), &texts)?;
+        let passages = self.embed_passages(&texts)?;
         Ok(pairs
             .iter()
             .zip(&passages)
@@ -111,6 +121,9 @@ fn folder_name(dir: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+/// A query's mode and, when the mode needs one, its vector.
+type ModeAndVector = (SearchMode, Option<Vec<f32>>);
 
 /// A search index, loaded once, answering `/search` (and its encoder's routes).
 pub struct IndexBackend {
@@ -184,8 +197,8 @@ impl IndexBackend {
         }
     }
 
-    /// The vectors of the queries whose mode needs one (`None` for the others).
-    fn vectors(&self, queries: &[SearchQuery]) -> Result<Vec<Option<Vec<f32>>>, BackendError> {
+    /// Each query's mode, and its vector when the mode needs one.
+    fn encoded(&self, queries: &[SearchQuery]) -> Result<Vec<ModeAndVector>, BackendError> {
         let modes = queries
             .iter()
             .map(|q| self.mode(q.mode.as_deref()))
@@ -196,14 +209,16 @@ impl IndexBackend {
             .filter(|(_, m)| m.needs_vector())
             .map(|(q, _)| q.text.as_str())
             .collect();
-        if wanted.is_empty() {
-            return Ok(vec![None; queries.len()]);
-        }
-        let encoder = self.encoder.as_ref().ok_or_else(|| no_vectors(&self.dir))?;
-        let mut encoded = SidesEncoder::embed(&encoder.queries, &wanted)?.into_iter();
+        let mut encoded = match wanted.is_empty() {
+            true => Vec::new().into_iter(),
+            false => {
+                let encoder = self.encoder.as_ref().ok_or_else(|| no_vectors(&self.dir))?;
+                SidesEncoder::embed(&encoder.queries, &wanted)?.into_iter()
+            }
+        };
         Ok(modes
-            .iter()
-            .map(|m| m.needs_vector().then(|| encoded.next()).flatten())
+            .into_iter()
+            .map(|m| (m, m.needs_vector().then(|| encoded.next()).flatten()))
             .collect())
     }
 }
@@ -244,14 +259,13 @@ impl Backend for IndexBackend {
     }
 
     fn search(&self, queries: &[SearchQuery]) -> Result<Vec<Vec<SearchHit>>, BackendError> {
-        let vectors = self.vectors(queries)?;
+        let encoded = self.encoded(queries)?;
         let searcher = self.searcher.lock().unwrap_or_else(|p| p.into_inner());
         let docs = searcher.index().documents();
         queries
             .iter()
-            .zip(&vectors)
-            .map(|(q, v)| {
-                let mode = self.mode(q.mode.as_deref())?;
+            .zip(encoded)
+            .map(|(q, (mode, v))| {
                 let hits = searcher
                     .search_encoded(&q.text, v.as_deref(), mode, q.k)
                     .map_err(failed)?;
