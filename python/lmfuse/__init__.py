@@ -11,11 +11,13 @@ The work runs in lmfuse's Rust library (the same pipelines as the ``lmfuse`` CLI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -769,21 +771,22 @@ def load_relations(path):
     return clf
 
 
+@contextlib.contextmanager
 def _corpus_file(corpus, folder):
-    """(path of a corpus file, temporary folder to remove or None): ``corpus`` is a file
-    (JSONL, CSV, TSV or Parquet with id, title and text) or an iterable of such dicts."""
+    """The path of ``corpus`` as a file (JSONL, CSV, TSV or Parquet with id, title and text):
+    itself, or, for an iterable of such dicts, a temporary JSON Lines file in ``folder``,
+    removed afterwards."""
     if isinstance(corpus, (str, os.PathLike)):
-        return os.fspath(corpus), None
-    import tempfile
-
-    tmp = tempfile.mkdtemp(prefix=".lmfuse-corpus-", dir=folder)
-    path = os.path.join(tmp, "corpus.jsonl")
-    with open(path, "w", encoding="utf-8") as f:
-        for i, doc in enumerate(corpus):
-            if not isinstance(doc, dict):
-                raise ValueError(f"document {i} must be a dict with id, title and text")
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    return path, tmp
+        yield os.fspath(corpus)
+        return
+    with tempfile.TemporaryDirectory(prefix=".lmfuse-corpus-", dir=folder) as tmp:
+        path = os.path.join(tmp, "corpus.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for i, doc in enumerate(corpus):
+                if not isinstance(doc, dict):
+                    raise ValueError(f"document {i} must be a dict with id, title and text")
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        yield path
 
 
 class SearchIndex:
@@ -810,28 +813,17 @@ class SearchIndex:
         path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        file, tmp = _corpus_file(corpus, parent)
         cache = None if cache_dir is None else os.fspath(cache_dir)
-        try:
+        with _corpus_file(corpus, parent) as file:
             summary = json.loads(_native.index_build(path, file, model, bool(bm25_only), ann, cache))
-        finally:
-            if tmp is not None:
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
         index = cls(path, cache_dir)
         index.summary_ = summary
         return index
 
     def _update(self, add=None, delete=()):
-        file, tmp = (None, None) if add is None else _corpus_file(add, self.path)
-        try:
+        with contextlib.ExitStack() as stack:
+            file = None if add is None else stack.enter_context(_corpus_file(add, self.path))
             summary = json.loads(_native.index_update(self.path, file, list(delete), self._cache_dir))
-        finally:
-            if tmp is not None:
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
         self._native = _native.index_open(self.path, self._cache_dir)
         return summary
 

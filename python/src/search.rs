@@ -15,6 +15,14 @@ use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// The embedding cache in `dir` (`None`: the default folder).
+fn cache_in(dir: Option<PathBuf>) -> CacheSpec {
+    CacheSpec {
+        disabled: false,
+        dir,
+    }
+}
+
 fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| value_error(e.to_string()))
 }
@@ -50,10 +58,7 @@ pub fn index_build(
     ann: &str,
     cache_dir: Option<PathBuf>,
 ) -> PyResult<String> {
-    let cache = CacheSpec {
-        disabled: false,
-        dir: cache_dir,
-    };
+    let cache = cache_in(cache_dir);
     let spec = IndexBuildSpec {
         corpus,
         format: None,
@@ -92,10 +97,7 @@ pub fn index_update(
     delete: Vec<String>,
     cache_dir: Option<PathBuf>,
 ) -> PyResult<String> {
-    let cache = CacheSpec {
-        disabled: false,
-        dir: cache_dir,
-    };
+    let cache = cache_in(cache_dir);
     let columns = CorpusColumns::default();
     let summary = py
         .detach(|| {
@@ -109,10 +111,7 @@ pub fn index_update(
 /// Opens the index `dir` for searching.
 #[pyfunction]
 pub fn index_open(py: Python<'_>, dir: PathBuf, cache_dir: Option<PathBuf>) -> PyResult<Index> {
-    let cache = CacheSpec {
-        disabled: false,
-        dir: cache_dir,
-    };
+    let cache = cache_in(cache_dir);
     let searcher = py.detach(|| Searcher::open(&dir, &cache)).map_err(py_err)?;
     Ok(Index {
         searcher: Mutex::new(searcher),

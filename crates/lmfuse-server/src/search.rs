@@ -23,7 +23,6 @@ use crate::backend::{AnswerQuery, Backend, RerankScores, SearchHit, SearchQuery,
 use crate::batcher::{JobOutput, Work};
 use crate::body::{self, options_of};
 use crate::{admit, infer, tei, Admitted, ApiError, AppState, OverLength, ServedTask};
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::Json;
 use serde::Serialize;
@@ -402,10 +401,13 @@ pub(crate) async fn rerank(
     }
     let return_text = flag(&object, "return_text")?;
     let over = tei::over_length(&state, &options_of(&object))?;
-    let work = Work::Rerank {
-        query,
-        texts: texts.clone(),
+    // The texts go to the batch; a copy stays only when the answer shows them.
+    let shown = if return_text {
+        texts.clone()
+    } else {
+        Vec::new()
     };
+    let work = Work::Rerank { query, texts };
     let (out, _) = infer(&state, admitted, work, over).await?;
     let JobOutput::Scores(mut scores) = out else {
         return Err(unexpected("/rerank"));
@@ -415,14 +417,14 @@ pub(crate) async fn rerank(
             .iter_mut()
             .for_each(|s| *s = 1.0 / (1.0 + (-*s).exp()));
     }
+    let mut shown = shown.into_iter();
     let mut ranked: Vec<Ranked> = scores
         .into_iter()
-        .zip(texts)
         .enumerate()
-        .map(|(index, (score, text))| Ranked {
+        .map(|(index, score)| Ranked {
             index,
             score,
-            text: return_text.then_some(text),
+            text: shown.next(),
         })
         .collect();
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
@@ -435,19 +437,22 @@ pub(crate) async fn similarity(
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (admitted, bytes) = admit(&state, req).await?;
-    similarity_of(&state, admitted, &bytes).await
+    let object = object_of(&bytes, SIMILARITY_EXAMPLE)?;
+    drop(bytes);
+    similarity_of(&state, admitted, object).await
 }
 
 /// `POST /` on an index or an answer engine: sentence similarity for `{"inputs":
 /// {"source_sentence", "sentences"}}`, embeddings (as `/embed`) for texts.
 pub(crate) async fn root(state: &AppState, req: Request) -> Result<Json<Value>, ApiError> {
     let (admitted, bytes) = admit(state, req).await?;
-    let asks_similarity = serde_json::from_slice::<Value>(&bytes)
-        .is_ok_and(|v| v.get("inputs").is_some_and(Value::is_object));
-    if asks_similarity {
-        return similarity_of(state, admitted, &bytes).await;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(object)) if object.get("inputs").is_some_and(Value::is_object) => {
+            drop(bytes);
+            similarity_of(state, admitted, object).await
+        }
+        _ => tei::embed_body(state, admitted, bytes).await,
     }
-    tei::embed_body(state, admitted, bytes).await
 }
 
 const SIMILARITY_EXAMPLE: &str =
@@ -457,9 +462,8 @@ const SIMILARITY_EXAMPLE: &str =
 async fn similarity_of(
     state: &AppState,
     admitted: Admitted<'_>,
-    bytes: &Bytes,
+    object: Object,
 ) -> Result<Json<Value>, ApiError> {
-    let object = object_of(bytes, SIMILARITY_EXAMPLE)?;
     only_fields(
         &object,
         &[
