@@ -72,10 +72,11 @@ fetch_e5() {
     echo "fetch-models: sha256 of $tok is not $tok_sha" >&2
     return 1
   fi
-  local lm="${LMFUSE_BIN:-$root/target/release/lmfuse}"
+  local profile="${LMFUSE_CARGO_PROFILE:-release}"
+  local lm="${LMFUSE_BIN:-$root/target/$profile/lmfuse}"
   if [ ! -x "$lm" ]; then
     echo "fetch-models: building lmfuse to convert the blob"
-    (cd "$root" && cargo build --release --locked --quiet -p lmfuse-cli)
+    (cd "$root" && cargo build --profile "$profile" --locked --quiet -p lmfuse-cli)
   fi
   # The converter checks the blob's sha256 and writes the folder in one rename.
   "$lm" models import-e5s1 --blob "$blob" --tokenizer "$tok" --out "$dest" --sha256 "$blob_sha"

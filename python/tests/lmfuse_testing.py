@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / "target" / "release" / "lmfuse"
+# The CLI under test: $LMFUSE_BIN (scripts/test.sh sets it to its own build), else the release build.
+CLI = Path(os.environ.get("LMFUSE_BIN") or ROOT / "target" / "release" / "lmfuse")
 REVIEWS = ROOT / "examples" / "reviews.jsonl"
 SHARED = ROOT.parent / "shared"
 
@@ -30,7 +31,7 @@ def require(path: Path, what: str) -> Path:
 
 
 def cli(*args: str, stdin: str = None, env: dict = None) -> str:
-    """Runs ``target/release/lmfuse`` with ``args`` (in ``env``, default this process's
+    """Runs the lmfuse CLI (``CLI``) with ``args`` (in ``env``, default this process's
     environment); returns its standard output."""
     require(CLI, "the lmfuse binary (cargo build --release)")
     done = subprocess.run(

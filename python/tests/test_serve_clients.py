@@ -22,10 +22,10 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
-from lmfuse_testing import serving
+from lmfuse_testing import CLI, serving
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "lmfuse"
+BIN = CLI
 MODEL = ROOT / "models" / "all-MiniLM-L6-v2"
 TRAIN = ROOT / "examples" / "reviews.jsonl"
 

@@ -21,6 +21,7 @@ mod embed;
 mod faq;
 mod finetune;
 mod models;
+mod monitor;
 mod ner;
 mod progress;
 mod relation;
@@ -91,6 +92,10 @@ enum Command {
     /// Customer-service answer engine over a question/answer table: build, ask, eval.
     #[command(subcommand)]
     Faq(faq::FaqCommand),
+    /// Monitor a stream of texts: durable ingest, classification, windowed counts, spike
+    /// and level alerts with webhook, log and stdout sinks.
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -206,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(command) => search::run_index(&command, cli.quiet),
         Command::Search(args) => search::run_search(&args, cli.quiet),
         Command::Faq(command) => faq::run(&command, cli.quiet),
+        Command::Monitor(command) => monitor::run(&command),
         Command::Bench(BenchCommand::Embed(args)) => bench::run(&args, cli.quiet),
         Command::Bench(BenchCommand::TrainStep(args)) => bench_finetune::run(&args),
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args),

@@ -505,7 +505,9 @@ async fn similarity_of(
         "source_sentence",
         state.config.max_input_chars,
     )?;
-    let over = tei::over_length(state, &options_of(&object))?;
+    let options = options_of(&object);
+    tei::refuse_prompt_name(&options)?;
+    let over = tei::over_length(state, &options)?;
     let mut all = Vec::with_capacity(sentences.len() + 1);
     all.push(source);
     all.extend(sentences);

@@ -305,6 +305,17 @@ pub(crate) async fn embed(
     embed_body(&state, admitted, bytes).await
 }
 
+/// Refuses a `prompt_name` (TEI's named instruction prompts): lmfuse models have none.
+pub(crate) fn refuse_prompt_name(o: &body::Options) -> Result<(), ApiError> {
+    match o.str("prompt_name")? {
+        Some(p) => Err(ApiError::invalid(
+            "prompt_name",
+            format!("`prompt_name` {p:?} is not available: lmfuse models have no prompts"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Embeds the texts or token ids of an admitted `/embed`-shaped body.
 pub(crate) async fn embed_body(
     state: &AppState,
@@ -314,12 +325,7 @@ pub(crate) async fn embed_body(
     let parsed = body::parse(&bytes, "inputs", &state.config)?;
     drop(bytes);
     let o = &parsed.options;
-    if let Some(p) = o.str("prompt_name")? {
-        return Err(ApiError::invalid(
-            "prompt_name",
-            format!("`prompt_name` {p:?} is not available: lmfuse models have no prompts"),
-        ));
-    }
+    refuse_prompt_name(o)?;
     match o.str("encoding_format")? {
         None | Some("float") => {}
         Some(f) => {

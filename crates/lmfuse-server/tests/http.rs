@@ -1935,6 +1935,13 @@ fn bad_retrieval_requests_are_refused_before_they_reach_a_batch() {
             "invalid_input",
             "parameters",
         ),
+        (
+            "/similarity",
+            json!({"inputs": {"source_sentence": "a", "sentences": ["b"]}, "prompt_name": "q"}),
+            422,
+            "invalid_input",
+            "`prompt_name`",
+        ),
     ];
     for (path, body, status, kind, needle) in cases {
         let msg = assert_error(&s.post(path, body.clone()), status, kind);

@@ -235,6 +235,11 @@ impl BundleBackend {
         })
     }
 
+    /// The classes the bundle predicts, in its order.
+    pub fn labels(&self) -> Vec<String> {
+        self.model.labels().names().to_vec()
+    }
+
     /// Tokenizes cut at `max_tokens` (keeping the closing special tokens); whole when the
     /// encoder windows long texts.
     fn tokenize(

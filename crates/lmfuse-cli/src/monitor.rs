@@ -1,0 +1,317 @@
+//! `lmfuse monitor`: run the stream monitor (HTTP ingest, a followed file or stdin), feed it
+//! a file, list its alerts, and make a seeded stream for replays.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use lmfuse_monitor::simulate::{simulate, StreamSpec};
+use lmfuse_monitor::store::Store;
+use lmfuse_monitor::{
+    BundleClassifier, Classify, Feed, Monitor, MonitorConfig, MonitorError, Workers,
+};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// `lmfuse monitor ...`.
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Run the monitor: `POST /events`, `GET /alerts`, `POST /alerts/{id}/acknowledge|resolve`,
+    /// `GET /health`; events are classified, counted and watched by the rules in the
+    /// background, and alerts delivered to the sinks.
+    Run(RunArgs),
+    /// Store the events of an NDJSON file (or `-` for stdin), process them, deliver the
+    /// alerts they raise, and print a JSON report.
+    Ingest(IngestArgs),
+    /// List the alerts of a monitor database (one JSON object per line).
+    Alerts(AlertsArgs),
+    /// Write a seeded stream (NDJSON events) drawn from a labelled data set, with injected
+    /// negative bursts, and the bursts' times (JSON).
+    Simulate(SimulateArgs),
+}
+
+/// The configuration and database every monitor command opens.
+#[derive(Args, Debug)]
+pub struct Setup {
+    /// The configuration file (TOML: models, rules, sinks; see docs/monitor.md).
+    #[arg(long)]
+    config: PathBuf,
+    /// The database file (SQLite; created when absent).
+    #[arg(long)]
+    db: PathBuf,
+}
+
+/// `lmfuse monitor run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free one, printed on stderr).
+    #[arg(long, default_value_t = 8090)]
+    port: u16,
+    /// Also follow this NDJSON file as it grows (ids make a re-read harmless).
+    #[arg(long)]
+    follow: Option<PathBuf>,
+}
+
+/// `lmfuse monitor ingest`.
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// NDJSON events (`-`: stdin).
+    #[arg(long)]
+    input: PathBuf,
+}
+
+/// `lmfuse monitor alerts`.
+#[derive(Args, Debug)]
+pub struct AlertsArgs {
+    /// The database file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Only alerts in this state (open, acknowledged, resolved).
+    #[arg(long)]
+    state: Option<String>,
+    /// At most this many, newest window first.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+/// `lmfuse monitor simulate`.
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Labelled texts (JSONL, CSV, TSV, Parquet).
+    #[arg(long)]
+    data: PathBuf,
+    /// Text column.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Label column.
+    #[arg(long, default_value = "label")]
+    label_col: String,
+    /// The label of negative texts (the others are drawn in steady periods too).
+    #[arg(long, default_value = "negative")]
+    negative_label: String,
+    /// Simulated days.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Entities.
+    #[arg(long, default_value_t = 20)]
+    entities: usize,
+    /// Mean events per hour of each entity.
+    #[arg(long, default_value_t = 3.0)]
+    events_per_hour: f64,
+    /// Share of negative texts in steady periods.
+    #[arg(long, default_value_t = 0.2)]
+    negative_share: f64,
+    /// Injected negative bursts.
+    #[arg(long, default_value_t = 3)]
+    bursts: usize,
+    /// Hours of a burst.
+    #[arg(long, default_value_t = 3)]
+    burst_hours: u32,
+    /// Extra events per hour in a burst.
+    #[arg(long, default_value_t = 20.0)]
+    burst_events_per_hour: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Where to write the events (NDJSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to write the bursts (JSON).
+    #[arg(long)]
+    truth: PathBuf,
+}
+
+/// Runs a `lmfuse monitor` command.
+pub fn run(command: &MonitorCommand) -> anyhow::Result<()> {
+    match command {
+        MonitorCommand::Run(args) => serve(args),
+        MonitorCommand::Ingest(args) => ingest(args),
+        MonitorCommand::Alerts(args) => alerts(args),
+        MonitorCommand::Simulate(args) => write_stream(args),
+    }
+}
+
+/// The monitor of `setup`, its classifiers loaded.
+fn open(setup: &Setup) -> anyhow::Result<Arc<Monitor>> {
+    let config = MonitorConfig::load(&setup.config)?;
+    let mut classifiers: Vec<Arc<dyn Classify>> = Vec::new();
+    for m in &config.models {
+        let c = BundleClassifier::load(&m.bundle)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("model {:?}: cannot load {}", m.name, m.bundle.display()))?;
+        classifiers.push(Arc::new(c));
+    }
+    Ok(Arc::new(Monitor::open(config, &setup.db, classifiers)?))
+}
+
+fn report_error(e: &MonitorError) {
+    eprintln!("lmfuse: monitor: {e}");
+}
+
+fn serve(args: &RunArgs) -> anyhow::Result<()> {
+    let monitor = open(&args.setup)?;
+    let workers = Workers::spawn(monitor.clone(), Arc::new(report_error));
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = args
+        .follow
+        .clone()
+        .map(|path| follow(monitor.clone(), path, stop.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr()?;
+        eprintln!("lmfuse: monitor listening on http://{addr}");
+        lmfuse_monitor::http::serve(listener, monitor.clone(), lmfuse_server::terminate_signal())
+            .await
+            .context("the monitor's server failed")
+    });
+    stop.store(true, Ordering::SeqCst);
+    if let Some(f) = follower {
+        let _ = f.join();
+    }
+    workers.stop();
+    eprintln!("lmfuse: monitor stopped");
+    served
+}
+
+fn follow(
+    monitor: Arc<Monitor>,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let source = path.display().to_string();
+        let result = std::fs::File::open(&path)
+            .map_err(|e| MonitorError::Io {
+                path: path.clone(),
+                source: e,
+            })
+            .and_then(|f| {
+                Feed {
+                    source: &source,
+                    batch: monitor.config().batch,
+                    follow_until: Some(&stop),
+                }
+                .run(&monitor, std::io::BufReader::new(f), &report_error)
+            });
+        if let Err(e) = result {
+            eprintln!("lmfuse: monitor: stopped following {source}: {e}");
+        }
+    })
+}
+
+fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let monitor = open(&args.setup)?;
+    let stdin = args.input == Path::new("-");
+    let source = if stdin {
+        "stdin".to_string()
+    } else {
+        args.input.display().to_string()
+    };
+    let reader: Box<dyn std::io::BufRead> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot open {}", args.input.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let feed = Feed {
+        source: &source,
+        batch: monitor.config().batch,
+        follow_until: None,
+    };
+    let report = feed.run(&monitor, reader, &report_error)?;
+    let processed = monitor.process_all()?;
+    let delivered = monitor.deliver_due()?;
+    let status = monitor.status()?;
+    let out = serde_json::json!({
+        "feed": report, "processed": processed, "delivered": delivered, "monitor": status,
+    });
+    println!("{out}");
+    if report.refused > 0 {
+        bail!(
+            "{} of {} lines were refused (see above)",
+            report.refused,
+            report.lines
+        );
+    }
+    Ok(())
+}
+
+fn alerts(args: &AlertsArgs) -> anyhow::Result<()> {
+    if !args.db.is_file() {
+        bail!("no monitor database at {}", args.db.display());
+    }
+    let mut store = Store::open(&args.db)?;
+    let list = store.read(|tx| tx.alerts(args.state.as_deref(), args.limit))?;
+    let mut out = std::io::stdout().lock();
+    for a in list {
+        writeln!(out, "{a}")?;
+    }
+    Ok(())
+}
+
+fn write_stream(args: &SimulateArgs) -> anyhow::Result<()> {
+    let data = lmfuse_data::read_labelled(&args.data, None, &args.text_col, &args.label_col, &[])?;
+    let (mut negative, mut other) = (Vec::new(), Vec::new());
+    for (text, label) in data.texts.iter().zip(&data.labels) {
+        if *label == args.negative_label {
+            negative.push(text.clone());
+        } else {
+            other.push(text.clone());
+        }
+    }
+    if negative.is_empty() || other.is_empty() {
+        bail!(
+            "{}: needs texts labelled {:?} and texts with other labels",
+            args.data.display(),
+            args.negative_label
+        );
+    }
+    let spec = StreamSpec {
+        days: args.days,
+        entities: args.entities,
+        events_per_hour: args.events_per_hour,
+        negative_share: args.negative_share,
+        bursts: args.bursts,
+        burst_hours: args.burst_hours,
+        burst_events_per_hour: args.burst_events_per_hour,
+        seed: args.seed,
+        ..StreamSpec::default()
+    };
+    let (events, bursts) = simulate(&spec, &negative, &other);
+    let mut lines = String::new();
+    for e in &events {
+        lines.push_str(&lmfuse_monitor::event::to_json(e).to_string());
+        lines.push('\n');
+    }
+    let truth = serde_json::to_string_pretty(&bursts)?;
+    for (path, bytes) in [
+        (&args.out, lines.as_bytes()),
+        (&args.truth, truth.as_bytes()),
+    ] {
+        lmfuse_data::atomic_write(path, |w| w.write_all(bytes))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "lmfuse: {} events, {} bursts -> {}, {}",
+        events.len(),
+        bursts.len(),
+        args.out.display(),
+        args.truth.display()
+    );
+    Ok(())
+}

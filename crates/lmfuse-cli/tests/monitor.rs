@@ -1,0 +1,438 @@
+//! End-to-end tests of `lmfuse monitor`: a seeded stream replayed over HTTP into a monitor that
+//! is killed (-9) half-way and restarted, with its webhook receiver down until the end: every
+//! acknowledged event is stored once, every burst alerts, and each alert reaches the webhook
+//! and the log once. Bad requests and a bad rule file get errors naming the field.
+
+mod common;
+
+use common::{lmfuse, ok_json, tiny_model, workspace, write_file};
+use lmfuse_server::client::{self, Target};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `lmfuse monitor run` and the address it printed.
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Running {
+    fn start(config: &Path, db: &Path, cache: &Path) -> Running {
+        let args = [
+            "monitor",
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--port",
+            "0",
+        ];
+        let mut child = lmfuse(&args, cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lmfuse monitor run");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines.next().expect("the monitor printed nothing").unwrap();
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim()
+            .to_string();
+        std::thread::spawn(move || {
+            lines.for_each(|l| eprintln!("monitor: {}", l.unwrap_or_default()))
+        });
+        Running { child, base }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> client::Response {
+        let target = Target::parse(&format!("{}{path}", self.base)).unwrap();
+        client::request(&target, method, &[], body).unwrap()
+    }
+
+    fn health(&self) -> Value {
+        self.call("GET", "/health", b"").json()["monitor"].clone()
+    }
+
+    /// Waits until every stored event is classified and no delivery is owed.
+    fn wait_settled(&self, events: u64) -> Value {
+        let started = Instant::now();
+        loop {
+            let h = self.health();
+            let owed: u64 = h["deliveries"]
+                .as_object()
+                .map(|d| d.values().map(|v| v[1].as_u64().unwrap()).sum())
+                .unwrap_or(0);
+            if h["classified"] == events && owed == 0 {
+                return h;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "not settled: {h}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook receiver on `port`: every request's `Idempotency-Key` and body.
+fn receive_on(port: u16) -> Arc<Mutex<Vec<(String, Value)>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the receiver's port is free");
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut key, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                match name.to_ascii_lowercase().as_str() {
+                    "idempotency-key" => key = value.trim().to_string(),
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            seen.lock()
+                .unwrap()
+                .push((key, serde_json::from_slice(&body).unwrap()));
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        }
+    });
+    got
+}
+
+/// A TF-IDF sentiment bundle trained on the example reviews.
+fn sentiment_bundle(dir: &Path, model: &Path, cache: &Path) -> PathBuf {
+    let bundle = dir.join("sentiment");
+    let reviews = workspace().join("examples/reviews.jsonl");
+    ok_json(
+        &[
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            reviews.to_str().unwrap(),
+            "--features",
+            "tfidf",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--json",
+        ],
+        cache,
+    );
+    bundle
+}
+
+fn config(bundle: &Path, webhook_port: u16, log: &Path) -> String {
+    format!(
+        r#"
+[monitor]
+window = "1h"
+
+[[model]]
+name = "sentiment"
+bundle = {bundle:?}
+
+[[rule]]
+name = "negative-share"
+kind = "share"
+model = "sentiment"
+label = "negative"
+above = 0.6
+min_count = 10
+group_by = ["entity"]
+
+[[sink]]
+kind = "webhook"
+url = "http://127.0.0.1:{webhook_port}/alerts"
+max_backoff = "2s"
+
+[[sink]]
+kind = "log"
+path = {log:?}
+"#
+    )
+}
+
+#[test]
+fn a_killed_monitor_keeps_every_acknowledged_event_and_delivers_each_alert_once() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bundle = sentiment_bundle(dir.path(), &model, &cache);
+    let (stream, truth) = (
+        dir.path().join("stream.jsonl"),
+        dir.path().join("bursts.json"),
+    );
+    let reviews = workspace().join("examples/reviews.jsonl");
+    let status = lmfuse(
+        &[
+            "monitor",
+            "simulate",
+            "--data",
+            reviews.to_str().unwrap(),
+            "--days",
+            "8",
+            "--seed",
+            "3",
+            "--out",
+            stream.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+        &cache,
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&stream)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let bursts: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+    // The receiver's port, free for now: the webhook is down until the end.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("alerts.log");
+    let config = write_file(dir.path(), "monitor.toml", &config(&bundle, port, &log));
+    let db = dir.path().join("monitor.db");
+
+    let mut monitor = Running::start(&config, &db, &cache);
+    let chunks: Vec<&[String]> = lines.chunks(400).collect();
+    let half = chunks.len() / 2;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i == half {
+            // Killed right after an acknowledgement, with events stored but not processed.
+            monitor.kill();
+            monitor = Running::start(&config, &db, &cache);
+            // The last acknowledged request sent again: stored once.
+            let again = monitor.call("POST", "/events", chunks[i - 1].join("\n").as_bytes());
+            assert_eq!(
+                again.json()["duplicates"],
+                chunks[i - 1].len(),
+                "{}",
+                again.text()
+            );
+        }
+        let r = monitor.call("POST", "/events", chunk.join("\n").as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["accepted"], chunk.len());
+    }
+    let received = receive_on(port);
+    let health = monitor.wait_settled(lines.len() as u64);
+    assert_eq!(health["events"], lines.len());
+
+    let alerts = monitor.call("GET", "/alerts", b"").json();
+    let alerts = alerts.as_array().unwrap();
+    for b in &bursts {
+        let start = b["start"].as_i64().unwrap();
+        let hit = alerts.iter().any(|a| {
+            let w = a["window"].as_i64().unwrap();
+            a["series"]["entity"] == b["entity"] && w + 3_600 > start && w <= start + 3_600
+        });
+        assert!(
+            hit,
+            "burst {b} raised no alert within a window of its start: {alerts:?}"
+        );
+    }
+    let ids: BTreeSet<&str> = alerts.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let got = received.lock().unwrap().clone();
+    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, body) in &got {
+        assert_eq!(
+            body["id"].as_str(),
+            Some(key.as_str()),
+            "the key is the alert's id"
+        );
+        *per_key.entry(key.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_key.keys().copied().collect::<BTreeSet<_>>(),
+        ids,
+        "every alert, by webhook"
+    );
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "an alert sent twice: {per_key:?}"
+    );
+    let logged: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), ids.len(), "every alert logged once");
+}
+
+#[test]
+fn bad_requests_and_a_bad_rule_file_are_named() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bundle = sentiment_bundle(dir.path(), &model, &cache);
+    let log = dir.path().join("alerts.log");
+    let text =
+        config(&bundle, 9, &log).replace("[monitor]\n", "[monitor]\nmax_body_bytes = 2000\n");
+    let config_path = write_file(dir.path(), "monitor.toml", &text);
+    let db = dir.path().join("monitor.db");
+    let monitor = Running::start(&config_path, &db, &cache);
+    let good = json!([{"id": "a", "time": "2026-11-01T10:00:00Z", "text": "Great gym, friendly staff.", "entity": "acme"}]);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", good.to_string().as_bytes())
+            .status,
+        200
+    );
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            json!([{"id": "b", "time": 5}]).to_string(),
+            422,
+            "field `text`: missing",
+        ),
+        (
+            json!([{"id": "b", "text": "x"}]).to_string(),
+            422,
+            "field `time`: missing",
+        ),
+        (
+            json!([{"id": "b", "time": "2099-01-01T00:00:00Z", "text": "x"}]).to_string(),
+            422,
+            "after the monitor's clock",
+        ),
+        (
+            json!([{"id": "b", "time": "soon", "text": "x"}]).to_string(),
+            422,
+            "not an RFC 3339 time",
+        ),
+        (
+            json!([{"id": "b", "time": 5, "text": "x"}, {"id": "b", "time": 6, "text": "y"}])
+                .to_string(),
+            422,
+            "appears twice",
+        ),
+        (
+            json!([{"id": "a", "time": "2026-11-01T10:00:00Z", "text": "changed"}]).to_string(),
+            409,
+            "already stored with a different text",
+        ),
+        ("[{\"id\": \"b\",".to_string(), 400, "not a JSON array"),
+        (
+            format!(
+                "[{{\"id\": \"b\", \"time\": 5, \"text\": \"{}\"}}]",
+                "x".repeat(3000)
+            ),
+            413,
+            "over the limit of 2000 bytes",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let r = monitor.call("POST", "/events", body.as_bytes());
+        assert_eq!(
+            r.status,
+            status,
+            "{}: {}",
+            &body[..body.len().min(80)],
+            r.text()
+        );
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(needle),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        monitor.health()["events"],
+        1,
+        "nothing of a refused request was stored"
+    );
+    let bad_state = monitor.call("GET", "/alerts?state=closed", b"");
+    assert_eq!(bad_state.status, 422, "{}", bad_state.text());
+    assert_eq!(
+        monitor
+            .call("POST", "/alerts/nope%2Fx/acknowledge", b"")
+            .status,
+        404
+    );
+    drop(monitor);
+
+    let broken = text.replace("above = 0.6", "above = 1.5");
+    assert_ne!(broken, text);
+    let broken_path = write_file(dir.path(), "broken.toml", &broken);
+    let out = lmfuse(
+        &[
+            "monitor",
+            "run",
+            "--config",
+            broken_path.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--port",
+            "0",
+        ],
+        &cache,
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("rule[0]: `above`"),
+        "{stderr}"
+    );
+    let unknown_label = text.replace("label = \"negative\"", "label = \"angry\"");
+    assert_ne!(unknown_label, text);
+    let path = write_file(dir.path(), "label.toml", &unknown_label);
+    let out = lmfuse(
+        &[
+            "monitor",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--port",
+            "0",
+        ],
+        &cache,
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no label \"angry\""), "{stderr}");
+}

@@ -1,0 +1,161 @@
+//! The monitor's HTTP interface: `POST /events`, `GET /alerts`, `POST /alerts/{id}/acknowledge`
+//! and `/resolve`, `GET /health`. Errors become statuses in one place ([`status_of`]).
+
+use crate::error::MonitorError;
+use crate::monitor::{AlertState, Monitor};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Most alerts one `GET /alerts` returns.
+pub const MAX_ALERTS: usize = 10_000;
+
+/// The routes over `monitor`.
+pub fn router(monitor: Arc<Monitor>) -> Router {
+    Router::new()
+        .route("/events", post(events))
+        .route("/alerts", get(alerts))
+        .route("/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/alerts/{id}/resolve", post(resolve))
+        .route("/health", get(health))
+        .with_state(monitor)
+}
+
+/// Serves the routes over `monitor` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    monitor: Arc<Monitor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(monitor))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: `{"error": message, "error_type": kind}` with its status.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.2, "error_type": self.1}))).into_response()
+    }
+}
+
+impl From<MonitorError> for ApiError {
+    fn from(e: MonitorError) -> ApiError {
+        let (status, kind) = status_of(&e);
+        ApiError(status, kind, e.to_string())
+    }
+}
+
+/// The status and kind each error is answered with.
+pub fn status_of(e: &MonitorError) -> (StatusCode, &'static str) {
+    match e {
+        MonitorError::Event { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event"),
+        MonitorError::Body(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+        MonitorError::Conflict { .. } => (StatusCode::CONFLICT, "conflicting_id"),
+        MonitorError::UnknownAlert(_) => (StatusCode::NOT_FOUND, "unknown_alert"),
+        MonitorError::Config { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+        MonitorError::Io { .. } | MonitorError::Store { .. } | MonitorError::Classify { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MonitorError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => out.map_err(ApiError::from),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the request's task failed: {e}"),
+        )),
+    }
+}
+
+async fn events(
+    State(monitor): State<Arc<Monitor>>,
+    req: Request<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = monitor.config().max_body_bytes;
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over the limit of {limit} bytes (`monitor.max_body_bytes`)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())?;
+    let inserted = blocking(move || monitor.ingest(&bytes)).await?;
+    Ok(Json(serde_json::to_value(inserted).expect("counts")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alerts(
+    State(monitor): State<Arc<Monitor>>,
+    query: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
+    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
+    if let Some(s) = &q.state {
+        if !["open", "acknowledged", "resolved"].contains(&s.as_str()) {
+            return Err(invalid(format!(
+                "`state` {s:?} is not open, acknowledged or resolved"
+            )));
+        }
+    }
+    let limit = q.limit.unwrap_or(1_000);
+    if !(1..=MAX_ALERTS).contains(&limit) {
+        return Err(invalid(format!("`limit` must be 1 to {MAX_ALERTS}")));
+    }
+    let list = blocking(move || monitor.alerts(q.state.as_deref(), limit)).await?;
+    Ok(Json(Value::Array(list)))
+}
+
+async fn acknowledge(
+    State(monitor): State<Arc<Monitor>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        blocking(move || monitor.set_alert_state(&id, AlertState::Acknowledged)).await?,
+    ))
+}
+
+async fn resolve(
+    State(monitor): State<Arc<Monitor>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        blocking(move || monitor.set_alert_state(&id, AlertState::Resolved)).await?,
+    ))
+}
+
+async fn health(State(monitor): State<Arc<Monitor>>) -> Result<Json<Value>, ApiError> {
+    let status = blocking(move || monitor.status()).await?;
+    Ok(Json(json!({"status": "ok", "monitor": status})))
+}

@@ -1,0 +1,435 @@
+//! The monitor: durable ingest, then (in the background) classification, windowed counts,
+//! rules and alert deliveries, each step one transaction of the store so that a kill at any
+//! point leaves every acknowledged event to be processed exactly once.
+
+use crate::classify::Classify;
+use crate::config::{Metric, MonitorConfig, Rule};
+use crate::detect::{Alert, Baseline, Series};
+use crate::error::{MonitorError, Result};
+use crate::event::{now_secs, parse_body, rfc3339, Event};
+use crate::sink::{backoff_secs, Sink};
+use crate::store::{CountKey, Inserted, Pending, Store, Tx, ALL, VOLUME};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A running monitor over one database.
+pub struct Monitor {
+    config: MonitorConfig,
+    store: Mutex<Store>,
+    classifiers: Vec<(String, Arc<dyn Classify>)>,
+    sinks: Vec<Box<dyn Sink>>,
+    baselines: Mutex<HashMap<(usize, Series), Baseline>>,
+    /// Set when events or alerts wait; the workers sleep on it.
+    wake: (Mutex<bool>, Condvar),
+}
+
+/// Counts of what the monitor holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Events stored.
+    pub events: u64,
+    /// Events classified and counted.
+    pub classified: u64,
+    /// Per sink: alerts delivered and still owed.
+    pub deliveries: BTreeMap<String, (u64, u64)>,
+}
+
+impl Monitor {
+    /// Opens the monitor on the database `db` with `classifiers` (one per configured model,
+    /// in order); every rule's label must be one its model gives.
+    pub fn open(
+        config: MonitorConfig,
+        db: &Path,
+        classifiers: Vec<Arc<dyn Classify>>,
+    ) -> Result<Monitor> {
+        let classifiers: Vec<(String, Arc<dyn Classify>)> = config
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .zip(classifiers)
+            .collect();
+        if classifiers.len() != config.models.len() {
+            return Err(MonitorError::Classify {
+                model: config.models[classifiers.len()].name.clone(),
+                message: "no classifier was given for it".into(),
+            });
+        }
+        check_labels(&config, &classifiers)?;
+        let sinks = config
+            .sinks
+            .iter()
+            .map(crate::sink::sink_of)
+            .collect::<Result<_>>()?;
+        Ok(Monitor {
+            store: Mutex::new(Store::open(db)?),
+            config,
+            classifiers,
+            sinks,
+            baselines: Mutex::new(HashMap::new()),
+            wake: (Mutex::new(true), Condvar::new()),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Parses a request body and stores its events (see [`Monitor::ingest_events`]).
+    pub fn ingest(&self, body: &[u8]) -> Result<Inserted> {
+        let events = parse_body(body, now_secs(), self.config.max_future_secs)?;
+        self.ingest_events(events)
+    }
+
+    /// Stores `events` durably (all or none), naming entities from the dictionary for those
+    /// that name none; returns once they are on disk.
+    pub fn ingest_events(&self, mut events: Vec<Event>) -> Result<Inserted> {
+        for e in &mut events {
+            if e.entities.is_empty() {
+                e.entities = dictionary_entities(&self.config.entities, &e.text);
+            }
+        }
+        let inserted = self
+            .store
+            .lock()
+            .expect("store lock")
+            .insert_events(&events)?;
+        if inserted.accepted > 0 {
+            self.notify();
+        }
+        Ok(inserted)
+    }
+
+    /// Wakes the workers.
+    pub fn notify(&self) {
+        *self.wake.0.lock().expect("wake lock") = true;
+        self.wake.1.notify_all();
+    }
+
+    /// Waits until [`Monitor::notify`] or `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        let guard = self.wake.0.lock().expect("wake lock");
+        let (mut woken, _) = self
+            .wake
+            .1
+            .wait_timeout_while(guard, timeout, |w| !*w)
+            .expect("wake lock");
+        *woken = false;
+    }
+
+    /// Classifies, counts and judges one batch of stored events; how many it processed.
+    pub fn process_batch(&self) -> Result<usize> {
+        let pending = self
+            .store
+            .lock()
+            .expect("store lock")
+            .pending(self.config.batch)?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        let mut labels = Vec::with_capacity(self.classifiers.len());
+        for (name, c) in &self.classifiers {
+            let out = c
+                .classify(&texts)
+                .map_err(|message| MonitorError::Classify {
+                    model: name.clone(),
+                    message,
+                })?;
+            if out.len() != texts.len() {
+                return Err(MonitorError::Classify {
+                    model: name.clone(),
+                    message: format!("{} predictions for {} texts", out.len(), texts.len()),
+                });
+            }
+            labels.push(out);
+        }
+        let deltas = self.count_deltas(&pending, &labels);
+        let sink_names: Vec<String> = self.sinks.iter().map(|s| s.name().to_string()).collect();
+        let raised = self.store.lock().expect("store lock").transaction(|tx| {
+            for ((name, _), out) in self.classifiers.iter().zip(&labels) {
+                let rows: Vec<(i64, String, f32)> = pending
+                    .iter()
+                    .zip(out)
+                    .map(|(p, (l, c))| (p.seq, l.clone(), *c))
+                    .collect();
+                tx.add_predictions(name, &rows)?;
+            }
+            tx.add_counts(&deltas)?;
+            tx.mark_classified(&pending.iter().map(|p| p.seq).collect::<Vec<_>>())?;
+            let mut raised = 0;
+            for alert in self.judge(tx, &deltas)? {
+                raised += usize::from(tx.add_alert(&alert, &sink_names)?);
+            }
+            Ok(raised)
+        })?;
+        if raised > 0 {
+            self.notify();
+        }
+        Ok(pending.len())
+    }
+
+    /// Processes every stored event not yet processed; how many.
+    pub fn process_all(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.process_batch()?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// The additions to the windowed counts of one batch: per entity (and all) × topic (and
+    /// all), the volume and each model's label.
+    fn count_deltas(
+        &self,
+        pending: &[Pending],
+        labels: &[Vec<(String, f32)>],
+    ) -> BTreeMap<CountKey, u64> {
+        let size = self.config.window_secs;
+        let topic_index = self.config.models.iter().position(|m| m.topic);
+        let mut deltas = BTreeMap::new();
+        for (i, p) in pending.iter().enumerate() {
+            let window = p.time.div_euclid(size) * size;
+            let entities = p.entities.iter().map(String::as_str).chain([ALL]);
+            let mut topics = vec![ALL];
+            if let Some(t) = topic_index {
+                topics.push(labels[t][i].0.as_str());
+            }
+            for entity in entities {
+                for &topic in &topics {
+                    let key = |model: &str, label: &str| CountKey {
+                        window,
+                        entity: entity.to_string(),
+                        topic: topic.to_string(),
+                        model: model.to_string(),
+                        label: label.to_string(),
+                    };
+                    *deltas.entry(key(VOLUME, VOLUME)).or_insert(0) += 1;
+                    for ((name, _), out) in self.classifiers.iter().zip(labels) {
+                        *deltas.entry(key(name, &out[i].0)).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        deltas
+    }
+
+    /// The alerts the rules raise on the windows and series a batch touched.
+    fn judge(&self, tx: &Tx<'_>, deltas: &BTreeMap<CountKey, u64>) -> Result<Vec<Alert>> {
+        let touched: BTreeSet<(i64, Series)> = deltas
+            .keys()
+            .filter(|k| k.model == VOLUME)
+            .map(|k| {
+                (
+                    k.window,
+                    Series {
+                        entity: k.entity.clone(),
+                        topic: k.topic.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut baselines = self.baselines.lock().expect("baselines lock");
+        let mut alerts = Vec::new();
+        for (window, series) in touched {
+            for (r, rule) in self.config.rules.iter().enumerate() {
+                if rule.by_entity != (series.entity != ALL)
+                    || rule.by_topic != (series.topic != ALL)
+                {
+                    continue;
+                }
+                let state = match baselines.entry((r, series.clone())) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let first = tx.first_window(&series.entity, &series.topic)?;
+                        let alerted =
+                            tx.alert_windows(&rule.name, &series.entity, &series.topic)?;
+                        v.insert(Baseline::new(first.unwrap_or(window), alerted))
+                    }
+                };
+                if let Some(alert) = self.judge_one(tx, rule, &series, window, state)? {
+                    state.alerted_in(window);
+                    alerts.push(alert);
+                }
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// Folds `state` up to `window` and asks `rule` about `window`.
+    fn judge_one(
+        &self,
+        tx: &Tx<'_>,
+        rule: &Rule,
+        series: &Series,
+        window: i64,
+        state: &mut Baseline,
+    ) -> Result<Option<Alert>> {
+        let size = self.config.window_secs;
+        let from = state.next_window.min(window);
+        let key = |model: &str, label: &str| CountKey {
+            window: 0,
+            entity: series.entity.clone(),
+            topic: series.topic.clone(),
+            model: model.to_string(),
+            label: label.to_string(),
+        };
+        let volumes = tx.series(&key(VOLUME, VOLUME), from, window + size)?;
+        let hits = match &rule.target {
+            Some((model, label)) => tx.series(&key(model, label), from, window + size)?,
+            None => BTreeMap::new(),
+        };
+        state.advance(rule, window, size, &volumes, &hits);
+        let count = volumes.get(&window).copied().unwrap_or(0);
+        let hit = hits.get(&window).copied().unwrap_or(0);
+        let Some(verdict) = state.judge(rule, window, size, count, hit) else {
+            return Ok(None);
+        };
+        let now = now_secs();
+        let value = match rule.metric {
+            Metric::Volume => count as f64,
+            Metric::Share => hit as f64 / count as f64,
+        };
+        Ok(Some(Alert {
+            id: format!(
+                "{}/{}/{}/{}",
+                rule.name, series.entity, series.topic, window
+            ),
+            rule: rule.name.clone(),
+            metric: match rule.metric {
+                Metric::Volume => "volume",
+                Metric::Share => "share",
+            },
+            model: rule.target.as_ref().map(|t| t.0.clone()),
+            label: rule.target.as_ref().map(|t| t.1.clone()),
+            series: series.clone(),
+            window,
+            window_start: rfc3339(window),
+            window_end: rfc3339(window + size),
+            value,
+            baseline: verdict.baseline,
+            score: verdict.score,
+            threshold: verdict.threshold,
+            count,
+            created: now,
+            created_at: rfc3339(now),
+        }))
+    }
+
+    /// Sends the alert deliveries that are due; how many succeeded.
+    pub fn deliver_due(&self) -> Result<usize> {
+        let due = self
+            .store
+            .lock()
+            .expect("store lock")
+            .read(|tx| tx.due(now_secs(), 256))?;
+        let mut delivered = 0;
+        for d in due {
+            let Some((sink, max_backoff)) = self.sink_named(&d.sink) else {
+                continue;
+            };
+            let outcome = sink.send(&d.alert_id, &d.body);
+            let now = now_secs();
+            let outcome = outcome.map_err(|e| (e, now + backoff_secs(d.attempts, max_backoff)));
+            delivered += usize::from(outcome.is_ok());
+            self.store
+                .lock()
+                .expect("store lock")
+                .transaction(|tx| tx.delivery_attempt(&d, now, outcome))?;
+        }
+        Ok(delivered)
+    }
+
+    fn sink_named(&self, name: &str) -> Option<(&dyn Sink, i64)> {
+        self.sinks
+            .iter()
+            .zip(&self.config.sinks)
+            .find(|(s, _)| s.name() == name)
+            .map(|(s, c)| (s.as_ref(), c.max_backoff_secs))
+    }
+
+    /// Alerts, newest window first (only those in `state` when given).
+    pub fn alerts(&self, state: Option<&str>, limit: usize) -> Result<Vec<serde_json::Value>> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .read(|tx| tx.alerts(state, limit))
+    }
+
+    /// Moves an alert to `acknowledged` or `resolved`; the alert as it is now.
+    pub fn set_alert_state(&self, id: &str, state: AlertState) -> Result<serde_json::Value> {
+        let name = match state {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        };
+        self.store
+            .lock()
+            .expect("store lock")
+            .transaction(|tx| tx.set_alert_state(id, name, now_secs()))
+    }
+
+    /// What the monitor holds.
+    pub fn status(&self) -> Result<Status> {
+        let mut store = self.store.lock().expect("store lock");
+        let (events, classified) = store.event_counts()?;
+        let deliveries = store.read(|tx| tx.delivery_counts())?;
+        Ok(Status {
+            events,
+            classified,
+            deliveries,
+        })
+    }
+}
+
+/// An alert's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlertState {
+    /// Raised, nobody has looked.
+    Open,
+    /// Someone is on it.
+    Acknowledged,
+    /// Over.
+    Resolved,
+}
+
+fn check_labels(config: &MonitorConfig, classifiers: &[(String, Arc<dyn Classify>)]) -> Result<()> {
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Some((model, label)) = &rule.target else {
+            continue;
+        };
+        let labels = classifiers
+            .iter()
+            .find(|(n, _)| n == model)
+            .map(|(_, c)| c.labels())
+            .unwrap_or_default();
+        if !labels.contains(label) {
+            return Err(MonitorError::Config {
+                path: config.path.clone(),
+                message: format!(
+                    "rule[{i}] ({:?}): model {model:?} has no label {label:?} (its labels: {})",
+                    rule.name,
+                    labels.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The dictionary's entities whose aliases occur in `text` (lower-cased), sorted.
+fn dictionary_entities(dictionary: &BTreeMap<String, Vec<String>>, text: &str) -> Vec<String> {
+    if dictionary.is_empty() {
+        return Vec::new();
+    }
+    let lower = text.to_lowercase();
+    dictionary
+        .iter()
+        .filter(|(_, aliases)| aliases.iter().any(|a| lower.contains(a.as_str())))
+        .map(|(name, _)| name.clone())
+        .collect()
+}

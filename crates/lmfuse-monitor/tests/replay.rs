@@ -1,0 +1,196 @@
+//! A seeded 30-day stream replayed through the monitor with a keyword classifier: every
+//! injected burst alerts within one window of its start, the steady parts raise at most one
+//! alert, and a restarted monitor fed the same events stores and alerts nothing twice.
+
+use lmfuse_monitor::simulate::{simulate, Burst, StreamSpec};
+use lmfuse_monitor::{Classify, Event, Monitor, MonitorConfig};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// "negative" when the text says so.
+struct Keyword;
+
+impl Classify for Keyword {
+    fn labels(&self) -> Vec<String> {
+        vec!["negative".into(), "positive".into()]
+    }
+
+    fn classify(&self, texts: &[&str]) -> Result<Vec<(String, f32)>, String> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let label = if t.contains("awful") {
+                    "negative"
+                } else {
+                    "positive"
+                };
+                (label.to_string(), 0.9)
+            })
+            .collect())
+    }
+}
+
+const CONFIG: &str = r#"
+[monitor]
+window = "1h"
+batch = 500
+
+[[model]]
+name = "sentiment"
+bundle = "unused"
+
+[[rule]]
+name = "negative-share"
+kind = "share"
+model = "sentiment"
+label = "negative"
+above = 0.6
+min_count = 10
+group_by = ["entity"]
+
+[[rule]]
+name = "volume"
+kind = "ewma"
+metric = "volume"
+z = 5.0
+min_count = 20
+group_by = ["entity"]
+
+[[rule]]
+name = "negative-cusum"
+kind = "cusum"
+metric = "share"
+model = "sentiment"
+label = "negative"
+min_count = 15
+h = 6.0
+group_by = ["entity"]
+"#;
+
+fn stream() -> (Vec<Event>, Vec<Burst>) {
+    let negative: Vec<String> = (0..50)
+        .map(|i| format!("awful service number {i}"))
+        .collect();
+    let other: Vec<String> = (0..50)
+        .map(|i| format!("fine service number {i}"))
+        .collect();
+    simulate(&StreamSpec::default(), &negative, &other)
+}
+
+fn open(db: &Path) -> Monitor {
+    let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
+    Monitor::open(config, db, vec![Arc::new(Keyword) as Arc<dyn Classify>]).unwrap()
+}
+
+fn replay(monitor: &Monitor, events: &[Event]) -> (usize, usize) {
+    let (mut accepted, mut duplicates) = (0, 0);
+    for chunk in events.chunks(500) {
+        let inserted = monitor.ingest_events(chunk.to_vec()).unwrap();
+        accepted += inserted.accepted;
+        duplicates += inserted.duplicates;
+        monitor.process_all().unwrap();
+    }
+    (accepted, duplicates)
+}
+
+fn window_of(alert: &Value) -> i64 {
+    alert["window"].as_i64().unwrap()
+}
+
+#[test]
+fn every_burst_alerts_within_a_window_and_the_steady_parts_stay_quiet() {
+    let (events, bursts) = stream();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("monitor.db");
+    let monitor = open(&db);
+    assert_eq!(replay(&monitor, &events), (events.len(), 0));
+    let alerts = monitor.alerts(None, 10_000).unwrap();
+    let mut false_alerts = Vec::new();
+    for a in &alerts {
+        let entity = a["series"]["entity"].as_str().unwrap();
+        let w = window_of(a);
+        let in_burst = bursts
+            .iter()
+            .any(|b| b.entity == entity && w + 3_600 > b.start && w < b.end);
+        if !in_burst {
+            false_alerts.push(a.clone());
+        }
+    }
+    for b in &bursts {
+        let first = alerts
+            .iter()
+            .filter(|a| a["series"]["entity"] == b.entity.as_str())
+            .map(window_of)
+            .filter(|&w| w + 3_600 > b.start)
+            .min();
+        let first = first.unwrap_or_else(|| panic!("burst {b:?} raised no alert"));
+        assert!(
+            first <= b.start + 3_600,
+            "burst {b:?}: first alert in the window of {first}, more than one window late"
+        );
+    }
+    assert!(false_alerts.len() <= 1, "false alerts: {false_alerts:#?}");
+    let status = monitor.status().unwrap();
+    assert_eq!(status.classified, events.len() as u64);
+
+    // A restart on the same database, fed the whole stream again: nothing new.
+    drop(monitor);
+    let again = open(&db);
+    assert_eq!(replay(&again, &events), (0, events.len()));
+    assert_eq!(again.alerts(None, 10_000).unwrap().len(), alerts.len());
+}
+
+#[test]
+fn a_monitor_restarted_mid_stream_raises_the_alerts_of_an_uninterrupted_one() {
+    let (events, _) = stream();
+    let dir = tempfile::tempdir().unwrap();
+    let whole = open(&dir.path().join("whole.db"));
+    replay(&whole, &events);
+    let split_db = dir.path().join("split.db");
+    let half = events.len() / 2;
+    {
+        let first = open(&split_db);
+        replay(&first, &events[..half]);
+        // Stored, not yet processed when the monitor stops.
+        first
+            .ingest_events(events[half..half + 700].to_vec())
+            .unwrap();
+    }
+    let second = open(&split_db);
+    second.process_all().unwrap();
+    replay(&second, &events[half..]);
+    let ids = |m: &Monitor| -> Vec<String> {
+        let mut v: Vec<String> = m
+            .alerts(None, 10_000)
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&second), ids(&whole));
+    assert_eq!(second.status().unwrap().classified, events.len() as u64);
+}
+
+#[test]
+fn a_conflicting_id_refuses_the_request_and_keeps_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = open(&dir.path().join("m.db"));
+    let body =
+        r#"[{"id": "a", "time": 100, "text": "fine"}, {"id": "b", "time": 100, "text": "awful"}]"#;
+    let first = monitor.ingest(body.as_bytes()).unwrap();
+    assert_eq!((first.accepted, first.duplicates), (2, 0));
+    let again = monitor.ingest(body.as_bytes()).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 2));
+    let changed =
+        r#"[{"id": "c", "time": 100, "text": "new"}, {"id": "b", "time": 100, "text": "other"}]"#;
+    let e = monitor.ingest(changed.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("\"b\"") && e.contains("text"), "{e}");
+    assert_eq!(
+        monitor.status().unwrap().events,
+        2,
+        "c was not stored either"
+    );
+}
