@@ -391,48 +391,24 @@ fn bad_requests_and_a_bad_rule_file_are_named() {
     );
     drop(monitor);
 
-    let broken = text.replace("above = 0.6", "above = 1.5");
-    assert_ne!(broken, text);
-    let broken_path = write_file(dir.path(), "broken.toml", &broken);
-    let out = lmfuse(
-        &[
-            "monitor",
-            "run",
-            "--config",
-            broken_path.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--port",
-            "0",
-        ],
-        &cache,
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // `text` with `from` replaced by `to`, as a file named `name`: `monitor run` refuses it.
+    let refused = |name: &str, from: &str, to: &str| -> String {
+        let changed = text.replace(from, to);
+        assert_ne!(changed, text, "{from:?} is in the configuration");
+        let path = write_file(dir.path(), name, &changed);
+        let args = ["monitor", "run", "--config", path.to_str().unwrap(), "--db"];
+        let out = lmfuse(&args, &cache)
+            .args([db.to_str().unwrap(), "--port", "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused("broken.toml", "above = 0.6", "above = 1.5");
     assert!(
         stderr.contains("broken.toml") && stderr.contains("rule[0]: `above`"),
         "{stderr}"
     );
-    let unknown_label = text.replace("label = \"negative\"", "label = \"angry\"");
-    assert_ne!(unknown_label, text);
-    let path = write_file(dir.path(), "label.toml", &unknown_label);
-    let out = lmfuse(
-        &[
-            "monitor",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--port",
-            "0",
-        ],
-        &cache,
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused("label.toml", "label = \"negative\"", "label = \"angry\"");
     assert!(stderr.contains("no label \"angry\""), "{stderr}");
 }

@@ -1,0 +1,64 @@
+"""Replays an NDJSON stream into a running `lmfuse monitor run` at full speed and reports the
+sustained rate (first request to the last event classified), the acknowledgement latency of each
+request (p50/p99) and the monitor's RSS before and after.
+
+    python3 bench/monitor_replay.py URL STREAM PID [--batch 500]
+"""
+
+import argparse
+import http.client
+import json
+import time
+import urllib.parse
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("stream")
+    p.add_argument("pid", type=int)
+    p.add_argument("--batch", type=int, default=500)
+    a = p.parse_args()
+    u = urllib.parse.urlparse(a.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    lines = [l for l in open(a.stream, encoding="utf-8") if l.strip()]
+    rss_start = rss_mb(a.pid)
+    latencies = []
+    started = time.perf_counter()
+    for i in range(0, len(lines), a.batch):
+        body = "".join(lines[i : i + a.batch]).encode()
+        t = time.perf_counter()
+        conn.request("POST", "/events", body, {"Content-Type": "application/x-ndjson"})
+        r = conn.getresponse()
+        answer = r.read()
+        latencies.append(time.perf_counter() - t)
+        assert r.status == 200, answer
+    acked = time.perf_counter() - started
+    while True:
+        conn.request("GET", "/health")
+        h = json.loads(conn.getresponse().read())["monitor"]
+        if h["classified"] >= len(lines):
+            break
+        time.sleep(0.05)
+    done = time.perf_counter() - started
+    latencies.sort()
+    q = lambda f: latencies[min(len(latencies) - 1, int(f * len(latencies)))] * 1000
+    print(json.dumps({
+        "events": len(lines), "batch": a.batch, "requests": len(latencies),
+        "ingest_events_per_s": len(lines) / acked,
+        "sustained_events_per_s": len(lines) / done,
+        "ack_ms_p50": q(0.5), "ack_ms_p99": q(0.99), "ack_ms_max": latencies[-1] * 1000,
+        "rss_mb_start": rss_start, "rss_mb_end": rss_mb(a.pid), "seconds": done,
+    }))
+
+
+if __name__ == "__main__":
+    main()
