@@ -128,7 +128,10 @@ impl Monitor {
         if pending.is_empty() {
             return Ok(0);
         }
-        let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        let all: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        // A stream repeats texts (shares, retweets, templates): each distinct text of the
+        // batch is classified once, as `lmfuse predict` does.
+        let (texts, slot) = lmfuse_pipeline::encoders::dedup(&all);
         let mut labels = Vec::with_capacity(self.classifiers.len());
         for (name, c) in &self.classifiers {
             let out = c
@@ -143,7 +146,7 @@ impl Monitor {
                     message: format!("{} predictions for {} texts", out.len(), texts.len()),
                 });
             }
-            labels.push(out);
+            labels.push(slot.iter().map(|&i| out[i].clone()).collect::<Vec<_>>());
         }
         let deltas = self.count_deltas(&pending, &labels);
         let sink_names: Vec<String> = self.sinks.iter().map(|s| s.name().to_string()).collect();

@@ -139,14 +139,14 @@ impl EmbedSummary {
 const CHUNK: usize = 1024;
 
 /// The distinct texts of `texts` in first-seen order, and each text's index among them.
-fn dedup(texts: &[String]) -> (Vec<&str>, Vec<usize>) {
+pub fn dedup<S: AsRef<str>>(texts: &[S]) -> (Vec<&str>, Vec<usize>) {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(texts.len());
     let mut unique: Vec<&str> = Vec::new();
     let slot = texts
         .iter()
         .map(|t| {
-            *index.entry(t.as_str()).or_insert_with(|| {
-                unique.push(t.as_str());
+            *index.entry(t.as_ref()).or_insert_with(|| {
+                unique.push(t.as_ref());
                 unique.len() - 1
             })
         })
