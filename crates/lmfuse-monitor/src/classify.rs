@@ -3,7 +3,6 @@
 
 use lmfuse_server::Backend;
 use std::path::Path;
-use std::sync::Arc;
 
 /// A classifier of event texts.
 pub trait Classify: Send + Sync {
@@ -15,7 +14,7 @@ pub trait Classify: Send + Sync {
 
 /// A bundle, loaded once with its encoder (as `lmfuse serve` loads it).
 pub struct BundleClassifier {
-    backend: Arc<dyn Backend>,
+    backend: lmfuse_pipeline::serve::BundleBackend,
     labels: Vec<String>,
 }
 
@@ -25,10 +24,7 @@ impl BundleClassifier {
         let backend = lmfuse_pipeline::serve::BundleBackend::load(dir, None, None)
             .map_err(|e| e.chain_message())?;
         let labels = backend.labels();
-        Ok(BundleClassifier {
-            backend: Arc::new(backend),
-            labels,
-        })
+        Ok(BundleClassifier { backend, labels })
     }
 }
 

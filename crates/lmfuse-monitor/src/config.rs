@@ -50,6 +50,16 @@ pub enum Metric {
     Share,
 }
 
+impl Metric {
+    /// Its name in configuration files and alerts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Volume => "volume",
+            Metric::Share => "share",
+        }
+    }
+}
+
 /// How a rule decides.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Detector {

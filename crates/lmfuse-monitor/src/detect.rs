@@ -73,6 +73,8 @@ pub struct Baseline {
 /// A rule's verdict on a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Verdict {
+    /// The window's value (a count or a share).
+    pub value: f64,
     /// The statistic.
     pub score: f64,
     /// Its threshold.
@@ -183,6 +185,7 @@ impl Baseline {
             _ => return None,
         };
         (score > threshold).then_some(Verdict {
+            value,
             score,
             threshold,
             baseline,

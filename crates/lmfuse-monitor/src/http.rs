@@ -94,17 +94,19 @@ async fn events(
             format!("the body is over the limit of {limit} bytes (`monitor.max_body_bytes`)"),
         )
     };
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if lmfuse_server::declared_over(req.headers(), limit) {
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| match lmfuse_server::is_over_limit(&e) {
+            true => too_large(),
+            false => ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("cannot read the body: {e}"),
+            ),
+        })?;
     let inserted = blocking(move || monitor.ingest(&bytes)).await?;
     Ok(Json(serde_json::to_value(inserted).expect("counts")))
 }

@@ -3,7 +3,7 @@
 //! point leaves every acknowledged event to be processed exactly once.
 
 use crate::classify::Classify;
-use crate::config::{Metric, MonitorConfig, Rule};
+use crate::config::{MonitorConfig, Rule};
 use crate::detect::{Alert, Baseline, Series};
 use crate::error::{MonitorError, Result};
 use crate::event::{now_secs, parse_body, rfc3339, Event};
@@ -293,27 +293,20 @@ impl Monitor {
             return Ok(None);
         };
         let now = now_secs();
-        let value = match rule.metric {
-            Metric::Volume => count as f64,
-            Metric::Share => hit as f64 / count as f64,
-        };
         Ok(Some(Alert {
             id: format!(
                 "{}/{}/{}/{}",
                 rule.name, series.entity, series.topic, window
             ),
             rule: rule.name.clone(),
-            metric: match rule.metric {
-                Metric::Volume => "volume",
-                Metric::Share => "share",
-            },
+            metric: rule.metric.name(),
             model: rule.target.as_ref().map(|t| t.0.clone()),
             label: rule.target.as_ref().map(|t| t.1.clone()),
             series: series.clone(),
             window,
             window_start: rfc3339(window),
             window_end: rfc3339(window + size),
-            value,
+            value: verdict.value,
             baseline: verdict.baseline,
             score: verdict.score,
             threshold: verdict.threshold,

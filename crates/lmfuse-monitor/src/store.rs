@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS deliveries(
     PRIMARY KEY(alert_id, sink));
 ";
 
+/// The error of a failed database call on the file at `path`.
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> MonitorError + Copy + '_ {
+    move |e| MonitorError::Store {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 /// The open database.
 pub struct Store {
     conn: Connection,
@@ -121,10 +129,7 @@ pub struct Due {
 impl Store {
     /// Opens (creating) the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        let failed = |e: rusqlite::Error| MonitorError::Store {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
+        let failed = sql(path);
         let conn = Connection::open(path).map_err(failed)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(failed)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -155,37 +160,26 @@ impl Store {
         &self.path
     }
 
-    fn failed(&self, e: rusqlite::Error) -> MonitorError {
-        MonitorError::Store {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     /// Stores `events` in one transaction: all of them or, on a conflict (an id stored with
     /// another time or text), none.
     pub fn insert_events(&mut self, events: &[Event]) -> Result<Inserted> {
-        let path = self.path.clone();
-        let failed = move |e: rusqlite::Error| MonitorError::Store {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let tx = self.conn.transaction().map_err(&failed)?;
+        let failed = sql(&self.path);
+        let tx = self.conn.transaction().map_err(failed)?;
         let mut out = Inserted::default();
         {
             let mut find = tx
                 .prepare_cached("SELECT time, text FROM events WHERE id = ?1")
-                .map_err(&failed)?;
+                .map_err(failed)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO events(id, time, text, entities, meta) VALUES(?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(&failed)?;
+                .map_err(failed)?;
             for e in events {
                 let stored: Option<(i64, String)> = find
                     .query_row([&e.id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
-                    .map_err(&failed)?;
+                    .map_err(failed)?;
                 match stored {
                     Some((time, _)) if time != e.time => {
                         return Err(conflict(&e.id, "time"));
@@ -197,13 +191,13 @@ impl Store {
                         let meta = serde_json::to_string(&e.meta).expect("JSON values");
                         insert
                             .execute(params![e.id, e.time, e.text, entities, meta])
-                            .map_err(&failed)?;
+                            .map_err(failed)?;
                         out.accepted += 1;
                     }
                 }
             }
         }
-        tx.commit().map_err(&failed)?;
+        tx.commit().map_err(failed)?;
         Ok(out)
     }
 
@@ -215,7 +209,7 @@ impl Store {
                 "SELECT seq, time, text, entities FROM events WHERE classified = 0 \
                  ORDER BY seq LIMIT ?1",
             )
-            .map_err(|e| self.failed(e))?;
+            .map_err(sql(&self.path))?;
         let rows = stmt
             .query_map([limit as i64], |r| {
                 let entities: String = r.get(3)?;
@@ -226,37 +220,31 @@ impl Store {
                     entities: serde_json::from_str(&entities).unwrap_or_default(),
                 })
             })
-            .map_err(|e| self.failed(e))?;
+            .map_err(sql(&self.path))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.failed(e))
+            .map_err(sql(&self.path))
     }
 
     /// Runs `f` in one transaction, committed when `f` succeeds.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| MonitorError::Store {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let mut wrapped = Tx { tx, path };
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
+        let mut wrapped = Tx {
+            tx,
+            path: &self.path,
+        };
         let out = f(&mut wrapped)?;
-        let Tx { tx, path } = wrapped;
-        tx.commit().map_err(|e| MonitorError::Store {
-            path,
-            message: e.to_string(),
-        })?;
+        wrapped.tx.commit().map_err(sql(&self.path))?;
         Ok(out)
     }
 
     /// A read-only view through the same calls as in a transaction.
     pub fn read<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         // A transaction that is never committed: reads see one snapshot.
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| MonitorError::Store {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        f(&mut Tx { tx, path })
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
+        f(&mut Tx {
+            tx,
+            path: &self.path,
+        })
     }
 
     /// Number of events stored, and of those classified.
@@ -267,7 +255,7 @@ impl Store {
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
-            .map_err(|e| self.failed(e))
+            .map_err(sql(&self.path))
     }
 }
 
@@ -281,17 +269,10 @@ fn conflict(id: &str, field: &'static str) -> MonitorError {
 /// One transaction (or read snapshot) of the store.
 pub struct Tx<'a> {
     tx: Transaction<'a>,
-    path: PathBuf,
+    path: &'a Path,
 }
 
 impl Tx<'_> {
-    fn fail(&self, e: rusqlite::Error) -> MonitorError {
-        MonitorError::Store {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     /// Records each event's prediction by `model` (`(seq, label, confidence)`).
     pub fn add_predictions(&self, model: &str, rows: &[(i64, String, f32)]) -> Result<()> {
         let mut stmt = self
@@ -300,10 +281,10 @@ impl Tx<'_> {
                 "INSERT OR REPLACE INTO predictions(seq, model, label, confidence) \
                  VALUES(?1, ?2, ?3, ?4)",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         for (seq, label, confidence) in rows {
             stmt.execute(params![seq, model, label, *confidence as f64])
-                .map_err(|e| self.fail(e))?;
+                .map_err(sql(self.path))?;
         }
         Ok(())
     }
@@ -317,24 +298,24 @@ impl Tx<'_> {
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT(entity, topic, model, label, window) DO UPDATE SET n = n + ?6",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         for (k, n) in deltas {
             stmt.execute(params![
                 k.window, k.entity, k.topic, k.model, k.label, *n as i64
             ])
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         }
         Ok(())
     }
 
-    /// Marks the events up to and including `seqs` as classified.
+    /// Marks the events `seqs` as classified.
     pub fn mark_classified(&self, seqs: &[i64]) -> Result<()> {
         let mut stmt = self
             .tx
             .prepare_cached("UPDATE events SET classified = 1 WHERE seq = ?1")
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         for s in seqs {
-            stmt.execute([s]).map_err(|e| self.fail(e))?;
+            stmt.execute([s]).map_err(sql(self.path))?;
         }
         Ok(())
     }
@@ -348,15 +329,15 @@ impl Tx<'_> {
                 "SELECT window, n FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ?3 \
                  AND label = ?4 AND window >= ?5 AND window < ?6",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         let rows = stmt
             .query_map(
                 params![key.entity, key.topic, key.model, key.label, from, to],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.fail(e))
+            .map_err(sql(self.path))
     }
 
     /// The first window with events of `entity` × `topic`.
@@ -367,7 +348,7 @@ impl Tx<'_> {
                 params![entity, topic],
                 |r| r.get(0),
             )
-            .map_err(|e| self.fail(e))
+            .map_err(sql(self.path))
     }
 
     /// Windows in which `rule` alerted for `entity` × `topic`, in order.
@@ -378,12 +359,12 @@ impl Tx<'_> {
                 "SELECT window FROM alerts WHERE rule = ?1 AND entity = ?2 AND topic = ?3 \
                  ORDER BY window",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         let rows = stmt
             .query_map(params![rule, entity, topic], |r| r.get(0))
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.fail(e))
+            .map_err(sql(self.path))
     }
 
     /// Stores an alert (state `open`) and one pending delivery per sink, unless an alert with
@@ -405,7 +386,7 @@ impl Tx<'_> {
                     alert.created
                 ],
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         if added == 1 {
             for s in sinks {
                 self.tx
@@ -413,7 +394,7 @@ impl Tx<'_> {
                         "INSERT INTO deliveries(alert_id, sink) VALUES(?1, ?2)",
                         params![alert.id, s],
                     )
-                    .map_err(|e| self.fail(e))?;
+                    .map_err(sql(self.path))?;
             }
         }
         Ok(added == 1)
@@ -427,7 +408,7 @@ impl Tx<'_> {
                 "SELECT body, state, updated FROM alerts WHERE ?1 IS NULL OR state = ?1 \
                  ORDER BY window DESC, id LIMIT ?2",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         let rows = stmt
             .query_map(params![state, limit as i64], |r| {
                 Ok((
@@ -436,9 +417,9 @@ impl Tx<'_> {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         rows.map(|row| {
-            let (body, state, updated) = row.map_err(|e| self.fail(e))?;
+            let (body, state, updated) = row.map_err(sql(self.path))?;
             Ok(with_state(&body, &state, updated))
         })
         .collect()
@@ -452,14 +433,14 @@ impl Tx<'_> {
                 "UPDATE alerts SET state = ?2, updated = ?3 WHERE id = ?1",
                 params![id, state, now],
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         if changed == 0 {
             return Err(MonitorError::UnknownAlert(id.to_string()));
         }
         let body: String = self
             .tx
             .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         Ok(with_state(&body, state, now))
     }
 
@@ -473,7 +454,7 @@ impl Tx<'_> {
                  WHERE d.delivered_at IS NULL AND d.next_at <= ?1 \
                  ORDER BY a.created, a.window, d.alert_id LIMIT ?2",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         let rows = stmt
             .query_map(params![now, limit as i64], |r| {
                 let body: String = r.get(1)?;
@@ -485,9 +466,9 @@ impl Tx<'_> {
                     attempts: r.get(5)?,
                 })
             })
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.fail(e))
+            .map_err(sql(self.path))
     }
 
     /// Records the outcome of a delivery attempt: delivered at `now`, or failed with `error`
@@ -508,7 +489,7 @@ impl Tx<'_> {
                  last_error = ?4, next_at = ?5 WHERE alert_id = ?1 AND sink = ?2",
                 params![due.alert_id, due.sink, delivered, error, next],
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         Ok(())
     }
 
@@ -520,7 +501,7 @@ impl Tx<'_> {
                 "SELECT sink, SUM(delivered_at IS NOT NULL), SUM(delivered_at IS NULL) \
                  FROM deliveries GROUP BY sink",
             )
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -528,9 +509,9 @@ impl Tx<'_> {
                     (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
                 ))
             })
-            .map_err(|e| self.fail(e))?;
+            .map_err(sql(self.path))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.fail(e))
+            .map_err(sql(self.path))
     }
 }
 

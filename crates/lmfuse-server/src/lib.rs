@@ -532,13 +532,31 @@ fn refuse_on_tagger(state: &AppState, route: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses a body declared over the limit before anything else.
-fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    let declared = headers
+/// Whether the request's `Content-Length` declares a body over `limit` bytes.
+pub fn declared_over(headers: &HeaderMap, limit: usize) -> bool {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// Whether a body read by `axum::body::to_bytes` failed for being over its limit (rather than
+/// for a broken connection).
+pub fn is_over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Refuses a body declared over the limit before anything else.
+fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    if declared_over(headers, limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     Ok(())
@@ -559,15 +577,9 @@ async fn read_body(
         .map_err(|_| ApiError::BodyTimeout {
             ms: state.config.request_timeout.as_millis(),
         })?;
-    read.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return ApiError::PayloadTooLarge { limit };
-            }
-            source = s.source();
-        }
-        ApiError::InvalidBody(e.to_string())
+    read.map_err(|e| match is_over_limit(&e) {
+        true => ApiError::PayloadTooLarge { limit },
+        false => ApiError::InvalidBody(e.to_string()),
     })
 }
 
