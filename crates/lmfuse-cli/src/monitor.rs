@@ -3,11 +3,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use lmfuse_monitor::retrain::RetrainSpec;
 use lmfuse_monitor::simulate::{simulate, StreamSpec};
 use lmfuse_monitor::store::Store;
-use lmfuse_monitor::{
-    BundleClassifier, Classify, Feed, Monitor, MonitorConfig, MonitorError, Workers,
-};
+use lmfuse_monitor::{Feed, Monitor, MonitorConfig, MonitorError, Workers};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +24,11 @@ pub enum MonitorCommand {
     Ingest(IngestArgs),
     /// List the alerts of a monitor database (one JSON object per line).
     Alerts(AlertsArgs),
+    /// Train a challenger for a model on its training data plus the corrected labels sent to
+    /// `POST /feedback`, compare it with the serving version on held-out feedback and the
+    /// test set, and promote it only when it is better (a running monitor loads it before its
+    /// next batch). Prints the comparison.
+    Retrain(RetrainArgs),
     /// Write a seeded stream (NDJSON events) drawn from a labelled data set, with injected
     /// negative bursts, and the bursts' times (JSON).
     Simulate(SimulateArgs),
@@ -81,6 +85,48 @@ pub struct AlertsArgs {
     limit: usize,
 }
 
+/// `lmfuse monitor retrain`.
+#[derive(Args, Debug)]
+pub struct RetrainArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// The configured model to retrain.
+    #[arg(long)]
+    model: String,
+    /// Training data instead of the model's `train` (labelled file).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Test set instead of the model's `test` (labelled file).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// The challenger's head (default: the serving version's).
+    #[arg(long, value_enum)]
+    head: Option<crate::classify::HeadArg>,
+    /// The challenger's feature blocks (default: the serving version's).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    features: Option<Vec<crate::classify::FeatureArg>>,
+    /// Share of the corrected labels held out for the comparison.
+    #[arg(long, default_value_t = 1.0 / 3.0)]
+    holdout: f64,
+    /// Seed of the hold-out, the dev slice and the head.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Accuracy the challenger must gain (hold-out and test together) to be promoted.
+    #[arg(long, default_value_t = 0.0)]
+    min_gain: f64,
+    /// Most accuracy the challenger may lose on the test set alone.
+    #[arg(long, default_value_t = 0.01)]
+    max_test_drop: f64,
+    #[command(flatten)]
+    cache: crate::classify::CacheArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
 /// `lmfuse monitor simulate`.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -134,6 +180,7 @@ pub fn run(command: &MonitorCommand) -> anyhow::Result<()> {
         MonitorCommand::Run(args) => serve(args),
         MonitorCommand::Ingest(args) => ingest(args),
         MonitorCommand::Alerts(args) => alerts(args),
+        MonitorCommand::Retrain(args) => retrain(args),
         MonitorCommand::Simulate(args) => write_stream(args),
     }
 }
@@ -141,14 +188,8 @@ pub fn run(command: &MonitorCommand) -> anyhow::Result<()> {
 /// The monitor of `setup`, its classifiers loaded.
 fn open(setup: &Setup) -> anyhow::Result<Arc<Monitor>> {
     let config = MonitorConfig::load(&setup.config)?;
-    let mut classifiers: Vec<Arc<dyn Classify>> = Vec::new();
-    for m in &config.models {
-        let c = BundleClassifier::load(&m.bundle)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("model {:?}: cannot load {}", m.name, m.bundle.display()))?;
-        classifiers.push(Arc::new(c));
-    }
-    Ok(Arc::new(Monitor::open(config, &setup.db, classifiers)?))
+    let loader = lmfuse_monitor::bundle_loader();
+    Ok(Arc::new(Monitor::open(config, &setup.db, loader)?))
 }
 
 fn report_error(e: &MonitorError) {
@@ -261,6 +302,51 @@ fn alerts(args: &AlertsArgs) -> anyhow::Result<()> {
     for a in list {
         writeln!(out, "{a}")?;
     }
+    Ok(())
+}
+
+fn retrain(args: &RetrainArgs) -> anyhow::Result<()> {
+    let config = MonitorConfig::load(&args.setup.config)?;
+    let spec = RetrainSpec {
+        train: args.train.clone(),
+        test: args.test.clone(),
+        head: args.head.map(|h| h.kind()),
+        features: args.features.as_deref().map(crate::classify::feature_set),
+        holdout: args.holdout,
+        seed: args.seed,
+        min_gain: args.min_gain,
+        max_test_drop: args.max_test_drop,
+        cache: args.cache.spec(),
+        ..RetrainSpec::new(&args.model)
+    };
+    let bars = crate::progress::Bars::new(args.quiet || args.json);
+    let report = lmfuse_monitor::retrain::retrain(&config, &args.setup.db, &spec, &bars)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verdict = if report.promoted {
+        "promoted"
+    } else {
+        "refused"
+    };
+    let fmt = |s: &lmfuse_monitor::retrain::Scores| {
+        let fb = s.feedback.map_or("-".into(), |f| format!("{f:.4}"));
+        format!(
+            "feedback {fb}  test {:.4}  combined {:.4}",
+            s.test, s.combined
+        )
+    };
+    println!(
+        "{}: challenger v{} {verdict} over v{} ({})",
+        report.model, report.challenger_version, report.champion_version, report.reason
+    );
+    println!("  champion   {}", fmt(&report.champion));
+    println!("  challenger {}", fmt(&report.challenger));
+    println!(
+        "  feedback: {} trained on, {} held out; bundle {}",
+        report.feedback_train, report.feedback_holdout, report.challenger_bundle
+    );
     Ok(())
 }
 

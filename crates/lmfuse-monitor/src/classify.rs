@@ -1,8 +1,8 @@
 //! What classifies events: anything that gives each text a label and its probability; a saved
 //! lmfuse bundle through [`BundleClassifier`].
 
-use lmfuse_server::Backend;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A classifier of event texts.
 pub trait Classify: Send + Sync {
@@ -10,6 +10,32 @@ pub trait Classify: Send + Sync {
     fn labels(&self) -> Vec<String>;
     /// Each text's most probable label and that label's probability.
     fn classify(&self, texts: &[&str]) -> Result<Vec<(String, f32)>, String>;
+
+    /// [`Classify::classify`] and, when the classifier embeds texts, each text's embedding
+    /// (the centroid of drift is measured on them).
+    fn classify_embedded(&self, texts: &[&str]) -> Result<Classified, String> {
+        Ok(Classified {
+            predictions: self.classify(texts)?,
+            embeddings: None,
+        })
+    }
+}
+
+/// Predictions of a batch and, when the classifier embeds, the embeddings (one row per text).
+pub struct Classified {
+    /// Each text's label and its probability.
+    pub predictions: Vec<(String, f32)>,
+    /// One embedding per text.
+    pub embeddings: Option<Vec<Vec<f32>>>,
+}
+
+/// Loads the classifier of a bundle folder (a configured model's bundle or one of its
+/// retrained versions).
+pub type Loader = dyn Fn(&Path) -> Result<Arc<dyn Classify>, String> + Send + Sync;
+
+/// The [`Loader`] of lmfuse bundles.
+pub fn bundle_loader() -> Box<Loader> {
+    Box::new(|dir: &Path| Ok(Arc::new(BundleClassifier::load(dir)?) as Arc<dyn Classify>))
 }
 
 /// A bundle, loaded once with its encoder (as `lmfuse serve` loads it).
@@ -34,13 +60,25 @@ impl Classify for BundleClassifier {
     }
 
     fn classify(&self, texts: &[&str]) -> Result<Vec<(String, f32)>, String> {
-        let predictions = self.backend.predict(texts).map_err(|e| e.to_string())?;
-        Ok(predictions
+        Ok(self.classify_embedded(texts)?.predictions)
+    }
+
+    fn classify_embedded(&self, texts: &[&str]) -> Result<Classified, String> {
+        let (predictions, embeddings) = self
+            .backend
+            .predict_with_embeddings(texts)
+            .map_err(|e| e.to_string())?;
+        let predictions = predictions
             .into_iter()
             .map(|p| {
                 let confidence = p.probabilities.get(&p.label).copied().unwrap_or(f32::NAN);
                 (p.label, confidence)
             })
-            .collect())
+            .collect();
+        let embeddings = embeddings.map(|e| (0..texts.len()).map(|i| e.row(i).to_vec()).collect());
+        Ok(Classified {
+            predictions,
+            embeddings,
+        })
     }
 }

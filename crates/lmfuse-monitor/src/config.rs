@@ -28,6 +28,35 @@ pub struct MonitorConfig {
     pub rules: Vec<Rule>,
     /// Where alerts go.
     pub sinks: Vec<SinkConfig>,
+    /// How drift is measured and when it alerts.
+    pub drift: DriftConfig,
+}
+
+/// Drift against each model's training data: measured per drift window, alerting when a
+/// figure passes its threshold once the window holds `min_count` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftConfig {
+    /// Length of a drift window, seconds (default one day).
+    pub window_secs: i64,
+    /// Fewest events in a window before its figures are judged.
+    pub min_count: u64,
+    /// Population stability index of predicted labels or of confidence above which a
+    /// window has drifted (0.25 is the usual "significant shift").
+    pub psi: f64,
+    /// `1 - cosine` between the window's and the training data's mean embedding above
+    /// which a window has drifted.
+    pub centroid: f64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            window_secs: 86_400,
+            min_count: 200,
+            psi: 0.25,
+            centroid: 0.05,
+        }
+    }
 }
 
 /// One classifier.
@@ -39,6 +68,10 @@ pub struct ModelConfig {
     pub bundle: PathBuf,
     /// Whether its label is the stream's topic (at most one model).
     pub topic: bool,
+    /// Its labelled training data: the reference of drift, and what a retrain starts from.
+    pub train: Option<PathBuf>,
+    /// Its labelled test set, on which a retrain compares challenger and champion.
+    pub test: Option<PathBuf>,
 }
 
 /// What a rule watches in each window.
@@ -151,6 +184,17 @@ struct RawModel {
     bundle: PathBuf,
     #[serde(default)]
     topic: bool,
+    train: Option<PathBuf>,
+    test: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDrift {
+    window: Option<String>,
+    min_count: Option<u64>,
+    psi: Option<f64>,
+    centroid: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +241,8 @@ struct RawConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     sink: Vec<RawSink>,
+    #[serde(default)]
+    drift: RawDrift,
 }
 
 /// The default window: one hour.
@@ -221,12 +267,6 @@ impl MonitorConfig {
     /// Parses and checks configuration `text`; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<MonitorConfig, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        let seconds = |field: &str, value: &Option<String>, default: i64| match value {
-            None => Ok(default),
-            Some(v) => parse_seconds(v).ok_or_else(|| {
-                format!("`{field}` = {v:?} is not a duration like \"30s\", \"15m\", \"1h\", \"1d\"")
-            }),
-        };
         let models = models_of(raw.model, base)?;
         let rules = raw
             .rule
@@ -257,6 +297,7 @@ impl MonitorConfig {
             entities: entities_of(raw.entities)?,
             rules,
             sinks,
+            drift: drift_of(raw.drift)?,
         })
     }
 
@@ -266,6 +307,16 @@ impl MonitorConfig {
             .iter()
             .find(|m| m.topic)
             .map(|m| m.name.as_str())
+    }
+}
+
+/// The seconds of the duration `value` of `field`, `default` when absent.
+fn seconds(field: &str, value: &Option<String>, default: i64) -> Result<i64, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_seconds(v).ok_or_else(|| {
+            format!("`{field}` = {v:?} is not a duration like \"30s\", \"15m\", \"1h\", \"1d\"")
+        }),
     }
 }
 
@@ -289,6 +340,8 @@ fn models_of(raw: Vec<RawModel>, base: &Path) -> Result<Vec<ModelConfig>, String
             bundle: base.join(&m.bundle),
             name: m.name,
             topic: m.topic,
+            train: m.train.map(|p| base.join(p)),
+            test: m.test.map(|p| base.join(p)),
         })
         .collect();
     for (i, m) in models.iter().enumerate() {
@@ -301,6 +354,29 @@ fn models_of(raw: Vec<RawModel>, base: &Path) -> Result<Vec<ModelConfig>, String
         return Err("more than one model has `topic = true`".into());
     }
     Ok(models)
+}
+
+fn drift_of(raw: RawDrift) -> Result<DriftConfig, String> {
+    let d = DriftConfig::default();
+    let drift = DriftConfig {
+        window_secs: seconds("drift.window", &raw.window, d.window_secs)?,
+        min_count: raw.min_count.unwrap_or(d.min_count),
+        psi: raw.psi.unwrap_or(d.psi),
+        centroid: raw.centroid.unwrap_or(d.centroid),
+    };
+    if drift.window_secs <= 0 || drift.min_count == 0 {
+        return Err("`drift.window` and `drift.min_count` must be positive".into());
+    }
+    if !(drift.psi > 0.0 && drift.psi.is_finite()) {
+        return Err(format!("`drift.psi` = {} must be positive", drift.psi));
+    }
+    if !(drift.centroid > 0.0 && drift.centroid < 2.0) {
+        return Err(format!(
+            "`drift.centroid` = {} must be in (0, 2) (it bounds 1 - cosine)",
+            drift.centroid
+        ));
+    }
+    Ok(drift)
 }
 
 fn entities_of(
@@ -323,6 +399,9 @@ fn entities_of(
 fn rule_of(r: RawRule, models: &[ModelConfig]) -> Result<Rule, String> {
     if r.name.is_empty() {
         return Err("`name` is empty".into());
+    }
+    if r.name == "drift" {
+        return Err("`name` \"drift\" is the name of drift alerts; choose another".into());
     }
     let metric = match (r.kind.as_str(), r.metric.as_deref()) {
         ("share", None | Some("share")) => Metric::Share,

@@ -42,6 +42,27 @@ pub enum MonitorError {
         /// The field that differs.
         field: &'static str,
     },
+    /// No event has this id.
+    #[error("no event has the id {0:?}")]
+    UnknownEvent(String),
+    /// A corrected label is not one its model gives, or names no configured model.
+    #[error("feedback {position}: field `{field}`: {message}")]
+    Feedback {
+        /// Where it is in the request (`#3`, `line 3`).
+        position: String,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Retraining could not run (missing data, a failed fit).
+    #[error("retrain of {model:?}: {message}")]
+    Retrain {
+        /// The model's name.
+        model: String,
+        /// Why.
+        message: String,
+    },
     /// No alert has this id.
     #[error("no alert has the id {0:?}")]
     UnknownAlert(String),

@@ -29,28 +29,7 @@ pub struct Event {
 /// The events of a request body; `now` (seconds since the epoch) and `max_future_secs` bound
 /// how far ahead an event's time may be.
 pub fn parse_body(body: &[u8], now: i64, max_future_secs: i64) -> Result<Vec<Event>> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| MonitorError::Body(format!("the body is not UTF-8: {e}")))?;
-    let trimmed = text.trim_start();
-    let objects: Vec<(String, Value)> = if trimmed.starts_with('[') {
-        let Value::Array(items) = serde_json::from_str(text)
-            .map_err(|e| MonitorError::Body(format!("the body is not a JSON array: {e}")))?
-        else {
-            unreachable!("a body starting with '[' parses as an array");
-        };
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("#{i}"), v))
-            .collect()
-    } else if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(text) {
-        vec![("#0".to_string(), v)]
-    } else {
-        ndjson(text)?
-    };
-    if objects.is_empty() {
-        return Err(MonitorError::Body("the body holds no events".into()));
-    }
+    let objects = objects_of(body, "events")?;
     let mut seen = HashSet::new();
     let mut events = Vec::with_capacity(objects.len());
     for (position, value) in objects {
@@ -71,6 +50,34 @@ pub fn parse_body(body: &[u8], now: i64, max_future_secs: i64) -> Result<Vec<Eve
         events.push(event);
     }
     Ok(events)
+}
+
+/// The JSON values of a body that is a JSON array, one JSON object, or NDJSON, each with its
+/// position (`#3`, `line 3`); `what` names them in messages.
+pub(crate) fn objects_of(body: &[u8], what: &str) -> Result<Vec<(String, Value)>> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| MonitorError::Body(format!("the body is not UTF-8: {e}")))?;
+    let trimmed = text.trim_start();
+    let objects: Vec<(String, Value)> = if trimmed.starts_with('[') {
+        let Value::Array(items) = serde_json::from_str(text)
+            .map_err(|e| MonitorError::Body(format!("the body is not a JSON array: {e}")))?
+        else {
+            unreachable!("a body starting with '[' parses as an array");
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("#{i}"), v))
+            .collect()
+    } else if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(text) {
+        vec![("#0".to_string(), v)]
+    } else {
+        ndjson(text)?
+    };
+    if objects.is_empty() {
+        return Err(MonitorError::Body(format!("the body holds no {what}")));
+    }
+    Ok(objects)
 }
 
 fn ndjson(text: &str) -> Result<Vec<(String, Value)>> {

@@ -1,5 +1,6 @@
 //! The monitor's HTTP interface: `POST /events`, `GET /alerts`, `POST /alerts/{id}/acknowledge`
-//! and `/resolve`, `GET /health`. Errors become statuses in one place ([`status_of`]).
+//! and `/resolve`, `POST /feedback`, `GET /drift`, `GET /models`, `GET /health`. Errors become
+//! statuses in one place ([`status_of`]).
 
 use crate::error::MonitorError;
 use crate::monitor::{AlertState, Monitor};
@@ -22,6 +23,9 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
         .route("/alerts", get(alerts))
         .route("/alerts/{id}/acknowledge", post(acknowledge))
         .route("/alerts/{id}/resolve", post(resolve))
+        .route("/feedback", post(feedback))
+        .route("/drift", get(drift))
+        .route("/models", get(models))
         .route("/health", get(health))
         .with_state(monitor)
 }
@@ -61,10 +65,13 @@ pub fn status_of(e: &MonitorError) -> (StatusCode, &'static str) {
         MonitorError::Body(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
         MonitorError::Conflict { .. } => (StatusCode::CONFLICT, "conflicting_id"),
         MonitorError::UnknownAlert(_) => (StatusCode::NOT_FOUND, "unknown_alert"),
+        MonitorError::UnknownEvent(_) => (StatusCode::NOT_FOUND, "unknown_event"),
+        MonitorError::Feedback { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_feedback"),
         MonitorError::Config { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
-        MonitorError::Io { .. } | MonitorError::Store { .. } | MonitorError::Classify { .. } => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-        }
+        MonitorError::Io { .. }
+        | MonitorError::Store { .. }
+        | MonitorError::Classify { .. }
+        | MonitorError::Retrain { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
@@ -82,10 +89,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn events(
-    State(monitor): State<Arc<Monitor>>,
-    req: Request<Body>,
-) -> Result<Json<Value>, ApiError> {
+/// The body of `req`, refused (413) over `monitor.max_body_bytes`.
+async fn body_of(monitor: &Monitor, req: Request<Body>) -> Result<axum::body::Bytes, ApiError> {
     let limit = monitor.config().max_body_bytes;
     let too_large = || {
         ApiError(
@@ -97,7 +102,7 @@ async fn events(
     if lmfuse_server::declared_over(req.headers(), limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
+    axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|e| match lmfuse_server::is_over_limit(&e) {
             true => too_large(),
@@ -106,9 +111,49 @@ async fn events(
                 "invalid_body",
                 format!("cannot read the body: {e}"),
             ),
-        })?;
+        })
+}
+
+async fn events(
+    State(monitor): State<Arc<Monitor>>,
+    req: Request<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body_of(&monitor, req).await?;
     let inserted = blocking(move || monitor.ingest(&bytes)).await?;
     Ok(Json(serde_json::to_value(inserted).expect("counts")))
+}
+
+async fn feedback(
+    State(monitor): State<Arc<Monitor>>,
+    req: Request<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body_of(&monitor, req).await?;
+    let report = blocking(move || monitor.feedback(&bytes)).await?;
+    Ok(Json(serde_json::to_value(report).expect("counts")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriftQuery {
+    limit: Option<usize>,
+}
+
+async fn drift(
+    State(monitor): State<Arc<Monitor>>,
+    query: Result<Query<DriftQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
+    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
+    let limit = q.limit.unwrap_or(30);
+    if !(1..=MAX_ALERTS).contains(&limit) {
+        return Err(invalid(format!("`limit` must be 1 to {MAX_ALERTS}")));
+    }
+    Ok(Json(blocking(move || monitor.drift(limit)).await?))
+}
+
+async fn models(State(monitor): State<Arc<Monitor>>) -> Result<Json<Value>, ApiError> {
+    let list = blocking(move || monitor.models()).await?;
+    Ok(Json(serde_json::to_value(list).expect("versions")))
 }
 
 #[derive(serde::Deserialize)]

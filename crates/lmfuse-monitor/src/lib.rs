@@ -11,22 +11,24 @@
 pub mod classify;
 pub mod config;
 pub mod detect;
+pub mod drift;
 pub mod duration;
 mod error;
 pub mod event;
 pub mod feed;
 pub mod http;
 mod monitor;
+pub mod retrain;
 pub mod simulate;
 pub mod sink;
 pub mod store;
 mod workers;
 
-pub use classify::{BundleClassifier, Classify};
+pub use classify::{bundle_loader, BundleClassifier, Classified, Classify, Loader};
 pub use config::MonitorConfig;
 pub use detect::{Alert, Series};
 pub use error::{MonitorError, Result};
 pub use event::Event;
 pub use feed::{Feed, FeedReport};
-pub use monitor::{AlertState, Monitor, Status};
+pub use monitor::{AlertState, FeedbackReport, ModelStatus, Monitor, Status};
 pub use workers::Workers;

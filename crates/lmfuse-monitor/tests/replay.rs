@@ -1,15 +1,19 @@
 //! A seeded 30-day stream replayed through the monitor with a keyword classifier: every
 //! injected burst alerts within one window of its start, the steady parts raise at most one
-//! alert, and a restarted monitor fed the same events stores and alerts nothing twice.
+//! alert, a restarted monitor fed the same events stores and alerts nothing twice, and a
+//! shift of the stream's vocabulary raises drift past its threshold (and nothing before).
 
 use lmfuse_monitor::simulate::{simulate, Burst, StreamSpec};
-use lmfuse_monitor::{Classify, Event, Monitor, MonitorConfig};
+use lmfuse_monitor::{Classified, Classify, Event, Monitor, MonitorConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
-/// "negative" when the text says so.
+/// "negative" when the text says so; sure of texts in its vocabulary, unsure of others;
+/// embeds a text as its counts of a few word buckets.
 struct Keyword;
+
+const KNOWN: [&str; 4] = ["awful", "fine", "service", "number"];
 
 impl Classify for Keyword {
     fn labels(&self) -> Vec<String> {
@@ -25,9 +29,29 @@ impl Classify for Keyword {
                 } else {
                     "positive"
                 };
-                (label.to_string(), 0.9)
+                let known = t
+                    .split_whitespace()
+                    .all(|w| KNOWN.contains(&w) || w.parse::<u32>().is_ok());
+                (label.to_string(), if known { 0.9 } else { 0.6 })
             })
             .collect())
+    }
+
+    fn classify_embedded(&self, texts: &[&str]) -> Result<Classified, String> {
+        let embeddings = texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; 8];
+                for w in t.split_whitespace().filter(|w| w.parse::<u32>().is_err()) {
+                    v[w.bytes().map(usize::from).sum::<usize>() % 8] += 1.0;
+                }
+                v
+            })
+            .collect();
+        Ok(Classified {
+            predictions: self.classify(texts)?,
+            embeddings: Some(embeddings),
+        })
     }
 }
 
@@ -79,8 +103,13 @@ fn stream() -> (Vec<Event>, Vec<Burst>) {
 }
 
 fn open(db: &Path) -> Monitor {
-    let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
-    Monitor::open(config, db, vec![Arc::new(Keyword) as Arc<dyn Classify>]).unwrap()
+    open_with(CONFIG, db)
+}
+
+fn open_with(config: &str, db: &Path) -> Monitor {
+    let config = MonitorConfig::parse(config, Path::new(".")).unwrap();
+    let loader = Box::new(|_: &Path| Ok(Arc::new(Keyword) as Arc<dyn Classify>));
+    Monitor::open(config, db, loader).unwrap()
 }
 
 fn replay(monitor: &Monitor, events: &[Event]) -> (usize, usize) {
@@ -193,4 +222,97 @@ fn a_conflicting_id_refuses_the_request_and_keeps_what_is_stored() {
         2,
         "c was not stored either"
     );
+}
+
+#[test]
+fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
+    let (mut events, _) = stream();
+    let start = StreamSpec::default().start;
+    let shift = start + 20 * 86_400;
+    for (i, e) in events.iter_mut().enumerate() {
+        if e.time >= shift {
+            e.text = format!("parcel arrived broken {}", i % 50);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.jsonl");
+    let lines: String = (0..200)
+        .map(|i| {
+            let text = if i % 5 == 0 {
+                "awful service number 1"
+            } else {
+                "fine service number 2"
+            };
+            format!("{}\n", serde_json::json!({"text": text, "label": "x"}))
+        })
+        .collect();
+    std::fs::write(&train, lines).unwrap();
+    let config = CONFIG.replace(
+        "bundle = \"unused\"",
+        &format!(
+            "bundle = \"unused\"\ntrain = {:?}\n\n[drift]\nmin_count = 100",
+            train.display().to_string()
+        ),
+    );
+    let monitor = open_with(&config, &dir.path().join("m.db"));
+    replay(&monitor, &events);
+    let drift: Vec<Value> = monitor
+        .alerts(None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a["rule"] == "drift")
+        .collect();
+    let windows: std::collections::BTreeSet<i64> = drift.iter().map(window_of).collect();
+    assert_eq!(windows.first(), Some(&shift), "{drift:#?}");
+    for metric in ["psi_labels", "psi_confidence", "centroid_shift"] {
+        assert!(
+            drift
+                .iter()
+                .any(|a| a["metric"] == metric && window_of(a) == shift),
+            "no {metric} alert on the day of the shift: {drift:#?}"
+        );
+    }
+    let figures = monitor.drift(40).unwrap();
+    let days = figures["sentiment"]["windows"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    for day in days {
+        let drifted = day["drifted"].as_bool().unwrap();
+        assert_eq!(drifted, day["window"].as_i64().unwrap() >= shift, "{day}");
+    }
+}
+
+#[test]
+fn feedback_is_checked_whole_and_stored_once_per_event_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = open(&dir.path().join("m.db"));
+    let body =
+        r#"[{"id": "a", "time": 100, "text": "fine"}, {"id": "b", "time": 100, "text": "awful"}]"#;
+    monitor.ingest(body.as_bytes()).unwrap();
+    let report = monitor
+        .feedback(br#"[{"id": "a", "label": "negative"}, {"id": "b", "label": "negative", "model": "sentiment"}]"#)
+        .unwrap();
+    assert_eq!((report.stored, report.replaced), (2, 0));
+    let again = monitor
+        .feedback(br#"{"id": "a", "label": "positive"}"#)
+        .unwrap();
+    assert_eq!((again.stored, again.replaced), (1, 1));
+    for (bad, named) in [
+        (
+            r#"[{"id": "a", "label": "positive"}, {"id": "zz", "label": "positive"}]"#,
+            "zz",
+        ),
+        (r#"{"id": "a", "label": "neutral"}"#, "label"),
+        (
+            r#"{"id": "a", "label": "positive", "model": "topic"}"#,
+            "model",
+        ),
+        (r#"{"id": "a"}"#, "label"),
+        (r#"{"id": "a", "label": "positive", "score": 1}"#, "score"),
+    ] {
+        let e = monitor.feedback(bad.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains(named), "{bad}: {e}");
+    }
+    let models = monitor.models().unwrap();
+    assert_eq!(models[0].feedback, 2, "the refused requests stored nothing");
+    assert_eq!((models[0].serving, models[0].versions.len()), (1, 1));
 }

@@ -240,6 +240,36 @@ impl BundleBackend {
         self.model.labels().names().to_vec()
     }
 
+    /// Predictions of `texts` and the main encoder's embeddings of them (none for a TF-IDF
+    /// bundle), from one encoder pass.
+    pub fn predict_with_embeddings(
+        &self,
+        texts: &[&str],
+    ) -> Result<(Vec<Prediction>, Option<DenseMatrix>), BackendError> {
+        let embs = self.embeddings(texts)?;
+        let failed = |e: PipelineError| BackendError::Inference(e.chain_message());
+        let proba = self
+            .model
+            .predict_proba_embedded(texts, &[], &embs)
+            .map_err(failed)?;
+        // The detector reads the main encoder's embeddings.
+        let oos = self.model.oos(embs[0].as_ref(), &proba).map_err(failed)?;
+        let predictions = self
+            .model
+            .predictions(&proba, oos.as_deref())
+            .into_iter()
+            .map(|p| Prediction {
+                label: p.label,
+                probabilities: p.probabilities,
+                oos: p.oos.map(|d| Oos {
+                    is_oos: d.is_oos,
+                    score: d.score,
+                }),
+            })
+            .collect();
+        Ok((predictions, embs.into_iter().next().flatten()))
+    }
+
     /// Tokenizes cut at `max_tokens` (keeping the closing special tokens); whole when the
     /// encoder windows long texts.
     fn tokenize(
@@ -316,27 +346,7 @@ impl Backend for BundleBackend {
     }
 
     fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, BackendError> {
-        let embs = self.embeddings(texts)?;
-        let failed = |e: PipelineError| BackendError::Inference(e.chain_message());
-        let proba = self
-            .model
-            .predict_proba_embedded(texts, &[], &embs)
-            .map_err(failed)?;
-        // The detector reads the main encoder's embeddings.
-        let oos = self.model.oos(embs[0].as_ref(), &proba).map_err(failed)?;
-        Ok(self
-            .model
-            .predictions(&proba, oos.as_deref())
-            .into_iter()
-            .map(|p| Prediction {
-                label: p.label,
-                probabilities: p.probabilities,
-                oos: p.oos.map(|d| Oos {
-                    is_oos: d.is_oos,
-                    score: d.score,
-                }),
-            })
-            .collect())
+        Ok(self.predict_with_embeddings(texts)?.0)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {

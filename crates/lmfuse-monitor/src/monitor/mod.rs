@@ -2,22 +2,46 @@
 //! rules and alert deliveries, each step one transaction of the store so that a kill at any
 //! point leaves every acknowledged event to be processed exactly once.
 
-use crate::classify::Classify;
+use crate::classify::{Classify, Loader};
 use crate::config::{MonitorConfig, Rule};
 use crate::detect::{Alert, Baseline, Series};
+use crate::drift::Profile;
 use crate::error::{MonitorError, Result};
 use crate::event::{now_secs, parse_body, rfc3339, Event};
 use crate::sink::{backoff_secs, Sink};
 use crate::store::{CountKey, Inserted, Pending, Store, Tx, ALL, VOLUME};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+mod learning;
+pub use learning::{FeedbackReport, ModelStatus};
+
+/// A configured model as it serves now: its version, classifier and drift reference.
+#[derive(Clone)]
+struct Active {
+    name: String,
+    version: i64,
+    classifier: Arc<dyn Classify>,
+    /// The profile of its training data (none without `train` in the configuration).
+    reference: Option<Profile>,
+}
+
+/// One batch's output of one model.
+struct ModelOutput {
+    active: Active,
+    labels: Vec<(String, f32)>,
+    embeddings: Option<Vec<Vec<f32>>>,
+}
 
 /// A running monitor over one database.
 pub struct Monitor {
     config: MonitorConfig,
     store: Mutex<Store>,
-    classifiers: Vec<(String, Arc<dyn Classify>)>,
+    /// The configured models as they serve, in configuration order; swapped when a retrain
+    /// promotes a version (see [`Monitor::refresh_models`]).
+    models: RwLock<Vec<Active>>,
+    loader: Box<Loader>,
     sinks: Vec<Box<dyn Sink>>,
     baselines: Mutex<HashMap<(usize, Series), Baseline>>,
     /// Set when events or alerts wait; the workers sleep on it.
@@ -36,35 +60,27 @@ pub struct Status {
 }
 
 impl Monitor {
-    /// Opens the monitor on the database `db` with `classifiers` (one per configured model,
-    /// in order); every rule's label must be one its model gives.
-    pub fn open(
-        config: MonitorConfig,
-        db: &Path,
-        classifiers: Vec<Arc<dyn Classify>>,
-    ) -> Result<Monitor> {
-        let classifiers: Vec<(String, Arc<dyn Classify>)> = config
-            .models
-            .iter()
-            .map(|m| m.name.clone())
-            .zip(classifiers)
-            .collect();
-        if classifiers.len() != config.models.len() {
-            return Err(MonitorError::Classify {
-                model: config.models[classifiers.len()].name.clone(),
-                message: "no classifier was given for it".into(),
-            });
-        }
-        check_labels(&config, &classifiers)?;
+    /// Opens the monitor on the database `db`; `loader` loads each model's serving version
+    /// (the configured bundle until a retrain promotes another). Every rule's label must be
+    /// one its model gives.
+    pub fn open(config: MonitorConfig, db: &Path, loader: Box<Loader>) -> Result<Monitor> {
         let sinks = config
             .sinks
             .iter()
             .map(crate::sink::sink_of)
             .collect::<Result<_>>()?;
+        let mut store = Store::open(db)?;
+        let mut models = Vec::with_capacity(config.models.len());
+        for m in &config.models {
+            let version = store.transaction(|tx| learning::register_configured(tx, m))?;
+            models.push(learning::activate(&config, &mut store, &*loader, version)?);
+        }
+        check_labels(&config, &models)?;
         Ok(Monitor {
-            store: Mutex::new(Store::open(db)?),
+            store: Mutex::new(store),
             config,
-            classifiers,
+            models: RwLock::new(models),
+            loader,
             sinks,
             baselines: Mutex::new(HashMap::new()),
             wake: (Mutex::new(true), Condvar::new()),
@@ -118,8 +134,10 @@ impl Monitor {
         *woken = false;
     }
 
-    /// Classifies, counts and judges one batch of stored events; how many it processed.
+    /// Classifies, counts and judges one batch of stored events (with the models' serving
+    /// versions, reloaded first when a retrain promoted one); how many it processed.
     pub fn process_batch(&self) -> Result<usize> {
+        self.refresh_models()?;
         let pending = self
             .store
             .lock()
@@ -128,41 +146,26 @@ impl Monitor {
         if pending.is_empty() {
             return Ok(0);
         }
-        let all: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
-        // A stream repeats texts (shares, retweets, templates): each distinct text of the
-        // batch is classified once, as `lmfuse predict` does.
-        let (texts, slot) = lmfuse_pipeline::encoders::dedup(&all);
-        let mut labels = Vec::with_capacity(self.classifiers.len());
-        for (name, c) in &self.classifiers {
-            let out = c
-                .classify(&texts)
-                .map_err(|message| MonitorError::Classify {
-                    model: name.clone(),
-                    message,
-                })?;
-            if out.len() != texts.len() {
-                return Err(MonitorError::Classify {
-                    model: name.clone(),
-                    message: format!("{} predictions for {} texts", out.len(), texts.len()),
-                });
-            }
-            labels.push(slot.iter().map(|&i| out[i].clone()).collect::<Vec<_>>());
-        }
+        let outputs = self.classify(&pending)?;
+        let labels: Vec<Vec<(String, f32)>> = outputs.iter().map(|o| o.labels.clone()).collect();
         let deltas = self.count_deltas(&pending, &labels);
+        let drift = self.drift_deltas(&pending, &outputs);
         let sink_names: Vec<String> = self.sinks.iter().map(|s| s.name().to_string()).collect();
         let raised = self.store.lock().expect("store lock").transaction(|tx| {
-            for ((name, _), out) in self.classifiers.iter().zip(&labels) {
+            for o in &outputs {
                 let rows: Vec<(i64, String, f32)> = pending
                     .iter()
-                    .zip(out)
+                    .zip(&o.labels)
                     .map(|(p, (l, c))| (p.seq, l.clone(), *c))
                     .collect();
-                tx.add_predictions(name, &rows)?;
+                tx.add_predictions(&o.active.name, &rows)?;
             }
             tx.add_counts(&deltas)?;
             tx.mark_classified(&pending.iter().map(|p| p.seq).collect::<Vec<_>>())?;
+            let mut alerts = self.judge(tx, &deltas)?;
+            alerts.extend(self.judge_drift(tx, &outputs, &drift)?);
             let mut raised = 0;
-            for alert in self.judge(tx, &deltas)? {
+            for alert in alerts {
                 raised += usize::from(tx.add_alert(&alert, &sink_names)?);
             }
             Ok(raised)
@@ -171,6 +174,43 @@ impl Monitor {
             self.notify();
         }
         Ok(pending.len())
+    }
+
+    /// Each serving model's labels (and embeddings) of `pending`; each distinct text of the
+    /// batch is classified once.
+    fn classify(&self, pending: &[Pending]) -> Result<Vec<ModelOutput>> {
+        let all: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        // A stream repeats texts (shares, retweets, templates): each distinct text of the
+        // batch is classified once, as `lmfuse predict` does.
+        let (texts, slot) = lmfuse_pipeline::encoders::dedup(&all);
+        let models = self.models.read().expect("models lock").clone();
+        let mut outputs = Vec::with_capacity(models.len());
+        for active in models {
+            let failed = |message: String| MonitorError::Classify {
+                model: active.name.clone(),
+                message,
+            };
+            let out = active
+                .classifier
+                .classify_embedded(&texts)
+                .map_err(failed)?;
+            let n = out.predictions.len();
+            let rows = out.embeddings.as_ref().map_or(n, Vec::len);
+            if n != texts.len() || rows != texts.len() {
+                return Err(failed(format!(
+                    "{n} predictions and {rows} embeddings for {} texts",
+                    texts.len()
+                )));
+            }
+            outputs.push(ModelOutput {
+                labels: slot.iter().map(|&i| out.predictions[i].clone()).collect(),
+                embeddings: out
+                    .embeddings
+                    .map(|e| slot.iter().map(|&i| e[i].clone()).collect()),
+                active,
+            });
+        }
+        Ok(outputs)
     }
 
     /// Processes every stored event not yet processed; how many.
@@ -212,8 +252,8 @@ impl Monitor {
                         label: label.to_string(),
                     };
                     *deltas.entry(key(VOLUME, VOLUME)).or_insert(0) += 1;
-                    for ((name, _), out) in self.classifiers.iter().zip(labels) {
-                        *deltas.entry(key(name, &out[i].0)).or_insert(0) += 1;
+                    for (m, out) in self.config.models.iter().zip(labels) {
+                        *deltas.entry(key(&m.name, &out[i].0)).or_insert(0) += 1;
                     }
                 }
             }
@@ -393,15 +433,15 @@ pub enum AlertState {
     Resolved,
 }
 
-fn check_labels(config: &MonitorConfig, classifiers: &[(String, Arc<dyn Classify>)]) -> Result<()> {
+fn check_labels(config: &MonitorConfig, models: &[Active]) -> Result<()> {
     for (i, rule) in config.rules.iter().enumerate() {
         let Some((model, label)) = &rule.target else {
             continue;
         };
-        let labels = classifiers
+        let labels = models
             .iter()
-            .find(|(n, _)| n == model)
-            .map(|(_, c)| c.labels())
+            .find(|m| &m.name == model)
+            .map(|m| m.classifier.labels())
             .unwrap_or_default();
         if !labels.contains(label) {
             return Err(MonitorError::Config {

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+mod learning;
+pub use learning::{Feedback, ModelVersion};
 
 /// The key of the windowed counts that hold the number of events (no model, no label).
 pub const VOLUME: &str = "";
@@ -60,6 +63,31 @@ CREATE TABLE IF NOT EXISTS deliveries(
     delivered_at INTEGER,
     last_error TEXT,
     PRIMARY KEY(alert_id, sink));
+CREATE TABLE IF NOT EXISTS feedback(
+    seq INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    label TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    PRIMARY KEY(seq, model));
+CREATE TABLE IF NOT EXISTS model_versions(
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    promoted INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY(model, version));
+CREATE TABLE IF NOT EXISTS drift(
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    window INTEGER NOT NULL,
+    profile TEXT NOT NULL,
+    PRIMARY KEY(model, version, window));
+CREATE TABLE IF NOT EXISTS drift_reference(
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    profile TEXT NOT NULL,
+    PRIMARY KEY(model, version));
 ";
 
 /// The error of a failed database call on the file at `path`.

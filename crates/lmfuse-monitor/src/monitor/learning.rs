@@ -1,0 +1,369 @@
+//! The monitor's side of learning from the stream: model versions and their hot reload,
+//! drift against each version's training data, and corrected labels (feedback).
+
+use super::{Active, ModelOutput, Monitor};
+use crate::classify::{Classify, Loader};
+use crate::config::{ModelConfig, MonitorConfig};
+use crate::detect::{Alert, Series};
+use crate::drift::{DriftFigures, Profile};
+use crate::error::{MonitorError, Result};
+use crate::event::{now_secs, objects_of, rfc3339};
+use crate::store::{ModelVersion, Pending, Store, Tx, ALL};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The rule name of drift alerts (no configured rule may take it).
+pub const DRIFT_RULE: &str = "drift";
+
+/// What a `POST /feedback` stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct FeedbackReport {
+    /// Corrections stored.
+    pub stored: usize,
+    /// Of those, corrections that replaced an earlier one for the same event and model.
+    pub replaced: usize,
+}
+
+/// A configured model: the version serving and every version kept.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelStatus {
+    /// Its name.
+    pub name: String,
+    /// The version serving.
+    pub serving: i64,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Corrected labels stored for it.
+    pub feedback: usize,
+    /// Every version, oldest first.
+    pub versions: Vec<ModelVersion>,
+}
+
+/// Records the configured bundle of `model` as a promoted version when the database has
+/// none from this bundle folder yet (a changed configuration serves its new bundle); the
+/// version serving now.
+pub(super) fn register_configured(tx: &mut Tx<'_>, model: &ModelConfig) -> Result<ModelVersion> {
+    let path = model.bundle.display().to_string();
+    let versions = tx.versions(&model.name)?;
+    let configured = versions
+        .iter()
+        .rev()
+        .find(|v| v.report["source"] == "configuration");
+    if configured.is_none_or(|v| v.path != path) {
+        let report = json!({"source": "configuration"});
+        tx.add_version(&model.name, &path, true, &report, now_secs())?;
+    }
+    Ok(tx
+        .active_version(&model.name)?
+        .expect("a promoted version was just recorded or existed"))
+}
+
+/// Loads `version` and its drift reference (computed from the model's training data once
+/// per version, then read from the store).
+pub(super) fn activate(
+    config: &MonitorConfig,
+    store: &mut Store,
+    loader: &Loader,
+    version: ModelVersion,
+) -> Result<Active> {
+    let failed = |message: String| MonitorError::Classify {
+        model: version.model.clone(),
+        message,
+    };
+    let classifier = loader(Path::new(&version.path)).map_err(|m| {
+        failed(format!(
+            "version {} ({}): {m}",
+            version.version, version.path
+        ))
+    })?;
+    let model = config
+        .models
+        .iter()
+        .find(|m| m.name == version.model)
+        .expect("versions are of configured models");
+    let stored = store.read(|tx| tx.reference(&model.name, version.version))?;
+    let reference = match (stored, &model.train) {
+        (Some(p), _) => Some(p),
+        (None, None) => None,
+        (None, Some(train)) => {
+            let p = reference_profile(&*classifier, train, config.batch).map_err(failed)?;
+            store.transaction(|tx| tx.set_reference(&model.name, version.version, &p))?;
+            Some(p)
+        }
+    };
+    Ok(Active {
+        name: version.model,
+        version: version.version,
+        classifier,
+        reference,
+    })
+}
+
+/// The profile of the texts of the file at `path` as `classifier` sees them.
+pub fn reference_profile(
+    classifier: &dyn Classify,
+    path: &Path,
+    batch: usize,
+) -> std::result::Result<Profile, String> {
+    let (texts, _) = lmfuse_pipeline::data::read_unlabelled(path, None, "text", &[])
+        .map_err(|e| format!("training data {}: {}", path.display(), e.chain_message()))?;
+    let mut profile = Profile::default();
+    for chunk in texts.chunks(batch.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let out = classifier.classify_embedded(&refs)?;
+        for (i, (label, confidence)) in out.predictions.iter().enumerate() {
+            let embedding = out.embeddings.as_ref().map(|e| e[i].as_slice());
+            profile.add(label, *confidence, embedding);
+        }
+    }
+    Ok(profile)
+}
+
+impl Monitor {
+    /// Loads the models whose serving version changed (a retrain, perhaps by another
+    /// process, promoted one); events keep being acknowledged meanwhile, and the next batch
+    /// is classified by the new version. Whether any model changed.
+    pub fn refresh_models(&self) -> Result<bool> {
+        let serving: Vec<(String, i64)> = self
+            .models
+            .read()
+            .expect("models lock")
+            .iter()
+            .map(|m| (m.name.clone(), m.version))
+            .collect();
+        let mut changed = false;
+        for (i, (name, version)) in serving.into_iter().enumerate() {
+            let mut store = self.store.lock().expect("store lock");
+            let Some(newest) = store.read(|tx| tx.active_version(&name))? else {
+                continue;
+            };
+            if newest.version == version {
+                continue;
+            }
+            let active = activate(&self.config, &mut store, &*self.loader, newest)?;
+            drop(store);
+            self.models.write().expect("models lock")[i] = active;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// One batch's additions to the drift profiles: per model, version and drift window.
+    pub(super) fn drift_deltas(
+        &self,
+        pending: &[Pending],
+        outputs: &[ModelOutput],
+    ) -> BTreeMap<(usize, i64), Profile> {
+        let size = self.config.drift.window_secs;
+        let mut deltas: BTreeMap<(usize, i64), Profile> = BTreeMap::new();
+        for (m, out) in outputs.iter().enumerate() {
+            for (i, p) in pending.iter().enumerate() {
+                let window = p.time.div_euclid(size) * size;
+                let (label, confidence) = &out.labels[i];
+                let embedding = out.embeddings.as_ref().map(|e| e[i].as_slice());
+                deltas
+                    .entry((m, window))
+                    .or_default()
+                    .add(label, *confidence, embedding);
+            }
+        }
+        deltas
+    }
+
+    /// Adds a batch's drift profiles and raises an alert for each figure of a touched window
+    /// that passes its threshold (once per model, figure and window).
+    pub(super) fn judge_drift(
+        &self,
+        tx: &Tx<'_>,
+        outputs: &[ModelOutput],
+        deltas: &BTreeMap<(usize, i64), Profile>,
+    ) -> Result<Vec<Alert>> {
+        let mut alerts = Vec::new();
+        for (&(m, window), delta) in deltas {
+            let active = &outputs[m].active;
+            tx.add_drift(&active.name, active.version, window, delta)?;
+            let Some(reference) = &active.reference else {
+                continue;
+            };
+            let profile = tx
+                .drift_profile(&active.name, active.version, window)?
+                .expect("just added");
+            if profile.n < self.config.drift.min_count {
+                continue;
+            }
+            let figures = profile.against(reference);
+            for (measure, value, threshold) in self.passed(&figures) {
+                alerts.push(self.drift_alert(active, window, measure, value, threshold, &figures));
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// The figures past their thresholds: `(name, value, threshold)`.
+    fn passed(&self, f: &DriftFigures) -> Vec<(&'static str, f64, f64)> {
+        let d = &self.config.drift;
+        [
+            ("psi_labels", Some(f.psi_labels), d.psi),
+            ("psi_confidence", Some(f.psi_confidence), d.psi),
+            ("centroid_shift", f.centroid_shift, d.centroid),
+        ]
+        .into_iter()
+        .filter_map(|(name, value, threshold)| Some((name, value?, threshold)))
+        .filter(|(_, value, threshold)| value > threshold)
+        .collect()
+    }
+
+    fn drift_alert(
+        &self,
+        active: &Active,
+        window: i64,
+        measure: &'static str,
+        value: f64,
+        threshold: f64,
+        figures: &DriftFigures,
+    ) -> Alert {
+        let now = now_secs();
+        Alert {
+            id: format!("{DRIFT_RULE}/{}/{measure}/{window}", active.name),
+            rule: DRIFT_RULE.to_string(),
+            metric: measure,
+            model: Some(active.name.clone()),
+            label: None,
+            series: Series {
+                entity: ALL.to_string(),
+                topic: ALL.to_string(),
+            },
+            window,
+            window_start: rfc3339(window),
+            window_end: rfc3339(window + self.config.drift.window_secs),
+            value,
+            baseline: None,
+            score: value,
+            threshold,
+            count: figures.n,
+            created: now,
+            created_at: rfc3339(now),
+        }
+    }
+
+    /// Drift per model: the newest `limit` windows' figures against the serving version's
+    /// training data, newest first.
+    pub fn drift(&self, limit: usize) -> Result<Value> {
+        let models = self.models.read().expect("models lock").clone();
+        let mut store = self.store.lock().expect("store lock");
+        let mut out = serde_json::Map::new();
+        for m in models {
+            let windows = store.read(|tx| tx.drift_windows(&m.name, limit))?;
+            let rows: Vec<Value> = windows
+                .into_iter()
+                .map(|(version, window, profile)| {
+                    let figures = m
+                        .reference
+                        .as_ref()
+                        .filter(|_| version == m.version)
+                        .map(|r| profile.against(r));
+                    let drifted = figures.as_ref().map(|f| {
+                        profile.n >= self.config.drift.min_count && !self.passed(f).is_empty()
+                    });
+                    json!({"version": version, "window": window,
+                           "window_start": rfc3339(window), "n": profile.n,
+                           "labels": profile.labels, "figures": figures,
+                           "drifted": drifted})
+                })
+                .collect();
+            out.insert(
+                m.name.clone(),
+                json!({"serving": m.version, "has_reference": m.reference.is_some(),
+                       "thresholds": {"psi": self.config.drift.psi,
+                                      "centroid": self.config.drift.centroid,
+                                      "min_count": self.config.drift.min_count},
+                       "windows": rows}),
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Stores the corrected labels of a request body: `{"id", "label", "model"?}` objects
+    /// (`model` may be left out when one model is configured). All are checked first; one bad
+    /// correction (an unknown event, model or label) refuses the request.
+    pub fn feedback(&self, body: &[u8]) -> Result<FeedbackReport> {
+        let mut checked = Vec::new();
+        for (position, value) in objects_of(body, "corrections")? {
+            checked.push(self.correction(&position, value)?);
+        }
+        let now = now_secs();
+        self.store.lock().expect("store lock").transaction(|tx| {
+            let mut report = FeedbackReport::default();
+            for (id, model, label) in &checked {
+                report.stored += 1;
+                report.replaced += usize::from(tx.add_feedback(id, model, label, now)?);
+            }
+            Ok(report)
+        })
+    }
+
+    /// One correction, checked: `(event id, model, label)`.
+    fn correction(&self, position: &str, value: Value) -> Result<(String, String, String)> {
+        let bad = |field: &str, message: String| MonitorError::Feedback {
+            position: position.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let Value::Object(o) = value else {
+            return Err(bad("(correction)", "must be a JSON object".into()));
+        };
+        if let Some(k) = o
+            .keys()
+            .find(|k| !["id", "label", "model"].contains(&k.as_str()))
+        {
+            return Err(bad(k, "unknown field (expected id, label, model)".into()));
+        }
+        let id = match o.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => return Err(bad("id", "missing or not a string".into())),
+        };
+        let models = self.models.read().expect("models lock");
+        let model = match (o.get("model"), models.as_slice()) {
+            (Some(Value::String(name)), _) => models.iter().find(|m| &m.name == name),
+            (None, [only]) => Some(only),
+            (None, _) => return Err(bad("model", "missing (more than one model)".into())),
+            (Some(_), _) => return Err(bad("model", "must be a string".into())),
+        }
+        .ok_or_else(|| bad("model", format!("no model is named {:?}", o["model"])))?;
+        let labels = model.classifier.labels();
+        let label = match o.get("label") {
+            Some(Value::String(l)) if labels.contains(l) => l.clone(),
+            Some(Value::String(l)) => {
+                let known = labels.join(", ");
+                return Err(bad(
+                    "label",
+                    format!("{l:?} is not a label of {:?} ({known})", model.name),
+                ));
+            }
+            _ => return Err(bad("label", "missing or not a string".into())),
+        };
+        Ok((id, model.name.clone(), label))
+    }
+
+    /// Every configured model: the version serving, its labels and all its versions.
+    pub fn models(&self) -> Result<Vec<ModelStatus>> {
+        let models = self.models.read().expect("models lock").clone();
+        let mut store = self.store.lock().expect("store lock");
+        models
+            .into_iter()
+            .map(|m| {
+                let (versions, feedback) =
+                    store.read(|tx| Ok((tx.versions(&m.name)?, tx.feedback(&m.name)?.len())))?;
+                Ok(ModelStatus {
+                    labels: m.classifier.labels(),
+                    name: m.name,
+                    serving: m.version,
+                    feedback,
+                    versions,
+                })
+            })
+            .collect()
+    }
+}

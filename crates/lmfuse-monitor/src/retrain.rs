@@ -1,0 +1,405 @@
+//! Champion/challenger retraining on corrected labels: a challenger is trained with the
+//! pipeline library on the model's training data plus part of the feedback, compared with the
+//! serving version (the champion) on the rest of the feedback and on the original test set,
+//! and promoted only when it is better. Every version is kept with its figures; a running
+//! monitor loads a promoted one before its next batch.
+
+use crate::config::{ModelConfig, MonitorConfig};
+use crate::error::{MonitorError, Result};
+use crate::event::now_secs;
+use crate::store::{Feedback, Store};
+use lmfuse_data::LabelledTexts;
+use lmfuse_pipeline::classify::{evaluate_rows, train, FeatureSet, TrainSpec};
+use lmfuse_pipeline::data::{read_labelled, splits_from_rows, DataSpec, SplitPlan};
+use lmfuse_pipeline::encoders::{CacheSpec, EncoderChoice};
+use lmfuse_pipeline::model::Model;
+use lmfuse_pipeline::Observer;
+use lmfuse_train::{HeadKind, Predictor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What a retrain does; [`RetrainSpec::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct RetrainSpec {
+    /// The configured model to retrain.
+    pub model: String,
+    /// Training data instead of the model's `train`.
+    pub train: Option<PathBuf>,
+    /// Test set instead of the model's `test`.
+    pub test: Option<PathBuf>,
+    /// Feature blocks instead of the champion's.
+    pub features: Option<FeatureSet>,
+    /// Head instead of the champion's.
+    pub head: Option<HeadKind>,
+    /// Share of the corrected labels held out for the comparison (chosen by a seeded hash
+    /// of the event id, so an event stays on its side across retrains).
+    pub holdout: f64,
+    /// Seed of the hold-out, the dev slice and the head.
+    pub seed: u64,
+    /// Accuracy the challenger must gain over the champion on hold-out + test together.
+    pub min_gain: f64,
+    /// Most accuracy the challenger may lose on the original test set alone.
+    pub max_test_drop: f64,
+    /// The embeddings cache.
+    pub cache: CacheSpec,
+}
+
+impl RetrainSpec {
+    /// Retrains `model` with the champion's features and head: a third of the feedback held
+    /// out, any gain promotes, at most one point lost on the test set.
+    pub fn new(model: impl Into<String>) -> RetrainSpec {
+        RetrainSpec {
+            model: model.into(),
+            train: None,
+            test: None,
+            features: None,
+            head: None,
+            holdout: 1.0 / 3.0,
+            seed: 13,
+            min_gain: 0.0,
+            max_test_drop: 0.01,
+            cache: CacheSpec::default(),
+        }
+    }
+}
+
+/// Accuracy of one model on the comparison sets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    /// On the held-out corrected labels (absent when none are held out).
+    pub feedback: Option<f64>,
+    /// On the original test set.
+    pub test: f64,
+    /// On both together.
+    pub combined: f64,
+}
+
+/// What a retrain did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrainReport {
+    /// The model.
+    pub model: String,
+    /// The version serving before.
+    pub champion_version: i64,
+    /// The new version.
+    pub challenger_version: i64,
+    /// Its bundle folder.
+    pub challenger_bundle: String,
+    /// Whether it now serves.
+    pub promoted: bool,
+    /// Why (or why not).
+    pub reason: String,
+    /// Corrected labels used for training and held out.
+    pub feedback_train: usize,
+    /// Corrected labels held out.
+    pub feedback_holdout: usize,
+    /// The champion's accuracy.
+    pub champion: Scores,
+    /// The challenger's accuracy.
+    pub challenger: Scores,
+    /// Head and features of the challenger.
+    pub head: String,
+    /// Its feature blocks.
+    pub features: Vec<String>,
+}
+
+/// Trains, compares and records a challenger for `spec.model` of the monitor whose
+/// configuration is `config` and database `db`.
+pub fn retrain(
+    config: &MonitorConfig,
+    db: &Path,
+    spec: &RetrainSpec,
+    on: &dyn Observer,
+) -> Result<RetrainReport> {
+    let fail = |message: String| MonitorError::Retrain {
+        model: spec.model.clone(),
+        message,
+    };
+    let model = config
+        .models
+        .iter()
+        .find(|m| m.name == spec.model)
+        .ok_or_else(|| fail("no model of the configuration has this name".into()))?;
+    if !(0.0..1.0).contains(&spec.holdout) {
+        return Err(fail(format!("holdout {} must be in [0, 1)", spec.holdout)));
+    }
+    let mut store = Store::open(db)?;
+    let (champion, feedback) = store.read(|tx| {
+        let champion = tx.active_version(&model.name)?;
+        Ok((champion, tx.feedback(&model.name)?))
+    })?;
+    let champion = champion.ok_or_else(|| {
+        fail("the database has no version of it yet: run the monitor once".into())
+    })?;
+    let (train_path, test_path) = data_paths(model, spec).map_err(fail)?;
+    let (fb_train, fb_holdout) = split_feedback(&feedback, spec.holdout, spec.seed);
+    let champion_model = load_model(Path::new(&champion.path)).map_err(&fail)?;
+    let train_spec = challenger_spec(&champion_model, spec).map_err(&fail)?;
+    let encoder = EncoderChoice::named(champion_model.main_encoder().info.reference.clone());
+
+    let data = DataSpec::default();
+    let mut rows = read_labelled(&train_path, &data, &[]).map_err(|e| fail(e.chain_message()))?;
+    append(&mut rows, &fb_train);
+    let plan = SplitPlan {
+        train: train_path.clone(),
+        dev: None,
+        test: Some(test_path.clone()),
+        seed: spec.seed,
+        carve_dev: true,
+        carve_test: false,
+    };
+    let splits = splits_from_rows(rows, &plan, &data).map_err(|e| fail(e.chain_message()))?;
+    let mut trained = train(&splits, &train_spec, &encoder, &spec.cache, on)
+        .map_err(|e| fail(e.chain_message()))?;
+    let next = store.read(|tx| Ok(tx.versions(&model.name)?.len() as i64 + 1))?;
+    let dir = versions_dir(db, &model.name).join(format!("v{next}"));
+    trained.save(&dir).map_err(|e| fail(e.chain_message()))?;
+    let challenger_model = load_model(&dir).map_err(&fail)?;
+
+    let holdout = labelled(&fb_holdout);
+    let test = splits.test.clone();
+    let score = |m: &Model| scores(m, &holdout, &test, &spec.cache, on).map_err(&fail);
+    let (champion_scores, challenger_scores) = (score(&champion_model)?, score(&challenger_model)?);
+    let (promoted, reason) = decide(&champion_scores, &challenger_scores, spec);
+    let mut report = RetrainReport {
+        model: model.name.clone(),
+        champion_version: champion.version,
+        challenger_version: 0,
+        challenger_bundle: dir.display().to_string(),
+        promoted,
+        reason,
+        feedback_train: fb_train.len(),
+        feedback_holdout: fb_holdout.len(),
+        champion: champion_scores,
+        challenger: challenger_scores,
+        head: trained.report.head.to_string(),
+        features: trained.report.features.clone(),
+    };
+    let recorded = serde_json::to_value(&report).expect("a report serialises");
+    report.challenger_version = store.transaction(|tx| {
+        tx.add_version(
+            &model.name,
+            &report.challenger_bundle,
+            promoted,
+            &recorded,
+            now_secs(),
+        )
+    })?;
+    Ok(report)
+}
+
+/// Where the versions of `model` made by retraining are kept: beside the database.
+pub fn versions_dir(db: &Path, model: &str) -> PathBuf {
+    let name = db
+        .file_name()
+        .map_or("monitor".into(), |n| n.to_string_lossy().into_owned());
+    db.with_file_name(format!("{name}.models")).join(model)
+}
+
+fn data_paths(
+    model: &ModelConfig,
+    spec: &RetrainSpec,
+) -> std::result::Result<(PathBuf, PathBuf), String> {
+    let train = spec.train.clone().or_else(|| model.train.clone()).ok_or(
+        "no training data: set `train` of the model in the configuration (or pass --train)",
+    )?;
+    let test = spec
+        .test
+        .clone()
+        .or_else(|| model.test.clone())
+        .ok_or("no test set: set `test` of the model in the configuration (or pass --test)")?;
+    Ok((train, test))
+}
+
+fn load_model(dir: &Path) -> std::result::Result<Model, String> {
+    Model::load(dir, None).map_err(|e| e.chain_message())
+}
+
+/// The champion's head and feature blocks, unless `spec` overrides them.
+fn challenger_spec(champion: &Model, spec: &RetrainSpec) -> std::result::Result<TrainSpec, String> {
+    let Predictor::Single(classifier) = &champion.predictor else {
+        return Err(
+            "the serving version is an ensemble: retraining takes a bundle made by \
+                    `lmfuse train`"
+                .into(),
+        );
+    };
+    let card = &classifier.card;
+    let features = match spec.features {
+        Some(f) => f,
+        None => FeatureSet {
+            emb: card.features.iter().any(|f| f == "emb"),
+            tfidf: card.features.iter().any(|f| f.starts_with("tfidf")),
+            tab: false,
+        },
+    };
+    if card.features.iter().any(|f| f == "tab") {
+        return Err("the serving version reads side columns, which events do not carry".into());
+    }
+    let head = match spec.head {
+        Some(h) => h,
+        None => serde_json::from_value(serde_json::json!(card.head.params.name()))
+            .map_err(|e| format!("the champion's head {:?}: {e}", card.head.params.name()))?,
+    };
+    let train_spec = TrainSpec {
+        head,
+        features,
+        seed: spec.seed,
+        ..TrainSpec::default()
+    };
+    train_spec
+        .check(&DataSpec::default())
+        .map_err(|e| e.chain_message())?;
+    Ok(train_spec)
+}
+
+/// Corrected labels split into training and held-out parts by a seeded hash of each id.
+fn split_feedback(
+    feedback: &[Feedback],
+    holdout: f64,
+    seed: u64,
+) -> (Vec<Feedback>, Vec<Feedback>) {
+    feedback
+        .iter()
+        .cloned()
+        .partition(|f| unit_hash(&f.id, seed) >= holdout)
+}
+
+/// FNV-1a of `seed` and `id`, mixed by SplitMix64's finaliser (FNV's high bits are poorly
+/// spread on short ids), mapped to [0, 1).
+fn unit_hash(id: &str, seed: u64) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.to_le_bytes().iter().chain(id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn labelled(feedback: &[Feedback]) -> LabelledTexts {
+    let mut rows = LabelledTexts::default();
+    append(&mut rows, feedback);
+    rows
+}
+
+fn append(rows: &mut LabelledTexts, feedback: &[Feedback]) {
+    for f in feedback {
+        rows.texts.push(f.text.clone());
+        rows.labels.push(f.label.clone());
+        rows.lines.push(0);
+    }
+}
+
+fn scores(
+    model: &Model,
+    holdout: &LabelledTexts,
+    test: &LabelledTexts,
+    cache: &CacheSpec,
+    on: &dyn Observer,
+) -> std::result::Result<Scores, String> {
+    let accuracy = |rows: &LabelledTexts, name: &str| {
+        evaluate_rows(model, rows, name, cache, on)
+            .map(|r| r.test.accuracy)
+            .map_err(|e| e.chain_message())
+    };
+    let test_acc = accuracy(test, "the test set")?;
+    if holdout.texts.is_empty() {
+        return Ok(Scores {
+            feedback: None,
+            test: test_acc,
+            combined: test_acc,
+        });
+    }
+    let fb = accuracy(holdout, "the held-out feedback")?;
+    let (nf, nt) = (holdout.texts.len() as f64, test.texts.len() as f64);
+    Ok(Scores {
+        feedback: Some(fb),
+        test: test_acc,
+        combined: (fb * nf + test_acc * nt) / (nf + nt),
+    })
+}
+
+/// Promote only when the challenger gains more than `min_gain` on hold-out + test, does not
+/// lose on the held-out feedback, and loses at most `max_test_drop` on the test set.
+fn decide(champion: &Scores, challenger: &Scores, spec: &RetrainSpec) -> (bool, String) {
+    let gain = challenger.combined - champion.combined;
+    if gain <= spec.min_gain {
+        return (
+            false,
+            format!(
+                "accuracy on held-out feedback + test {:.4} vs the champion's {:.4}: a gain of \
+             {gain:+.4}, not above {}",
+                challenger.combined, champion.combined, spec.min_gain
+            ),
+        );
+    }
+    if let (Some(c), Some(n)) = (champion.feedback, challenger.feedback) {
+        if n < c {
+            return (
+                false,
+                format!("worse on the held-out feedback ({n:.4} vs {c:.4})"),
+            );
+        }
+    }
+    let drop = champion.test - challenger.test;
+    if drop > spec.max_test_drop {
+        return (
+            false,
+            format!(
+                "loses {drop:.4} of accuracy on the test set (at most {} allowed)",
+                spec.max_test_drop
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "accuracy on held-out feedback + test {:.4} vs the champion's {:.4} ({gain:+.4})",
+            challenger.combined, champion.combined
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holdout_is_stable_and_near_its_share() {
+        let feedback: Vec<Feedback> = (0..3000)
+            .map(|i| Feedback {
+                id: format!("e{i}"),
+                text: String::new(),
+                label: String::new(),
+            })
+            .collect();
+        let (train, held) = split_feedback(&feedback, 0.3, 5);
+        assert_eq!(train.len() + held.len(), 3000);
+        assert!(
+            (held.len() as f64 / 3000.0 - 0.3).abs() < 0.03,
+            "{}",
+            held.len()
+        );
+        assert_eq!(split_feedback(&feedback, 0.3, 5).1, held);
+        assert_ne!(split_feedback(&feedback, 0.3, 6).1, held);
+    }
+
+    #[test]
+    fn only_a_better_challenger_is_promoted() {
+        let s = |feedback, test, combined| Scores {
+            feedback: Some(feedback),
+            test,
+            combined,
+        };
+        let spec = RetrainSpec::new("m");
+        assert!(decide(&s(0.6, 0.8, 0.75), &s(0.9, 0.8, 0.82), &spec).0);
+        assert!(!decide(&s(0.6, 0.8, 0.75), &s(0.6, 0.8, 0.75), &spec).0);
+        // Better overall but far worse on the original test set.
+        assert!(!decide(&s(0.2, 0.9, 0.6), &s(1.0, 0.7, 0.8), &spec).0);
+        // Better overall but worse on the feedback.
+        assert!(!decide(&s(0.9, 0.7, 0.75), &s(0.8, 0.9, 0.85), &spec).0);
+    }
+}
