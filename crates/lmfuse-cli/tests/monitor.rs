@@ -412,3 +412,199 @@ fn bad_requests_and_a_bad_rule_file_are_named() {
     let stderr = refused("label.toml", "label = \"negative\"", "label = \"angry\"");
     assert!(stderr.contains("no label \"angry\""), "{stderr}");
 }
+
+/// A text in a vocabulary the example reviews never use, and its label.
+fn parcel_text(i: usize) -> (String, &'static str) {
+    const NEGATIVE: [&str; 4] = ["smashed", "soaked", "crushed", "missing"];
+    const POSITIVE: [&str; 4] = ["intact", "punctual", "spotless", "early"];
+    let (words, label) = if i % 2 == 0 {
+        (NEGATIVE, "negative")
+    } else {
+        (POSITIVE, "positive")
+    };
+    (
+        format!("parcel {i} came {} via courier", words[(i / 2) % 4]),
+        label,
+    )
+}
+
+fn parcel_events(prefix: &str, range: std::ops::Range<usize>) -> Vec<Value> {
+    range
+        .map(|i| {
+            let (text, _) = parcel_text(i);
+            json!({"id": format!("{prefix}{i}"), "time": 1_780_000_000 + i as i64, "text": text})
+        })
+        .collect()
+}
+
+fn ndjson(events: &[Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// `lmfuse monitor retrain ... --json` and its report.
+fn retrain(config: &Path, db: &Path, cache: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "monitor",
+        "retrain",
+        "--config",
+        config.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--model",
+        "sentiment",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    ok_json(&args, cache)
+}
+
+#[test]
+fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refused() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
+    let lines: Vec<&str> = reviews.lines().collect();
+    let train = write_file(dir.path(), "train.jsonl", &(lines[..200].join("\n") + "\n"));
+    let test = write_file(dir.path(), "test.jsonl", &(lines[200..].join("\n") + "\n"));
+    let flipped: String = lines[..200]
+        .iter()
+        .map(|l| {
+            let swapped = l.replace("\"negative\"", "\"tmp\"");
+            let swapped = swapped.replace("\"positive\"", "\"negative\"");
+            swapped.replace("\"tmp\"", "\"positive\"") + "\n"
+        })
+        .collect();
+    let flipped = write_file(dir.path(), "flipped.jsonl", &flipped);
+    let bundle = dir.path().join("sentiment");
+    let (m, t, b) = (
+        model.to_str().unwrap(),
+        train.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    );
+    let test_s = test.to_str().unwrap();
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            t,
+            "--test",
+            test_s,
+            "--features",
+            "tfidf",
+            "--out",
+            b,
+            "--json",
+        ],
+        &cache,
+    );
+    let config = write_file(
+        dir.path(),
+        "monitor.toml",
+        &format!(
+            "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test_s:?}\n"
+        ),
+    );
+    let db = dir.path().join("monitor.db");
+    let monitor = Running::start(&config, &db, &cache);
+    let stream = parcel_events("s", 0..300);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", ndjson(&stream).as_bytes())
+            .status,
+        200
+    );
+    monitor.wait_settled(300);
+    let corrections: Vec<Value> = (0..300)
+        .map(|i| json!({"id": format!("s{i}"), "label": parcel_text(i).1}))
+        .collect();
+    let r = monitor.call(
+        "POST",
+        "/feedback",
+        Value::from(corrections).to_string().as_bytes(),
+    );
+    assert_eq!(r.json()["stored"], 300, "{}", r.text());
+
+    // Events keep arriving while the challenger trains and the monitor swaps it in.
+    let base = monitor.base.clone();
+    let poster = std::thread::spawn(move || {
+        (0..30)
+            .map(|k| {
+                let target = Target::parse(&format!("{base}/events")).unwrap();
+                let body = ndjson(&parcel_events("p", 1000 + 10 * k..1010 + 10 * k));
+                std::thread::sleep(Duration::from_millis(100));
+                client::request(&target, "POST", &[], body.as_bytes())
+                    .unwrap()
+                    .status
+            })
+            .collect::<Vec<u16>>()
+    });
+    let report = retrain(&config, &db, &cache, &[]);
+    eprintln!("retrain on feedback: {report:#}");
+    assert_eq!(report["promoted"], true, "{report:#}");
+    let (champion, challenger) = (&report["champion"], &report["challenger"]);
+    assert!(
+        challenger["feedback"].as_f64().unwrap() > champion["feedback"].as_f64().unwrap() + 0.2,
+        "{report:#}"
+    );
+    assert!(
+        report["feedback_holdout"].as_u64().unwrap() > 50,
+        "{report:#}"
+    );
+    let started = Instant::now();
+    while monitor.call("GET", "/models", b"").json()[0]["serving"] != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "version 2 never served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let statuses = poster.join().unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    // Fresh events of the new vocabulary are classified by the new version.
+    let fresh = parcel_events("f", 5000..5040);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", ndjson(&fresh).as_bytes())
+            .status,
+        200
+    );
+    monitor.wait_settled(300 + 300 + 40);
+    let latest = monitor.call("GET", "/events?limit=40", b"").json();
+    let right = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let i: usize = e["id"].as_str().unwrap()[1..].parse().unwrap();
+            e["predictions"]["sentiment"]["label"] == parcel_text(i).1
+        })
+        .count();
+    assert!(
+        right >= 36,
+        "only {right} of 40 fresh events right after the reload"
+    );
+
+    // A challenger trained on flipped labels loses on the test set: refused, kept, not served.
+    let worse = retrain(
+        &config,
+        &db,
+        &cache,
+        &["--train", flipped.to_str().unwrap()],
+    );
+    eprintln!("retrain on flipped labels: {worse:#}");
+    assert_eq!(worse["promoted"], false, "{worse:#}");
+    let models = monitor.call("GET", "/models", b"").json();
+    let versions = models[0]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{models:#}");
+    assert_eq!(versions[2]["promoted"], false);
+    assert!(versions[2]["report"]["challenger"]["test"].is_number());
+    assert_eq!(models[0]["serving"], 2);
+    assert!(Path::new(versions[2]["path"].as_str().unwrap())
+        .join("manifest.json")
+        .is_file());
+    let drift = monitor.call("GET", "/drift", b"").json();
+    assert_eq!(drift["sentiment"]["has_reference"], true, "{drift:#}");
+}

@@ -19,7 +19,7 @@ pub const MAX_ALERTS: usize = 10_000;
 /// The routes over `monitor`.
 pub fn router(monitor: Arc<Monitor>) -> Router {
     Router::new()
-        .route("/events", post(events))
+        .route("/events", post(events).get(latest_events))
         .route("/alerts", get(alerts))
         .route("/alerts/{id}/acknowledge", post(acknowledge))
         .route("/alerts/{id}/resolve", post(resolve))
@@ -134,20 +134,34 @@ async fn feedback(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DriftQuery {
+struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn drift(
-    State(monitor): State<Arc<Monitor>>,
-    query: Result<Query<DriftQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+type Limit = Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>;
+
+/// `?limit=`, 1 to [`MAX_ALERTS`] (`default` when absent).
+fn limit_of(query: Limit, default: usize) -> Result<usize, ApiError> {
     let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
     let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
-    let limit = q.limit.unwrap_or(30);
+    let limit = q.limit.unwrap_or(default);
     if !(1..=MAX_ALERTS).contains(&limit) {
         return Err(invalid(format!("`limit` must be 1 to {MAX_ALERTS}")));
     }
+    Ok(limit)
+}
+
+async fn latest_events(
+    State(monitor): State<Arc<Monitor>>,
+    query: Limit,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit_of(query, 50)?;
+    let list = blocking(move || monitor.latest_events(limit)).await?;
+    Ok(Json(Value::Array(list)))
+}
+
+async fn drift(State(monitor): State<Arc<Monitor>>, query: Limit) -> Result<Json<Value>, ApiError> {
+    let limit = limit_of(query, 30)?;
     Ok(Json(blocking(move || monitor.drift(limit)).await?))
 }
 

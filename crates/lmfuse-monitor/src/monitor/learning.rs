@@ -12,6 +12,7 @@ use crate::store::{ModelVersion, Pending, Store, Tx, ALL};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// The rule name of drift alerts (no configured rule may take it).
 pub const DRIFT_RULE: &str = "drift";
@@ -60,10 +61,11 @@ pub(super) fn register_configured(tx: &mut Tx<'_>, model: &ModelConfig) -> Resul
 }
 
 /// Loads `version` and its drift reference (computed from the model's training data once
-/// per version, then read from the store).
+/// per version, then read from the store). The store is locked only to read and write the
+/// reference, so events are acknowledged while a model loads.
 pub(super) fn activate(
     config: &MonitorConfig,
-    store: &mut Store,
+    store: &Mutex<Store>,
     loader: &Loader,
     version: ModelVersion,
 ) -> Result<Active> {
@@ -82,13 +84,14 @@ pub(super) fn activate(
         .iter()
         .find(|m| m.name == version.model)
         .expect("versions are of configured models");
-    let stored = store.read(|tx| tx.reference(&model.name, version.version))?;
+    let lock = || store.lock().expect("store lock");
+    let stored = lock().read(|tx| tx.reference(&model.name, version.version))?;
     let reference = match (stored, &model.train) {
         (Some(p), _) => Some(p),
         (None, None) => None,
         (None, Some(train)) => {
             let p = reference_profile(&*classifier, train, config.batch).map_err(failed)?;
-            store.transaction(|tx| tx.set_reference(&model.name, version.version, &p))?;
+            lock().transaction(|tx| tx.set_reference(&model.name, version.version, &p))?;
             Some(p)
         }
     };
@@ -134,15 +137,15 @@ impl Monitor {
             .collect();
         let mut changed = false;
         for (i, (name, version)) in serving.into_iter().enumerate() {
-            let mut store = self.store.lock().expect("store lock");
-            let Some(newest) = store.read(|tx| tx.active_version(&name))? else {
+            let newest = self
+                .store
+                .lock()
+                .expect("store lock")
+                .read(|tx| tx.active_version(&name))?;
+            let Some(newest) = newest.filter(|n| n.version != version) else {
                 continue;
             };
-            if newest.version == version {
-                continue;
-            }
-            let active = activate(&self.config, &mut store, &*self.loader, newest)?;
-            drop(store);
+            let active = activate(&self.config, &self.store, &*self.loader, newest)?;
             self.models.write().expect("models lock")[i] = active;
             changed = true;
         }

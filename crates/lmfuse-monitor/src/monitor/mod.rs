@@ -69,15 +69,18 @@ impl Monitor {
             .iter()
             .map(crate::sink::sink_of)
             .collect::<Result<_>>()?;
-        let mut store = Store::open(db)?;
+        let store = Mutex::new(Store::open(db)?);
         let mut models = Vec::with_capacity(config.models.len());
         for m in &config.models {
-            let version = store.transaction(|tx| learning::register_configured(tx, m))?;
-            models.push(learning::activate(&config, &mut store, &*loader, version)?);
+            let version = store
+                .lock()
+                .expect("store lock")
+                .transaction(|tx| learning::register_configured(tx, m))?;
+            models.push(learning::activate(&config, &store, &*loader, version)?);
         }
         check_labels(&config, &models)?;
         Ok(Monitor {
-            store: Mutex::new(store),
+            store,
             config,
             models: RwLock::new(models),
             loader,
@@ -394,6 +397,14 @@ impl Monitor {
             .lock()
             .expect("store lock")
             .read(|tx| tx.alerts(state, limit))
+    }
+
+    /// The newest `limit` events with their predictions, newest first.
+    pub fn latest_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .read(|tx| tx.latest_events(limit))
     }
 
     /// Moves an alert to `acknowledged` or `resolved`; the alert as it is now.

@@ -521,6 +521,39 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The newest `limit` events, newest first, each with its predictions (`{model: {label,
+    /// confidence}}`, empty until classified).
+    pub fn latest_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT e.id, e.time, e.text, e.entities, \
+                 (SELECT json_group_object(p.model, json_object('label', p.label, \
+                 'confidence', p.confidence)) FROM predictions p WHERE p.seq = e.seq) \
+                 FROM events e ORDER BY e.seq DESC LIMIT ?1",
+            )
+            .map_err(sql(self.path))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                let entities: String = r.get(3)?;
+                let predictions: Option<String> = r.get(4)?;
+                let time: i64 = r.get(1)?;
+                Ok(serde_json::json!({
+                    "id": r.get::<_, String>(0)?,
+                    "time": crate::event::rfc3339(time),
+                    "text": r.get::<_, String>(2)?,
+                    "entities": serde_json::from_str::<serde_json::Value>(&entities)
+                        .unwrap_or_default(),
+                    "predictions": predictions
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+                        .unwrap_or_else(|| serde_json::json!({})),
+                }))
+            })
+            .map_err(sql(self.path))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sql(self.path))
+    }
+
     /// Deliveries made and still owed, per sink.
     pub fn delivery_counts(&self) -> Result<BTreeMap<String, (u64, u64)>> {
         let mut stmt = self
