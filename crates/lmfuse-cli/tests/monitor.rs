@@ -608,3 +608,142 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
     let drift = monitor.call("GET", "/drift", b"").json();
     assert_eq!(drift["sentiment"]["has_reference"], true, "{drift:#}");
 }
+
+/// Debian's chromium, or `None` (a skip, or a failure under LMFUSE_REQUIRE_ASSETS=1) when it
+/// is not installed (`bash scripts/install-chromium.sh`).
+fn chromium() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = "chromium not found: run `bash scripts/install-chromium.sh`";
+        if std::env::var("LMFUSE_REQUIRE_ASSETS").as_deref() == Ok("1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// Headless chromium on `url`: the DOM after the page's scripts ran, and a screenshot at
+/// `screenshot` when given.
+fn headless(chromium: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--hide-scrollbars".into(),
+        "--virtual-time-budget=8000".into(),
+    ];
+    match screenshot {
+        Some(p) => args.extend([
+            "--window-size=1280,1560".into(),
+            format!("--screenshot={}", p.display()),
+        ]),
+        None => args.extend(["--window-size=1280,1000".into(), "--dump-dom".into()]),
+    }
+    args.push(url.to_string());
+    let out = std::process::Command::new(chromium)
+        .args(&args)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_draws_the_series_and_marks_every_burst_alert() {
+    let (Some(model), Some(chromium)) = (tiny_model(), chromium()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bundle = sentiment_bundle(dir.path(), &model, &cache);
+    let (stream, truth) = (
+        dir.path().join("stream.jsonl"),
+        dir.path().join("bursts.json"),
+    );
+    let reviews = workspace().join("examples/reviews.jsonl");
+    let (s, t) = (stream.to_str().unwrap(), truth.to_str().unwrap());
+    let args = [
+        "monitor",
+        "simulate",
+        "--data",
+        reviews.to_str().unwrap(),
+        "--days",
+        "7",
+    ];
+    let status = lmfuse(
+        &[&args[..], &["--seed", "3", "--out", s, "--truth", t]].concat(),
+        &cache,
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let log = dir.path().join("alerts.log");
+    // The rules without the sinks, drift against the training data.
+    let text = config(&bundle, 9, &log).replace(
+        "\n\n[[rule]]",
+        &format!("\ntrain = {:?}\n\n[[rule]]", reviews.display().to_string()),
+    );
+    let config = write_file(
+        dir.path(),
+        "monitor.toml",
+        text.split("[[sink]]").next().unwrap(),
+    );
+    let db = dir.path().join("monitor.db");
+    let (c, d) = (config.to_str().unwrap(), db.to_str().unwrap());
+    let ingested = ok_json(
+        &["monitor", "ingest", "--config", c, "--db", d, "--input", s],
+        &cache,
+    );
+    let events = ingested["monitor"]["events"].as_u64().unwrap();
+    let monitor = Running::start(&config, &db, &cache);
+    monitor.wait_settled(events);
+    let bursts: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+
+    let dom = headless(&chromium, &format!("{}/", monitor.base), None);
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page did not finish: {dom}"
+    );
+    assert!(
+        dom.contains("data-windows=\"168\""),
+        "no chart of a week of hours: {dom}"
+    );
+    assert!(
+        dom.contains("id=\"share-line\" points=\""),
+        "no share line: {dom}"
+    );
+    let markers = dom.matches("class=\"alert-marker\"").count();
+    assert!(
+        markers >= bursts.len(),
+        "{markers} alert markers for {} bursts",
+        bursts.len()
+    );
+    for b in &bursts {
+        let entity = b["entity"].as_str().unwrap();
+        assert!(
+            dom.contains(&format!("<td>{entity}</td>")),
+            "the alert of {entity} is not listed"
+        );
+    }
+    assert!(
+        dom.contains(&format!("{events} events, {events} classified")),
+        "no status line"
+    );
+    if let Some(path) = std::env::var_os("LMFUSE_DASHBOARD_SCREENSHOT") {
+        headless(
+            &chromium,
+            &format!("{}/", monitor.base),
+            Some(Path::new(&path)),
+        );
+    }
+}

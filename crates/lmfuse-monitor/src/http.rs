@@ -4,6 +4,7 @@
 
 use crate::error::MonitorError;
 use crate::monitor::{AlertState, Monitor};
+use crate::store::ALL;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -26,6 +27,9 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
         .route("/feedback", post(feedback))
         .route("/drift", get(drift))
         .route("/models", get(models))
+        .route("/series", get(series))
+        .route("/entities", get(entities))
+        .route("/", get(dashboard))
         .route("/health", get(health))
         .with_state(monitor)
 }
@@ -163,6 +167,49 @@ async fn latest_events(
 async fn drift(State(monitor): State<Arc<Monitor>>, query: Limit) -> Result<Json<Value>, ApiError> {
     let limit = limit_of(query, 30)?;
     Ok(Json(blocking(move || monitor.drift(limit)).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesQuery {
+    entity: Option<String>,
+    topic: Option<String>,
+    windows: Option<i64>,
+}
+
+async fn series(
+    State(monitor): State<Arc<Monitor>>,
+    query: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
+    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
+    let windows = q.windows.unwrap_or(168);
+    if !(1..=MAX_ALERTS as i64).contains(&windows) {
+        return Err(invalid(format!("`windows` must be 1 to {MAX_ALERTS}")));
+    }
+    let entity = q.entity.unwrap_or_else(|| ALL.into());
+    let topic = q.topic.unwrap_or_else(|| ALL.into());
+    Ok(Json(
+        blocking(move || monitor.series(&entity, &topic, windows)).await?,
+    ))
+}
+
+async fn entities(
+    State(monitor): State<Arc<Monitor>>,
+    query: Limit,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit_of(query, 100)?;
+    let list = blocking(move || monitor.entities(limit)).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(entity, events)| json!({"entity": entity, "events": events}))
+            .collect(),
+    ))
+}
+
+/// The dashboard: one page, its script and styles inside (no external requests).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn models(State(monitor): State<Arc<Monitor>>) -> Result<Json<Value>, ApiError> {

@@ -263,7 +263,8 @@ fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
         .filter(|a| a["rule"] == "drift")
         .collect();
     let windows: std::collections::BTreeSet<i64> = drift.iter().map(window_of).collect();
-    assert_eq!(windows.first(), Some(&shift), "{drift:#?}");
+    // Drift alerts its onset; the days after it stay drifted without new alerts.
+    assert_eq!(windows, [shift].into(), "{drift:#?}");
     for metric in ["psi_labels", "psi_confidence", "centroid_shift"] {
         assert!(
             drift

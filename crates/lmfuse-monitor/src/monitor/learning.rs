@@ -175,7 +175,8 @@ impl Monitor {
     }
 
     /// Adds a batch's drift profiles and raises an alert for each figure of a touched window
-    /// that passes its threshold (once per model, figure and window).
+    /// that passes its threshold when it did not in the window before (drift alerts its
+    /// onset; the figures of every window stay in [`Monitor::drift`]).
     pub(super) fn judge_drift(
         &self,
         tx: &Tx<'_>,
@@ -186,21 +187,43 @@ impl Monitor {
         for (&(m, window), delta) in deltas {
             let active = &outputs[m].active;
             tx.add_drift(&active.name, active.version, window, delta)?;
-            let Some(reference) = &active.reference else {
-                continue;
-            };
-            let profile = tx
-                .drift_profile(&active.name, active.version, window)?
-                .expect("just added");
-            if profile.n < self.config.drift.min_count {
+            let passed = self.passed_in(tx, active, window)?;
+            if passed.is_empty() {
                 continue;
             }
-            let figures = profile.against(reference);
-            for (measure, value, threshold) in self.passed(&figures) {
-                alerts.push(self.drift_alert(active, window, measure, value, threshold, &figures));
+            let before = self.passed_in(tx, active, window - self.config.drift.window_secs)?;
+            for (measure, value, threshold, n) in passed {
+                if before.iter().all(|b| b.0 != measure) {
+                    alerts.push(self.drift_alert(active, window, (measure, value, threshold), n));
+                }
             }
         }
         Ok(alerts)
+    }
+
+    /// The figures of `active`'s `window` past their thresholds, `(name, value, threshold,
+    /// events)`; none without a reference or below `drift.min_count` events.
+    fn passed_in(
+        &self,
+        tx: &Tx<'_>,
+        active: &Active,
+        window: i64,
+    ) -> Result<Vec<(&'static str, f64, f64, u64)>> {
+        let Some(reference) = &active.reference else {
+            return Ok(Vec::new());
+        };
+        let Some(profile) = tx.drift_profile(&active.name, active.version, window)? else {
+            return Ok(Vec::new());
+        };
+        if profile.n < self.config.drift.min_count {
+            return Ok(Vec::new());
+        }
+        let figures = profile.against(reference);
+        Ok(self
+            .passed(&figures)
+            .into_iter()
+            .map(|(name, value, threshold)| (name, value, threshold, profile.n))
+            .collect())
     }
 
     /// The figures past their thresholds: `(name, value, threshold)`.
@@ -221,10 +244,8 @@ impl Monitor {
         &self,
         active: &Active,
         window: i64,
-        measure: &'static str,
-        value: f64,
-        threshold: f64,
-        figures: &DriftFigures,
+        (measure, value, threshold): (&'static str, f64, f64),
+        count: u64,
     ) -> Alert {
         let now = now_secs();
         Alert {
@@ -244,7 +265,7 @@ impl Monitor {
             baseline: None,
             score: value,
             threshold,
-            count: figures.n,
+            count,
             created: now,
             created_at: rfc3339(now),
         }

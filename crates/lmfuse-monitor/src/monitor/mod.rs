@@ -399,6 +399,47 @@ impl Monitor {
             .read(|tx| tx.alerts(state, limit))
     }
 
+    /// The windows of series `entity` × `topic` (`*` for all) over the `windows` windows
+    /// that end with the newest one: per window the volume and each model's label counts.
+    pub fn series(&self, entity: &str, topic: &str, windows: i64) -> Result<serde_json::Value> {
+        let size = self.config.window_secs;
+        let mut store = self.store.lock().expect("store lock");
+        let (last, counts) = store.read(|tx| {
+            let Some(last) = tx.last_window()? else {
+                return Ok((None, Vec::new()));
+            };
+            let from = last - (windows - 1) * size;
+            Ok((
+                Some(last),
+                tx.window_counts(entity, topic, from, last + size)?,
+            ))
+        })?;
+        let mut by_window: BTreeMap<i64, serde_json::Value> = BTreeMap::new();
+        for (window, model, label, n) in counts {
+            let w = by_window.entry(window).or_insert_with(
+                || serde_json::json!({"window": window, "volume": 0, "labels": {}}),
+            );
+            if model == VOLUME {
+                w["volume"] = n.into();
+            } else {
+                w["labels"][model][label] = n.into();
+            }
+        }
+        Ok(serde_json::json!({
+            "entity": entity, "topic": topic, "window_secs": size,
+            "from": last.map(|l| l - (windows - 1) * size), "to": last.map(|l| l + size),
+            "windows": by_window.into_values().collect::<Vec<_>>(),
+        }))
+    }
+
+    /// The `limit` entities with the most events and their counts.
+    pub fn entities(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .read(|tx| tx.entities(limit))
+    }
+
     /// The newest `limit` events with their predictions, newest first.
     pub fn latest_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         self.store

@@ -521,6 +521,60 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Every count of the series `entity` × `topic` in the windows `from..to`: `(window,
+    /// model, label, n)` in window order (the volume has model and label [`VOLUME`]).
+    pub fn window_counts(
+        &self,
+        entity: &str,
+        topic: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, String, u64)>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT window, model, label, n FROM counts WHERE entity = ?1 AND topic = ?2 \
+                 AND window >= ?3 AND window < ?4 ORDER BY window",
+            )
+            .map_err(sql(self.path))?;
+        let rows = stmt
+            .query_map(params![entity, topic, from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+            })
+            .map_err(sql(self.path))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sql(self.path))
+    }
+
+    /// The newest window with events, if any.
+    pub fn last_window(&self) -> Result<Option<i64>> {
+        self.tx
+            .query_row(
+                "SELECT MAX(window) FROM counts WHERE entity = '*' AND topic = '*' AND model = ''",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql(self.path))
+    }
+
+    /// The `limit` entities with the most events, with their counts, most first.
+    pub fn entities(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT entity, SUM(n) FROM counts WHERE topic = '*' AND model = '' \
+                 AND entity != '*' GROUP BY entity ORDER BY 2 DESC, 1 LIMIT ?1",
+            )
+            .map_err(sql(self.path))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(sql(self.path))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sql(self.path))
+    }
+
     /// The newest `limit` events, newest first, each with its predictions (`{model: {label,
     /// confidence}}`, empty until classified).
     pub fn latest_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
