@@ -16,8 +16,9 @@ use std::sync::Arc;
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
     /// Run the monitor: `POST /events`, `GET /alerts`, `POST /alerts/{id}/acknowledge|resolve`,
-    /// `GET /health`; events are classified, counted and watched by the rules in the
-    /// background, and alerts delivered to the sinks.
+    /// `POST /feedback`, `GET /drift`, `GET /models`, `GET /health`, and the dashboard at `/`;
+    /// events are classified, counted and watched by the rules in the background, and alerts
+    /// delivered to the sinks.
     Run(RunArgs),
     /// Store the events of an NDJSON file (or `-` for stdin), process them, deliver the
     /// alerts they raise, and print a JSON report.
