@@ -20,6 +20,9 @@ pub struct MonitorConfig {
     pub max_body_bytes: usize,
     /// Events classified per batch.
     pub batch: usize,
+    /// Recent texts whose predictions each model keeps, so a repeated text is classified
+    /// once (0: none).
+    pub cache_texts: usize,
     /// The classifiers, in file order.
     pub models: Vec<ModelConfig>,
     /// Entity name → lower-case aliases looked for in texts of events that name no entity.
@@ -175,6 +178,7 @@ struct RawMonitor {
     max_future: Option<String>,
     max_body_bytes: Option<usize>,
     batch: Option<usize>,
+    cache_texts: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +297,7 @@ impl MonitorConfig {
             max_future_secs: seconds("monitor.max_future", &raw.monitor.max_future, 300)?,
             max_body_bytes,
             batch,
+            cache_texts: raw.monitor.cache_texts.unwrap_or(20_000),
             models,
             entities: entities_of(raw.entities)?,
             rules,

@@ -317,3 +317,44 @@ fn feedback_is_checked_whole_and_stored_once_per_event_and_model() {
     assert_eq!(models[0].feedback, 2, "the refused requests stored nothing");
     assert_eq!((models[0].serving, models[0].versions.len()), (1, 1));
 }
+
+/// [`Keyword`], counting the texts it is asked about.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl Classify for Counting {
+    fn labels(&self) -> Vec<String> {
+        Keyword.labels()
+    }
+
+    fn classify(&self, texts: &[&str]) -> Result<Vec<(String, f32)>, String> {
+        self.0
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        Keyword.classify(texts)
+    }
+}
+
+#[test]
+fn a_repeated_text_is_classified_once_while_the_cache_holds_it() {
+    let (events, _) = stream();
+    let dir = tempfile::tempdir().unwrap();
+    let counting = Arc::new(Counting(Default::default()));
+    let shared = counting.clone();
+    let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
+    let loader = Box::new(move |_: &Path| Ok(shared.clone() as Arc<dyn Classify>));
+    let monitor = Monitor::open(config, &dir.path().join("m.db"), loader).unwrap();
+    replay(&monitor, &events);
+    // 100 distinct texts in the whole stream.
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 100);
+    let uncached = CONFIG.replace("batch = 500", "batch = 500\ncache_texts = 0");
+    let counting = Arc::new(Counting(Default::default()));
+    let shared = counting.clone();
+    let config = MonitorConfig::parse(&uncached, Path::new(".")).unwrap();
+    let loader = Box::new(move |_: &Path| Ok(shared.clone() as Arc<dyn Classify>));
+    let monitor = Monitor::open(config, &dir.path().join("n.db"), loader).unwrap();
+    replay(&monitor, &events);
+    let asked = counting.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        asked > 10 * 100,
+        "{asked}: without a cache each batch asks its distinct texts"
+    );
+}

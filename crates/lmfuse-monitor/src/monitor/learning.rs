@@ -12,7 +12,7 @@ use crate::store::{ModelVersion, Pending, Store, Tx, ALL};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The rule name of drift alerts (no configured rule may take it).
 pub const DRIFT_RULE: &str = "drift";
@@ -100,6 +100,7 @@ pub(super) fn activate(
         version: version.version,
         classifier,
         reference,
+        cache: Arc::new(Mutex::new(super::cache::TextCache::new(config.cache_texts))),
     })
 }
 

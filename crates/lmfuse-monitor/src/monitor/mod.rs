@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+mod cache;
 mod learning;
 pub use learning::{FeedbackReport, ModelStatus};
 
@@ -25,6 +26,8 @@ struct Active {
     classifier: Arc<dyn Classify>,
     /// The profile of its training data (none without `train` in the configuration).
     reference: Option<Profile>,
+    /// Its recent predictions by text.
+    cache: Arc<Mutex<cache::TextCache>>,
 }
 
 /// One batch's output of one model.
@@ -180,7 +183,7 @@ impl Monitor {
     }
 
     /// Each serving model's labels (and embeddings) of `pending`; each distinct text of the
-    /// batch is classified once.
+    /// batch is classified once, and not at all when the model's cache holds it.
     fn classify(&self, pending: &[Pending]) -> Result<Vec<ModelOutput>> {
         let all: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
         // A stream repeats texts (shares, retweets, templates): each distinct text of the
@@ -189,31 +192,69 @@ impl Monitor {
         let models = self.models.read().expect("models lock").clone();
         let mut outputs = Vec::with_capacity(models.len());
         for active in models {
-            let failed = |message: String| MonitorError::Classify {
-                model: active.name.clone(),
-                message,
+            let known = self.predict_cached(&active, &texts)?;
+            let embeddings = match known.iter().all(|k| k.embedding.is_some()) {
+                true => Some(
+                    slot.iter()
+                        .map(|&i| known[i].embedding.clone().unwrap_or_default())
+                        .collect(),
+                ),
+                false => None,
             };
-            let out = active
-                .classifier
-                .classify_embedded(&texts)
-                .map_err(failed)?;
-            let n = out.predictions.len();
-            let rows = out.embeddings.as_ref().map_or(n, Vec::len);
-            if n != texts.len() || rows != texts.len() {
-                return Err(failed(format!(
-                    "{n} predictions and {rows} embeddings for {} texts",
-                    texts.len()
-                )));
-            }
             outputs.push(ModelOutput {
-                labels: slot.iter().map(|&i| out.predictions[i].clone()).collect(),
-                embeddings: out
-                    .embeddings
-                    .map(|e| slot.iter().map(|&i| e[i].clone()).collect()),
+                labels: slot
+                    .iter()
+                    .map(|&i| (known[i].label.clone(), known[i].confidence))
+                    .collect(),
+                embeddings,
                 active,
             });
         }
         Ok(outputs)
+    }
+
+    /// `active`'s prediction of each of `texts`: from its cache, or classified (and cached).
+    fn predict_cached(&self, active: &Active, texts: &[&str]) -> Result<Vec<cache::Cached>> {
+        let failed = |message: String| MonitorError::Classify {
+            model: active.name.clone(),
+            message,
+        };
+        let mut known: Vec<Option<cache::Cached>> = {
+            let c = active.cache.lock().expect("cache lock");
+            texts.iter().map(|t| c.get(t).cloned()).collect()
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| known[i].is_none()).collect();
+        if !missing.is_empty() {
+            let asked: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
+            let out = active
+                .classifier
+                .classify_embedded(&asked)
+                .map_err(failed)?;
+            let n = out.predictions.len();
+            let rows = out.embeddings.as_ref().map_or(n, Vec::len);
+            if n != asked.len() || rows != asked.len() {
+                return Err(failed(format!(
+                    "{n} predictions and {rows} embeddings for {} texts",
+                    asked.len()
+                )));
+            }
+            let mut c = active.cache.lock().expect("cache lock");
+            for (k, ((label, confidence), &i)) in
+                out.predictions.into_iter().zip(&missing).enumerate()
+            {
+                let cached = cache::Cached {
+                    label,
+                    confidence,
+                    embedding: out.embeddings.as_ref().map(|e| e[k].clone()),
+                };
+                c.insert(texts[i], cached.clone());
+                known[i] = Some(cached);
+            }
+        }
+        Ok(known
+            .into_iter()
+            .map(|k| k.expect("every text known"))
+            .collect())
     }
 
     /// Processes every stored event not yet processed; how many.
