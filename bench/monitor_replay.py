@@ -2,12 +2,16 @@
 sustained rate (first request to the last event classified), the acknowledgement latency of each
 request (p50/p99) and the monitor's RSS before and after.
 
-    python3 bench/monitor_replay.py URL STREAM PID [--batch 500]
+    python3 bench/monitor_replay.py URL STREAM PID [--batch 500] [--clients 1]
+
+With several clients, each sends every Nth request over its own connection, all at once; the
+RSS is also sampled after every tenth of the requests.
 """
 
 import argparse
 import http.client
 import json
+import threading
 import time
 import urllib.parse
 
@@ -26,21 +30,36 @@ def main():
     p.add_argument("stream")
     p.add_argument("pid", type=int)
     p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--clients", type=int, default=1)
     a = p.parse_args()
     u = urllib.parse.urlparse(a.url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     lines = [l for l in open(a.stream, encoding="utf-8") if l.strip()]
+    bodies = ["".join(lines[i : i + a.batch]).encode() for i in range(0, len(lines), a.batch)]
     rss_start = rss_mb(a.pid)
-    latencies = []
+    latencies, samples, lock = [], [], threading.Lock()
+    sent = [0]
+
+    def client(k):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+        for body in bodies[k :: a.clients]:
+            t = time.perf_counter()
+            conn.request("POST", "/events", body, {"Content-Type": "application/x-ndjson"})
+            r = conn.getresponse()
+            answer = r.read()
+            assert r.status == 200, answer
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                sent[0] += 1
+                if sent[0] % max(1, len(bodies) // 10) == 0:
+                    samples.append({"requests": sent[0], "rss_mb": rss_mb(a.pid)})
+
     started = time.perf_counter()
-    for i in range(0, len(lines), a.batch):
-        body = "".join(lines[i : i + a.batch]).encode()
-        t = time.perf_counter()
-        conn.request("POST", "/events", body, {"Content-Type": "application/x-ndjson"})
-        r = conn.getresponse()
-        answer = r.read()
-        latencies.append(time.perf_counter() - t)
-        assert r.status == 200, answer
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(a.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     acked = time.perf_counter() - started
     while True:
         conn.request("GET", "/health")
@@ -52,11 +71,12 @@ def main():
     latencies.sort()
     q = lambda f: latencies[min(len(latencies) - 1, int(f * len(latencies)))] * 1000
     print(json.dumps({
-        "events": len(lines), "batch": a.batch, "requests": len(latencies),
+        "events": len(lines), "batch": a.batch, "clients": a.clients, "requests": len(latencies),
         "ingest_events_per_s": len(lines) / acked,
         "sustained_events_per_s": len(lines) / done,
         "ack_ms_p50": q(0.5), "ack_ms_p99": q(0.99), "ack_ms_max": latencies[-1] * 1000,
-        "rss_mb_start": rss_start, "rss_mb_end": rss_mb(a.pid), "seconds": done,
+        "rss_mb_start": rss_start, "rss_mb_end": rss_mb(a.pid), "rss_samples": samples,
+        "seconds": done,
     }))
 
 

@@ -747,3 +747,102 @@ fn the_dashboard_draws_the_series_and_marks_every_burst_alert() {
         );
     }
 }
+
+/// CoNLL sentences `<person> works at <org> in <city> .` (organisations are ORG).
+fn org_sentences(n: usize) -> String {
+    const PEOPLE: [&str; 4] = ["Alice", "Bob", "Carol", "David"];
+    const ORGS: [&str; 3] = ["Acme", "Globex", "Initech"];
+    const CITIES: [&str; 3] = ["Paris", "Rome", "Oslo"];
+    (0..n)
+        .map(|i| {
+            format!(
+                "{}\tB-PER\nworks\tO\nat\tO\n{}\tB-ORG\nin\tO\n{}\tB-LOC\n.\tO\n\n",
+                PEOPLE[i % 4],
+                ORGS[(i / 4) % 3],
+                CITIES[(i / 2) % 3]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_ner_bundle_names_the_entities_of_events_that_name_none() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bundle = sentiment_bundle(dir.path(), &model, &cache);
+    let conll = write_file(dir.path(), "orgs.conll", &org_sentences(60));
+    let ner = dir.path().join("ner");
+    let (c, n) = (conll.to_str().unwrap(), ner.to_str().unwrap());
+    ok_json(
+        &["ner", "train", "--train", c, "--out", n, "--json"],
+        &cache,
+    );
+    let base = format!(
+        "[[model]]\nname = \"sentiment\"\nbundle = {bundle:?}\n\n[entity_model]\nbundle = {n:?}\n"
+    );
+    let config = write_file(
+        dir.path(),
+        "monitor.toml",
+        &format!("{base}types = [\"ORG\"]\n"),
+    );
+    let db = dir.path().join("monitor.db");
+    let monitor = Running::start(&config, &db, &cache);
+    let events = json!([
+        {"id": "1", "time": 100, "text": "Carol works at Globex in Rome ."},
+        {"id": "2", "time": 100, "text": "Bob works at Initech in Paris ."},
+        {"id": "3", "time": 100, "text": "David works at Globex in Oslo .", "entity": "sender-named"},
+    ]);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", events.to_string().as_bytes())
+            .status,
+        200
+    );
+    monitor.wait_settled(3);
+    let entities = monitor.call("GET", "/entities", b"").json();
+    let names: BTreeMap<String, u64> = entities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entity"].as_str().unwrap().to_string(),
+                e["events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("Globex", 1), ("Initech", 1), ("sender-named", 1)];
+    assert_eq!(
+        names,
+        expected.iter().map(|(e, n)| (e.to_string(), *n)).collect()
+    );
+    drop(monitor);
+
+    // A type the tagger does not know stops the start, naming the field.
+    let bad = write_file(
+        dir.path(),
+        "bad.toml",
+        &format!("{base}types = [\"COMPANY\"]\n"),
+    );
+    let out = lmfuse(
+        &[
+            "monitor",
+            "ingest",
+            "--config",
+            bad.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--input",
+            "-",
+        ],
+        &cache,
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("entity_model.bundle") && err.contains("COMPANY"),
+        "{err}"
+    );
+}

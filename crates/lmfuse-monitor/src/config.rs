@@ -33,6 +33,18 @@ pub struct MonitorConfig {
     pub sinks: Vec<SinkConfig>,
     /// How drift is measured and when it alerts.
     pub drift: DriftConfig,
+    /// A NER bundle naming the entities of events that name none and match no dictionary
+    /// entry.
+    pub entity_model: Option<EntityModelConfig>,
+}
+
+/// The NER bundle that names entities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityModelConfig {
+    /// Its folder (relative paths are taken from the configuration file's folder).
+    pub bundle: PathBuf,
+    /// The entity types kept (empty: all).
+    pub types: Vec<String>,
 }
 
 /// Drift against each model's training data: measured per drift window, alerting when a
@@ -192,6 +204,14 @@ struct RawModel {
     test: Option<PathBuf>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntityModel {
+    bundle: PathBuf,
+    #[serde(default)]
+    types: Vec<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDrift {
@@ -247,6 +267,7 @@ struct RawConfig {
     sink: Vec<RawSink>,
     #[serde(default)]
     drift: RawDrift,
+    entity_model: Option<RawEntityModel>,
 }
 
 /// The default window: one hour.
@@ -303,6 +324,10 @@ impl MonitorConfig {
             rules,
             sinks,
             drift: drift_of(raw.drift)?,
+            entity_model: raw.entity_model.map(|m| EntityModelConfig {
+                bundle: base.join(m.bundle),
+                types: m.types,
+            }),
         })
     }
 

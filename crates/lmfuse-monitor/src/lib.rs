@@ -13,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod drift;
 pub mod duration;
+pub mod entities;
 mod error;
 pub mod event;
 pub mod feed;

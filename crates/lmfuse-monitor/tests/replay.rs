@@ -358,3 +358,64 @@ fn a_repeated_text_is_classified_once_while_the_cache_holds_it() {
         "{asked}: without a cache each batch asks its distinct texts"
     );
 }
+
+/// Capitalised words are entities.
+struct Capitals;
+
+impl lmfuse_monitor::entities::FindEntities for Capitals {
+    fn find(&self, texts: &[&str]) -> Result<Vec<Vec<String>>, String> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut names: Vec<String> = t
+                    .split_whitespace()
+                    .filter(|w| w.starts_with(char::is_uppercase))
+                    .map(String::from)
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replacen(
+        "[[rule]]",
+        "[entities]\n\"Initech\" = [\"initech\"]\n\n[[rule]]",
+        1,
+    );
+    let mut monitor = {
+        let config = MonitorConfig::parse(&config, Path::new(".")).unwrap();
+        let loader = Box::new(|_: &Path| Ok(Arc::new(Keyword) as Arc<dyn Classify>));
+        Monitor::open(config, &dir.path().join("m.db"), loader).unwrap()
+    };
+    monitor.set_entity_finder(Box::new(Capitals));
+    let body = r#"[
+        {"id": "1", "time": 100, "text": "awful service at Acme"},
+        {"id": "2", "time": 100, "text": "Acme and Globex were fine"},
+        {"id": "3", "time": 100, "text": "fine service", "entity": "Umbrella"},
+        {"id": "4", "time": 100, "text": "Initech was awful"},
+        {"id": "5", "time": 100, "text": "nobody named"}
+    ]"#;
+    monitor.ingest(body.as_bytes()).unwrap();
+    monitor.process_all().unwrap();
+    let entities: std::collections::BTreeMap<String, u64> =
+        monitor.entities(10).unwrap().into_iter().collect();
+    let expected = [("Acme", 2), ("Globex", 1), ("Initech", 1), ("Umbrella", 1)];
+    assert_eq!(
+        entities,
+        expected.iter().map(|(e, n)| (e.to_string(), *n)).collect()
+    );
+    let events = monitor.latest_events(5).unwrap();
+    let named: Vec<&Value> = events.iter().map(|e| &e["entities"]).collect();
+    assert_eq!(named[4], &serde_json::json!(["Acme"]), "{events:#?}");
+    assert_eq!(
+        named[0],
+        &serde_json::json!([]),
+        "nothing found, nothing named"
+    );
+}

@@ -6,6 +6,7 @@ use crate::classify::{Classify, Loader};
 use crate::config::{MonitorConfig, Rule};
 use crate::detect::{Alert, Baseline, Series};
 use crate::drift::Profile;
+use crate::entities::{FindEntities, NerEntities};
 use crate::error::{MonitorError, Result};
 use crate::event::{now_secs, parse_body, rfc3339, Event};
 use crate::sink::{backoff_secs, Sink};
@@ -45,6 +46,8 @@ pub struct Monitor {
     /// promotes a version (see [`Monitor::refresh_models`]).
     models: RwLock<Vec<Active>>,
     loader: Box<Loader>,
+    /// Names entities of events that name none (`entity_model` of the configuration).
+    entity_finder: Option<Box<dyn FindEntities>>,
     sinks: Vec<Box<dyn Sink>>,
     baselines: Mutex<HashMap<(usize, Series), Baseline>>,
     /// Set when events or alerts wait; the workers sleep on it.
@@ -82,7 +85,18 @@ impl Monitor {
             models.push(learning::activate(&config, &store, &*loader, version)?);
         }
         check_labels(&config, &models)?;
+        let entity_finder =
+            match &config.entity_model {
+                None => None,
+                Some(m) => Some(Box::new(NerEntities::load(&m.bundle, &m.types).map_err(
+                    |message| MonitorError::Config {
+                        path: config.path.clone(),
+                        message: format!("entity_model.bundle: {message}"),
+                    },
+                )?) as Box<dyn FindEntities>),
+            };
         Ok(Monitor {
+            entity_finder,
             store,
             config,
             models: RwLock::new(models),
@@ -91,6 +105,12 @@ impl Monitor {
             baselines: Mutex::new(HashMap::new()),
             wake: (Mutex::new(true), Condvar::new()),
         })
+    }
+
+    /// Names the entities of events that name none with `finder` (instead of the configured
+    /// `entity_model`).
+    pub fn set_entity_finder(&mut self, finder: Box<dyn FindEntities>) {
+        self.entity_finder = Some(finder);
     }
 
     /// The configuration it runs with.
@@ -144,7 +164,7 @@ impl Monitor {
     /// versions, reloaded first when a retrain promoted one); how many it processed.
     pub fn process_batch(&self) -> Result<usize> {
         self.refresh_models()?;
-        let pending = self
+        let mut pending = self
             .store
             .lock()
             .expect("store lock")
@@ -152,6 +172,7 @@ impl Monitor {
         if pending.is_empty() {
             return Ok(0);
         }
+        let named = self.name_entities(&mut pending)?;
         let outputs = self.classify(&pending)?;
         let labels: Vec<Vec<(String, f32)>> = outputs.iter().map(|o| o.labels.clone()).collect();
         let deltas = self.count_deltas(&pending, &labels);
@@ -167,6 +188,9 @@ impl Monitor {
                 tx.add_predictions(&o.active.name, &rows)?;
             }
             tx.add_counts(&deltas)?;
+            for &i in &named {
+                tx.set_entities(pending[i].seq, &pending[i].entities)?;
+            }
             tx.mark_classified(&pending.iter().map(|p| p.seq).collect::<Vec<_>>())?;
             let mut alerts = self.judge(tx, &deltas)?;
             alerts.extend(self.judge_drift(tx, &outputs, &drift)?);
@@ -180,6 +204,35 @@ impl Monitor {
             self.notify();
         }
         Ok(pending.len())
+    }
+
+    /// Names the entities of the events of `pending` that name none, with the entity model;
+    /// the positions of the events that got entities.
+    fn name_entities(&self, pending: &mut [Pending]) -> Result<Vec<usize>> {
+        let Some(finder) = &self.entity_finder else {
+            return Ok(Vec::new());
+        };
+        let unnamed: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].entities.is_empty())
+            .collect();
+        if unnamed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<&str> = unnamed.iter().map(|&i| pending[i].text.as_str()).collect();
+        let found = finder
+            .find(&texts)
+            .map_err(|message| MonitorError::Classify {
+                model: "entity_model".into(),
+                message,
+            })?;
+        let mut named = Vec::new();
+        for (&i, entities) in unnamed.iter().zip(found) {
+            if !entities.is_empty() {
+                pending[i].entities = entities;
+                named.push(i);
+            }
+        }
+        Ok(named)
     }
 
     /// Each serving model's labels (and embeddings) of `pending`; each distinct text of the

@@ -348,6 +348,18 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records the entities a model named for event `seq`.
+    pub fn set_entities(&self, seq: i64, entities: &[String]) -> Result<()> {
+        let json = serde_json::to_string(entities).expect("strings");
+        self.tx
+            .execute(
+                "UPDATE events SET entities = ?2 WHERE seq = ?1",
+                params![seq, json],
+            )
+            .map_err(sql(self.path))?;
+        Ok(())
+    }
+
     /// The counts of one series (`entity`, `topic`, `model`, `label`) in the windows
     /// `from..to` (start included, end excluded), by window; windows without events are absent.
     pub fn series(&self, key: &CountKey, from: i64, to: i64) -> Result<BTreeMap<i64, u64>> {
