@@ -197,9 +197,21 @@ fn report_error(e: &MonitorError) {
     eprintln!("lmfuse: monitor: {e}");
 }
 
+fn report_retrain(r: &lmfuse_monitor::retrain::RetrainReport) {
+    let verdict = if r.promoted { "promoted" } else { "refused" };
+    eprintln!(
+        "lmfuse: monitor: scheduled retrain of {}: v{} {verdict} ({})",
+        r.model, r.challenger_version, r.reason
+    );
+}
+
 fn serve(args: &RunArgs) -> anyhow::Result<()> {
     let monitor = open(&args.setup)?;
-    let workers = Workers::spawn(monitor.clone(), Arc::new(report_error));
+    let workers = Workers::spawn(
+        monitor.clone(),
+        Arc::new(report_error),
+        Arc::new(report_retrain),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let follower = args
         .follow

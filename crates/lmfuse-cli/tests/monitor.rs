@@ -846,3 +846,84 @@ fn a_ner_bundle_names_the_entities_of_events_that_name_none() {
         "{err}"
     );
 }
+
+#[test]
+fn a_scheduled_retrain_runs_once_enough_corrections_arrived() {
+    let Some(model) = tiny_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
+    let lines: Vec<&str> = reviews.lines().collect();
+    let train = write_file(dir.path(), "train.jsonl", &(lines[..200].join("\n") + "\n"));
+    let test = write_file(dir.path(), "test.jsonl", &(lines[200..].join("\n") + "\n"));
+    let bundle = dir.path().join("sentiment");
+    let (m, t, b) = (
+        model.to_str().unwrap(),
+        train.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    );
+    let test_s = test.to_str().unwrap();
+    ok_json(
+        &[
+            "train",
+            "--model",
+            m,
+            "--train",
+            t,
+            "--features",
+            "tfidf",
+            "--out",
+            b,
+            "--json",
+        ],
+        &cache,
+    );
+    let config = write_file(
+        dir.path(),
+        "monitor.toml",
+        &format!(
+            "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test_s:?}\n\
+             retrain_every = \"1s\"\nmin_feedback = 200\n"
+        ),
+    );
+    let db = dir.path().join("monitor.db");
+    let monitor = Running::start(&config, &db, &cache);
+    let stream = parcel_events("s", 0..300);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", ndjson(&stream).as_bytes())
+            .status,
+        200
+    );
+    monitor.wait_settled(300);
+    let versions = |m: &Running| m.call("GET", "/models", b"").json()[0]["versions"].clone();
+    // Too few corrections: nothing happens.
+    let few: Vec<Value> = (0..100)
+        .map(|i| json!({"id": format!("s{i}"), "label": parcel_text(i).1}))
+        .collect();
+    monitor.call("POST", "/feedback", Value::from(few).to_string().as_bytes());
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(versions(&monitor).as_array().unwrap().len(), 1);
+    let more: Vec<Value> = (100..300)
+        .map(|i| json!({"id": format!("s{i}"), "label": parcel_text(i).1}))
+        .collect();
+    monitor.call(
+        "POST",
+        "/feedback",
+        Value::from(more).to_string().as_bytes(),
+    );
+    let started = Instant::now();
+    while monitor.call("GET", "/models", b"").json()[0]["serving"] != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no scheduled retrain: {}",
+            versions(&monitor)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = versions(&monitor);
+    assert_eq!(v[1]["report"]["promoted"], true, "{v:#}");
+    // A retrain needs new corrections: no second one without them.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(versions(&monitor).as_array().unwrap().len(), 2);
+}

@@ -87,6 +87,21 @@ pub struct ModelConfig {
     pub train: Option<PathBuf>,
     /// Its labelled test set, on which a retrain compares challenger and champion.
     pub test: Option<PathBuf>,
+    /// When the running monitor retrains it by itself (none: only on demand).
+    pub retrain: Option<RetrainSchedule>,
+}
+
+/// When a running monitor retrains a model by itself: once `min_feedback` corrections arrived
+/// since its last version, and `every` has passed since that version or a drift alert on it
+/// was raised since (with `on_drift`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrainSchedule {
+    /// Seconds between retrains (none: only on drift).
+    pub every_secs: Option<i64>,
+    /// Retrain after a drift alert.
+    pub on_drift: bool,
+    /// Corrections needed since the last version.
+    pub min_feedback: usize,
 }
 
 /// What a rule watches in each window.
@@ -202,6 +217,10 @@ struct RawModel {
     topic: bool,
     train: Option<PathBuf>,
     test: Option<PathBuf>,
+    retrain_every: Option<String>,
+    #[serde(default)]
+    retrain_on_drift: bool,
+    min_feedback: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -366,24 +385,46 @@ fn models_of(raw: Vec<RawModel>, base: &Path) -> Result<Vec<ModelConfig>, String
     }
     let models: Vec<ModelConfig> = raw
         .into_iter()
-        .map(|m| ModelConfig {
-            bundle: base.join(&m.bundle),
-            name: m.name,
-            topic: m.topic,
-            train: m.train.map(|p| base.join(p)),
-            test: m.test.map(|p| base.join(p)),
-        })
-        .collect();
-    for (i, m) in models.iter().enumerate() {
-        if m.name.is_empty() {
-            return Err(format!("model[{i}]: `name` is empty"));
-        }
-    }
+        .enumerate()
+        .map(|(i, m)| model_of(m, base).map_err(|e| format!("model[{i}]: {e}")))
+        .collect::<Result<_, _>>()?;
     unique(models.iter().map(|m| m.name.as_str()), "model")?;
     if models.iter().filter(|m| m.topic).count() > 1 {
         return Err("more than one model has `topic = true`".into());
     }
     Ok(models)
+}
+
+fn model_of(m: RawModel, base: &Path) -> Result<ModelConfig, String> {
+    if m.name.is_empty() {
+        return Err("`name` is empty".into());
+    }
+    let every_secs = match &m.retrain_every {
+        None => None,
+        Some(_) => Some(seconds("retrain_every", &m.retrain_every, 0)?),
+    };
+    let retrain = (every_secs.is_some() || m.retrain_on_drift).then(|| RetrainSchedule {
+        every_secs,
+        on_drift: m.retrain_on_drift,
+        min_feedback: m.min_feedback.unwrap_or(50),
+    });
+    if retrain.is_some() && (m.train.is_none() || m.test.is_none()) {
+        return Err("`retrain_every` and `retrain_on_drift` need `train` and `test`".into());
+    }
+    if retrain
+        .as_ref()
+        .is_some_and(|r| r.min_feedback == 0 || r.every_secs == Some(0))
+    {
+        return Err("`min_feedback` and `retrain_every` must be positive".into());
+    }
+    Ok(ModelConfig {
+        bundle: base.join(&m.bundle),
+        name: m.name,
+        topic: m.topic,
+        train: m.train.map(|p| base.join(p)),
+        test: m.test.map(|p| base.join(p)),
+        retrain,
+    })
 }
 
 fn drift_of(raw: RawDrift) -> Result<DriftConfig, String> {

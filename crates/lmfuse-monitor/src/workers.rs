@@ -1,12 +1,14 @@
 //! The monitor's background threads: one classifies and judges stored events, one delivers
-//! alerts; both sleep until woken by new work or a short timeout.
+//! alerts (both sleep until woken by new work or a short timeout), and, when a model has a
+//! retrain schedule, one retrains the models that are due.
 
 use crate::error::MonitorError;
 use crate::monitor::Monitor;
+use crate::retrain::RetrainReport;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The running threads; [`Workers::stop`] ends them.
 pub struct Workers {
@@ -16,11 +18,17 @@ pub struct Workers {
 }
 
 type OnError = Arc<dyn Fn(&MonitorError) + Send + Sync>;
+/// What to do with the report of a scheduled retrain.
+pub type OnRetrain = Arc<dyn Fn(&RetrainReport) + Send + Sync>;
+
+/// How often the retrain thread asks whether a schedule is due.
+const RETRAIN_CHECK: Duration = Duration::from_secs(5);
 
 impl Workers {
-    /// Starts the processing and delivery threads of `monitor`; errors (a failing classifier,
-    /// a full disk) go to `on_error` and the work is tried again a second later.
-    pub fn spawn(monitor: Arc<Monitor>, on_error: OnError) -> Workers {
+    /// Starts the processing and delivery threads of `monitor` (and the retrain thread when a
+    /// model has a schedule); errors (a failing classifier, a full disk) go to `on_error` and
+    /// the work is tried again a second later; scheduled retrains report to `on_retrain`.
+    pub fn spawn(monitor: Arc<Monitor>, on_error: OnError, on_retrain: OnRetrain) -> Workers {
         let stop = Arc::new(AtomicBool::new(false));
         let process = worker(
             &monitor,
@@ -36,10 +44,14 @@ impl Workers {
             Duration::from_millis(250),
             |m| m.deliver_due(),
         );
+        let mut handles = vec![process, deliver];
+        if monitor.config().models.iter().any(|m| m.retrain.is_some()) {
+            handles.push(retrainer(&monitor, &stop, &on_error, on_retrain));
+        }
         Workers {
             stop,
             monitor,
-            handles: vec![process, deliver],
+            handles,
         }
     }
 
@@ -71,6 +83,28 @@ fn worker(
                     monitor.wait(Duration::from_secs(1));
                 }
             }
+        }
+    })
+}
+
+fn retrainer(
+    monitor: &Arc<Monitor>,
+    stop: &Arc<AtomicBool>,
+    on_error: &OnError,
+    on_retrain: OnRetrain,
+) -> JoinHandle<()> {
+    let (monitor, stop, on_error) = (monitor.clone(), stop.clone(), on_error.clone());
+    std::thread::spawn(move || {
+        let mut checked: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if checked.is_none_or(|t| t.elapsed() >= RETRAIN_CHECK) {
+                checked = Some(Instant::now());
+                match monitor.retrain_due(&lmfuse_pipeline::Silent) {
+                    Ok(reports) => reports.iter().for_each(|r| on_retrain(r)),
+                    Err(e) => on_error(&e),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     })
 }

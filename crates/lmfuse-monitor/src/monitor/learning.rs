@@ -8,6 +8,7 @@ use crate::detect::{Alert, Series};
 use crate::drift::{DriftFigures, Profile};
 use crate::error::{MonitorError, Result};
 use crate::event::{now_secs, objects_of, rfc3339};
+use crate::retrain::{retrain, RetrainReport, RetrainSpec};
 use crate::store::{ModelVersion, Pending, Store, Tx, ALL};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -370,6 +371,46 @@ impl Monitor {
             _ => return Err(bad("label", "missing or not a string".into())),
         };
         Ok((id, model.name.clone(), label))
+    }
+
+    /// The models whose retrain schedule is due now: enough corrections since their newest
+    /// version, and its period passed or a drift alert raised since.
+    pub fn retrains_due(&self) -> Result<Vec<String>> {
+        let now = now_secs();
+        let mut due = Vec::new();
+        let mut store = self.store.lock().expect("store lock");
+        for m in &self.config.models {
+            let Some(schedule) = &m.retrain else {
+                continue;
+            };
+            let is_due = store.read(|tx| {
+                let since = tx.versions(&m.name)?.last().map_or(0, |v| v.created);
+                if tx.feedback_since(&m.name, since)? < schedule.min_feedback {
+                    return Ok(false);
+                }
+                let period = schedule
+                    .every_secs
+                    .is_some_and(|every| now - since >= every);
+                Ok(period || (schedule.on_drift && tx.drift_alerts_since(&m.name, since)? > 0))
+            })?;
+            if is_due {
+                due.push(m.name.clone());
+            }
+        }
+        Ok(due)
+    }
+
+    /// Retrains the models whose schedule is due (see [`Monitor::retrains_due`]), one after
+    /// the other, each with the defaults of `lmfuse monitor retrain`; a promoted version
+    /// serves from the next batch. Their reports.
+    pub fn retrain_due(&self, on: &dyn lmfuse_pipeline::Observer) -> Result<Vec<RetrainReport>> {
+        let db = self.store.lock().expect("store lock").path().to_path_buf();
+        let mut reports = Vec::new();
+        for model in self.retrains_due()? {
+            reports.push(retrain(&self.config, &db, &RetrainSpec::new(model), on)?);
+            self.notify();
+        }
+        Ok(reports)
     }
 
     /// Every configured model: the version serving, its labels and all its versions.

@@ -28,6 +28,9 @@ pub struct ModelVersion {
     pub path: String,
     /// Whether it was promoted (the newest promoted version serves).
     pub promoted: bool,
+    /// When it was made, seconds since the epoch.
+    #[serde(skip)]
+    pub created: i64,
     /// When it was made, RFC 3339.
     pub created_at: String,
     /// Its metrics and why it was (or was not) promoted.
@@ -84,6 +87,31 @@ impl Tx<'_> {
             .map_err(sql(self.path))
     }
 
+    /// Corrections for `model` stored at or after `since` (seconds since the epoch).
+    pub fn feedback_since(&self, model: &str, since: i64) -> Result<usize> {
+        self.tx
+            .query_row(
+                "SELECT COUNT(*) FROM feedback WHERE model = ?1 AND time >= ?2",
+                params![model, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(sql(self.path))
+    }
+
+    /// Drift alerts on `model` raised at or after `since` (seconds since the epoch).
+    pub fn drift_alerts_since(&self, model: &str, since: i64) -> Result<usize> {
+        self.tx
+            .query_row(
+                "SELECT COUNT(*) FROM alerts WHERE rule = 'drift' AND created >= ?2 \
+                 AND json_extract(body, '$.model') = ?1",
+                params![model, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(sql(self.path))
+    }
+
     /// Records a new version of `model`; its number.
     pub fn add_version(
         &self,
@@ -123,12 +151,14 @@ impl Tx<'_> {
         let rows = stmt
             .query_map([model], |r| {
                 let report: String = r.get(4)?;
+                let created: i64 = r.get(3)?;
                 Ok(ModelVersion {
                     model: model.to_string(),
                     version: r.get(0)?,
                     path: r.get(1)?,
                     promoted: r.get(2)?,
-                    created_at: crate::event::rfc3339(r.get(3)?),
+                    created,
+                    created_at: crate::event::rfc3339(created),
                     report: serde_json::from_str(&report).unwrap_or_default(),
                 })
             })
