@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drift and retraining on a real stream (issue 22): a seeded 30-day stream of waimai_10k train
-# texts (20 entities, ~1 event/hour each) whose last ten days carry hotel reviews
+# texts (20 entities, ~1 event/hour each, 66 % negative as in waimai_10k train, so that the
+# steady part looks like the training data) whose last ten days carry hotel reviews
 # (chnsenticorp_htl train) instead, with the same labels: a vocabulary shift. Replayed over
 # HTTP into `lmfuse monitor run` with a sentiment bundle trained on waimai_10k (TF-IDF, and
 # multilingual-e5-small embeddings): the drift figures per day and the drift alerts; then the
@@ -21,7 +22,8 @@ mkdir -p "$d"
 py="python3 bench/monitor_learning.py"
 old="$data/waimai_10k"
 new="$data/chnsenticorp_htl"
-"$lm" monitor simulate --data "$old/train.jsonl" --days 30 --events-per-hour 1 --seed 7 \
+"$lm" monitor simulate --data "$old/train.jsonl" --days 30 --events-per-hour 1 \
+  --negative-share 0.66 --seed 7 \
   --out "$d/stream0.jsonl" --truth "$d/bursts.json"
 $py shift "$d/stream0.jsonl" "$old/train.jsonl" "$new/train.jsonl" 20 "$d/stream.jsonl" "$d/truth.json"
 $py flip "$old/train.jsonl" "$d/flipped.jsonl"
