@@ -607,6 +607,37 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
         .is_file());
     let drift = monitor.call("GET", "/drift", b"").json();
     assert_eq!(drift["sentiment"]["has_reference"], true, "{drift:#}");
+
+    // A retrain that fails is named and recorded as failed; the serving version stays.
+    let missing = dir.path().join("missing.jsonl");
+    let (c, d) = (config.to_str().unwrap(), db.to_str().unwrap());
+    let args = [
+        "monitor",
+        "retrain",
+        "--config",
+        c,
+        "--db",
+        d,
+        "--model",
+        "sentiment",
+    ];
+    let out = lmfuse(
+        &[&args[..], &["--train", missing.to_str().unwrap()]].concat(),
+        &cache,
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing.jsonl"),
+        "{err}"
+    );
+    let models = monitor.call("GET", "/models", b"").json();
+    assert_eq!(
+        models[0]["versions"][3]["report"]["state"], "failed",
+        "{models:#}"
+    );
+    assert_eq!(models[0]["serving"], 2);
 }
 
 /// Debian's chromium, or `None` (a skip, or a failure under LMFUSE_REQUIRE_ASSETS=1) when it

@@ -7,7 +7,7 @@
 use crate::config::{ModelConfig, MonitorConfig};
 use crate::error::{MonitorError, Result};
 use crate::event::now_secs;
-use crate::store::{Feedback, Store};
+use crate::store::{Feedback, ModelVersion, Store};
 use lmfuse_data::LabelledTexts;
 use lmfuse_pipeline::classify::{evaluate_rows, train, FeatureSet, TrainSpec};
 use lmfuse_pipeline::data::{read_labelled, splits_from_rows, DataSpec, SplitPlan};
@@ -123,6 +123,7 @@ pub fn retrain(
     if !(0.0..1.0).contains(&spec.holdout) {
         return Err(fail(format!("holdout {} must be in [0, 1)", spec.holdout)));
     }
+    let (train_path, test_path) = data_paths(model, spec).map_err(fail)?;
     let mut store = Store::open(db)?;
     let (champion, feedback) = store.read(|tx| {
         let champion = tx.active_version(&model.name)?;
@@ -131,61 +132,93 @@ pub fn retrain(
     let champion = champion.ok_or_else(|| {
         fail("the database has no version of it yet: run the monitor once".into())
     })?;
-    let (train_path, test_path) = data_paths(model, spec).map_err(fail)?;
-    let (fb_train, fb_holdout) = split_feedback(&feedback, spec.holdout, spec.seed);
-    let champion_model = load_model(Path::new(&champion.path)).map_err(&fail)?;
-    let train_spec = challenger_spec(&champion_model, spec).map_err(&fail)?;
-    let encoder = EncoderChoice::named(champion_model.main_encoder().info.reference.clone());
+    // The version's number is taken first, in a transaction, so that two retrains at once
+    // write two folders; a failed one stays recorded as failed.
+    let training = serde_json::json!({"state": "training", "champion": champion.version});
+    let version =
+        store.transaction(|tx| tx.add_version(&model.name, "", false, &training, now_secs()))?;
+    let dir = versions_dir(db, &model.name).join(format!("v{version}"));
+    let job = Job {
+        champion: &champion,
+        feedback: split_feedback(&feedback, spec.holdout, spec.seed),
+        train_path,
+        test_path,
+        dir: &dir,
+    };
+    let mut outcome = challenge(&job, spec, on).map_err(fail);
+    if let Ok(report) = &mut outcome {
+        report.challenger_version = version;
+    }
+    let (promoted, recorded) = match &outcome {
+        Ok(report) => (
+            report.promoted,
+            serde_json::to_value(report).expect("a report serialises"),
+        ),
+        Err(e) => (
+            false,
+            serde_json::json!({"state": "failed", "error": e.to_string()}),
+        ),
+    };
+    let path = dir.display().to_string();
+    store.transaction(|tx| tx.finish_version(&model.name, version, &path, promoted, &recorded))?;
+    outcome
+}
 
+/// What one retrain works on.
+struct Job<'a> {
+    champion: &'a ModelVersion,
+    /// Corrected labels to train on, and held out.
+    feedback: (Vec<Feedback>, Vec<Feedback>),
+    train_path: PathBuf,
+    test_path: PathBuf,
+    /// The challenger's bundle folder.
+    dir: &'a Path,
+}
+
+/// Trains the challenger of `job`, saves it, and compares it with the champion.
+fn challenge(
+    job: &Job<'_>,
+    spec: &RetrainSpec,
+    on: &dyn Observer,
+) -> std::result::Result<RetrainReport, String> {
+    let (fb_train, fb_holdout) = &job.feedback;
+    let champion_model = load_model(Path::new(&job.champion.path))?;
+    let train_spec = challenger_spec(&champion_model, spec)?;
+    let encoder = EncoderChoice::named(champion_model.main_encoder().info.reference.clone());
     let data = DataSpec::default();
-    let mut rows = read_labelled(&train_path, &data, &[]).map_err(|e| fail(e.chain_message()))?;
-    append(&mut rows, &fb_train);
+    let mut rows = read_labelled(&job.train_path, &data, &[]).map_err(|e| e.chain_message())?;
+    append(&mut rows, fb_train);
     let plan = SplitPlan {
-        train: train_path.clone(),
+        train: job.train_path.clone(),
         dev: None,
-        test: Some(test_path.clone()),
+        test: Some(job.test_path.clone()),
         seed: spec.seed,
         carve_dev: true,
         carve_test: false,
     };
-    let splits = splits_from_rows(rows, &plan, &data).map_err(|e| fail(e.chain_message()))?;
-    let mut trained = train(&splits, &train_spec, &encoder, &spec.cache, on)
-        .map_err(|e| fail(e.chain_message()))?;
-    let next = store.read(|tx| Ok(tx.versions(&model.name)?.len() as i64 + 1))?;
-    let dir = versions_dir(db, &model.name).join(format!("v{next}"));
-    trained.save(&dir).map_err(|e| fail(e.chain_message()))?;
-    let challenger_model = load_model(&dir).map_err(&fail)?;
-
-    let holdout = labelled(&fb_holdout);
-    let test = splits.test.clone();
-    let score = |m: &Model| scores(m, &holdout, &test, &spec.cache, on).map_err(&fail);
-    let (champion_scores, challenger_scores) = (score(&champion_model)?, score(&challenger_model)?);
-    let (promoted, reason) = decide(&champion_scores, &challenger_scores, spec);
-    let mut report = RetrainReport {
-        model: model.name.clone(),
-        champion_version: champion.version,
-        challenger_version: next,
-        challenger_bundle: dir.display().to_string(),
+    let splits = splits_from_rows(rows, &plan, &data).map_err(|e| e.chain_message())?;
+    let mut trained =
+        train(&splits, &train_spec, &encoder, &spec.cache, on).map_err(|e| e.chain_message())?;
+    trained.save(job.dir).map_err(|e| e.chain_message())?;
+    let challenger_model = load_model(job.dir)?;
+    let holdout = labelled(fb_holdout);
+    let score = |m: &Model| scores(m, &holdout, &splits.test, &spec.cache, on);
+    let (champion, challenger) = (score(&champion_model)?, score(&challenger_model)?);
+    let (promoted, reason) = decide(&champion, &challenger, spec);
+    Ok(RetrainReport {
+        model: spec.model.clone(),
+        champion_version: job.champion.version,
+        challenger_version: 0,
+        challenger_bundle: job.dir.display().to_string(),
         promoted,
         reason,
         feedback_train: fb_train.len(),
         feedback_holdout: fb_holdout.len(),
-        champion: champion_scores,
-        challenger: challenger_scores,
+        champion,
+        challenger,
         head: trained.report.head.to_string(),
         features: trained.report.features.clone(),
-    };
-    let recorded = serde_json::to_value(&report).expect("a report serialises");
-    report.challenger_version = store.transaction(|tx| {
-        tx.add_version(
-            &model.name,
-            &report.challenger_bundle,
-            promoted,
-            &recorded,
-            now_secs(),
-        )
-    })?;
-    Ok(report)
+    })
 }
 
 /// Where the versions of `model` made by retraining are kept: beside the database.

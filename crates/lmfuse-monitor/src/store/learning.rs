@@ -139,6 +139,25 @@ impl Tx<'_> {
         Ok(version)
     }
 
+    /// Completes the record of a version added while it was being made.
+    pub fn finish_version(
+        &self,
+        model: &str,
+        version: i64,
+        path: &str,
+        promoted: bool,
+        report: &serde_json::Value,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE model_versions SET path = ?3, promoted = ?4, report = ?5 \
+                 WHERE model = ?1 AND version = ?2",
+                params![model, version, path, promoted, report.to_string()],
+            )
+            .map_err(sql(self.path))?;
+        Ok(())
+    }
+
     /// Every version of `model`, oldest first.
     pub fn versions(&self, model: &str) -> Result<Vec<ModelVersion>> {
         let mut stmt = self
