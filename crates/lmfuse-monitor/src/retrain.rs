@@ -286,7 +286,8 @@ fn challenger_spec(champion: &Model, spec: &RetrainSpec) -> std::result::Result<
     Ok(train_spec)
 }
 
-/// Corrected labels split into training and held-out parts by a seeded hash of each id.
+/// Corrected labels split into training and held-out parts by a seeded hash of each text
+/// (streams repeat texts: a text is on one side only, so the hold-out does not leak).
 fn split_feedback(
     feedback: &[Feedback],
     holdout: f64,
@@ -295,14 +296,14 @@ fn split_feedback(
     feedback
         .iter()
         .cloned()
-        .partition(|f| unit_hash(&f.id, seed) >= holdout)
+        .partition(|f| unit_hash(f.text.trim(), seed) >= holdout)
 }
 
-/// FNV-1a of `seed` and `id`, mixed by SplitMix64's finaliser (FNV's high bits are poorly
+/// FNV-1a of `seed` and `key`, mixed by SplitMix64's finaliser (FNV's high bits are poorly
 /// spread on short ids), mapped to [0, 1).
-fn unit_hash(id: &str, seed: u64) -> f64 {
+fn unit_hash(key: &str, seed: u64) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.to_le_bytes().iter().chain(id.as_bytes()) {
+    for b in seed.to_le_bytes().iter().chain(key.as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -407,7 +408,7 @@ mod tests {
         let feedback: Vec<Feedback> = (0..3000)
             .map(|i| Feedback {
                 id: format!("e{i}"),
-                text: String::new(),
+                text: format!("text {}", i % 1500),
                 label: String::new(),
             })
             .collect();

@@ -44,10 +44,12 @@ impl Workers {
             Duration::from_millis(250),
             |m| m.deliver_due(),
         );
-        let mut handles = vec![process, deliver];
         if monitor.config().models.iter().any(|m| m.retrain.is_some()) {
-            handles.push(retrainer(&monitor, &stop, &on_error, on_retrain));
+            // Not joined on stop: a training run is not cut short, nor waited for (a retrain
+            // cut by the process's exit stays recorded as `training`).
+            retrainer(&monitor, &stop, &on_error, on_retrain);
         }
+        let handles = vec![process, deliver];
         Workers {
             stop,
             monitor,
@@ -74,13 +76,14 @@ fn worker(
 ) -> JoinHandle<()> {
     let (monitor, stop, on_error) = (monitor.clone(), stop.clone(), on_error.clone());
     std::thread::spawn(move || {
+        let mut seen = 0;
         while !stop.load(Ordering::SeqCst) {
             match step(&monitor) {
-                Ok(0) => monitor.wait(idle),
+                Ok(0) => monitor.wait(&mut seen, idle),
                 Ok(_) => {}
                 Err(e) => {
                     on_error(&e);
-                    monitor.wait(Duration::from_secs(1));
+                    monitor.wait(&mut seen, Duration::from_secs(1));
                 }
             }
         }
@@ -99,9 +102,11 @@ fn retrainer(
         while !stop.load(Ordering::SeqCst) {
             if checked.is_none_or(|t| t.elapsed() >= RETRAIN_CHECK) {
                 checked = Some(Instant::now());
-                match monitor.retrain_due(&lmfuse_pipeline::Silent) {
-                    Ok(reports) => reports.iter().for_each(|r| on_retrain(r)),
-                    Err(e) => on_error(&e),
+                for outcome in monitor.retrain_due(&lmfuse_pipeline::Silent) {
+                    match outcome {
+                        Ok(report) => on_retrain(&report),
+                        Err(e) => on_error(&e),
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -419,3 +419,34 @@ fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them(
         "nothing found, nothing named"
     );
 }
+
+#[test]
+fn a_promoted_version_that_fails_to_load_is_demoted_and_the_serving_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
+    let loader = Box::new(|path: &Path| match path == Path::new("broken") {
+        true => Err("weights.safetensors is truncated".to_string()),
+        false => Ok(Arc::new(Keyword) as Arc<dyn Classify>),
+    });
+    let monitor = Monitor::open(config, &db, loader).unwrap();
+    let mut other = lmfuse_monitor::store::Store::open(&db).unwrap();
+    let report = serde_json::json!({"reason": "made by hand"});
+    other
+        .transaction(|tx| tx.add_version("sentiment", "broken", true, &report, 1))
+        .unwrap();
+    let e = monitor.process_batch().unwrap_err().to_string();
+    assert!(e.contains("version 2") && e.contains("truncated"), "{e}");
+    assert_eq!(
+        monitor.process_batch().unwrap(),
+        0,
+        "named once, then the old version serves"
+    );
+    let models = monitor.models().unwrap();
+    assert_eq!(models[0].serving, 1);
+    assert!(!models[0].versions[1].promoted);
+    assert!(models[0].versions[1].report["load_error"]
+        .as_str()
+        .unwrap()
+        .contains("truncated"));
+}

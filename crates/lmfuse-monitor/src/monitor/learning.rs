@@ -61,6 +61,43 @@ pub(super) fn register_configured(tx: &mut Tx<'_>, model: &ModelConfig) -> Resul
         .expect("a promoted version was just recorded or existed"))
 }
 
+/// The serving version of `model`, loaded: the newest promoted one that loads. A retrained
+/// version that fails to load is marked so (`load_error` in its report, no longer promoted)
+/// and the version before it serves; the configured bundle failing is an error.
+pub(super) fn load_serving(
+    config: &MonitorConfig,
+    store: &Mutex<Store>,
+    loader: &Loader,
+    model: &ModelConfig,
+) -> Result<Active> {
+    loop {
+        let version = store
+            .lock()
+            .expect("store lock")
+            .transaction(|tx| register_configured(tx, model))?;
+        match activate(config, store, loader, version.clone()) {
+            Ok(active) => return Ok(active),
+            Err(e) if version.report["source"] == "configuration" => return Err(e),
+            Err(e) => demote(store, &version, &e)?,
+        }
+    }
+}
+
+/// Records that `version` failed to load, so that it no longer serves.
+fn demote(store: &Mutex<Store>, version: &ModelVersion, error: &MonitorError) -> Result<()> {
+    let mut report = version.report.clone();
+    report["load_error"] = error.to_string().into();
+    store.lock().expect("store lock").transaction(|tx| {
+        tx.finish_version(
+            &version.model,
+            version.version,
+            &version.path,
+            false,
+            &report,
+        )
+    })
+}
+
 /// Loads `version` and its drift reference (computed from the model's training data once
 /// per version, then read from the store). The store is locked only to read and write the
 /// reference, so events are acknowledged while a model loads.
@@ -117,6 +154,14 @@ pub fn reference_profile(
     for chunk in texts.chunks(batch.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let out = classifier.classify_embedded(&refs)?;
+        let rows = out.embeddings.as_ref().map_or(refs.len(), Vec::len);
+        if out.predictions.len() != refs.len() || rows != refs.len() {
+            return Err(format!(
+                "{} predictions and {rows} embeddings for {} texts",
+                out.predictions.len(),
+                refs.len()
+            ));
+        }
         for (i, (label, confidence)) in out.predictions.iter().enumerate() {
             let embedding = out.embeddings.as_ref().map(|e| e[i].as_slice());
             profile.add(label, *confidence, embedding);
@@ -147,7 +192,9 @@ impl Monitor {
             let Some(newest) = newest.filter(|n| n.version != version) else {
                 continue;
             };
-            let active = activate(&self.config, &self.store, &*self.loader, newest)?;
+            // A version that fails to load is demoted (the one serving stays) and named once.
+            let active = activate(&self.config, &self.store, &*self.loader, newest.clone())
+                .or_else(|e| demote(&self.store, &newest, &e).and(Err(e)))?;
             self.models.write().expect("models lock")[i] = active;
             changed = true;
         }
@@ -251,7 +298,10 @@ impl Monitor {
     ) -> Alert {
         let now = now_secs();
         Alert {
-            id: format!("{DRIFT_RULE}/{}/{measure}/{window}", active.name),
+            id: format!(
+                "{DRIFT_RULE}/{}/v{}/{measure}/{window}",
+                active.name, active.version
+            ),
             rule: DRIFT_RULE.to_string(),
             metric: measure,
             model: Some(active.name.clone()),
@@ -316,14 +366,25 @@ impl Monitor {
     pub fn feedback(&self, body: &[u8]) -> Result<FeedbackReport> {
         let mut checked = Vec::new();
         for (position, value) in objects_of(body, "corrections")? {
-            checked.push(self.correction(&position, value)?);
+            let correction = self.correction(&position, value)?;
+            checked.push((position, correction));
         }
         let now = now_secs();
         self.store.lock().expect("store lock").transaction(|tx| {
             let mut report = FeedbackReport::default();
-            for (id, model, label) in &checked {
+            for (position, (id, model, label)) in &checked {
+                let replaced = tx
+                    .add_feedback(id, model, label, now)
+                    .map_err(|e| match e {
+                        MonitorError::UnknownEvent(_) => MonitorError::Feedback {
+                            position: position.clone(),
+                            field: "id".into(),
+                            message: format!("no event has the id {id:?}"),
+                        },
+                        other => other,
+                    })?;
                 report.stored += 1;
-                report.replaced += usize::from(tx.add_feedback(id, model, label, now)?);
+                report.replaced += usize::from(replaced);
             }
             Ok(report)
         })
@@ -348,7 +409,12 @@ impl Monitor {
         let id = match o.get("id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-            _ => return Err(bad("id", "missing or not a string".into())),
+            _ => {
+                return Err(bad(
+                    "id",
+                    "missing, or not a string or a whole number".into(),
+                ))
+            }
         };
         let models = self.models.read().expect("models lock");
         let model = match (o.get("model"), models.as_slice()) {
@@ -384,14 +450,22 @@ impl Monitor {
                 continue;
             };
             let is_due = store.read(|tx| {
-                let since = tx.versions(&m.name)?.last().map_or(0, |v| v.created);
+                let versions = tx.versions(&m.name)?;
+                let since = versions.last().map_or(0, |v| v.created);
                 if tx.feedback_since(&m.name, since)? < schedule.min_feedback {
                     return Ok(false);
                 }
                 let period = schedule
                     .every_secs
                     .is_some_and(|every| now - since >= every);
-                Ok(period || (schedule.on_drift && tx.drift_alerts_since(&m.name, since)? > 0))
+                // Drift alerts its onset once per serving version: after a refused
+                // challenger, the drift of the version still serving counts.
+                let serving = versions
+                    .iter()
+                    .rev()
+                    .find(|v| v.promoted)
+                    .map_or(0, |v| v.created);
+                Ok(period || (schedule.on_drift && tx.drift_alerts_since(&m.name, serving)? > 0))
             })?;
             if is_due {
                 due.push(m.name.clone());
@@ -402,15 +476,20 @@ impl Monitor {
 
     /// Retrains the models whose schedule is due (see [`Monitor::retrains_due`]), one after
     /// the other, each with the defaults of `lmfuse monitor retrain`; a promoted version
-    /// serves from the next batch. Their reports.
-    pub fn retrain_due(&self, on: &dyn lmfuse_pipeline::Observer) -> Result<Vec<RetrainReport>> {
+    /// serves from the next batch. Each retrain's report or error.
+    pub fn retrain_due(&self, on: &dyn lmfuse_pipeline::Observer) -> Vec<Result<RetrainReport>> {
         let db = self.store.lock().expect("store lock").path().to_path_buf();
-        let mut reports = Vec::new();
-        for model in self.retrains_due()? {
-            reports.push(retrain(&self.config, &db, &RetrainSpec::new(model), on)?);
-            self.notify();
-        }
-        Ok(reports)
+        let due = match self.retrains_due() {
+            Ok(due) => due,
+            Err(e) => return vec![Err(e)],
+        };
+        due.into_iter()
+            .map(|model| {
+                let outcome = retrain(&self.config, &db, &RetrainSpec::new(model), on);
+                self.notify();
+                outcome
+            })
+            .collect()
     }
 
     /// Every configured model: the version serving, its labels and all its versions.
@@ -421,7 +500,7 @@ impl Monitor {
             .into_iter()
             .map(|m| {
                 let (versions, feedback) =
-                    store.read(|tx| Ok((tx.versions(&m.name)?, tx.feedback(&m.name)?.len())))?;
+                    store.read(|tx| Ok((tx.versions(&m.name)?, tx.feedback_since(&m.name, 0)?)))?;
                 Ok(ModelStatus {
                     labels: m.classifier.labels(),
                     name: m.name,

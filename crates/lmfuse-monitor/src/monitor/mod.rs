@@ -19,6 +19,11 @@ mod cache;
 mod learning;
 pub use learning::{FeedbackReport, ModelStatus};
 
+/// Detector states kept before those of idle series are dropped.
+const MAX_BASELINES: usize = 100_000;
+/// Windows without events after which a series' detector state may be dropped.
+const IDLE_WINDOWS: i64 = 24 * 30;
+
 /// A configured model as it serves now: its version, classifier and drift reference.
 #[derive(Clone)]
 struct Active {
@@ -50,8 +55,9 @@ pub struct Monitor {
     entity_finder: Option<Box<dyn FindEntities>>,
     sinks: Vec<Box<dyn Sink>>,
     baselines: Mutex<HashMap<(usize, Series), Baseline>>,
-    /// Set when events or alerts wait; the workers sleep on it.
-    wake: (Mutex<bool>, Condvar),
+    /// A counter raised when events or alerts wait; the workers sleep on it, each waking
+    /// when it moved past the value it last saw.
+    wake: (Mutex<u64>, Condvar),
 }
 
 /// Counts of what the monitor holds.
@@ -78,11 +84,7 @@ impl Monitor {
         let store = Mutex::new(Store::open(db)?);
         let mut models = Vec::with_capacity(config.models.len());
         for m in &config.models {
-            let version = store
-                .lock()
-                .expect("store lock")
-                .transaction(|tx| learning::register_configured(tx, m))?;
-            models.push(learning::activate(&config, &store, &*loader, version)?);
+            models.push(learning::load_serving(&config, &store, &*loader, m)?);
         }
         check_labels(&config, &models)?;
         let entity_finder =
@@ -103,7 +105,7 @@ impl Monitor {
             loader,
             sinks,
             baselines: Mutex::new(HashMap::new()),
-            wake: (Mutex::new(true), Condvar::new()),
+            wake: (Mutex::new(1), Condvar::new()),
         })
     }
 
@@ -145,19 +147,20 @@ impl Monitor {
 
     /// Wakes the workers.
     pub fn notify(&self) {
-        *self.wake.0.lock().expect("wake lock") = true;
+        *self.wake.0.lock().expect("wake lock") += 1;
         self.wake.1.notify_all();
     }
 
-    /// Waits until [`Monitor::notify`] or `timeout`.
-    pub fn wait(&self, timeout: std::time::Duration) {
+    /// Waits until [`Monitor::notify`] was called since the caller last saw `seen` (updated
+    /// to the current count), or `timeout`.
+    pub fn wait(&self, seen: &mut u64, timeout: std::time::Duration) {
         let guard = self.wake.0.lock().expect("wake lock");
-        let (mut woken, _) = self
+        let (now, _) = self
             .wake
             .1
-            .wait_timeout_while(guard, timeout, |w| !*w)
+            .wait_timeout_while(guard, timeout, |count| *count == *seen)
             .expect("wake lock");
-        *woken = false;
+        *seen = *now;
     }
 
     /// Classifies, counts and judges one batch of stored events (with the models' serving
@@ -178,7 +181,7 @@ impl Monitor {
         let deltas = self.count_deltas(&pending, &labels);
         let drift = self.drift_deltas(&pending, &outputs);
         let sink_names: Vec<String> = self.sinks.iter().map(|s| s.name().to_string()).collect();
-        let raised = self.store.lock().expect("store lock").transaction(|tx| {
+        let committed = self.store.lock().expect("store lock").transaction(|tx| {
             for o in &outputs {
                 let rows: Vec<(i64, String, f32)> = pending
                     .iter()
@@ -199,7 +202,11 @@ impl Monitor {
                 raised += usize::from(tx.add_alert(&alert, &sink_names)?);
             }
             Ok(raised)
-        })?;
+        });
+        // The detectors' state moved on inside the transaction: when it did not commit, it is
+        // rebuilt from the stored counts and alerts before the batch is tried again.
+        let raised =
+            committed.inspect_err(|_| self.baselines.lock().expect("baselines lock").clear())?;
         if raised > 0 {
             self.notify();
         }
@@ -373,6 +380,7 @@ impl Monitor {
                 )
             })
             .collect();
+        let touched_max = touched.iter().map(|(w, _)| *w).max().unwrap_or(0);
         let mut baselines = self.baselines.lock().expect("baselines lock");
         let mut alerts = Vec::new();
         for (window, series) in touched {
@@ -396,6 +404,13 @@ impl Monitor {
                     alerts.push(alert);
                 }
             }
+        }
+        // Series come and go (entities named by a model have no bound): the state of those
+        // not touched for a month of windows is dropped, to be rebuilt from the store when
+        // they come back.
+        if baselines.len() > MAX_BASELINES {
+            let horizon = touched_max - IDLE_WINDOWS * self.config.window_secs;
+            baselines.retain(|_, b| b.next_window >= horizon);
         }
         Ok(alerts)
     }
