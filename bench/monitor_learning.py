@@ -8,7 +8,7 @@
         Sends the true labels of the first N events after the shift to POST /feedback.
     python3 bench/monitor_learning.py flip TRAIN OUT
         TRAIN with its two labels swapped (a deliberately worse challenger's data).
-    python3 bench/monitor_learning.py report DIR
+    python3 bench/monitor_learning.py report DIR [OLD NEW]
         The markdown results of DIR.
 """
 
@@ -78,7 +78,7 @@ def fmt(v, digits=3):
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def report(d):
+def report(d, old="waimai_10k", new="chnsenticorp_htl"):
     out = []
     for kind in ["tfidf", "emb"]:
         try:
@@ -89,14 +89,15 @@ def report(d):
         alerts = [json.loads(l) for l in open(f"{d}/alerts-{kind}.jsonl")]
         drift_alerts = [a for a in alerts if a["rule"] == "drift"]
         out.append(f"### {kind}: drift per day (shift on day {(truth['shift'] - min(w['window'] for w in drift['windows'])) // 86400})\n")
-        out.append("| day | events | PSI labels | PSI confidence | centroid shift | drifted | alerts |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| day | events | PSI labels | PSI confidence | centroid distance | 1 − cos of centroids | drifted | alerts |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for w in sorted(drift["windows"], key=lambda w: w["window"]):
             f = w["figures"] or {}
             raised = ", ".join(a["metric"] for a in drift_alerts if a["window"] == w["window"])
             mark = " (shifted)" if w["window"] >= truth["shift"] else ""
             out.append(f"| {w['window_start'][:10]}{mark} | {w['n']} | {fmt(f.get('psi_labels'))} "
-                       f"| {fmt(f.get('psi_confidence'))} | {fmt(f.get('centroid_shift'), 4)} "
+                       f"| {fmt(f.get('psi_confidence'))} | {fmt(f.get('centroid_distance'))} "
+                       f"| {fmt(f.get('centroid_shift'), 4)} "
                        f"| {'yes' if w['drifted'] else 'no'} | {raised} |")
         out.append("")
         first = min((a["window"] for a in drift_alerts), default=None)
@@ -115,8 +116,8 @@ def report(d):
                 out.append(f"| {side} | {fmt(s['feedback'], 4)} | {fmt(s['test'], 4)} | {fmt(s['combined'], 4)} |")
             out.append("")
         ev = json.load(open(f"{d}/eval-{kind}.json"))
-        out.append("Accuracy on the new domain's own test set (chnsenticorp_htl test, never seen by either): "
-                   f"v1 {ev['v1']:.4f}, v2 {ev['v2']:.4f}; on waimai_10k test: v1 {ev['v1_old']:.4f}, v2 {ev['v2_old']:.4f}. "
+        out.append(f"Accuracy on the new domain's own test set ({new} test, never seen by either): "
+                   f"v1 {ev['v1']:.4f}, v2 {ev['v2']:.4f}; on {old} test: v1 {ev['v1_old']:.4f}, v2 {ev['v2_old']:.4f}. "
                    f"Serving after the retrains: v{ev['serving']}.\n")
     print("\n".join(out))
 

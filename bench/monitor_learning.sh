@@ -11,26 +11,32 @@
 #
 #   bash bench/monitor_learning.sh        # KINDS="tfidf emb" by default
 #   LMFUSE_BIN=/tmp/lmfuse-bench KINDS=tfidf bash bench/monitor_learning.sh
+#   OLD=sst2 NEW=cr MODEL=all-MiniLM-L6-v2 NEGATIVE_SHARE=0.48 bash bench/monitor_learning.sh
+#     (the same on English movie reviews shifting to product reviews, with the English encoder)
 #
-# Results: bench/results/monitor-learning.md (outputs in bench/out/monitor-learning/)
+# Results: bench/results/monitor-learning.md (outputs in bench/out/monitor-learning[-OLD-NEW]/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 bench_init bench/monitor_learning.sh
+OLD="${OLD:-waimai_10k}"
+NEW="${NEW:-chnsenticorp_htl}"
+MODEL="${MODEL:-multilingual-e5-small}"
 d="bench/out/monitor-learning"
+[ "$OLD/$NEW" = "waimai_10k/chnsenticorp_htl" ] || d="$d-$OLD-$NEW"
 mkdir -p "$d"
 py="python3 bench/monitor_learning.py"
-old="$data/waimai_10k"
-new="$data/chnsenticorp_htl"
+old="$data/$OLD"
+new="$data/$NEW"
 "$lm" monitor simulate --data "$old/train.jsonl" --days 30 --events-per-hour 1 \
-  --negative-share 0.66 --seed 7 \
+  --negative-share "${NEGATIVE_SHARE:-0.66}" --seed 7 \
   --out "$d/stream0.jsonl" --truth "$d/bursts.json"
 $py shift "$d/stream0.jsonl" "$old/train.jsonl" "$new/train.jsonl" 20 "$d/stream.jsonl" "$d/truth.json"
 $py flip "$old/train.jsonl" "$d/flipped.jsonl"
 for kind in ${KINDS:-tfidf emb}; do
   bundle="$d/bundle-$kind"
   [ -d "$bundle" ] || "$lm" train --train "$old/train.jsonl" --test "$old/test.jsonl" \
-    --features "$kind" --model models/multilingual-e5-small --out "$bundle" \
+    --features "$kind" --model "models/$MODEL" --out "$bundle" \
     --cache-dir "$d/cache" --json > "$d/train-$kind.json"
   cat > "$d/monitor-$kind.toml" <<TOML
 [monitor]
@@ -70,6 +76,6 @@ TOML
     "$(acc "$bundle" "$new/test.jsonl")" "$(acc "$v2" "$new/test.jsonl")" \
     "$(acc "$bundle" "$old/test.jsonl")" "$(acc "$v2" "$old/test.jsonl")" "$serving" > "$d/eval-$kind.json"
 done
-$py report "$d"
+$py report "$d" "$OLD" "$NEW"
 grep -o -w -E "avx2|fma|avx512f|avx512_vnni|avx512_bf16|amx_bf16" /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/^/CPU flags of note: /'
 echo

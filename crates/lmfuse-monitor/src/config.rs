@@ -58,8 +58,9 @@ pub struct DriftConfig {
     /// Population stability index of predicted labels or of confidence above which a
     /// window has drifted (0.25 is the usual "significant shift").
     pub psi: f64,
-    /// `1 - cosine` between the window's and the training data's mean embedding above
-    /// which a window has drifted.
+    /// Centroid distance ([`crate::drift::DriftFigures::centroid_distance`]: the squared
+    /// move of the mean embedding over the training data's total variance) above which a
+    /// window has drifted.
     pub centroid: f64,
 }
 
@@ -69,7 +70,7 @@ impl Default for DriftConfig {
             window_secs: 86_400,
             min_count: 200,
             psi: 0.25,
-            centroid: 0.05,
+            centroid: 0.1,
         }
     }
 }
@@ -441,9 +442,9 @@ fn drift_of(raw: RawDrift) -> Result<DriftConfig, String> {
     if !(drift.psi > 0.0 && drift.psi.is_finite()) {
         return Err(format!("`drift.psi` = {} must be positive", drift.psi));
     }
-    if !(drift.centroid > 0.0 && drift.centroid < 2.0) {
+    if !(drift.centroid > 0.0 && drift.centroid.is_finite()) {
         return Err(format!(
-            "`drift.centroid` = {} must be in (0, 2) (it bounds 1 - cosine)",
+            "`drift.centroid` = {} must be positive",
             drift.centroid
         ));
     }

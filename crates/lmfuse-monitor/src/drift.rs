@@ -25,6 +25,9 @@ pub struct Profile {
     /// Sum of the embeddings (absent when the classifier gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_sum: Option<Vec<f64>>,
+    /// Sum of the embeddings' squared norms (with `embedding_sum`).
+    #[serde(default)]
+    pub squared_norm_sum: f64,
 }
 
 /// The drift figures of one window against a reference.
@@ -39,6 +42,11 @@ pub struct DriftFigures {
     /// `1 - cosine` of the window's and the reference's mean embedding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub centroid_shift: Option<f64>,
+    /// The squared distance of the two mean embeddings over the reference's total variance:
+    /// how far the mean moved, in the reference's own spread, whatever the encoder (a window
+    /// of `n` texts drawn from the reference itself reads about `1 / n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub centroid_distance: Option<f64>,
 }
 
 impl Profile {
@@ -50,12 +58,15 @@ impl Profile {
             self.confidence = vec![0; CONFIDENCE_BINS];
         }
         self.confidence[confidence_bin(confidence)] += 1;
+        let squared = embedding.map_or(0.0, |e| e.iter().map(|&v| f64::from(v).powi(2)).sum());
         match (embedding, &mut self.embedding_sum) {
             (Some(e), Some(sum)) if sum.len() == e.len() => {
                 sum.iter_mut().zip(e).for_each(|(s, &v)| *s += f64::from(v));
+                self.squared_norm_sum += squared;
             }
             (Some(e), None) if self.n == 1 => {
                 self.embedding_sum = Some(e.iter().map(|&v| f64::from(v)).collect());
+                self.squared_norm_sum = squared;
             }
             // A text without an embedding (or of another width) leaves the centroid
             // undefined rather than biased.
@@ -82,6 +93,7 @@ impl Profile {
             .zip(&other.confidence)
             .map(|(a, b)| a + b)
             .collect();
+        self.squared_norm_sum += other.squared_norm_sum;
         self.embedding_sum = match (self.embedding_sum.take(), &other.embedding_sum) {
             (Some(mut a), Some(b)) if a.len() == b.len() => {
                 a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
@@ -106,7 +118,24 @@ impl Profile {
                 (Some(a), Some(b)) if a.len() == b.len() => Some(1.0 - cosine(a, b)),
                 _ => None,
             },
+            centroid_distance: self.centroid_distance(reference),
         }
+    }
+
+    /// `|mean − reference mean|² / reference total variance` (see
+    /// [`DriftFigures::centroid_distance`]).
+    fn centroid_distance(&self, reference: &Profile) -> Option<f64> {
+        let (Some(a), Some(b)) = (&self.embedding_sum, &reference.embedding_sum) else {
+            return None;
+        };
+        if a.len() != b.len() || self.n == 0 || reference.n < 2 {
+            return None;
+        }
+        let (n, rn) = (self.n as f64, reference.n as f64);
+        let distance: f64 = a.iter().zip(b).map(|(x, y)| (x / n - y / rn).powi(2)).sum();
+        let mean_norm: f64 = b.iter().map(|y| (y / rn).powi(2)).sum();
+        let variance = reference.squared_norm_sum / rn - mean_norm;
+        (variance > 0.0).then(|| distance / variance)
     }
 }
 
@@ -168,6 +197,36 @@ mod tests {
         assert!(f.psi_labels > 1.0, "{f:?}");
         assert!(f.psi_confidence > 1.0, "{f:?}");
         assert!(f.centroid_shift.unwrap() > 0.8, "{f:?}");
+    }
+
+    #[test]
+    fn the_centroid_distance_of_samples_of_the_reference_is_one_over_their_size() {
+        // Points on a seeded circle (total variance 1): windows of 200 drawn from the same
+        // distribution read about 1/200; a window moved by 0.5 reads about 0.25.
+        let point = |i: u64| {
+            // SplitMix64 of i: independent angles.
+            let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let a = ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 * std::f32::consts::TAU;
+            [a.cos(), a.sin()]
+        };
+        let mut reference = Profile::default();
+        (0..20_000).for_each(|i| reference.add("a", 0.9, Some(&point(i))));
+        let mut mean_z = 0.0;
+        for w in 0..50 {
+            let mut window = Profile::default();
+            (0..200).for_each(|i| window.add("a", 0.9, Some(&point(100_000 + w * 200 + i))));
+            mean_z += window.against(&reference).centroid_distance.unwrap() * 200.0 / 50.0;
+        }
+        assert!((0.5..2.0).contains(&mean_z), "{mean_z}");
+        let mut moved = Profile::default();
+        (0..200).for_each(|i| {
+            let p = point(i);
+            moved.add("a", 0.9, Some(&[p[0] + 0.5, p[1]]));
+        });
+        let d = moved.against(&reference).centroid_distance.unwrap();
+        assert!((0.2..0.32).contains(&d), "{d}");
     }
 
     #[test]

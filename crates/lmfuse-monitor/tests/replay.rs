@@ -265,7 +265,7 @@ fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
     let windows: std::collections::BTreeSet<i64> = drift.iter().map(window_of).collect();
     // Drift alerts its onset; the days after it stay drifted without new alerts.
     assert_eq!(windows, [shift].into(), "{drift:#?}");
-    for metric in ["psi_labels", "psi_confidence", "centroid_shift"] {
+    for metric in ["psi_labels", "psi_confidence", "centroid_distance"] {
         assert!(
             drift
                 .iter()

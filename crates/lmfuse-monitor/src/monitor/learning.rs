@@ -281,7 +281,7 @@ impl Monitor {
         [
             ("psi_labels", Some(f.psi_labels), d.psi),
             ("psi_confidence", Some(f.psi_confidence), d.psi),
-            ("centroid_shift", f.centroid_shift, d.centroid),
+            ("centroid_distance", f.centroid_distance, d.centroid),
         ]
         .into_iter()
         .filter_map(|(name, value, threshold)| Some((name, value?, threshold)))
