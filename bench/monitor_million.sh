@@ -20,10 +20,12 @@ bundle="bench/out/monitor/bundle-tfidf"
   --model models/all-MiniLM-L6-v2 --out "$bundle" --json > "$d/train-tfidf.json"
 "$lm" monitor simulate --data "$data/waimai_10k/train.jsonl" --days "${DAYS:-350}" \
   --events-per-hour 6 --seed 9 --out "$d/stream.jsonl" --truth "$d/bursts.json"
+# The simulated year runs past today's date: allow event times that far ahead.
 cat > "$d/monitor.toml" <<TOML
 [monitor]
 window = "1h"
 batch = 512
+max_future = "400d"
 [[model]]
 name = "sentiment"
 bundle = "$(realpath "$bundle")"
