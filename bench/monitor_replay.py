@@ -36,10 +36,16 @@ def main():
     lines = [l for l in open(a.stream, encoding="utf-8") if l.strip()]
     bodies = ["".join(lines[i : i + a.batch]).encode() for i in range(0, len(lines), a.batch)]
     rss_start = rss_mb(a.pid)
-    latencies, samples, lock = [], [], threading.Lock()
+    latencies, samples, errors, lock = [], [], [], threading.Lock()
     sent = [0]
 
     def client(k):
+        try:
+            send(k)
+        except Exception as e:  # a refused request ends the replay, not just its thread
+            errors.append(repr(e))
+
+    def send(k):
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
         for body in bodies[k :: a.clients]:
             t = time.perf_counter()
@@ -59,6 +65,8 @@ def main():
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise SystemExit("replay failed: " + errors[0])
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     acked = time.perf_counter() - started
     while True:
