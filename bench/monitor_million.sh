@@ -4,7 +4,8 @@
 # by CLIENTS concurrent clients (requests of 500 NDJSON events) into `lmfuse monitor run` with
 # the TF-IDF sentiment bundle of bench/monitor.sh (trained here when absent) and two rules.
 # Reported: sustained events/s, acknowledgement latency p50/p99/max under concurrency, and the
-# monitor's RSS at the start, after every tenth of the requests, and at the end.
+# monitor's RSS at the start, after every tenth of the requests, after every tenth of the events
+# classified, and at the end.
 #
 #   bash bench/monitor_million.sh          # CLIENTS=4 DAYS=350 by default
 #
@@ -61,6 +62,7 @@ print(f"| {r['events']} | {r['clients']} | {r['sustained_events_per_s']:.0f} | {
       f"| {r['ack_ms_p50']:.1f} | {r['ack_ms_p99']:.1f} | {r['ack_ms_max']:.1f} | {r['rss_mb_start']:.0f} | {r['rss_mb_end']:.0f} |")
 print()
 print("RSS (MB) after each tenth of the requests: " + ", ".join(f"{s['rss_mb']:.0f}" for s in r["rss_samples"]))
+print("RSS (MB) after each tenth of the events classified: " + ", ".join(f"{s['rss_mb']:.0f}" for s in r.get("rss_processed_samples", [])))
 PY
 grep -o -w -E "avx2|fma|avx512f|avx512_vnni|avx512_bf16|amx_bf16" /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/^/CPU flags of note: /'
 echo

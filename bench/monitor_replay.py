@@ -69,9 +69,13 @@ def main():
         raise SystemExit("replay failed: " + errors[0])
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     acked = time.perf_counter() - started
+    processed_samples, next_tenth = [], 1
     while True:
         conn.request("GET", "/health")
         h = json.loads(conn.getresponse().read())["monitor"]
+        while h["classified"] >= next_tenth * len(lines) / 10 and next_tenth <= 10:
+            processed_samples.append({"classified": h["classified"], "rss_mb": rss_mb(a.pid)})
+            next_tenth += 1
         if h["classified"] >= len(lines):
             break
         time.sleep(0.05)
@@ -84,6 +88,7 @@ def main():
         "sustained_events_per_s": len(lines) / done,
         "ack_ms_p50": q(0.5), "ack_ms_p99": q(0.99), "ack_ms_max": latencies[-1] * 1000,
         "rss_mb_start": rss_start, "rss_mb_end": rss_mb(a.pid), "rss_samples": samples,
+        "rss_processed_samples": processed_samples,
         "seconds": done,
     }))
 

@@ -58,6 +58,12 @@ pub struct Alert {
     pub created_at: String,
 }
 
+/// The variance of a share near `p` over `count` events (`p` kept off 0 and 1).
+fn binomial(p: f64, count: u64) -> f64 {
+    let p = p.clamp(0.01, 0.99);
+    p * (1.0 - p) / count.max(1) as f64
+}
+
 /// The state of one rule on one series: the windows folded so far.
 #[derive(Debug, Clone)]
 pub struct Baseline {
@@ -124,11 +130,15 @@ impl Baseline {
                     self.cusum = (self.cusum + z - k).max(0.0);
                 }
             }
-            self.fold(rule, value);
+            self.fold(rule, value, count);
         }
     }
 
-    fn fold(&mut self, rule: &Rule, value: f64) {
+    /// Folds one window's value (over `count` events) into the mean and the variance. For a
+    /// share, the variance kept is what the windows vary beyond the binomial noise of their
+    /// own counts (which [`Baseline::sd`] adds back for the window judged): an hour of 5 events
+    /// is noisier than an hour of 50, and a burst hour of 50 is judged by its own noise.
+    fn fold(&mut self, rule: &Rule, value: f64, count: u64) {
         let alpha = match rule.detector {
             Detector::Ewma { alpha, .. } | Detector::Cusum { alpha, .. } => alpha,
             Detector::Above(_) => 1.0,
@@ -138,22 +148,23 @@ impl Baseline {
             self.var = 0.0;
         } else {
             let diff = value - self.mean;
-            let step = alpha * diff;
-            self.mean += step;
-            self.var = (1.0 - alpha) * (self.var + diff * step);
+            let noise = match rule.metric {
+                Metric::Volume => 0.0,
+                Metric::Share => binomial(self.mean, count),
+            };
+            self.mean += alpha * diff;
+            self.var = (1.0 - alpha) * (self.var + alpha * (diff * diff - noise));
         }
         self.seen = self.seen.saturating_add(1);
     }
 
     /// The baseline's spread for a window of `count` events: at least the Poisson spread of a
-    /// count, or the binomial spread of a share over `count` events.
+    /// count; for a share, the windows' variation beyond sampling plus the binomial spread of
+    /// a share over `count` events.
     fn sd(&self, rule: &Rule, count: u64) -> f64 {
         match rule.metric {
             Metric::Volume => self.var.max(self.mean).max(1.0).sqrt(),
-            Metric::Share => {
-                let p = self.mean.clamp(0.01, 0.99);
-                (self.var + p * (1.0 - p) / count.max(1) as f64).sqrt()
-            }
+            Metric::Share => (self.var.max(0.0) + binomial(self.mean, count)).sqrt(),
         }
     }
 
