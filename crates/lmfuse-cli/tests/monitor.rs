@@ -441,6 +441,56 @@ fn ndjson(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
+/// A running monitor on a TF-IDF bundle trained on the first 200 example reviews, with
+/// `train` and `test` (the other 100) configured and `extra` lines added to its model, holding
+/// 300 events in a vocabulary the reviews never use, classified. The monitor, its
+/// configuration file and its database.
+fn parcel_monitor(
+    dir: &Path,
+    model: &Path,
+    cache: &Path,
+    extra: &str,
+) -> (Running, PathBuf, PathBuf) {
+    let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
+    let lines: Vec<&str> = reviews.lines().collect();
+    let train = write_file(dir, "train.jsonl", &(lines[..200].join("\n") + "\n"));
+    let test = write_file(dir, "test.jsonl", &(lines[200..].join("\n") + "\n"));
+    let bundle = dir.join("sentiment");
+    let (m, t, b) = (
+        model.to_str().unwrap(),
+        train.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    );
+    let test = test.to_str().unwrap();
+    let args = [
+        "train",
+        "--model",
+        m,
+        "--train",
+        t,
+        "--test",
+        test,
+        "--features",
+        "tfidf",
+    ];
+    ok_json(&[&args[..], &["--out", b, "--json"]].concat(), cache);
+    let text = format!(
+        "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test:?}\n{extra}"
+    );
+    let config = write_file(dir, "monitor.toml", &text);
+    let db = dir.join("monitor.db");
+    let monitor = Running::start(&config, &db, cache);
+    let stream = parcel_events("s", 0..300);
+    assert_eq!(
+        monitor
+            .call("POST", "/events", ndjson(&stream).as_bytes())
+            .status,
+        200
+    );
+    monitor.wait_settled(300);
+    (monitor, config, db)
+}
+
 /// `lmfuse monitor retrain ... --json` and its report.
 fn retrain(config: &Path, db: &Path, cache: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
@@ -463,10 +513,9 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
     let Some(model) = tiny_model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    let (monitor, config, db) = parcel_monitor(dir.path(), &model, &cache, "");
     let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
     let lines: Vec<&str> = reviews.lines().collect();
-    let train = write_file(dir.path(), "train.jsonl", &(lines[..200].join("\n") + "\n"));
-    let test = write_file(dir.path(), "test.jsonl", &(lines[200..].join("\n") + "\n"));
     let flipped: String = lines[..200]
         .iter()
         .map(|l| {
@@ -476,47 +525,6 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
         })
         .collect();
     let flipped = write_file(dir.path(), "flipped.jsonl", &flipped);
-    let bundle = dir.path().join("sentiment");
-    let (m, t, b) = (
-        model.to_str().unwrap(),
-        train.to_str().unwrap(),
-        bundle.to_str().unwrap(),
-    );
-    let test_s = test.to_str().unwrap();
-    ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            t,
-            "--test",
-            test_s,
-            "--features",
-            "tfidf",
-            "--out",
-            b,
-            "--json",
-        ],
-        &cache,
-    );
-    let config = write_file(
-        dir.path(),
-        "monitor.toml",
-        &format!(
-            "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test_s:?}\n"
-        ),
-    );
-    let db = dir.path().join("monitor.db");
-    let monitor = Running::start(&config, &db, &cache);
-    let stream = parcel_events("s", 0..300);
-    assert_eq!(
-        monitor
-            .call("POST", "/events", ndjson(&stream).as_bytes())
-            .status,
-        200
-    );
-    monitor.wait_settled(300);
     let corrections: Vec<Value> = (0..300)
         .map(|i| json!({"id": format!("s{i}"), "label": parcel_text(i).1}))
         .collect();
@@ -883,50 +891,8 @@ fn a_scheduled_retrain_runs_once_enough_corrections_arrived() {
     let Some(model) = tiny_model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
-    let lines: Vec<&str> = reviews.lines().collect();
-    let train = write_file(dir.path(), "train.jsonl", &(lines[..200].join("\n") + "\n"));
-    let test = write_file(dir.path(), "test.jsonl", &(lines[200..].join("\n") + "\n"));
-    let bundle = dir.path().join("sentiment");
-    let (m, t, b) = (
-        model.to_str().unwrap(),
-        train.to_str().unwrap(),
-        bundle.to_str().unwrap(),
-    );
-    let test_s = test.to_str().unwrap();
-    ok_json(
-        &[
-            "train",
-            "--model",
-            m,
-            "--train",
-            t,
-            "--features",
-            "tfidf",
-            "--out",
-            b,
-            "--json",
-        ],
-        &cache,
-    );
-    let config = write_file(
-        dir.path(),
-        "monitor.toml",
-        &format!(
-            "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test_s:?}\n\
-             retrain_every = \"1s\"\nmin_feedback = 200\n"
-        ),
-    );
-    let db = dir.path().join("monitor.db");
-    let monitor = Running::start(&config, &db, &cache);
-    let stream = parcel_events("s", 0..300);
-    assert_eq!(
-        monitor
-            .call("POST", "/events", ndjson(&stream).as_bytes())
-            .status,
-        200
-    );
-    monitor.wait_settled(300);
+    let schedule = "retrain_every = \"1s\"\nmin_feedback = 200\n";
+    let (monitor, _, _) = parcel_monitor(dir.path(), &model, &cache, schedule);
     let versions = |m: &Running| m.call("GET", "/models", b"").json()[0]["versions"].clone();
     // Too few corrections: nothing happens.
     let few: Vec<Value> = (0..100)
