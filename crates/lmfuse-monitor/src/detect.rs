@@ -64,6 +64,10 @@ fn binomial(p: f64, count: u64) -> f64 {
     p * (1.0 - p) / count.max(1) as f64
 }
 
+/// Largest squared standardised residual one window adds to a share's dispersion: a window
+/// of three events all of one label is not evidence of a noisy series.
+const MAX_RESIDUAL: f64 = 9.0;
+
 /// The state of one rule on one series: the windows folded so far.
 #[derive(Debug, Clone)]
 pub struct Baseline {
@@ -71,6 +75,12 @@ pub struct Baseline {
     pub next_window: i64,
     mean: f64,
     var: f64,
+    /// Shares: exponentially weighted counts of hits and of events (the baseline share is
+    /// their ratio, so a window weighs by its events) and the dispersion beyond binomial
+    /// (the weighted mean squared standardised residual, at least 1).
+    hits: f64,
+    events: f64,
+    dispersion: f64,
     seen: u32,
     cusum: f64,
     alerted: BTreeSet<i64>,
@@ -96,6 +106,9 @@ impl Baseline {
             next_window: first,
             mean: 0.0,
             var: 0.0,
+            hits: 0.0,
+            events: 0.0,
+            dispersion: 1.0,
             seen: 0,
             cusum: 0.0,
             alerted: alerted.into_iter().collect(),
@@ -134,37 +147,41 @@ impl Baseline {
         }
     }
 
-    /// Folds one window's value (over `count` events) into the mean and the variance. For a
-    /// share, the variance kept is what the windows vary beyond the binomial noise of their
-    /// own counts (which [`Baseline::sd`] adds back for the window judged): an hour of 5 events
-    /// is noisier than an hour of 50, and a burst hour of 50 is judged by its own noise.
+    /// Folds one window's value (over `count` events) into the baseline. A count: the mean
+    /// and variance of the counts. A share: the counts of hits and events, so that the
+    /// baseline share weighs each window by its events, and the dispersion beyond binomial.
     fn fold(&mut self, rule: &Rule, value: f64, count: u64) {
         let alpha = match rule.detector {
             Detector::Ewma { alpha, .. } | Detector::Cusum { alpha, .. } => alpha,
             Detector::Above(_) => 1.0,
         };
+        let n = count as f64;
         if self.seen == 0 {
             self.mean = value;
             self.var = 0.0;
+            (self.hits, self.events, self.dispersion) = (value * n, n, 1.0);
+        } else if rule.metric == Metric::Share {
+            let residual = (value - self.mean).powi(2) / binomial(self.mean, count);
+            self.dispersion += alpha * (residual.min(MAX_RESIDUAL) - self.dispersion);
+            self.hits += alpha * (value * n - self.hits);
+            self.events += alpha * (n - self.events);
+            self.mean = self.hits / self.events.max(f64::MIN_POSITIVE);
         } else {
             let diff = value - self.mean;
-            let noise = match rule.metric {
-                Metric::Volume => 0.0,
-                Metric::Share => binomial(self.mean, count),
-            };
-            self.mean += alpha * diff;
-            self.var = (1.0 - alpha) * (self.var + alpha * (diff * diff - noise));
+            let step = alpha * diff;
+            self.mean += step;
+            self.var = (1.0 - alpha) * (self.var + diff * step);
         }
         self.seen = self.seen.saturating_add(1);
     }
 
     /// The baseline's spread for a window of `count` events: at least the Poisson spread of a
-    /// count; for a share, the windows' variation beyond sampling plus the binomial spread of
-    /// a share over `count` events.
+    /// count; for a share, the binomial spread over `count` events times the series'
+    /// dispersion.
     fn sd(&self, rule: &Rule, count: u64) -> f64 {
         match rule.metric {
             Metric::Volume => self.var.max(self.mean).max(1.0).sqrt(),
-            Metric::Share => (self.var.max(0.0) + binomial(self.mean, count)).sqrt(),
+            Metric::Share => (self.dispersion.max(1.0) * binomial(self.mean, count)).sqrt(),
         }
     }
 
@@ -210,11 +227,13 @@ impl Baseline {
 }
 
 /// The rule's value of a window with `count` events, `hits` of them with its label: `None`
-/// for a share over fewer events than the rule's minimum (too noisy to learn from).
+/// for a share of a window without events.
 fn value_of(rule: &Rule, count: u64, hits: u64) -> Option<f64> {
     match rule.metric {
         Metric::Volume => Some(count as f64),
-        Metric::Share if count >= rule.min_count.max(1) => Some(hits as f64 / count as f64),
+        // Every window with events teaches a share's baseline (weighed by its events);
+        // `min_count` gates only the judgement.
+        Metric::Share if count > 0 => Some(hits as f64 / count as f64),
         Metric::Share => None,
     }
 }
