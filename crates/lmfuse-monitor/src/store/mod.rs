@@ -18,6 +18,9 @@ pub use learning::{Feedback, ModelVersion};
 
 /// The key of the windowed counts that hold the number of events (no model, no label).
 pub const VOLUME: &str = "";
+/// How far back from the newest window [`Tx::entities`] counts.
+const ENTITY_HORIZON_SECS: i64 = 30 * 86_400;
+
 /// Entity or topic of counts over all entities or topics.
 pub const ALL: &str = "*";
 
@@ -569,17 +572,20 @@ impl Tx<'_> {
             .map_err(sql(self.path))
     }
 
-    /// The `limit` entities with the most events, with their counts, most first.
+    /// The `limit` entities with the most events over the 30 days up to the newest window,
+    /// with their counts, most first.
     pub fn entities(&self, limit: usize) -> Result<Vec<(String, u64)>> {
         let mut stmt = self
             .tx
             .prepare_cached(
                 "SELECT entity, SUM(n) FROM counts WHERE topic = '*' AND model = '' \
-                 AND entity != '*' GROUP BY entity ORDER BY 2 DESC, 1 LIMIT ?1",
+                 AND entity != '*' AND window >= (SELECT MAX(window) FROM counts \
+                 WHERE entity = '*' AND topic = '*' AND model = '') - ?2 \
+                 GROUP BY entity ORDER BY 2 DESC, 1 LIMIT ?1",
             )
             .map_err(sql(self.path))?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, ENTITY_HORIZON_SECS], |r| {
                 Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
             })
             .map_err(sql(self.path))?;
