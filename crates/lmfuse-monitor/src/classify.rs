@@ -21,6 +21,21 @@ pub trait Classify: Send + Sync {
     }
 }
 
+/// `classifier`'s [`Classify::classify_embedded`] of `texts`, checked to hold one
+/// prediction (and embedding, when there are any) per text.
+pub fn classify_checked(classifier: &dyn Classify, texts: &[&str]) -> Result<Classified, String> {
+    let out = classifier.classify_embedded(texts)?;
+    let n = out.predictions.len();
+    let rows = out.embeddings.as_ref().map_or(n, Vec::len);
+    if n != texts.len() || rows != texts.len() {
+        return Err(format!(
+            "{n} predictions and {rows} embeddings for {} texts",
+            texts.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// Predictions of a batch and, when the classifier embeds, the embeddings (one row per text).
 pub struct Classified {
     /// Each text's label and its probability.

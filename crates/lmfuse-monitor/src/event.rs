@@ -98,7 +98,8 @@ fn ndjson(text: &str) -> Result<Vec<(String, Value)>> {
         .collect()
 }
 
-type FieldError = (&'static str, String);
+/// A field's name and what is wrong with it.
+pub(crate) type FieldError = (&'static str, String);
 
 fn event_of(value: Value, now: i64, max_future_secs: i64) -> Result<Event, FieldError> {
     let Value::Object(mut o) = value else {
@@ -135,7 +136,8 @@ fn event_of(value: Value, now: i64, max_future_secs: i64) -> Result<Event, Field
     })
 }
 
-fn id_of(v: Option<Value>) -> Result<String, FieldError> {
+/// An event id: a string or a whole number, 1 to [`MAX_ID_CHARS`] characters.
+pub(crate) fn id_of(v: Option<Value>) -> Result<String, FieldError> {
     let id = match v {
         Some(Value::String(s)) => s,
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),

@@ -142,17 +142,35 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-type Limit = Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>;
+/// A query string as axum parses it.
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+type Limit = QueryOf<LimitQuery>;
+
+/// 422 for a request's bad input.
+fn invalid(message: String) -> ApiError {
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+}
+
+/// The parsed query string, or 422 naming what is wrong with it.
+fn query_of<T>(query: QueryOf<T>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| invalid(format!("query string: {e}")))
+}
+
+/// `value` of the query field `name`, `default` when absent, checked to be 1 to
+/// [`MAX_ALERTS`].
+fn bounded(name: &str, value: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let value = value.unwrap_or(default);
+    if !(1..=MAX_ALERTS).contains(&value) {
+        return Err(invalid(format!("`{name}` must be 1 to {MAX_ALERTS}")));
+    }
+    Ok(value)
+}
 
 /// `?limit=`, 1 to [`MAX_ALERTS`] (`default` when absent).
 fn limit_of(query: Limit, default: usize) -> Result<usize, ApiError> {
-    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
-    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
-    let limit = q.limit.unwrap_or(default);
-    if !(1..=MAX_ALERTS).contains(&limit) {
-        return Err(invalid(format!("`limit` must be 1 to {MAX_ALERTS}")));
-    }
-    Ok(limit)
+    bounded("limit", query_of(query)?.limit, default)
 }
 
 async fn latest_events(
@@ -174,19 +192,15 @@ async fn drift(State(monitor): State<Arc<Monitor>>, query: Limit) -> Result<Json
 struct SeriesQuery {
     entity: Option<String>,
     topic: Option<String>,
-    windows: Option<i64>,
+    windows: Option<usize>,
 }
 
 async fn series(
     State(monitor): State<Arc<Monitor>>,
-    query: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOf<SeriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
-    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
-    let windows = q.windows.unwrap_or(168);
-    if !(1..=MAX_ALERTS as i64).contains(&windows) {
-        return Err(invalid(format!("`windows` must be 1 to {MAX_ALERTS}")));
-    }
+    let q = query_of(query)?;
+    let windows = bounded("windows", q.windows, 168)? as i64;
     let entity = q.entity.unwrap_or_else(|| ALL.into());
     let topic = q.topic.unwrap_or_else(|| ALL.into());
     Ok(Json(
@@ -226,10 +240,9 @@ struct AlertQuery {
 
 async fn alerts(
     State(monitor): State<Arc<Monitor>>,
-    query: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOf<AlertQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let invalid = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
-    let Query(q) = query.map_err(|e| invalid(format!("query string: {e}")))?;
+    let q = query_of(query)?;
     if let Some(s) = &q.state {
         if !["open", "acknowledged", "resolved"].contains(&s.as_str()) {
             return Err(invalid(format!(
@@ -237,10 +250,7 @@ async fn alerts(
             )));
         }
     }
-    let limit = q.limit.unwrap_or(1_000);
-    if !(1..=MAX_ALERTS).contains(&limit) {
-        return Err(invalid(format!("`limit` must be 1 to {MAX_ALERTS}")));
-    }
+    let limit = bounded("limit", q.limit, 1_000)?;
     let list = blocking(move || monitor.alerts(q.state.as_deref(), limit)).await?;
     Ok(Json(Value::Array(list)))
 }

@@ -2,12 +2,12 @@
 //! drift against each version's training data, and corrected labels (feedback).
 
 use super::{Active, ModelOutput, Monitor};
-use crate::classify::{Classify, Loader};
+use crate::classify::{classify_checked, Classify, Loader};
 use crate::config::{ModelConfig, MonitorConfig};
 use crate::detect::{Alert, Series};
 use crate::drift::{DriftFigures, Profile};
 use crate::error::{MonitorError, Result};
-use crate::event::{now_secs, objects_of, rfc3339};
+use crate::event::{id_of, now_secs, objects_of, rfc3339};
 use crate::retrain::{retrain, RetrainReport, RetrainSpec};
 use crate::store::{ModelVersion, Pending, Store, Tx, ALL};
 use serde_json::{json, Value};
@@ -153,15 +153,7 @@ pub fn reference_profile(
     let mut profile = Profile::default();
     for chunk in texts.chunks(batch.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let out = classifier.classify_embedded(&refs)?;
-        let rows = out.embeddings.as_ref().map_or(refs.len(), Vec::len);
-        if out.predictions.len() != refs.len() || rows != refs.len() {
-            return Err(format!(
-                "{} predictions and {rows} embeddings for {} texts",
-                out.predictions.len(),
-                refs.len()
-            ));
-        }
+        let out = classify_checked(classifier, &refs)?;
         for (i, (label, confidence)) in out.predictions.iter().enumerate() {
             let embedding = out.embeddings.as_ref().map(|e| e[i].as_slice());
             profile.add(label, *confidence, embedding);
@@ -406,16 +398,7 @@ impl Monitor {
         {
             return Err(bad(k, "unknown field (expected id, label, model)".into()));
         }
-        let id = match o.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-            _ => {
-                return Err(bad(
-                    "id",
-                    "missing, or not a string or a whole number".into(),
-                ))
-            }
-        };
+        let id = id_of(o.get("id").cloned()).map_err(|(field, message)| bad(field, message))?;
         let models = self.models.read().expect("models lock");
         let model = match (o.get("model"), models.as_slice()) {
             (Some(Value::String(name)), _) => models.iter().find(|m| &m.name == name),

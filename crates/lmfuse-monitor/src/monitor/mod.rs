@@ -2,7 +2,7 @@
 //! rules and alert deliveries, each step one transaction of the store so that a kill at any
 //! point leaves every acknowledged event to be processed exactly once.
 
-use crate::classify::{Classify, Loader};
+use crate::classify::{classify_checked, Classify, Loader};
 use crate::config::{MonitorConfig, Rule};
 use crate::detect::{Alert, Baseline, Series};
 use crate::drift::Profile;
@@ -177,8 +177,7 @@ impl Monitor {
         }
         let named = self.name_entities(&mut pending)?;
         let outputs = self.classify(&pending)?;
-        let labels: Vec<Vec<(String, f32)>> = outputs.iter().map(|o| o.labels.clone()).collect();
-        let deltas = self.count_deltas(&pending, &labels);
+        let deltas = self.count_deltas(&pending, &outputs);
         let drift = self.drift_deltas(&pending, &outputs);
         let sink_names: Vec<String> = self.sinks.iter().map(|s| s.name().to_string()).collect();
         let committed = self.store.lock().expect("store lock").transaction(|tx| {
@@ -286,18 +285,7 @@ impl Monitor {
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| known[i].is_none()).collect();
         if !missing.is_empty() {
             let asked: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
-            let out = active
-                .classifier
-                .classify_embedded(&asked)
-                .map_err(failed)?;
-            let n = out.predictions.len();
-            let rows = out.embeddings.as_ref().map_or(n, Vec::len);
-            if n != asked.len() || rows != asked.len() {
-                return Err(failed(format!(
-                    "{n} predictions and {rows} embeddings for {} texts",
-                    asked.len()
-                )));
-            }
+            let out = classify_checked(&*active.classifier, &asked).map_err(failed)?;
             let mut c = active.cache.lock().expect("cache lock");
             for (k, ((label, confidence), &i)) in
                 out.predictions.into_iter().zip(&missing).enumerate()
@@ -334,7 +322,7 @@ impl Monitor {
     fn count_deltas(
         &self,
         pending: &[Pending],
-        labels: &[Vec<(String, f32)>],
+        outputs: &[ModelOutput],
     ) -> BTreeMap<CountKey, u64> {
         let size = self.config.window_secs;
         let topic_index = self.config.models.iter().position(|m| m.topic);
@@ -344,7 +332,7 @@ impl Monitor {
             let entities = p.entities.iter().map(String::as_str).chain([ALL]);
             let mut topics = vec![ALL];
             if let Some(t) = topic_index {
-                topics.push(labels[t][i].0.as_str());
+                topics.push(outputs[t].labels[i].0.as_str());
             }
             for entity in entities {
                 for &topic in &topics {
@@ -356,8 +344,10 @@ impl Monitor {
                         label: label.to_string(),
                     };
                     *deltas.entry(key(VOLUME, VOLUME)).or_insert(0) += 1;
-                    for (m, out) in self.config.models.iter().zip(labels) {
-                        *deltas.entry(key(&m.name, &out[i].0)).or_insert(0) += 1;
+                    for o in outputs {
+                        *deltas
+                            .entry(key(&o.active.name, &o.labels[i].0))
+                            .or_insert(0) += 1;
                     }
                 }
             }
