@@ -18,3 +18,14 @@ bench_init() {
   [ -n "${LMFUSE_BIN:-}" ] || cargo build --release --locked --quiet
   LMFUSE_BIN="$(realpath "$lm")" bash scripts/fetch-models.sh >&2
 }
+
+# start_monitor CONFIG DB LOG: `$lm monitor run` on a free port in the background, its stderr
+# to LOG; sets $pid and $url once it listens (up to five minutes: a model's drift reference is
+# computed at start-up).
+start_monitor() {
+  "$lm" monitor run --config "$1" --db "$2" --port 0 2> "$3" &
+  pid=$!
+  for _ in $(seq 3000); do grep -q "listening on" "$3" && break; sleep 0.1; done
+  url=$(grep -o "http://[0-9.:]*" "$3" | head -1)
+  [ -n "$url" ] || { echo "monitor did not start: see $3" >&2; exit 1; }
+}

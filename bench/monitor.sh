@@ -55,11 +55,7 @@ min_count = 10
 group_by = ["entity"]
 TOML
   rm -f "$d/monitor-$kind.db"*
-  "$lm" monitor run --config "$d/monitor-$kind.toml" --db "$d/monitor-$kind.db" --port 0 \
-    2> "$d/run-$kind.log" &
-  pid=$!
-  for _ in $(seq 600); do grep -q "listening on" "$d/run-$kind.log" && break; sleep 0.1; done
-  url=$(grep -o "http://[0-9.:]*" "$d/run-$kind.log" | head -1)
+  start_monitor "$d/monitor-$kind.toml" "$d/monitor-$kind.db" "$d/run-$kind.log"
   python3 bench/monitor_replay.py "$url" "$d/stream.jsonl" "$pid" > "$d/replay-$kind.json"
   kill "$pid"; wait "$pid" || true
   "$lm" monitor alerts --db "$d/monitor-$kind.db" > "$d/alerts-$kind.jsonl"

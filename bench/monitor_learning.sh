@@ -53,10 +53,7 @@ min_count = 200
 TOML
   db="$d/monitor-$kind.db"
   rm -rf "$db"* "$db.models"
-  "$lm" monitor run --config "$d/monitor-$kind.toml" --db "$db" --port 0 2> "$d/run-$kind.log" &
-  pid=$!
-  for _ in $(seq 3000); do grep -q "listening on" "$d/run-$kind.log" && break; sleep 0.1; done
-  url=$(grep -o "http://[0-9.:]*" "$d/run-$kind.log" | head -1)
+  start_monitor "$d/monitor-$kind.toml" "$db" "$d/run-$kind.log"
   python3 bench/monitor_replay.py "$url" "$d/stream.jsonl" "$pid" > "$d/replay-$kind.json"
   curl -sf "$url/drift?limit=40" > "$d/drift-$kind.json"
   $py feedback "$url" "$d/stream.jsonl" "$d/truth.json" 1500 > "$d/feedback-$kind.json"

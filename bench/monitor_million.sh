@@ -47,10 +47,7 @@ min_count = 20
 group_by = ["entity"]
 TOML
 rm -f "$d/monitor.db"*
-"$lm" monitor run --config "$d/monitor.toml" --db "$d/monitor.db" --port 0 2> "$d/run.log" &
-pid=$!
-for _ in $(seq 600); do grep -q "listening on" "$d/run.log" && break; sleep 0.1; done
-url=$(grep -o "http://[0-9.:]*" "$d/run.log" | head -1)
+start_monitor "$d/monitor.toml" "$d/monitor.db" "$d/run.log"
 python3 bench/monitor_replay.py "$url" "$d/stream.jsonl" "$pid" --clients "${CLIENTS:-4}" > "$d/replay.json"
 kill "$pid"; wait "$pid" || true
 python3 - "$d/replay.json" <<'PY'
