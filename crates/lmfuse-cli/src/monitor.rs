@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lmfuse_monitor::retrain::RetrainSpec;
 use lmfuse_monitor::simulate::{simulate, StreamSpec};
-use lmfuse_monitor::store::Store;
+use lmfuse_monitor::store::{Database, Store};
 use lmfuse_monitor::{Feed, Monitor, MonitorConfig, MonitorError, Workers};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,9 +41,10 @@ pub struct Setup {
     /// The configuration file (TOML: models, rules, sinks; see docs/monitor.md).
     #[arg(long)]
     config: PathBuf,
-    /// The database file (SQLite; created when absent).
+    /// The database: a SQLite file (created when absent) or a PostgreSQL URL
+    /// (`postgres://user:password@host/name`).
     #[arg(long)]
-    db: PathBuf,
+    db: Database,
 }
 
 /// `lmfuse monitor run`.
@@ -75,9 +76,9 @@ pub struct IngestArgs {
 /// `lmfuse monitor alerts`.
 #[derive(Args, Debug)]
 pub struct AlertsArgs {
-    /// The database file.
+    /// The database: a SQLite file or a PostgreSQL URL.
     #[arg(long)]
-    db: PathBuf,
+    db: Database,
     /// Only alerts in this state (open, acknowledged, resolved).
     #[arg(long)]
     state: Option<String>,
@@ -190,7 +191,7 @@ pub fn run(command: &MonitorCommand) -> anyhow::Result<()> {
 fn open(setup: &Setup) -> anyhow::Result<Arc<Monitor>> {
     let config = MonitorConfig::load(&setup.config)?;
     let loader = lmfuse_monitor::bundle_loader();
-    Ok(Arc::new(Monitor::open(config, &setup.db, loader)?))
+    Ok(Arc::new(Monitor::open(config, setup.db.clone(), loader)?))
 }
 
 fn report_error(e: &MonitorError) {
@@ -306,10 +307,12 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
 }
 
 fn alerts(args: &AlertsArgs) -> anyhow::Result<()> {
-    if !args.db.is_file() {
-        bail!("no monitor database at {}", args.db.display());
+    if let Database::Sqlite(path) = &args.db {
+        if !path.is_file() {
+            bail!("no monitor database at {}", path.display());
+        }
     }
-    let mut store = Store::open(&args.db)?;
+    let mut store = Store::open(args.db.clone())?;
     let list = store.read(|tx| tx.alerts(args.state.as_deref(), args.limit))?;
     let mut out = std::io::stdout().lock();
     for a in list {

@@ -6,6 +6,8 @@
 mod common;
 
 use common::{lmfuse, ok_json, tiny_model, workspace, write_file};
+use lmfuse_monitor::store::Database;
+use lmfuse_monitor::testing::{postgres_server, scratch_postgres};
 use lmfuse_server::client::{self, Target};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,14 +25,15 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &Path, db: &Path, cache: &Path) -> Running {
+    /// `db`: a SQLite file or a PostgreSQL URL.
+    fn start(config: &Path, db: &str, cache: &Path) -> Running {
         let args = [
             "monitor",
             "run",
             "--config",
             config.to_str().unwrap(),
             "--db",
-            db.to_str().unwrap(),
+            db,
             "--port",
             "0",
         ];
@@ -188,8 +191,30 @@ path = {log:?}
 
 #[test]
 fn a_killed_monitor_keeps_every_acknowledged_event_and_delivers_each_alert_once() {
-    let Some(model) = tiny_model() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("monitor.db");
+    killed_monitor(&dir, db.to_str().unwrap());
+}
+
+#[test]
+fn a_killed_monitor_on_postgres_keeps_every_acknowledged_event_and_each_alert() {
+    if let Some(db) = postgres_db("a_killed_monitor") {
+        killed_monitor(&tempfile::tempdir().unwrap(), &db);
+    }
+}
+
+/// A scratch PostgreSQL database for the test `name`: its URL, or `None` (a skip) without a
+/// server.
+fn postgres_db(name: &str) -> Option<String> {
+    let server = postgres_server()?;
+    match scratch_postgres(&server, &format!("cli_monitor_{name}")) {
+        Database::Postgres(url) => Some(url),
+        Database::Sqlite(_) => unreachable!("a scratch PostgreSQL database"),
+    }
+}
+
+fn killed_monitor(dir: &tempfile::TempDir, db: &str) {
+    let Some(model) = tiny_model() else { return };
     let cache = dir.path().join("cache");
     let bundle = sentiment_bundle(dir.path(), &model, &cache);
     let (stream, truth) = (
@@ -232,16 +257,15 @@ fn a_killed_monitor_keeps_every_acknowledged_event_and_delivers_each_alert_once(
         .port();
     let log = dir.path().join("alerts.log");
     let config = write_file(dir.path(), "monitor.toml", &config(&bundle, port, &log));
-    let db = dir.path().join("monitor.db");
 
-    let mut monitor = Running::start(&config, &db, &cache);
+    let mut monitor = Running::start(&config, db, &cache);
     let chunks: Vec<&[String]> = lines.chunks(400).collect();
     let half = chunks.len() / 2;
     for (i, chunk) in chunks.iter().enumerate() {
         if i == half {
             // Killed right after an acknowledgement, with events stored but not processed.
             monitor.kill();
-            monitor = Running::start(&config, &db, &cache);
+            monitor = Running::start(&config, db, &cache);
             // The last acknowledged request sent again: stored once.
             let again = monitor.call("POST", "/events", chunks[i - 1].join("\n").as_bytes());
             assert_eq!(
@@ -311,7 +335,7 @@ fn bad_requests_and_a_bad_rule_file_are_named() {
         config(&bundle, 9, &log).replace("[monitor]\n", "[monitor]\nmax_body_bytes = 2000\n");
     let config_path = write_file(dir.path(), "monitor.toml", &text);
     let db = dir.path().join("monitor.db");
-    let monitor = Running::start(&config_path, &db, &cache);
+    let monitor = Running::start(&config_path, db.to_str().unwrap(), &cache);
     let good = json!([{"id": "a", "time": "2026-11-01T10:00:00Z", "text": "Great gym, friendly staff.", "entity": "acme"}]);
     assert_eq!(
         monitor
@@ -447,10 +471,11 @@ fn ndjson(events: &[Value]) -> String {
 /// configuration file and its database.
 fn parcel_monitor(
     dir: &Path,
+    db: &str,
     model: &Path,
     cache: &Path,
     extra: &str,
-) -> (Running, PathBuf, PathBuf) {
+) -> (Running, PathBuf) {
     let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
     let lines: Vec<&str> = reviews.lines().collect();
     let train = write_file(dir, "train.jsonl", &(lines[..200].join("\n") + "\n"));
@@ -474,12 +499,16 @@ fn parcel_monitor(
         "tfidf",
     ];
     ok_json(&[&args[..], &["--out", b, "--json"]].concat(), cache);
-    let text = format!(
+    let mut text = format!(
         "[[model]]\nname = \"sentiment\"\nbundle = {b:?}\ntrain = {t:?}\ntest = {test:?}\n{extra}"
     );
+    if db.starts_with("postgres") {
+        // Retrained versions need a folder: there is none beside a server's database.
+        let versions = dir.join("versions");
+        text = format!("[monitor]\nmodels_dir = {versions:?}\n\n{text}");
+    }
     let config = write_file(dir, "monitor.toml", &text);
-    let db = dir.join("monitor.db");
-    let monitor = Running::start(&config, &db, cache);
+    let monitor = Running::start(&config, db, cache);
     let stream = parcel_events("s", 0..300);
     assert_eq!(
         monitor
@@ -488,18 +517,18 @@ fn parcel_monitor(
         200
     );
     monitor.wait_settled(300);
-    (monitor, config, db)
+    (monitor, config)
 }
 
 /// `lmfuse monitor retrain ... --json` and its report.
-fn retrain(config: &Path, db: &Path, cache: &Path, extra: &[&str]) -> Value {
+fn retrain(config: &Path, db: &str, cache: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
         "monitor",
         "retrain",
         "--config",
         config.to_str().unwrap(),
         "--db",
-        db.to_str().unwrap(),
+        db,
         "--model",
         "sentiment",
         "--json",
@@ -510,10 +539,22 @@ fn retrain(config: &Path, db: &Path, cache: &Path, extra: &[&str]) -> Value {
 
 #[test]
 fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refused() {
-    let Some(model) = tiny_model() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("monitor.db");
+    feedback_retrain(&dir, db.to_str().unwrap());
+}
+
+#[test]
+fn feedback_retrains_on_postgres_and_a_worse_model_is_refused() {
+    if let Some(db) = postgres_db("feedback_retrains") {
+        feedback_retrain(&tempfile::tempdir().unwrap(), &db);
+    }
+}
+
+fn feedback_retrain(dir: &tempfile::TempDir, db: &str) {
+    let Some(model) = tiny_model() else { return };
     let cache = dir.path().join("cache");
-    let (monitor, config, db) = parcel_monitor(dir.path(), &model, &cache, "");
+    let (monitor, config) = parcel_monitor(dir.path(), db, &model, &cache, "");
     let reviews = std::fs::read_to_string(workspace().join("examples/reviews.jsonl")).unwrap();
     let lines: Vec<&str> = reviews.lines().collect();
     let flipped: String = lines[..200]
@@ -549,7 +590,7 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
             })
             .collect::<Vec<u16>>()
     });
-    let report = retrain(&config, &db, &cache, &[]);
+    let report = retrain(&config, db, &cache, &[]);
     eprintln!("retrain on feedback: {report:#}");
     assert_eq!(report["promoted"], true, "{report:#}");
     let (champion, challenger) = (&report["champion"], &report["challenger"]);
@@ -596,12 +637,7 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
     );
 
     // A challenger trained on flipped labels loses on the test set: refused, kept, not served.
-    let worse = retrain(
-        &config,
-        &db,
-        &cache,
-        &["--train", flipped.to_str().unwrap()],
-    );
+    let worse = retrain(&config, db, &cache, &["--train", flipped.to_str().unwrap()]);
     eprintln!("retrain on flipped labels: {worse:#}");
     assert_eq!(worse["promoted"], false, "{worse:#}");
     let models = monitor.call("GET", "/models", b"").json();
@@ -618,7 +654,7 @@ fn feedback_retrains_a_better_model_that_serves_at_once_and_a_worse_one_is_refus
 
     // A retrain that fails is named and recorded as failed; the serving version stays.
     let missing = dir.path().join("missing.jsonl");
-    let (c, d) = (config.to_str().unwrap(), db.to_str().unwrap());
+    let (c, d) = (config.to_str().unwrap(), db);
     let args = [
         "monitor",
         "retrain",
@@ -743,7 +779,7 @@ fn the_dashboard_draws_the_series_and_marks_every_burst_alert() {
         &cache,
     );
     let events = ingested["monitor"]["events"].as_u64().unwrap();
-    let monitor = Running::start(&config, &db, &cache);
+    let monitor = Running::start(&config, d, &cache);
     monitor.wait_settled(events);
     let bursts: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
@@ -826,7 +862,7 @@ fn a_ner_bundle_names_the_entities_of_events_that_name_none() {
         &format!("{base}types = [\"ORG\"]\n"),
     );
     let db = dir.path().join("monitor.db");
-    let monitor = Running::start(&config, &db, &cache);
+    let monitor = Running::start(&config, db.to_str().unwrap(), &cache);
     let events = json!([
         {"id": "1", "time": 100, "text": "Carol works at Globex in Rome ."},
         {"id": "2", "time": 100, "text": "Bob works at Initech in Paris ."},
@@ -892,7 +928,8 @@ fn a_scheduled_retrain_runs_once_enough_corrections_arrived() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let schedule = "retrain_every = \"1s\"\nmin_feedback = 200\n";
-    let (monitor, _, _) = parcel_monitor(dir.path(), &model, &cache, schedule);
+    let db = dir.path().join("monitor.db");
+    let (monitor, _) = parcel_monitor(dir.path(), db.to_str().unwrap(), &model, &cache, schedule);
     let versions = |m: &Running| m.call("GET", "/models", b"").json()[0]["versions"].clone();
     // Too few corrections: nothing happens.
     let few: Vec<Value> = (0..100)

@@ -23,6 +23,9 @@ pub struct MonitorConfig {
     /// Recent texts whose predictions each model keeps, so a repeated text is classified
     /// once (0: none).
     pub cache_texts: usize,
+    /// Where versions made by retraining are kept (`monitor.models_dir`; unset: beside a
+    /// SQLite database, and required with PostgreSQL).
+    pub models_dir: Option<PathBuf>,
     /// The classifiers, in file order.
     pub models: Vec<ModelConfig>,
     /// Entity name → lower-case aliases looked for in texts of events that name no entity.
@@ -207,6 +210,7 @@ struct RawMonitor {
     max_body_bytes: Option<usize>,
     batch: Option<usize>,
     cache_texts: Option<usize>,
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +343,7 @@ impl MonitorConfig {
             max_body_bytes,
             batch,
             cache_texts: raw.monitor.cache_texts.unwrap_or(20_000),
+            models_dir: raw.monitor.models_dir.map(|p| base.join(p)),
             models,
             entities: entities_of(raw.entities)?,
             rules,

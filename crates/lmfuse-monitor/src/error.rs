@@ -67,10 +67,10 @@ pub enum MonitorError {
     #[error("no alert has the id {0:?}")]
     UnknownAlert(String),
     /// The database failed.
-    #[error("monitor database {path}: {message}")]
+    #[error("monitor database {db}: {message}")]
     Store {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or its URL without the password.
+        db: String,
         /// The database's message.
         message: String,
     },

@@ -4,9 +4,9 @@
 //! and cool-down) whose alerts go to webhooks, log files and stdout, each exactly once per
 //! receiver.
 //!
-//! Everything lives in one SQLite file ([`store`]); every step is one transaction, so a
-//! monitor killed at any point restarts where it was: acknowledged events are processed once,
-//! and alerts are neither lost nor raised twice.
+//! Everything lives in one database ([`store`]: a SQLite file, or PostgreSQL); every step is
+//! one transaction, so a monitor killed at any point restarts where it was: acknowledged
+//! events are processed once, and alerts are neither lost nor raised twice.
 
 pub mod classify;
 pub mod config;
@@ -23,6 +23,8 @@ pub mod retrain;
 pub mod simulate;
 pub mod sink;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod workers;
 
 pub use classify::{bundle_loader, BundleClassifier, Classified, Classify, Loader};

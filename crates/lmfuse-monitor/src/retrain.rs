@@ -7,7 +7,7 @@
 use crate::config::{ModelConfig, MonitorConfig};
 use crate::error::{MonitorError, Result};
 use crate::event::now_secs;
-use crate::store::{Feedback, ModelVersion, Store};
+use crate::store::{Database, Feedback, ModelVersion, Store};
 use lmfuse_data::LabelledTexts;
 use lmfuse_pipeline::classify::{evaluate_rows, train, FeatureSet, TrainSpec};
 use lmfuse_pipeline::data::{read_labelled, splits_from_rows, DataSpec, SplitPlan};
@@ -107,7 +107,7 @@ pub struct RetrainReport {
 /// configuration is `config` and database `db`.
 pub fn retrain(
     config: &MonitorConfig,
-    db: &Path,
+    db: &Database,
     spec: &RetrainSpec,
     on: &dyn Observer,
 ) -> Result<RetrainReport> {
@@ -124,7 +124,8 @@ pub fn retrain(
         return Err(fail(format!("holdout {} must be in [0, 1)", spec.holdout)));
     }
     let (train_path, test_path) = data_paths(model, spec).map_err(fail)?;
-    let mut store = Store::open(db)?;
+    let versions = versions_dir(config, db, &model.name)?;
+    let mut store = Store::open(db.clone())?;
     let (champion, feedback) = store.read(|tx| {
         let champion = tx.active_version(&model.name)?;
         Ok((champion, tx.feedback(&model.name)?))
@@ -137,7 +138,7 @@ pub fn retrain(
     let training = serde_json::json!({"state": "training", "champion": champion.version});
     let version =
         store.transaction(|tx| tx.add_version(&model.name, "", false, &training, now_secs()))?;
-    let dir = versions_dir(db, &model.name).join(format!("v{version}"));
+    let dir = versions.join(format!("v{version}"));
     let job = Job {
         champion: &champion,
         feedback: split_feedback(&feedback, spec.holdout, spec.seed),
@@ -221,12 +222,27 @@ fn challenge(
     })
 }
 
-/// Where the versions of `model` made by retraining are kept: beside the database.
-pub fn versions_dir(db: &Path, model: &str) -> PathBuf {
-    let name = db
-        .file_name()
-        .map_or("monitor".into(), |n| n.to_string_lossy().into_owned());
-    db.with_file_name(format!("{name}.models")).join(model)
+/// Where the versions of `model` made by retraining are kept: `monitor.models_dir`, or
+/// beside a SQLite database; with PostgreSQL, `monitor.models_dir` must be set.
+pub fn versions_dir(config: &MonitorConfig, db: &Database, model: &str) -> Result<PathBuf> {
+    let dir = match (&config.models_dir, db) {
+        (Some(dir), _) => dir.clone(),
+        (None, Database::Sqlite(path)) => {
+            let name = path
+                .file_name()
+                .map_or("monitor".into(), |n| n.to_string_lossy().into_owned());
+            path.with_file_name(format!("{name}.models"))
+        }
+        (None, Database::Postgres(_)) => {
+            return Err(MonitorError::Config {
+                path: config.path.clone(),
+                message: "monitor.models_dir: required with a PostgreSQL database (retrained \
+                          versions of the models are written there)"
+                    .into(),
+            })
+        }
+    };
+    Ok(dir.join(model))
 }
 
 fn data_paths(
@@ -402,6 +418,25 @@ fn decide(champion: &Scores, challenger: &Scores, spec: &RetrainSpec) -> (bool, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_go_beside_a_file_or_to_models_dir_which_postgres_needs() {
+        let text = "[[model]]\nname = \"m\"\nbundle = \"b\"\n";
+        let mut config = MonitorConfig::parse(text, Path::new(".")).unwrap();
+        let file = Database::parse("/data/mon.db");
+        assert_eq!(
+            versions_dir(&config, &file, "m").unwrap(),
+            Path::new("/data/mon.db.models/m")
+        );
+        let server = Database::parse("postgres://u:pw@h/mon");
+        let e = versions_dir(&config, &server, "m").unwrap_err().to_string();
+        assert!(e.contains("monitor.models_dir"), "{e}");
+        config.models_dir = Some("/versions".into());
+        assert_eq!(
+            versions_dir(&config, &server, "m").unwrap(),
+            Path::new("/versions/m")
+        );
+    }
 
     #[test]
     fn the_holdout_is_stable_and_near_its_share() {

@@ -2,8 +2,11 @@
 //! injected burst alerts within one window of its start, the steady parts raise at most one
 //! alert, a restarted monitor fed the same events stores and alerts nothing twice, and a
 //! shift of the stream's vocabulary raises drift past its threshold (and nothing before).
+//! Every test runs on SQLite and on PostgreSQL (`LMFUSE_TEST_POSTGRES`).
 
 use lmfuse_monitor::simulate::{simulate, Burst, StreamSpec};
+use lmfuse_monitor::store::Database;
+use lmfuse_monitor::testing::{postgres_server, scratch_postgres};
 use lmfuse_monitor::{Classified, Classify, Event, Monitor, MonitorConfig};
 use serde_json::Value;
 use std::path::Path;
@@ -102,14 +105,14 @@ fn stream() -> (Vec<Event>, Vec<Burst>) {
     simulate(&StreamSpec::default(), &negative, &other)
 }
 
-fn open(db: &Path) -> Monitor {
+fn open(db: &Database) -> Monitor {
     open_with(CONFIG, db)
 }
 
-fn open_with(config: &str, db: &Path) -> Monitor {
+fn open_with(config: &str, db: &Database) -> Monitor {
     let config = MonitorConfig::parse(config, Path::new(".")).unwrap();
     let loader = Box::new(|_: &Path| Ok(Arc::new(Keyword) as Arc<dyn Classify>));
-    Monitor::open(config, db, loader).unwrap()
+    Monitor::open(config, db.clone(), loader).unwrap()
 }
 
 fn replay(monitor: &Monitor, events: &[Event]) -> (usize, usize) {
@@ -127,11 +130,9 @@ fn window_of(alert: &Value) -> i64 {
     alert["window"].as_i64().unwrap()
 }
 
-#[test]
-fn every_burst_alerts_within_a_window_and_the_steady_parts_stay_quiet() {
+fn every_burst_alerts_within_a_window_and_the_steady_parts_stay_quiet(dbs: &Databases) {
     let (events, bursts) = stream();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("monitor.db");
+    let db = dbs.get("monitor");
     let monitor = open(&db);
     assert_eq!(replay(&monitor, &events), (events.len(), 0));
     let alerts = monitor.alerts(None, 10_000).unwrap();
@@ -170,13 +171,11 @@ fn every_burst_alerts_within_a_window_and_the_steady_parts_stay_quiet() {
     assert_eq!(again.alerts(None, 10_000).unwrap().len(), alerts.len());
 }
 
-#[test]
-fn a_monitor_restarted_mid_stream_raises_the_alerts_of_an_uninterrupted_one() {
+fn a_monitor_restarted_mid_stream_raises_the_alerts_of_an_uninterrupted_one(dbs: &Databases) {
     let (events, _) = stream();
-    let dir = tempfile::tempdir().unwrap();
-    let whole = open(&dir.path().join("whole.db"));
+    let whole = open(&dbs.get("whole"));
     replay(&whole, &events);
-    let split_db = dir.path().join("split.db");
+    let split_db = dbs.get("split");
     let half = events.len() / 2;
     {
         let first = open(&split_db);
@@ -203,10 +202,8 @@ fn a_monitor_restarted_mid_stream_raises_the_alerts_of_an_uninterrupted_one() {
     assert_eq!(second.status().unwrap().classified, events.len() as u64);
 }
 
-#[test]
-fn a_conflicting_id_refuses_the_request_and_keeps_what_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let monitor = open(&dir.path().join("m.db"));
+fn a_conflicting_id_refuses_the_request_and_keeps_what_is_stored(dbs: &Databases) {
+    let monitor = open(&dbs.get("m"));
     let body =
         r#"[{"id": "a", "time": 100, "text": "fine"}, {"id": "b", "time": 100, "text": "awful"}]"#;
     let first = monitor.ingest(body.as_bytes()).unwrap();
@@ -224,8 +221,7 @@ fn a_conflicting_id_refuses_the_request_and_keeps_what_is_stored() {
     );
 }
 
-#[test]
-fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
+fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not(dbs: &Databases) {
     let (mut events, _) = stream();
     let start = StreamSpec::default().start;
     let shift = start + 20 * 86_400;
@@ -234,8 +230,7 @@ fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
             e.text = format!("parcel arrived broken {}", i % 50);
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let train = dir.path().join("train.jsonl");
+    let train = dbs.dir().join("train.jsonl");
     let lines: String = (0..200)
         .map(|i| {
             let text = if i % 5 == 0 {
@@ -254,7 +249,7 @@ fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
             train.display().to_string()
         ),
     );
-    let monitor = open_with(&config, &dir.path().join("m.db"));
+    let monitor = open_with(&config, &dbs.get("m"));
     replay(&monitor, &events);
     let drift: Vec<Value> = monitor
         .alerts(None, 10_000)
@@ -282,10 +277,8 @@ fn a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not() {
     }
 }
 
-#[test]
-fn feedback_is_checked_whole_and_stored_once_per_event_and_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let monitor = open(&dir.path().join("m.db"));
+fn feedback_is_checked_whole_and_stored_once_per_event_and_model(dbs: &Databases) {
+    let monitor = open(&dbs.get("m"));
     let body =
         r#"[{"id": "a", "time": 100, "text": "fine"}, {"id": "b", "time": 100, "text": "awful"}]"#;
     monitor.ingest(body.as_bytes()).unwrap();
@@ -333,15 +326,13 @@ impl Classify for Counting {
     }
 }
 
-#[test]
-fn a_repeated_text_is_classified_once_while_the_cache_holds_it() {
+fn a_repeated_text_is_classified_once_while_the_cache_holds_it(dbs: &Databases) {
     let (events, _) = stream();
-    let dir = tempfile::tempdir().unwrap();
     let counting = Arc::new(Counting(Default::default()));
     let shared = counting.clone();
     let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
     let loader = Box::new(move |_: &Path| Ok(shared.clone() as Arc<dyn Classify>));
-    let monitor = Monitor::open(config, &dir.path().join("m.db"), loader).unwrap();
+    let monitor = Monitor::open(config, dbs.get("m"), loader).unwrap();
     replay(&monitor, &events);
     // 100 distinct texts in the whole stream.
     assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 100);
@@ -350,7 +341,7 @@ fn a_repeated_text_is_classified_once_while_the_cache_holds_it() {
     let shared = counting.clone();
     let config = MonitorConfig::parse(&uncached, Path::new(".")).unwrap();
     let loader = Box::new(move |_: &Path| Ok(shared.clone() as Arc<dyn Classify>));
-    let monitor = Monitor::open(config, &dir.path().join("n.db"), loader).unwrap();
+    let monitor = Monitor::open(config, dbs.get("n"), loader).unwrap();
     replay(&monitor, &events);
     let asked = counting.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -380,9 +371,7 @@ impl lmfuse_monitor::entities::FindEntities for Capitals {
     }
 }
 
-#[test]
-fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them() {
-    let dir = tempfile::tempdir().unwrap();
+fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them(dbs: &Databases) {
     let config = CONFIG.replacen(
         "[[rule]]",
         "[entities]\n\"Initech\" = [\"initech\"]\n\n[[rule]]",
@@ -391,7 +380,7 @@ fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them(
     let mut monitor = {
         let config = MonitorConfig::parse(&config, Path::new(".")).unwrap();
         let loader = Box::new(|_: &Path| Ok(Arc::new(Keyword) as Arc<dyn Classify>));
-        Monitor::open(config, &dir.path().join("m.db"), loader).unwrap()
+        Monitor::open(config, dbs.get("m"), loader).unwrap()
     };
     monitor.set_entity_finder(Box::new(Capitals));
     let body = r#"[
@@ -420,17 +409,15 @@ fn events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them(
     );
 }
 
-#[test]
-fn a_promoted_version_that_fails_to_load_is_demoted_and_the_serving_one_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
+fn a_promoted_version_that_fails_to_load_is_demoted_and_the_serving_one_stays(dbs: &Databases) {
+    let db = dbs.get("m");
     let config = MonitorConfig::parse(CONFIG, Path::new(".")).unwrap();
     let loader = Box::new(|path: &Path| match path == Path::new("broken") {
         true => Err("weights.safetensors is truncated".to_string()),
         false => Ok(Arc::new(Keyword) as Arc<dyn Classify>),
     });
     let monitor = Monitor::open(config, &db, loader).unwrap();
-    let mut other = lmfuse_monitor::store::Store::open(&db).unwrap();
+    let mut other = lmfuse_monitor::store::Store::open(db.clone()).unwrap();
     let report = serde_json::json!({"reason": "made by hand"});
     other
         .transaction(|tx| tx.add_version("sentiment", "broken", true, &report, 1))
@@ -450,3 +437,69 @@ fn a_promoted_version_that_fails_to_load_is_demoted_and_the_serving_one_stays() 
         .unwrap()
         .contains("truncated"));
 }
+
+/// The databases of one test: SQLite files in a scratch folder, or scratch PostgreSQL
+/// databases named after the test.
+struct Databases {
+    dir: tempfile::TempDir,
+    postgres: Option<(String, &'static str)>,
+}
+
+impl Databases {
+    fn sqlite() -> Databases {
+        Databases {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: None,
+        }
+    }
+
+    fn postgres(test: &'static str) -> Option<Databases> {
+        Some(Databases {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some((postgres_server()?, test)),
+        })
+    }
+
+    /// The database `name` of this test.
+    fn get(&self, name: &str) -> Database {
+        match &self.postgres {
+            None => Database::Sqlite(self.dir.path().join(format!("{name}.db"))),
+            Some((server, test)) => scratch_postgres(server, &format!("replay_{test}_{name}")),
+        }
+    }
+
+    /// A scratch folder for other files.
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Databases::sqlite());
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $test() {
+                if let Some(dbs) = super::Databases::postgres(stringify!($test)) {
+                    super::$test(&dbs);
+                }
+            })*
+        }
+    };
+}
+
+on_both_databases!(
+    every_burst_alerts_within_a_window_and_the_steady_parts_stay_quiet,
+    a_monitor_restarted_mid_stream_raises_the_alerts_of_an_uninterrupted_one,
+    a_conflicting_id_refuses_the_request_and_keeps_what_is_stored,
+    a_shift_of_vocabulary_raises_drift_and_the_steady_days_do_not,
+    feedback_is_checked_whole_and_stored_once_per_event_and_model,
+    a_repeated_text_is_classified_once_while_the_cache_holds_it,
+    events_that_name_no_entity_get_the_entity_model_s_and_are_counted_under_them,
+    a_promoted_version_that_fails_to_load_is_demoted_and_the_serving_one_stays,
+);

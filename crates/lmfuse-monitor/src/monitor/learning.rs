@@ -461,7 +461,7 @@ impl Monitor {
     /// the other, each with the defaults of `lmfuse monitor retrain`; a promoted version
     /// serves from the next batch. Each retrain's report or error.
     pub fn retrain_due(&self, on: &dyn lmfuse_pipeline::Observer) -> Vec<Result<RetrainReport>> {
-        let db = self.store.lock().expect("store lock").path().to_path_buf();
+        let db = self.store.lock().expect("store lock").database().clone();
         let due = match self.retrains_due() {
             Ok(due) => due,
             Err(e) => return vec![Err(e)],

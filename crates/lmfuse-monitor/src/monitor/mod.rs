@@ -10,9 +10,8 @@ use crate::entities::{FindEntities, NerEntities};
 use crate::error::{MonitorError, Result};
 use crate::event::{now_secs, parse_body, rfc3339, Event};
 use crate::sink::{backoff_secs, Sink};
-use crate::store::{CountKey, Inserted, Pending, Store, Tx, ALL, VOLUME};
+use crate::store::{CountKey, Database, Inserted, Pending, Store, Tx, ALL, VOLUME};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 mod cache;
@@ -74,8 +73,17 @@ pub struct Status {
 impl Monitor {
     /// Opens the monitor on the database `db`; `loader` loads each model's serving version
     /// (the configured bundle until a retrain promotes another). Every rule's label must be
-    /// one its model gives.
-    pub fn open(config: MonitorConfig, db: &Path, loader: Box<Loader>) -> Result<Monitor> {
+    /// one its model gives, and a model retrained on a schedule needs a folder for its
+    /// versions (see [`crate::retrain::versions_dir`]).
+    pub fn open(
+        config: MonitorConfig,
+        db: impl Into<Database>,
+        loader: Box<Loader>,
+    ) -> Result<Monitor> {
+        let db = db.into();
+        for m in config.models.iter().filter(|m| m.retrain.is_some()) {
+            crate::retrain::versions_dir(&config, &db, &m.name)?;
+        }
         let sinks = config
             .sinks
             .iter()

@@ -1,10 +1,10 @@
 //! The store's tables for learning from the stream: corrected labels (feedback), model
 //! versions, and the drift profiles of each version's windows and training data.
 
-use super::{sql, Tx};
+use super::db::args;
+use super::Tx;
 use crate::drift::Profile;
 use crate::error::{MonitorError, Result};
-use rusqlite::{params, OptionalExtension};
 
 /// A corrected label of one event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -41,75 +41,62 @@ impl Tx<'_> {
     /// Stores `label` as the corrected label of event `id` for `model` (replacing an earlier
     /// correction); whether one was replaced.
     pub fn add_feedback(&self, id: &str, model: &str, label: &str, now: i64) -> Result<bool> {
-        let seq: Option<i64> = self
-            .tx
-            .query_row("SELECT seq FROM events WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(sql(self.path))?;
-        let Some(seq) = seq else {
+        let Some(row) = self.row("SELECT seq FROM events WHERE id = ?1", args![id])? else {
             return Err(MonitorError::UnknownEvent(id.to_string()));
         };
-        let replaced = self
-            .tx
-            .execute(
-                "DELETE FROM feedback WHERE seq = ?1 AND model = ?2",
-                params![seq, model],
-            )
-            .map_err(sql(self.path))?;
-        self.tx
-            .execute(
-                "INSERT INTO feedback(seq, model, label, time) VALUES(?1, ?2, ?3, ?4)",
-                params![seq, model, label, now],
-            )
-            .map_err(sql(self.path))?;
+        let seq = row.int(0)?;
+        let replaced = self.exec(
+            "DELETE FROM feedback WHERE seq = ?1 AND model = ?2",
+            args![seq, model],
+        )?;
+        self.exec(
+            "INSERT INTO feedback(seq, model, label, time) VALUES(?1, ?2, ?3, ?4)",
+            args![seq, model, label, now],
+        )?;
         Ok(replaced > 0)
     }
 
     /// Every corrected label for `model`, in arrival order of the events.
     pub fn feedback(&self, model: &str) -> Result<Vec<Feedback>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT e.id, e.text, f.label FROM feedback f JOIN events e ON e.seq = f.seq \
-                 WHERE f.model = ?1 ORDER BY f.seq",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map([model], |r| {
+        let rows = self.rows(
+            "SELECT e.id, e.text, f.label FROM feedback f JOIN events e ON e.seq = f.seq \
+             WHERE f.model = ?1 ORDER BY f.seq",
+            args![model],
+        )?;
+        rows.iter()
+            .map(|r| {
                 Ok(Feedback {
-                    id: r.get(0)?,
-                    text: r.get(1)?,
-                    label: r.get(2)?,
+                    id: r.text(0)?,
+                    text: r.text(1)?,
+                    label: r.text(2)?,
                 })
             })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+            .collect()
     }
 
     /// Corrections for `model` stored at or after `since` (seconds since the epoch).
     pub fn feedback_since(&self, model: &str, since: i64) -> Result<usize> {
-        self.tx
-            .query_row(
-                "SELECT COUNT(*) FROM feedback WHERE model = ?1 AND time >= ?2",
-                params![model, since],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-            .map_err(sql(self.path))
+        let row = self.one(
+            "SELECT COUNT(*) FROM feedback WHERE model = ?1 AND time >= ?2",
+            args![model, since],
+        )?;
+        Ok(row.count(0)? as usize)
     }
 
     /// Drift alerts on `model` raised at or after `since` (seconds since the epoch).
     pub fn drift_alerts_since(&self, model: &str, since: i64) -> Result<usize> {
-        self.tx
-            .query_row(
-                "SELECT COUNT(*) FROM alerts WHERE rule = 'drift' AND created >= ?2 \
-                 AND json_extract(body, '$.model') = ?1",
-                params![model, since],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-            .map_err(sql(self.path))
+        // The model is read from each alert's body in Rust: the two databases spell JSON
+        // access differently, and drift alerts are few.
+        let rows = self.rows(
+            "SELECT body FROM alerts WHERE rule = 'drift' AND created >= ?1",
+            args![since],
+        )?;
+        let mut n = 0;
+        for r in &rows {
+            let body: serde_json::Value = serde_json::from_str(&r.text(0)?).unwrap_or_default();
+            n += usize::from(body["model"] == model);
+        }
+        Ok(n)
     }
 
     /// Records a new version of `model`; its number.
@@ -121,21 +108,17 @@ impl Tx<'_> {
         report: &serde_json::Value,
         now: i64,
     ) -> Result<i64> {
-        let version: i64 = self
-            .tx
-            .query_row(
+        let version = self
+            .one(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model = ?1",
-                [model],
-                |r| r.get(0),
-            )
-            .map_err(sql(self.path))?;
-        self.tx
-            .execute(
-                "INSERT INTO model_versions(model, version, path, promoted, created, report) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                params![model, version, path, promoted, now, report.to_string()],
-            )
-            .map_err(sql(self.path))?;
+                args![model],
+            )?
+            .int(0)?;
+        self.exec(
+            "INSERT INTO model_versions(model, version, path, promoted, created, report) \
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            args![model, version, path, promoted, now, &report.to_string()],
+        )?;
         Ok(version)
     }
 
@@ -148,42 +131,35 @@ impl Tx<'_> {
         promoted: bool,
         report: &serde_json::Value,
     ) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE model_versions SET path = ?3, promoted = ?4, report = ?5 \
-                 WHERE model = ?1 AND version = ?2",
-                params![model, version, path, promoted, report.to_string()],
-            )
-            .map_err(sql(self.path))?;
+        self.exec(
+            "UPDATE model_versions SET path = ?3, promoted = ?4, report = ?5 \
+             WHERE model = ?1 AND version = ?2",
+            args![model, version, path, promoted, &report.to_string()],
+        )?;
         Ok(())
     }
 
     /// Every version of `model`, oldest first.
     pub fn versions(&self, model: &str) -> Result<Vec<ModelVersion>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT version, path, promoted, created, report FROM model_versions \
-                 WHERE model = ?1 ORDER BY version",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map([model], |r| {
-                let report: String = r.get(4)?;
-                let created: i64 = r.get(3)?;
+        let rows = self.rows(
+            "SELECT version, path, promoted, created, report FROM model_versions \
+             WHERE model = ?1 ORDER BY version",
+            args![model],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let created = r.int(3)?;
                 Ok(ModelVersion {
                     model: model.to_string(),
-                    version: r.get(0)?,
-                    path: r.get(1)?,
-                    promoted: r.get(2)?,
+                    version: r.int(0)?,
+                    path: r.text(1)?,
+                    promoted: r.int(2)? != 0,
                     created,
                     created_at: crate::event::rfc3339(created),
-                    report: serde_json::from_str(&report).unwrap_or_default(),
+                    report: serde_json::from_str(&r.text(4)?).unwrap_or_default(),
                 })
             })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+            .collect()
     }
 
     /// The newest promoted version of `model`, if any.
@@ -203,81 +179,63 @@ impl Tx<'_> {
             .drift_profile(model, version, window)?
             .unwrap_or_default();
         merged.merge(profile);
-        self.tx
-            .execute(
-                "INSERT OR REPLACE INTO drift(model, version, window, profile) \
-                 VALUES(?1, ?2, ?3, ?4)",
-                params![model, version, window, json(&merged)],
-            )
-            .map_err(sql(self.path))?;
+        self.exec(
+            "INSERT INTO drift(model, version, \"window\", profile) VALUES(?1, ?2, ?3, ?4) \
+             ON CONFLICT(model, version, \"window\") DO UPDATE SET profile = excluded.profile",
+            args![model, version, window, &json(&merged)],
+        )?;
         Ok(())
     }
 
     /// The drift profile of `model`'s `version` in `window`.
     pub fn drift_profile(&self, model: &str, version: i64, window: i64) -> Result<Option<Profile>> {
-        let text: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT profile FROM drift WHERE model = ?1 AND version = ?2 AND window = ?3",
-                params![model, version, window],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql(self.path))?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        let row = self.row(
+            "SELECT profile FROM drift WHERE model = ?1 AND version = ?2 AND \"window\" = ?3",
+            args![model, version, window],
+        )?;
+        profile_of(row)
     }
 
     /// The newest `limit` drift windows of `model`: `(version, window, profile)`, newest first.
     pub fn drift_windows(&self, model: &str, limit: usize) -> Result<Vec<(i64, i64, Profile)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT version, window, profile FROM drift WHERE model = ?1 \
-                 ORDER BY window DESC, version DESC LIMIT ?2",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![model, limit as i64], |r| {
-                let profile: String = r.get(2)?;
-                Ok((r.get(0)?, r.get(1)?, profile))
+        let rows = self.rows(
+            "SELECT version, \"window\", profile FROM drift WHERE model = ?1 \
+             ORDER BY \"window\" DESC, version DESC LIMIT ?2",
+            args![model, limit as i64],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let profile = serde_json::from_str(&r.text(2)?).unwrap_or_default();
+                Ok((r.int(0)?, r.int(1)?, profile))
             })
-            .map_err(sql(self.path))?;
-        rows.map(|row| {
-            let (version, window, profile) = row.map_err(sql(self.path))?;
-            Ok((
-                version,
-                window,
-                serde_json::from_str(&profile).unwrap_or_default(),
-            ))
-        })
-        .collect()
+            .collect()
     }
 
     /// The training-data profile of `model`'s `version`, once computed.
     pub fn reference(&self, model: &str, version: i64) -> Result<Option<Profile>> {
-        let text: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT profile FROM drift_reference WHERE model = ?1 AND version = ?2",
-                params![model, version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql(self.path))?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        let row = self.row(
+            "SELECT profile FROM drift_reference WHERE model = ?1 AND version = ?2",
+            args![model, version],
+        )?;
+        profile_of(row)
     }
 
     /// Records the training-data profile of `model`'s `version`.
     pub fn set_reference(&self, model: &str, version: i64, profile: &Profile) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT OR REPLACE INTO drift_reference(model, version, profile) \
-                 VALUES(?1, ?2, ?3)",
-                params![model, version, json(profile)],
-            )
-            .map_err(sql(self.path))?;
+        self.exec(
+            "INSERT INTO drift_reference(model, version, profile) VALUES(?1, ?2, ?3) \
+             ON CONFLICT(model, version) DO UPDATE SET profile = excluded.profile",
+            args![model, version, &json(profile)],
+        )?;
         Ok(())
     }
+}
+
+fn profile_of(row: Option<super::Row>) -> Result<Option<Profile>> {
+    Ok(match row {
+        Some(r) => serde_json::from_str(&r.text(0)?).ok(),
+        None => None,
+    })
 }
 
 fn json(profile: &Profile) -> String {

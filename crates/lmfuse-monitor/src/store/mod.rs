@@ -1,19 +1,21 @@
-//! The monitor's database: one SQLite file in WAL mode with `synchronous = FULL`, so a request
-//! is acknowledged only after its events are on disk. Events, their predictions, the windowed
-//! counts, alerts and their deliveries live in one file, and every step that changes several
-//! of them does so in one transaction.
+//! The monitor's database: a SQLite file in WAL mode with `synchronous = FULL`, or a
+//! PostgreSQL database (same tables), so a request is acknowledged only after its events are
+//! durable. Events, their predictions, the windowed counts, alerts and their deliveries live in
+//! one database, and every step that changes several of them does so in one transaction.
 
 use crate::error::{MonitorError, Result};
 use crate::event::Event;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use db::{args, Arg, Conn, Row, Session};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
-/// The schema this build writes (`PRAGMA user_version`).
+/// The schema this build writes (SQLite: `PRAGMA user_version`; PostgreSQL: the table
+/// `lmfuse_schema`).
 pub const SCHEMA_VERSION: i64 = 2;
 
+mod db;
 mod learning;
+pub use db::Database;
 pub use learning::{Feedback, ModelVersion};
 
 /// The key of the windowed counts that hold the number of events (no model, no label).
@@ -24,87 +26,82 @@ const ENTITY_HORIZON_SECS: i64 = 30 * 86_400;
 /// Entity or topic of counts over all entities or topics.
 pub const ALL: &str = "*";
 
-const SCHEMA: &str = "
+/// The tables, in SQL that SQLite and PostgreSQL both accept (`"window"` is quoted: PostgreSQL
+/// reserves the word); `{seq}` is each one's auto-numbered key.
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {seq},
     id TEXT NOT NULL UNIQUE,
-    time INTEGER NOT NULL,
+    time BIGINT NOT NULL,
     text TEXT NOT NULL,
     entities TEXT NOT NULL,
     meta TEXT NOT NULL,
-    classified INTEGER NOT NULL DEFAULT 0);
+    classified BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE classified = 0;
 CREATE TABLE IF NOT EXISTS predictions(
-    seq INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
     model TEXT NOT NULL,
     label TEXT NOT NULL,
-    confidence REAL NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
     PRIMARY KEY(seq, model));
 CREATE TABLE IF NOT EXISTS counts(
-    window INTEGER NOT NULL,
+    "window" BIGINT NOT NULL,
     entity TEXT NOT NULL,
     topic TEXT NOT NULL,
     model TEXT NOT NULL,
     label TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY(entity, topic, model, label, window));
+    n BIGINT NOT NULL,
+    PRIMARY KEY(entity, topic, model, label, "window"));
 CREATE TABLE IF NOT EXISTS alerts(
     id TEXT PRIMARY KEY,
     rule TEXT NOT NULL,
     entity TEXT NOT NULL,
     topic TEXT NOT NULL,
-    window INTEGER NOT NULL,
+    "window" BIGINT NOT NULL,
     body TEXT NOT NULL,
     state TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    updated INTEGER NOT NULL);
+    created BIGINT NOT NULL,
+    updated BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries(
     alert_id TEXT NOT NULL,
     sink TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at INTEGER NOT NULL DEFAULT 0,
-    delivered_at INTEGER,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL DEFAULT 0,
+    delivered_at BIGINT,
     last_error TEXT,
     PRIMARY KEY(alert_id, sink));
 CREATE TABLE IF NOT EXISTS feedback(
-    seq INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
     model TEXT NOT NULL,
     label TEXT NOT NULL,
-    time INTEGER NOT NULL,
+    time BIGINT NOT NULL,
     PRIMARY KEY(seq, model));
 CREATE TABLE IF NOT EXISTS model_versions(
     model TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     path TEXT NOT NULL,
-    promoted INTEGER NOT NULL,
-    created INTEGER NOT NULL,
+    promoted BIGINT NOT NULL,
+    created BIGINT NOT NULL,
     report TEXT NOT NULL,
     PRIMARY KEY(model, version));
 CREATE TABLE IF NOT EXISTS drift(
     model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    window INTEGER NOT NULL,
+    version BIGINT NOT NULL,
+    "window" BIGINT NOT NULL,
     profile TEXT NOT NULL,
-    PRIMARY KEY(model, version, window));
+    PRIMARY KEY(model, version, "window"));
 CREATE TABLE IF NOT EXISTS drift_reference(
     model TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     profile TEXT NOT NULL,
     PRIMARY KEY(model, version));
-";
-
-/// The error of a failed database call on the file at `path`.
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> MonitorError + Copy + '_ {
-    move |e| MonitorError::Store {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
+"#;
 
 /// The open database.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    conn: Conn,
+    db: Database,
+    name: Arc<str>,
 }
 
 /// What an insert did.
@@ -158,135 +155,108 @@ pub struct Due {
 }
 
 impl Store {
-    /// Opens (creating) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
-        let failed = sql(path);
-        let conn = Connection::open(path).map_err(failed)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(failed)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(failed)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(failed)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(failed)?;
-        if version > SCHEMA_VERSION {
-            return Err(MonitorError::Store {
-                path: path.to_path_buf(),
-                message: format!(
-                    "schema version {version}; this lmfuse reads version {SCHEMA_VERSION}"
-                ),
-            });
-        }
-        conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
-            .map_err(failed)?;
+    /// Opens the database `db` (a SQLite file is created when absent), creating its tables.
+    pub fn open(db: impl Into<Database>) -> Result<Store> {
+        let db = db.into();
+        let conn = Conn::open(&db, SCHEMA, SCHEMA_VERSION)?;
         Ok(Store {
             conn,
-            path: path.to_path_buf(),
+            name: db.to_string().into(),
+            db,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Stores `events` in one transaction: all of them or, on a conflict (an id stored with
     /// another time or text), none.
     pub fn insert_events(&mut self, events: &[Event]) -> Result<Inserted> {
-        let failed = sql(&self.path);
-        let tx = self.conn.transaction().map_err(failed)?;
-        let mut out = Inserted::default();
-        {
-            let mut find = tx
-                .prepare_cached("SELECT time, text FROM events WHERE id = ?1")
-                .map_err(failed)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events(id, time, text, entities, meta) VALUES(?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(failed)?;
+        self.transaction(|tx| {
+            let mut out = Inserted::default();
             for e in events {
-                let stored: Option<(i64, String)> = find
-                    .query_row([&e.id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(failed)?;
+                let stored = tx.row("SELECT time, text FROM events WHERE id = ?1", args![&e.id])?;
                 match stored {
-                    Some((time, _)) if time != e.time => {
-                        return Err(conflict(&e.id, "time"));
-                    }
-                    Some((_, text)) if text != e.text => return Err(conflict(&e.id, "text")),
+                    Some(row) if row.int(0)? != e.time => return Err(conflict(&e.id, "time")),
+                    Some(row) if row.text(1)? != e.text => return Err(conflict(&e.id, "text")),
                     Some(_) => out.duplicates += 1,
                     None => {
                         let entities = serde_json::to_string(&e.entities).expect("strings");
                         let meta = serde_json::to_string(&e.meta).expect("JSON values");
-                        insert
-                            .execute(params![e.id, e.time, e.text, entities, meta])
-                            .map_err(failed)?;
+                        tx.exec(
+                            "INSERT INTO events(id, time, text, entities, meta) \
+                             VALUES(?1, ?2, ?3, ?4, ?5)",
+                            args![&e.id, e.time, &e.text, &entities, &meta],
+                        )?;
                         out.accepted += 1;
                     }
                 }
             }
-        }
-        tx.commit().map_err(failed)?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Up to `limit` events not yet classified, in arrival order.
-    pub fn pending(&self, limit: usize) -> Result<Vec<Pending>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+    pub fn pending(&mut self, limit: usize) -> Result<Vec<Pending>> {
+        self.read(|tx| {
+            let rows = tx.rows(
                 "SELECT seq, time, text, entities FROM events WHERE classified = 0 \
                  ORDER BY seq LIMIT ?1",
-            )
-            .map_err(sql(&self.path))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                let entities: String = r.get(3)?;
-                Ok(Pending {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    text: r.get(2)?,
-                    entities: serde_json::from_str(&entities).unwrap_or_default(),
+                args![limit as i64],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Pending {
+                        seq: r.int(0)?,
+                        time: r.int(1)?,
+                        text: r.text(2)?,
+                        entities: serde_json::from_str(&r.text(3)?).unwrap_or_default(),
+                    })
                 })
-            })
-            .map_err(sql(&self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(&self.path))
+                .collect()
+        })
     }
 
     /// Runs `f` in one transaction, committed when `f` succeeds.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction().map_err(sql(&self.path))?;
-        let mut wrapped = Tx {
-            tx,
-            path: &self.path,
-        };
-        let out = f(&mut wrapped)?;
-        wrapped.tx.commit().map_err(sql(&self.path))?;
+        let mut tx = self.begin(false)?;
+        let out = f(&mut tx)?;
+        let Tx { session, db } = tx;
+        session.commit().map_err(|message| MonitorError::Store {
+            db: db.to_string(),
+            message,
+        })?;
         Ok(out)
     }
 
-    /// A read-only view through the same calls as in a transaction.
+    /// A read-only view through the same calls as in a transaction; reads see one snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        // A transaction that is never committed: reads see one snapshot.
-        let tx = self.conn.transaction().map_err(sql(&self.path))?;
-        f(&mut Tx {
-            tx,
-            path: &self.path,
-        })
+        // A transaction that is never committed.
+        f(&mut self.begin(true)?)
+    }
+
+    fn begin(&mut self, read_only: bool) -> Result<Tx<'_>> {
+        let name = self.name.clone();
+        match self.conn.begin(read_only) {
+            Ok(session) => Ok(Tx { session, db: name }),
+            Err(message) => Err(MonitorError::Store {
+                db: name.to_string(),
+                message,
+            }),
+        }
     }
 
     /// Number of events stored, and of those classified.
-    pub fn event_counts(&self) -> Result<(u64, u64)> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(classified), 0) FROM events",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
-            .map_err(sql(&self.path))
+    pub fn event_counts(&mut self) -> Result<(u64, u64)> {
+        self.read(|tx| {
+            let row = tx.one(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(classified), 0) AS BIGINT) FROM events",
+                args![],
+            )?;
+            Ok((row.count(0)?, row.count(1)?))
+        })
     }
 }
 
@@ -299,54 +269,72 @@ fn conflict(id: &str, field: &'static str) -> MonitorError {
 
 /// One transaction (or read snapshot) of the store.
 pub struct Tx<'a> {
-    tx: Transaction<'a>,
-    path: &'a Path,
+    session: Session<'a>,
+    db: Arc<str>,
 }
 
 impl Tx<'_> {
+    fn failed(&self, message: String) -> MonitorError {
+        MonitorError::Store {
+            db: self.db.to_string(),
+            message,
+        }
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    fn exec(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<usize> {
+        self.session.exec(sql, args).map_err(|m| self.failed(m))
+    }
+
+    /// Runs a query; its rows.
+    fn rows(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Row>> {
+        self.session
+            .query(sql, args, &self.db)
+            .map_err(|m| self.failed(m))
+    }
+
+    /// Runs a query; its first row, if any.
+    fn row(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Option<Row>> {
+        Ok(self.rows(sql, args)?.into_iter().next())
+    }
+
+    /// Runs a query that gives one row (an aggregate).
+    fn one(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Row> {
+        self.row(sql, args)?
+            .ok_or_else(|| self.failed(format!("no row from {sql}")))
+    }
+
     /// Records each event's prediction by `model` (`(seq, label, confidence)`).
     pub fn add_predictions(&self, model: &str, rows: &[(i64, String, f32)]) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO predictions(seq, model, label, confidence) \
-                 VALUES(?1, ?2, ?3, ?4)",
-            )
-            .map_err(sql(self.path))?;
         for (seq, label, confidence) in rows {
-            stmt.execute(params![seq, model, label, *confidence as f64])
-                .map_err(sql(self.path))?;
+            self.exec(
+                "INSERT INTO predictions(seq, model, label, confidence) VALUES(?1, ?2, ?3, ?4) \
+                 ON CONFLICT(seq, model) DO UPDATE SET label = excluded.label, \
+                 confidence = excluded.confidence",
+                args![*seq, model, label, *confidence as f64],
+            )?;
         }
         Ok(())
     }
 
     /// Adds `deltas` to the windowed counts.
     pub fn add_counts(&self, deltas: &BTreeMap<CountKey, u64>) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO counts(window, entity, topic, model, label, n) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT(entity, topic, model, label, window) DO UPDATE SET n = n + ?6",
-            )
-            .map_err(sql(self.path))?;
         for (k, n) in deltas {
-            stmt.execute(params![
-                k.window, k.entity, k.topic, k.model, k.label, *n as i64
-            ])
-            .map_err(sql(self.path))?;
+            self.exec(
+                "INSERT INTO counts(\"window\", entity, topic, model, label, n) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(entity, topic, model, label, \"window\") \
+                 DO UPDATE SET n = counts.n + excluded.n",
+                args![k.window, &k.entity, &k.topic, &k.model, &k.label, *n as i64],
+            )?;
         }
         Ok(())
     }
 
     /// Marks the events `seqs` as classified.
     pub fn mark_classified(&self, seqs: &[i64]) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("UPDATE events SET classified = 1 WHERE seq = ?1")
-            .map_err(sql(self.path))?;
         for s in seqs {
-            stmt.execute([s]).map_err(sql(self.path))?;
+            self.exec("UPDATE events SET classified = 1 WHERE seq = ?1", args![*s])?;
         }
         Ok(())
     }
@@ -354,90 +342,66 @@ impl Tx<'_> {
     /// Records the entities a model named for event `seq`.
     pub fn set_entities(&self, seq: i64, entities: &[String]) -> Result<()> {
         let json = serde_json::to_string(entities).expect("strings");
-        self.tx
-            .execute(
-                "UPDATE events SET entities = ?2 WHERE seq = ?1",
-                params![seq, json],
-            )
-            .map_err(sql(self.path))?;
+        self.exec(
+            "UPDATE events SET entities = ?2 WHERE seq = ?1",
+            args![seq, &json],
+        )?;
         Ok(())
     }
 
     /// The counts of one series (`entity`, `topic`, `model`, `label`) in the windows
     /// `from..to` (start included, end excluded), by window; windows without events are absent.
     pub fn series(&self, key: &CountKey, from: i64, to: i64) -> Result<BTreeMap<i64, u64>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT window, n FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ?3 \
-                 AND label = ?4 AND window >= ?5 AND window < ?6",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(
-                params![key.entity, key.topic, key.model, key.label, from, to],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
-            )
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+        let rows = self.rows(
+            "SELECT \"window\", n FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ?3 \
+             AND label = ?4 AND \"window\" >= ?5 AND \"window\" < ?6",
+            args![&key.entity, &key.topic, &key.model, &key.label, from, to],
+        )?;
+        rows.iter().map(|r| Ok((r.int(0)?, r.count(1)?))).collect()
     }
 
     /// The first window with events of `entity` × `topic`.
     pub fn first_window(&self, entity: &str, topic: &str) -> Result<Option<i64>> {
-        self.tx
-            .query_row(
-                "SELECT MIN(window) FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ''",
-                params![entity, topic],
-                |r| r.get(0),
-            )
-            .map_err(sql(self.path))
+        self.one(
+            "SELECT MIN(\"window\") FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ''",
+            args![entity, topic],
+        )?
+        .maybe_int(0)
     }
 
     /// Windows in which `rule` alerted for `entity` × `topic`, in order.
     pub fn alert_windows(&self, rule: &str, entity: &str, topic: &str) -> Result<Vec<i64>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT window FROM alerts WHERE rule = ?1 AND entity = ?2 AND topic = ?3 \
-                 ORDER BY window",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![rule, entity, topic], |r| r.get(0))
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+        let rows = self.rows(
+            "SELECT \"window\" FROM alerts WHERE rule = ?1 AND entity = ?2 AND topic = ?3 \
+             ORDER BY \"window\"",
+            args![rule, entity, topic],
+        )?;
+        rows.iter().map(|r| r.int(0)).collect()
     }
 
     /// Stores an alert (state `open`) and one pending delivery per sink, unless an alert with
     /// its id is stored already; whether it was new.
     pub fn add_alert(&self, alert: &crate::Alert, sinks: &[String]) -> Result<bool> {
         let body = serde_json::to_string(alert).expect("an alert serialises");
-        let added = self
-            .tx
-            .execute(
-                "INSERT OR IGNORE INTO alerts(id, rule, entity, topic, window, body, state, \
-                 created, updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?7)",
-                params![
-                    alert.id,
-                    alert.rule,
-                    alert.series.entity,
-                    alert.series.topic,
-                    alert.window,
-                    body,
-                    alert.created
-                ],
-            )
-            .map_err(sql(self.path))?;
+        let added = self.exec(
+            "INSERT INTO alerts(id, rule, entity, topic, \"window\", body, state, created, \
+             updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?7) ON CONFLICT DO NOTHING",
+            args![
+                &alert.id,
+                &alert.rule,
+                &alert.series.entity,
+                &alert.series.topic,
+                alert.window,
+                &body,
+                alert.created
+            ],
+        )?;
         if added == 1 {
             for s in sinks {
-                self.tx
-                    .execute(
-                        "INSERT INTO deliveries(alert_id, sink) VALUES(?1, ?2)",
-                        params![alert.id, s],
-                    )
-                    .map_err(sql(self.path))?;
+                self.exec(
+                    "INSERT INTO deliveries(alert_id, sink) VALUES(?1, ?2)",
+                    args![&alert.id, s],
+                )?;
             }
         }
         Ok(added == 1)
@@ -445,73 +409,51 @@ impl Tx<'_> {
 
     /// Alerts, newest first, with their state (`state`: only those in it).
     pub fn alerts(&self, state: Option<&str>, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT body, state, updated FROM alerts WHERE ?1 IS NULL OR state = ?1 \
-                 ORDER BY window DESC, id LIMIT ?2",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![state, limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(sql(self.path))?;
-        rows.map(|row| {
-            let (body, state, updated) = row.map_err(sql(self.path))?;
-            Ok(with_state(&body, &state, updated))
-        })
-        .collect()
+        let rows = self.rows(
+            "SELECT body, state, updated FROM alerts \
+             WHERE CAST(?1 AS TEXT) IS NULL OR state = ?1 \
+             ORDER BY \"window\" DESC, id LIMIT ?2",
+            args![state, limit as i64],
+        )?;
+        rows.iter()
+            .map(|r| Ok(with_state(&r.text(0)?, &r.text(1)?, r.int(2)?)))
+            .collect()
     }
 
     /// Sets an alert's state; the alert as it is now.
     pub fn set_alert_state(&self, id: &str, state: &str, now: i64) -> Result<serde_json::Value> {
-        let changed = self
-            .tx
-            .execute(
-                "UPDATE alerts SET state = ?2, updated = ?3 WHERE id = ?1",
-                params![id, state, now],
-            )
-            .map_err(sql(self.path))?;
+        let changed = self.exec(
+            "UPDATE alerts SET state = ?2, updated = ?3 WHERE id = ?1",
+            args![id, state, now],
+        )?;
         if changed == 0 {
             return Err(MonitorError::UnknownAlert(id.to_string()));
         }
-        let body: String = self
-            .tx
-            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
-            .map_err(sql(self.path))?;
+        let body = self
+            .one("SELECT body FROM alerts WHERE id = ?1", args![id])?
+            .text(0)?;
         Ok(with_state(&body, state, now))
     }
 
     /// Deliveries not yet made whose next attempt is due at `now`, oldest alert first.
     pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Due>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT d.alert_id, a.body, a.state, a.updated, d.sink, d.attempts \
-                 FROM deliveries d JOIN alerts a ON a.id = d.alert_id \
-                 WHERE d.delivered_at IS NULL AND d.next_at <= ?1 \
-                 ORDER BY a.created, a.window, d.alert_id LIMIT ?2",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![now, limit as i64], |r| {
-                let body: String = r.get(1)?;
-                let state: String = r.get(2)?;
+        let rows = self.rows(
+            "SELECT d.alert_id, a.body, a.state, a.updated, d.sink, d.attempts \
+             FROM deliveries d JOIN alerts a ON a.id = d.alert_id \
+             WHERE d.delivered_at IS NULL AND d.next_at <= ?1 \
+             ORDER BY a.created, a.\"window\", d.alert_id LIMIT ?2",
+            args![now, limit as i64],
+        )?;
+        rows.iter()
+            .map(|r| {
                 Ok(Due {
-                    alert_id: r.get(0)?,
-                    body: with_state(&body, &state, r.get(3)?),
-                    sink: r.get(4)?,
-                    attempts: r.get(5)?,
+                    alert_id: r.text(0)?,
+                    body: with_state(&r.text(1)?, &r.text(2)?, r.int(3)?),
+                    sink: r.text(4)?,
+                    attempts: r.int(5)?,
                 })
             })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+            .collect()
     }
 
     /// Records the outcome of a delivery attempt: delivered at `now`, or failed with `error`
@@ -522,17 +464,15 @@ impl Tx<'_> {
         now: i64,
         outcome: std::result::Result<(), (String, i64)>,
     ) -> Result<()> {
-        let (delivered, error, next) = match outcome {
+        let (delivered, error, next) = match &outcome {
             Ok(()) => (Some(now), None, now),
-            Err((error, retry_at)) => (None, Some(error), retry_at),
+            Err((error, retry_at)) => (None, Some(error.as_str()), *retry_at),
         };
-        self.tx
-            .execute(
-                "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?3, \
-                 last_error = ?4, next_at = ?5 WHERE alert_id = ?1 AND sink = ?2",
-                params![due.alert_id, due.sink, delivered, error, next],
-            )
-            .map_err(sql(self.path))?;
+        self.exec(
+            "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?3, \
+             last_error = ?4, next_at = ?5 WHERE alert_id = ?1 AND sink = ?2",
+            args![&due.alert_id, &due.sink, delivered, error, next],
+        )?;
         Ok(())
     }
 
@@ -545,106 +485,86 @@ impl Tx<'_> {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, String, String, u64)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT window, model, label, n FROM counts WHERE entity = ?1 AND topic = ?2 \
-                 AND window >= ?3 AND window < ?4 ORDER BY window",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![entity, topic, from, to], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
-            })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+        let rows = self.rows(
+            "SELECT \"window\", model, label, n FROM counts WHERE entity = ?1 AND topic = ?2 \
+             AND \"window\" >= ?3 AND \"window\" < ?4 ORDER BY \"window\"",
+            args![entity, topic, from, to],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.int(0)?, r.text(1)?, r.text(2)?, r.count(3)?)))
+            .collect()
     }
 
     /// The newest window with events, if any.
     pub fn last_window(&self) -> Result<Option<i64>> {
-        self.tx
-            .query_row(
-                "SELECT MAX(window) FROM counts WHERE entity = '*' AND topic = '*' AND model = ''",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sql(self.path))
+        self.one(
+            "SELECT MAX(\"window\") FROM counts WHERE entity = '*' AND topic = '*' AND model = ''",
+            args![],
+        )?
+        .maybe_int(0)
     }
 
     /// The `limit` entities with the most events over the 30 days up to the newest window,
     /// with their counts, most first.
     pub fn entities(&self, limit: usize) -> Result<Vec<(String, u64)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT entity, SUM(n) FROM counts WHERE topic = '*' AND model = '' \
-                 AND entity != '*' AND window >= (SELECT MAX(window) FROM counts \
-                 WHERE entity = '*' AND topic = '*' AND model = '') - ?2 \
-                 GROUP BY entity ORDER BY 2 DESC, 1 LIMIT ?1",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map(params![limit as i64, ENTITY_HORIZON_SECS], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+        let rows = self.rows(
+            "SELECT entity, CAST(SUM(n) AS BIGINT) FROM counts WHERE topic = '*' AND model = '' \
+             AND entity != '*' AND \"window\" >= (SELECT MAX(\"window\") FROM counts \
+             WHERE entity = '*' AND topic = '*' AND model = '') - ?2 \
+             GROUP BY entity ORDER BY 2 DESC, 1 LIMIT ?1",
+            args![limit as i64, ENTITY_HORIZON_SECS],
+        )?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.count(1)?))).collect()
     }
 
     /// The newest `limit` events, newest first, each with its predictions (`{model: {label,
     /// confidence}}`, empty until classified).
     pub fn latest_events(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT e.id, e.time, e.text, e.entities, \
-                 (SELECT json_group_object(p.model, json_object('label', p.label, \
-                 'confidence', p.confidence)) FROM predictions p WHERE p.seq = e.seq) \
-                 FROM events e ORDER BY e.seq DESC LIMIT ?1",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                let entities: String = r.get(3)?;
-                let predictions: Option<String> = r.get(4)?;
-                let time: i64 = r.get(1)?;
+        let rows = self.rows(
+            "SELECT seq, id, time, text, entities FROM events ORDER BY seq DESC LIMIT ?1",
+            args![limit as i64],
+        )?;
+        let Some(oldest) = rows.last().map(|r| r.int(0)).transpose()? else {
+            return Ok(Vec::new());
+        };
+        // The newest events are all those from the oldest of them on: one query finds their
+        // predictions.
+        let mut predictions: BTreeMap<i64, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
+        for p in self.rows(
+            "SELECT seq, model, label, confidence FROM predictions WHERE seq >= ?1",
+            args![oldest],
+        )? {
+            predictions.entry(p.int(0)?).or_default().insert(
+                p.text(1)?,
+                serde_json::json!({"label": p.text(2)?, "confidence": p.real(3)?}),
+            );
+        }
+        rows.iter()
+            .map(|r| {
+                let seq = r.int(0)?;
                 Ok(serde_json::json!({
-                    "id": r.get::<_, String>(0)?,
-                    "time": crate::event::rfc3339(time),
-                    "text": r.get::<_, String>(2)?,
-                    "entities": serde_json::from_str::<serde_json::Value>(&entities)
+                    "id": r.text(1)?,
+                    "time": crate::event::rfc3339(r.int(2)?),
+                    "text": r.text(3)?,
+                    "entities": serde_json::from_str::<serde_json::Value>(&r.text(4)?)
                         .unwrap_or_default(),
-                    "predictions": predictions
-                        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-                        .unwrap_or_else(|| serde_json::json!({})),
+                    "predictions": predictions.remove(&seq).unwrap_or_default(),
                 }))
             })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+            .collect()
     }
 
     /// Deliveries made and still owed, per sink.
     pub fn delivery_counts(&self) -> Result<BTreeMap<String, (u64, u64)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT sink, SUM(delivered_at IS NOT NULL), SUM(delivered_at IS NULL) \
-                 FROM deliveries GROUP BY sink",
-            )
-            .map_err(sql(self.path))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
-                ))
-            })
-            .map_err(sql(self.path))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sql(self.path))
+        let rows = self.rows(
+            "SELECT sink, COUNT(delivered_at), COUNT(*) - COUNT(delivered_at) \
+             FROM deliveries GROUP BY sink",
+            args![],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, (r.count(1)?, r.count(2)?))))
+            .collect()
     }
 }
 
