@@ -379,28 +379,28 @@ impl Monitor {
             })
             .collect();
         let touched_max = touched.iter().map(|(w, _)| *w).max().unwrap_or(0);
-        let mut baselines = self.baselines.lock().expect("baselines lock");
-        let mut alerts = Vec::new();
+        let mut jobs = Vec::new();
         for (window, series) in touched {
             for (r, rule) in self.config.rules.iter().enumerate() {
-                if rule.by_entity != (series.entity != ALL)
-                    || rule.by_topic != (series.topic != ALL)
+                if rule.by_entity == (series.entity != ALL)
+                    && rule.by_topic == (series.topic != ALL)
                 {
-                    continue;
+                    jobs.push((window, series.clone(), r));
                 }
-                let state = match baselines.entry((r, series.clone())) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let first = tx.first_window(&series.entity, &series.topic)?;
-                        let alerted =
-                            tx.alert_windows(&rule.name, &series.entity, &series.topic)?;
-                        v.insert(Baseline::new(first.unwrap_or(window), alerted))
-                    }
-                };
-                if let Some(alert) = self.judge_one(tx, rule, &series, window, state)? {
-                    state.alerted_in(window);
-                    alerts.push(alert);
-                }
+            }
+        }
+        let mut baselines = self.baselines.lock().expect("baselines lock");
+        self.add_missing_baselines(tx, &mut baselines, &jobs)?;
+        let counts = tx.series_many(&self.counts_wanted(&baselines, &jobs))?;
+        let mut alerts = Vec::new();
+        for (window, series, r) in jobs {
+            let rule = &self.config.rules[r];
+            let state = baselines
+                .get_mut(&(r, series.clone()))
+                .expect("added above");
+            if let Some(alert) = self.judge_one(&counts, rule, &series, window, state) {
+                state.alerted_in(window);
+                alerts.push(alert);
             }
         }
         // Series come and go (entities named by a model have no bound): the state of those
@@ -413,37 +413,79 @@ impl Monitor {
         Ok(alerts)
     }
 
-    /// Folds `state` up to `window` and asks `rule` about `window`.
-    fn judge_one(
+    /// Builds from the store the state of each rule × series of `jobs` not yet in memory.
+    fn add_missing_baselines(
         &self,
         tx: &Tx<'_>,
+        baselines: &mut HashMap<(usize, Series), Baseline>,
+        jobs: &[(i64, Series, usize)],
+    ) -> Result<()> {
+        for (window, series, r) in jobs {
+            let key = (*r, series.clone());
+            if baselines.contains_key(&key) {
+                continue;
+            }
+            let rule = &self.config.rules[*r];
+            let first = tx.first_window(&series.entity, &series.topic)?;
+            let alerted = tx.alert_windows(&rule.name, &series.entity, &series.topic)?;
+            baselines.insert(key, Baseline::new(first.unwrap_or(*window), alerted));
+        }
+        Ok(())
+    }
+
+    /// The windows of each series of counts that judging `jobs` reads: from where its baseline
+    /// stands to the newest window judged.
+    fn counts_wanted(
+        &self,
+        baselines: &HashMap<(usize, Series), Baseline>,
+        jobs: &[(i64, Series, usize)],
+    ) -> HashMap<CountKey, (i64, i64)> {
+        let mut wanted: HashMap<CountKey, (i64, i64)> = HashMap::new();
+        for (window, series, r) in jobs {
+            let rule = &self.config.rules[*r];
+            let from = baselines[&(*r, series.clone())].next_window.min(*window);
+            let to = window + self.config.window_secs;
+            let mut want = |model: &str, label: &str| {
+                let range = wanted
+                    .entry(series_key(series, model, label))
+                    .or_insert((from, to));
+                *range = (range.0.min(from), range.1.max(to));
+            };
+            want(VOLUME, VOLUME);
+            if let Some((model, label)) = &rule.target {
+                want(model, label);
+            }
+        }
+        wanted
+    }
+
+    /// Folds `state` up to `window` and asks `rule` about `window`, given the `counts` of its
+    /// series.
+    fn judge_one(
+        &self,
+        counts: &HashMap<CountKey, BTreeMap<i64, u64>>,
         rule: &Rule,
         series: &Series,
         window: i64,
         state: &mut Baseline,
-    ) -> Result<Option<Alert>> {
+    ) -> Option<Alert> {
         let size = self.config.window_secs;
-        let from = state.next_window.min(window);
-        let key = |model: &str, label: &str| CountKey {
-            window: 0,
-            entity: series.entity.clone(),
-            topic: series.topic.clone(),
-            model: model.to_string(),
-            label: label.to_string(),
-        };
-        let volumes = tx.series(&key(VOLUME, VOLUME), from, window + size)?;
+        let empty = BTreeMap::new();
+        let volumes = counts
+            .get(&series_key(series, VOLUME, VOLUME))
+            .unwrap_or(&empty);
         let hits = match &rule.target {
-            Some((model, label)) => tx.series(&key(model, label), from, window + size)?,
-            None => BTreeMap::new(),
+            Some((model, label)) => counts
+                .get(&series_key(series, model, label))
+                .unwrap_or(&empty),
+            None => &empty,
         };
-        state.advance(rule, window, size, &volumes, &hits);
+        state.advance(rule, window, size, volumes, hits);
         let count = volumes.get(&window).copied().unwrap_or(0);
         let hit = hits.get(&window).copied().unwrap_or(0);
-        let Some(verdict) = state.judge(rule, window, size, count, hit) else {
-            return Ok(None);
-        };
+        let verdict = state.judge(rule, window, size, count, hit)?;
         let now = now_secs();
-        Ok(Some(Alert {
+        Some(Alert {
             id: format!(
                 "{}/{}/{}/{}",
                 rule.name, series.entity, series.topic, window
@@ -463,7 +505,7 @@ impl Monitor {
             count,
             created: now,
             created_at: rfc3339(now),
-        }))
+        })
     }
 
     /// Sends the alert deliveries that are due; how many succeeded.
@@ -627,4 +669,15 @@ fn dictionary_entities(dictionary: &BTreeMap<String, Vec<String>>, text: &str) -
         .filter(|(_, aliases)| aliases.iter().any(|a| lower.contains(a.as_str())))
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// The key of the counts of `series` by `model` and `label` (window 0: all windows).
+fn series_key(series: &Series, model: &str, label: &str) -> CountKey {
+    CountKey {
+        window: 0,
+        entity: series.entity.clone(),
+        topic: series.topic.clone(),
+        model: model.to_string(),
+        label: label.to_string(),
+    }
 }

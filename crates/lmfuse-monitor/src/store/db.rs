@@ -159,6 +159,49 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+/// A statement over many rows. SQLite runs `sqlite` (parameters `?1..?k`) once per row, from
+/// one prepared statement; PostgreSQL runs `postgres` once, its parameters `$1..$k` being the
+/// columns as arrays (`UNNEST($1::bigint[], ...)`, `= ANY($1)`): one round trip for the lot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bulk {
+    pub(crate) sqlite: &'static str,
+    pub(crate) postgres: &'static str,
+}
+
+/// One column of the rows of a [`Bulk`] statement.
+#[derive(Debug, Clone)]
+pub(crate) enum Column<'a> {
+    Int(Vec<i64>),
+    Real(Vec<f64>),
+    Text(Vec<&'a str>),
+}
+
+impl Column<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Column::Int(v) => v.len(),
+            Column::Real(v) => v.len(),
+            Column::Text(v) => v.len(),
+        }
+    }
+
+    fn arg(&self, row: usize) -> Arg<'_> {
+        match self {
+            Column::Int(v) => Arg::from(v[row]),
+            Column::Real(v) => Arg::from(v[row]),
+            Column::Text(v) => Arg::from(v[row]),
+        }
+    }
+
+    fn pg(&self) -> &(dyn postgres::types::ToSql + Sync) {
+        match self {
+            Column::Int(v) => v,
+            Column::Real(v) => v,
+            Column::Text(v) => v,
+        }
+    }
+}
+
 /// One value of a result row.
 #[derive(Debug, Clone, PartialEq)]
 enum Cell {
@@ -423,24 +466,66 @@ impl Session<'_> {
         args: &[Arg<'_>],
         db: &Arc<str>,
     ) -> std::result::Result<Vec<Row>, String> {
-        let cells = match self {
-            Session::Sqlite(tx) => sqlite_rows(tx, sql, args).map_err(|e| e.to_string())?,
+        match self {
+            Session::Sqlite(tx) => sqlite_rows(tx, sql, args)
+                .map(|cells| rows_of(cells, db))
+                .map_err(|e| e.to_string()),
             Session::Postgres { tx, prepared } => {
                 let mut tx = tx.borrow_mut();
                 let stmt = pg_statement(&mut tx, &mut prepared.borrow_mut(), sql)?;
-                let rows = tx.query(&stmt, &pg_args(args)).map_err(describe)?;
-                rows.iter()
-                    .map(pg_cells)
-                    .collect::<std::result::Result<_, _>>()?
+                pg_rows(tx.query(&stmt, &pg_args(args)), db)
             }
-        };
-        Ok(cells
-            .into_iter()
-            .map(|cells| Row {
-                cells,
-                db: db.clone(),
-            })
-            .collect())
+        }
+    }
+
+    /// Runs `bulk` over the rows of `columns` (all of one length); the number of rows changed.
+    pub(crate) fn exec_bulk(
+        &self,
+        bulk: Bulk,
+        columns: &[Column<'_>],
+    ) -> std::result::Result<usize, String> {
+        match self {
+            Session::Sqlite(_) => {
+                let mut changed = 0;
+                for row in 0..columns.first().map_or(0, Column::len) {
+                    let args: Vec<Arg<'_>> = columns.iter().map(|c| c.arg(row)).collect();
+                    changed += self.exec(bulk.sqlite, &args)?;
+                }
+                Ok(changed)
+            }
+            Session::Postgres { tx, prepared } => {
+                let mut tx = tx.borrow_mut();
+                let stmt = pg_statement(&mut tx, &mut prepared.borrow_mut(), bulk.postgres)?;
+                let args: Vec<_> = columns.iter().map(Column::pg).collect();
+                let n = tx.execute(&stmt, &args).map_err(describe)?;
+                Ok(n as usize)
+            }
+        }
+    }
+
+    /// Runs the query `bulk` over the rows of `columns`; the rows of all.
+    pub(crate) fn query_bulk(
+        &self,
+        bulk: Bulk,
+        columns: &[Column<'_>],
+        db: &Arc<str>,
+    ) -> std::result::Result<Vec<Row>, String> {
+        match self {
+            Session::Sqlite(_) => {
+                let mut rows = Vec::new();
+                for row in 0..columns.first().map_or(0, Column::len) {
+                    let args: Vec<Arg<'_>> = columns.iter().map(|c| c.arg(row)).collect();
+                    rows.extend(self.query(bulk.sqlite, &args, db)?);
+                }
+                Ok(rows)
+            }
+            Session::Postgres { tx, prepared } => {
+                let mut tx = tx.borrow_mut();
+                let stmt = pg_statement(&mut tx, &mut prepared.borrow_mut(), bulk.postgres)?;
+                let args: Vec<_> = columns.iter().map(Column::pg).collect();
+                pg_rows(tx.query(&stmt, &args), db)
+            }
+        }
     }
 
     /// Commits the transaction.
@@ -450,6 +535,28 @@ impl Session<'_> {
             Session::Postgres { tx, .. } => tx.into_inner().commit().map_err(describe),
         }
     }
+}
+
+fn rows_of(cells: Vec<Vec<Cell>>, db: &Arc<str>) -> Vec<Row> {
+    cells
+        .into_iter()
+        .map(|cells| Row {
+            cells,
+            db: db.clone(),
+        })
+        .collect()
+}
+
+fn pg_rows(
+    rows: std::result::Result<Vec<postgres::Row>, postgres::Error>,
+    db: &Arc<str>,
+) -> std::result::Result<Vec<Row>, String> {
+    let rows = rows.map_err(describe)?;
+    let cells = rows
+        .iter()
+        .map(pg_cells)
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(rows_of(cells, db))
 }
 
 fn sqlite_arg(arg: &Arg<'_>) -> rusqlite::types::Value {

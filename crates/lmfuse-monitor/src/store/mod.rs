@@ -5,8 +5,9 @@
 
 use crate::error::{MonitorError, Result};
 use crate::event::Event;
-use db::{args, Arg, Conn, Row, Session};
+use db::{args, Arg, Bulk, Column, Conn, Row, Session};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The schema this build writes (SQLite: `PRAGMA user_version`; PostgreSQL: the table
@@ -175,25 +176,26 @@ impl Store {
     /// another time or text), none.
     pub fn insert_events(&mut self, events: &[Event]) -> Result<Inserted> {
         self.transaction(|tx| {
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            let mut known: HashMap<String, (i64, String)> = HashMap::new();
+            for row in tx.query_bulk(FIND_EVENTS, &[Column::Text(ids)])? {
+                known.insert(row.text(0)?, (row.int(1)?, row.text(2)?));
+            }
             let mut out = Inserted::default();
+            let mut new = Vec::new();
             for e in events {
-                let stored = tx.row("SELECT time, text FROM events WHERE id = ?1", args![&e.id])?;
-                match stored {
-                    Some(row) if row.int(0)? != e.time => return Err(conflict(&e.id, "time")),
-                    Some(row) if row.text(1)? != e.text => return Err(conflict(&e.id, "text")),
+                match known.get(&e.id) {
+                    Some((time, _)) if *time != e.time => return Err(conflict(&e.id, "time")),
+                    Some((_, text)) if *text != e.text => return Err(conflict(&e.id, "text")),
                     Some(_) => out.duplicates += 1,
                     None => {
-                        let entities = serde_json::to_string(&e.entities).expect("strings");
-                        let meta = serde_json::to_string(&e.meta).expect("JSON values");
-                        tx.exec(
-                            "INSERT INTO events(id, time, text, entities, meta) \
-                             VALUES(?1, ?2, ?3, ?4, ?5)",
-                            args![&e.id, e.time, &e.text, &entities, &meta],
-                        )?;
-                        out.accepted += 1;
+                        known.insert(e.id.clone(), (e.time, e.text.clone()));
+                        new.push(e);
                     }
                 }
             }
+            out.accepted = new.len();
+            tx.insert_new_events(&new)?;
             Ok(out)
         })
     }
@@ -260,6 +262,59 @@ impl Store {
     }
 }
 
+const FIND_EVENTS: Bulk = Bulk {
+    sqlite: "SELECT id, time, text FROM events WHERE id = ?1",
+    postgres: "SELECT id, time, text FROM events WHERE id = ANY($1)",
+};
+
+/// Rows inserted in the order given, so that `seq` is their order of arrival.
+const INSERT_EVENTS: Bulk = Bulk {
+    sqlite: "INSERT INTO events(id, time, text, entities, meta) VALUES(?1, ?2, ?3, ?4, ?5)",
+    postgres: "INSERT INTO events(id, time, text, entities, meta) \
+               SELECT id, time, text, entities, meta FROM UNNEST($1::text[], $2::bigint[], \
+               $3::text[], $4::text[], $5::text[]) WITH ORDINALITY \
+               AS u(id, time, text, entities, meta, n) ORDER BY n",
+};
+
+const ADD_PREDICTIONS: Bulk = Bulk {
+    sqlite: "INSERT INTO predictions(seq, model, label, confidence) VALUES(?1, ?2, ?3, ?4) \
+             ON CONFLICT(seq, model) DO UPDATE SET label = excluded.label, \
+             confidence = excluded.confidence",
+    postgres: "INSERT INTO predictions(seq, model, label, confidence) \
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::float8[]) \
+               ON CONFLICT(seq, model) DO UPDATE SET label = excluded.label, \
+               confidence = excluded.confidence",
+};
+
+const ADD_COUNTS: Bulk = Bulk {
+    sqlite: "INSERT INTO counts(\"window\", entity, topic, model, label, n) \
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT(entity, topic, model, label, \"window\") \
+             DO UPDATE SET n = counts.n + excluded.n",
+    postgres: "INSERT INTO counts(\"window\", entity, topic, model, label, n) \
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+               $5::text[], $6::bigint[]) \
+               ON CONFLICT(entity, topic, model, label, \"window\") \
+               DO UPDATE SET n = counts.n + excluded.n",
+};
+
+const SERIES_MANY: Bulk = Bulk {
+    sqlite: "SELECT entity, topic, model, label, \"window\", n FROM counts WHERE entity = ?1 \
+             AND topic = ?2 AND model = ?3 AND label = ?4 AND \"window\" >= ?5 \
+             AND \"window\" < ?6",
+    postgres: "SELECT c.entity, c.topic, c.model, c.label, c.\"window\", c.n \
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+               $6::bigint[]) AS s(entity, topic, model, label, lo, hi) \
+               JOIN counts c ON c.entity = s.entity AND c.topic = s.topic \
+               AND c.model = s.model AND c.label = s.label \
+               AND c.\"window\" >= s.lo AND c.\"window\" < s.hi",
+};
+
+const MARK_CLASSIFIED: Bulk = Bulk {
+    sqlite: "UPDATE events SET classified = 1 WHERE seq = ?1",
+    postgres: "UPDATE events SET classified = 1 WHERE seq = ANY($1)",
+};
+
 fn conflict(id: &str, field: &'static str) -> MonitorError {
     MonitorError::Conflict {
         id: id.to_string(),
@@ -304,38 +359,77 @@ impl Tx<'_> {
             .ok_or_else(|| self.failed(format!("no row from {sql}")))
     }
 
+    /// Runs `bulk` over the rows of `columns`; the number of rows changed.
+    fn exec_bulk(&self, bulk: Bulk, columns: &[Column<'_>]) -> Result<usize> {
+        self.session
+            .exec_bulk(bulk, columns)
+            .map_err(|m| self.failed(m))
+    }
+
+    /// Runs the query `bulk` over the rows of `columns`; the rows of all.
+    fn query_bulk(&self, bulk: Bulk, columns: &[Column<'_>]) -> Result<Vec<Row>> {
+        self.session
+            .query_bulk(bulk, columns, &self.db)
+            .map_err(|m| self.failed(m))
+    }
+
+    /// Inserts events known to be new, in their order.
+    fn insert_new_events(&self, new: &[&Event]) -> Result<()> {
+        let entities: Vec<String> = new
+            .iter()
+            .map(|e| serde_json::to_string(&e.entities).expect("strings"))
+            .collect();
+        let meta: Vec<String> = new
+            .iter()
+            .map(|e| serde_json::to_string(&e.meta).expect("JSON values"))
+            .collect();
+        self.exec_bulk(
+            INSERT_EVENTS,
+            &[
+                Column::Text(new.iter().map(|e| e.id.as_str()).collect()),
+                Column::Int(new.iter().map(|e| e.time).collect()),
+                Column::Text(new.iter().map(|e| e.text.as_str()).collect()),
+                Column::Text(entities.iter().map(String::as_str).collect()),
+                Column::Text(meta.iter().map(String::as_str).collect()),
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Records each event's prediction by `model` (`(seq, label, confidence)`).
     pub fn add_predictions(&self, model: &str, rows: &[(i64, String, f32)]) -> Result<()> {
-        for (seq, label, confidence) in rows {
-            self.exec(
-                "INSERT INTO predictions(seq, model, label, confidence) VALUES(?1, ?2, ?3, ?4) \
-                 ON CONFLICT(seq, model) DO UPDATE SET label = excluded.label, \
-                 confidence = excluded.confidence",
-                args![*seq, model, label, *confidence as f64],
-            )?;
-        }
+        self.exec_bulk(
+            ADD_PREDICTIONS,
+            &[
+                Column::Int(rows.iter().map(|r| r.0).collect()),
+                Column::Text(vec![model; rows.len()]),
+                Column::Text(rows.iter().map(|r| r.1.as_str()).collect()),
+                Column::Real(rows.iter().map(|r| f64::from(r.2)).collect()),
+            ],
+        )?;
         Ok(())
     }
 
     /// Adds `deltas` to the windowed counts.
     pub fn add_counts(&self, deltas: &BTreeMap<CountKey, u64>) -> Result<()> {
-        for (k, n) in deltas {
-            self.exec(
-                "INSERT INTO counts(\"window\", entity, topic, model, label, n) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT(entity, topic, model, label, \"window\") \
-                 DO UPDATE SET n = counts.n + excluded.n",
-                args![k.window, &k.entity, &k.topic, &k.model, &k.label, *n as i64],
-            )?;
-        }
+        let keys: Vec<&CountKey> = deltas.keys().collect();
+        self.exec_bulk(
+            ADD_COUNTS,
+            &[
+                Column::Int(keys.iter().map(|k| k.window).collect()),
+                Column::Text(keys.iter().map(|k| k.entity.as_str()).collect()),
+                Column::Text(keys.iter().map(|k| k.topic.as_str()).collect()),
+                Column::Text(keys.iter().map(|k| k.model.as_str()).collect()),
+                Column::Text(keys.iter().map(|k| k.label.as_str()).collect()),
+                Column::Int(deltas.values().map(|&n| n as i64).collect()),
+            ],
+        )?;
         Ok(())
     }
 
     /// Marks the events `seqs` as classified.
     pub fn mark_classified(&self, seqs: &[i64]) -> Result<()> {
-        for s in seqs {
-            self.exec("UPDATE events SET classified = 1 WHERE seq = ?1", args![*s])?;
-        }
+        self.exec_bulk(MARK_CLASSIFIED, &[Column::Int(seqs.to_vec())])?;
         Ok(())
     }
 
@@ -349,15 +443,37 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The counts of one series (`entity`, `topic`, `model`, `label`) in the windows
-    /// `from..to` (start included, end excluded), by window; windows without events are absent.
-    pub fn series(&self, key: &CountKey, from: i64, to: i64) -> Result<BTreeMap<i64, u64>> {
-        let rows = self.rows(
-            "SELECT \"window\", n FROM counts WHERE entity = ?1 AND topic = ?2 AND model = ?3 \
-             AND label = ?4 AND \"window\" >= ?5 AND \"window\" < ?6",
-            args![&key.entity, &key.topic, &key.model, &key.label, from, to],
+    /// The counts of several series, each in its windows `from..to` (`wanted`: the series'
+    /// key, window ignored, and its range), by window; windows without events are absent.
+    pub fn series_many(
+        &self,
+        wanted: &HashMap<CountKey, (i64, i64)>,
+    ) -> Result<HashMap<CountKey, BTreeMap<i64, u64>>> {
+        let keys: Vec<(&CountKey, &(i64, i64))> = wanted.iter().collect();
+        let text = |f: fn(&CountKey) -> &str| Column::Text(keys.iter().map(|k| f(k.0)).collect());
+        let rows = self.query_bulk(
+            SERIES_MANY,
+            &[
+                text(|k| &k.entity),
+                text(|k| &k.topic),
+                text(|k| &k.model),
+                text(|k| &k.label),
+                Column::Int(keys.iter().map(|k| k.1 .0).collect()),
+                Column::Int(keys.iter().map(|k| k.1 .1).collect()),
+            ],
         )?;
-        rows.iter().map(|r| Ok((r.int(0)?, r.count(1)?))).collect()
+        let mut out: HashMap<CountKey, BTreeMap<i64, u64>> = HashMap::new();
+        for r in rows {
+            let key = CountKey {
+                window: 0,
+                entity: r.text(0)?,
+                topic: r.text(1)?,
+                model: r.text(2)?,
+                label: r.text(3)?,
+            };
+            out.entry(key).or_default().insert(r.int(4)?, r.count(5)?);
+        }
+        Ok(out)
     }
 
     /// The first window with events of `entity` × `topic`.
