@@ -38,6 +38,13 @@ candidates() {
   rule ewma-z5 ewma 'metric = "share"\nz = 5.0\nmin_count = 10\nwarmup = 24'
   rule cusum-h5 cusum 'metric = "share"\nk = 0.5\nh = 5.0\nmin_count = 10\nwarmup = 24'
   rule cusum-h8 cusum 'metric = "share"\nk = 0.5\nh = 8.0\nmin_count = 10\nwarmup = 24'
+  # Combined: unusual for the entity (z or CUSUM) and large in itself (`above`).
+  rule ewma-z2-above0.5 ewma 'metric = "share"\nz = 2.0\nabove = 0.5\nmin_count = 10\nwarmup = 24'
+  rule ewma-z3-above0.5 ewma 'metric = "share"\nz = 3.0\nabove = 0.5\nmin_count = 10\nwarmup = 24'
+  rule ewma-z2-above0.6 ewma 'metric = "share"\nz = 2.0\nabove = 0.6\nmin_count = 10\nwarmup = 24'
+  rule ewma-z3-above0.6 ewma 'metric = "share"\nz = 3.0\nabove = 0.6\nmin_count = 10\nwarmup = 24'
+  rule cusum-h3-above0.5 cusum 'metric = "share"\nk = 0.5\nh = 3.0\nabove = 0.5\nmin_count = 10\nwarmup = 24'
+  rule cusum-h5-above0.5 cusum 'metric = "share"\nk = 0.5\nh = 5.0\nabove = 0.5\nmin_count = 10\nwarmup = 24'
 }
 for seed in 7 11; do
   "$lm" monitor simulate --data "$train" --days 30 --events-per-hour 6 --bursts 10 \

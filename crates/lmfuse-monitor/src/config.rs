@@ -173,6 +173,9 @@ pub struct Rule {
     pub warmup: u32,
     /// Windows after an alert during which the same series does not alert again.
     pub cooldown: u32,
+    /// An EWMA or CUSUM rule on a share fires only when the share is also above this level
+    /// (`above` on such a rule): a rise that is unusual for the series and large in itself.
+    pub floor: Option<f64>,
 }
 
 /// Where alerts are sent.
@@ -529,8 +532,19 @@ fn rule_of(r: RawRule, models: &[ModelConfig]) -> Result<Rule, String> {
             ))
         }
     };
+    let floor = match (&detector, r.above) {
+        (Detector::Above(_), _) | (_, None) => None,
+        (_, Some(_)) if metric == Metric::Volume => {
+            return Err("`above` is a share; a volume rule takes none".into())
+        }
+        (_, Some(level)) if !(0.0..1.0).contains(&level) => {
+            return Err(format!("`above` must be in [0, 1) (found {level})"))
+        }
+        (_, level) => level,
+    };
     let (by_entity, by_topic) = group_of(&r.group_by, models)?;
     Ok(Rule {
+        floor,
         name: r.name,
         metric,
         target,
@@ -676,6 +690,11 @@ path = "alerts.log"
             ("window = \"1h\"", "window = \"1 hour\"", "monitor.window"),
             ("above = 0.4", "above = 1.4", "rule[0]: `above`"),
             ("kind = \"ewma\"", "kind = \"zscore\"", "rule[1]: `kind`"),
+            (
+                "metric = \"volume\"",
+                "metric = \"volume\"\nabove = 0.5",
+                "rule[1]: `above` is a share",
+            ),
             (
                 "model = \"sentiment\"",
                 "model = \"topic\"",

@@ -212,7 +212,8 @@ impl Baseline {
             }
             _ => return None,
         };
-        (score > threshold).then_some(Verdict {
+        let floor = rule.floor.is_none_or(|level| value > level);
+        (score > threshold && floor).then_some(Verdict {
             value,
             score,
             threshold,
@@ -253,6 +254,7 @@ mod tests {
             min_count: 5,
             warmup: 4,
             cooldown: 2,
+            floor: None,
         }
     }
 
@@ -305,6 +307,17 @@ mod tests {
             None,
             "0.40 is not above 0.4"
         );
+    }
+
+    #[test]
+    fn a_floor_keeps_an_unusual_but_small_share_quiet() {
+        let mut r = rule(Metric::Share, Detector::Ewma { z: 3.0, alpha: 0.3 });
+        let mut b = Baseline::new(0, []);
+        b.advance(&r, 8, 1, &steady(8, 20), &(0..8).map(|w| (w, 1)).collect());
+        assert!(b.judge(&r, 8, 1, 20, 8).is_some(), "0.05 → 0.40 is unusual");
+        r.floor = Some(0.5);
+        assert_eq!(b.judge(&r, 8, 1, 20, 8), None, "but not above 0.5");
+        assert!(b.judge(&r, 8, 1, 20, 12).is_some(), "0.60 is both");
     }
 
     #[test]
