@@ -6,6 +6,7 @@
 //! are added as siblings of [`classify`] (as [`ner`], [`relation`] and [`retrieval`] are) on the shared parts: [`data`] (splits),
 //! [`encoders`] (encoder choice, cache, embedding), [`model`] (bundles ready to use).
 
+pub mod active;
 pub mod classify;
 pub mod compare;
 pub mod data;
