@@ -26,6 +26,7 @@ mod ner;
 mod progress;
 mod relation;
 mod search;
+mod select;
 mod serve;
 mod tune;
 mod tune_flags;
@@ -62,6 +63,9 @@ enum Command {
     Predict(classify::PredictArgs),
     /// Rank single heads, feature fusion and ensembles by cross-validation on one data set.
     Compare(compare::CompareArgs),
+    /// Active learning: the texts of a pool to label next (uncertainty, diversity or both),
+    /// or with --simulate the learning curves of the strategies on a labelled set.
+    Select(select::SelectArgs),
     /// Search feature sets, heads, their hyperparameters and the fusion weight by k-fold
     /// cross-validation on train (random or grid, optionally successive halving); refit and
     /// save the best.
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => classify::train(&args, cli.quiet),
         Command::Eval(args) => classify::eval(&args, cli.quiet),
         Command::Predict(args) => classify::predict(&args, cli.quiet),
+        Command::Select(args) => select::run(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),
         Command::Tune(args) => tune::run(&args, cli.quiet),
         Command::Finetune(args) => finetune::run(&args, cli.quiet),

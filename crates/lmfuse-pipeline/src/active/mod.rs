@@ -3,9 +3,11 @@
 //! on a labelled set whose labels stay hidden until bought, which gives the learning curve.
 
 mod curves;
+mod select;
 pub use curves::{
     curves_svg, learning_curves, CurvesReport, CurvesSpec, StrategyCurve, SummaryPoint,
 };
+pub use select::{select_next, Chosen};
 
 use crate::ensure;
 use crate::error::Result;
