@@ -40,6 +40,8 @@ __all__ = [
     "stratified_folds",
     "compare",
     "finetune",
+    "select",
+    "learning_curves",
     "Results",
     "DEFAULT_MODEL",
 ]
@@ -1064,6 +1066,83 @@ def compare(
     data = _data_settings(text_col, label_col, format)
     board = json.loads(_native.compare(settings, encoder, data))
     return Results(_leaderboard_rows(board), board)
+
+
+def select(
+    pool,
+    bundle,
+    budget,
+    *,
+    strategy="margin",
+    labelled=None,
+    seed=0,
+    cache=True,
+):
+    """Runs ``lmfuse select``: chooses ``budget`` texts of ``pool`` (a list of strings) to
+    label next with the bundle at ``bundle``. ``strategy``: ``random``, ``least-confidence``,
+    ``margin``, ``entropy``, ``kcenter`` (diversity of the bundle encoder's embeddings) or
+    ``hybrid`` (the most diverse of the 10 x budget least sure); ``labelled``: texts labelled
+    already, which diversity keeps away from. Returns one dict per chosen text, in the order
+    chosen: ``rank``, ``row`` (its index in ``pool``), ``text``, ``uncertainty``."""
+    use_cache, cache_dir = _cache_args(cache)
+    chosen = _native.select(
+        _path(bundle, "bundle", required=True),
+        [str(t) for t in pool],
+        [str(t) for t in (labelled or [])],
+        str(strategy),
+        int(budget),
+        int(seed),
+        use_cache,
+        cache_dir,
+    )
+    return json.loads(chosen)
+
+
+def learning_curves(
+    train,
+    test,
+    *,
+    budget=1000,
+    initial=20,
+    step=50,
+    strategies=("random", "margin", "entropy", "kcenter", "hybrid"),
+    seeds=5,
+    c=10.0,
+    model=None,
+    pooling=None,
+    max_length=None,
+    normalize=None,
+    batch_tokens=None,
+    prefix=None,
+    text_col="text",
+    label_col="label",
+    format=None,
+    cache=True,
+):
+    """Runs ``lmfuse select --simulate``: active learning on ``train`` with its labels hidden
+    until bought (``initial`` at random, then rounds of ``step`` chosen by each strategy, up
+    to ``budget``), a logistic regression (``c``) on the encoder's embeddings scored on
+    ``test`` after each round, ``seeds`` runs per strategy. Returns the report: per strategy
+    the mean and std accuracy per number of labels, the labels it needs to reach random
+    sampling's final accuracy, and every run."""
+    use_cache, cache_dir = _cache_args(cache)
+    settings = {
+        "strategies": [str(s) for s in strategies],
+        "seeds": list(range(int(seeds))),
+        "initial": int(initial),
+        "step": int(step),
+        "budget": int(budget),
+        "c": float(c),
+        "use_cache": use_cache,
+        "cache_dir": cache_dir,
+    }
+    encoder = _encoder_settings(model, pooling, max_length, normalize, batch_tokens, prefix)
+    data = _data_settings(text_col, label_col, format)
+    report = _native.learning_curves(
+        _path(train, "train", required=True), _path(test, "test", required=True), settings,
+        encoder, data,
+    )
+    return json.loads(report)
 
 
 def finetune(

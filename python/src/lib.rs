@@ -3,6 +3,7 @@
 //! the same `lmfuse_pipeline` functions as the CLI; every long computation runs with the GIL
 //! released.
 
+mod active;
 mod classifier;
 mod encoder;
 mod jobs;
@@ -77,6 +78,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(classifier::load, m)?)?;
     m.add_function(wrap_pyfunction!(classifier::stratified_folds, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::compare, m)?)?;
+    m.add_function(wrap_pyfunction!(active::learning_curves, m)?)?;
+    m.add_function(wrap_pyfunction!(active::select, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::finetune, m)?)?;
     m.add_class::<ner::Tagger>()?;
     m.add_function(wrap_pyfunction!(ner::ner_fit, m)?)?;

@@ -1,0 +1,52 @@
+"""lmfuse.select and lmfuse.learning_curves: active learning as `lmfuse select` runs it."""
+
+import json
+
+import pytest
+
+import lmfuse
+from lmfuse_testing import REVIEWS, ROOT, cli, read_jsonl, require
+
+
+@pytest.fixture(scope="module", autouse=True)
+def default_model():
+    require(ROOT / "models" / lmfuse.DEFAULT_MODEL, "the default model (scripts/fetch-models.sh)")
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    lines = REVIEWS.read_text().splitlines()
+    d = tmp_path_factory.mktemp("active")
+    (d / "pool.jsonl").write_text("\n".join(lines[:200]) + "\n")
+    (d / "test.jsonl").write_text("\n".join(lines[200:]) + "\n")
+    return d / "pool.jsonl", d / "test.jsonl"
+
+
+def test_learning_curves_match_the_cli(split, tmp_path):
+    pool, test = split
+    kw = dict(budget=60, initial=10, step=25, strategies=("random", "hybrid"), seeds=2)
+    report = lmfuse.learning_curves(pool, test, **kw)
+    assert [c["strategy"] for c in report["curves"]] == ["random", "hybrid"]
+    assert [p["labels"] for p in report["curves"][0]["points"]] == [10, 35, 60]
+    out = tmp_path / "curves.json"
+    cli(
+        "select", "--simulate", "--train", str(pool), "--test", str(test), "--budget", "60",
+        "--initial", "10", "--step", "25", "--strategies", "random,hybrid", "--seeds", "2",
+        "-o", str(out), "-q",
+    )
+    assert json.loads(out.read_text()) == report
+
+
+def test_select_names_texts_of_the_pool_and_refuses_bad_settings(split, tmp_path):
+    pool, test = split
+    bundle = tmp_path / "bundle"
+    cli("train", "--train", str(test), "--test", str(test), "--out", str(bundle), "-q")
+    texts = [r["text"] for r in read_jsonl(pool)]
+    chosen = lmfuse.select(texts, bundle, 5, strategy="hybrid", labelled=texts[:3])
+    assert [c["rank"] for c in chosen] == [1, 2, 3, 4, 5]
+    assert all(texts[c["row"]] == c["text"] for c in chosen)
+    assert len({c["row"] for c in chosen}) == 5
+    with pytest.raises(ValueError, match="strategy"):
+        lmfuse.select(texts, bundle, 5, strategy="smart")
+    with pytest.raises(ValueError, match="larger than the pool"):
+        lmfuse.select(texts[:3], bundle, 5)
