@@ -11,6 +11,7 @@ use lmfuse_pipeline::classify::{FeatureSet, OosChoice, OosSpec, TrainReport, Tra
 use lmfuse_pipeline::data::{DataSpec, SplitPlan};
 use lmfuse_pipeline::encoders::CacheSpec;
 use lmfuse_pipeline::model::Model;
+use lmfuse_pipeline::selftrain::{self_train, SelfTrainReport, SelfTrainSpec};
 use lmfuse_train::HeadKind;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -128,6 +129,20 @@ pub struct TrainArgs {
     /// Dev data for model selection (default: a stratified 10% of --train).
     #[arg(long)]
     dev: Option<PathBuf>,
+    /// Unlabelled texts (same format, no labels) for self-training: the classifier labels
+    /// those it is sure of, class-balanced, and is trained again, round after round, while
+    /// dev accuracy improves.
+    #[arg(long)]
+    unlabeled: Option<PathBuf>,
+    /// Self-training: most rounds.
+    #[arg(long, default_value_t = 3)]
+    self_train_rounds: usize,
+    /// Self-training: lowest probability of a pseudo-label.
+    #[arg(long, default_value_t = 0.8)]
+    pseudo_threshold: f32,
+    /// Self-training: pseudo-labels added per round, as a multiple of the labelled rows.
+    #[arg(long, default_value_t = 1.0)]
+    pseudo_growth: f64,
     /// Test data (default: a stratified 10% of --train).
     #[arg(long)]
     test: Option<PathBuf>,
@@ -252,13 +267,19 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
     spec.check(&data)?;
     let splits = lmfuse_pipeline::data::load_splits(&args.plan(), &data)?;
     let bars = Bars::new(quiet || args.json);
-    let mut trained = lmfuse_pipeline::classify::train(
-        &splits,
-        &spec,
-        &args.model.choice(),
-        &args.cache.spec(),
-        &bars,
-    )?;
+    let (encoder, cache) = (args.model.choice(), args.cache.spec());
+    let mut trained = match &args.unlabeled {
+        None => lmfuse_pipeline::classify::train(&splits, &spec, &encoder, &cache, &bars)?,
+        Some(path) => {
+            let texts = read_unlabeled(path, &data)?;
+            let st = SelfTrainSpec {
+                rounds: args.self_train_rounds,
+                threshold: args.pseudo_threshold,
+                growth: args.pseudo_growth,
+            };
+            self_train(&splits, &texts, (&spec, &st), &encoder, &cache, &bars)?
+        }
+    };
     trained.save(&args.out)?;
     let report = &mut trained.report;
     report
@@ -270,6 +291,42 @@ pub fn train(args: &TrainArgs, quiet: bool) -> anyhow::Result<()> {
         print_train_report(report, splits.labels.len());
     }
     Ok(())
+}
+
+/// The texts of an unlabelled file; a file whose every record has a label is refused (it is
+/// training data).
+fn read_unlabeled(path: &Path, data: &DataSpec) -> anyhow::Result<Vec<String>> {
+    if let Ok(rows) = lmfuse_pipeline::data::read_labelled(path, data, &[]) {
+        if !rows.texts.is_empty() {
+            anyhow::bail!(
+                "{}: every record has a label (`{}`): --unlabeled takes texts without labels \
+                 (give labelled data as --train)",
+                path.display(),
+                data.label_col
+            );
+        }
+    }
+    Ok(lmfuse_pipeline::data::read_input(
+        path,
+        data.format,
+        &data.text_col,
+    )?)
+}
+
+fn print_self_training(st: &SelfTrainReport) {
+    for r in &st.rounds {
+        let dev = r.dev_accuracy.map_or("-".into(), |a| format!("{a:.4}"));
+        eprintln!(
+            "  self-training round {}: {} pseudo-labelled texts (+{}), dev accuracy {dev}",
+            r.round,
+            r.pseudo_labelled,
+            r.added.values().sum::<usize>()
+        );
+    }
+    eprintln!(
+        "  kept round {} of {} unlabelled texts offered; {}",
+        st.kept, st.unlabelled, st.stopped
+    );
 }
 
 fn print_train_report(report: &TrainReport, classes: usize) {
@@ -284,6 +341,9 @@ fn print_train_report(report: &TrainReport, classes: usize) {
         report.selected.value,
         report.data.dev_source
     );
+    if let Some(st) = &report.self_training {
+        print_self_training(st);
+    }
     let test = report.test.as_ref().expect("train always has a test split");
     let dev = report.dev.as_ref().expect("train always has a dev split");
     print_reports(&[("dev", dev), ("test", test)]);

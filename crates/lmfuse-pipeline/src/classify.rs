@@ -223,6 +223,9 @@ pub struct TrainReport {
     /// With `auto`: every detector on dev (`oos` holds the chosen one's figures).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub oos_tried: Vec<OosTrial>,
+    /// With unlabelled texts: the rounds of self-training (see [`crate::selftrain`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_training: Option<crate::selftrain::SelfTrainReport>,
     /// Seconds of features, fit and the whole run.
     pub seconds: BTreeMap<&'static str, f64>,
 }
@@ -468,6 +471,7 @@ pub fn train(
         test: test_report,
         oos: oos_metrics,
         oos_tried,
+        self_training: None,
         seconds: BTreeMap::from([
             ("features", embed_seconds),
             ("fit", fit_seconds),

@@ -21,6 +21,7 @@ pub mod preset;
 pub mod ranker;
 pub mod relation;
 pub mod retrieval;
+pub mod selftrain;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod tune;

@@ -30,6 +30,7 @@ pub enum Strategy {
     Entropy,
     /// Diversity: k-center greedy on the embeddings (each pick the text farthest from every
     /// labelled or picked one).
+    #[serde(rename = "kcenter")]
     KCenter,
     /// Uncertainty within diversity: k-center greedy among the [`HYBRID_SHORTLIST`] × n texts
     /// of smallest margin.
