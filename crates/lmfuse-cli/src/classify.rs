@@ -137,8 +137,9 @@ pub struct TrainArgs {
     /// Self-training: most rounds.
     #[arg(long, default_value_t = 3)]
     self_train_rounds: usize,
-    /// Self-training: lowest probability of a pseudo-label.
-    #[arg(long, default_value_t = 0.8)]
+    /// Self-training: lowest probability of a pseudo-label (0: none; each class takes its
+    /// most confident texts up to its quota).
+    #[arg(long, default_value_t = 0.0)]
     pseudo_threshold: f32,
     /// Self-training: pseudo-labels added per round, as a multiple of the labelled rows.
     #[arg(long, default_value_t = 1.0)]
@@ -306,11 +307,11 @@ fn read_unlabeled(path: &Path, data: &DataSpec) -> anyhow::Result<Vec<String>> {
             );
         }
     }
-    Ok(lmfuse_pipeline::data::read_input(
-        path,
-        data.format,
-        &data.text_col,
-    )?)
+    let texts = lmfuse_pipeline::data::read_input(path, data.format, &data.text_col)?;
+    if texts.is_empty() {
+        anyhow::bail!("{}: no text to self-train on", path.display());
+    }
+    Ok(texts)
 }
 
 fn print_self_training(st: &SelfTrainReport) {

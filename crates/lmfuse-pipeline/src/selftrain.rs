@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 pub struct SelfTrainSpec {
     /// Most rounds of pseudo-labelling.
     pub rounds: usize,
-    /// Lowest probability of a pseudo-label's class.
+    /// Lowest probability of a pseudo-label's class (0: none). Each class's own threshold is
+    /// the probability of the last text its quota takes (see `growth`).
     pub threshold: f32,
     /// Pseudo-labels added per round, as a multiple of the labelled rows, split over the
     /// classes in their labelled shares (each class its most confident).
@@ -29,7 +30,7 @@ impl Default for SelfTrainSpec {
     fn default() -> Self {
         SelfTrainSpec {
             rounds: 3,
-            threshold: 0.8,
+            threshold: 0.0,
             growth: 1.0,
         }
     }
@@ -110,7 +111,7 @@ pub fn self_train(
     for round in 1..=st.rounds {
         let chosen = pseudo_labels(&best, splits, unlabelled, &left, st, (cache, on))?;
         if chosen.is_empty() {
-            report.stopped = format!("no unlabelled text above {} left", st.threshold);
+            report.stopped = format!("no unlabelled text left above {}", st.threshold);
             break;
         }
         let mut added = BTreeMap::new();
@@ -132,8 +133,9 @@ pub fn self_train(
         let pseudo = current.y_train.len() - splits.y_train.len();
         report.rounds.push(round_of(round, added, pseudo, &trained));
         match (dev_accuracy(&trained), dev_accuracy(&best)) {
-            (Some(now), Some(before)) if now <= before => {
-                report.stopped = format!("dev accuracy stopped improving at round {round}");
+            // A tie keeps the newer classifier: it saw more texts.
+            (Some(now), Some(before)) if now < before => {
+                report.stopped = format!("dev accuracy fell at round {round}");
                 break;
             }
             _ => {
