@@ -3,7 +3,8 @@
 on k labelled examples per class.
 
 For each set, k and seed 1..N: k training examples per class are drawn from train.jsonl and k
-per class from dev.jsonl (for C, and for lmfuse's stopping rule), seeded; the rest of train,
+per class from dev.jsonl (for C, and for lmfuse's stopping rule; from the rest of train where a
+set has no dev file), seeded; the rest of train,
 labels dropped, is the unlabelled pool. Every method sees exactly these rows and is scored on
 the full test.jsonl. scikit-learn gets lmfuse's embeddings of the same texts (`lmfuse embed`;
 equal to sentence-transformers' within the parity tests' tolerance), a LogisticRegression with C
@@ -94,7 +95,9 @@ results = []
 for name in a.sets.split(","):
     d = os.path.join(a.data, name)
     model = MODELS.get(name, "models/all-MiniLM-L6-v2")
-    train, dev, test = read(f"{d}/train.jsonl"), read(f"{d}/dev.jsonl"), read(f"{d}/test.jsonl")
+    train, test = read(f"{d}/train.jsonl"), read(f"{d}/test.jsonl")
+    # Without a dev file (trec), dev rows are drawn from train and kept out of the pool.
+    dev = read(f"{d}/dev.jsonl") if os.path.exists(f"{d}/dev.jsonl") else None
     labels = sorted({str(r["label"]) for r in train})
     index = {l: i for i, l in enumerate(labels)}
     emb = {}
@@ -105,8 +108,14 @@ for name in a.sets.split(","):
                 continue
             picked = sample(train, k, seed)
             chosen = set(picked)
+            if dev is None:
+                rest = [i for i in range(len(train)) if i not in chosen]
+                dev_idx = [rest[i] for i in sample([train[j] for j in rest], k, 1000 + seed)]
+                dev_rows = [train[i] for i in dev_idx]
+                chosen |= set(dev_idx)
+            else:
+                dev_rows = [dev[i] for i in sample(dev, k, 1000 + seed)]
             pool = [r for i, r in enumerate(train) if i not in chosen]
-            dev_rows = [dev[i] for i in sample(dev, k, 1000 + seed)]
             base = f"{tmp}/{name}-{k}-{seed}"
             write([train[i] for i in picked], base + "-train.jsonl")
             write(dev_rows, base + "-dev.jsonl")

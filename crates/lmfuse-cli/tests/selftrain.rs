@@ -38,6 +38,24 @@ fn files(dir: &Path) -> [String; 4] {
     ]
 }
 
+/// `lmfuse train` on `[train, dev, test]` saving to `out`.
+fn train_args(model: &Path, [train, dev, test]: [&str; 3], out: &Path) -> Vec<String> {
+    let args = [
+        "train",
+        "--model",
+        s(model),
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--test",
+        test,
+        "--out",
+        s(out),
+    ];
+    args.map(String::from).to_vec()
+}
+
 #[test]
 fn self_training_adds_balanced_pseudo_labels_and_is_seeded() {
     let Some(model) = tiny_model() else { return };
@@ -45,22 +63,9 @@ fn self_training_adds_balanced_pseudo_labels_and_is_seeded() {
     let cache = dir.path().join("cache");
     let [train, dev, pool, test] = files(dir.path());
     let out = dir.path().join("bundle");
-    let args = [
-        "train",
-        "--model",
-        s(&model),
-        "--train",
-        &train,
-        "--dev",
-        &dev,
-        "--test",
-        &test,
-        "--unlabeled",
-        &pool,
-        "--out",
-        s(&out),
-        "--json",
-    ];
+    let mut args = train_args(&model, [&train, &dev, &test], &out);
+    args.extend(["--unlabeled", &pool, "--json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = ok_json(&args, &cache);
     let st = &first["self_training"];
     let rounds = st["rounds"].as_array().unwrap();
@@ -96,21 +101,13 @@ fn an_unlabelled_file_with_labels_or_bad_settings_is_refused() {
     let cache = dir.path().join("cache");
     let [train, dev, _, test] = files(dir.path());
     let out = dir.path().join("bundle");
-    let base = [
-        "train",
-        "--model",
-        s(&model),
-        "--train",
-        &train,
-        "--dev",
-        &dev,
-        "--test",
-        &test,
-        "--out",
-        s(&out),
-    ];
+    let base = train_args(&model, [&train, &dev, &test], &out);
     let with = |extra: &[&str]| -> Vec<String> {
-        base.iter().chain(extra).map(|a| a.to_string()).collect()
+        base.iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect()
     };
     let run = |extra: &[&str], needles: &[&str]| {
         let args = with(extra);
