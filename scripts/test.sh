@@ -18,6 +18,7 @@ stage "cargo test build"
 cargo test --profile "$LMFUSE_CARGO_PROFILE" --locked --workspace --exclude lmfuse-python --no-run
 stage "models"
 bash scripts/fetch-models.sh
+bash scripts/fetch-thesauri.sh
 stage "cargo test"
 cargo test --profile "$LMFUSE_CARGO_PROFILE" --locked --workspace --exclude lmfuse-python
 stage "python package"

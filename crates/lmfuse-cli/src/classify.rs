@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use lmfuse_classic::ClassWeight;
 use lmfuse_data::Format;
 use lmfuse_metrics::Report;
+use lmfuse_pipeline::augment::AugmentPlan;
 use lmfuse_pipeline::classify::{FeatureSet, OosChoice, OosSpec, TrainReport, TrainSpec};
 use lmfuse_pipeline::data::{DataSpec, SplitPlan};
 use lmfuse_pipeline::encoders::CacheSpec;
@@ -134,6 +135,15 @@ pub struct TrainArgs {
     /// dev accuracy improves.
     #[arg(long)]
     unlabeled: Option<PathBuf>,
+    /// Augmented copies of each training text (never of dev or test), seeded by --seed:
+    /// `copies=4,sr=0.1,ri=0.1,rs=0.1,rd=0.1` (synonym replacement, random insertion, swap,
+    /// deletion rates; the operations take turns over the copies).
+    #[arg(long)]
+    augment: Option<lmfuse_augment::AugmentSpec>,
+    /// Synonyms for --augment's sr and ri: a MyThes (English) or Cilin (Chinese) file
+    /// (scripts/fetch-thesauri.sh puts both in models/thesauri/).
+    #[arg(long, requires = "augment")]
+    thesaurus: Option<PathBuf>,
     /// Self-training: most rounds.
     #[arg(long, default_value_t = 3)]
     self_train_rounds: usize,
@@ -246,6 +256,10 @@ impl TrainArgs {
                 objective: self.oos_objective,
             }),
             stop_words: self.stop_words,
+            augment: self.augment.map(|spec| AugmentPlan {
+                spec,
+                thesaurus: self.thesaurus.clone(),
+            }),
         }
     }
 
@@ -342,6 +356,19 @@ fn print_train_report(report: &TrainReport, classes: usize) {
         report.selected.value,
         report.data.dev_source
     );
+    if let Some(a) = &report.augmentation {
+        let ops: Vec<String> = a
+            .by_op
+            .iter()
+            .map(|(op, n)| format!("{op:?} {n}"))
+            .collect();
+        eprintln!(
+            "  augmented: +{} copies of {} training texts ({})",
+            a.added,
+            a.texts,
+            ops.join(", ").to_lowercase()
+        );
+    }
     if let Some(st) = &report.self_training {
         print_self_training(st);
     }

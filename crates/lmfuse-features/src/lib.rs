@@ -237,6 +237,16 @@ pub fn word_tokens(text: &str, segment_cjk: bool) -> Vec<&str> {
     out
 }
 
+/// Every token of `text` as jieba cuts it (words, spaces and punctuation alike): the pieces
+/// concatenate back to `text`.
+pub fn jieba_cut(text: &str) -> Vec<&str> {
+    jieba()
+        .cut(text, false)
+        .into_iter()
+        .map(|t| t.word)
+        .collect()
+}
+
 /// Appends the words of one stretch of a word run: jieba's for Han, else the stretch itself
 /// when it has two characters or more.
 fn push_stretch<'a>(stretch: &'a str, han: bool, out: &mut Vec<&'a str>) {

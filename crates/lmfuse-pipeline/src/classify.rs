@@ -125,6 +125,8 @@ pub struct TrainSpec {
     pub oos: Option<OosSpec>,
     /// Words the TF-IDF word n-grams leave out.
     pub stop_words: StopWords,
+    /// Augmented copies of the training rows (never of dev or test).
+    pub augment: Option<crate::augment::AugmentPlan>,
 }
 
 impl Default for TrainSpec {
@@ -138,6 +140,7 @@ impl Default for TrainSpec {
             seed: 13,
             oos: None,
             stop_words: StopWords::None,
+            augment: None,
         }
     }
 }
@@ -223,6 +226,9 @@ pub struct TrainReport {
     /// With `auto`: every detector on dev (`oos` holds the chosen one's figures).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub oos_tried: Vec<OosTrial>,
+    /// With `--augment`: the copies added to the training rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<crate::augment::AugmentReport>,
     /// With unlabelled texts: the rounds of self-training (see [`crate::selftrain`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub self_training: Option<crate::selftrain::SelfTrainReport>,
@@ -427,6 +433,15 @@ pub fn train(
     on: &dyn Observer,
 ) -> Result<Trained> {
     let started = Instant::now();
+    let augmented;
+    let (splits, augmentation) = match &spec.augment {
+        None => (splits, None),
+        Some(plan) => {
+            let (copies, report) = crate::augment::augment_train(splits, plan, spec.seed)?;
+            augmented = copies;
+            (&augmented, Some(report))
+        }
+    };
     let files = encoder.resolve()?;
     let options = encoder.load_options();
     let mut cache = cache.open()?;
@@ -471,6 +486,7 @@ pub fn train(
         test: test_report,
         oos: oos_metrics,
         oos_tried,
+        augmentation,
         self_training: None,
         seconds: BTreeMap::from([
             ("features", embed_seconds),

@@ -67,6 +67,9 @@ pub enum PipelineError {
     /// An index could not be written, opened or searched.
     #[error(transparent)]
     Retrieval(#[from] lmfuse_retrieval::RetrievalError),
+    /// Augmentation settings or a thesaurus file are invalid, or the file cannot be read.
+    #[error(transparent)]
+    Augment(#[from] lmfuse_augment::AugmentError),
 }
 
 impl PipelineError {
@@ -85,6 +88,10 @@ impl PipelineError {
             self.root(),
             PipelineError::Invalid(_)
                 | PipelineError::Data(_)
+                | PipelineError::Augment(
+                    lmfuse_augment::AugmentError::Spec(_)
+                        | lmfuse_augment::AugmentError::Thesaurus { .. }
+                )
                 | PipelineError::Train(lmfuse_train::TrainError::UnknownLabel { .. })
                 | PipelineError::Train(lmfuse_train::TrainError::Option(_))
                 | PipelineError::Retrieval(
@@ -105,6 +112,7 @@ impl PipelineError {
             self.root(),
             PipelineError::Data(lmfuse_data::DataError::NotFound { .. })
                 | PipelineError::Retrieval(lmfuse_retrieval::RetrievalError::NotAnIndex { .. })
+                | PipelineError::Augment(lmfuse_augment::AugmentError::Io { .. })
                 | PipelineError::Encoder(
                     lmfuse_encoder::EncoderError::ModelNotFound { .. }
                         | lmfuse_encoder::EncoderError::DefaultModelMissing { .. }

@@ -7,6 +7,7 @@
 //! [`encoders`] (encoder choice, cache, embedding), [`model`] (bundles ready to use).
 
 pub mod active;
+pub mod augment;
 pub mod classify;
 pub mod compare;
 pub mod data;
