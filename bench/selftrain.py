@@ -35,7 +35,10 @@ p.add_argument("--bin", default=os.environ.get("LMFUSE_BIN", "target/release/lmf
 p.add_argument("--cache", default="bench/out/selftrain/cache")
 p.add_argument("--log", default="bench/out/selftrain/runs.jsonl")
 p.add_argument("--out", default="bench/results/selftrain")
+p.add_argument("--augment", help="also run `--augment SPEC` (EDA) alone and with self-training, "
+               "synonyms from models/thesauri (MyThes for English, Cilin for Chinese)")
 a = p.parse_args()
+THESAURI = {"chnsenticorp_htl": "models/thesauri/cilin_ex.txt"}
 MODELS = {"chnsenticorp_htl": "models/multilingual-e5-small"}
 C_GRID = [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]
 
@@ -85,6 +88,16 @@ def sklearn_self_training(x, y, xd, yd, xu, xt, yt):
     return float((model.predict(xt) == yt).mean())
 
 
+def augmented(name, common, base):
+    """Test accuracy with `--augment` alone and with self-training too."""
+    extra = ["--augment", a.augment, "--thesaurus",
+             THESAURI.get(name, "models/thesauri/th_en_US_v2.dat")]
+    aug = json.loads(lmfuse(common + extra))
+    both = json.loads(lmfuse(common + extra + ["--unlabeled", base + "-pool.jsonl"]))
+    return {"augment": aug["test"]["accuracy"], "augment_self_train": both["test"]["accuracy"],
+            "augment_added": aug["augmentation"]["added"]}
+
+
 done = {}
 if os.path.exists(a.log):
     for r in read(a.log):
@@ -103,8 +116,9 @@ for name in a.sets.split(","):
     emb = {}
     for k in map(int, a.shots.split(",")):
         for seed in range(1, a.seeds + 1):
-            if (name, k, seed) in done:
-                results.append(done[(name, k, seed)])
+            r = done.get((name, k, seed), {})
+            if "plain" in r and (not a.augment or "augment" in r):
+                results.append(r)
                 continue
             picked = sample(train, k, seed)
             chosen = set(picked)
@@ -123,6 +137,13 @@ for name in a.sets.split(","):
             common = ["train", "--model", model, "--train", base + "-train.jsonl", "--dev",
                       base + "-dev.jsonl", "--test", f"{d}/test.jsonl", "--seed", str(seed),
                       "--json", "--out", base + "-bundle"]
+            if "plain" in r:
+                r = {**r, **augmented(name, common, base)}
+                print(json.dumps(r), flush=True)
+                with open(a.log, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                results.append(r)
+                continue
             t = time.time()
             plain = json.loads(lmfuse(common))
             t_plain = time.time() - t
@@ -144,6 +165,8 @@ for name in a.sets.split(","):
                  "kept_round": st["self_training"]["kept"],
                  "pseudo": st["self_training"]["rounds"][st["self_training"]["kept"]]["pseudo_labelled"],
                  "plain_s": t_plain, "self_train_s": t_st}
+            if a.augment:
+                r.update(augmented(name, common, base))
             print(json.dumps(r), flush=True)
             with open(a.log, "a") as f:
                 f.write(json.dumps(r) + "\n")
@@ -151,8 +174,9 @@ for name in a.sets.split(","):
 
 ks = list(map(int, a.shots.split(",")))
 sets = a.sets.split(",")
-lines = ["| set | k | plain | self-train | gain (pp) | sklearn SelfTraining | lmfuse − sklearn (pp) | rounds kept (mean) |",
-         "|---|---|---|---|---|---|---|---|"]
+lines = ["| set | k | plain | self-train | gain (pp) | sklearn SelfTraining | lmfuse − sklearn (pp) | rounds kept (mean) | augment | augment + self-train | best of the three − plain (pp) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+best = defaultdict(list)
 gain = defaultdict(list)
 vs = defaultdict(list)
 for k in ks:
@@ -164,14 +188,23 @@ for k in ks:
         s = lambda key: np.std([r[key] for r in rs]) * 100
         gain[k].append(m("self_train") - m("plain"))
         vs[k].append(m("self_train") - m("sklearn_self_train"))
+        aug = all("augment" in r for r in rs)
+        cells = "| - | - | - |"
+        if aug:
+            top = max(m("self_train"), m("augment"), m("augment_self_train"))
+            best[k].append(top - m("plain"))
+            cells = (f"| {m('augment'):.1f} ± {s('augment'):.1f} | {m('augment_self_train'):.1f} ± "
+                     f"{s('augment_self_train'):.1f} | {top - m('plain'):+.1f} |")
         lines.append(f"| {name} | {k} | {m('plain'):.1f} ± {s('plain'):.1f} | {m('self_train'):.1f} ± {s('self_train'):.1f} "
                      f"| {m('self_train') - m('plain'):+.1f} | {m('sklearn_self_train'):.1f} ± {s('sklearn_self_train'):.1f} "
-                     f"| {m('self_train') - m('sklearn_self_train'):+.1f} | {np.mean([r['kept_round'] for r in rs]):.1f} |")
+                     f"| {m('self_train') - m('sklearn_self_train'):+.1f} | {np.mean([r['kept_round'] for r in rs]):.1f} " + cells)
 lines.append("")
 for k in ks:
     if gain[k]:
         lines.append(f"k = {k}: self-training {np.mean(gain[k]):+.2f} pp over plain on average over {len(gain[k])} sets; "
-                     f"{np.mean(vs[k]):+.2f} pp over scikit-learn's SelfTrainingClassifier.")
+                     f"{np.mean(vs[k]):+.2f} pp over scikit-learn's SelfTrainingClassifier"
+                     + (f"; the best of self-training, augmentation and both {np.mean(best[k]):+.2f} pp over plain "
+                        f"({len(best[k])} sets)." if best[k] else "."))
 with open(a.out + ".md.table", "w") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))
