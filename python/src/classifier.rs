@@ -112,6 +112,8 @@ impl FitSettings {
             seed: self.seed,
             oos,
             stop_words: parse("stop_words", &self.stop_words)?,
+            // Augmentation is a CLI and pipeline option; TextClassifier does not take it yet.
+            augment: None,
         })
     }
 }
