@@ -6,12 +6,12 @@ mod common;
 use common::{fails_with, ok_json, s, tiny_model, workspace, write_file};
 use serde_json::Value;
 
-fn train(extra: &[&str], cache: &std::path::Path) -> Value {
+/// `lmfuse train` on the shipped reviews with the tiny model, saving into `dir`.
+fn train_args(dir: &std::path::Path) -> Vec<String> {
     let model = tiny_model().expect("checked by the caller");
-    let dir = tempfile::tempdir().unwrap();
     let reviews = workspace().join("examples/reviews.jsonl");
-    let out = dir.path().join("bundle");
-    let args = [
+    let out = dir.join("bundle");
+    [
         "train",
         "--model",
         s(&model),
@@ -19,9 +19,17 @@ fn train(extra: &[&str], cache: &std::path::Path) -> Value {
         s(&reviews),
         "--out",
         s(&out),
-        "--json",
-    ];
-    ok_json(&[&args[..], extra].concat(), cache)
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn train(extra: &[&str], cache: &std::path::Path) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(dir.path());
+    args.extend(extra.iter().chain(&["--json"]).map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok_json(&args, cache)
 }
 
 #[test]
@@ -58,7 +66,9 @@ fn copies_of_the_training_rows_are_added_and_seeded() {
 
 #[test]
 fn synonyms_come_from_the_thesaurus_and_bad_ones_are_named() {
-    let Some(model) = tiny_model() else { return };
+    if tiny_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let thesaurus = write_file(
@@ -74,17 +84,8 @@ fn synonyms_come_from_the_thesaurus_and_bad_ones_are_named() {
         with["augmentation"]["by_op"]["synonym"].as_u64().unwrap() > 0,
         "{with}"
     );
-    let reviews = workspace().join("examples/reviews.jsonl");
-    let out = dir.path().join("bundle");
-    let base = [
-        "train",
-        "--model",
-        s(&model),
-        "--train",
-        s(&reviews),
-        "--out",
-        s(&out),
-    ];
+    let base = train_args(dir.path());
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
     let not_one = write_file(dir.path(), "notes.txt", "shopping list\nmilk\n");
     for (extra, needles) in [
         (vec!["--augment", "copies=1,sr=0.3"], vec!["--thesaurus"]),

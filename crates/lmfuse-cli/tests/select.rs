@@ -5,7 +5,7 @@ mod common;
 
 use common::{fails_with, lmfuse, run, s, tiny_model, workspace, write_file};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The shipped reviews split into a pool (first 200) and a test set (last 100).
 fn pool_and_test(dir: &Path) -> (String, String) {
@@ -14,6 +14,16 @@ fn pool_and_test(dir: &Path) -> (String, String) {
     let pool = write_file(dir, "pool.jsonl", &(lines[..200].join("\n") + "\n"));
     let test = write_file(dir, "test.jsonl", &(lines[200..].join("\n") + "\n"));
     (s(&pool).to_string(), s(&test).to_string())
+}
+
+/// The tiny model, a scratch folder, its cache, and the pool and test files in it; `None`
+/// (a skip) without the model.
+fn setup() -> Option<(PathBuf, tempfile::TempDir, PathBuf, String, String)> {
+    let model = tiny_model()?;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (pool, test) = pool_and_test(dir.path());
+    Some((model, dir, cache, pool, test))
 }
 
 fn simulate(model: &Path, pool: &str, test: &str, out: &Path, cache: &Path) -> Value {
@@ -48,10 +58,9 @@ fn simulate(model: &Path, pool: &str, test: &str, out: &Path, cache: &Path) -> V
 
 #[test]
 fn a_simulation_writes_seeded_curves_and_a_plot() {
-    let Some(model) = tiny_model() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (pool, test) = pool_and_test(dir.path());
+    let Some((model, dir, cache, pool, test)) = setup() else {
+        return;
+    };
     let first = simulate(&model, &pool, &test, &dir.path().join("a.json"), &cache);
     let curves = first["curves"].as_array().unwrap();
     assert_eq!(curves.len(), 4);
@@ -75,10 +84,9 @@ fn a_simulation_writes_seeded_curves_and_a_plot() {
 
 #[test]
 fn a_bundle_chooses_distinct_texts_of_the_pool() {
-    let Some(model) = tiny_model() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (pool, test) = pool_and_test(dir.path());
+    let Some((model, dir, cache, pool, test)) = setup() else {
+        return;
+    };
     let bundle = dir.path().join("bundle");
     let train = [
         "train",
@@ -163,10 +171,9 @@ fn a_bundle_chooses_distinct_texts_of_the_pool() {
 
 #[test]
 fn bad_simulations_are_named() {
-    let Some(model) = tiny_model() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (pool, test) = pool_and_test(dir.path());
+    let Some((model, dir, cache, pool, test)) = setup() else {
+        return;
+    };
     let base = [
         "select",
         "--simulate",
