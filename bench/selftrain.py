@@ -205,6 +205,6 @@ for k in ks:
                      f"{np.mean(vs[k]):+.2f} pp over scikit-learn's SelfTrainingClassifier"
                      + (f"; the best of self-training, augmentation and both {np.mean(best[k]):+.2f} pp over plain "
                         f"({len(best[k])} sets)." if best[k] else "."))
-with open(a.out + ".md.table", "w") as f:
+with open(a.out + ".table.md", "w") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))
