@@ -4,8 +4,10 @@
 //! place in the file). Chinese texts are cut into words by jieba and joined without spaces;
 //! others are split on white space.
 
+mod command;
 mod thesaurus;
 
+pub use command::paraphrase_with;
 pub use thesaurus::Thesaurus;
 
 use lmfuse_core::SeededRng;
@@ -37,6 +39,14 @@ pub enum AugmentError {
     /// The augmentation settings are invalid.
     #[error("--augment: {0}")]
     Spec(String),
+    /// The paraphrasing command failed or answered out of step.
+    #[error("--augment-cmd `{command}`: {message}")]
+    Command {
+        /// The command.
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// One EDA operation.
@@ -51,6 +61,8 @@ pub enum Op {
     Swap,
     /// Delete each word with the rate's probability.
     Delete,
+    /// A paraphrase from an external command (`--augment-cmd`).
+    Paraphrase,
 }
 
 /// How many copies of each text, and each operation's rate (share of the words changed).
@@ -232,7 +244,8 @@ impl Augmenter {
                     false => keep,
                 };
             }
-            Op::Delete => {}
+            // Not an operation of the spec: paraphrases come from `paraphrase_with`.
+            Op::Delete | Op::Paraphrase => {}
         }
         w
     }
@@ -367,6 +380,7 @@ mod tests {
                     assert_eq!(a, b, "{copy}");
                 }
                 Op::Delete => assert!(words(copy) < 5 && words(copy) >= 1, "{copy}"),
+                Op::Paraphrase => unreachable!("not an operation of the spec"),
             }
         }
     }

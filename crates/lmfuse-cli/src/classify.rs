@@ -144,6 +144,15 @@ pub struct TrainArgs {
     /// (scripts/fetch-thesauri.sh puts both in models/thesauri/).
     #[arg(long, requires = "augment")]
     thesaurus: Option<PathBuf>,
+    /// A command that paraphrases texts (e.g. back-translation): the training texts go to
+    /// its standard input, one a line; it answers one paraphrase a line (empty for none),
+    /// each added as a copy of its text.
+    #[arg(long)]
+    augment_cmd: Option<String>,
+    /// Drop an augmented copy that the classifier of the rows alone gives another label with
+    /// at least this probability (it is trained first); the count is reported.
+    #[arg(long)]
+    augment_filter: Option<f32>,
     /// Self-training: most rounds.
     #[arg(long, default_value_t = 3)]
     self_train_rounds: usize,
@@ -256,9 +265,14 @@ impl TrainArgs {
                 objective: self.oos_objective,
             }),
             stop_words: self.stop_words,
-            augment: self.augment.map(|spec| AugmentPlan {
-                spec,
+            augment: (self.augment.is_some()
+                || self.augment_cmd.is_some()
+                || self.augment_filter.is_some())
+            .then(|| AugmentPlan {
+                spec: self.augment,
                 thesaurus: self.thesaurus.clone(),
+                command: self.augment_cmd.clone(),
+                filter: self.augment_filter,
             }),
         }
     }
@@ -363,10 +377,12 @@ fn print_train_report(report: &TrainReport, classes: usize) {
             .map(|(op, n)| format!("{op:?} {n}"))
             .collect();
         eprintln!(
-            "  augmented: +{} copies of {} training texts ({})",
+            "  augmented: +{} copies of {} training texts ({}){}",
             a.added,
             a.texts,
-            ops.join(", ").to_lowercase()
+            ops.join(", ").to_lowercase(),
+            a.filtered
+                .map_or(String::new(), |n| format!("; {n} dropped by the filter"))
         );
     }
     if let Some(st) = &report.self_training {

@@ -102,3 +102,56 @@ fn synonyms_come_from_the_thesaurus_and_bad_ones_are_named() {
         fails_with(&[&base[..], &extra].concat(), &cache, &needles);
     }
 }
+
+#[test]
+fn a_command_paraphrases_and_the_filter_drops_flipped_copies() {
+    if tiny_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // "Back-translation" by sed: every text gets a paraphrase.
+    let para = train(&["--augment-cmd", "sed 's/^/Honestly, /'"], &cache);
+    let a = &para["augmentation"];
+    assert_eq!(a["by_op"]["paraphrase"], a["texts"], "{a}");
+    // A command that turns every text into the same praise: the classifier of the rows
+    // alone calls the negative ones' copies positive, and the filter drops them.
+    let praise = [
+        "--augment-cmd",
+        "sed 's/.*/Wonderful, I loved it, thank you!/'",
+    ];
+    let unfiltered = train(&praise, &cache);
+    assert_eq!(
+        unfiltered["augmentation"]["by_op"]["paraphrase"],
+        a["texts"]
+    );
+    let filtered = train(
+        &[&praise[..], &["--augment-filter", "0.5"]].concat(),
+        &cache,
+    );
+    let f = &filtered["augmentation"];
+    let dropped = f["filtered"].as_u64().unwrap();
+    assert!(dropped > 0, "{f}");
+    assert_eq!(
+        f["added"].as_u64().unwrap() + dropped,
+        a["texts"].as_u64().unwrap()
+    );
+    let base = train_args(dir.path());
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
+    for (extra, needles) in [
+        (
+            vec!["--augment-cmd", "head -n 2"],
+            vec!["head -n 2", "answered 2 lines"],
+        ),
+        (
+            vec!["--augment-cmd", "exit 4"],
+            vec!["exit 4", "exit status: 4"],
+        ),
+        (
+            vec!["--augment-filter", "0.9"],
+            vec!["need --augment or --augment-cmd"],
+        ),
+    ] {
+        fails_with(&[&base[..], &extra].concat(), &cache, &needles);
+    }
+}

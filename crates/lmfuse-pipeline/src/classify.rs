@@ -148,6 +148,9 @@ impl Default for TrainSpec {
 impl TrainSpec {
     /// Checks the settings against each other and against the side columns of `data`.
     pub fn check(&self, data: &DataSpec) -> Result<()> {
+        if let Some(plan) = &self.augment {
+            plan.check()?;
+        }
         BlockWeights::with_emb(self.emb_weight)
             .check()
             .context("--emb-weight")?;
@@ -423,6 +426,33 @@ pub fn encoder_info(files: &ModelFiles, options: &LoadOptions) -> Result<Encoder
     })
 }
 
+/// `splits` with the augmented copies `plan` makes; with a filter, the classifier of the rows
+/// alone is trained first and drops the copies it labels otherwise with confidence.
+fn augment(
+    splits: &Splits,
+    spec: &TrainSpec,
+    plan: &crate::augment::AugmentPlan,
+    (encoder, cache): (&EncoderChoice, &CacheSpec),
+    on: &dyn Observer,
+) -> Result<(Splits, crate::augment::AugmentReport)> {
+    let copies = plan.copies(splits, spec.seed)?;
+    let (copies, filtered) = match plan.filter {
+        None => (copies, None),
+        Some(threshold) => {
+            let plain = TrainSpec {
+                augment: None,
+                ..spec.clone()
+            };
+            let teacher = train(splits, &plain, encoder, cache, on)?;
+            let teacher = Model::from_classifier(teacher.classifier, None)?;
+            let (kept, dropped) =
+                crate::augment::consistent(copies, splits, (&teacher, threshold), (cache, on))?;
+            (kept, Some(dropped))
+        }
+    };
+    Ok(crate::augment::with_copies(splits, copies, plan, filtered))
+}
+
 /// Trains a classifier on `splits` as `spec` says: features (through the cache), the head's
 /// setting chosen on dev, test evaluated, out-of-scope detection when asked.
 pub fn train(
@@ -437,7 +467,7 @@ pub fn train(
     let (splits, augmentation) = match &spec.augment {
         None => (splits, None),
         Some(plan) => {
-            let (copies, report) = crate::augment::augment_train(splits, plan, spec.seed)?;
+            let (copies, report) = augment(splits, spec, plan, (encoder, cache), on)?;
             augmented = copies;
             (&augmented, Some(report))
         }
