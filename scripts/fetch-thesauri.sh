@@ -24,7 +24,11 @@ trap 'rm -rf "$work"' EXIT
 if present th_en_US_v2.dat "$MYTHES_SHA"; then
   echo "fetch-thesauri: th_en_US_v2.dat already present at $dest"
 else
-  (cd "$work" && apt-get download mythes-en-us >/dev/null 2>&1) || {
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  # A fresh machine may have no package lists yet: update them once and try again.
+  (cd "$work" && apt-get download mythes-en-us >/dev/null 2>&1) ||
+    { $SUDO apt-get update -qq >&2 && (cd "$work" && apt-get download mythes-en-us >/dev/null); } || {
     echo "fetch-thesauri: apt-get download mythes-en-us failed" >&2; exit 1; }
   dpkg-deb -x "$work"/mythes-en-us_*.deb "$work/deb"
   place "$work/deb/usr/share/mythes/th_en_US_v2.dat" th_en_US_v2.dat "$MYTHES_SHA"
