@@ -314,6 +314,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         oos_k=10,
         oos_objective="accuracy",
         cache=True,
+        augment=None,
+        thesaurus=None,
+        augment_cmd=None,
+        augment_filter=None,
     ):
         self.features = features
         self.head = head
@@ -337,6 +341,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.oos_k = oos_k
         self.oos_objective = oos_objective
         self.cache = cache
+        self.augment = augment
+        self.thesaurus = thesaurus
+        self.augment_cmd = augment_cmd
+        self.augment_filter = augment_filter
 
     def _settings(self):
         """The parameters, checked, as the library takes them."""
@@ -381,6 +389,10 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "use_cache": use_cache,
             "cache_dir": cache_dir,
             "stop_words": str(self.stop_words),
+            "augment": None if self.augment is None else str(self.augment),
+            "thesaurus": _path(self.thesaurus, "thesaurus"),
+            "augment_cmd": None if self.augment_cmd is None else str(self.augment_cmd),
+            "augment_filter": None if self.augment_filter is None else float(self.augment_filter),
         }, feature_cols
 
     def fit(self, X, y):

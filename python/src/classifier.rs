@@ -3,9 +3,11 @@
 
 use crate::settings::{cache_spec, choice, parse, EncoderSettings};
 use crate::{py_err, value_error};
+use lmfuse_augment::AugmentSpec;
 use lmfuse_classic::{ClassWeight, Head};
 use lmfuse_core::{DenseMatrix, Features, LabelSet};
 use lmfuse_data::{Cell, LabelledTexts};
+use lmfuse_pipeline::augment::AugmentPlan;
 use lmfuse_pipeline::classify::{FeatureSet, OosSpec, TrainSpec};
 use lmfuse_pipeline::data::{splits_from_rows, DataSpec, SplitPlan};
 use lmfuse_pipeline::encoders::{embed_texts, CacheSpec};
@@ -77,6 +79,10 @@ pub struct FitSettings {
     use_cache: bool,
     cache_dir: Option<PathBuf>,
     stop_words: String,
+    augment: Option<String>,
+    thesaurus: Option<PathBuf>,
+    augment_cmd: Option<String>,
+    augment_filter: Option<f32>,
 }
 
 impl FitSettings {
@@ -112,9 +118,29 @@ impl FitSettings {
             seed: self.seed,
             oos,
             stop_words: parse("stop_words", &self.stop_words)?,
-            // Augmentation is a CLI and pipeline option; TextClassifier does not take it yet.
-            augment: None,
+            augment: self.augment_plan()?,
         })
+    }
+}
+
+impl FitSettings {
+    /// The augmentation `augment`, `augment_cmd` and `augment_filter` ask for, if any.
+    fn augment_plan(&self) -> Result<Option<AugmentPlan>> {
+        if self.augment.is_none() && self.augment_cmd.is_none() && self.augment_filter.is_none() {
+            return Ok(None);
+        }
+        let spec: Option<AugmentSpec> = match &self.augment {
+            Some(text) => Some(parse("augment", text)?),
+            None => None,
+        };
+        let plan = AugmentPlan {
+            spec,
+            thesaurus: self.thesaurus.clone(),
+            command: self.augment_cmd.clone(),
+            filter: self.augment_filter,
+        };
+        plan.check()?;
+        Ok(Some(plan))
     }
 }
 

@@ -50,3 +50,18 @@ def test_select_names_texts_of_the_pool_and_refuses_bad_settings(split, tmp_path
         lmfuse.select(texts, bundle, 5, strategy="smart")
     with pytest.raises(ValueError, match="larger than the pool"):
         lmfuse.select(texts[:3], bundle, 5)
+
+
+def test_text_classifier_takes_augmentation(tmp_path):
+    rows = [json.loads(line) for line in REVIEWS.read_text().splitlines()]
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    clf = lmfuse.TextClassifier(augment="copies=2,rs=0.2,rd=0.2", C=1.0).fit(texts, labels)
+    a = clf.report_["augmentation"]
+    assert a["texts"] == len(texts) and 0 < a["added"] <= 2 * len(texts)
+    assert set(a["by_op"]) <= {"swap", "delete"}
+    para = lmfuse.TextClassifier(augment_cmd="sed 's/^/Truly, /'", C=1.0).fit(texts, labels)
+    assert para.report_["augmentation"]["by_op"] == {"paraphrase": len(texts)}
+    with pytest.raises(ValueError, match="sr must be in"):
+        lmfuse.TextClassifier(augment="sr=2").fit(texts, labels)
+    with pytest.raises(ValueError, match="--augment or --augment-cmd"):
+        lmfuse.TextClassifier(augment_filter=0.9).fit(texts, labels)
