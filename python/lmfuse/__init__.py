@@ -318,6 +318,9 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         thesaurus=None,
         augment_cmd=None,
         augment_filter=None,
+        self_train_rounds=3,
+        pseudo_threshold=0.0,
+        pseudo_growth=1.0,
     ):
         self.features = features
         self.head = head
@@ -345,6 +348,9 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.thesaurus = thesaurus
         self.augment_cmd = augment_cmd
         self.augment_filter = augment_filter
+        self.self_train_rounds = self_train_rounds
+        self.pseudo_threshold = pseudo_threshold
+        self.pseudo_growth = pseudo_growth
 
     def _settings(self):
         """The parameters, checked, as the library takes them."""
@@ -393,12 +399,22 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "thesaurus": _path(self.thesaurus, "thesaurus"),
             "augment_cmd": None if self.augment_cmd is None else str(self.augment_cmd),
             "augment_filter": None if self.augment_filter is None else float(self.augment_filter),
+            "self_train_rounds": int(self.self_train_rounds),
+            "pseudo_threshold": float(self.pseudo_threshold),
+            "pseudo_growth": float(self.pseudo_growth),
         }, feature_cols
 
-    def fit(self, X, y):
+    def fit(self, X, y, unlabeled=None):
         """Trains on X (strings, or a DataFrame with ``text_col`` and ``feature_cols``) and
-        labels y; returns self. The fit replaces any earlier one only when it succeeds."""
+        labels y; returns self. With ``unlabeled`` (strings), self-trains on them as
+        ``lmfuse train --unlabeled`` does (``self_train_rounds``, ``pseudo_threshold``,
+        ``pseudo_growth``; ``report_["self_training"]`` lists the rounds). The fit replaces any
+        earlier one only when it succeeds."""
         settings, feature_cols = self._settings()
+        if unlabeled is not None:
+            if isinstance(unlabeled, str):
+                raise ValueError("unlabeled must be a list of texts, not a string")
+            unlabeled = [str(t) for t in unlabeled]
         texts, columns = _split_frame(X, self.text_col, feature_cols)
         strings, back = _labels(y, len(texts))
         encoder = _encoder_settings(
@@ -410,7 +426,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             self.prefix,
             self.long_text,
         )
-        fitted = _native.fit(texts, strings, columns, settings, encoder)
+        fitted = _native.fit(texts, strings, columns, settings, encoder, unlabeled)
         self._set_fitted(fitted, back)
         return self
 

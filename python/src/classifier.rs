@@ -12,6 +12,7 @@ use lmfuse_pipeline::classify::{FeatureSet, OosSpec, TrainSpec};
 use lmfuse_pipeline::data::{splits_from_rows, DataSpec, SplitPlan};
 use lmfuse_pipeline::encoders::{embed_texts, CacheSpec};
 use lmfuse_pipeline::model::Model;
+use lmfuse_pipeline::selftrain::{self_train, SelfTrainSpec};
 use lmfuse_pipeline::{bail, ensure, Context, PipelineError, Result, Silent};
 use lmfuse_train::{HeadKind, Predictor, TrainOptions};
 use numpy::ndarray::Array2;
@@ -83,6 +84,9 @@ pub struct FitSettings {
     thesaurus: Option<PathBuf>,
     augment_cmd: Option<String>,
     augment_filter: Option<f32>,
+    self_train_rounds: usize,
+    pseudo_threshold: f32,
+    pseudo_growth: f64,
 }
 
 impl FitSettings {
@@ -160,6 +164,7 @@ fn train_rows(
     texts: Vec<String>,
     labels: Vec<String>,
     columns: Vec<(String, Vec<Cell>)>,
+    unlabeled: Option<Vec<String>>,
     (settings, encoder): (&FitSettings, &EncoderSettings),
 ) -> Result<Fitted> {
     let spec = settings.train_spec()?;
@@ -188,7 +193,17 @@ fn train_rows(
     let splits = splits_from_rows(rows, &plan, &data)?;
     let encoder = encoder.choice()?;
     let cache = cache_spec(settings.use_cache, settings.cache_dir.clone());
-    let trained = lmfuse_pipeline::classify::train(&splits, &spec, &encoder, &cache, &Silent)?;
+    let trained = match unlabeled {
+        None => lmfuse_pipeline::classify::train(&splits, &spec, &encoder, &cache, &Silent)?,
+        Some(pool) => {
+            let st = SelfTrainSpec {
+                rounds: settings.self_train_rounds,
+                threshold: settings.pseudo_threshold,
+                growth: settings.pseudo_growth,
+            };
+            self_train(&splits, &pool, (&spec, &st), &encoder, &cache, &Silent)?
+        }
+    };
     let report = serde_json::to_value(&trained.report)?;
     let model = Model::from_classifier(trained.classifier, encoder.model.as_deref())?;
     Ok(Fitted {
@@ -199,9 +214,10 @@ fn train_rows(
     })
 }
 
-/// Fits a classifier on `texts` with `labels` (strings) and side `columns`.
+/// Fits a classifier on `texts` with `labels` (strings) and side `columns`; with
+/// `unlabeled` texts, self-trains (as `lmfuse train --unlabeled`).
 #[pyfunction]
-#[pyo3(signature = (texts, labels, columns, settings, encoder))]
+#[pyo3(signature = (texts, labels, columns, settings, encoder, unlabeled=None))]
 pub fn fit(
     py: Python<'_>,
     texts: Vec<String>,
@@ -209,6 +225,7 @@ pub fn fit(
     columns: ColumnsIn,
     settings: FitSettings,
     encoder: EncoderSettings,
+    unlabeled: Option<Vec<String>>,
 ) -> PyResult<Fitted> {
     if labels.len() != texts.len() {
         return Err(value_error(format!(
@@ -218,7 +235,7 @@ pub fn fit(
         )));
     }
     let columns = cells(columns, texts.len())?;
-    py.detach(|| train_rows(texts, labels, columns, (&settings, &encoder)))
+    py.detach(|| train_rows(texts, labels, columns, unlabeled, (&settings, &encoder)))
         .map_err(py_err)
 }
 

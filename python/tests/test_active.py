@@ -65,3 +65,21 @@ def test_text_classifier_takes_augmentation(tmp_path):
         lmfuse.TextClassifier(augment="sr=2").fit(texts, labels)
     with pytest.raises(ValueError, match="--augment or --augment-cmd"):
         lmfuse.TextClassifier(augment_filter=0.9).fit(texts, labels)
+
+
+def test_text_classifier_self_trains_on_unlabeled_texts():
+    rows = [json.loads(line) for line in REVIEWS.read_text().splitlines()]
+    labelled = rows[:40]
+    texts, labels = [r["text"] for r in labelled], [r["label"] for r in labelled]
+    pool = [r["text"] for r in rows[40:200]]
+    clf = lmfuse.TextClassifier(self_train_rounds=2).fit(texts, labels, unlabeled=pool)
+    st = clf.report_["self_training"]
+    assert st["unlabelled"] == len(pool) and 1 <= len(st["rounds"]) <= 3
+    assert st["kept"] < len(st["rounds"])
+    again = lmfuse.TextClassifier(self_train_rounds=2).fit(texts, labels, unlabeled=pool)
+    assert again.report_["self_training"] == st
+    assert "self_training" not in lmfuse.TextClassifier().fit(texts, labels).report_
+    with pytest.raises(ValueError, match="list of texts"):
+        lmfuse.TextClassifier().fit(texts, labels, unlabeled="one text")
+    with pytest.raises(ValueError, match="pseudo-threshold"):
+        lmfuse.TextClassifier(pseudo_threshold=2.0).fit(texts, labels, unlabeled=pool)
