@@ -97,6 +97,8 @@ pub fn learning_curves(
             .collect()
     };
     let (pool_y, test_y) = (index(&pool_rows, train)?, index(&test_rows, test)?);
+    // Checked before the (slow) embedding.
+    spec.run.check(pool_rows.texts.len())?;
     let mut encoders = Encoders::open(encoder, cache)?;
     let pool_x = DenseMatrix::from(encoders.embed(&pool_rows.texts, on)?.0);
     let test_x = DenseMatrix::from(encoders.embed(&test_rows.texts, on)?.0);
@@ -110,7 +112,6 @@ pub fn learning_curves(
         y: &test_y,
         n_classes: labels.len(),
     };
-    spec.run.check(pool_x.rows())?;
     let mut curves = Vec::new();
     for &strategy in &spec.strategies {
         let runs = spec

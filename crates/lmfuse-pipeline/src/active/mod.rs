@@ -104,24 +104,28 @@ pub struct PoolView<'a> {
 }
 
 /// How unsure the model is of each row of `proba` (`n_classes` per row), by `strategy`'s
-/// measure (margin for the strategies that have none of their own): higher is less sure.
+/// measure (see [`uncertainty_of`]): higher is less sure.
 pub fn uncertainty(strategy: Strategy, proba: &[f32], n_classes: usize) -> Vec<f64> {
     proba
         .chunks(n_classes)
-        .map(|row| {
-            let (first, second) = top_two(row);
-            match strategy {
-                Strategy::LeastConfidence => 1.0 - first,
-                Strategy::Entropy => row
-                    .iter()
-                    .map(|&p| f64::from(p))
-                    .filter(|&p| p > 0.0)
-                    .map(|p| -p * p.ln())
-                    .sum(),
-                _ => 1.0 - (first - second),
-            }
-        })
+        .map(|row| uncertainty_of(strategy, row))
         .collect()
+}
+
+/// How unsure the model is of one row of class probabilities, by `strategy`'s measure (margin
+/// for the strategies that have none of their own): higher is less sure.
+pub fn uncertainty_of(strategy: Strategy, row: &[f32]) -> f64 {
+    let (first, second) = top_two(row);
+    match strategy {
+        Strategy::LeastConfidence => 1.0 - first,
+        Strategy::Entropy => row
+            .iter()
+            .map(|&p| f64::from(p))
+            .filter(|&p| p > 0.0)
+            .map(|p| -p * p.ln())
+            .sum(),
+        _ => 1.0 - (first - second),
+    }
 }
 
 fn top_two(row: &[f32]) -> (f64, f64) {
@@ -187,7 +191,7 @@ fn most_uncertain(
     let k = pool.n_classes;
     let mut scored: Vec<(f64, usize)> = candidates
         .iter()
-        .map(|&i| (uncertainty(strategy, &proba[i * k..(i + 1) * k], k)[0], i))
+        .map(|&i| (uncertainty_of(strategy, &proba[i * k..(i + 1) * k]), i))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().take(n).map(|(_, i)| i).collect()
@@ -307,10 +311,13 @@ pub fn simulate(
         spec.initial,
         spec.seed,
     )?;
+    // Wrapped once: every round predicts the whole pool and the test set.
+    let pool_features = Features::Dense(pool.x.clone());
+    let test_features = Features::Dense(test.x.clone());
     let mut curve = Vec::new();
     loop {
         let model = fit(pool, &bought, spec.c)?;
-        curve.push(model.score(test, bought.len())?);
+        curve.push(model.score((&test_features, test.y), bought.len())?);
         if bought.len() >= spec.budget {
             return Ok(curve);
         }
@@ -318,7 +325,7 @@ pub fn simulate(
         bought.iter().for_each(|&i| is_bought[i] = true);
         let candidates: Vec<usize> = all.iter().copied().filter(|&i| !is_bought[i]).collect();
         let proba = match spec.strategy.needs_probabilities() {
-            true => Some(model.proba(pool.x)?),
+            true => Some(model.proba(&pool_features)?),
             false => None,
         };
         let n = spec.step.min(spec.budget - bought.len());
@@ -381,25 +388,26 @@ fn fit(pool: Labelled<'_>, bought: &[usize], c: f64) -> Result<Fitted> {
 
 impl Fitted {
     /// Probabilities over the classes seen, row-major.
-    fn proba(&self, x: &DenseMatrix) -> Result<Vec<f32>> {
+    fn proba(&self, x: &Features) -> Result<Vec<f32>> {
         Ok(match &self.head {
-            Some(head) => head.predict_proba(&Features::Dense(x.clone()))?,
+            Some(head) => head.predict_proba(x)?,
             None => vec![1.0; x.rows()],
         })
     }
 
-    /// Accuracy and macro F1 on `test`, over all the pool's classes.
-    fn score(&self, test: Labelled<'_>, labels: usize) -> Result<CurvePoint> {
+    /// Accuracy and macro F1 on the test rows `x` with classes `y`, over all the pool's
+    /// classes.
+    fn score(&self, (x, y): (&Features, &[usize]), labels: usize) -> Result<CurvePoint> {
         let k = self.classes.len();
-        let seen = self.proba(test.x)?;
-        let mut proba = vec![0.0f32; test.x.rows() * self.n_classes];
+        let seen = self.proba(x)?;
+        let mut proba = vec![0.0f32; x.rows() * self.n_classes];
         for (row, out) in seen.chunks(k).zip(proba.chunks_mut(self.n_classes)) {
             for (&p, &class) in row.iter().zip(&self.classes) {
                 out[class] = p;
             }
         }
         let names: Vec<String> = (0..self.n_classes).map(|c| c.to_string()).collect();
-        let report = lmfuse_metrics::evaluate(test.y, &proba, &names)?;
+        let report = lmfuse_metrics::evaluate(y, &proba, &names)?;
         Ok(CurvePoint {
             labels,
             accuracy: report.accuracy,

@@ -1,6 +1,6 @@
 //! Choosing the texts to label next from a pool, with a trained bundle.
 
-use super::{choose, uncertainty, PoolView, Strategy};
+use super::{choose, uncertainty_of, PoolView, Strategy};
 use crate::encoders::{embed_texts, CacheSpec};
 use crate::ensure;
 use crate::error::Result;
@@ -82,7 +82,7 @@ pub fn select_next(
             text: pool[row].clone(),
             uncertainty: proba
                 .as_deref()
-                .map(|p| uncertainty(strategy, &p[row * k..(row + 1) * k], k)[0]),
+                .map(|p| uncertainty_of(strategy, &p[row * k..(row + 1) * k])),
         })
         .collect())
 }
