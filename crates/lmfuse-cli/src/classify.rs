@@ -2,7 +2,6 @@
 
 use crate::progress::Bars;
 use crate::ModelArgs;
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lmfuse_classic::ClassWeight;
 use lmfuse_data::Format;
@@ -552,22 +551,7 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
     let to_stdout = args.output == Path::new("-");
     let bars = Bars::new(quiet || to_stdout);
     let predictions = model.predict(&texts, &columns, cache.as_mut(), &bars)?;
-    let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
-        for p in &predictions {
-            serde_json::to_writer(&mut *w, p)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    };
-    if to_stdout {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        write(&mut out)?;
-        std::io::Write::flush(&mut out)?;
-    } else {
-        lmfuse_data::atomic_write(&args.output, write)
-            .with_context(|| format!("cannot write {}", args.output.display()))?;
-    }
-    Ok(())
+    crate::output::write_lines(&args.output, &predictions)
 }
 
 pub(crate) use lmfuse_pipeline::data::Splits;

@@ -1,7 +1,7 @@
 //! `lmfuse faq`: build an answer engine from a question/answer table, ask it, score it.
 
 use crate::classify::CacheArgs;
-use crate::ner::write_lines;
+use crate::output::write_lines;
 use crate::progress::Bars;
 use clap::{Args, Subcommand, ValueEnum};
 use lmfuse_data::faq::FaqColumns;

@@ -23,6 +23,7 @@ mod finetune;
 mod models;
 mod monitor;
 mod ner;
+mod output;
 mod progress;
 mod relation;
 mod search;

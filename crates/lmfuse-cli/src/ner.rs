@@ -1,15 +1,14 @@
 //! `lmfuse ner`: train, evaluate and apply named-entity taggers (the pipeline's [`ner`]).
 
+use crate::output::write_lines;
 use crate::progress::Bars;
 use crate::tune_flags::TuneFlags;
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use lmfuse_pipeline::encoders::EncoderChoice;
 use lmfuse_pipeline::ner::{
     self, CrfParams, EntityReport, FeatureParams, NerFinetune, NerModel, NerTrainReport,
     NerTrainSpec, TagHead, TagOptions, TagScheme,
 };
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -472,26 +471,6 @@ fn predict(args: &NerPredictArgs) -> anyhow::Result<()> {
             .collect()
     };
     write_lines(&args.output, &lines)
-}
-
-/// Writes `lines` as JSON Lines to `output` (atomically), or to standard output for `-`.
-pub(crate) fn write_lines<T: serde::Serialize>(output: &Path, lines: &[T]) -> anyhow::Result<()> {
-    let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
-        for line in lines {
-            serde_json::to_writer(&mut *w, line)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    };
-    if output == Path::new("-") {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        write(&mut out)?;
-        out.flush()?;
-    } else {
-        lmfuse_data::atomic_write(output, write)
-            .with_context(|| format!("cannot write {}", output.display()))?;
-    }
-    Ok(())
 }
 
 fn features(args: &NerFeaturesArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `lmfuse relation`: train, evaluate and apply relation classifiers (the pipeline's
 //! [`relation`]).
 
-use crate::ner::write_lines;
+use crate::output::write_lines;
 use crate::progress::Bars;
 use crate::tune_flags::TuneFlags;
 use clap::{Args, Subcommand};

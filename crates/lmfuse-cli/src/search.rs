@@ -2,7 +2,7 @@
 //! on judgements (the pipeline's [`retrieval`]).
 
 use crate::classify::CacheArgs;
-use crate::ner::write_lines;
+use crate::output::write_lines;
 use crate::progress::Bars;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};

@@ -2,15 +2,14 @@
 //! of the strategies on a labelled set whose labels stay hidden until bought.
 
 use crate::classify::{CacheArgs, DataArgs};
+use crate::output::{write_lines, write_to};
 use crate::progress::Bars;
 use crate::ModelArgs;
-use anyhow::Context;
 use clap::Args;
 use lmfuse_pipeline::active::{
     curves_svg, learning_curves, select_next, CurvesReport, CurvesSpec, SimulateSpec, Strategy,
 };
 use lmfuse_pipeline::model::Model;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `lmfuse select`.
@@ -111,13 +110,7 @@ fn select(args: &SelectArgs, quiet: bool) -> anyhow::Result<()> {
         &args.cache.spec(),
         &bars,
     )?;
-    write_output(&args.output, |w| {
-        for c in &chosen {
-            serde_json::to_writer(&mut *w, c)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    })
+    write_lines(&args.output, &chosen)
 }
 
 fn simulate(args: &SelectArgs, quiet: bool) -> anyhow::Result<()> {
@@ -153,9 +146,9 @@ fn simulate(args: &SelectArgs, quiet: bool) -> anyhow::Result<()> {
             report.pool,
             report.test
         );
-        write_output(svg, |w| w.write_all(curves_svg(&report, &title).as_bytes()))?;
+        write_to(svg, |w| w.write_all(curves_svg(&report, &title).as_bytes()))?;
     }
-    write_output(&args.output, |w| {
+    write_to(&args.output, |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })
@@ -192,19 +185,4 @@ fn print_table(report: &CurvesReport) {
             None => eprintln!("{}: random's final accuracy not reached", c.strategy.name()),
         }
     }
-}
-
-/// Writes to `path` atomically, or to standard output for `-`.
-fn write_output(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
-    if path == Path::new("-") {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        write(&mut out)?;
-        out.flush()?;
-        return Ok(());
-    }
-    lmfuse_data::atomic_write(path, write)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
