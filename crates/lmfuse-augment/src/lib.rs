@@ -10,7 +10,7 @@ mod thesaurus;
 pub use command::paraphrase_with;
 pub use thesaurus::Thesaurus;
 
-use lmfuse_core::SeededRng;
+use lmfuse_core::{fnv1a, SeededRng};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -208,7 +208,8 @@ impl Augmenter {
         if words.is_empty() {
             return Vec::new();
         }
-        let mut rng = SeededRng::new(self.seed ^ fnv(text));
+        // Each text its own stream of random numbers.
+        let mut rng = SeededRng::new(self.seed ^ fnv1a(text.bytes()));
         let ops = self.spec.ops();
         let mut out: Vec<(Op, String)> = Vec::new();
         for i in 0..self.spec.copies {
@@ -311,13 +312,6 @@ fn words_of(text: &str) -> (Vec<&str>, &'static str) {
 
 fn is_han(c: char) -> bool {
     matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0xF900..=0xFAFF)
-}
-
-/// FNV-1a of `text`: each text's own stream of random numbers.
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod labels;
 mod matrix;
 mod tensor;
 
-pub use labels::{LabelSet, SeededRng};
+pub use labels::{fnv1a, LabelSet, SeededRng};
 pub use matrix::{CsrMatrix, DenseMatrix, Features, MatrixShapeError};
 pub use tensor::{Tensor, TensorData};
 

@@ -318,11 +318,7 @@ fn split_feedback(
 /// FNV-1a of `seed` and `key`, mixed by SplitMix64's finaliser (FNV's high bits are poorly
 /// spread on short ids), mapped to [0, 1).
 fn unit_hash(key: &str, seed: u64) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.to_le_bytes().iter().chain(key.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = lmfuse_core::fnv1a(seed.to_le_bytes().into_iter().chain(key.bytes()));
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;

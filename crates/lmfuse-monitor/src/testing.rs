@@ -43,9 +43,7 @@ pub fn scratch_postgres(server: &str, name: &str) -> Database {
 /// `lmfuse_test_` + the start of `name` + a hash of all of it: a PostgreSQL identifier (at most
 /// 63 bytes) of its own for each test.
 fn database_name(name: &str) -> String {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = lmfuse_core::fnv1a(name.bytes());
     let start: String = name
         .chars()
         .map(|c| match c.is_ascii_alphanumeric() {
