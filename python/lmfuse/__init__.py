@@ -92,14 +92,24 @@ def _cache_args(cache):
 
 
 def _encoder_settings(
-    model, pooling, max_length, normalize, batch_tokens, prefix=None, long_text="truncate"
+    model,
+    pooling,
+    max_length,
+    normalize,
+    batch_tokens,
+    prefix=None,
+    long_text="truncate",
+    precision=None,
 ):
     """The encoder settings as the library takes them (named as the CLI's flags)."""
     if prefix is not None and not isinstance(prefix, str):
         raise ValueError(f"prefix must be a string or None, not {prefix!r}")
+    if precision is not None and not isinstance(precision, str):
+        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
     return {
         "prefix": prefix,
         "long_text": long_text,
+        "precision": precision,
         "model": _model_arg(model),
         "pooling": pooling,
         "max_length": max_length,

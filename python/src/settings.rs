@@ -29,8 +29,9 @@ pub fn choice<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The encoder, as the CLI's `--model`, `--pooling`, `--max-length`, `--normalize` and
-/// `--batch-tokens` choose it (a dict with every key).
+/// The encoder, as the CLI's `--model`, `--pooling`, `--max-length`, `--normalize`,
+/// `--batch-tokens`, `--prefix`, `--long-text` and `--precision` choose it (a dict with every
+/// key).
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 pub struct EncoderSettings {
@@ -41,6 +42,7 @@ pub struct EncoderSettings {
     batch_tokens: Option<usize>,
     prefix: Option<String>,
     long_text: String,
+    precision: Option<String>,
 }
 
 impl EncoderSettings {
@@ -57,6 +59,10 @@ impl EncoderSettings {
             batch_tokens: self.batch_tokens,
             prefix: self.prefix.clone(),
             long_text: parse("long_text", &self.long_text)?,
+            precision: match &self.precision {
+                Some(p) => Some(parse("precision", p)?),
+                None => None,
+            },
         })
     }
 }

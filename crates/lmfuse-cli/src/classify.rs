@@ -469,6 +469,9 @@ pub struct EvalArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
+    /// Run the bundle's encoders in this precision (f32 or int8) instead of the recorded one.
+    #[arg(long)]
+    precision: Option<lmfuse_core::Precision>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -476,7 +479,7 @@ pub struct EvalArgs {
 
 /// Runs `lmfuse eval`.
 pub fn eval(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
-    let model = Model::load(&args.model, args.encoder.as_deref())?;
+    let model = Model::load_in(&args.model, args.encoder.as_deref(), args.precision)?;
     let bars = Bars::new(quiet || args.json);
     let report = lmfuse_pipeline::classify::evaluate(
         &model,
@@ -521,6 +524,9 @@ pub struct PredictArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
+    /// Run the bundle's encoders in this precision (f32 or int8) instead of the recorded one.
+    #[arg(long)]
+    precision: Option<lmfuse_core::Precision>,
 }
 
 /// Prints out-of-scope detection figures.
@@ -540,7 +546,7 @@ pub(crate) fn print_oos(name: &str, m: &lmfuse_train::OosMetrics) {
 
 /// Runs `lmfuse predict`.
 pub fn predict(args: &PredictArgs, quiet: bool) -> anyhow::Result<()> {
-    let model = Model::load(&args.model, args.encoder.as_deref())?;
+    let model = Model::load_in(&args.model, args.encoder.as_deref(), args.precision)?;
     let (texts, columns) = lmfuse_pipeline::data::read_unlabelled(
         &args.input,
         args.format,

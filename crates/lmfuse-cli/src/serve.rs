@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
+    /// Run a classifier bundle's encoders in this precision (f32 or int8) instead of the
+    /// recorded one.
+    #[arg(long)]
+    precision: Option<lmfuse_core::Precision>,
     /// For an index: a cross-encoder (folder or hub id, e.g.
     /// cross-encoder/ms-marco-MiniLM-L6-v2) that /rerank scores pairs with and that rescores
     /// /search's best documents.
@@ -162,6 +166,7 @@ async fn serve(args: &ServeArgs, folder: PathBuf, config: ServerConfig) -> anyho
             max_tokens: args.max_input_tokens,
             reranker: args.reranker.clone(),
             rerank_depth: args.rerank_depth,
+            precision: args.precision,
         },
     );
     // From the effective configuration: an empty --api-key is no key.

@@ -441,7 +441,7 @@ fn bad_requests_and_a_bad_rule_file_are_named() {
 fn parcel_text(i: usize) -> (String, &'static str) {
     const NEGATIVE: [&str; 4] = ["smashed", "soaked", "crushed", "missing"];
     const POSITIVE: [&str; 4] = ["intact", "punctual", "spotless", "early"];
-    let (words, label) = if i % 2 == 0 {
+    let (words, label) = if i.is_multiple_of(2) {
         (NEGATIVE, "negative")
     } else {
         (POSITIVE, "positive")

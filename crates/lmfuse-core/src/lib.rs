@@ -115,6 +115,57 @@ impl FromStr for LongText {
     }
 }
 
+/// The number format the encoder's matrix products run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats throughout (the default, and the only mode of fingerprints written
+    /// before this field).
+    #[default]
+    F32,
+    /// The linear layers' weights in 8-bit integers (per output channel) and their inputs
+    /// quantised per token row, accumulated in 32-bit integers; attention, softmax, LayerNorm
+    /// and the activation stay in f32.
+    Int8,
+}
+
+impl Precision {
+    /// The name used on the command line and in cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// Whether it is the default, f32 (left out of serialised fingerprints).
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A precision that is neither `f32` nor `int8`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown precision {0:?}: expected f32 or int8 (bf16 needs AVX512_BF16 or AMX and is not built yet)")]
+pub struct UnknownPrecision(pub String);
+
+impl FromStr for Precision {
+    type Err = UnknownPrecision;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(UnknownPrecision(other.to_string())),
+        }
+    }
+}
+
 /// Everything that changes the vector an encoder gives for a text.
 ///
 /// Two encoders with equal fingerprints give equal embeddings, so the fingerprint is the
@@ -136,12 +187,16 @@ pub struct EncoderFingerprint {
     /// fingerprints written before this field) or encoded in windows.
     #[serde(default, skip_serializing_if = "LongText::is_truncate")]
     pub long_text: LongText,
+    /// The number format of the matrix products: f32 (the default, and the only one of
+    /// fingerprints written before this field) or int8.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl EncoderFingerprint {
     /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`, with `|prefix=…` appended
-    /// when there is a prefix and `|windows` when long texts are windowed (keys without them
-    /// are those of earlier versions).
+    /// when there is a prefix, `|windows` when long texts are windowed and `|int8` for the int8
+    /// precision (keys without them are those of earlier versions).
     pub fn cache_key(&self) -> String {
         let key = format!(
             "sha256:{}|{}|{}|{}",
@@ -154,9 +209,13 @@ impl EncoderFingerprint {
             true => key,
             false => format!("{key}|prefix={:?}", self.prefix),
         };
-        match self.long_text {
+        let key = match self.long_text {
             LongText::Truncate => key,
             LongText::Windows => format!("{key}|windows"),
+        };
+        match self.precision {
+            Precision::F32 => key,
+            Precision::Int8 => format!("{key}|int8"),
         }
     }
 }
@@ -181,7 +240,7 @@ pub struct ShapeError {
 impl Embeddings {
     /// Wraps row-major data of `rows × dim` values.
     pub fn from_vec(dim: usize, data: Vec<f32>) -> Result<Self, ShapeError> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(ShapeError {
                 len: data.len(),
                 dim,
@@ -310,8 +369,12 @@ mod tests {
             max_seq_length: 256,
             prefix: String::new(),
             long_text: LongText::Truncate,
+            precision: Precision::F32,
         };
         let mut keys = vec![base.cache_key()];
+        let mut f = base.clone();
+        f.precision = Precision::Int8;
+        keys.push(f.cache_key());
         let mut f = base.clone();
         f.long_text = LongText::Windows;
         keys.push(f.cache_key());

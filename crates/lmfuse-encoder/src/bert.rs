@@ -9,9 +9,12 @@
 use crate::config::{Activation, BertConfig};
 use crate::error::EncoderError;
 use crate::kernels;
-use crate::weights::{Table, WeightFile};
+use crate::quant::{Int8Kernel, QuantLinear};
+use crate::weights::{StoredRows, Table, WeightFile};
 use gemm::Parallelism;
+use lmfuse_core::Precision;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::path::Path;
 
 struct LayerNorm {
@@ -19,19 +22,55 @@ struct LayerNorm {
     beta: Vec<f32>,
 }
 
+/// A linear layer's weight, `[inputs, outputs]`, in the precision the products run in.
+pub(crate) enum Weight {
+    F32(Vec<f32>),
+    Int8(QuantLinear),
+}
+
+impl Weight {
+    /// The weight in f32 (int8 dequantised).
+    fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Int8(q) => Cow::Owned(q.dequantize_input_major()),
+        }
+    }
+
+    /// `out += x · W` for `rows` rows.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_acc(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        rows: usize,
+        inputs: usize,
+        outputs: usize,
+        par: Parallelism,
+        kernel: Int8Kernel,
+    ) {
+        match self {
+            Weight::F32(w) => kernels::matmul_acc(out, x, w, rows, inputs, outputs, par),
+            Weight::Int8(q) => {
+                q.matmul_acc(out, x, rows, kernel, matches!(par, Parallelism::Rayon(_)))
+            }
+        }
+    }
+}
+
 struct Layer {
     /// `[hidden, 3·hidden]`: query, key and value projections side by side.
-    qkv_w: Vec<f32>,
+    qkv_w: Weight,
     qkv_b: Vec<f32>,
     /// `[hidden, hidden]`.
-    attn_out_w: Vec<f32>,
+    attn_out_w: Weight,
     attn_out_b: Vec<f32>,
     attn_ln: LayerNorm,
     /// `[hidden, intermediate]`.
-    ffn_in_w: Vec<f32>,
+    ffn_in_w: Weight,
     ffn_in_b: Vec<f32>,
     /// `[intermediate, hidden]`.
-    ffn_out_w: Vec<f32>,
+    ffn_out_w: Weight,
     ffn_out_b: Vec<f32>,
     ffn_ln: LayerNorm,
 }
@@ -44,6 +83,8 @@ pub struct BertModel {
     token_type: Vec<f32>,
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
+    precision: Precision,
+    int8_kernel: Int8Kernel,
 }
 
 /// A named f32 tensor, row-major.
@@ -78,6 +119,22 @@ pub struct Span {
     pub len: usize,
 }
 
+impl StoredRows {
+    /// The weight of a layer with `out` outputs and `inp` inputs, in `precision` (int8 rows
+    /// stay int8 whatever is asked; `BertModel::load_in` refuses f32 for them first).
+    fn into_weight(self, out: usize, inp: usize, precision: Precision) -> Weight {
+        match (self, precision) {
+            (StoredRows::F32(w), Precision::F32) => Weight::F32(transpose(&w, out, inp)),
+            (StoredRows::F32(w), Precision::Int8) => {
+                Weight::Int8(QuantLinear::from_f32_rows(&w, inp, out))
+            }
+            (StoredRows::Int8 { rows, scales }, _) => {
+                Weight::Int8(QuantLinear::from_rows(&rows, &scales, inp, out))
+            }
+        }
+    }
+}
+
 /// Transposes a PyTorch `[out, in]` Linear weight into `[in, out]`.
 fn transpose(w: &[f32], out: usize, inp: usize) -> Vec<f32> {
     let mut t = vec![0.0; w.len()];
@@ -90,9 +147,34 @@ fn transpose(w: &[f32], out: usize, inp: usize) -> Vec<f32> {
 }
 
 impl BertModel {
-    /// Loads weights from a safetensors file, checking every tensor against `config`.
+    /// Loads weights from a safetensors file, checking every tensor against `config`, in f32
+    /// (or in int8 when the file stores its linear layers in int8).
     pub fn load(config: &BertConfig, weights: &Path) -> Result<Self, EncoderError> {
+        Self::load_in(config, weights, None)
+    }
+
+    /// [`BertModel::load`] in `precision`: f32 weights are quantised when int8 is asked; a
+    /// file that stores int8 weights runs in int8 and cannot be asked for f32. `None`: as the
+    /// file stores them.
+    pub fn load_in(
+        config: &BertConfig,
+        weights: &Path,
+        precision: Option<Precision>,
+    ) -> Result<Self, EncoderError> {
         let wf = WeightFile::open(weights)?;
+        let stored = wf.stored_precision()?;
+        let precision = match (stored, precision) {
+            (Precision::Int8, Some(Precision::F32)) => {
+                return Err(EncoderError::Unsupported {
+                    path: weights.to_path_buf(),
+                    message: "the weights are stored in int8, so the model cannot run in f32 \
+                              (use the f32 model it was converted from)"
+                        .into(),
+                })
+            }
+            (stored, asked) => asked.unwrap_or(stored),
+        };
+        let int8_kernel = Int8Kernel::select()?;
         let h = config.hidden_size;
         let inter = config.intermediate_size;
         let ln = |prefix: &str| -> Result<LayerNorm, EncoderError> {
@@ -101,29 +183,37 @@ impl BertModel {
                 beta: wf.tensor(&format!("{prefix}.LayerNorm.bias"), &[h])?,
             })
         };
-        let linear =
-            |name: &str, out: usize, inp: usize| -> Result<(Vec<f32>, Vec<f32>), EncoderError> {
-                let w = wf.tensor(&format!("{name}.weight"), &[out, inp])?;
-                let b = wf.tensor(&format!("{name}.bias"), &[out])?;
-                Ok((transpose(&w, out, inp), b))
-            };
+        // Linear weights in PyTorch's `[out, in]` rows, as stored; query, key and value
+        // are fused by stacking their rows.
+        let rows = |name: &str, out: usize, inp: usize| wf.linear_rows(name, out, inp);
+        let bias = |name: &str, out: usize| wf.tensor(&format!("{name}.bias"), &[out]);
+        let weight =
+            |rows: StoredRows, out: usize, inp: usize| rows.into_weight(out, inp, precision);
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let (q_w, q_b) = linear(&format!("{p}.attention.self.query"), h, h)?;
-            let (k_w, k_b) = linear(&format!("{p}.attention.self.key"), h, h)?;
-            let (v_w, v_b) = linear(&format!("{p}.attention.self.value"), h, h)?;
-            let mut qkv_w = vec![0.0; h * 3 * h];
-            for i in 0..h {
-                let row = &mut qkv_w[i * 3 * h..(i + 1) * 3 * h];
-                row[..h].copy_from_slice(&q_w[i * h..(i + 1) * h]);
-                row[h..2 * h].copy_from_slice(&k_w[i * h..(i + 1) * h]);
-                row[2 * h..].copy_from_slice(&v_w[i * h..(i + 1) * h]);
-            }
-            let qkv_b = [q_b, k_b, v_b].concat();
-            let (attn_out_w, attn_out_b) = linear(&format!("{p}.attention.output.dense"), h, h)?;
-            let (ffn_in_w, ffn_in_b) = linear(&format!("{p}.intermediate.dense"), inter, h)?;
-            let (ffn_out_w, ffn_out_b) = linear(&format!("{p}.output.dense"), h, inter)?;
+            let qkv = ["query", "key", "value"].map(|n| format!("{p}.attention.self.{n}"));
+            let qkv_rows = StoredRows::stack(
+                qkv.iter()
+                    .map(|n| rows(n, h, h))
+                    .collect::<Result<_, _>>()?,
+                weights,
+            )?;
+            let qkv_w = weight(qkv_rows, 3 * h, h);
+            let qkv_b = qkv
+                .iter()
+                .map(|n| bias(n, h))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat();
+            let attn_out = format!("{p}.attention.output.dense");
+            let attn_out_w = weight(rows(&attn_out, h, h)?, h, h);
+            let attn_out_b = bias(&attn_out, h)?;
+            let ffn_in = format!("{p}.intermediate.dense");
+            let ffn_in_w = weight(rows(&ffn_in, inter, h)?, inter, h);
+            let ffn_in_b = bias(&ffn_in, inter)?;
+            let ffn_out = format!("{p}.output.dense");
+            let ffn_out_w = weight(rows(&ffn_out, h, inter)?, h, inter);
+            let ffn_out_b = bias(&ffn_out, h)?;
             layers.push(Layer {
                 qkv_w,
                 qkv_b,
@@ -150,6 +240,8 @@ impl BertModel {
             emb_ln: ln("embeddings")?,
             layers,
             config: config.clone(),
+            precision,
+            int8_kernel,
         };
         wf.release_pages();
         Ok(model)
@@ -205,10 +297,11 @@ impl BertModel {
             };
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
+            let qkv_w = layer.qkv_w.to_f32();
             for (part, name) in ["query", "key", "value"].iter().enumerate() {
                 let w: Vec<f32> = (0..h)
                     .flat_map(|i| {
-                        layer.qkv_w[i * 3 * h + part * h..i * 3 * h + (part + 1) * h]
+                        qkv_w[i * 3 * h + part * h..i * 3 * h + (part + 1) * h]
                             .iter()
                             .copied()
                     })
@@ -219,7 +312,7 @@ impl BertModel {
             linear(
                 &mut out,
                 &format!("{p}.attention.output.dense"),
-                &layer.attn_out_w,
+                &layer.attn_out_w.to_f32(),
                 &layer.attn_out_b,
                 h,
                 h,
@@ -228,7 +321,7 @@ impl BertModel {
             linear(
                 &mut out,
                 &format!("{p}.intermediate.dense"),
-                &layer.ffn_in_w,
+                &layer.ffn_in_w.to_f32(),
                 &layer.ffn_in_b,
                 h,
                 inter,
@@ -236,7 +329,7 @@ impl BertModel {
             linear(
                 &mut out,
                 &format!("{p}.output.dense"),
-                &layer.ffn_out_w,
+                &layer.ffn_out_w.to_f32(),
                 &layer.ffn_out_b,
                 inter,
                 h,
@@ -249,6 +342,102 @@ impl BertModel {
     /// The configuration the weights were loaded for.
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// The precision the matrix products run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The int8 micro-kernel the products use when the precision is int8.
+    pub fn int8_kernel(&self) -> Int8Kernel {
+        self.int8_kernel
+    }
+
+    /// The model as a safetensors file that [`BertModel::load`] reads back in int8: every
+    /// linear layer's weight as int8 rows `[out, in]` with its `.weight_scale` (f32, one per
+    /// row), everything else in f32, under the Hugging Face names of [`BertModel::export`].
+    /// Only a model loaded in int8 has int8 weights to write.
+    pub fn int8_checkpoint(&self) -> Result<Vec<u8>, EncoderError> {
+        let mut int8: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut add = |name: String, q: &QuantLinear, first: usize, count: usize| {
+            let (rows, scales) = q.to_rows();
+            let inputs = q.inputs();
+            let rows: Vec<u8> = rows[first * inputs..(first + count) * inputs]
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
+            let scales: Vec<u8> = scales[first..first + count]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            int8.push((format!("{name}.weight_scale"), vec![count], scales));
+            int8.push((format!("{name}.weight"), vec![count, inputs], rows));
+        };
+        let h = self.config.hidden_size;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("encoder.layer.{l}");
+            let parts = [
+                (&layer.qkv_w, format!("{p}.attention.self.query"), 0, h),
+                (&layer.qkv_w, format!("{p}.attention.self.key"), h, h),
+                (&layer.qkv_w, format!("{p}.attention.self.value"), 2 * h, h),
+                (
+                    &layer.attn_out_w,
+                    format!("{p}.attention.output.dense"),
+                    0,
+                    h,
+                ),
+                (
+                    &layer.ffn_in_w,
+                    format!("{p}.intermediate.dense"),
+                    0,
+                    self.config.intermediate_size,
+                ),
+                (&layer.ffn_out_w, format!("{p}.output.dense"), 0, h),
+            ];
+            for (weight, name, first, count) in parts {
+                let Weight::Int8(q) = weight else {
+                    return Err(EncoderError::Unsupported {
+                        path: name.into(),
+                        message: "the model was loaded in f32: load it in int8 to write it so"
+                            .into(),
+                    });
+                };
+                add(name, q, first, count);
+            }
+        }
+        let int8_names: std::collections::HashSet<&str> =
+            int8.iter().map(|(n, _, _)| n.as_str()).collect();
+        let f32_tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .export()
+            .into_iter()
+            .filter(|t| !int8_names.contains(t.name.as_str()))
+            .map(|t| {
+                let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (t.name, t.shape, bytes)
+            })
+            .collect();
+        let views = f32_tensors
+            .iter()
+            .map(|t| (t, safetensors::Dtype::F32))
+            .chain(int8.iter().map(|t| {
+                let dtype = if t.0.ends_with(".weight_scale") {
+                    safetensors::Dtype::F32
+                } else {
+                    safetensors::Dtype::I8
+                };
+                (t, dtype)
+            }))
+            .map(|((name, shape, bytes), dtype)| {
+                safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|views| safetensors::serialize(views, None));
+        views.map_err(|e| EncoderError::Safetensors {
+            path: "(int8 checkpoint)".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Floating-point operations of a forward pass over sequences of the given lengths
@@ -289,6 +478,7 @@ impl BertModel {
             Parallelism::None
         };
         let parallel = threads > 1;
+        let kernel = self.int8_kernel;
 
         // Embeddings.
         let mut x = vec![0.0f32; t * h];
@@ -321,7 +511,9 @@ impl BertModel {
             .unwrap_or(0);
         for layer in &self.layers {
             kernels::fill_rows(&mut qkv, &layer.qkv_b);
-            kernels::matmul_acc(&mut qkv, &x, &layer.qkv_w, t, h, 3 * h, par);
+            layer
+                .qkv_w
+                .matmul_acc(&mut qkv, &x, t, h, 3 * h, par, kernel);
 
             // Attention, one sequence at a time: no padding, no mask.
             let mut pieces: Vec<(&[f32], &mut [f32], usize)> = Vec::with_capacity(spans.len());
@@ -351,21 +543,27 @@ impl BertModel {
 
             // x = LayerNorm(x + ctx·Wo + bo), accumulated in place: the old x is the residual.
             kernels::add_rows(&mut x, &layer.attn_out_b);
-            kernels::matmul_acc(&mut x, &ctx, &layer.attn_out_w, t, h, h, par);
+            layer
+                .attn_out_w
+                .matmul_acc(&mut x, &ctx, t, h, h, par, kernel);
             rows_apply(parallel, &mut x, h, |r| {
                 kernels::layer_norm(r, &layer.attn_ln.gamma, &layer.attn_ln.beta, eps)
             });
 
             // x = LayerNorm(x + act(x·Wi + bi)·Wout + bout), again in place.
             kernels::fill_rows(&mut ffn, &layer.ffn_in_b);
-            kernels::matmul_acc(&mut ffn, &x, &layer.ffn_in_w, t, h, inter, par);
+            layer
+                .ffn_in_w
+                .matmul_acc(&mut ffn, &x, t, h, inter, par, kernel);
             rows_apply(parallel, &mut ffn, inter, |r| match c.hidden_act {
                 Activation::Gelu => kernels::gelu(r),
                 Activation::GeluTanh => kernels::gelu_tanh(r),
                 Activation::Relu => kernels::relu(r),
             });
             kernels::add_rows(&mut x, &layer.ffn_out_b);
-            kernels::matmul_acc(&mut x, &ffn, &layer.ffn_out_w, t, inter, h, par);
+            layer
+                .ffn_out_w
+                .matmul_acc(&mut x, &ffn, t, inter, h, par, kernel);
             rows_apply(parallel, &mut x, h, |r| {
                 kernels::layer_norm(r, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, eps)
             });

@@ -878,7 +878,10 @@ fn folder_files(
 
 /// Writes `files` (relative path, bytes) into a fresh folder beside `out`, syncs them, and
 /// renames it to `out`, replacing an older folder only once the new one is complete.
-fn write_folder_atomically(out: &Path, files: &[(&str, &[u8])]) -> Result<(), EncoderError> {
+pub(crate) fn write_folder_atomically(
+    out: &Path,
+    files: &[(&str, &[u8])],
+) -> Result<(), EncoderError> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

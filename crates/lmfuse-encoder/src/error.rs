@@ -66,6 +66,12 @@ pub enum EncoderError {
         /// What is unsupported.
         message: String,
     },
+    /// The int8 kernel forced by `LMFUSE_INT8_KERNEL` is unknown or cannot run here.
+    #[error("{message}")]
+    Int8Kernel {
+        /// What is wrong, with the kernels this CPU runs.
+        message: String,
+    },
     /// The weights file is not valid safetensors.
     #[error("invalid safetensors file {path}: {message}")]
     Safetensors {

@@ -7,12 +7,14 @@
 
 mod bert;
 mod config;
+mod convert;
 mod cross;
 pub mod e5s1;
 mod error;
 mod kernels;
 mod marked;
 pub mod ops;
+pub mod quant;
 mod source;
 mod unigram;
 mod weights;
@@ -20,15 +22,17 @@ mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
 pub use config::{Activation, BertConfig, SentenceConfig};
+pub use convert::{convert_to_int8, Converted};
 pub use cross::CrossEncoder;
 pub use error::EncoderError;
+pub use quant::{Int8Kernel, QuantLinear, INT8_KERNEL_ENV};
 pub use source::{
     default_model_candidates, model_roots, sha256_file, ModelFiles, ModelSpec, DEFAULT_MODEL_NAME,
     MODELS_DIR_ENV,
 };
 
 use lmfuse_core::{
-    Embeddings, Encoded, EncoderFingerprint, LongText, Pooling, TextEncoder, TextStats,
+    Embeddings, Encoded, EncoderFingerprint, LongText, Pooling, Precision, TextEncoder, TextStats,
 };
 pub use marked::{MarkedPair, MarkerIds, PairInput, MARKER_CHARS};
 use rayon::prelude::*;
@@ -52,6 +56,8 @@ pub struct LoadOptions {
     pub prefix: Option<String>,
     /// What to do with texts longer than the maximum length.
     pub long_text: LongText,
+    /// The precision of the matrix products instead of the one the weights are stored in.
+    pub precision: Option<Precision>,
 }
 
 impl LoadOptions {
@@ -73,6 +79,15 @@ impl LoadOptions {
                 ),
             });
         }
+        let precision = self.precision.unwrap_or(files.stored_precision);
+        if files.stored_precision == Precision::Int8 && precision == Precision::F32 {
+            return Err(EncoderError::Unsupported {
+                path: files.weights_path.clone(),
+                message: "the weights are stored in int8, so the model cannot run in f32 (use \
+                          the f32 model it was converted from)"
+                    .into(),
+            });
+        }
         Ok(EncoderFingerprint {
             weights_sha256: files.weights_sha256.clone(),
             pooling: self.pooling.unwrap_or(files.sentence.pooling),
@@ -84,6 +99,7 @@ impl LoadOptions {
                 .or_else(|| files.sentence.default_prefix.clone())
                 .unwrap_or_default(),
             long_text: self.long_text,
+            precision,
         })
     }
 }
@@ -231,7 +247,7 @@ impl SentenceEncoder {
                 ),
             });
         }
-        let model = BertModel::load(config, &files.weights_path)?;
+        let model = BertModel::load_in(config, &files.weights_path, Some(fingerprint.precision))?;
         let mut encoder = Self {
             tokenizer,
             model,

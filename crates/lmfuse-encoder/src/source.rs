@@ -71,6 +71,8 @@ pub struct ModelFiles {
     pub tokenizer_path: PathBuf,
     /// Hex sha256 of `model.safetensors`.
     pub weights_sha256: String,
+    /// The precision the weights are stored in: int8 for a converted model, else f32.
+    pub stored_precision: lmfuse_core::Precision,
 }
 
 /// The folders that hold installed models, in search order: `$LMFUSE_MODELS_DIR`, `./models`,
@@ -175,6 +177,8 @@ impl ModelFiles {
             });
         }
         let weights_sha256 = sha256_file(&weights_path)?;
+        let stored_precision =
+            crate::weights::WeightFile::open(&weights_path)?.stored_precision()?;
         Ok(Self {
             dir: dir.to_path_buf(),
             reference: reference.to_string(),
@@ -183,6 +187,7 @@ impl ModelFiles {
             weights_path,
             tokenizer_path,
             weights_sha256,
+            stored_precision,
         })
     }
 }

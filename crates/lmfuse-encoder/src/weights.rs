@@ -1,6 +1,7 @@
 //! Reading tensors from a safetensors file, with the naming quirks of real checkpoints.
 
 use crate::error::EncoderError;
+use lmfuse_core::Precision;
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +164,44 @@ impl WeightFile {
         })
     }
 
+    /// [`Precision::Int8`] when some tensor is stored in int8 (a converted model), else f32.
+    pub(crate) fn stored_precision(&self) -> Result<Precision, EncoderError> {
+        let st = self.parse()?;
+        let int8 = st.tensors().iter().any(|(_, v)| v.dtype() == Dtype::I8);
+        Ok(if int8 {
+            Precision::Int8
+        } else {
+            Precision::F32
+        })
+    }
+
+    /// The weight of linear layer `name` (canonical, un-prefixed), `[out, inp]` as stored:
+    /// f32 (widened from f16/bf16), or int8 with the `{name}.weight_scale` f32 per row.
+    pub(crate) fn linear_rows(
+        &self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<StoredRows, EncoderError> {
+        let weight = format!("{name}.weight");
+        let int8 = self.with_view(&weight, &[out, inp], |_, dtype, bytes| {
+            Ok((dtype == Dtype::I8).then(|| bytes.iter().map(|&b| b as i8).collect::<Vec<_>>()))
+        })?;
+        match int8 {
+            Some(rows) => {
+                let scales = self.tensor(&format!("{name}.weight_scale"), &[out])?;
+                if let Some(bad) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
+                    return Err(EncoderError::Safetensors {
+                        path: self.path.clone(),
+                        message: format!("{name}.weight_scale[{bad}] is {}", scales[bad]),
+                    });
+                }
+                Ok(StoredRows::Int8 { rows, scales })
+            }
+            None => Ok(StoredRows::F32(self.tensor(&weight, &[out, inp])?)),
+        }
+    }
+
     /// An embedding table left in the mapped file, in its stored precision (f32, f16 or bf16):
     /// rows are read, and widened, on lookup, and their pages released after each batch
     /// ([`Table::release_pages`]), so a 250,037-piece multilingual table (384 MB in f32, 192 MB
@@ -260,5 +299,44 @@ impl Table {
         let mut out = vec![0.0; self.len / self.element.size()];
         self.element.widen(self.bytes(), &mut out);
         out
+    }
+}
+
+/// A linear layer's weight as stored, `[out, in]` rows.
+pub(crate) enum StoredRows {
+    /// f32 rows.
+    F32(Vec<f32>),
+    /// int8 rows and one f32 scale per row.
+    Int8 { rows: Vec<i8>, scales: Vec<f32> },
+}
+
+impl StoredRows {
+    /// The layers' rows one after the other (query, key and value fused); all must be stored
+    /// alike.
+    pub(crate) fn stack(parts: Vec<StoredRows>, path: &Path) -> Result<StoredRows, EncoderError> {
+        let mut f32_rows = Vec::new();
+        let (mut int8_rows, mut int8_scales) = (Vec::new(), Vec::new());
+        for part in parts {
+            match part {
+                StoredRows::F32(w) => f32_rows.extend(w),
+                StoredRows::Int8 { rows, scales } => {
+                    int8_rows.extend(rows);
+                    int8_scales.extend(scales);
+                }
+            }
+        }
+        match (f32_rows.is_empty(), int8_rows.is_empty()) {
+            (_, true) => Ok(StoredRows::F32(f32_rows)),
+            (true, false) => Ok(StoredRows::Int8 {
+                rows: int8_rows,
+                scales: int8_scales,
+            }),
+            (false, false) => Err(EncoderError::Safetensors {
+                path: path.to_path_buf(),
+                message: "the query, key and value weights are stored in different types (some \
+                          int8, some not)"
+                    .into(),
+            }),
+        }
     }
 }

@@ -652,7 +652,7 @@ pub(crate) fn eval_due(
     end_of_epoch: bool,
 ) -> bool {
     match eval_every {
-        Some(n) => step % n == 0 || step == total,
+        Some(n) => step.is_multiple_of(n) || step == total,
         None => end_of_epoch,
     }
 }

@@ -3,7 +3,7 @@
 use crate::error::{Context, Result};
 use crate::observe::Observer;
 use lmfuse_cache::EmbeddingCache;
-use lmfuse_core::{Embeddings, LongText, Pooling, TextEncoder, TextStats};
+use lmfuse_core::{Embeddings, LongText, Pooling, Precision, TextEncoder, TextStats};
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec, SentenceEncoder};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ pub struct EncoderChoice {
     pub prefix: Option<String>,
     /// Texts longer than the maximum length: truncated (default) or encoded in windows.
     pub long_text: LongText,
+    /// Number format of the matrix products; `None`: as the weights are stored (f32, or
+    /// int8 for a converted model).
+    pub precision: Option<Precision>,
 }
 
 impl EncoderChoice {
@@ -59,6 +62,7 @@ impl EncoderChoice {
             ),
             prefix: self.prefix.clone(),
             long_text: self.long_text,
+            precision: self.precision,
         }
     }
 

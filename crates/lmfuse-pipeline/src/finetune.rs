@@ -10,7 +10,7 @@ use lmfuse_classic::{
     Head, HeadParams, LogisticRegression, LogisticRegressionParams, Mlp, MlpParams, MlpTrainer,
     ProbaHead,
 };
-use lmfuse_core::{EncoderFingerprint, LabelSet, LongText, SeededRng};
+use lmfuse_core::{EncoderFingerprint, LabelSet, LongText, Precision, SeededRng};
 use lmfuse_encoder::{LoadOptions, ModelFiles, SentenceEncoder, TokenizedText};
 use lmfuse_finetune::{
     Event, FinetuneParams, FitSummary, HeadError, LoraParams, LoraTarget, Metric, Network,
@@ -337,6 +337,8 @@ pub(crate) fn finetuned_encoder(
             prefix: base_fp.prefix.clone(),
             // The fine-tuned network reads one truncated pass per text.
             long_text: LongText::Truncate,
+            // Fine-tuning keeps f32 weights; a bundle is converted to int8 afterwards.
+            precision: Precision::F32,
         },
         dim: files.config.hidden_size,
         in_bundle: true,
@@ -814,8 +816,9 @@ fn run_contrastive(
     let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
     let fingerprint = EncoderFingerprint {
         weights_sha256,
-        // The head was fitted on one truncated pass per text.
+        // The head was fitted on one truncated pass per text, of the f32 network.
         long_text: LongText::Truncate,
+        precision: Precision::F32,
         ..base_fp
     };
     let training = serde_json::json!({

@@ -6,7 +6,7 @@ use crate::ensure;
 use crate::error::{Context, PipelineError, Result};
 use crate::observe::Observer;
 use lmfuse_cache::EmbeddingCache;
-use lmfuse_core::DenseMatrix;
+use lmfuse_core::{DenseMatrix, Precision};
 use lmfuse_data::Cell;
 use lmfuse_encoder::{LoadOptions, ModelFiles, ModelSpec};
 use lmfuse_train::{Classifier, EncoderInfo, OosDetector, Predictor};
@@ -78,6 +78,16 @@ impl Model {
     /// predictor's own, which must have the same weights). An encoder nothing reads is not
     /// looked for, so a TF-IDF-only bundle loads on a machine without any model.
     pub fn load(dir: &Path, encoder: Option<&str>) -> Result<Model> {
+        Self::load_in(dir, encoder, None)
+    }
+
+    /// [`Model::load`] with every encoder run in `precision` instead of the one the bundle
+    /// records (`None`: as recorded). An encoder stored in int8 cannot run in f32.
+    pub fn load_in(
+        dir: &Path,
+        encoder: Option<&str>,
+        precision: Option<Precision>,
+    ) -> Result<Model> {
         let bundle = lmfuse_bundle::load(dir)
             .with_context(|| format!("cannot load the bundle {}", dir.display()))?;
         if bundle.manifest.model.get("task").and_then(|t| t.as_str()) == Some(crate::ner::TASK) {
@@ -88,7 +98,7 @@ impl Model {
         }
         let predictor = Predictor::from_bundle(&bundle)
             .with_context(|| format!("cannot use the bundle {}", dir.display()))?;
-        Self::with_encoders(predictor, bundle.manifest, Some(dir), encoder)
+        Self::with_encoders(predictor, bundle.manifest, Some(dir), encoder, precision)
     }
 
     /// A classifier just trained (the Python package's `fit`), ready to predict without a
@@ -101,6 +111,7 @@ impl Model {
             manifest,
             None,
             encoder,
+            None,
         )
     }
 
@@ -111,6 +122,7 @@ impl Model {
         manifest: lmfuse_bundle::Manifest,
         dir: Option<&Path>,
         encoder: Option<&str>,
+        precision: Option<Precision>,
     ) -> Result<Model> {
         let mut encoders = Vec::new();
         for (i, info) in predictor.encoders().into_iter().enumerate() {
@@ -125,7 +137,10 @@ impl Model {
                 )?),
                 false => None,
             };
-            let options = recorded_options(info);
+            let mut options = recorded_options(info);
+            if precision.is_some() {
+                options.precision = precision;
+            }
             encoders.push(ModelEncoder {
                 info: info.clone(),
                 files,
@@ -329,6 +344,7 @@ pub(crate) fn recorded_options(info: &EncoderInfo) -> LoadOptions {
         batch_tokens: None,
         prefix: Some(info.fingerprint.prefix.clone()),
         long_text: info.fingerprint.long_text,
+        precision: Some(info.fingerprint.precision),
     }
 }
 

@@ -1109,6 +1109,7 @@ mod tests {
                 max_seq_length: 8,
                 prefix: String::new(),
                 long_text: Default::default(),
+                precision: Default::default(),
             },
             dim: 2,
             in_bundle: false,

@@ -7,7 +7,7 @@ use crate::ensure;
 use crate::error::{Context, PipelineError, Result};
 use crate::model::Model;
 use crate::ner::NerModel;
-use lmfuse_core::{DenseMatrix, LongText, TextEncoder};
+use lmfuse_core::{DenseMatrix, LongText, Precision, TextEncoder};
 use lmfuse_encoder::{Framing, SentenceEncoder, TokenizedText};
 use lmfuse_server::{
     Backend, BackendError, Oos, Prediction, Reloader, ServedTask, TokenCount, TokenEntity,
@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub reranker: Option<String>,
     /// Documents the cross-encoder rescores per `/search` query (at least its `k`).
     pub rerank_depth: usize,
+    /// The precision a classifier's encoders run in instead of the recorded one.
+    pub precision: Option<Precision>,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +42,7 @@ impl Default for ServeOptions {
             max_tokens: None,
             reranker: None,
             rerank_depth: 100,
+            precision: None,
         }
     }
 }
@@ -72,6 +75,12 @@ pub fn load_backend(dir: &Path, options: &ServeOptions) -> Result<Arc<dyn Backen
     let (encoder, max_tokens) = (options.encoder.as_deref(), options.max_tokens);
     let kind = served_kind(dir);
     ensure!(
+        kind == ServedKind::Bundle || options.precision.is_none(),
+        "{}: --precision applies to classifier bundles; an index or an answer engine runs its \
+         encoder as it was built",
+        dir.display()
+    );
+    ensure!(
         kind == ServedKind::Bundle || encoder.is_none(),
         "{} is an index or an answer engine: it is served with the encoder it was built with, \
          and another encoder cannot be given",
@@ -89,10 +98,20 @@ pub fn load_backend(dir: &Path, options: &ServeOptions) -> Result<Arc<dyn Backen
     }
     match read_manifest(dir) {
         Some(manifest) if task_of(&manifest) == Some(crate::ner::TASK) => {
+            ensure!(
+                options.precision.is_none(),
+                "{}: --precision applies to classifier bundles, not to taggers yet",
+                dir.display()
+            );
             Ok(Arc::new(NerBackend::with_manifest(dir, encoder, manifest)?))
         }
         // Not a tagger, or no readable manifest: the classifier's loader says what is wrong.
-        _ => Ok(Arc::new(BundleBackend::load(dir, encoder, max_tokens)?)),
+        _ => Ok(Arc::new(BundleBackend::load_in(
+            dir,
+            encoder,
+            max_tokens,
+            options.precision,
+        )?)),
     }
 }
 
@@ -174,7 +193,17 @@ impl BundleBackend {
     /// Loads the bundle in `dir` and its encoder; `max_tokens` (at most the bundle's maximum
     /// sequence length) cuts or flags longer texts.
     pub fn load(dir: &Path, encoder: Option<&str>, max_tokens: Option<usize>) -> Result<Self> {
-        let loaded = Model::load(dir, encoder)?;
+        Self::load_in(dir, encoder, max_tokens, None)
+    }
+
+    /// [`BundleBackend::load`] with the encoders run in `precision` (`None`: as recorded).
+    pub fn load_in(
+        dir: &Path,
+        encoder: Option<&str>,
+        max_tokens: Option<usize>,
+        precision: Option<Precision>,
+    ) -> Result<Self> {
+        let loaded = Model::load_in(dir, encoder, precision)?;
         let cols = loaded.feature_cols();
         ensure!(
             cols.is_empty(),
