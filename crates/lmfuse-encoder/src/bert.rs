@@ -356,7 +356,8 @@ impl BertModel {
 
     /// The model as a safetensors file that [`BertModel::load`] reads back in int8: every
     /// linear layer's weight as int8 rows `[out, in]` with its `.weight_scale` (f32, one per
-    /// row), everything else in f32, under the Hugging Face names of [`BertModel::export`].
+    /// row), the word table in f16, everything else in f32, under the Hugging Face names of
+    /// [`BertModel::export`].
     /// Only a model loaded in int8 has int8 weights to write.
     pub fn int8_checkpoint(&self) -> Result<Vec<u8>, EncoderError> {
         let mut int8: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -406,30 +407,40 @@ impl BertModel {
                 add(name, q, first, count);
             }
         }
-        let int8_names: std::collections::HashSet<&str> =
-            int8.iter().map(|(n, _, _)| n.as_str()).collect();
-        let f32_tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        let int8_names: std::collections::HashSet<String> =
+            int8.iter().map(|(n, _, _)| n.clone()).collect();
+        // The word table (most of what is left) in f16: rows are widened on lookup, and its
+        // rounding is far below the int8 layers'.
+        let others = self
             .export()
             .into_iter()
-            .filter(|t| !int8_names.contains(t.name.as_str()))
+            .filter(|t| !int8_names.contains(&t.name))
             .map(|t| {
-                let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (t.name, t.shape, bytes)
-            })
-            .collect();
-        let views = f32_tensors
-            .iter()
-            .map(|t| (t, safetensors::Dtype::F32))
-            .chain(int8.iter().map(|t| {
-                let dtype = if t.0.ends_with(".weight_scale") {
-                    safetensors::Dtype::F32
+                let (dtype, bytes) = if t.name == "embeddings.word_embeddings.weight" {
+                    let bytes = t
+                        .data
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes());
+                    (safetensors::Dtype::F16, bytes.collect())
                 } else {
-                    safetensors::Dtype::I8
+                    let bytes = t.data.iter().flat_map(|v| v.to_le_bytes());
+                    (safetensors::Dtype::F32, bytes.collect())
                 };
-                (t, dtype)
-            }))
-            .map(|((name, shape, bytes), dtype)| {
-                safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+                (t.name, t.shape, dtype, bytes)
+            });
+        let quantised = int8.into_iter().map(|(name, shape, bytes)| {
+            let dtype = match name.ends_with(".weight_scale") {
+                true => safetensors::Dtype::F32,
+                false => safetensors::Dtype::I8,
+            };
+            (name, shape, dtype, bytes)
+        });
+        let tensors: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> =
+            others.chain(quantised).collect();
+        let views = tensors
+            .iter()
+            .map(|(name, shape, dtype, bytes)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                     .map(|v| (name.clone(), v))
             })
             .collect::<Result<Vec<_>, _>>()

@@ -77,7 +77,7 @@ fn int8_embeddings_of_every_family_stay_close_to_f32() {
 }
 
 #[test]
-fn a_converted_folder_loads_in_int8_and_gives_the_same_vectors_as_quantising_at_load() {
+fn a_converted_folder_loads_in_int8_and_gives_the_vectors_of_quantising_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("xlmr-int8");
     let source = ModelFiles::from_dir(&family("xlmr"), "xlmr").unwrap();
@@ -87,8 +87,15 @@ fn a_converted_folder_loads_in_int8_and_gives_the_same_vectors_as_quantising_at_
     assert_eq!(files.stored_precision, Precision::Int8);
     let converted = load(&out, None);
     assert_eq!(converted.fingerprint().precision, Precision::Int8);
+    // The same int8 layers; only the word table differs, f16 in the converted folder.
     let at_load = load(&family("xlmr"), Some(Precision::Int8));
-    assert_eq!(embed(&converted, &TEXTS), embed(&at_load, &TEXTS));
+    for (a, b) in embed(&converted, &TEXTS)
+        .iter()
+        .zip(embed(&at_load, &TEXTS))
+    {
+        let c = cosine(a, &b);
+        assert!(c > 0.99999, "cosine {c}");
+    }
 
     // f32 cannot be had back from int8 weights, and the error says so.
     let options = LoadOptions {

@@ -1,0 +1,179 @@
+//! `--precision int8` end to end with the tiny test encoder: every int8 kernel this CPU runs
+//! (forced by `LMFUSE_INT8_KERNEL`) gives the same vectors, a converted folder runs in int8,
+//! and a bundle trained in f32 predicts in int8.
+
+mod common;
+
+use common::{assert_one_line_error, embed_json, lmfuse, ok_json, tiny_model, write_set};
+use std::path::Path;
+
+const KERNELS: [&str; 4] = ["portable", "avx2", "avx-vnni", "avx512-vnni"];
+
+fn write_texts(path: &Path) {
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("text {i} about {} things", "many ".repeat(i % 9)))
+        .collect();
+    std::fs::write(path, texts.join("\n")).unwrap();
+}
+
+fn read_rows(path: &Path) -> Vec<Vec<f32>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| serde_json::from_value(v["embedding"].clone()).unwrap())
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-30)
+}
+
+#[test]
+fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    write_texts(&input);
+    let f32_out = dir.path().join("f32.jsonl");
+    embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
+    let mut outputs = Vec::new();
+    for kernel in KERNELS {
+        let out = dir.path().join(format!("{kernel}.jsonl"));
+        let args = [
+            "embed",
+            "--model",
+            m,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--precision",
+            "int8",
+            "--no-cache",
+            "-q",
+        ];
+        let run = lmfuse(&args, dir.path())
+            .env("LMFUSE_INT8_KERNEL", kernel)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        if !run.status.success() {
+            // A kernel this CPU lacks is refused by name, never replaced silently.
+            assert!(
+                stderr.contains("lacks its instructions") && stderr.contains(kernel),
+                "{kernel}: {stderr}"
+            );
+            assert_ne!(kernel, "portable", "the portable kernel runs everywhere");
+            eprintln!("{kernel}: not on this CPU, skipped");
+            continue;
+        }
+        outputs.push((kernel, read_rows(&out)));
+    }
+    let (_, reference) = &outputs[0];
+    for (kernel, rows) in &outputs[1..] {
+        assert_eq!(rows, reference, "{kernel} differs from the portable kernel");
+    }
+    let exact = read_rows(&f32_out);
+    for (i, (e, q)) in exact.iter().zip(reference).enumerate() {
+        let c = cosine(e, q);
+        assert!(c > 0.99 && e != q, "text {i}: cosine {c}");
+    }
+    let bad = common::run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            "-",
+            "--precision",
+            "int4",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("unknown precision \"int4\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_converted_folder_runs_in_int8_and_a_bundle_predicts_in_int8() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let converted = dir.path().join("tiny-int8");
+    let c = converted.to_str().unwrap();
+    let done = ok_json(
+        &["models", "convert", "--model", m, "--out", c, "--json"],
+        &cache,
+    );
+    assert_eq!(done["precision"], "int8");
+    assert!(done["ratio"].as_f64().unwrap() < 0.6, "{done}");
+
+    let input = dir.path().join("in.txt");
+    write_texts(&input);
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    embed_json(c, &input, &a, &[], &cache);
+    embed_json(m, &input, &b, &["--precision", "int8"], &cache);
+    for (x, y) in read_rows(&a).iter().zip(read_rows(&b)) {
+        assert!(cosine(x, &y) > 0.9999);
+    }
+    let i = input.to_str().unwrap();
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            c,
+            "-i",
+            i,
+            "-o",
+            "-",
+            "--precision",
+            "f32",
+        ],
+        &["stored in int8"],
+    );
+
+    // A bundle trained in f32 predicts in int8 without retraining, nearly always alike.
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    write_set(&train, 120, 0);
+    write_set(&test, 60, 1000);
+    let bundle = dir.path().join("bundle");
+    let bundle_s = bundle.to_str().unwrap();
+    let train_s = train.to_str().unwrap();
+    ok_json(
+        &[
+            "train", "--model", m, "--train", train_s, "--out", bundle_s, "--json",
+        ],
+        &cache,
+    );
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            bundle_s,
+            "--data",
+            test.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        ok_json(&args, &cache)["test"]["accuracy"].as_f64().unwrap()
+    };
+    let (f32_acc, int8_acc) = (eval(&[]), eval(&["--precision", "int8"]));
+    assert!(f32_acc >= 0.9, "f32 accuracy {f32_acc}");
+    assert!(
+        (f32_acc - int8_acc).abs() <= 0.05,
+        "f32 {f32_acc}, int8 {int8_acc}"
+    );
+}
