@@ -238,13 +238,19 @@ class Encoder:
     ``$LMFUSE_MODEL``, else the default model. ``cache``: True (the CLI's cache:
     ``$LMFUSE_CACHE_DIR``, else ``~/.cache/lmfuse``), False (none) or a folder. ``prefix``: text
     put before every input (``"query: "`` for e5 models); None: the model's default prompt.
+    ``precision``: ``"f32"`` or ``"int8"`` (the linear layers in 8-bit integers); None: as the
+    model's weights are stored (int8 for a folder made by ``lmfuse models convert``).
     """
 
-    def __init__(self, model=DEFAULT_MODEL, cache=True, prefix=None):
+    def __init__(self, model=DEFAULT_MODEL, cache=True, prefix=None, precision=None):
         use_cache, cache_dir = _cache_args(cache)
         if prefix is not None and not isinstance(prefix, str):
             raise ValueError(f"prefix must be a string or None, not {prefix!r}")
-        self._native = _native.NativeEncoder(_model_arg(model), use_cache, cache_dir, prefix)
+        if precision is not None and not isinstance(precision, str):
+            raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+        self._native = _native.NativeEncoder(
+            _model_arg(model), use_cache, cache_dir, prefix, precision
+        )
 
     @property
     def dim(self):
@@ -318,6 +324,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         batch_tokens=None,
         prefix=None,
         long_text="truncate",
+        precision=None,
         stop_words="none",
         oos=None,
         oos_label="oos",
@@ -348,6 +355,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.batch_tokens = batch_tokens
         self.prefix = prefix
         self.long_text = long_text
+        self.precision = precision
         self.stop_words = stop_words
         self.oos = oos
         self.oos_label = oos_label
@@ -435,6 +443,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             self.batch_tokens,
             self.prefix,
             self.long_text,
+            self.precision,
         )
         fitted = _native.fit(texts, strings, columns, settings, encoder, unlabeled)
         self._set_fitted(fitted, back)
@@ -944,17 +953,24 @@ def _bundle_dir(path):
     return path
 
 
-def load(path, cache=True, text_col="text"):
+def load(path, cache=True, text_col="text", precision=None):
     """The bundle in folder ``path`` (from ``TextClassifier.save`` or any lmfuse command:
     a classifier or an ensemble) as a fitted TextClassifier; ``classes_`` are the label
-    strings the bundle stores."""
+    strings the bundle stores. ``precision``: ``"f32"`` or ``"int8"`` to run its encoders in
+    instead of the one the bundle records (no retraining: int8 quantises the weights at load)."""
     path = _bundle_dir(path)
     use_cache, cache_dir = _cache_args(cache)
-    fitted = _native.load(path, use_cache, cache_dir)
+    if precision is not None and not isinstance(precision, str):
+        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+    fitted = _native.load(path, use_cache, cache_dir, precision)
     info = json.loads(fitted.info())
     params = _params_of(info["card"])
     clf = TextClassifier(
-        text_col=text_col, feature_cols=tuple(info["feature_cols"]), cache=cache, **params
+        text_col=text_col,
+        feature_cols=tuple(info["feature_cols"]),
+        cache=cache,
+        precision=precision,
+        **params,
     )
     clf._set_fitted(fitted)
     return clf

@@ -239,17 +239,23 @@ pub fn fit(
         .map_err(py_err)
 }
 
-/// Loads the bundle in `path` (a classifier or an ensemble) with the encoders it reads.
+/// Loads the bundle in `path` (a classifier or an ensemble) with the encoders it reads, run
+/// in `precision` (`None`: as the bundle records).
 #[pyfunction]
-#[pyo3(signature = (path, use_cache, cache_dir))]
+#[pyo3(signature = (path, use_cache, cache_dir, precision=None))]
 pub fn load(
     py: Python<'_>,
     path: PathBuf,
     use_cache: bool,
     cache_dir: Option<PathBuf>,
+    precision: Option<String>,
 ) -> PyResult<Fitted> {
+    let precision = match precision {
+        Some(p) => Some(crate::settings::parse("precision", &p).map_err(py_err)?),
+        None => None,
+    };
     let loaded = py.detach(|| -> Result<_> {
-        let model = Model::load(&path, None)?;
+        let model = Model::load_in(&path, None, precision)?;
         let source = std::fs::canonicalize(&path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
         Ok((model, source))

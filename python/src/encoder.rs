@@ -18,6 +18,8 @@ pub struct NativeEncoder {
     files: ModelFiles,
     /// Text put before every input (`None`: the model's default prompt).
     prefix: Option<String>,
+    /// The precision of the matrix products (`None`: as the weights are stored).
+    precision: Option<lmfuse_core::Precision>,
     /// The model's maximum tokens per text.
     max_seq_length: usize,
     /// `None` when the cache is off; locked while one call encodes.
@@ -29,17 +31,23 @@ impl NativeEncoder {
     /// Resolves `model` (a folder or Hugging Face id; `None`: the default model) and opens
     /// the cache unless `use_cache` is false (`cache_dir`: instead of the default folder).
     #[new]
-    #[pyo3(signature = (model, use_cache, cache_dir, prefix))]
+    #[pyo3(signature = (model, use_cache, cache_dir, prefix, precision=None))]
     fn new(
         py: Python<'_>,
         model: Option<String>,
         use_cache: bool,
         cache_dir: Option<PathBuf>,
         prefix: Option<String>,
+        precision: Option<String>,
     ) -> PyResult<Self> {
+        let precision = match precision {
+            Some(p) => Some(crate::settings::parse("precision", &p).map_err(py_err)?),
+            None => None,
+        };
         let choice = EncoderChoice {
             model,
             prefix: prefix.clone(),
+            precision,
             ..EncoderChoice::default()
         };
         let cache = CacheSpec {
@@ -55,6 +63,7 @@ impl NativeEncoder {
         Ok(NativeEncoder {
             files,
             prefix,
+            precision,
             max_seq_length,
             cache: Mutex::new(cache),
         })
@@ -102,6 +111,7 @@ impl NativeEncoder {
             normalize: Some(normalize),
             batch_tokens: batch_size.map(|b| b.saturating_mul(self.max_seq_length)),
             prefix: self.prefix.clone(),
+            precision: self.precision,
             ..EncoderChoice::default()
         };
         let options = choice.load_options();

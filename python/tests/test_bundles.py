@@ -132,3 +132,24 @@ def test_a_failed_save_leaves_the_saved_bundle_untouched(data, tmp_path):
         clf.fit(X, y[:3])
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == files
     assert np.array_equal(lmfuse.load(bundle).predict_proba(NEW_TEXTS), clf.predict_proba(NEW_TEXTS))
+
+
+def test_a_bundle_loads_in_int8_as_cli_predict_runs_it(data, tmp_path):
+    X, y = data
+    bundle = tmp_path / "bundle"
+    lmfuse.TextClassifier(features="emb").fit(X, y).save(bundle)
+    int8 = lmfuse.load(bundle, cache=False, precision="int8")
+    assert int8.precision == "int8"
+    ours = int8.predict_proba(X)
+    src, out = tmp_path / "all.jsonl", tmp_path / "pred.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in X), encoding="utf-8")
+    cli("predict", "--model", str(bundle), "--input", str(src), "--output", str(out),
+        "--precision", "int8", "--no-cache")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    labels = list(int8.classes_)
+    theirs = np.array([[r["probabilities"][label] for label in labels] for r in rows],
+                      dtype=np.float32)
+    assert np.array_equal(ours, theirs)
+    exact = lmfuse.load(bundle, cache=False).predict(X)
+    agree = np.mean(int8.predict(X) == exact)
+    assert agree >= 0.97, agree

@@ -120,3 +120,15 @@ def test_text_in_any_script_gives_a_finite_vector(texts):
 def test_missing_model_folder_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         lmfuse.Encoder(tmp_path / "no-such-model")
+
+
+def test_int8_equals_lmfuse_embed_in_int8_and_stays_close_to_f32(texts, tmp_path):
+    few = texts[:40]
+    int8 = lmfuse.Encoder(cache=False, precision="int8").encode(few)
+    assert np.array_equal(int8, embed_cli(few, tmp_path, "--no-cache", "--precision", "int8"))
+    exact = lmfuse.Encoder(cache=False).encode(few)
+    cosines = np.sum(int8 * exact, axis=1)  # both L2-normalised
+    assert cosines.mean() >= 0.995 and cosines.min() >= 0.99, cosines
+    assert not np.array_equal(int8, exact)
+    with pytest.raises(ValueError, match="precision"):
+        lmfuse.Encoder(cache=False, precision="int4")
