@@ -8,6 +8,7 @@ Usage:
 DIR is a sentence-transformers model folder (e.g. all-MiniLM-L6-v2), FILE has one
 sentence per line. Engines:
   st   sentence_transformers.SentenceTransformer(DIR, device="cpu").encode(...)
+  ort8 the same export quantised by onnxruntime.quantization.quantize_dynamic (int8)
   ort  onnxruntime on an ONNX export of the same BERT (exported once with
        torch.onnx.export and cached under --cache-dir), tokenised with `tokenizers`,
        mean pooling + L2 normalisation in numpy.
@@ -29,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-ENGINE_NAMES = {"st": "sentence-transformers", "ort": "onnxruntime"}
+ENGINE_NAMES = {"st": "sentence-transformers", "ort": "onnxruntime",
+                "ort8": "onnxruntime int8 (quantize_dynamic)"}
 MAX_SEQ_LENGTH = 256
 WARMUP_SENTENCES = 64
 
@@ -44,11 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--input", required=True, type=Path, help="text file, one sentence per line")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--engines", default="st,ort", help="comma-separated subset of: st,ort")
+    p.add_argument("--engines", default="st,ort", help="comma-separated subset of: st,ort,ort8")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per engine; the best is reported")
     p.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parent / "out" / "onnx",
                    help="where the ONNX export is cached (default: bench/out/onnx)")
-    p.add_argument("--worker", choices=["st", "ort", "export"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["st", "ort", "ort8", "export"], help=argparse.SUPPRESS)
     p.add_argument("--emb-out", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -146,7 +148,20 @@ def worker_export(args):
     return {"onnx": str(out)}
 
 
-def worker_ort(args, sentences):
+def int8_model(model_file):
+    """ONNX Runtime's dynamic int8 quantisation of the export (weights int8, activations
+    quantised at run time), made once beside it with quantize_dynamic's defaults."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    out = model_file.with_name("model.int8.onnx")
+    if not out.exists():
+        tmp = out.with_suffix(".tmp.onnx")
+        quantize_dynamic(str(model_file), str(tmp), weight_type=QuantType.QInt8)
+        tmp.rename(out)
+        log(f"quantised {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
+
+
+def worker_ort(args, sentences, int8=False):
     import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -154,6 +169,8 @@ def worker_ort(args, sentences):
     model_file = onnx_path(args.model, args.cache_dir)
     if not model_file.exists():
         raise RuntimeError(f"ONNX export missing: {model_file}")
+    if int8:
+        model_file = int8_model(model_file)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1
@@ -198,8 +215,10 @@ def run_worker(args):
         else:
             import numpy as np
             sentences = read_sentences(args.input)
-            fn = worker_st if args.worker == "st" else worker_ort
-            info, passes, emb = fn(args, sentences)
+            if args.worker == "st":
+                info, passes, emb = worker_st(args, sentences)
+            else:
+                info, passes, emb = worker_ort(args, sentences, int8=args.worker == "ort8")
             seconds = min(passes)
             np.save(args.emb_out, emb.astype(np.float32))
             result = {"engine": ENGINE_NAMES[args.worker], **info, "threads": args.threads,
@@ -280,7 +299,7 @@ def main():
     results, embs = [], {}
     with tempfile.TemporaryDirectory(prefix="python_peers-") as tmp:
         for engine in engines:
-            if engine == "ort" and not onnx_path(args.model, args.cache_dir).exists():
+            if engine in ("ort", "ort8") and not onnx_path(args.model, args.cache_dir).exists():
                 log(f"exporting ONNX model to {onnx_path(args.model, args.cache_dir).parent}")
                 exported = spawn(args, "export")
                 if "error" in exported:
@@ -297,7 +316,12 @@ def main():
             results.append(res)
 
         out = {"engines": results, "host": host_info(busy0, own0, t0)}
-        if len(embs) == 2:
+        if "ort8" in embs and "ort" in embs:
+            import numpy as np
+            a, b = (np.load(embs[e]) for e in ("ort", "ort8"))
+            cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            out["int8_vs_f32"] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+        if "st" in embs and "ort" in embs:
             import numpy as np
             a, b = (np.load(embs[e]) for e in ("st", "ort"))
             cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
