@@ -103,6 +103,24 @@ impl HeadParams {
         }
     }
 
+    /// [`HeadParams::fit`], warm-started from `start` where the head can be (logistic
+    /// regression from another logistic regression of the same shape: a C search's previous
+    /// fit); the other heads fit from scratch.
+    pub fn fit_from(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+        start: Option<&Head>,
+    ) -> Result<Head, ClassicError> {
+        match (self, start) {
+            (HeadParams::Logreg(p), Some(Head::Logreg(m))) => {
+                Ok(Head::Logreg(p.fit_from(x, y, n_classes, Some(m))?))
+            }
+            _ => self.fit(x, y, n_classes),
+        }
+    }
+
     /// Fits the head.
     pub fn fit(&self, x: &Features, y: &[usize], n_classes: usize) -> Result<Head, ClassicError> {
         Ok(match self {

@@ -5,6 +5,8 @@
 //! optimisation crates checked (argmin) bring generic machinery that costs more build time
 //! than these ~100 lines.
 
+use rayon::prelude::*;
+
 /// Stopping rules.
 #[derive(Debug, Clone, Copy)]
 pub struct LbfgsOptions {
@@ -29,12 +31,93 @@ pub struct LbfgsResult {
     pub converged: bool,
 }
 
+/// Vectors at least this long are worked on by the rayon pool, in fixed chunks so that every
+/// sum is added up in the same order whatever the threads do (same data, same result).
+const PARALLEL_LEN: usize = 1 << 16;
+const CHUNK: usize = 1 << 14;
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let serial = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    if a.len() < PARALLEL_LEN {
+        return serial(a, b);
+    }
+    let parts: Vec<f64> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| serial(a, b))
+        .collect();
+    parts.iter().sum()
 }
 
 fn max_abs(a: &[f64]) -> f64 {
     a.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// `out[i] = f(out[i], a[i], b[i])` over the whole vectors, in parallel when long.
+fn zip_apply(out: &mut [f64], a: &[f64], b: &[f64], f: impl Fn(f64, f64, f64) -> f64 + Sync) {
+    let serial = |out: &mut [f64], a: &[f64], b: &[f64]| {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(*o, x, y);
+        }
+    };
+    if out.len() < PARALLEL_LEN {
+        return serial(out, a, b);
+    }
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| serial(o, a, b));
+}
+
+/// The last `memory` steps `s` and gradient changes `y`, in buffers reused once full (each
+/// is as long as the parameters: allocating a pair per iteration churns gigabytes on wide
+/// models).
+struct History {
+    pairs: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)>,
+    memory: usize,
+}
+
+impl History {
+    /// Records `s = x_new - x` and `y = g_new - g` when `s·y` is positive (curvature).
+    fn push(&mut self, x_new: &[f64], x: &[f64], g_new: &[f64], g: &[f64]) {
+        if self.memory == 0 {
+            return;
+        }
+        let (mut s, mut y) = match self.pairs.len() == self.memory {
+            true => {
+                let (s, y, _) = self.pairs.pop_front().expect("full");
+                (s, y)
+            }
+            false => (vec![0.0; x.len()], vec![0.0; x.len()]),
+        };
+        zip_apply(&mut s, x_new, x, |_, a, b| a - b);
+        zip_apply(&mut y, g_new, g, |_, a, b| a - b);
+        let sy = dot(&s, &y);
+        if sy > 1e-12 {
+            self.pairs.push_back((s, y, 1.0 / sy));
+        }
+    }
+
+    /// `dir = -H g` by the two-loop recursion.
+    fn direction(&self, g: &[f64], dir: &mut [f64]) {
+        dir.copy_from_slice(g);
+        let mut alpha = vec![0.0; self.pairs.len()];
+        for (i, (s, y, rho)) in self.pairs.iter().enumerate().rev() {
+            alpha[i] = rho * dot(s, dir);
+            let a = alpha[i];
+            zip_apply(dir, y, y, |d, y, _| d - a * y);
+        }
+        let gamma = match self.pairs.back() {
+            Some((s, y, _)) => dot(s, y) / dot(y, y),
+            None => 1.0 / max_abs(g).max(1.0),
+        };
+        zip_apply(dir, g, g, |d, _, _| d * gamma);
+        for (i, (s, y, rho)) in self.pairs.iter().enumerate() {
+            let beta = rho * dot(y, dir);
+            let a = alpha[i];
+            zip_apply(dir, s, s, |d, s, _| d + s * (a - beta));
+        }
+        zip_apply(dir, g, g, |d, _, _| -d);
+    }
 }
 
 /// Minimises `f`, which returns the objective at its first argument and writes the gradient
@@ -59,9 +142,10 @@ pub fn minimize_with(
     let mut x = x0;
     let mut g = vec![0.0; n];
     let mut value = f(&x, &mut g);
-    let mut s_hist: Vec<Vec<f64>> = Vec::new();
-    let mut y_hist: Vec<Vec<f64>> = Vec::new();
-    let mut rho: Vec<f64> = Vec::new();
+    let mut history = History {
+        pairs: std::collections::VecDeque::new(),
+        memory: opts.memory,
+    };
     let mut x_new = vec![0.0; n];
     let mut g_new = vec![0.0; n];
     let mut dir = vec![0.0; n];
@@ -74,65 +158,23 @@ pub fn minimize_with(
                 converged: true,
             };
         }
-        // Two-loop recursion: dir = -H g.
-        dir.copy_from_slice(&g);
-        let mut alpha = vec![0.0; s_hist.len()];
-        for i in (0..s_hist.len()).rev() {
-            alpha[i] = rho[i] * dot(&s_hist[i], &dir);
-            for (d, y) in dir.iter_mut().zip(&y_hist[i]) {
-                *d -= alpha[i] * y;
-            }
-        }
-        let gamma = match (s_hist.last(), y_hist.last()) {
-            (Some(s), Some(y)) => dot(s, y) / dot(y, y),
-            _ => 1.0 / max_abs(&g).max(1.0),
-        };
-        for d in dir.iter_mut() {
-            *d *= gamma;
-        }
-        for i in 0..s_hist.len() {
-            let beta = rho[i] * dot(&y_hist[i], &dir);
-            for (d, s) in dir.iter_mut().zip(&s_hist[i]) {
-                *d += s * (alpha[i] - beta);
-            }
-        }
-        for d in dir.iter_mut() {
-            *d = -*d;
-        }
+        history.direction(&g, &mut dir);
         let mut slope = dot(&g, &dir);
         if slope >= 0.0 {
             // Not a descent direction (numerical trouble): restart from steepest descent.
-            s_hist.clear();
-            y_hist.clear();
-            rho.clear();
-            for (d, gi) in dir.iter_mut().zip(&g) {
-                *d = -gi;
-            }
+            history.pairs.clear();
+            zip_apply(&mut dir, &g, &g, |_, gi, _| -gi);
             slope = dot(&g, &dir);
         }
         // Backtracking line search with the Armijo condition.
         let mut step = 1.0;
         let mut accepted = false;
         for _ in 0..40 {
-            for i in 0..n {
-                x_new[i] = x[i] + step * dir[i];
-            }
+            zip_apply(&mut x_new, &x, &dir, |_, x, d| x + step * d);
             let v = f(&x_new, &mut g_new);
             if v.is_finite() && v <= value + 1e-4 * step * slope {
                 accepted = true;
-                let s: Vec<f64> = x_new.iter().zip(&x).map(|(a, b)| a - b).collect();
-                let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
-                let sy = dot(&s, &y);
-                if sy > 1e-12 {
-                    if s_hist.len() == opts.memory {
-                        s_hist.remove(0);
-                        y_hist.remove(0);
-                        rho.remove(0);
-                    }
-                    s_hist.push(s);
-                    y_hist.push(y);
-                    rho.push(1.0 / sy);
-                }
+                history.push(&x_new, &x, &g_new, &g);
                 std::mem::swap(&mut x, &mut x_new);
                 std::mem::swap(&mut g, &mut g_new);
                 value = v;

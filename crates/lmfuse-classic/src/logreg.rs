@@ -95,6 +95,20 @@ impl LogisticRegressionParams {
         y: &[usize],
         n_classes: usize,
     ) -> Result<LogisticRegression, ClassicError> {
+        self.fit_from(x, y, n_classes, None)
+    }
+
+    /// [`LogisticRegressionParams::fit`] starting from `start`'s coefficients instead of zeros
+    /// when it has the same shape (a warm start: along a path of `C`, the previous `C`'s
+    /// solution is a few steps from this one's). The optimum is the same; only the steps to
+    /// it are fewer.
+    pub fn fit_from(
+        &self,
+        x: &Features,
+        y: &[usize],
+        n_classes: usize,
+        start: Option<&LogisticRegression>,
+    ) -> Result<LogisticRegression, ClassicError> {
         self.check()?;
         check_training_data(x, y, n_classes)?;
         let (n, d, k) = (x.rows(), x.cols(), n_classes);
@@ -139,9 +153,18 @@ impl LogisticRegressionParams {
             }
             loss + penalty
         };
+        let x0 = match start {
+            Some(m) if m.n_features == d && m.n_classes == k => m
+                .coef
+                .iter()
+                .chain(&m.intercept)
+                .map(|&v| f64::from(v))
+                .collect(),
+            _ => vec![0.0; d * k + k],
+        };
         let result = minimize(
             objective,
-            vec![0.0; d * k + k],
+            x0,
             LbfgsOptions {
                 max_iter: self.max_iter,
                 gtol: self.tol,
@@ -632,6 +655,40 @@ mod tests {
         for (got, want) in p.iter().zip([0.512552, 0.487448, 0.093523, 0.906477]) {
             assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
         }
+    }
+
+    #[test]
+    fn a_warm_start_reaches_the_same_optimum_in_fewer_steps() {
+        let (x, y) = crate::test_data::blobs(300, 4, 2.5, 7);
+        let at = |c: f64| LogisticRegressionParams {
+            c,
+            ..LogisticRegressionParams::default()
+        };
+        let previous = at(0.1).fit(&x, &y, 4).unwrap();
+        let cold = at(1.0).fit(&x, &y, 4).unwrap();
+        let warm = at(1.0).fit_from(&x, &y, 4, Some(&previous)).unwrap();
+        assert!(cold.converged && warm.converged);
+        assert!(
+            warm.iterations < cold.iterations,
+            "warm {} vs cold {} iterations",
+            warm.iterations,
+            cold.iterations
+        );
+        let (pc, pw) = (
+            cold.predict_proba(&x).unwrap(),
+            warm.predict_proba(&x).unwrap(),
+        );
+        let diff = pc
+            .iter()
+            .zip(&pw)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "probabilities differ by {diff}");
+        // A start of another shape is ignored: the fit is the cold one.
+        let other = at(0.1)
+            .fit(&x, &y.iter().map(|&c| c % 2).collect::<Vec<_>>(), 2)
+            .unwrap();
+        assert_eq!(at(1.0).fit_from(&x, &y, 4, Some(&other)).unwrap(), cold);
     }
 
     #[test]

@@ -319,6 +319,25 @@ impl FinetuneBase {
     }
 }
 
+/// The fingerprint of an encoder fine-tuned from `base` with weights `weights_sha256`: the
+/// base's pooling, length and prefix; one truncated pass per text, of the f32 network (int8
+/// comes after, when a bundle is loaded in it).
+fn tuned_fingerprint(
+    weights_sha256: String,
+    base: &EncoderFingerprint,
+    normalize: bool,
+) -> EncoderFingerprint {
+    EncoderFingerprint {
+        weights_sha256,
+        pooling: base.pooling,
+        normalize,
+        max_seq_length: base.max_seq_length,
+        prefix: base.prefix.clone(),
+        long_text: LongText::Truncate,
+        precision: Precision::F32,
+    }
+}
+
 /// The fine-tuned encoder of `net` as a classifier's encoder (inside the bundle; its pooled
 /// vectors unnormalised, as the network's heads read them) and its bundle files.
 pub(crate) fn finetuned_encoder(
@@ -329,17 +348,7 @@ pub(crate) fn finetuned_encoder(
     let (weights_sha256, bundle_files) = encoder_bundle_files(net, files)?;
     let info = EncoderInfo {
         reference: lmfuse_bundle::ENCODER_DIR.into(),
-        fingerprint: EncoderFingerprint {
-            weights_sha256,
-            pooling: base_fp.pooling,
-            normalize: false,
-            max_seq_length: base_fp.max_seq_length,
-            prefix: base_fp.prefix.clone(),
-            // The fine-tuned network reads one truncated pass per text.
-            long_text: LongText::Truncate,
-            // Fine-tuning keeps f32 weights; a bundle is converted to int8 afterwards.
-            precision: Precision::F32,
-        },
+        fingerprint: tuned_fingerprint(weights_sha256, &base_fp, false),
         dim: files.config.hidden_size,
         in_bundle: true,
     };
@@ -814,13 +823,7 @@ fn run_contrastive(
         contrastive_head(spec, &net, &tok, (base_fp.normalize, hidden), &splits)?;
     let head_seconds = t.elapsed().as_secs_f64();
     let (weights_sha256, bundle_files) = encoder_bundle_files(&net, &files)?;
-    let fingerprint = EncoderFingerprint {
-        weights_sha256,
-        // The head was fitted on one truncated pass per text, of the f32 network.
-        long_text: LongText::Truncate,
-        precision: Precision::F32,
-        ..base_fp
-    };
+    let fingerprint = tuned_fingerprint(weights_sha256, &base_fp, base_fp.normalize);
     let training = serde_json::json!({
         "method": "contrastive",
         "base_encoder": files.reference,

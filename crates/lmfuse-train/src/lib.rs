@@ -304,12 +304,18 @@ pub fn fit_selecting_until(
     }
     let mut best: Option<(Head, HeadParams, Report)> = None;
     let mut trials = Vec::new();
+    // Each fit starts from the previous one's solution where the head allows (logistic
+    // regression along its C grid), which cuts the optimiser's steps several-fold.
+    let mut previous: Option<Head> = None;
     for params in candidates {
         if !trials.is_empty() && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             break;
         }
         let t = std::time::Instant::now();
-        let model = params.for_selection().fit(train.0, train.1, labels.len())?;
+        let model =
+            params
+                .for_selection()
+                .fit_from(train.0, train.1, labels.len(), previous.as_ref())?;
         let fit_seconds = t.elapsed().as_secs_f64();
         let proba = model.predict_proba(dev_rows.0)?;
         let report = lmfuse_metrics::evaluate(dev_rows.1, &proba, labels.names())?;
@@ -321,16 +327,18 @@ pub fn fit_selecting_until(
             fit_seconds,
         });
         if best.as_ref().is_none_or(|b| report.accuracy > b.2.accuracy) {
-            best = Some((model, *params, report));
+            best = Some((model.clone(), *params, report));
         }
+        previous = Some(model);
     }
+    drop(previous);
     let (mut model, mut params, mut dev) = best.expect("candidates are not empty");
     let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
     if late {
         // No time for the full form: the winner stays in the form it was fit in.
         params = params.for_selection();
     } else if params.for_selection() != params {
-        model = params.fit(train.0, train.1, labels.len())?;
+        model = params.fit_from(train.0, train.1, labels.len(), Some(&model))?;
         let proba = model.predict_proba(dev_rows.0)?;
         dev = lmfuse_metrics::evaluate(dev_rows.1, &proba, labels.names())?;
     }
