@@ -99,5 +99,8 @@ PY
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
-run_to bench/results/int8.md python3 bench/int8_table.py "$out" "$input" "$threads"
+# The table reads the vectors with numpy: the peers' venv has it, else the project's.
+py=bench/.venv/bin/python
+[ -x "$py" ] || py=.venv/bin/python
+run_to bench/results/int8.md "$py" bench/int8_table.py "$out" "$input" "$threads"
 cat bench/results/int8.md
