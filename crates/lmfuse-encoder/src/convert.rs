@@ -9,9 +9,10 @@ use crate::source::ModelFiles;
 use lmfuse_core::Precision;
 use std::path::{Path, PathBuf};
 
-/// Files of a model folder copied beside the converted weights when present (tokenizer,
-/// configuration, sentence-transformers settings, provenance).
-const COPIED: &[&str] = &[
+/// The files of a model folder besides its weights (tokenizer, configuration,
+/// sentence-transformers settings), copied when present into a folder made from it: an int8
+/// conversion, a fine-tuned encoder.
+pub const MODEL_FOLDER_FILES: &[&str] = &[
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -21,8 +22,11 @@ const COPIED: &[&str] = &[
     "config_sentence_transformers.json",
     "modules.json",
     "1_Pooling/config.json",
-    "lmfuse_source.json",
 ];
+
+/// The record of where a converted model came from (`lmfuse models import-e5s1`), which an
+/// int8 conversion keeps.
+const SOURCE_RECORD: &str = "lmfuse_source.json";
 
 /// What [`convert_to_int8`] wrote.
 #[derive(Debug, Clone)]
@@ -52,7 +56,7 @@ pub fn convert_to_int8(files: &ModelFiles, out: &Path) -> Result<Converted, Enco
     let model = BertModel::load_in(&files.config, &files.weights_path, Some(Precision::Int8))?;
     let weights = model.int8_checkpoint()?;
     let mut contents: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in COPIED {
+    for name in MODEL_FOLDER_FILES.iter().chain(&[SOURCE_RECORD]) {
         let path = files.dir.join(name);
         if path.is_file() {
             let bytes = std::fs::read(&path).map_err(|e| EncoderError::io(&path, e))?;

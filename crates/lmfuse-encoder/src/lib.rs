@@ -22,7 +22,7 @@ mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
 pub use config::{Activation, BertConfig, SentenceConfig};
-pub use convert::{convert_to_int8, Converted};
+pub use convert::{convert_to_int8, Converted, MODEL_FOLDER_FILES};
 pub use cross::CrossEncoder;
 pub use error::EncoderError;
 pub use quant::{Int8Kernel, QuantLinear, INT8_KERNEL_ENV};

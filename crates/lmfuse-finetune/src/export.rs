@@ -6,20 +6,6 @@ use crate::FinetuneError;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 
-/// Files copied from the base model's folder when present (tokenizer, configuration,
-/// sentence-transformers settings). Weights are never copied: they are written anew.
-const COPIED: &[&str] = &[
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "modules.json",
-    "1_Pooling/config.json",
-];
-
 /// The files of the fine-tuned encoder's model folder, as (relative path, bytes):
 /// `model.safetensors` with the network's encoder weights (LoRA merged) under their Hugging
 /// Face names, and the tokenizer and configuration files of `base_dir` (`config.json`'s
@@ -50,7 +36,8 @@ pub fn encoder_files(
     let weights =
         safetensors::serialize(views, None).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
     let mut files = vec![("model.safetensors".to_string(), weights)];
-    for name in COPIED {
+    // The tokenizer and configuration files; weights are never copied, they are written anew.
+    for name in lmfuse_encoder::MODEL_FOLDER_FILES {
         let path = base_dir.join(name);
         if path.is_file() {
             let data = std::fs::read(&path).map_err(|source| FinetuneError::Io {
