@@ -165,8 +165,8 @@ pub struct ModelArgs {
     #[arg(long, default_value = "truncate")]
     long_text: lmfuse_core::LongText,
     /// Number format of the encoder's matrix products: f32, or int8 (weights per output
-    /// channel, inputs per token row; about twice as fast on CPUs with VNNI). Default: as
-    /// the weights are stored (int8 for a folder made by `lmfuse models convert`).
+    /// channel, inputs per token row; a quarter of the weights' memory; docs/precision.md).
+    /// Default: as the weights are stored (int8 for a folder made by `lmfuse models convert`).
     #[arg(long)]
     precision: Option<lmfuse_core::Precision>,
 }
