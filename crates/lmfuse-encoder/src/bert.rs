@@ -162,18 +162,7 @@ impl BertModel {
         precision: Option<Precision>,
     ) -> Result<Self, EncoderError> {
         let wf = WeightFile::open(weights)?;
-        let stored = wf.stored_precision()?;
-        let precision = match (stored, precision) {
-            (Precision::Int8, Some(Precision::F32)) => {
-                return Err(EncoderError::Unsupported {
-                    path: weights.to_path_buf(),
-                    message: "the weights are stored in int8, so the model cannot run in f32 \
-                              (use the f32 model it was converted from)"
-                        .into(),
-                })
-            }
-            (stored, asked) => asked.unwrap_or(stored),
-        };
+        let precision = WeightFile::run_precision(wf.stored_precision()?, precision, weights)?;
         let int8_kernel = Int8Kernel::select()?;
         let h = config.hidden_size;
         let inter = config.intermediate_size;

@@ -79,15 +79,11 @@ impl LoadOptions {
                 ),
             });
         }
-        let precision = self.precision.unwrap_or(files.stored_precision);
-        if files.stored_precision == Precision::Int8 && precision == Precision::F32 {
-            return Err(EncoderError::Unsupported {
-                path: files.weights_path.clone(),
-                message: "the weights are stored in int8, so the model cannot run in f32 (use \
-                          the f32 model it was converted from)"
-                    .into(),
-            });
-        }
+        let precision = weights::WeightFile::run_precision(
+            files.stored_precision,
+            self.precision,
+            &files.weights_path,
+        )?;
         Ok(EncoderFingerprint {
             weights_sha256: files.weights_sha256.clone(),
             pooling: self.pooling.unwrap_or(files.sentence.pooling),

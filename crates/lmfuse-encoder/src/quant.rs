@@ -173,23 +173,6 @@ fn round_small(v: f32) -> i32 {
 }
 
 impl QuantLinear {
-    /// Quantises a weight stored `[inputs, outputs]` (row-major, as the f32 forward pass
-    /// keeps it), one scale per output channel.
-    pub fn from_input_major(w: &[f32], inputs: usize, outputs: usize) -> Self {
-        assert_eq!(w.len(), inputs * outputs, "weight size");
-        let mut rows = vec![0i8; outputs * inputs];
-        let mut scales = vec![0.0f32; outputs];
-        for (o, (row, scale)) in rows
-            .chunks_exact_mut(inputs)
-            .zip(scales.iter_mut())
-            .enumerate()
-        {
-            let column = (0..inputs).map(|i| w[i * outputs + o]);
-            *scale = quantize_into(column, row);
-        }
-        Self::from_rows(&rows, &scales, inputs, outputs)
-    }
-
     /// Quantises a weight stored `[outputs, inputs]` (PyTorch's Linear layout), one scale per
     /// output channel.
     pub fn from_f32_rows(w: &[f32], inputs: usize, outputs: usize) -> Self {
@@ -333,8 +316,8 @@ impl QuantLinear {
             }
             #[cfg(target_arch = "x86_64")]
             if kernel != Int8Kernel::Portable {
-                // SAFETY: every x86 kernel but the portable one needs AVX2 and FMA's
-                // companions, which `matmul_acc` checked through `kernel.supported()`.
+                // SAFETY: every x86 kernel but the portable one needs AVX2, which
+                // `matmul_acc` checked through `kernel.supported()`.
                 return unsafe { self.block_acc_avx2(out, x, kernel, qx, x_scales) };
             }
             self.block_acc_in(out, x, kernel, qx, x_scales);
@@ -614,6 +597,16 @@ mod tests {
             .collect()
     }
 
+    /// `w`, stored `[inputs, outputs]` as the f32 forward pass keeps it, quantised per output
+    /// channel.
+    fn from_input_major(w: &[f32], inputs: usize, outputs: usize) -> QuantLinear {
+        let rows: Vec<f32> = (0..outputs)
+            .flat_map(|o| (0..inputs).map(move |i| (i, o)))
+            .map(|(i, o)| w[i * outputs + o])
+            .collect();
+        QuantLinear::from_f32_rows(&rows, inputs, outputs)
+    }
+
     fn f32_product(x: &[f32], w: &[f32], rows: usize, inputs: usize, outputs: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; rows * outputs];
         for r in 0..rows {
@@ -633,7 +626,7 @@ mod tests {
         for (rows, inputs, outputs) in [(1, 3, 5), (7, 37, 19), (33, 384, 48), (9, 130, 33)] {
             let w = matrix(inputs * outputs, 1);
             let x = matrix(rows * inputs, 2);
-            let layer = QuantLinear::from_input_major(&w, inputs, outputs);
+            let layer = from_input_major(&w, inputs, outputs);
             let mut reference = vec![0.5f32; rows * outputs];
             layer.matmul_acc(&mut reference, &x, rows, Int8Kernel::Portable, false);
             for kernel in Int8Kernel::available() {
@@ -657,7 +650,7 @@ mod tests {
     #[test]
     fn the_vnni_arithmetic_with_offset_inputs_gives_the_portable_integers() {
         let (inputs, outputs) = (100, 20);
-        let layer = QuantLinear::from_input_major(&matrix(inputs * outputs, 8), inputs, outputs);
+        let layer = from_input_major(&matrix(inputs * outputs, 8), inputs, outputs);
         let stride = layer.groups * GROUP;
         let mut a = vec![0i8; MR * stride];
         for (r, row) in a.chunks_mut(stride).enumerate() {
@@ -701,7 +694,7 @@ mod tests {
         let w = matrix(inputs * outputs, 3);
         let x = matrix(rows * inputs, 4);
         let exact = f32_product(&x, &w, rows, inputs, outputs);
-        let layer = QuantLinear::from_input_major(&w, inputs, outputs);
+        let layer = from_input_major(&w, inputs, outputs);
         let mut out = vec![0.0f32; rows * outputs];
         layer.matmul_acc(&mut out, &x, rows, Int8Kernel::select().unwrap(), false);
         for r in 0..rows {
@@ -718,17 +711,10 @@ mod tests {
     fn rows_round_trip_and_dequantise_to_within_half_a_step() {
         let (inputs, outputs) = (37, 21);
         let w = matrix(inputs * outputs, 5);
-        let layer = QuantLinear::from_input_major(&w, inputs, outputs);
+        let layer = from_input_major(&w, inputs, outputs);
         let (rows, scales) = layer.to_rows();
         let again = QuantLinear::from_rows(&rows, &scales, inputs, outputs);
         assert_eq!(again.packed, layer.packed);
-        let transposed: Vec<f32> = (0..outputs)
-            .flat_map(|o| (0..inputs).map(move |i| (i, o)))
-            .map(|(i, o)| w[i * outputs + o])
-            .collect();
-        let by_rows = QuantLinear::from_f32_rows(&transposed, inputs, outputs);
-        assert_eq!(by_rows.packed, layer.packed);
-        assert_eq!(by_rows.scales, layer.scales);
         assert_eq!(again.sums, layer.sums);
         let back = layer.dequantize_input_major();
         for i in 0..inputs {
@@ -750,7 +736,7 @@ mod tests {
         for i in 0..inputs {
             w[i * outputs + 3] = 0.0;
         }
-        let layer = QuantLinear::from_input_major(&w, inputs, outputs);
+        let layer = from_input_major(&w, inputs, outputs);
         let mut x = matrix(2 * inputs, 7);
         x[inputs..].fill(0.0);
         let mut out = vec![0.0f32; 2 * outputs];

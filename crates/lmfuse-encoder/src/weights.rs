@@ -175,6 +175,27 @@ impl WeightFile {
         })
     }
 
+    /// The precision to run weights stored in `stored` (this file's [`stored_precision`]) in:
+    /// `asked`, or `stored` when nothing is asked. Weights stored in int8 cannot run in f32:
+    /// that is an error naming `weights`.
+    ///
+    /// [`stored_precision`]: WeightFile::stored_precision
+    pub(crate) fn run_precision(
+        stored: Precision,
+        asked: Option<Precision>,
+        weights: &Path,
+    ) -> Result<Precision, EncoderError> {
+        match (stored, asked) {
+            (Precision::Int8, Some(Precision::F32)) => Err(EncoderError::Unsupported {
+                path: weights.to_path_buf(),
+                message: "the weights are stored in int8, so the model cannot run in f32 (use \
+                          the f32 model it was converted from)"
+                    .into(),
+            }),
+            (stored, asked) => Ok(asked.unwrap_or(stored)),
+        }
+    }
+
     /// The weight of linear layer `name` (canonical, un-prefixed), `[out, inp]` as stored:
     /// f32 (widened from f16/bf16), or int8 with the `{name}.weight_scale` f32 per row.
     pub(crate) fn linear_rows(
