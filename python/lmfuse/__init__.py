@@ -91,6 +91,12 @@ def _cache_args(cache):
     raise ValueError(f"cache must be True, False or a folder, not {cache!r}")
 
 
+def _check_precision(precision):
+    """Raises ValueError unless ``precision`` is a string (the library checks its value) or None."""
+    if precision is not None and not isinstance(precision, str):
+        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+
+
 def _encoder_settings(
     model,
     pooling,
@@ -104,8 +110,7 @@ def _encoder_settings(
     """The encoder settings as the library takes them (named as the CLI's flags)."""
     if prefix is not None and not isinstance(prefix, str):
         raise ValueError(f"prefix must be a string or None, not {prefix!r}")
-    if precision is not None and not isinstance(precision, str):
-        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+    _check_precision(precision)
     return {
         "prefix": prefix,
         "long_text": long_text,
@@ -246,8 +251,7 @@ class Encoder:
         use_cache, cache_dir = _cache_args(cache)
         if prefix is not None and not isinstance(prefix, str):
             raise ValueError(f"prefix must be a string or None, not {prefix!r}")
-        if precision is not None and not isinstance(precision, str):
-            raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+        _check_precision(precision)
         self._native = _native.NativeEncoder(
             _model_arg(model), use_cache, cache_dir, prefix, precision
         )
@@ -960,8 +964,7 @@ def load(path, cache=True, text_col="text", precision=None):
     instead of the one the bundle records (no retraining: int8 quantises the weights at load)."""
     path = _bundle_dir(path)
     use_cache, cache_dir = _cache_args(cache)
-    if precision is not None and not isinstance(precision, str):
-        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+    _check_precision(precision)
     fitted = _native.load(path, use_cache, cache_dir, precision)
     info = json.loads(fitted.info())
     params = _params_of(info["card"])

@@ -250,10 +250,8 @@ pub fn load(
     cache_dir: Option<PathBuf>,
     precision: Option<String>,
 ) -> PyResult<Fitted> {
-    let precision = match precision {
-        Some(p) => Some(crate::settings::parse("precision", &p).map_err(py_err)?),
-        None => None,
-    };
+    let precision =
+        crate::settings::parse_optional("precision", precision.as_deref()).map_err(py_err)?;
     let loaded = py.detach(|| -> Result<_> {
         let model = Model::load_in(&path, None, precision)?;
         let source = std::fs::canonicalize(&path)

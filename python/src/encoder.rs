@@ -40,10 +40,8 @@ impl NativeEncoder {
         prefix: Option<String>,
         precision: Option<String>,
     ) -> PyResult<Self> {
-        let precision = match precision {
-            Some(p) => Some(crate::settings::parse("precision", &p).map_err(py_err)?),
-            None => None,
-        };
+        let precision =
+            crate::settings::parse_optional("precision", precision.as_deref()).map_err(py_err)?;
         let choice = EncoderChoice {
             model,
             prefix: prefix.clone(),

@@ -18,6 +18,14 @@ where
         .map_err(|e| PipelineError::Invalid(format!("{param}={value:?}: {e}")))
 }
 
+/// `value` parsed as a `T` when given; an error names the parameter.
+pub fn parse_optional<T: FromStr>(param: &str, value: Option<&str>) -> Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    value.map(|v| parse(param, v)).transpose()
+}
+
 /// A serde enum (snake_case) from its name; an error names the parameter and the choices.
 pub fn choice<T: serde::de::DeserializeOwned>(
     param: &str,
@@ -50,19 +58,13 @@ impl EncoderSettings {
     pub fn choice(&self) -> Result<EncoderChoice> {
         Ok(EncoderChoice {
             model: self.model.clone(),
-            pooling: match &self.pooling {
-                Some(p) => Some(parse("pooling", p)?),
-                None => None,
-            },
+            pooling: parse_optional("pooling", self.pooling.as_deref())?,
             max_length: self.max_length,
             normalize: self.normalize,
             batch_tokens: self.batch_tokens,
             prefix: self.prefix.clone(),
             long_text: parse("long_text", &self.long_text)?,
-            precision: match &self.precision {
-                Some(p) => Some(parse("precision", p)?),
-                None => None,
-            },
+            precision: parse_optional("precision", self.precision.as_deref())?,
         })
     }
 }
