@@ -55,7 +55,7 @@ runs = {p: [load(f"{p}-1.json"), load(f"{p}-2.json")] for p in ("f32", "int8")}
 rows = [f"# int8 and f32: speed, accuracy and memory (`bash bench/int8.sh`)", "",
         f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, {threads} threads; "
         f"CPU flags: {', '.join(flags) or 'none of note'}. lmfuse's int8 kernel here: "
-        f"`{runs['int8'][0].get('int8_kernel', 'see LMFUSE_INT8_KERNEL')}`. Input `{inp}` "
+        f"`{runs['int8'][0].get('kernel', 'see LMFUSE_INT8_KERNEL')}`. Input `{inp}` "
         f"({runs['f32'][0]['sentences']} sentences, {runs['f32'][0]['tokens']} tokens).", "",
         "## Speed (all-MiniLM-L6-v2)", "",
         "| engine | sentences/s | |", "|---|---|---|"]

@@ -94,7 +94,7 @@ def _cache_args(cache):
 def _check_precision(precision):
     """Raises ValueError unless ``precision`` is a string (the library checks its value) or None."""
     if precision is not None and not isinstance(precision, str):
-        raise ValueError(f"precision must be 'f32', 'int8' or None, not {precision!r}")
+        raise ValueError(f"precision must be 'f32', 'bf16', 'int8' or None, not {precision!r}")
 
 
 def _encoder_settings(
@@ -243,8 +243,8 @@ class Encoder:
     ``$LMFUSE_MODEL``, else the default model. ``cache``: True (the CLI's cache:
     ``$LMFUSE_CACHE_DIR``, else ``~/.cache/lmfuse``), False (none) or a folder. ``prefix``: text
     put before every input (``"query: "`` for e5 models); None: the model's default prompt.
-    ``precision``: ``"f32"`` or ``"int8"`` (the linear layers in 8-bit integers); None: as the
-    model's weights are stored (int8 for a folder made by ``lmfuse models convert``).
+    ``precision``: ``"f32"``, ``"bf16"`` (the linear layers in bfloat16, f32 sums) or ``"int8"``
+    (the linear layers in 8-bit integers); None: as the model's weights are stored (int8 for a folder made by ``lmfuse models convert``).
     """
 
     def __init__(self, model=DEFAULT_MODEL, cache=True, prefix=None, precision=None):
@@ -960,8 +960,9 @@ def _bundle_dir(path):
 def load(path, cache=True, text_col="text", precision=None):
     """The bundle in folder ``path`` (from ``TextClassifier.save`` or any lmfuse command:
     a classifier or an ensemble) as a fitted TextClassifier; ``classes_`` are the label
-    strings the bundle stores. ``precision``: ``"f32"`` or ``"int8"`` to run its encoders in
-    instead of the one the bundle records (no retraining: int8 quantises the weights at load)."""
+    strings the bundle stores. ``precision``: ``"f32"``, ``"bf16"`` or ``"int8"`` to run its
+    encoders in instead of the one the bundle records (no retraining: the weights are rounded or
+    quantised at load)."""
     path = _bundle_dir(path)
     use_cache, cache_dir = _cache_args(cache)
     _check_precision(precision)

@@ -122,13 +122,15 @@ def test_missing_model_folder_raises_file_not_found(tmp_path):
         lmfuse.Encoder(tmp_path / "no-such-model")
 
 
-def test_int8_equals_lmfuse_embed_in_int8_and_stays_close_to_f32(texts, tmp_path):
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_int8_and_bf16_equal_lmfuse_embed_and_stay_close_to_f32(texts, tmp_path, precision):
     few = texts[:40]
-    int8 = lmfuse.Encoder(cache=False, precision="int8").encode(few)
-    assert np.array_equal(int8, embed_cli(few, tmp_path, "--no-cache", "--precision", "int8"))
+    reduced = lmfuse.Encoder(cache=False, precision=precision).encode(few)
+    cli = embed_cli(few, tmp_path, "--no-cache", "--precision", precision)
+    assert np.array_equal(reduced, cli)
     exact = lmfuse.Encoder(cache=False).encode(few)
-    cosines = np.sum(int8 * exact, axis=1)  # both L2-normalised
+    cosines = np.sum(reduced * exact, axis=1)  # both L2-normalised
     assert cosines.mean() >= 0.995 and cosines.min() >= 0.99, cosines
-    assert not np.array_equal(int8, exact)
+    assert not np.array_equal(reduced, exact)
     with pytest.raises(ValueError, match="precision"):
         lmfuse.Encoder(cache=False, precision="int4")

@@ -57,11 +57,11 @@ struct CacheReport {
 struct Report {
     engine: &'static str,
     model: String,
-    /// f32 or int8.
+    /// f32, bf16 or int8.
     precision: lmfuse_core::Precision,
-    /// The int8 micro-kernel (when the precision is int8).
+    /// The int8 or bf16 micro-kernel (none in f32).
     #[serde(skip_serializing_if = "Option::is_none")]
-    int8_kernel: Option<&'static str>,
+    kernel: Option<&'static str>,
     threads: usize,
     batch_tokens: usize,
     sentences: usize,
@@ -112,8 +112,7 @@ pub fn run(args: &BenchEmbedArgs, quiet: bool) -> anyhow::Result<()> {
         engine: "lmfuse",
         model: files.reference.clone(),
         precision: encoder.model().precision(),
-        int8_kernel: (encoder.model().precision() == lmfuse_core::Precision::Int8)
-            .then(|| encoder.model().int8_kernel().name()),
+        kernel: encoder.model().kernel_name(),
         threads,
         batch_tokens: args.model.batch_tokens,
         sentences: texts.len(),

@@ -469,7 +469,7 @@ pub struct EvalArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
-    /// Run the bundle's encoders in this precision (f32 or int8) instead of the recorded one.
+    /// Run the bundle's encoders in this precision (f32, bf16 or int8) instead of the recorded one.
     #[arg(long)]
     precision: Option<lmfuse_core::Precision>,
     /// Print the report as JSON.
@@ -524,7 +524,7 @@ pub struct PredictArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
-    /// Run the bundle's encoders in this precision (f32 or int8) instead of the recorded one.
+    /// Run the bundle's encoders in this precision (f32, bf16 or int8) instead of the recorded one.
     #[arg(long)]
     precision: Option<lmfuse_core::Precision>,
 }

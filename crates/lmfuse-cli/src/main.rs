@@ -164,8 +164,9 @@ pub struct ModelArgs {
     /// apart and averaged by token count). Recorded in bundles.
     #[arg(long, default_value = "truncate")]
     long_text: lmfuse_core::LongText,
-    /// Number format of the encoder's matrix products: f32, or int8 (weights per output
-    /// channel, inputs per token row; a quarter of the weights' memory; docs/precision.md).
+    /// Number format of the encoder's matrix products: f32, bf16 (weights and inputs rounded
+    /// to bfloat16, f32 sums; half the weights' memory) or int8 (weights per output channel,
+    /// inputs per token row; a quarter of the weights' memory). See docs/precision.md.
     /// Default: as the weights are stored (int8 for a folder made by `lmfuse models convert`).
     #[arg(long)]
     precision: Option<lmfuse_core::Precision>,

@@ -44,7 +44,7 @@ pub struct ServeArgs {
     /// Encoder folder or hub id instead of the one recorded in the bundle (same weights).
     #[arg(long)]
     encoder: Option<String>,
-    /// Run a classifier bundle's encoders in this precision (f32 or int8) instead of the
+    /// Run a classifier bundle's encoders in this precision (f32, bf16 or int8) instead of the
     /// recorded one.
     #[arg(long)]
     precision: Option<lmfuse_core::Precision>,

@@ -1,6 +1,7 @@
-//! `--precision int8` end to end with the tiny test encoder: every int8 kernel this CPU runs
-//! (forced by `LMFUSE_INT8_KERNEL`) gives the same vectors, a converted folder runs in int8,
-//! and a bundle trained in f32 predicts in int8.
+//! `--precision int8` and `bf16` end to end with the tiny test encoder: every int8 kernel this
+//! CPU runs (forced by `LMFUSE_INT8_KERNEL`) gives the same vectors, every bf16 kernel
+//! (`LMFUSE_BF16_KERNEL`) nearly the same, a converted folder runs in int8, and a bundle
+//! trained in f32 predicts in int8 and bf16.
 
 mod common;
 
@@ -103,8 +104,65 @@ fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
     );
 }
 
+/// `embed --precision bf16` with `LMFUSE_BF16_KERNEL=kernel`: the rows, or `None` when this
+/// CPU lacks the kernel (refused by name, never replaced silently).
+fn embed_bf16(model: &str, input: &Path, kernel: &str, dir: &Path) -> Option<Vec<Vec<f32>>> {
+    let out = dir.join(format!("bf16-{kernel}.jsonl"));
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "embed",
+        "--model",
+        model,
+        "-i",
+        i,
+        "-o",
+        o,
+        "--precision",
+        "bf16",
+        "--no-cache",
+        "-q",
+    ];
+    let run = lmfuse(&args, dir)
+        .env("LMFUSE_BF16_KERNEL", kernel)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if run.status.success() {
+        return Some(read_rows(&out));
+    }
+    assert!(
+        stderr.contains("lacks its instructions") && kernel != "portable",
+        "{kernel}: {stderr}"
+    );
+    eprintln!("{kernel}: not on this CPU, skipped");
+    None
+}
+
 #[test]
-fn a_converted_folder_runs_in_int8_and_a_bundle_predicts_in_int8() {
+fn every_bf16_kernel_this_cpu_runs_gives_the_portable_kernels_vectors_within_rounding() {
+    let Some(model) = tiny_model() else { return };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    write_texts(&input);
+    let f32_out = dir.path().join("f32.jsonl");
+    embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
+    let reference = embed_bf16(m, &input, "portable", dir.path()).unwrap();
+    if let Some(rows) = embed_bf16(m, &input, "avx512-bf16", dir.path()) {
+        // The same rounded products summed in another order.
+        for (i, (a, b)) in rows.iter().zip(&reference).enumerate() {
+            let c = cosine(a, b);
+            assert!(c > 0.99999, "text {i}: cosine {c} to the portable kernel's");
+        }
+    }
+    for (i, (e, q)) in read_rows(&f32_out).iter().zip(&reference).enumerate() {
+        let c = cosine(e, q);
+        assert!(c > 0.999 && e != q, "text {i}: cosine {c} to f32");
+    }
+}
+
+#[test]
+fn a_converted_folder_runs_in_int8_and_a_bundle_predicts_in_int8_and_bf16() {
     let Some(model) = tiny_model() else { return };
     let m = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -170,10 +228,13 @@ fn a_converted_folder_runs_in_int8_and_a_bundle_predicts_in_int8() {
         args.push("--json");
         ok_json(&args, &cache)["test"]["accuracy"].as_f64().unwrap()
     };
-    let (f32_acc, int8_acc) = (eval(&[]), eval(&["--precision", "int8"]));
+    let f32_acc = eval(&[]);
     assert!(f32_acc >= 0.9, "f32 accuracy {f32_acc}");
-    assert!(
-        (f32_acc - int8_acc).abs() <= 0.05,
-        "f32 {f32_acc}, int8 {int8_acc}"
-    );
+    for precision in ["int8", "bf16"] {
+        let acc = eval(&["--precision", precision]);
+        assert!(
+            (f32_acc - acc).abs() <= 0.05,
+            "f32 {f32_acc}, {precision} {acc}"
+        );
+    }
 }

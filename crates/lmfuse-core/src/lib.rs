@@ -127,6 +127,9 @@ pub enum Precision {
     /// quantised per token row, accumulated in 32-bit integers; attention, softmax, LayerNorm
     /// and the activation stay in f32.
     Int8,
+    /// The linear layers' weights and inputs rounded to bfloat16, their products summed in
+    /// f32; attention, softmax, LayerNorm and the activation stay in f32.
+    Bf16,
 }
 
 impl Precision {
@@ -135,6 +138,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
         }
     }
 
@@ -150,9 +154,9 @@ impl fmt::Display for Precision {
     }
 }
 
-/// A precision that is neither `f32` nor `int8`.
+/// A precision that is not `f32`, `bf16` or `int8`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown precision {0:?}: expected f32 or int8 (bf16 needs AVX512_BF16 or AMX and is not built yet)")]
+#[error("unknown precision {0:?}: expected f32, bf16 or int8")]
 pub struct UnknownPrecision(pub String);
 
 impl FromStr for Precision {
@@ -161,6 +165,7 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "int8" => Ok(Precision::Int8),
+            "bf16" => Ok(Precision::Bf16),
             other => Err(UnknownPrecision(other.to_string())),
         }
     }
@@ -188,15 +193,15 @@ pub struct EncoderFingerprint {
     #[serde(default, skip_serializing_if = "LongText::is_truncate")]
     pub long_text: LongText,
     /// The number format of the matrix products: f32 (the default, and the only one of
-    /// fingerprints written before this field) or int8.
+    /// fingerprints written before this field), bf16 or int8.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
 }
 
 impl EncoderFingerprint {
     /// A stable one-line key, e.g. `sha256:53aa…|mean|norm|256`, with `|prefix=…` appended
-    /// when there is a prefix, `|windows` when long texts are windowed and `|int8` for the int8
-    /// precision (keys without them are those of earlier versions).
+    /// when there is a prefix, `|windows` when long texts are windowed and `|int8` or `|bf16` for
+    /// those precisions (keys without them are those of earlier versions).
     pub fn cache_key(&self) -> String {
         let key = format!(
             "sha256:{}|{}|{}|{}",
@@ -215,7 +220,7 @@ impl EncoderFingerprint {
         };
         match self.precision {
             Precision::F32 => key,
-            Precision::Int8 => format!("{key}|int8"),
+            other => format!("{key}|{other}"),
         }
     }
 }
@@ -374,6 +379,9 @@ mod tests {
         let mut keys = vec![base.cache_key()];
         let mut f = base.clone();
         f.precision = Precision::Int8;
+        keys.push(f.cache_key());
+        let mut f = base.clone();
+        f.precision = Precision::Bf16;
         keys.push(f.cache_key());
         let mut f = base.clone();
         f.long_text = LongText::Windows;

@@ -6,6 +6,7 @@
 //! batch into one matrix (no padding at all), fuses Q/K/V into one product, folds biases and
 //! residuals into the matrix products' accumulators, and reuses its buffers.
 
+use crate::bf16::{Bf16Kernel, Bf16Linear};
 use crate::config::{Activation, BertConfig};
 use crate::error::EncoderError;
 use crate::kernels;
@@ -26,14 +27,23 @@ struct LayerNorm {
 pub(crate) enum Weight {
     F32(Vec<f32>),
     Int8(QuantLinear),
+    Bf16(Bf16Linear),
+}
+
+/// The micro-kernels the int8 and bf16 products run on, chosen once when a model loads.
+#[derive(Debug, Clone, Copy)]
+struct Kernels {
+    int8: Int8Kernel,
+    bf16: Bf16Kernel,
 }
 
 impl Weight {
-    /// The weight in f32 (int8 dequantised).
+    /// The weight in f32 (int8 dequantised, bf16 widened).
     fn to_f32(&self) -> Cow<'_, [f32]> {
         match self {
             Weight::F32(w) => Cow::Borrowed(w),
             Weight::Int8(q) => Cow::Owned(q.dequantize_input_major()),
+            Weight::Bf16(b) => Cow::Owned(b.to_f32_input_major()),
         }
     }
 
@@ -47,13 +57,13 @@ impl Weight {
         inputs: usize,
         outputs: usize,
         par: Parallelism,
-        kernel: Int8Kernel,
+        kernels: Kernels,
     ) {
+        let parallel = matches!(par, Parallelism::Rayon(_));
         match self {
             Weight::F32(w) => kernels::matmul_acc(out, x, w, rows, inputs, outputs, par),
-            Weight::Int8(q) => {
-                q.matmul_acc(out, x, rows, kernel, matches!(par, Parallelism::Rayon(_)))
-            }
+            Weight::Int8(q) => q.matmul_acc(out, x, rows, kernels.int8, parallel),
+            Weight::Bf16(b) => b.matmul_acc(out, x, rows, kernels.bf16, parallel),
         }
     }
 }
@@ -84,7 +94,7 @@ pub struct BertModel {
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     precision: Precision,
-    int8_kernel: Int8Kernel,
+    kernels: Kernels,
 }
 
 /// A named f32 tensor, row-major.
@@ -121,12 +131,16 @@ pub struct Span {
 
 impl StoredRows {
     /// The weight of a layer with `out` outputs and `inp` inputs, in `precision` (int8 rows
-    /// stay int8 whatever is asked; `BertModel::load_in` refuses f32 for them first).
+    /// stay int8 whatever is asked; `BertModel::load_in` refuses any other precision for them
+    /// first).
     fn into_weight(self, out: usize, inp: usize, precision: Precision) -> Weight {
         match (self, precision) {
             (StoredRows::F32(w), Precision::F32) => Weight::F32(transpose(&w, out, inp)),
             (StoredRows::F32(w), Precision::Int8) => {
                 Weight::Int8(QuantLinear::from_f32_rows(&w, inp, out))
+            }
+            (StoredRows::F32(w), Precision::Bf16) => {
+                Weight::Bf16(Bf16Linear::from_f32_rows(&w, inp, out))
             }
             (StoredRows::Int8 { rows, scales }, _) => {
                 Weight::Int8(QuantLinear::from_rows(&rows, &scales, inp, out))
@@ -163,7 +177,10 @@ impl BertModel {
     ) -> Result<Self, EncoderError> {
         let wf = WeightFile::open(weights)?;
         let precision = WeightFile::run_precision(wf.stored_precision()?, precision, weights)?;
-        let int8_kernel = Int8Kernel::select()?;
+        let kernels = Kernels {
+            int8: Int8Kernel::select()?,
+            bf16: Bf16Kernel::select()?,
+        };
         let h = config.hidden_size;
         let inter = config.intermediate_size;
         let ln = |prefix: &str| -> Result<LayerNorm, EncoderError> {
@@ -230,7 +247,7 @@ impl BertModel {
             layers,
             config: config.clone(),
             precision,
-            int8_kernel,
+            kernels,
         };
         wf.release_pages();
         Ok(model)
@@ -340,7 +357,22 @@ impl BertModel {
 
     /// The int8 micro-kernel the products use when the precision is int8.
     pub fn int8_kernel(&self) -> Int8Kernel {
-        self.int8_kernel
+        self.kernels.int8
+    }
+
+    /// The bf16 micro-kernel the products use when the precision is bf16.
+    pub fn bf16_kernel(&self) -> Bf16Kernel {
+        self.kernels.bf16
+    }
+
+    /// The name of the micro-kernel the linear layers run on: the int8 or bf16 one, or `None`
+    /// in f32 (the `gemm` crate, which dispatches by itself).
+    pub fn kernel_name(&self) -> Option<&'static str> {
+        match self.precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(self.kernels.int8.name()),
+            Precision::Bf16 => Some(self.kernels.bf16.name()),
+        }
     }
 
     /// The model as a safetensors file that [`BertModel::load`] reads back in int8: every
@@ -478,7 +510,7 @@ impl BertModel {
             Parallelism::None
         };
         let parallel = threads > 1;
-        let kernel = self.int8_kernel;
+        let kernel = self.kernels;
 
         // Embeddings.
         let mut x = vec![0.0f32; t * h];

@@ -66,9 +66,10 @@ pub enum EncoderError {
         /// What is unsupported.
         message: String,
     },
-    /// The int8 kernel forced by `LMFUSE_INT8_KERNEL` is unknown or cannot run here.
+    /// A kernel forced by `LMFUSE_INT8_KERNEL` or `LMFUSE_BF16_KERNEL` is unknown or cannot
+    /// run here.
     #[error("{message}")]
-    Int8Kernel {
+    Kernel {
         /// What is wrong, with the kernels this CPU runs.
         message: String,
     },

@@ -6,8 +6,10 @@
 //! forward pass on all cores and pools each text to one vector.
 
 mod bert;
+pub mod bf16;
 mod config;
 mod convert;
+mod cpu;
 mod cross;
 pub mod e5s1;
 mod error;
@@ -21,6 +23,7 @@ mod weights;
 mod words;
 
 pub use bert::{BertModel, NamedTensor, Span};
+pub use bf16::{Bf16Kernel, Bf16Linear, BF16_KERNEL_ENV};
 pub use config::{Activation, BertConfig, SentenceConfig};
 pub use convert::{convert_to_int8, Converted, MODEL_FOLDER_FILES};
 pub use cross::CrossEncoder;

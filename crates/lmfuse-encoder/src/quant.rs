@@ -13,8 +13,8 @@
 //! has no such instruction without saturation, so its kernel multiplies `|x|` by `w · sign(x)`
 //! (`vpsignb`), whose pair sums stay within i16 because both sides are within ±127.
 
+use crate::cpu;
 use crate::error::EncoderError;
-use rayon::prelude::*;
 
 /// Output channels per packed panel.
 pub const PANEL: usize = 16;
@@ -22,6 +22,9 @@ pub const PANEL: usize = 16;
 const GROUP: usize = 4;
 /// Token rows per micro-kernel call.
 const MR: usize = 4;
+/// Panels the fused AVX-512 VNNI kernel works on at once (4 rows × 2 panels: eight
+/// independent dot-product chains).
+const PANES: usize = 2;
 /// Groups per block of inputs that share one activation scale: a row's few outlier features
 /// (LayerNorm outputs have some) then coarsen only their own block, not the whole row.
 const BLOCK_GROUPS: usize = 16;
@@ -92,42 +95,30 @@ impl Int8Kernel {
 
     /// The kernels this CPU can run, slowest first.
     pub fn available() -> Vec<Int8Kernel> {
-        Self::ALL.into_iter().filter(|k| k.supported()).collect()
+        cpu::available()
     }
 
     /// The kernel to use: the one [`INT8_KERNEL_ENV`] names, or else the fastest available.
     pub fn select() -> Result<Int8Kernel, EncoderError> {
-        Self::choose(std::env::var(INT8_KERNEL_ENV).ok().as_deref())
+        cpu::select()
     }
 
     /// The kernel named by `forced` (the value of [`INT8_KERNEL_ENV`]) when it is set and not
     /// empty, or else the fastest available; an unknown name, or a kernel this CPU cannot
     /// run, is an error that says which ones it can.
     pub fn choose(forced: Option<&str>) -> Result<Int8Kernel, EncoderError> {
-        let available = Self::available();
-        let Some(name) = forced.filter(|n| !n.is_empty()) else {
-            return Ok(*available.last().expect("portable is always available"));
-        };
-        let runs = available
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let kernel = Self::ALL.into_iter().find(|k| k.name() == name);
-        match kernel {
-            Some(kernel) if kernel.supported() => Ok(kernel),
-            Some(_) => Err(EncoderError::Int8Kernel {
-                message: format!(
-                    "{INT8_KERNEL_ENV}={name}: this CPU lacks its instructions (it runs: {runs})"
-                ),
-            }),
-            None => Err(EncoderError::Int8Kernel {
-                message: format!(
-                    "{INT8_KERNEL_ENV}={name:?} names no kernel (expected portable, avx2, \
-                     avx-vnni or avx512-vnni; this CPU runs: {runs})"
-                ),
-            }),
-        }
+        cpu::choose(forced)
+    }
+}
+
+impl cpu::Kernel for Int8Kernel {
+    const ALL: &'static [Self] = &Int8Kernel::ALL;
+    const ENV: &'static str = INT8_KERNEL_ENV;
+    fn name(self) -> &'static str {
+        Int8Kernel::name(self)
+    }
+    fn supported(self) -> bool {
+        Int8Kernel::supported(self)
     }
 }
 
@@ -150,26 +141,35 @@ pub struct QuantLinear {
 }
 
 /// Quantises `values` symmetrically into `out` (same length); returns the scale.
-fn quantize_into(values: impl Iterator<Item = f32> + Clone, out: &mut [i8]) -> f32 {
-    let max = values.clone().fold(0.0f32, |m, v| m.max(v.abs()));
+#[inline(always)]
+fn quantize_into(values: &[f32], out: &mut [i8]) -> f32 {
+    // The largest magnitude by the bits: non-negative floats order as their bits do, and an
+    // integer maximum vectorises where `f32::max` (NaN rules) does not. A NaN's bits exceed
+    // infinity's, so a NaN or infinite input gives a maximum that is not finite.
+    let max_bits = values
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    let max = f32::from_bits(max_bits);
     if max == 0.0 || !max.is_finite() {
         out.fill(0);
         return if max == 0.0 { 0.0 } else { f32::NAN };
     }
     let inv = QMAX / max;
-    for (o, v) in out.iter_mut().zip(values) {
-        *o = round_small((v * inv).clamp(-QMAX, QMAX)) as i8;
+    for (o, &v) in out.iter_mut().zip(values) {
+        // |v · inv| ≤ 127 up to rounding, which `round_small` takes back to 127.
+        *o = round_small(v * inv) as i8;
     }
     max / QMAX
 }
 
-/// `v` rounded to the nearest integer (ties to even), for |v| < 2²²: adding and subtracting
-/// 1.5 · 2²³ leaves no fraction bits. Plain arithmetic, so the loop vectorises, where
-/// `f32::round` is a libm call per value on the baseline target.
+/// `v` rounded to the nearest integer (ties to even), for |v| < 2²²: adding 1.5 · 2²³ leaves
+/// no fraction bits, and the sum's low mantissa bits are then the integer plus 2²². Integer
+/// arithmetic on the bits, so the loop vectorises, where `f32::round` is a libm call and a
+/// saturating `as i32` a compare per value.
 #[inline(always)]
 fn round_small(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
-    ((v + MAGIC) - MAGIC) as i32
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 impl QuantLinear {
@@ -184,7 +184,7 @@ impl QuantLinear {
             .zip(scales.iter_mut())
             .zip(w.chunks_exact(inputs.max(1)))
         {
-            *scale = quantize_into(row.iter().copied(), q);
+            *scale = quantize_into(row, q);
         }
         Self::from_rows(&rows, &scales, inputs, outputs)
     }
@@ -273,27 +273,9 @@ impl QuantLinear {
             "{} is not supported here",
             kernel.name()
         );
-        if rows == 0 || self.outputs == 0 {
-            return;
-        }
-        let threads = if parallel {
-            rayon::current_num_threads()
-        } else {
-            1
-        };
-        // A few blocks per thread for balance, each big enough to reuse a panel many times.
-        let block = rows.div_ceil(threads * 4).next_multiple_of(MR).max(8 * MR);
-        let pieces = out
-            .chunks_mut(block * self.outputs)
-            .zip(x.chunks(block * self.inputs));
-        if threads > 1 && rows > block {
-            pieces
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .for_each(|(o, x)| self.block_acc(o, x, kernel));
-        } else {
-            pieces.for_each(|(o, x)| self.block_acc(o, x, kernel));
-        }
+        cpu::for_row_blocks(out, x, (self.inputs, self.outputs), MR, parallel, |o, x| {
+            self.block_acc(o, x, kernel)
+        });
     }
 
     /// [`QuantLinear::matmul_acc`] on one block of rows, on the calling thread.
@@ -311,8 +293,10 @@ impl QuantLinear {
             if qx.len() < len {
                 qx.resize(len, 0);
             }
-            if x_scales.len() < rows * self.blocks {
-                x_scales.resize(rows * self.blocks, 0.0);
+            // Padding rows' scales too: the fused kernel reads whole micro-kernel blocks.
+            let scales_len = rows.next_multiple_of(MR) * self.blocks;
+            if x_scales.len() < scales_len {
+                x_scales.resize(scales_len, 0.0);
             }
             #[cfg(target_arch = "x86_64")]
             if kernel != Int8Kernel::Portable {
@@ -359,7 +343,7 @@ impl QuantLinear {
                 .zip(q.chunks_mut(BLOCK))
                 .zip(&mut x_scales[r * self.blocks..(r + 1) * self.blocks])
             {
-                *scale = quantize_into(x.iter().copied(), q);
+                *scale = quantize_into(x, q);
             }
             if kernel.offsets_inputs() {
                 // The VNNI kernels read `x + 128` as unsigned bytes: flipping the sign bit
@@ -369,34 +353,90 @@ impl QuantLinear {
                 }
             }
         }
+        let panels = self.outputs.div_ceil(PANEL);
+        for p0 in (0..panels).step_by(PANES) {
+            let pane = p0..(p0 + PANES).min(panels);
+            for r0 in (0..rows).step_by(MR) {
+                let a = &qx[r0 * stride..(r0 + MR) * stride];
+                let a_scales = &x_scales[r0 * self.blocks..(r0 + MR) * self.blocks];
+                let live = MR.min(rows - r0);
+                let out = &mut out[r0 * self.outputs..(r0 + live) * self.outputs];
+                self.tile_acc(kernel, a, a_scales, pane.clone(), out);
+            }
+        }
+    }
+
+    /// For [`MR`] quantised rows `a` (with their per-block scales `a_scales`) and the panels
+    /// `pane`: `out[r][c] += w_scale[c] · Σ_b a_scale[r][b] · Σ_{k in b} a[r][k] · w[c][k]`
+    /// for the rows `out` holds (`[rows, outputs]`, at most `MR`), in f32, each block's
+    /// integer sum scaled and added in block order, so every kernel gives the same floats.
+    #[inline(always)]
+    fn tile_acc(
+        &self,
+        kernel: Int8Kernel,
+        a: &[i8],
+        a_scales: &[f32],
+        pane: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let stride = self.groups * GROUP;
         let panel_len = self.groups * PANEL * GROUP;
+        let channels = |p: usize| PANEL.min(self.outputs - p * PANEL);
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Int8Kernel::Avx512Vnni {
+            // A lone last panel is read twice and written once.
+            let p = [pane.start, pane.end - 1];
+            let tile = x86::Tile {
+                a,
+                stride,
+                a_scales,
+                blocks: self.blocks,
+                groups: self.groups,
+                panels: p.map(|p| &self.packed[p * panel_len..(p + 1) * panel_len]),
+                offsets: p.map(|p| &self.sums[p * self.blocks * PANEL..][..self.blocks * PANEL]),
+                w_scales: p.map(|p| &self.scales[p * PANEL..][..PANEL]),
+                channels: [
+                    channels(p[0]),
+                    if pane.len() > 1 { channels(p[1]) } else { 0 },
+                ],
+                first: pane.start * PANEL,
+                outputs: self.outputs,
+            };
+            // SAFETY: `matmul_acc` checked that the CPU has AVX-512 VNNI; `Tile::check`
+            // keeps every load and store in range.
+            return unsafe { tile.check(out).avx512_vnni(out) };
+        }
         let mut acc = [[0i32; PANEL]; MR];
         let mut sum = [[0.0f32; PANEL]; MR];
-        for (p, panel) in self.packed.chunks_exact(panel_len).enumerate() {
-            let scales = &self.scales[p * PANEL..][..PANEL];
-            let channels = PANEL.min(self.outputs - p * PANEL);
-            for r0 in (0..rows).step_by(MR) {
-                let live = MR.min(rows - r0);
-                sum.iter_mut().for_each(|s| s.fill(0.0));
-                for b in 0..self.blocks {
-                    let g0 = b * BLOCK_GROUPS;
-                    let groups = BLOCK_GROUPS.min(self.groups - g0);
-                    let a = &qx[r0 * stride + g0 * GROUP..(r0 + MR) * stride];
-                    let w = &panel[g0 * PANEL * GROUP..];
-                    let sums = &self.sums[(p * self.blocks + b) * PANEL..][..PANEL];
-                    run_kernel(kernel, a, stride, w, groups, sums, &mut acc);
-                    for (r, (s, acc)) in sum.iter_mut().zip(&acc).enumerate().take(live) {
-                        let x_scale = x_scales[(r0 + r) * self.blocks + b];
-                        for (s, &a) in s.iter_mut().zip(acc) {
-                            *s += a as f32 * x_scale;
-                        }
+        for p in pane {
+            let panel = &self.packed[p * panel_len..(p + 1) * panel_len];
+            sum.iter_mut().for_each(|s| s.fill(0.0));
+            for b in 0..self.blocks {
+                let g0 = b * BLOCK_GROUPS;
+                let groups = BLOCK_GROUPS.min(self.groups - g0);
+                let w = &panel[g0 * PANEL * GROUP..];
+                let offsets = &self.sums[(p * self.blocks + b) * PANEL..][..PANEL];
+                run_kernel(
+                    kernel,
+                    &a[g0 * GROUP..],
+                    stride,
+                    w,
+                    groups,
+                    offsets,
+                    &mut acc,
+                );
+                for (r, (s, acc)) in sum.iter_mut().zip(&acc).enumerate() {
+                    let a_scale = a_scales[r * self.blocks + b];
+                    for (s, &a) in s.iter_mut().zip(acc) {
+                        *s += a as f32 * a_scale;
                     }
                 }
-                for (r, s) in sum.iter().enumerate().take(live) {
-                    let o = &mut out[(r0 + r) * self.outputs + p * PANEL..][..channels];
-                    for ((o, &s), &w_scale) in o.iter_mut().zip(s).zip(scales) {
-                        *o += s * w_scale;
-                    }
+            }
+            let w_scales = &self.scales[p * PANEL..][..PANEL];
+            for (o, s) in out.chunks_exact_mut(self.outputs).zip(&sum) {
+                let o = &mut o[p * PANEL..][..channels(p)];
+                for ((o, &s), &w_scale) in o.iter_mut().zip(s).zip(w_scales) {
+                    *o += s * w_scale;
                 }
             }
         }
@@ -426,9 +466,7 @@ fn run_kernel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Int8Kernel::AvxVnni => unsafe { x86::avx_vnni(a, stride, panel, groups, sums, acc) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Int8Kernel::Avx512Vnni => unsafe { x86::avx512_vnni(a, stride, panel, groups, sums, acc) },
+        Int8Kernel::Avx512Vnni => unreachable!("the AVX-512 VNNI kernel is fused (x86::Tile)"),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the portable kernel is supported off x86-64"),
     }
@@ -457,9 +495,110 @@ fn portable(a: &[i8], stride: usize, panel: &[i8], groups: usize, acc: &mut [[i3
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The x86-64 micro-kernels. Callers check the CPU features and the slice lengths
-    //! ([`super::run_kernel`]).
-    use super::{GROUP, MR, PANEL};
+    //! ([`super::run_kernel`], [`Tile::check`]).
+    use super::{BLOCK_GROUPS, GROUP, MR, PANEL, PANES};
     use std::arch::x86_64::*;
+
+    /// What the fused AVX-512 VNNI kernel reads: [`MR`] quantised rows and their block
+    /// scales, against [`PANES`] panels (the same panel twice when only one is left), and
+    /// where it adds the results.
+    pub(super) struct Tile<'a> {
+        /// `MR` rows, `stride` apart, already offset to `x + 128`.
+        pub a: &'a [i8],
+        pub stride: usize,
+        /// `[row][block]`.
+        pub a_scales: &'a [f32],
+        pub blocks: usize,
+        pub groups: usize,
+        pub panels: [&'a [i8]; PANES],
+        /// Per panel: `[block][channel]` sums of the quantised weights.
+        pub offsets: [&'a [i32]; PANES],
+        /// Per panel: its 16 channels' weight scales.
+        pub w_scales: [&'a [f32]; PANES],
+        /// Per panel: the channels written (0 for a panel read twice).
+        pub channels: [usize; PANES],
+        /// The first panel's first output column.
+        pub first: usize,
+        /// Output row width.
+        pub outputs: usize,
+    }
+
+    impl Tile<'_> {
+        /// Asserts that every load and store [`Tile::avx512_vnni`] makes is in range, with
+        /// `out` the output rows (`[rows, outputs]`, at most `MR`).
+        pub fn check(self, out: &[f32]) -> Self {
+            assert!(self.stride >= self.groups * GROUP);
+            assert!(self.a.len() >= (MR - 1) * self.stride + self.groups * GROUP);
+            assert!(self.a_scales.len() >= MR * self.blocks);
+            assert!(self.blocks * BLOCK_GROUPS >= self.groups);
+            assert!(out.len().is_multiple_of(self.outputs) && out.len() / self.outputs <= MR);
+            for q in 0..PANES {
+                assert!(self.panels[q].len() >= self.groups * PANEL * GROUP);
+                assert!(self.offsets[q].len() >= self.blocks * PANEL);
+                assert!(self.w_scales[q].len() >= PANEL && self.channels[q] <= PANEL);
+                let written = self.channels[q];
+                assert!(written == 0 || self.first + q * PANEL + written <= self.outputs);
+            }
+            self
+        }
+
+        /// `super::QuantLinear::tile_acc` for every pane at once: per block, `MR × PANES`
+        /// independent `vpdpbusd` chains, then each chain's integers less `128 · Σw`,
+        /// converted, scaled by the row's block scale and added to f32 sums in registers;
+        /// at the end the sums times the weight scales are added to `out` (each a multiply
+        /// then an add, as the portable path rounds).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        pub unsafe fn avx512_vnni(&self, out: &mut [f32]) {
+            let mut total = [[_mm512_setzero_ps(); PANES]; MR];
+            for b in 0..self.blocks {
+                let g0 = b * BLOCK_GROUPS;
+                let g1 = (g0 + BLOCK_GROUPS).min(self.groups);
+                let mut acc = [[_mm512_setzero_si512(); PANES]; MR];
+                for g in g0..g1 {
+                    // SAFETY: `check` keeps each panel's `groups * 64` bytes in range.
+                    let w = self.panels.map(|panel| unsafe {
+                        _mm512_loadu_si512(panel.as_ptr().add(g * PANEL * GROUP).cast())
+                    });
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: `check` keeps row `r`'s group `g` within `a`.
+                        let x =
+                            _mm512_set1_epi32(unsafe { group_bytes(self.a, r, self.stride, g) });
+                        for (acc, &w) in acc.iter_mut().zip(&w) {
+                            *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                        }
+                    }
+                }
+                // SAFETY: `check` keeps each panel's `blocks * 16` offsets in range.
+                let offset = self.offsets.map(|o| unsafe {
+                    _mm512_slli_epi32(_mm512_loadu_si512(o.as_ptr().add(b * PANEL).cast()), 7)
+                });
+                for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                    let scale = _mm512_set1_ps(self.a_scales[r * self.blocks + b]);
+                    for ((total, &acc), &offset) in total.iter_mut().zip(acc).zip(&offset) {
+                        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
+                        *total = _mm512_add_ps(*total, _mm512_mul_ps(v, scale));
+                    }
+                }
+            }
+            // SAFETY: `check` keeps each panel's 16 scales in range.
+            let w_scale = self
+                .w_scales
+                .map(|s| unsafe { _mm512_loadu_ps(s.as_ptr()) });
+            for (row, total) in out.chunks_exact_mut(self.outputs).zip(&total) {
+                for q in 0..PANES {
+                    let mask: __mmask16 = ((1u32 << self.channels[q]) - 1) as u16;
+                    // SAFETY: `check` keeps the masked lanes, the panel's live channels,
+                    // within the row.
+                    unsafe {
+                        let o = row.as_mut_ptr().add(self.first + q * PANEL);
+                        let sum = _mm512_mul_ps(total[q], w_scale[q]);
+                        let v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), sum);
+                        _mm512_mask_storeu_ps(o, mask, v);
+                    }
+                }
+            }
+        }
+    }
 
     /// The 4 bytes of group `g` of row `r`, as one i32 to broadcast.
     #[inline(always)]
@@ -545,33 +684,6 @@ mod x86 {
             }
         }
     }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn avx512_vnni(
-        a: &[i8],
-        stride: usize,
-        panel: &[i8],
-        groups: usize,
-        sums: &[i32],
-        acc: &mut [[i32; PANEL]; MR],
-    ) {
-        let mut sum = [_mm512_setzero_si512(); MR];
-        for g in 0..groups {
-            // SAFETY: as in `avx2`.
-            let w = unsafe { _mm512_loadu_si512(panel.as_ptr().add(g * PANEL * GROUP).cast()) };
-            for (r, s) in sum.iter_mut().enumerate() {
-                // Already x + 128 as unsigned bytes.
-                let x = _mm512_set1_epi32(unsafe { group_bytes(a, r, stride, g) });
-                *s = _mm512_dpbusd_epi32(*s, x, w);
-            }
-        }
-        // SAFETY: `sums` holds the panel's 16 channels.
-        let offset = _mm512_slli_epi32(unsafe { _mm512_loadu_si512(sums.as_ptr().cast()) }, 7);
-        for (s, out) in sum.iter().zip(acc.iter_mut()) {
-            // SAFETY: a row of 16 i32s.
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_sub_epi32(*s, offset)) };
-        }
-    }
 }
 
 #[cfg(test)]
@@ -655,7 +767,7 @@ mod tests {
         let mut a = vec![0i8; MR * stride];
         for (r, row) in a.chunks_mut(stride).enumerate() {
             let x = matrix(inputs, 9 + r as u64);
-            quantize_into(x.into_iter(), &mut row[..inputs]);
+            quantize_into(&x, &mut row[..inputs]);
         }
         let panel_len = layer.groups * PANEL * GROUP;
         for (p, panel) in layer.packed.chunks_exact(panel_len).enumerate() {

@@ -176,8 +176,8 @@ impl WeightFile {
     }
 
     /// The precision to run weights stored in `stored` (this file's [`stored_precision`]) in:
-    /// `asked`, or `stored` when nothing is asked. Weights stored in int8 cannot run in f32:
-    /// that is an error naming `weights`.
+    /// `asked`, or `stored` when nothing is asked. Weights stored in int8 cannot run in any
+    /// other precision: that is an error naming `weights`.
     ///
     /// [`stored_precision`]: WeightFile::stored_precision
     pub(crate) fn run_precision(
@@ -186,12 +186,15 @@ impl WeightFile {
         weights: &Path,
     ) -> Result<Precision, EncoderError> {
         match (stored, asked) {
-            (Precision::Int8, Some(Precision::F32)) => Err(EncoderError::Unsupported {
-                path: weights.to_path_buf(),
-                message: "the weights are stored in int8, so the model cannot run in f32 (use \
-                          the f32 model it was converted from)"
-                    .into(),
-            }),
+            (Precision::Int8, Some(asked)) if asked != Precision::Int8 => {
+                Err(EncoderError::Unsupported {
+                    path: weights.to_path_buf(),
+                    message: format!(
+                        "the weights are stored in int8, so the model cannot run in {asked} \
+                         (use the f32 model it was converted from)"
+                    ),
+                })
+            }
             (stored, asked) => Ok(asked.unwrap_or(stored)),
         }
     }

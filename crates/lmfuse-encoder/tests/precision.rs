@@ -1,5 +1,6 @@
-//! The int8 encoder: its accuracy against f32 (tiny random models here, all-MiniLM-L6-v2 on
-//! the reference sentences when present), converted folders, and the refusals.
+//! The int8 and bf16 encoders: their accuracy against f32 (tiny random models here,
+//! all-MiniLM-L6-v2 on the reference sentences when present), converted int8 folders, and the
+//! refusals.
 
 mod common;
 
@@ -55,23 +56,28 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 }
 
 #[test]
-fn int8_embeddings_of_every_family_stay_close_to_f32() {
+fn int8_and_bf16_embeddings_of_every_family_stay_close_to_f32() {
     for name in ["e5_unigram", "xlmr", "bge_zh"] {
         let f32_encoder = load(&family(name), None);
-        let int8_encoder = load(&family(name), Some(Precision::Int8));
-        assert_eq!(int8_encoder.fingerprint().precision, Precision::Int8);
-        assert_eq!(int8_encoder.model().precision(), Precision::Int8);
-        assert_ne!(
-            int8_encoder.fingerprint().cache_key(),
-            f32_encoder.fingerprint().cache_key(),
-            "a cache must never serve f32 vectors for int8 ones"
-        );
         let exact = embed(&f32_encoder, &TEXTS);
-        let quantised = embed(&int8_encoder, &TEXTS);
-        for (i, (e, q)) in exact.iter().zip(&quantised).enumerate() {
-            let c = cosine(e, q);
-            assert!(c > 0.99, "{name} text {i}: cosine {c}");
-            assert_ne!(e, q, "{name} text {i}: int8 gave the f32 vector exactly");
+        // bf16 keeps 8 significant bits where int8 keeps about 7, and needs no scales.
+        for (precision, floor) in [(Precision::Int8, 0.99), (Precision::Bf16, 0.999)] {
+            let encoder = load(&family(name), Some(precision));
+            assert_eq!(encoder.fingerprint().precision, precision);
+            assert_eq!(encoder.model().precision(), precision);
+            assert_ne!(
+                encoder.fingerprint().cache_key(),
+                f32_encoder.fingerprint().cache_key(),
+                "a cache must never serve f32 vectors for {precision} ones"
+            );
+            for (i, (e, q)) in exact.iter().zip(&embed(&encoder, &TEXTS)).enumerate() {
+                let c = cosine(e, q);
+                assert!(c > floor, "{name} {precision} text {i}: cosine {c}");
+                assert_ne!(
+                    e, q,
+                    "{name} text {i}: {precision} gave the f32 vector exactly"
+                );
+            }
         }
     }
 }
@@ -107,6 +113,16 @@ fn a_converted_folder_loads_in_int8_and_gives_the_vectors_of_quantising_at_load(
         .unwrap()
         .to_string();
     assert!(err.contains("stored in int8"), "{err}");
+    // Nor bf16: int8 weights run in int8 only.
+    let options = LoadOptions {
+        precision: Some(Precision::Bf16),
+        ..LoadOptions::default()
+    };
+    let err = SentenceEncoder::load(&files, &options)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot run in bf16"), "{err}");
     // Nor is a conversion written over its own source.
     let err = convert_to_int8(&files, &out).unwrap_err().to_string();
     assert!(err.contains("new folder"), "{err}");
@@ -157,11 +173,11 @@ fn a_converted_checkpoint_with_a_broken_scale_is_refused_naming_the_tensor() {
     );
 }
 
-/// The accuracy guard on a real model: int8 vs f32 on the 40 reference sentences, mean
-/// cosine ≥ 0.995 and minimum ≥ 0.99, and the ranking of all 780 pairs' similarities kept
-/// (Spearman ≥ 0.995 against f32's).
+/// The accuracy guard on a real model: int8 and bf16 vs f32 on the 40 reference sentences,
+/// mean cosine ≥ 0.995 and minimum ≥ 0.99, and the ranking of all 780 pairs' similarities
+/// kept (Spearman ≥ 0.995 against f32's).
 #[test]
-fn minilm_in_int8_keeps_the_reference_sentences_and_their_similarity_ranking() {
+fn minilm_in_int8_and_bf16_keeps_the_reference_sentences_and_their_similarity_ranking() {
     let Some(fixture) = require(
         shared_dir().join("fixtures/minilm_l6_reference.json"),
         "reference fixture",
@@ -178,19 +194,6 @@ fn minilm_in_int8_keeps_the_reference_sentences_and_their_similarity_ranking() {
     let sentences: Vec<String> = serde_json::from_value(v["sentences"].clone()).unwrap();
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let exact = embed(&load(&dir, None), &texts);
-    let quantised = embed(&load(&dir, Some(Precision::Int8)), &texts);
-    let cosines: Vec<f64> = exact
-        .iter()
-        .zip(&quantised)
-        .map(|(e, q)| cosine(e, q))
-        .collect();
-    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
-    let min = cosines.iter().copied().fold(1.0, f64::min);
-    eprintln!(
-        "int8 vs f32 over {} sentences: mean cosine {mean:.5}, min {min:.5}",
-        texts.len()
-    );
-    assert!(mean >= 0.995 && min >= 0.99, "mean {mean}, min {min}");
     let pairs = |e: &[Vec<f32>]| {
         let mut out = Vec::new();
         for i in 0..e.len() {
@@ -200,7 +203,25 @@ fn minilm_in_int8_keeps_the_reference_sentences_and_their_similarity_ranking() {
         }
         out
     };
-    let rho = spearman(&pairs(&exact), &pairs(&quantised));
-    eprintln!("Spearman of the 780 pair similarities, int8 vs f32: {rho:.5}");
-    assert!(rho >= 0.995, "Spearman {rho}");
+    for precision in [Precision::Int8, Precision::Bf16] {
+        let reduced = embed(&load(&dir, Some(precision)), &texts);
+        let cosines: Vec<f64> = exact
+            .iter()
+            .zip(&reduced)
+            .map(|(e, q)| cosine(e, q))
+            .collect();
+        let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+        let min = cosines.iter().copied().fold(1.0, f64::min);
+        eprintln!(
+            "{precision} vs f32 over {} sentences: mean cosine {mean:.5}, min {min:.5}",
+            texts.len()
+        );
+        assert!(
+            mean >= 0.995 && min >= 0.99,
+            "{precision}: mean {mean}, min {min}"
+        );
+        let rho = spearman(&pairs(&exact), &pairs(&reduced));
+        eprintln!("Spearman of the 780 pair similarities, {precision} vs f32: {rho:.5}");
+        assert!(rho >= 0.995, "{precision}: Spearman {rho}");
+    }
 }

@@ -1,0 +1,98 @@
+//! Run-time choice of a micro-kernel family's member: the fastest one the CPU can run, or the
+//! one an environment variable forces (so tests can cover every kernel a machine runs).
+
+use crate::error::EncoderError;
+
+/// A family of interchangeable micro-kernels, one per instruction set.
+pub(crate) trait Kernel: Copy + PartialEq + Sized + 'static {
+    /// Every member, slowest first; the first is the portable reference.
+    const ALL: &'static [Self];
+    /// The environment variable that forces a member by name.
+    const ENV: &'static str;
+    /// The name used by [`Kernel::ENV`] and in reports.
+    fn name(self) -> &'static str;
+    /// Whether this CPU can run the member.
+    fn supported(self) -> bool;
+}
+
+/// The members this CPU can run, slowest first.
+pub(crate) fn available<K: Kernel>() -> Vec<K> {
+    K::ALL.iter().copied().filter(|k| k.supported()).collect()
+}
+
+/// The member named by `forced` (the value of `K::ENV`) when it is set and not empty, or else
+/// the fastest available; an unknown name, or a member this CPU cannot run, is an error that
+/// says which ones it can.
+pub(crate) fn choose<K: Kernel>(forced: Option<&str>) -> Result<K, EncoderError> {
+    let available = available::<K>();
+    let Some(name) = forced.filter(|n| !n.is_empty()) else {
+        return Ok(*available
+            .last()
+            .expect("the portable kernel is always available"));
+    };
+    let names = |kernels: &[K]| {
+        kernels
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let env = K::ENV;
+    let runs = names(&available);
+    match K::ALL.iter().copied().find(|k| k.name() == name) {
+        Some(kernel) if kernel.supported() => Ok(kernel),
+        Some(_) => Err(EncoderError::Kernel {
+            message: format!("{env}={name}: this CPU lacks its instructions (it runs: {runs})"),
+        }),
+        None => Err(EncoderError::Kernel {
+            message: format!(
+                "{env}={name:?} names no kernel (expected one of {}; this CPU runs: {runs})",
+                names(K::ALL)
+            ),
+        }),
+    }
+}
+
+/// [`choose`] with the value of `K::ENV`.
+pub(crate) fn select<K: Kernel>() -> Result<K, EncoderError> {
+    choose(std::env::var(K::ENV).ok().as_deref())
+}
+
+/// `out += product(x)` over blocks of `x`'s rows (`[rows, inputs]`, into `out`'s
+/// `[rows, outputs]`), split over the rayon pool when `parallel`: a few blocks per thread for
+/// balance, each a multiple of `rows_per_kernel` and big enough to reuse a weight panel many
+/// times.
+pub(crate) fn for_row_blocks(
+    out: &mut [f32],
+    x: &[f32],
+    (inputs, outputs): (usize, usize),
+    rows_per_kernel: usize,
+    parallel: bool,
+    product: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let rows = x.len() / inputs.max(1);
+    if rows == 0 || outputs == 0 {
+        return;
+    }
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let block = rows
+        .div_ceil(threads * 4)
+        .next_multiple_of(rows_per_kernel)
+        .max(8 * rows_per_kernel);
+    let pieces = out
+        .chunks_mut(block * outputs)
+        .zip(x.chunks(block * inputs));
+    if threads > 1 && rows > block {
+        pieces
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|(o, x)| product(o, x));
+    } else {
+        pieces.for_each(|(o, x)| product(o, x));
+    }
+}
