@@ -59,7 +59,17 @@ fn exp_approx(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 5e-1);
     let y = (p * r).mul_add(r, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    y * pow2i(n)
+}
+
+/// `2^n` for an integer-valued `n` in [-126, 127], built from its exponent bits. The integer
+/// comes from the bits of `n + 127 + 1.5 · 2²³` (whose low mantissa bits then hold it), as a
+/// saturating `as i32` would cost a compare per value and stop the loop vectorising.
+#[inline(always)]
+fn pow2i(n: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let biased = ((n + 127.0) + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    f32::from_bits(biased << 23)
 }
 
 /// `erf(x)`, max abs error about 2e-7: Abramowitz & Stegun 7.1.26 with the vectorisable
@@ -223,7 +233,7 @@ pub(crate) fn attention_scratch_len(len: usize, d: usize) -> usize {
         len.div_ceil(QUERY_BLOCK) * QUERY_BLOCK,
         len.div_ceil(LANES) * LANES,
     );
-    rows * d + d * cols + rows * cols
+    rows * d + d * cols + rows * cols + len * d.next_multiple_of(LANES)
 }
 
 dispatch! {
@@ -235,7 +245,9 @@ dispatch! {
     ///
     /// Scores are computed as a small matrix product with a register-blocked 4×8 kernel over
     /// the scaled queries and the transposed keys (zero-padded to whole blocks); a dot product
-    /// per (query, key) pair spends most of its time in horizontal sums instead.
+    /// per (query, key) pair spends most of its time in horizontal sums instead. The context
+    /// rows are the same kind of product, of the probabilities and the values (copied into
+    /// rows padded to whole blocks of lanes), summed in registers rather than in `ctx`.
     fn attention(qkv: &[f32], ctx: &mut [f32], len: usize, hidden: usize, heads: usize, scratch: &mut [f32]) {
         let d = hidden / heads;
         let scale = 1.0 / (d as f32).sqrt();
@@ -244,7 +256,9 @@ dispatch! {
         let cols = len.div_ceil(LANES) * LANES;
         let (q, rest) = scratch.split_at_mut(rows * d);
         let (kt, rest) = rest.split_at_mut(d * cols);
-        let scores = &mut rest[..rows * cols];
+        let (scores, rest) = rest.split_at_mut(rows * cols);
+        let d_pad = d.next_multiple_of(LANES);
+        let values = &mut rest[..len * d_pad];
         for h in 0..heads {
             let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
             q.fill(0.0);
@@ -289,13 +303,33 @@ dispatch! {
                     *s = exp_approx(*s - max);
                 }
                 let inv = 1.0 / sum_body(live);
-                let out = &mut ctx[i * hidden + h * d..i * hidden + (h + 1) * d];
-                out.fill(0.0);
-                for (j, s) in live.iter().enumerate() {
-                    let w = s * inv;
-                    let v = &qkv[j * row + vo..j * row + vo + d];
-                    for (o, x) in out.iter_mut().zip(v) {
-                        *o = w.mul_add(*x, *o);
+                for s in live.iter_mut() {
+                    *s *= inv;
+                }
+            }
+            for (j, dst) in values.chunks_exact_mut(d_pad).enumerate() {
+                dst[..d].copy_from_slice(&qkv[j * row + vo..j * row + vo + d]);
+                dst[d..].fill(0.0);
+            }
+            for ib in (0..len).step_by(QUERY_BLOCK) {
+                let live_rows = QUERY_BLOCK.min(len - ib);
+                for c0 in (0..d_pad).step_by(LANES) {
+                    let mut acc = [[0.0f32; LANES]; QUERY_BLOCK];
+                    for (j, v) in values.chunks_exact(d_pad).enumerate() {
+                        let v: &[f32; LANES] = v[c0..c0 + LANES]
+                            .try_into()
+                            .expect("block inside the padded values");
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let p = scores[(ib + r) * cols + j];
+                            for l in 0..LANES {
+                                a[l] = p.mul_add(v[l], a[l]);
+                            }
+                        }
+                    }
+                    let width = LANES.min(d - c0);
+                    for (r, a) in acc.iter().enumerate().take(live_rows) {
+                        let at = (ib + r) * hidden + h * d + c0;
+                        ctx[at..at + width].copy_from_slice(&a[..width]);
                     }
                 }
             }
