@@ -242,48 +242,54 @@ impl Bf16Linear {
             b[self.inputs..].fill(0);
         }
         let panel_len = self.pairs * PANEL * 2;
-        let mut acc = [[0.0f32; PANEL]; MR];
         for (p, panel) in self.packed.chunks_exact(panel_len).enumerate() {
-            let channels = PANEL.min(self.outputs - p * PANEL);
+            let columns = p * PANEL..(p * PANEL + PANEL).min(self.outputs);
             for r0 in (0..rows).step_by(MR) {
-                run_kernel(
-                    kernel,
-                    &bx[r0 * stride..],
+                let live = MR.min(rows - r0);
+                let out = &mut out[r0 * self.outputs..(r0 + live) * self.outputs];
+                let tile = Tile {
+                    a: &bx[r0 * stride..],
                     stride,
                     panel,
-                    self.pairs,
-                    &mut acc,
-                );
-                for (r, acc) in acc.iter().enumerate().take(MR.min(rows - r0)) {
-                    let o = &mut out[(r0 + r) * self.outputs + p * PANEL..][..channels];
-                    for (o, &a) in o.iter_mut().zip(acc) {
-                        *o += a;
-                    }
-                }
+                    pairs: self.pairs,
+                    columns: columns.clone(),
+                    outputs: self.outputs,
+                };
+                run_kernel(kernel, tile, out);
             }
         }
     }
 }
 
-/// `acc[r][c] = Σ_k a[r][k] · w[c][k]` for [`MR`] rows of `a` (`stride` apart) and one packed
-/// panel of `pairs` pairs, on `kernel`'s instructions.
-#[inline(always)]
-fn run_kernel(
-    kernel: Bf16Kernel,
-    a: &[u16],
+/// What a micro-kernel reads: [`MR`] rows of bf16 inputs against one packed panel, and which
+/// output columns the panel's channels add to.
+struct Tile<'a> {
+    /// `MR` rows, `stride` apart.
+    a: &'a [u16],
     stride: usize,
-    panel: &[u16],
+    panel: &'a [u16],
     pairs: usize,
-    acc: &mut [[f32; PANEL]; MR],
-) {
-    assert!(a.len() >= (MR - 1) * stride + pairs * 2 && stride >= pairs * 2);
-    assert!(panel.len() >= pairs * PANEL * 2);
+    /// The panel's live output columns (at most [`PANEL`]).
+    columns: std::ops::Range<usize>,
+    /// Output row width.
+    outputs: usize,
+}
+
+/// `out[r][c] += Σ_k a[r][k] · w[c][k]` for the rows `out` holds (`[rows, outputs]`, at most
+/// [`MR`]) and the tile's columns, on `kernel`'s instructions: the sum in f32, then one add.
+#[inline(always)]
+fn run_kernel(kernel: Bf16Kernel, tile: Tile<'_>, out: &mut [f32]) {
+    let Tile { a, stride, .. } = tile;
+    assert!(a.len() >= (MR - 1) * stride + tile.pairs * 2 && stride >= tile.pairs * 2);
+    assert!(tile.panel.len() >= tile.pairs * PANEL * 2);
+    assert!(tile.columns.len() <= PANEL && tile.columns.end <= tile.outputs);
+    assert!(out.len().is_multiple_of(tile.outputs) && out.len() / tile.outputs <= MR);
     match kernel {
-        Bf16Kernel::Portable => portable(a, stride, panel, pairs, acc),
+        Bf16Kernel::Portable => portable(tile, out),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_acc` checked that the CPU has the kernel's instructions; the
-        // asserts above keep every load inside `a` and `panel`.
-        Bf16Kernel::Avx512Bf16 => unsafe { x86::avx512_bf16(a, stride, panel, pairs, acc) },
+        // asserts above keep every load and store inside `a`, the panel and `out`.
+        Bf16Kernel::Avx512Bf16 => unsafe { x86::avx512_bf16(tile, out) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the portable kernel is supported off x86-64"),
     }
@@ -291,16 +297,20 @@ fn run_kernel(
 
 /// The reference micro-kernel.
 #[inline(always)]
-fn portable(a: &[u16], stride: usize, panel: &[u16], pairs: usize, acc: &mut [[f32; PANEL]; MR]) {
-    for (r, acc_row) in acc.iter_mut().enumerate() {
-        acc_row.fill(0.0);
-        let row = &a[r * stride..][..pairs * 2];
+fn portable(tile: Tile<'_>, out: &mut [f32]) {
+    let mut acc = [0.0f32; PANEL];
+    for (r, out) in out.chunks_exact_mut(tile.outputs).enumerate() {
+        acc.fill(0.0);
+        let row = &tile.a[r * tile.stride..][..tile.pairs * 2];
         for (k, x) in row.chunks_exact(2).enumerate() {
             let (x0, x1) = (from_bf16(x[0]), from_bf16(x[1]));
-            let w = &panel[k * PANEL * 2..][..PANEL * 2];
-            for (s, w) in acc_row.iter_mut().zip(w.chunks_exact(2)) {
+            let w = &tile.panel[k * PANEL * 2..][..PANEL * 2];
+            for (s, w) in acc.iter_mut().zip(w.chunks_exact(2)) {
                 *s += x0 * from_bf16(w[0]) + x1 * from_bf16(w[1]);
             }
+        }
+        for (o, &a) in out[tile.columns.clone()].iter_mut().zip(&acc) {
+            *o += a;
         }
     }
 }
@@ -309,7 +319,7 @@ fn portable(a: &[u16], stride: usize, panel: &[u16], pairs: usize, acc: &mut [[f
 mod x86 {
     //! The x86-64 micro-kernel. The caller checks the CPU features and the slice lengths
     //! ([`super::run_kernel`]).
-    use super::{MR, PANEL};
+    use super::{Tile, MR, PANEL};
     use std::arch::x86_64::*;
 
     /// The same 64 bytes as 32 bf16 lanes.
@@ -320,18 +330,19 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn avx512_bf16(
-        a: &[u16],
-        stride: usize,
-        panel: &[u16],
-        pairs: usize,
-        acc: &mut [[f32; PANEL]; MR],
-    ) {
+    pub(super) unsafe fn avx512_bf16(tile: Tile<'_>, out: &mut [f32]) {
+        let Tile {
+            a,
+            stride,
+            panel,
+            pairs,
+            ..
+        } = tile;
         let mut sum = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..pairs {
             // SAFETY: the caller keeps the panel's `pairs * 64` values in range.
             let w = unsafe { panel.as_ptr().add(k * PANEL * 2) };
-            // SAFETY: the caller keeps the panel's `pairs * 64` values in range.
+            // SAFETY: as above.
             let (w0, w1) = unsafe {
                 (
                     as_bf16(_mm512_loadu_si512(w.cast())),
@@ -347,11 +358,20 @@ mod x86 {
                 s[1] = _mm512_dpbf16_ps(s[1], x, w1);
             }
         }
-        for (s, out) in sum.iter().zip(acc.iter_mut()) {
-            // SAFETY: each half is 16 f32s of a 32-f32 row.
-            unsafe {
-                _mm512_storeu_ps(out.as_mut_ptr(), s[0]);
-                _mm512_storeu_ps(out.as_mut_ptr().add(16), s[1]);
+        let live = tile.columns.len();
+        let masks: [__mmask16; 2] = [
+            ((1u32 << live.min(16)) - 1) as u16,
+            ((1u32 << live.saturating_sub(16)) - 1) as u16,
+        ];
+        for (row, s) in out.chunks_exact_mut(tile.outputs).zip(&sum) {
+            for (half, (&s, &mask)) in s.iter().zip(&masks).enumerate() {
+                // SAFETY: the masked lanes are the panel's live columns, which the caller
+                // keeps within the row.
+                unsafe {
+                    let o = row.as_mut_ptr().add(tile.columns.start + half * 16);
+                    let v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), s);
+                    _mm512_mask_storeu_ps(o, mask, v);
+                }
             }
         }
     }

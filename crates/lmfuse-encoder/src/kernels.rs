@@ -68,7 +68,9 @@ fn exp_approx(x: f32) -> f32 {
 #[inline(always)]
 fn pow2i(n: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    let biased = ((n + 127.0) + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    let biased = ((n + 127.0) + MAGIC)
+        .to_bits()
+        .wrapping_sub(MAGIC.to_bits());
     f32::from_bits(biased << 23)
 }
 
