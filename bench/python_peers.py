@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--engines", default="st,ort", help="comma-separated subset of: st,ort,ort8")
     p.add_argument("--repeat", type=int, default=3, help="timed passes per engine; the best is reported")
+    p.add_argument("--max-seq-length", type=int, default=MAX_SEQ_LENGTH,
+                   help="tokens per text, special tokens included; longer texts are truncated")
     p.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parent / "out" / "onnx",
                    help="where the ONNX export is cached (default: bench/out/onnx)")
     p.add_argument("--worker", choices=["st", "ort", "ort8", "export"], help=argparse.SUPPRESS)
@@ -104,7 +106,7 @@ def worker_st(args, sentences):
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     model = SentenceTransformer(str(args.model), device="cpu")
-    model.max_seq_length = MAX_SEQ_LENGTH
+    model.max_seq_length = args.max_seq_length
 
     def encode(batch, bs):
         return model.encode(batch, batch_size=bs, show_progress_bar=False,
@@ -179,7 +181,7 @@ def worker_ort(args, sentences, int8=False):
     session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
     tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
-    tok.enable_truncation(max_length=MAX_SEQ_LENGTH)
+    tok.enable_truncation(max_length=args.max_seq_length)
     pad = next((t for t in ("[PAD]", "<pad>") if tok.token_to_id(t) is not None), "[PAD]")
     pad_id = tok.token_to_id(pad) or 0
     tok.enable_padding(pad_id=pad_id, pad_token=pad)  # no length: pad to longest in batch
@@ -222,7 +224,7 @@ def run_worker(args):
             seconds = min(passes)
             np.save(args.emb_out, emb.astype(np.float32))
             result = {"engine": ENGINE_NAMES[args.worker], **info, "threads": args.threads,
-                      "batch_size": args.batch_size, "max_seq_length": MAX_SEQ_LENGTH,
+                      "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
                       "sentences": len(sentences), "repeat": args.repeat,
                       "seconds": round(seconds, 4),
                       "sentences_per_s": round(len(sentences) / seconds, 2),
@@ -265,7 +267,8 @@ def spawn(args, worker, emb_out=None):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker,
            "--model", str(args.model), "--input", str(args.input),
            "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--repeat", str(args.repeat), "--cache-dir", str(args.cache_dir)]
+           "--repeat", str(args.repeat), "--cache-dir", str(args.cache_dir),
+           "--max-seq-length", str(args.max_seq_length)]
     if emb_out:
         cmd += ["--emb-out", str(emb_out)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=thread_env(args.threads))

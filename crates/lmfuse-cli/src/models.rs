@@ -1,4 +1,5 @@
-//! `lmfuse models`: make model folders from packed sources, and int8 ones from f32 ones.
+//! `lmfuse models`: make model folders from packed sources, int8 ones from f32 ones, and
+//! bundles that run their encoders in another precision.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -71,12 +72,17 @@ pub fn import_e5s1(args: &ImportE5s1Args) -> anyhow::Result<()> {
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
     /// The model to convert: a local folder, a Hugging Face id, or an installed model's name.
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    model: Option<String>,
+    /// A classifier bundle to copy with its encoders recorded in --precision (f32, bf16 or
+    /// int8), so that predict and serve run them so by default; nothing is retrained.
     #[arg(long)]
-    model: String,
-    /// Precision of the converted weights (int8: per output channel, with f32 scales).
+    bundle: Option<PathBuf>,
+    /// Precision of the converted weights (a model folder: int8 only, per output channel with
+    /// f32 scales) or of the bundle's encoders.
     #[arg(long, default_value = "int8")]
     precision: Precision,
-    /// Model folder to write (replaced only once the new one is complete).
+    /// Folder to write (replaced only once the new one is complete).
     #[arg(long)]
     out: PathBuf,
     /// Print the result as JSON.
@@ -85,13 +91,17 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
+    let Some(model) = &args.model else {
+        return convert_bundle(args);
+    };
     anyhow::ensure!(
         args.precision == Precision::Int8,
-        "--precision {}: a model folder converts to int8 only (f32 is what it is made from)",
+        "--precision {}: a model folder converts to int8 only (f32 is what it is made from; \
+         bf16 is rounded when loaded: pass --precision bf16 where the model is used)",
         args.precision
     );
-    let files = ModelFiles::resolve(&ModelSpec::parse(&args.model))
-        .with_context(|| format!("cannot open the model {:?}", args.model))?;
+    let files = ModelFiles::resolve(&ModelSpec::parse(model))
+        .with_context(|| format!("cannot open the model {model:?}"))?;
     let done = lmfuse_encoder::convert_to_int8(&files, &args.out)
         .with_context(|| format!("cannot convert {} to int8", files.dir.display()))?;
     let ratio = done.weights_bytes as f64 / done.source_weights_bytes.max(1) as f64;
@@ -109,6 +119,27 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
             done.weights_bytes as f64 / 1e6,
             100.0 * ratio,
             done.source_weights_bytes as f64 / 1e6
+        )?;
+    }
+    Ok(())
+}
+
+/// `lmfuse models convert --bundle`.
+fn convert_bundle(args: &ConvertArgs) -> anyhow::Result<()> {
+    let bundle = args
+        .bundle
+        .as_deref()
+        .expect("clap requires --model or --bundle");
+    let done = lmfuse_pipeline::convert::convert_bundle(bundle, &args.out, args.precision)
+        .with_context(|| format!("cannot convert the bundle {}", bundle.display()))?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&done)?)?;
+    } else {
+        outln!(
+            "wrote {} ({} encoder record(s) now run in {}; nothing retrained)",
+            done.dir.display(),
+            done.encoders,
+            done.precision
         )?;
     }
     Ok(())

@@ -216,25 +216,59 @@ fn a_converted_folder_runs_in_int8_and_a_bundle_predicts_in_int8_and_bf16() {
         ],
         &cache,
     );
-    let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--model",
-            bundle_s,
-            "--data",
-            test.to_str().unwrap(),
-        ];
+    let eval = |bundle: &str, extra: &[&str]| {
+        let mut args = vec!["eval", "--model", bundle, "--data", test.to_str().unwrap()];
         args.extend_from_slice(extra);
         args.push("--json");
         ok_json(&args, &cache)["test"]["accuracy"].as_f64().unwrap()
     };
-    let f32_acc = eval(&[]);
+    let f32_acc = eval(bundle_s, &[]);
     assert!(f32_acc >= 0.9, "f32 accuracy {f32_acc}");
     for precision in ["int8", "bf16"] {
-        let acc = eval(&["--precision", precision]);
+        let acc = eval(bundle_s, &["--precision", precision]);
         assert!(
             (f32_acc - acc).abs() <= 0.05,
             "f32 {f32_acc}, {precision} {acc}"
         );
+        // A converted bundle records the precision and runs in it without the flag.
+        let converted = dir.path().join(format!("bundle-{precision}"));
+        let c = converted.to_str().unwrap();
+        let done = ok_json(
+            &[
+                "models",
+                "convert",
+                "--bundle",
+                bundle_s,
+                "--precision",
+                precision,
+                "--out",
+                c,
+                "--json",
+            ],
+            &cache,
+        );
+        assert_eq!(done["encoders"], 1, "{done}");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(converted.join("manifest.json")).unwrap())
+                .unwrap();
+        let manifest = manifest.to_string();
+        assert!(
+            manifest.contains(&format!("\"precision\":\"{precision}\"")),
+            "{manifest}"
+        );
+        assert_eq!(eval(c, &[]), acc, "{precision}: converted vs --precision");
     }
+    assert_one_line_error(
+        &[
+            "models",
+            "convert",
+            "--bundle",
+            bundle_s,
+            "--precision",
+            "int8",
+            "--out",
+            bundle_s,
+        ],
+        &["another folder"],
+    );
 }

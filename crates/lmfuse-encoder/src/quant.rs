@@ -384,8 +384,8 @@ impl QuantLinear {
         let channels = |p: usize| PANEL.min(self.outputs - p * PANEL);
         #[cfg(target_arch = "x86_64")]
         if kernel == Int8Kernel::Avx512Vnni {
-            // A lone last panel is read twice and written once.
-            let p = [pane.start, pane.end - 1];
+            // Missing panels at the end read the last one again and are not written.
+            let p: [usize; PANES] = std::array::from_fn(|q| (pane.start + q).min(pane.end - 1));
             let tile = x86::Tile {
                 a,
                 stride,
@@ -395,10 +395,10 @@ impl QuantLinear {
                 panels: p.map(|p| &self.packed[p * panel_len..(p + 1) * panel_len]),
                 offsets: p.map(|p| &self.sums[p * self.blocks * PANEL..][..self.blocks * PANEL]),
                 w_scales: p.map(|p| &self.scales[p * PANEL..][..PANEL]),
-                channels: [
-                    channels(p[0]),
-                    if pane.len() > 1 { channels(p[1]) } else { 0 },
-                ],
+                channels: std::array::from_fn(|q| match q < pane.len() {
+                    true => channels(pane.start + q),
+                    false => 0,
+                }),
                 first: pane.start * PANEL,
                 outputs: self.outputs,
             };
@@ -500,7 +500,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// What the fused AVX-512 VNNI kernel reads: [`MR`] quantised rows and their block
-    /// scales, against [`PANES`] panels (the same panel twice when only one is left), and
+    /// scales, against [`PANES`] panels (the last one again when fewer are left), and
     /// where it adds the results.
     pub(super) struct Tile<'a> {
         /// `MR` rows, `stride` apart, already offset to `x + 128`.

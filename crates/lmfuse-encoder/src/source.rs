@@ -118,6 +118,15 @@ fn installed_model(name: &Path, roots: &[PathBuf]) -> Option<PathBuf> {
 }
 
 impl ModelFiles {
+    /// The precision these weights run in when `asked` (`None`: as stored). Weights stored in
+    /// int8 run in int8 only: asking them for another precision is an error naming the file.
+    pub fn run_precision(
+        &self,
+        asked: Option<lmfuse_core::Precision>,
+    ) -> Result<lmfuse_core::Precision, EncoderError> {
+        crate::weights::WeightFile::run_precision(self.stored_precision, asked, &self.weights_path)
+    }
+
     /// Resolves `spec` to a model folder, reads its configuration and hashes its weights.
     pub fn resolve(spec: &ModelSpec) -> Result<Self, EncoderError> {
         match spec {

@@ -10,6 +10,7 @@ pub mod active;
 pub mod augment;
 pub mod classify;
 pub mod compare;
+pub mod convert;
 pub mod data;
 pub mod encoders;
 mod error;

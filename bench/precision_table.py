@@ -1,6 +1,7 @@
-"""Writes bench/results/int8.md from the raw figures bench/int8.sh leaves in OUT.
+"""Writes a bench/results/precision-TAG.md table (to stdout) from the raw figures
+bench/precision.sh leaves in OUT.
 
-Usage: python3 bench/int8_table.py OUT INPUT THREADS
+Usage: python3 bench/precision_table.py OUT INPUT THREADS
 """
 import datetime
 import json
@@ -22,6 +23,11 @@ def lines(name):
     if not os.path.exists(path):
         return []
     return [json.loads(l) for l in open(path, encoding="utf-8") if l.strip()]
+
+
+def lines_or_none(name):
+    path = os.path.join(out, name)
+    return load(name) if os.path.exists(path) and os.path.getsize(path) else None
 
 
 def cpu():
@@ -51,16 +57,18 @@ def pair_sims(m, n=300):
 
 
 model, flags = cpu()
-runs = {p: [load(f"{p}-1.json"), load(f"{p}-2.json")] for p in ("f32", "int8")}
-rows = [f"# int8 and f32: speed, accuracy and memory (`bash bench/int8.sh`)", "",
+precisions = [p for p in ("f32", "bf16", "int8") if os.path.exists(os.path.join(out, f"{p}-1.json"))]
+reduced = [p for p in precisions if p != "f32"]
+runs = {p: [load(f"{p}-1.json"), load(f"{p}-2.json")] for p in precisions}
+kernels = ", ".join(f"{p} `{runs[p][0].get('kernel', '?')}`" for p in reduced)
+rows = [f"# {', '.join(reduced)} and f32: speed, accuracy and memory (`bash bench/precision.sh`)", "",
         f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, {threads} threads; "
-        f"CPU flags: {', '.join(flags) or 'none of note'}. lmfuse's int8 kernel here: "
-        f"`{runs['int8'][0].get('kernel', 'see LMFUSE_INT8_KERNEL')}`. Input `{inp}` "
-        f"({runs['f32'][0]['sentences']} sentences, {runs['f32'][0]['tokens']} tokens).", "",
+        f"CPU flags: {', '.join(flags) or 'none of note'}. lmfuse's kernels here: {kernels}. "
+        f"Input `{inp}` ({runs['f32'][0]['sentences']} sentences, {runs['f32'][0]['tokens']} tokens).", "",
         "## Speed (all-MiniLM-L6-v2)", "",
         "| engine | sentences/s | |", "|---|---|---|"]
 sps = {p: [r["sentences_per_s"] for r in runs[p]] for p in runs}
-for p in ("f32", "int8"):
+for p in precisions:
     rows.append(f"| lmfuse {p} (pass 1, pass 2) | {sps[p][0]:.1f}, {sps[p][1]:.1f} | |")
 best = {}
 for bs in (16, 32, 64):
@@ -80,40 +88,71 @@ for bs in (16, 32, 64):
 rows += ["", "Ratios (slower–faster lmfuse pass; ONNX Runtime at its best batch size):", ""]
 lo = lambda p: min(sps[p])
 hi = lambda p: max(sps[p])
-rows.append(f"- lmfuse int8 ÷ lmfuse f32: **{lo('int8') / hi('f32'):.2f}–{hi('int8') / lo('f32'):.2f}×**")
+for p in reduced:
+    rows.append(f"- lmfuse {p} ÷ lmfuse f32: **{lo(p) / hi('f32'):.2f}–{hi(p) / lo('f32'):.2f}×**")
 if "f32" in best:
     rows.append(f"- lmfuse f32 ÷ ONNX Runtime f32: **{lo('f32') / best['f32']:.2f}–{hi('f32') / best['f32']:.2f}×**")
-if "int8" in best:
+if "int8" in best and "int8" in runs:
     rows.append(f"- lmfuse int8 ÷ ONNX Runtime int8 (quantize_dynamic): "
                 f"**{lo('int8') / best['int8']:.2f}–{hi('int8') / best['int8']:.2f}×**")
     if "f32" in best:
         rows.append(f"- ONNX Runtime int8 ÷ its f32: {best['int8'] / best['f32']:.2f}×")
 
-a, b = (np.load(os.path.join(out, f"vectors-{p}.npy")) for p in ("f32", "int8"))
-cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-rho = spearman(pair_sims(a), pair_sims(b))
-rows += ["", "## Accuracy of the vectors (int8 against f32 of the same engine)", "",
+sweep = sorted({int(f.split("-")[1]) for f in os.listdir(out) if f.startswith("sweep-")})
+if sweep:
+    rows += ["", "## Length sweep: tokens/s on texts of exactly N tokens (about 32k tokens each)", "",
+             "| N | " + " | ".join(f"lmfuse {p}" for p in precisions)
+             + " | ONNX Runtime f32 | ONNX Runtime int8 | lmfuse f32 ÷ ORT f32 | lmfuse int8 ÷ ORT int8 |",
+             "|---|" + "---|" * (len(precisions) + 4)]
+    for n in sweep:
+        ours = {p: lines_or_none(f"sweep-{n}-{p}.json") for p in precisions}
+        peers = {}
+        path = os.path.join(out, f"sweep-{n}-peers.json")
+        if os.path.exists(path) and os.path.getsize(path):
+            for e in json.load(open(path)).get("engines", []):
+                if "error" not in e:
+                    key = "int8" if "int8" in e["engine"] else "f32"
+                    peers[key] = e["sentences_per_s"] * n
+        cell = lambda v: f"{v:,.0f}" if v else "–"
+        ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"
+        tps = {p: (r["tokens_per_s"] if r else None) for p, r in ours.items()}
+        rows.append(f"| {n} | " + " | ".join(cell(tps[p]) for p in precisions)
+                    + f" | {cell(peers.get('f32'))} | {cell(peers.get('int8'))} | "
+                    f"{ratio(tps.get('f32'), peers.get('f32'))} | {ratio(tps.get('int8'), peers.get('int8'))} |")
+    rows += ["", "ONNX Runtime's tokens/s are its sentences/s × N (every text is N tokens, so its "
+             "batches carry no padding)."]
+
+exact = np.load(os.path.join(out, "vectors-f32.npy"))
+rows += ["", "## Accuracy of the vectors (against f32 of the same engine)", "",
          "| engine | mean cosine | min cosine | Spearman of 44,850 pair similarities |",
-         "|---|---|---|---|",
-         f"| lmfuse | {cos.mean():.5f} | {cos.min():.5f} | {rho:.5f} |"]
+         "|---|---|---|---|"]
+for p in reduced:
+    b = np.load(os.path.join(out, f"vectors-{p}.npy"))
+    cos = np.sum(exact * b, axis=1) / (np.linalg.norm(exact, axis=1) * np.linalg.norm(b, axis=1))
+    rho = spearman(pair_sims(exact), pair_sims(b))
+    rows.append(f"| lmfuse {p} | {cos.mean():.5f} | {cos.min():.5f} | {rho:.5f} |")
 if "ort_cos" in best:
     c = best["ort_cos"]
-    rows.append(f"| ONNX Runtime quantize_dynamic | {c['mean_cosine']:.5f} | {c['min_cosine']:.5f} | |")
+    rows.append(f"| ONNX Runtime int8 (quantize_dynamic) | {c['mean_cosine']:.5f} | {c['min_cosine']:.5f} | |")
 rows += ["", "Guard (issue 24): mean ≥ 0.995, min ≥ 0.99, Spearman within 0.005 of f32's. "
-         "`cargo test -p lmfuse-encoder --test int8` checks the same on the 40 reference "
+         "`cargo test -p lmfuse-encoder --test precision` checks the same on the 40 reference "
          "sentences of `../shared/fixtures/minilm_l6_reference.json`."]
 
 cls = lines("classify.jsonl")
-rows += ["", "## Classification: one f32-trained emb:logreg bundle, evaluated in f32 and int8", "",
-         "| set | encoder | test n | f32 accuracy | int8 accuracy | Δ pp |", "|---|---|---|---|---|---|"]
+rows += ["", f"## Classification: one f32-trained emb:logreg bundle, evaluated in each precision", "",
+         "| set | encoder | test n | f32 accuracy | "
+         + " | ".join(f"{p} accuracy (Δ pp)" for p in reduced) + " |",
+         "|---|---|---|---|" + "---|" * len(reduced)]
 by = {}
 for r in cls:
     by.setdefault((r["set"], r["model"]), {})[r["precision"]] = r
 for (s, m), v in by.items():
-    if "f32" in v and "int8" in v:
-        d = 100 * (v["int8"]["accuracy"] - v["f32"]["accuracy"])
-        rows.append(f"| {s} | {m} | {v['f32']['n']} | {100 * v['f32']['accuracy']:.2f} | "
-                    f"{100 * v['int8']['accuracy']:.2f} | {d:+.2f} |")
+    if "f32" not in v:
+        continue
+    f = v["f32"]["accuracy"]
+    cells = [f"{100 * v[p]['accuracy']:.2f} ({100 * (v[p]['accuracy'] - f):+.2f})" if p in v else "–"
+             for p in reduced]
+    rows.append(f"| {s} | {m} | {v['f32']['n']} | {100 * f:.2f} | " + " | ".join(cells) + " |")
 rows += ["", "Guard: within 0.3 pp of f32. Training sets above 10,000 texts are a seeded "
          "10,000-text sample (sst2, banking77 is 9k)."]
 
@@ -126,7 +165,7 @@ rows += ["", "## Memory", "",
          "plus one f32 scale per output channel), the word table in f16, the rest f32.",
          "", "| `lmfuse serve` (banking77 bundle) | RSS after load MB | after 640 texts MB | peak MB | anon MB |",
          "|---|---|---|---|---|"]
-for p in ("f32", "int8"):
+for p in precisions:
     if p in rss:
         r = rss[p]
         rows.append(f"| {p} | {r['loaded_kb'] / 1024:.0f} | {r['after_kb'] / 1024:.0f} | "
