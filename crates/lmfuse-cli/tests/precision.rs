@@ -9,6 +9,8 @@ use common::{assert_one_line_error, embed_json, lmfuse, ok_json, tiny_model, wri
 use std::path::Path;
 
 const KERNELS: [&str; 4] = ["portable", "avx2", "avx-vnni", "avx512-vnni"];
+const INT8_ENV: &str = "LMFUSE_INT8_KERNEL";
+const BF16_ENV: &str = "LMFUSE_BF16_KERNEL";
 
 fn write_texts(path: &Path) {
     let texts: Vec<String> = (0..40)
@@ -43,36 +45,9 @@ fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
     embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
     let mut outputs = Vec::new();
     for kernel in KERNELS {
-        let out = dir.path().join(format!("{kernel}.jsonl"));
-        let args = [
-            "embed",
-            "--model",
-            m,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--precision",
-            "int8",
-            "--no-cache",
-            "-q",
-        ];
-        let run = lmfuse(&args, dir.path())
-            .env("LMFUSE_INT8_KERNEL", kernel)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        if !run.status.success() {
-            // A kernel this CPU lacks is refused by name, never replaced silently.
-            assert!(
-                stderr.contains("lacks its instructions") && stderr.contains(kernel),
-                "{kernel}: {stderr}"
-            );
-            assert_ne!(kernel, "portable", "the portable kernel runs everywhere");
-            eprintln!("{kernel}: not on this CPU, skipped");
-            continue;
+        if let Some(rows) = embed_forced(m, &input, ("int8", INT8_ENV, kernel), dir.path()) {
+            outputs.push((kernel, rows));
         }
-        outputs.push((kernel, read_rows(&out)));
     }
     let (_, reference) = &outputs[0];
     for (kernel, rows) in &outputs[1..] {
@@ -104,10 +79,15 @@ fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
     );
 }
 
-/// `embed --precision bf16` with `LMFUSE_BF16_KERNEL=kernel`: the rows, or `None` when this
-/// CPU lacks the kernel (refused by name, never replaced silently).
-fn embed_bf16(model: &str, input: &Path, kernel: &str, dir: &Path) -> Option<Vec<Vec<f32>>> {
-    let out = dir.join(format!("bf16-{kernel}.jsonl"));
+/// `embed --precision P` with the environment variable `env` set to `kernel`: the rows, or
+/// `None` when this CPU lacks the kernel (refused by name, never replaced silently).
+fn embed_forced(
+    model: &str,
+    input: &Path,
+    (precision, env, kernel): (&str, &str, &str),
+    dir: &Path,
+) -> Option<Vec<Vec<f32>>> {
+    let out = dir.join(format!("{precision}-{kernel}.jsonl"));
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     let args = [
         "embed",
@@ -118,22 +98,20 @@ fn embed_bf16(model: &str, input: &Path, kernel: &str, dir: &Path) -> Option<Vec
         "-o",
         o,
         "--precision",
-        "bf16",
+        precision,
         "--no-cache",
         "-q",
     ];
-    let run = lmfuse(&args, dir)
-        .env("LMFUSE_BF16_KERNEL", kernel)
-        .output()
-        .unwrap();
+    let run = lmfuse(&args, dir).env(env, kernel).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     if run.status.success() {
         return Some(read_rows(&out));
     }
     assert!(
-        stderr.contains("lacks its instructions") && kernel != "portable",
+        stderr.contains("lacks its instructions") && stderr.contains(kernel),
         "{kernel}: {stderr}"
     );
+    assert_ne!(kernel, "portable", "the portable kernel runs everywhere");
     eprintln!("{kernel}: not on this CPU, skipped");
     None
 }
@@ -147,8 +125,8 @@ fn every_bf16_kernel_this_cpu_runs_gives_the_portable_kernels_vectors_within_rou
     write_texts(&input);
     let f32_out = dir.path().join("f32.jsonl");
     embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
-    let reference = embed_bf16(m, &input, "portable", dir.path()).unwrap();
-    if let Some(rows) = embed_bf16(m, &input, "avx512-bf16", dir.path()) {
+    let reference = embed_forced(m, &input, ("bf16", BF16_ENV, "portable"), dir.path()).unwrap();
+    if let Some(rows) = embed_forced(m, &input, ("bf16", BF16_ENV, "avx512-bf16"), dir.path()) {
         // The same rounded products summed in another order.
         for (i, (a, b)) in rows.iter().zip(&reference).enumerate() {
             let c = cosine(a, b);

@@ -58,20 +58,29 @@ pub(crate) fn select<K: Kernel>() -> Result<K, EncoderError> {
     choose(std::env::var(K::ENV).ok().as_deref())
 }
 
-/// `out += product(x)` over blocks of `x`'s rows (`[rows, inputs]`, into `out`'s
-/// `[rows, outputs]`), split over the rayon pool when `parallel`: a few blocks per thread for
-/// balance, each a multiple of `rows_per_kernel` and big enough to reuse a weight panel many
-/// times.
-pub(crate) fn for_row_blocks(
+/// `out += x · W` through `product` over blocks of `x`'s `rows` rows (`[rows, inputs]`, into
+/// `out`'s `[rows, outputs]`) on `kernel`, split over the rayon pool when `parallel`: a few
+/// blocks per thread for balance, each a multiple of `rows_per_kernel` and big enough to reuse
+/// a weight panel many times. Panics on sizes that do not match, or a kernel this CPU lacks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_row_blocks<K: Kernel + Sync>(
     out: &mut [f32],
     x: &[f32],
+    rows: usize,
     (inputs, outputs): (usize, usize),
+    kernel: K,
     rows_per_kernel: usize,
     parallel: bool,
-    product: impl Fn(&mut [f32], &[f32]) + Sync,
+    product: impl Fn(&mut [f32], &[f32], K) + Sync,
 ) {
     use rayon::prelude::*;
-    let rows = x.len() / inputs.max(1);
+    assert_eq!(x.len(), rows * inputs, "input size");
+    assert_eq!(out.len(), rows * outputs, "output size");
+    assert!(
+        kernel.supported(),
+        "{} is not supported here",
+        kernel.name()
+    );
     if rows == 0 || outputs == 0 {
         return;
     }
@@ -91,8 +100,8 @@ pub(crate) fn for_row_blocks(
         pieces
             .collect::<Vec<_>>()
             .into_par_iter()
-            .for_each(|(o, x)| product(o, x));
+            .for_each(|(o, x)| product(o, x, kernel));
     } else {
-        pieces.for_each(|(o, x)| product(o, x));
+        pieces.for_each(|(o, x)| product(o, x, kernel));
     }
 }

@@ -266,15 +266,9 @@ impl QuantLinear {
         kernel: Int8Kernel,
         parallel: bool,
     ) {
-        assert_eq!(x.len(), rows * self.inputs, "input size");
-        assert_eq!(out.len(), rows * self.outputs, "output size");
-        assert!(
-            kernel.supported(),
-            "{} is not supported here",
-            kernel.name()
-        );
-        cpu::for_row_blocks(out, x, (self.inputs, self.outputs), MR, parallel, |o, x| {
-            self.block_acc(o, x, kernel)
+        let shape = (self.inputs, self.outputs);
+        cpu::for_row_blocks(out, x, rows, shape, kernel, MR, parallel, |o, x, k| {
+            self.block_acc(o, x, k)
         });
     }
 
