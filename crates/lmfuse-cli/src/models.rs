@@ -136,10 +136,12 @@ fn convert_bundle(args: &ConvertArgs) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string(&done)?)?;
     } else {
         outln!(
-            "wrote {} ({} encoder record(s) now run in {}; nothing retrained)",
+            "wrote {} ({} encoder record(s) now run in {}, {} fine-tuned encoder(s) stored \
+             converted; nothing retrained)",
             done.dir.display(),
             done.encoders,
-            done.precision
+            done.precision,
+            done.stored_converted
         )?;
     }
     Ok(())

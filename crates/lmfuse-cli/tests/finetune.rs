@@ -111,6 +111,68 @@ fn finetuned_bundle_carries_its_encoder_and_reloads_to_the_reported_figures() {
             .abs()
             < 1e-4
     );
+
+    // Converted to int8, the (intact) LoRA bundle stores its fine-tuned encoder in int8 (a
+    // quarter of the linear layers' bytes) and predicts as the original does with
+    // --precision int8.
+    let int8 = dir.path().join("ft-int8");
+    let i8s = s(&int8);
+    let done = ok_json(
+        &[
+            "models", "convert", "--bundle", &lora_out, "--out", &i8s, "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(done["stored_converted"], 1, "{done}");
+    let size = |p: &Path| {
+        std::fs::metadata(p.join("encoder/model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&int8) * 2 < size(&out),
+        "{} vs {}",
+        size(&int8),
+        size(&out)
+    );
+    let predict = |bundle: &str, extra: &[&str]| {
+        let mut args = vec![
+            "predict", "--model", bundle, "--input", &te, "--output", "-",
+        ];
+        args.extend_from_slice(extra);
+        let run = run(&args, dir.path());
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        String::from_utf8(run.stdout).unwrap()
+    };
+    let (converted, at_load) = (
+        predict(&i8s, &[]),
+        predict(&lora_out, &["--precision", "int8"]),
+    );
+    let labels = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].to_string())
+            .collect()
+    };
+    assert_eq!(labels(&converted), labels(&at_load));
+    // An int8-stored encoder cannot be asked for f32.
+    assert_one_line_error(
+        &[
+            "predict",
+            "--model",
+            &i8s,
+            "--input",
+            &te,
+            "--output",
+            "-",
+            "--precision",
+            "f32",
+        ],
+        &["stored in int8"],
+    );
 }
 
 #[test]

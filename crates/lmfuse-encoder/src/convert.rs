@@ -39,6 +39,23 @@ pub struct Converted {
     pub weights_bytes: u64,
 }
 
+/// The files of the model folder of `files` with its linear layers in int8, as (name, bytes):
+/// its configuration and tokenizer files as they are, and last the int8 `model.safetensors`.
+pub fn int8_folder_contents(files: &ModelFiles) -> Result<Vec<(String, Vec<u8>)>, EncoderError> {
+    let model = BertModel::load_in(&files.config, &files.weights_path, Some(Precision::Int8))?;
+    let weights = model.int8_checkpoint()?;
+    let mut contents: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in MODEL_FOLDER_FILES.iter().chain(&[SOURCE_RECORD]) {
+        let path = files.dir.join(name);
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| EncoderError::io(&path, e))?;
+            contents.push((name.to_string(), bytes));
+        }
+    }
+    contents.push(("model.safetensors".into(), weights));
+    Ok(contents)
+}
+
 /// Writes the model of `files` to the folder `out` with its linear layers in int8 (the
 /// folder is replaced only once the new one is complete). The embeddings, LayerNorms and
 /// biases stay f32.
@@ -53,21 +70,11 @@ pub fn convert_to_int8(files: &ModelFiles, out: &Path) -> Result<Converted, Enco
             message: "the converted model must go to a new folder, not over its source".into(),
         });
     }
-    let model = BertModel::load_in(&files.config, &files.weights_path, Some(Precision::Int8))?;
-    let weights = model.int8_checkpoint()?;
-    let mut contents: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in MODEL_FOLDER_FILES.iter().chain(&[SOURCE_RECORD]) {
-        let path = files.dir.join(name);
-        if path.is_file() {
-            let bytes = std::fs::read(&path).map_err(|e| EncoderError::io(&path, e))?;
-            contents.push((name.to_string(), bytes));
-        }
-    }
+    let contents = int8_folder_contents(files)?;
     let source_weights_bytes = std::fs::metadata(&files.weights_path)
         .map_err(|e| EncoderError::io(&files.weights_path, e))?
         .len();
-    let weights_bytes = weights.len() as u64;
-    contents.push(("model.safetensors".into(), weights));
+    let weights_bytes = contents.last().map_or(0, |(_, w)| w.len() as u64);
     let refs: Vec<(&str, &[u8])> = contents
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
