@@ -34,15 +34,43 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (norm(a) * norm(b)).max(1e-30)
 }
 
-#[test]
-fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
-    let Some(model) = tiny_model() else { return };
-    let m = model.to_str().unwrap();
+/// The tiny test encoder, a folder with 40 texts and their f32 vectors.
+struct Setup {
+    dir: tempfile::TempDir,
+    model: String,
+    input: std::path::PathBuf,
+    exact: Vec<Vec<f32>>,
+}
+
+/// [`Setup`], or `None` (with a message) without the tiny encoder.
+fn setup() -> Option<Setup> {
+    let model = tiny_model()?.to_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     write_texts(&input);
     let f32_out = dir.path().join("f32.jsonl");
-    embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
+    embed_json(&model, &input, &f32_out, &["--no-cache"], dir.path());
+    let exact = read_rows(&f32_out);
+    Some(Setup {
+        dir,
+        model,
+        input,
+        exact,
+    })
+}
+
+#[test]
+fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
+    let Some(Setup {
+        dir,
+        model,
+        input,
+        exact,
+    }) = setup()
+    else {
+        return;
+    };
+    let m = model.as_str();
     let mut outputs = Vec::new();
     for kernel in KERNELS {
         if let Some(rows) = embed_forced(m, &input, ("int8", INT8_ENV, kernel), dir.path()) {
@@ -53,7 +81,6 @@ fn every_int8_kernel_this_cpu_runs_gives_the_portable_kernels_vectors() {
     for (kernel, rows) in &outputs[1..] {
         assert_eq!(rows, reference, "{kernel} differs from the portable kernel");
     }
-    let exact = read_rows(&f32_out);
     for (i, (e, q)) in exact.iter().zip(reference).enumerate() {
         let c = cosine(e, q);
         assert!(c > 0.99 && e != q, "text {i}: cosine {c}");
@@ -118,13 +145,16 @@ fn embed_forced(
 
 #[test]
 fn every_bf16_kernel_this_cpu_runs_gives_the_portable_kernels_vectors_within_rounding() {
-    let Some(model) = tiny_model() else { return };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.txt");
-    write_texts(&input);
-    let f32_out = dir.path().join("f32.jsonl");
-    embed_json(m, &input, &f32_out, &["--no-cache"], dir.path());
+    let Some(Setup {
+        dir,
+        model,
+        input,
+        exact,
+    }) = setup()
+    else {
+        return;
+    };
+    let m = model.as_str();
     let reference = embed_forced(m, &input, ("bf16", BF16_ENV, "portable"), dir.path()).unwrap();
     if let Some(rows) = embed_forced(m, &input, ("bf16", BF16_ENV, "avx512-bf16"), dir.path()) {
         // The same rounded products summed in another order.
@@ -133,7 +163,7 @@ fn every_bf16_kernel_this_cpu_runs_gives_the_portable_kernels_vectors_within_rou
             assert!(c > 0.99999, "text {i}: cosine {c} to the portable kernel's");
         }
     }
-    for (i, (e, q)) in read_rows(&f32_out).iter().zip(&reference).enumerate() {
+    for (i, (e, q)) in exact.iter().zip(&reference).enumerate() {
         let c = cosine(e, q);
         assert!(c > 0.999 && e != q, "text {i}: cosine {c} to f32");
     }
