@@ -159,16 +159,6 @@ impl Bf16Linear {
         w
     }
 
-    /// Input width.
-    pub fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    /// Output width.
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
     /// `out += x · W` for `rows` rows of `x` (`[rows, inputs]`) into `out` (`[rows, outputs]`),
     /// split over the rayon pool when `parallel`.
     pub fn matmul_acc(
