@@ -267,6 +267,26 @@ pub fn load(
     })
 }
 
+/// Copies the bundle in `path` to `out` with its encoders recorded in `precision` (no
+/// retraining; in int8 a fine-tuned encoder inside is stored converted); returns what was
+/// written as JSON text (`lmfuse models convert --bundle`'s report).
+#[pyfunction]
+#[pyo3(signature = (path, out, precision))]
+pub fn convert_bundle(
+    py: Python<'_>,
+    path: PathBuf,
+    out: PathBuf,
+    precision: String,
+) -> PyResult<String> {
+    let precision = crate::settings::parse_optional("precision", Some(&precision))
+        .map_err(py_err)?
+        .expect("a precision was given");
+    let done = py
+        .detach(|| lmfuse_pipeline::convert::convert_bundle(&path, &out, precision))
+        .map_err(load_error)?;
+    serde_json::to_string(&done).map_err(|e| value_error(e.to_string()))
+}
+
 /// A bundle that cannot be read (no manifest, a bad checksum, an unknown format) is the
 /// caller's input: `ValueError`; the rest as [`py_err`].
 fn load_error(e: PipelineError) -> PyErr {

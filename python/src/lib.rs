@@ -76,6 +76,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classifier::Fitted>()?;
     m.add_function(wrap_pyfunction!(classifier::fit, m)?)?;
     m.add_function(wrap_pyfunction!(classifier::load, m)?)?;
+    m.add_function(wrap_pyfunction!(classifier::convert_bundle, m)?)?;
     m.add_function(wrap_pyfunction!(classifier::stratified_folds, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::compare, m)?)?;
     m.add_function(wrap_pyfunction!(active::learning_curves, m)?)?;

@@ -153,3 +153,18 @@ def test_a_bundle_loads_in_int8_as_cli_predict_runs_it(data, tmp_path):
     exact = lmfuse.load(bundle, cache=False).predict(X)
     agree = np.mean(int8.predict(X) == exact)
     assert agree >= 0.97, agree
+
+
+def test_a_converted_bundle_runs_in_its_recorded_precision(data, tmp_path):
+    X, y = data
+    bundle, converted = tmp_path / "bundle", tmp_path / "bundle-bf16"
+    lmfuse.TextClassifier(features="emb").fit(X, y).save(bundle)
+    done = lmfuse.convert_bundle(bundle, converted, "bf16")
+    assert done["precision"] == "bf16" and done["encoders"] == 1, done
+    by_flag = lmfuse.load(bundle, cache=False, precision="bf16").predict_proba(X)
+    recorded = lmfuse.load(converted, cache=False).predict_proba(X)
+    assert np.array_equal(by_flag, recorded)
+    with pytest.raises(ValueError, match="another folder"):
+        lmfuse.convert_bundle(bundle, bundle, "int8")
+    with pytest.raises(ValueError, match="precision"):
+        lmfuse.convert_bundle(bundle, tmp_path / "x", "int4")
