@@ -278,9 +278,7 @@ pub fn convert_bundle(
     out: PathBuf,
     precision: String,
 ) -> PyResult<String> {
-    let precision = crate::settings::parse_optional("precision", Some(&precision))
-        .map_err(py_err)?
-        .expect("a precision was given");
+    let precision = crate::settings::parse("precision", &precision).map_err(py_err)?;
     let done = py
         .detach(|| lmfuse_pipeline::convert::convert_bundle(&path, &out, precision))
         .map_err(load_error)?;
