@@ -8,6 +8,7 @@
 
 use crate::bf16::{Bf16Kernel, Bf16Linear};
 use crate::config::{Activation, BertConfig};
+use crate::cpu::Kernel;
 use crate::error::EncoderError;
 use crate::kernels;
 use crate::quant::{Int8Kernel, QuantLinear};
@@ -353,16 +354,6 @@ impl BertModel {
     /// The precision the matrix products run in.
     pub fn precision(&self) -> Precision {
         self.precision
-    }
-
-    /// The int8 micro-kernel the products use when the precision is int8.
-    pub fn int8_kernel(&self) -> Int8Kernel {
-        self.kernels.int8
-    }
-
-    /// The bf16 micro-kernel the products use when the precision is bf16.
-    pub fn bf16_kernel(&self) -> Bf16Kernel {
-        self.kernels.bf16
     }
 
     /// The name of the micro-kernel the linear layers run on: the int8 or bf16 one, or `None`

@@ -9,8 +9,7 @@
 //! product of two bf16 values is exact in f32, so the kernels differ only in the order of
 //! their f32 sums.
 
-use crate::cpu;
-use crate::error::EncoderError;
+use crate::cpu::{self, Kernel};
 
 /// Output channels per packed panel (two 16-lane registers).
 pub const PANEL: usize = 32;
@@ -30,12 +29,13 @@ pub enum Bf16Kernel {
 /// the fastest the CPU has is used.
 pub const BF16_KERNEL_ENV: &str = "LMFUSE_BF16_KERNEL";
 
-impl Bf16Kernel {
+impl Kernel for Bf16Kernel {
     /// Every kernel, slowest first.
-    pub const ALL: [Bf16Kernel; 2] = [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16];
+    const ALL: &'static [Self] = &[Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16];
+    const ENV: &'static str = BF16_KERNEL_ENV;
 
     /// The name used by [`BF16_KERNEL_ENV`] and in reports.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Bf16Kernel::Portable => "portable",
             Bf16Kernel::Avx512Bf16 => "avx512-bf16",
@@ -43,7 +43,7 @@ impl Bf16Kernel {
     }
 
     /// Whether this CPU can run the kernel.
-    pub fn supported(self) -> bool {
+    fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
@@ -56,34 +56,6 @@ impl Bf16Kernel {
         {
             self == Bf16Kernel::Portable
         }
-    }
-
-    /// The kernels this CPU can run, slowest first.
-    pub fn available() -> Vec<Bf16Kernel> {
-        cpu::available()
-    }
-
-    /// The kernel to use: the one [`BF16_KERNEL_ENV`] names, or else the fastest available.
-    pub fn select() -> Result<Bf16Kernel, EncoderError> {
-        cpu::select()
-    }
-
-    /// The kernel named by `forced` (the value of [`BF16_KERNEL_ENV`]) when it is set and not
-    /// empty, or else the fastest available; an unknown name, or a kernel this CPU cannot
-    /// run, is an error that says which ones it can.
-    pub fn choose(forced: Option<&str>) -> Result<Bf16Kernel, EncoderError> {
-        cpu::choose(forced)
-    }
-}
-
-impl cpu::Kernel for Bf16Kernel {
-    const ALL: &'static [Self] = &Bf16Kernel::ALL;
-    const ENV: &'static str = BF16_KERNEL_ENV;
-    fn name(self) -> &'static str {
-        Bf16Kernel::name(self)
-    }
-    fn supported(self) -> bool {
-        Bf16Kernel::supported(self)
     }
 }
 

@@ -1,10 +1,16 @@
 //! Run-time choice of a micro-kernel family's member: the fastest one the CPU can run, or the
-//! one an environment variable forces (so tests can cover every kernel a machine runs).
+//! one an environment variable forces (so tests can cover every kernel a machine runs); and
+//! the split of a product's rows over the threads that every family uses.
 
 use crate::error::EncoderError;
 
-/// A family of interchangeable micro-kernels, one per instruction set.
-pub(crate) trait Kernel: Copy + PartialEq + Sized + 'static {
+/// A family of interchangeable micro-kernels, one per instruction set ([`Int8Kernel`],
+/// [`Bf16Kernel`]): each says what it is called and whether the CPU runs it; choosing one is
+/// common to all.
+///
+/// [`Int8Kernel`]: crate::Int8Kernel
+/// [`Bf16Kernel`]: crate::Bf16Kernel
+pub trait Kernel: Copy + PartialEq + Sized + 'static {
     /// Every member, slowest first; the first is the portable reference.
     const ALL: &'static [Self];
     /// The environment variable that forces a member by name.
@@ -13,49 +19,53 @@ pub(crate) trait Kernel: Copy + PartialEq + Sized + 'static {
     fn name(self) -> &'static str;
     /// Whether this CPU can run the member.
     fn supported(self) -> bool;
-}
 
-/// The members this CPU can run, slowest first.
-pub(crate) fn available<K: Kernel>() -> Vec<K> {
-    K::ALL.iter().copied().filter(|k| k.supported()).collect()
-}
-
-/// The member named by `forced` (the value of `K::ENV`) when it is set and not empty, or else
-/// the fastest available; an unknown name, or a member this CPU cannot run, is an error that
-/// says which ones it can.
-pub(crate) fn choose<K: Kernel>(forced: Option<&str>) -> Result<K, EncoderError> {
-    let available = available::<K>();
-    let Some(name) = forced.filter(|n| !n.is_empty()) else {
-        return Ok(*available
-            .last()
-            .expect("the portable kernel is always available"));
-    };
-    let names = |kernels: &[K]| {
-        kernels
+    /// The members this CPU can run, slowest first.
+    fn available() -> Vec<Self> {
+        Self::ALL
             .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let env = K::ENV;
-    let runs = names(&available);
-    match K::ALL.iter().copied().find(|k| k.name() == name) {
-        Some(kernel) if kernel.supported() => Ok(kernel),
-        Some(_) => Err(EncoderError::Kernel {
-            message: format!("{env}={name}: this CPU lacks its instructions (it runs: {runs})"),
-        }),
-        None => Err(EncoderError::Kernel {
-            message: format!(
-                "{env}={name:?} names no kernel (expected one of {}; this CPU runs: {runs})",
-                names(K::ALL)
-            ),
-        }),
+            .copied()
+            .filter(|k| k.supported())
+            .collect()
     }
-}
 
-/// [`choose`] with the value of `K::ENV`.
-pub(crate) fn select<K: Kernel>() -> Result<K, EncoderError> {
-    choose(std::env::var(K::ENV).ok().as_deref())
+    /// The member to use: the one [`Kernel::ENV`] names, or else the fastest available.
+    fn select() -> Result<Self, EncoderError> {
+        Self::choose(std::env::var(Self::ENV).ok().as_deref())
+    }
+
+    /// The member named by `forced` (the value of [`Kernel::ENV`]) when it is set and not
+    /// empty, or else the fastest available; an unknown name, or a member this CPU cannot
+    /// run, is an error that says which ones it can.
+    fn choose(forced: Option<&str>) -> Result<Self, EncoderError> {
+        let available = Self::available();
+        let Some(name) = forced.filter(|n| !n.is_empty()) else {
+            return Ok(*available
+                .last()
+                .expect("the portable kernel is always available"));
+        };
+        let names = |kernels: &[Self]| {
+            kernels
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let env = Self::ENV;
+        let runs = names(&available);
+        match Self::ALL.iter().copied().find(|k| k.name() == name) {
+            Some(kernel) if kernel.supported() => Ok(kernel),
+            Some(_) => Err(EncoderError::Kernel {
+                message: format!("{env}={name}: this CPU lacks its instructions (it runs: {runs})"),
+            }),
+            None => Err(EncoderError::Kernel {
+                message: format!(
+                    "{env}={name:?} names no kernel (expected one of {}; this CPU runs: {runs})",
+                    names(Self::ALL)
+                ),
+            }),
+        }
+    }
 }
 
 /// `out += x · W` through `product` over blocks of `x`'s `rows` rows (`[rows, inputs]`, into

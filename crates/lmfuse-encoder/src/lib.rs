@@ -26,6 +26,7 @@ pub use bert::{BertModel, NamedTensor, Span};
 pub use bf16::{Bf16Kernel, Bf16Linear, BF16_KERNEL_ENV};
 pub use config::{Activation, BertConfig, SentenceConfig};
 pub use convert::{convert_to_int8, int8_folder_contents, Converted, MODEL_FOLDER_FILES};
+pub use cpu::Kernel;
 pub use cross::CrossEncoder;
 pub use error::EncoderError;
 pub use quant::{Int8Kernel, QuantLinear, INT8_KERNEL_ENV};

@@ -13,8 +13,7 @@
 //! has no such instruction without saturation, so its kernel multiplies `|x|` by `w · sign(x)`
 //! (`vpsignb`), whose pair sums stay within i16 because both sides are within ±127.
 
-use crate::cpu;
-use crate::error::EncoderError;
+use crate::cpu::{self, Kernel};
 
 /// Output channels per packed panel.
 pub const PANEL: usize = 16;
@@ -51,16 +50,25 @@ pub enum Int8Kernel {
 pub const INT8_KERNEL_ENV: &str = "LMFUSE_INT8_KERNEL";
 
 impl Int8Kernel {
+    /// Whether the kernel reads its inputs as `x + 128` in unsigned bytes (the VNNI
+    /// instructions multiply unsigned by signed bytes) and subtracts `128 · Σw` afterwards.
+    fn offsets_inputs(self) -> bool {
+        matches!(self, Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni)
+    }
+}
+
+impl Kernel for Int8Kernel {
     /// Every kernel, slowest first.
-    pub const ALL: [Int8Kernel; 4] = [
+    const ALL: &'static [Self] = &[
         Int8Kernel::Portable,
         Int8Kernel::Avx2,
         Int8Kernel::AvxVnni,
         Int8Kernel::Avx512Vnni,
     ];
+    const ENV: &'static str = INT8_KERNEL_ENV;
 
     /// The name used by [`INT8_KERNEL_ENV`] and in reports.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Int8Kernel::Portable => "portable",
             Int8Kernel::Avx2 => "avx2",
@@ -69,14 +77,8 @@ impl Int8Kernel {
         }
     }
 
-    /// Whether the kernel reads its inputs as `x + 128` in unsigned bytes (the VNNI
-    /// instructions multiply unsigned by signed bytes) and subtracts `128 · Σw` afterwards.
-    fn offsets_inputs(self) -> bool {
-        matches!(self, Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni)
-    }
-
     /// Whether this CPU can run the kernel.
-    pub fn supported(self) -> bool {
+    fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
@@ -91,34 +93,6 @@ impl Int8Kernel {
         {
             self == Int8Kernel::Portable
         }
-    }
-
-    /// The kernels this CPU can run, slowest first.
-    pub fn available() -> Vec<Int8Kernel> {
-        cpu::available()
-    }
-
-    /// The kernel to use: the one [`INT8_KERNEL_ENV`] names, or else the fastest available.
-    pub fn select() -> Result<Int8Kernel, EncoderError> {
-        cpu::select()
-    }
-
-    /// The kernel named by `forced` (the value of [`INT8_KERNEL_ENV`]) when it is set and not
-    /// empty, or else the fastest available; an unknown name, or a kernel this CPU cannot
-    /// run, is an error that says which ones it can.
-    pub fn choose(forced: Option<&str>) -> Result<Int8Kernel, EncoderError> {
-        cpu::choose(forced)
-    }
-}
-
-impl cpu::Kernel for Int8Kernel {
-    const ALL: &'static [Self] = &Int8Kernel::ALL;
-    const ENV: &'static str = INT8_KERNEL_ENV;
-    fn name(self) -> &'static str {
-        Int8Kernel::name(self)
-    }
-    fn supported(self) -> bool {
-        Int8Kernel::supported(self)
     }
 }
 
@@ -866,7 +840,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("this CPU runs: portable"), "{err}");
-        if let Some(missing) = Int8Kernel::ALL.into_iter().find(|k| !k.supported()) {
+        if let Some(missing) = Int8Kernel::ALL.iter().copied().find(|k| !k.supported()) {
             let err = Int8Kernel::choose(Some(missing.name()))
                 .unwrap_err()
                 .to_string();
