@@ -129,16 +129,6 @@ pub fn layer_norm_backward(
     }
 }
 
-/// A strided view of `data`.
-fn view(data: &[f32], offset: usize, row_stride: usize, col_stride: usize) -> View<'_> {
-    View {
-        data,
-        offset,
-        row_stride,
-        col_stride,
-    }
-}
-
 /// The attention weights after dropout: `p ⊙ mask` written to `out`, or `p` itself without a
 /// mask.
 fn dropped_probs<'a>(p: &'a [f32], mask: Option<&[f32]>, out: &'a mut [f32]) -> &'a [f32] {
@@ -183,8 +173,8 @@ pub fn attention_train(
             p,
             0,
             len,
-            view(qkv, qo, row, 1),
-            view(qkv, ko, 1, row),
+            View::new(qkv, qo, row, 1),
+            View::new(qkv, ko, 1, row),
             (len, d, len),
             scale,
             false,
@@ -196,8 +186,8 @@ pub fn attention_train(
             ctx,
             h * d,
             hidden,
-            view(weights, 0, len, 1),
-            view(qkv, vo, row, 1),
+            View::new(weights, 0, len, 1),
+            View::new(qkv, vo, row, 1),
             (len, len, d),
             1.0,
             false,
@@ -234,8 +224,8 @@ pub fn attention_backward(
             dqkv,
             vo,
             row,
-            view(weights, 0, 1, len),
-            view(dctx, h * d, hidden, 1),
+            View::new(weights, 0, 1, len),
+            View::new(dctx, h * d, hidden, 1),
             (len, len, d),
             1.0,
             false,
@@ -245,8 +235,8 @@ pub fn attention_backward(
             ds,
             0,
             len,
-            view(dctx, h * d, hidden, 1),
-            view(qkv, vo, 1, row),
+            View::new(dctx, h * d, hidden, 1),
+            View::new(qkv, vo, 1, row),
             (len, d, len),
             1.0,
             false,
@@ -262,8 +252,8 @@ pub fn attention_backward(
             dqkv,
             qo,
             row,
-            view(ds, 0, len, 1),
-            view(qkv, ko, row, 1),
+            View::new(ds, 0, len, 1),
+            View::new(qkv, ko, row, 1),
             (len, len, d),
             1.0,
             false,
@@ -272,8 +262,8 @@ pub fn attention_backward(
             dqkv,
             ko,
             row,
-            view(ds, 0, 1, len),
-            view(qkv, qo, row, 1),
+            View::new(ds, 0, 1, len),
+            View::new(qkv, qo, row, 1),
             (len, len, d),
             1.0,
             false,
